@@ -1,0 +1,1 @@
+"""The sans-I/O core: values, changes, views, the state dictionary, leases, locks, commands."""

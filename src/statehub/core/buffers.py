@@ -1,0 +1,296 @@
+"""Change buffers and multi-views: coalesced, paced streams of changes to a dictionary.
+
+A ``DictionaryChangeMultiView`` owns the shared content and a log of which keys each
+revision touched. Its views (``DictionaryChangeBuffer``) are cursors into that log: a
+write appends one log entry whatever the number of views, and each view coalesces what
+it missed when it flushes. NanoVer copied every change into every view under its mutex,
+so writes slowed down linearly with subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from statehub.core.change import DictionaryChange
+from statehub.core.notifier import Notifier
+from statehub.core.pacing import Pacer
+from statehub.core.values import JsonValue, check_key, checked_copy, copy_mapping
+from statehub.errors import ObjectFrozenError
+
+#: Commits kept in the log; a view further behind is brought up to date from per-key
+#: revisions and tombstones instead (slower, but never a gap).
+DEFAULT_LOG_LENGTH = 100_000
+
+
+def validated_change(
+    updates: Mapping[str, Any] | None, removals: Iterable[str] | None
+) -> tuple[dict[str, JsonValue], set[str]]:
+    """Check keys and values and take private copies; nothing is kept if anything is wrong."""
+    checked_updates = {
+        check_key(key): checked_copy(value, key) for key, value in (updates or {}).items()
+    }
+    checked_removals = {check_key(key) for key in removals or ()}
+    for key in checked_removals:
+        checked_updates.pop(key, None)  # a key both updated and removed ends up removed
+    return checked_updates, checked_removals
+
+
+class DictionaryChangeBuffer:
+    """Tracks the latest values of keys that have changed between flushes.
+
+    Standalone, it holds what ``update`` gave it. Made by a ``DictionaryChangeMultiView``,
+    it also sees every change to the shared dictionary since it was created.
+    """
+
+    def __init__(self, *, _source: DictionaryChangeMultiView | None = None) -> None:
+        self._source = _source
+        self._notifier = _source.notifier if _source is not None else Notifier(threading.RLock())
+        self._lock = self._notifier.lock
+        self._pending_updates: dict[str, JsonValue] = {}
+        self._pending_removals: set[str] = set()
+        self._frozen = False
+        self.cursor = _source.revision if _source is not None else 0
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen or (self._source is not None and self._source.frozen)
+
+    def update(
+        self,
+        updates: Mapping[str, Any] | None = None,
+        removals: Iterable[str] | None = None,
+    ) -> None:
+        """Record changed keys and their new values, and removed keys."""
+        checked_updates, checked_removals = validated_change(updates, removals)
+        with self._lock:
+            if self.frozen:
+                raise ObjectFrozenError("cannot update a frozen change buffer")
+            self._catch_up()
+            self._record(checked_updates, checked_removals)
+            self._notifier.notify()
+
+    def freeze(self) -> None:
+        """Refuse further updates; what is pending can still be flushed once."""
+        with self._lock:
+            self._frozen = True
+            self._notifier.notify()
+
+    def flush_changed_blocking(self, timeout: float | None = None) -> DictionaryChange:
+        """Wait until there are changes, then return them all and clear them.
+
+        Raises ``ObjectFrozenError`` once the buffer is frozen and has nothing left, and
+        ``TimeoutError`` if ``timeout`` seconds pass with nothing to flush.
+        """
+        with self._lock:
+            if not self._notifier.wait_blocking(self._flushable, timeout):
+                raise TimeoutError(f"no change within {timeout} s")
+            return self._take()
+
+    async def flush_changed_async(self) -> DictionaryChange:
+        """Like ``flush_changed_blocking``, awaiting in the running event loop."""
+        await self._notifier.wait(self._flushable)
+        with self._lock:
+            return self._take()
+
+    def subscribe_changes(self, interval: float = 0) -> Iterator[DictionaryChange]:
+        """Yield changes, at most one flush every ``interval`` seconds; ends when frozen."""
+        pacer = Pacer(interval)
+        while True:
+            time.sleep(pacer.delay())
+            try:
+                change = self.flush_changed_blocking()
+            except ObjectFrozenError:
+                return
+            pacer.flushed()
+            yield change
+
+    async def subscribe_changes_async(self, interval: float = 0) -> AsyncIterator[DictionaryChange]:
+        """``async for`` version of ``subscribe_changes``; no thread per subscriber."""
+        pacer = Pacer(interval)
+        while True:
+            await asyncio.sleep(pacer.delay())
+            try:
+                change = await self.flush_changed_async()
+            except ObjectFrozenError:
+                return
+            pacer.flushed()
+            yield change
+
+    def _flushable(self) -> bool:
+        return self._has_pending() or self.frozen
+
+    def _has_pending(self) -> bool:
+        return bool(
+            self._pending_updates
+            or self._pending_removals
+            or (self._source is not None and self.cursor < self._source.revision)
+        )
+
+    def _take(self) -> DictionaryChange:
+        self._catch_up()
+        if not (self._pending_updates or self._pending_removals):
+            raise ObjectFrozenError("the change buffer is frozen and has nothing left to flush")
+        change = DictionaryChange()
+        change.updates = copy_mapping(self._pending_updates)
+        change.removals = self._pending_removals
+        self._pending_updates = {}
+        self._pending_removals = set()
+        return change
+
+    def _catch_up(self) -> None:
+        source = self._source
+        if source is None or self.cursor >= source.revision:
+            return
+        updated, removed = source.changed_since(self.cursor)
+        content = source.content
+        for key in updated:
+            self._pending_updates[key] = content[key]
+        self._pending_removals -= updated
+        for key in removed:
+            self._pending_updates.pop(key, None)
+        self._pending_removals |= removed
+        self.cursor = source.revision
+
+    def _record(self, updates: dict[str, JsonValue], removals: set[str]) -> None:
+        for key in removals:
+            self._pending_updates.pop(key, None)
+        self._pending_removals |= removals
+        self._pending_updates.update(updates)
+        self._pending_removals.difference_update(updates)
+
+    def _preload(self, content: Mapping[str, JsonValue]) -> None:
+        self._pending_updates.update(content)
+
+
+class DictionaryChangeMultiView:
+    """A shared dictionary with any number of independent change buffers tracking it."""
+
+    def __init__(
+        self,
+        *,
+        lock: threading.RLock | None = None,
+        log_length: int = DEFAULT_LOG_LENGTH,
+    ) -> None:
+        self.notifier = Notifier(lock if lock is not None else threading.RLock())
+        self.lock = self.notifier.lock
+        self.content: dict[str, JsonValue] = {}
+        self.revision = 0
+        self.frozen = False
+        self._log: deque[tuple[int, tuple[str, ...]]] = deque(maxlen=log_length)
+        self._key_revisions: dict[str, int] = {}
+        self._tombstones: dict[str, int] = {}
+        self._tombstone_floor = 0
+        self._prune_at = 1024
+        self._views: weakref.WeakSet[DictionaryChangeBuffer] = weakref.WeakSet()
+
+    @contextmanager
+    def create_view(self) -> Iterator[DictionaryChangeBuffer]:
+        """A new buffer whose first flush is the whole current content, then changes."""
+        with self.lock:
+            view = DictionaryChangeBuffer(_source=self)
+            view._preload(self.content)
+            self._views.add(view)
+        try:
+            yield view
+        finally:
+            self.remove_view(view)
+
+    def remove_view(self, view: DictionaryChangeBuffer) -> None:
+        """Freeze ``view`` and stop providing updates to it."""
+        with self.lock:
+            self._views.discard(view)
+            view.freeze()
+
+    def subscribe_changes(self, interval: float = 0) -> Iterator[DictionaryChange]:
+        """Yield the current content, then changes, at most one flush per ``interval``."""
+        with self.create_view() as view:
+            yield from view.subscribe_changes(interval)
+
+    async def subscribe_changes_async(self, interval: float = 0) -> AsyncIterator[DictionaryChange]:
+        """``async for`` version of ``subscribe_changes``."""
+        with self.create_view() as view:
+            async for change in view.subscribe_changes_async(interval):
+                yield change
+
+    def update(
+        self,
+        updates: Mapping[str, Any] | None = None,
+        removals: Iterable[str] | None = None,
+    ) -> None:
+        """Set keys to values and remove keys; every view will see the change."""
+        checked_updates, checked_removals = validated_change(updates, removals)
+        with self.lock:
+            self.apply(checked_updates, checked_removals, self.revision + 1)
+
+    def copy_content(self) -> dict[str, JsonValue]:
+        """A copy of the dictionary at this instant."""
+        with self.lock:
+            return copy_mapping(self.content)
+
+    def freeze(self) -> None:
+        """Refuse further updates; views flush what they hold once more, then end."""
+        with self.lock:
+            self.frozen = True
+            self.notifier.notify()
+
+    def load(self, content: dict[str, JsonValue], revision: int) -> None:
+        """Start from ``content`` at ``revision`` (read from a store); caller holds ``lock``."""
+        self.content = content
+        self.revision = revision
+        self._key_revisions = dict.fromkeys(content, revision)
+        self._tombstone_floor = revision
+
+    def apply(self, updates: dict[str, JsonValue], removals: set[str], revision: int) -> None:
+        """Apply a change from ``validated_change`` as ``revision``; the caller holds ``lock``."""
+        if self.frozen:
+            raise ObjectFrozenError("cannot update a frozen dictionary")
+        if not (updates or removals):
+            return
+        content, key_revisions, tombstones = self.content, self._key_revisions, self._tombstones
+        for key, value in updates.items():
+            content[key] = value
+            key_revisions[key] = revision
+        if tombstones:
+            for key in updates:
+                tombstones.pop(key, None)
+        for key in removals:
+            content.pop(key, None)
+            key_revisions.pop(key, None)
+            tombstones[key] = revision
+        self._log.append((revision, (*updates, *removals)))
+        self.revision = revision
+        if len(tombstones) >= self._prune_at:
+            self._prune_tombstones()
+        self.notifier.notify()
+
+    def changed_since(self, cursor: int) -> tuple[set[str], set[str]]:
+        """Keys updated (present now) and removed since revision ``cursor``; caller holds lock."""
+        touched: set[str] = set()
+        log = self._log
+        if log and log[0][0] <= cursor + 1:
+            for revision, keys in reversed(log):
+                if revision <= cursor:
+                    break
+                touched.update(keys)
+            present = touched & self.content.keys()
+            return present, touched - present
+        if cursor < self._tombstone_floor:
+            raise LookupError(f"changes since revision {cursor} are no longer kept")
+        updated = {key for key, rev in self._key_revisions.items() if rev > cursor}
+        removed = {key for key, rev in self._tombstones.items() if rev > cursor}
+        return updated, removed
+
+    def _prune_tombstones(self) -> None:
+        oldest_needed = min((view.cursor for view in self._views), default=self.revision)
+        self._tombstones = {
+            key: rev for key, rev in self._tombstones.items() if rev > oldest_needed
+        }
+        self._tombstone_floor = max(self._tombstone_floor, oldest_needed)
+        self._prune_at = max(1024, 2 * len(self._tombstones))

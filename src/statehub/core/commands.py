@@ -1,0 +1,123 @@
+"""Commands registered on the server, called by name with keyword arguments."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from statehub.core.values import JsonValue, checked_copy, copy_mapping
+from statehub.errors import CommandFailed
+
+CommandResult = dict[str, JsonValue] | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRegistration:
+    """A registered command: its callback and the default values of its arguments."""
+
+    name: str
+    callback: Callable[..., Any]
+    default_arguments: dict[str, JsonValue]
+    signature: inspect.Signature | None
+
+
+class CommandRegistry:
+    """Named commands; running one merges its defaults with the call's arguments."""
+
+    def __init__(self) -> None:
+        self._commands: dict[str, CommandRegistration] = {}
+        self._lock = threading.Lock()
+
+    def register(
+        self,
+        name: str,
+        callback: Callable[..., Any],
+        default_arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Add a command; ``ValueError`` if the name is taken."""
+        if type(name) is not str or not name:
+            raise TypeError(f"command name must be a non-empty str, got {name!r}")
+        if not callable(callback):
+            raise TypeError(f"command {name!r}: callback is not callable")
+        defaults = checked_copy(dict(default_arguments or {}), f"{name} default_arguments")
+        try:
+            signature: inspect.Signature | None = inspect.signature(callback)
+        except (TypeError, ValueError):  # some builtins have no signature to check against
+            signature = None
+        registration = CommandRegistration(name, callback, defaults, signature)  # type: ignore[arg-type]
+        with self._lock:
+            if name in self._commands:
+                raise ValueError(f"command {name!r} is already registered")
+            self._commands[name] = registration
+
+    def unregister(self, name: str) -> None:
+        """Remove a command; ``KeyError`` if there is none by that name."""
+        with self._lock:
+            if name not in self._commands:
+                raise KeyError(f"no command named {name!r}")
+            del self._commands[name]
+
+    @property
+    def commands(self) -> dict[str, CommandRegistration]:
+        """A copy of the registered commands by name."""
+        with self._lock:
+            return dict(self._commands)
+
+    def list(self) -> dict[str, dict[str, JsonValue]]:
+        """Each command's name with a copy of its default arguments."""
+        with self._lock:
+            return {name: copy_mapping(r.default_arguments) for name, r in self._commands.items()}
+
+    def run(self, name: str, arguments: Mapping[str, Any] | None = None) -> CommandResult:
+        """Run a command in this thread and return its result (a dict or None)."""
+        registration, merged = self._prepare(name, arguments)
+        try:
+            result = registration.callback(**merged)
+            if inspect.isawaitable(result):
+                raise TypeError("it is a coroutine function: use run_async")
+        except Exception as error:
+            raise CommandFailed(f"command {name!r} failed: {error}") from error
+        return _checked_result(name, result)
+
+    async def run_async(
+        self, name: str, arguments: Mapping[str, Any] | None = None
+    ) -> CommandResult:
+        """Run a command: coroutine callbacks are awaited, others run in a worker thread."""
+        registration, merged = self._prepare(name, arguments)
+        try:
+            if inspect.iscoroutinefunction(registration.callback):
+                result = await registration.callback(**merged)
+            else:
+                result = await asyncio.to_thread(registration.callback, **merged)
+        except Exception as error:
+            raise CommandFailed(f"command {name!r} failed: {error}") from error
+        return _checked_result(name, result)
+
+    def _prepare(
+        self, name: str, arguments: Mapping[str, Any] | None
+    ) -> tuple[CommandRegistration, dict[str, Any]]:
+        with self._lock:
+            registration = self._commands.get(name)
+        if registration is None:
+            raise KeyError(f"no command named {name!r}")
+        merged = {**copy_mapping(registration.default_arguments), **(arguments or {})}
+        if registration.signature is not None:
+            try:
+                registration.signature.bind(**merged)
+            except TypeError as error:
+                raise TypeError(f"command {name!r}: {error}") from None
+        return registration, merged
+
+
+def _checked_result(name: str, result: object) -> CommandResult:
+    if result is None:
+        return None
+    if type(result) is not dict:
+        raise CommandFailed(
+            f"command {name!r} returned {type(result).__name__}; commands return a dict or None"
+        )
+    return checked_copy(result, f"{name} result")  # type: ignore[return-value]

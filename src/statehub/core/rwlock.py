@@ -1,0 +1,196 @@
+"""Named read/write locks (the momotor seed's ``StateABC`` and ``LocalState``).
+
+Many owners may hold a key shared, or one owner exclusively. Writers are preferred: a
+new reader waits while any writer waits; on release the first waiting writer (FIFO)
+goes; waiting readers go together when no writer waits. A cancelled or timed-out waiter
+leaves no trace and the lock passes on. Locks live in one asyncio event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import AsyncIterator, Hashable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+
+from statehub.errors import LockFailed, LockNotOwnedError, LockUpgradeError
+
+
+@dataclass(slots=True)
+class _Waiter:
+    owner: Hashable
+    exclusive: bool
+    granted: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _KeyLock:
+    readers: dict[Hashable, int] = field(default_factory=dict)
+    writer: Hashable | None = None
+    writer_depth: int = 0
+    waiting_writers: deque[_Waiter] = field(default_factory=deque)
+    waiting_readers: list[_Waiter] = field(default_factory=list)
+
+    def idle(self) -> bool:
+        return not (
+            self.readers or self.writer_depth or self.waiting_writers or self.waiting_readers
+        )
+
+
+def _mode(exclusive: bool) -> str:
+    return "exclusive" if exclusive else "shared"
+
+
+class RWLockTable:
+    """Read/write locks by key, for owners the caller names (a task, a session...)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, _KeyLock] = {}
+
+    async def acquire(
+        self, key: str, owner: Hashable, *, exclusive: bool, timeout: float | None = None
+    ) -> None:
+        """Take ``key`` for ``owner``; re-taking a held mode nests. ``LockFailed`` on timeout."""
+        lock = self._locks.setdefault(key, _KeyLock())
+        if self._reenter(lock, key, owner, exclusive):
+            return
+        if self._free_for(lock, exclusive):
+            self._grant(lock, owner, exclusive)
+            return
+        waiter = _Waiter(owner, exclusive, asyncio.get_running_loop().create_future())
+        if exclusive:
+            lock.waiting_writers.append(waiter)
+        else:
+            lock.waiting_readers.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter.granted
+        except TimeoutError:
+            self._abandon(key, lock, waiter)
+            raise LockFailed(
+                f"timed out after {timeout} s waiting for the {_mode(exclusive)} lock on {key!r}"
+            ) from None
+        except BaseException:
+            self._abandon(key, lock, waiter)
+            raise
+
+    def release(self, key: str, owner: Hashable, *, exclusive: bool) -> None:
+        """Give back one hold of ``key`` in that mode."""
+        lock = self._locks.get(key)
+        if exclusive:
+            if lock is None or lock.writer != owner or lock.writer_depth == 0:
+                raise LockNotOwnedError(f"exclusive lock on {key!r} is not held by this owner")
+            lock.writer_depth -= 1
+            if lock.writer_depth == 0:
+                lock.writer = None
+        else:
+            if lock is None or owner not in lock.readers:
+                raise LockNotOwnedError(f"shared lock on {key!r} is not held by this owner")
+            lock.readers[owner] -= 1
+            if lock.readers[owner] == 0:
+                del lock.readers[owner]
+        self._dispatch(key, lock)
+
+    def release_owner(self, owner: Hashable) -> None:
+        """Release every hold of ``owner`` on every key (its session ended)."""
+        for key, lock in list(self._locks.items()):
+            lock.readers.pop(owner, None)
+            if lock.writer == owner:
+                lock.writer, lock.writer_depth = None, 0
+            self._dispatch(key, lock)
+
+    def can_acquire(self, key: str, *, exclusive: bool) -> bool:
+        """True if a new owner could take ``key`` in that mode right now without waiting."""
+        lock = self._locks.get(key)
+        return lock is None or self._free_for(lock, exclusive)
+
+    def _reenter(self, lock: _KeyLock, key: str, owner: Hashable, exclusive: bool) -> bool:
+        if lock.writer_depth and lock.writer == owner:
+            if exclusive:
+                lock.writer_depth += 1
+            else:
+                lock.readers[owner] = lock.readers.get(owner, 0) + 1
+            return True
+        if owner in lock.readers:
+            if exclusive:
+                raise LockUpgradeError(
+                    f"cannot take {key!r} exclusively while holding it shared: release it first"
+                )
+            lock.readers[owner] += 1
+            return True
+        return False
+
+    @staticmethod
+    def _free_for(lock: _KeyLock, exclusive: bool) -> bool:
+        if lock.writer_depth or lock.waiting_writers:
+            return False
+        return not (exclusive and lock.readers)
+
+    @staticmethod
+    def _grant(lock: _KeyLock, owner: Hashable, exclusive: bool) -> None:
+        if exclusive:
+            lock.writer, lock.writer_depth = owner, 1
+        else:
+            lock.readers[owner] = lock.readers.get(owner, 0) + 1
+
+    def _dispatch(self, key: str, lock: _KeyLock) -> None:
+        if not lock.writer_depth and not lock.readers and lock.waiting_writers:
+            waiter = lock.waiting_writers.popleft()
+            self._grant(lock, waiter.owner, True)
+            waiter.granted.set_result(None)
+        elif not lock.writer_depth and not lock.waiting_writers and lock.waiting_readers:
+            readers, lock.waiting_readers = lock.waiting_readers, []
+            for waiter in readers:
+                self._grant(lock, waiter.owner, False)
+                waiter.granted.set_result(None)
+        if lock.idle():
+            del self._locks[key]
+
+    def _abandon(self, key: str, lock: _KeyLock, waiter: _Waiter) -> None:
+        if waiter.granted.done() and not waiter.granted.cancelled():
+            self.release(key, waiter.owner, exclusive=waiter.exclusive)
+            return
+        queue = lock.waiting_writers if waiter.exclusive else lock.waiting_readers
+        queue.remove(waiter)
+        self._dispatch(key, lock)
+
+
+class StateABC(ABC):
+    """Shared read/write locks by name: the interface local and networked states share."""
+
+    @abstractmethod
+    def get_lock(
+        self, key: str, *, exclusive: bool = True, timeout: float | None = None
+    ) -> AbstractAsyncContextManager[None]:
+        """Hold the lock on ``key`` while the ``async with`` block runs.
+
+        Many holders in shared mode (``exclusive=False``), or one in exclusive mode.
+        Raises ``LockFailed`` if it cannot be had (``timeout`` seconds passed, refused).
+        """
+
+    @abstractmethod
+    async def test_lock(self, key: str, *, exclusive: bool = True) -> bool:
+        """True if the lock could be taken in that mode right now (transient information)."""
+
+
+class LocalState(StateABC):
+    """In-process read/write locks; the owner is the asyncio task that takes the lock."""
+
+    def __init__(self) -> None:
+        self._table = RWLockTable()
+
+    @asynccontextmanager
+    async def get_lock(
+        self, key: str, *, exclusive: bool = True, timeout: float | None = None
+    ) -> AsyncIterator[None]:
+        owner = asyncio.current_task()
+        await self._table.acquire(key, owner, exclusive=exclusive, timeout=timeout)
+        try:
+            yield
+        finally:
+            self._table.release(key, owner, exclusive=exclusive)
+
+    async def test_lock(self, key: str, *, exclusive: bool = True) -> bool:
+        return self._table.can_acquire(key, exclusive=exclusive)

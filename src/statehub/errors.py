@@ -1,0 +1,38 @@
+"""Exceptions shared by every layer; across the network they keep their type and message."""
+
+from __future__ import annotations
+
+
+class StatehubError(Exception):
+    """Base class of statehub's own errors."""
+
+
+class ObjectFrozenError(StatehubError):
+    """An operation cannot be performed because the object has been frozen."""
+
+
+class ResourceLockedError(StatehubError):
+    """Keys are leased by another owner, so the change or lease request was refused.
+
+    ``keys`` names the keys that were in the way.
+    """
+
+    def __init__(self, message: str, keys: frozenset[str] = frozenset()) -> None:
+        super().__init__(message)
+        self.keys = keys
+
+
+class LockFailed(StatehubError):
+    """A read/write lock could not be acquired (timeout, refusal or lost connection)."""
+
+
+class LockUpgradeError(StatehubError, RuntimeError):
+    """An owner holding a shared lock asked for it exclusively (that would deadlock)."""
+
+
+class LockNotOwnedError(StatehubError, RuntimeError):
+    """A lock was released by an owner that does not hold it in that mode."""
+
+
+class CommandFailed(StatehubError):
+    """A registered command raised; the message names the command and the original error."""

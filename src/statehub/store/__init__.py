@@ -1,0 +1,1 @@
+"""Where committed state lives. The store owns the atomic step: check leases, apply, number."""

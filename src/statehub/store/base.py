@@ -1,0 +1,60 @@
+"""The interface every store implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Iterable, Mapping
+
+from statehub.core.values import JsonValue
+from statehub.store.leases import Lease
+
+
+class Store(ABC):
+    """Committed state, leases and the revision counter.
+
+    ``commit`` is the one atomic step: check leases, apply, assign the next revision.
+    Callers serialise calls (the state dictionary holds its lock around them), so a store
+    that runs the step elsewhere (inside Redis, say) can still keep this interface.
+    """
+
+    @abstractmethod
+    def load(self) -> tuple[int, dict[str, JsonValue]]:
+        """The committed revision and content, read when the state dictionary starts."""
+
+    @abstractmethod
+    def commit(
+        self,
+        owner: Hashable,
+        updates: Mapping[str, JsonValue],
+        removals: Iterable[str],
+        now: float,
+    ) -> int:
+        """Apply a validated change for ``owner`` and return its revision.
+
+        Raises ``ResourceLockedError`` (and changes nothing) if another owner leases a key.
+        """
+
+    @abstractmethod
+    def change_leases(
+        self,
+        owner: Hashable,
+        acquire: Mapping[str, float | None],
+        release: Iterable[str],
+        now: float,
+    ) -> None:
+        """Release ``release`` always, then acquire all of ``acquire`` or none of it."""
+
+    @abstractmethod
+    def leases(self, now: float) -> list[Lease]:
+        """The live leases."""
+
+    @abstractmethod
+    def release_owner(self, owner: Hashable) -> None:
+        """Release every lease held by ``owner`` (its session ended)."""
+
+    @abstractmethod
+    def clear_leases(self) -> None:
+        """Release every lease."""
+
+    def close(self) -> None:  # noqa: B027 - most stores have nothing to close
+        """Release what the store holds open."""
