@@ -25,7 +25,8 @@ from statehub.core.values import JsonValue, check_key, checked_copy, copy_mappin
 from statehub.errors import ObjectFrozenError
 
 #: Commits kept in the log; a view further behind is brought up to date from per-key
-#: revisions and tombstones instead (slower, but never a gap).
+#: revisions and tombstones instead (slower, but never a gap). It is also the history
+#: bound: a reader resuming from a revision at most this many commits old gets a delta.
 DEFAULT_LOG_LENGTH = 100_000
 
 
@@ -57,6 +58,8 @@ class DictionaryChangeBuffer:
         self._pending_removals: set[str] = set()
         self._frozen = False
         self.cursor = _source.revision if _source is not None else 0
+        #: True when the first flush is the whole content (not a delta since a revision).
+        self.starts_with_snapshot = True
 
     @property
     def frozen(self) -> bool:
@@ -165,8 +168,18 @@ class DictionaryChangeBuffer:
         self._pending_updates.update(updates)
         self._pending_removals.difference_update(updates)
 
-    def _preload(self, content: Mapping[str, JsonValue]) -> None:
-        self._pending_updates.update(content)
+    def _preload(self, source: DictionaryChangeMultiView, since: int | None) -> None:
+        if since is not None and since <= source.revision:
+            try:
+                updated, removed = source.changed_since(since)
+            except LookupError:
+                pass
+            else:
+                self._pending_updates = {key: source.content[key] for key in updated}
+                self._pending_removals = removed
+                self.starts_with_snapshot = False
+                return
+        self._pending_updates = dict(source.content)
 
 
 class DictionaryChangeMultiView:
@@ -183,6 +196,7 @@ class DictionaryChangeMultiView:
         self.content: dict[str, JsonValue] = {}
         self.revision = 0
         self.frozen = False
+        self._log_length = log_length
         self._log: deque[tuple[int, tuple[str, ...]]] = deque(maxlen=log_length)
         self._key_revisions: dict[str, int] = {}
         self._tombstones: dict[str, int] = {}
@@ -191,11 +205,16 @@ class DictionaryChangeMultiView:
         self._views: weakref.WeakSet[DictionaryChangeBuffer] = weakref.WeakSet()
 
     @contextmanager
-    def create_view(self) -> Iterator[DictionaryChangeBuffer]:
-        """A new buffer whose first flush is the whole current content, then changes."""
+    def create_view(self, since: int | None = None) -> Iterator[DictionaryChangeBuffer]:
+        """A new buffer whose first flush is the whole current content, then changes.
+
+        With ``since`` (a revision a client already saw), the first flush is only what
+        changed after it, if that is still known; otherwise the whole content, and the
+        view's ``starts_with_snapshot`` says which.
+        """
         with self.lock:
             view = DictionaryChangeBuffer(_source=self)
-            view._preload(self.content)
+            view._preload(self, since)
             self._views.add(view)
         try:
             yield view
@@ -288,7 +307,8 @@ class DictionaryChangeMultiView:
         return updated, removed
 
     def _prune_tombstones(self) -> None:
-        oldest_needed = min((view.cursor for view in self._views), default=self.revision)
+        oldest_view = min((view.cursor for view in self._views), default=self.revision)
+        oldest_needed = max(0, min(oldest_view, self.revision - self._log_length))
         self._tombstones = {
             key: rev for key, rev in self._tombstones.items() if rev > oldest_needed
         }

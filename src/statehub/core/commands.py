@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from statehub.core.values import JsonValue, checked_copy, copy_mapping
-from statehub.errors import CommandFailed
+from statehub.errors import CommandFailed, StatehubError
 
 CommandResult = dict[str, JsonValue] | None
 
@@ -26,7 +26,11 @@ class CommandRegistration:
 
 
 class CommandRegistry:
-    """Named commands; running one merges its defaults with the call's arguments."""
+    """Named commands; running one merges its defaults with the call's arguments.
+
+    A callback that raises a ``StatehubError`` (a typed, intended error) has it passed on
+    as it is; any other exception becomes ``CommandFailed`` naming the command.
+    """
 
     def __init__(self) -> None:
         self._commands: dict[str, CommandRegistration] = {}
@@ -79,6 +83,8 @@ class CommandRegistry:
             result = registration.callback(**merged)
             if inspect.isawaitable(result):
                 raise TypeError("it is a coroutine function: use run_async")
+        except StatehubError:
+            raise
         except Exception as error:
             raise CommandFailed(f"command {name!r} failed: {error}") from error
         return _checked_result(name, result)
@@ -93,6 +99,8 @@ class CommandRegistry:
                 result = await registration.callback(**merged)
             else:
                 result = await asyncio.to_thread(registration.callback, **merged)
+        except StatehubError:
+            raise
         except Exception as error:
             raise CommandFailed(f"command {name!r} failed: {error}") from error
         return _checked_result(name, result)

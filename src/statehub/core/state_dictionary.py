@@ -144,9 +144,12 @@ class StateDictionary:
             yield copy_mapping(self._views.content)
 
     @contextmanager
-    def get_change_buffer(self) -> Iterator[DictionaryChangeBuffer]:
-        """A buffer whose first flush is the whole content, then every change after it."""
-        with self._views.create_view() as view:
+    def get_change_buffer(self, since: int | None = None) -> Iterator[DictionaryChangeBuffer]:
+        """A buffer whose first flush is the whole content, then every change after it.
+
+        ``since``: see ``DictionaryChangeMultiView.create_view``.
+        """
+        with self._views.create_view(since) as view:
             yield view
 
     def freeze(self) -> None:

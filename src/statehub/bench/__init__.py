@@ -1,0 +1,1 @@
+"""Benchmarks run by ``statehub bench``: each module registers named workload groups."""
