@@ -80,8 +80,9 @@ class DictionaryChangeBuffer:
             self._notifier.notify()
 
     def freeze(self) -> None:
-        """Refuse further updates; what is pending can still be flushed once."""
+        """Refuse further updates and stop following the source; flush what is left once."""
         with self._lock:
+            self._catch_up()
             self._frozen = True
             self._notifier.notify()
 
@@ -130,11 +131,10 @@ class DictionaryChangeBuffer:
         return self._has_pending() or self.frozen
 
     def _has_pending(self) -> bool:
-        return bool(
-            self._pending_updates
-            or self._pending_removals
-            or (self._source is not None and self.cursor < self._source.revision)
-        )
+        if self._pending_updates or self._pending_removals:
+            return True
+        source = self._source
+        return source is not None and not self._frozen and self.cursor < source.revision
 
     def _take(self) -> DictionaryChange:
         self._catch_up()
@@ -149,7 +149,7 @@ class DictionaryChangeBuffer:
 
     def _catch_up(self) -> None:
         source = self._source
-        if source is None or self.cursor >= source.revision:
+        if source is None or self._frozen or self.cursor >= source.revision:
             return
         updated, removed = source.changed_since(self.cursor)
         content = source.content

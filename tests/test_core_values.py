@@ -1,0 +1,88 @@
+import math
+
+import pytest
+
+from statehub import DictionaryChange, StateDictionary
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        False,
+        0,
+        -7,
+        2**80,
+        1.5,
+        math.inf,
+        -math.inf,
+        "",
+        "é",
+        [],
+        {},
+        [1, [2.0, {"a": None}]],
+    ],
+)
+def test_json_like_values_keep_their_exact_type(value: object) -> None:
+    state = StateDictionary()
+    state.update_state(None, DictionaryChange({"k": value}))
+    stored = state.get("k")
+    assert stored == value
+    assert type(stored) is type(value)
+
+
+def test_nan_is_stored() -> None:
+    state = StateDictionary()
+    state.update_state(None, DictionaryChange({"k": [math.nan]}))
+    stored = state.get("k")
+    assert isinstance(stored, list)
+    assert math.isnan(stored[0])
+
+
+def test_int_stays_int_and_bool_stays_bool_inside_containers() -> None:
+    state = StateDictionary()
+    state.update_state(None, DictionaryChange({"k": {"i": 1, "b": True, "f": 1.0}}))
+    stored = state.get("k")
+    assert isinstance(stored, dict)
+    assert [type(stored[name]) for name in ("i", "b", "f")] == [int, bool, float]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({1, 2}, r"key 'bad': set is not a JSON-like value at the top level"),
+        ((1, 2), r"key 'bad': tuple is not a JSON-like value at the top level"),
+        ({"a": [1, object()]}, r"key 'bad': object is not a JSON-like value at value\.a\[1\]"),
+        ({"a": {3: "x"}}, r"key 'bad': dict keys must be str, got int 3 at value\.a"),
+        (b"bytes", r"key 'bad': bytes is not a JSON-like value"),
+    ],
+)
+def test_bad_values_are_refused_naming_key_and_path(value: object, expected: str) -> None:
+    state = StateDictionary()
+    with pytest.raises(TypeError, match=expected):
+        state.update_state(None, DictionaryChange({"good": 1, "bad": value}))
+    assert state.copy_content() == {}
+    assert state.revision == 0
+
+
+def test_non_str_key_is_refused_and_nothing_applied() -> None:
+    state = StateDictionary()
+    with pytest.raises(TypeError, match="keys must be str, got int 5"):
+        state.update_state(None, DictionaryChange({"good": 1, 5: "x"}))  # type: ignore[dict-item]
+    assert state.copy_content() == {}
+
+
+def test_state_keeps_private_copies_in_and_out() -> None:
+    state = StateDictionary()
+    given = {"list": [1, 2]}
+    state.update_state(None, DictionaryChange({"k": given}))
+    given["list"].append(3)
+    assert state.get("k") == {"list": [1, 2]}
+    handed_out = state.copy_content()
+    handed_out["k"]["list"].append(4)
+    assert state.get("k") == {"list": [1, 2]}
+    with state.get_change_buffer() as view:
+        flushed = view.flush_changed_blocking()
+    flushed.updates["k"]["list"].clear()
+    assert state.get("k") == {"list": [1, 2]}
