@@ -181,3 +181,40 @@ async def test_timeout_on_exclusive_lock_raises_lock_failed_and_leaves_no_trace(
         with pytest.raises(LockFailed, match="exclusive lock on 'k'"):
             await asyncio.create_task(_take(state, "k", exclusive=True, timeout=0.01))
         assert await state.test_lock("k", exclusive=False)  # no writer left waiting
+
+
+async def _queue_reader_then_writer(
+    table: RWLockTable, order: list[str]
+) -> list[asyncio.Task[None]]:
+    async def take(owner: str, exclusive: bool) -> None:
+        await table.acquire("k", owner, exclusive=exclusive)
+        order.append(owner)
+
+    await table.acquire("k", "writer0", exclusive=True)
+    tasks = [asyncio.create_task(take("reader", False))]
+    await asyncio.sleep(0)
+    tasks.append(asyncio.create_task(take("writer1", True)))
+    await asyncio.sleep(0)
+    table.release("k", "writer0", exclusive=True)
+    await asyncio.sleep(0)
+    return tasks
+
+
+async def test_writer_preference_lets_a_later_writer_overtake_a_waiting_reader() -> None:
+    table = RWLockTable()
+    order: list[str] = []
+    tasks = await _queue_reader_then_writer(table, order)
+    assert order == ["writer1"]
+    table.release("k", "writer1", exclusive=True)
+    await asyncio.gather(*tasks)
+    assert order == ["writer1", "reader"]
+
+
+async def test_fair_mode_lets_readers_that_waited_first_go_first() -> None:
+    table = RWLockTable(fair=True)
+    order: list[str] = []
+    tasks = await _queue_reader_then_writer(table, order)
+    assert order == ["reader"]
+    table.release("k", "reader", exclusive=False)
+    await asyncio.gather(*tasks)
+    assert order == ["reader", "writer1"]

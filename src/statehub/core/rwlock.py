@@ -2,13 +2,16 @@
 
 Many owners may hold a key shared, or one owner exclusively. Writers are preferred: a
 new reader waits while any writer waits; on release the first waiting writer (FIFO)
-goes; waiting readers go together when no writer waits. A cancelled or timed-out waiter
-leaves no trace and the lock passes on. Locks live in one asyncio event loop.
+goes; waiting readers go together when no writer waits. Under a stream of writers that
+starves readers, so ``fair=True`` instead lets the readers that were waiting before the
+next writer in together when a writer releases. A cancelled or timed-out waiter leaves
+no trace and the lock passes on. Locks live in one asyncio event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Hashable
@@ -23,6 +26,7 @@ class _Waiter:
     owner: Hashable
     exclusive: bool
     granted: asyncio.Future[None]
+    ticket: int
 
 
 @dataclass(slots=True)
@@ -46,8 +50,10 @@ def _mode(exclusive: bool) -> str:
 class RWLockTable:
     """Read/write locks by key, for owners the caller names (a task, a session...)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fair: bool = False) -> None:
         self._locks: dict[str, _KeyLock] = {}
+        self._fair = fair
+        self._tickets = itertools.count()
 
     async def acquire(
         self, key: str, owner: Hashable, *, exclusive: bool, timeout: float | None = None
@@ -59,7 +65,9 @@ class RWLockTable:
         if self._free_for(lock, exclusive):
             self._grant(lock, owner, exclusive)
             return
-        waiter = _Waiter(owner, exclusive, asyncio.get_running_loop().create_future())
+        waiter = _Waiter(
+            owner, exclusive, asyncio.get_running_loop().create_future(), next(self._tickets)
+        )
         if exclusive:
             lock.waiting_writers.append(waiter)
         else:
@@ -136,17 +144,25 @@ class RWLockTable:
             lock.readers[owner] = lock.readers.get(owner, 0) + 1
 
     def _dispatch(self, key: str, lock: _KeyLock) -> None:
-        if not lock.writer_depth and not lock.readers and lock.waiting_writers:
-            waiter = lock.waiting_writers.popleft()
-            self._grant(lock, waiter.owner, True)
-            waiter.granted.set_result(None)
-        elif not lock.writer_depth and not lock.waiting_writers and lock.waiting_readers:
-            readers, lock.waiting_readers = lock.waiting_readers, []
-            for waiter in readers:
-                self._grant(lock, waiter.owner, False)
+        if not lock.writer_depth:
+            next_writer = lock.waiting_writers[0].ticket if lock.waiting_writers else None
+            if next_writer is None or (self._fair and not lock.readers):
+                self._admit_readers(lock, before=next_writer)
+            if not lock.readers and lock.waiting_writers:
+                waiter = lock.waiting_writers.popleft()
+                self._grant(lock, waiter.owner, True)
                 waiter.granted.set_result(None)
         if lock.idle():
             del self._locks[key]
+
+    def _admit_readers(self, lock: _KeyLock, *, before: int | None) -> None:
+        admitted = [w for w in lock.waiting_readers if before is None or w.ticket < before]
+        if not admitted:
+            return
+        lock.waiting_readers = lock.waiting_readers[len(admitted) :]  # tickets ascend
+        for waiter in admitted:
+            self._grant(lock, waiter.owner, False)
+            waiter.granted.set_result(None)
 
     def _abandon(self, key: str, lock: _KeyLock, waiter: _Waiter) -> None:
         if waiter.granted.done() and not waiter.granted.cancelled():
@@ -176,10 +192,13 @@ class StateABC(ABC):
 
 
 class LocalState(StateABC):
-    """In-process read/write locks; the owner is the asyncio task that takes the lock."""
+    """In-process read/write locks; the owner is the asyncio task that takes the lock.
 
-    def __init__(self) -> None:
-        self._table = RWLockTable()
+    ``fair=True``: readers waiting before the next writer are not overtaken by it.
+    """
+
+    def __init__(self, *, fair: bool = False) -> None:
+        self._table = RWLockTable(fair=fair)
 
     @asynccontextmanager
     async def get_lock(
