@@ -65,6 +65,11 @@ class StateDictionary:
         return self._views.revision
 
     @property
+    def epoch(self) -> str:
+        """Names the history that ``revision`` counts in (see ``Store.epoch``)."""
+        return self._store.epoch
+
+    @property
     def views(self) -> DictionaryChangeMultiView:
         """The change views of this dictionary (for subscribers)."""
         return self._views
@@ -90,6 +95,27 @@ class StateDictionary:
                 access_token=access_token, change=DictionaryChange(updates, removals)
             )
         return revision
+
+    def is_durable(self, revision: int) -> bool:
+        """True if ``revision`` may be acknowledged now (always, with the memory store).
+
+        A server acknowledges an update at once when this is true, and otherwise after
+        ``await wait_durable_async(revision)``.
+        """
+        return self._store.is_durable(revision)
+
+    def wait_durable(self, revision: int, timeout: float | None = None) -> None:
+        """Block until ``revision`` (from ``update_state``) is as durable as the store promises.
+
+        Immediate with the memory store; with a durable store, acknowledge a change only
+        after this returns. Raises ``TimeoutError`` after ``timeout`` seconds and
+        ``DurabilityError`` if the store could not write it.
+        """
+        self._store.wait_durable(revision, timeout)
+
+    async def wait_durable_async(self, revision: int) -> None:
+        """``wait_durable`` from asyncio, without holding a thread while waiting."""
+        await self._store.wait_durable_async(revision)
 
     def update_locks(
         self,

@@ -21,6 +21,15 @@ class Store(ABC):
     def load(self) -> tuple[int, dict[str, JsonValue]]:
         """The committed revision and content, read when the state dictionary starts."""
 
+    @property
+    @abstractmethod
+    def epoch(self) -> str:
+        """Names the history revisions belong to: revision N means one change per epoch.
+
+        A reader that saw revision N of another epoch cannot resume from it (a restarted
+        in-memory server counts from 0 again) and must start from a snapshot.
+        """
+
     @abstractmethod
     def commit(
         self,
@@ -55,6 +64,26 @@ class Store(ABC):
     @abstractmethod
     def clear_leases(self) -> None:
         """Release every lease."""
+
+    def is_durable(self, revision: int) -> bool:
+        """True if ``revision`` may be acknowledged without waiting.
+
+        That is: it is on disk, or the store promises no more than memory (the memory
+        store; the SQLite store with durability "memory").
+        """
+        return True
+
+    def wait_durable(self, revision: int, timeout: float | None = None) -> None:  # noqa: B027
+        """Return once ``revision`` is as durable as the store promises.
+
+        A store that keeps nothing (or writes synchronously) returns at once. A durable
+        store that commits in groups blocks until the group holding ``revision`` is on
+        disk; it raises ``TimeoutError`` after ``timeout`` seconds and
+        ``statehub.store.errors.DurabilityError`` if the write failed.
+        """
+
+    async def wait_durable_async(self, revision: int) -> None:  # noqa: B027
+        """``wait_durable`` for the running event loop: no thread is held while waiting."""
 
     def close(self) -> None:  # noqa: B027 - most stores have nothing to close
         """Release what the store holds open."""

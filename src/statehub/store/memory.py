@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Hashable, Iterable, Mapping
 
 from statehub.core.values import JsonValue
@@ -15,6 +16,11 @@ class MemoryStore(Store):
     def __init__(self) -> None:
         self._revision = 0
         self._leases = LeaseTable()
+        self._epoch = uuid.uuid4().hex
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
 
     def load(self) -> tuple[int, dict[str, JsonValue]]:
         return self._revision, {}

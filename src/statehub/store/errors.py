@@ -1,0 +1,22 @@
+"""Errors of durable stores: data files that cannot be used, writes that did not reach disk."""
+
+from __future__ import annotations
+
+from statehub.errors import StatehubError
+
+
+class DataFileError(StatehubError):
+    """A data file is unreadable, corrupt, in use, or belongs to something else.
+
+    Raised at start-up; the message names the file, and nothing in it has been changed.
+    """
+
+
+class DurabilityError(StatehubError):
+    """Committed changes could not be written to disk.
+
+    The store refuses every further change once this happens: the state in memory would
+    otherwise drift away from what a restart would bring back. A writer waiting for its
+    change to be durable gets this error, and cannot know whether the change survives a
+    restart.
+    """

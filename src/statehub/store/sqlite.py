@@ -1,0 +1,489 @@
+"""SQLiteStore: the state in an SQLite file (WAL mode), written to disk in groups.
+
+``commit`` runs in the caller's thread under the state dictionary's lock: it checks
+leases, encodes the change, numbers it and queues it. One writer thread drains the
+queue: everything queued while the previous fsync ran goes into one transaction,
+committed with ``synchronous=FULL``, and then every waiter of every revision in it is
+released at once. So concurrent writers share fsyncs instead of queueing for one each.
+
+Durability ``"disk"``: ``wait_durable(revision)`` returns once the revision is on disk;
+acknowledge a change only then. Durability ``"memory"``: ``wait_durable`` returns at
+once; the same writer still puts every change on disk within about one fsync, but a
+crash (or power loss) loses the acknowledged changes still queued then (at most
+``max_pending`` of them).
+
+Leases are runtime facts of connected sessions and are not persisted: after a restart
+there are none. Revisions assigned but not on disk when the process died may have been
+seen by subscribers; so that no revision number ever names two different changes, a
+start after a crash moves the revision forward by ``max_pending + 1`` (recorded on disk
+before any change is accepted), and a reader resuming from a lost revision gets a
+snapshot instead of a delta with a hole in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import functools
+import heapq
+import itertools
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+import weakref
+from collections.abc import Hashable, Iterable, Mapping
+from pathlib import Path
+from typing import Literal
+
+from statehub.core.values import JsonValue
+from statehub.store.base import Store
+from statehub.store.datafile import check_sqlite_file, file_error
+from statehub.store.encoding import decode_value, encode_value
+from statehub.store.errors import DataFileError, DurabilityError
+from statehub.store.leases import Lease, LeaseTable
+
+logger = logging.getLogger(__name__)
+
+Durability = Literal["disk", "memory"]
+DURABILITY_MODES: tuple[Durability, ...] = ("disk", "memory")
+
+#: The state file inside the data directory (SQLite adds ``-wal`` while it is open).
+DATA_FILE = "state.sqlite3"
+#: ``PRAGMA application_id`` of a statehub data file ("STHB").
+APPLICATION_ID = 0x53544842
+#: ``PRAGMA user_version`` of the layout written by this code.
+SCHEMA_VERSION = 1
+#: Revisions that may be numbered but not yet on disk; ``commit`` waits beyond that.
+MAX_PENDING = 10_000
+
+_SCHEMA = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE state (
+    key BLOB PRIMARY KEY,
+    value TEXT NOT NULL,
+    format INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO meta (name, value) VALUES
+    ('revision', 0), ('clean', 1), ('restart_skip', 0), ('epoch', 0);
+"""
+#: Rows per statement: every sqlite3 call releases and retakes the GIL, and retaking it
+#: while the server's event loop is busy can take a switch interval (5 ms), so a batch is
+#: written with a few multi-row statements rather than one statement per key.
+_ROWS_PER_STATEMENT = 300  # 3 parameters each: under 999, the oldest SQLite's limit
+_SET_META = "UPDATE meta SET value = ? WHERE name = ?"
+
+_EncodedChange = tuple[int, list[tuple[bytes, str, int]], list[bytes]]
+_AsyncWaiter = tuple[int, int, asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+
+
+def _key_bytes(key: str) -> bytes:
+    # surrogatepass: a str key with a lone surrogate is valid state and must survive.
+    return key.encode("utf-8", "surrogatepass")
+
+
+class SQLiteStore(Store):
+    """Keys, values and the revision counter in ``<directory>/state.sqlite3``.
+
+    Opening checks the file and refuses (``DataFileError``, naming the file, changing
+    nothing) if it is unreadable, corrupt, from another application or schema, or in use
+    by another process. Call ``close`` when done: it writes what is queued and marks the
+    file as cleanly closed, so the next start keeps the revision exactly.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        durability: Durability = "disk",
+        max_pending: int = MAX_PENDING,
+    ) -> None:
+        if durability not in DURABILITY_MODES:
+            raise ValueError(
+                f"durability must be one of {', '.join(DURABILITY_MODES)}, got {durability!r}"
+            )
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending!r}")
+        self.directory = Path(directory)
+        self.path = self.directory / DATA_FILE
+        self.durability: Durability = durability
+        self._max_pending = max_pending
+        self._leases = LeaseTable()
+        self._conn = _connect(self.directory, self.path)
+        try:
+            content, revision, skipped = self._start()
+        except BaseException:
+            self._conn.close()
+            raise
+        self._initial_content: dict[str, JsonValue] | None = content
+        #: Revision read from disk, and how far it was moved on after an unclean stop.
+        self.loaded_revision = revision - skipped
+        self.skipped_revisions = skipped
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # the writer waits here
+        self._done = threading.Condition(self._lock)  # durability waiters wait here
+        self._db_lock = threading.Lock()
+        self._revision = revision  # last revision numbered
+        self._durable = revision  # last revision on disk
+        self._queue: list[_EncodedChange] = []
+        self._async_waiters: list[_AsyncWaiter] = []
+        self._waiter_ids = itertools.count()
+        self._failure: str | None = None
+        #: Transactions (one fsync each) the writer has committed; with concurrent
+        #: writers, far fewer than the revisions they hold (group commit).
+        self.transactions = 0
+        self._closing = False
+        self._closed = False
+        self._writer = threading.Thread(
+            target=self._write_loop, name=f"statehub-sqlite-writer:{self.path}", daemon=True
+        )
+        self._writer.start()
+        _OPEN_STORES.add(self)
+
+    # -- Store interface -------------------------------------------------------------
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    def load(self) -> tuple[int, dict[str, JsonValue]]:
+        content = self._initial_content
+        if content is not None:
+            self._initial_content = None
+            return self._revision, content
+        revision = self.flush()
+        with self._db_lock:
+            return revision, self._read_content()
+
+    def commit(
+        self,
+        owner: Hashable,
+        updates: Mapping[str, JsonValue],
+        removals: Iterable[str],
+        now: float,
+    ) -> int:
+        removals = list(removals)
+        self._leases.check_writable(owner, [*updates, *removals], now)
+        rows = [(_key_bytes(key), *encode_value(value)) for key, value in updates.items()]
+        removed = [_key_bytes(key) for key in removals]
+        with self._lock:
+            self._check_usable()
+            while self._revision - self._durable >= self._max_pending:
+                self._done.wait()
+                self._check_usable()
+            self._revision += 1
+            self._queue.append((self._revision, rows, removed))
+            if len(self._queue) == 1:
+                self._work.notify()
+            return self._revision
+
+    def change_leases(
+        self,
+        owner: Hashable,
+        acquire: Mapping[str, float | None],
+        release: Iterable[str],
+        now: float,
+    ) -> None:
+        self._leases.change(owner, acquire, release, now)
+
+    def leases(self, now: float) -> list[Lease]:
+        return self._leases.active(now)
+
+    def release_owner(self, owner: Hashable) -> None:
+        self._leases.release_owner(owner)
+
+    def clear_leases(self) -> None:
+        self._leases.clear()
+
+    def is_durable(self, revision: int) -> bool:
+        return self.durability != "disk" or revision <= self._durable
+
+    def wait_durable(self, revision: int, timeout: float | None = None) -> None:
+        if self.durability == "disk":
+            self._wait_written(revision, timeout)
+
+    async def wait_durable_async(self, revision: int) -> None:
+        if self.durability != "disk":
+            return
+        with self._lock:
+            if self._written(revision):
+                return
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[None] = loop.create_future()
+            heapq.heappush(self._async_waiters, (revision, next(self._waiter_ids), loop, future))
+        await future
+
+    def close(self) -> None:
+        """Write what is queued, mark the file cleanly closed and close it."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._closing = True
+            self._work.notify()
+        self._writer.join()
+        _OPEN_STORES.discard(self)
+        with self._db_lock:
+            try:
+                if self._failure is None:
+                    self._conn.execute(_SET_META, (1, "clean"))
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as error:
+                logger.error("closing %s: %s", self.path, error)
+            finally:
+                self._conn.close()
+
+    # -- beyond the Store interface ----------------------------------------------------
+
+    @property
+    def durable_revision(self) -> int:
+        """The last revision known to be on disk."""
+        with self._lock:
+            return self._durable
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Wait until every change committed so far is on disk; return its revision."""
+        with self._lock:
+            revision = self._revision
+        self._wait_written(revision, timeout)
+        return revision
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.directory)!r}, durability={self.durability!r})"
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._failure is not None:
+            raise DurabilityError(self._failure)
+        if self._closing:
+            raise DurabilityError(f"{self.path} is closed; no further changes are accepted")
+
+    def _written(self, revision: int) -> bool:
+        """True if ``revision`` is on disk; raise if it never will be. Caller holds _lock."""
+        if revision <= self._durable:
+            return True
+        if self._failure is not None:
+            raise DurabilityError(self._failure)
+        if revision > self._revision:
+            raise ValueError(
+                f"revision {revision} has not been committed (last is {self._revision})"
+            )
+        return False
+
+    def _wait_written(self, revision: int, timeout: float | None) -> None:
+        with self._lock:
+            if not self._done.wait_for(lambda: self._written(revision), timeout):
+                raise TimeoutError(
+                    f"revision {revision} not on disk in {self.path} within {timeout} s "
+                    f"(on disk: {self._durable})"
+                )
+
+    def _start(self) -> tuple[dict[str, JsonValue], int, int]:
+        """Check or create the file, read it, and record that a run has started."""
+        conn, path = self._conn, self.path
+        try:
+            # Exclusive: the first write locks the file for as long as it is open, so a
+            # second server on the same directory fails at start instead of corrupting it.
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        except sqlite3.Error as error:
+            raise file_error(path, error) from error
+        fresh = check_sqlite_file(
+            conn,
+            path,
+            application_id=APPLICATION_ID,
+            schema_version=SCHEMA_VERSION,
+            tables=("meta", "state"),
+        )
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise DataFileError(
+                    f"cannot use {path}: SQLite could not switch it to WAL mode (it stays in "
+                    f"{mode!r} mode; a read-only or network file system?)"
+                )
+            conn.execute("PRAGMA synchronous=FULL")
+            if fresh:
+                conn.executescript(
+                    f"BEGIN IMMEDIATE; PRAGMA application_id={APPLICATION_ID}; "
+                    f"PRAGMA user_version={SCHEMA_VERSION}; {_SCHEMA} COMMIT;"
+                )
+            meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+            content = self._read_content()
+            revision, skipped = meta["revision"], 0
+            # Made once per data file: revisions go on across restarts, so history does.
+            epoch = meta["epoch"] or secrets.randbits(62)
+            self._epoch = f"{epoch:016x}"
+            if not meta["clean"]:
+                skipped = meta["restart_skip"]
+                logger.warning(
+                    "%s was not closed cleanly: revision moves on from %d to %d so that "
+                    "revisions possibly seen but lost are never reused",
+                    path,
+                    revision,
+                    revision + skipped,
+                )
+                revision += skipped
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                _SET_META,
+                [
+                    (revision, "revision"),
+                    (0, "clean"),
+                    (self._max_pending + 1, "restart_skip"),
+                    (epoch, "epoch"),
+                ],
+            )
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as error:
+            raise file_error(path, error) from error
+        except (sqlite3.DatabaseError, KeyError) as error:
+            raise DataFileError(
+                f"{path} is damaged ({type(error).__name__}: {error}); statehub changed "
+                "nothing in it. Restore it from a backup or move it away."
+            ) from error
+        logger.info("loaded %d keys at revision %d from %s", len(content), revision, path)
+        return content, revision, skipped
+
+    def _read_content(self) -> dict[str, JsonValue]:
+        content: dict[str, JsonValue] = {}
+        for key, text, form in self._conn.execute("SELECT key, value, format FROM state"):
+            try:
+                name = bytes(key).decode("utf-8", "surrogatepass")
+                content[name] = decode_value(text, form)
+            except (ValueError, TypeError, IndexError, UnicodeDecodeError) as error:
+                raise DataFileError(
+                    f"{self.path}: the stored value of key {key!r} cannot be read "
+                    f"({type(error).__name__}: {error}); statehub changed nothing in it."
+                ) from error
+        return content
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._closing:
+                    self._work.wait()
+                batch, self._queue = self._queue, []
+            if not batch:
+                return
+            try:
+                with self._db_lock:
+                    self._write(batch)
+            except BaseException as error:
+                self._fail(error)
+                return
+            self._mark_durable(batch[-1][0])
+
+    def _write(self, batch: list[_EncodedChange]) -> None:
+        latest: dict[bytes, tuple[bytes, str, int] | None] = {}
+        for _, rows, removed in batch:
+            for row in rows:
+                latest[row[0]] = row
+            for key in removed:
+                latest[key] = None
+        upserts = [row for row in latest.values() if row is not None]
+        deletes = [key for key, row in latest.items() if row is None]
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for start in range(0, len(upserts), _ROWS_PER_STATEMENT):
+                chunk = upserts[start : start + _ROWS_PER_STATEMENT]
+                conn.execute(_upsert_statement(len(chunk)), [v for row in chunk for v in row])
+            for start in range(0, len(deletes), _ROWS_PER_STATEMENT):
+                keys = deletes[start : start + _ROWS_PER_STATEMENT]
+                conn.execute(_delete_statement(len(keys)), keys)
+            conn.execute(_SET_META, (batch[-1][0], "revision"))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _mark_durable(self, revision: int) -> None:
+        with self._lock:
+            self.transactions += 1
+            self._durable = revision
+            ready = []
+            waiters = self._async_waiters
+            while waiters and waiters[0][0] <= revision:
+                ready.append(heapq.heappop(waiters))
+            self._done.notify_all()
+        _release(ready, None)
+
+    def _fail(self, error: BaseException) -> None:
+        with self._lock:
+            self._failure = (
+                f"writing to {self.path} failed ({type(error).__name__}: {error}); changes "
+                f"after revision {self._durable} may not be on disk, and no further change "
+                "is accepted"
+            )
+            logger.error("%s", self._failure)
+            ready, self._async_waiters = self._async_waiters, []
+            self._done.notify_all()
+        _release(ready, self._failure)
+
+
+@functools.lru_cache(maxsize=256)
+def _upsert_statement(rows: int) -> str:
+    return (
+        f"INSERT INTO state (key, value, format) VALUES {', '.join(['(?, ?, ?)'] * rows)} "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, format = excluded.format"
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _delete_statement(rows: int) -> str:
+    return f"DELETE FROM state WHERE key IN ({', '.join(['?'] * rows)})"
+
+
+def _release(waiters: list[_AsyncWaiter], failure: str | None) -> None:
+    """Resolve async waiters from the writer thread: one callback per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for _, _, loop, future in waiters:
+        by_loop.setdefault(loop, []).append(future)
+    for loop, futures in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            loop.call_soon_threadsafe(_resolve, futures, failure)
+
+
+def _resolve(futures: list[asyncio.Future[None]], failure: str | None) -> None:
+    for future in futures:
+        if future.done():  # cancelled by its waiter
+            continue
+        if failure is None:
+            future.set_result(None)
+        else:
+            future.set_exception(DurabilityError(failure))
+
+
+def _connect(directory: Path, path: Path) -> sqlite3.Connection:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataFileError(f"cannot use {directory} as the data directory: {error}") from error
+    if path.exists() and not path.is_file():
+        raise DataFileError(f"{path} is not a regular file; statehub changed nothing in it")
+    try:
+        # timeout=0: a file in use by another process is an error now, not a wait.
+        conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as error:
+        raise file_error(path, error) from error
+    return conn
+
+
+_OPEN_STORES: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_stores() -> None:
+    """Stores still open at interpreter exit write what they hold before the writer dies."""
+    for store in list(_OPEN_STORES):
+        store.close()
