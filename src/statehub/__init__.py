@@ -4,6 +4,7 @@ Atomic multi-key changes, leases (per-key write rights that expire), read/write 
 coalesced subscriptions at each subscriber's own rate, and commands run on the server.
 """
 
+from statehub.client import AsyncClient, Client, ConnectionLost, StateChange
 from statehub.core.buffers import DictionaryChangeBuffer, DictionaryChangeMultiView
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistration, CommandRegistry
@@ -11,6 +12,7 @@ from statehub.core.events import Event
 from statehub.core.rwlock import LocalState, RWLockTable, StateABC
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import JsonValue
+from statehub.endpoints.return_codes import EndpointError, define_return_code
 from statehub.errors import (
     CommandFailed,
     LockFailed,
@@ -20,17 +22,26 @@ from statehub.errors import (
     ResourceLockedError,
     StatehubError,
 )
+from statehub.server.state_server import StateServer
 from statehub.store.base import Store
+from statehub.store.errors import DataFileError, DurabilityError
 from statehub.store.leases import Lease
 from statehub.store.memory import MemoryStore
+from statehub.store.sqlite import SQLiteStore
 
 __all__ = [
+    "AsyncClient",
+    "Client",
     "CommandFailed",
     "CommandRegistration",
     "CommandRegistry",
+    "ConnectionLost",
+    "DataFileError",
     "DictionaryChange",
     "DictionaryChangeBuffer",
     "DictionaryChangeMultiView",
+    "DurabilityError",
+    "EndpointError",
     "Event",
     "JsonValue",
     "Lease",
@@ -42,8 +53,12 @@ __all__ = [
     "ObjectFrozenError",
     "RWLockTable",
     "ResourceLockedError",
+    "SQLiteStore",
     "StateABC",
+    "StateChange",
     "StateDictionary",
+    "StateServer",
     "StatehubError",
     "Store",
+    "define_return_code",
 ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from statehub.cli.bench import bench
+from statehub.cli.client_commands import CLIENT_COMMANDS
+from statehub.cli.endpoint import ENDPOINT_COMMANDS
 from statehub.cli.serve import serve
 
 
@@ -16,3 +18,7 @@ def main() -> None:
 
 main.add_command(serve)
 main.add_command(bench)
+for _command in CLIENT_COMMANDS:
+    main.add_command(_command)
+for _command in ENDPOINT_COMMANDS:
+    main.add_command(_command)

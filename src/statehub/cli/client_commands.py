@@ -1,0 +1,219 @@
+"""Client commands: ``statehub get | set | rm | watch | lock | call | commands``.
+
+Each talks to a server at ``--host``/``--port``. Bad input and an unreachable server give
+a one-line error on stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from statehub.cli.options import server_options
+from statehub.client.async_client import AsyncClient
+from statehub.errors import StatehubError
+from statehub.protocol.errors import error_message
+
+F = TypeVar("F", bound=Callable[..., Any])
+_MISSING = object()
+
+
+def _parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise click.ClickException(
+            f"{what} is not valid JSON ({error.msg} at char {error.pos}): {text!r}"
+        ) from None
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _run(main: Callable[[], Awaitable[None]]) -> None:
+    """Run ``main``; statehub errors become one-line CLI errors, Ctrl-C a quiet exit."""
+
+    async def runner() -> None:
+        await main()
+
+    # The commands report connection trouble themselves, in one line: keep the client's
+    # own warnings (e.g. "lost the connection") off the terminal while they run.
+    client_logger = logging.getLogger("statehub.client")
+    propagate = client_logger.propagate
+    client_logger.propagate = False
+    silence = logging.NullHandler()
+    client_logger.addHandler(silence)
+    try:
+        asyncio.run(runner())
+    except KeyboardInterrupt:
+        pass
+    except (StatehubError, LookupError, TypeError, ValueError, OSError) as error:
+        raise click.ClickException(f"{type(error).__name__}: {error_message(error)}") from None
+    finally:
+        client_logger.removeHandler(silence)
+        client_logger.propagate = propagate
+
+
+def _client(host: str, port: int, *, reconnect: bool = False) -> AsyncClient:
+    return AsyncClient(host, port, name="statehub-cli", reconnect=reconnect, connect_timeout=5.0)
+
+
+@click.command()
+@click.argument("key")
+@server_options
+def get(key: str, host: str, port: int) -> None:
+    """Print the value of KEY as JSON."""
+
+    async def main() -> None:
+        async with _client(host, port) as client:
+            value = await client.get(key, _MISSING)
+        if value is _MISSING:
+            raise click.ClickException(f"no key {key!r} on the server")
+        click.echo(_dumps(value))
+
+    _run(main)
+
+
+@click.command(name="set")
+@click.argument("key")
+@click.argument("value")
+@server_options
+def set_(key: str, value: str, host: str, port: int) -> None:
+    """Set KEY to VALUE (JSON: 1, 2.5, "text", [1, 2], {"a": null}...)."""
+    parsed = _parse_json(value, "VALUE")
+
+    async def main() -> None:
+        async with _client(host, port) as client:
+            revision = await client.set(key, parsed)
+        click.echo(f"revision {revision}")
+
+    _run(main)
+
+
+@click.command()
+@click.argument("key")
+@server_options
+def rm(key: str, host: str, port: int) -> None:
+    """Remove KEY."""
+
+    async def main() -> None:
+        async with _client(host, port) as client:
+            revision = await client.remove(key)
+        click.echo(f"revision {revision}")
+
+    _run(main)
+
+
+@click.command()
+@click.argument("prefix", default="")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="At most one change per this many seconds (coalesced).",
+)
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N changes.")
+@server_options
+def watch(prefix: str, interval: float, count: int | None, host: str, port: int) -> None:
+    """Print changes to keys under PREFIX as JSON lines, live (Ctrl-C stops).
+
+    The first line is a snapshot of everything under PREFIX. If the server goes away,
+    watch says so on stderr, reconnects, and resumes.
+    """
+
+    async def main() -> None:
+        async with _client(host, port, reconnect=True) as client:
+            client.connection_lost.add_callback(
+                lambda reason: click.echo(f"connection lost ({reason}); reconnecting", err=True)
+            )
+            client.reconnected.add_callback(lambda: click.echo("reconnected", err=True))
+            seen = 0
+            async with client.subscribe(interval=interval, prefix=prefix) as changes:
+                async for change in changes:
+                    line = {
+                        "revision": change.revision,
+                        "snapshot": change.snapshot,
+                        "updates": change.updates,
+                        "removals": sorted(change.removals),
+                    }
+                    click.echo(_dumps(line))
+                    seen += 1
+                    if count is not None and seen >= count:
+                        return
+
+    _run(main)
+
+
+@click.command()
+@click.argument("key")
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    required=True,
+    help="How long to hold the lease.",
+)
+@server_options
+def lock(key: str, seconds: float, host: str, port: int) -> None:
+    """Lease KEY (only this client may change it) for SECONDS, or until Ctrl-C."""
+    if not math.isfinite(seconds):
+        raise click.BadParameter("must be a finite number", param_hint="--seconds")
+
+    async def main() -> None:
+        async with _client(host, port) as client:
+            if not await client.attempt_update_locks({key: seconds}):
+                raise click.ClickException(f"key {key!r} is leased by another client")
+            click.echo(f"leased {key!r} for {seconds:g} s (Ctrl-C releases it)", err=True)
+            try:
+                await asyncio.sleep(seconds)
+            finally:
+                if client.connected:
+                    await client.attempt_update_locks({key: None})
+                    click.echo(f"released {key!r}", err=True)
+
+    _run(main)
+
+
+@click.command()
+@click.argument("name")
+@click.argument("arguments", required=False, default="{}")
+@server_options
+def call(name: str, arguments: str, host: str, port: int) -> None:
+    """Run the server command NAME with ARGUMENTS (a JSON object) and print its result."""
+    parsed = _parse_json(arguments, "ARGUMENTS")
+    if not isinstance(parsed, dict):
+        raise click.ClickException(
+            f"ARGUMENTS must be a JSON object, got {type(parsed).__name__}: {arguments!r}"
+        )
+
+    async def main() -> None:
+        async with _client(host, port) as client:
+            result = await client.run_command(name, **parsed)
+        click.echo(_dumps(result))
+
+    _run(main)
+
+
+@click.command()
+@server_options
+def commands(host: str, port: int) -> None:
+    """List the server's commands and their default arguments."""
+
+    async def main() -> None:
+        async with _client(host, port) as client:
+            available = await client.available_commands()
+        for name in sorted(available):
+            click.echo(f"{name} {_dumps(available[name])}")
+
+    _run(main)
+
+
+#: The commands this module adds to ``statehub``.
+CLIENT_COMMANDS = (get, set_, rm, watch, lock, call, commands)

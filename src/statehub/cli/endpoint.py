@@ -1,0 +1,178 @@
+"""``statehub endpoint get|set|cmd|list`` and ``statehub history``: dripline-style endpoints
+on a server started with ``statehub serve --config FILE.yaml``.
+
+Values and arguments are JSON when they parse as JSON (``1``, ``2.5``, ``[1, 2]``,
+``null``) and plain strings otherwise (``OPEN``); ``--string`` keeps a value a string.
+Errors print one line with the dripline return code and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+from statehub.cli.options import server_options
+from statehub.client import Client
+from statehub.errors import StatehubError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_KEYWORD = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@contextmanager
+def _connected(host: str, port: int) -> Iterator[Client]:
+    """A connected client; statehub errors become one-line CLI errors."""
+    try:
+        with Client(host, port, name="statehub-cli", reconnect=False) as client:
+            yield client
+    except (StatehubError, TypeError, ValueError) as error:
+        raise click.ClickException(f"{type(error).__name__}: {error}") from None
+
+
+def parse_value(text: str, *, string: bool = False) -> Any:
+    """JSON if ``text`` parses as JSON, else the text itself (``string``: always text)."""
+    if string:
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_since(text: str, now: float) -> float:
+    """Seconds since the epoch from ``10m``/``2h``/``1d``/``30s`` ago, an ISO 8601 time
+    (naive means UTC) or a number of seconds since the epoch."""
+    match = _DURATION.match(text.strip())
+    if match:
+        return now - float(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not a time: use 10m, 2h, 1d, 30s, an ISO 8601 time or epoch seconds"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+@click.group()
+def endpoint() -> None:
+    """Get, set and command dripline-style endpoints (``serve --config``)."""
+
+
+@endpoint.command(name="get")
+@click.argument("address")
+@click.option("--specifier", help="An attribute to get instead (is-locked, calibration...).")
+@server_options
+def get_(address: str, specifier: str | None, host: str, port: int) -> None:
+    """Print {value_raw, value_cal} of the endpoint at ADDRESS as JSON."""
+    with _connected(host, port) as client:
+        click.echo(_dumps(client.endpoint_get(address, specifier)))
+
+
+@endpoint.command(name="set")
+@click.argument("address")
+@click.argument("value")
+@click.option("--lockout-key", help="The key the endpoint is locked with.")
+@click.option("--string", is_flag=True, help="Send VALUE as a string even if it is JSON.")
+@server_options
+def set_(
+    address: str, value: str, lockout_key: str | None, string: bool, host: str, port: int
+) -> None:
+    """Set the endpoint at ADDRESS to VALUE (JSON, or a plain string)."""
+    parsed = parse_value(value, string=string)
+    with _connected(host, port) as client:
+        click.echo(_dumps(client.endpoint_set(address, parsed, lockout_key=lockout_key)))
+
+
+@endpoint.command()
+@click.argument("address")
+@click.argument("method")
+@click.argument("arguments", nargs=-1)
+@click.option("--lockout-key", help="The key the endpoint or service is locked with.")
+@server_options
+def cmd(
+    address: str,
+    method: str,
+    arguments: tuple[str, ...],
+    lockout_key: str | None,
+    host: str,
+    port: int,
+) -> None:
+    """Run METHOD on ADDRESS with ARGUMENTS: NAME=VALUE ones are keyword arguments.
+
+    \b
+    statehub endpoint cmd my_store lock tag=alice
+    statehub endpoint cmd my_store unlock --lockout-key KEY
+    statehub endpoint cmd peaches unlock force=true
+    statehub endpoint cmd my_store set_condition 3
+    """
+    positional: list[Any] = []
+    keywords: dict[str, Any] = {}
+    for argument in arguments:
+        match = _KEYWORD.match(argument)
+        if match:
+            keywords[match.group(1)] = parse_value(match.group(2))
+        else:
+            positional.append(parse_value(argument))
+    with _connected(host, port) as client:
+        result = client.endpoint_cmd(
+            address, method, *positional, lockout_key=lockout_key, **keywords
+        )
+        click.echo(_dumps(result))
+
+
+@endpoint.command(name="list")
+@click.argument("service", required=False)
+@server_options
+def list_(service: str | None, host: str, port: int) -> None:
+    """Print the address of every endpoint (of SERVICE, if given), one per line."""
+    with _connected(host, port) as client:
+        for address in client.list_endpoints(service):
+            click.echo(address)
+
+
+@click.command()
+@click.argument("address")
+@click.option("--since", help="Only events since: 10m, 2h, 1d, an ISO 8601 time, epoch s.")
+@click.option("--limit", type=click.IntRange(min=0), default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@server_options
+def history(
+    address: str, since: str | None, limit: int, as_json: bool, host: str, port: int
+) -> None:
+    """Print the logged values of the endpoint at ADDRESS, oldest first."""
+    start = None if since is None else parse_since(since, dt.datetime.now(dt.UTC).timestamp())
+    with _connected(host, port) as client:
+        events = client.endpoint_history(address, since=start, limit=limit)
+    for event in events:
+        if as_json:
+            click.echo(_dumps(event))
+            continue
+        moment = dt.datetime.fromtimestamp(event["time"], dt.UTC)
+        stamp = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        click.echo(
+            f"{stamp}  {event['address']}  value_raw={_dumps(event['value_raw'])}  "
+            f"value_cal={_dumps(event['value_cal'])}"
+        )
+
+
+ENDPOINT_COMMANDS = (endpoint, history)

@@ -1,0 +1,553 @@
+"""AsyncClient: the statehub client; ``Client`` is a sync facade over it.
+
+It offers NanoVer's client calls (a mirror of the whole state kept by a subscription,
+``attempt_update_state``, ``attempt_update_locks``, ``run_command``...) and Pythonic ones
+(``get``/``set``/``update``, ``async for`` over changes, ``async with`` read/write locks).
+All calls pipeline over one session stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+import types
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from statehub.client.changes import CoalescingBuffer, StateChange
+from statehub.client.connection import DEFAULT_PORT, Connection, Message, Subscription
+from statehub.client.errors import ConnectionLost
+from statehub.core.change import DictionaryChange
+from statehub.core.events import Event
+from statehub.core.rwlock import StateABC
+from statehub.core.values import JsonValue, check_key, checked_copy, copy_mapping
+from statehub.endpoints.remote import AsyncEndpointCalls
+from statehub.errors import LockFailed, ResourceLockedError
+
+logger = logging.getLogger(__name__)
+
+_client_numbers = itertools.count(1)
+
+
+@dataclass(eq=False, slots=True)
+class HeldLock:
+    """One hold of a read/write lock, granted under session ``generation``."""
+
+    key: str
+    owner: str
+    exclusive: bool
+    generation: int
+    lost: bool = False
+
+
+class ChangeStream:
+    """``async for change in client.subscribe(...)``: coalesced changes as ``StateChange``.
+
+    The first change is a snapshot of the state under the prefix, then deltas. After a
+    reconnect the stream resumes from the last revision seen (a delta, or a snapshot if
+    the server no longer has that history). Also an async context manager; leaving it,
+    ``aclose()``, or dropping the stream unsubscribes.
+    """
+
+    def __init__(self, client: AsyncClient, interval: float, prefix: str) -> None:
+        self._client = client
+        self._interval = interval
+        self._prefix = prefix
+        self._buffer = CoalescingBuffer()
+        self._subscription: Subscription | None = None
+        self._closed = False
+        self._error: Exception | None = None
+
+    def __aiter__(self) -> ChangeStream:
+        return self
+
+    async def __anext__(self) -> StateChange:
+        if self._closed:
+            raise StopAsyncIteration
+        if self._subscription is None:
+            await self.start()
+        change = await self._buffer.take()
+        if change is None:
+            if self._error is not None:
+                raise self._error
+            raise StopAsyncIteration
+        return change
+
+    async def start(self) -> None:
+        """Subscribe now (the first ``__anext__`` does it otherwise)."""
+        if self._subscription is not None:
+            return
+        connection = await self._client._connection()
+        push = weakref.WeakMethod(self._buffer.push)
+        holder: list[Subscription] = []
+
+        def handler(message: Message) -> None:
+            deliver = push()
+            if deliver is None:  # the stream was dropped without being closed
+                if holder:
+                    connection.unsubscribe(holder[0])
+                return
+            deliver(message)
+
+        subscription = await connection.subscribe(self._interval, self._prefix, handler)
+        holder.append(subscription)
+        self._subscription = subscription
+        self._client._streams.add(self)
+        if self._closed:
+            connection.unsubscribe(subscription)
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def fail(self, error: Exception) -> None:
+        """End the stream with ``error`` (the connection is gone for good)."""
+        self._error = error
+        self.close()
+
+    def close(self) -> None:
+        """Unsubscribe and end the iteration (callable from the event loop's thread)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._subscription is not None and self._client._conn is not None:
+            self._client._conn.unsubscribe(self._subscription)
+        self._buffer.wake()
+
+    async def __aenter__(self) -> ChangeStream:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncClient(AsyncEndpointCalls, StateABC):
+    """A client of a statehub server (``address``, ``port``; default port 38801).
+
+    Connect with ``async with AsyncClient(...)`` or ``await client.connect()``. When the
+    server goes away, waiting and new calls raise ``ConnectionLost`` while the client
+    reconnects with backoff; subscriptions resume, and the ``leases_lost`` /
+    ``locks_lost`` events say which leases and locks the lost session took with it
+    (a lock block then exits with ``LockFailed``).
+
+    Events (``statehub.Event``; callbacks run in the client's event loop, must not block):
+    ``connection_lost(reason=)``, ``reconnected()``, ``leases_lost(keys=)``,
+    ``locks_lost(keys=)``.
+    """
+
+    def __init__(
+        self,
+        address: str = "localhost",
+        port: int = DEFAULT_PORT,
+        *,
+        token: str | None = None,
+        name: str | None = None,
+        connect_timeout: float = 5.0,
+        reconnect: bool = True,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 2.0,
+    ) -> None:
+        self.address = address
+        self.port = port
+        self.name = name if name is not None else f"statehub-python-{next(_client_numbers)}"
+        self._settings: dict[str, Any] = {
+            "token": token,
+            "client_name": self.name,
+            "connect_timeout": connect_timeout,
+            "reconnect": reconnect,
+            "backoff_initial": backoff_initial,
+            "backoff_max": backoff_max,
+        }
+        self._conn: Connection | None = None
+        self._connecting: asyncio.Lock | None = None
+        self.connection_lost = Event()
+        self.reconnected = Event()
+        self.leases_lost = Event()
+        self.locks_lost = Event()
+
+        self._mirror: dict[str, JsonValue] = {}
+        self._mirror_lock = threading.Lock()
+        self._mirror_backlog: list[Message] = []
+        self._backlog_lock = threading.Lock()
+        self._mirror_subscription: Subscription | None = None
+        self._mirror_loop: asyncio.AbstractEventLoop | None = None
+        self._mirror_first: asyncio.Future[None] | None = None
+        self._streams: weakref.WeakSet[ChangeStream] = weakref.WeakSet()
+
+        self._leases: dict[str, float | None] = {}
+        self._held_locks: set[HeldLock] = set()
+        self._task_owners: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._owner_prefix = uuid.uuid4().hex[:12]
+        self._owner_numbers = itertools.count(1)
+
+    # -- connection ----------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the session; ``ConnectionLost`` if the server cannot be reached."""
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._conn is None:
+                self._conn = Connection(
+                    self.address,
+                    self.port,
+                    on_lost=self._on_lost,
+                    on_restored=self._on_restored,
+                    **self._settings,
+                )
+            await self._conn.connect()
+
+    async def _connection(self) -> Connection:
+        conn = self._conn
+        if conn is None or conn.generation == 0:
+            await self.connect()
+            conn = self._conn
+            assert conn is not None
+        return conn
+
+    async def _request(self, op: str, **arguments: Any) -> Message:
+        conn = self._conn
+        if conn is None or conn.generation == 0:
+            conn = await self._connection()
+        return await conn.send(op, arguments)
+
+    @property
+    def connected(self) -> bool:
+        """True while a session with the server is open."""
+        return self._conn is not None and self._conn.connected
+
+    @property
+    def session(self) -> str | None:
+        """The server's id of the current session."""
+        return self._conn.session if self._conn is not None else None
+
+    @property
+    def token(self) -> str | None:
+        """The access token the leases of this session are held under."""
+        return self._conn.token if self._conn is not None else None
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until (re)connected; ``ConnectionLost`` if ``timeout`` s pass first."""
+        conn = await self._connection()
+        await conn.wait_connected(timeout)
+
+    async def close(self) -> None:
+        """End the session; leases and locks held through it are released by the server.
+
+        Open ``subscribe`` streams end (``async for`` loops finish).
+        """
+        if self._conn is not None:
+            await self._conn.close()
+        for stream in list(self._streams):
+            stream.close()
+        self._fail_mirror_wait(ConnectionLost("the client was closed"))
+
+    def _fail_mirror_wait(self, error: Exception) -> None:
+        if self._mirror_first is not None and not self._mirror_first.done():
+            self._mirror_first.set_exception(error)
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _on_lost(self, reason: str) -> None:
+        now = time.monotonic()
+        leases = sorted(
+            key for key, deadline in self._leases.items() if deadline is None or deadline > now
+        )
+        self._leases.clear()
+        locks = sorted({held.key for held in self._held_locks if not held.lost})
+        for held in self._held_locks:
+            held.lost = True
+        if not self._settings["reconnect"]:  # nothing will resume: end what waits for data
+            message = f"lost the connection to statehub at {self.address}:{self.port}: {reason}"
+            for stream in list(self._streams):
+                stream.fail(ConnectionLost(message))
+            self._fail_mirror_wait(ConnectionLost(message))
+        self._invoke(self.connection_lost, reason=reason)
+        if leases:
+            self._invoke(self.leases_lost, keys=leases)
+        if locks:
+            self._invoke(self.locks_lost, keys=locks)
+
+    def _on_restored(self) -> None:
+        self._invoke(self.reconnected)
+
+    @staticmethod
+    def _invoke(event: Event, **kwargs: Any) -> None:
+        try:
+            event.invoke(**kwargs)
+        except Exception:
+            logger.exception("a client event callback failed")
+
+    # -- Pythonic state calls ------------------------------------------------------
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        """The value at ``key`` on the server, or ``default``."""
+        reply = await self._request("get", keys=[check_key(key)])
+        values: dict[str, Any] = reply["values"]
+        return values.get(key, default)
+
+    async def get_all(self) -> dict[str, JsonValue]:
+        """The whole state, read from the server."""
+        reply = await self._request("get", keys=None)
+        values: dict[str, JsonValue] = reply["values"]
+        return values
+
+    async def set(self, key: str, value: Any) -> int:
+        """Set ``key`` to ``value``; returns the revision of the change."""
+        return await self.update(updates={key: value})
+
+    async def remove(self, key: str) -> int:
+        """Remove ``key``; returns the revision of the change."""
+        return await self.update(removals=[key])
+
+    async def update(
+        self,
+        updates: Mapping[str, Any] | None = None,
+        removals: Iterable[str] | None = None,
+    ) -> int:
+        """Apply all of ``updates`` and ``removals`` atomically, or none of them.
+
+        Returns the revision; ``ResourceLockedError`` if another client leases a key.
+        """
+        checked = {
+            check_key(key): checked_copy(value, key) for key, value in (updates or {}).items()
+        }
+        reply = await self._request(
+            "update", updates=checked, removals=[check_key(key) for key in removals or ()]
+        )
+        revision: int = reply["revision"]
+        return revision
+
+    def subscribe(self, interval: float = 0, prefix: str = "") -> ChangeStream:
+        """``async for change in client.subscribe(interval=1/30, prefix="avatar.")``.
+
+        At most one change per ``interval`` seconds, coalesced: each key's latest value.
+        """
+        if type(interval) not in (int, float) or not interval >= 0:
+            raise ValueError(f"interval must be a number of seconds >= 0, got {interval!r}")
+        return ChangeStream(self, float(interval), check_key(prefix))
+
+    # -- NanoVer's calls -----------------------------------------------------------
+
+    async def subscribe_all_state_updates(self, interval: float = 0) -> None:
+        """Keep a local mirror of the whole state, refreshed at most every ``interval`` s.
+
+        Returns once the mirror holds the first snapshot. Read it with ``copy_state()``
+        or ``lock_state()``. Calling it again while subscribed does nothing.
+        """
+        if self._mirror_subscription is not None:
+            return
+        if type(interval) not in (int, float) or not interval >= 0:
+            raise ValueError(f"interval must be a number of seconds >= 0, got {interval!r}")
+        conn = await self._connection()
+        self._mirror_loop = asyncio.get_running_loop()
+        first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._mirror_first = first
+
+        def handler(message: Message) -> None:
+            self._apply_to_mirror(message)
+            if not first.done():
+                first.set_result(None)
+
+        self._mirror_subscription = await conn.subscribe(float(interval), "", handler)
+        await first
+
+    def copy_state(self) -> dict[str, JsonValue]:
+        """A deep copy of the mirror (empty unless ``subscribe_all_state_updates`` ran)."""
+        with self._mirror_lock:
+            return copy_mapping(self._mirror)
+
+    @contextmanager
+    def lock_state(self) -> Iterator[Mapping[str, JsonValue]]:
+        """Hold the mirror still while the block reads it (a read-only view).
+
+        Batches arriving meanwhile are applied when the block ends.
+        """
+        with self._mirror_lock:
+            yield types.MappingProxyType(self._mirror)
+        with self._backlog_lock:
+            if self._mirror_backlog and self._mirror_loop is not None:
+                self._mirror_loop.call_soon_threadsafe(self._drain_mirror_backlog)
+
+    def _apply_to_mirror(self, message: Message) -> None:
+        with self._backlog_lock:
+            if not self._mirror_lock.acquire(blocking=False):
+                self._mirror_backlog.append(message)  # lock_state is in use
+                return
+        try:
+            backlog, self._mirror_backlog = self._mirror_backlog, []
+            for pending in (*backlog, message):
+                _apply(self._mirror, pending)
+        finally:
+            self._mirror_lock.release()
+
+    def _drain_mirror_backlog(self) -> None:
+        with self._backlog_lock:
+            if not self._mirror_backlog or not self._mirror_lock.acquire(blocking=False):
+                return
+        try:
+            backlog, self._mirror_backlog = self._mirror_backlog, []
+            for pending in backlog:
+                _apply(self._mirror, pending)
+        finally:
+            self._mirror_lock.release()
+
+    async def attempt_update_state(self, change: DictionaryChange) -> bool:
+        """Apply ``change`` atomically; False (nothing applied) if a key is leased by another."""
+        try:
+            await self.update(change.updates, change.removals)
+        except ResourceLockedError:
+            return False
+        return True
+
+    async def attempt_update_locks(self, lock_updates: Mapping[str, float | None]) -> bool:
+        """Lease keys (``{key: seconds}``) and release them (``{key: None}``).
+
+        Releases always happen; the acquisitions happen all together or not at all
+        (False if another client leases one of them).
+        """
+        acquire = {check_key(k): s for k, s in lock_updates.items() if s is not None}
+        release = [check_key(k) for k, s in lock_updates.items() if s is None]
+        started = time.monotonic()
+        try:
+            await self._request("leases", acquire=acquire, release=release)
+        except ResourceLockedError:
+            for key in release:
+                self._leases.pop(key, None)
+            return False
+        for key in release:
+            self._leases.pop(key, None)
+        for key, seconds in acquire.items():
+            self._leases[key] = started + seconds
+        return True
+
+    async def list_leases(self) -> list[tuple[str, bool, float | None]]:
+        """The live leases on the server: ``(key, mine, seconds_left or None)``."""
+        reply = await self._request("list_leases")
+        return [(key, mine, left) for key, mine, left in reply["leases"]]
+
+    async def run_command(self, name: str, **arguments: Any) -> dict[str, Any] | None:
+        """Run the command ``name`` on the server with ``arguments``; returns its result."""
+        checked = checked_copy(arguments, f"{name} arguments")
+        reply = await self._request("call", name=name, arguments=checked)
+        result: dict[str, Any] | None = reply.get("result")
+        return result
+
+    async def available_commands(self) -> dict[str, dict[str, Any]]:
+        """The commands registered on the server: ``{name: default_arguments}``."""
+        reply = await self._request("commands")
+        commands: dict[str, dict[str, Any]] = reply["commands"]
+        return commands
+
+    # -- read/write locks (the momotor seed's StateABC) ----------------------------
+
+    @asynccontextmanager
+    async def get_lock(
+        self, key: str, *, exclusive: bool = True, timeout: float | None = None
+    ) -> AsyncIterator[None]:
+        """Hold the read/write lock on ``key`` for the ``async with`` block.
+
+        The owner is the current asyncio task: two tasks exclude each other. Raises
+        ``LockFailed`` if ``timeout`` s pass, the server refuses, or the connection is
+        lost (also when the block ends, if the lock was lost while it ran).
+        """
+        held = await self.acquire_lock(key, self._task_owner(), exclusive, timeout)
+        try:
+            yield
+        finally:
+            await self.release_lock(held)
+
+    async def test_lock(self, key: str, *, exclusive: bool = True) -> bool:
+        """True if the lock could be taken in that mode right now (transient information)."""
+        reply = await self._request("test_lock", key=check_key(key), exclusive=exclusive)
+        free: bool = reply["free"]
+        return free
+
+    def _task_owner(self) -> str:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("get_lock must be used inside an asyncio task")
+        owner = self._task_owners.get(task)
+        if owner is None:
+            owner = f"{self._owner_prefix}-task-{next(self._owner_numbers)}"
+            self._task_owners[task] = owner
+        return owner
+
+    def new_owner(self, kind: str) -> str:
+        """A fresh lock owner name (the sync client uses one per thread)."""
+        return f"{self._owner_prefix}-{kind}-{next(self._owner_numbers)}"
+
+    async def acquire_lock(
+        self, key: str, owner: str, exclusive: bool = True, timeout: float | None = None
+    ) -> HeldLock:
+        """Take the lock on ``key`` for ``owner``; see ``get_lock``."""
+        check_key(key)
+        if timeout is not None and (type(timeout) not in (int, float) or not timeout >= 0):
+            raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        conn = await self._connection()
+        arguments = {"key": key, "exclusive": exclusive, "timeout": timeout, "owner": owner}
+        try:
+            future = conn.send("lock", arguments)
+        except ConnectionLost as error:
+            raise LockFailed(f"cannot lock {key!r}: {error}") from error
+        generation = conn.generation
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The server may still grant it: give it back as soon as it does.
+            def give_back(granted: asyncio.Future[Message]) -> None:
+                if not granted.cancelled() and granted.exception() is None:
+                    conn.send_and_forget(
+                        "unlock", {"key": key, "exclusive": exclusive, "owner": owner}
+                    )
+
+            future.add_done_callback(give_back)
+            raise
+        except ConnectionLost as error:
+            raise LockFailed(f"cannot lock {key!r}: {error}") from error
+        held = HeldLock(key, owner, exclusive, generation)
+        if conn.generation != generation or not conn.connected:
+            held.lost = True
+        self._held_locks.add(held)
+        return held
+
+    async def release_lock(self, held: HeldLock) -> None:
+        """Give back a hold; ``LockFailed`` if it was lost with the connection meanwhile."""
+        self._held_locks.discard(held)
+        conn = self._conn
+        mode = "exclusive" if held.exclusive else "shared"
+        if held.lost or conn is None or conn.generation != held.generation:
+            raise LockFailed(
+                f"the {mode} lock on {held.key!r} was lost while held: the connection to "
+                "the server dropped and the server released it"
+            )
+        try:
+            await self._request("unlock", key=held.key, exclusive=held.exclusive, owner=held.owner)
+        except ConnectionLost as error:
+            raise LockFailed(
+                f"the {mode} lock on {held.key!r} was lost while held: {error}"
+            ) from error
+
+
+def _apply(mirror: dict[str, JsonValue], message: Message) -> None:
+    updates: dict[str, JsonValue] = message.get("updates") or {}
+    if message.get("snapshot"):
+        mirror.clear()
+    else:
+        for key in message.get("removals") or ():
+            mirror.pop(key, None)
+    mirror.update(updates)

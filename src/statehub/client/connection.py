@@ -1,0 +1,596 @@
+"""One session with a statehub server over gRPC: pipelining, reply matching, reconnects.
+
+Every request gets an id and a future; replies are matched by id, so any number of calls
+share the one stream and a slow ``lock`` does not hold up the calls behind it. Outgoing
+messages queue in an outbox; a single writer task drains whatever has queued up into one
+gRPC message, so a burst of calls costs one transport message, not one each.
+
+When the stream breaks, every waiting call fails with ``ConnectionLost`` and so does every
+new call until a new session is open. The connection reconnects with exponential backoff
+(with jitter) and resubscribes each wanted subscription from the last revision it saw, so
+the server can answer with only what changed (or a snapshot when that history is gone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from statehub.client.errors import ConnectionLost
+from statehub.protocol import (
+    SESSION_PATH,
+    MessageTooLargeError,
+    ProtocolError,
+    decode_batch,
+    encode_batch,
+    error_from_wire,
+)
+
+logger = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+BatchHandler = Callable[[Message], None]
+
+DEFAULT_PORT = 38801
+_DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+    ("grpc.enable_retries", 0),
+    # One TCP connection per client (several clients in a process must not share one).
+    ("grpc.use_local_subchannel_pool", 1),
+]
+
+
+@dataclass(eq=False, slots=True)
+class Subscription:
+    """A change stream the client wants. It outlives sessions: resumed from ``revision``."""
+
+    interval: float
+    prefix: str
+    handler: BatchHandler
+    #: The last revision a batch of this subscription carried (None before the first).
+    revision: int | None = None
+    #: The server's id for it on the current session (None while not subscribed).
+    sub_id: int | None = None
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Done callback of a fire-and-forget request: read its outcome so none goes unseen."""
+    if not future.cancelled() and future.exception() is not None:
+        logger.debug("fire-and-forget request failed: %s", future.exception())
+
+
+class Connection:
+    """The session stream, its reconnects, and requests matched to replies by id.
+
+    ``on_lost(reason)`` is called when a live session ends unexpectedly and
+    ``on_restored()`` when a new session is open and resubscribed; both run in the event
+    loop and must not block.
+    """
+
+    def __init__(
+        self,
+        address: str = "localhost",
+        port: int = DEFAULT_PORT,
+        *,
+        token: str | None = None,
+        client_name: str = "statehub-python",
+        connect_timeout: float = 5.0,
+        reconnect: bool = True,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 2.0,
+        on_lost: Callable[[str], None] | None = None,
+        on_restored: Callable[[], None] | None = None,
+    ) -> None:
+        self.address = address
+        self.port = port
+        self._wanted_token = token
+        self._client_name = client_name
+        self._connect_timeout = connect_timeout
+        self._reconnect = reconnect
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._on_lost = on_lost
+        self._on_restored = on_restored
+
+        #: True while a session is open and requests may be sent.
+        self.connected = False
+        #: +1 each time a session opens: what was held under an older one is gone.
+        self.generation = 0
+        self.session: str | None = None
+        self.token: str | None = None
+        #: The server's revision when the session opened, and its history's id (if sent).
+        self.server_revision = 0
+        self.epoch: object = None
+        self._history_continues = True
+        self.keepalive_s = 15.0
+        self.max_message_bytes = _DEFAULT_MAX_MESSAGE_BYTES
+        #: Why the last session ended ("" if none ended).
+        self.lost_reason = ""
+
+        self._closed = False
+        self._stream_open = False
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Message]] = {}
+        self._outbox: list[Message] = []
+        self._wake = asyncio.Event()
+        self._connected_event = asyncio.Event()
+        self._subscriptions: dict[Subscription, None] = {}
+        self._subs_by_id: dict[int, Subscription] = {}
+        self._subscribing = 0
+        self._early_batches: dict[int, list[Message]] = {}
+        self._channel: grpc.aio.Channel | None = None
+        self._call: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reconnector: asyncio.Task[None] | None = None
+        self._last_received = 0.0
+
+    @property
+    def target(self) -> str:
+        return f"{self.address}:{self.port}"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- opening and closing ---------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the first session; ``ConnectionLost`` if the server cannot be reached."""
+        if self._closed:
+            raise ConnectionLost("the client is closed")
+        if self.connected:
+            return
+        if self._reconnector is not None and not self._reconnector.done():
+            await self.wait_connected(self._connect_timeout)
+            return
+        await self._open()
+        await self._resubscribe()
+        self._mark_connected()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until a session is open; ``ConnectionLost`` if ``timeout`` s pass first."""
+        if self.connected:
+            return
+        if self._closed:
+            raise ConnectionLost("the client is closed")
+        try:
+            async with asyncio.timeout(timeout):
+                await self._connected_event.wait()
+        except TimeoutError:
+            raise ConnectionLost(
+                f"not reconnected to statehub at {self.target} within {timeout} s"
+                f" (last error: {self.lost_reason or 'none'})"
+            ) from None
+        if self._closed:
+            raise ConnectionLost("the client is closed")
+
+    async def close(self) -> None:
+        """End the session for good: no reconnects; waiting calls get ``ConnectionLost``."""
+        if self._closed:
+            return
+        self._closed = True
+        self.connected = False
+        if self._reconnector is not None:
+            self._reconnector.cancel()
+        call, channel = self._call, self._channel
+        self._stop_stream()
+        self._fail_pending("the client was closed")
+        self._connected_event.set()  # wake waiters so they see `closed`
+        if call is not None:
+            call.cancel()
+        if channel is not None:
+            await channel.close()
+
+    async def _open(self) -> None:
+        """Connect, say hello, and start the reader, writer and keepalive tasks."""
+        channel = grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await self._wait_ready(channel)
+                call: Any = channel.stream_stream(SESSION_PATH)()
+                hello_id = next(self._ids)
+                hello = {
+                    "id": hello_id,
+                    "op": "hello",
+                    "token": self._wanted_token,
+                    "client": self._client_name,
+                }
+                await call.write(encode_batch([hello]))
+                frame = await call.read()
+        except TimeoutError:
+            await channel.close()
+            raise ConnectionLost(
+                f"cannot connect to statehub at {self.target}: "
+                f"no answer within {self._connect_timeout} s"
+            ) from None
+        except grpc.aio.AioRpcError as error:
+            await channel.close()
+            raise ConnectionLost(
+                f"cannot connect to statehub at {self.target}: {_describe_rpc_error(error)}"
+            ) from None
+        except BaseException:
+            await channel.close()
+            raise
+        try:
+            self._take_hello(frame, hello_id)
+        except BaseException:
+            call.cancel()
+            await channel.close()
+            raise
+        self._channel, self._call = channel, call
+        self.generation += 1
+        self._stream_open = True
+        self._last_received = asyncio.get_running_loop().time()
+        generation = self.generation
+        self._tasks = [
+            asyncio.create_task(self._read_loop(call, generation), name="statehub-read"),
+            asyncio.create_task(self._write_loop(call, generation), name="statehub-write"),
+            asyncio.create_task(self._keepalive_loop(generation), name="statehub-keepalive"),
+        ]
+        logger.debug("session %s open with %s", self.session, self.target)
+
+    async def _wait_ready(self, channel: grpc.aio.Channel) -> None:
+        state = channel.get_state(try_to_connect=True)
+        while state is not grpc.ChannelConnectivity.READY:
+            if state in (
+                grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+                grpc.ChannelConnectivity.SHUTDOWN,
+            ):
+                raise ConnectionLost(
+                    f"cannot connect to statehub at {self.target}: "
+                    "connection refused or host unreachable"
+                )
+            await channel.wait_for_state_change(state)
+            state = channel.get_state(try_to_connect=True)
+
+    def _take_hello(self, frame: object, hello_id: int) -> None:
+        if frame is grpc.aio.EOF or not isinstance(frame, bytes):
+            raise ConnectionLost(f"statehub at {self.target} ended the session at hello")
+        for message in decode_batch(frame):
+            if message.get("id") != hello_id:
+                continue
+            if "error" in message:
+                raise error_from_wire(message["error"])
+            reply = message.get("ok") or {}
+            # Revisions only mean something within one history (epoch): a server of
+            # another epoch (a restarted in-memory server) gets fresh subscriptions.
+            previous_epoch, self.epoch = self.epoch, reply.get("epoch")
+            self.server_revision = int(reply.get("revision") or 0)
+            self._history_continues = self.generation == 0 or self.epoch == previous_epoch
+            self.session = reply.get("session")
+            self.token = reply.get("token")
+            self.keepalive_s = float(reply.get("keepalive_s") or 15.0)
+            self.max_message_bytes = int(
+                reply.get("max_message_bytes") or _DEFAULT_MAX_MESSAGE_BYTES
+            )
+            return
+        raise ProtocolError(f"statehub at {self.target} did not answer hello")
+
+    def _mark_connected(self) -> None:
+        self.connected = True
+        self._connected_event.set()
+
+    def _stop_stream(self) -> None:
+        self._stream_open = False
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        self._tasks = []
+        self._call = None
+        self._channel = None
+
+    def _fail_pending(self, reason: str) -> None:
+        pending, self._pending = self._pending, {}
+        self._outbox.clear()
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(ConnectionLost(reason))
+
+    def _lost(self, generation: int, reason: str) -> None:
+        """The session of ``generation`` ended: fail what waits, then reconnect."""
+        if generation != self.generation or not self._stream_open or self._closed:
+            return
+        call, channel = self._call, self._channel
+        self._stop_stream()
+        self.connected = False
+        self._connected_event.clear()
+        self.lost_reason = reason
+        message = f"lost the connection to statehub at {self.target}: {reason}"
+        logger.warning("%s", message)
+        self._fail_pending(message)
+        self._subs_by_id.clear()
+        self._early_batches.clear()
+        for subscription in self._subscriptions:
+            subscription.sub_id = None
+        if call is not None:
+            call.cancel()
+        if channel is not None:
+            closing = asyncio.ensure_future(channel.close())
+            closing.add_done_callback(lambda _: None)
+        if self._on_lost is not None:
+            try:
+                self._on_lost(reason)
+            except Exception:
+                logger.exception("connection-lost callback failed")
+        if self._reconnect and (self._reconnector is None or self._reconnector.done()):
+            self._reconnector = asyncio.create_task(
+                self._reconnect_loop(), name="statehub-reconnect"
+            )
+
+    async def _reconnect_loop(self) -> None:
+        delay = self._backoff_initial
+        attempt = 0
+        while not self._closed:
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            attempt += 1
+            try:
+                await self._open()
+                await self._resubscribe()
+            except Exception as error:  # whatever went wrong, try again later
+                logger.info("reconnect attempt %d to %s failed: %s", attempt, self.target, error)
+                self.lost_reason = str(error)
+                if self._stream_open:  # the session opened but broke while resubscribing
+                    self._stop_stream()
+                delay = min(delay * 2, self._backoff_max)
+                continue
+            self._mark_connected()
+            logger.info("reconnected to %s after %d attempt(s)", self.target, attempt)
+            if self._on_restored is not None:
+                try:
+                    self._on_restored()
+                except Exception:
+                    logger.exception("reconnected callback failed")
+            return
+
+    # -- requests ------------------------------------------------------------------
+
+    def send(self, op: str, arguments: Message) -> asyncio.Future[Message]:
+        """Queue a request; the future gets the ``ok`` map or the error it came back with."""
+        if not self.connected:
+            raise ConnectionLost(self._not_connected())
+        return self._send(op, arguments)
+
+    async def request(self, op: str, **arguments: Any) -> Message:
+        """Send a request and wait for its reply."""
+        return await self.send(op, arguments)
+
+    def send_and_forget(self, op: str, arguments: Message) -> None:
+        """Queue a request whose reply nobody waits for (an error is only logged)."""
+        if self._stream_open:
+            self._send(op, arguments).add_done_callback(_retrieve)
+
+    def _send(self, op: str, arguments: Message) -> asyncio.Future[Message]:
+        request_id = next(self._ids)
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        message = {"id": request_id, "op": op}
+        message.update(arguments)
+        self._pending[request_id] = future
+        self._outbox.append(message)
+        self._wake.set()
+        return future
+
+    def _not_connected(self) -> str:
+        if self._closed:
+            return "the client is closed"
+        if self.generation == 0:
+            return f"not connected to statehub at {self.target} (call connect() first)"
+        return (
+            f"not connected to statehub at {self.target}: {self.lost_reason}"
+            f"{'; reconnecting' if self._reconnect else ''}"
+        )
+
+    # -- subscriptions -------------------------------------------------------------
+
+    async def subscribe(
+        self, interval: float, prefix: str, handler: BatchHandler, since: int | None = None
+    ) -> Subscription:
+        """Subscribe; batches go to ``handler`` in the event loop, across reconnects."""
+        subscription = Subscription(interval, prefix, handler, revision=since)
+        future = self.send("subscribe", {"interval": interval, "prefix": prefix, "since": since})
+        self._subscribing += 1
+        try:
+            reply = await future
+        finally:
+            self._subscribing -= 1
+        self._subscriptions[subscription] = None
+        self._attach(subscription, reply["sub"])
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop a subscription (no reply awaited); its handler gets nothing more."""
+        self._subscriptions.pop(subscription, None)
+        sub_id, subscription.sub_id = subscription.sub_id, None
+        if sub_id is not None and self._subs_by_id.get(sub_id) is subscription:
+            del self._subs_by_id[sub_id]
+            self.send_and_forget("unsubscribe", {"sub": sub_id})
+
+    def _attach(self, subscription: Subscription, sub_id: int) -> None:
+        subscription.sub_id = sub_id
+        self._subs_by_id[sub_id] = subscription
+        for message in self._early_batches.pop(sub_id, ()):
+            self._deliver(subscription, message)
+        if not self._subscribing:
+            self._early_batches.clear()
+
+    async def _resubscribe(self) -> None:
+        """After a new session opens: subscribe again, each from its last revision seen."""
+        wanted = list(self._subscriptions)
+        if not wanted:
+            return
+        futures = [
+            self._send(
+                "subscribe",
+                {"interval": sub.interval, "prefix": sub.prefix, "since": self._since(sub)},
+            )
+            for sub in wanted
+        ]
+        self._subscribing += 1
+        try:
+            replies = await asyncio.gather(*futures, return_exceptions=True)
+        finally:
+            self._subscribing -= 1
+        for subscription, reply in zip(wanted, replies, strict=True):
+            if isinstance(reply, ConnectionLost):
+                raise reply
+            if isinstance(reply, BaseException):
+                logger.error("could not resubscribe to %r: %s", subscription.prefix, reply)
+                self._subscriptions.pop(subscription, None)
+                continue
+            if subscription in self._subscriptions:
+                self._attach(subscription, reply["sub"])
+            else:  # dropped while we waited
+                self.send_and_forget("unsubscribe", {"sub": reply["sub"]})
+
+    def _since(self, subscription: Subscription) -> int | None:
+        """Resume from the last revision seen, if the server's history continues it."""
+        revision = subscription.revision
+        if revision is None or not self._history_continues or revision > self.server_revision:
+            return None
+        return revision
+
+    def _deliver(self, subscription: Subscription, message: Message) -> None:
+        revision = message.get("revision")
+        if type(revision) is int:
+            subscription.revision = revision
+        try:
+            subscription.handler(message)
+        except Exception:
+            logger.exception("subscription handler failed")
+
+    # -- the stream's tasks --------------------------------------------------------
+
+    async def _read_loop(self, call: Any, generation: int) -> None:
+        loop = asyncio.get_running_loop()
+        reason = "the server ended the session"
+        try:
+            while True:
+                frame = await call.read()
+                if frame is grpc.aio.EOF:
+                    break
+                self._last_received = loop.time()
+                for message in decode_batch(frame):
+                    self._dispatch(message)
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AioRpcError as error:
+            reason = _describe_rpc_error(error)
+        except ProtocolError as error:
+            reason = f"the server sent a malformed frame: {error}"
+        except Exception as error:
+            reason = f"{type(error).__name__}: {error}"
+        self._lost(generation, reason)
+
+    def _dispatch(self, message: Message) -> None:
+        request_id = message.get("id")
+        if request_id is not None:
+            future = self._pending.pop(request_id, None)
+            if future is None or future.done():
+                return
+            if "error" in message:
+                future.set_exception(error_from_wire(message["error"] or {}))
+            else:
+                future.set_result(message.get("ok") or {})
+            return
+        sub_id = message.get("sub")
+        if sub_id is None:
+            if "error" in message:  # an error the server could not pin on a request
+                logger.warning("statehub at %s reported: %r", self.target, message["error"])
+            else:
+                logger.warning("ignoring a message with neither id nor sub: %r", message)
+            return
+        subscription = self._subs_by_id.get(sub_id)
+        if subscription is not None:
+            self._deliver(subscription, message)
+        elif self._subscribing:  # a batch may overtake its subscribe reply
+            self._early_batches.setdefault(sub_id, []).append(message)
+
+    async def _write_loop(self, call: Any, generation: int) -> None:
+        wake, outbox = self._wake, self._outbox
+        try:
+            while True:
+                await wake.wait()
+                wake.clear()
+                while outbox:
+                    batch = outbox[:]
+                    outbox.clear()
+                    for frame in self._frames(batch):
+                        await call.write(frame)
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AioRpcError as error:
+            self._lost(generation, _describe_rpc_error(error))
+        except Exception as error:
+            self._lost(generation, f"writing failed: {type(error).__name__}: {error}")
+
+    def _frames(self, batch: list[Message]) -> list[bytes]:
+        """Encode ``batch`` in as few frames as the size limit allows."""
+        frame = self._encode(batch)
+        if frame is None:
+            return []
+        if len(frame) <= self.max_message_bytes:
+            return [frame]
+        if len(batch) == 1:
+            self._fail(
+                batch[0],
+                MessageTooLargeError(
+                    f"{batch[0].get('op')!r} request is {len(frame):,} bytes, over the "
+                    f"server's limit of {self.max_message_bytes:,} bytes"
+                ),
+            )
+            return []
+        half = len(batch) // 2
+        return self._frames(batch[:half]) + self._frames(batch[half:])
+
+    def _encode(self, batch: list[Message]) -> bytes | None:
+        try:
+            return encode_batch(batch)
+        except TypeError:
+            pass
+        good = []
+        for message in batch:  # find the messages that cannot travel; fail only those
+            try:
+                encode_batch([message])
+            except TypeError as error:
+                self._fail(message, TypeError(f"{message.get('op')!r} request: {error}"))
+            else:
+                good.append(message)
+        return encode_batch(good) if good else None
+
+    def _fail(self, message: Message, error: Exception) -> None:
+        future = self._pending.pop(message["id"], None)
+        if future is not None and not future.done():
+            future.set_exception(error)
+
+    async def _keepalive_loop(self, generation: int) -> None:
+        """Ping when the server has been silent for ``keepalive_s``; no answer = lost."""
+        loop = asyncio.get_running_loop()
+        interval = self.keepalive_s
+        while True:
+            await asyncio.sleep(interval)
+            if loop.time() - self._last_received < interval:
+                continue
+            ping = self._send("ping", {})
+            try:
+                async with asyncio.timeout(interval):
+                    await ping
+            except TimeoutError:
+                self._lost(generation, f"the server did not answer a ping within {interval} s")
+                return
+            except ConnectionLost:
+                return
+
+
+def _describe_rpc_error(error: grpc.aio.AioRpcError) -> str:
+    details = error.details() or ""
+    return f"{error.code().name}{': ' + details if details else ''}"

@@ -1,0 +1,72 @@
+"""The session protocol's codec: one msgpack-encoded list of message maps per frame.
+
+A frame is a batch, so either side can pipeline many messages in one transport message.
+Ints keep their type: those beyond msgpack's 64-bit range travel as ext type 1 holding
+the decimal string. Floats travel as float64, so NaN and infinities survive.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from statehub.protocol.errors import ProtocolError
+
+#: msgpack ext type code of an int outside the 64-bit range (payload: its decimal string).
+BIG_INT_EXT = 1
+
+
+def _default(value: object) -> object:
+    if type(value) is int:
+        return msgpack.ExtType(BIG_INT_EXT, str(value).encode("ascii"))
+    raise TypeError(f"cannot encode {type(value).__name__} {value!r}")
+
+
+def _ext_hook(code: int, data: bytes) -> object:
+    if code != BIG_INT_EXT:
+        raise ProtocolError(f"unknown msgpack ext type {code}")
+    try:
+        return int(data.decode("ascii"))
+    except ValueError:
+        raise ProtocolError(f"ext type {BIG_INT_EXT} holds {data!r}, not an int") from None
+
+
+def encode_batch(messages: list[dict[str, Any]]) -> bytes:
+    """Encode a batch of message maps as one frame.
+
+    Raises ``TypeError`` if a message holds something msgpack cannot carry.
+    """
+    try:
+        return msgpack.packb(messages, use_bin_type=True, default=_default)  # type: ignore[no-any-return]
+    except (OverflowError, ValueError) as error:
+        raise TypeError(f"cannot encode message: {error}") from None
+
+
+def decode_batch(frame: bytes, *, strict_map_key: bool = True) -> list[dict[str, Any]]:
+    """Decode one frame into its message maps; ``ProtocolError`` if it is malformed.
+
+    ``strict_map_key=False`` lets maps with keys other than str and bytes through (the
+    server does that, so that a request with an int key gets an error reply naming the
+    key instead of the whole frame being refused).
+    """
+    try:
+        batch = msgpack.unpackb(
+            frame,
+            raw=False,
+            strict_map_key=strict_map_key,
+            use_list=True,
+            ext_hook=_ext_hook,
+        )
+    except ProtocolError:
+        raise
+    except Exception as error:  # msgpack raises several types (ExtraData, ValueError...)
+        raise ProtocolError(f"malformed frame: {type(error).__name__}: {error}") from None
+    if type(batch) is not list:
+        raise ProtocolError(f"a frame must be a list of messages, got {type(batch).__name__}")
+    for index, message in enumerate(batch):
+        if type(message) is not dict:
+            raise ProtocolError(
+                f"message {index} of the frame is a {type(message).__name__}, not a map"
+            )
+    return batch

@@ -1,0 +1,307 @@
+"""StateServer: statehub's state, locks and commands served over gRPC.
+
+It serves two protocols on one port: statehub's session protocol
+(``/statehub.v1.Hub/Session``, see ``docs/protocol.md``) and NanoVer's gRPC-era state
+and command services, so NanoVer clients work unchanged. It has every method of
+NanoVer's ``NanoverServer``.
+
+Everything network-facing runs in one asyncio event loop (grpc.aio): a subscriber costs a
+task, not a thread. Use it inside a running loop (``await server.start()`` /
+``await server.stop()``, or ``async with``), or from blocking code (``with StateServer(...)
+as server:`` or ``start_in_thread()`` / ``close()``), which runs the loop in a background
+thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any
+
+from grpc import aio
+
+from statehub.core.change import DictionaryChange
+from statehub.core.commands import CommandRegistration, CommandRegistry
+from statehub.core.rwlock import RWLockTable
+from statehub.core.state_dictionary import StateDictionary
+from statehub.core.values import JsonValue
+from statehub.server.grpc_transport import session_handler
+from statehub.server.nanover_compat import add_nanover_services
+from statehub.server.session import Hub
+
+logger = logging.getLogger(__name__)
+
+#: NanoVer's default port, kept.
+DEFAULT_PORT = 38801
+DEFAULT_ADDRESS = "127.0.0.1"
+#: gRPC's own default receive limit; a request frame over it gets RESOURCE_EXHAUSTED.
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: The server pings an idle connection every ``keepalive_time`` seconds and drops it when
+#: no answer comes within ``keepalive_timeout``: a dead peer is noticed within their sum.
+DEFAULT_KEEPALIVE_TIME = 10.0
+DEFAULT_KEEPALIVE_TIMEOUT = 5.0
+#: Seconds given to sessions to write what they still hold when the server stops.
+STOP_GRACE = 2.0
+#: The built-in command listing every command with its default arguments (as NanoVer).
+LIST_COMMANDS = "commands/list"
+
+
+class StateServer:
+    """A statehub server: one shared state, its leases, read/write locks and commands.
+
+    ``port=0`` picks a free port (read it back from ``port`` once started); a port in use
+    raises ``OSError`` when the server starts. ``state`` (a ``StateDictionary``) and
+    ``locks`` (a ``RWLockTable``, used from the server's event loop only) are there for
+    other server-side layers.
+    """
+
+    def __init__(
+        self,
+        *,
+        address: str = DEFAULT_ADDRESS,
+        port: int = DEFAULT_PORT,
+        state: StateDictionary | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        keepalive_time: float = DEFAULT_KEEPALIVE_TIME,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+        min_interval: float = 0.0,
+    ) -> None:
+        if type(port) is not int or not 0 <= port <= 65535:
+            raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
+        if type(max_message_bytes) is not int or max_message_bytes < 1024:
+            raise ValueError(f"max_message_bytes must be an int >= 1024, got {max_message_bytes!r}")
+        for name, seconds in (
+            ("keepalive_time", keepalive_time),
+            ("keepalive_timeout", keepalive_timeout),
+        ):
+            if type(seconds) not in (int, float) or not 0 < seconds < 86400:
+                raise ValueError(f"{name} must be a number of seconds > 0, got {seconds!r}")
+        if type(min_interval) not in (int, float) or not 0 <= min_interval < 86400:
+            raise ValueError(f"min_interval must be a number of seconds >= 0, got {min_interval!r}")
+        self.address = address
+        self._requested_port = port
+        self._port: int | None = None
+        self.max_message_bytes = max_message_bytes
+        self.keepalive_time = float(keepalive_time)
+        self.keepalive_timeout = float(keepalive_timeout)
+        self.min_interval = float(min_interval)
+        self.state = state if state is not None else StateDictionary()
+        self.locks = RWLockTable()
+        self._commands = CommandRegistry()
+        self._commands.register(LIST_COMMANDS, self._list_commands)
+        self.hub = Hub(
+            state=self.state,
+            locks=self.locks,
+            commands=self._commands,
+            max_message_bytes=max_message_bytes,
+            keepalive_s=self.keepalive_time,
+            min_interval=self.min_interval,
+        )
+        self._grpc_server: aio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (the one picked, if it was given as 0)."""
+        if self._port is None:
+            raise RuntimeError("the server is not started: use start(), start_in_thread() or with")
+        return self._port
+
+    @property
+    def grpc_server(self) -> aio.Server:
+        """The underlying grpc.aio server (for ``setup_services`` overrides adding services)."""
+        if self._grpc_server is None:
+            raise RuntimeError("the gRPC server exists only while the server is started")
+        return self._grpc_server
+
+    async def start(self) -> None:
+        """Bind and start serving in the running event loop; ``OSError`` if the port is taken."""
+        if self._grpc_server is not None or self._stopped:
+            raise RuntimeError("a StateServer can be started once")
+        self._loop = asyncio.get_running_loop()
+        hard_limit = max(2 * self.max_message_bytes, self.max_message_bytes + 1024 * 1024)
+        self._grpc_server = aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", hard_limit),
+                ("grpc.max_send_message_length", -1),
+                ("grpc.keepalive_time_ms", int(self.keepalive_time * 1000)),
+                ("grpc.keepalive_timeout_ms", int(self.keepalive_timeout * 1000)),
+                # Recent gRPC cores time out an unanswered ping with this, not the above.
+                ("grpc.http2.ping_timeout_ms", int(self.keepalive_timeout * 1000)),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
+                ("grpc.http2.max_ping_strikes", 0),
+            ]
+        )
+        self.setup_services()
+        target = _host_port(self.address, self._requested_port)
+        try:
+            bound = self._grpc_server.add_insecure_port(target)
+        except RuntimeError as error:
+            bound = 0
+            reason = str(error).split(";")[0]
+        else:
+            reason = "gRPC could not bind it"
+        if not bound:
+            self._grpc_server = None
+            self._stopped = True
+            raise OSError(
+                errno.EADDRINUSE,
+                f"cannot listen on {target}: the port is in use or the address is not "
+                f"available here ({reason})",
+            )
+        self._port = bound
+        await self._grpc_server.start()
+        logger.info("statehub serving on %s", _host_port(self.address, bound))
+
+    async def stop(self) -> None:
+        """Freeze the state, end every session and stop serving (in the server's loop)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.state.freeze()
+        self.hub.end_sessions()
+        if self._grpc_server is not None:
+            await self._grpc_server.stop(STOP_GRACE)
+        logger.info("statehub server on port %s stopped", self._port)
+
+    def start_in_thread(self) -> StateServer:
+        """Start serving from an event loop in a background thread; returns the server."""
+        if self._thread is not None or self._grpc_server is not None:
+            raise RuntimeError("a StateServer can be started once")
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="statehub-server", daemon=True)
+        thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result()
+        except BaseException:
+            _stop_loop(loop, thread)
+            raise
+        self._thread = thread
+        return self
+
+    def close(self) -> None:
+        """Freeze the state and stop the server (NanoVer's ``close``), from any other thread.
+
+        Inside the server's own event loop, use ``await stop()`` instead.
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._stopped = True
+            self.state.freeze()
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise RuntimeError("close() would block the server's own event loop: await stop()")
+        asyncio.run_coroutine_threadsafe(self.stop(), loop).result()
+        if self._thread is not None:
+            _stop_loop(loop, self._thread)
+            self._thread = None
+
+    def __enter__(self) -> StateServer:
+        return self.start_in_thread()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> StateServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def setup_services(self) -> None:
+        """Add the services to ``grpc_server``; override (calling this) to add more."""
+        server = self.grpc_server
+        server.add_generic_rpc_handlers((session_handler(self.hub),))
+        add_nanover_services(self.hub, server)
+
+    # -- NanoVer's NanoverServer methods -------------------------------------------------
+
+    def register_command(
+        self,
+        name: str,
+        callback: Callable[..., Any],
+        default_arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Register a command clients can run; ``ValueError`` if the name is taken."""
+        self._commands.register(name, callback, default_arguments)
+
+    def unregister_command(self, name: str) -> None:
+        """Remove a command; ``KeyError`` if there is none by that name."""
+        self._commands.unregister(name)
+
+    @property
+    def commands(self) -> dict[str, CommandRegistration]:
+        """A copy of the registered commands by name (``commands/list`` included)."""
+        return self._commands.commands
+
+    def copy_state(self) -> dict[str, JsonValue]:
+        """A deep copy of the current state."""
+        return self.state.copy_content()
+
+    @contextmanager
+    def lock_state(self) -> Iterator[dict[str, JsonValue]]:
+        """Read the state (a copy) while every change waits."""
+        with self.state.lock_content() as content:
+            yield content
+
+    def update_state(self, access_token: object, change: DictionaryChange) -> int:
+        """Apply ``change`` atomically as ``access_token`` (None: the server itself)."""
+        return self.state.update_state(access_token, change)
+
+    def update_locks(
+        self,
+        access_token: object = None,
+        acquire: Mapping[str, float | None] | None = None,
+        release: set[str] | None = None,
+    ) -> None:
+        """Release ``release``, then lease all of ``acquire`` or none (see StateDictionary)."""
+        self.state.update_locks(access_token, acquire, release)
+
+    def clear_locks(self) -> None:
+        """Release every lease on every key."""
+        self.state.clear_locks()
+
+    def _list_commands(self) -> dict[str, JsonValue]:
+        return {"list": self._commands.list()}
+
+
+def _host_port(address: str, port: int) -> str:
+    if ":" in address and not address.startswith("["):
+        return f"[{address}]:{port}"
+    return f"{address}:{port}"
+
+
+def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+    loop.close()
+
+
+__all__ = ["DEFAULT_ADDRESS", "DEFAULT_MAX_MESSAGE_BYTES", "DEFAULT_PORT", "StateServer"]

@@ -1,0 +1,232 @@
+"""NanoVer's gRPC-era services, driven by stubs generated from statehub's .proto files.
+
+A NanoVer client sees what it saw with NanoverServer: a snapshot then changes, null
+meaning removal, every number a double, ``success=False`` for keys leased by another
+token, and the command service with ``commands/list``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+
+from statehub import DictionaryChange, StateDictionary, StateServer
+from statehub.server.nanover_proto import (
+    command_service_pb2,
+    command_service_pb2_grpc,
+    state_service_pb2,
+    state_service_pb2_grpc,
+)
+from test_server_support import GatedStore, connected, eventually, running_server
+
+DEADLINE = 10.0
+
+
+def _struct(mapping: dict[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(mapping)
+    return struct
+
+
+def _plain(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """Struct -> dict with None for null (protobuf's own conversion, as NanoVer clients use)."""
+    from google.protobuf.json_format import MessageToDict
+
+    return MessageToDict(struct)
+
+
+class NanoverClient:
+    """The calls a NanoVer client makes, on generated stubs."""
+
+    def __init__(self, channel: grpc.aio.Channel, token: str) -> None:
+        self.state = state_service_pb2_grpc.StateStub(channel)
+        self.command = command_service_pb2_grpc.CommandStub(channel)
+        self.token = token
+
+    async def update(self, changes: dict[str, Any]) -> bool:
+        request = state_service_pb2.UpdateStateRequest(
+            access_token=self.token,
+            update=state_service_pb2.StateUpdate(changed_keys=_struct(changes)),
+        )
+        return bool((await self.state.UpdateState(request)).success)
+
+    async def locks(self, lock_keys: dict[str, Any]) -> bool:
+        request = state_service_pb2.UpdateLocksRequest(
+            access_token=self.token, lock_keys=_struct(lock_keys)
+        )
+        return bool((await self.state.UpdateLocks(request)).success)
+
+    async def run(self, name: str, **arguments: Any) -> dict[str, Any]:
+        message = command_service_pb2.CommandMessage(name=name, arguments=_struct(arguments))
+        return _plain((await self.command.RunCommand(message)).result)
+
+
+async def _nanover(server: StateServer, token: str) -> AsyncIterator[NanoverClient]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield NanoverClient(channel, token)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[StateServer]:
+    async with running_server() as running:
+        yield running
+
+
+@pytest.fixture
+async def alice(server: StateServer) -> AsyncIterator[NanoverClient]:
+    async for client in _nanover(server, "alice"):
+        yield client
+
+
+@pytest.fixture
+async def bob(server: StateServer) -> AsyncIterator[NanoverClient]:
+    async for client in _nanover(server, "bob"):
+        yield client
+
+
+async def _next(stream: Any) -> dict[str, Any]:
+    update = await asyncio.wait_for(stream.read(), DEADLINE)
+    assert update is not grpc.aio.EOF
+    return _plain(update.changed_keys)
+
+
+async def test_subscribe_gives_snapshot_then_changes_with_null_for_removal(
+    server: StateServer, alice: NanoverClient
+) -> None:
+    server.update_state(None, DictionaryChange({"a": 1, "b": "x"}))
+    stream = alice.state.SubscribeStateUpdates(
+        state_service_pb2.SubscribeStateUpdatesRequest(update_interval=1 / 30)
+    )
+    assert await _next(stream) == {"a": 1.0, "b": "x"}
+    assert await alice.update({"a": {"nested": [1, True, None]}, "b": None})
+    assert await _next(stream) == {"a": {"nested": [1.0, True, None]}, "b": None}
+    assert server.copy_state() == {"a": {"nested": [1.0, True, None]}}
+    stream.cancel()
+
+
+async def test_numbers_are_doubles_on_this_protocol(
+    server: StateServer, alice: NanoverClient
+) -> None:
+    assert await alice.update({"n": 1})
+    assert type(server.state.get("n")) is float
+    server.update_state(None, DictionaryChange({"i": 2, "huge": 10**400}))
+    stream = alice.state.SubscribeStateUpdates(
+        state_service_pb2.SubscribeStateUpdatesRequest(update_interval=0)
+    )
+    update = await asyncio.wait_for(stream.read(), DEADLINE)
+    fields = update.changed_keys.fields
+    assert fields["i"].WhichOneof("kind") == "number_value" and fields["i"].number_value == 2.0
+    assert fields["huge"].number_value == math.inf
+    stream.cancel()
+
+
+async def test_locks_refuse_other_tokens_and_release_with_null(
+    server: StateServer, alice: NanoverClient, bob: NanoverClient
+) -> None:
+    assert await alice.locks({"k": 10})
+    assert not await bob.update({"k": "bob", "other": 1})
+    assert "other" not in server.copy_state()  # all or nothing
+    assert not await bob.locks({"k": 5})
+    assert await alice.update({"k": "alice"})
+    assert await alice.locks({"k": None})
+    assert await bob.update({"k": "bob"})
+    assert server.state.get("k") == "bob"
+
+
+async def test_nanover_and_session_clients_share_tokens_and_state(
+    server: StateServer, alice: NanoverClient
+) -> None:
+    async with connected(server, hello=False) as session:
+        await session.hello("alice")
+        await session.request("leases", acquire={"shared": None})
+        assert await alice.update({"shared": 1})  # same token: allowed
+        got = await session.request("get", keys=["shared"])
+        assert got["values"] == {"shared": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("lock_keys", "text"),
+    [({"k": -1}, ">= 0"), ({"k": math.nan}, "nan"), ({"k": "ten"}, "string")],
+)
+async def test_bad_lease_values_abort_with_invalid_argument(
+    server: StateServer, alice: NanoverClient, lock_keys: dict[str, Any], text: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await alice.locks(lock_keys)
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert text in (failed.value.details() or "")
+    assert not server.state.leases()
+
+
+async def test_bad_update_interval_aborts(alice: NanoverClient) -> None:
+    stream = alice.state.SubscribeStateUpdates(
+        state_service_pb2.SubscribeStateUpdatesRequest(update_interval=-1)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await stream.read()
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_request_over_the_size_limit_is_refused() -> None:
+    async with running_server(max_message_bytes=10_000) as server:
+        async for client in _nanover(server, "big"):
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await client.update({"big": "x" * 20_000})
+            assert failed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "10000" in (failed.value.details() or "")
+            assert server.state.revision == 0
+            assert await client.update({"small": 1})
+
+
+async def test_commands(server: StateServer, alice: NanoverClient) -> None:
+    def fail() -> None:
+        raise RuntimeError("boom")
+
+    server.register_command("add", lambda a, b: {"sum": a + b}, {"a": 1, "b": 2})
+    server.register_command("fail", fail)
+    reply = await alice.command.GetCommands(command_service_pb2.GetCommandsRequest())
+    listed = {command.name: _plain(command.arguments) for command in reply.commands}
+    assert listed == {"commands/list": {}, "add": {"a": 1.0, "b": 2.0}, "fail": {}}
+    assert await alice.run("add", b=5) == {"sum": 6.0}
+    assert (await alice.run("commands/list"))["list"]["add"] == {"a": 1.0, "b": 2.0}
+
+    for name, arguments, status, text in [
+        ("missing", {}, grpc.StatusCode.NOT_FOUND, "missing"),
+        ("add", {"c": 1}, grpc.StatusCode.INVALID_ARGUMENT, "add"),
+        ("fail", {}, grpc.StatusCode.UNKNOWN, "boom"),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await alice.run(name, **arguments)
+        assert failed.value.code() == status
+        assert text in (failed.value.details() or "")
+    assert await alice.run("add") == {"sum": 3.0}  # still serving
+
+
+async def test_update_state_answers_once_the_change_is_durable() -> None:
+    store = GatedStore()
+    async with running_server(state=StateDictionary(store=store)) as server:
+        async for client in _nanover(server, "durable"):
+            answer = asyncio.ensure_future(client.update({"k": 1}))
+            await eventually(lambda: server.state.get("k") == 1.0)
+            assert not answer.done()
+            store.make_durable(1)
+            assert await asyncio.wait_for(answer, DEADLINE)
+
+
+async def test_closing_the_server_ends_subscription_streams() -> None:
+    server = StateServer(address="127.0.0.1", port=0)
+    await server.start()
+    async for client in _nanover(server, "watcher"):
+        server.update_state(None, DictionaryChange({"k": 1}))
+        stream = client.state.SubscribeStateUpdates(
+            state_service_pb2.SubscribeStateUpdatesRequest(update_interval=0)
+        )
+        assert await _next(stream) == {"k": 1.0}
+        await asyncio.wait_for(server.stop(), DEADLINE)
+        assert await asyncio.wait_for(stream.code(), DEADLINE) == grpc.StatusCode.OK

@@ -1,0 +1,179 @@
+"""Helpers for the server tests: a raw session-protocol client built on the codec only.
+
+It drives ``/statehub.v1.Hub/Session`` with a bare grpc.aio stream, so the server is
+tested against the protocol contract, not against the client library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+import pytest
+
+from statehub.protocol import SESSION_PATH, decode_batch, encode_batch, error_from_wire
+from statehub.server import StateServer
+from statehub.store.memory import MemoryStore
+
+#: Generous deadline for anything the server should do "soon".
+DEADLINE = 10.0
+
+
+class RemoteError(Exception):
+    """An error reply: ``wire`` is its error map, ``error`` the exception it stands for."""
+
+    def __init__(self, wire: dict[str, Any]) -> None:
+        super().__init__(f"{wire['type']} ({wire['status']}): {wire['message']}")
+        self.wire = wire
+        self.error = error_from_wire(wire)
+
+    @property
+    def status(self) -> str:
+        return str(self.wire["status"])
+
+
+class GatedStore(MemoryStore):
+    """A memory store whose changes become durable only when the test says so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.durable = 0
+        self.moved = asyncio.Event()
+
+    def is_durable(self, revision: int) -> bool:
+        return revision <= self.durable
+
+    async def wait_durable_async(self, revision: int) -> None:
+        while revision > self.durable:
+            self.moved.clear()
+            await self.moved.wait()
+
+    def make_durable(self, revision: int) -> None:
+        self.durable = revision
+        self.moved.set()
+
+
+class RawSession:
+    """One session over a raw stream: pipelined requests, replies by id, batches by sub."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.call = channel.stream_stream(SESSION_PATH)()
+        self._next_id = 1
+        self._replies: dict[int | None, asyncio.Future[dict[str, Any]]] = {}
+        self.batches: defaultdict[int, asyncio.Queue[dict[str, Any]]] = defaultdict(asyncio.Queue)
+        self.frames_seen: list[int] = []  # sizes of the frames received
+        self.unmatched: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            frame = await self.call.read()
+            if frame is grpc.aio.EOF:
+                return
+            self.frames_seen.append(len(frame))
+            for message in decode_batch(frame):
+                if "sub" in message and "id" not in message:
+                    self.batches[message["sub"]].put_nowait(message)
+                elif message.get("id") in self._replies:
+                    self._future(message["id"]).set_result(message)
+                else:
+                    self.unmatched.put_nowait(message)
+
+    def _future(self, request_id: int) -> asyncio.Future[dict[str, Any]]:
+        future = self._replies.get(request_id)
+        if future is None:
+            future = self._replies[request_id] = asyncio.get_running_loop().create_future()
+        return future
+
+    async def send(self, op: str, **arguments: Any) -> int:
+        """Send one request without waiting for its reply; returns its id."""
+        (request_id,) = await self.send_many([{"op": op, **arguments}])
+        return request_id
+
+    async def send_many(self, requests: list[dict[str, Any]]) -> list[int]:
+        """Send requests in one frame (pipelined); returns their ids."""
+        ids = []
+        for request in requests:
+            request["id"] = self._next_id
+            self._future(self._next_id)
+            ids.append(self._next_id)
+            self._next_id += 1
+        await self.call.write(encode_batch(requests))
+        return ids
+
+    async def reply(self, request_id: int, timeout: float = DEADLINE) -> dict[str, Any]:
+        """The ``ok`` map of a reply, or ``RemoteError`` for an error reply."""
+        message = await asyncio.wait_for(asyncio.shield(self._future(request_id)), timeout)
+        if "error" in message:
+            raise RemoteError(message["error"])
+        return message["ok"]  # type: ignore[no-any-return]
+
+    async def request(self, op: str, **arguments: Any) -> dict[str, Any]:
+        return await self.reply(await self.send(op, **arguments))
+
+    async def hello(self, token: str | None = None) -> dict[str, Any]:
+        return await self.request("hello", token=token, client="tests")
+
+    async def next_batch(self, sub: int, timeout: float = DEADLINE) -> dict[str, Any]:
+        return await asyncio.wait_for(self.batches[sub].get(), timeout)
+
+    async def subscribe(
+        self, interval: float = 0.0, prefix: str = "", since: int | None = None
+    ) -> int:
+        reply = await self.request("subscribe", interval=interval, prefix=prefix, since=since)
+        return int(reply["sub"])
+
+    async def close(self) -> None:
+        """Drop the connection's stream abruptly (as a crashed client would)."""
+        self.call.cancel()
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+
+@asynccontextmanager
+async def running_server(**options: Any) -> AsyncIterator[StateServer]:
+    """A real server on 127.0.0.1, port 0, in the running event loop."""
+    server = StateServer(address="127.0.0.1", port=0, **options)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@asynccontextmanager
+async def connected(server: StateServer, *, hello: bool = True) -> AsyncIterator[RawSession]:
+    """A session on its own channel to ``server``."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        session = RawSession(channel)
+        try:
+            if hello:
+                await session.hello()
+            yield session
+        finally:
+            await session.close()
+
+
+def hello_roundtrip(port: int) -> dict[str, Any]:
+    """A blocking session-protocol hello against ``port`` (from plain, non-async code)."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        frames = channel.stream_stream(SESSION_PATH)(
+            iter([encode_batch([{"id": 1, "op": "hello", "token": "t"}])])
+        )
+        reply = decode_batch(next(frames))[0]
+        frames.cancel()
+        return reply
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = DEADLINE) -> None:
+    """Poll ``condition`` until it holds; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.01)
