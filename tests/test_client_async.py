@@ -202,6 +202,27 @@ async def test_exclusive_locks_exclude_across_clients(
         assert not await client.test_lock("job", exclusive=False)
 
 
+async def test_a_cancelled_lock_wait_leaves_the_server_queue(
+    server: StateServer, client: AsyncClient, other: AsyncClient
+) -> None:
+    """A cancelled waiting writer must not keep holding off new readers (no trace)."""
+    async with client.get_lock("data", exclusive=False):
+        waiting = asyncio.create_task(_never_granted(other, "data"))
+        await eventually(lambda: not server.locks.can_acquire("data", exclusive=False))
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await eventually(lambda: server.locks.can_acquire("data", exclusive=False))
+        async with other.get_lock("data", exclusive=False, timeout=5):
+            pass
+    assert await other.test_lock("data")
+
+
+async def _never_granted(client: AsyncClient, key: str) -> None:
+    async with client.get_lock(key):
+        pytest.fail("the lock was granted while held shared by another client")
+
+
 async def test_shared_locks_are_shared(client: AsyncClient, other: AsyncClient) -> None:
     async with client.get_lock("data", exclusive=False), other.get_lock("data", exclusive=False):
         assert await client.test_lock("data", exclusive=False)

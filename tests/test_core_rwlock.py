@@ -218,3 +218,16 @@ async def test_fair_mode_lets_readers_that_waited_first_go_first() -> None:
     table.release("k", "reader", exclusive=False)
     await asyncio.gather(*tasks)
     assert order == ["reader", "writer1"]
+
+
+@pytest.mark.parametrize("exclusive", [True, False])
+async def test_release_right_after_a_waiter_is_cancelled_skips_it(exclusive: bool) -> None:
+    table = RWLockTable()
+    await table.acquire("k", "holder", exclusive=True)
+    waiter = asyncio.create_task(table.acquire("k", "waiter", exclusive=exclusive))
+    await asyncio.sleep(0)
+    waiter.cancel()  # its future is cancelled now; the task has not run its cleanup yet
+    table.release("k", "holder", exclusive=True)
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert table.can_acquire("k", exclusive=True)

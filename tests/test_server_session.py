@@ -17,7 +17,13 @@ from statehub import (
     StateDictionary,
 )
 from statehub.errors import CommandFailed, LockFailed, LockNotOwnedError, LockUpgradeError
-from statehub.protocol import SESSION_PATH, MessageTooLargeError, ProtocolError, encode_batch
+from statehub.protocol import (
+    SESSION_PATH,
+    MessageTooLargeError,
+    ProtocolError,
+    RequestCancelled,
+    encode_batch,
+)
 from test_server_support import GatedStore, RemoteError, connected, eventually, running_server
 
 
@@ -423,3 +429,21 @@ async def test_an_update_is_acknowledged_only_when_the_store_says_it_is_durable(
         assert server.state.get("k") == 1 and not session._future(update).done()
         store.make_durable(1)
         assert await session.reply(update) == {"revision": 1}
+
+
+async def test_cancel_stops_a_waiting_lock_and_answers_it_cancelled() -> None:
+    async with running_server() as server, connected(server) as a, connected(server) as b:
+        await a.request("lock", key="L", exclusive=False, timeout=None, owner="r")
+        waiting = await b.send("lock", key="L", exclusive=True, timeout=None, owner="w")
+        assert (await a.request("test_lock", key="L", exclusive=False))["free"] is False
+        assert await b.request("cancel", request=waiting) == {"cancelled": True}
+        with pytest.raises(RemoteError) as cancelled:
+            await b.reply(waiting)
+        assert cancelled.value.status == "CANCELLED"
+        assert isinstance(cancelled.value.error, RequestCancelled)
+        # The writer left the queue: new readers are not held off any more.
+        assert (await a.request("test_lock", key="L", exclusive=False))["free"] is True
+        assert await b.request("cancel", request=waiting) == {"cancelled": False}
+        with pytest.raises(RemoteError) as bad:
+            await b.request("cancel", request="first")
+        assert bad.value.status == "INVALID_ARGUMENT"

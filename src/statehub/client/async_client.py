@@ -508,7 +508,10 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         try:
             await asyncio.shield(future)
         except asyncio.CancelledError:
-            # The server may still grant it: give it back as soon as it does.
+            # Leave the server's queue (a waiting writer would hold off new readers); if
+            # the grant crossed the cancel on the wire, give the lock back once it lands.
+            conn.cancel(future)
+
             def give_back(granted: asyncio.Future[Message]) -> None:
                 if not granted.cancelled() and granted.exception() is None:
                     conn.send_and_forget(

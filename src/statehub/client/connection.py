@@ -365,6 +365,13 @@ class Connection:
         """Send a request and wait for its reply."""
         return await self.send(op, arguments)
 
+    def cancel(self, future: asyncio.Future[Message]) -> None:
+        """Ask the server to stop the request behind ``future`` if it is still waiting."""
+        for request_id, pending in self._pending.items():
+            if pending is future:
+                self.send_and_forget("cancel", {"request": request_id})
+                return
+
     def send_and_forget(self, op: str, arguments: Message) -> None:
         """Queue a request whose reply nobody waits for (an error is only logged)."""
         if self._stream_open:

@@ -144,6 +144,7 @@ class RWLockTable:
             lock.readers[owner] = lock.readers.get(owner, 0) + 1
 
     def _dispatch(self, key: str, lock: _KeyLock) -> None:
+        _drop_cancelled(lock)
         if not lock.writer_depth:
             next_writer = lock.waiting_writers[0].ticket if lock.waiting_writers else None
             if next_writer is None or (self._fair and not lock.readers):
@@ -152,7 +153,7 @@ class RWLockTable:
                 waiter = lock.waiting_writers.popleft()
                 self._grant(lock, waiter.owner, True)
                 waiter.granted.set_result(None)
-        if lock.idle():
+        if lock.idle() and self._locks.get(key) is lock:
             del self._locks[key]
 
     def _admit_readers(self, lock: _KeyLock, *, before: int | None) -> None:
@@ -169,8 +170,18 @@ class RWLockTable:
             self.release(key, waiter.owner, exclusive=waiter.exclusive)
             return
         queue = lock.waiting_writers if waiter.exclusive else lock.waiting_readers
-        queue.remove(waiter)
+        if waiter in queue:
+            queue.remove(waiter)
         self._dispatch(key, lock)
+
+
+def _drop_cancelled(lock: _KeyLock) -> None:
+    """Forget waiters whose task was cancelled: asyncio cancels a waiter's future at once,
+    but the task only leaves the queue itself when it next runs."""
+    while lock.waiting_writers and lock.waiting_writers[0].granted.done():
+        lock.waiting_writers.popleft()
+    if any(waiter.granted.done() for waiter in lock.waiting_readers):
+        lock.waiting_readers = [w for w in lock.waiting_readers if not w.granted.done()]
 
 
 class StateABC(ABC):

@@ -7,6 +7,7 @@ from statehub.protocol.codec import decode_batch, encode_batch
 from statehub.protocol.errors import (
     MessageTooLargeError,
     ProtocolError,
+    RequestCancelled,
     error_from_wire,
     error_to_wire,
     register_error,
@@ -24,6 +25,7 @@ __all__ = [
     "SESSION_PATH",
     "MessageTooLargeError",
     "ProtocolError",
+    "RequestCancelled",
     "decode_batch",
     "encode_batch",
     "error_from_wire",

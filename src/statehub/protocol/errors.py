@@ -60,6 +60,10 @@ class MessageTooLargeError(StatehubError):
     """A message was over the size limit; the message names the size and the limit."""
 
 
+class RequestCancelled(StatehubError):
+    """The client cancelled a request that was still waiting (a lock, a command)."""
+
+
 DetailsOf = Callable[[BaseException], dict[str, Any]]
 FromDetails = Callable[[str, dict[str, Any]], BaseException]
 
@@ -190,5 +194,6 @@ register_error(CommandFailed, "UNKNOWN")
 register_error(ObjectFrozenError, "UNAVAILABLE")
 register_error(ProtocolError, "INVALID_ARGUMENT")
 register_error(MessageTooLargeError, "RESOURCE_EXHAUSTED")
+register_error(RequestCancelled, "CANCELLED")
 register_error(DurabilityError, "DATA_LOSS")
 register_error(DataFileError, "FAILED_PRECONDITION")

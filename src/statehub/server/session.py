@@ -32,6 +32,7 @@ from statehub.protocol.codec import decode_batch, encode_batch
 from statehub.protocol.errors import (
     MessageTooLargeError,
     ProtocolError,
+    RequestCancelled,
     error_to_wire,
     status_of,
 )
@@ -103,6 +104,8 @@ class Session:
         self._ending = False
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: dict[int, asyncio.Task[None]] = {}  # requests still running, by id
+        self._cancelled_by_client: set[int] = set()
         self._subscriptions: dict[int, asyncio.Task[None]] = {}
         self._next_sub = 1
         self._lock_owners: set[tuple[str, Hashable]] = set()
@@ -118,6 +121,7 @@ class Session:
             "test_lock": self._test_lock,
             "commands": self._commands,
             "ping": self._ping,
+            "cancel": self._cancel,
             "lock": self._lock,
             "call": self._call,
         }
@@ -215,13 +219,20 @@ class Session:
             if isinstance(reply, dict):
                 self._send({"id": request_id, "ok": reply})
             else:  # it has to wait (a lock, a command, durability): later requests don't
-                self._spawn(self._reply_when_done(request_id, reply))
+                task = self._spawn(self._reply_when_done(request_id, reply))
+                self._waiting[request_id] = task
+                task.add_done_callback(lambda _: self._waiting.pop(request_id, None))
         except Exception as error:
             self._send_error(request_id, error)
 
     async def _reply_when_done(self, request_id: int, reply: Awaitable[Reply]) -> None:
         try:
             result = await reply
+        except asyncio.CancelledError:
+            if request_id not in self._cancelled_by_client:
+                raise  # the session is closing
+            self._cancelled_by_client.discard(request_id)
+            self._send_error(request_id, RequestCancelled(f"request {request_id} cancelled"))
         except Exception as error:
             self._send_error(request_id, error)
         else:
@@ -429,6 +440,18 @@ class Session:
 
     def _ping(self, message: dict[str, Any]) -> Reply:
         return {}
+
+    def _cancel(self, message: dict[str, Any]) -> Reply:
+        """Stop a request that is still waiting: a lock wait leaves the queue, no trace."""
+        target = message.get("request")
+        if type(target) is not int:
+            raise TypeError(f"cancel: 'request' must be an int id, got {_describe(target)}")
+        task = self._waiting.get(target)
+        if task is None:
+            return {"cancelled": False}  # already answered (the reply is on its way)
+        self._cancelled_by_client.add(target)
+        task.cancel()
+        return {"cancelled": True}
 
     def _lock_args(self, message: dict[str, Any], op: str) -> tuple[str, bool, tuple[str, str]]:
         key = check_key(message.get("key"))
