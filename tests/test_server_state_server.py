@@ -8,7 +8,14 @@ import threading
 
 import pytest
 
-from statehub import DictionaryChange, ObjectFrozenError, ResourceLockedError, StateServer
+from client_servers import eventually
+from statehub import (
+    AsyncClient,
+    DictionaryChange,
+    ObjectFrozenError,
+    ResourceLockedError,
+    StateServer,
+)
 from test_server_support import connected, hello_roundtrip, running_server
 
 
@@ -131,3 +138,25 @@ async def test_min_interval_raises_a_subscriptions_interval() -> None:
         await session.request("update", updates={"k": 1})
         await session.next_batch(sub)
         assert asyncio.get_running_loop().time() - started >= 0.2 * 0.9
+
+
+async def test_max_workers_bounds_the_threads_running_blocking_commands() -> None:
+    started: list[int] = []
+    release = threading.Event()
+
+    def slow(n: int) -> dict[str, int]:
+        started.append(n)
+        release.wait(10)
+        return {"n": n}
+
+    with pytest.raises(ValueError, match="max_workers must be an int >= 1, got 0"):
+        StateServer(address="127.0.0.1", port=0, max_workers=0)
+    async with StateServer(address="127.0.0.1", port=0, max_workers=1) as server:
+        server.register_command("slow", slow)
+        async with AsyncClient("127.0.0.1", server.port) as client:
+            calls = [asyncio.create_task(client.run_command("slow", n=n)) for n in (1, 2)]
+            await eventually(lambda: len(started) == 1)
+            await asyncio.sleep(0.05)  # time enough for a second worker, were there one
+            assert len(started) == 1
+            release.set()
+            assert sorted(r["n"] for r in await asyncio.gather(*calls)) == [1, 2]

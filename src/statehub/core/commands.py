@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,9 +34,11 @@ class CommandRegistry:
     as it is; any other exception becomes ``CommandFailed`` naming the command.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, executor: Executor | None = None) -> None:
+        """``executor`` runs plain callbacks for ``run_async`` (None: the loop's default)."""
         self._commands: dict[str, CommandRegistration] = {}
         self._lock = threading.Lock()
+        self._executor = executor
 
     def register(
         self,
@@ -98,7 +102,8 @@ class CommandRegistry:
             if inspect.iscoroutinefunction(registration.callback):
                 result = await registration.callback(**merged)
             else:
-                result = await asyncio.to_thread(registration.callback, **merged)
+                call = functools.partial(registration.callback, **merged)
+                result = await asyncio.get_running_loop().run_in_executor(self._executor, call)
         except StatehubError:
             raise
         except Exception as error:

@@ -19,6 +19,7 @@ import errno
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
@@ -70,6 +71,7 @@ class StateServer:
         keepalive_time: float = DEFAULT_KEEPALIVE_TIME,
         keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
         min_interval: float = 0.0,
+        max_workers: int = 128,
     ) -> None:
         if type(port) is not int or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
@@ -81,6 +83,8 @@ class StateServer:
         ):
             if type(seconds) not in (int, float) or not 0 < seconds < 86400:
                 raise ValueError(f"{name} must be a number of seconds > 0, got {seconds!r}")
+        if type(max_workers) is not int or max_workers < 1:
+            raise ValueError(f"max_workers must be an int >= 1, got {max_workers!r}")
         if type(min_interval) not in (int, float) or not 0 <= min_interval < 86400:
             raise ValueError(f"min_interval must be a number of seconds >= 0, got {min_interval!r}")
         self.address = address
@@ -92,7 +96,10 @@ class StateServer:
         self.min_interval = float(min_interval)
         self.state = state if state is not None else StateDictionary()
         self.locks = RWLockTable()
-        self._commands = CommandRegistry()
+        # NanoVer's max_workers sized the threads serving its calls; sessions need none
+        # here, so it bounds the threads running blocking command callbacks instead.
+        self._command_threads = ThreadPoolExecutor(max_workers, "statehub-command")
+        self._commands = CommandRegistry(executor=self._command_threads)
         self._commands.register(LIST_COMMANDS, self._list_commands)
         self.hub = Hub(
             state=self.state,
@@ -174,6 +181,7 @@ class StateServer:
         self.hub.end_sessions()
         if self._grpc_server is not None:
             await self._grpc_server.stop(STOP_GRACE)
+        self._command_threads.shutdown(wait=False, cancel_futures=True)
         logger.info("statehub server on port %s stopped", self._port)
 
     def start_in_thread(self) -> StateServer:
