@@ -17,13 +17,14 @@ from client_servers import eventually
 from statehub import DictionaryChange
 from statehub.cli import main
 from statehub.client import AsyncClient, Client
+from statehub.endpoints.attach import attach_endpoints, endpoints_running
 from statehub.endpoints.config import load_config, parse_config
 from statehub.endpoints.return_codes import (
     AccessDeniedError,
     InvalidSpecifierError,
     InvalidValueError,
 )
-from statehub.endpoints.service import EndpointService, attach_endpoints, endpoints_running
+from statehub.endpoints.service import EndpointService
 from statehub.errors import ResourceLockedError
 from statehub.server import StateServer
 

@@ -7,6 +7,7 @@ import pytest
 
 from statehub import DictionaryChange, ResourceLockedError, StateDictionary
 from statehub.endpoints.config import load_config
+from statehub.endpoints.nodes import ServiceNode, register_service_module
 from statehub.endpoints.return_codes import (
     AccessDeniedError,
     InvalidLockoutKeyError,
@@ -17,7 +18,7 @@ from statehub.endpoints.return_codes import (
     InvalidValueError,
     UnhandledExceptionError,
 )
-from statehub.endpoints.service import EndpointService, ServiceNode, register_service_module
+from statehub.endpoints.service import EndpointService
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -12,8 +12,8 @@ from typing import cast
 import click
 
 from statehub.core.state_dictionary import StateDictionary
+from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import ConfigError, EndpointsConfig, load_config
-from statehub.endpoints.service import endpoints_running
 from statehub.server.state_server import (
     DEFAULT_ADDRESS,
     DEFAULT_KEEPALIVE_TIME,

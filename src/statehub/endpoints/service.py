@@ -5,7 +5,7 @@ its raw value, so every client and subscription sees it like any other key. The 
 holds a lease that never expires on its keys, under its own access token, so a plain
 ``set`` from a client gets ``ResourceLockedError`` and cannot bypass lockout or
 calibration; endpoint operations go through ``get``/``set``/``cmd`` here (over the
-network: the ``endpoint.*`` commands that ``attach_endpoints`` registers).
+network: the ``endpoint.*`` commands that ``attach.attach_endpoints`` registers).
 
 Logged values are events: appended to the ``EventLog`` table and published as the key
 ``<alert_routing_key>.<address>`` (``sensor_value.somenode.kv.foo`` by default) holding
@@ -25,24 +25,28 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from statehub.core.change import DictionaryChange
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import JsonValue, checked_copy
-from statehub.endpoints.calibration import Calibration
 from statehub.endpoints.config import (
-    ENDPOINT_MODULES,
-    SERVICE_MODULES,
-    EndpointConfig,
     EndpointsConfig,
     ServiceConfig,
 )
 from statehub.endpoints.event_log import EventLog, LoggedEvent
-from statehub.endpoints.lockout import Lockout, canonical_key, new_key
+from statehub.endpoints.lockout import canonical_key, new_key
 from statehub.endpoints.logging_rules import LoggedValue, LogSchedule, log_reason
+from statehub.endpoints.nodes import (
+    BROADCAST,
+    ENDPOINT_CLASSES,
+    READ_ONLY_METHODS,
+    SERVICE_CLASSES,
+    Endpoint,
+    Node,
+    ServiceNode,
+)
 from statehub.endpoints.return_codes import (
     AccessDeniedError,
     InvalidMethodError,
@@ -57,165 +61,6 @@ from statehub.errors import StatehubError
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-
-#: The address that reaches the top of the configuration (every service), as dripline's
-#: ``broadcast`` routing key does.
-BROADCAST = "broadcast"
-
-#: Methods that change nothing, so lockout does not apply (as for get).
-_READ_ONLY_METHODS = frozenset({"ping", "is_locked", "list_endpoints"})
-
-#: The specifiers ``get`` answers on every endpoint, besides the configuration options.
-_LOCK_SPECIFIERS = ("is-locked", "is_locked")
-
-
-class Node:
-    """A service or an endpoint: an address, a parent and a lockout.
-
-    ``cmd`` methods are the methods named ``cmd_<name>`` (``cmd_set_condition`` answers
-    ``cmd set_condition`` and ``cmd set-condition``); subclasses add their own. Each returns
-    a dict or None.
-    """
-
-    kind: ClassVar[str] = "node"
-
-    def __init__(self, hub: EndpointService, address: str, name: str | None) -> None:
-        self.hub = hub
-        self.address = address
-        self.name = name
-        self.parent: ServiceNode | None = None
-        self.lockout = Lockout()
-
-    def subtree(self) -> list[Node]:
-        """This node and everything under it."""
-        return [self]
-
-    def cmd_ping(self) -> dict[str, JsonValue]:
-        """Always answers, locked or not."""
-        return {}
-
-    def cmd_set_condition(self, n: int) -> dict[str, JsonValue]:
-        """A hook for a numbered condition; by default it does nothing and succeeds."""
-        if type(n) is not int:
-            raise InvalidPayloadError(f"{self.address}: set_condition takes an int, got {n!r}")
-        return {}
-
-    def cmd_is_locked(self) -> dict[str, JsonValue]:
-        return dict(self.lockout.status())
-
-    def get_specifier(self, specifier: str) -> dict[str, JsonValue]:
-        if specifier in _LOCK_SPECIFIERS:
-            return dict(self.lockout.status())
-        raise InvalidSpecifierError(f"{self.address} has no {specifier!r} to get")
-
-
-class ServiceNode(Node):
-    """A service or provider: it holds endpoints and further providers."""
-
-    kind = "service"
-
-    def __init__(self, hub: EndpointService, address: str, name: str | None) -> None:
-        super().__init__(hub, address, name)
-        self.children: list[Node] = []
-
-    def subtree(self) -> list[Node]:
-        nodes: list[Node] = [self]
-        for child in self.children:
-            nodes.extend(child.subtree())
-        return nodes
-
-    def endpoints(self) -> list[Endpoint]:
-        return [node for node in self.subtree() if isinstance(node, Endpoint)]
-
-    def cmd_list_endpoints(self) -> dict[str, JsonValue]:
-        return {"endpoints": [endpoint.address for endpoint in self.endpoints()]}
-
-    def get_specifier(self, specifier: str) -> dict[str, JsonValue]:
-        if specifier in ("endpoints", "list_endpoints", "list-endpoints"):
-            return self.cmd_list_endpoints()
-        if specifier in _LOCK_SPECIFIERS:
-            return super().get_specifier(specifier)
-        # Under a service, an unknown last part is more likely a mistyped endpoint name.
-        address = f"{self.address}.{specifier}" if self.address else specifier
-        raise InvalidRoutingKeyError(f"no endpoint or service at {address!r}")
-
-
-class Endpoint(Node):
-    """A key of the store (dragonfly's ``kv_store_key``): get, set, calibration, logging.
-
-    Subclass it for endpoints backed by something else (override ``on_get``/``on_set``)
-    and register the class with ``register_endpoint_module``.
-    """
-
-    kind = "endpoint"
-
-    def __init__(self, hub: EndpointService, address: str, config: EndpointConfig) -> None:
-        super().__init__(hub, address, config.name)
-        self.config = config
-        self.calibration: Calibration | None = config.compiled_calibration
-        self.rules = config.logging_rules
-        self.event_key = f"{config.alert_routing_key}.{address}"
-        self.last_logged: LoggedValue | None = None
-
-    def on_get(self) -> JsonValue:
-        """The raw value (the state's value at this endpoint's address)."""
-        return self.hub.state.get(self.address)
-
-    def on_set(self, value: JsonValue) -> None:
-        """Store a new raw value."""
-        self.hub.write({self.address: value})
-
-    def calibrate(self, raw: JsonValue) -> JsonValue:
-        """The calibrated value (the raw value itself without a calibration)."""
-        if self.calibration is None:
-            return raw
-        try:
-            return self.calibration(raw)
-        except InvalidValueError as error:
-            raise InvalidValueError(f"{self.address}: {error.reason}") from None
-
-    def reading(self) -> dict[str, JsonValue]:
-        raw = self.on_get()
-        return {"value_raw": raw, "value_cal": self.calibrate(raw)}
-
-    def get_specifier(self, specifier: str) -> dict[str, JsonValue]:
-        if specifier in ("value_raw", "value_cal"):
-            return {specifier: self.reading()[specifier]}
-        option = specifier.replace("-", "_")
-        if option in type(self.config).model_fields and option != "calibration":
-            value: JsonValue = getattr(self.config, option)
-            return {"value": value}
-        if option == "calibration":
-            return {"value": None if self.calibration is None else self.calibration.describe()}
-        if option in ("schedule_interval",):
-            return {"value": self.config.log_interval}
-        return super().get_specifier(specifier)
-
-
-#: Module name -> class; ``register_endpoint_module`` / ``register_service_module`` add.
-_ENDPOINT_CLASSES: dict[str, type[Endpoint]] = {name: Endpoint for name in ENDPOINT_MODULES}
-_SERVICE_CLASSES: dict[str, type[ServiceNode]] = {name: ServiceNode for name in SERVICE_MODULES}
-
-
-def register_endpoint_module(name: str, cls: type[Endpoint]) -> None:
-    """Let configurations use ``module: <name>`` for endpoints of class ``cls``."""
-    if name in _ENDPOINT_CLASSES:
-        raise ValueError(f"endpoint module {name!r} is already registered")
-    if not (isinstance(cls, type) and issubclass(cls, Endpoint)):
-        raise TypeError(f"endpoint module {name!r}: {cls!r} is not an Endpoint subclass")
-    _ENDPOINT_CLASSES[name] = cls
-    ENDPOINT_MODULES.add(name)
-
-
-def register_service_module(name: str, cls: type[ServiceNode]) -> None:
-    """Let configurations use ``module: <name>`` for services or providers of class ``cls``
-    (override ``cmd_set_condition``, add ``cmd_<name>`` methods)."""
-    if name in _SERVICE_CLASSES:
-        raise ValueError(f"service module {name!r} is already registered")
-    if not (isinstance(cls, type) and issubclass(cls, ServiceNode)):
-        raise TypeError(f"service module {name!r}: {cls!r} is not a ServiceNode subclass")
-    _SERVICE_CLASSES[name] = cls
-    SERVICE_MODULES.add(name)
 
 
 class EndpointService:
@@ -251,7 +96,7 @@ class EndpointService:
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._last_failure: dict[str, str] = {}
-        self._detach: Callable[[], None] | None = None
+        self._close_hooks: list[Callable[[], None]] = []
         self._claim_keys()
         now = clock()
         for endpoint in self.endpoints():
@@ -261,7 +106,7 @@ class EndpointService:
     # -- construction -------------------------------------------------------------------
 
     def _build(self, config: EndpointsConfig) -> ServiceNode:
-        root_class = _SERVICE_CLASSES[config.module]
+        root_class = SERVICE_CLASSES[config.module]
         root = root_class(self, config.name or "", config.name)
         if config.name is not None:
             self._add(root)
@@ -271,13 +116,13 @@ class EndpointService:
     def _build_children(self, node: ServiceNode, config: ServiceConfig) -> None:
         prefix = f"{node.address}." if node.address else ""
         for endpoint_config in config.endpoints:
-            endpoint_class = _ENDPOINT_CLASSES[endpoint_config.module]
+            endpoint_class = ENDPOINT_CLASSES[endpoint_config.module]
             endpoint = endpoint_class(self, prefix + endpoint_config.name, endpoint_config)
             endpoint.parent = node
             node.children.append(endpoint)
             self._add(endpoint)
         for provider_config in config.providers:
-            provider_class = _SERVICE_CLASSES[provider_config.module]
+            provider_class = SERVICE_CLASSES[provider_config.module]
             provider = provider_class(self, prefix + provider_config.name, provider_config.name)
             provider.parent = node
             node.children.append(provider)
@@ -431,7 +276,7 @@ class EndpointService:
                     f"{node.address or BROADCAST} has no method {method!r} "
                     f"(it has: lock, unlock, {', '.join(known)})"
                 )
-            if name not in _READ_ONLY_METHODS:
+            if name not in READ_ONLY_METHODS:
                 node.lockout.check(key, node.address or BROADCAST, f"cmd {method}")
             result = self._call(node, handler, None, None, positional, named)
         return result
@@ -615,12 +460,16 @@ class EndpointService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), delay)
 
+    def on_close(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` when the service closes (what attached it undoes itself)."""
+        self._close_hooks.append(hook)
+
     def close(self) -> None:
         """Unregister the commands, release the leases, close the event log (stop the
         scheduler first). The endpoint keys stay in the state as plain keys."""
-        detach, self._detach = self._detach, None
-        if detach is not None:
-            detach()
+        hooks, self._close_hooks = self._close_hooks, []
+        for hook in hooks:
+            hook()
         self.state.release_owner(self.token)
         self.event_log.close()
 
@@ -635,80 +484,6 @@ class EndpointService:
             "endpoint.list": self.list_endpoints,
             "endpoint.history": self.history,
         }
-
-
-class CommandHost(Protocol):
-    """What ``attach_endpoints`` needs of a server: its state and ``register_command``."""
-
-    @property
-    def state(self) -> StateDictionary: ...
-
-    def register_command(self, name: str, callback: Callable[..., Any]) -> None: ...
-
-
-def attach_endpoints(
-    server: CommandHost,
-    config: EndpointsConfig,
-    *,
-    data_dir: str | Path | None = None,
-    event_log: EventLog | None = None,
-    clock: Clock = time.monotonic,
-    wall_clock: Clock = time.time,
-) -> EndpointService:
-    """Serve ``config``'s endpoints on ``server``: lease and fill their keys, register the
-    ``endpoint.*`` commands. Start logging with ``start_scheduler()`` inside the server's
-    loop. The event log is in memory, or in ``data_dir`` if given.
-
-    If anything fails, what was done is undone (leases released) and the error raised:
-    nothing runs half-configured.
-    """
-    if event_log is None:
-        event_log = EventLog.in_directory(data_dir) if data_dir is not None else EventLog()
-    service = EndpointService(
-        server.state, config, event_log=event_log, clock=clock, wall_clock=wall_clock
-    )
-    registered: list[str] = []
-
-    def detach() -> None:
-        unregister = getattr(server, "unregister_command", None)
-        if callable(unregister):
-            for name in registered:
-                with contextlib.suppress(KeyError):
-                    unregister(name)
-
-    service._detach = detach
-    try:
-        for name, callback in service.commands().items():
-            server.register_command(name, callback)
-            registered.append(name)
-    except BaseException:
-        service.close()
-        raise
-    return service
-
-
-@contextlib.asynccontextmanager
-async def endpoints_running(
-    server: CommandHost,
-    config: EndpointsConfig,
-    *,
-    data_dir: str | Path | None = None,
-) -> AsyncIterator[EndpointService]:
-    """``attach_endpoints`` plus the scheduler task, for the body of the block.
-
-    Use it inside the server's loop, around the time the server serves, and leave it
-    before the server stops (which freezes the state)::
-
-        async with server, endpoints_running(server, config, data_dir=data_dir):
-            await stopped.wait()
-    """
-    service = attach_endpoints(server, config, data_dir=data_dir)
-    try:
-        service.start_scheduler()
-        yield service
-    finally:
-        await service.stop_scheduler()
-        service.close()
 
 
 def _optional_str(value: object, what: str) -> str | None:
