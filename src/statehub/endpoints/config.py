@@ -15,7 +15,7 @@ service) and the option, before anything is started.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -98,6 +98,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def _known_module(module: str, known: Collection[str], kind: str) -> str:
+    if module not in known:
+        raise ValueError(f"unknown {kind} module {module!r} (known: {', '.join(sorted(known))})")
+    return module
+
+
 class EndpointConfig(_Strict):
     """One endpoint (a dripline ``kv_store_key``)."""
 
@@ -122,11 +128,7 @@ class EndpointConfig(_Strict):
     @field_validator("module")
     @classmethod
     def _known_module(cls, module: str) -> str:
-        if module not in ENDPOINT_MODULES:
-            raise ValueError(
-                f"unknown endpoint module {module!r} (known: {', '.join(sorted(ENDPOINT_MODULES))})"
-            )
-        return module
+        return _known_module(module, ENDPOINT_MODULES, "endpoint")
 
     @field_validator("initial_value")
     @classmethod
@@ -170,11 +172,7 @@ class ServiceConfig(_Strict):
     @field_validator("module")
     @classmethod
     def _known_module(cls, module: str) -> str:
-        if module not in SERVICE_MODULES:
-            raise ValueError(
-                f"unknown service module {module!r} (known: {', '.join(sorted(SERVICE_MODULES))})"
-            )
-        return module
+        return _known_module(module, SERVICE_MODULES, "service")
 
 
 class EndpointsConfig(ServiceConfig):
