@@ -231,3 +231,15 @@ async def test_release_right_after_a_waiter_is_cancelled_skips_it(exclusive: boo
     with pytest.raises(asyncio.CancelledError):
         await waiter
     assert table.can_acquire("k", exclusive=True)
+
+
+async def test_a_cancelled_waiting_writer_stops_holding_off_readers_at_once() -> None:
+    table = RWLockTable()
+    await table.acquire("k", "reader", exclusive=False)
+    writer = asyncio.create_task(table.acquire("k", "writer", exclusive=True))
+    await asyncio.sleep(0)
+    assert not table.can_acquire("k", exclusive=False)
+    writer.cancel()  # before the writer's task has run its own cleanup
+    assert table.can_acquire("k", exclusive=False)
+    with pytest.raises(asyncio.CancelledError):
+        await writer

@@ -435,7 +435,8 @@ async def test_cancel_stops_a_waiting_lock_and_answers_it_cancelled() -> None:
     async with running_server() as server, connected(server) as a, connected(server) as b:
         await a.request("lock", key="L", exclusive=False, timeout=None, owner="r")
         waiting = await b.send("lock", key="L", exclusive=True, timeout=None, owner="w")
-        assert (await a.request("test_lock", key="L", exclusive=False))["free"] is False
+        # b's requests are handled in order: its lock is queued before this test.
+        assert (await b.request("test_lock", key="L", exclusive=False))["free"] is False
         assert await b.request("cancel", request=waiting) == {"cancelled": True}
         with pytest.raises(RemoteError) as cancelled:
             await b.reply(waiting)

@@ -112,7 +112,10 @@ class RWLockTable:
     def can_acquire(self, key: str, *, exclusive: bool) -> bool:
         """True if a new owner could take ``key`` in that mode right now without waiting."""
         lock = self._locks.get(key)
-        return lock is None or self._free_for(lock, exclusive)
+        if lock is None:
+            return True
+        _drop_cancelled(lock)
+        return self._free_for(lock, exclusive)
 
     def _reenter(self, lock: _KeyLock, key: str, owner: Hashable, exclusive: bool) -> bool:
         if lock.writer_depth and lock.writer == owner:
