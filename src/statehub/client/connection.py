@@ -138,10 +138,6 @@ class Connection:
     def target(self) -> str:
         return f"{self.address}:{self.port}"
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     # -- opening and closing ---------------------------------------------------------
 
     async def connect(self) -> None:

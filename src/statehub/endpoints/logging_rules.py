@@ -37,10 +37,6 @@ class LoggingRules:
     max_absolute_change: float | None = None
     max_fractional_change: float | None = None
 
-    @property
-    def scheduled(self) -> bool:
-        return self.log_interval is not None
-
 
 @dataclass(frozen=True, slots=True)
 class LoggedValue:

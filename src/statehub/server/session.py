@@ -173,10 +173,6 @@ class Session:
         self._ending = True
         self._outbox_ready.set()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     async def close(self) -> None:
         """The connection is gone: stop every task, release every lock and lease."""
         if self._closed:
