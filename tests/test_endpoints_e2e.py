@@ -182,3 +182,17 @@ async def test_closing_the_service_unregisters_its_commands() -> None:
         assert not any(name.startswith("endpoint.") for name in server.commands)
         # The keys are plain keys again.
         server.state.update_state("anyone", DictionaryChange({"lab.peaches": 1}))
+
+
+def test_cli_on_a_server_without_endpoints_says_so() -> None:
+    server = StateServer(address="127.0.0.1", port=0).start_in_thread()
+    try:
+        result = CliRunner().invoke(
+            main, ["endpoint", "get", "foo", "--host", "127.0.0.1", "--port", str(server.port)]
+        )
+    finally:
+        server.close()
+    assert result.exit_code == 1
+    assert "serves no endpoints (start it with 'statehub serve --config FILE.yaml')" in (
+        result.output
+    )

@@ -34,6 +34,11 @@ def _connected(host: str, port: int) -> Iterator[Client]:
     try:
         with Client(host, port, name="statehub-cli", reconnect=False) as client:
             yield client
+    except KeyError as error:  # the server has no endpoint.* commands
+        raise click.ClickException(
+            f"the server at {host}:{port} serves no endpoints "
+            f"(start it with 'statehub serve --config FILE.yaml'); it said: {error.args[0]}"
+        ) from None
     except (StatehubError, TypeError, ValueError) as error:
         raise click.ClickException(f"{type(error).__name__}: {error}") from None
 
