@@ -14,6 +14,7 @@ the server can answer with only what changed (or a snapshot when that history is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
@@ -41,6 +42,8 @@ BatchHandler = Callable[[Message], None]
 
 DEFAULT_PORT = 38801
 _DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: Seconds close() waits for grpc to settle the cancelled call.
+_CLOSE_GRACE = 1.0
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", -1),
     ("grpc.max_send_message_length", -1),
@@ -184,6 +187,11 @@ class Connection:
         self._connected_event.set()  # wake waiters so they see `closed`
         if call is not None:
             call.cancel()
+            # Let grpc record the call's final status, or its status task can be left
+            # pending and asyncio reports "Task was destroyed but it is pending" at loop
+            # shutdown (grpc/grpc#41875; grpc's own fix waits on call.code() the same way).
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(call.code(), _CLOSE_GRACE)
         if channel is not None:
             await channel.close()
 
