@@ -92,3 +92,31 @@ class LeaseTable:
         ]
         for key in expired:
             del self._leases[key]
+
+
+class LeasesInProcess:
+    """The lease methods of a store whose leases live in this process's memory.
+
+    Leases are runtime facts of the sessions this server holds, so the memory and SQLite
+    stores keep them here; a store shared by several servers keeps them where it commits.
+    """
+
+    _leases: LeaseTable
+
+    def change_leases(
+        self,
+        owner: Hashable,
+        acquire: Mapping[str, float | None],
+        release: Iterable[str],
+        now: float,
+    ) -> None:
+        self._leases.change(owner, acquire, release, now)
+
+    def leases(self, now: float) -> list[Lease]:
+        return self._leases.active(now)
+
+    def release_owner(self, owner: Hashable) -> None:
+        self._leases.release_owner(owner)
+
+    def clear_leases(self) -> None:
+        self._leases.clear()

@@ -43,7 +43,7 @@ from statehub.store.base import Store
 from statehub.store.datafile import check_sqlite_file, file_error
 from statehub.store.encoding import decode_value, encode_value
 from statehub.store.errors import DataFileError, DurabilityError
-from statehub.store.leases import Lease, LeaseTable
+from statehub.store.leases import LeasesInProcess, LeaseTable
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def _key_bytes(key: str) -> bytes:
     return key.encode("utf-8", "surrogatepass")
 
 
-class SQLiteStore(Store):
+class SQLiteStore(LeasesInProcess, Store):
     """Keys, values and the revision counter in ``<directory>/state.sqlite3``.
 
     Opening checks the file and refuses (``DataFileError``, naming the file, changing
@@ -178,24 +178,6 @@ class SQLiteStore(Store):
             if len(self._queue) == 1:
                 self._work.notify()
             return self._revision
-
-    def change_leases(
-        self,
-        owner: Hashable,
-        acquire: Mapping[str, float | None],
-        release: Iterable[str],
-        now: float,
-    ) -> None:
-        self._leases.change(owner, acquire, release, now)
-
-    def leases(self, now: float) -> list[Lease]:
-        return self._leases.active(now)
-
-    def release_owner(self, owner: Hashable) -> None:
-        self._leases.release_owner(owner)
-
-    def clear_leases(self) -> None:
-        self._leases.clear()
 
     def is_durable(self, revision: int) -> bool:
         return self.durability != "disk" or revision <= self._durable
