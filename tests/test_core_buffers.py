@@ -258,3 +258,24 @@ def test_lagging_view_behind_the_log_still_sees_removals() -> None:
         for n in range(20):
             multiview.update({"kept": n})
         assert view.flush_changed_blocking() == DictionaryChange({"kept": 19}, {"gone"})
+
+
+def test_a_prefix_view_sees_only_its_keys_and_is_not_woken_by_others() -> None:
+    multiview = DictionaryChangeMultiView()
+    multiview.update({"avatar.1": 1, "scene": "a"})
+    with multiview.create_view(prefix="avatar.") as view:
+        assert view.flush_changed_blocking() == DictionaryChange({"avatar.1": 1})
+        multiview.update({"scene": "b"}, ["other"])
+        with pytest.raises(TimeoutError):
+            view.flush_changed_blocking(timeout=0.01)
+        multiview.update({"avatar.2": 2, "scene": "c"}, ["avatar.1"])
+        assert view.flush_changed_blocking() == DictionaryChange({"avatar.2": 2}, {"avatar.1"})
+
+
+def test_a_prefix_view_since_a_revision_gets_only_its_keys() -> None:
+    multiview = DictionaryChangeMultiView()
+    multiview.update({"avatar.1": 1, "scene": "a"})
+    seen = multiview.revision
+    multiview.update({"avatar.1": 2, "scene": "b"})
+    with multiview.create_view(since=seen, prefix="avatar.") as view:
+        assert view.flush_changed_blocking() == DictionaryChange({"avatar.1": 2})

@@ -47,11 +47,15 @@ class DictionaryChangeBuffer:
     """Tracks the latest values of keys that have changed between flushes.
 
     Standalone, it holds what ``update`` gave it. Made by a ``DictionaryChangeMultiView``,
-    it also sees every change to the shared dictionary since it was created.
+    it also sees every change to the shared dictionary since it was created (to keys
+    under its ``prefix``, if it has one).
     """
 
-    def __init__(self, *, _source: DictionaryChangeMultiView | None = None) -> None:
+    def __init__(
+        self, *, _source: DictionaryChangeMultiView | None = None, _prefix: str = ""
+    ) -> None:
         self._source = _source
+        self._prefix = _prefix
         self._notifier = _source.notifier if _source is not None else Notifier(threading.RLock())
         self._lock = self._notifier.lock
         self._pending_updates: dict[str, JsonValue] = {}
@@ -131,10 +135,9 @@ class DictionaryChangeBuffer:
         return self._has_pending() or self.frozen
 
     def _has_pending(self) -> bool:
-        if self._pending_updates or self._pending_removals:
-            return True
-        source = self._source
-        return source is not None and not self._frozen and self.cursor < source.revision
+        # Catching up first: changes outside the prefix leave nothing pending.
+        self._catch_up()
+        return bool(self._pending_updates or self._pending_removals)
 
     def _take(self) -> DictionaryChange:
         self._catch_up()
@@ -151,7 +154,7 @@ class DictionaryChangeBuffer:
         source = self._source
         if source is None or self._frozen or self.cursor >= source.revision:
             return
-        updated, removed = source.changed_since(self.cursor)
+        updated, removed = self._under_prefix(*source.changed_since(self.cursor))
         content = source.content
         for key in updated:
             self._pending_updates[key] = content[key]
@@ -171,7 +174,7 @@ class DictionaryChangeBuffer:
     def _preload(self, source: DictionaryChangeMultiView, since: int | None) -> None:
         if since is not None and since <= source.revision:
             try:
-                updated, removed = source.changed_since(since)
+                updated, removed = self._under_prefix(*source.changed_since(since))
             except LookupError:
                 pass
             else:
@@ -179,7 +182,19 @@ class DictionaryChangeBuffer:
                 self._pending_removals = removed
                 self.starts_with_snapshot = False
                 return
-        self._pending_updates = dict(source.content)
+        prefix = self._prefix
+        self._pending_updates = {
+            key: value for key, value in source.content.items() if key.startswith(prefix)
+        }
+
+    def _under_prefix(self, updated: set[str], removed: set[str]) -> tuple[set[str], set[str]]:
+        prefix = self._prefix
+        if not prefix:
+            return updated, removed
+        return (
+            {key for key in updated if key.startswith(prefix)},
+            {key for key in removed if key.startswith(prefix)},
+        )
 
 
 class DictionaryChangeMultiView:
@@ -205,15 +220,18 @@ class DictionaryChangeMultiView:
         self._views: weakref.WeakSet[DictionaryChangeBuffer] = weakref.WeakSet()
 
     @contextmanager
-    def create_view(self, since: int | None = None) -> Iterator[DictionaryChangeBuffer]:
+    def create_view(
+        self, since: int | None = None, prefix: str = ""
+    ) -> Iterator[DictionaryChangeBuffer]:
         """A new buffer whose first flush is the whole current content, then changes.
 
         With ``since`` (a revision a client already saw), the first flush is only what
         changed after it, if that is still known; otherwise the whole content, and the
-        view's ``starts_with_snapshot`` says which.
+        view's ``starts_with_snapshot`` says which. With ``prefix``, the view sees only
+        keys that start with it, and changes to other keys never wake it.
         """
         with self.lock:
-            view = DictionaryChangeBuffer(_source=self)
+            view = DictionaryChangeBuffer(_source=self, _prefix=prefix)
             view._preload(self, since)
             self._views.add(view)
         try:

@@ -170,12 +170,14 @@ class StateDictionary:
             yield copy_mapping(self._views.content)
 
     @contextmanager
-    def get_change_buffer(self, since: int | None = None) -> Iterator[DictionaryChangeBuffer]:
+    def get_change_buffer(
+        self, since: int | None = None, prefix: str = ""
+    ) -> Iterator[DictionaryChangeBuffer]:
         """A buffer whose first flush is the whole content, then every change after it.
 
-        ``since``: see ``DictionaryChangeMultiView.create_view``.
+        ``since`` and ``prefix``: see ``DictionaryChangeMultiView.create_view``.
         """
-        with self._views.create_view(since) as view:
+        with self._views.create_view(since, prefix) as view:
             yield view
 
     def freeze(self) -> None:

@@ -462,7 +462,7 @@ class Session:
     async def _run_subscription(
         self, sub: int, pacer: Pacer, prefix: str, since: int | None
     ) -> None:
-        with self.hub.state.get_change_buffer(since) as view:
+        with self.hub.state.get_change_buffer(since, prefix) as view:
             snapshot = view.starts_with_snapshot
             first = True
             while True:
@@ -472,21 +472,16 @@ class Session:
                     change = _flush_now(view) if first else await view.flush_changed_async()
                 except ObjectFrozenError:
                     return
-                updates, removals = change.updates, change.removals
-                if prefix:
-                    updates = {k: v for k, v in updates.items() if k.startswith(prefix)}
-                    removals = {k for k in removals if k.startswith(prefix)}
-                if first or updates or removals:
-                    self._send(
-                        {
-                            "sub": sub,
-                            "revision": view.cursor,
-                            "snapshot": snapshot and first,
-                            "updates": updates,
-                            "removals": sorted(removals),
-                        }
-                    )
-                    pacer.flushed()
+                self._send(
+                    {
+                        "sub": sub,
+                        "revision": view.cursor,
+                        "snapshot": snapshot and first,
+                        "updates": change.updates,
+                        "removals": sorted(change.removals),
+                    }
+                )
+                pacer.flushed()
                 first = False
 
     async def _wait_drained(self) -> None:
