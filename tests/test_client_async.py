@@ -506,3 +506,11 @@ async def test_a_restarted_server_ahead_of_the_client_gives_a_snapshot_not_a_del
     finally:
         await client.close()
         await second.stop()
+
+
+async def test_bad_intervals_are_refused_before_anything_is_sent(client: AsyncClient) -> None:
+    with pytest.raises(ValueError, match="interval must be a finite number of seconds >= 0"):
+        client.subscribe(interval=-1)
+    with pytest.raises(ValueError, match="got inf"):
+        await client.subscribe_all_state_updates(math.inf)
+    assert client.copy_state() == {}

@@ -1,5 +1,6 @@
 import asyncio
 import itertools
+import math
 import threading
 import time
 
@@ -137,9 +138,10 @@ def test_subscribe_changes_ends_when_frozen() -> None:
     assert list(buffer.subscribe_changes()) == [DictionaryChange({"a": 1})]
 
 
-def test_negative_interval_is_refused() -> None:
-    with pytest.raises(ValueError, match="interval must be a number of seconds >= 0"):
-        next(DictionaryChangeBuffer().subscribe_changes(-1))
+@pytest.mark.parametrize("interval", [-1, math.inf, math.nan, "1"])
+def test_bad_interval_is_refused(interval: object) -> None:
+    with pytest.raises(ValueError, match="interval must be a finite number of seconds >= 0"):
+        next(DictionaryChangeBuffer().subscribe_changes(interval))  # type: ignore[arg-type]
 
 
 async def test_async_flush_is_woken_by_a_thread_writer() -> None:

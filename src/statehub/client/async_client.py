@@ -26,6 +26,7 @@ from statehub.client.connection import DEFAULT_PORT, Connection, Message, Subscr
 from statehub.client.errors import ConnectionLost
 from statehub.core.change import DictionaryChange
 from statehub.core.events import Event
+from statehub.core.pacing import check_interval
 from statehub.core.rwlock import StateABC
 from statehub.core.values import JsonValue, check_key, checked_copy, copy_mapping
 from statehub.endpoints.remote import AsyncEndpointCalls
@@ -337,9 +338,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
 
         At most one change per ``interval`` seconds, coalesced: each key's latest value.
         """
-        if type(interval) not in (int, float) or not interval >= 0:
-            raise ValueError(f"interval must be a number of seconds >= 0, got {interval!r}")
-        return ChangeStream(self, float(interval), check_key(prefix))
+        return ChangeStream(self, check_interval(interval), check_key(prefix))
 
     # -- NanoVer's calls -----------------------------------------------------------
 
@@ -351,8 +350,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         """
         if self._mirror_subscription is not None:
             return
-        if type(interval) not in (int, float) or not interval >= 0:
-            raise ValueError(f"interval must be a number of seconds >= 0, got {interval!r}")
+        interval = check_interval(interval)
         conn = await self._connection()
         self._mirror_loop = asyncio.get_running_loop()
         first: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import time
+
+
+def check_interval(interval: object) -> float:
+    """``interval`` as float seconds; ``ValueError`` unless it is a finite number >= 0."""
+    if type(interval) not in (int, float) or not 0 <= interval < math.inf:  # type: ignore[operator]
+        raise ValueError(f"interval must be a finite number of seconds >= 0, got {interval!r}")
+    return float(interval)  # type: ignore[arg-type]
 
 
 class Pacer:
@@ -16,9 +24,7 @@ class Pacer:
     __slots__ = ("_interval", "_next_due")
 
     def __init__(self, interval: float) -> None:
-        if type(interval) not in (int, float) or not interval >= 0:
-            raise ValueError(f"interval must be a number of seconds >= 0, got {interval!r}")
-        self._interval = float(interval)
+        self._interval = check_interval(interval)
         self._next_due = 0.0
 
     def delay(self) -> float:
