@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck unit bench clean
+.PHONY: serve test lint typecheck unit bench clean system-packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,13 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest
 
-test: lint typecheck unit
+#: Debian packages of the real servers the tests start (Redis, RabbitMQ, Chromium).
+SYSTEM_PACKAGES := redis-server redis-sentinel rabbitmq-server chromium
+
+system-packages:
+	scripts/ensure-system-packages $(SYSTEM_PACKAGES)
+
+test: system-packages lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/statehub bench
