@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from statehub.errors import StatehubError
+from statehub.errors import LimitExceeded
 
-
-class LimitExceeded(StatehubError):
-    """A session asked for more than it may hold; the message names the limit."""
+__all__ = ["LimitExceeded", "SessionLimits"]
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,11 @@ class Session:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of encoded messages waiting for the transport to write them."""
+        return self._outbox.queued_bytes
+
     # -- dispatch ------------------------------------------------------------------------
 
     def _dispatch(self, message: dict[str, Any]) -> None:
