@@ -7,6 +7,7 @@ the decimal string. Floats travel as float64, so NaN and infinities survive.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import msgpack
@@ -15,6 +16,8 @@ from statehub.protocol.errors import ProtocolError
 
 #: msgpack ext type code of an int outside the 64-bit range (payload: its decimal string).
 BIG_INT_EXT = 1
+#: Python converts ints of at most this many digits from text (plus one for a sign).
+_MAX_INT_CHARACTERS = sys.get_int_max_str_digits() + 1
 
 
 def _default(value: object) -> object:
@@ -26,10 +29,16 @@ def _default(value: object) -> object:
 def _ext_hook(code: int, data: bytes) -> object:
     if code != BIG_INT_EXT:
         raise ProtocolError(f"unknown msgpack ext type {code}")
+    if len(data) > _MAX_INT_CHARACTERS:
+        raise ProtocolError(
+            f"ext type {BIG_INT_EXT} holds an int of {len(data)} characters, over the limit "
+            f"of {_MAX_INT_CHARACTERS - 1} digits"
+        )
     try:
         return int(data.decode("ascii"))
     except ValueError:
-        raise ProtocolError(f"ext type {BIG_INT_EXT} holds {data!r}, not an int") from None
+        shown = data[:40] + (b"..." if len(data) > 40 else b"")
+        raise ProtocolError(f"ext type {BIG_INT_EXT} holds {shown!r}, not an int") from None
 
 
 def encode_value(value: object) -> bytes:
