@@ -179,6 +179,11 @@ class Principal:
             if name not in prefixes:
                 raise self._denied(f"the {right.value} right on {what} {name!r} ({op})")
 
+    def require_some(self, right: Right, op: str) -> None:
+        """``PermissionDeniedError`` unless ``right`` is granted on at least some keys."""
+        if right is not Right.CALL and not getattr(self.permissions, right.value):
+            raise self._denied(f"the {right.value} right on every key ({op})")
+
     def require_admin(self, action: AdminRight, op: str) -> None:
         if action not in self.permissions.admin:
             raise self._denied(f"the admin right {action.value!r} ({op})")
