@@ -53,6 +53,13 @@ def test_serving_other_machines_without_auth_warns() -> None:
     assert "WARNING" not in _stop(process)
 
 
+def test_serving_other_machines_with_auth_but_no_tls_warns(tmp_path: Path) -> None:
+    ids = tmp_path / "identities.yaml"
+    ids.write_text(identities())
+    process, _ = _serving("--host", "0.0.0.0", "--auth", str(ids))
+    assert "with --auth but without TLS" in _stop(process)
+
+
 def test_a_bad_identities_file_stops_the_start(tmp_path: Path) -> None:
     bad = tmp_path / "ids.yaml"
     bad.write_text("users: {bob: {roles: [nobody]}}\n")

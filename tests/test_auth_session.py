@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
+import grpc
+import jwt
 import pytest
 
 from auth_support import auth_server, identities, session_as, write_identities
@@ -13,7 +16,7 @@ from statehub import DictionaryChange
 from statehub.auth import PermissionDeniedError, UnauthenticatedError
 from statehub.endpoints.attach import attach_endpoints
 from statehub.endpoints.config import load_config
-from test_server_support import DEADLINE, RemoteError, eventually, running_server
+from test_server_support import DEADLINE, RawSession, RemoteError, eventually, running_server
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -95,6 +98,27 @@ async def test_no_credential_or_an_unknown_one_is_unauthenticated(tmp_path: Path
         async with session_as(server, None, hello=False) as guesser:
             with pytest.raises(RemoteError, match="not known"):
                 await guesser.request("hello", credential="walt-token?")
+
+
+async def test_a_jwt_from_an_identity_provider_in_metadata(tmp_path: Path) -> None:
+    secret = "a-secret-the-lab-idp-shares-0123456789"
+    (tmp_path / "idp.secret").write_text(secret)
+    text = identities() + "jwt: {algorithms: [HS256], secret_file: idp.secret}\n"
+    claims = {"sub": "carol@lab", "roles": ["writer"], "exp": int(time.time()) + 300}
+    token = jwt.encode(claims, secret, algorithm="HS256")
+    async with auth_server(tmp_path, text) as server:
+        metadata = (("authorization", f"Bearer {token}"),)
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        address = f"127.0.0.1:{server.port}"
+        async with grpc.aio.insecure_channel(address, options=options) as channel:
+            carol = RawSession(channel, metadata)
+            try:
+                assert (await carol.request("hello"))["identity"] == "carol@lab"
+                await carol.request("update", updates={"lab/w/x": 1})
+                with pytest.raises(RemoteError, match="jwt identity 'carol@lab' lacks"):
+                    await carol.request("update", updates={"lab/x": 1})
+            finally:
+                await carol.close()
 
 
 async def test_an_anonymous_role_serves_clients_without_a_credential(tmp_path: Path) -> None:

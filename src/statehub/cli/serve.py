@@ -162,13 +162,8 @@ def serve(
     endpoints = _load_endpoints(config_path)
     authenticator = _load_auth(auth_path)
     tls = _load_tls(tls_cert, tls_key, tls_client_ca)
-    if authenticator is None and host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(
-            f"statehub: WARNING: serving on {host} without --auth: anyone who can reach this "
-            "port can read and change the state, take leases and run commands "
-            "(see docs/security.md)",
-            err=True,
-        )
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        _warn_if_open(host, authenticator is not None, tls is not None)
     store = _open_store(data, durability)
     server = StateServer(
         state=StateDictionary(store=store) if store is not None else None,
@@ -223,6 +218,23 @@ def _open_store(data: Path | None, durability: str | None) -> SQLiteStore | None
         return SQLiteStore(data, durability=cast(Durability, durability or "disk"))
     except DataFileError as error:
         raise click.ClickException(str(error)) from None
+
+
+def _warn_if_open(host: str, auth: bool, tls: bool) -> None:
+    """Serving other machines: say what anyone on the network could do or see."""
+    if not auth:
+        click.echo(
+            f"statehub: WARNING: serving on {host} without --auth: anyone who can reach this "
+            "port can read and change the state, take leases and run commands "
+            "(see docs/security.md)",
+            err=True,
+        )
+    elif not tls:
+        click.echo(
+            f"statehub: WARNING: serving on {host} with --auth but without TLS: tokens and "
+            "values cross the network readable by anyone on it (add --tls-cert/--tls-key)",
+            err=True,
+        )
 
 
 def _load_auth(path: Path | None) -> Authenticator | None:
