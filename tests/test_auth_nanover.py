@@ -12,7 +12,7 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
-from auth_support import TOKENS, auth_server, identities
+from auth_support import TOKENS, auth_server, identities, write_identities
 from statehub import DictionaryChange, StateServer
 from statehub.server.nanover_proto import (
     command_service_pb2,
@@ -130,6 +130,26 @@ async def test_a_subscription_carries_only_readable_keys(tmp_path: Path) -> None
         second = await asyncio.wait_for(stream.read(), DEADLINE)
         assert set(second.changed_keys.fields) == {"lab/b"}
         stream.cancel()
+
+
+async def test_a_reload_ends_subscriptions_whose_rights_changed(tmp_path: Path) -> None:
+    async with (
+        auth_server(tmp_path) as server,
+        nanover(server, "rita") as rita,
+        nanover(server, "ada") as ada,
+    ):
+        server.update_state(None, DictionaryChange({"lab/first": 0}))
+        revoked, kept = rita.subscribe(), ada.subscribe()
+        for stream in (revoked, kept):
+            await asyncio.wait_for(stream.read(), DEADLINE)
+        server.reload_auth(write_identities(tmp_path / "identities.yaml", identities(rita="")))
+        server.update_state(None, DictionaryChange({"lab/a": 1}))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await asyncio.wait_for(revoked.read(), DEADLINE)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        update = await asyncio.wait_for(kept.read(), DEADLINE)
+        assert set(update.changed_keys.fields) == {"lab/a"}
+        kept.cancel()
 
 
 async def test_the_empty_token_is_not_shared_between_connections(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
-from statehub.auth import Principal, Right
+from statehub.auth import PermissionDeniedError, Principal, Right
 from statehub.auth.context import current_principal
 from statehub.core.change import DictionaryChange
 from statehub.core.values import JsonValue
@@ -142,8 +142,19 @@ class NanoverStateService:
             await _abort(context, error)
         readable = principal.permissions.read
         key_filter = None if readable.everything else readable.__contains__
+        identities = self._hub.auth
         with self._hub.state.get_change_buffer(key_filter=key_filter) as view:
             async for change in view.subscribe_changes_async(interval):
+                if self._hub.auth is not identities:  # reloaded: is this still allowed?
+                    identities = self._hub.auth
+                    if (await _principal(self._hub, context)).permissions.read != readable:
+                        await _abort(
+                            context,
+                            PermissionDeniedError(
+                                "the identities were reloaded and this identity's read "
+                                "rights changed: subscribe again"
+                            ),
+                        )
                 for update in _state_updates(change.updates, change.removals):
                     yield update
 
