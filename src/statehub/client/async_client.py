@@ -245,7 +245,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
 
     @property
     def token(self) -> str | None:
-        """The access token the leases of this session are held under."""
+        """The owner of this session's leases (the server makes it from session and identity)."""
         return self._conn.token if self._conn is not None else None
 
     async def wait_connected(self, timeout: float | None = None) -> None:

@@ -20,7 +20,6 @@ import logging
 import math
 import sys
 import uuid
-from collections import Counter
 from collections.abc import Callable, Coroutine, Hashable
 from typing import Any
 
@@ -55,11 +54,7 @@ Reply = dict[str, Any]
 
 
 class Hub:
-    """What every session of one server shares: state, locks, commands, limits.
-
-    It also counts the live sessions of each access token, so that a token's leases are
-    released when its last session ends (two sessions may share a token).
-    """
+    """What every session of one server shares: state, locks, commands, limits, identities."""
 
     def __init__(
         self,
@@ -83,16 +78,6 @@ class Hub:
         self.min_interval = min_interval
         self.limits = limits if limits is not None else SessionLimits()
         self.sessions: set[Session] = set()
-        self._token_sessions: Counter[str] = Counter()
-
-    def token_joined(self, token: str) -> None:
-        self._token_sessions[token] += 1
-
-    def token_left(self, token: str) -> None:
-        self._token_sessions[token] -= 1
-        if self._token_sessions[token] <= 0:
-            del self._token_sessions[token]
-            self.state.release_owner(token)
 
     def replace_auth(self, auth: Authenticator | OpenAccess) -> None:
         """Use new identities (a reloaded file); each session is authenticated again.
@@ -217,7 +202,7 @@ class Session:
         finally:
             self._lock_owners.clear()
             if self.token is not None:
-                self.hub.token_left(self.token)
+                self.hub.state.release_owner(self.token)  # the session's own: no one shares it
             self.hub.sessions.discard(self)
             logger.debug("session %s (%s, %s) closed", self.id, self.client, self.peer.address)
 
@@ -342,7 +327,6 @@ class Session:
         # names it take over (or release) the leases of whoever chose it first.
         self.token = f"{self.id}:{self.principal.name}"
         self.client = client
-        self.hub.token_joined(self.token)
         logger.debug("session %s: hello from %r at %s", self.id, client, self.peer.address)
         return {
             "session": self.id,
