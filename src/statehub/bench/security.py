@@ -30,6 +30,12 @@ from statehub.bench.network import KEYS, WINDOW, _pipelined_writes
 from statehub.bench.table import Result
 from statehub.client.async_client import AsyncClient
 from statehub.client.tls import ClientTls
+from statehub.core.commands import CommandRegistry
+from statehub.core.rwlock import RWLockTable
+from statehub.core.state_dictionary import StateDictionary
+from statehub.protocol.codec import encode_batch
+from statehub.server.peer import Peer
+from statehub.server.session import Hub, Session
 from statehub.server.state_server import StateServer
 from statehub.server.tls import ServerTls
 
@@ -72,6 +78,7 @@ async def _run_all(folder: Path) -> list[Result]:
                 "writes/s",
             )
         )
+    results.extend(await _session_path())
     check = _check_cost()
     results.append(check)
     results.append(
@@ -111,6 +118,61 @@ async def _writes(
         started = time.perf_counter()
         await _pipelined_writes(writer, WRITES)
         return WRITES / (time.perf_counter() - started)
+
+
+async def _session_path() -> list[Result]:
+    """The server's whole handling of update requests, without a network: frames of 64
+    requests fed to a session as a transport would, replies taken, with and without
+    --auth in interleaved rounds. Steadier than the end-to-end figures."""
+    figures: dict[str, list[float]] = {"without --auth": [], "with --auth": []}
+    order: list[tuple[str, Authenticator | None]] = [
+        ("without --auth", None),
+        ("with --auth", _authenticator()),
+    ]
+    for _ in range(ROUNDS):
+        for name, auth in order:
+            figures[name].append(await _session_updates(auth))
+        order.reverse()  # neither always runs first
+    plain = statistics.median(figures["without --auth"])
+    return [
+        Result(
+            f"update requests handled by a session in process, {name} (median of {ROUNDS} "
+            f"rounds; {statistics.median(runs) / plain:.3f} x without)",
+            statistics.median(runs),
+            "requests/s",
+        )
+        for name, runs in figures.items()
+    ]
+
+
+async def _session_updates(auth: Authenticator | None) -> float:
+    hub = Hub(
+        state=StateDictionary(),
+        locks=RWLockTable(),
+        commands=CommandRegistry(),
+        max_message_bytes=4 * 1024 * 1024,
+        keepalive_s=10.0,
+        auth=auth,
+    )
+    session = Session(hub, Peer(address="bench", transport="none"))
+    await session.receive(encode_batch([{"id": 0, "op": "hello", "credential": TOKEN}]))
+    await session.next_frame()
+    frames = [
+        encode_batch(
+            [
+                {"id": i, "op": "update", "updates": {f"key{i % KEYS}": i}}
+                for i in range(first, first + 64)
+            ]
+        )
+        for first in range(1, WRITES, 64)
+    ]
+    started = time.perf_counter()
+    for frame in frames:
+        await session.receive(frame)
+        await session.next_frame()
+    elapsed = time.perf_counter() - started
+    session.close()
+    return len(frames) * 64 / elapsed
 
 
 def _check_cost() -> Result:
