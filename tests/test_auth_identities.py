@@ -99,6 +99,7 @@ token_sha256 = "{token_digest("bob-token")}"
             "users.b.token_sha256.0: the same token is also user 'a'",
         ),
         ("jwt: {algorithms: [HS256]}", "jwt: give exactly one of"),
+        ("jwt: {algorithms: [none], secret_file: x}", "jwt.algorithms: 'none' would accept"),
         ("jwt: {algorithms: [HS256], secret_file: nowhere}", "jwt.secret_file: no such file"),
         ("[unclosed", "not valid"),
         ("- a list", "must be a mapping"),

@@ -110,6 +110,13 @@ class JwtEntry(BaseModel):
     roles_claim: str = "roles"
     leeway_s: float = Field(default=0.0, ge=0)
 
+    @field_validator("algorithms")
+    @classmethod
+    def _signed(cls, algorithms: list[str]) -> list[str]:
+        if any(algorithm.lower() == "none" for algorithm in algorithms):
+            raise ValueError("'none' would accept unsigned tokens from anyone")
+        return algorithms
+
 
 class IdentitiesEntry(BaseModel):
     model_config = _STRICT
