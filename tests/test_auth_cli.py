@@ -15,8 +15,10 @@ import pytest
 import trustme
 from click.testing import CliRunner, Result
 
-from auth_support import TOKENS, identities
+from auth_support import TOKENS, identities, write_identities
+from statehub import StateServer
 from statehub.cli import main
+from statehub.cli.serve import reload_identities
 
 SERVE = [sys.executable, "-c", "from statehub.cli import main; main()", "serve", "--port", "0"]
 
@@ -119,3 +121,19 @@ def test_cli_clients_present_a_token_over_tls_and_sighup_reloads(
         time.sleep(0.1)
     plain = CliRunner().invoke(main, ["get", "lab/w/x", "--port", str(port)])
     assert plain.exit_code == 1  # no TLS: no session
+
+
+def test_a_bad_file_at_reload_keeps_the_running_identities(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = tmp_path / "identities.yaml"
+    server = StateServer(address="127.0.0.1", port=0, auth=write_identities(ids, identities()))
+    running = server.hub.auth
+    ids.write_text("users: {bob: {roles: [nobody]}}\n")
+    reload_identities(server, ids)
+    assert server.hub.auth is running
+    assert "users.bob.roles.0: unknown role 'nobody'" in caplog.text
+    ids.write_text(identities(rita=""))
+    reload_identities(server, ids)
+    assert server.hub.auth is not running
+    server.close()

@@ -124,7 +124,12 @@ logger = logging.getLogger(__name__)
     help="TLS certificate chain (PEM) of this server; with --tls-key, clients connect with "
     "statehubs://host:port.",
 )
-@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Private key (PEM) of the --tls-cert certificate.",
+)
 @click.option(
     "--tls-client-ca",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -260,7 +265,7 @@ def _load_tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> Se
         raise click.ClickException(str(error)) from None
 
 
-def _reload_auth(server: StateServer, path: Path) -> None:
+def reload_identities(server: StateServer, path: Path) -> None:
     """SIGHUP: read the identities again; a bad file is refused and the old one kept."""
     try:
         authenticator = Authenticator.from_file(path)
@@ -292,7 +297,7 @@ async def _serve(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     if auth_path is not None:
-        loop.add_signal_handler(signal.SIGHUP, _reload_auth, server, auth_path)
+        loop.add_signal_handler(signal.SIGHUP, reload_identities, server, auth_path)
     await server.start()
     click.echo(f"statehub serving on {server.address}:{server.port} (Ctrl-C to stop)")
     sys.stdout.flush()  # a supervisor reading the port through a pipe sees it now
