@@ -176,6 +176,15 @@ async def test_a_subscriber_never_receives_a_key_it_may_not_read(tmp_path: Path)
             assert set(delta["updates"]) | set(delta["removals"]) == {"lab/a", "lab/b"}
 
 
+async def test_subscribing_without_any_read_right_is_denied(tmp_path: Path) -> None:
+    text = identities().replace('  reader: {read: ["lab/"]}', '  reader: {lock: ["x"]}')
+    async with auth_server(tmp_path, text) as server, session_as(server, "rita") as rita:
+        with pytest.raises(RemoteError) as caught:
+            await rita.subscribe()
+        assert caught.value.status == "PERMISSION_DENIED"
+        assert "lacks the read right on any key (subscribe)" in str(caught.value.error)
+
+
 async def test_force_unlocking_an_endpoint_needs_admin(tmp_path: Path) -> None:
     async with auth_server(tmp_path) as server:
         service = attach_endpoints(server, load_config(FIXTURES / "endpoints_providers.yaml"))

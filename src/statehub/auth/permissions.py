@@ -162,6 +162,7 @@ class Permissions:
         return cls.of([Grant(("",), ("",), ("",), ("",), ("*",), ALL_ADMIN)])
 
     def allows(self, right: Right, name: str) -> bool:
+        """Whether ``right`` is granted on ``name`` (a key, lock name or command name)."""
         if right is Right.CALL:
             return name in self.call
         prefixes: PrefixSet = getattr(self, right.value)
@@ -207,14 +208,11 @@ class Principal:
     def require_some(self, right: Right, op: str) -> None:
         """``PermissionDeniedError`` unless ``right`` is granted on at least some keys."""
         if right is not Right.CALL and not getattr(self.permissions, right.value):
-            raise self._denied(f"the {right.value} right on every key ({op})")
+            raise self._denied(f"the {right.value} right on any key ({op})")
 
     def require_admin(self, action: AdminRight, op: str) -> None:
         if action not in self.permissions.admin:
             raise self._denied(f"the admin right {action.value!r} ({op})")
-
-    def may_read(self, key: str) -> bool:
-        return key in self.permissions.read
 
     def _denied(self, missing: str) -> PermissionDeniedError:
         return PermissionDeniedError(f"{self.describe()} lacks {missing}")
