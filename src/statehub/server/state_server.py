@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grpc import aio
 
@@ -35,6 +35,9 @@ from statehub.server.grpc_transport import session_handler
 from statehub.server.limits import SessionLimits
 from statehub.server.nanover_compat import add_nanover_services
 from statehub.server.session import Hub
+
+if TYPE_CHECKING:
+    from statehub.web.edge import WebEdge
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +78,7 @@ class StateServer:
         min_interval: float = 0.0,
         max_workers: int = 128,
         limits: SessionLimits | None = None,
+        http_port: int | None = None,
     ) -> None:
         if type(port) is not int or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
@@ -86,6 +90,8 @@ class StateServer:
         ):
             if type(seconds) not in (int, float) or not 0 < seconds < 86400:
                 raise ValueError(f"{name} must be a number of seconds > 0, got {seconds!r}")
+        if http_port is not None and (type(http_port) is not int or not 0 <= http_port <= 65535):
+            raise ValueError(f"http_port must be None or an int from 0 to 65535, got {http_port!r}")
         if type(max_workers) is not int or max_workers < 1:
             raise ValueError(f"max_workers must be an int >= 1, got {max_workers!r}")
         if type(min_interval) not in (int, float) or not 0 <= min_interval < 86400:
@@ -114,6 +120,8 @@ class StateServer:
             limits=limits,
         )
         self._grpc_server: aio.Server | None = None
+        self._requested_http_port = http_port
+        self.web: WebEdge | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -126,6 +134,13 @@ class StateServer:
         if self._port is None:
             raise RuntimeError("the server is not started: use start(), start_in_thread() or with")
         return self._port
+
+    @property
+    def http_port(self) -> int:
+        """The web edge's port (HTTP, WebSocket, dashboard, /metrics); see ``docs/web.md``."""
+        if self.web is None or self.web.port is None:
+            raise RuntimeError("the web edge is not running: start the server with http_port")
+        return self.web.port
 
     @property
     def grpc_server(self) -> aio.Server:
@@ -175,6 +190,8 @@ class StateServer:
         self._port = bound
         await self._grpc_server.start()
         logger.info("statehub serving on %s", _host_port(self.address, bound))
+        if self._requested_http_port is not None:
+            await self._start_web(self._requested_http_port)
 
     async def stop(self) -> None:
         """Freeze the state, end every session and stop serving (in the server's loop)."""
@@ -185,8 +202,25 @@ class StateServer:
         self.hub.end_sessions()
         if self._grpc_server is not None:
             await self._grpc_server.stop(STOP_GRACE)
+        if self.web is not None:
+            await self.web.stop()
         self._command_threads.shutdown(wait=False, cancel_futures=True)
         logger.info("statehub server on port %s stopped", self._port)
+
+    async def _start_web(self, port: int) -> None:
+        from statehub.web.edge import WebEdge  # the web edge imports the server's session
+
+        self.web = WebEdge(
+            self.hub, keepalive_time=self.keepalive_time, max_message_bytes=self.max_message_bytes
+        )
+        try:
+            await self.web.start(self.address, port)
+        except OSError as error:
+            await self.stop()
+            raise OSError(
+                errno.EADDRINUSE,
+                f"cannot listen for HTTP on {_host_port(self.address, port)}: {error.strerror}",
+            ) from error
 
     def start_in_thread(self) -> StateServer:
         """Start serving from an event loop in a background thread; returns the server."""
