@@ -16,6 +16,8 @@ from aiohttp import web
 
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
+from statehub.web import nanover_socket
+from statehub.web.nanover_socket import NanoverConnection, NanoverRoom
 from statehub.web.session_socket import serve_session_socket
 
 logger = logging.getLogger(__name__)
@@ -39,9 +41,12 @@ class WebEdge:
         #: Frames up to twice the session limit are read and refused request by request
         #: (as over gRPC); beyond that the socket is closed with 1009 (message too big).
         self.max_frame_bytes = max(2 * max_message_bytes, max_message_bytes + 1024 * 1024)
+        #: NanoVer's WebSocket clients (at ``/``) and the commands they registered.
+        self.nanover = NanoverRoom(hub)
         self.app = web.Application()
         self.app.add_routes(
             [
+                web.get("/", self._root),
                 web.get(SESSION_WEBSOCKET_PATH, self._session),
                 web.get("/healthz", self._healthz),
                 web.get("/readyz", self._readyz),
@@ -83,6 +88,25 @@ class WebEdge:
         await socket.prepare(request)
         await serve_session_socket(self.hub, socket, peer=peer_of(request))
         return socket
+
+    async def _root(self, request: web.Request) -> web.StreamResponse:
+        """NanoVer's protocol for a WebSocket upgrade (as NanoVer serves it); else the page."""
+        socket = self.websocket(nanover_socket.MAX_MESSAGE_BYTES)
+        if not socket.can_prepare(request).ok:
+            return self._dashboard_page()
+        await socket.prepare(request)
+        await NanoverConnection(self.nanover, socket, peer_of(request)).run()
+        return socket
+
+    def _dashboard_page(self) -> web.StreamResponse:
+        index = DASHBOARD_DIR / "index.html"
+        if not index.is_file():
+            return web.Response(
+                status=503,
+                text="the dashboard is not built in this installation (run `make dashboard`); "
+                "/v1/session, /metrics, /healthz and NanoVer's WebSocket at / still work",
+            )
+        return web.FileResponse(index)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
