@@ -25,12 +25,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistration, CommandRegistry
 from statehub.core.rwlock import RWLockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import JsonValue
+from statehub.protocol import SERVICE_NAME
 from statehub.server.grpc_transport import session_handler
 from statehub.server.limits import SessionLimits
 from statehub.server.nanover_compat import add_nanover_services
@@ -120,6 +122,8 @@ class StateServer:
             limits=limits,
         )
         self._grpc_server: aio.Server | None = None
+        #: The standard gRPC health service (grpc.health.v1.Health) on the gRPC port.
+        self.health = health.aio.HealthServicer()
         self._requested_http_port = http_port
         self.web: WebEdge | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -189,6 +193,8 @@ class StateServer:
             )
         self._port = bound
         await self._grpc_server.start()
+        for service in ("", SERVICE_NAME):  # "": the server as a whole
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         logger.info("statehub serving on %s", _host_port(self.address, bound))
         if self._requested_http_port is not None:
             await self._start_web(self._requested_http_port)
@@ -198,6 +204,7 @@ class StateServer:
         if self._stopped:
             return
         self._stopped = True
+        await self.health.enter_graceful_shutdown()
         self.state.freeze()
         self.hub.end_sessions()
         if self._grpc_server is not None:
@@ -286,6 +293,7 @@ class StateServer:
         server = self.grpc_server
         server.add_generic_rpc_handlers((session_handler(self.hub),))
         add_nanover_services(self.hub, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
 
     # -- NanoVer's NanoverServer methods -------------------------------------------------
 

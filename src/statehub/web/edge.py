@@ -9,14 +9,17 @@ Routes (see ``docs/web.md``):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
 from statehub.web import nanover_socket
+from statehub.web.metrics import ServerMetrics
 from statehub.web.nanover_socket import NanoverConnection, NanoverRoom
 from statehub.web.session_socket import serve_session_socket
 
@@ -43,16 +46,21 @@ class WebEdge:
         self.max_frame_bytes = max(2 * max_message_bytes, max_message_bytes + 1024 * 1024)
         #: NanoVer's WebSocket clients (at ``/``) and the commands they registered.
         self.nanover = NanoverRoom(hub)
+        self.metrics = ServerMetrics(hub, self.nanover)
+        hub.observer = self.metrics
+        self.nanover.observer = self.metrics
         self.app = web.Application()
         self.app.add_routes(
             [
                 web.get("/", self._root),
                 web.get(SESSION_WEBSOCKET_PATH, self._session),
+                web.get("/metrics", self._metrics),
                 web.get("/healthz", self._healthz),
                 web.get("/readyz", self._readyz),
             ]
         )
         self._runner: web.AppRunner | None = None
+        self._lag_probe: asyncio.Task[None] | None = None
         self.port: int | None = None
 
     async def start(self, address: str, port: int) -> int:
@@ -66,11 +74,15 @@ class WebEdge:
             await runner.cleanup()
             raise
         self._runner = runner
+        self._lag_probe = asyncio.ensure_future(self.metrics.probe_loop_lag())
         self.port = int(runner.addresses[0][1])
         logger.info("statehub web edge on http://%s:%d", address, self.port)
         return self.port
 
     async def stop(self) -> None:
+        if self._lag_probe is not None:
+            self._lag_probe.cancel()
+            await asyncio.wait([self._lag_probe])
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -107,6 +119,10 @@ class WebEdge:
                 "/v1/session, /metrics, /healthz and NanoVer's WebSocket at / still work",
             )
         return web.FileResponse(index)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        exposition = self.metrics.exposition()
+        return web.Response(body=exposition, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})

@@ -31,6 +31,7 @@ from statehub.core.buffers import DictionaryChangeBuffer
 from statehub.core.change import DictionaryChange
 from statehub.core.pacing import Pacer
 from statehub.errors import ObjectFrozenError, ResourceLockedError
+from statehub.protocol.errors import status_of
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
 
@@ -48,6 +49,16 @@ _INTERACTION_PREFIX = "interaction."
 NanoverMessage = dict[str, Any]
 
 
+class NanoverObserver:
+    """Told what NanoVer connections do (the web edge's metrics); does nothing here."""
+
+    def nanover_received(self, size: int) -> None: ...
+
+    def nanover_sent(self, size: int) -> None: ...
+
+    def request_done(self, op: str, outcome: str) -> None: ...
+
+
 class NanoverRoom:
     """What the NanoVer connections of one server share: client-registered commands.
 
@@ -59,6 +70,8 @@ class NanoverRoom:
         self.hub = hub
         self.forward_timeout = forward_timeout
         self.connections: set[NanoverConnection] = set()
+        #: Told of bytes and commands, for metrics (the web edge sets it).
+        self.observer: NanoverObserver = NanoverObserver()
         self._registrants: dict[str, NanoverConnection] = {}
 
     def register(
@@ -122,6 +135,7 @@ class NanoverConnection:
         try:
             async for message in self.socket:
                 if message.type is WSMsgType.BINARY:
+                    self.room.observer.nanover_received(len(message.data))
                     self._handle(message.data)
                     await asyncio.sleep(0)  # let the commands it started begin, in order
                 elif message.type is WSMsgType.TEXT:
@@ -185,9 +199,12 @@ class NanoverConnection:
             kept = {key: value for key, value in updates.items() if key not in removed}
             self._note_user(updates)
             self.hub.state.update_state(self.token, DictionaryChange(kept, removals))
+            self.room.observer.request_done("nanover:state", "ok")
         except ResourceLockedError as error:
+            self.room.observer.request_done("nanover:state", status_of(error))
             self._spawn(self._refused(error))
         except (TypeError, ValueError, ObjectFrozenError) as error:
+            self.room.observer.request_done("nanover:state", status_of(error))
             self._spawn(self._report_error(type(error).__name__, f"state not applied: {error}"))
 
     def _note_user(self, updates: dict[Any, Any]) -> None:
@@ -278,6 +295,9 @@ class NanoverConnection:
             raise
         except Exception as error:
             reply["exception"] = _exception_text(error)
+            self.room.observer.request_done("nanover:command", status_of(error))
+        else:
+            self.room.observer.request_done("nanover:command", "ok")
         await self._send({"command": reply})
 
     async def forward(self, name: str, arguments: dict[str, Any], timeout: float) -> Any:
@@ -335,6 +355,7 @@ class NanoverConnection:
         async with self._write_lock:
             if not self.socket.closed:
                 await self.socket.send_bytes(data)
+                self.room.observer.nanover_sent(len(data))
 
     def _spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
