@@ -59,6 +59,8 @@ class WebEdge:
                 web.get("/readyz", self._readyz),
             ]
         )
+        if DASHBOARD_DIR.is_dir():
+            self.app.router.add_static("/dashboard/", DASHBOARD_DIR)
         self._runner: web.AppRunner | None = None
         self._lag_probe: asyncio.Task[None] | None = None
         self.port: int | None = None
