@@ -305,3 +305,35 @@ async def test_frames_are_ignored() -> None:
         await peer.send({"frame": {"frame.index": 0}, "state": {"updates": {"k": 1}}})
         await eventually(lambda: peer.state == {"k": 1})
         assert peer.errors.empty() and not peer.others
+
+
+async def test_a_slow_reader_falls_behind_alone_and_still_converges() -> None:
+    async with (
+        web_server() as server,
+        nanover_peer(server) as fast,
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"ws://127.0.0.1:{server.http_port}", max_msg_size=0) as slow,
+    ):
+        assert server.web is not None
+        room = server.web.nanover
+        await eventually(lambda: len(room.connections) == 2)
+        # Nothing reads `slow` yet: once its buffers are full the server stops writing to
+        # it, and the shared broadcast goes on without it.
+        big = "x" * 2_000_000
+        index = 0
+        while len(room.in_step) == 2:
+            server.update_state(None, DictionaryChange({f"big{index % 5}": f"{index}{big}"}))
+            index += 1
+            await asyncio.sleep(0.04)
+            assert index < 500, "the slow reader never fell behind"
+        server.update_state(None, DictionaryChange({"last": index}, removals=["big0"]))
+        await eventually(lambda: fast.state.get("last") == index)
+        assert fast.state == server.copy_state()
+        slow_peer = NanoverPeer(slow)
+        try:
+            await eventually(lambda: slow_peer.state.get("last") == index)
+            assert slow_peer.state == server.copy_state()
+        finally:
+            await slow_peer.close()
+        await eventually(lambda: len(room.connections) == 1)
+        assert room.in_step == room.connections  # the fast one never left the broadcast

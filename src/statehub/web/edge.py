@@ -82,6 +82,7 @@ class WebEdge:
         return self.port
 
     async def stop(self) -> None:
+        await self.nanover.close_all()
         if self._lag_probe is not None:
             self._lag_probe.cancel()
             await asyncio.wait([self._lag_probe])

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgpack
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from statehub.core.buffers import DictionaryChangeBuffer
 from statehub.core.change import DictionaryChange
@@ -70,6 +70,10 @@ class NanoverRoom:
         self.hub = hub
         self.forward_timeout = forward_timeout
         self.connections: set[NanoverConnection] = set()
+        #: Connections fed by the shared 30 Hz broadcast (the others fell behind once and
+        #: follow a view of their own).
+        self._in_step: set[NanoverConnection] = set()
+        self._broadcaster: asyncio.Task[None] | None = None
         #: Told of bytes and commands, for metrics (the web edge sets it).
         self.observer: NanoverObserver = NanoverObserver()
         self._registrants: dict[str, NanoverConnection] = {}
@@ -91,9 +95,56 @@ class NanoverRoom:
     def registrant(self, name: str) -> NanoverConnection | None:
         return self._registrants.get(name)
 
+    @property
+    def in_step(self) -> frozenset[NanoverConnection]:
+        """The connections the shared broadcast feeds."""
+        return frozenset(self._in_step)
+
+    def join(self, connection: NanoverConnection) -> None:
+        """Feed ``connection`` the shared deltas from now on (it has had its snapshot)."""
+        self.connections.add(connection)
+        self._in_step.add(connection)
+        if self._broadcaster is None or self._broadcaster.done():
+            self._broadcaster = asyncio.ensure_future(self._broadcast())
+
+    async def _broadcast(self) -> None:
+        """Every 1/30 s at most: one flush, one encoding, the same bytes to every client.
+
+        A client still writing the previous delta when the next is due leaves the shared
+        stream and resumes from the last revision it was given with a view of its own,
+        so one slow reader neither holds up the others nor makes the server queue for it.
+        """
+        pacer = Pacer(STATE_INTERVAL)
+        with self.hub.state.get_change_buffer(self.hub.state.revision, "") as view:
+            while self._in_step:
+                await asyncio.sleep(pacer.delay())
+                try:
+                    change = await view.flush_changed_async()
+                except ObjectFrozenError:
+                    return
+                if not (change.updates or change.removals):
+                    continue
+                data = _pack(
+                    {"state": {"updates": change.updates, "removals": sorted(change.removals)}}
+                )
+                for connection in list(self._in_step):
+                    if not connection.offer(data, view.cursor):
+                        self._in_step.discard(connection)
+                        connection.fall_behind()
+                pacer.flushed()
+
+    async def close_all(self) -> None:
+        """The server is stopping: close every NanoVer connection (1001, going away)."""
+        for connection in list(self.connections):
+            await connection.socket.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
+
     def leave(self, connection: NanoverConnection) -> None:
-        """``connection`` is gone: its registrations end with it."""
+        """``connection`` is going: no more state for it."""
         self.connections.discard(connection)
+        self._in_step.discard(connection)
+
+    def unregister_commands_of(self, connection: NanoverConnection) -> None:
+        """``connection`` is gone: its registrations end with it."""
         for name, registrant in list(self._registrants.items()):
             if registrant is connection:
                 del self._registrants[name]
@@ -127,11 +178,13 @@ class NanoverConnection:
         self._forward_ids = itertools.count(1)
         self._forwards: dict[int, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The revision of the last state message queued for this client.
+        self._revision_sent = 0
+        self._writing_state = False
 
     async def run(self) -> None:
         """Serve the client until it goes; then clean up after it exactly once."""
-        self.room.connections.add(self)
-        sender = asyncio.ensure_future(self._send_state())
+        sender = asyncio.ensure_future(self._send_snapshot_then_join())
         try:
             async for message in self.socket:
                 if message.type is WSMsgType.BINARY:
@@ -148,13 +201,13 @@ class NanoverConnection:
         except ConnectionResetError:
             pass
         finally:
-            sender.cancel()
+            self.room.leave(self)
             for task in [sender, *self._tasks]:
                 task.cancel()
             await asyncio.wait([sender, *self._tasks])
             for future in self._forwards.values():
                 future.cancel()
-            self.room.leave(self)
+            self.room.unregister_commands_of(self)
             self._remove_user_keys()
             self.hub.state.release_owner(self.token)
             await self.socket.close()
@@ -203,7 +256,9 @@ class NanoverConnection:
         except ResourceLockedError as error:
             self.room.observer.request_done("nanover:state", status_of(error))
             self._spawn(self._refused(error))
-        except (TypeError, ValueError, ObjectFrozenError) as error:
+        except ObjectFrozenError:  # the server is stopping: this connection ends with it
+            self.room.observer.request_done("nanover:state", "UNAVAILABLE")
+        except (TypeError, ValueError) as error:
             self.room.observer.request_done("nanover:state", status_of(error))
             self._spawn(self._report_error(type(error).__name__, f"state not applied: {error}"))
 
@@ -327,10 +382,48 @@ class NanoverConnection:
 
     # -- outgoing ------------------------------------------------------------------------
 
-    async def _send_state(self) -> None:
-        """A snapshot (if there is anything), then coalesced deltas at most 30 Hz."""
-        pacer = Pacer(STATE_INTERVAL)
+    async def _send_snapshot_then_join(self) -> None:
+        """The whole state (if there is anything), then the room's shared deltas.
+
+        The snapshot and joining happen without yielding in between, so the first shared
+        delta is the one after the snapshot's revision (it may repeat changes the snapshot
+        has: applying them again changes nothing).
+        """
         with self.hub.state.get_change_buffer(None, "") as view:
+            snapshot = _flush_now(view)
+            revision = view.cursor
+        self._revision_sent = revision
+        self.room.join(self)
+        if snapshot.updates:
+            self._writing_state = True
+            try:
+                await self._send({"state": {"updates": snapshot.updates, "removals": []}})
+            finally:
+                self._writing_state = False
+
+    def offer(self, data: bytes, revision: int) -> bool:
+        """Send a shared delta, unless the previous one is still being written (False)."""
+        if self._writing_state:
+            return False
+        self._writing_state = True
+        self._revision_sent = revision
+        self._spawn(self._send_shared(data))
+        return True
+
+    async def _send_shared(self, data: bytes) -> None:
+        try:
+            await self._send_packed(data)
+        finally:
+            self._writing_state = False
+
+    def fall_behind(self) -> None:
+        """Leave the shared stream: follow a view of our own from the last revision sent."""
+        self._spawn(self._send_state(self._revision_sent))
+
+    async def _send_state(self, since: int) -> None:
+        """Coalesced deltas after ``since``, at most 30 Hz, at this client's own pace."""
+        pacer = Pacer(STATE_INTERVAL)
+        with self.hub.state.get_change_buffer(since, "") as view:
             first = True
             while True:
                 await asyncio.sleep(pacer.delay())
@@ -351,16 +444,27 @@ class NanoverConnection:
         await self._send({"error": {"type": kind, "message": message}})
 
     async def _send(self, message: NanoverMessage) -> None:
-        data = _pack(message)
+        await self._send_packed(_pack(message))
+
+    async def _send_packed(self, data: bytes) -> None:
         async with self._write_lock:
-            if not self.socket.closed:
+            if self.socket.closed:
+                return
+            try:
                 await self.socket.send_bytes(data)
-                self.room.observer.nanover_sent(len(data))
+            except ConnectionResetError:  # the client is gone; the read loop ends with it
+                return
+            self.room.observer.nanover_sent(len(data))
 
     def _spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("NanoVer client %s: task failed", self.peer, exc_info=task.exception())
 
     # -- leaving -------------------------------------------------------------------------
 
