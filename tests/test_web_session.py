@@ -166,3 +166,22 @@ def test_the_blocking_client_speaks_websocket_too() -> None:
             assert server.copy_state() == {"k": [1, 2]}
         finally:
             client.close()
+
+
+async def test_a_peer_that_stops_answering_pings_is_dropped_and_its_leases_released() -> None:
+    async with (
+        running_server(keepalive_time=0.5) as server,
+        aiohttp.ClientSession() as http,
+        # autoping off and nothing read: the TCP connection stays open, but no pong comes.
+        http.ws_connect(f"ws://127.0.0.1:{server.http_port}/v1/session", autoping=False) as socket,
+    ):
+        await socket.send_bytes(
+            encode_batch(
+                [
+                    {"id": 1, "op": "hello", "token": "sleeper"},
+                    {"id": 2, "op": "leases", "acquire": {"k": None}},
+                ]
+            )
+        )
+        await eventually(lambda: [lease.key for lease in server.state.leases()] == ["k"])
+        await eventually(lambda: not server.state.leases() and not server.hub.sessions)
