@@ -177,7 +177,16 @@ async def test_commands_answer_with_the_request_echoed_and_a_response_or_excepti
 async def test_a_client_registered_command_is_forwarded_to_its_client() -> None:
     async with web_server() as server, nanover_peer(server) as a, nanover_peer(server) as b:
         await a.send(
-            {"command": {"register": {"name": "demo/greet", "arguments": {"who": "world"}}}}
+            {
+                "command": {
+                    "register": {
+                        "name": "demo/greet",
+                        "arguments": {"who": "world"},
+                        "label": "Greet",
+                        "icon": None,
+                    }
+                }
+            }
         )
         await eventually(lambda: "demo/greet" in server.commands)
         await b.request("demo/greet", {"who": "B"}, 2)
@@ -190,6 +199,12 @@ async def test_a_client_registered_command_is_forwarded_to_its_client() -> None:
             "request": {"name": "demo/greet", "arguments": {"who": "B"}, "id": 2},
             "response": {"text": "hi B"},
         }
+        await b.request("commands/list", {}, 9)
+        listing = (await b.next_command())["response"]
+        assert listing["list"]["demo/greet"] == {"who": "world"}
+        assert {"name": "demo/greet", "arguments": {"who": "world"}, "label": "Greet"} in listing[
+            "commands"
+        ]
         await b.request("demo/greet", {}, 3)
         forwarded = await a.next_command()
         assert forwarded["request"]["arguments"] == {"who": "world"}  # defaults merged

@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 STATE_INTERVAL = 1 / 30
 #: NanoVer's ``MAX_MESSAGE_SIZE`` (128 MiB) on both sides; larger messages close with 1009.
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024
+#: NanoVer's command listing every command (served by ``StateServer``).
+LIST_COMMANDS = "commands/list"
 #: Seconds a forwarded command waits for the client that registered it.
 DEFAULT_FORWARD_TIMEOUT = 30.0
 _AVATAR_PREFIX = "avatar."
@@ -77,11 +79,19 @@ class NanoverRoom:
         #: Told of bytes and commands, for metrics (the web edge sets it).
         self.observer: NanoverObserver = NanoverObserver()
         self._registrants: dict[str, NanoverConnection] = {}
+        self._presentation: dict[str, dict[str, str]] = {}
 
     def register(
-        self, name: str, connection: NanoverConnection, defaults: Mapping[str, Any]
+        self,
+        name: str,
+        connection: NanoverConnection,
+        defaults: Mapping[str, Any],
+        presentation: Mapping[str, str] | None = None,
     ) -> None:
-        """Serve ``name`` by ``connection``; a later registration by anyone replaces it."""
+        """Serve ``name`` by ``connection``; a later registration by anyone replaces it.
+
+        ``presentation`` (NanoVer's ``label`` and ``icon``) goes into ``commands/list``.
+        """
         commands = self.hub.commands
         if name in self._registrants:
             commands.unregister(name)
@@ -91,6 +101,14 @@ class NanoverRoom:
             )
         commands.register(name, self._forwarder(name), defaults)
         self._registrants[name] = connection
+        self._presentation[name] = dict(presentation or {})
+
+    def command_entries(self, listing: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """NanoVer's ``commands`` list (name, arguments, label, icon) for ``listing``."""
+        return [
+            {"name": name, "arguments": arguments, **self._presentation.get(name, {})}
+            for name, arguments in listing.items()
+        ]
 
     def registrant(self, name: str) -> NanoverConnection | None:
         return self._registrants.get(name)
@@ -148,6 +166,7 @@ class NanoverRoom:
         for name, registrant in list(self._registrants.items()):
             if registrant is connection:
                 del self._registrants[name]
+                self._presentation.pop(name, None)
                 self.hub.commands.unregister(name)
 
     def _forwarder(self, name: str) -> Any:
@@ -301,7 +320,12 @@ class NanoverConnection:
             defaults = registration.get("arguments") or {}
             if type(defaults) is not dict:
                 raise TypeError(f"register {registration['name']!r}: 'arguments' must be a map")
-            self.room.register(registration["name"], self, defaults)
+            presentation = {
+                field: registration[field]
+                for field in ("label", "icon")
+                if type(registration.get(field)) is str
+            }
+            self.room.register(registration["name"], self, defaults, presentation)
         except (TypeError, ValueError) as error:
             self._spawn(self._report_error(type(error).__name__, f"not registered: {error}"))
 
@@ -345,7 +369,13 @@ class NanoverConnection:
                     name, merged, self.room.forward_timeout
                 )
             else:
-                reply["response"] = await self.hub.commands.run_async(name, arguments)
+                response = await self.hub.commands.run_async(name, arguments)
+                if name == LIST_COMMANDS and response is not None:
+                    # NanoVer's listing also has a "commands" list with labels and icons.
+                    listing = response.get("list")
+                    if type(listing) is dict:
+                        response["commands"] = self.room.command_entries(listing)
+                reply["response"] = response
         except asyncio.CancelledError:
             raise
         except Exception as error:
