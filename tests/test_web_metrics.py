@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -10,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from statehub import AsyncClient, DictionaryChange
+from statehub import AsyncClient, DictionaryChange, SQLiteStore, StateDictionary
 from statehub.protocol import SERVICE_NAME
 from statehub.server import StateServer
 from test_server_support import RemoteError, eventually, running_server, websocket_connected
@@ -113,3 +115,21 @@ async def test_health_endpoints() -> None:
         server.state.freeze()
         async with http.get(f"{base}/readyz") as stopping:
             assert stopping.status == 503
+
+
+async def test_a_durable_store_reports_fsyncs_and_durable_waits(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path, durability="disk")
+    try:
+        async with running_server(http_port=0, state=StateDictionary(store=store)) as server:
+            client = AsyncClient(f"ws://127.0.0.1:{server.http_port}")
+            try:
+                revisions = await asyncio.gather(*(client.set(f"k{i}", i) for i in range(20)))
+            finally:
+                await client.close()
+            samples = await scrape(server)
+            assert value(samples, "statehub_store_durable_revision") >= max(revisions)
+            fsyncs = value(samples, "statehub_store_fsyncs_total")
+            assert 1 <= fsyncs <= 20
+            assert value(samples, "statehub_durable_wait_seconds_count") >= 1
+    finally:
+        store.close()

@@ -12,10 +12,11 @@ from collections import Counter as Tally
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from statehub.server.session import Hub, Session, SessionObserver
+from statehub.store.sqlite import SQLiteStore
 from statehub.web.nanover_socket import NanoverObserver, NanoverRoom
 
 #: Seconds between two event-loop lag probes.
@@ -160,3 +161,17 @@ class _HeldNow(Collector):
         yield GaugeMetricFamily(
             "statehub_commands", "Registered commands.", value=len(hub.commands.commands)
         )
+        store = hub.state.store
+        if isinstance(store, SQLiteStore):
+            yield CounterMetricFamily(
+                "statehub_store_fsyncs",
+                "Transactions the SQLite store committed to disk (one fsync each); "
+                "rate(statehub_store_durable_revision) / rate(statehub_store_fsyncs_total) "
+                "is the group commit size.",
+                value=store.transactions,
+            )
+            yield GaugeMetricFamily(
+                "statehub_store_durable_revision",
+                "The last revision on disk.",
+                value=store.durable_revision,
+            )
