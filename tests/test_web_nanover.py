@@ -352,3 +352,23 @@ async def test_a_slow_reader_falls_behind_alone_and_still_converges() -> None:
             await slow_peer.close()
         await eventually(lambda: len(room.connections) == 1)
         assert room.in_step == room.connections  # the fast one never left the broadcast
+
+
+async def test_commands_in_the_list_form_that_nanovers_python_client_sends() -> None:
+    async with web_server() as server, nanover_peer(server) as a, nanover_peer(server) as b:
+        server.register_command("echo", lambda **kw: kw)
+        await a.send({"command": [{"register": {"name": "listed", "arguments": {}}}]})
+        await eventually(lambda: "listed" in server.commands)
+        await b.send(
+            {
+                "command": [
+                    {"request": {"name": "echo", "arguments": {"x": 1}, "id": 1}},
+                    {"request": {"name": "listed", "arguments": {}, "id": 2}},
+                ]
+            }
+        )
+        assert (await b.next_command())["response"] == {"x": 1}
+        forwarded = (await a.next_command())["request"]
+        await a.send({"command": [{"request": forwarded, "response": None}]})
+        reply = await b.next_command()
+        assert reply == {"request": {"name": "listed", "arguments": {}, "id": 2}, "response": None}
