@@ -215,3 +215,12 @@ async def test_a_websocket_client_reconnects_and_resumes_after_the_server_restar
             await second.stop()
     finally:
         await client.close()
+
+
+async def test_a_web_port_in_use_fails_start_with_a_clear_message() -> None:
+    async with running_server() as taken:
+        server = StateServer(address="127.0.0.1", port=0, http_port=taken.http_port)
+        with pytest.raises(OSError, match=f"HTTP on 127.0.0.1:{taken.http_port}"):
+            await server.start()
+        with pytest.raises(RuntimeError, match="not running"):
+            _ = server.http_port
