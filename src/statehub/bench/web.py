@@ -337,12 +337,15 @@ async def _session_client(
             updates = {f"avatar.u{index}": _avatar(index, frame), f"update.index.u{index}": frame}
             await client.update(updates)
 
-        changes = client.subscribe(interval=1 / ROOM_RATE)
-        await anext(changes)
+        # Count batches as they arrive (as the NanoVer client does), not as a ChangeStream
+        # consumer takes them: that one coalesces again whenever its task runs late.
+        connection = await client._connection()
+        await connection.subscribe(
+            1 / ROOM_RATE, "", lambda batch: got(index, len(batch["updates"]))
+        )
         writer = asyncio.create_task(_write_avatar_at_rate(write))
         ready.set()
         try:
-            async for change in changes:
-                got(index, len(change.updates))
+            await asyncio.Event().wait()  # until cancelled
         finally:
             writer.cancel()
