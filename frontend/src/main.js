@@ -246,8 +246,14 @@ async function pollLocksAndSessions() {
   await optionalOp("list_sessions", $("sessions"), ({ sessions }) => {
     $("sessions").replaceChildren(
       table(
-        ["client", "peer", "subscriptions", ""],
-        sessions.map((s) => [s.client, s.peer, s.subscriptions, s.you ? "(this dashboard)" : ""]),
+        ["client", "transport", "peer", "subscriptions", ""],
+        sessions.map((s) => [
+          s.client,
+          s.transport ?? "",
+          s.peer,
+          s.subscriptions,
+          s.you ? "(this dashboard)" : "",
+        ]),
       ),
     );
   });
