@@ -330,7 +330,7 @@ async def test_bad_input_gets_a_clear_error_and_changes_nothing(
 
 async def test_a_request_without_an_id_gets_an_error_without_one() -> None:
     async with running_server() as server, connected(server) as session:
-        await session.call.write(encode_batch([{"op": "ping"}]))
+        await session.write_frame(encode_batch([{"op": "ping"}]))
         message = await asyncio.wait_for(session.unmatched.get(), 10)
         assert message["id"] is None and message["error"]["type"] == "ProtocolError"
         assert await session.request("ping") == {}

@@ -28,6 +28,7 @@ from statehub.server.state_server import (
 from statehub.server.tls import ServerTls
 from statehub.store.errors import DataFileError
 from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
+from statehub.web.edge import DEFAULT_HTTP_PORT
 
 _LIMIT_DEFAULTS = {field.name: field.default for field in dataclasses.fields(SessionLimits)}
 
@@ -48,6 +49,15 @@ logger = logging.getLogger(__name__)
     type=click.IntRange(0, 65535),
     help="Port to listen on; 0 picks a free one (printed at start).",
 )
+@click.option(
+    "--http-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Port of the web edge (dashboard, WebSocket session and NanoVer protocols, "
+    f"/metrics); 0 picks a free one. Default: the gRPC port + 1 ({DEFAULT_HTTP_PORT}), "
+    "or a free one when --port is 0. See docs/web.md.",
+)
+@click.option("--no-http", is_flag=True, help="Serve gRPC only: no web edge.")
 @click.option(
     "--interval",
     default=0.0,
@@ -141,6 +151,8 @@ logger = logging.getLogger(__name__)
 def serve(
     host: str,
     port: int,
+    http_port: int | None,
+    no_http: bool,
     interval: float,
     max_message_bytes: int,
     keepalive: float,
@@ -181,6 +193,7 @@ def serve(
         limits=limits,
         tls=tls,
         auth=authenticator,
+        http_port=None if no_http else _http_port(http_port, port),
     )
     try:
         asyncio.run(_serve(server, endpoints, data, auth_path))
@@ -211,6 +224,12 @@ def _parse_limits(settings: tuple[str, ...]) -> SessionLimits:
         return SessionLimits(**values)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--session-limit") from None
+
+
+def _http_port(http_port: int | None, port: int) -> int:
+    if http_port is not None:
+        return http_port
+    return 0 if port == 0 else (port + 1) % 65536
 
 
 def _open_store(data: Path | None, durability: str | None) -> SQLiteStore | None:
@@ -300,6 +319,8 @@ async def _serve(
         loop.add_signal_handler(signal.SIGHUP, reload_identities, server, auth_path)
     await server.start()
     click.echo(f"statehub serving on {server.address}:{server.port} (Ctrl-C to stop)")
+    if server.web is not None:
+        click.echo(f"statehub web edge on http://{server.address}:{server.http_port}/")
     sys.stdout.flush()  # a supervisor reading the port through a pipe sees it now
     try:
         if endpoints is None:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,15 @@ class ClientTls:
             private_key=_read(self.key_file, "client key"),
             certificate_chain=_read(self.cert_file, "client certificate"),
         )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The same trust and client certificate for a ``wss://`` connection."""
+        context = ssl.create_default_context(
+            cafile=str(self.ca_file) if self.ca_file is not None else None
+        )
+        if self.cert_file is not None and self.key_file is not None:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        return context
 
     def channel_options(self) -> list[tuple[str, str]]:
         if self.server_name is None:

@@ -109,6 +109,14 @@ class RWLockTable:
                 lock.writer, lock.writer_depth = None, 0
             self._dispatch(key, lock)
 
+    def counts(self) -> tuple[int, int]:
+        """(owners holding a lock, requests waiting for one) over every key."""
+        held = waiting = 0
+        for lock in self._locks.values():
+            held += len(lock.readers) + (lock.writer_depth > 0)
+            waiting += len(lock.waiting_writers) + len(lock.waiting_readers)
+        return held, waiting
+
     def can_acquire(self, key: str, *, exclusive: bool) -> bool:
         """True if a new owner could take ``key`` in that mode right now without waiting."""
         lock = self._locks.get(key)

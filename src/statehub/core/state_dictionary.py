@@ -71,6 +71,11 @@ class StateDictionary:
         return self._store.epoch
 
     @property
+    def store(self) -> Store:
+        """Where committed changes live (for what reports on durability, such as metrics)."""
+        return self._store
+
+    @property
     def views(self) -> DictionaryChangeMultiView:
         """The change views of this dictionary (for subscribers)."""
         return self._views

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import math
 import sys
+import time
 import uuid
 from collections.abc import Callable, Coroutine, Hashable
 from typing import Any
@@ -53,6 +54,27 @@ logger = logging.getLogger(__name__)
 Reply = dict[str, Any]
 
 
+class SessionObserver:
+    """Told what sessions do, for metrics (the web edge's ``/metrics``); does nothing here.
+
+    It keeps the counting where the events happen without this layer knowing Prometheus.
+    """
+
+    def frame_received(self, session: Session, size: int) -> None: ...
+
+    def frame_sent(self, session: Session, size: int) -> None: ...
+
+    def request_done(self, op: str, outcome: str) -> None:
+        """``outcome`` is "ok" or the error's status name (``NOT_FOUND``...)."""
+
+    def committed(self, seconds: float) -> None: ...
+
+    def durable_waited(self, seconds: float) -> None: ...
+
+    def delivered(self, revisions: int) -> None:
+        """A change batch went out carrying ``revisions`` commits (1 + those coalesced)."""
+
+
 class Hub:
     """What every session of one server shares: state, locks, commands, limits, identities."""
 
@@ -78,6 +100,7 @@ class Hub:
         self.min_interval = min_interval
         self.limits = limits if limits is not None else SessionLimits()
         self.sessions: set[Session] = set()
+        self.observer = SessionObserver()
 
     def replace_auth(self, auth: Authenticator | OpenAccess) -> None:
         """Use new identities (a reloaded file); each session is authenticated again.
@@ -141,6 +164,10 @@ class Session:
         }
         hub.sessions.add(self)
 
+    @property
+    def subscription_count(self) -> int:
+        return len(self._subscriptions)
+
     # -- the transport's side (see transport.serve_session) ------------------------------
 
     async def receive(self, frame: bytes) -> None:
@@ -152,6 +179,7 @@ class Session:
         """
         if self._closed:
             return
+        self.hub.observer.frame_received(self, len(frame))
         messages = decode_batch(frame, strict_map_key=False)
         limit = self.hub.max_message_bytes
         if len(frame) > limit:
@@ -171,7 +199,10 @@ class Session:
 
     async def next_frame(self) -> bytes | None:
         """The next frame to write; None once the session has ended and everything is out."""
-        return await self._outbox.next_frame()
+        frame = await self._outbox.next_frame()
+        if frame is not None:
+            self.hub.observer.frame_sent(self, len(frame))
+        return frame
 
     def end(self) -> None:
         """End the session once what is queued has been written (``next_frame`` -> None)."""
@@ -240,34 +271,49 @@ class Session:
                 )
             reply = handler(message)
         except Exception as error:
+            self._request_done(message.get("op"), error)
             self._send_error(request_id, error)
             return
         if isinstance(reply, dict):
+            self._request_done(op, None)
             self._send({"id": request_id, "ok": reply})
         else:
-            self._reply_later(request_id, reply, cancellable=op in _CANCELLABLE_OPS)
+            self._reply_later(request_id, message["op"], reply, cancellable=op in _CANCELLABLE_OPS)
 
     def _reply_later(
-        self, request_id: int, reply: Coroutine[Any, Any, Reply], *, cancellable: bool
+        self,
+        request_id: int,
+        op: str,
+        reply: Coroutine[Any, Any, Reply],
+        *,
+        cancellable: bool,
     ) -> None:
         """Run a request that has to wait; later requests don't. Exactly one reply follows."""
         task = self._spawn(reply)
         self._waiting[request_id] = task
         if cancellable:
             self._cancellable.add(request_id)
-        task.add_done_callback(lambda done: self._answer(request_id, done))
+        task.add_done_callback(lambda done: self._answer(request_id, op, done))
 
-    def _answer(self, request_id: int, task: asyncio.Task[Reply]) -> None:
+    def _answer(self, request_id: int, op: str, task: asyncio.Task[Reply]) -> None:
         self._waiting.pop(request_id, None)
         self._cancellable.discard(request_id)
         if self._closed:
             return
         if task.cancelled():
-            self._send_error(request_id, RequestCancelled(f"request {request_id} cancelled"))
-        elif (error := task.exception()) is not None:
+            error: BaseException = RequestCancelled(f"request {request_id} cancelled")
+            self._request_done(op, error)
             self._send_error(request_id, error)
+        elif (failure := task.exception()) is not None:
+            self._request_done(op, failure)
+            self._send_error(request_id, failure)
         else:
+            self._request_done(op, None)
             self._send({"id": request_id, "ok": task.result()})
+
+    def _request_done(self, op: object, error: BaseException | None) -> None:
+        name = op if isinstance(op, str) and op in self._ops else "unknown"
+        self.hub.observer.request_done(name, "ok" if error is None else status_of(error))
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coroutine)
@@ -357,14 +403,18 @@ class Session:
         removals = [check_key(key) for key in _list_arg(message, "update", "removals", [])]
         self.principal.require(Right.WRITE, [*map(check_key, updates), *removals], "update")
         state = self.hub.state
+        started = time.perf_counter()
         revision = state.update_state(self.token, DictionaryChange(updates, removals))
+        self.hub.observer.committed(time.perf_counter() - started)
         if state.is_durable(revision):
             return {"revision": revision}
         return self._when_durable(revision)
 
     async def _when_durable(self, revision: int) -> Reply:
         """Acknowledge a change only once the store has made it as durable as it promises."""
+        started = time.perf_counter()
         await self.hub.state.wait_durable_async(revision)
+        self.hub.observer.durable_waited(time.perf_counter() - started)
         return {"revision": revision}
 
     def _leases(self, message: dict[str, Any]) -> Reply:
@@ -576,6 +626,7 @@ class Session:
         with self.hub.state.get_change_buffer(since, prefix, key_filter) as view:
             snapshot = view.starts_with_snapshot
             first = True
+            sent_up_to = view.cursor
             while True:
                 await asyncio.sleep(pacer.delay())
                 # Let the transport write what is queued first: changes keep coalescing
@@ -594,6 +645,9 @@ class Session:
                     await self._outbox.wait_below(max_queued)
                     self._outbox.push(piece)
                 pacer.flushed()
+                if not first:
+                    self.hub.observer.delivered(view.cursor - sent_up_to)
+                sent_up_to = view.cursor
                 first = False
 
 

@@ -22,9 +22,10 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from statehub.auth import Authenticator
 from statehub.core.change import DictionaryChange
@@ -32,11 +33,15 @@ from statehub.core.commands import CommandRegistration, CommandRegistry
 from statehub.core.rwlock import RWLockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import JsonValue
+from statehub.protocol import SERVICE_NAME
 from statehub.server.grpc_transport import session_handler
 from statehub.server.limits import SessionLimits
 from statehub.server.nanover_compat import add_nanover_services
 from statehub.server.session import Hub
 from statehub.server.tls import ServerTls
+
+if TYPE_CHECKING:
+    from statehub.web.edge import WebEdge
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +84,7 @@ class StateServer:
         limits: SessionLimits | None = None,
         tls: ServerTls | None = None,
         auth: Authenticator | None = None,
+        http_port: int | None = None,
     ) -> None:
         if type(port) is not int or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
@@ -90,6 +96,8 @@ class StateServer:
         ):
             if type(seconds) not in (int, float) or not 0 < seconds < 86400:
                 raise ValueError(f"{name} must be a number of seconds > 0, got {seconds!r}")
+        if http_port is not None and (type(http_port) is not int or not 0 <= http_port <= 65535):
+            raise ValueError(f"http_port must be None or an int from 0 to 65535, got {http_port!r}")
         if type(max_workers) is not int or max_workers < 1:
             raise ValueError(f"max_workers must be an int >= 1, got {max_workers!r}")
         if type(min_interval) not in (int, float) or not 0 <= min_interval < 86400:
@@ -121,6 +129,10 @@ class StateServer:
             auth=auth,
         )
         self._grpc_server: aio.Server | None = None
+        #: The standard gRPC health service (grpc.health.v1.Health) on the gRPC port.
+        self.health = health.aio.HealthServicer()
+        self._requested_http_port = http_port
+        self.web: WebEdge | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -133,6 +145,13 @@ class StateServer:
         if self._port is None:
             raise RuntimeError("the server is not started: use start(), start_in_thread() or with")
         return self._port
+
+    @property
+    def http_port(self) -> int:
+        """The web edge's port (HTTP, WebSocket, dashboard, /metrics); see ``docs/web.md``."""
+        if self.web is None or self.web.port is None:
+            raise RuntimeError("the web edge is not running: start the server with http_port")
+        return self.web.port
 
     @property
     def grpc_server(self) -> aio.Server:
@@ -184,19 +203,43 @@ class StateServer:
             )
         self._port = bound
         await self._grpc_server.start()
+        for service in ("", SERVICE_NAME):  # "": the server as a whole
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         logger.info("statehub serving on %s", _host_port(self.address, bound))
+        if self._requested_http_port is not None:
+            await self._start_web(self._requested_http_port)
 
     async def stop(self) -> None:
         """Freeze the state, end every session and stop serving (in the server's loop)."""
         if self._stopped:
             return
         self._stopped = True
+        await self.health.enter_graceful_shutdown()
         self.state.freeze()
         self.hub.end_sessions()
         if self._grpc_server is not None:
             await self._grpc_server.stop(STOP_GRACE)
+        if self.web is not None:
+            await self.web.stop()
         self._command_threads.shutdown(wait=False, cancel_futures=True)
         logger.info("statehub server on port %s stopped", self._port)
+
+    async def _start_web(self, port: int) -> None:
+        from statehub.web.edge import WebEdge  # the web edge imports the server's session
+
+        self.web = WebEdge(
+            self.hub, keepalive_time=self.keepalive_time, max_message_bytes=self.max_message_bytes
+        )
+        try:
+            await self.web.start(
+                self.address, port, self.tls.ssl_context() if self.tls is not None else None
+            )
+        except OSError as error:
+            await self.stop()
+            raise OSError(
+                errno.EADDRINUSE,
+                f"cannot listen for HTTP on {_host_port(self.address, port)}: {error.strerror}",
+            ) from error
 
     def start_in_thread(self) -> StateServer:
         """Start serving from an event loop in a background thread; returns the server."""
@@ -262,6 +305,7 @@ class StateServer:
         server = self.grpc_server
         server.add_generic_rpc_handlers((session_handler(self.hub),))
         add_nanover_services(self.hub, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
 
     def reload_auth(self, auth: Authenticator) -> None:
         """Serve with new identities; sessions still allowed keep running (``Hub.replace_auth``).
