@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import cast
@@ -14,6 +15,7 @@ import click
 from statehub.core.state_dictionary import StateDictionary
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import ConfigError, EndpointsConfig, load_config
+from statehub.server.discovery import BROADCAST_ADDRESS, ESSD_PORT, Discovery
 from statehub.server.state_server import (
     DEFAULT_ADDRESS,
     DEFAULT_KEEPALIVE_TIME,
@@ -92,6 +94,30 @@ from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
     help="Serve the dripline-style endpoints of this YAML file (checked before anything "
     "starts; logged values go to endpoint-events.sqlite3 in --data, else memory).",
 )
+@click.option(
+    "--discoverable",
+    is_flag=True,
+    help="Announce this server by ESSD discovery (UDP broadcast, as NanoVer servers do) so "
+    "headsets find it; use with --host 0.0.0.0 to let them connect.",
+)
+@click.option(
+    "--discovery-port",
+    default=ESSD_PORT,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="With --discoverable: UDP port the announcements go to.",
+)
+@click.option(
+    "--discovery-address",
+    default=BROADCAST_ADDRESS,
+    show_default=True,
+    help="With --discoverable: address the announcements go to (a broadcast address).",
+)
+@click.option(
+    "--name",
+    default=None,
+    help="With --discoverable: the server name headsets show (default: statehub on <host>).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log every session's start and end.")
 def serve(
     host: str,
@@ -103,6 +129,10 @@ def serve(
     data: Path | None,
     durability: str | None,
     config_path: Path | None,
+    discoverable: bool,
+    discovery_port: int,
+    discovery_address: str,
+    name: str | None,
     verbose: bool,
 ) -> None:
     """Start a statehub server (session protocol and NanoVer gRPC services on one port).
@@ -125,7 +155,14 @@ def serve(
         min_interval=interval,
     )
     try:
-        asyncio.run(_serve(server, endpoints, data))
+        discovery = (
+            Discovery(
+                name or f"statehub on {socket.gethostname()}", discovery_address, discovery_port
+            )
+            if discoverable
+            else None
+        )
+        asyncio.run(_serve(server, endpoints, data, discovery))
     except OSError as error:
         raise click.ClickException(str(error.strerror or error)) from None
     finally:
@@ -156,7 +193,10 @@ def _load_endpoints(path: Path | None) -> EndpointsConfig | None:
 
 
 async def _serve(
-    server: StateServer, endpoints: EndpointsConfig | None = None, data: Path | None = None
+    server: StateServer,
+    endpoints: EndpointsConfig | None = None,
+    data: Path | None = None,
+    discovery: Discovery | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -165,6 +205,11 @@ async def _serve(
     await server.start()
     click.echo(f"statehub serving on {server.address}:{server.port} (Ctrl-C to stop)")
     sys.stdout.flush()  # a supervisor reading the port through a pipe sees it now
+    announcing = None
+    if discovery is not None:
+        announcer = discovery.announcer(server.address, server.port)
+        announcing = asyncio.create_task(announcer.run())
+        click.echo(f"statehub: announcing itself by ESSD to {discovery.address}:{discovery.port}")
     try:
         if endpoints is None:
             await stop.wait()
@@ -173,5 +218,7 @@ async def _serve(
                 click.echo(f"statehub: {len(service.endpoints())} endpoints from the config")
                 await stop.wait()
     finally:
+        if announcing is not None:
+            announcing.cancel()
         click.echo("statehub: stopping")
         await server.stop()

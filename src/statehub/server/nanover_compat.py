@@ -6,10 +6,16 @@ NanoVer: every number is a double on this protocol (an int 1 written here is rea
 as 1.0), and a null value means "remove this key" (or "release this lease"), so null
 cannot be stored through it. An int too large for a double is sent as +/-infinity.
 
-Refused leases and writes answer ``success=False`` as NanoVer did; bad input (a negative
-or NaN lease duration, a lease value that is neither a number nor null, a request over
-the size limit, an unknown command, wrong command arguments, a command that raised)
-aborts the call with the fitting gRPC status and a message naming what was wrong.
+Refused leases and writes answer ``success=False`` as NanoVer did; a lease duration <= 0
+expires at once, as in NanoVer; bad input (a NaN lease duration, a lease value that is
+neither a number nor null, a request over the size limit, an unknown command, wrong
+command arguments, a command that raised) aborts the call with the fitting gRPC status and
+a message naming what was wrong.
+
+The message classes are statehub's own (proto package ``statehub.nanover_compat``, see
+``nanover_proto``), served here at NanoVer's service paths: NanoVer's generated modules
+can be imported in the same process. This module loads protobuf, so the server imports it
+only when it sets up its services.
 """
 
 from __future__ import annotations
@@ -27,10 +33,10 @@ from statehub.core.values import JsonValue
 from statehub.errors import ResourceLockedError
 from statehub.protocol.errors import MessageTooLargeError, error_message, status_of
 from statehub.server.nanover_proto import (
+    COMMAND_SERVICE,
+    STATE_SERVICE,
     command_service_pb2,
-    command_service_pb2_grpc,
     state_service_pb2,
-    state_service_pb2_grpc,
 )
 from statehub.server.session import Hub
 
@@ -39,8 +45,46 @@ Context: TypeAlias = "aio.ServicerContext[Any, Any]"
 
 def add_nanover_services(hub: Hub, server: aio.Server) -> None:
     """Serve NanoVer's state and command services from ``hub`` on ``server``."""
-    state_service_pb2_grpc.add_StateServicer_to_server(NanoverStateService(hub), server)
-    command_service_pb2_grpc.add_CommandServicer_to_server(NanoverCommandService(hub), server)
+    state, command = NanoverStateService(hub), NanoverCommandService(hub)
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                STATE_SERVICE,
+                {
+                    "SubscribeStateUpdates": grpc.unary_stream_rpc_method_handler(
+                        state.SubscribeStateUpdates,
+                        state_service_pb2.SubscribeStateUpdatesRequest.FromString,
+                        state_service_pb2.StateUpdate.SerializeToString,
+                    ),
+                    "UpdateState": grpc.unary_unary_rpc_method_handler(
+                        state.UpdateState,
+                        state_service_pb2.UpdateStateRequest.FromString,
+                        state_service_pb2.UpdateStateResponse.SerializeToString,
+                    ),
+                    "UpdateLocks": grpc.unary_unary_rpc_method_handler(
+                        state.UpdateLocks,
+                        state_service_pb2.UpdateLocksRequest.FromString,
+                        state_service_pb2.UpdateLocksResponse.SerializeToString,
+                    ),
+                },
+            ),
+            grpc.method_handlers_generic_handler(
+                COMMAND_SERVICE,
+                {
+                    "GetCommands": grpc.unary_unary_rpc_method_handler(
+                        command.GetCommands,
+                        command_service_pb2.GetCommandsRequest.FromString,
+                        command_service_pb2.GetCommandsReply.SerializeToString,
+                    ),
+                    "RunCommand": grpc.unary_unary_rpc_method_handler(
+                        command.RunCommand,
+                        command_service_pb2.CommandMessage.FromString,
+                        command_service_pb2.CommandReply.SerializeToString,
+                    ),
+                },
+            ),
+        )
+    )
 
 
 class NanoverStateService:
@@ -94,7 +138,8 @@ class NanoverStateService:
             if kind in (None, "null_value"):
                 release.append(key)
             elif kind == "number_value":
-                acquire[key] = value.number_value
+                seconds = value.number_value
+                acquire[key] = 0.0 if seconds < 0 else seconds  # NanoVer: <= 0 expires at once
             else:
                 await _abort(
                     context,

@@ -32,7 +32,6 @@ from statehub.core.rwlock import RWLockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import JsonValue
 from statehub.server.grpc_transport import session_handler
-from statehub.server.nanover_compat import add_nanover_services
 from statehub.server.session import Hub
 
 logger = logging.getLogger(__name__)
@@ -137,6 +136,8 @@ class StateServer:
         self._loop = asyncio.get_running_loop()
         hard_limit = max(2 * self.max_message_bytes, self.max_message_bytes + 1024 * 1024)
         self._grpc_server = aio.server(
+            # Runs plain (non-async) servicers, such as NanoVer's, added by setup_services.
+            migration_thread_pool=self._command_threads,
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", hard_limit),
@@ -149,7 +150,7 @@ class StateServer:
                 ("grpc.http2.max_pings_without_data", 0),
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
                 ("grpc.http2.max_ping_strikes", 0),
-            ]
+            ],
         )
         self.setup_services()
         target = _host_port(self.address, self._requested_port)
@@ -247,6 +248,9 @@ class StateServer:
         """Add the services to ``grpc_server``; override (calling this) to add more."""
         server = self.grpc_server
         server.add_generic_rpc_handlers((session_handler(self.hub),))
+        # Imported here: it loads protobuf, which `import statehub` alone should not.
+        from statehub.server.nanover_compat import add_nanover_services
+
         add_nanover_services(self.hub, server)
 
     # -- NanoVer's NanoverServer methods -------------------------------------------------
