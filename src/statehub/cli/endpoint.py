@@ -36,7 +36,7 @@ def _connected(host: str, port: int) -> Iterator[Client]:
             yield client
     except KeyError as error:  # the server has no endpoint.* commands
         raise click.ClickException(
-            f"the server at {host}:{port} serves no endpoints "
+            f"the server at {host} serves no endpoints "
             f"(start it with 'statehub serve --config FILE.yaml'); it said: {error.args[0]}"
         ) from None
     except (StatehubError, TypeError, ValueError) as error:

@@ -12,6 +12,7 @@ from typing import cast
 
 import click
 
+from statehub.cli.options import listen_host
 from statehub.core.state_dictionary import StateDictionary
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import ConfigError, EndpointsConfig, load_config
@@ -31,12 +32,15 @@ from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
 @click.command()
 @click.option(
     "--host",
+    "-h",
     default=DEFAULT_ADDRESS,
+    callback=listen_host,
     show_default=True,
     help="Address to listen on (0.0.0.0 or :: to serve other machines).",
 )
 @click.option(
     "--port",
+    "-p",
     default=DEFAULT_PORT,
     show_default=True,
     type=click.IntRange(0, 65535),

@@ -21,8 +21,9 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from statehub.client.address import resolve_target
 from statehub.client.changes import CoalescingBuffer, StateChange
-from statehub.client.connection import DEFAULT_PORT, Connection, Message, Subscription
+from statehub.client.connection import Connection, Message, Subscription
 from statehub.client.errors import ConnectionLost
 from statehub.core.change import DictionaryChange
 from statehub.core.events import Event
@@ -145,8 +146,8 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
 
     def __init__(
         self,
-        address: str = "localhost",
-        port: int = DEFAULT_PORT,
+        address: str | None = None,
+        port: int | None = None,
         *,
         token: str | None = None,
         name: str | None = None,
@@ -155,8 +156,11 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
     ) -> None:
-        self.address = address
-        self.port = port
+        #: The server: ``address`` (a host or a ``statehub://host:port`` URL) and ``port``,
+        #: or ``STATEHUB_URL`` / ``STATEHUB_HOST`` / ``STATEHUB_PORT`` (see ``address.py``).
+        self.target = resolve_target(address, port)
+        self.address = self.target.host
+        self.port = self.target.port
         self.name = name if name is not None else f"statehub-python-{next(_client_numbers)}"
         self._settings: dict[str, Any] = {
             "token": token,
@@ -199,7 +203,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         async with self._connecting:
             if self._conn is None:
                 self._conn = Connection(
-                    self.address,
+                    self.target.host_port.rpartition(":")[0],  # an IPv6 host in brackets
                     self.port,
                     on_lost=self._on_lost,
                     on_restored=self._on_restored,
@@ -273,7 +277,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         for held in self._held_locks:
             held.lost = True
         if not self._settings["reconnect"]:  # nothing will resume: end what waits for data
-            message = f"lost the connection to statehub at {self.address}:{self.port}: {reason}"
+            message = f"lost the connection to statehub at {self.target.host_port}: {reason}"
             for stream in list(self._streams):
                 stream.fail(ConnectionLost(message))
             self._fail_mirror_wait(ConnectionLost(message))

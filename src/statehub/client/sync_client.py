@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 from statehub.client.async_client import AsyncClient, ChangeStream
 from statehub.client.changes import StateChange
-from statehub.client.connection import DEFAULT_PORT
 from statehub.core.change import DictionaryChange
 from statehub.core.events import Event
 from statehub.core.values import JsonValue
@@ -34,8 +33,8 @@ class Client(EndpointCalls):
 
     def __init__(
         self,
-        address: str = "localhost",
-        port: int = DEFAULT_PORT,
+        address: str | None = None,
+        port: int | None = None,
         *,
         token: str | None = None,
         name: str | None = None,
