@@ -7,6 +7,7 @@ import click
 from statehub.cli.bench import bench
 from statehub.cli.client_commands import CLIENT_COMMANDS
 from statehub.cli.endpoint import ENDPOINT_COMMANDS
+from statehub.cli.inspect_commands import INSPECT_COMMANDS
 from statehub.cli.serve import serve
 
 
@@ -21,4 +22,6 @@ main.add_command(bench)
 for _command in CLIENT_COMMANDS:
     main.add_command(_command)
 for _command in ENDPOINT_COMMANDS:
+    main.add_command(_command)
+for _command in INSPECT_COMMANDS:
     main.add_command(_command)

@@ -25,6 +25,13 @@ from statehub.client.address import resolve_target
 from statehub.client.changes import CoalescingBuffer, StateChange
 from statehub.client.connection import Connection, Message, Subscription
 from statehub.client.errors import ConnectionLost
+from statehub.client.listing import (
+    LeaseInfo,
+    LockInfo,
+    SessionInfo,
+    lock_from_wire,
+    session_from_wire,
+)
 from statehub.core.change import DictionaryChange
 from statehub.core.events import Event
 from statehub.core.pacing import check_interval
@@ -311,6 +318,24 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         values: dict[str, JsonValue] = reply["values"]
         return values
 
+    async def get_many(self, keys: Iterable[str]) -> dict[str, JsonValue]:
+        """The values of ``keys`` read at one revision; keys that do not exist are left out."""
+        reply = await self._request("get", keys=[check_key(key) for key in keys])
+        values: dict[str, JsonValue] = reply["values"]
+        return values
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        """The keys starting with ``prefix`` (all keys for ""), sorted."""
+        reply = await self._request("keys", prefix=check_key(prefix))
+        keys: list[str] = reply["keys"]
+        return keys
+
+    async def get_prefix(self, prefix: str = "") -> dict[str, JsonValue]:
+        """The keys starting with ``prefix`` with their values, read at one revision."""
+        reply = await self._request("keys", prefix=check_key(prefix), values=True)
+        values: dict[str, JsonValue] = reply["values"]
+        return values
+
     async def set(self, key: str, value: Any) -> int:
         """Set ``key`` to ``value``; returns the revision of the change."""
         return await self.update(updates={key: value})
@@ -441,6 +466,20 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         """The live leases on the server: ``(key, mine, seconds_left or None)``."""
         reply = await self._request("list_leases")
         return [(key, mine, left) for key, mine, left in reply["leases"]]
+
+    async def leases(self) -> list[LeaseInfo]:
+        """The live leases on the server, sorted by key."""
+        return [LeaseInfo(*row) for row in await self.list_leases()]
+
+    async def locks(self) -> list[LockInfo]:
+        """The read/write locks held on the server, sorted by key."""
+        reply = await self._request("list_locks")
+        return [lock_from_wire(wire) for wire in reply["locks"]]
+
+    async def sessions(self) -> list[SessionInfo]:
+        """The sessions connected to the server (``you`` marks this client's)."""
+        reply = await self._request("list_sessions")
+        return [session_from_wire(wire) for wire in reply["sessions"]]
 
     async def run_command(self, name: str, **arguments: Any) -> dict[str, Any] | None:
         """Run the command ``name`` on the server with ``arguments``; returns its result."""

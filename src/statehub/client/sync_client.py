@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from statehub.client.async_client import AsyncClient, ChangeStream
 from statehub.client.changes import StateChange
+from statehub.client.listing import LeaseInfo, LockInfo, SessionInfo
 from statehub.core.change import DictionaryChange
 from statehub.core.events import Event
 from statehub.core.values import JsonValue
@@ -144,6 +145,18 @@ class Client(EndpointCalls):
     def get_all(self) -> dict[str, JsonValue]:
         return self._run(self.aio.get_all())
 
+    def get_many(self, keys: Iterable[str]) -> dict[str, JsonValue]:
+        """The values of ``keys`` read at one revision; keys that do not exist are left out."""
+        return self._run(self.aio.get_many(keys))
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """The keys starting with ``prefix`` (all keys for ""), sorted."""
+        return self._run(self.aio.keys(prefix))
+
+    def get_prefix(self, prefix: str = "") -> dict[str, JsonValue]:
+        """The keys starting with ``prefix`` with their values, read at one revision."""
+        return self._run(self.aio.get_prefix(prefix))
+
     def set(self, key: str, value: Any) -> int:
         return self._run(self.aio.set(key, value))
 
@@ -194,6 +207,18 @@ class Client(EndpointCalls):
 
     def list_leases(self) -> list[tuple[str, bool, float | None]]:
         return self._run(self.aio.list_leases())
+
+    def leases(self) -> list[LeaseInfo]:
+        """The live leases on the server, sorted by key."""
+        return self._run(self.aio.leases())
+
+    def locks(self) -> list[LockInfo]:
+        """The read/write locks held on the server, sorted by key."""
+        return self._run(self.aio.locks())
+
+    def sessions(self) -> list[SessionInfo]:
+        """The sessions connected to the server (``you`` marks this client's)."""
+        return self._run(self.aio.sessions())
 
     def run_command(self, name: str, **arguments: Any) -> dict[str, Any] | None:
         return self._run(self.aio.run_command(name, **arguments))

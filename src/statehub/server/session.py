@@ -115,6 +115,9 @@ class Session:
             "update": self._update,
             "leases": self._leases,
             "list_leases": self._list_leases,
+            "keys": self._keys,
+            "list_locks": self._list_locks,
+            "list_sessions": self._list_sessions,
             "subscribe": self._subscribe,
             "unsubscribe": self._unsubscribe,
             "unlock": self._unlock,
@@ -362,6 +365,54 @@ class Session:
             "leases": [
                 [lease.key, lease.owner == self.token, lease.seconds_left]
                 for lease in self.hub.state.leases()
+            ]
+        }
+
+    def _keys(self, message: dict[str, Any]) -> Reply:
+        prefix = message.get("prefix", "")
+        prefix = "" if prefix is None else prefix
+        if type(prefix) is not str:
+            raise TypeError(f"keys: 'prefix' must be a str, got {_describe(prefix)}")
+        with_values = message.get("values", False)
+        if type(with_values) is not bool:
+            raise TypeError(f"keys: 'values' must be a bool, got {_describe(with_values)}")
+        state = self.hub.state
+        with state.views.lock:
+            content = state.copy_content()
+            revision = state.revision
+        found = {key: content[key] for key in sorted(content) if key.startswith(prefix)}
+        if with_values:
+            return {"values": found, "revision": revision}
+        return {"keys": list(found), "revision": revision}
+
+    def _list_locks(self, message: dict[str, Any]) -> Reply:
+        clients = {session.id: session.client for session in self.hub.sessions}
+        locks = []
+        for held in self.hub.locks.holdings():
+            # A session's lock owners are (session id, owner name): see _lock_args.
+            sessions = [owner[0] if isinstance(owner, tuple) else "" for owner in held.holders]
+            locks.append(
+                {
+                    "key": held.key,
+                    "mode": held.mode,
+                    "holders": [{"session": s, "client": clients.get(s, "")} for s in sessions],
+                    "mine": self.id in sessions,
+                    "waiting": held.waiting,
+                }
+            )
+        return {"locks": locks}
+
+    def _list_sessions(self, message: dict[str, Any]) -> Reply:
+        return {
+            "sessions": [
+                {
+                    "session": session.id,
+                    "client": session.client,
+                    "peer": session.peer,
+                    "subscriptions": len(session._subscriptions),
+                    "you": session is self,
+                }
+                for session in sorted(self.hub.sessions, key=lambda s: (s.client, s.id))
             ]
         }
 
