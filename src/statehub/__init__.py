@@ -4,6 +4,8 @@ Atomic multi-key changes, leases (per-key write rights that expire), read/write 
 coalesced subscriptions at each subscriber's own rate, and commands run on the server.
 """
 
+__version__ = "0.1.0"
+
 from statehub.client import AsyncClient, Client, ConnectionLost, StateChange
 from statehub.core.buffers import DictionaryChangeBuffer, DictionaryChangeMultiView
 from statehub.core.change import DictionaryChange
@@ -60,5 +62,6 @@ __all__ = [
     "StateServer",
     "StatehubError",
     "Store",
+    "__version__",
     "define_return_code",
 ]

@@ -19,7 +19,7 @@ import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from statehub.client.address import resolve_target
 from statehub.client.changes import CoalescingBuffer, StateChange
@@ -41,6 +41,7 @@ from statehub.endpoints.remote import AsyncEndpointCalls
 from statehub.errors import LockFailed, ResourceLockedError
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _client_numbers = itertools.count(1)
 
@@ -306,10 +307,15 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
 
     # -- Pythonic state calls ------------------------------------------------------
 
-    async def get(self, key: str, default: Any = None) -> Any:
-        """The value at ``key`` on the server, or ``default``."""
+    @overload
+    async def get(self, key: str) -> JsonValue: ...
+    @overload
+    async def get(self, key: str, default: T) -> JsonValue | T: ...
+
+    async def get(self, key: str, default: object = None) -> object:
+        """The value at ``key`` on the server, or ``default`` (None) if there is no such key."""
         reply = await self._request("get", keys=[check_key(key)])
-        values: dict[str, Any] = reply["values"]
+        values: dict[str, JsonValue] = reply["values"]
         return values.get(key, default)
 
     async def get_all(self) -> dict[str, JsonValue]:
@@ -336,8 +342,12 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         values: dict[str, JsonValue] = reply["values"]
         return values
 
-    async def set(self, key: str, value: Any) -> int:
-        """Set ``key`` to ``value``; returns the revision of the change."""
+    async def set(self, key: str, value: JsonValue) -> int:
+        """Set ``key`` to ``value``; returns the revision of the change.
+
+        ``ResourceLockedError`` if another client leases ``key``; ``TypeError`` naming the
+        path for a value that is not JSON-like (a tuple, a set, an object...).
+        """
         return await self.update(updates={key: value})
 
     async def remove(self, key: str) -> int:
@@ -346,7 +356,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
 
     async def update(
         self,
-        updates: Mapping[str, Any] | None = None,
+        updates: Mapping[str, JsonValue] | None = None,
         removals: Iterable[str] | None = None,
     ) -> int:
         """Apply all of ``updates`` and ``removals`` atomically, or none of them.
@@ -481,17 +491,21 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         reply = await self._request("list_sessions")
         return [session_from_wire(wire) for wire in reply["sessions"]]
 
-    async def run_command(self, name: str, **arguments: Any) -> dict[str, Any] | None:
-        """Run the command ``name`` on the server with ``arguments``; returns its result."""
+    async def run_command(self, name: str, **arguments: JsonValue) -> dict[str, JsonValue] | None:
+        """Run the command ``name`` on the server with ``arguments``; returns its result.
+
+        ``KeyError`` if there is no such command, ``TypeError`` for arguments it does not
+        take, ``CommandFailed`` if it raised.
+        """
         checked = checked_copy(arguments, f"{name} arguments")
         reply = await self._request("call", name=name, arguments=checked)
-        result: dict[str, Any] | None = reply.get("result")
+        result: dict[str, JsonValue] | None = reply.get("result")
         return result
 
-    async def available_commands(self) -> dict[str, dict[str, Any]]:
+    async def available_commands(self) -> dict[str, dict[str, JsonValue]]:
         """The commands registered on the server: ``{name: default_arguments}``."""
         reply = await self._request("commands")
-        commands: dict[str, dict[str, Any]] = reply["commands"]
+        commands: dict[str, dict[str, JsonValue]] = reply["commands"]
         return commands
 
     # -- read/write locks (the momotor seed's StateABC) ----------------------------
