@@ -6,11 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: serve test lint typecheck unit bench clean system-packages
 
+# One build at a time (flock): `make serve` and `make test` started together on a fresh
+# clone would otherwise both build .venv and break each other's build. The one that waited
+# finds the stamp newer than pyproject.toml and builds nothing.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	flock $(VENV).lock sh -c '[ $(STAMP) -nt pyproject.toml ] || { \
+	  $(PYTHON) -m venv $(VENV) && \
+	  $(BIN)/pip install --quiet --upgrade pip && \
+	  $(BIN)/pip install --quiet -e ".[dev]" && \
+	  touch $(STAMP); }'
 
 serve: $(STAMP)
 	$(BIN)/statehub serve

@@ -234,7 +234,3 @@ def commands(output: str, host: str, port: int) -> None:
         emit(output, available, ["command", "default arguments"], rows, empty="no commands")
 
     run(main)
-
-
-#: The commands this module adds to ``statehub``.
-CLIENT_COMMANDS = (get, set_, rm, watch, lock, call, commands)

@@ -178,6 +178,3 @@ def history(
             f"{stamp}  {event['address']}  value_raw={_dumps(event['value_raw'])}  "
             f"value_cal={_dumps(event['value_cal'])}"
         )
-
-
-ENDPOINT_COMMANDS = (endpoint, history)

@@ -96,7 +96,3 @@ def sessions(output: str, host: str, port: int) -> None:
 
 def _seconds(left: float | None) -> str:
     return "never expires" if left is None else f"{left:.1f}"
-
-
-#: The commands this module adds to ``statehub``.
-INSPECT_COMMANDS = (keys, leases, locks, sessions)

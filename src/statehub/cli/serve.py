@@ -143,10 +143,7 @@ def serve(
 
     Runs until Ctrl-C or SIGTERM, then ends every session cleanly.
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(verbose)
     endpoints = _load_endpoints(config_path)
     store = _open_store(data, durability)
     server = StateServer(
@@ -172,6 +169,14 @@ def serve(
     finally:
         if store is not None:
             store.close()  # writes what is queued; the next start keeps the revision exactly
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Warnings from everything; statehub's own info (-v: debug) logs, not asyncio's or grpc's."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("statehub").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def _open_store(data: Path | None, durability: str | None) -> SQLiteStore | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -154,6 +155,7 @@ class StateServer:
         )
         self.setup_services()
         target = _host_port(self.address, self._requested_port)
+        _check_free(self.address, self._requested_port, target)
         try:
             bound = self._grpc_server.add_insecure_port(target)
         except RuntimeError as error:
@@ -171,7 +173,7 @@ class StateServer:
             )
         self._port = bound
         await self._grpc_server.start()
-        logger.info("statehub serving on %s", _host_port(self.address, bound))
+        logger.debug("gRPC server listening on %s", _host_port(self.address, bound))
 
     async def stop(self) -> None:
         """Freeze the state, end every session and stop serving (in the server's loop)."""
@@ -183,7 +185,7 @@ class StateServer:
         if self._grpc_server is not None:
             await self._grpc_server.stop(STOP_GRACE)
         self._command_threads.shutdown(wait=False, cancel_futures=True)
-        logger.info("statehub server on port %s stopped", self._port)
+        logger.debug("server on port %s stopped", self._port)
 
     def start_in_thread(self) -> StateServer:
         """Start serving from an event loop in a background thread; returns the server."""
@@ -308,6 +310,32 @@ def _host_port(address: str, port: int) -> str:
     if ":" in address and not address.startswith("["):
         return f"[{address}]:{port}"
     return f"{address}:{port}"
+
+
+def _check_free(address: str, port: int, target: str) -> None:
+    """``OSError`` if ``port`` is taken on ``address``, before gRPC tries it.
+
+    gRPC would refuse too, but its core also prints an error line of its own to stderr.
+    A probe socket with SO_REUSEADDR (as gRPC's listeners) fails only on a real listener.
+    """
+    if port == 0:
+        return
+    try:
+        candidates = socket.getaddrinfo(
+            address.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror:
+        return  # gRPC reports an address it cannot resolve itself
+    for family, kind, protocol, _, sockaddr in candidates:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise OSError(
+                        errno.EADDRINUSE, f"cannot listen on {target}: the port is in use"
+                    ) from None
 
 
 def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
