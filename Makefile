@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck unit bench clean system-packages
+.PHONY: serve test lint typecheck unit bench docs clean system-packages
 
 # One build at a time (flock): `make serve` and `make test` started together on a fresh
 # clone would otherwise both build .venv and break each other's build. The one that waited
@@ -20,8 +20,8 @@ serve: $(STAMP)
 	$(BIN)/statehub serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests conftest.py docs/hooks
+	$(BIN)/ruff format --check src tests conftest.py docs/hooks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -40,5 +40,10 @@ test: system-packages lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/statehub bench
 
+#: The documentation site, in site/ (strict: a broken link or reference fails the build).
+docs: $(STAMP)
+	flock $(VENV).lock $(BIN)/pip install --quiet -e '.[dev,docs]'
+	$(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

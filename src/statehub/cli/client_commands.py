@@ -76,7 +76,7 @@ def get(key: str, output: str, host: str, port: int) -> None:
             value = await client.get(key, _MISSING)
         if value is _MISSING:
             raise click.ClickException(f"no key {key!r} on the server")
-        emit(output, value, ["key", "value"], [[key, value]], empty="")
+        emit(output, value, ["key", "value"], [[key, dumps(value)]], empty="")
 
     run(main)
 
@@ -215,7 +215,7 @@ def call(name: str, arguments: str, output: str, host: str, port: int) -> None:
     async def main() -> None:
         async with connect(host, port) as client:
             result = await client.run_command(name, **parsed)
-        rows = [[key, value] for key, value in (result or {}).items()]
+        rows = [[key, dumps(value)] for key, value in (result or {}).items()]
         emit(output, result, ["result", "value"], rows, empty="(no result)")
 
     run(main)

@@ -6,7 +6,7 @@ import click
 
 from statehub.cli.client_commands import connect, run
 from statehub.cli.options import server_options
-from statehub.cli.output import emit, output_option
+from statehub.cli.output import dumps, emit, output_option
 
 
 @click.command()
@@ -21,7 +21,7 @@ def keys(prefix: str, values: bool, output: str, host: str, port: int) -> None:
         async with connect(host, port) as client:
             if values:
                 found = await client.get_prefix(prefix)
-                rows = [[key, value] for key, value in found.items()]
+                rows = [[key, dumps(value)] for key, value in found.items()]
                 emit(output, found, ["key", "value"], rows, empty="no keys")
             else:
                 names = await client.keys(prefix)
