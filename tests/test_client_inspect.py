@@ -195,3 +195,24 @@ def test_watch_prints_no_empty_batch_after_a_reconnect(tmp_path: Path) -> None:
             watch.wait()
         if second is not None:
             second.close()
+
+
+def test_endpoint_commands_take_output() -> None:
+    from statehub.endpoints.attach import attach_endpoints
+    from statehub.endpoints.config import load_config
+
+    server = threaded_server()
+    config = load_config(Path(__file__).parent / "fixtures" / "endpoints_dripline.yaml")
+    service = attach_endpoints(server, config)
+    try:
+        listed = json.loads(_cli(server, "endpoint", "list", "-o", "json"))
+        assert listed == ["my_store.peaches", "my_store.peaches_status"]
+        table = _cli(server, "endpoint", "set", "peaches", "3", "-o", "table").splitlines()
+        assert [line.split() for line in table] == [
+            ["field", "value"],
+            ["value_raw", "3"],
+            ["value_cal", "6"],
+        ]
+    finally:
+        server.close()
+        service.close()

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from statehub.cli.options import server_options
+from statehub.cli.output import emit, output_option
 from statehub.client import Client
 from statehub.errors import StatehubError
 
@@ -86,11 +87,12 @@ def endpoint() -> None:
 @endpoint.command(name="get")
 @click.argument("address")
 @click.option("--specifier", help="An attribute to get instead (is-locked, calibration...).")
+@output_option("json")
 @server_options
-def get_(address: str, specifier: str | None, host: str, port: int) -> None:
+def get_(address: str, specifier: str | None, output: str, host: str, port: int) -> None:
     """Print {value_raw, value_cal} of the endpoint at ADDRESS as JSON."""
     with _connected(host, port) as client:
-        click.echo(_dumps(client.endpoint_get(address, specifier)))
+        _emit_reply(output, client.endpoint_get(address, specifier))
 
 
 @endpoint.command(name="set")
@@ -98,14 +100,21 @@ def get_(address: str, specifier: str | None, host: str, port: int) -> None:
 @click.argument("value")
 @click.option("--lockout-key", help="The key the endpoint is locked with.")
 @click.option("--string", is_flag=True, help="Send VALUE as a string even if it is JSON.")
+@output_option("json")
 @server_options
 def set_(
-    address: str, value: str, lockout_key: str | None, string: bool, host: str, port: int
+    address: str,
+    value: str,
+    lockout_key: str | None,
+    string: bool,
+    output: str,
+    host: str,
+    port: int,
 ) -> None:
     """Set the endpoint at ADDRESS to VALUE (JSON, or a plain string)."""
     parsed = parse_value(value, string=string)
     with _connected(host, port) as client:
-        click.echo(_dumps(client.endpoint_set(address, parsed, lockout_key=lockout_key)))
+        _emit_reply(output, client.endpoint_set(address, parsed, lockout_key=lockout_key))
 
 
 @endpoint.command()
@@ -113,12 +122,14 @@ def set_(
 @click.argument("method")
 @click.argument("arguments", nargs=-1)
 @click.option("--lockout-key", help="The key the endpoint or service is locked with.")
+@output_option("json")
 @server_options
 def cmd(
     address: str,
     method: str,
     arguments: tuple[str, ...],
     lockout_key: str | None,
+    output: str,
     host: str,
     port: int,
 ) -> None:
@@ -142,17 +153,27 @@ def cmd(
         result = client.endpoint_cmd(
             address, method, *positional, lockout_key=lockout_key, **keywords
         )
-        click.echo(_dumps(result))
+        _emit_reply(output, result)
 
 
 @endpoint.command(name="list")
 @click.argument("service", required=False)
+@output_option()
 @server_options
-def list_(service: str | None, host: str, port: int) -> None:
+def list_(service: str | None, output: str, host: str, port: int) -> None:
     """Print the address of every endpoint (of SERVICE, if given), one per line."""
     with _connected(host, port) as client:
-        for address in client.list_endpoints(service):
+        addresses = client.list_endpoints(service)
+    if output == "json":
+        click.echo(_dumps(addresses))
+    else:
+        for address in addresses:
             click.echo(address)
+
+
+def _emit_reply(output: str, reply: dict[str, Any]) -> None:
+    rows = [[key, _dumps(value)] for key, value in reply.items()]
+    emit(output, reply, ["field", "value"], rows, empty="{}")
 
 
 @click.command()
