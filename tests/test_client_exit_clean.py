@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 RUNS = 30
 AT_ONCE = 6
@@ -45,3 +46,28 @@ def test_scripts_using_the_blocking_client_exit_with_a_clean_stderr() -> None:
             if process.returncode != 0 or stderr:
                 noisy.append((process.returncode, stderr))
     assert noisy == [], f"{len(noisy)} of {RUNS} runs were not clean; first: {noisy[0]}"
+
+
+def test_a_blocking_call_from_an_event_callback_fails_instead_of_hanging() -> None:
+    from client_servers import threaded_server
+    from statehub import Client
+
+    server = threaded_server()
+    errors: list[BaseException] = []
+    try:
+        with Client("127.0.0.1", server.port) as client, Client("127.0.0.1", server.port) as other:
+
+            def on_lost(reason: str) -> None:
+                try:
+                    other.get("k")
+                except RuntimeError as error:
+                    errors.append(error)
+
+            client.connection_lost.add_callback(on_lost)
+            server.close()
+            deadline = time.monotonic() + 20
+            while not errors and time.monotonic() < deadline:
+                time.sleep(0.01)
+    finally:
+        server.close()
+    assert errors and "event callback" in str(errors[0])

@@ -69,6 +69,12 @@ class Client(EndpointCalls):
             raise
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if _running_loop() is self._loop:
+            coroutine.close()
+            raise RuntimeError(
+                "a blocking Client call from the clients' own thread (an event callback) "
+                "would wait for itself: hand the work to another thread"
+            )
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
             return future.result()
@@ -273,6 +279,13 @@ class Client(EndpointCalls):
             owner = self.aio.new_owner("thread")
             self._owners.name = owner
         return owner
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 _loop_guard = threading.Lock()
