@@ -142,8 +142,6 @@ def watch(
             seen = 0
             async with client.subscribe(interval=interval, prefix=prefix) as changes:
                 async for change in changes:
-                    if not (change.snapshot or change.updates or change.removals):
-                        continue  # a resume after a reconnect that found nothing new
                     if output == "json":
                         line = {
                             "revision": change.revision,
