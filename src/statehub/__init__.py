@@ -28,6 +28,7 @@ _LAZY: dict[str, str] = {
     "JsonValue": "statehub.core.values",
     "Lease": "statehub.store.leases",
     "LocalState": "statehub.core.rwlock",
+    "LimitExceeded": "statehub.errors",
     "LockFailed": "statehub.errors",
     "LockNotOwnedError": "statehub.errors",
     "LockUpgradeError": "statehub.errors",
@@ -36,6 +37,7 @@ _LAZY: dict[str, str] = {
     "RWLockTable": "statehub.core.rwlock",
     "ResourceLockedError": "statehub.errors",
     "SQLiteStore": "statehub.store.sqlite",
+    "SessionLimits": "statehub.server.limits",
     "StateABC": "statehub.core.rwlock",
     "StateChange": "statehub.client",
     "StateDictionary": "statehub.core.state_dictionary",
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from statehub.endpoints.return_codes import EndpointError, define_return_code
     from statehub.errors import (
         CommandFailed,
+        LimitExceeded,
         LockFailed,
         LockNotOwnedError,
         LockUpgradeError,
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
         ResourceLockedError,
         StatehubError,
     )
+    from statehub.server.limits import SessionLimits
     from statehub.server.state_server import StateServer
     from statehub.store.base import Store
     from statehub.store.errors import DataFileError, DurabilityError
@@ -101,6 +105,7 @@ __all__ = [
     "Event",
     "JsonValue",
     "Lease",
+    "LimitExceeded",
     "LocalState",
     "LockFailed",
     "LockNotOwnedError",
@@ -110,6 +115,7 @@ __all__ = [
     "RWLockTable",
     "ResourceLockedError",
     "SQLiteStore",
+    "SessionLimits",
     "StateABC",
     "StateChange",
     "StateDictionary",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import socket
@@ -17,6 +18,7 @@ from statehub.core.state_dictionary import StateDictionary
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import ConfigError, EndpointsConfig, load_config
 from statehub.server.discovery import BROADCAST_ADDRESS, ESSD_PORT, Discovery
+from statehub.server.limits import SessionLimits
 from statehub.server.state_server import (
     DEFAULT_ADDRESS,
     DEFAULT_KEEPALIVE_TIME,
@@ -27,6 +29,8 @@ from statehub.server.state_server import (
 )
 from statehub.store.errors import DataFileError
 from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
+
+_LIMIT_DEFAULTS = {field.name: field.default for field in dataclasses.fields(SessionLimits)}
 
 
 @click.command()
@@ -122,6 +126,15 @@ from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
     default=None,
     help="With --discoverable: the server name headsets show (default: statehub on <host>).",
 )
+@click.option(
+    "--session-limit",
+    "session_limits",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Change one per-session bound (repeatable): "
+    + ", ".join(f"{name} (default {value})" for name, value in _LIMIT_DEFAULTS.items())
+    + ".",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log every session's start and end.")
 def serve(
     host: str,
@@ -137,6 +150,7 @@ def serve(
     discovery_port: int,
     discovery_address: str,
     name: str | None,
+    session_limits: tuple[str, ...],
     verbose: bool,
 ) -> None:
     """Start a statehub server (session protocol and NanoVer gRPC services on one port).
@@ -144,6 +158,7 @@ def serve(
     Runs until Ctrl-C or SIGTERM, then ends every session cleanly.
     """
     _configure_logging(verbose)
+    limits = _parse_limits(session_limits)
     endpoints = _load_endpoints(config_path)
     store = _open_store(data, durability)
     server = StateServer(
@@ -154,6 +169,7 @@ def serve(
         keepalive_time=keepalive,
         keepalive_timeout=keepalive_timeout,
         min_interval=interval,
+        limits=limits,
     )
     try:
         discovery = (
@@ -177,6 +193,28 @@ def _configure_logging(verbose: bool) -> None:
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("statehub").setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def _parse_limits(settings: tuple[str, ...]) -> SessionLimits:
+    """``NAME=VALUE`` settings over the documented defaults; a bad one names itself."""
+    values: dict[str, int] = {}
+    for setting in settings:
+        name, equals, text = setting.partition("=")
+        if not equals or name not in _LIMIT_DEFAULTS:
+            raise click.BadParameter(
+                f"{setting!r}: expected NAME=VALUE with NAME one of {', '.join(_LIMIT_DEFAULTS)}",
+                param_hint="--session-limit",
+            )
+        try:
+            values[name] = int(text.replace("_", ""))
+        except ValueError:
+            raise click.BadParameter(
+                f"{setting!r}: {text!r} is not a whole number", param_hint="--session-limit"
+            ) from None
+    try:
+        return SessionLimits(**values)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--session-limit") from None
 
 
 def _open_store(data: Path | None, durability: str | None) -> SQLiteStore | None:

@@ -47,6 +47,7 @@ class SessionInfo:
     session: str
     client: str
     peer: str
+    transport: str
     subscriptions: int
     you: bool
 
@@ -61,7 +62,12 @@ def lock_from_wire(wire: dict[str, Any]) -> LockInfo:
 
 def session_from_wire(wire: dict[str, Any]) -> SessionInfo:
     return SessionInfo(
-        wire["session"], wire["client"], wire["peer"], wire["subscriptions"], wire["you"]
+        wire["session"],
+        wire["client"],
+        wire["peer"],
+        wire.get("transport", ""),
+        wire["subscriptions"],
+        wire["you"],
     )
 
 

@@ -4,10 +4,7 @@ The ``*_pb2.py`` files are generated; regenerate them after changing a .proto wi
 ``python -m statehub.server.nanover_proto.generate`` (needs grpcio-tools, a dev
 dependency). The messages are in statehub's own proto package (``statehub.nanover_compat``)
 so that NanoVer's generated modules, which register ``nanover.protocol.*`` in protobuf's
-global descriptor pool, can be imported in the same process; only the service paths below
-travel on the wire, and they are NanoVer's. Importing this package loads no protobuf code.
+global descriptor pool, can be imported in the same process; only the service paths
+travel on the wire, and ``statehub.server.nanover_compat`` serves NanoVer's. Importing
+this package loads no protobuf code.
 """
-
-#: NanoVer's gRPC service names: the paths its clients call.
-STATE_SERVICE = "nanover.protocol.state.State"
-COMMAND_SERVICE = "nanover.protocol.command.Command"
