@@ -135,7 +135,12 @@ _LIMIT_DEFAULTS = {field.name: field.default for field in dataclasses.fields(Ses
     + ", ".join(f"{name} (default {value})" for name, value in _LIMIT_DEFAULTS.items())
     + ".",
 )
-@click.option("--verbose", "-v", is_flag=True, help="Log every session's start and end.")
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Log statehub's debug messages (each session's start and end).",
+)
 def serve(
     host: str,
     port: int,
