@@ -4,13 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck unit bench clean system-packages soak dashboard
+.PHONY: serve test lint typecheck unit bench docs clean system-packages soak dashboard
 
+# One build at a time (flock): `make serve` and `make test` started together on a fresh
+# clone would otherwise both build .venv and break each other's build. The one that waited
+# finds the stamp newer than pyproject.toml and builds nothing.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	flock $(VENV).lock sh -c '[ $(STAMP) -nt pyproject.toml ] || { \
+	  $(PYTHON) -m venv $(VENV) && \
+	  $(BIN)/pip install --quiet --upgrade pip && \
+	  $(BIN)/pip install --quiet -e ".[dev]" && \
+	  touch $(STAMP); }'
 
 #: The dashboard, built with npm into the package (rebuilt when a source is newer).
 DASHBOARD := src/statehub/web/dashboard/app.js
@@ -26,8 +30,8 @@ serve: $(STAMP) $(DASHBOARD)
 	$(BIN)/statehub serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests conftest.py docs/hooks
+	$(BIN)/ruff format --check src tests conftest.py docs/hooks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -50,5 +54,10 @@ soak: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/statehub bench
 
+#: The documentation site, in site/ (strict: a broken link or reference fails the build).
+docs: $(STAMP)
+	flock $(VENV).lock $(BIN)/pip install --quiet -e '.[dev,docs]'
+	$(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache frontend/node_modules src/statehub/web/dashboard
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site frontend/node_modules src/statehub/web/dashboard

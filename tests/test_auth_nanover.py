@@ -12,15 +12,15 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
+import nanover_modules
 from auth_support import TOKENS, auth_server, identities, write_identities
 from statehub import DictionaryChange, StateServer
-from statehub.server.nanover_proto import (
-    command_service_pb2,
-    command_service_pb2_grpc,
-    state_service_pb2,
-    state_service_pb2_grpc,
-)
 from test_server_support import DEADLINE
+
+# NanoVer's own generated modules, as an unmodified NanoVer client uses them.
+state_service_pb2, state_service_pb2_grpc, command_service_pb2, command_service_pb2_grpc = (
+    nanover_modules.load()
+)
 
 
 class Nanover:

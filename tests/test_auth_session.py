@@ -56,7 +56,7 @@ OPS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "lock right on lock 'locks/2'",
     ),
     ("call", {"name": "echo"}, {"name": "secret/reset"}, "call right on command 'secret/reset'"),
-    ("sessions", {}, {}, "admin right 'sessions'"),
+    ("list_sessions", {}, {}, "admin right 'sessions'"),
     ("clear_leases", {}, {}, "admin right 'clear_leases'"),
 ]
 
@@ -66,7 +66,7 @@ OPS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
 async def test_each_op_is_allowed_or_denied_by_its_right(
     tmp_path: Path, op: str, allowed: dict[str, Any], denied: dict[str, Any], missing: str, via: str
 ) -> None:
-    admin_only = op in ("sessions", "clear_leases")
+    admin_only = op in ("list_sessions", "clear_leases")
     async with (
         auth_server(tmp_path) as server,
         session_as(server, "ada" if admin_only else "walt", via=via) as permitted,
@@ -139,7 +139,7 @@ async def test_listings_show_only_what_the_identity_may_see(tmp_path: Path) -> N
             assert [key for key, *_ in (await walt.request("list_leases"))["leases"]] == ["lab/x"]
             assert set((await walt.request("commands"))["commands"]) == {"echo"}
             assert len((await ada.request("get"))["values"]) == 2
-            sessions = (await ada.request("sessions"))["sessions"]
+            sessions = (await ada.request("list_sessions"))["sessions"]
             assert {(s["identity"], s["method"]) for s in sessions} == {
                 ("walt", "token"),
                 ("ada", "token"),
@@ -239,6 +239,6 @@ async def test_reloading_keeps_allowed_sessions_with_their_new_rights(tmp_path: 
 async def test_without_auth_everyone_may_do_everything(tmp_path: Path) -> None:
     async with running_server() as server, session_as(server, None) as anyone:
         await anyone.request("update", updates={"any/key": 1})
-        assert len((await anyone.request("sessions"))["sessions"]) == 1
+        assert len((await anyone.request("list_sessions"))["sessions"]) == 1
         await anyone.request("call", name="commands/list")
         await anyone.request("clear_leases")

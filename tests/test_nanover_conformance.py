@@ -1,4 +1,4 @@
-"""NanoVer's gRPC-era services, driven by stubs generated from statehub's .proto files.
+"""NanoVer's gRPC-era services, driven by NanoVer-shaped stubs (``nanover.protocol.*``).
 
 A NanoVer client sees what it saw with NanoverServer: a snapshot then changes, null
 meaning removal, every number a double, ``success=False`` for keys leased by another
@@ -16,16 +16,15 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
+import nanover_modules
 from statehub import DictionaryChange, StateDictionary, StateServer
-from statehub.server.nanover_proto import (
-    command_service_pb2,
-    command_service_pb2_grpc,
-    state_service_pb2,
-    state_service_pb2_grpc,
-)
 from test_server_support import GatedStore, connected, eventually, running_server
 
 DEADLINE = 10.0
+# NanoVer's own module names, loaded in this process next to statehub, as when migrating.
+state_service_pb2, state_service_pb2_grpc, command_service_pb2, command_service_pb2_grpc = (
+    nanover_modules.load()
+)
 
 
 def _struct(mapping: dict[str, Any]) -> struct_pb2.Struct:
@@ -160,7 +159,7 @@ async def test_a_token_names_an_owner_only_on_the_connection_that_presented_it(
 
 @pytest.mark.parametrize(
     ("lock_keys", "text"),
-    [({"k": -1}, ">= 0"), ({"k": math.nan}, "nan"), ({"k": "ten"}, "string")],
+    [({"k": math.nan}, "nan"), ({"k": "ten"}, "string")],
 )
 async def test_bad_lease_values_abort_with_invalid_argument(
     server: StateServer, alice: NanoverClient, lock_keys: dict[str, Any], text: str
@@ -170,6 +169,15 @@ async def test_bad_lease_values_abort_with_invalid_argument(
     assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert text in (failed.value.details() or "")
     assert not server.state.leases()
+
+
+@pytest.mark.parametrize("seconds", [0, -1, -math.inf])
+async def test_a_lease_of_zero_or_negative_seconds_expires_at_once(
+    server: StateServer, alice: NanoverClient, bob: NanoverClient, seconds: float
+) -> None:
+    assert await alice.locks({"k": seconds})  # NanoVer accepted it, as an expired lease
+    assert not server.state.leases()
+    assert await bob.update({"k": "bob"})
 
 
 async def test_bad_update_interval_aborts(alice: NanoverClient) -> None:

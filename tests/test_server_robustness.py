@@ -15,11 +15,11 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
+import nanover_modules
 from statehub import DictionaryChange, StateDictionary
 from statehub.protocol import SESSION_PATH, RequestCancelled, decode_batch, encode_batch
 from statehub.server import StateServer
 from statehub.server.limits import LimitExceeded, SessionLimits
-from statehub.server.nanover_proto import state_service_pb2, state_service_pb2_grpc
 from test_server_support import (
     DEADLINE,
     GatedStore,
@@ -29,6 +29,9 @@ from test_server_support import (
     eventually,
     running_server,
 )
+
+# NanoVer's own module names (as a NanoVer client has them), next to statehub's.
+state_service_pb2, state_service_pb2_grpc, _, _ = nanover_modules.load()
 
 # -- sessions that always clean up -------------------------------------------------------
 

@@ -81,8 +81,11 @@ async def test_subscription_starts_with_a_snapshot_then_coalesced_deltas() -> No
         assert snapshot["snapshot"] is True
         assert snapshot["updates"] == {"x": 0, "gone": 1} and snapshot["removals"] == []
         assert snapshot["revision"] == 1
-        ids = [await session.send("update", updates={"x": i}) for i in range(1, 6)]
-        ids.append(await session.send("update", removals=["gone"]))
+        # One frame, so that even a slow machine cannot flush between two of the updates.
+        ids = await session.send_many(
+            [*({"op": "update", "updates": {"x": i}} for i in range(1, 6)),
+             {"op": "update", "removals": ["gone"]}]
+        )  # fmt: skip
         revisions = [(await session.reply(i))["revision"] for i in ids]
         delta = await session.next_batch(sub)
         assert time.monotonic() - first_at >= interval * 0.9  # paced, not sent at once

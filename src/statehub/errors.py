@@ -41,3 +41,11 @@ class CommandFailed(StatehubError):
 class LimitExceeded(StatehubError):
     """A client asked for more than it may hold (subscriptions, leases, waiting requests,
     bytes); the message names the limit. Its other requests go on."""
+
+
+class UnauthenticatedError(StatehubError):
+    """The credential was missing where one is required, unknown, expired or malformed."""
+
+
+class PermissionDeniedError(StatehubError):
+    """The identity is known but lacks the right; the message names the key and the right."""

@@ -1,16 +1,11 @@
-"""The two ways a request is refused for who sent it (gRPC's statuses of the same names)."""
+"""The errors of authentication: the two refusals (shared with clients, so they live in
+``statehub.errors``) and a bad identities file."""
 
 from __future__ import annotations
 
-from statehub.errors import StatehubError
+from statehub.errors import PermissionDeniedError, StatehubError, UnauthenticatedError
 
-
-class UnauthenticatedError(StatehubError):
-    """The credential was missing where one is required, unknown, expired or malformed."""
-
-
-class PermissionDeniedError(StatehubError):
-    """The identity is known but lacks the right; the message names the key and the right."""
+__all__ = ["IdentitiesFileError", "PermissionDeniedError", "UnauthenticatedError"]
 
 
 class IdentitiesFileError(StatehubError, ValueError):

@@ -37,6 +37,7 @@ from statehub.bench.network import (
 )
 from statehub.bench.table import Result
 from statehub.client.async_client import AsyncClient
+from statehub.core.values import JsonValue
 from statehub.server.state_server import StateServer
 
 ROUNDS = 3
@@ -309,7 +310,10 @@ async def _nanover_client(
     async with http.ws_connect(host, max_msg_size=0) as socket:
 
         async def write(frame: int) -> None:
-            updates = {f"avatar.u{index}": _avatar(index, frame), f"update.index.u{index}": frame}
+            updates: dict[str, JsonValue] = {
+                f"avatar.u{index}": _avatar(index, frame),
+                f"update.index.u{index}": frame,
+            }
             await socket.send_bytes(msgpack.packb({"state": {"updates": updates}}))
 
         writer = asyncio.create_task(_write_avatar_at_rate(write))
@@ -334,7 +338,10 @@ async def _session_client(
     async with AsyncClient(host, port, reconnect=False, connect_timeout=60) as client:
 
         async def write(frame: int) -> None:
-            updates = {f"avatar.u{index}": _avatar(index, frame), f"update.index.u{index}": frame}
+            updates: dict[str, JsonValue] = {
+                f"avatar.u{index}": _avatar(index, frame),
+                f"update.index.u{index}": frame,
+            }
             await client.update(updates)
 
         # Count batches as they arrive (as the NanoVer client does), not as a ChangeStream

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import cast
@@ -13,9 +14,11 @@ from typing import cast
 import click
 
 from statehub.auth import Authenticator, IdentitiesFileError
+from statehub.cli.options import listen_host
 from statehub.core.state_dictionary import StateDictionary
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import ConfigError, EndpointsConfig, load_config
+from statehub.server.discovery import BROADCAST_ADDRESS, ESSD_PORT, Discovery
 from statehub.server.limits import SessionLimits
 from statehub.server.state_server import (
     DEFAULT_ADDRESS,
@@ -38,12 +41,15 @@ logger = logging.getLogger(__name__)
 @click.command()
 @click.option(
     "--host",
+    "-h",
     default=DEFAULT_ADDRESS,
+    callback=listen_host,
     show_default=True,
     help="Address to listen on (0.0.0.0 or :: to serve other machines).",
 )
 @click.option(
     "--port",
+    "-p",
     default=DEFAULT_PORT,
     show_default=True,
     type=click.IntRange(0, 65535),
@@ -111,6 +117,30 @@ logger = logging.getLogger(__name__)
     "starts; logged values go to endpoint-events.sqlite3 in --data, else memory).",
 )
 @click.option(
+    "--discoverable",
+    is_flag=True,
+    help="Announce this server by ESSD discovery (UDP broadcast, as NanoVer servers do) so "
+    "headsets find it; use with --host 0.0.0.0 to let them connect.",
+)
+@click.option(
+    "--discovery-port",
+    default=ESSD_PORT,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="With --discoverable: UDP port the announcements go to.",
+)
+@click.option(
+    "--discovery-address",
+    default=BROADCAST_ADDRESS,
+    show_default=True,
+    help="With --discoverable: address the announcements go to (a broadcast address).",
+)
+@click.option(
+    "--name",
+    default=None,
+    help="With --discoverable: the server name headsets show (default: statehub on <host>).",
+)
+@click.option(
     "--session-limit",
     "session_limits",
     multiple=True,
@@ -147,7 +177,12 @@ logger = logging.getLogger(__name__)
     help="Require client certificates signed by this CA (PEM) (mutual TLS); their names "
     "identify clients to the --auth file.",
 )
-@click.option("--verbose", "-v", is_flag=True, help="Log every session's start and end.")
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Log statehub's debug messages (each session's start and end).",
+)
 def serve(
     host: str,
     port: int,
@@ -160,6 +195,10 @@ def serve(
     data: Path | None,
     durability: str | None,
     config_path: Path | None,
+    discoverable: bool,
+    discovery_port: int,
+    discovery_address: str,
+    name: str | None,
     session_limits: tuple[str, ...],
     auth_path: Path | None,
     tls_cert: Path | None,
@@ -171,10 +210,7 @@ def serve(
 
     Runs until Ctrl-C or SIGTERM, then ends every session cleanly.
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(verbose)
     limits = _parse_limits(session_limits)
     endpoints = _load_endpoints(config_path)
     authenticator = _load_auth(auth_path)
@@ -196,12 +232,27 @@ def serve(
         http_port=None if no_http else _http_port(http_port, port),
     )
     try:
-        asyncio.run(_serve(server, endpoints, data, auth_path))
+        discovery = (
+            Discovery(
+                name or f"statehub on {socket.gethostname()}", discovery_address, discovery_port
+            )
+            if discoverable
+            else None
+        )
+        asyncio.run(_serve(server, endpoints, data, auth_path, discovery))
     except OSError as error:
         raise click.ClickException(str(error.strerror or error)) from None
     finally:
         if store is not None:
             store.close()  # writes what is queued; the next start keeps the revision exactly
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Warnings from everything; statehub's own info (-v: debug) logs, not asyncio's or grpc's."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("statehub").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def _parse_limits(settings: tuple[str, ...]) -> SessionLimits:
@@ -310,6 +361,7 @@ async def _serve(
     endpoints: EndpointsConfig | None = None,
     data: Path | None = None,
     auth_path: Path | None = None,
+    discovery: Discovery | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -322,6 +374,11 @@ async def _serve(
     if server.web is not None:
         click.echo(f"statehub web edge on http://{server.address}:{server.http_port}/")
     sys.stdout.flush()  # a supervisor reading the port through a pipe sees it now
+    announcing = None
+    if discovery is not None:
+        announcer = discovery.announcer(server.address, server.port)
+        announcing = asyncio.create_task(announcer.run())
+        click.echo(f"statehub: announcing itself by ESSD to {discovery.address}:{discovery.port}")
     try:
         if endpoints is None:
             await stop.wait()
@@ -330,5 +387,7 @@ async def _serve(
                 click.echo(f"statehub: {len(service.endpoints())} endpoints from the config")
                 await stop.wait()
     finally:
+        if announcing is not None:
+            announcing.cancel()
         click.echo("statehub: stopping")
         await server.stop()

@@ -1,6 +1,7 @@
 """TLS for a client's channel: the CA to trust, and a certificate for mutual TLS.
 
-``statehubs://host:port`` is the TLS form of a server's address (as https to http).
+``statehubs://host:port`` (and ``wss://`` for WebSocket) is the TLS form of a server's
+address, as https is of http (see ``address.py``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-
-TLS_SCHEME = "statehubs://"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,17 +49,6 @@ class ClientTls:
         if self.server_name is None:
             return []
         return [("grpc.ssl_target_name_override", self.server_name)]
-
-
-def split_tls_url(address: str) -> tuple[str, int | None, bool]:
-    """``statehubs://host[:port]`` -> (host, port or None, True); other text is a host."""
-    if not address.startswith(TLS_SCHEME):
-        return address, None, False
-    rest = address.removeprefix(TLS_SCHEME).rstrip("/")
-    host, colon, port = rest.rpartition(":")
-    if not colon or host.endswith(":") or not port.isdigit():  # no port, or a bare IPv6
-        return rest.strip("[]"), None, True
-    return host.strip("[]"), int(port), True
 
 
 def _read(path: str | Path | None, what: str) -> bytes | None:

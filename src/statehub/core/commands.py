@@ -27,6 +27,23 @@ class CommandRegistration:
     default_arguments: dict[str, JsonValue]
     signature: inspect.Signature | None
 
+    # NanoVer's names for the same things: `arguments` and `handler` (its WebSocket era),
+    # `info.name`/`info.arguments` and `callback` (its gRPC era).
+    @property
+    def arguments(self) -> dict[str, JsonValue]:
+        """A copy of the default arguments."""
+        return copy_mapping(self.default_arguments)
+
+    @property
+    def handler(self) -> Callable[..., Any]:
+        """The callback."""
+        return self.callback
+
+    @property
+    def info(self) -> CommandRegistration:
+        """This registration (it has NanoVer's ``info.name`` and ``info.arguments``)."""
+        return self
+
 
 class CommandRegistry:
     """Named commands; running one merges its defaults with the call's arguments.

@@ -43,6 +43,16 @@ class _KeyLock:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class LockHolding:
+    """A key's lock as it stands: its mode, who holds it, how many wait for it."""
+
+    key: str
+    mode: str  # "exclusive" or "shared"
+    holders: tuple[Hashable, ...]
+    waiting: int
+
+
 def _mode(exclusive: bool) -> str:
     return "exclusive" if exclusive else "shared"
 
@@ -124,6 +134,19 @@ class RWLockTable:
             return True
         _drop_cancelled(lock)
         return self._free_for(lock, exclusive)
+
+    def holdings(self) -> list[LockHolding]:
+        """The keys held right now, sorted by key (a read-only snapshot)."""
+        held = []
+        for key in sorted(self._locks):
+            lock = self._locks[key]
+            _drop_cancelled(lock)
+            waiting = len(lock.waiting_writers) + len(lock.waiting_readers)
+            if lock.writer_depth:
+                held.append(LockHolding(key, "exclusive", (lock.writer,), waiting))
+            elif lock.readers:
+                held.append(LockHolding(key, "shared", tuple(lock.readers), waiting))
+        return held
 
     def _reenter(self, lock: _KeyLock, key: str, owner: Hashable, exclusive: bool) -> bool:
         if lock.writer_depth and lock.writer == owner:

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from statehub.auth.errors import PermissionDeniedError, UnauthenticatedError
 from statehub.errors import (
     CommandFailed,
     LimitExceeded,
@@ -25,8 +24,10 @@ from statehub.errors import (
     LockNotOwnedError,
     LockUpgradeError,
     ObjectFrozenError,
+    PermissionDeniedError,
     ResourceLockedError,
     StatehubError,
+    UnauthenticatedError,
 )
 from statehub.store.errors import DataFileError, DurabilityError
 

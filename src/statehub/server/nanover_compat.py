@@ -13,15 +13,21 @@ identity), and a subscription carries only the keys it may read. NanoVer's
 ``access_token`` still names lease owners, but bound to the gRPC connection and identity
 that present it: another connection naming the same token is another owner.
 
-Refused leases and writes answer ``success=False`` as NanoVer did; bad input (bytes that
-are not the request message, a negative or NaN lease duration, a lease value that is
-neither a number nor null, a request over the size limit, an unknown command, wrong
-command arguments, a command that raised) aborts the call with the fitting gRPC status
-and a message naming what was wrong. Requests arrive as raw bytes and are parsed here, so
-that a malformed one is the client's INVALID_ARGUMENT, not a server-side UNKNOWN.
+Refused leases and writes answer ``success=False`` as NanoVer did; a lease duration <= 0
+expires at once, as in NanoVer; bad input (bytes that are not the request message, a NaN
+lease duration, a lease value that is neither a number nor null, a request over the size
+limit, an unknown command, wrong command arguments, a command that raised) aborts the
+call with the fitting gRPC status and a message naming what was wrong. Requests arrive as
+raw bytes and are parsed here, so that a malformed one is the client's INVALID_ARGUMENT,
+not a server-side UNKNOWN.
 
 A state update larger than a NanoVer client accepts in one message (gRPC's default
 receive limit, 4 MiB) is sent as several updates, each under it.
+
+The message classes are statehub's own (proto package ``statehub.nanover_compat``, see
+``nanover_proto``), served here at NanoVer's service paths: NanoVer's generated modules
+can be imported in the same process. This module loads protobuf, so the server imports it
+only when it sets up its services.
 """
 
 from __future__ import annotations
@@ -98,8 +104,15 @@ async def _parse(message_type: type[Message], raw: bytes, context: Context) -> A
     except DecodeError as error:
         await _abort(
             context,
-            ValueError(f"malformed {message_type.DESCRIPTOR.full_name} request: {error}"),
+            ValueError(f"malformed {_nanover_name(message_type)} request: {error}"),
         )
+
+
+def _nanover_name(message_type: type[Message]) -> str:
+    """The message's name as NanoVer's clients know it (statehub's copy has its own package)."""
+    return message_type.DESCRIPTOR.full_name.replace(
+        "statehub.nanover_compat.", "nanover.protocol.", 1
+    )
 
 
 def _unary(
@@ -189,7 +202,8 @@ class NanoverStateService:
             if kind in (None, "null_value"):
                 release.append(key)
             elif kind == "number_value":
-                acquire[key] = value.number_value
+                seconds = value.number_value
+                acquire[key] = 0.0 if seconds < 0 else seconds  # NanoVer: <= 0 expires at once
             else:
                 await _abort(
                     context,

@@ -150,6 +150,9 @@ class Session:
             "update": self._update,
             "leases": self._leases,
             "list_leases": self._list_leases,
+            "keys": self._keys,
+            "list_locks": self._list_locks,
+            "list_sessions": self._list_sessions,
             "subscribe": self._subscribe,
             "unsubscribe": self._unsubscribe,
             "unlock": self._unlock,
@@ -159,7 +162,6 @@ class Session:
             "cancel": self._cancel,
             "lock": self._lock,
             "call": self._call,
-            "sessions": self._sessions,
             "clear_leases": self._clear_leases,
         }
         hub.sessions.add(self)
@@ -453,8 +455,47 @@ class Session:
             ]
         }
 
-    def _sessions(self, message: dict[str, Any]) -> Reply:
-        self.principal.require_admin(AdminRight.SESSIONS, "sessions")
+    def _keys(self, message: dict[str, Any]) -> Reply:
+        prefix = message.get("prefix", "")
+        prefix = "" if prefix is None else prefix
+        if type(prefix) is not str:
+            raise TypeError(f"keys: 'prefix' must be a str, got {_describe(prefix)}")
+        with_values = message.get("values", False)
+        if type(with_values) is not bool:
+            raise TypeError(f"keys: 'values' must be a bool, got {_describe(with_values)}")
+        readable = self.principal.permissions.read
+        revision, content = self.hub.state.shared_values()
+        found = {
+            key: content[key]
+            for key in sorted(content)
+            if key.startswith(prefix) and key in readable
+        }
+        if with_values:
+            return {"values": found, "revision": revision}
+        return {"keys": list(found), "revision": revision}
+
+    def _list_locks(self, message: dict[str, Any]) -> Reply:
+        lockable = self.principal.permissions.lock
+        clients = {session.id: session.client for session in self.hub.sessions}
+        locks = []
+        for held in self.hub.locks.holdings():
+            if held.key not in lockable:
+                continue
+            # A session's lock owners are (session id, owner name): see _lock_args.
+            sessions = [owner[0] if isinstance(owner, tuple) else "" for owner in held.holders]
+            locks.append(
+                {
+                    "key": held.key,
+                    "mode": held.mode,
+                    "holders": [{"session": s, "client": clients.get(s, "")} for s in sessions],
+                    "mine": self.id in sessions,
+                    "waiting": held.waiting,
+                }
+            )
+        return {"locks": locks}
+
+    def _list_sessions(self, message: dict[str, Any]) -> Reply:
+        self.principal.require_admin(AdminRight.SESSIONS, "list_sessions")
         return {
             "sessions": [
                 {
@@ -464,8 +505,10 @@ class Session:
                     "client": session.client,
                     "peer": session.peer.address,
                     "transport": session.peer.transport,
+                    "subscriptions": len(session._subscriptions),
+                    "you": session is self,
                 }
-                for session in self.hub.sessions
+                for session in sorted(self.hub.sessions, key=lambda s: (s.client, s.id))
                 if session.token is not None
             ]
         }

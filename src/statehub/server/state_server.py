@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +37,6 @@ from statehub.core.values import JsonValue
 from statehub.protocol import SERVICE_NAME
 from statehub.server.grpc_transport import session_handler
 from statehub.server.limits import SessionLimits
-from statehub.server.nanover_compat import add_nanover_services
 from statehub.server.session import Hub
 from statehub.server.tls import ServerTls
 
@@ -167,6 +167,8 @@ class StateServer:
         self._loop = asyncio.get_running_loop()
         hard_limit = max(2 * self.max_message_bytes, self.max_message_bytes + 1024 * 1024)
         self._grpc_server = aio.server(
+            # Runs plain (non-async) servicers, such as NanoVer's, added by setup_services.
+            migration_thread_pool=self._command_threads,
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", hard_limit),
@@ -179,10 +181,11 @@ class StateServer:
                 ("grpc.http2.max_pings_without_data", 0),
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
                 ("grpc.http2.max_ping_strikes", 0),
-            ]
+            ],
         )
         self.setup_services()
         target = _host_port(self.address, self._requested_port)
+        _check_free(self.address, self._requested_port, target)
         try:
             if self.tls is None:
                 bound = self._grpc_server.add_insecure_port(target)
@@ -205,7 +208,7 @@ class StateServer:
         await self._grpc_server.start()
         for service in ("", SERVICE_NAME):  # "": the server as a whole
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        logger.info("statehub serving on %s", _host_port(self.address, bound))
+        logger.debug("gRPC server listening on %s", _host_port(self.address, bound))
         if self._requested_http_port is not None:
             await self._start_web(self._requested_http_port)
 
@@ -222,7 +225,7 @@ class StateServer:
         if self.web is not None:
             await self.web.stop()
         self._command_threads.shutdown(wait=False, cancel_futures=True)
-        logger.info("statehub server on port %s stopped", self._port)
+        logger.debug("server on port %s stopped", self._port)
 
     async def _start_web(self, port: int) -> None:
         from statehub.web.edge import WebEdge  # the web edge imports the server's session
@@ -304,6 +307,9 @@ class StateServer:
         """Add the services to ``grpc_server``; override (calling this) to add more."""
         server = self.grpc_server
         server.add_generic_rpc_handlers((session_handler(self.hub),))
+        # Imported here: it loads protobuf, which `import statehub` alone should not.
+        from statehub.server.nanover_compat import add_nanover_services
+
         add_nanover_services(self.hub, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
 
@@ -369,6 +375,32 @@ def _host_port(address: str, port: int) -> str:
     if ":" in address and not address.startswith("["):
         return f"[{address}]:{port}"
     return f"{address}:{port}"
+
+
+def _check_free(address: str, port: int, target: str) -> None:
+    """``OSError`` if ``port`` is taken on ``address``, before gRPC tries it.
+
+    gRPC would refuse too, but its core also prints an error line of its own to stderr.
+    A probe socket with SO_REUSEADDR (as gRPC's listeners) fails only on a real listener.
+    """
+    if port == 0:
+        return
+    try:
+        candidates = socket.getaddrinfo(
+            address.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror:
+        return  # gRPC reports an address it cannot resolve itself
+    for family, kind, protocol, _, sockaddr in candidates:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise OSError(
+                        errno.EADDRINUSE, f"cannot listen on {target}: the port is in use"
+                    ) from None
 
 
 def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
