@@ -21,6 +21,7 @@ from statehub.errors import (
     ObjectFrozenError,
     ResourceLockedError,
     StatehubError,
+    ValueLimitError,
 )
 from statehub.server.state_server import StateServer
 from statehub.store.base import Store
@@ -60,5 +61,6 @@ __all__ = [
     "StateServer",
     "StatehubError",
     "Store",
+    "ValueLimitError",
     "define_return_code",
 ]

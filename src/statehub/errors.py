@@ -36,3 +36,9 @@ class LockNotOwnedError(StatehubError, RuntimeError):
 
 class CommandFailed(StatehubError):
     """A registered command raised; the message names the command and the original error."""
+
+
+class ValueLimitError(StatehubError, ValueError):
+    """A key or value is over one of the documented limits (nesting depth, int size, key
+    or value size): some protocol could not carry it, so it was refused. The message names
+    the key, where in the value, and the limit."""

@@ -86,6 +86,8 @@ class StateDictionary:
         with self._lock:
             if self._views.frozen:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
+            if removals:
+                removals = self._views.present(removals)
             if not (updates or removals):
                 return self._views.revision
             revision = self._store.commit(owner, updates, removals, self.clock())
