@@ -38,7 +38,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
-from statehub.core.values import JsonValue
+from statehub.core.values import JsonValue, check_key, checked_copy
 from statehub.store.base import Store
 from statehub.store.datafile import check_sqlite_file, file_error
 from statehub.store.encoding import decode_value, encode_value
@@ -74,6 +74,17 @@ INSERT INTO meta (name, value) VALUES
 #: written with a few multi-row statements rather than one statement per key.
 _ROWS_PER_STATEMENT = 300  # 3 parameters each: under 999, the oldest SQLite's limit
 _SET_META = "UPDATE meta SET value = ? WHERE name = ?"
+#: Rows of values over the limits of docs/limits.md (written by an older statehub), moved
+#: out of ``state`` at start so the server can run; kept for an operator to look at.
+_QUARANTINE_TABLE = """
+CREATE TABLE IF NOT EXISTS quarantine (
+    key BLOB NOT NULL,
+    value TEXT NOT NULL,
+    format INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    revision INTEGER NOT NULL
+)
+"""
 
 _EncodedChange = tuple[int, list[tuple[bytes, str, int]], list[bytes]]
 _AsyncWaiter = tuple[int, int, asyncio.AbstractEventLoop, "asyncio.Future[None]"]
@@ -111,6 +122,8 @@ class SQLiteStore(LeasesInProcess, Store):
         self.durability: Durability = durability
         self._max_pending = max_pending
         self._leases = LeaseTable()
+        #: Rows refused at start for being over the value limits: (key, text, format, why).
+        self.quarantined: list[tuple[bytes, str, int, str]] = []
         self._conn = _connect(self.directory, self.path)
         try:
             content, revision, skipped = self._start()
@@ -315,6 +328,8 @@ class SQLiteStore(LeasesInProcess, Store):
                 )
                 revision += skipped
             conn.execute("BEGIN IMMEDIATE")
+            if self.quarantined:
+                self._quarantine(revision)
             conn.executemany(
                 _SET_META,
                 [
@@ -336,17 +351,46 @@ class SQLiteStore(LeasesInProcess, Store):
         return content, revision, skipped
 
     def _read_content(self) -> dict[str, JsonValue]:
+        """The stored content; rows over the value limits go to ``self.quarantined``."""
         content: dict[str, JsonValue] = {}
+        self.quarantined = []
         for key, text, form in self._conn.execute("SELECT key, value, format FROM state"):
             try:
                 name = bytes(key).decode("utf-8", "surrogatepass")
-                content[name] = decode_value(text, form)
+                value = decode_value(text, form)
+            except RecursionError:  # json's own guard: nested beyond any limit
+                self.quarantined.append((key, text, form, "nested too deep to decode"))
+                continue
             except (ValueError, TypeError, IndexError, UnicodeDecodeError) as error:
                 raise DataFileError(
                     f"{self.path}: the stored value of key {key!r} cannot be read "
                     f"({type(error).__name__}: {error}); statehub changed nothing in it."
                 ) from error
+            try:
+                content[check_key(name)] = checked_copy(value, name)
+            except (ValueError, TypeError) as error:  # written before the limits existed
+                self.quarantined.append((key, text, form, str(error)))
         return content
+
+    def _quarantine(self, revision: int) -> None:
+        """Move the rows ``_read_content`` refused out of ``state``; caller is in a
+        transaction. They stay in the file, in table ``quarantine``, for an operator."""
+        conn = self._conn
+        conn.execute(_QUARANTINE_TABLE)
+        for key, text, form, reason in self.quarantined:
+            conn.execute(
+                "INSERT INTO quarantine (key, value, format, reason, revision) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (key, text, form, reason, revision),
+            )
+            conn.execute("DELETE FROM state WHERE key = ?", (key,))
+            logger.warning(
+                "%s: key %r quarantined, not served: %s. Its row is kept in table "
+                "'quarantine' of the file (docs/limits.md).",
+                self.path,
+                bytes(key).decode("utf-8", "surrogatepass"),
+                reason,
+            )
 
     def _write_loop(self) -> None:
         while True:
