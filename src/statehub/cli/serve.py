@@ -85,6 +85,13 @@ from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
     "in memory (faster; a crash loses the last acknowledged changes).",
 )
 @click.option(
+    "--accept-data-loss",
+    is_flag=True,
+    help="With --data: start even though changes acknowledged as durable are missing "
+    "(a lost or damaged write-ahead log); without it such a start is refused "
+    "(docs/durability.md).",
+)
+@click.option(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -102,6 +109,7 @@ def serve(
     keepalive_timeout: float,
     data: Path | None,
     durability: str | None,
+    accept_data_loss: bool,
     config_path: Path | None,
     verbose: bool,
 ) -> None:
@@ -114,7 +122,7 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     endpoints = _load_endpoints(config_path)
-    store = _open_store(data, durability)
+    store = _open_store(data, durability, accept_data_loss)
     server = StateServer(
         state=StateDictionary(store=store) if store is not None else None,
         address=host,
@@ -133,14 +141,22 @@ def serve(
             store.close()  # writes what is queued; the next start keeps the revision exactly
 
 
-def _open_store(data: Path | None, durability: str | None) -> SQLiteStore | None:
+def _open_store(
+    data: Path | None, durability: str | None, accept_data_loss: bool = False
+) -> SQLiteStore | None:
     """The SQLite store in ``data`` (None: state in memory); a bad data file stops here."""
     if data is None:
         if durability is not None:
             raise click.UsageError("--durability needs --data (without it nothing is on disk)")
+        if accept_data_loss:
+            raise click.UsageError("--accept-data-loss needs --data")
         return None
     try:
-        return SQLiteStore(data, durability=cast(Durability, durability or "disk"))
+        return SQLiteStore(
+            data,
+            durability=cast(Durability, durability or "disk"),
+            accept_data_loss=accept_data_loss,
+        )
     except DataFileError as error:
         raise click.ClickException(str(error)) from None
 

@@ -31,8 +31,10 @@ import itertools
 import logging
 import os
 import secrets
+import shutil
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
@@ -41,6 +43,14 @@ from typing import Literal
 from statehub.core.values import JsonValue, check_key, checked_copy
 from statehub.store.base import Store
 from statehub.store.datafile import check_sqlite_file, file_error
+from statehub.store.durable_record import (
+    RECORD_FILE,
+    DurableRecord,
+    Recorded,
+    loss,
+    probe_data_file,
+    read_record,
+)
 from statehub.store.encoding import decode_value, encode_value
 from statehub.store.errors import DataFileError, DurabilityError
 from statehub.store.leases import LeasesInProcess, LeaseTable
@@ -58,6 +68,10 @@ APPLICATION_ID = 0x53544842
 SCHEMA_VERSION = 1
 #: Revisions that may be numbered but not yet on disk; ``commit`` waits beyond that.
 MAX_PENDING = 10_000
+#: The WAL is checkpointed into the main file after this many revisions, and after
+#: ``CHECKPOINT_IDLE_S`` seconds without writes, so that little ever depends on it.
+CHECKPOINT_EVERY = 1_000
+CHECKPOINT_IDLE_S = 1.0
 
 _SCHEMA = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -110,6 +124,7 @@ class SQLiteStore(LeasesInProcess, Store):
         *,
         durability: Durability = "disk",
         max_pending: int = MAX_PENDING,
+        accept_data_loss: bool = False,
     ) -> None:
         if durability not in DURABILITY_MODES:
             raise ValueError(
@@ -124,12 +139,18 @@ class SQLiteStore(LeasesInProcess, Store):
         self._leases = LeaseTable()
         #: Rows refused at start for being over the value limits: (key, text, format, why).
         self.quarantined: list[tuple[bytes, str, int, str]] = []
+        record_path = self.directory / RECORD_FILE
+        lost = self._check_record(record_path, accept_data_loss)
         self._conn = _connect(self.directory, self.path)
         try:
-            content, revision, skipped = self._start()
+            content, revision, skipped = self._start(lost)
+            self._record = DurableRecord(record_path)
         except BaseException:
             self._conn.close()
             raise
+        self._record.write(self._epoch_number, revision - skipped)
+        self._record.sync()
+        self._checkpointed = revision
         self._initial_content: dict[str, JsonValue] | None = content
         #: Revision read from disk, and how far it was moved on after an unclean stop.
         self.loaded_revision = revision - skipped
@@ -225,10 +246,12 @@ class SQLiteStore(LeasesInProcess, Store):
                 if self._failure is None:
                     self._conn.execute(_SET_META, (1, "clean"))
                     self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error as error:
+                self._record.sync()
+            except (sqlite3.Error, OSError) as error:
                 logger.error("closing %s: %s", self.path, error)
             finally:
                 self._conn.close()
+                self._record.close()
 
     # -- beyond the Store interface ----------------------------------------------------
 
@@ -282,8 +305,38 @@ class SQLiteStore(LeasesInProcess, Store):
                     f"(on disk: {self._durable})"
                 )
 
-    def _start(self) -> tuple[dict[str, JsonValue], int, int]:
-        """Check or create the file, read it, and record that a run has started."""
+    def _check_record(self, record_path: Path, accept_data_loss: bool) -> Recorded | None:
+        """Refuse to start if changes recorded as durable are missing from the data file
+        (``DataFileError``, nothing touched); with ``accept_data_loss``, say so and return
+        the record, so that ``_start`` moves past the lost revisions in a new epoch."""
+        try:
+            recorded = read_record(record_path)
+        except DataFileError as error:
+            if not accept_data_loss:
+                raise
+            logger.warning("accepting possible data loss (accept_data_loss): %s", error)
+            return None
+        if recorded is None:
+            return None
+        problem = loss(recorded, probe_data_file(self.path), self.path, record_path)
+        if problem is None:
+            return None
+        if not accept_data_loss:
+            raise DataFileError(problem)
+        logger.warning("accepting data loss (accept_data_loss): %s", problem)
+        wal = self.path.with_name(self.path.name + "-wal")
+        if wal.exists():  # kept for whoever looks into it; SQLite will reuse the WAL
+            kept = wal.with_name(f"{wal.name}.lost-{time.strftime('%Y%m%dT%H%M%S')}")
+            shutil.copy2(wal, kept)
+            logger.warning("the write-ahead log as it was is kept as %s", kept)
+        return recorded
+
+    def _start(self, lost: Recorded | None) -> tuple[dict[str, JsonValue], int, int]:
+        """Check or create the file, read it, and record that a run has started.
+
+        ``lost``: changes up to ``lost.revision`` are known to be missing (accepted): the
+        revision moves past them, in a new epoch, so that no revision names two changes.
+        """
         conn, path = self._conn, self.path
         try:
             # Exclusive: the first write locks the file for as long as it is open, so a
@@ -316,8 +369,11 @@ class SQLiteStore(LeasesInProcess, Store):
             revision, skipped = meta["revision"], 0
             # Made once per data file: revisions go on across restarts, so history does.
             epoch = meta["epoch"] or secrets.randbits(62)
-            self._epoch = f"{epoch:016x}"
-            if not meta["clean"]:
+            if lost is not None:
+                epoch = secrets.randbits(62)
+                skipped = max(revision, lost.revision) + self._max_pending + 1 - revision
+                revision += skipped
+            elif not meta["clean"]:
                 skipped = meta["restart_skip"]
                 logger.warning(
                     "%s was not closed cleanly: revision moves on from %d to %d so that "
@@ -327,6 +383,8 @@ class SQLiteStore(LeasesInProcess, Store):
                     revision + skipped,
                 )
                 revision += skipped
+            self._epoch_number = epoch
+            self._epoch = f"{epoch:016x}"
             conn.execute("BEGIN IMMEDIATE")
             if self.quarantined:
                 self._quarantine(revision)
@@ -396,17 +454,37 @@ class SQLiteStore(LeasesInProcess, Store):
         while True:
             with self._lock:
                 while not self._queue and not self._closing:
-                    self._work.wait()
+                    behind = self._durable > self._checkpointed
+                    if not self._work.wait(CHECKPOINT_IDLE_S if behind else None):
+                        break  # idle for a while: a good moment to checkpoint
                 batch, self._queue = self._queue, []
+                closing = self._closing
             if not batch:
-                return
+                if closing:
+                    return
+                self._checkpoint()
+                continue
             try:
                 with self._db_lock:
                     self._write(batch)
+                    self._record.write(self._epoch_number, batch[-1][0])
             except BaseException as error:
                 self._fail(error)
                 return
             self._mark_durable(batch[-1][0])
+            if batch[-1][0] - self._checkpointed >= CHECKPOINT_EVERY:
+                self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the main file (and fsync it), so that little depends on the
+        WAL; runs in the writer thread, every ``CHECKPOINT_EVERY`` revisions and when idle."""
+        durable = self._durable
+        try:
+            with self._db_lock:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as error:  # the next write reports real trouble
+            logger.warning("checkpointing %s failed: %s", self.path, error)
+        self._checkpointed = durable
 
     def _write(self, batch: list[_EncodedChange]) -> None:
         latest: dict[bytes, tuple[bytes, str, int] | None] = {}
