@@ -213,10 +213,12 @@ async def test_update_state_answers_once_the_change_is_durable() -> None:
     async with running_server(state=StateDictionary(store=store)) as server:
         async for client in _nanover(server, "durable"):
             answer = asyncio.ensure_future(client.update({"k": 1}))
-            await eventually(lambda: server.state.get("k") == 1.0)
+            await eventually(lambda: store.committed == 1)
             assert not answer.done()
+            assert server.state.get("k") is None  # readers see a change once it is durable
             store.make_durable(1)
             assert await asyncio.wait_for(answer, DEADLINE)
+            assert server.state.get("k") == 1.0
 
 
 async def test_closing_the_server_ends_subscription_streams() -> None:

@@ -53,6 +53,11 @@ class GatedStore(MemoryStore):
             self.moved.clear()
             await self.moved.wait()
 
+    @property
+    def committed(self) -> int:
+        """The last revision committed (durable or not)."""
+        return self._revision
+
     def make_durable(self, revision: int) -> None:
         self.durable = revision
         self.moved.set()

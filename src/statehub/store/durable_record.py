@@ -45,7 +45,7 @@ def read_record(path: Path) -> Recorded | None:
     """
     try:
         text = path.read_bytes().decode("ascii")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # the data directory's check says more
         return None
     except (OSError, UnicodeDecodeError) as error:
         raise DataFileError(f"cannot read {path}: {error}; statehub changed nothing") from None

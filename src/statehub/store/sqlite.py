@@ -12,6 +12,12 @@ once; the same writer still puts every change on disk within about one fsync, bu
 crash (or power loss) loses the acknowledged changes still queued then (at most
 ``max_pending`` of them).
 
+With durability ``"disk"`` the state dictionary shows a change to readers only once it
+is on disk (``on_durable``), so a write that fails (disk full) is never seen. A record
+beside the file (``durable-revision``, see ``durable_record``) lets a start notice that
+the WAL lost acknowledged changes and refuse; the WAL is checkpointed every
+``CHECKPOINT_EVERY`` revisions and when idle, so little depends on it.
+
 Leases are runtime facts of connected sessions and are not persisted: after a restart
 there are none. Revisions assigned but not on disk when the process died may have been
 seen by subscribers; so that no revision number ever names two different changes, a
@@ -36,7 +42,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -72,6 +78,8 @@ MAX_PENDING = 10_000
 #: ``CHECKPOINT_IDLE_S`` seconds without writes, so that little ever depends on it.
 CHECKPOINT_EVERY = 1_000
 CHECKPOINT_IDLE_S = 1.0
+#: How soon the writer calls the durability listener again when its lock was busy.
+LISTENER_RETRY_S = 0.002
 
 _SCHEMA = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -170,6 +178,8 @@ class SQLiteStore(LeasesInProcess, Store):
         self.transactions = 0
         self._closing = False
         self._closed = False
+        self._listener: Callable[[], bool] | None = None
+        self._listener_behind = False  # it could not act when last told: tell it again
         self._writer = threading.Thread(
             target=self._write_loop, name=f"statehub-sqlite-writer:{self.path}", daemon=True
         )
@@ -454,15 +464,23 @@ class SQLiteStore(LeasesInProcess, Store):
         while True:
             with self._lock:
                 while not self._queue and not self._closing:
-                    behind = self._durable > self._checkpointed
-                    if not self._work.wait(CHECKPOINT_IDLE_S if behind else None):
-                        break  # idle for a while: a good moment to checkpoint
+                    if self._listener_behind:
+                        timeout: float | None = LISTENER_RETRY_S
+                    elif self._durable > self._checkpointed:
+                        timeout = CHECKPOINT_IDLE_S
+                    else:
+                        timeout = None
+                    if not self._work.wait(timeout):
+                        break  # the listener to call again, or idle: time to checkpoint
                 batch, self._queue = self._queue, []
                 closing = self._closing
             if not batch:
                 if closing:
                     return
-                self._checkpoint()
+                if self._listener_behind:
+                    self._tell_listener()
+                else:
+                    self._checkpoint()
                 continue
             try:
                 with self._db_lock:
@@ -472,8 +490,21 @@ class SQLiteStore(LeasesInProcess, Store):
                 self._fail(error)
                 return
             self._mark_durable(batch[-1][0])
+            self._tell_listener()
             if batch[-1][0] - self._checkpointed >= CHECKPOINT_EVERY:
                 self._checkpoint()
+
+    def on_durable(self, listener: Callable[[], bool]) -> None:
+        self._listener = listener
+
+    def _tell_listener(self) -> None:
+        """Tell the listener (the state dictionary) that more is durable; from the writer."""
+        listener = self._listener
+        try:
+            self._listener_behind = listener is not None and not listener()
+        except Exception:  # a bug there must not stop the writer
+            logger.exception("the durability listener of %s failed", self.path)
+            self._listener_behind = False
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the main file (and fsync it), so that little depends on the
