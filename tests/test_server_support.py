@@ -53,6 +53,9 @@ class GatedStore(MemoryStore):
             self.moved.clear()
             await self.moved.wait()
 
+    def on_durable(self, listener: Callable[[], bool]) -> bool:
+        return True  # changes are durable (and shown to readers) when the test says so
+
     @property
     def committed(self) -> int:
         """The last revision committed (durable or not)."""

@@ -63,7 +63,7 @@ class StateDictionary:
         # whether the newest of them leaves the key present, for the next change's checks.
         self._unpublished: deque[tuple[int, dict[str, JsonValue], set[str]]] = deque()
         self._latest: dict[str, tuple[int, bool]] = {}
-        self._store.on_durable(self._publish_from_store)
+        self._deferred = self._store.on_durable(self._publish_from_store)
         #: Invoked after each committed change with ``access_token=`` and ``change=``.
         self.content_updated = Event()
 
@@ -99,7 +99,7 @@ class StateDictionary:
             if not (updates or removals):
                 return self._views.revision
             revision = self._store.commit(owner, updates, removals, self.clock())
-            if self._unpublished or not self._store.is_durable(revision):
+            if self._deferred and (self._unpublished or not self._store.is_durable(revision)):
                 self._hold_until_durable(revision, updates, removals)
             else:
                 self._views.apply(updates, removals, revision)

@@ -494,8 +494,9 @@ class SQLiteStore(LeasesInProcess, Store):
             if batch[-1][0] - self._checkpointed >= CHECKPOINT_EVERY:
                 self._checkpoint()
 
-    def on_durable(self, listener: Callable[[], bool]) -> None:
+    def on_durable(self, listener: Callable[[], bool]) -> bool:
         self._listener = listener
+        return self.durability == "disk"
 
     def _tell_listener(self) -> None:
         """Tell the listener (the state dictionary) that more is durable; from the writer."""
