@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from statehub import DictionaryChange, StateDictionary, ValueLimitError
 from statehub.core.limits import MAX_DEPTH, MAX_INT_BITS, MAX_KEY_BYTES, MAX_VALUE_BYTES
 from statehub.core.pacing import check_interval
+from statehub.core.rwlock import RWLockTable
 from statehub.core.values import checked_copy
 from statehub.protocol import decode_batch, encode_batch
 from statehub.protocol.errors import error_to_wire
@@ -146,6 +147,15 @@ def test_huge_durations_and_intervals_name_the_field_and_limit(huge: int) -> Non
         match=r"interval: an int of \d+ bits is beyond the largest number of seconds",
     ):
         check_interval(huge)
+
+
+@pytest.mark.parametrize("bad", [2**1100, -1, math.nan, "1"], ids=["2**1100", "-1", "nan", "str"])
+async def test_lock_timeouts_are_checked_naming_the_lock(bad: object) -> None:
+    table = RWLockTable()
+    with pytest.raises(ValueError, match="lock on 'k': timeout"):
+        await table.acquire("k", "owner", exclusive=True, timeout=bad)  # type: ignore[arg-type]
+    assert table.can_acquire("k", exclusive=True)
+    await table.acquire("k", "owner", exclusive=True, timeout=math.inf)  # no limit
 
 
 SCALARS = (
