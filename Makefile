@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck unit bench clean system-packages
+.PHONY: serve test lint typecheck unit bench clean system-packages soak dashboard
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +12,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-serve: $(STAMP)
+#: The dashboard, built with npm into the package (rebuilt when a source is newer).
+DASHBOARD := src/statehub/web/dashboard/app.js
+DASHBOARD_SOURCES := $(wildcard frontend/src/*) frontend/build.mjs frontend/package.json frontend/package-lock.json
+
+$(DASHBOARD): $(DASHBOARD_SOURCES)
+	cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+	touch $(DASHBOARD)
+
+dashboard: $(DASHBOARD)
+
+serve: $(STAMP) $(DASHBOARD)
 	$(BIN)/statehub serve
 
 lint: $(STAMP)
@@ -22,7 +32,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(DASHBOARD)
 	$(BIN)/pytest
 
 #: Debian packages of the real servers the tests start (Redis, RabbitMQ, Chromium).
@@ -33,8 +43,12 @@ system-packages:
 
 test: system-packages lint typecheck unit
 
+#: 1,000 clients for 10 minutes with churn (STATEHUB_SOAK_SECONDS / _CLIENTS to change).
+soak: $(STAMP)
+	$(BIN)/pytest -m soak -s tests/test_soak.py
+
 bench: $(STAMP)
 	$(BIN)/statehub bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache frontend/node_modules src/statehub/web/dashboard

@@ -57,5 +57,5 @@ def test_serve_on_a_port_in_use_fails_with_a_clear_message() -> None:
 def test_serve_help_documents_the_defaults() -> None:
     result = subprocess.run([*SERVE, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    for text in ("38801", "127.0.0.1", "4194304", "--interval", "--max-message-bytes"):
+    for text in ("38801", "38802", "--no-http", "127.0.0.1", "4194304", "--interval"):
         assert text in result.stdout

@@ -38,6 +38,11 @@ class CommandFailed(StatehubError):
     """A registered command raised; the message names the command and the original error."""
 
 
+class LimitExceeded(StatehubError):
+    """A client asked for more than it may hold (subscriptions, leases, waiting requests,
+    bytes); the message names the limit. Its other requests go on."""
+
+
 class ValueLimitError(StatehubError, ValueError):
     """A key or value is over one of the documented limits (nesting depth, int size, key
     or value size): some protocol could not carry it, so it was refused. The message names

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from statehub.cli.auth import auth
 from statehub.cli.bench import bench
 from statehub.cli.client_commands import CLIENT_COMMANDS
 from statehub.cli.endpoint import ENDPOINT_COMMANDS
@@ -18,6 +19,7 @@ def main() -> None:
 
 main.add_command(serve)
 main.add_command(bench)
+main.add_command(auth)
 for _command in CLIENT_COMMANDS:
     main.add_command(_command)
 for _command in ENDPOINT_COMMANDS:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import click
 
-from statehub.bench import core, durable, network
+from statehub.bench import core, durable, network, security, web
 from statehub.bench.table import Result, format_table
 
 #: Group name -> (title, function returning results). Other modules add their groups.
@@ -14,6 +14,8 @@ GROUPS: dict[str, tuple[str, Callable[[], list[Result]]]] = {
     "core": ("In-process core", core.run),
     "durable": ("Durable writes (SQLite store, group commit)", durable.run),
     "network": ("Network (gRPC on loopback; subscribers in a separate process)", network.run),
+    "security": ("What --auth and TLS cost (gRPC on loopback)", security.run),
+    "web": ("Web edge (WebSocket next to gRPC; clients in a separate process)", web.run),
 }
 
 

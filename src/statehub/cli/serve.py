@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -11,9 +12,11 @@ from typing import cast
 
 import click
 
+from statehub.auth import Authenticator, IdentitiesFileError
 from statehub.core.state_dictionary import StateDictionary
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import ConfigError, EndpointsConfig, load_config
+from statehub.server.limits import SessionLimits
 from statehub.server.state_server import (
     DEFAULT_ADDRESS,
     DEFAULT_KEEPALIVE_TIME,
@@ -22,8 +25,14 @@ from statehub.server.state_server import (
     DEFAULT_PORT,
     StateServer,
 )
+from statehub.server.tls import ServerTls
 from statehub.store.errors import DataFileError
 from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
+from statehub.web.edge import DEFAULT_HTTP_PORT
+
+_LIMIT_DEFAULTS = {field.name: field.default for field in dataclasses.fields(SessionLimits)}
+
+logger = logging.getLogger(__name__)
 
 
 @click.command()
@@ -40,6 +49,15 @@ from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
     type=click.IntRange(0, 65535),
     help="Port to listen on; 0 picks a free one (printed at start).",
 )
+@click.option(
+    "--http-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Port of the web edge (dashboard, WebSocket session and NanoVer protocols, "
+    f"/metrics); 0 picks a free one. Default: the gRPC port + 1 ({DEFAULT_HTTP_PORT}), "
+    "or a free one when --port is 0. See docs/web.md.",
+)
+@click.option("--no-http", is_flag=True, help="Serve gRPC only: no web edge.")
 @click.option(
     "--interval",
     default=0.0,
@@ -99,10 +117,49 @@ from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
     help="Serve the dripline-style endpoints of this YAML file (checked before anything "
     "starts; logged values go to endpoint-events.sqlite3 in --data, else memory).",
 )
+@click.option(
+    "--session-limit",
+    "session_limits",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Change one per-session bound (repeatable): "
+    + ", ".join(f"{name} (default {value})" for name, value in _LIMIT_DEFAULTS.items())
+    + ".",
+)
+@click.option(
+    "--auth",
+    "auth_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Identities file (YAML or TOML): users, roles and their rights; without it anyone "
+    "may do anything. Reloaded on SIGHUP. See docs/security.md.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TLS certificate chain (PEM) of this server; with --tls-key, clients connect with "
+    "statehubs://host:port.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Private key (PEM) of the --tls-cert certificate.",
+)
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Require client certificates signed by this CA (PEM) (mutual TLS); their names "
+    "identify clients to the --auth file.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log every session's start and end.")
 def serve(
     host: str,
     port: int,
+    http_port: int | None,
+    no_http: bool,
     interval: float,
     max_message_bytes: int,
     keepalive: float,
@@ -111,6 +168,11 @@ def serve(
     durability: str | None,
     accept_data_loss: bool,
     config_path: Path | None,
+    session_limits: tuple[str, ...],
+    auth_path: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
     verbose: bool,
 ) -> None:
     """Start a statehub server (session protocol and NanoVer gRPC services on one port).
@@ -121,7 +183,12 @@ def serve(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    limits = _parse_limits(session_limits)
     endpoints = _load_endpoints(config_path)
+    authenticator = _load_auth(auth_path)
+    tls = _load_tls(tls_cert, tls_key, tls_client_ca)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        _warn_if_open(host, authenticator is not None, tls is not None)
     store = _open_store(data, durability, accept_data_loss)
     server = StateServer(
         state=StateDictionary(store=store) if store is not None else None,
@@ -131,14 +198,46 @@ def serve(
         keepalive_time=keepalive,
         keepalive_timeout=keepalive_timeout,
         min_interval=interval,
+        limits=limits,
+        tls=tls,
+        auth=authenticator,
+        http_port=None if no_http else _http_port(http_port, port),
     )
     try:
-        asyncio.run(_serve(server, endpoints, data))
+        asyncio.run(_serve(server, endpoints, data, auth_path))
     except OSError as error:
         raise click.ClickException(str(error.strerror or error)) from None
     finally:
         if store is not None:
             store.close()  # writes what is queued; the next start keeps the revision exactly
+
+
+def _parse_limits(settings: tuple[str, ...]) -> SessionLimits:
+    """``NAME=VALUE`` settings over the documented defaults; a bad one names itself."""
+    values: dict[str, int] = {}
+    for setting in settings:
+        name, equals, text = setting.partition("=")
+        if not equals or name not in _LIMIT_DEFAULTS:
+            raise click.BadParameter(
+                f"{setting!r}: expected NAME=VALUE with NAME one of {', '.join(_LIMIT_DEFAULTS)}",
+                param_hint="--session-limit",
+            )
+        try:
+            values[name] = int(text.replace("_", ""))
+        except ValueError:
+            raise click.BadParameter(
+                f"{setting!r}: {text!r} is not a whole number", param_hint="--session-limit"
+            ) from None
+    try:
+        return SessionLimits(**values)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--session-limit") from None
+
+
+def _http_port(http_port: int | None, port: int) -> int:
+    if http_port is not None:
+        return http_port
+    return 0 if port == 0 else (port + 1) % 65536
 
 
 def _open_store(
@@ -161,6 +260,57 @@ def _open_store(
         raise click.ClickException(str(error)) from None
 
 
+def _warn_if_open(host: str, auth: bool, tls: bool) -> None:
+    """Serving other machines: say what anyone on the network could do or see."""
+    if not auth:
+        click.echo(
+            f"statehub: WARNING: serving on {host} without --auth: anyone who can reach this "
+            "port can read and change the state, take leases and run commands "
+            "(see docs/security.md)",
+            err=True,
+        )
+    elif not tls:
+        click.echo(
+            f"statehub: WARNING: serving on {host} with --auth but without TLS: tokens and "
+            "values cross the network readable by anyone on it (add --tls-cert/--tls-key)",
+            err=True,
+        )
+
+
+def _load_auth(path: Path | None) -> Authenticator | None:
+    """The identities; a bad file stops start-up naming file, entry and field."""
+    if path is None:
+        return None
+    try:
+        return Authenticator.from_file(path)
+    except IdentitiesFileError as error:
+        raise click.ClickException(f"bad identities file: {error}") from None
+
+
+def _load_tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> ServerTls | None:
+    if cert is None and key is None:
+        if client_ca is not None:
+            raise click.UsageError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if cert is None or key is None:
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    try:
+        return ServerTls.from_files(cert, key, client_ca)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def reload_identities(server: StateServer, path: Path) -> None:
+    """SIGHUP: read the identities again; a bad file is refused and the old one kept."""
+    try:
+        authenticator = Authenticator.from_file(path)
+    except IdentitiesFileError as error:
+        logger.error("identities not reloaded, the running ones stay: %s", error)
+        return
+    server.reload_auth(authenticator)
+    logger.info("identities reloaded from %s", path)
+
+
 def _load_endpoints(path: Path | None) -> EndpointsConfig | None:
     """The endpoint configuration; a bad one stops start-up naming file, endpoint, option."""
     if path is None:
@@ -172,14 +322,21 @@ def _load_endpoints(path: Path | None) -> EndpointsConfig | None:
 
 
 async def _serve(
-    server: StateServer, endpoints: EndpointsConfig | None = None, data: Path | None = None
+    server: StateServer,
+    endpoints: EndpointsConfig | None = None,
+    data: Path | None = None,
+    auth_path: Path | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if auth_path is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload_identities, server, auth_path)
     await server.start()
     click.echo(f"statehub serving on {server.address}:{server.port} (Ctrl-C to stop)")
+    if server.web is not None:
+        click.echo(f"statehub web edge on http://{server.address}:{server.http_port}/")
     sys.stdout.flush()  # a supervisor reading the port through a pipe sees it now
     try:
         if endpoints is None:

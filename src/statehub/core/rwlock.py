@@ -118,6 +118,14 @@ class RWLockTable:
                 lock.writer, lock.writer_depth = None, 0
             self._dispatch(key, lock)
 
+    def counts(self) -> tuple[int, int]:
+        """(owners holding a lock, requests waiting for one) over every key."""
+        held = waiting = 0
+        for lock in self._locks.values():
+            held += len(lock.readers) + (lock.writer_depth > 0)
+            waiting += len(lock.waiting_writers) + len(lock.waiting_readers)
+        return held, waiting
+
     def can_acquire(self, key: str, *, exclusive: bool) -> bool:
         """True if a new owner could take ``key`` in that mode right now without waiting."""
         lock = self._locks.get(key)
@@ -179,12 +187,21 @@ class RWLockTable:
 
     def _abandon(self, key: str, lock: _KeyLock, waiter: _Waiter) -> None:
         if waiter.granted.done() and not waiter.granted.cancelled():
-            self.release(key, waiter.owner, exclusive=waiter.exclusive)
+            # Granted, but its task was cancelled before it could run: give it back,
+            # unless its owner's holds were all released meanwhile (its session ended).
+            if _holds(lock, waiter.owner, waiter.exclusive):
+                self.release(key, waiter.owner, exclusive=waiter.exclusive)
             return
         queue = lock.waiting_writers if waiter.exclusive else lock.waiting_readers
         if waiter in queue:
             queue.remove(waiter)
         self._dispatch(key, lock)
+
+
+def _holds(lock: _KeyLock, owner: Hashable, exclusive: bool) -> bool:
+    if exclusive:
+        return lock.writer == owner and lock.writer_depth > 0
+    return owner in lock.readers
 
 
 def _drop_cancelled(lock: _KeyLock) -> None:

@@ -12,6 +12,7 @@ from statehub.core.buffers import (
     DEFAULT_LOG_LENGTH,
     DictionaryChangeBuffer,
     DictionaryChangeMultiView,
+    KeyFilter,
     validated_change,
 )
 from statehub.core.change import DictionaryChange
@@ -76,6 +77,11 @@ class StateDictionary:
     def epoch(self) -> str:
         """Names the history that ``revision`` counts in (see ``Store.epoch``)."""
         return self._store.epoch
+
+    @property
+    def store(self) -> Store:
+        """Where committed changes live (for what reports on durability, such as metrics)."""
+        return self._store
 
     @property
     def views(self) -> DictionaryChangeMultiView:
@@ -217,6 +223,19 @@ class StateDictionary:
                 return copy_value(self._views.content[key])
         return default  # type: ignore[no-any-return]
 
+    def shared_values(self, keys: Iterable[str] | None = None) -> tuple[int, dict[str, JsonValue]]:
+        """The revision and the values at ``keys`` (None: every key), read at one instant.
+
+        The values are the state's own, not copies: for readers that only encode them (a
+        server's replies). Changes replace values rather than change them in place, so
+        they stay as read; never modify them.
+        """
+        with self._lock:
+            content = self._views.content
+            if keys is None:
+                return self._views.revision, dict(content)
+            return self._views.revision, {key: content[key] for key in keys if key in content}
+
     def copy_content(self) -> dict[str, JsonValue]:
         """A copy of the content at this instant (nested values copied too)."""
         with self._lock:
@@ -232,15 +251,15 @@ class StateDictionary:
 
     @contextmanager
     def get_change_buffer(
-        self, since: int | None = None, prefix: str = ""
+        self, since: int | None = None, prefix: str = "", key_filter: KeyFilter | None = None
     ) -> Iterator[DictionaryChangeBuffer]:
         """A buffer whose first flush is the whole content, then every change after it.
 
-        ``since`` and ``prefix``: see ``DictionaryChangeMultiView.create_view``.
+        ``since``, ``prefix`` and ``key_filter``: see ``DictionaryChangeMultiView.create_view``.
         """
         with self._lock:
             self._publish_durable()
-        with self._views.create_view(since, prefix) as view:
+        with self._views.create_view(since, prefix, key_filter) as view:
             yield view
 
     def freeze(self) -> None:

@@ -17,8 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from statehub.auth.errors import PermissionDeniedError, UnauthenticatedError
 from statehub.errors import (
     CommandFailed,
+    LimitExceeded,
     LockFailed,
     LockNotOwnedError,
     LockUpgradeError,
@@ -196,6 +198,9 @@ register_error(CommandFailed, "UNKNOWN")
 register_error(ObjectFrozenError, "UNAVAILABLE")
 register_error(ProtocolError, "INVALID_ARGUMENT")
 register_error(MessageTooLargeError, "RESOURCE_EXHAUSTED")
+register_error(LimitExceeded, "RESOURCE_EXHAUSTED")
 register_error(RequestCancelled, "CANCELLED")
 register_error(DurabilityError, "DATA_LOSS")
 register_error(DataFileError, "FAILED_PRECONDITION")
+register_error(PermissionDeniedError, "PERMISSION_DENIED")
+register_error(UnauthenticatedError, "UNAUTHENTICATED")

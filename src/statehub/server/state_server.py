@@ -22,18 +22,26 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from statehub.auth import Authenticator
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistration, CommandRegistry
 from statehub.core.rwlock import RWLockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import JsonValue
+from statehub.protocol import SERVICE_NAME
 from statehub.server.grpc_transport import session_handler
+from statehub.server.limits import SessionLimits
 from statehub.server.nanover_compat import add_nanover_services
 from statehub.server.session import Hub
+from statehub.server.tls import ServerTls
+
+if TYPE_CHECKING:
+    from statehub.web.edge import WebEdge
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +64,8 @@ class StateServer:
     """A statehub server: one shared state, its leases, read/write locks and commands.
 
     ``port=0`` picks a free port (read it back from ``port`` once started); a port in use
-    raises ``OSError`` when the server starts. ``state`` (a ``StateDictionary``) and
+    raises ``OSError`` when the server starts. ``limits`` bounds what each session may
+    hold (see ``SessionLimits``). ``state`` (a ``StateDictionary``) and
     ``locks`` (a ``RWLockTable``, used from the server's event loop only) are there for
     other server-side layers.
     """
@@ -72,6 +81,10 @@ class StateServer:
         keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
         min_interval: float = 0.0,
         max_workers: int = 128,
+        limits: SessionLimits | None = None,
+        tls: ServerTls | None = None,
+        auth: Authenticator | None = None,
+        http_port: int | None = None,
     ) -> None:
         if type(port) is not int or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
@@ -83,6 +96,8 @@ class StateServer:
         ):
             if type(seconds) not in (int, float) or not 0 < seconds < 86400:
                 raise ValueError(f"{name} must be a number of seconds > 0, got {seconds!r}")
+        if http_port is not None and (type(http_port) is not int or not 0 <= http_port <= 65535):
+            raise ValueError(f"http_port must be None or an int from 0 to 65535, got {http_port!r}")
         if type(max_workers) is not int or max_workers < 1:
             raise ValueError(f"max_workers must be an int >= 1, got {max_workers!r}")
         if type(min_interval) not in (int, float) or not 0 <= min_interval < 86400:
@@ -94,6 +109,8 @@ class StateServer:
         self.keepalive_time = float(keepalive_time)
         self.keepalive_timeout = float(keepalive_timeout)
         self.min_interval = float(min_interval)
+        #: TLS of the port (None: plain TCP); its ``ssl_context()`` serves other ports alike.
+        self.tls = tls
         self.state = state if state is not None else StateDictionary()
         self.locks = RWLockTable()
         # NanoVer's max_workers sized the threads serving its calls; sessions need none
@@ -108,8 +125,14 @@ class StateServer:
             max_message_bytes=max_message_bytes,
             keepalive_s=self.keepalive_time,
             min_interval=self.min_interval,
+            limits=limits,
+            auth=auth,
         )
         self._grpc_server: aio.Server | None = None
+        #: The standard gRPC health service (grpc.health.v1.Health) on the gRPC port.
+        self.health = health.aio.HealthServicer()
+        self._requested_http_port = http_port
+        self.web: WebEdge | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -122,6 +145,13 @@ class StateServer:
         if self._port is None:
             raise RuntimeError("the server is not started: use start(), start_in_thread() or with")
         return self._port
+
+    @property
+    def http_port(self) -> int:
+        """The web edge's port (HTTP, WebSocket, dashboard, /metrics); see ``docs/web.md``."""
+        if self.web is None or self.web.port is None:
+            raise RuntimeError("the web edge is not running: start the server with http_port")
+        return self.web.port
 
     @property
     def grpc_server(self) -> aio.Server:
@@ -154,7 +184,10 @@ class StateServer:
         self.setup_services()
         target = _host_port(self.address, self._requested_port)
         try:
-            bound = self._grpc_server.add_insecure_port(target)
+            if self.tls is None:
+                bound = self._grpc_server.add_insecure_port(target)
+            else:
+                bound = self._grpc_server.add_secure_port(target, self.tls.grpc_credentials())
         except RuntimeError as error:
             bound = 0
             reason = str(error).split(";")[0]
@@ -170,19 +203,43 @@ class StateServer:
             )
         self._port = bound
         await self._grpc_server.start()
+        for service in ("", SERVICE_NAME):  # "": the server as a whole
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         logger.info("statehub serving on %s", _host_port(self.address, bound))
+        if self._requested_http_port is not None:
+            await self._start_web(self._requested_http_port)
 
     async def stop(self) -> None:
         """Freeze the state, end every session and stop serving (in the server's loop)."""
         if self._stopped:
             return
         self._stopped = True
+        await self.health.enter_graceful_shutdown()
         self.state.freeze()
         self.hub.end_sessions()
         if self._grpc_server is not None:
             await self._grpc_server.stop(STOP_GRACE)
+        if self.web is not None:
+            await self.web.stop()
         self._command_threads.shutdown(wait=False, cancel_futures=True)
         logger.info("statehub server on port %s stopped", self._port)
+
+    async def _start_web(self, port: int) -> None:
+        from statehub.web.edge import WebEdge  # the web edge imports the server's session
+
+        self.web = WebEdge(
+            self.hub, keepalive_time=self.keepalive_time, max_message_bytes=self.max_message_bytes
+        )
+        try:
+            await self.web.start(
+                self.address, port, self.tls.ssl_context() if self.tls is not None else None
+            )
+        except OSError as error:
+            await self.stop()
+            raise OSError(
+                errno.EADDRINUSE,
+                f"cannot listen for HTTP on {_host_port(self.address, port)}: {error.strerror}",
+            ) from error
 
     def start_in_thread(self) -> StateServer:
         """Start serving from an event loop in a background thread; returns the server."""
@@ -248,6 +305,14 @@ class StateServer:
         server = self.grpc_server
         server.add_generic_rpc_handlers((session_handler(self.hub),))
         add_nanover_services(self.hub, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+
+    def reload_auth(self, auth: Authenticator) -> None:
+        """Serve with new identities; sessions still allowed keep running (``Hub.replace_auth``).
+
+        Call it in the server's event loop (``statehub serve`` does on SIGHUP).
+        """
+        self.hub.replace_auth(auth)
 
     # -- NanoVer's NanoverServer methods -------------------------------------------------
 
