@@ -60,6 +60,14 @@ class GatedStore(MemoryStore):
             self.moved.clear()
             await self.moved.wait()
 
+    def on_durable(self, listener: Callable[[], bool]) -> bool:
+        return True  # changes are durable (and shown to readers) when the test says so
+
+    @property
+    def committed(self) -> int:
+        """The last revision committed (durable or not)."""
+        return self._revision
+
     def make_durable(self, revision: int) -> None:
         self.durable = revision
         self.moved.set()

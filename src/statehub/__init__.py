@@ -29,6 +29,7 @@ _LAZY: dict[str, str] = {
     "Lease": "statehub.store.leases",
     "LocalState": "statehub.core.rwlock",
     "LimitExceeded": "statehub.errors",
+    "ValueLimitError": "statehub.errors",
     "LockFailed": "statehub.errors",
     "LockNotOwnedError": "statehub.errors",
     "LockUpgradeError": "statehub.errors",
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
         ObjectFrozenError,
         ResourceLockedError,
         StatehubError,
+        ValueLimitError,
     )
     from statehub.server.limits import SessionLimits
     from statehub.server.state_server import StateServer
@@ -122,6 +124,7 @@ __all__ = [
     "StateServer",
     "StatehubError",
     "Store",
+    "ValueLimitError",
     "__version__",
     "define_return_code",
 ]

@@ -49,3 +49,9 @@ class UnauthenticatedError(StatehubError):
 
 class PermissionDeniedError(StatehubError):
     """The identity is known but lacks the right; the message names the key and the right."""
+
+
+class ValueLimitError(StatehubError, ValueError):
+    """A key or value is over one of the documented limits (nesting depth, int size, key
+    or value size): some protocol could not carry it, so it was refused. The message names
+    the key, where in the value, and the limit."""

@@ -109,6 +109,13 @@ logger = logging.getLogger(__name__)
     "in memory (faster; a crash loses the last acknowledged changes).",
 )
 @click.option(
+    "--accept-data-loss",
+    is_flag=True,
+    help="With --data: start even though changes acknowledged as durable are missing "
+    "(a lost or damaged write-ahead log); without it such a start is refused "
+    "(docs/durability.md).",
+)
+@click.option(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -194,6 +201,7 @@ def serve(
     keepalive_timeout: float,
     data: Path | None,
     durability: str | None,
+    accept_data_loss: bool,
     config_path: Path | None,
     discoverable: bool,
     discovery_port: int,
@@ -217,7 +225,7 @@ def serve(
     tls = _load_tls(tls_cert, tls_key, tls_client_ca)
     if host not in ("127.0.0.1", "localhost", "::1"):
         _warn_if_open(host, authenticator is not None, tls is not None)
-    store = _open_store(data, durability)
+    store = _open_store(data, durability, accept_data_loss)
     server = StateServer(
         state=StateDictionary(store=store) if store is not None else None,
         address=host,
@@ -283,14 +291,22 @@ def _http_port(http_port: int | None, port: int) -> int:
     return 0 if port == 0 else (port + 1) % 65536
 
 
-def _open_store(data: Path | None, durability: str | None) -> SQLiteStore | None:
+def _open_store(
+    data: Path | None, durability: str | None, accept_data_loss: bool = False
+) -> SQLiteStore | None:
     """The SQLite store in ``data`` (None: state in memory); a bad data file stops here."""
     if data is None:
         if durability is not None:
             raise click.UsageError("--durability needs --data (without it nothing is on disk)")
+        if accept_data_loss:
+            raise click.UsageError("--accept-data-loss needs --data")
         return None
     try:
-        return SQLiteStore(data, durability=cast(Durability, durability or "disk"))
+        return SQLiteStore(
+            data,
+            durability=cast(Durability, durability or "disk"),
+            accept_data_loss=accept_data_loss,
+        )
     except DataFileError as error:
         raise click.ClickException(str(error)) from None
 

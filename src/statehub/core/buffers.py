@@ -307,7 +307,8 @@ class DictionaryChangeMultiView:
         """Set keys to values and remove keys; every view will see the change."""
         checked_updates, checked_removals = validated_change(updates, removals)
         with self.lock:
-            self.apply(checked_updates, checked_removals, self.revision + 1)
+            present = self.present(checked_removals)
+            self.apply(checked_updates, present, self.revision + 1)
 
     def copy_content(self) -> dict[str, JsonValue]:
         """A copy of the dictionary at this instant."""
@@ -326,6 +327,17 @@ class DictionaryChangeMultiView:
         self.revision = revision
         self._key_revisions = dict.fromkeys(content, revision)
         self._tombstone_floor = revision
+
+    def present(self, keys: set[str]) -> set[str]:
+        """Those of ``keys`` that hold a value; caller holds ``lock``.
+
+        Removing a key that holds nothing changes nothing: callers drop such removals
+        before a change is numbered, so they cost no revision, log entry or tombstone.
+        """
+        content = self.content
+        if all(key in content for key in keys):
+            return keys
+        return {key for key in keys if key in content}
 
     def apply(self, updates: dict[str, JsonValue], removals: set[str], revision: int) -> None:
         """Apply a change from ``validated_change`` as ``revision``; the caller holds ``lock``."""

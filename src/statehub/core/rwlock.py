@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
+from statehub.core.limits import check_seconds
 from statehub.errors import LockFailed, LockNotOwnedError, LockUpgradeError
 
 
@@ -68,7 +70,14 @@ class RWLockTable:
     async def acquire(
         self, key: str, owner: Hashable, *, exclusive: bool, timeout: float | None = None
     ) -> None:
-        """Take ``key`` for ``owner``; re-taking a held mode nests. ``LockFailed`` on timeout."""
+        """Take ``key`` for ``owner``; re-taking a held mode nests. ``LockFailed`` on timeout.
+
+        ``timeout``: seconds >= 0, None or infinity for no limit; ``ValueError`` otherwise.
+        """
+        if timeout is not None:
+            timeout = check_seconds(timeout, f"lock on {key!r}: timeout", allow_infinity=True)
+            if timeout == math.inf:
+                timeout = None
         lock = self._locks.setdefault(key, _KeyLock())
         if self._reenter(lock, key, owner, exclusive):
             return

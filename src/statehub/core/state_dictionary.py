@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -57,6 +58,13 @@ class StateDictionary:
         revision, content = self._store.load()
         with self._lock:
             self._views.load(content, revision)
+        # Changes committed to the store but not yet durable: readers (gets, snapshots,
+        # subscribers) see a change only once the store has it on disk, so a write that
+        # fails never shows (docs/durability.md). ``_latest`` says, for keys they touch,
+        # whether the newest of them leaves the key present, for the next change's checks.
+        self._unpublished: deque[tuple[int, dict[str, JsonValue], set[str]]] = deque()
+        self._latest: dict[str, tuple[int, bool]] = {}
+        self._deferred = self._store.on_durable(self._publish_from_store)
         #: Invoked after each committed change with ``access_token=`` and ``change=``.
         self.content_updated = Event()
 
@@ -92,15 +100,59 @@ class StateDictionary:
         with self._lock:
             if self._views.frozen:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
+            if removals:
+                removals = self._present(removals)
             if not (updates or removals):
                 return self._views.revision
             revision = self._store.commit(owner, updates, removals, self.clock())
-            self._views.apply(updates, removals, revision)
+            if self._deferred and (self._unpublished or not self._store.is_durable(revision)):
+                self._hold_until_durable(revision, updates, removals)
+            else:
+                self._views.apply(updates, removals, revision)
         if self.content_updated.has_callbacks:
             self.content_updated.invoke(
                 access_token=access_token, change=DictionaryChange(updates, removals)
             )
         return revision
+
+    def _present(self, keys: set[str]) -> set[str]:
+        """Those of ``keys`` that hold a value after every committed change; holds lock."""
+        latest = self._latest
+        if not latest:
+            return self._views.present(keys)
+        content = self._views.content
+        return {key for key in keys if (latest[key][1] if key in latest else key in content)}
+
+    def _hold_until_durable(
+        self, revision: int, updates: dict[str, JsonValue], removals: set[str]
+    ) -> None:
+        self._unpublished.append((revision, updates, removals))
+        latest = self._latest
+        for key in updates:
+            latest[key] = (revision, True)
+        for key in removals:
+            latest[key] = (revision, False)
+        self._publish_durable()
+
+    def _publish_durable(self) -> None:
+        """Show readers every held change that is now durable, in order; holds lock."""
+        pending, views, latest = self._unpublished, self._views, self._latest
+        while pending and not views.frozen and self._store.is_durable(pending[0][0]):
+            revision, updates, removals = pending.popleft()
+            views.apply(updates, removals, revision)
+            for key in (*updates, *removals):
+                if latest[key][0] <= revision:
+                    del latest[key]
+
+    def _publish_from_store(self) -> bool:
+        """The store's durability listener: publish now, or say it could not (lock busy)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            self._publish_durable()
+        finally:
+            self._lock.release()
+        return True
 
     def is_durable(self, revision: int) -> bool:
         """True if ``revision`` may be acknowledged now (always, with the memory store).
@@ -118,10 +170,16 @@ class StateDictionary:
         ``DurabilityError`` if the store could not write it.
         """
         self._store.wait_durable(revision, timeout)
+        if self._unpublished:
+            with self._lock:
+                self._publish_durable()
 
     async def wait_durable_async(self, revision: int) -> None:
         """``wait_durable`` from asyncio, without holding a thread while waiting."""
         await self._store.wait_durable_async(revision)
+        if self._unpublished:
+            with self._lock:
+                self._publish_durable()
 
     def update_locks(
         self,
@@ -160,6 +218,7 @@ class StateDictionary:
     def get(self, key: str, default: Any = None) -> JsonValue:
         """A copy of the value at ``key``, or ``default``."""
         with self._lock:
+            self._publish_durable()
             if key in self._views.content:
                 return copy_value(self._views.content[key])
         return default  # type: ignore[no-any-return]
@@ -180,12 +239,14 @@ class StateDictionary:
     def copy_content(self) -> dict[str, JsonValue]:
         """A copy of the content at this instant (nested values copied too)."""
         with self._lock:
+            self._publish_durable()
             return copy_mapping(self._views.content)
 
     @contextmanager
     def lock_content(self) -> Iterator[dict[str, JsonValue]]:
         """Hold off every change while the block reads the content it is given."""
         with self._lock:
+            self._publish_durable()
             yield copy_mapping(self._views.content)
 
     @contextmanager
@@ -196,6 +257,8 @@ class StateDictionary:
 
         ``since``, ``prefix`` and ``key_filter``: see ``DictionaryChangeMultiView.create_view``.
         """
+        with self._lock:
+            self._publish_durable()
         with self._views.create_view(since, prefix, key_filter) as view:
             yield view
 

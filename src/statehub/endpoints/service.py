@@ -387,9 +387,10 @@ class EndpointService:
     # -- logging ------------------------------------------------------------------------
 
     def write(self, updates: dict[str, JsonValue]) -> None:
-        """Commit ``updates`` to the state under the service's token."""
+        """Commit ``updates`` under the service's token; return once they are durable
+        (readers see a change only then, this service's own reads included)."""
         if updates:
-            self.state.update_state(self.token, DictionaryChange(updates))
+            self.state.wait_durable(self.state.update_state(self.token, DictionaryChange(updates)))
 
     def _log(self, endpoint: Endpoint, raw: JsonValue, cal: JsonValue, now: float) -> LoggedEvent:
         event = LoggedEvent(self.wall_clock(), endpoint.address, raw, cal)

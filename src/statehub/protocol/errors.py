@@ -28,6 +28,7 @@ from statehub.errors import (
     ResourceLockedError,
     StatehubError,
     UnauthenticatedError,
+    ValueLimitError,
 )
 from statehub.store.errors import DataFileError, DurabilityError
 
@@ -183,6 +184,7 @@ def _locked_from_details(message: str, details: dict[str, Any]) -> BaseException
 register_error(StatehubError, "UNKNOWN")
 register_error(TypeError, "INVALID_ARGUMENT")
 register_error(ValueError, "INVALID_ARGUMENT")
+register_error(ValueLimitError, "INVALID_ARGUMENT")
 register_error(KeyError, "NOT_FOUND")
 register_error(
     ResourceLockedError,

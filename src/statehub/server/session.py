@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import sys
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Hashable
@@ -31,6 +30,7 @@ from statehub.auth.permissions import UNRESTRICTED, AdminRight
 from statehub.core.buffers import DictionaryChangeBuffer
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistry
+from statehub.core.limits import check_seconds
 from statehub.core.pacing import Pacer
 from statehub.core.rwlock import RWLockTable
 from statehub.core.state_dictionary import StateDictionary
@@ -710,20 +710,7 @@ _CANCELLABLE_OPS = frozenset({"lock", "call"})
 
 def _seconds(value: object, op: str, name: str) -> float | None:
     """A number of seconds >= 0 from a request (None stays None; infinity is kept)."""
-    if value is None:
-        return None
-    if type(value) not in (int, float):
-        raise TypeError(f"{op}: {name!r} must be a number of seconds, got {_describe(value)}")
-    try:
-        seconds = float(value)  # type: ignore[arg-type]
-    except OverflowError:
-        raise ValueError(
-            f"{op}: {name!r} is too large to be a number of seconds (an int of "
-            f"{value.bit_length()} bits; the limit is {sys.float_info.max:.3g})"  # type: ignore[attr-defined]
-        ) from None
-    if math.isnan(seconds) or seconds < 0:
-        raise ValueError(f"{op}: {name!r} must be a number of seconds >= 0, got {value!r}")
-    return seconds
+    return None if value is None else check_seconds(value, f"{op}: {name!r}", allow_infinity=True)
 
 
 def _bool_arg(message: dict[str, Any], op: str, name: str) -> bool:
