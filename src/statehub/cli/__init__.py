@@ -6,6 +6,7 @@ import click
 
 from statehub.cli.bench import bench
 from statehub.cli.client_commands import CLIENT_COMMANDS
+from statehub.cli.dripline import dripline
 from statehub.cli.endpoint import ENDPOINT_COMMANDS
 from statehub.cli.serve import serve
 
@@ -18,6 +19,7 @@ def main() -> None:
 
 main.add_command(serve)
 main.add_command(bench)
+main.add_command(dripline)
 for _command in CLIENT_COMMANDS:
     main.add_command(_command)
 for _command in ENDPOINT_COMMANDS:

@@ -12,6 +12,8 @@ from typing import cast
 import click
 
 from statehub.core.state_dictionary import StateDictionary
+from statehub.dripline.serving import mesh_for, on_mesh
+from statehub.dripline.settings import MeshSettings, MeshSettingsError
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import ConfigError, EndpointsConfig, load_config
 from statehub.server.state_server import (
@@ -92,6 +94,15 @@ from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
     help="Serve the dripline-style endpoints of this YAML file (checked before anything "
     "starts; logged values go to endpoint-events.sqlite3 in --data, else memory).",
 )
+@click.option(
+    "--dripline",
+    "dripline_url",
+    metavar="URL",
+    default=None,
+    help="Also serve the --config endpoints as dripline services on this RabbitMQ broker "
+    "(amqp://user:pass@host:5672/; credentials also from DRIPLINE_USER/DRIPLINE_PASSWORD). "
+    "A dripline_mesh block in the config does the same without it.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log every session's start and end.")
 def serve(
     host: str,
@@ -103,6 +114,7 @@ def serve(
     data: Path | None,
     durability: str | None,
     config_path: Path | None,
+    dripline_url: str | None,
     verbose: bool,
 ) -> None:
     """Start a statehub server (session protocol and NanoVer gRPC services on one port).
@@ -114,6 +126,10 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     endpoints = _load_endpoints(config_path)
+    try:
+        mesh = mesh_for(dripline_url, endpoints, str(config_path))
+    except MeshSettingsError as error:
+        raise click.ClickException(str(error)) from None
     store = _open_store(data, durability)
     server = StateServer(
         state=StateDictionary(store=store) if store is not None else None,
@@ -125,7 +141,7 @@ def serve(
         min_interval=interval,
     )
     try:
-        asyncio.run(_serve(server, endpoints, data))
+        asyncio.run(_serve(server, endpoints, data, mesh))
     except OSError as error:
         raise click.ClickException(str(error.strerror or error)) from None
     finally:
@@ -156,7 +172,10 @@ def _load_endpoints(path: Path | None) -> EndpointsConfig | None:
 
 
 async def _serve(
-    server: StateServer, endpoints: EndpointsConfig | None = None, data: Path | None = None
+    server: StateServer,
+    endpoints: EndpointsConfig | None = None,
+    data: Path | None = None,
+    mesh: MeshSettings | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -169,7 +188,10 @@ async def _serve(
         if endpoints is None:
             await stop.wait()
         else:
-            async with endpoints_running(server, endpoints, data_dir=data) as service:
+            async with (
+                endpoints_running(server, endpoints, data_dir=data) as service,
+                on_mesh(service, mesh),
+            ):
                 click.echo(f"statehub: {len(service.endpoints())} endpoints from the config")
                 await stop.wait()
     finally:
