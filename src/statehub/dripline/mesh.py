@@ -25,6 +25,7 @@ import logging
 import random
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,6 +137,7 @@ class MeshService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._remove_listener: Callable[[], None] | None = None
         self._reassembler: Reassembler[_Request] = Reassembler(settings.chunk_timeout)
+        self._operations: ThreadPoolExecutor | None = None
         self._dropped_alerts = 0
         #: How many times a connection to the broker was made (1 on the first).
         self.connections = 0
@@ -151,6 +153,10 @@ class MeshService:
         self._stopping = asyncio.Event()
         self._alert_ready = asyncio.Event()
         self._remove_listener = self.service.on_logged(self._on_logged)
+        # One thread runs the endpoint operations (the store may write to disk), in the
+        # order requests arrived: a set and the get after it see each other, while
+        # decoding and replying to other requests overlap with them on the loop.
+        self._operations = ThreadPoolExecutor(1, thread_name_prefix="statehub-dripline")
         self._task = asyncio.create_task(self._run(), name="statehub-dripline-mesh")
 
     async def stop(self) -> None:
@@ -164,6 +170,9 @@ class MeshService:
         assert self._stopping is not None
         self._stopping.set()
         await task
+        if self._operations is not None:
+            self._operations.shutdown(wait=True)
+            self._operations = None
 
     async def __aenter__(self) -> MeshService:
         await self.start()
@@ -235,9 +244,8 @@ class MeshService:
             alerts = await channel.declare_exchange(
                 self.settings.alerts_exchange, aio_pika.ExchangeType.TOPIC
             )
-            inbox: asyncio.Queue[tuple[MeshNode, AbstractIncomingMessage]] = asyncio.Queue()
             for node in self.nodes:
-                await self._declare_queue(channel, requests, node, inbox)
+                await self._declare_queue(channel, requests, node)
         except (aio_pika.exceptions.AMQPError, OSError) as error:
             logger.error(
                 "dripline mesh: the broker at %s refused the set-up (%s); retrying",
@@ -256,7 +264,6 @@ class MeshService:
         )
         self._connected.set()
         workers = [
-            asyncio.create_task(self._handle_requests(inbox, requests)),
             asyncio.create_task(self._publish_alerts(alerts)),
             asyncio.create_task(self._send_heartbeats(alerts)),
         ]
@@ -288,38 +295,30 @@ class MeshService:
         channel: AbstractChannel,
         requests: AbstractExchange,
         node: MeshNode,
-        inbox: asyncio.Queue[tuple[MeshNode, AbstractIncomingMessage]],
     ) -> AbstractQueue:
         queue = await channel.declare_queue(node.name, exclusive=True, auto_delete=True)
         for key in node.binding_keys:
             await queue.bind(requests, routing_key=key)
 
         async def deliver(message: AbstractIncomingMessage) -> None:
-            inbox.put_nowait((node, message))
+            try:
+                await self._handle(node, message, requests)
+            except Exception:
+                logger.exception("dripline mesh: failed to answer a request to %s", node.name)
+            finally:
+                with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                    await message.ack()
 
         await queue.consume(deliver)
         return queue
 
     # -- requests ------------------------------------------------------------------------
 
-    async def _handle_requests(
-        self,
-        inbox: asyncio.Queue[tuple[MeshNode, AbstractIncomingMessage]],
-        requests: AbstractExchange,
-    ) -> None:
-        """One request at a time, in arrival order (a set then a get see each other)."""
-        while True:
-            node, message = await inbox.get()
-            try:
-                await self._handle(node, message, requests)
-            except Exception:
-                logger.exception("dripline mesh: failed to answer a request to %s", node.name)
-            with contextlib.suppress(aio_pika.exceptions.AMQPError):
-                await message.ack()
-
     async def _handle(
         self, node: MeshNode, message: AbstractIncomingMessage, requests: AbstractExchange
     ) -> None:
+        """Answer one message. Nothing is awaited before its operation is queued, so
+        operations run in the order the broker delivered the requests."""
         routing_key = message.routing_key or ""
         reply = _Replier(self, requests, node.name, message.reply_to, message.correlation_id)
         try:
@@ -357,7 +356,10 @@ class MeshService:
         specifier = request.headers.specifier
         try:
             payload = wire.decode_payload(body, request.content_encoding)
-            result = await asyncio.to_thread(self._operate, request, payload)
+            assert self._loop is not None and self._operations is not None
+            result = await self._loop.run_in_executor(
+                self._operations, self._operate, request, payload
+            )
         except EndpointError as error:
             if isinstance(error, UnhandledExceptionError):
                 logger.error("dripline mesh: %s failed: %s", request.routing_key, error)
