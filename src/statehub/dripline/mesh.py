@@ -40,15 +40,13 @@ from aio_pika.abc import (
 from statehub.core.values import JsonValue
 from statehub.dripline import wire
 from statehub.dripline.chunks import Reassembler, message_ids, split
-from statehub.dripline.settings import MeshSettings, MeshSettingsError
+from statehub.dripline.operations import MeshNode, mesh_nodes, operate, reply_code
+from statehub.dripline.settings import MeshSettings
 from statehub.endpoints.event_log import LoggedEvent
-from statehub.endpoints.nodes import Endpoint, ServiceNode
+from statehub.endpoints.nodes import Endpoint
 from statehub.endpoints.return_codes import (
     DecodingFailedError,
     EndpointError,
-    InvalidMethodError,
-    InvalidPayloadError,
-    NoActionTakenError,
     UnhandledExceptionError,
 )
 from statehub.endpoints.service import EndpointService
@@ -60,38 +58,6 @@ logger = logging.getLogger(__name__)
 MAX_QUEUED_ALERTS = 10_000
 #: Requests taken from the broker but not yet answered, per connection.
 PREFETCH = 256
-
-
-@dataclass(frozen=True, slots=True)
-class MeshNode:
-    """A dripline service on the mesh: its queue name, the node it acts on, its bindings."""
-
-    name: str
-    node: ServiceNode
-    binding_keys: tuple[str, ...]
-
-
-def mesh_nodes(service: EndpointService) -> list[MeshNode]:
-    """The dripline services of a configuration (see the module docstring)."""
-    root = service.root
-    if root.name is not None:
-        tops: list[ServiceNode] = [root]
-    else:
-        loose = [child.name for child in root.children if isinstance(child, Endpoint)]
-        if loose:
-            raise MeshSettingsError(
-                f"endpoints {', '.join(map(repr, loose))} are under no named service: a "
-                "dripline mesh routes to services, so give the configuration a top-level "
-                "'name' (or put the endpoints under a provider)"
-            )
-        tops = [child for child in root.children if isinstance(child, ServiceNode)]
-    nodes = []
-    for top in tops:
-        assert top.name is not None
-        names = [member.name for member in top.subtree() if member.name is not None]
-        keys = (*(f"{name}.#" for name in names), f"{wire.BROADCAST}.#")
-        nodes.append(MeshNode(top.name, top, keys))
-    return nodes
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +324,13 @@ class MeshService:
             payload = wire.decode_payload(body, request.content_encoding)
             assert self._loop is not None and self._operations is not None
             result = await self._loop.run_in_executor(
-                self._operations, self._operate, request, payload
+                self._operations,
+                operate,
+                self.service,
+                request.node,
+                request.routing_key,
+                request.headers,
+                payload,
             )
         except EndpointError as error:
             if isinstance(error, UnhandledExceptionError):
@@ -376,35 +348,8 @@ class MeshService:
                 UnhandledExceptionError(f"{type(error).__name__}: {error}"), specifier
             )
             return
-        warning = result.get("warning")
-        if isinstance(warning, str):
-            await reply.send(result, NoActionTakenError.code, warning, specifier)
-        else:
-            await reply.send(result, 0, "success", specifier)
-
-    def _operate(self, request: _Request, payload: JsonValue) -> dict[str, JsonValue]:
-        """The endpoint operation a request names (in a worker thread: the store may write
-        to disk)."""
-        address = _address(request.routing_key, request.node)
-        operation = request.headers.operation
-        specifier = request.headers.specifier
-        key = request.headers.lockout_key
-        if operation == wire.OP_GET:
-            return self.service.get(address, specifier)
-        if operation == wire.OP_SET:
-            if specifier is not None:
-                address = f"{address}.{specifier}"
-            return self.service.set(address, _set_value(payload), lockout_key=key)
-        args, kwargs = _cmd_arguments(payload)
-        if specifier is None:
-            node, specifier = self.service.resolve(address)
-            address = node.address or wire.BROADCAST
-            if specifier is None:
-                raise InvalidMethodError(
-                    f"{request.routing_key}: a cmd needs a method name, in the specifier "
-                    "header or as the routing key's last part"
-                )
-        return self.service.cmd(address, specifier, args, kwargs, lockout_key=key)
+        code, message = reply_code(result)
+        await reply.send(result, code, message, specifier)
 
     def _expire_chunks(self, requests: AbstractExchange) -> None:
         assert self._loop is not None
@@ -534,37 +479,6 @@ class _Replier:
 
     async def error(self, error: EndpointError, specifier: str | None) -> None:
         await self.send(None, error.code, error.reason, specifier)
-
-
-def _address(routing_key: str, node: MeshNode) -> str:
-    """The endpoint address a routing key names; ``broadcast`` means this service."""
-    first, dot, rest = routing_key.partition(".")
-    if first != wire.BROADCAST:
-        return routing_key
-    return f"{node.node.address}.{rest}" if dot else node.node.address
-
-
-def _set_value(payload: JsonValue) -> JsonValue:
-    if not isinstance(payload, dict) or "values" not in payload:
-        raise InvalidPayloadError(f'a set takes {{"values": [value]}}, got {payload!r}')
-    values = payload["values"]
-    if not isinstance(values, list) or len(values) != 1:
-        raise InvalidPayloadError(f'a set takes exactly one value in "values", got {values!r}')
-    value: JsonValue = values[0]
-    return value
-
-
-def _cmd_arguments(payload: JsonValue) -> tuple[list[JsonValue], dict[str, JsonValue]]:
-    """A cmd's ``{"values": [args...], name: value...}`` as positional and keyword args."""
-    if payload is None:
-        return [], {}
-    if not isinstance(payload, dict):
-        raise InvalidPayloadError(f'a cmd takes {{"values": [args...], ...}}, got {payload!r}')
-    kwargs = dict(payload)
-    args = kwargs.pop("values", [])
-    if not isinstance(args, list):
-        raise InvalidPayloadError(f'a cmd\'s "values" is a list, got {args!r}')
-    return args, kwargs
 
 
 def _event_time(event: LoggedEvent) -> str:
