@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from dripline_mesh.mesh_support import LAB, Served
+from dripline_mesh.mesh_support import LAB, Served, serving
 from statehub.dripline.broker import BrokerUnavailable, TemporaryBroker
 from statehub.dripline.mesh import MeshService
 from statehub.dripline.settings import MeshSettings, mesh_settings
@@ -43,12 +43,8 @@ def settings(rabbitmq: TemporaryBroker) -> MeshSettings:
 @pytest.fixture
 async def served(settings: MeshSettings) -> AsyncIterator[Served]:
     """A statehub server on 127.0.0.1 serving LAB's endpoints, on the mesh too."""
-    server = StateServer(address="127.0.0.1", port=0)
-    async with server, endpoints_running(server, parse_config(LAB, "lab.yaml")) as endpoints:
-        mesh = MeshService(endpoints, settings, backoff_initial=0.1, backoff_max=0.5)
-        async with mesh:
-            await mesh.wait_connected(30)
-            yield Served(server, endpoints, mesh)
+    async with serving(LAB, settings) as served:
+        yield served
 
 
 @pytest.fixture

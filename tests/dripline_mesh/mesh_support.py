@@ -3,10 +3,15 @@ endpoint module of commands of its own and an application return code)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 
 from statehub.core.values import JsonValue
 from statehub.dripline.mesh import MeshService
+from statehub.dripline.settings import MeshSettings
+from statehub.endpoints.attach import endpoints_running
+from statehub.endpoints.config import parse_config
 from statehub.endpoints.nodes import Endpoint, register_endpoint_module
 from statehub.endpoints.return_codes import define_return_code
 from statehub.endpoints.service import EndpointService
@@ -47,3 +52,18 @@ class Served:
     server: StateServer
     endpoints: EndpointService
     mesh: MeshService
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    config: str, settings: MeshSettings, *, connect: bool = True
+) -> AsyncIterator[Served]:
+    """A statehub server on 127.0.0.1 serving ``config``'s endpoints, on the mesh too
+    (connected, unless ``connect`` is false)."""
+    server = StateServer(address="127.0.0.1", port=0)
+    async with server, endpoints_running(server, parse_config(config, "lab.yaml")) as endpoints:
+        mesh = MeshService(endpoints, settings, backoff_initial=0.1, backoff_max=0.5)
+        async with mesh:
+            if connect:
+                await mesh.wait_connected(30)
+            yield Served(server, endpoints, mesh)

@@ -19,7 +19,8 @@ import aio_pika
 import pytest
 
 from client_servers import eventually
-from dripline_mesh.mesh_support import Served
+from dripline_mesh.mesh_support import Served, serving
+from dripline_mesh.raw_amqp import RawPeer, request_headers
 from statehub.client import AsyncClient
 from statehub.dripline.broker import TemporaryBroker
 from statehub.dripline.client import AsyncDriplineClient, DriplineClient
@@ -182,3 +183,66 @@ def test_serve_refuses_bad_mesh_settings(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "--dripline needs --config" in result.stderr
+
+
+LAB_NAMES_ONLY = "name: lab\nendpoints: [{name: peaches, initial_value: 1}]\n"
+
+NODE = """
+providers:
+  - name: kv1
+    endpoints:
+      - {name: foo, initial_value: 1}
+      - {name: ticker, initial_value: 5, log_interval: 0.05, max_interval: 0.1,
+         alert_routing_key: lab_status}
+  - name: kv2
+    endpoints: [{name: bar, initial_value: 2}]
+"""
+
+
+async def test_each_top_level_provider_is_a_service(settings: MeshSettings) -> None:
+    async with (
+        serving(NODE, settings) as served,
+        AsyncDriplineClient(settings=settings) as client,
+        RawPeer(settings.url) as peer,
+    ):
+        assert [node.name for node in served.mesh.nodes] == ["kv1", "kv2"]
+        assert (await client.get("foo")).payload == {"value_raw": 1, "value_cal": 1}
+        assert (await client.get("kv2.bar")).payload == {"value_raw": 2, "value_cal": 2}
+        assert (await client.get("kv1")).payload == {"endpoints": ["kv1.foo", "kv1.ticker"]}
+        correlation_id = await peer.publish("broadcast", b"{}", request_headers(9, "ping"))
+        replies = await peer.wait_replies(correlation_id, 2)
+        senders = sorted(reply.headers["sender_info"]["service_name"] for reply in replies)  # type: ignore[index]
+        assert senders == ["kv1", "kv2"]
+
+
+async def test_scheduled_logging_with_its_own_alert_routing_key(settings: MeshSettings) -> None:
+    listener = AlertListener()
+    connection = await aio_pika.connect(settings.url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange("alerts", aio_pika.ExchangeType.TOPIC)
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, routing_key="lab_status.#")
+
+        async def keep(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            listener.messages.append(message)
+
+        await queue.consume(keep, no_ack=True)
+        async with serving(NODE, settings):
+            # logged by the scheduler's worker thread every max_interval (0.1 s)
+            await eventually(lambda: len(listener.received("lab_status.")) >= 2)
+    for routing_key, payload in listener.received("lab_status."):
+        assert (routing_key, payload) == ("lab_status.ticker", {"value_raw": 5, "value_cal": 5})
+
+
+async def test_a_second_statehub_with_the_same_service_waits_its_turn(
+    served: Served, settings: MeshSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serving(LAB_NAMES_ONLY, settings, connect=False) as second:
+        # the broker refuses it the exclusive queue "lab": it logs that and retries
+        await eventually(lambda: "refused the set-up" in caplog.text, timeout=30)
+        assert not second.mesh.connected
+        await served.mesh.stop()  # the first one leaves the mesh
+        await second.mesh.wait_connected(30)
+        async with AsyncDriplineClient(settings=settings) as client:
+            assert (await client.get("peaches")).payload == {"value_raw": 1, "value_cal": 1}

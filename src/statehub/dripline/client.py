@@ -174,6 +174,8 @@ class AsyncDriplineClient:
                 raise ClientTimeoutError(f"no reply from {target!r} within {wait:g} s") from None
         finally:
             self._pending.pop(correlation_id, None)
+            # drop what is left of replies whose chunks stopped coming
+            self._reassembler.expire(asyncio.get_running_loop().time())
         if reply.return_code >= FIRST_ERROR_CODE:
             raise reply.error()
         return reply

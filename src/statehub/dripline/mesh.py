@@ -233,6 +233,14 @@ class MeshService:
             asyncio.create_task(self._publish_alerts(alerts)),
             asyncio.create_task(self._send_heartbeats(alerts)),
         ]
+        causes: list[BaseException] = []
+
+        def closed(_: object, cause: BaseException | None = None) -> None:
+            if cause is not None:
+                causes.append(cause)
+
+        connection.close_callbacks.add(closed)
+        channel.close_callbacks.add(closed)
         ended = [
             asyncio.ensure_future(connection.closed()),
             asyncio.ensure_future(channel.closed()),
@@ -247,7 +255,8 @@ class MeshService:
             await asyncio.gather(*ended, return_exceptions=True)
         if not self._stopping.is_set():
             failed = [task for task in workers if task in done and not task.cancelled()]
-            reason = next((_describe(e) for t in failed if (e := t.exception())), "closed")
+            causes += [cause for task in failed if (cause := task.exception()) is not None]
+            reason = _describe(causes[0]) if causes else "the connection closed"
             logger.warning(
                 "dripline mesh: lost the broker at %s (%s); statehub keeps serving its own "
                 "clients and reconnects",
