@@ -297,3 +297,17 @@ async def test_a_reply_arriving_on_a_service_queue_is_ignored(peer: RawPeer) -> 
     assert headers["return_code"] == 0
     # the service handles its queue in order: the ignored message came and went before
     assert correlation_id not in peer.replies
+
+
+async def test_requests_take_effect_in_the_order_they_were_sent(peer: RawPeer) -> None:
+    ids = []
+    for value in range(20):  # sets and gets interleaved, none waiting for its reply
+        ids.append(
+            await peer.publish(
+                "plain", json.dumps({"values": [value]}).encode(), request_headers(SET)
+            )
+        )
+        ids.append(await peer.publish("plain", b"", request_headers(GET, "value_raw")))
+    for value, correlation_id in enumerate(ids[1::2]):
+        (reply,) = await peer.wait_replies(correlation_id)
+        assert json.loads(reply.body) == {"value_raw": value}

@@ -181,6 +181,10 @@ class MeshService:
                 continue
             try:
                 served = await self._serve_connection(connection)
+            except Exception:
+                # Whatever went wrong, the mesh must not die: log it and start over.
+                logger.exception("dripline mesh: unexpected failure; reconnecting")
+                served = False
             finally:
                 self._connected.clear()
                 with contextlib.suppress(Exception):
@@ -281,7 +285,9 @@ class MeshService:
             except Exception:
                 logger.exception("dripline mesh: failed to answer a request to %s", node.name)
             finally:
-                with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                # After the broker went away the ack cannot go, and need not: the
+                # unacknowledged message went with the exclusive queue.
+                with contextlib.suppress(Exception):
                     await message.ack()
 
         await queue.consume(deliver)
