@@ -127,10 +127,11 @@ def test_serve_with_dripline(rabbitmq: TemporaryBroker, tmp_path: Path) -> None:
         "  - {name: peaches, initial_value: 0.75, calibration: '2*{}'}\n"
         "dripline_mesh: {heartbeat_interval_s: 5, max_payload_size: 500}\n"
     )
+    log = (tmp_path / "serve.log").open("w")  # a file: a full stderr pipe would block it
     process = subprocess.Popen(
         [*SERVE, "--config", str(config), "--dripline", rabbitmq.url],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -159,6 +160,9 @@ def test_serve_with_dripline(rabbitmq: TemporaryBroker, tmp_path: Path) -> None:
             if process.poll() is None:
                 process.kill()
                 process.wait(30)
+            log.close()
+    assert process.returncode == 0, (tmp_path / "serve.log").read_text()[-2000:]
+    assert "dripline mesh: serving lab on" in (tmp_path / "serve.log").read_text()
 
 
 def test_serve_refuses_bad_mesh_settings(tmp_path: Path) -> None:

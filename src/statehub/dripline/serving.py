@@ -58,11 +58,22 @@ async def on_mesh(service: EndpointService, settings: MeshSettings | None) -> As
         return
     from statehub.dripline.mesh import MeshService
 
+    aiormq_logger = logging.getLogger("aiormq.connection")
+    aiormq_logger.addFilter(_without_connect_errors)
     mesh = MeshService(service, settings)
     logger.info(
         "dripline mesh: connecting to %s as %s",
         settings.where,
         ", ".join(node.name for node in mesh.nodes),
     )
-    async with mesh:
-        yield
+    try:
+        async with mesh:
+            yield
+    finally:
+        aiormq_logger.removeFilter(_without_connect_errors)
+
+
+def _without_connect_errors(record: logging.LogRecord) -> bool:
+    """aiormq logs each failed connection attempt as an ERROR; the mesh already logs it
+    once, as a warning that says when it retries."""
+    return not record.getMessage().startswith("error when creating transport")
