@@ -25,7 +25,7 @@ from statehub.client import AsyncClient
 from statehub.dripline.broker import TemporaryBroker
 from statehub.dripline.client import AsyncDriplineClient, DriplineClient
 from statehub.dripline.settings import MeshSettings
-from statehub.endpoints.return_codes import InvalidRoutingKeyError
+from statehub.endpoints.return_codes import BrokerConnectionError, InvalidRoutingKeyError
 
 SERVE = [sys.executable, "-c", "from statehub.cli import main; main()", "serve", "--port", "0"]
 
@@ -98,20 +98,24 @@ async def test_broker_restart(
     async with AsyncClient("127.0.0.1", served.server.port) as client:
         noticed: list[dict[str, Any]] = []
         client.connection_lost.add_callback(lambda **details: noticed.append(details))
-        async with AsyncDriplineClient(settings=settings) as dripline:
-            assert (await dripline.get("peaches")).return_code == 0
+        dripline = AsyncDriplineClient(settings=settings, timeout=5)
+        assert (await dripline.get("peaches")).return_code == 0
 
         await asyncio.to_thread(rabbitmq.kill)
         await eventually(lambda: not served.mesh.connected, timeout=30)
         # statehub goes on serving its own clients, endpoints included
         assert await client.endpoint_set("peaches", 7) == {"value_raw": 7, "value_cal": 14}
         assert await client.get("lab.peaches") == 7
+        with pytest.raises(BrokerConnectionError) as away:  # the dripline client says why
+            await dripline.get("peaches")
+        assert away.value.code == 101
 
         await asyncio.to_thread(rabbitmq.start)
         await eventually(lambda: served.mesh.connections >= 2, timeout=60)
-        async with AsyncDriplineClient(settings=settings) as dripline:  # queues re-declared
-            reply = await dripline.get("peaches")
-            assert reply.payload == {"value_raw": 7, "value_cal": 14}
+        # the same client connects again; the service's queues were declared again
+        reply = await dripline.get("peaches")
+        assert reply.payload == {"value_raw": 7, "value_cal": 14}
+        await dripline.close()
         assert await client.get("lab.peaches") == 7
         assert noticed == []  # statehub's own client never lost its connection
     messages = [record.getMessage() for record in caplog.records]

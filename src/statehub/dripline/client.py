@@ -75,8 +75,11 @@ class AsyncDriplineClient:
         """Connect and declare the reply queue; ``BrokerConnectionError`` (101) if the
         broker cannot be reached."""
         async with self._connecting:
-            if self._connection is not None and not self._connection.is_closed:
+            if self._usable():
                 return
+            if self._connection is not None:  # half gone (its channel closed): start over
+                with contextlib.suppress(Exception):
+                    await self._connection.close()
             try:
                 connection = await aio_pika.connect(
                     self.settings.url,
@@ -100,8 +103,17 @@ class AsyncDriplineClient:
                 await connection.close()
                 raise
             connection.close_callbacks.add(self._on_close)
+            channel.close_callbacks.add(self._on_close)
             self._connection, self._channel, self._requests = connection, channel, requests
             self._reply_to = replies.name
+
+    def _usable(self) -> bool:
+        return (
+            self._connection is not None
+            and not self._connection.is_closed
+            and self._channel is not None
+            and not self._channel.is_closed
+        )
 
     def _on_close(self, *_: object) -> None:
         lost = BrokerConnectionError(f"lost the broker at {self.settings.where}")
@@ -164,7 +176,11 @@ class AsyncDriplineClient:
                         f"no dripline service is bound to {target!r} on exchange "
                         f"{self.settings.requests_exchange!r}"
                     ) from None
-                except (aio_pika.exceptions.AMQPError, OSError) as error:
+                except (
+                    aio_pika.exceptions.AMQPError,
+                    aio_pika.exceptions.ChannelInvalidStateError,
+                    OSError,
+                ) as error:
                     raise BrokerConnectionError(
                         f"could not send to {target!r} on {self.settings.where}: {error}"
                     ) from None
