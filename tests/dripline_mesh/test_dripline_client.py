@@ -4,6 +4,7 @@ and against a minimal dripline service written here with the plain AMQP client."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from statehub.dripline.client import AsyncDriplineClient, DriplineClient
 from statehub.dripline.settings import MeshSettings
 from statehub.endpoints.return_codes import (
     AccessDeniedError,
+    AmqpError,
     ClientTimeoutError,
     EndpointError,
     InvalidRoutingKeyError,
@@ -79,6 +81,14 @@ async def test_client_errors_of_its_own(served: Served, settings: MeshSettings) 
             with pytest.raises(ClientTimeoutError) as late:
                 await client.get("silent")
             assert late.value.code == 404
+
+            # an exchange of that name exists with another type: the broker refuses
+            await channel.declare_exchange("direct_requests", aio_pika.ExchangeType.DIRECT)
+            elsewhere = dataclasses.replace(settings, requests_exchange="direct_requests")
+            with pytest.raises(AmqpError) as refused:
+                await AsyncDriplineClient(settings=elsewhere).connect()
+            assert refused.value.code == 100
+            assert "direct_requests" in str(refused.value)
 
 
 def test_sync_client_and_cli(served_in_thread: tuple[Served, MeshSettings]) -> None:

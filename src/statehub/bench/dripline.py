@@ -1,21 +1,25 @@
 """The dripline workload: OP_GET request/reply round trips over a RabbitMQ broker, next to
 the same endpoint get over statehub's own protocol (gRPC), in the same run.
 
-Server, mesh service and clients share this process and its loop (as in the network
-group), on loopback. The broker is a throwaway one started here (``TemporaryBroker``),
-or the one at ``$STATEHUB_BENCH_DRIPLINE_BROKER``. Rounds of both protocols are
-interleaved and each figure is the median over the rounds, so a noisy neighbour on a
-shared machine hits both alike.
+The server and its mesh service run in this process; both clients run in a child
+process (their own loop), so the client's work is not charged to the server, as on a
+real mesh where clients are other programs. All on loopback. The broker is a throwaway
+one started here (``TemporaryBroker``), or the one at ``$STATEHUB_BENCH_DRIPLINE_BROKER``.
+Rounds of both protocols are interleaved and each figure is the median over the rounds,
+so a noisy neighbour on a shared machine hits both alike.
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from multiprocessing.connection import Connection as Pipe
+from typing import Any
 
 from statehub.bench.table import Result
 
@@ -47,8 +51,7 @@ def run() -> list[Result]:
 
 
 async def _run_all(url: str) -> list[Result]:
-    from statehub.client.async_client import AsyncClient
-    from statehub.dripline.client import AsyncDriplineClient
+    """Serve the endpoint on the mesh and on gRPC here; measure from a child process."""
     from statehub.dripline.mesh import MeshService
     from statehub.dripline.settings import mesh_settings
     from statehub.endpoints.attach import endpoints_running
@@ -64,10 +67,54 @@ async def _run_all(url: str) -> list[Result]:
         )
         mesh = await stack.enter_async_context(MeshService(service, settings))
         await mesh.wait_connected(60)
-        dripline = await stack.enter_async_context(AsyncDriplineClient(settings=settings))
-        own = await stack.enter_async_context(
-            AsyncClient("127.0.0.1", server.port, reconnect=False)
-        )
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        process = context.Process(target=_clients, args=(url, server.port, child), daemon=True)
+        process.start()
+        try:
+            loop = asyncio.get_running_loop()
+            outcome = await loop.run_in_executor(None, _receive, parent, process)
+        finally:
+            await loop.run_in_executor(None, process.join, 60)
+            if process.is_alive():
+                process.kill()
+    if outcome[0] != "figures":
+        raise RuntimeError(f"the client process failed: {outcome[1]}")
+    return _rows(outcome[1], list(CONTENDERS))
+
+
+#: The two ways to get the endpoint, as named in the table.
+CONTENDERS = (
+    "dripline OP_GET over RabbitMQ",
+    "statehub endpoint get over its own protocol (gRPC)",
+)
+
+Figures = dict[tuple[str, int], list[tuple[float, float, float]]]
+
+
+def _receive(pipe: Pipe, process: Any) -> Any:
+    while not pipe.poll(0.2):
+        if not process.is_alive():
+            return ("error", f"it exited with code {process.exitcode}")
+    return pipe.recv()
+
+
+def _clients(url: str, port: int, pipe: Pipe) -> None:
+    """The child process: both clients, rounds interleaved; sends back the figures."""
+    try:
+        pipe.send(("figures", asyncio.run(_measure_all(url, port))))
+    except Exception as error:
+        pipe.send(("error", f"{type(error).__name__}: {error}"))
+
+
+async def _measure_all(url: str, port: int) -> Figures:
+    from statehub.client.async_client import AsyncClient
+    from statehub.dripline.client import AsyncDriplineClient
+
+    async with (
+        AsyncDriplineClient(url) as dripline,
+        AsyncClient("127.0.0.1", port, reconnect=False) as own,
+    ):
 
         async def dripline_get() -> object:
             return await dripline.get("reading")
@@ -75,20 +122,17 @@ async def _run_all(url: str) -> list[Result]:
         async def own_get() -> object:
             return await own.endpoint_get("bench.reading")
 
-        contenders = {
-            "dripline OP_GET over RabbitMQ": dripline_get,
-            "statehub endpoint get over its own protocol (gRPC)": own_get,
-        }
-        for call in contenders.values():  # warm up connections, caches, JIT-free paths
+        calls = dict(zip(CONTENDERS, (dripline_get, own_get), strict=True))
+        for call in calls.values():  # warm up connections and caches
             await _measure(call, 200, IN_FLIGHT)
-        figures: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+        figures: Figures = {}
         for _ in range(ROUNDS):
-            for name, call in contenders.items():
+            for name, call in calls.items():
                 for in_flight, count in ((1, SEQUENTIAL), (IN_FLIGHT, PARALLEL)):
                     figures.setdefault((name, in_flight), []).append(
                         await _measure(call, count, in_flight)
                     )
-    return _rows(figures, list(contenders))
+    return figures
 
 
 async def _measure(call: Call, count: int, in_flight: int) -> tuple[float, float, float]:
@@ -114,9 +158,7 @@ def _quantile(sorted_samples: list[float], q: float) -> float:
     return sorted_samples[index] * 1000
 
 
-def _rows(
-    figures: dict[tuple[str, int], list[tuple[float, float, float]]], names: list[str]
-) -> list[Result]:
+def _rows(figures: Figures, names: list[str]) -> list[Result]:
     rows: list[Result] = []
     medians: dict[tuple[str, int], float] = {}
     for (name, in_flight), runs in figures.items():

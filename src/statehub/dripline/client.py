@@ -29,6 +29,7 @@ from statehub.dripline import wire
 from statehub.dripline.chunks import Reassembler, message_ids, split
 from statehub.dripline.settings import MeshSettings, mesh_settings
 from statehub.endpoints.return_codes import (
+    AmqpError,
     BrokerConnectionError,
     ClientTimeoutError,
     EndpointError,
@@ -99,8 +100,13 @@ class AsyncDriplineClient:
                 replies = await channel.declare_queue(exclusive=True, auto_delete=True)
                 await replies.bind(requests, routing_key=replies.name)
                 await replies.consume(self._on_reply, no_ack=True)
-            except BaseException:
+            except BaseException as error:
                 await connection.close()
+                if isinstance(error, aio_pika.exceptions.AMQPError):
+                    raise AmqpError(
+                        f"the broker at {self.settings.where} refused the client's exchange or "
+                        f"reply queue: {error}"
+                    ) from None
                 raise
             connection.close_callbacks.add(self._on_close)
             channel.close_callbacks.add(self._on_close)
