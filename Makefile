@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck unit bench clean system-packages
+.PHONY: serve test lint typecheck unit bench clean system-packages soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ system-packages:
 	scripts/ensure-system-packages $(SYSTEM_PACKAGES)
 
 test: system-packages lint typecheck unit
+
+#: 1,000 clients for 10 minutes with churn (STATEHUB_SOAK_SECONDS / _CLIENTS to change).
+soak: $(STAMP)
+	$(BIN)/pytest -m soak -s tests/test_soak.py
 
 bench: $(STAMP)
 	$(BIN)/statehub bench

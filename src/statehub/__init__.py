@@ -15,6 +15,7 @@ from statehub.core.values import JsonValue
 from statehub.endpoints.return_codes import EndpointError, define_return_code
 from statehub.errors import (
     CommandFailed,
+    LimitExceeded,
     LockFailed,
     LockNotOwnedError,
     LockUpgradeError,
@@ -22,6 +23,7 @@ from statehub.errors import (
     ResourceLockedError,
     StatehubError,
 )
+from statehub.server.limits import SessionLimits
 from statehub.server.state_server import StateServer
 from statehub.store.base import Store
 from statehub.store.errors import DataFileError, DurabilityError
@@ -45,6 +47,7 @@ __all__ = [
     "Event",
     "JsonValue",
     "Lease",
+    "LimitExceeded",
     "LocalState",
     "LockFailed",
     "LockNotOwnedError",
@@ -54,6 +57,7 @@ __all__ = [
     "RWLockTable",
     "ResourceLockedError",
     "SQLiteStore",
+    "SessionLimits",
     "StateABC",
     "StateChange",
     "StateDictionary",

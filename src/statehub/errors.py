@@ -36,3 +36,8 @@ class LockNotOwnedError(StatehubError, RuntimeError):
 
 class CommandFailed(StatehubError):
     """A registered command raised; the message names the command and the original error."""
+
+
+class LimitExceeded(StatehubError):
+    """A client asked for more than it may hold (subscriptions, leases, waiting requests,
+    bytes); the message names the limit. Its other requests go on."""

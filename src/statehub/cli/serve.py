@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -16,6 +17,7 @@ from statehub.dripline.serving import mesh_for, on_mesh
 from statehub.dripline.settings import MeshSettings, MeshSettingsError
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import ConfigError, EndpointsConfig, load_config
+from statehub.server.limits import SessionLimits
 from statehub.server.state_server import (
     DEFAULT_ADDRESS,
     DEFAULT_KEEPALIVE_TIME,
@@ -26,6 +28,8 @@ from statehub.server.state_server import (
 )
 from statehub.store.errors import DataFileError
 from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
+
+_LIMIT_DEFAULTS = {field.name: field.default for field in dataclasses.fields(SessionLimits)}
 
 
 @click.command()
@@ -95,6 +99,15 @@ from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
     "starts; logged values go to endpoint-events.sqlite3 in --data, else memory).",
 )
 @click.option(
+    "--session-limit",
+    "session_limits",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Change one per-session bound (repeatable): "
+    + ", ".join(f"{name} (default {value})" for name, value in _LIMIT_DEFAULTS.items())
+    + ".",
+)
+@click.option(
     "--dripline",
     "dripline_url",
     metavar="URL",
@@ -114,6 +127,7 @@ def serve(
     data: Path | None,
     durability: str | None,
     config_path: Path | None,
+    session_limits: tuple[str, ...],
     dripline_url: str | None,
     verbose: bool,
 ) -> None:
@@ -125,6 +139,7 @@ def serve(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    limits = _parse_limits(session_limits)
     endpoints = _load_endpoints(config_path)
     try:
         mesh = mesh_for(dripline_url, endpoints, str(config_path))
@@ -139,6 +154,7 @@ def serve(
         keepalive_time=keepalive,
         keepalive_timeout=keepalive_timeout,
         min_interval=interval,
+        limits=limits,
     )
     try:
         asyncio.run(_serve(server, endpoints, data, mesh))
@@ -147,6 +163,28 @@ def serve(
     finally:
         if store is not None:
             store.close()  # writes what is queued; the next start keeps the revision exactly
+
+
+def _parse_limits(settings: tuple[str, ...]) -> SessionLimits:
+    """``NAME=VALUE`` settings over the documented defaults; a bad one names itself."""
+    values: dict[str, int] = {}
+    for setting in settings:
+        name, equals, text = setting.partition("=")
+        if not equals or name not in _LIMIT_DEFAULTS:
+            raise click.BadParameter(
+                f"{setting!r}: expected NAME=VALUE with NAME one of {', '.join(_LIMIT_DEFAULTS)}",
+                param_hint="--session-limit",
+            )
+        try:
+            values[name] = int(text.replace("_", ""))
+        except ValueError:
+            raise click.BadParameter(
+                f"{setting!r}: {text!r} is not a whole number", param_hint="--session-limit"
+            ) from None
+    try:
+        return SessionLimits(**values)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--session-limit") from None
 
 
 def _open_store(data: Path | None, durability: str | None) -> SQLiteStore | None:

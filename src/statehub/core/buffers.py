@@ -60,6 +60,7 @@ class DictionaryChangeBuffer:
         self._lock = self._notifier.lock
         self._pending_updates: dict[str, JsonValue] = {}
         self._pending_removals: set[str] = set()
+        self._snapshot_due = False
         self._frozen = False
         self.cursor = _source.revision if _source is not None else 0
         #: True when the first flush is the whole content (not a delta since a revision).
@@ -87,25 +88,31 @@ class DictionaryChangeBuffer:
         """Refuse further updates and stop following the source; flush what is left once."""
         with self._lock:
             self._catch_up()
+            if self._snapshot_due:
+                self._take_snapshot()
             self._frozen = True
             self._notifier.notify()
 
-    def flush_changed_blocking(self, timeout: float | None = None) -> DictionaryChange:
+    def flush_changed_blocking(
+        self, timeout: float | None = None, *, copy: bool = True
+    ) -> DictionaryChange:
         """Wait until there are changes, then return them all and clear them.
 
         Raises ``ObjectFrozenError`` once the buffer is frozen and has nothing left, and
-        ``TimeoutError`` if ``timeout`` seconds pass with nothing to flush.
+        ``TimeoutError`` if ``timeout`` seconds pass with nothing to flush. With
+        ``copy=False`` the values are the shared state's own (never changed in place, as
+        changes replace values): for a reader that only encodes them, such as a server.
         """
         with self._lock:
             if not self._notifier.wait_blocking(self._flushable, timeout):
                 raise TimeoutError(f"no change within {timeout} s")
-            return self._take()
+            return self._take(copy)
 
-    async def flush_changed_async(self) -> DictionaryChange:
+    async def flush_changed_async(self, *, copy: bool = True) -> DictionaryChange:
         """Like ``flush_changed_blocking``, awaiting in the running event loop."""
         await self._notifier.wait(self._flushable)
         with self._lock:
-            return self._take()
+            return self._take(copy)
 
     def subscribe_changes(self, interval: float = 0) -> Iterator[DictionaryChange]:
         """Yield changes, at most one flush every ``interval`` seconds; ends when frozen."""
@@ -137,22 +144,43 @@ class DictionaryChangeBuffer:
     def _has_pending(self) -> bool:
         # Catching up first: changes outside the prefix leave nothing pending.
         self._catch_up()
+        if self._snapshot_due:
+            self._take_snapshot()
         return bool(self._pending_updates or self._pending_removals)
 
-    def _take(self) -> DictionaryChange:
+    def _take(self, copy: bool = True) -> DictionaryChange:
         self._catch_up()
+        if self._snapshot_due:
+            self._take_snapshot()
         if not (self._pending_updates or self._pending_removals):
             raise ObjectFrozenError("the change buffer is frozen and has nothing left to flush")
         change = DictionaryChange()
-        change.updates = copy_mapping(self._pending_updates)
+        change.updates = copy_mapping(self._pending_updates) if copy else self._pending_updates
         change.removals = self._pending_removals
         self._pending_updates = {}
         self._pending_removals = set()
         return change
 
+    def _take_snapshot(self) -> None:
+        """The whole content under the prefix, read now rather than when the view began:
+        views waiting for their first flush hold no copy of the state meanwhile."""
+        assert self._source is not None
+        prefix = self._prefix
+        content = self._source.content
+        self._pending_updates = (
+            {key: value for key, value in content.items() if key.startswith(prefix)}
+            if prefix
+            else dict(content)
+        )
+        self._pending_removals = set()
+        self._snapshot_due = False
+
     def _catch_up(self) -> None:
         source = self._source
         if source is None or self._frozen or self.cursor >= source.revision:
+            return
+        if self._snapshot_due:  # the snapshot, when taken, will hold these changes
+            self.cursor = source.revision
             return
         updated, removed = self._under_prefix(*source.changed_since(self.cursor))
         content = source.content
@@ -182,10 +210,7 @@ class DictionaryChangeBuffer:
                 self._pending_removals = removed
                 self.starts_with_snapshot = False
                 return
-        prefix = self._prefix
-        self._pending_updates = {
-            key: value for key, value in source.content.items() if key.startswith(prefix)
-        }
+        self._snapshot_due = True
 
     def _under_prefix(self, updated: set[str], removed: set[str]) -> tuple[set[str], set[str]]:
         prefix = self._prefix

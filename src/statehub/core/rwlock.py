@@ -170,12 +170,21 @@ class RWLockTable:
 
     def _abandon(self, key: str, lock: _KeyLock, waiter: _Waiter) -> None:
         if waiter.granted.done() and not waiter.granted.cancelled():
-            self.release(key, waiter.owner, exclusive=waiter.exclusive)
+            # Granted, but its task was cancelled before it could run: give it back,
+            # unless its owner's holds were all released meanwhile (its session ended).
+            if _holds(lock, waiter.owner, waiter.exclusive):
+                self.release(key, waiter.owner, exclusive=waiter.exclusive)
             return
         queue = lock.waiting_writers if waiter.exclusive else lock.waiting_readers
         if waiter in queue:
             queue.remove(waiter)
         self._dispatch(key, lock)
+
+
+def _holds(lock: _KeyLock, owner: Hashable, exclusive: bool) -> bool:
+    if exclusive:
+        return lock.writer == owner and lock.writer_depth > 0
+    return owner in lock.readers
 
 
 def _drop_cancelled(lock: _KeyLock) -> None:

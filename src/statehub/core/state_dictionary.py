@@ -158,6 +158,19 @@ class StateDictionary:
                 return copy_value(self._views.content[key])
         return default  # type: ignore[no-any-return]
 
+    def shared_values(self, keys: Iterable[str] | None = None) -> tuple[int, dict[str, JsonValue]]:
+        """The revision and the values at ``keys`` (None: every key), read at one instant.
+
+        The values are the state's own, not copies: for readers that only encode them (a
+        server's replies). Changes replace values rather than change them in place, so
+        they stay as read; never modify them.
+        """
+        with self._lock:
+            content = self._views.content
+            if keys is None:
+                return self._views.revision, dict(content)
+            return self._views.revision, {key: content[key] for key in keys if key in content}
+
     def copy_content(self) -> dict[str, JsonValue]:
         """A copy of the content at this instant (nested values copied too)."""
         with self._lock:

@@ -7,6 +7,7 @@ change shared state behind its back through a nested list or dict.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 
@@ -91,7 +92,13 @@ def check_duration(key: str, seconds: object) -> float | None:
             f"lease on {key!r}: duration must be a number of seconds or None, "
             f"got {type(seconds).__name__} {seconds!r}"
         )
-    duration = float(seconds)  # type: ignore[arg-type]
+    try:
+        duration = float(seconds)  # type: ignore[arg-type]
+    except OverflowError:
+        raise ValueError(
+            f"lease on {key!r}: duration is too large (an int of "
+            f"{seconds.bit_length()} bits; at most {sys.float_info.max:.3g} seconds)"  # type: ignore[attr-defined]
+        ) from None
     if math.isnan(duration) or duration < 0:
         raise ValueError(f"lease on {key!r}: duration must be >= 0 seconds, got {seconds!r}")
     return duration

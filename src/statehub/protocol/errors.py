@@ -19,6 +19,7 @@ from typing import Any
 
 from statehub.errors import (
     CommandFailed,
+    LimitExceeded,
     LockFailed,
     LockNotOwnedError,
     LockUpgradeError,
@@ -194,6 +195,7 @@ register_error(CommandFailed, "UNKNOWN")
 register_error(ObjectFrozenError, "UNAVAILABLE")
 register_error(ProtocolError, "INVALID_ARGUMENT")
 register_error(MessageTooLargeError, "RESOURCE_EXHAUSTED")
+register_error(LimitExceeded, "RESOURCE_EXHAUSTED")
 register_error(RequestCancelled, "CANCELLED")
 register_error(DurabilityError, "DATA_LOSS")
 register_error(DataFileError, "FAILED_PRECONDITION")

@@ -6,41 +6,109 @@ NanoVer: every number is a double on this protocol (an int 1 written here is rea
 as 1.0), and a null value means "remove this key" (or "release this lease"), so null
 cannot be stored through it. An int too large for a double is sent as +/-infinity.
 
-Refused leases and writes answer ``success=False`` as NanoVer did; bad input (a negative
-or NaN lease duration, a lease value that is neither a number nor null, a request over
-the size limit, an unknown command, wrong command arguments, a command that raised)
-aborts the call with the fitting gRPC status and a message naming what was wrong.
+Refused leases and writes answer ``success=False`` as NanoVer did; bad input (bytes that
+are not the request message, a negative or NaN lease duration, a lease value that is
+neither a number nor null, a request over the size limit, an unknown command, wrong
+command arguments, a command that raised) aborts the call with the fitting gRPC status
+and a message naming what was wrong. Requests arrive as raw bytes and are parsed here, so
+that a malformed one is the client's INVALID_ARGUMENT, not a server-side UNKNOWN.
+
+A state update larger than a NanoVer client accepts in one message (gRPC's default
+receive limit, 4 MiB) is sent as several updates, each under it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, NoReturn, TypeAlias
 
 import grpc
 from google.protobuf import struct_pb2
+from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
 from statehub.core.change import DictionaryChange
 from statehub.core.values import JsonValue
 from statehub.errors import ResourceLockedError
 from statehub.protocol.errors import MessageTooLargeError, error_message, status_of
-from statehub.server.nanover_proto import (
-    command_service_pb2,
-    command_service_pb2_grpc,
-    state_service_pb2,
-    state_service_pb2_grpc,
-)
+from statehub.server.nanover_proto import command_service_pb2, state_service_pb2
 from statehub.server.session import Hub
 
 Context: TypeAlias = "aio.ServicerContext[Any, Any]"
 
+#: The largest update sent to a NanoVer subscriber in one message: under gRPC's default
+#: receive limit (4 MiB), which NanoVer's clients keep.
+NANOVER_UPDATE_BYTES = 4 * 1024 * 1024 - 64 * 1024
+
+STATE_SERVICE = "nanover.protocol.state.State"
+COMMAND_SERVICE = "nanover.protocol.command.Command"
+
 
 def add_nanover_services(hub: Hub, server: aio.Server) -> None:
     """Serve NanoVer's state and command services from ``hub`` on ``server``."""
-    state_service_pb2_grpc.add_StateServicer_to_server(NanoverStateService(hub), server)
-    command_service_pb2_grpc.add_CommandServicer_to_server(NanoverCommandService(hub), server)
+    state = NanoverStateService(hub)
+    commands = NanoverCommandService(hub)
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                STATE_SERVICE,
+                {
+                    "SubscribeStateUpdates": grpc.unary_stream_rpc_method_handler(
+                        _parsed_stream(
+                            state_service_pb2.SubscribeStateUpdatesRequest,
+                            state.SubscribeStateUpdates,
+                        ),
+                        response_serializer=_serialize,
+                    ),
+                    "UpdateState": _unary(state_service_pb2.UpdateStateRequest, state.UpdateState),
+                    "UpdateLocks": _unary(state_service_pb2.UpdateLocksRequest, state.UpdateLocks),
+                },
+            ),
+            grpc.method_handlers_generic_handler(
+                COMMAND_SERVICE,
+                {
+                    "GetCommands": _unary(
+                        command_service_pb2.GetCommandsRequest, commands.GetCommands
+                    ),
+                    "RunCommand": _unary(command_service_pb2.CommandMessage, commands.RunCommand),
+                },
+            ),
+        )
+    )
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+async def _parse(message_type: type[Message], raw: bytes, context: Context) -> Any:
+    try:
+        return message_type.FromString(raw)
+    except DecodeError as error:
+        await _abort(
+            context,
+            ValueError(f"malformed {message_type.DESCRIPTOR.full_name} request: {error}"),
+        )
+
+
+def _unary(
+    message_type: type[Message], method: Callable[[Any, Context], Awaitable[Message]]
+) -> grpc.RpcMethodHandler[bytes, Message]:
+    async def handle(raw: bytes, context: Context) -> Message:
+        return await method(await _parse(message_type, raw, context), context)
+
+    return grpc.unary_unary_rpc_method_handler(handle, response_serializer=_serialize)
+
+
+def _parsed_stream(
+    message_type: type[Message], method: Callable[[Any, Context], AsyncIterator[Message]]
+) -> Callable[[bytes, Context], AsyncIterator[Message]]:
+    async def handle(raw: bytes, context: Context) -> AsyncIterator[Message]:
+        async for reply in method(await _parse(message_type, raw, context), context):
+            yield reply
+
+    return handle
 
 
 class NanoverStateService:
@@ -59,12 +127,8 @@ class NanoverStateService:
         interval = max(interval, self._hub.min_interval)
         with self._hub.state.get_change_buffer() as view:
             async for change in view.subscribe_changes_async(interval):
-                changed = struct_pb2.Struct()
-                for key, value in change.updates.items():
-                    _set_value(changed.fields[key], value)
-                for key in change.removals:
-                    changed.fields[key].null_value = struct_pb2.NULL_VALUE
-                yield state_service_pb2.StateUpdate(changed_keys=changed)
+                for update in _state_updates(change.updates, change.removals):
+                    yield update
 
     async def UpdateState(self, request: Any, context: Context) -> Any:
         await _check_size(self._hub, request, context)
@@ -153,6 +217,23 @@ async def _check_size(hub: Hub, request: Any, context: Context) -> None:
                 "(max_message_bytes); nothing was applied"
             ),
         )
+
+
+def _state_updates(updates: Mapping[str, JsonValue], removals: set[str]) -> Iterator[Any]:
+    """``StateUpdate`` messages carrying a change, each under ``NANOVER_UPDATE_BYTES``."""
+    changed = struct_pb2.Struct()
+    size = 0
+    entries: list[tuple[str, JsonValue]] = [*updates.items(), *((key, None) for key in removals)]
+    for key, value in entries:
+        _set_value(changed.fields[key], value)
+        entry_size = changed.fields[key].ByteSize() + len(key.encode()) + 16
+        if size and size + entry_size > NANOVER_UPDATE_BYTES:
+            del changed.fields[key]
+            yield state_service_pb2.StateUpdate(changed_keys=changed)
+            changed, size = struct_pb2.Struct(), 0
+            _set_value(changed.fields[key], value)
+        size += entry_size
+    yield state_service_pb2.StateUpdate(changed_keys=changed)
 
 
 def _python_value(value: struct_pb2.Value) -> JsonValue:

@@ -1,9 +1,12 @@
 """A session of the statehub session protocol, independent of any transport.
 
-A transport feeds each frame it reads to ``Session.receive`` and writes each frame
-``Session.next_frame`` returns, until it returns None; when the connection is gone it
-calls ``Session.close``, which releases everything the session held. The session knows
-nothing of gRPC (or of WebSocket, later): it speaks in frames of bytes and exceptions.
+``statehub.server.transport.serve_session`` drives it: each frame the client sends goes to
+``Session.receive``, each frame ``Session.next_frame`` returns is written, and when the
+connection is gone ``Session.close`` releases everything the session held, once. The
+session knows nothing of gRPC or WebSocket: it speaks in frames of bytes and exceptions.
+
+Every message is encoded when it is queued (see ``outbox.py``), so what a client holds
+on the server is counted in bytes and bounded (see ``limits.py``).
 
 Requests are handled in the order they arrive, but a ``lock`` that has to wait and a
 ``call`` run as tasks, so they never hold up the requests behind them: replies may come
@@ -15,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import sys
 import uuid
-from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections import Counter
+from collections.abc import Callable, Coroutine, Hashable
 from typing import Any
 
 from statehub.core.buffers import DictionaryChangeBuffer
@@ -28,7 +32,7 @@ from statehub.core.rwlock import RWLockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import check_key
 from statehub.errors import ObjectFrozenError, StatehubError
-from statehub.protocol.codec import decode_batch, encode_batch
+from statehub.protocol.codec import decode_batch, encode_value
 from statehub.protocol.errors import (
     MessageTooLargeError,
     ProtocolError,
@@ -36,12 +40,12 @@ from statehub.protocol.errors import (
     error_to_wire,
     status_of,
 )
+from statehub.server.change_batches import change_batch_pieces
+from statehub.server.limits import LimitExceeded, SessionLimits
+from statehub.server.outbox import FRAME_HEADER_BYTES, Outbox
+from statehub.server.peer import Peer
 
 logger = logging.getLogger(__name__)
-
-#: Replies and change batches waiting to be written, above which ``receive`` waits for
-#: the transport to catch up (a client that sends without reading is slowed down).
-HIGH_WATER_MESSAGES = 10_000
 
 Reply = dict[str, Any]
 
@@ -62,6 +66,7 @@ class Hub:
         max_message_bytes: int,
         keepalive_s: float,
         min_interval: float = 0.0,
+        limits: SessionLimits | None = None,
     ) -> None:
         self.state = state
         self.locks = locks
@@ -69,6 +74,7 @@ class Hub:
         self.max_message_bytes = max_message_bytes
         self.keepalive_s = keepalive_s
         self.min_interval = min_interval
+        self.limits = limits if limits is not None else SessionLimits()
         self.sessions: set[Session] = set()
         self._token_sessions: Counter[str] = Counter()
 
@@ -90,26 +96,24 @@ class Hub:
 class Session:
     """One connected client: its token, leases, read/write locks, subscriptions, requests."""
 
-    def __init__(self, hub: Hub, *, peer: str = "") -> None:
+    def __init__(self, hub: Hub, peer: Peer) -> None:
         self.hub = hub
         self.peer = peer
         self.id = uuid.uuid4().hex
         self.token: str | None = None
         self.client = ""
-        self._outbox: list[Reply] = []
-        self._frames: deque[bytes] = deque()
-        self._outbox_ready = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
-        self._ending = False
+        #: Set when the client sent a frame that cannot be decoded (the session ends).
+        self.failure: ProtocolError | None = None
+        self._outbox = Outbox(max_frame_bytes=hub.max_message_bytes)
         self._closed = False
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._waiting: dict[int, asyncio.Task[None]] = {}  # requests still running, by id
-        self._cancelled_by_client: set[int] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._waiting: dict[int, asyncio.Task[Reply]] = {}  # requests still running, by id
+        self._cancellable: set[int] = set()  # of those, the ones a client may cancel
         self._subscriptions: dict[int, asyncio.Task[None]] = {}
         self._next_sub = 1
         self._lock_owners: set[tuple[str, Hashable]] = set()
-        self._ops: dict[str, Callable[[dict[str, Any]], Reply | Awaitable[Reply]]] = {
+        self._leased: set[str] = set()
+        self._ops: dict[str, Callable[[dict[str, Any]], Reply | Coroutine[Any, Any, Reply]]] = {
             "hello": self._hello,
             "get": self._get,
             "update": self._update,
@@ -127,13 +131,14 @@ class Session:
         }
         hub.sessions.add(self)
 
-    # -- the transport's side ------------------------------------------------------------
+    # -- the transport's side (see transport.serve_session) ------------------------------
 
     async def receive(self, frame: bytes) -> None:
         """Handle one frame from the client.
 
         Raises ``ProtocolError`` if the frame cannot be decoded: the transport should end
         the connection with that error, since no reply can name the requests it held.
+        Waits (backpressure) while the client has more than its limit of bytes unread.
         """
         if self._closed:
             return
@@ -146,54 +151,59 @@ class Session:
             )
             for message in messages:
                 self._send_error(message.get("id"), error)
-        else:
-            for message in messages:
-                self._dispatch(message)
-        while len(self._outbox) > HIGH_WATER_MESSAGES and not self._closed:
-            await self._drained.wait()
+            return
+        max_queued = self.hub.limits.max_queued_bytes
+        for message in messages:
+            await self._outbox.wait_below(max_queued)
+            if self._closed:
+                return
+            self._dispatch(message)
 
     async def next_frame(self) -> bytes | None:
         """The next frame to write; None once the session has ended and everything is out."""
-        while not self._frames:
-            if self._outbox:
-                self._frames.extend(self._encode(self._outbox))
-                self._outbox = []
-                break
-            if self._ending:
-                return None
-            self._outbox_ready.clear()
-            await self._outbox_ready.wait()
-        frame = self._frames.popleft()
-        if not self._frames and not self._outbox:
-            self._drained.set()
-        return frame
+        return await self._outbox.next_frame()
 
     def end(self) -> None:
-        """End the session once what is pending has been written (``next_frame`` -> None)."""
-        self._ending = True
-        self._outbox_ready.set()
+        """End the session once what is queued has been written (``next_frame`` -> None)."""
+        self._outbox.close()
 
-    async def close(self) -> None:
-        """The connection is gone: stop every task, release every lock and lease."""
+    def fail(self, error: ProtocolError) -> None:
+        """The client sent an undecodable frame: end the session, reporting ``error``."""
+        if self.failure is None:
+            self.failure = error
+        self.end()
+
+    def close(self) -> None:
+        """The connection is gone: release every lease, lock and subscription, once.
+
+        Synchronous on purpose: nothing can interrupt it half-way, whatever cancels the
+        transport's task meanwhile. Tasks are cancelled, not awaited; a lock a cancelled
+        waiter was granted in the meantime is given back by the lock table itself.
+        """
         if self._closed:
             return
         self._closed = True
         self.end()
-        self._drained.set()
-        tasks = list(self._tasks)
         try:
-            for task in tasks:
+            for task in self._tasks:
                 task.cancel()
-            if tasks:
-                await asyncio.wait(tasks)
-        finally:
             for owner in self._lock_owners:
                 self.hub.locks.release_owner(owner)
+        finally:
             self._lock_owners.clear()
             if self.token is not None:
                 self.hub.token_left(self.token)
             self.hub.sessions.discard(self)
-            logger.debug("session %s (%s, %s) closed", self.id, self.client, self.peer)
+            logger.debug("session %s (%s, %s) closed", self.id, self.client, self.peer.address)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of encoded messages waiting for the transport to write them."""
+        return self._outbox.queued_bytes
 
     # -- dispatch ------------------------------------------------------------------------
 
@@ -211,87 +221,77 @@ class Session:
             if handler is None:
                 known = sorted(self._ops)
                 raise ProtocolError(f"unknown op {op!r}; known ops: {', '.join(known)}")
+            if request_id in self._waiting:
+                raise ProtocolError(f"request id {request_id} is still waiting for its reply")
+            if op in _WAITING_OPS and len(self._waiting) >= self.hub.limits.max_pending_requests:
+                raise LimitExceeded(
+                    f"{op}: this session already has {len(self._waiting)} requests waiting "
+                    f"(max_pending_requests={self.hub.limits.max_pending_requests})"
+                )
             reply = handler(message)
-            if isinstance(reply, dict):
-                self._send({"id": request_id, "ok": reply})
-            else:  # it has to wait (a lock, a command, durability): later requests don't
-                task = self._spawn(self._reply_when_done(request_id, reply))
-                self._waiting[request_id] = task
-                task.add_done_callback(lambda _: self._waiting.pop(request_id, None))
         except Exception as error:
             self._send_error(request_id, error)
+            return
+        if isinstance(reply, dict):
+            self._send({"id": request_id, "ok": reply})
+        else:
+            self._reply_later(request_id, reply, cancellable=op in _CANCELLABLE_OPS)
 
-    async def _reply_when_done(self, request_id: int, reply: Awaitable[Reply]) -> None:
-        try:
-            result = await reply
-        except asyncio.CancelledError:
-            if request_id not in self._cancelled_by_client:
-                raise  # the session is closing
-            self._cancelled_by_client.discard(request_id)
+    def _reply_later(
+        self, request_id: int, reply: Coroutine[Any, Any, Reply], *, cancellable: bool
+    ) -> None:
+        """Run a request that has to wait; later requests don't. Exactly one reply follows."""
+        task = self._spawn(reply)
+        self._waiting[request_id] = task
+        if cancellable:
+            self._cancellable.add(request_id)
+        task.add_done_callback(lambda done: self._answer(request_id, done))
+
+    def _answer(self, request_id: int, task: asyncio.Task[Reply]) -> None:
+        self._waiting.pop(request_id, None)
+        self._cancellable.discard(request_id)
+        if self._closed:
+            return
+        if task.cancelled():
             self._send_error(request_id, RequestCancelled(f"request {request_id} cancelled"))
-        except Exception as error:
+        elif (error := task.exception()) is not None:
             self._send_error(request_id, error)
         else:
-            self._send({"id": request_id, "ok": result})
+            self._send({"id": request_id, "ok": task.result()})
 
-    def _spawn(self, coroutine: Awaitable[None]) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
     def _send(self, message: Reply) -> None:
+        """Encode and queue a reply; one that cannot be sent becomes an error reply."""
         if self._closed:
             return
-        self._outbox.append(message)
-        self._drained.clear()
-        self._outbox_ready.set()
+        try:
+            encoded = encode_value(message)
+        except TypeError as error:  # the core refuses what cannot be encoded: a server bug
+            logger.error("session %s: cannot encode a reply", self.id, exc_info=error)
+            self._send_error(message.get("id"), error)
+            return
+        limit = self.hub.max_message_bytes - FRAME_HEADER_BYTES
+        if len(encoded) > limit:
+            self._send_error(
+                message.get("id"),
+                MessageTooLargeError(
+                    f"the reply is {len(encoded)} bytes, over the limit of {limit} bytes "
+                    "(max_message_bytes); ask for fewer keys"
+                ),
+            )
+            return
+        self._outbox.push(encoded)
 
-    def _send_error(self, request_id: object, error: Exception) -> None:
+    def _send_error(self, request_id: object, error: BaseException) -> None:
         if not isinstance(error, StatehubError) and status_of(error) == "UNKNOWN":
             logger.error("session %s: unexpected error", self.id, exc_info=error)
         reply_id = request_id if type(request_id) is int else None
-        self._send({"id": reply_id, "error": error_to_wire(error)})
-
-    def _encode(self, messages: list[Reply]) -> list[bytes]:
-        """Frames of at most ``max_message_bytes`` each, where that is possible."""
-        limit = self.hub.max_message_bytes
-        frame = encode_batch(messages)
-        if len(frame) <= limit:
-            return [frame]
-        frames: list[bytes] = []
-        group: list[Reply] = []
-        group_size = 0
-        for message in messages:
-            for piece in self._pieces(message, limit):
-                size = len(encode_batch([piece]))
-                if group and group_size + size > limit:
-                    frames.append(encode_batch(group))
-                    group, group_size = [], 0
-                group.append(piece)
-                group_size += size
-        if group:
-            frames.append(encode_batch(group))
-        return frames
-
-    def _pieces(self, message: Reply, limit: int) -> list[Reply]:
-        """``message``, split or replaced if it is alone over the size limit."""
-        size = len(encode_batch([message]))
-        if size <= limit:
-            return [message]
-        if "sub" in message:  # a change batch: split its keys; only the first is a snapshot
-            return _split_change_batch(message, limit)
-        return [
-            {
-                "id": message.get("id"),
-                "error": error_to_wire(
-                    MessageTooLargeError(
-                        f"the reply is {size} bytes, over the limit of {limit} bytes "
-                        "(max_message_bytes); ask for fewer keys"
-                    )
-                ),
-            }
-        ]
+        self._outbox.push(encode_value({"id": reply_id, "error": error_to_wire(error)}))
 
     # -- ops -----------------------------------------------------------------------------
 
@@ -305,7 +305,7 @@ class Session:
         self.token = token if token is not None else str(uuid.uuid4())
         self.client = client
         self.hub.token_joined(self.token)
-        logger.debug("session %s: hello from %r at %s", self.id, client, self.peer)
+        logger.debug("session %s: hello from %r at %s", self.id, client, self.peer.address)
         return {
             "session": self.id,
             "token": self.token,
@@ -316,22 +316,13 @@ class Session:
         }
 
     def _get(self, message: dict[str, Any]) -> Reply:
-        keys = message.get("keys")
-        state = self.hub.state
-        if keys is None:
-            with state.views.lock:
-                return {"values": state.copy_content(), "revision": state.revision}
-        names = [check_key(key) for key in _list_arg(message, "get", "keys")]
-        missing = object()
-        values: dict[str, Any] = {}
-        with state.views.lock:
-            for key in names:
-                value = state.get(key, missing)
-                if value is not missing:
-                    values[key] = value
-            return {"values": values, "revision": state.revision}
+        names = None
+        if message.get("keys") is not None:
+            names = [check_key(key) for key in _list_arg(message, "get", "keys")]
+        revision, values = self.hub.state.shared_values(names)
+        return {"values": values, "revision": revision}
 
-    def _update(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
+    def _update(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
         updates = message.get("updates")
         updates = {} if updates is None else updates
         if type(updates) is not dict:
@@ -354,8 +345,24 @@ class Session:
         if type(acquire) is not dict:
             raise TypeError(f"leases: 'acquire' must be a map, got {_describe(acquire)}")
         release = _list_arg(message, "leases", "release", [])
+        self._check_lease_room(acquire)
         self.hub.state.update_locks(self.token, acquire, release)
+        self._leased.difference_update(key for key in release if type(key) is str)
+        self._leased.update(acquire)
         return {}
+
+    def _check_lease_room(self, acquire: dict[Any, Any]) -> None:
+        limit = self.hub.limits.max_leases
+        if len(self._leased) + len(acquire) <= limit:
+            return
+        live = {lease.key for lease in self.hub.state.leases() if lease.owner == self.token}
+        self._leased &= live  # forget leases that expired or were released elsewhere
+        wanted = self._leased | {key for key in acquire if type(key) is str}
+        if len(wanted) > limit:
+            raise LimitExceeded(
+                f"leases: this session would hold {len(wanted)} leases (max_leases={limit}); "
+                "nothing was leased"
+            )
 
     def _list_leases(self, message: dict[str, Any]) -> Reply:
         return {
@@ -366,11 +373,17 @@ class Session:
         }
 
     def _subscribe(self, message: dict[str, Any]) -> Reply:
-        interval = message.get("interval", 0.0)
-        if not _is_number(interval) or not 0 <= interval < math.inf:
+        limit = self.hub.limits.max_subscriptions
+        if len(self._subscriptions) >= limit:
+            raise LimitExceeded(
+                f"subscribe: this session already has {len(self._subscriptions)} subscriptions "
+                f"(max_subscriptions={limit}); unsubscribe one first"
+            )
+        interval = _seconds(message.get("interval", 0.0), "subscribe", "interval")
+        if interval is None or math.isinf(interval):
             raise ValueError(
                 "subscribe: 'interval' must be a finite number of seconds >= 0, "
-                f"got {_describe(interval)}"
+                f"got {_describe(message.get('interval'))}"
             )
         pacer = Pacer(max(interval, self.hub.min_interval))
         prefix = message.get("prefix", "")
@@ -398,15 +411,9 @@ class Session:
 
     async def _lock(self, message: dict[str, Any]) -> Reply:
         key, exclusive, owner = self._lock_args(message, "lock")
-        timeout = message.get("timeout")
-        if timeout is not None:
-            if not _is_number(timeout) or math.isnan(timeout) or timeout < 0:
-                raise ValueError(
-                    f"lock on {key!r}: 'timeout' must be a number of seconds >= 0 or None, "
-                    f"got {_describe(timeout)}"
-                )
-            if math.isinf(timeout):
-                timeout = None
+        timeout = _seconds(message.get("timeout"), f"lock on {key!r}", "timeout")
+        if timeout is not None and math.isinf(timeout):
+            timeout = None
         self._lock_owners.add(owner)
         await self.hub.locks.acquire(key, owner, exclusive=exclusive, timeout=timeout)
         return {}
@@ -438,15 +445,17 @@ class Session:
         return {}
 
     def _cancel(self, message: dict[str, Any]) -> Reply:
-        """Stop a request that is still waiting: a lock wait leaves the queue, no trace."""
+        """Stop a lock wait or a command still waiting; its own reply says ``cancelled``.
+
+        An update waiting to be durable is already applied, so it cannot be cancelled: it
+        is answered as applied (``cancelled: false`` here).
+        """
         target = message.get("request")
         if type(target) is not int:
             raise TypeError(f"cancel: 'request' must be an int id, got {_describe(target)}")
         task = self._waiting.get(target)
-        if task is None:
-            return {"cancelled": False}  # already answered (the reply is on its way)
-        self._cancelled_by_client.add(target)
-        task.cancel()
+        if task is None or target not in self._cancellable or not task.cancel():
+            return {"cancelled": False}  # answered already, on its way, or not cancellable
         return {"cancelled": True}
 
     def _lock_args(self, message: dict[str, Any], op: str) -> tuple[str, bool, tuple[str, str]]:
@@ -462,72 +471,62 @@ class Session:
     async def _run_subscription(
         self, sub: int, pacer: Pacer, prefix: str, since: int | None
     ) -> None:
+        budget = self.hub.max_message_bytes - FRAME_HEADER_BYTES
+        max_queued = self.hub.limits.max_queued_bytes
         with self.hub.state.get_change_buffer(since, prefix) as view:
             snapshot = view.starts_with_snapshot
             first = True
             while True:
                 await asyncio.sleep(pacer.delay())
-                await self._wait_drained()
+                # Let the transport write what is queued first: changes keep coalescing
+                # in the view meanwhile, so a slow reader gets fewer, larger batches.
+                await self._outbox.wait_below(0)
                 try:
-                    change = _flush_now(view) if first else await view.flush_changed_async()
+                    change = (
+                        _flush_now(view) if first else await view.flush_changed_async(copy=False)
+                    )
                 except ObjectFrozenError:
                     return
-                self._send(
-                    {
-                        "sub": sub,
-                        "revision": view.cursor,
-                        "snapshot": snapshot and first,
-                        "updates": change.updates,
-                        "removals": sorted(change.removals),
-                    }
+                pieces = change_batch_pieces(
+                    sub, view.cursor, snapshot and first, change.updates, change.removals, budget
                 )
+                async for piece in pieces:
+                    await self._outbox.wait_below(max_queued)
+                    self._outbox.push(piece)
                 pacer.flushed()
                 first = False
-
-    async def _wait_drained(self) -> None:
-        """Let the transport write what is queued before flushing more changes.
-
-        Changes keep coalescing in the view meanwhile, so a slow reader gets fewer,
-        larger batches instead of an ever longer queue.
-        """
-        while not self._drained.is_set():
-            await self._drained.wait()
 
 
 def _flush_now(view: DictionaryChangeBuffer) -> DictionaryChange:
     """What the view holds right now, possibly nothing (a subscription's first batch)."""
     try:
-        return view.flush_changed_blocking(timeout=0)
+        return view.flush_changed_blocking(timeout=0, copy=False)
     except TimeoutError:
         return DictionaryChange()
 
 
-def _split_change_batch(message: Reply, limit: int) -> list[Reply]:
-    pieces: list[Reply] = []
-    piece: Reply = {**message, "updates": {}, "removals": []}
-    budget = limit // 2  # leave room for the batch's own fields; keys are measured one by one
-    size = 0
-    entries: list[tuple[str, Any, bool]] = [
-        *((key, value, False) for key, value in message["updates"].items()),
-        *((key, None, True) for key in message["removals"]),
-    ]
-    for key, value, removed in entries:
-        entry_size = len(encode_batch([{key: value}]))
-        if size and size + entry_size > budget:
-            pieces.append(piece)
-            piece = {**message, "snapshot": False, "updates": {}, "removals": []}
-            size = 0
-        if removed:
-            piece["removals"].append(key)
-        else:
-            piece["updates"][key] = value
-        size += entry_size
-    pieces.append(piece)
-    return pieces
+#: Ops whose reply may have to wait (and so count against max_pending_requests).
+_WAITING_OPS = frozenset({"lock", "call", "update"})
+#: Ops a client may ``cancel`` while they wait (an update is applied before it waits).
+_CANCELLABLE_OPS = frozenset({"lock", "call"})
 
 
-def _is_number(value: object) -> bool:
-    return type(value) in (int, float)
+def _seconds(value: object, op: str, name: str) -> float | None:
+    """A number of seconds >= 0 from a request (None stays None; infinity is kept)."""
+    if value is None:
+        return None
+    if type(value) not in (int, float):
+        raise TypeError(f"{op}: {name!r} must be a number of seconds, got {_describe(value)}")
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        raise ValueError(
+            f"{op}: {name!r} is too large to be a number of seconds (an int of "
+            f"{value.bit_length()} bits; the limit is {sys.float_info.max:.3g})"  # type: ignore[attr-defined]
+        ) from None
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"{op}: {name!r} must be a number of seconds >= 0, got {value!r}")
+    return seconds
 
 
 def _bool_arg(message: dict[str, Any], op: str, name: str) -> bool:

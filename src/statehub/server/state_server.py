@@ -32,6 +32,7 @@ from statehub.core.rwlock import RWLockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import JsonValue
 from statehub.server.grpc_transport import session_handler
+from statehub.server.limits import SessionLimits
 from statehub.server.nanover_compat import add_nanover_services
 from statehub.server.session import Hub
 
@@ -56,7 +57,8 @@ class StateServer:
     """A statehub server: one shared state, its leases, read/write locks and commands.
 
     ``port=0`` picks a free port (read it back from ``port`` once started); a port in use
-    raises ``OSError`` when the server starts. ``state`` (a ``StateDictionary``) and
+    raises ``OSError`` when the server starts. ``limits`` bounds what each session may
+    hold (see ``SessionLimits``). ``state`` (a ``StateDictionary``) and
     ``locks`` (a ``RWLockTable``, used from the server's event loop only) are there for
     other server-side layers.
     """
@@ -72,6 +74,7 @@ class StateServer:
         keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
         min_interval: float = 0.0,
         max_workers: int = 128,
+        limits: SessionLimits | None = None,
     ) -> None:
         if type(port) is not int or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
@@ -108,6 +111,7 @@ class StateServer:
             max_message_bytes=max_message_bytes,
             keepalive_s=self.keepalive_time,
             min_interval=self.min_interval,
+            limits=limits,
         )
         self._grpc_server: aio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
