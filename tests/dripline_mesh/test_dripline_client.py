@@ -8,6 +8,7 @@ import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -91,7 +92,7 @@ async def test_client_errors_of_its_own(served: Served, settings: MeshSettings) 
             assert "direct_requests" in str(refused.value)
 
 
-def test_sync_client_and_cli(served_in_thread: tuple[Served, MeshSettings]) -> None:
+def test_sync_client_and_cli(served_in_thread: tuple[Served, MeshSettings], tmp_path: Path) -> None:
     _, settings = served_in_thread
     with DriplineClient(settings=settings) as client:
         reply = client.get("status")
@@ -125,6 +126,17 @@ def test_sync_client_and_cli(served_in_thread: tuple[Served, MeshSettings]) -> N
     )
     assert result.exit_code == 1
     assert "101 broker connection" in result.output
+
+    # the broker from a configuration file's dripline_mesh block
+    config = tmp_path / "mesh.yaml"
+    config.write_text(f"dripline_mesh: {{broker: 127.0.0.1, broker_port: {settings.port}}}\n")
+    result = runner.invoke(main, ["dripline", "get", "status", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["value_raw"] == "OPEN"
+    config.write_text("dripline_mesh: {brocker: 127.0.0.1}\n")
+    result = runner.invoke(main, ["dripline", "get", "status", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "mesh.yaml: dripline_mesh: option 'brocker': unknown option" in result.output
 
 
 class MinimalService:

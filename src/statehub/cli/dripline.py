@@ -16,7 +16,6 @@ from statehub.cli.endpoint import parse_value, split_arguments
 from statehub.endpoints.return_codes import EndpointError
 
 BROKER_VARIABLE = "DRIPLINE_BROKER"
-DEFAULT_BROKER = "amqp://localhost:5672/"
 
 
 def _options(function: Any) -> Any:
@@ -25,11 +24,19 @@ def _options(function: Any) -> Any:
             click.option(
                 "--broker",
                 envvar=BROKER_VARIABLE,
-                default=DEFAULT_BROKER,
-                show_default=True,
+                default=None,
                 metavar="URL",
-                help=f"The broker (also ${BROKER_VARIABLE}); user and password from the URL, "
-                "else DRIPLINE_USER/DRIPLINE_PASSWORD, else guest.",
+                help=f"The broker (also ${BROKER_VARIABLE}; default: the --config file's, else "
+                "amqp://localhost:5672/); user and password from the URL, else "
+                "DRIPLINE_USER/DRIPLINE_PASSWORD, else guest.",
+            ),
+            click.option(
+                "--config",
+                "config_path",
+                type=click.Path(dir_okay=False, exists=True),
+                default=None,
+                help="A YAML file whose dripline_mesh block names the broker, exchanges, "
+                "payload size and auth_file (a dripline or statehub configuration).",
             ),
             click.option("--specifier", "-s", help="The specifier (for cmd: the method)."),
             click.option("--lockout-key", help="The key the endpoint is locked with."),
@@ -47,7 +54,8 @@ def _options(function: Any) -> Any:
 
 
 def _send(
-    broker: str,
+    broker: str | None,
+    config_path: str | None,
     operation: str,
     target: str,
     payload: Any,
@@ -58,13 +66,15 @@ def _send(
     try:
         from statehub.dripline import wire
         from statehub.dripline.client import DriplineClient
-        from statehub.dripline.settings import MeshSettingsError
+        from statehub.dripline.settings import MeshSettingsError, block_from_file, mesh_settings
     except ImportError:
         raise click.ClickException(
             "the dripline client needs aio-pika: pip install 'statehub[dripline]'"
         ) from None
     try:
-        with DriplineClient(broker, timeout=timeout, name="statehub-cli") as client:
+        block = block_from_file(config_path) if config_path is not None else None
+        settings = mesh_settings(broker, block)
+        with DriplineClient(settings=settings, timeout=timeout, name="statehub-cli") as client:
             reply = client.request(
                 target,
                 wire.OPERATIONS[operation],
@@ -89,10 +99,15 @@ def dripline() -> None:
 @click.argument("target")
 @_options
 def get_(
-    target: str, broker: str, specifier: str | None, lockout_key: str | None, timeout: float
+    target: str,
+    broker: str | None,
+    config_path: str | None,
+    specifier: str | None,
+    lockout_key: str | None,
+    timeout: float,
 ) -> None:
     """Print the reply to a get of TARGET (a routing key: endpoint or service name)."""
-    _send(broker, "get", target, None, specifier, lockout_key, timeout)
+    _send(broker, config_path, "get", target, None, specifier, lockout_key, timeout)
 
 
 @dripline.command(name="set")
@@ -102,13 +117,15 @@ def get_(
 def set_(
     target: str,
     value: str,
-    broker: str,
+    broker: str | None,
+    config_path: str | None,
     specifier: str | None,
     lockout_key: str | None,
     timeout: float,
 ) -> None:
     """Set TARGET to VALUE (sent as {"values": [VALUE]})."""
-    _send(broker, "set", target, {"values": [parse_value(value)]}, specifier, lockout_key, timeout)
+    payload = {"values": [parse_value(value)]}
+    _send(broker, config_path, "set", target, payload, specifier, lockout_key, timeout)
 
 
 @dripline.command()
@@ -118,7 +135,8 @@ def set_(
 def cmd(
     target: str,
     values: tuple[str, ...],
-    broker: str,
+    broker: str | None,
+    config_path: str | None,
     specifier: str | None,
     lockout_key: str | None,
     timeout: float,
@@ -134,4 +152,4 @@ def cmd(
     """
     positional, keywords = split_arguments(values)
     payload = {"values": positional, **keywords}
-    _send(broker, "cmd", target, payload, specifier, lockout_key, timeout)
+    _send(broker, config_path, "cmd", target, payload, specifier, lockout_key, timeout)

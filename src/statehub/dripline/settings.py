@@ -100,6 +100,19 @@ def parse_block(data: object, source: str = "dripline_mesh") -> MeshBlock:
         raise MeshSettingsError("\n".join(problems)) from None
 
 
+def block_from_file(path: str | Path) -> MeshBlock:
+    """The ``dripline_mesh`` block of a YAML configuration file (defaults if it has none)."""
+    try:
+        data: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise MeshSettingsError(f"{path}: cannot read: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise MeshSettingsError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise MeshSettingsError(f"{path}: must be a mapping (with a dripline_mesh block)")
+    return parse_block(data.get("dripline_mesh"), f"{path}: dripline_mesh")
+
+
 def mesh_settings(
     url: str | None = None,
     block: MeshBlock | None = None,
