@@ -68,7 +68,9 @@ class NanoverClient:
 
 
 async def _nanover(server: StateServer, token: str) -> AsyncIterator[NanoverClient]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    # A connection of its own (grpc would otherwise share one between channels).
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=options) as channel:
         yield NanoverClient(channel, token)
 
 
@@ -139,15 +141,21 @@ async def test_locks_refuse_other_tokens_and_release_with_null(
     assert server.state.get("k") == "bob"
 
 
-async def test_nanover_and_session_clients_share_tokens_and_state(
+async def test_a_token_names_an_owner_only_on_the_connection_that_presented_it(
     server: StateServer, alice: NanoverClient
 ) -> None:
     async with connected(server, hello=False) as session:
         await session.hello("alice")
         await session.request("leases", acquire={"shared": None})
-        assert await alice.update({"shared": 1})  # same token: allowed
-        got = await session.request("get", keys=["shared"])
-        assert got["values"] == {"shared": 1.0}
+        assert not await alice.update({"shared": 1})  # the same token on another connection
+    assert await alice.locks({"mine": 60})
+    async for thief in _nanover(server, "alice"):  # a second connection naming it
+        assert not await thief.update({"mine": "stolen"})
+        assert not await thief.locks({"mine": 60})
+        await thief.locks({"mine": None})  # releasing it releases nothing of alice's
+        assert "mine" in {lease.key for lease in server.state.leases()}
+    assert await alice.update({"mine": "kept"})
+    assert server.state.get("mine") == "kept"
 
 
 @pytest.mark.parametrize(

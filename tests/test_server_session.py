@@ -41,14 +41,15 @@ async def test_hello_gives_session_token_and_limits() -> None:
         assert mine == {}
 
 
-async def test_hello_keeps_a_given_token_and_must_come_first() -> None:
+async def test_hello_must_come_first_and_a_named_token_does_not_name_the_owner() -> None:
     async with running_server() as server, connected(server, hello=False) as session:
         with pytest.raises(RemoteError) as refused:
             await session.request("get", keys=None)
         assert refused.value.status == "INVALID_ARGUMENT"
         assert isinstance(refused.value.error, ProtocolError)
         assert "hello" in str(refused.value.error)
-        assert (await session.hello("my-token"))["token"] == "my-token"
+        reply = await session.hello("my-token")
+        assert reply["token"] == f"{reply['session']}:anyone"
         with pytest.raises(RemoteError, match="already"):
             await session.hello("again")
 
@@ -169,16 +170,19 @@ async def test_leases_block_others_and_are_released_on_disconnect() -> None:
         await other.request("update", updates={"k": 1})
 
 
-async def test_a_shared_token_keeps_its_leases_until_its_last_session_ends() -> None:
-    async with running_server() as server:
-        async with connected(server, hello=False) as first:
-            await first.hello("shared")
-            async with connected(server, hello=False) as second:
-                await second.hello("shared")
-                await second.request("leases", acquire={"k": None})
-            await eventually(lambda: len(server.hub.sessions) == 1)
+async def test_naming_another_sessions_token_takes_none_of_its_leases() -> None:
+    async with running_server() as server, connected(server, hello=False) as first:
+        await first.hello("shared")
+        async with connected(server, hello=False) as second:
+            await second.hello("shared")
+            await second.request("leases", acquire={"k": None})
+            with pytest.raises(RemoteError) as refused:
+                await first.request("update", updates={"k": 1})
+            assert isinstance(refused.value.error, ResourceLockedError)
+            await first.request("leases", release=["k"])  # not its lease: nothing
             assert [lease.key for lease in server.state.leases()] == ["k"]
-        await eventually(lambda: not server.state.leases())
+        await eventually(lambda: not server.state.leases())  # released with its session
+        await first.request("update", updates={"k": 1})
 
 
 async def test_lock_waits_without_blocking_later_requests() -> None:

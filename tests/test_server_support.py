@@ -61,8 +61,10 @@ class GatedStore(MemoryStore):
 class RawSession:
     """One session over a raw stream: pipelined requests, replies by id, batches by sub."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self.call = channel.stream_stream(SESSION_PATH)()
+    def __init__(
+        self, channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...] | None = None
+    ) -> None:
+        self.call = channel.stream_stream(SESSION_PATH)(metadata=metadata)
         self._next_id = 1
         self._replies: dict[int | None, asyncio.Future[dict[str, Any]]] = {}
         self.batches: defaultdict[int, asyncio.Queue[dict[str, Any]]] = defaultdict(asyncio.Queue)

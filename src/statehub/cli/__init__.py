@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from statehub.cli.auth import auth
 from statehub.cli.bench import bench
 from statehub.cli.client_commands import CLIENT_COMMANDS
 from statehub.cli.dripline import dripline
@@ -19,6 +20,7 @@ def main() -> None:
 
 main.add_command(serve)
 main.add_command(bench)
+main.add_command(auth)
 main.add_command(dripline)
 for _command in CLIENT_COMMANDS:
     main.add_command(_command)

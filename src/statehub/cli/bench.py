@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import click
 
-from statehub.bench import core, dripline, durable, network
+from statehub.bench import core, dripline, durable, network, security
 from statehub.bench.table import Result, format_table
 
 #: Group name -> (title, function returning results). Other modules add their groups.
@@ -14,6 +14,7 @@ GROUPS: dict[str, tuple[str, Callable[[], list[Result]]]] = {
     "core": ("In-process core", core.run),
     "durable": ("Durable writes (SQLite store, group commit)", durable.run),
     "network": ("Network (gRPC on loopback; subscribers in a separate process)", network.run),
+    "security": ("What --auth and TLS cost (gRPC on loopback)", security.run),
     "dripline": ("Dripline mesh (RabbitMQ on loopback) next to statehub's protocol", dripline.run),
 }
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from statehub.cli.options import server_options
+from statehub.cli.options import client_security, server_options
 from statehub.client.async_client import AsyncClient
 from statehub.errors import StatehubError
 from statehub.protocol.errors import error_message
@@ -62,7 +62,14 @@ def _run(main: Callable[[], Awaitable[None]]) -> None:
 
 
 def _client(host: str, port: int, *, reconnect: bool = False) -> AsyncClient:
-    return AsyncClient(host, port, name="statehub-cli", reconnect=reconnect, connect_timeout=5.0)
+    return AsyncClient(
+        host,
+        port,
+        name="statehub-cli",
+        reconnect=reconnect,
+        connect_timeout=5.0,
+        **client_security(),
+    )
 
 
 @click.command()

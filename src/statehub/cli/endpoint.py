@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
-from statehub.cli.options import server_options
+from statehub.cli.options import client_security, server_options
 from statehub.client import Client
 from statehub.errors import StatehubError
 
@@ -32,7 +32,9 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def _connected(host: str, port: int) -> Iterator[Client]:
     """A connected client; statehub errors become one-line CLI errors."""
     try:
-        with Client(host, port, name="statehub-cli", reconnect=False) as client:
+        with Client(
+            host, port, name="statehub-cli", reconnect=False, **client_security()
+        ) as client:
             yield client
     except KeyError as error:  # the server has no endpoint.* commands
         raise click.ClickException(

@@ -12,6 +12,7 @@ from typing import cast
 
 import click
 
+from statehub.auth import Authenticator, IdentitiesFileError
 from statehub.core.state_dictionary import StateDictionary
 from statehub.dripline.serving import mesh_for, on_mesh
 from statehub.dripline.settings import MeshSettings, MeshSettingsError
@@ -26,10 +27,13 @@ from statehub.server.state_server import (
     DEFAULT_PORT,
     StateServer,
 )
+from statehub.server.tls import ServerTls
 from statehub.store.errors import DataFileError
 from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
 
 _LIMIT_DEFAULTS = {field.name: field.default for field in dataclasses.fields(SessionLimits)}
+
+logger = logging.getLogger(__name__)
 
 
 @click.command()
@@ -108,6 +112,34 @@ _LIMIT_DEFAULTS = {field.name: field.default for field in dataclasses.fields(Ses
     + ".",
 )
 @click.option(
+    "--auth",
+    "auth_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Identities file (YAML or TOML): users, roles and their rights; without it anyone "
+    "may do anything. Reloaded on SIGHUP. See docs/security.md.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TLS certificate chain (PEM) of this server; with --tls-key, clients connect with "
+    "statehubs://host:port.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Private key (PEM) of the --tls-cert certificate.",
+)
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Require client certificates signed by this CA (PEM) (mutual TLS); their names "
+    "identify clients to the --auth file.",
+)
+@click.option(
     "--dripline",
     "dripline_url",
     metavar="URL",
@@ -128,6 +160,10 @@ def serve(
     durability: str | None,
     config_path: Path | None,
     session_limits: tuple[str, ...],
+    auth_path: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
     dripline_url: str | None,
     verbose: bool,
 ) -> None:
@@ -145,6 +181,10 @@ def serve(
         mesh = mesh_for(dripline_url, endpoints, str(config_path))
     except MeshSettingsError as error:
         raise click.ClickException(str(error)) from None
+    authenticator = _load_auth(auth_path)
+    tls = _load_tls(tls_cert, tls_key, tls_client_ca)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        _warn_if_open(host, authenticator is not None, tls is not None)
     store = _open_store(data, durability)
     server = StateServer(
         state=StateDictionary(store=store) if store is not None else None,
@@ -155,9 +195,11 @@ def serve(
         keepalive_timeout=keepalive_timeout,
         min_interval=interval,
         limits=limits,
+        tls=tls,
+        auth=authenticator,
     )
     try:
-        asyncio.run(_serve(server, endpoints, data, mesh))
+        asyncio.run(_serve(server, endpoints, data, auth_path, mesh))
     except OSError as error:
         raise click.ClickException(str(error.strerror or error)) from None
     finally:
@@ -199,6 +241,57 @@ def _open_store(data: Path | None, durability: str | None) -> SQLiteStore | None
         raise click.ClickException(str(error)) from None
 
 
+def _warn_if_open(host: str, auth: bool, tls: bool) -> None:
+    """Serving other machines: say what anyone on the network could do or see."""
+    if not auth:
+        click.echo(
+            f"statehub: WARNING: serving on {host} without --auth: anyone who can reach this "
+            "port can read and change the state, take leases and run commands "
+            "(see docs/security.md)",
+            err=True,
+        )
+    elif not tls:
+        click.echo(
+            f"statehub: WARNING: serving on {host} with --auth but without TLS: tokens and "
+            "values cross the network readable by anyone on it (add --tls-cert/--tls-key)",
+            err=True,
+        )
+
+
+def _load_auth(path: Path | None) -> Authenticator | None:
+    """The identities; a bad file stops start-up naming file, entry and field."""
+    if path is None:
+        return None
+    try:
+        return Authenticator.from_file(path)
+    except IdentitiesFileError as error:
+        raise click.ClickException(f"bad identities file: {error}") from None
+
+
+def _load_tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> ServerTls | None:
+    if cert is None and key is None:
+        if client_ca is not None:
+            raise click.UsageError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if cert is None or key is None:
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    try:
+        return ServerTls.from_files(cert, key, client_ca)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def reload_identities(server: StateServer, path: Path) -> None:
+    """SIGHUP: read the identities again; a bad file is refused and the old one kept."""
+    try:
+        authenticator = Authenticator.from_file(path)
+    except IdentitiesFileError as error:
+        logger.error("identities not reloaded, the running ones stay: %s", error)
+        return
+    server.reload_auth(authenticator)
+    logger.info("identities reloaded from %s", path)
+
+
 def _load_endpoints(path: Path | None) -> EndpointsConfig | None:
     """The endpoint configuration; a bad one stops start-up naming file, endpoint, option."""
     if path is None:
@@ -213,12 +306,15 @@ async def _serve(
     server: StateServer,
     endpoints: EndpointsConfig | None = None,
     data: Path | None = None,
+    auth_path: Path | None = None,
     mesh: MeshSettings | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if auth_path is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload_identities, server, auth_path)
     await server.start()
     click.echo(f"statehub serving on {server.address}:{server.port} (Ctrl-C to stop)")
     sys.stdout.flush()  # a supervisor reading the port through a pipe sees it now

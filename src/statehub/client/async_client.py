@@ -24,6 +24,7 @@ from typing import Any
 from statehub.client.changes import CoalescingBuffer, StateChange
 from statehub.client.connection import DEFAULT_PORT, Connection, Message, Subscription
 from statehub.client.errors import ConnectionLost
+from statehub.client.tls import ClientTls, split_tls_url
 from statehub.core.change import DictionaryChange
 from statehub.core.events import Event
 from statehub.core.pacing import check_interval
@@ -132,6 +133,10 @@ class ChangeStream:
 class AsyncClient(AsyncEndpointCalls, StateABC):
     """A client of a statehub server (``address``, ``port``; default port 38801).
 
+    ``credential``: a bearer token (or JWT) for a server started with ``--auth``.
+    ``tls``: a ``ClientTls`` (CA bundle, client certificate), or True for the system's
+    CAs; an address ``statehubs://host:port`` turns TLS on too.
+
     Connect with ``async with AsyncClient(...)`` or ``await client.connect()``. When the
     server goes away, waiting and new calls raise ``ConnectionLost`` while the client
     reconnects with backoff; subscriptions resume, and the ``leases_lost`` /
@@ -149,17 +154,24 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         port: int = DEFAULT_PORT,
         *,
         token: str | None = None,
+        credential: str | None = None,
+        tls: ClientTls | bool | None = None,
         name: str | None = None,
         connect_timeout: float = 5.0,
         reconnect: bool = True,
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
     ) -> None:
+        address, url_port, url_tls = split_tls_url(address)
         self.address = address
-        self.port = port
+        self.port = url_port if url_port is not None else port
         self.name = name if name is not None else f"statehub-python-{next(_client_numbers)}"
+        if tls is True or (url_tls and tls is None):
+            tls = ClientTls()
         self._settings: dict[str, Any] = {
             "token": token,
+            "credential": credential,
+            "tls": tls or None,
             "client_name": self.name,
             "connect_timeout": connect_timeout,
             "reconnect": reconnect,
@@ -233,7 +245,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
 
     @property
     def token(self) -> str | None:
-        """The access token the leases of this session are held under."""
+        """The owner of this session's leases (the server makes it from session and identity)."""
         return self._conn.token if self._conn is not None else None
 
     async def wait_connected(self, timeout: float | None = None) -> None:

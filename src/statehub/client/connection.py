@@ -26,6 +26,7 @@ import grpc
 import grpc.aio
 
 from statehub.client.errors import ConnectionLost
+from statehub.client.tls import ClientTls
 from statehub.protocol import (
     SESSION_PATH,
     MessageTooLargeError,
@@ -86,6 +87,8 @@ class Connection:
         port: int = DEFAULT_PORT,
         *,
         token: str | None = None,
+        credential: str | None = None,
+        tls: ClientTls | None = None,
         client_name: str = "statehub-python",
         connect_timeout: float = 5.0,
         reconnect: bool = True,
@@ -97,6 +100,8 @@ class Connection:
         self.address = address
         self.port = port
         self._wanted_token = token
+        self._credential = credential
+        self._tls = tls
         self._client_name = client_name
         self._connect_timeout = connect_timeout
         self._reconnect = reconnect
@@ -197,7 +202,7 @@ class Connection:
 
     async def _open(self) -> None:
         """Connect, say hello, and start the reader, writer and keepalive tasks."""
-        channel = grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+        channel = self._new_channel()
         try:
             async with asyncio.timeout(self._connect_timeout):
                 await self._wait_ready(channel)
@@ -209,6 +214,8 @@ class Connection:
                     "token": self._wanted_token,
                     "client": self._client_name,
                 }
+                if self._credential is not None:
+                    hello["credential"] = self._credential
                 await call.write(encode_batch([hello]))
                 frame = await call.read()
         except TimeoutError:
@@ -242,6 +249,15 @@ class Connection:
             asyncio.create_task(self._keepalive_loop(generation), name="statehub-keepalive"),
         ]
         logger.debug("session %s open with %s", self.session, self.target)
+
+    def _new_channel(self) -> grpc.aio.Channel:
+        if self._tls is None:
+            return grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(
+            self.target,
+            self._tls.channel_credentials(),
+            options=_CHANNEL_OPTIONS + self._tls.channel_options(),
+        )
 
     async def _wait_ready(self, channel: grpc.aio.Channel) -> None:
         state = channel.get_state(try_to_connect=True)

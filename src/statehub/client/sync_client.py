@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from statehub.client.async_client import AsyncClient, ChangeStream
 from statehub.client.changes import StateChange
 from statehub.client.connection import DEFAULT_PORT
+from statehub.client.tls import ClientTls
 from statehub.core.change import DictionaryChange
 from statehub.core.events import Event
 from statehub.core.values import JsonValue
@@ -38,6 +39,8 @@ class Client(EndpointCalls):
         port: int = DEFAULT_PORT,
         *,
         token: str | None = None,
+        credential: str | None = None,
+        tls: ClientTls | bool | None = None,
         name: str | None = None,
         connect_timeout: float = 5.0,
         reconnect: bool = True,
@@ -55,6 +58,8 @@ class Client(EndpointCalls):
             address,
             port,
             token=token,
+            credential=credential,
+            tls=tls,
             name=name,
             connect_timeout=connect_timeout,
             reconnect=reconnect,

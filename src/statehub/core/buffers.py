@@ -14,7 +14,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,6 +28,9 @@ from statehub.errors import ObjectFrozenError
 #: revisions and tombstones instead (slower, but never a gap). It is also the history
 #: bound: a reader resuming from a revision at most this many commits old gets a delta.
 DEFAULT_LOG_LENGTH = 100_000
+
+#: Which keys a view shows, beyond its prefix (True: shown).
+KeyFilter = Callable[[str], bool]
 
 
 def validated_change(
@@ -52,10 +55,15 @@ class DictionaryChangeBuffer:
     """
 
     def __init__(
-        self, *, _source: DictionaryChangeMultiView | None = None, _prefix: str = ""
+        self,
+        *,
+        _source: DictionaryChangeMultiView | None = None,
+        _prefix: str = "",
+        _key_filter: KeyFilter | None = None,
     ) -> None:
         self._source = _source
         self._prefix = _prefix
+        self._key_filter = _key_filter
         self._notifier = _source.notifier if _source is not None else Notifier(threading.RLock())
         self._lock = self._notifier.lock
         self._pending_updates: dict[str, JsonValue] = {}
@@ -165,13 +173,20 @@ class DictionaryChangeBuffer:
         """The whole content under the prefix, read now rather than when the view began:
         views waiting for their first flush hold no copy of the state meanwhile."""
         assert self._source is not None
-        prefix = self._prefix
+        prefix, key_filter = self._prefix, self._key_filter
         content = self._source.content
-        self._pending_updates = (
-            {key: value for key, value in content.items() if key.startswith(prefix)}
-            if prefix
-            else dict(content)
-        )
+        if key_filter is not None:
+            self._pending_updates = {
+                key: value
+                for key, value in content.items()
+                if key.startswith(prefix) and key_filter(key)
+            }
+        elif prefix:
+            self._pending_updates = {
+                key: value for key, value in content.items() if key.startswith(prefix)
+            }
+        else:
+            self._pending_updates = dict(content)
         self._pending_removals = set()
         self._snapshot_due = False
 
@@ -182,7 +197,7 @@ class DictionaryChangeBuffer:
         if self._snapshot_due:  # the snapshot, when taken, will hold these changes
             self.cursor = source.revision
             return
-        updated, removed = self._under_prefix(*source.changed_since(self.cursor))
+        updated, removed = self._visible(*source.changed_since(self.cursor))
         content = source.content
         for key in updated:
             self._pending_updates[key] = content[key]
@@ -202,7 +217,7 @@ class DictionaryChangeBuffer:
     def _preload(self, source: DictionaryChangeMultiView, since: int | None) -> None:
         if since is not None and since <= source.revision:
             try:
-                updated, removed = self._under_prefix(*source.changed_since(since))
+                updated, removed = self._visible(*source.changed_since(since))
             except LookupError:
                 pass
             else:
@@ -212,14 +227,16 @@ class DictionaryChangeBuffer:
                 return
         self._snapshot_due = True
 
-    def _under_prefix(self, updated: set[str], removed: set[str]) -> tuple[set[str], set[str]]:
-        prefix = self._prefix
-        if not prefix:
-            return updated, removed
-        return (
-            {key for key in updated if key.startswith(prefix)},
-            {key for key in removed if key.startswith(prefix)},
-        )
+    def _visible(self, updated: set[str], removed: set[str]) -> tuple[set[str], set[str]]:
+        """The keys of a change this view shows: under its prefix and passing its filter."""
+        prefix, key_filter = self._prefix, self._key_filter
+        if prefix:
+            updated = {key for key in updated if key.startswith(prefix)}
+            removed = {key for key in removed if key.startswith(prefix)}
+        if key_filter is not None:
+            updated = {key for key in updated if key_filter(key)}
+            removed = {key for key in removed if key_filter(key)}
+        return updated, removed
 
 
 class DictionaryChangeMultiView:
@@ -246,17 +263,18 @@ class DictionaryChangeMultiView:
 
     @contextmanager
     def create_view(
-        self, since: int | None = None, prefix: str = ""
+        self, since: int | None = None, prefix: str = "", key_filter: KeyFilter | None = None
     ) -> Iterator[DictionaryChangeBuffer]:
         """A new buffer whose first flush is the whole current content, then changes.
 
         With ``since`` (a revision a client already saw), the first flush is only what
         changed after it, if that is still known; otherwise the whole content, and the
         view's ``starts_with_snapshot`` says which. With ``prefix``, the view sees only
-        keys that start with it, and changes to other keys never wake it.
+        keys that start with it, and changes to other keys never wake it. ``key_filter``
+        narrows that further (to the keys a subscriber may read, say), with the same effect.
         """
         with self.lock:
-            view = DictionaryChangeBuffer(_source=self, _prefix=prefix)
+            view = DictionaryChangeBuffer(_source=self, _prefix=prefix, _key_filter=key_filter)
             view._preload(self, since)
             self._views.add(view)
         try:

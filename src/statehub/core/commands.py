@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import threading
@@ -102,7 +103,10 @@ class CommandRegistry:
             if inspect.iscoroutinefunction(registration.callback):
                 result = await registration.callback(**merged)
             else:
-                call = functools.partial(registration.callback, **merged)
+                # In the caller's context: a callback may ask who it runs for.
+                call = functools.partial(
+                    contextvars.copy_context().run, registration.callback, **merged
+                )
                 result = await asyncio.get_running_loop().run_in_executor(self._executor, call)
         except StatehubError:
             raise

@@ -11,6 +11,7 @@ from statehub.core.buffers import (
     DEFAULT_LOG_LENGTH,
     DictionaryChangeBuffer,
     DictionaryChangeMultiView,
+    KeyFilter,
     validated_change,
 )
 from statehub.core.change import DictionaryChange
@@ -184,13 +185,13 @@ class StateDictionary:
 
     @contextmanager
     def get_change_buffer(
-        self, since: int | None = None, prefix: str = ""
+        self, since: int | None = None, prefix: str = "", key_filter: KeyFilter | None = None
     ) -> Iterator[DictionaryChangeBuffer]:
         """A buffer whose first flush is the whole content, then every change after it.
 
-        ``since`` and ``prefix``: see ``DictionaryChangeMultiView.create_view``.
+        ``since``, ``prefix`` and ``key_filter``: see ``DictionaryChangeMultiView.create_view``.
         """
-        with self._views.create_view(since, prefix) as view:
+        with self._views.create_view(since, prefix, key_filter) as view:
             yield view
 
     def freeze(self) -> None:

@@ -28,6 +28,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from statehub.auth.context import require_admin
+from statehub.auth.permissions import AdminRight
 from statehub.core.change import DictionaryChange
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import JsonValue, checked_copy
@@ -345,6 +347,8 @@ class EndpointService:
         where = node.address or BROADCAST
         if type(force) is not bool:
             raise InvalidPayloadError(f"{where}: force is true or false, got {force!r}")
+        if force:
+            require_admin(AdminRight.FORCE_UNLOCK, f"force unlock of {where}")
         held = node.lockout.key
         if held is None and not force:
             return {"unlocked": False, "warning": f"{where} is already unlocked"}

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from statehub.auth.errors import PermissionDeniedError, UnauthenticatedError
 from statehub.errors import (
     CommandFailed,
     LimitExceeded,
@@ -199,3 +200,5 @@ register_error(LimitExceeded, "RESOURCE_EXHAUSTED")
 register_error(RequestCancelled, "CANCELLED")
 register_error(DurabilityError, "DATA_LOSS")
 register_error(DataFileError, "FAILED_PRECONDITION")
+register_error(PermissionDeniedError, "PERMISSION_DENIED")
+register_error(UnauthenticatedError, "UNAUTHENTICATED")

@@ -13,6 +13,7 @@ from grpc import aio
 
 from statehub.protocol import SERVICE_NAME, SESSION_METHOD
 from statehub.protocol.errors import ProtocolError, status_of
+from statehub.server.grpc_credentials import bearer_token, certificate_identities
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
 from statehub.server.transport import serve_session
@@ -43,7 +44,12 @@ def session_handler(hub: Hub) -> grpc.GenericRpcHandler:
     async def handle(
         request_iterator: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
     ) -> None:
-        peer = Peer(address=context.peer(), transport="grpc", bearer_token=_bearer(context))
+        peer = Peer(
+            address=context.peer(),
+            transport="grpc",
+            bearer_token=bearer_token(context),
+            certificate_identities=certificate_identities(context),
+        )
         try:
             await serve_session(hub, _GrpcFrames(request_iterator, context), peer)
         except ProtocolError as error:
@@ -52,13 +58,3 @@ def session_handler(hub: Hub) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(
         SERVICE_NAME, {SESSION_METHOD: grpc.stream_stream_rpc_method_handler(handle)}
     )
-
-
-def _bearer(context: aio.ServicerContext[bytes, bytes]) -> str | None:
-    """The token of an ``authorization: Bearer <token>`` metadata entry, if any."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str):
-            scheme, _, token = value.partition(" ")
-            if scheme.lower() == "bearer" and token:
-                return token.strip()
-    return None

@@ -6,6 +6,13 @@ NanoVer: every number is a double on this protocol (an int 1 written here is rea
 as 1.0), and a null value means "remove this key" (or "release this lease"), so null
 cannot be stored through it. An int too large for a double is sent as +/-infinity.
 
+Who calls is decided per call from its ``authorization: Bearer`` metadata or TLS client
+certificate (unmodified NanoVer clients present neither: they get the anonymous role). A
+right the identity lacks aborts with PERMISSION_DENIED (UNAUTHENTICATED without an
+identity), and a subscription carries only the keys it may read. NanoVer's
+``access_token`` still names lease owners, but bound to the gRPC connection and identity
+that present it: another connection naming the same token is another owner.
+
 Refused leases and writes answer ``success=False`` as NanoVer did; bad input (bytes that
 are not the request message, a negative or NaN lease duration, a lease value that is
 neither a number nor null, a request over the size limit, an unknown command, wrong
@@ -28,10 +35,13 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
+from statehub.auth import PermissionDeniedError, Principal, Right
+from statehub.auth.context import current_principal
 from statehub.core.change import DictionaryChange
 from statehub.core.values import JsonValue
 from statehub.errors import ResourceLockedError
 from statehub.protocol.errors import MessageTooLargeError, error_message, status_of
+from statehub.server.grpc_credentials import call_credentials
 from statehub.server.nanover_proto import command_service_pb2, state_service_pb2
 from statehub.server.session import Hub
 
@@ -125,8 +135,26 @@ class NanoverStateService:
                 ValueError(f"update_interval must be a finite number >= 0, got {interval!r}"),
             )
         interval = max(interval, self._hub.min_interval)
-        with self._hub.state.get_change_buffer() as view:
+        principal = await _principal(self._hub, context)
+        try:
+            principal.require_some(Right.READ, "SubscribeStateUpdates")
+        except Exception as error:
+            await _abort(context, error)
+        readable = principal.permissions.read
+        key_filter = None if readable.everything else readable.__contains__
+        identities = self._hub.auth
+        with self._hub.state.get_change_buffer(key_filter=key_filter) as view:
             async for change in view.subscribe_changes_async(interval):
+                if self._hub.auth is not identities:  # reloaded: is this still allowed?
+                    identities = self._hub.auth
+                    if (await _principal(self._hub, context)).permissions.read != readable:
+                        await _abort(
+                            context,
+                            PermissionDeniedError(
+                                "the identities were reloaded and this identity's read "
+                                "rights changed: subscribe again"
+                            ),
+                        )
                 for update in _state_updates(change.updates, change.removals):
                     yield update
 
@@ -139,9 +167,12 @@ class NanoverStateService:
                 removals.append(key)
             else:
                 updates[key] = _python_value(value)
+        principal = await _principal(self._hub, context)
+        await _require(context, principal, Right.WRITE, [*updates, *removals], "UpdateState")
         state = self._hub.state
+        owner = _owner(context, principal, request.access_token)
         try:
-            revision = state.update_state(request.access_token, DictionaryChange(updates, removals))
+            revision = state.update_state(owner, DictionaryChange(updates, removals))
             await state.wait_durable_async(revision)  # acknowledge once durable (SQLite "disk")
         except ResourceLockedError:
             return state_service_pb2.UpdateStateResponse(success=False)
@@ -167,8 +198,11 @@ class NanoverStateService:
                         f"(release), got a {kind.removesuffix('_value')}"
                     ),
                 )
+        principal = await _principal(self._hub, context)
+        await _require(context, principal, Right.LEASE, [*acquire, *release], "UpdateLocks")
+        owner = _owner(context, principal, request.access_token)
         try:
-            self._hub.state.update_locks(request.access_token, acquire, release)
+            self._hub.state.update_locks(owner, acquire, release)
         except ResourceLockedError:
             return state_service_pb2.UpdateLocksResponse(success=False)
         except Exception as error:
@@ -183,16 +217,21 @@ class NanoverCommandService:
         self._hub = hub
 
     async def GetCommands(self, request: Any, context: Context) -> Any:
+        callable_names = (await _principal(self._hub, context)).permissions.call
         return command_service_pb2.GetCommandsReply(
             commands=[
                 command_service_pb2.CommandMessage(name=name, arguments=_struct(defaults))
                 for name, defaults in self._hub.commands.list().items()
+                if name in callable_names
             ]
         )
 
     async def RunCommand(self, request: Any, context: Context) -> Any:
         await _check_size(self._hub, request, context)
         arguments = {key: _python_value(value) for key, value in request.arguments.fields.items()}
+        principal = await _principal(self._hub, context)
+        await _require(context, principal, Right.CALL, [request.name], "RunCommand")
+        current_principal.set(principal)  # this call's context: the command may check admin
         try:
             result = await self._hub.commands.run_async(request.name, arguments)
         except Exception as error:
@@ -205,6 +244,32 @@ async def _abort(context: Context, error: BaseException) -> NoReturn:
         grpc.StatusCode[status_of(error)], f"{type(error).__name__}: {error_message(error)}"
     )
     raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
+
+
+async def _principal(hub: Hub, context: Context) -> Principal:
+    """Who this call is; aborts with UNAUTHENTICATED if its credential is refused."""
+    try:
+        return hub.auth.authenticate(call_credentials(context))
+    except Exception as error:
+        await _abort(context, error)
+
+
+async def _require(
+    context: Context, principal: Principal, right: Right, names: list[str], op: str
+) -> None:
+    try:
+        principal.require(right, names, op)
+    except Exception as error:
+        await _abort(context, error)
+
+
+def _owner(context: Context, principal: Principal, access_token: str) -> str:
+    """The lease owner of a NanoVer request: its token on this connection, as this identity.
+
+    NanoVer's clients choose their token (the Unity client uses ""), so on its own a token
+    would let any client act for every other client that chose the same one.
+    """
+    return f"nanover:{context.peer()}:{principal.name}:{access_token}"
 
 
 async def _check_size(hub: Hub, request: Any, context: Context) -> None:

@@ -20,10 +20,13 @@ import logging
 import math
 import sys
 import uuid
-from collections import Counter
 from collections.abc import Callable, Coroutine, Hashable
 from typing import Any
 
+from statehub.auth import Credentials, OpenAccess, Principal, Right, UnauthenticatedError
+from statehub.auth.authenticator import Authenticator
+from statehub.auth.context import current_principal
+from statehub.auth.permissions import UNRESTRICTED, AdminRight
 from statehub.core.buffers import DictionaryChangeBuffer
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistry
@@ -51,11 +54,7 @@ Reply = dict[str, Any]
 
 
 class Hub:
-    """What every session of one server shares: state, locks, commands, limits.
-
-    It also counts the live sessions of each access token, so that a token's leases are
-    released when its last session ends (two sessions may share a token).
-    """
+    """What every session of one server shares: state, locks, commands, limits, identities."""
 
     def __init__(
         self,
@@ -67,8 +66,11 @@ class Hub:
         keepalive_s: float,
         min_interval: float = 0.0,
         limits: SessionLimits | None = None,
+        auth: Authenticator | OpenAccess | None = None,
     ) -> None:
         self.state = state
+        #: Who a connection is (``Authenticator`` with ``--auth``, else everyone may do all).
+        self.auth: Authenticator | OpenAccess = auth if auth is not None else OpenAccess()
         self.locks = locks
         self.commands = commands
         self.max_message_bytes = max_message_bytes
@@ -76,16 +78,16 @@ class Hub:
         self.min_interval = min_interval
         self.limits = limits if limits is not None else SessionLimits()
         self.sessions: set[Session] = set()
-        self._token_sessions: Counter[str] = Counter()
 
-    def token_joined(self, token: str) -> None:
-        self._token_sessions[token] += 1
+    def replace_auth(self, auth: Authenticator | OpenAccess) -> None:
+        """Use new identities (a reloaded file); each session is authenticated again.
 
-    def token_left(self, token: str) -> None:
-        self._token_sessions[token] -= 1
-        if self._token_sessions[token] <= 0:
-            del self._token_sessions[token]
-            self.state.release_owner(token)
+        A session still allowed keeps running with its new rights; one whose credential
+        no longer authenticates is ended (its client, reconnecting, is refused).
+        """
+        self.auth = auth
+        for session in list(self.sessions):
+            session.reauthenticate()
 
     def end_sessions(self) -> None:
         """Ask every session to end once its pending frames are written (server stopping)."""
@@ -100,6 +102,11 @@ class Session:
         self.hub = hub
         self.peer = peer
         self.id = uuid.uuid4().hex
+        #: What the transport saw (gRPC metadata, TLS client certificate); hello may add.
+        self.credentials = Credentials(peer.bearer_token, peer.certificate_identities)
+        #: Who the session is, once hello authenticated it.
+        self.principal: Principal = UNRESTRICTED
+        #: The lease owner: this session of this identity, never a name a client chose.
         self.token: str | None = None
         self.client = ""
         #: Set when the client sent a frame that cannot be decoded (the session ends).
@@ -110,6 +117,7 @@ class Session:
         self._waiting: dict[int, asyncio.Task[Reply]] = {}  # requests still running, by id
         self._cancellable: set[int] = set()  # of those, the ones a client may cancel
         self._subscriptions: dict[int, asyncio.Task[None]] = {}
+        self._subscription_args: dict[int, tuple[Pacer, str]] = {}
         self._next_sub = 1
         self._lock_owners: set[tuple[str, Hashable]] = set()
         self._leased: set[str] = set()
@@ -128,6 +136,8 @@ class Session:
             "cancel": self._cancel,
             "lock": self._lock,
             "call": self._call,
+            "sessions": self._sessions,
+            "clear_leases": self._clear_leases,
         }
         hub.sessions.add(self)
 
@@ -192,7 +202,7 @@ class Session:
         finally:
             self._lock_owners.clear()
             if self.token is not None:
-                self.hub.token_left(self.token)
+                self.hub.state.release_owner(self.token)  # the session's own: no one shares it
             self.hub.sessions.discard(self)
             logger.debug("session %s (%s, %s) closed", self.id, self.client, self.peer.address)
 
@@ -302,13 +312,26 @@ class Session:
         client = message.get("client", "")
         if type(client) is not str:
             raise TypeError(f"hello: 'client' must be a str, got {_describe(client)}")
-        self.token = token if token is not None else str(uuid.uuid4())
+        credential = message.get("credential")
+        if credential is not None and type(credential) is not str:
+            raise TypeError(f"hello: 'credential' must be a str, got {_describe(credential)}")
+        if credential is not None:
+            self.credentials = Credentials(credential, self.credentials.cert_names)
+        try:
+            self.principal = self.hub.auth.authenticate(self.credentials)
+        except UnauthenticatedError:
+            # Nothing else may be asked on this connection: end it once the error is out.
+            asyncio.get_running_loop().call_soon(self.end)
+            raise
+        # The owner of the session's leases: a client-chosen token would let anyone who
+        # names it take over (or release) the leases of whoever chose it first.
+        self.token = f"{self.id}:{self.principal.name}"
         self.client = client
-        self.hub.token_joined(self.token)
         logger.debug("session %s: hello from %r at %s", self.id, client, self.peer.address)
         return {
             "session": self.id,
             "token": self.token,
+            "identity": self.principal.name,
             "revision": self.hub.state.revision,
             "epoch": self.hub.state.epoch,
             "keepalive_s": self.hub.keepalive_s,
@@ -319,7 +342,11 @@ class Session:
         names = None
         if message.get("keys") is not None:
             names = [check_key(key) for key in _list_arg(message, "get", "keys")]
+            self.principal.require(Right.READ, names, "get")
         revision, values = self.hub.state.shared_values(names)
+        readable = self.principal.permissions.read
+        if names is None and not readable.everything:  # all this identity may read
+            values = {key: value for key, value in values.items() if key in readable}
         return {"values": values, "revision": revision}
 
     def _update(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
@@ -328,6 +355,7 @@ class Session:
         if type(updates) is not dict:
             raise TypeError(f"update: 'updates' must be a map, got {_describe(updates)}")
         removals = [check_key(key) for key in _list_arg(message, "update", "removals", [])]
+        self.principal.require(Right.WRITE, [*map(check_key, updates), *removals], "update")
         state = self.hub.state
         revision = state.update_state(self.token, DictionaryChange(updates, removals))
         if state.is_durable(revision):
@@ -344,10 +372,11 @@ class Session:
         acquire = {} if acquire is None else acquire
         if type(acquire) is not dict:
             raise TypeError(f"leases: 'acquire' must be a map, got {_describe(acquire)}")
-        release = _list_arg(message, "leases", "release", [])
+        release = [check_key(key) for key in _list_arg(message, "leases", "release", [])]
+        self.principal.require(Right.LEASE, [*map(check_key, acquire), *release], "leases")
         self._check_lease_room(acquire)
         self.hub.state.update_locks(self.token, acquire, release)
-        self._leased.difference_update(key for key in release if type(key) is str)
+        self._leased.difference_update(release)
         self._leased.update(acquire)
         return {}
 
@@ -357,7 +386,7 @@ class Session:
             return
         live = {lease.key for lease in self.hub.state.leases() if lease.owner == self.token}
         self._leased &= live  # forget leases that expired or were released elsewhere
-        wanted = self._leased | {key for key in acquire if type(key) is str}
+        wanted = self._leased | set(acquire)
         if len(wanted) > limit:
             raise LimitExceeded(
                 f"leases: this session would hold {len(wanted)} leases (max_leases={limit}); "
@@ -365,12 +394,36 @@ class Session:
             )
 
     def _list_leases(self, message: dict[str, Any]) -> Reply:
+        readable = self.principal.permissions.read
         return {
             "leases": [
                 [lease.key, lease.owner == self.token, lease.seconds_left]
                 for lease in self.hub.state.leases()
+                if lease.key in readable
             ]
         }
+
+    def _sessions(self, message: dict[str, Any]) -> Reply:
+        self.principal.require_admin(AdminRight.SESSIONS, "sessions")
+        return {
+            "sessions": [
+                {
+                    "session": session.id,
+                    "identity": session.principal.name,
+                    "method": session.principal.method,
+                    "client": session.client,
+                    "peer": session.peer.address,
+                    "transport": session.peer.transport,
+                }
+                for session in self.hub.sessions
+                if session.token is not None
+            ]
+        }
+
+    def _clear_leases(self, message: dict[str, Any]) -> Reply:
+        self.principal.require_admin(AdminRight.CLEAR_LEASES, "clear_leases")
+        self.hub.state.clear_locks()
+        return {}
 
     def _subscribe(self, message: dict[str, Any]) -> Reply:
         limit = self.hub.limits.max_subscriptions
@@ -394,23 +447,36 @@ class Session:
         since = message.get("since")
         if since is not None and type(since) is not int:
             raise TypeError(f"subscribe: 'since' must be an int or None, got {_describe(since)}")
+        self.principal.require_some(Right.READ, "subscribe")
         sub = self._next_sub
         self._next_sub += 1
+        self._subscription_args[sub] = (pacer, prefix)
+        self._start_subscription(sub, since)
+        return {"sub": sub}
+
+    def _start_subscription(self, sub: int, since: int | None) -> None:
+        pacer, prefix = self._subscription_args[sub]
         task = self._spawn(self._run_subscription(sub, pacer, prefix, since))
         self._subscriptions[sub] = task
-        task.add_done_callback(lambda _: self._subscriptions.pop(sub, None))
-        return {"sub": sub}
+
+        def forget(_: object) -> None:
+            if self._subscriptions.get(sub) is task:  # not restarted meanwhile
+                del self._subscriptions[sub]
+                self._subscription_args.pop(sub, None)
+
+        task.add_done_callback(forget)
 
     def _unsubscribe(self, message: dict[str, Any]) -> Reply:
         sub = message.get("sub")
-        task = self._subscriptions.pop(sub, None) if type(sub) is int else None
-        if task is None:
+        if type(sub) is not int or sub not in self._subscriptions:
             raise KeyError(f"unsubscribe: no subscription {sub!r} on this session")
-        task.cancel()
+        self._subscription_args.pop(sub, None)
+        self._subscriptions.pop(sub).cancel()
         return {}
 
     async def _lock(self, message: dict[str, Any]) -> Reply:
         key, exclusive, owner = self._lock_args(message, "lock")
+        self.principal.require(Right.LOCK, [key], "lock")
         timeout = _seconds(message.get("timeout"), f"lock on {key!r}", "timeout")
         if timeout is not None and math.isinf(timeout):
             timeout = None
@@ -420,11 +486,13 @@ class Session:
 
     def _unlock(self, message: dict[str, Any]) -> Reply:
         key, exclusive, owner = self._lock_args(message, "unlock")
+        self.principal.require(Right.LOCK, [key], "unlock")
         self.hub.locks.release(key, owner, exclusive=exclusive)
         return {}
 
     def _test_lock(self, message: dict[str, Any]) -> Reply:
         key = check_key(message.get("key"))
+        self.principal.require(Right.LOCK, [key], "test_lock")
         exclusive = _bool_arg(message, "test_lock", "exclusive")
         return {"free": self.hub.locks.can_acquire(key, exclusive=exclusive)}
 
@@ -436,10 +504,19 @@ class Session:
         arguments = {} if arguments is None else arguments
         if type(arguments) is not dict:
             raise TypeError(f"call {name!r}: 'arguments' must be a map, got {_describe(arguments)}")
+        self.principal.require(Right.CALL, [name], "call")
+        current_principal.set(self.principal)  # this task's context: the command checks admin
         return {"result": await self.hub.commands.run_async(name, arguments)}
 
     def _commands(self, message: dict[str, Any]) -> Reply:
-        return {"commands": self.hub.commands.list()}
+        callable_names = self.principal.permissions.call
+        return {
+            "commands": {
+                name: defaults
+                for name, defaults in self.hub.commands.list().items()
+                if name in callable_names
+            }
+        }
 
     def _ping(self, message: dict[str, Any]) -> Reply:
         return {}
@@ -466,6 +543,27 @@ class Session:
             raise TypeError(f"{op} {key!r}: 'owner' must be a str, got {_describe(owner)}")
         return key, exclusive, (self.id, owner)
 
+    def reauthenticate(self) -> None:
+        """After the identities changed: keep the rights the credential now has, or end.
+
+        Subscriptions whose readable keys changed start again with a snapshot, so the
+        client drops keys it may no longer read and gets those it now may.
+        """
+        if self.token is None or self._closed:
+            return
+        try:
+            principal = self.hub.auth.authenticate(self.credentials)
+        except UnauthenticatedError as error:
+            logger.info("session %s (%s) ended: %s", self.id, self.principal.name, error)
+            self._send_error(None, error)
+            self.end()
+            return
+        previous, self.principal = self.principal, principal
+        if principal.permissions.read != previous.permissions.read:
+            for sub, task in list(self._subscriptions.items()):
+                task.cancel()
+                self._start_subscription(sub, None)
+
     # -- subscriptions -------------------------------------------------------------------
 
     async def _run_subscription(
@@ -473,7 +571,9 @@ class Session:
     ) -> None:
         budget = self.hub.max_message_bytes - FRAME_HEADER_BYTES
         max_queued = self.hub.limits.max_queued_bytes
-        with self.hub.state.get_change_buffer(since, prefix) as view:
+        readable = self.principal.permissions.read
+        key_filter = None if readable.everything else readable.__contains__
+        with self.hub.state.get_change_buffer(since, prefix, key_filter) as view:
             snapshot = view.starts_with_snapshot
             first = True
             while True:

@@ -26,6 +26,7 @@ from typing import Any
 
 from grpc import aio
 
+from statehub.auth import Authenticator
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistration, CommandRegistry
 from statehub.core.rwlock import RWLockTable
@@ -35,6 +36,7 @@ from statehub.server.grpc_transport import session_handler
 from statehub.server.limits import SessionLimits
 from statehub.server.nanover_compat import add_nanover_services
 from statehub.server.session import Hub
+from statehub.server.tls import ServerTls
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,8 @@ class StateServer:
         min_interval: float = 0.0,
         max_workers: int = 128,
         limits: SessionLimits | None = None,
+        tls: ServerTls | None = None,
+        auth: Authenticator | None = None,
     ) -> None:
         if type(port) is not int or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
@@ -97,6 +101,8 @@ class StateServer:
         self.keepalive_time = float(keepalive_time)
         self.keepalive_timeout = float(keepalive_timeout)
         self.min_interval = float(min_interval)
+        #: TLS of the port (None: plain TCP); its ``ssl_context()`` serves other ports alike.
+        self.tls = tls
         self.state = state if state is not None else StateDictionary()
         self.locks = RWLockTable()
         # NanoVer's max_workers sized the threads serving its calls; sessions need none
@@ -112,6 +118,7 @@ class StateServer:
             keepalive_s=self.keepalive_time,
             min_interval=self.min_interval,
             limits=limits,
+            auth=auth,
         )
         self._grpc_server: aio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -158,7 +165,10 @@ class StateServer:
         self.setup_services()
         target = _host_port(self.address, self._requested_port)
         try:
-            bound = self._grpc_server.add_insecure_port(target)
+            if self.tls is None:
+                bound = self._grpc_server.add_insecure_port(target)
+            else:
+                bound = self._grpc_server.add_secure_port(target, self.tls.grpc_credentials())
         except RuntimeError as error:
             bound = 0
             reason = str(error).split(";")[0]
@@ -252,6 +262,13 @@ class StateServer:
         server = self.grpc_server
         server.add_generic_rpc_handlers((session_handler(self.hub),))
         add_nanover_services(self.hub, server)
+
+    def reload_auth(self, auth: Authenticator) -> None:
+        """Serve with new identities; sessions still allowed keep running (``Hub.replace_auth``).
+
+        Call it in the server's event loop (``statehub serve`` does on SIGHUP).
+        """
+        self.hub.replace_auth(auth)
 
     # -- NanoVer's NanoverServer methods -------------------------------------------------
 
