@@ -28,6 +28,7 @@ LAZY_COMMANDS = {
     "endpoint": "statehub.cli.endpoint:endpoint",
     "history": "statehub.cli.endpoint:history",
     "auth": "statehub.cli.auth:auth",
+    "dripline": "statehub.cli.dripline:dripline",
 }
 
 

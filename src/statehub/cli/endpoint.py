@@ -56,6 +56,19 @@ def parse_value(text: str, *, string: bool = False) -> Any:
         return text
 
 
+def split_arguments(arguments: tuple[str, ...]) -> tuple[list[Any], dict[str, Any]]:
+    """Command-line ARGUMENTS as positional values and NAME=VALUE keyword values."""
+    positional: list[Any] = []
+    keywords: dict[str, Any] = {}
+    for argument in arguments:
+        match = _KEYWORD.match(argument)
+        if match:
+            keywords[match.group(1)] = parse_value(match.group(2))
+        else:
+            positional.append(parse_value(argument))
+    return positional, keywords
+
+
 def parse_since(text: str, now: float) -> float:
     """Seconds since the epoch from ``10m``/``2h``/``1d``/``30s`` ago, an ISO 8601 time
     (naive means UTC) or a number of seconds since the epoch."""
@@ -143,14 +156,7 @@ def cmd(
     statehub endpoint cmd peaches unlock force=true
     statehub endpoint cmd my_store set_condition 3
     """
-    positional: list[Any] = []
-    keywords: dict[str, Any] = {}
-    for argument in arguments:
-        match = _KEYWORD.match(argument)
-        if match:
-            keywords[match.group(1)] = parse_value(match.group(2))
-        else:
-            positional.append(parse_value(argument))
+    positional, keywords = split_arguments(arguments)
     with _connected(host, port) as client:
         result = client.endpoint_cmd(
             address, method, *positional, lockout_key=lockout_key, **keywords

@@ -16,6 +16,8 @@ import click
 from statehub.auth import Authenticator, IdentitiesFileError
 from statehub.cli.options import listen_host
 from statehub.core.state_dictionary import StateDictionary
+from statehub.dripline.serving import mesh_for, on_mesh
+from statehub.dripline.settings import MeshSettings, MeshSettingsError
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import ConfigError, EndpointsConfig, load_config
 from statehub.server.discovery import BROADCAST_ADDRESS, ESSD_PORT, Discovery
@@ -185,6 +187,15 @@ logger = logging.getLogger(__name__)
     "identify clients to the --auth file.",
 )
 @click.option(
+    "--dripline",
+    "dripline_url",
+    metavar="URL",
+    default=None,
+    help="Also serve the --config endpoints as dripline services on this RabbitMQ broker "
+    "(amqp://user:pass@host:5672/; credentials also from DRIPLINE_USER/DRIPLINE_PASSWORD). "
+    "A dripline_mesh block in the config does the same without it.",
+)
+@click.option(
     "--verbose",
     "-v",
     is_flag=True,
@@ -212,6 +223,7 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_client_ca: Path | None,
+    dripline_url: str | None,
     verbose: bool,
 ) -> None:
     """Start a statehub server (session protocol and NanoVer gRPC services on one port).
@@ -221,6 +233,10 @@ def serve(
     _configure_logging(verbose)
     limits = _parse_limits(session_limits)
     endpoints = _load_endpoints(config_path)
+    try:
+        mesh = mesh_for(dripline_url, endpoints, str(config_path))
+    except MeshSettingsError as error:
+        raise click.ClickException(str(error)) from None
     authenticator = _load_auth(auth_path)
     tls = _load_tls(tls_cert, tls_key, tls_client_ca)
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -247,7 +263,7 @@ def serve(
             if discoverable
             else None
         )
-        asyncio.run(_serve(server, endpoints, data, auth_path, discovery))
+        asyncio.run(_serve(server, endpoints, data, auth_path, discovery, mesh))
     except OSError as error:
         raise click.ClickException(str(error.strerror or error)) from None
     finally:
@@ -378,6 +394,7 @@ async def _serve(
     data: Path | None = None,
     auth_path: Path | None = None,
     discovery: Discovery | None = None,
+    mesh: MeshSettings | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -399,7 +416,10 @@ async def _serve(
         if endpoints is None:
             await stop.wait()
         else:
-            async with endpoints_running(server, endpoints, data_dir=data) as service:
+            async with (
+                endpoints_running(server, endpoints, data_dir=data) as service,
+                on_mesh(service, mesh),
+            ):
                 click.echo(f"statehub: {len(service.endpoints())} endpoints from the config")
                 await stop.wait()
     finally:

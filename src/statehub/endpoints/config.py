@@ -179,6 +179,9 @@ class EndpointsConfig(ServiceConfig):
     """A whole file: like a service, but its name is optional (the node's name)."""
 
     name: Name | None = None  # type: ignore[assignment]
+    #: dripline's mesh settings (broker, exchanges...), checked by ``statehub.dripline``
+    #: when the endpoints are served on a mesh.
+    dripline_mesh: dict[str, Any] | None = None
 
     def walk(self) -> Iterator[tuple[str, ServiceConfig | EndpointConfig, str | None]]:
         """Every service and endpoint as ``(address, config, parent address)``, depth first."""

@@ -63,6 +63,7 @@ from statehub.errors import StatehubError
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+LogListener = Callable[[Endpoint, LoggedEvent], None]
 
 
 class EndpointService:
@@ -99,6 +100,7 @@ class EndpointService:
         self._stopping = False
         self._last_failure: dict[str, str] = {}
         self._close_hooks: list[Callable[[], None]] = []
+        self._log_listeners: list[LogListener] = []
         self._claim_keys()
         now = clock()
         for endpoint in self.endpoints():
@@ -397,7 +399,24 @@ class EndpointService:
         self.event_log.append(event)
         self.write({endpoint.event_key: {"value_raw": raw, "value_cal": cal, "time": event.time}})
         endpoint.last_logged = LoggedValue(cal, now)
+        for listener in list(self._log_listeners):
+            try:
+                listener(endpoint, event)
+            except Exception:
+                logger.exception("a listener of logged values failed on %s", endpoint.address)
         return event
+
+    def on_logged(self, listener: LogListener) -> Callable[[], None]:
+        """Call ``listener(endpoint, event)`` after each logged value (from whichever
+        thread logged it, holding the service's lock: hand the work off, don't block).
+        Returns a function that removes the listener."""
+        self._log_listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._log_listeners.remove(listener)
+
+        return remove
 
     def run_scheduled(self, now: float | None = None) -> list[LoggedEvent]:
         """Read every endpoint due at ``now`` and log those whose value a rule picks.

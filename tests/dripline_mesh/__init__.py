@@ -1,0 +1,1 @@
+"""Tests of statehub on a dripline mesh, against one real RabbitMQ broker."""
