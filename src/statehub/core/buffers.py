@@ -284,6 +284,20 @@ class DictionaryChangeMultiView:
         self._key_revisions = dict.fromkeys(content, revision)
         self._tombstone_floor = revision
 
+    def restart(self, content: dict[str, JsonValue], revision: int) -> None:
+        """Start again from ``content`` at ``revision``, history forgotten; caller holds ``lock``.
+
+        Views made before end (they flush what they hold, then stop): their cursors name
+        revisions of a history that is gone.
+        """
+        for view in list(self._views):
+            view.freeze()
+        self._views = weakref.WeakSet()
+        self._log.clear()
+        self._tombstones = {}
+        self.load(content, revision)
+        self.notifier.notify()
+
     def apply(self, updates: dict[str, JsonValue], removals: set[str], revision: int) -> None:
         """Apply a change from ``validated_change`` as ``revision``; the caller holds ``lock``."""
         if self.frozen:

@@ -77,7 +77,8 @@ class NanoverStateService:
                 updates[key] = _python_value(value)
         state = self._hub.state
         try:
-            revision = state.update_state(request.access_token, DictionaryChange(updates, removals))
+            change = DictionaryChange(updates, removals)
+            revision = await state.update_state_async(request.access_token, change)
             await state.wait_durable_async(revision)  # acknowledge once durable (SQLite "disk")
         except ResourceLockedError:
             return state_service_pb2.UpdateStateResponse(success=False)

@@ -338,13 +338,15 @@ class Session:
             raise TypeError(f"update: 'updates' must be a map, got {_describe(updates)}")
         removals = [check_key(key) for key in _list_arg(message, "update", "removals", [])]
         state = self.hub.state
-        revision = state.update_state(self.token, DictionaryChange(updates, removals))
-        if state.is_durable(revision):
+        revision = state.submit_update(self.token, DictionaryChange(updates, removals))
+        if type(revision) is int and state.is_durable(revision):
             return {"revision": revision}
         return self._when_durable(revision)
 
-    async def _when_durable(self, revision: int) -> Reply:
-        """Acknowledge a change only once the store has made it as durable as it promises."""
+    async def _when_durable(self, revision: int | Awaitable[int]) -> Reply:
+        """Acknowledge a change only once committed and as durable as the store promises."""
+        if not isinstance(revision, int):
+            revision = await revision
         await self.hub.state.wait_durable_async(revision)
         return {"revision": revision}
 

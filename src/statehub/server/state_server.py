@@ -109,6 +109,9 @@ class StateServer:
             keepalive_s=self.keepalive_time,
             min_interval=self.min_interval,
         )
+        # Revisions restarted (the store lost its history): every client reconnects and
+        # resubscribes from a snapshot of the new epoch.
+        self.state.history_reset.add_callback(self.hub.end_sessions)
         self._grpc_server: aio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -169,6 +172,7 @@ class StateServer:
                 f"available here ({reason})",
             )
         self._port = bound
+        await self.state.start()
         await self._grpc_server.start()
         logger.info("statehub serving on %s", _host_port(self.address, bound))
 
@@ -181,6 +185,7 @@ class StateServer:
         self.hub.end_sessions()
         if self._grpc_server is not None:
             await self._grpc_server.stop(STOP_GRACE)
+            await self.state.stop()
         self._command_threads.shutdown(wait=False, cancel_futures=True)
         logger.info("statehub server on port %s stopped", self._port)
 
