@@ -11,6 +11,7 @@ from typing import cast
 
 import click
 
+from statehub.core.rwlock import LockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import ConfigError, EndpointsConfig, load_config
@@ -22,7 +23,8 @@ from statehub.server.state_server import (
     DEFAULT_PORT,
     StateServer,
 )
-from statehub.store.errors import DataFileError
+from statehub.store.base import Store
+from statehub.store.errors import DataFileError, StoreUnavailableError
 from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
 
 
@@ -85,6 +87,23 @@ from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
     "in memory (faster; a crash loses the last acknowledged changes).",
 )
 @click.option(
+    "--store",
+    "store_url",
+    default=None,
+    metavar="URL",
+    help="Share the state with every server using the same Redis: redis://host:port/db, "
+    "rediss://..., or redis+sentinel://host:port[,host:port]/service[/db] (see "
+    "docs/redis.md). Without it (and without --data) the state lives in memory.",
+)
+@click.option(
+    "--replicas",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="With --store: acknowledge a change only once this many Redis replicas have it "
+    "(Redis WAIT), so that a failover loses no acknowledged change.",
+)
+@click.option(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -102,6 +121,8 @@ def serve(
     keepalive_timeout: float,
     data: Path | None,
     durability: str | None,
+    store_url: str | None,
+    replicas: int,
     config_path: Path | None,
     verbose: bool,
 ) -> None:
@@ -114,9 +135,19 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     endpoints = _load_endpoints(config_path)
-    store = _open_store(data, durability)
+    store: Store | None
+    locks: LockTable | None = None
+    if store_url is not None:
+        if data is not None or durability is not None:
+            raise click.UsageError("--store and --data/--durability exclude each other")
+        store, locks = _open_redis_store(store_url, replicas)
+    else:
+        if replicas:
+            raise click.UsageError("--replicas needs --store (Redis replicas)")
+        store = _open_store(data, durability)
     server = StateServer(
         state=StateDictionary(store=store) if store is not None else None,
+        locks=locks,
         address=host,
         port=port,
         max_message_bytes=max_message_bytes,
@@ -143,6 +174,23 @@ def _open_store(data: Path | None, durability: str | None) -> SQLiteStore | None
         return SQLiteStore(data, durability=cast(Durability, durability or "disk"))
     except DataFileError as error:
         raise click.ClickException(str(error)) from None
+
+
+def _open_redis_store(url: str, replicas: int) -> tuple[Store, LockTable]:
+    """The Redis store at ``url`` and its shared locks; a bad URL or no Redis stops here."""
+    try:
+        from statehub.store.redis import RedisStore
+    except ImportError:
+        raise click.ClickException(
+            "--store needs the redis package: pip install 'statehub[redis]'"
+        ) from None
+    try:
+        store = RedisStore(url, replicas=replicas)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--store") from None
+    except StoreUnavailableError as error:
+        raise click.ClickException(str(error)) from None
+    return store, store.lock_table()
 
 
 def _load_endpoints(path: Path | None) -> EndpointsConfig | None:

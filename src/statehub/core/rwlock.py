@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from statehub.errors import LockFailed, LockNotOwnedError, LockUpgradeError
 
@@ -25,7 +26,7 @@ from statehub.errors import LockFailed, LockNotOwnedError, LockUpgradeError
 class _Waiter:
     owner: Hashable
     exclusive: bool
-    granted: asyncio.Future[None]
+    granted: asyncio.Future[int]
     ticket: int
 
 
@@ -47,24 +48,51 @@ def _mode(exclusive: bool) -> str:
     return "exclusive" if exclusive else "shared"
 
 
+class LockTable(Protocol):
+    """Read/write locks by key, as the server's sessions use them (``RWLockTable`` in one
+    process; a store shared by several servers has its own)."""
+
+    async def acquire(
+        self, key: str, owner: Hashable, *, exclusive: bool, timeout: float | None = None
+    ) -> int:
+        """Take ``key`` for ``owner``; return the grant's fencing token."""
+
+    def release(self, key: str, owner: Hashable, *, exclusive: bool) -> None:
+        """Give back one hold of ``key`` in that mode."""
+
+    def release_owner(self, owner: Hashable) -> None:
+        """Release every hold of ``owner`` on every key."""
+
+    def can_acquire(self, key: str, *, exclusive: bool) -> bool:
+        """True if a new owner could take ``key`` in that mode right now."""
+
+
 class RWLockTable:
-    """Read/write locks by key, for owners the caller names (a task, a session...)."""
+    """Read/write locks by key, for owners the caller names (a task, a session...).
+
+    Every grant carries a fencing token: a number that only grows (within this table),
+    which a resource the lock protects can compare with the last one it saw.
+    """
 
     def __init__(self, *, fair: bool = False) -> None:
         self._locks: dict[str, _KeyLock] = {}
         self._fair = fair
         self._tickets = itertools.count()
+        self._fences = itertools.count(1)
 
     async def acquire(
         self, key: str, owner: Hashable, *, exclusive: bool, timeout: float | None = None
-    ) -> None:
-        """Take ``key`` for ``owner``; re-taking a held mode nests. ``LockFailed`` on timeout."""
+    ) -> int:
+        """Take ``key`` for ``owner``; re-taking a held mode nests. ``LockFailed`` on timeout.
+
+        Returns the grant's fencing token.
+        """
         lock = self._locks.setdefault(key, _KeyLock())
         if self._reenter(lock, key, owner, exclusive):
-            return
+            return next(self._fences)
         if self._free_for(lock, exclusive):
             self._grant(lock, owner, exclusive)
-            return
+            return next(self._fences)
         waiter = _Waiter(
             owner, exclusive, asyncio.get_running_loop().create_future(), next(self._tickets)
         )
@@ -74,7 +102,7 @@ class RWLockTable:
             lock.waiting_readers.append(waiter)
         try:
             async with asyncio.timeout(timeout):
-                await waiter.granted
+                return await waiter.granted
         except TimeoutError:
             self._abandon(key, lock, waiter)
             raise LockFailed(
@@ -155,7 +183,7 @@ class RWLockTable:
             if not lock.readers and lock.waiting_writers:
                 waiter = lock.waiting_writers.popleft()
                 self._grant(lock, waiter.owner, True)
-                waiter.granted.set_result(None)
+                waiter.granted.set_result(next(self._fences))
         if lock.idle() and self._locks.get(key) is lock:
             del self._locks[key]
 
@@ -166,7 +194,7 @@ class RWLockTable:
         lock.waiting_readers = lock.waiting_readers[len(admitted) :]  # tickets ascend
         for waiter in admitted:
             self._grant(lock, waiter.owner, False)
-            waiter.granted.set_result(None)
+            waiter.granted.set_result(next(self._fences))
 
     def _abandon(self, key: str, lock: _KeyLock, waiter: _Waiter) -> None:
         if waiter.granted.done() and not waiter.granted.cancelled():

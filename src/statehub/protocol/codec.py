@@ -43,6 +43,22 @@ def encode_batch(messages: list[dict[str, Any]]) -> bytes:
         raise TypeError(f"cannot encode message: {error}") from None
 
 
+def encode_value(value: object) -> bytes:
+    """One value in the codec's format (a store that keeps values as bytes uses this).
+
+    Raises ``TypeError`` if msgpack cannot carry it.
+    """
+    try:
+        return msgpack.packb(value, use_bin_type=True, default=_default)  # type: ignore[no-any-return]
+    except (OverflowError, ValueError) as error:
+        raise TypeError(f"cannot encode value: {error}") from None
+
+
+def decode_value(data: bytes) -> Any:
+    """The value ``encode_value`` gave ``data`` for (lists as lists, maps as dicts)."""
+    return msgpack.unpackb(data, raw=False, use_list=True, ext_hook=_ext_hook)
+
+
 def decode_batch(frame: bytes, *, strict_map_key: bool = True) -> list[dict[str, Any]]:
     """Decode one frame into its message maps; ``ProtocolError`` if it is malformed.
 

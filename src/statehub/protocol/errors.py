@@ -26,7 +26,7 @@ from statehub.errors import (
     ResourceLockedError,
     StatehubError,
 )
-from statehub.store.errors import DataFileError, DurabilityError
+from statehub.store.errors import DataFileError, DurabilityError, StoreUnavailableError
 
 #: gRPC status names (``grpc.StatusCode[name]`` on a gRPC transport).
 STATUS_NAMES = frozenset(
@@ -197,3 +197,4 @@ register_error(MessageTooLargeError, "RESOURCE_EXHAUSTED")
 register_error(RequestCancelled, "CANCELLED")
 register_error(DurabilityError, "DATA_LOSS")
 register_error(DataFileError, "FAILED_PRECONDITION")
+register_error(StoreUnavailableError, "UNAVAILABLE")

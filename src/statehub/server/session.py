@@ -24,7 +24,7 @@ from statehub.core.buffers import DictionaryChangeBuffer
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistry
 from statehub.core.pacing import Pacer
-from statehub.core.rwlock import RWLockTable
+from statehub.core.rwlock import LockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import check_key
 from statehub.errors import ObjectFrozenError, StatehubError
@@ -57,7 +57,7 @@ class Hub:
         self,
         *,
         state: StateDictionary,
-        locks: RWLockTable,
+        locks: LockTable,
         commands: CommandRegistry,
         max_message_bytes: int,
         keepalive_s: float,
@@ -410,8 +410,8 @@ class Session:
             if math.isinf(timeout):
                 timeout = None
         self._lock_owners.add(owner)
-        await self.hub.locks.acquire(key, owner, exclusive=exclusive, timeout=timeout)
-        return {}
+        fence = await self.hub.locks.acquire(key, owner, exclusive=exclusive, timeout=timeout)
+        return {"fence": fence}
 
     def _unlock(self, message: dict[str, Any]) -> Reply:
         key, exclusive, owner = self._lock_args(message, "unlock")

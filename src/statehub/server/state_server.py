@@ -28,7 +28,7 @@ from grpc import aio
 
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistration, CommandRegistry
-from statehub.core.rwlock import RWLockTable
+from statehub.core.rwlock import LockTable, RWLockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import JsonValue
 from statehub.server.grpc_transport import session_handler
@@ -57,8 +57,9 @@ class StateServer:
 
     ``port=0`` picks a free port (read it back from ``port`` once started); a port in use
     raises ``OSError`` when the server starts. ``state`` (a ``StateDictionary``) and
-    ``locks`` (a ``RWLockTable``, used from the server's event loop only) are there for
-    other server-side layers.
+    ``locks`` (a ``LockTable`` used from the server's event loop only: an in-process
+    ``RWLockTable`` unless one is given, such as a shared store's) are there for other
+    server-side layers.
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class StateServer:
         keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
         min_interval: float = 0.0,
         max_workers: int = 128,
+        locks: LockTable | None = None,
     ) -> None:
         if type(port) is not int or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
@@ -95,7 +97,7 @@ class StateServer:
         self.keepalive_timeout = float(keepalive_timeout)
         self.min_interval = float(min_interval)
         self.state = state if state is not None else StateDictionary()
-        self.locks = RWLockTable()
+        self.locks = locks if locks is not None else RWLockTable()
         # NanoVer's max_workers sized the threads serving its calls; sessions need none
         # here, so it bounds the threads running blocking command callbacks instead.
         self._command_threads = ThreadPoolExecutor(max_workers, "statehub-command")
