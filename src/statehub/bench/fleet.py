@@ -2,7 +2,7 @@
 ``statehub serve --store`` servers, each on a free loopback port.
 
 Every function that starts a process returns it; the caller stops it (``stop``) in a
-``finally``. Nothing here waits by sleeping: readiness is a PING answered, or the
+``finally``. Nothing here waits by sleeping: readiness is the process itself answering, or the
 "serving on" line printed.
 """
 
@@ -102,7 +102,7 @@ def restart_redis(old: RedisProcess) -> RedisProcess:
 
 
 def wait_redis_ready(port: int, process: subprocess.Popen[bytes]) -> None:
-    """Return once Redis on ``port`` answers PING and has loaded its data."""
+    """Return once ``process`` answers on ``port`` and has loaded its data."""
     client = redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=5)
     deadline = time.monotonic() + START_TIMEOUT
     try:
@@ -110,7 +110,8 @@ def wait_redis_ready(port: int, process: subprocess.Popen[bytes]) -> None:
             if process.poll() is not None:
                 raise RuntimeError(f"redis-server on port {port} exited ({process.returncode})")
             try:
-                if client.ping():
+                # Our process, not another one that had the port first (it would exit).
+                if client.info("server")["process_id"] == process.pid:
                     return
             except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
                 pass

@@ -54,12 +54,15 @@ DEFAULT_HISTORY_LENGTH = 100_000
 #: Seconds a server's liveness key lives without a refresh; refreshed every HEARTBEAT.
 DEFAULT_LIVENESS_TTL = 5.0
 DEFAULT_HEARTBEAT = 1.0
-#: Longest wait between two attempts to reach a Redis that went away.
+#: Waits between two attempts to reach a Redis that went away: doubling up to the most.
+FIRST_BACKOFF = 0.05
 MAX_BACKOFF = 2.0
 #: Entries read from the stream per ``XREAD``.
 READ_BATCH = 1000
 
 T = TypeVar("T")
+#: A commit waiting to be sent: its keys, arguments, and the future of its reply.
+_QueuedCommit = tuple[list[str], list["bytes | str"], "asyncio.Future[tuple[list[Any], int]]"]
 #: Stream entries as redis-py returns them: (id, {field: value}).
 _Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
@@ -105,6 +108,10 @@ class RedisStore(Store):
         self._async_scripts: dict[int, dict[str, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._lock_table: RedisLockTable | None = None
+        self._stopping = False
+        self._backoff = FIRST_BACKOFF
+        self._queued: list[_QueuedCommit] = []
+        self._committer: asyncio.Task[None] | None = None
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.available = True
         try:
@@ -151,13 +158,11 @@ class RedisStore(Store):
         now: float,
     ) -> int:
         keys, args = self._commit_call(owner, updates, removals)
-        client = self.async_client()
-        script = self._script_async(client, redis_scripts.COMMIT)
-        if self.replicas:
-            reply, reached = await self.run_async(self._commit_replicated(client, keys, args))
-        else:
-            reply = await self.run_async(script(keys, args))
-            reached = 0
+        future: asyncio.Future[tuple[list[Any], int]] = asyncio.get_running_loop().create_future()
+        self._queued.append((keys, args, future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._send_queued())
+        reply, reached = await future
         revision = self._check_commit(reply)
         self._feed.committed(revision, updates, removals)
         await self._wait_applied(revision)
@@ -233,6 +238,9 @@ class RedisStore(Store):
 
     async def stop(self) -> None:
         """Stop following, release every lease and lock of this server's sessions."""
+        # redis-py may turn a cancelled read into a connection error, which the loops
+        # would retry: they also check this flag.
+        self._stopping = True
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -292,15 +300,66 @@ class RedisStore(Store):
             )
         return int(reply[2])
 
-    async def _commit_replicated(
-        self, client: redis.asyncio.Redis, keys: list[str], args: list[bytes | str]
+    async def _send_queued(self) -> None:
+        """Send the commits queued meanwhile as one pipeline, until none are left.
+
+        Each script is still one atomic step; pipelining only saves round trips, so that
+        many concurrent writers share one connection. With ``replicas``, one ``WAIT`` at
+        the end of the pipeline (same connection) covers every commit in it.
+        """
+        client = self.async_client()
+        while self._queued:
+            batch, self._queued = self._queued, []
+            try:
+                replies, reached = await self._pipeline(client, batch)
+            except (redis.RedisError, OSError) as error:
+                failure = (
+                    self._unavailable(str(error))
+                    if isinstance(error, redis.ConnectionError | redis.TimeoutError | OSError)
+                    else error
+                )
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(failure)
+                continue
+            for (_, _, future), reply in zip(batch, replies, strict=True):
+                if future.done():
+                    continue
+                if isinstance(reply, Exception):
+                    future.set_exception(reply)
+                else:
+                    future.set_result((reply, reached))
+
+    async def _pipeline(
+        self, client: redis.asyncio.Redis, batch: list[_QueuedCommit]
     ) -> tuple[list[Any], int]:
-        # One connection for both: WAIT counts the replicas that have this client's writes.
+        replies, reached = await self._send_pipeline(client, batch)
+        unsent = [
+            index
+            for index, reply in enumerate(replies)
+            if isinstance(reply, redis.exceptions.NoScriptError)
+        ]
+        if unsent:
+            # Redis did not know the script (it restarted, or this is the first commit):
+            # those commits did not run. Load it and send them again; the others ran.
+            await client.script_load(redis_scripts.COMMIT)
+            again, reached = await self._send_pipeline(client, [batch[i] for i in unsent])
+            for index, reply in zip(unsent, again, strict=True):
+                replies[index] = reply
+        return replies, reached
+
+    async def _send_pipeline(
+        self, client: redis.asyncio.Redis, batch: list[_QueuedCommit]
+    ) -> tuple[list[Any], int]:
+        sha = self._script_async(client, redis_scripts.COMMIT).sha
         async with client.pipeline(transaction=False) as pipe:
-            await self._script_async(client, redis_scripts.COMMIT)(keys, args, client=pipe)
-            pipe.execute_command("WAIT", self.replicas, int(self.replica_timeout * 1000))
-            reply, reached = await pipe.execute()
-        return cast(list[Any], reply), int(reached)
+            for keys, args, _ in batch:
+                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+            if self.replicas:
+                pipe.execute_command("WAIT", self.replicas, int(self.replica_timeout * 1000))
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        reached = int(replies.pop()) if self.replicas else 0
+        return replies, reached
 
     async def _wait_applied(self, revision: int) -> None:
         """Return once the mirror has every revision up to ``revision``."""
@@ -343,8 +402,7 @@ class RedisStore(Store):
     # -- following the history -------------------------------------------------------------
 
     async def _follow(self) -> None:
-        backoff = 0.05
-        while True:
+        while not self._stopping:
             try:
                 await self._follow_connected()
             except (redis.RedisError, OSError) as error:
@@ -355,10 +413,8 @@ class RedisStore(Store):
                         error,
                     )
                 self.available = False
-                await asyncio.sleep(backoff)
-                backoff = min(2 * backoff, MAX_BACKOFF)
-            else:  # pragma: no cover - _follow_connected only returns by raising
-                backoff = 0.05
+                await asyncio.sleep(self._backoff)
+                self._backoff = min(2 * self._backoff, MAX_BACKOFF)
 
     async def _follow_connected(self) -> None:
         client = self.async_client()
@@ -366,7 +422,8 @@ class RedisStore(Store):
         if not self.available:
             logger.warning("Redis at %s is back", self.target.describe())
             self.available = True
-        while True:
+        self._backoff = FIRST_BACKOFF
+        while not self._stopping:
             last = self._feed.revision
             reply: Any = await client.xread(
                 {self.keys.history: f"{last}-0"},
@@ -444,7 +501,7 @@ class RedisStore(Store):
     # -- liveness ------------------------------------------------------------------------
 
     async def _keep_alive(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.heartbeat)
             try:
                 await self._beat(self.async_client())

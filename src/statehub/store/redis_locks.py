@@ -42,6 +42,7 @@ class RedisLockTable:
         self._prefix = store.keys.lock_prefix
         self._waiting: dict[str, asyncio.Future[None]] = {}
         self._listener: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def acquire(
         self, key: str, owner: Hashable, *, exclusive: bool, timeout: float | None = None
@@ -49,7 +50,19 @@ class RedisLockTable:
         """Take ``key`` for ``owner`` and return the grant's fencing token."""
         owner_id, mode = self._owner_id(owner), _mode(exclusive)
         args = [self._base, self._prefix, key, owner_id, mode]
-        reply = await self._run(redis_scripts.LOCK_ACQUIRE, args)
+        # A command is never cancelled half-way (redis-py would leave its connection out
+        # of step): it completes, and a cancelled caller undoes what it did.
+        asking = asyncio.ensure_future(self._run(redis_scripts.LOCK_ACQUIRE, args))
+        try:
+            reply = await asyncio.shield(asking)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                undo = await asking
+                if undo[0] == b"granted":
+                    await self._run(redis_scripts.LOCK_RELEASE, args)
+                elif undo[0] == b"queued":
+                    await self._abandon(key, owner_id, mode, str(int(undo[1])))
+            raise
         if reply[0] == b"granted":
             return int(reply[1])
         if reply[0] == b"upgrade":
@@ -60,7 +73,7 @@ class RedisLockTable:
         self._ensure_listener()
         try:
             async with asyncio.timeout(timeout):
-                return await self._wait_granted(ticket)
+                return await self._wait_granted(ticket, args)
         except TimeoutError:
             await asyncio.shield(self._abandon(key, owner_id, mode, ticket))
             raise LockFailed(
@@ -95,17 +108,29 @@ class RedisLockTable:
 
     async def close(self) -> None:
         """Stop listening for grants."""
+        self._closing = True
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
 
-    async def _wait_granted(self, ticket: str) -> int:
+    async def _wait_granted(self, ticket: str, hold: list[str]) -> int:
+        """The fence once ``ticket`` is granted; ``hold`` names the hold to give back if
+        this is cancelled just as the grant is taken."""
         future = asyncio.get_running_loop().create_future()
         self._waiting[ticket] = future
         try:
             while True:
-                fence = await self._run(redis_scripts.LOCK_TAKE, [self._base, ticket])
+                taking = asyncio.ensure_future(
+                    self._run(redis_scripts.LOCK_TAKE, [self._base, ticket])
+                )
+                try:
+                    fence = await asyncio.shield(taking)
+                except asyncio.CancelledError:
+                    with contextlib.suppress(Exception):
+                        if await taking is not None:
+                            await self._run(redis_scripts.LOCK_RELEASE, hold)
+                    raise
                 if fence is not None:
                     return int(fence)
                 with contextlib.suppress(TimeoutError):
@@ -130,7 +155,7 @@ class RedisLockTable:
 
     async def _listen(self) -> None:
         """Wake local waiters named in grant messages (polling covers lost messages)."""
-        while True:
+        while not self._closing:
             try:
                 pubsub = self._store.async_client().pubsub()
                 async with pubsub:
