@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import click
 
-from statehub.bench import core, durable, network
+from statehub.bench import cluster, core, durable, network
 from statehub.bench.table import Result, format_table
 
 #: Group name -> (title, function returning results). Other modules add their groups.
@@ -14,6 +14,7 @@ GROUPS: dict[str, tuple[str, Callable[[], list[Result]]]] = {
     "core": ("In-process core", core.run),
     "durable": ("Durable writes (SQLite store, group commit)", durable.run),
     "network": ("Network (gRPC on loopback; subscribers in a separate process)", network.run),
+    "cluster": ("Cluster (statehub serve processes over one Redis, next to memory)", cluster.run),
 }
 
 

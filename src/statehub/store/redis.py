@@ -61,8 +61,9 @@ MAX_BACKOFF = 2.0
 READ_BATCH = 1000
 
 T = TypeVar("T")
-#: A commit waiting to be sent: its keys, arguments, and the future of its reply.
-_QueuedCommit = tuple[list[str], list["bytes | str"], "asyncio.Future[tuple[list[Any], int]]"]
+#: A commit waiting to be sent: its (owner, change) and the future of (epoch, result,
+#: replicas reached).
+_QueuedCommit = tuple[tuple[bytes, bytes], "asyncio.Future[tuple[str, Any, int]]"]
 #: Stream entries as redis-py returns them: (id, {field: value}).
 _Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
@@ -143,9 +144,9 @@ class RedisStore(Store):
         removals: set[str],
         now: float,
     ) -> int:
-        keys, args = self._commit_call(owner, updates, removals)
-        reply = self.run_sync(lambda: self._script(redis_scripts.COMMIT)(keys, args))
-        revision = self._check_commit(reply)
+        pair = self._commit_pair(owner, updates, removals)
+        reply = self.run_script(redis_scripts.COMMIT, self.keys.commit, self._commit_args([pair]))
+        revision = self._check_commit(reply[0].decode(), reply[1][0])
         self._feed.committed(revision, updates, removals)
         self.run_sync(lambda: self._catch_up_sync(revision))
         return revision
@@ -157,13 +158,13 @@ class RedisStore(Store):
         removals: set[str],
         now: float,
     ) -> int:
-        keys, args = self._commit_call(owner, updates, removals)
-        future: asyncio.Future[tuple[list[Any], int]] = asyncio.get_running_loop().create_future()
-        self._queued.append((keys, args, future))
+        pair = self._commit_pair(owner, updates, removals)
+        future: asyncio.Future[tuple[str, Any, int]] = asyncio.get_running_loop().create_future()
+        self._queued.append((pair, future))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._send_queued())
-        reply, reached = await future
-        revision = self._check_commit(reply)
+        epoch, result, reached = await future
+        revision = self._check_commit(epoch, result)
         self._feed.committed(revision, updates, removals)
         await self._wait_applied(revision)
         if self.replicas and reached < self.replicas:
@@ -267,99 +268,85 @@ class RedisStore(Store):
 
     # -- committing ----------------------------------------------------------------------
 
-    def _commit_call(
+    def _commit_pair(
         self, owner: Hashable, updates: dict[str, JsonValue], removals: set[str]
-    ) -> tuple[list[str], list[bytes | str]]:
+    ) -> tuple[bytes, bytes]:
+        """The (owner, change) arguments of one commit in the COMMIT script."""
         if not self.available:
             raise self._unavailable("Redis is away")
-        keys = [_key_bytes(key) for key in updates]
-        values = [encode_value(value) for value in updates.values()]
-        removed = [_key_bytes(key) for key in removals]
-        entry = msgpack.packb([keys, values, removed], use_bin_type=True)
-        args: list[bytes | str] = [
-            _owner_bytes(owner),
-            uuid.uuid4().hex,
-            str(self.history_length),
-            entry,
-            str(len(keys)),
+        change = [
+            [_key_bytes(key) for key in updates],
+            [encode_value(value) for value in updates.values()],
+            [_key_bytes(key) for key in removals],
         ]
-        for key, value in zip(keys, values, strict=True):
-            args += [key, value]
-        args += removed
-        return self.keys.commit, args
+        # Old-spec raw strings: Redis's Lua cmsgpack reads those, not the bin types.
+        return _owner_bytes(owner), msgpack.packb(change, use_bin_type=False)
 
-    def _check_commit(self, reply: list[Any]) -> int:
-        status, epoch = reply[0], reply[1].decode()
+    def _commit_args(self, pairs: list[tuple[bytes, bytes]]) -> list[bytes | str]:
+        # A fresh candidate each time: a Redis that lost its data takes it as the new epoch.
+        args: list[bytes | str] = [uuid.uuid4().hex, str(self.history_length)]
+        for owner, change in pairs:
+            args += [owner, change]
+        return args
+
+    def _check_commit(self, epoch: str, result: list[Any]) -> int:
         if epoch != self._epoch:
             self._restart_from(epoch, *self._snapshot_sync()[1:])
-        if status == b"locked":
-            names = sorted(_key_str(key) for key in reply[2])
+        if result[0] == b"locked":
+            names = sorted(_key_str(key) for key in result[1])
             raise ResourceLockedError(
                 f"keys leased by another owner: {', '.join(map(repr, names))}",
                 frozenset(names),
             )
-        return int(reply[2])
+        return int(result[1])
 
     async def _send_queued(self) -> None:
-        """Send the commits queued meanwhile as one pipeline, until none are left.
+        """Send the commits queued meanwhile in one script call, until none are left.
 
-        Each script is still one atomic step; pipelining only saves round trips, so that
-        many concurrent writers share one connection. With ``replicas``, one ``WAIT`` at
-        the end of the pipeline (same connection) covers every commit in it.
+        Each commit is still checked and applied on its own; batching only saves round
+        trips and Redis-side work, so that many concurrent writers share one connection.
+        With ``replicas``, a ``WAIT`` on the same connection covers the whole batch.
         """
         client = self.async_client()
         while self._queued:
             batch, self._queued = self._queued, []
             try:
-                replies, reached = await self._pipeline(client, batch)
+                epoch, results, reached = await self._send_batch(client, [p for p, _ in batch])
             except (redis.RedisError, OSError) as error:
                 failure = (
                     self._unavailable(str(error))
                     if isinstance(error, redis.ConnectionError | redis.TimeoutError | OSError)
                     else error
                 )
-                for _, _, future in batch:
+                for _, future in batch:
                     if not future.done():
                         future.set_exception(failure)
                 continue
-            for (_, _, future), reply in zip(batch, replies, strict=True):
-                if future.done():
-                    continue
-                if isinstance(reply, Exception):
-                    future.set_exception(reply)
-                else:
-                    future.set_result((reply, reached))
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result((epoch, result, reached))
 
-    async def _pipeline(
-        self, client: redis.asyncio.Redis, batch: list[_QueuedCommit]
-    ) -> tuple[list[Any], int]:
-        replies, reached = await self._send_pipeline(client, batch)
-        unsent = [
-            index
-            for index, reply in enumerate(replies)
-            if isinstance(reply, redis.exceptions.NoScriptError)
-        ]
-        if unsent:
-            # Redis did not know the script (it restarted, or this is the first commit):
-            # those commits did not run. Load it and send them again; the others ran.
-            await client.script_load(redis_scripts.COMMIT)
-            again, reached = await self._send_pipeline(client, [batch[i] for i in unsent])
-            for index, reply in zip(unsent, again, strict=True):
-                replies[index] = reply
-        return replies, reached
-
-    async def _send_pipeline(
-        self, client: redis.asyncio.Redis, batch: list[_QueuedCommit]
-    ) -> tuple[list[Any], int]:
-        sha = self._script_async(client, redis_scripts.COMMIT).sha
-        async with client.pipeline(transaction=False) as pipe:
-            for keys, args, _ in batch:
-                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-            if self.replicas:
+    async def _send_batch(
+        self, client: redis.asyncio.Redis, pairs: list[tuple[bytes, bytes]]
+    ) -> tuple[str, list[Any], int]:
+        args = self._commit_args(pairs)
+        script = self._script_async(client, redis_scripts.COMMIT)
+        if not self.replicas:
+            reply = await script(self.keys.commit, args)
+            return reply[0].decode(), reply[1], 0
+        for _ in range(2):
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.execute_command(
+                    "EVALSHA", script.sha, len(self.keys.commit), *self.keys.commit, *args
+                )
                 pipe.execute_command("WAIT", self.replicas, int(self.replica_timeout * 1000))
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        reached = int(replies.pop()) if self.replicas else 0
-        return replies, reached
+                reply, reached = await pipe.execute(raise_on_error=False)
+            if not isinstance(reply, redis.exceptions.NoScriptError):
+                break
+            await client.script_load(redis_scripts.COMMIT)  # it did not run: load, resend
+        if isinstance(reply, Exception):
+            raise reply
+        return reply[0].decode(), reply[1], int(reached)
 
     async def _wait_applied(self, revision: int) -> None:
         """Return once the mirror has every revision up to ``revision``."""
@@ -455,16 +442,18 @@ class RedisStore(Store):
             )
             self._restart_from(*self._snapshot_sync())
             return
+        applied = self._feed.revision
         for entry_id, fields in entries:
+            revision = _revision_of(entry_id)
+            if revision <= applied:
+                continue  # committed here (or read already): no need to decode it
             if fields[b"e"].decode() != self._epoch:
                 return
             keys, values, removed = msgpack.unpackb(fields[b"c"], raw=True)
             updates = {
                 _key_str(key): decode_value(value) for key, value in zip(keys, values, strict=True)
             }
-            self._feed.committed(
-                _revision_of(entry_id), updates, {_key_str(key) for key in removed}
-            )
+            self._feed.committed(revision, updates, {_key_str(key) for key in removed})
 
     async def _check_epoch(self, client: redis.asyncio.Redis) -> None:
         reply = await self._script_async(client, redis_scripts.SNAPSHOT)(

@@ -60,44 +60,54 @@ end
 """
 
 #: KEYS: epoch, revision, content, history, leases, lease_deadlines, lease_servers.
-#: ARGV: owner, candidate epoch, history MAXLEN, encoded change entry, update count n,
-#: then n (key, encoded value) pairs, then removed keys.
-#: Returns {'ok', epoch, revision} or {'locked', epoch, {keys...}}.
+#: ARGV: candidate epoch, history MAXLEN, then one (owner, change) pair per commit, a
+#: change being msgpack [keys, encoded values, removed keys]. Each commit is checked and
+#: applied on its own (one refused by a lease does not stop the others); sending many
+#: in one script only saves round trips.
+#: Returns {epoch, {{'ok', revision} or {'locked', {keys...}}, ...}}.
 COMMIT = (
     _NOW
     + _ENSURE_EPOCH
     + _DROP_LEASE
     + """
-local epoch = ensure_epoch(KEYS[1], ARGV[2])
-local owner = ARGV[1]
-local n = tonumber(ARGV[5])
-local first_removal = 6 + 2 * n
+local epoch = ensure_epoch(KEYS[1], ARGV[1])
+local now = nil
 if redis.call('HLEN', KEYS[5]) > 0 then
-  local now = now_ms()
+  now = now_ms()
+end
+local results = {}
+for i = 3, #ARGV, 2 do
+  local owner, entry = ARGV[i], ARGV[i + 1]
+  local change = cmsgpack.unpack(entry)
+  local keys, values, removed = change[1], change[2], change[3]
   local blocked = {}
-  for i = 6, first_removal - 1, 2 do
-    if leased_by_other(KEYS[5], KEYS[6], KEYS[7], ARGV[i], owner, now) then
-      blocked[#blocked + 1] = ARGV[i]
+  if now then
+    for _, key in ipairs(keys) do
+      if leased_by_other(KEYS[5], KEYS[6], KEYS[7], key, owner, now) then
+        blocked[#blocked + 1] = key
+      end
     end
-  end
-  for i = first_removal, #ARGV do
-    if leased_by_other(KEYS[5], KEYS[6], KEYS[7], ARGV[i], owner, now) then
-      blocked[#blocked + 1] = ARGV[i]
+    for _, key in ipairs(removed) do
+      if leased_by_other(KEYS[5], KEYS[6], KEYS[7], key, owner, now) then
+        blocked[#blocked + 1] = key
+      end
     end
   end
   if #blocked > 0 then
-    return {'locked', epoch, blocked}
+    results[#results + 1] = {'locked', blocked}
+  else
+    local revision = redis.call('INCR', KEYS[2])
+    for j, key in ipairs(keys) do
+      redis.call('HSET', KEYS[3], key, values[j])
+    end
+    for _, key in ipairs(removed) do
+      redis.call('HDEL', KEYS[3], key)
+    end
+    redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[2], revision .. '-0', 'e', epoch, 'c', entry)
+    results[#results + 1] = {'ok', revision}
   end
 end
-local revision = redis.call('INCR', KEYS[2])
-for i = 6, first_removal - 1, 2 do
-  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
-end
-for i = first_removal, #ARGV do
-  redis.call('HDEL', KEYS[3], ARGV[i])
-end
-redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[3], revision .. '-0', 'e', epoch, 'c', ARGV[4])
-return {'ok', epoch, revision}
+return {epoch, results}
 """
 )
 
