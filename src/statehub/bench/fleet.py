@@ -153,3 +153,28 @@ def stop(process: subprocess.Popen[str] | subprocess.Popen[bytes], timeout: floa
     for stream in (process.stdout, process.stderr):
         if stream is not None:
             stream.close()
+
+
+def start_sentinel(directory: Path, primary_port: int, service: str = "mymaster") -> RedisProcess:
+    """A Sentinel watching the primary on ``primary_port`` (quorum 2, down after 1 s)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = directory / "sentinel.conf"  # Sentinel rewrites it: it must be its own file
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+        f"sentinel monitor {service} 127.0.0.1 {primary_port} 2\n"
+        f"sentinel down-after-milliseconds {service} 1000\n"
+        f"sentinel failover-timeout {service} 10000\n"
+        f"sentinel parallel-syncs {service} 1\n"
+    )
+    arguments = [str(config), "--sentinel"]
+    process = subprocess.Popen(
+        [REDIS_SERVER, *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    sentinel = RedisProcess(process, port, directory, arguments)
+    try:
+        wait_redis_ready(port, process)
+    except BaseException:
+        stop(process)
+        raise
+    return sentinel
