@@ -306,3 +306,25 @@ def test_an_unreachable_redis_is_a_clear_error() -> None:
 
     with pytest.raises(StoreUnavailableError, match=r"cannot reach Redis at redis://127\.0\.0\.1"):
         RedisStore(f"redis://127.0.0.1:{free_port()}/0")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--store", "http://h:1"], "unknown scheme 'http'"),
+        (["--store", "redis://127.0.0.1:{free}/0"], "cannot reach Redis at redis://127.0.0.1"),
+        (["--store", "redis://127.0.0.1:1/0", "--data", "somewhere"], "exclude each other"),
+        (["--replicas", "1"], "--replicas needs --store"),
+    ],
+)
+def test_serve_refuses_a_bad_store_clearly(arguments: list[str], message: str) -> None:
+    import subprocess
+
+    from statehub.bench.fleet import SERVE, free_port
+
+    filled = [argument.replace("{free}", str(free_port())) for argument in arguments]
+    finished = subprocess.run(
+        [*SERVE, "--port", "0", *filled], capture_output=True, text=True, timeout=60
+    )
+    assert finished.returncode != 0
+    assert message in finished.stderr
