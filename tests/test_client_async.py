@@ -439,6 +439,7 @@ async def test_a_frozen_server_is_noticed_by_pings() -> None:
         str(port),
         "--keepalive",
         "0.5",
+        "--no-http",
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )

@@ -59,6 +59,8 @@ class StateDictionaryMachine(RuleBasedStateMachine):
         removals=st.sets(KEYS, max_size=2),
     )
     def update_state(self, token: Any, updates: dict[str, Any], removals: set[str]) -> None:
+        updates = {key: value for key, value in updates.items() if key not in removals}
+        removals &= self.content.keys()  # removing a key that holds nothing is no change
         blocked = self._blocked(token, set(updates) | removals)
         try:
             revision = self.state.update_state(token, DictionaryChange(updates, removals))

@@ -102,3 +102,19 @@ def test_a_result_that_is_not_json_like_is_an_invalid_value() -> None:
     register_calibration_function("as_complex_for_test", complex)
     with pytest.raises(InvalidValueError, match="not a JSON-like value"):
         ExpressionCalibration("as_complex_for_test({})")(1)
+
+
+def test_a_result_over_the_value_limits_is_an_invalid_value() -> None:
+    with pytest.raises(InvalidValueError, match="no protocol can carry") as big:
+        ExpressionCalibration("2*{}")(2**1023 - 1)
+    assert "an int of 1024 bits is over the limit of 1023 bits" in str(big.value)
+
+    def nest_in_lists(value: object) -> object:
+        for _ in range(40):
+            value = [value]
+        return value
+
+    register_calibration_function("nest_in_lists_for_test", nest_in_lists)
+    with pytest.raises(InvalidValueError, match="no protocol can carry") as deep:
+        ExpressionCalibration("nest_in_lists_for_test({})")(1)
+    assert "over the limit of 32" in str(deep.value)

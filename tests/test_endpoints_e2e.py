@@ -63,6 +63,10 @@ async def test_endpoint_operations_over_the_network(
         with pytest.raises(InvalidValueError) as invalid:
             await client.endpoint_set("status", "HALF")
         assert invalid.value.code == 304
+        with pytest.raises(InvalidValueError, match=r"lab\.peaches: calibration '2") as big:
+            await client.endpoint_set("peaches", 2**1023 - 1)  # 2*{} would not fit a double
+        assert "over the limit of 1023 bits" in str(big.value)
+        assert await client.get("lab.peaches") == 2  # refused: nothing stored
         with pytest.raises(InvalidSpecifierError) as specifier:
             await client.endpoint_get("peaches", "colour")
         assert specifier.value.code == 310

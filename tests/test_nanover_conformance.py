@@ -1,4 +1,4 @@
-"""NanoVer's gRPC-era services, driven by stubs generated from statehub's .proto files.
+"""NanoVer's gRPC-era services, driven by NanoVer-shaped stubs (``nanover.protocol.*``).
 
 A NanoVer client sees what it saw with NanoverServer: a snapshot then changes, null
 meaning removal, every number a double, ``success=False`` for keys leased by another
@@ -16,16 +16,15 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
+import nanover_modules
 from statehub import DictionaryChange, StateDictionary, StateServer
-from statehub.server.nanover_proto import (
-    command_service_pb2,
-    command_service_pb2_grpc,
-    state_service_pb2,
-    state_service_pb2_grpc,
-)
 from test_server_support import GatedStore, connected, eventually, running_server
 
 DEADLINE = 10.0
+# NanoVer's own module names, loaded in this process next to statehub, as when migrating.
+state_service_pb2, state_service_pb2_grpc, command_service_pb2, command_service_pb2_grpc = (
+    nanover_modules.load()
+)
 
 
 def _struct(mapping: dict[str, Any]) -> struct_pb2.Struct:
@@ -68,7 +67,9 @@ class NanoverClient:
 
 
 async def _nanover(server: StateServer, token: str) -> AsyncIterator[NanoverClient]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    # A connection of its own (grpc would otherwise share one between channels).
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=options) as channel:
         yield NanoverClient(channel, token)
 
 
@@ -115,14 +116,14 @@ async def test_numbers_are_doubles_on_this_protocol(
 ) -> None:
     assert await alice.update({"n": 1})
     assert type(server.state.get("n")) is float
-    server.update_state(None, DictionaryChange({"i": 2, "huge": 10**400}))
+    server.update_state(None, DictionaryChange({"i": 2, "huge": 10**300}))
     stream = alice.state.SubscribeStateUpdates(
         state_service_pb2.SubscribeStateUpdatesRequest(update_interval=0)
     )
     update = await asyncio.wait_for(stream.read(), DEADLINE)
     fields = update.changed_keys.fields
     assert fields["i"].WhichOneof("kind") == "number_value" and fields["i"].number_value == 2.0
-    assert fields["huge"].number_value == math.inf
+    assert fields["huge"].number_value == 1e300  # ints beyond a double's range are refused
     stream.cancel()
 
 
@@ -139,20 +140,26 @@ async def test_locks_refuse_other_tokens_and_release_with_null(
     assert server.state.get("k") == "bob"
 
 
-async def test_nanover_and_session_clients_share_tokens_and_state(
+async def test_a_token_names_an_owner_only_on_the_connection_that_presented_it(
     server: StateServer, alice: NanoverClient
 ) -> None:
     async with connected(server, hello=False) as session:
         await session.hello("alice")
         await session.request("leases", acquire={"shared": None})
-        assert await alice.update({"shared": 1})  # same token: allowed
-        got = await session.request("get", keys=["shared"])
-        assert got["values"] == {"shared": 1.0}
+        assert not await alice.update({"shared": 1})  # the same token on another connection
+    assert await alice.locks({"mine": 60})
+    async for thief in _nanover(server, "alice"):  # a second connection naming it
+        assert not await thief.update({"mine": "stolen"})
+        assert not await thief.locks({"mine": 60})
+        await thief.locks({"mine": None})  # releasing it releases nothing of alice's
+        assert "mine" in {lease.key for lease in server.state.leases()}
+    assert await alice.update({"mine": "kept"})
+    assert server.state.get("mine") == "kept"
 
 
 @pytest.mark.parametrize(
     ("lock_keys", "text"),
-    [({"k": -1}, ">= 0"), ({"k": math.nan}, "nan"), ({"k": "ten"}, "string")],
+    [({"k": math.nan}, "nan"), ({"k": "ten"}, "string")],
 )
 async def test_bad_lease_values_abort_with_invalid_argument(
     server: StateServer, alice: NanoverClient, lock_keys: dict[str, Any], text: str
@@ -162,6 +169,15 @@ async def test_bad_lease_values_abort_with_invalid_argument(
     assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert text in (failed.value.details() or "")
     assert not server.state.leases()
+
+
+@pytest.mark.parametrize("seconds", [0, -1, -math.inf])
+async def test_a_lease_of_zero_or_negative_seconds_expires_at_once(
+    server: StateServer, alice: NanoverClient, bob: NanoverClient, seconds: float
+) -> None:
+    assert await alice.locks({"k": seconds})  # NanoVer accepted it, as an expired lease
+    assert not server.state.leases()
+    assert await bob.update({"k": "bob"})
 
 
 async def test_bad_update_interval_aborts(alice: NanoverClient) -> None:
@@ -213,10 +229,12 @@ async def test_update_state_answers_once_the_change_is_durable() -> None:
     async with running_server(state=StateDictionary(store=store)) as server:
         async for client in _nanover(server, "durable"):
             answer = asyncio.ensure_future(client.update({"k": 1}))
-            await eventually(lambda: server.state.get("k") == 1.0)
+            await eventually(lambda: store.committed == 1)
             assert not answer.done()
+            assert server.state.get("k") is None  # readers see a change once it is durable
             store.make_durable(1)
             assert await asyncio.wait_for(answer, DEADLINE)
+            assert server.state.get("k") == 1.0
 
 
 async def test_closing_the_server_ends_subscription_streams() -> None:

@@ -57,5 +57,32 @@ def test_serve_on_a_port_in_use_fails_with_a_clear_message() -> None:
 def test_serve_help_documents_the_defaults() -> None:
     result = subprocess.run([*SERVE, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    for text in ("38801", "127.0.0.1", "4194304", "--interval", "--max-message-bytes"):
+    for text in ("38801", "38802", "--no-http", "127.0.0.1", "4194304", "--interval"):
         assert text in result.stdout
+
+
+def test_a_port_in_use_gives_one_line_and_no_grpc_core_noise() -> None:
+    with StateServer(address="127.0.0.1", port=0) as server:
+        result = subprocess.run(
+            [*SERVE, "--port", str(server.port)], capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"Error: cannot listen on 127.0.0.1:{server.port}: the port is in use"
+    ]
+
+
+def test_verbose_serve_logs_statehub_only_and_says_serving_on_once() -> None:
+    process, port = _start("--port", "0", "-v")
+    try:
+        assert hello_roundtrip(port)["ok"]
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    logged = [line for line in err.splitlines() if line.strip()]
+    assert logged and all(" statehub." in line for line in logged), err
+    assert "session" in err  # -v shows statehub's own session logs
+    assert (out + err).count("serving on") == 0  # the first line, read by _start, was the one

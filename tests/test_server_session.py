@@ -41,14 +41,15 @@ async def test_hello_gives_session_token_and_limits() -> None:
         assert mine == {}
 
 
-async def test_hello_keeps_a_given_token_and_must_come_first() -> None:
+async def test_hello_must_come_first_and_a_named_token_does_not_name_the_owner() -> None:
     async with running_server() as server, connected(server, hello=False) as session:
         with pytest.raises(RemoteError) as refused:
             await session.request("get", keys=None)
         assert refused.value.status == "INVALID_ARGUMENT"
         assert isinstance(refused.value.error, ProtocolError)
         assert "hello" in str(refused.value.error)
-        assert (await session.hello("my-token"))["token"] == "my-token"
+        reply = await session.hello("my-token")
+        assert reply["token"] == f"{reply['session']}:anyone"
         with pytest.raises(RemoteError, match="already"):
             await session.hello("again")
 
@@ -80,8 +81,11 @@ async def test_subscription_starts_with_a_snapshot_then_coalesced_deltas() -> No
         assert snapshot["snapshot"] is True
         assert snapshot["updates"] == {"x": 0, "gone": 1} and snapshot["removals"] == []
         assert snapshot["revision"] == 1
-        ids = [await session.send("update", updates={"x": i}) for i in range(1, 6)]
-        ids.append(await session.send("update", removals=["gone"]))
+        # One frame, so that even a slow machine cannot flush between two of the updates.
+        ids = await session.send_many(
+            [*({"op": "update", "updates": {"x": i}} for i in range(1, 6)),
+             {"op": "update", "removals": ["gone"]}]
+        )  # fmt: skip
         revisions = [(await session.reply(i))["revision"] for i in ids]
         delta = await session.next_batch(sub)
         assert time.monotonic() - first_at >= interval * 0.9  # paced, not sent at once
@@ -169,16 +173,19 @@ async def test_leases_block_others_and_are_released_on_disconnect() -> None:
         await other.request("update", updates={"k": 1})
 
 
-async def test_a_shared_token_keeps_its_leases_until_its_last_session_ends() -> None:
-    async with running_server() as server:
-        async with connected(server, hello=False) as first:
-            await first.hello("shared")
-            async with connected(server, hello=False) as second:
-                await second.hello("shared")
-                await second.request("leases", acquire={"k": None})
-            await eventually(lambda: len(server.hub.sessions) == 1)
+async def test_naming_another_sessions_token_takes_none_of_its_leases() -> None:
+    async with running_server() as server, connected(server, hello=False) as first:
+        await first.hello("shared")
+        async with connected(server, hello=False) as second:
+            await second.hello("shared")
+            await second.request("leases", acquire={"k": None})
+            with pytest.raises(RemoteError) as refused:
+                await first.request("update", updates={"k": 1})
+            assert isinstance(refused.value.error, ResourceLockedError)
+            await first.request("leases", release=["k"])  # not its lease: nothing
             assert [lease.key for lease in server.state.leases()] == ["k"]
-        await eventually(lambda: not server.state.leases())
+        await eventually(lambda: not server.state.leases())  # released with its session
+        await first.request("update", updates={"k": 1})
 
 
 async def test_lock_waits_without_blocking_later_requests() -> None:
@@ -326,7 +333,7 @@ async def test_bad_input_gets_a_clear_error_and_changes_nothing(
 
 async def test_a_request_without_an_id_gets_an_error_without_one() -> None:
     async with running_server() as server, connected(server) as session:
-        await session.call.write(encode_batch([{"op": "ping"}]))
+        await session.write_frame(encode_batch([{"op": "ping"}]))
         message = await asyncio.wait_for(session.unmatched.get(), 10)
         assert message["id"] is None and message["error"]["type"] == "ProtocolError"
         assert await session.request("ping") == {}
@@ -426,9 +433,11 @@ async def test_an_update_is_acknowledged_only_when_the_store_says_it_is_durable(
     ):
         update = await session.send("update", updates={"k": 1})
         assert await session.request("ping") == {}  # answered; the update still waits
-        assert server.state.get("k") == 1 and not session._future(update).done()
+        assert not session._future(update).done()
+        assert server.state.get("k") is None  # readers see a change once it is durable
         store.make_durable(1)
         assert await session.reply(update) == {"revision": 1}
+        assert server.state.get("k") == 1
 
 
 async def test_cancel_stops_a_waiting_lock_and_answers_it_cancelled() -> None:

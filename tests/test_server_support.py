@@ -1,18 +1,22 @@
 """Helpers for the server tests: a raw session-protocol client built on the codec only.
 
-It drives ``/statehub.v1.Hub/Session`` with a bare grpc.aio stream, so the server is
-tested against the protocol contract, not against the client library.
+It drives ``/statehub.v1.Hub/Session`` with a bare grpc.aio stream (or ``/v1/session`` of
+the web edge with a bare WebSocket, when ``TRANSPORT`` says so), so the server is tested
+against the protocol contract, not against the client library.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 
@@ -22,6 +26,9 @@ from statehub.store.memory import MemoryStore
 
 #: Generous deadline for anything the server should do "soon".
 DEADLINE = 10.0
+#: The transport ``running_server`` and ``connected`` use: "grpc" or "websocket" (a
+#: fixture of tests/test_web_session.py switches it to run the session tests again).
+TRANSPORT = "grpc"
 
 
 class RemoteError(Exception):
@@ -53,6 +60,14 @@ class GatedStore(MemoryStore):
             self.moved.clear()
             await self.moved.wait()
 
+    def on_durable(self, listener: Callable[[], bool]) -> bool:
+        return True  # changes are durable (and shown to readers) when the test says so
+
+    @property
+    def committed(self) -> int:
+        """The last revision committed (durable or not)."""
+        return self._revision
+
     def make_durable(self, revision: int) -> None:
         self.durable = revision
         self.moved.set()
@@ -61,8 +76,13 @@ class GatedStore(MemoryStore):
 class RawSession:
     """One session over a raw stream: pipelined requests, replies by id, batches by sub."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self.call = channel.stream_stream(SESSION_PATH)()
+    def __init__(
+        self,
+        channel: grpc.aio.Channel | None,
+        metadata: tuple[tuple[str, str], ...] | None = None,
+    ) -> None:
+        self._metadata = metadata
+        self._open(channel)
         self._next_id = 1
         self._replies: dict[int | None, asyncio.Future[dict[str, Any]]] = {}
         self.batches: defaultdict[int, asyncio.Queue[dict[str, Any]]] = defaultdict(asyncio.Queue)
@@ -70,10 +90,20 @@ class RawSession:
         self.unmatched: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._reader = asyncio.ensure_future(self._read())
 
+    def _open(self, channel: Any) -> None:
+        self.call = channel.stream_stream(SESSION_PATH)(metadata=self._metadata)
+
+    async def write_frame(self, frame: bytes) -> None:
+        await self.call.write(frame)
+
+    async def read_frame(self) -> bytes | None:
+        frame = await self.call.read()
+        return None if frame is grpc.aio.EOF else frame
+
     async def _read(self) -> None:
         while True:
-            frame = await self.call.read()
-            if frame is grpc.aio.EOF:
+            frame = await self.read_frame()
+            if frame is None:
                 return
             self.frames_seen.append(len(frame))
             for message in decode_batch(frame):
@@ -103,7 +133,7 @@ class RawSession:
             self._future(self._next_id)
             ids.append(self._next_id)
             self._next_id += 1
-        await self.call.write(encode_batch(requests))
+        await self.write_frame(encode_batch(requests))
         return ids
 
     async def reply(self, request_id: int, timeout: float = DEADLINE) -> dict[str, Any]:
@@ -135,9 +165,43 @@ class RawSession:
         await asyncio.gather(self._reader, return_exceptions=True)
 
 
+class RawWebSocketSession(RawSession):
+    """The same over a bare WebSocket to the web edge's ``/v1/session``."""
+
+    def __init__(self, socket: aiohttp.ClientWebSocketResponse) -> None:
+        self.socket = socket
+        self.close_reason = ""
+        super().__init__(None)
+
+    def _open(self, channel: Any) -> None:
+        pass
+
+    async def write_frame(self, frame: bytes) -> None:
+        await self.socket.send_bytes(frame)
+
+    async def read_frame(self) -> bytes | None:
+        message = await self.socket.receive()
+        if message.type is aiohttp.WSMsgType.BINARY:
+            return message.data  # type: ignore[no-any-return]
+        if message.type is aiohttp.WSMsgType.CLOSE:
+            self.close_reason = str(message.extra or "")
+        return None
+
+    async def close(self) -> None:
+        """Drop the TCP connection without a close handshake (as a crashed client would)."""
+        raw = self.socket.get_extra_info("socket")
+        if raw is not None:
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_RDWR)
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+
 @asynccontextmanager
 async def running_server(**options: Any) -> AsyncIterator[StateServer]:
     """A real server on 127.0.0.1, port 0, in the running event loop."""
+    if TRANSPORT == "websocket":
+        options.setdefault("http_port", 0)
     server = StateServer(address="127.0.0.1", port=0, **options)
     await server.start()
     try:
@@ -148,9 +212,31 @@ async def running_server(**options: Any) -> AsyncIterator[StateServer]:
 
 @asynccontextmanager
 async def connected(server: StateServer, *, hello: bool = True) -> AsyncIterator[RawSession]:
-    """A session on its own channel to ``server``."""
+    """A session on its own channel (or WebSocket) to ``server``."""
+    if TRANSPORT == "websocket":
+        async with websocket_connected(server, hello=hello) as session:
+            yield session
+        return
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         session = RawSession(channel)
+        try:
+            if hello:
+                await session.hello()
+            yield session
+        finally:
+            await session.close()
+
+
+@asynccontextmanager
+async def websocket_connected(
+    server: StateServer, *, hello: bool = True
+) -> AsyncIterator[RawWebSocketSession]:
+    """A session over its own WebSocket to ``server``'s web edge."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"ws://127.0.0.1:{server.http_port}/v1/session", max_msg_size=0) as socket,
+    ):
+        session = RawWebSocketSession(socket)
         try:
             if hello:
                 await session.hello()

@@ -17,10 +17,11 @@ from statehub.core.values import JsonValue
 from statehub.errors import ResourceLockedError
 from statehub.store.sqlite import SQLiteStore
 
-KEYS = st.sampled_from(["a", "b", "c", "d", "\ud800"])
+KEYS = st.sampled_from(["a", "b", "c", "d", "\U0001f600"])
 OWNERS = st.sampled_from(["alice", "bob"])
+INTS = st.integers(-(2**1023) + 1, 2**1023 - 1)  # within the limits (docs/limits.md)
 VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    st.none() | st.booleans() | INTS | st.floats(allow_nan=False) | st.text(max_size=5),
     lambda children: (
         st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3)
     ),
@@ -45,6 +46,8 @@ class DurableState(RuleBasedStateMachine):
 
     @rule(owner=OWNERS, updates=st.dictionaries(KEYS, VALUES, max_size=3), removals=st.sets(KEYS))
     def change(self, owner: str, updates: dict[str, JsonValue], removals: set[str]) -> None:
+        updates = {key: value for key, value in updates.items() if key not in removals}
+        removals &= self.model.keys()  # removing a key that holds nothing is no change
         keys = set(updates) | removals
         blocked = any(self.leases.get(key, owner) != owner for key in keys)
         try:

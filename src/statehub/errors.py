@@ -36,3 +36,22 @@ class LockNotOwnedError(StatehubError, RuntimeError):
 
 class CommandFailed(StatehubError):
     """A registered command raised; the message names the command and the original error."""
+
+
+class LimitExceeded(StatehubError):
+    """A client asked for more than it may hold (subscriptions, leases, waiting requests,
+    bytes); the message names the limit. Its other requests go on."""
+
+
+class UnauthenticatedError(StatehubError):
+    """The credential was missing where one is required, unknown, expired or malformed."""
+
+
+class PermissionDeniedError(StatehubError):
+    """The identity is known but lacks the right; the message names the key and the right."""
+
+
+class ValueLimitError(StatehubError, ValueError):
+    """A key or value is over one of the documented limits (nesting depth, int size, key
+    or value size): some protocol could not carry it, so it was refused. The message names
+    the key, where in the value, and the limit."""

@@ -1,24 +1,51 @@
-"""The ``statehub`` command: one module per group of subcommands."""
+"""The ``statehub`` command: one module per group of subcommands.
+
+A subcommand's module is imported when that subcommand runs (``LAZY_COMMANDS``), so
+``statehub get`` does not load what only ``serve`` or the endpoints need.
+"""
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from statehub.cli.bench import bench
-from statehub.cli.client_commands import CLIENT_COMMANDS
-from statehub.cli.endpoint import ENDPOINT_COMMANDS
-from statehub.cli.serve import serve
+#: Subcommand name -> "module:attribute" of its click command.
+LAZY_COMMANDS = {
+    "serve": "statehub.cli.serve:serve",
+    "bench": "statehub.cli.bench:bench",
+    "get": "statehub.cli.client_commands:get",
+    "set": "statehub.cli.client_commands:set_",
+    "rm": "statehub.cli.client_commands:rm",
+    "watch": "statehub.cli.client_commands:watch",
+    "lock": "statehub.cli.client_commands:lock",
+    "call": "statehub.cli.client_commands:call",
+    "commands": "statehub.cli.client_commands:commands",
+    "keys": "statehub.cli.inspect_commands:keys",
+    "leases": "statehub.cli.inspect_commands:leases",
+    "locks": "statehub.cli.inspect_commands:locks",
+    "sessions": "statehub.cli.inspect_commands:sessions",
+    "endpoint": "statehub.cli.endpoint:endpoint",
+    "history": "statehub.cli.endpoint:history",
+    "auth": "statehub.cli.auth:auth",
+}
 
 
-@click.group()
+class LazyGroup(click.Group):
+    """A group whose commands in ``LAZY_COMMANDS`` are imported when first asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
+            module, attribute = LAZY_COMMANDS[cmd_name].split(":")
+            command = getattr(importlib.import_module(module), attribute)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup)
 @click.version_option(package_name="statehub")
 def main() -> None:
     """statehub: one key/value state shared by many clients, in sync."""
-
-
-main.add_command(serve)
-main.add_command(bench)
-for _command in CLIENT_COMMANDS:
-    main.add_command(_command)
-for _command in ENDPOINT_COMMANDS:
-    main.add_command(_command)

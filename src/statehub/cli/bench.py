@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
 import click
 
-from statehub.bench import cluster, core, durable, network
-from statehub.bench.table import Result, format_table
+from statehub.bench import cluster, core, durable, network, security, web
+from statehub.bench.table import Result, format_table, machine
 
 #: Group name -> (title, function returning results). Other modules add their groups.
 GROUPS: dict[str, tuple[str, Callable[[], list[Result]]]] = {
     "core": ("In-process core", core.run),
     "durable": ("Durable writes (SQLite store, group commit)", durable.run),
     "network": ("Network (gRPC on loopback; subscribers in a separate process)", network.run),
+    "security": ("What --auth and TLS cost (gRPC on loopback)", security.run),
+    "web": ("Web edge (WebSocket next to gRPC; clients in a separate process)", web.run),
     "cluster": ("Cluster (statehub serve processes over one Redis, next to memory)", cluster.run),
 }
 
@@ -24,8 +30,18 @@ GROUPS: dict[str, tuple[str, Callable[[], list[Result]]]] = {
     "--host", default=None, help="Run the network group against this server (default: in-process)."
 )
 @click.option("--port", type=int, default=38801, show_default=True, help="Port with --host.")
-def bench(groups: tuple[str, ...], host: str | None, port: int) -> None:
-    """Run benchmark GROUPS (all when none is named) and print a table for each."""
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the results to this file as JSON (machine, then each group's rows).",
+)
+def bench(groups: tuple[str, ...], host: str | None, port: int, json_path: Path | None) -> None:
+    """Run benchmark GROUPS (all when none is named) and print a table for each.
+
+    Progress (the group running, time spent) goes to stderr; the tables to stdout.
+    """
     network.TARGET = (host, port) if host is not None else None
     unknown = [name for name in groups if name not in GROUPS]
     if unknown:
@@ -33,7 +49,22 @@ def bench(groups: tuple[str, ...], host: str | None, port: int) -> None:
             f"unknown group(s) {', '.join(unknown)}; known: {', '.join(GROUPS)}",
             param_hint="GROUPS",
         )
-    for name in groups or tuple(GROUPS):
-        title, run = GROUPS[name]
-        click.echo(format_table(title, run()))
-        click.echo()
+    report: dict[str, Any] = {"machine": machine(), "groups": {}}
+    chosen = groups or tuple(GROUPS)
+    # Imported here, like every table of the CLI: only bench and tables need rich.
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        for number, name in enumerate(chosen, 1):
+            title, run = GROUPS[name]
+            task = progress.add_task(f"[{number}/{len(chosen)}] {title}", total=None)
+            results = run()
+            progress.remove_task(task)
+            progress.console.print(f"done: {title}")
+            click.echo(format_table(title, results))
+            click.echo()
+            report["groups"][name] = {"title": title, "results": [asdict(r) for r in results]}
+            if json_path is not None:  # written after each group: a long run keeps what it got
+                json_path.write_text(json.dumps(report, indent=2) + "\n")

@@ -15,8 +15,10 @@ from typing import Any, TypeVar
 
 import click
 
-from statehub.cli.options import server_options
+from statehub.cli.options import client_security, server_options
+from statehub.cli.output import dumps, emit, output_option
 from statehub.client.async_client import AsyncClient
+from statehub.client.changes import StateChange
 from statehub.errors import StatehubError
 from statehub.protocol.errors import error_message
 
@@ -33,11 +35,7 @@ def _parse_json(text: str, what: str) -> Any:
         ) from None
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _run(main: Callable[[], Awaitable[None]]) -> None:
+def run(main: Callable[[], Awaitable[None]]) -> None:
     """Run ``main``; statehub errors become one-line CLI errors, Ctrl-C a quiet exit."""
 
     async def runner() -> None:
@@ -61,24 +59,33 @@ def _run(main: Callable[[], Awaitable[None]]) -> None:
         client_logger.propagate = propagate
 
 
-def _client(host: str, port: int, *, reconnect: bool = False) -> AsyncClient:
-    return AsyncClient(host, port, name="statehub-cli", reconnect=reconnect, connect_timeout=5.0)
+def connect(host: str, port: int, *, reconnect: bool = False) -> AsyncClient:
+    """The CLI's client of the server at ``host`` (a URL) and ``port``; use it with async with."""
+    return AsyncClient(
+        host,
+        port,
+        name="statehub-cli",
+        reconnect=reconnect,
+        connect_timeout=5.0,
+        **client_security(),
+    )
 
 
 @click.command()
 @click.argument("key")
+@output_option("json")
 @server_options
-def get(key: str, host: str, port: int) -> None:
+def get(key: str, output: str, host: str, port: int) -> None:
     """Print the value of KEY as JSON."""
 
     async def main() -> None:
-        async with _client(host, port) as client:
+        async with connect(host, port) as client:
             value = await client.get(key, _MISSING)
         if value is _MISSING:
             raise click.ClickException(f"no key {key!r} on the server")
-        click.echo(_dumps(value))
+        emit(output, value, ["key", "value"], [[key, dumps(value)]], empty="")
 
-    _run(main)
+    run(main)
 
 
 @click.command(name="set")
@@ -90,11 +97,11 @@ def set_(key: str, value: str, host: str, port: int) -> None:
     parsed = _parse_json(value, "VALUE")
 
     async def main() -> None:
-        async with _client(host, port) as client:
+        async with connect(host, port) as client:
             revision = await client.set(key, parsed)
         click.echo(f"revision {revision}")
 
-    _run(main)
+    run(main)
 
 
 @click.command()
@@ -104,11 +111,11 @@ def rm(key: str, host: str, port: int) -> None:
     """Remove KEY."""
 
     async def main() -> None:
-        async with _client(host, port) as client:
+        async with connect(host, port) as client:
             revision = await client.remove(key)
         click.echo(f"revision {revision}")
 
-    _run(main)
+    run(main)
 
 
 @click.command()
@@ -121,16 +128,20 @@ def rm(key: str, host: str, port: int) -> None:
     help="At most one change per this many seconds (coalesced).",
 )
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N changes.")
+@output_option("json")
 @server_options
-def watch(prefix: str, interval: float, count: int | None, host: str, port: int) -> None:
-    """Print changes to keys under PREFIX as JSON lines, live (Ctrl-C stops).
+def watch(
+    prefix: str, interval: float, count: int | None, output: str, host: str, port: int
+) -> None:
+    """Print changes to keys under PREFIX, live (Ctrl-C stops).
 
-    The first line is a snapshot of everything under PREFIX. If the server goes away,
-    watch says so on stderr, reconnects, and resumes.
+    The first batch is a snapshot of everything under PREFIX. If the server goes away,
+    watch says so on stderr, reconnects, and resumes. ``--output json`` prints one JSON
+    line per batch; ``table`` one line per key: revision, key, value (or "removed").
     """
 
     async def main() -> None:
-        async with _client(host, port, reconnect=True) as client:
+        async with connect(host, port, reconnect=True) as client:
             client.connection_lost.add_callback(
                 lambda reason: click.echo(f"connection lost ({reason}); reconnecting", err=True)
             )
@@ -138,18 +149,30 @@ def watch(prefix: str, interval: float, count: int | None, host: str, port: int)
             seen = 0
             async with client.subscribe(interval=interval, prefix=prefix) as changes:
                 async for change in changes:
-                    line = {
-                        "revision": change.revision,
-                        "snapshot": change.snapshot,
-                        "updates": change.updates,
-                        "removals": sorted(change.removals),
-                    }
-                    click.echo(_dumps(line))
+                    if output == "json":
+                        line = {
+                            "revision": change.revision,
+                            "snapshot": change.snapshot,
+                            "updates": change.updates,
+                            "removals": sorted(change.removals),
+                        }
+                        click.echo(dumps(line))
+                    else:
+                        _print_change_lines(change)
                     seen += 1
                     if count is not None and seen >= count:
                         return
 
-    _run(main)
+    run(main)
+
+
+def _print_change_lines(change: StateChange) -> None:
+    if change.snapshot:
+        click.echo(f"{change.revision:>10}  (snapshot: {len(change.updates)} keys)")
+    for key in sorted(change.updates):
+        click.echo(f"{change.revision:>10}  {key}  {dumps(change.updates[key])}")
+    for key in sorted(change.removals):
+        click.echo(f"{change.revision:>10}  {key}  (removed)")
 
 
 @click.command()
@@ -167,7 +190,7 @@ def lock(key: str, seconds: float, host: str, port: int) -> None:
         raise click.BadParameter("must be a finite number", param_hint="--seconds")
 
     async def main() -> None:
-        async with _client(host, port) as client:
+        async with connect(host, port) as client:
             if not await client.attempt_update_locks({key: seconds}):
                 raise click.ClickException(f"key {key!r} is leased by another client")
             click.echo(f"leased {key!r} for {seconds:g} s (Ctrl-C releases it)", err=True)
@@ -178,14 +201,15 @@ def lock(key: str, seconds: float, host: str, port: int) -> None:
                     await client.attempt_update_locks({key: None})
                     click.echo(f"released {key!r}", err=True)
 
-    _run(main)
+    run(main)
 
 
 @click.command()
 @click.argument("name")
 @click.argument("arguments", required=False, default="{}")
+@output_option("json")
 @server_options
-def call(name: str, arguments: str, host: str, port: int) -> None:
+def call(name: str, arguments: str, output: str, host: str, port: int) -> None:
     """Run the server command NAME with ARGUMENTS (a JSON object) and print its result."""
     parsed = _parse_json(arguments, "ARGUMENTS")
     if not isinstance(parsed, dict):
@@ -194,26 +218,24 @@ def call(name: str, arguments: str, host: str, port: int) -> None:
         )
 
     async def main() -> None:
-        async with _client(host, port) as client:
+        async with connect(host, port) as client:
             result = await client.run_command(name, **parsed)
-        click.echo(_dumps(result))
+        rows = [[key, dumps(value)] for key, value in (result or {}).items()]
+        emit(output, result, ["result", "value"], rows, empty="(no result)")
 
-    _run(main)
+    run(main)
 
 
 @click.command()
+@output_option()
 @server_options
-def commands(host: str, port: int) -> None:
+def commands(output: str, host: str, port: int) -> None:
     """List the server's commands and their default arguments."""
 
     async def main() -> None:
-        async with _client(host, port) as client:
+        async with connect(host, port) as client:
             available = await client.available_commands()
-        for name in sorted(available):
-            click.echo(f"{name} {_dumps(available[name])}")
+        rows = [[name, available[name]] for name in sorted(available)]
+        emit(output, available, ["command", "default arguments"], rows, empty="no commands")
 
-    _run(main)
-
-
-#: The commands this module adds to ``statehub``.
-CLIENT_COMMANDS = (get, set_, rm, watch, lock, call, commands)
+    run(main)

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 import click
 
-from statehub.cli.options import server_options
+from statehub.cli.options import client_security, server_options
+from statehub.cli.output import emit, output_option
 from statehub.client import Client
 from statehub.errors import StatehubError
 
@@ -32,11 +33,13 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def _connected(host: str, port: int) -> Iterator[Client]:
     """A connected client; statehub errors become one-line CLI errors."""
     try:
-        with Client(host, port, name="statehub-cli", reconnect=False) as client:
+        with Client(
+            host, port, name="statehub-cli", reconnect=False, **client_security()
+        ) as client:
             yield client
     except KeyError as error:  # the server has no endpoint.* commands
         raise click.ClickException(
-            f"the server at {host}:{port} serves no endpoints "
+            f"the server at {host} serves no endpoints "
             f"(start it with 'statehub serve --config FILE.yaml'); it said: {error.args[0]}"
         ) from None
     except (StatehubError, TypeError, ValueError) as error:
@@ -86,11 +89,12 @@ def endpoint() -> None:
 @endpoint.command(name="get")
 @click.argument("address")
 @click.option("--specifier", help="An attribute to get instead (is-locked, calibration...).")
+@output_option("json")
 @server_options
-def get_(address: str, specifier: str | None, host: str, port: int) -> None:
+def get_(address: str, specifier: str | None, output: str, host: str, port: int) -> None:
     """Print {value_raw, value_cal} of the endpoint at ADDRESS as JSON."""
     with _connected(host, port) as client:
-        click.echo(_dumps(client.endpoint_get(address, specifier)))
+        _emit_reply(output, client.endpoint_get(address, specifier))
 
 
 @endpoint.command(name="set")
@@ -98,14 +102,21 @@ def get_(address: str, specifier: str | None, host: str, port: int) -> None:
 @click.argument("value")
 @click.option("--lockout-key", help="The key the endpoint is locked with.")
 @click.option("--string", is_flag=True, help="Send VALUE as a string even if it is JSON.")
+@output_option("json")
 @server_options
 def set_(
-    address: str, value: str, lockout_key: str | None, string: bool, host: str, port: int
+    address: str,
+    value: str,
+    lockout_key: str | None,
+    string: bool,
+    output: str,
+    host: str,
+    port: int,
 ) -> None:
     """Set the endpoint at ADDRESS to VALUE (JSON, or a plain string)."""
     parsed = parse_value(value, string=string)
     with _connected(host, port) as client:
-        click.echo(_dumps(client.endpoint_set(address, parsed, lockout_key=lockout_key)))
+        _emit_reply(output, client.endpoint_set(address, parsed, lockout_key=lockout_key))
 
 
 @endpoint.command()
@@ -113,12 +124,14 @@ def set_(
 @click.argument("method")
 @click.argument("arguments", nargs=-1)
 @click.option("--lockout-key", help="The key the endpoint or service is locked with.")
+@output_option("json")
 @server_options
 def cmd(
     address: str,
     method: str,
     arguments: tuple[str, ...],
     lockout_key: str | None,
+    output: str,
     host: str,
     port: int,
 ) -> None:
@@ -142,17 +155,27 @@ def cmd(
         result = client.endpoint_cmd(
             address, method, *positional, lockout_key=lockout_key, **keywords
         )
-        click.echo(_dumps(result))
+        _emit_reply(output, result)
 
 
 @endpoint.command(name="list")
 @click.argument("service", required=False)
+@output_option()
 @server_options
-def list_(service: str | None, host: str, port: int) -> None:
+def list_(service: str | None, output: str, host: str, port: int) -> None:
     """Print the address of every endpoint (of SERVICE, if given), one per line."""
     with _connected(host, port) as client:
-        for address in client.list_endpoints(service):
+        addresses = client.list_endpoints(service)
+    if output == "json":
+        click.echo(_dumps(addresses))
+    else:
+        for address in addresses:
             click.echo(address)
+
+
+def _emit_reply(output: str, reply: dict[str, Any]) -> None:
+    rows = [[key, _dumps(value)] for key, value in reply.items()]
+    emit(output, reply, ["field", "value"], rows, empty="{}")
 
 
 @click.command()
@@ -178,6 +201,3 @@ def history(
             f"{stamp}  {event['address']}  value_raw={_dumps(event['value_raw'])}  "
             f"value_cal={_dumps(event['value_cal'])}"
         )
-
-
-ENDPOINT_COMMANDS = (endpoint, history)

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import cast
 
 import click
 
+from statehub.auth import Authenticator, IdentitiesFileError
+from statehub.cli.options import listen_host
 from statehub.core.rwlock import LockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import ConfigError, EndpointsConfig, load_config
+from statehub.server.discovery import BROADCAST_ADDRESS, ESSD_PORT, Discovery
+from statehub.server.limits import SessionLimits
 from statehub.server.state_server import (
     DEFAULT_ADDRESS,
     DEFAULT_KEEPALIVE_TIME,
@@ -23,25 +29,43 @@ from statehub.server.state_server import (
     DEFAULT_PORT,
     StateServer,
 )
+from statehub.server.tls import ServerTls
 from statehub.store.base import Store
 from statehub.store.errors import DataFileError, StoreUnavailableError
 from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
+from statehub.web.edge import DEFAULT_HTTP_PORT
+
+_LIMIT_DEFAULTS = {field.name: field.default for field in dataclasses.fields(SessionLimits)}
+
+logger = logging.getLogger(__name__)
 
 
 @click.command()
 @click.option(
     "--host",
+    "-h",
     default=DEFAULT_ADDRESS,
+    callback=listen_host,
     show_default=True,
     help="Address to listen on (0.0.0.0 or :: to serve other machines).",
 )
 @click.option(
     "--port",
+    "-p",
     default=DEFAULT_PORT,
     show_default=True,
     type=click.IntRange(0, 65535),
     help="Port to listen on; 0 picks a free one (printed at start).",
 )
+@click.option(
+    "--http-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Port of the web edge (dashboard, WebSocket session and NanoVer protocols, "
+    f"/metrics); 0 picks a free one. Default: the gRPC port + 1 ({DEFAULT_HTTP_PORT}), "
+    "or a free one when --port is 0. See docs/web.md.",
+)
+@click.option("--no-http", is_flag=True, help="Serve gRPC only: no web edge.")
 @click.option(
     "--interval",
     default=0.0,
@@ -104,6 +128,13 @@ from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
     "(Redis WAIT), so that a failover loses no acknowledged change.",
 )
 @click.option(
+    "--accept-data-loss",
+    is_flag=True,
+    help="With --data: start even though changes acknowledged as durable are missing "
+    "(a lost or damaged write-ahead log); without it such a start is refused "
+    "(docs/durability.md).",
+)
+@click.option(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -111,10 +142,78 @@ from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
     help="Serve the dripline-style endpoints of this YAML file (checked before anything "
     "starts; logged values go to endpoint-events.sqlite3 in --data, else memory).",
 )
-@click.option("--verbose", "-v", is_flag=True, help="Log every session's start and end.")
+@click.option(
+    "--discoverable",
+    is_flag=True,
+    help="Announce this server by ESSD discovery (UDP broadcast, as NanoVer servers do) so "
+    "headsets find it; use with --host 0.0.0.0 to let them connect.",
+)
+@click.option(
+    "--discovery-port",
+    default=ESSD_PORT,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="With --discoverable: UDP port the announcements go to.",
+)
+@click.option(
+    "--discovery-address",
+    default=BROADCAST_ADDRESS,
+    show_default=True,
+    help="With --discoverable: address the announcements go to (a broadcast address).",
+)
+@click.option(
+    "--name",
+    default=None,
+    help="With --discoverable: the server name headsets show (default: statehub on <host>).",
+)
+@click.option(
+    "--session-limit",
+    "session_limits",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Change one per-session bound (repeatable): "
+    + ", ".join(f"{name} (default {value})" for name, value in _LIMIT_DEFAULTS.items())
+    + ".",
+)
+@click.option(
+    "--auth",
+    "auth_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Identities file (YAML or TOML): users, roles and their rights; without it anyone "
+    "may do anything. Reloaded on SIGHUP. See docs/security.md.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TLS certificate chain (PEM) of this server; with --tls-key, clients connect with "
+    "statehubs://host:port.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Private key (PEM) of the --tls-cert certificate.",
+)
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Require client certificates signed by this CA (PEM) (mutual TLS); their names "
+    "identify clients to the --auth file.",
+)
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Log statehub's debug messages (each session's start and end).",
+)
 def serve(
     host: str,
     port: int,
+    http_port: int | None,
+    no_http: bool,
     interval: float,
     max_message_bytes: int,
     keepalive: float,
@@ -123,28 +222,40 @@ def serve(
     durability: str | None,
     store_url: str | None,
     replicas: int,
+    accept_data_loss: bool,
     config_path: Path | None,
+    discoverable: bool,
+    discovery_port: int,
+    discovery_address: str,
+    name: str | None,
+    session_limits: tuple[str, ...],
+    auth_path: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
     verbose: bool,
 ) -> None:
     """Start a statehub server (session protocol and NanoVer gRPC services on one port).
 
     Runs until Ctrl-C or SIGTERM, then ends every session cleanly.
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(verbose)
+    limits = _parse_limits(session_limits)
     endpoints = _load_endpoints(config_path)
+    authenticator = _load_auth(auth_path)
+    tls = _load_tls(tls_cert, tls_key, tls_client_ca)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        _warn_if_open(host, authenticator is not None, tls is not None)
     store: Store | None
     locks: LockTable | None = None
     if store_url is not None:
-        if data is not None or durability is not None:
+        if data is not None or durability is not None or accept_data_loss:
             raise click.UsageError("--store and --data/--durability exclude each other")
         store, locks = _open_redis_store(store_url, replicas)
     else:
         if replicas:
             raise click.UsageError("--replicas needs --store (Redis replicas)")
-        store = _open_store(data, durability)
+        store = _open_store(data, durability, accept_data_loss)
     server = StateServer(
         state=StateDictionary(store=store) if store is not None else None,
         locks=locks,
@@ -154,9 +265,20 @@ def serve(
         keepalive_time=keepalive,
         keepalive_timeout=keepalive_timeout,
         min_interval=interval,
+        limits=limits,
+        tls=tls,
+        auth=authenticator,
+        http_port=None if no_http else _http_port(http_port, port),
     )
     try:
-        asyncio.run(_serve(server, endpoints, data))
+        discovery = (
+            Discovery(
+                name or f"statehub on {socket.gethostname()}", discovery_address, discovery_port
+            )
+            if discoverable
+            else None
+        )
+        asyncio.run(_serve(server, endpoints, data, auth_path, discovery))
     except OSError as error:
         raise click.ClickException(str(error.strerror or error)) from None
     finally:
@@ -164,14 +286,58 @@ def serve(
             store.close()  # writes what is queued; the next start keeps the revision exactly
 
 
-def _open_store(data: Path | None, durability: str | None) -> SQLiteStore | None:
+def _configure_logging(verbose: bool) -> None:
+    """Warnings from everything; statehub's own info (-v: debug) logs, not asyncio's or grpc's."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("statehub").setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def _parse_limits(settings: tuple[str, ...]) -> SessionLimits:
+    """``NAME=VALUE`` settings over the documented defaults; a bad one names itself."""
+    values: dict[str, int] = {}
+    for setting in settings:
+        name, equals, text = setting.partition("=")
+        if not equals or name not in _LIMIT_DEFAULTS:
+            raise click.BadParameter(
+                f"{setting!r}: expected NAME=VALUE with NAME one of {', '.join(_LIMIT_DEFAULTS)}",
+                param_hint="--session-limit",
+            )
+        try:
+            values[name] = int(text.replace("_", ""))
+        except ValueError:
+            raise click.BadParameter(
+                f"{setting!r}: {text!r} is not a whole number", param_hint="--session-limit"
+            ) from None
+    try:
+        return SessionLimits(**values)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--session-limit") from None
+
+
+def _http_port(http_port: int | None, port: int) -> int:
+    if http_port is not None:
+        return http_port
+    return 0 if port == 0 else (port + 1) % 65536
+
+
+def _open_store(
+    data: Path | None, durability: str | None, accept_data_loss: bool = False
+) -> SQLiteStore | None:
     """The SQLite store in ``data`` (None: state in memory); a bad data file stops here."""
     if data is None:
         if durability is not None:
             raise click.UsageError("--durability needs --data (without it nothing is on disk)")
+        if accept_data_loss:
+            raise click.UsageError("--accept-data-loss needs --data")
         return None
     try:
-        return SQLiteStore(data, durability=cast(Durability, durability or "disk"))
+        return SQLiteStore(
+            data,
+            durability=cast(Durability, durability or "disk"),
+            accept_data_loss=accept_data_loss,
+        )
     except DataFileError as error:
         raise click.ClickException(str(error)) from None
 
@@ -193,6 +359,57 @@ def _open_redis_store(url: str, replicas: int) -> tuple[Store, LockTable]:
     return store, store.lock_table()
 
 
+def _warn_if_open(host: str, auth: bool, tls: bool) -> None:
+    """Serving other machines: say what anyone on the network could do or see."""
+    if not auth:
+        click.echo(
+            f"statehub: WARNING: serving on {host} without --auth: anyone who can reach this "
+            "port can read and change the state, take leases and run commands "
+            "(see docs/security.md)",
+            err=True,
+        )
+    elif not tls:
+        click.echo(
+            f"statehub: WARNING: serving on {host} with --auth but without TLS: tokens and "
+            "values cross the network readable by anyone on it (add --tls-cert/--tls-key)",
+            err=True,
+        )
+
+
+def _load_auth(path: Path | None) -> Authenticator | None:
+    """The identities; a bad file stops start-up naming file, entry and field."""
+    if path is None:
+        return None
+    try:
+        return Authenticator.from_file(path)
+    except IdentitiesFileError as error:
+        raise click.ClickException(f"bad identities file: {error}") from None
+
+
+def _load_tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> ServerTls | None:
+    if cert is None and key is None:
+        if client_ca is not None:
+            raise click.UsageError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if cert is None or key is None:
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    try:
+        return ServerTls.from_files(cert, key, client_ca)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def reload_identities(server: StateServer, path: Path) -> None:
+    """SIGHUP: read the identities again; a bad file is refused and the old one kept."""
+    try:
+        authenticator = Authenticator.from_file(path)
+    except IdentitiesFileError as error:
+        logger.error("identities not reloaded, the running ones stay: %s", error)
+        return
+    server.reload_auth(authenticator)
+    logger.info("identities reloaded from %s", path)
+
+
 def _load_endpoints(path: Path | None) -> EndpointsConfig | None:
     """The endpoint configuration; a bad one stops start-up naming file, endpoint, option."""
     if path is None:
@@ -204,15 +421,28 @@ def _load_endpoints(path: Path | None) -> EndpointsConfig | None:
 
 
 async def _serve(
-    server: StateServer, endpoints: EndpointsConfig | None = None, data: Path | None = None
+    server: StateServer,
+    endpoints: EndpointsConfig | None = None,
+    data: Path | None = None,
+    auth_path: Path | None = None,
+    discovery: Discovery | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if auth_path is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload_identities, server, auth_path)
     await server.start()
     click.echo(f"statehub serving on {server.address}:{server.port} (Ctrl-C to stop)")
+    if server.web is not None:
+        click.echo(f"statehub web edge on http://{server.address}:{server.http_port}/")
     sys.stdout.flush()  # a supervisor reading the port through a pipe sees it now
+    announcing = None
+    if discovery is not None:
+        announcer = discovery.announcer(server.address, server.port)
+        announcing = asyncio.create_task(announcer.run())
+        click.echo(f"statehub: announcing itself by ESSD to {discovery.address}:{discovery.port}")
     try:
         if endpoints is None:
             await stop.wait()
@@ -221,5 +451,7 @@ async def _serve(
                 click.echo(f"statehub: {len(service.endpoints())} endpoints from the config")
                 await stop.wait()
     finally:
+        if announcing is not None:
+            announcing.cancel()
         click.echo("statehub: stopping")
         await server.stop()

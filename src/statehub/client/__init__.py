@@ -5,5 +5,14 @@ from statehub.client.changes import StateChange
 from statehub.client.connection import DEFAULT_PORT
 from statehub.client.errors import ConnectionLost
 from statehub.client.sync_client import Client
+from statehub.client.tls import ClientTls
 
-__all__ = ["DEFAULT_PORT", "AsyncClient", "ChangeStream", "Client", "ConnectionLost", "StateChange"]
+__all__ = [
+    "DEFAULT_PORT",
+    "AsyncClient",
+    "ChangeStream",
+    "Client",
+    "ClientTls",
+    "ConnectionLost",
+    "StateChange",
+]

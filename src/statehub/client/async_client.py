@@ -19,11 +19,20 @@ import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, overload
 
+from statehub.client.address import resolve_target
 from statehub.client.changes import CoalescingBuffer, StateChange
-from statehub.client.connection import DEFAULT_PORT, Connection, Message, Subscription
+from statehub.client.connection import Connection, Message, Subscription
 from statehub.client.errors import ConnectionLost
+from statehub.client.listing import (
+    LeaseInfo,
+    LockInfo,
+    SessionInfo,
+    lock_from_wire,
+    session_from_wire,
+)
+from statehub.client.tls import ClientTls
 from statehub.core.change import DictionaryChange
 from statehub.core.events import Event
 from statehub.core.pacing import check_interval
@@ -33,6 +42,7 @@ from statehub.endpoints.remote import AsyncEndpointCalls
 from statehub.errors import LockFailed, ResourceLockedError
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _client_numbers = itertools.count(1)
 
@@ -132,6 +142,10 @@ class ChangeStream:
 class AsyncClient(AsyncEndpointCalls, StateABC):
     """A client of a statehub server (``address``, ``port``; default port 38801).
 
+    ``credential``: a bearer token (or JWT) for a server started with ``--auth``.
+    ``tls``: a ``ClientTls`` (CA bundle, client certificate), or True for the system's
+    CAs; an address ``statehubs://host:port`` turns TLS on too.
+
     Connect with ``async with AsyncClient(...)`` or ``await client.connect()``. When the
     server goes away, waiting and new calls raise ``ConnectionLost`` while the client
     reconnects with backoff; subscriptions resume, and the ``leases_lost`` /
@@ -145,21 +159,31 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
 
     def __init__(
         self,
-        address: str = "localhost",
-        port: int = DEFAULT_PORT,
+        address: str | None = None,
+        port: int | None = None,
         *,
         token: str | None = None,
+        credential: str | None = None,
+        tls: ClientTls | bool | None = None,
         name: str | None = None,
         connect_timeout: float = 5.0,
         reconnect: bool = True,
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
     ) -> None:
-        self.address = address
-        self.port = port
+        #: The server: ``address`` (a host or a URL: ``statehub://``, ``statehubs://`` for
+        #: TLS, ``ws://``/``wss://`` for WebSocket) and ``port``, or ``STATEHUB_URL`` /
+        #: ``STATEHUB_HOST`` / ``STATEHUB_PORT`` (see ``address.py``).
+        self.target = resolve_target(address, port)
+        self.address = self.target.host
+        self.port = self.target.port
         self.name = name if name is not None else f"statehub-python-{next(_client_numbers)}"
+        if tls is True or (self.target.tls and tls is None):
+            tls = ClientTls()
         self._settings: dict[str, Any] = {
             "token": token,
+            "credential": credential,
+            "tls": tls or None,
             "client_name": self.name,
             "connect_timeout": connect_timeout,
             "reconnect": reconnect,
@@ -199,7 +223,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         async with self._connecting:
             if self._conn is None:
                 self._conn = Connection(
-                    self.address,
+                    self.target.dial_address,
                     self.port,
                     on_lost=self._on_lost,
                     on_restored=self._on_restored,
@@ -233,7 +257,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
 
     @property
     def token(self) -> str | None:
-        """The access token the leases of this session are held under."""
+        """The owner of this session's leases (the server makes it from session and identity)."""
         return self._conn.token if self._conn is not None else None
 
     async def wait_connected(self, timeout: float | None = None) -> None:
@@ -273,7 +297,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         for held in self._held_locks:
             held.lost = True
         if not self._settings["reconnect"]:  # nothing will resume: end what waits for data
-            message = f"lost the connection to statehub at {self.address}:{self.port}: {reason}"
+            message = f"lost the connection to statehub at {self.target.host_port}: {reason}"
             for stream in list(self._streams):
                 stream.fail(ConnectionLost(message))
             self._fail_mirror_wait(ConnectionLost(message))
@@ -295,10 +319,15 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
 
     # -- Pythonic state calls ------------------------------------------------------
 
-    async def get(self, key: str, default: Any = None) -> Any:
-        """The value at ``key`` on the server, or ``default``."""
+    @overload
+    async def get(self, key: str) -> JsonValue: ...
+    @overload
+    async def get(self, key: str, default: T) -> JsonValue | T: ...
+
+    async def get(self, key: str, default: object = None) -> object:
+        """The value at ``key`` on the server, or ``default`` (None) if there is no such key."""
         reply = await self._request("get", keys=[check_key(key)])
-        values: dict[str, Any] = reply["values"]
+        values: dict[str, JsonValue] = reply["values"]
         return values.get(key, default)
 
     async def get_all(self) -> dict[str, JsonValue]:
@@ -307,8 +336,30 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         values: dict[str, JsonValue] = reply["values"]
         return values
 
-    async def set(self, key: str, value: Any) -> int:
-        """Set ``key`` to ``value``; returns the revision of the change."""
+    async def get_many(self, keys: Iterable[str]) -> dict[str, JsonValue]:
+        """The values of ``keys`` read at one revision; keys that do not exist are left out."""
+        reply = await self._request("get", keys=[check_key(key) for key in keys])
+        values: dict[str, JsonValue] = reply["values"]
+        return values
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        """The keys starting with ``prefix`` (all keys for ""), sorted."""
+        reply = await self._request("keys", prefix=check_key(prefix))
+        keys: list[str] = reply["keys"]
+        return keys
+
+    async def get_prefix(self, prefix: str = "") -> dict[str, JsonValue]:
+        """The keys starting with ``prefix`` with their values, read at one revision."""
+        reply = await self._request("keys", prefix=check_key(prefix), values=True)
+        values: dict[str, JsonValue] = reply["values"]
+        return values
+
+    async def set(self, key: str, value: JsonValue) -> int:
+        """Set ``key`` to ``value``; returns the revision of the change.
+
+        ``ResourceLockedError`` if another client leases ``key``; ``TypeError`` naming the
+        path for a value that is not JSON-like (a tuple, a set, an object...).
+        """
         return await self.update(updates={key: value})
 
     async def remove(self, key: str) -> int:
@@ -317,7 +368,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
 
     async def update(
         self,
-        updates: Mapping[str, Any] | None = None,
+        updates: Mapping[str, JsonValue] | None = None,
         removals: Iterable[str] | None = None,
     ) -> int:
         """Apply all of ``updates`` and ``removals`` atomically, or none of them.
@@ -438,17 +489,35 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         reply = await self._request("list_leases")
         return [(key, mine, left) for key, mine, left in reply["leases"]]
 
-    async def run_command(self, name: str, **arguments: Any) -> dict[str, Any] | None:
-        """Run the command ``name`` on the server with ``arguments``; returns its result."""
+    async def leases(self) -> list[LeaseInfo]:
+        """The live leases on the server, sorted by key."""
+        return [LeaseInfo(*row) for row in await self.list_leases()]
+
+    async def locks(self) -> list[LockInfo]:
+        """The read/write locks held on the server, sorted by key."""
+        reply = await self._request("list_locks")
+        return [lock_from_wire(wire) for wire in reply["locks"]]
+
+    async def sessions(self) -> list[SessionInfo]:
+        """The sessions connected to the server (``you`` marks this client's)."""
+        reply = await self._request("list_sessions")
+        return [session_from_wire(wire) for wire in reply["sessions"]]
+
+    async def run_command(self, name: str, **arguments: JsonValue) -> dict[str, JsonValue] | None:
+        """Run the command ``name`` on the server with ``arguments``; returns its result.
+
+        ``KeyError`` if there is no such command, ``TypeError`` for arguments it does not
+        take, ``CommandFailed`` if it raised.
+        """
         checked = checked_copy(arguments, f"{name} arguments")
         reply = await self._request("call", name=name, arguments=checked)
-        result: dict[str, Any] | None = reply.get("result")
+        result: dict[str, JsonValue] | None = reply.get("result")
         return result
 
-    async def available_commands(self) -> dict[str, dict[str, Any]]:
+    async def available_commands(self) -> dict[str, dict[str, JsonValue]]:
         """The commands registered on the server: ``{name: default_arguments}``."""
         reply = await self._request("commands")
-        commands: dict[str, dict[str, Any]] = reply["commands"]
+        commands: dict[str, dict[str, JsonValue]] = reply["commands"]
         return commands
 
     # -- read/write locks (the momotor seed's StateABC) ----------------------------

@@ -75,6 +75,8 @@ class CoalescingBuffer:
                 self._removals.difference_update(updates)
             self._updates.update(updates)
         self._revision = message.get("revision", self._revision)
+        if not (message.get("snapshot") or updates or removals):
+            return  # a resume after a reconnect that found nothing new: nothing to tell
         self._pending = True
         self._ready.set()
 

@@ -1,9 +1,10 @@
-"""One session with a statehub server over gRPC: pipelining, reply matching, reconnects.
+"""One session with a statehub server (gRPC or WebSocket): pipelining, replies, reconnects.
 
 Every request gets an id and a future; replies are matched by id, so any number of calls
 share the one stream and a slow ``lock`` does not hold up the calls behind it. Outgoing
 messages queue in an outbox; a single writer task drains whatever has queued up into one
-gRPC message, so a burst of calls costs one transport message, not one each.
+frame (a gRPC or WebSocket message, see ``transports``), so a burst of calls costs one
+transport message, not one each.
 
 When the stream breaks, every waiting call fails with ``ConnectionLost`` and so does every
 new call until a new session is open. The connection reconnects with exponential backoff
@@ -14,7 +15,6 @@ the server can answer with only what changed (or a snapshot when that history is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import random
@@ -22,12 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-import grpc.aio
-
 from statehub.client.errors import ConnectionLost
+from statehub.client.tls import ClientTls
+from statehub.client.transports import (
+    FrameStream,
+    StreamBroken,
+    describe_target,
+    open_frame_stream,
+)
 from statehub.protocol import (
-    SESSION_PATH,
     MessageTooLargeError,
     ProtocolError,
     decode_batch,
@@ -42,15 +45,6 @@ BatchHandler = Callable[[Message], None]
 
 DEFAULT_PORT = 38801
 _DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-#: Seconds close() waits for grpc to settle the cancelled call.
-_CLOSE_GRACE = 1.0
-_CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", -1),
-    ("grpc.max_send_message_length", -1),
-    ("grpc.enable_retries", 0),
-    # One TCP connection per client (several clients in a process must not share one).
-    ("grpc.use_local_subchannel_pool", 1),
-]
 
 
 @dataclass(eq=False, slots=True)
@@ -86,6 +80,8 @@ class Connection:
         port: int = DEFAULT_PORT,
         *,
         token: str | None = None,
+        credential: str | None = None,
+        tls: ClientTls | None = None,
         client_name: str = "statehub-python",
         connect_timeout: float = 5.0,
         reconnect: bool = True,
@@ -97,6 +93,8 @@ class Connection:
         self.address = address
         self.port = port
         self._wanted_token = token
+        self._credential = credential
+        self._tls = tls
         self._client_name = client_name
         self._connect_timeout = connect_timeout
         self._reconnect = reconnect
@@ -131,15 +129,14 @@ class Connection:
         self._subs_by_id: dict[int, Subscription] = {}
         self._subscribing = 0
         self._early_batches: dict[int, list[Message]] = {}
-        self._channel: grpc.aio.Channel | None = None
-        self._call: Any = None
+        self._stream: FrameStream | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reconnector: asyncio.Task[None] | None = None
         self._last_received = 0.0
 
     @property
     def target(self) -> str:
-        return f"{self.address}:{self.port}"
+        return describe_target(self.address, self.port)
 
     # -- opening and closing ---------------------------------------------------------
 
@@ -181,27 +178,19 @@ class Connection:
         self.connected = False
         if self._reconnector is not None:
             self._reconnector.cancel()
-        call, channel = self._call, self._channel
+        stream = self._stream
         self._stop_stream()
         self._fail_pending("the client was closed")
         self._connected_event.set()  # wake waiters so they see `closed`
-        if call is not None:
-            call.cancel()
-            # Let grpc record the call's final status, or its status task can be left
-            # pending and asyncio reports "Task was destroyed but it is pending" at loop
-            # shutdown (grpc/grpc#41875; grpc's own fix waits on call.code() the same way).
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(call.code(), _CLOSE_GRACE)
-        if channel is not None:
-            await channel.close()
+        if stream is not None:
+            await stream.close()
 
     async def _open(self) -> None:
         """Connect, say hello, and start the reader, writer and keepalive tasks."""
-        channel = grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+        stream: FrameStream | None = None
         try:
             async with asyncio.timeout(self._connect_timeout):
-                await self._wait_ready(channel)
-                call: Any = channel.stream_stream(SESSION_PATH)()
+                stream = await open_frame_stream(self.address, self.port, self._tls)
                 hello_id = next(self._ids)
                 hello = {
                     "id": hello_id,
@@ -209,56 +198,40 @@ class Connection:
                     "token": self._wanted_token,
                     "client": self._client_name,
                 }
-                await call.write(encode_batch([hello]))
-                frame = await call.read()
+                if self._credential is not None:
+                    hello["credential"] = self._credential
+                await stream.write(encode_batch([hello]))
+                frame = await stream.read()
+            self._take_hello(frame, hello_id)
         except TimeoutError:
-            await channel.close()
+            if stream is not None:
+                await stream.close()
             raise ConnectionLost(
                 f"cannot connect to statehub at {self.target}: "
                 f"no answer within {self._connect_timeout} s"
             ) from None
-        except grpc.aio.AioRpcError as error:
-            await channel.close()
-            raise ConnectionLost(
-                f"cannot connect to statehub at {self.target}: {_describe_rpc_error(error)}"
-            ) from None
+        except StreamBroken as error:
+            if stream is not None:
+                await stream.close()
+            raise ConnectionLost(f"cannot connect to statehub at {self.target}: {error}") from None
         except BaseException:
-            await channel.close()
+            if stream is not None:
+                await stream.close()
             raise
-        try:
-            self._take_hello(frame, hello_id)
-        except BaseException:
-            call.cancel()
-            await channel.close()
-            raise
-        self._channel, self._call = channel, call
+        self._stream = stream
         self.generation += 1
         self._stream_open = True
         self._last_received = asyncio.get_running_loop().time()
         generation = self.generation
         self._tasks = [
-            asyncio.create_task(self._read_loop(call, generation), name="statehub-read"),
-            asyncio.create_task(self._write_loop(call, generation), name="statehub-write"),
+            asyncio.create_task(self._read_loop(stream, generation), name="statehub-read"),
+            asyncio.create_task(self._write_loop(stream, generation), name="statehub-write"),
             asyncio.create_task(self._keepalive_loop(generation), name="statehub-keepalive"),
         ]
         logger.debug("session %s open with %s", self.session, self.target)
 
-    async def _wait_ready(self, channel: grpc.aio.Channel) -> None:
-        state = channel.get_state(try_to_connect=True)
-        while state is not grpc.ChannelConnectivity.READY:
-            if state in (
-                grpc.ChannelConnectivity.TRANSIENT_FAILURE,
-                grpc.ChannelConnectivity.SHUTDOWN,
-            ):
-                raise ConnectionLost(
-                    f"cannot connect to statehub at {self.target}: "
-                    "connection refused or host unreachable"
-                )
-            await channel.wait_for_state_change(state)
-            state = channel.get_state(try_to_connect=True)
-
-    def _take_hello(self, frame: object, hello_id: int) -> None:
-        if frame is grpc.aio.EOF or not isinstance(frame, bytes):
+    def _take_hello(self, frame: bytes | None, hello_id: int) -> None:
+        if frame is None:
             raise ConnectionLost(f"statehub at {self.target} ended the session at hello")
         for message in decode_batch(frame):
             if message.get("id") != hello_id:
@@ -291,8 +264,7 @@ class Connection:
             if task is not current:
                 task.cancel()
         self._tasks = []
-        self._call = None
-        self._channel = None
+        self._stream = None
 
     def _fail_pending(self, reason: str) -> None:
         pending, self._pending = self._pending, {}
@@ -305,7 +277,7 @@ class Connection:
         """The session of ``generation`` ended: fail what waits, then reconnect."""
         if generation != self.generation or not self._stream_open or self._closed:
             return
-        call, channel = self._call, self._channel
+        stream = self._stream
         self._stop_stream()
         self.connected = False
         self._connected_event.clear()
@@ -317,11 +289,8 @@ class Connection:
         self._early_batches.clear()
         for subscription in self._subscriptions:
             subscription.sub_id = None
-        if call is not None:
-            call.cancel()
-        if channel is not None:
-            closing = asyncio.ensure_future(channel.close())
-            closing.add_done_callback(lambda _: None)
+        if stream is not None:
+            stream.abort()
         if self._on_lost is not None:
             try:
                 self._on_lost(reason)
@@ -481,21 +450,21 @@ class Connection:
 
     # -- the stream's tasks --------------------------------------------------------
 
-    async def _read_loop(self, call: Any, generation: int) -> None:
+    async def _read_loop(self, stream: FrameStream, generation: int) -> None:
         loop = asyncio.get_running_loop()
         reason = "the server ended the session"
         try:
             while True:
-                frame = await call.read()
-                if frame is grpc.aio.EOF:
+                frame = await stream.read()
+                if frame is None:
                     break
                 self._last_received = loop.time()
                 for message in decode_batch(frame):
                     self._dispatch(message)
         except asyncio.CancelledError:
             raise
-        except grpc.aio.AioRpcError as error:
-            reason = _describe_rpc_error(error)
+        except StreamBroken as error:
+            reason = str(error)
         except ProtocolError as error:
             reason = f"the server sent a malformed frame: {error}"
         except Exception as error:
@@ -526,7 +495,7 @@ class Connection:
         elif self._subscribing:  # a batch may overtake its subscribe reply
             self._early_batches.setdefault(sub_id, []).append(message)
 
-    async def _write_loop(self, call: Any, generation: int) -> None:
+    async def _write_loop(self, stream: FrameStream, generation: int) -> None:
         wake, outbox = self._wake, self._outbox
         try:
             while True:
@@ -536,11 +505,11 @@ class Connection:
                     batch = outbox[:]
                     outbox.clear()
                     for frame in self._frames(batch):
-                        await call.write(frame)
+                        await stream.write(frame)
         except asyncio.CancelledError:
             raise
-        except grpc.aio.AioRpcError as error:
-            self._lost(generation, _describe_rpc_error(error))
+        except StreamBroken as error:
+            self._lost(generation, str(error))
         except Exception as error:
             self._lost(generation, f"writing failed: {type(error).__name__}: {error}")
 
@@ -600,8 +569,3 @@ class Connection:
                 return
             except ConnectionLost:
                 return
-
-
-def _describe_rpc_error(error: grpc.aio.AioRpcError) -> str:
-    details = error.details() or ""
-    return f"{error.code().name}{': ' + details if details else ''}"

@@ -14,7 +14,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,6 +28,9 @@ from statehub.errors import ObjectFrozenError
 #: revisions and tombstones instead (slower, but never a gap). It is also the history
 #: bound: a reader resuming from a revision at most this many commits old gets a delta.
 DEFAULT_LOG_LENGTH = 100_000
+
+#: Which keys a view shows, beyond its prefix (True: shown).
+KeyFilter = Callable[[str], bool]
 
 
 def validated_change(
@@ -52,14 +55,20 @@ class DictionaryChangeBuffer:
     """
 
     def __init__(
-        self, *, _source: DictionaryChangeMultiView | None = None, _prefix: str = ""
+        self,
+        *,
+        _source: DictionaryChangeMultiView | None = None,
+        _prefix: str = "",
+        _key_filter: KeyFilter | None = None,
     ) -> None:
         self._source = _source
         self._prefix = _prefix
+        self._key_filter = _key_filter
         self._notifier = _source.notifier if _source is not None else Notifier(threading.RLock())
         self._lock = self._notifier.lock
         self._pending_updates: dict[str, JsonValue] = {}
         self._pending_removals: set[str] = set()
+        self._snapshot_due = False
         self._frozen = False
         self.cursor = _source.revision if _source is not None else 0
         #: True when the first flush is the whole content (not a delta since a revision).
@@ -87,25 +96,31 @@ class DictionaryChangeBuffer:
         """Refuse further updates and stop following the source; flush what is left once."""
         with self._lock:
             self._catch_up()
+            if self._snapshot_due:
+                self._take_snapshot()
             self._frozen = True
             self._notifier.notify()
 
-    def flush_changed_blocking(self, timeout: float | None = None) -> DictionaryChange:
+    def flush_changed_blocking(
+        self, timeout: float | None = None, *, copy: bool = True
+    ) -> DictionaryChange:
         """Wait until there are changes, then return them all and clear them.
 
         Raises ``ObjectFrozenError`` once the buffer is frozen and has nothing left, and
-        ``TimeoutError`` if ``timeout`` seconds pass with nothing to flush.
+        ``TimeoutError`` if ``timeout`` seconds pass with nothing to flush. With
+        ``copy=False`` the values are the shared state's own (never changed in place, as
+        changes replace values): for a reader that only encodes them, such as a server.
         """
         with self._lock:
             if not self._notifier.wait_blocking(self._flushable, timeout):
                 raise TimeoutError(f"no change within {timeout} s")
-            return self._take()
+            return self._take(copy)
 
-    async def flush_changed_async(self) -> DictionaryChange:
+    async def flush_changed_async(self, *, copy: bool = True) -> DictionaryChange:
         """Like ``flush_changed_blocking``, awaiting in the running event loop."""
         await self._notifier.wait(self._flushable)
         with self._lock:
-            return self._take()
+            return self._take(copy)
 
     def subscribe_changes(self, interval: float = 0) -> Iterator[DictionaryChange]:
         """Yield changes, at most one flush every ``interval`` seconds; ends when frozen."""
@@ -137,24 +152,52 @@ class DictionaryChangeBuffer:
     def _has_pending(self) -> bool:
         # Catching up first: changes outside the prefix leave nothing pending.
         self._catch_up()
+        if self._snapshot_due:
+            self._take_snapshot()
         return bool(self._pending_updates or self._pending_removals)
 
-    def _take(self) -> DictionaryChange:
+    def _take(self, copy: bool = True) -> DictionaryChange:
         self._catch_up()
+        if self._snapshot_due:
+            self._take_snapshot()
         if not (self._pending_updates or self._pending_removals):
             raise ObjectFrozenError("the change buffer is frozen and has nothing left to flush")
         change = DictionaryChange()
-        change.updates = copy_mapping(self._pending_updates)
+        change.updates = copy_mapping(self._pending_updates) if copy else self._pending_updates
         change.removals = self._pending_removals
         self._pending_updates = {}
         self._pending_removals = set()
         return change
 
+    def _take_snapshot(self) -> None:
+        """The whole content under the prefix, read now rather than when the view began:
+        views waiting for their first flush hold no copy of the state meanwhile."""
+        assert self._source is not None
+        prefix, key_filter = self._prefix, self._key_filter
+        content = self._source.content
+        if key_filter is not None:
+            self._pending_updates = {
+                key: value
+                for key, value in content.items()
+                if key.startswith(prefix) and key_filter(key)
+            }
+        elif prefix:
+            self._pending_updates = {
+                key: value for key, value in content.items() if key.startswith(prefix)
+            }
+        else:
+            self._pending_updates = dict(content)
+        self._pending_removals = set()
+        self._snapshot_due = False
+
     def _catch_up(self) -> None:
         source = self._source
         if source is None or self._frozen or self.cursor >= source.revision:
             return
-        updated, removed = self._under_prefix(*source.changed_since(self.cursor))
+        if self._snapshot_due:  # the snapshot, when taken, will hold these changes
+            self.cursor = source.revision
+            return
+        updated, removed = self._visible(*source.changed_since(self.cursor))
         content = source.content
         for key in updated:
             self._pending_updates[key] = content[key]
@@ -174,7 +217,7 @@ class DictionaryChangeBuffer:
     def _preload(self, source: DictionaryChangeMultiView, since: int | None) -> None:
         if since is not None and since <= source.revision:
             try:
-                updated, removed = self._under_prefix(*source.changed_since(since))
+                updated, removed = self._visible(*source.changed_since(since))
             except LookupError:
                 pass
             else:
@@ -182,19 +225,18 @@ class DictionaryChangeBuffer:
                 self._pending_removals = removed
                 self.starts_with_snapshot = False
                 return
-        prefix = self._prefix
-        self._pending_updates = {
-            key: value for key, value in source.content.items() if key.startswith(prefix)
-        }
+        self._snapshot_due = True
 
-    def _under_prefix(self, updated: set[str], removed: set[str]) -> tuple[set[str], set[str]]:
-        prefix = self._prefix
-        if not prefix:
-            return updated, removed
-        return (
-            {key for key in updated if key.startswith(prefix)},
-            {key for key in removed if key.startswith(prefix)},
-        )
+    def _visible(self, updated: set[str], removed: set[str]) -> tuple[set[str], set[str]]:
+        """The keys of a change this view shows: under its prefix and passing its filter."""
+        prefix, key_filter = self._prefix, self._key_filter
+        if prefix:
+            updated = {key for key in updated if key.startswith(prefix)}
+            removed = {key for key in removed if key.startswith(prefix)}
+        if key_filter is not None:
+            updated = {key for key in updated if key_filter(key)}
+            removed = {key for key in removed if key_filter(key)}
+        return updated, removed
 
 
 class DictionaryChangeMultiView:
@@ -221,17 +263,18 @@ class DictionaryChangeMultiView:
 
     @contextmanager
     def create_view(
-        self, since: int | None = None, prefix: str = ""
+        self, since: int | None = None, prefix: str = "", key_filter: KeyFilter | None = None
     ) -> Iterator[DictionaryChangeBuffer]:
         """A new buffer whose first flush is the whole current content, then changes.
 
         With ``since`` (a revision a client already saw), the first flush is only what
         changed after it, if that is still known; otherwise the whole content, and the
         view's ``starts_with_snapshot`` says which. With ``prefix``, the view sees only
-        keys that start with it, and changes to other keys never wake it.
+        keys that start with it, and changes to other keys never wake it. ``key_filter``
+        narrows that further (to the keys a subscriber may read, say), with the same effect.
         """
         with self.lock:
-            view = DictionaryChangeBuffer(_source=self, _prefix=prefix)
+            view = DictionaryChangeBuffer(_source=self, _prefix=prefix, _key_filter=key_filter)
             view._preload(self, since)
             self._views.add(view)
         try:
@@ -264,7 +307,8 @@ class DictionaryChangeMultiView:
         """Set keys to values and remove keys; every view will see the change."""
         checked_updates, checked_removals = validated_change(updates, removals)
         with self.lock:
-            self.apply(checked_updates, checked_removals, self.revision + 1)
+            present = self.present(checked_removals)
+            self.apply(checked_updates, present, self.revision + 1)
 
     def copy_content(self) -> dict[str, JsonValue]:
         """A copy of the dictionary at this instant."""
@@ -297,6 +341,17 @@ class DictionaryChangeMultiView:
         self._tombstones = {}
         self.load(content, revision)
         self.notifier.notify()
+
+    def present(self, keys: set[str]) -> set[str]:
+        """Those of ``keys`` that hold a value; caller holds ``lock``.
+
+        Removing a key that holds nothing changes nothing: callers drop such removals
+        before a change is numbered, so they cost no revision, log entry or tombstone.
+        """
+        content = self.content
+        if all(key in content for key in keys):
+            return keys
+        return {key for key in keys if key in content}
 
     def apply(self, updates: dict[str, JsonValue], removals: set[str], revision: int) -> None:
         """Apply a change from ``validated_change`` as ``revision``; the caller holds ``lock``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import threading
@@ -25,6 +26,23 @@ class CommandRegistration:
     callback: Callable[..., Any]
     default_arguments: dict[str, JsonValue]
     signature: inspect.Signature | None
+
+    # NanoVer's names for the same things: `arguments` and `handler` (its WebSocket era),
+    # `info.name`/`info.arguments` and `callback` (its gRPC era).
+    @property
+    def arguments(self) -> dict[str, JsonValue]:
+        """A copy of the default arguments."""
+        return copy_mapping(self.default_arguments)
+
+    @property
+    def handler(self) -> Callable[..., Any]:
+        """The callback."""
+        return self.callback
+
+    @property
+    def info(self) -> CommandRegistration:
+        """This registration (it has NanoVer's ``info.name`` and ``info.arguments``)."""
+        return self
 
 
 class CommandRegistry:
@@ -102,7 +120,10 @@ class CommandRegistry:
             if inspect.iscoroutinefunction(registration.callback):
                 result = await registration.callback(**merged)
             else:
-                call = functools.partial(registration.callback, **merged)
+                # In the caller's context: a callback may ask who it runs for.
+                call = functools.partial(
+                    contextvars.copy_context().run, registration.callback, **merged
+                )
                 result = await asyncio.get_running_loop().run_in_executor(self._executor, call)
         except StatehubError:
             raise

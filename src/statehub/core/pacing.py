@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import math
 import time
+
+from statehub.core.limits import check_seconds
 
 
 def check_interval(interval: object) -> float:
     """``interval`` as float seconds; ``ValueError`` unless it is a finite number >= 0."""
-    if type(interval) not in (int, float) or not 0 <= interval < math.inf:  # type: ignore[operator]
-        raise ValueError(f"interval must be a finite number of seconds >= 0, got {interval!r}")
-    return float(interval)  # type: ignore[arg-type]
+    return check_seconds(interval, "interval")
 
 
 class Pacer:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Hashable
@@ -19,6 +20,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from statehub.core.limits import check_seconds
 from statehub.errors import LockFailed, LockNotOwnedError, LockUpgradeError
 
 
@@ -44,6 +46,16 @@ class _KeyLock:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class LockHolding:
+    """A key's lock as it stands: its mode, who holds it, how many wait for it."""
+
+    key: str
+    mode: str  # "exclusive" or "shared"
+    holders: tuple[Hashable, ...]
+    waiting: int
+
+
 def _mode(exclusive: bool) -> str:
     return "exclusive" if exclusive else "shared"
 
@@ -66,6 +78,12 @@ class LockTable(Protocol):
     def can_acquire(self, key: str, *, exclusive: bool) -> bool:
         """True if a new owner could take ``key`` in that mode right now."""
 
+    def counts(self) -> tuple[int, int]:
+        """(owners holding a lock, requests waiting for one) over every key."""
+
+    def holdings(self) -> list[LockHolding]:
+        """The keys held right now, sorted by key."""
+
 
 class RWLockTable:
     """Read/write locks by key, for owners the caller names (a task, a session...).
@@ -85,8 +103,13 @@ class RWLockTable:
     ) -> int:
         """Take ``key`` for ``owner``; re-taking a held mode nests. ``LockFailed`` on timeout.
 
+        ``timeout``: seconds >= 0, None or infinity for no limit; ``ValueError`` otherwise.
         Returns the grant's fencing token.
         """
+        if timeout is not None:
+            timeout = check_seconds(timeout, f"lock on {key!r}: timeout", allow_infinity=True)
+            if timeout == math.inf:
+                timeout = None
         lock = self._locks.setdefault(key, _KeyLock())
         if self._reenter(lock, key, owner, exclusive):
             return next(self._fences)
@@ -137,6 +160,14 @@ class RWLockTable:
                 lock.writer, lock.writer_depth = None, 0
             self._dispatch(key, lock)
 
+    def counts(self) -> tuple[int, int]:
+        """(owners holding a lock, requests waiting for one) over every key."""
+        held = waiting = 0
+        for lock in self._locks.values():
+            held += len(lock.readers) + (lock.writer_depth > 0)
+            waiting += len(lock.waiting_writers) + len(lock.waiting_readers)
+        return held, waiting
+
     def can_acquire(self, key: str, *, exclusive: bool) -> bool:
         """True if a new owner could take ``key`` in that mode right now without waiting."""
         lock = self._locks.get(key)
@@ -144,6 +175,19 @@ class RWLockTable:
             return True
         _drop_cancelled(lock)
         return self._free_for(lock, exclusive)
+
+    def holdings(self) -> list[LockHolding]:
+        """The keys held right now, sorted by key (a read-only snapshot)."""
+        held = []
+        for key in sorted(self._locks):
+            lock = self._locks[key]
+            _drop_cancelled(lock)
+            waiting = len(lock.waiting_writers) + len(lock.waiting_readers)
+            if lock.writer_depth:
+                held.append(LockHolding(key, "exclusive", (lock.writer,), waiting))
+            elif lock.readers:
+                held.append(LockHolding(key, "shared", tuple(lock.readers), waiting))
+        return held
 
     def _reenter(self, lock: _KeyLock, key: str, owner: Hashable, exclusive: bool) -> bool:
         if lock.writer_depth and lock.writer == owner:
@@ -198,12 +242,21 @@ class RWLockTable:
 
     def _abandon(self, key: str, lock: _KeyLock, waiter: _Waiter) -> None:
         if waiter.granted.done() and not waiter.granted.cancelled():
-            self.release(key, waiter.owner, exclusive=waiter.exclusive)
+            # Granted, but its task was cancelled before it could run: give it back,
+            # unless its owner's holds were all released meanwhile (its session ended).
+            if _holds(lock, waiter.owner, waiter.exclusive):
+                self.release(key, waiter.owner, exclusive=waiter.exclusive)
             return
         queue = lock.waiting_writers if waiter.exclusive else lock.waiting_readers
         if waiter in queue:
             queue.remove(waiter)
         self._dispatch(key, lock)
+
+
+def _holds(lock: _KeyLock, owner: Hashable, exclusive: bool) -> bool:
+    if exclusive:
+        return lock.writer == owner and lock.writer_depth > 0
+    return owner in lock.readers
 
 
 def _drop_cancelled(lock: _KeyLock) -> None:

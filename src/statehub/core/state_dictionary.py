@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -11,6 +12,7 @@ from statehub.core.buffers import (
     DEFAULT_LOG_LENGTH,
     DictionaryChangeBuffer,
     DictionaryChangeMultiView,
+    KeyFilter,
     validated_change,
 )
 from statehub.core.change import DictionaryChange
@@ -57,6 +59,15 @@ class StateDictionary:
         revision, content = self._store.load()
         with self._lock:
             self._views.load(content, revision)
+        # Changes committed to the store but not yet durable: readers (gets, snapshots,
+        # subscribers) see a change only once the store has it on disk, so a write that
+        # fails never shows (docs/durability.md). ``_latest`` says, for keys they touch,
+        # whether the newest of them leaves the key present, for the next change's checks.
+        self._unpublished: deque[tuple[int, dict[str, JsonValue], set[str]]] = deque()
+        self._latest: dict[str, tuple[int, bool]] = {}
+        self._deferred = self._store.on_durable(self._publish_from_store)
+        #: The last revision the store delivered (applied, or held until durable).
+        self._delivered = revision
         #: Invoked after each change committed here with ``access_token=`` and ``change=``.
         self.content_updated = Event()
         #: Invoked (no arguments) when the store lost its history and the content was
@@ -75,6 +86,11 @@ class StateDictionary:
         return self._store.epoch
 
     @property
+    def store(self) -> Store:
+        """Where committed changes live (for what reports on durability, such as metrics)."""
+        return self._store
+
+    @property
     def views(self) -> DictionaryChangeMultiView:
         """The change views of this dictionary (for subscribers)."""
         return self._views
@@ -91,6 +107,8 @@ class StateDictionary:
         with self._lock:
             if self._views.frozen:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
+            if removals:
+                removals = self._present(removals)
             if not (updates or removals):
                 return self._views.revision
             revision = self._store.commit(owner, updates, removals, self.clock())
@@ -132,25 +150,39 @@ class StateDictionary:
 
     # -- the store's change feed ---------------------------------------------------------
 
+    @property
+    def delivered_revision(self) -> int:
+        """The last revision the store delivered (``ChangeFeed``)."""
+        return self._delivered
+
     def committed(self, revision: int, updates: dict[str, JsonValue], removals: set[str]) -> None:
-        """Apply a committed change (``ChangeFeed``); one that comes early waits its turn."""
+        """Take a committed change (``ChangeFeed``); one that comes early waits its turn."""
         with self._lock:
-            views = self._views
-            if revision <= views.revision or views.frozen:
+            if revision <= self._delivered or self._views.frozen:
                 return
-            if revision != views.revision + 1:
+            if revision != self._delivered + 1:
                 self._early[revision] = (updates, removals)
                 return
-            views.apply(updates, removals, revision)
+            self._deliver(revision, updates, removals)
             early = self._early
-            while early and views.revision + 1 in early:
-                next_updates, next_removals = early.pop(views.revision + 1)
-                views.apply(next_updates, next_removals, views.revision + 1)
+            while early and self._delivered + 1 in early:
+                next_updates, next_removals = early.pop(self._delivered + 1)
+                self._deliver(self._delivered + 1, next_updates, next_removals)
+
+    def _deliver(self, revision: int, updates: dict[str, JsonValue], removals: set[str]) -> None:
+        self._delivered = revision
+        if self._deferred and (self._unpublished or not self._store.is_durable(revision)):
+            self._hold_until_durable(revision, updates, removals)
+        else:
+            self._views.apply(updates, removals, revision)
 
     def history_lost(self, epoch: str, revision: int, content: dict[str, JsonValue]) -> None:
         """The store lost its history (``ChangeFeed``): start again from ``content``."""
         with self._lock:
             self._early.clear()
+            self._unpublished.clear()
+            self._latest.clear()
+            self._delivered = revision
             self._views.restart(content, revision)
         self.history_reset.invoke()
 
@@ -161,6 +193,45 @@ class StateDictionary:
     async def stop(self) -> None:
         """Stop the store's feed and release what this server holds in it."""
         await self._store.stop()
+
+    def _present(self, keys: set[str]) -> set[str]:
+        """Those of ``keys`` that hold a value after every committed change; holds lock."""
+        latest = self._latest
+        if not latest:
+            return self._views.present(keys)
+        content = self._views.content
+        return {key for key in keys if (latest[key][1] if key in latest else key in content)}
+
+    def _hold_until_durable(
+        self, revision: int, updates: dict[str, JsonValue], removals: set[str]
+    ) -> None:
+        self._unpublished.append((revision, updates, removals))
+        latest = self._latest
+        for key in updates:
+            latest[key] = (revision, True)
+        for key in removals:
+            latest[key] = (revision, False)
+        self._publish_durable()
+
+    def _publish_durable(self) -> None:
+        """Show readers every held change that is now durable, in order; holds lock."""
+        pending, views, latest = self._unpublished, self._views, self._latest
+        while pending and not views.frozen and self._store.is_durable(pending[0][0]):
+            revision, updates, removals = pending.popleft()
+            views.apply(updates, removals, revision)
+            for key in (*updates, *removals):
+                if latest[key][0] <= revision:
+                    del latest[key]
+
+    def _publish_from_store(self) -> bool:
+        """The store's durability listener: publish now, or say it could not (lock busy)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            self._publish_durable()
+        finally:
+            self._lock.release()
+        return True
 
     def is_durable(self, revision: int) -> bool:
         """True if ``revision`` may be acknowledged now (always, with the memory store).
@@ -178,10 +249,16 @@ class StateDictionary:
         ``DurabilityError`` if the store could not write it.
         """
         self._store.wait_durable(revision, timeout)
+        if self._unpublished:
+            with self._lock:
+                self._publish_durable()
 
     async def wait_durable_async(self, revision: int) -> None:
         """``wait_durable`` from asyncio, without holding a thread while waiting."""
         await self._store.wait_durable_async(revision)
+        if self._unpublished:
+            with self._lock:
+                self._publish_durable()
 
     def update_locks(
         self,
@@ -220,30 +297,48 @@ class StateDictionary:
     def get(self, key: str, default: Any = None) -> JsonValue:
         """A copy of the value at ``key``, or ``default``."""
         with self._lock:
+            self._publish_durable()
             if key in self._views.content:
                 return copy_value(self._views.content[key])
         return default  # type: ignore[no-any-return]
 
+    def shared_values(self, keys: Iterable[str] | None = None) -> tuple[int, dict[str, JsonValue]]:
+        """The revision and the values at ``keys`` (None: every key), read at one instant.
+
+        The values are the state's own, not copies: for readers that only encode them (a
+        server's replies). Changes replace values rather than change them in place, so
+        they stay as read; never modify them.
+        """
+        with self._lock:
+            content = self._views.content
+            if keys is None:
+                return self._views.revision, dict(content)
+            return self._views.revision, {key: content[key] for key in keys if key in content}
+
     def copy_content(self) -> dict[str, JsonValue]:
         """A copy of the content at this instant (nested values copied too)."""
         with self._lock:
+            self._publish_durable()
             return copy_mapping(self._views.content)
 
     @contextmanager
     def lock_content(self) -> Iterator[dict[str, JsonValue]]:
         """Hold off every change while the block reads the content it is given."""
         with self._lock:
+            self._publish_durable()
             yield copy_mapping(self._views.content)
 
     @contextmanager
     def get_change_buffer(
-        self, since: int | None = None, prefix: str = ""
+        self, since: int | None = None, prefix: str = "", key_filter: KeyFilter | None = None
     ) -> Iterator[DictionaryChangeBuffer]:
         """A buffer whose first flush is the whole content, then every change after it.
 
-        ``since`` and ``prefix``: see ``DictionaryChangeMultiView.create_view``.
+        ``since``, ``prefix`` and ``key_filter``: see ``DictionaryChangeMultiView.create_view``.
         """
-        with self._views.create_view(since, prefix) as view:
+        with self._lock:
+            self._publish_durable()
+        with self._views.create_view(since, prefix, key_filter) as view:
             yield view
 
     def freeze(self) -> None:

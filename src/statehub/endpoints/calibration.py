@@ -25,6 +25,7 @@ from typing import Any
 
 from simpleeval import SimpleEval  # type: ignore[import-untyped]
 
+from statehub.core.limits import describe
 from statehub.core.values import JsonValue, checked_copy
 from statehub.endpoints.return_codes import InvalidValueError
 
@@ -139,15 +140,20 @@ class ExpressionCalibration(Calibration):
             result = evaluator.eval(self.expression, previously_parsed=self._tree)
         except Exception as error:
             raise InvalidValueError(
-                f"calibration {self.template!r} failed for raw value {raw!r}: "
+                f"calibration {self.template!r} failed for raw value {describe(raw)}: "
                 f"{type(error).__name__}: {error}"
             ) from None
         try:
             return checked_copy(result, "value_cal")
         except TypeError:
             raise InvalidValueError(
-                f"calibration {self.template!r} of raw value {raw!r} gave "
+                f"calibration {self.template!r} of raw value {describe(raw)} gave "
                 f"{type(result).__name__}, not a JSON-like value"
+            ) from None
+        except ValueError as error:  # over a limit of docs/limits.md: no reader could get it
+            raise InvalidValueError(
+                f"calibration {self.template!r} of raw value {describe(raw)} gave a value "
+                f"no protocol can carry ({error})"
             ) from None
 
     def describe(self) -> JsonValue:

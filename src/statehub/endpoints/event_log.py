@@ -4,21 +4,26 @@ One SQLite table ``endpoint_events(id, time, address, value_raw, value_cal)``; v
 stored as the state store stores them, so their types come back exactly (an int stays an
 int). In memory by default; ``EventLog.in_directory(data_dir)`` keeps it in
 ``endpoint-events.sqlite3`` there, checked like the state file before anything is written:
-a file that is not statehub's event log stops start-up and is left as it was. Safe to use
-from several threads (one connection behind a lock).
+a file that is not statehub's event log stops start-up and is left as it was. An event
+whose value is over the limits of docs/limits.md (logged by an older statehub) is
+quarantined: left in the file, never served, and named once in the server's log. Safe to
+use from several threads (one connection behind a lock).
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from statehub.core.values import JsonValue
+from statehub.core.values import JsonValue, checked_copy
 from statehub.store.datafile import check_sqlite_file, file_error
 from statehub.store.encoding import decode_value, encode_value
+
+logger = logging.getLogger(__name__)
 
 FILE_NAME = "endpoint-events.sqlite3"
 #: ``PRAGMA application_id`` of an endpoint event log ("STHE").
@@ -63,6 +68,7 @@ class EventLog:
     def __init__(self, path: str | Path = ":memory:") -> None:
         self.path = str(path)
         self._lock = threading.Lock()
+        self._quarantined: set[int] = set()  # ids of events over the value limits
         try:
             self._connection = sqlite3.connect(self.path, check_same_thread=False)
             fresh = check_sqlite_file(
@@ -112,7 +118,7 @@ class EventLog:
     ) -> list[LoggedEvent]:
         """Events of ``address`` at or after ``since``, oldest first; the newest ``limit``."""
         query = (
-            "SELECT time, address, value_raw, raw_format, value_cal, cal_format "
+            "SELECT id, time, address, value_raw, raw_format, value_cal, cal_format "
             "FROM endpoint_events WHERE address = ?"
         )
         parameters: list[Any] = [address]
@@ -125,10 +131,33 @@ class EventLog:
             parameters.append(limit)
         with self._lock:
             rows = self._connection.execute(query, parameters).fetchall()
-        return [
-            LoggedEvent(time, name, decode_value(raw, raw_form), decode_value(cal, cal_form))
-            for time, name, raw, raw_form, cal, cal_form in reversed(rows)
-        ]
+        events = []
+        for event_id, time, name, raw, raw_form, cal, cal_form in reversed(rows):
+            try:
+                # checked: an older statehub may have logged a value over the limits
+                value_raw = checked_copy(decode_value(raw, raw_form), name)
+                value_cal = checked_copy(decode_value(cal, cal_form), name)
+            except (ValueError, TypeError, RecursionError) as error:
+                self._quarantine(event_id, name, error)
+                continue
+            events.append(LoggedEvent(time, name, value_raw, value_cal))
+        return events
+
+    def _quarantine(self, event_id: int, address: str, error: BaseException) -> None:
+        """Leave an event no protocol could carry in the file, unserved, and say so once."""
+        with self._lock:
+            if event_id in self._quarantined:
+                return
+            self._quarantined.add(event_id)
+        reason = "nested too deep to decode" if isinstance(error, RecursionError) else error
+        logger.warning(
+            "%s: event %d of %s quarantined, not served: %s. It stays in the file "
+            "(docs/limits.md).",
+            self.path,
+            event_id,
+            address,
+            reason,
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -10,9 +10,20 @@ module registers the endpoint error types, so a failure comes back as the same
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
+from statehub.core.values import JsonValue
 from statehub.endpoints import return_codes as _return_codes  # noqa: F401 - registers errors
+
+
+class EndpointEvent(TypedDict):
+    """A logged value: when (seconds since the epoch), where, raw and calibrated."""
+
+    time: float
+    address: str
+    value_raw: JsonValue
+    value_cal: JsonValue
+
 
 GET = "endpoint.get"
 SET = "endpoint.set"
@@ -34,7 +45,7 @@ def _since(since: Since) -> float | None:
 
 def _cmd_arguments(
     address: str, method: str, args: tuple[Any, ...], lockout_key: str | None, kwargs: Any
-) -> dict[str, Any]:
+) -> dict[str, JsonValue]:
     return {
         "address": address,
         "method": method,
@@ -49,16 +60,20 @@ class AsyncEndpointCalls:
 
     if TYPE_CHECKING:
 
-        async def run_command(self, name: str, **arguments: Any) -> dict[str, Any] | None: ...
+        async def run_command(
+            self, name: str, **arguments: JsonValue
+        ) -> dict[str, JsonValue] | None: ...
 
-    async def endpoint_get(self, address: str, specifier: str | None = None) -> dict[str, Any]:
+    async def endpoint_get(
+        self, address: str, specifier: str | None = None
+    ) -> dict[str, JsonValue]:
         """``{value_raw, value_cal}`` of the endpoint at ``address`` (or what ``specifier``
         names: ``"is-locked"`` gives ``{is_locked, tag}``)."""
         return await self.run_command(GET, address=address, specifier=specifier) or {}
 
     async def endpoint_set(
-        self, address: str, value: Any, *, lockout_key: str | None = None
-    ) -> dict[str, Any]:
+        self, address: str, value: JsonValue, *, lockout_key: str | None = None
+    ) -> dict[str, JsonValue]:
         """Set the raw value; answers ``{value_raw, value_cal}`` if the endpoint has
         ``get_on_set``, else ``{}``."""
         return (
@@ -66,8 +81,13 @@ class AsyncEndpointCalls:
         )
 
     async def endpoint_cmd(
-        self, address: str, method: str, *args: Any, lockout_key: str | None = None, **kwargs: Any
-    ) -> dict[str, Any]:
+        self,
+        address: str,
+        method: str,
+        *args: JsonValue,
+        lockout_key: str | None = None,
+        **kwargs: JsonValue,
+    ) -> dict[str, JsonValue]:
         """Run ``method`` (``lock``, ``unlock``, ``ping``, ``set_condition``...) on an
         endpoint or service with positional ``args`` and keyword ``kwargs``."""
         arguments = _cmd_arguments(address, method, args, lockout_key, kwargs)
@@ -88,23 +108,23 @@ class AsyncEndpointCalls:
 
     async def endpoint_unlock(
         self, address: str, lockout_key: str | None = None, *, force: bool = False
-    ) -> dict[str, Any]:
+    ) -> dict[str, JsonValue]:
         """``{unlocked: True}``, or ``{unlocked: False, warning}`` if it was not locked."""
         return await self.endpoint_cmd(address, "unlock", lockout_key=lockout_key, force=force)
 
     async def list_endpoints(self, service: str | None = None) -> list[str]:
         """The addresses of every endpoint (of one service, if given)."""
         result = await self.run_command(LIST, service=service) or {}
-        return list(result.get("endpoints", []))
+        return cast(list[str], result.get("endpoints", []))
 
     async def endpoint_history(
         self, address: str, since: Since = None, limit: int | None = 1000
-    ) -> list[dict[str, Any]]:
+    ) -> list[EndpointEvent]:
         """Logged values ``{time, address, value_raw, value_cal}``, oldest first."""
         result = (
             await self.run_command(HISTORY, address=address, since=_since(since), limit=limit) or {}
         )
-        return list(result.get("events", []))
+        return cast(list[EndpointEvent], result.get("events", []))
 
 
 class EndpointCalls:
@@ -112,21 +132,26 @@ class EndpointCalls:
 
     if TYPE_CHECKING:
 
-        def run_command(self, name: str, **arguments: Any) -> dict[str, Any] | None: ...
+        def run_command(self, name: str, **arguments: JsonValue) -> dict[str, JsonValue] | None: ...
 
-    def endpoint_get(self, address: str, specifier: str | None = None) -> dict[str, Any]:
+    def endpoint_get(self, address: str, specifier: str | None = None) -> dict[str, JsonValue]:
         """See ``AsyncEndpointCalls.endpoint_get``."""
         return self.run_command(GET, address=address, specifier=specifier) or {}
 
     def endpoint_set(
-        self, address: str, value: Any, *, lockout_key: str | None = None
-    ) -> dict[str, Any]:
+        self, address: str, value: JsonValue, *, lockout_key: str | None = None
+    ) -> dict[str, JsonValue]:
         """See ``AsyncEndpointCalls.endpoint_set``."""
         return self.run_command(SET, address=address, value=value, lockout_key=lockout_key) or {}
 
     def endpoint_cmd(
-        self, address: str, method: str, *args: Any, lockout_key: str | None = None, **kwargs: Any
-    ) -> dict[str, Any]:
+        self,
+        address: str,
+        method: str,
+        *args: JsonValue,
+        lockout_key: str | None = None,
+        **kwargs: JsonValue,
+    ) -> dict[str, JsonValue]:
         """See ``AsyncEndpointCalls.endpoint_cmd``."""
         return (
             self.run_command(CMD, **_cmd_arguments(address, method, args, lockout_key, kwargs))
@@ -147,17 +172,17 @@ class EndpointCalls:
 
     def endpoint_unlock(
         self, address: str, lockout_key: str | None = None, *, force: bool = False
-    ) -> dict[str, Any]:
+    ) -> dict[str, JsonValue]:
         """See ``AsyncEndpointCalls.endpoint_unlock``."""
         return self.endpoint_cmd(address, "unlock", lockout_key=lockout_key, force=force)
 
     def list_endpoints(self, service: str | None = None) -> list[str]:
         """See ``AsyncEndpointCalls.list_endpoints``."""
-        return list((self.run_command(LIST, service=service) or {}).get("endpoints", []))
+        return cast(list[str], (self.run_command(LIST, service=service) or {}).get("endpoints", []))
 
     def endpoint_history(
         self, address: str, since: Since = None, limit: int | None = 1000
-    ) -> list[dict[str, Any]]:
+    ) -> list[EndpointEvent]:
         """See ``AsyncEndpointCalls.endpoint_history``."""
         result = self.run_command(HISTORY, address=address, since=_since(since), limit=limit)
-        return list((result or {}).get("events", []))
+        return cast(list[EndpointEvent], (result or {}).get("events", []))

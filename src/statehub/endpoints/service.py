@@ -28,6 +28,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from statehub.auth.context import require_admin
+from statehub.auth.permissions import AdminRight
 from statehub.core.change import DictionaryChange
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import JsonValue, checked_copy
@@ -343,6 +345,8 @@ class EndpointService:
         where = node.address or BROADCAST
         if type(force) is not bool:
             raise InvalidPayloadError(f"{where}: force is true or false, got {force!r}")
+        if force:
+            require_admin(AdminRight.FORCE_UNLOCK, f"force unlock of {where}")
         held = node.lockout.key
         if held is None and not force:
             return {"unlocked": False, "warning": f"{where} is already unlocked"}
@@ -383,9 +387,10 @@ class EndpointService:
     # -- logging ------------------------------------------------------------------------
 
     def write(self, updates: dict[str, JsonValue]) -> None:
-        """Commit ``updates`` to the state under the service's token."""
+        """Commit ``updates`` under the service's token; return once they are durable
+        (readers see a change only then, this service's own reads included)."""
         if updates:
-            self.state.update_state(self.token, DictionaryChange(updates))
+            self.state.wait_durable(self.state.update_state(self.token, DictionaryChange(updates)))
 
     def _log(self, endpoint: Endpoint, raw: JsonValue, cal: JsonValue, now: float) -> LoggedEvent:
         event = LoggedEvent(self.wall_clock(), endpoint.address, raw, cal)

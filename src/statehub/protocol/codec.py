@@ -7,6 +7,7 @@ the decimal string. Floats travel as float64, so NaN and infinities survive.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import msgpack
@@ -15,6 +16,8 @@ from statehub.protocol.errors import ProtocolError
 
 #: msgpack ext type code of an int outside the 64-bit range (payload: its decimal string).
 BIG_INT_EXT = 1
+#: Python converts ints of at most this many digits from text (plus one for a sign).
+_MAX_INT_CHARACTERS = sys.get_int_max_str_digits() + 1
 
 
 def _default(value: object) -> object:
@@ -26,10 +29,51 @@ def _default(value: object) -> object:
 def _ext_hook(code: int, data: bytes) -> object:
     if code != BIG_INT_EXT:
         raise ProtocolError(f"unknown msgpack ext type {code}")
+    if len(data) > _MAX_INT_CHARACTERS:
+        raise ProtocolError(
+            f"ext type {BIG_INT_EXT} holds an int of {len(data)} characters, over the limit "
+            f"of {_MAX_INT_CHARACTERS - 1} digits"
+        )
     try:
         return int(data.decode("ascii"))
     except ValueError:
-        raise ProtocolError(f"ext type {BIG_INT_EXT} holds {data!r}, not an int") from None
+        shown = data[:40] + (b"..." if len(data) > 40 else b"")
+        raise ProtocolError(f"ext type {BIG_INT_EXT} holds {shown!r}, not an int") from None
+
+
+def encode_value(value: object) -> bytes:
+    """Encode one value or message map alone; ``join_frame`` makes a frame of messages.
+
+    Encoding each message once lets a sender count its bytes before the frame is written,
+    build large messages piece by piece, and send the same bytes to several peers.
+    """
+    try:
+        return msgpack.packb(value, use_bin_type=True, default=_default)  # type: ignore[no-any-return]
+    except (OverflowError, ValueError) as error:
+        raise TypeError(f"cannot encode value: {error}") from None
+
+
+def map_header(count: int) -> bytes:
+    """msgpack's header of a map of ``count`` entries (the entries follow it)."""
+    return _container_header(count, 0x80, b"\xde", b"\xdf")
+
+
+def array_header(count: int) -> bytes:
+    """msgpack's header of an array of ``count`` items (the items follow it)."""
+    return _container_header(count, 0x90, b"\xdc", b"\xdd")
+
+
+def _container_header(count: int, fixed: int, header16: bytes, header32: bytes) -> bytes:
+    if count < 16:
+        return bytes((fixed | count,))
+    if count < 0x10000:
+        return header16 + count.to_bytes(2, "big")
+    return header32 + count.to_bytes(4, "big")
+
+
+def join_frame(encoded: list[bytes]) -> bytes:
+    """The frame holding the ``encoded`` messages (from ``encode_value``), in order."""
+    return array_header(len(encoded)) + b"".join(encoded)
 
 
 def encode_batch(messages: list[dict[str, Any]]) -> bytes:
@@ -37,21 +81,7 @@ def encode_batch(messages: list[dict[str, Any]]) -> bytes:
 
     Raises ``TypeError`` if a message holds something msgpack cannot carry.
     """
-    try:
-        return msgpack.packb(messages, use_bin_type=True, default=_default)  # type: ignore[no-any-return]
-    except (OverflowError, ValueError) as error:
-        raise TypeError(f"cannot encode message: {error}") from None
-
-
-def encode_value(value: object) -> bytes:
-    """One value in the codec's format (a store that keeps values as bytes uses this).
-
-    Raises ``TypeError`` if msgpack cannot carry it.
-    """
-    try:
-        return msgpack.packb(value, use_bin_type=True, default=_default)  # type: ignore[no-any-return]
-    except (OverflowError, ValueError) as error:
-        raise TypeError(f"cannot encode value: {error}") from None
+    return encode_value(messages)
 
 
 def decode_value(data: bytes) -> Any:
@@ -76,6 +106,11 @@ def decode_batch(frame: bytes, *, strict_map_key: bool = True) -> list[dict[str,
         )
     except ProtocolError:
         raise
+    except msgpack.StackError:
+        raise ProtocolError(
+            "malformed frame: nested 1024 levels deep or more (the decoder's limit; values "
+            "have a lower one, see docs/limits.md)"
+        ) from None
     except Exception as error:  # msgpack raises several types (ExtraData, ValueError...)
         raise ProtocolError(f"malformed frame: {type(error).__name__}: {error}") from None
     if type(batch) is not list:

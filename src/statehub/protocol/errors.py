@@ -19,12 +19,16 @@ from typing import Any
 
 from statehub.errors import (
     CommandFailed,
+    LimitExceeded,
     LockFailed,
     LockNotOwnedError,
     LockUpgradeError,
     ObjectFrozenError,
+    PermissionDeniedError,
     ResourceLockedError,
     StatehubError,
+    UnauthenticatedError,
+    ValueLimitError,
 )
 from statehub.store.errors import DataFileError, DurabilityError, StoreUnavailableError
 
@@ -180,6 +184,7 @@ def _locked_from_details(message: str, details: dict[str, Any]) -> BaseException
 register_error(StatehubError, "UNKNOWN")
 register_error(TypeError, "INVALID_ARGUMENT")
 register_error(ValueError, "INVALID_ARGUMENT")
+register_error(ValueLimitError, "INVALID_ARGUMENT")
 register_error(KeyError, "NOT_FOUND")
 register_error(
     ResourceLockedError,
@@ -194,7 +199,10 @@ register_error(CommandFailed, "UNKNOWN")
 register_error(ObjectFrozenError, "UNAVAILABLE")
 register_error(ProtocolError, "INVALID_ARGUMENT")
 register_error(MessageTooLargeError, "RESOURCE_EXHAUSTED")
+register_error(LimitExceeded, "RESOURCE_EXHAUSTED")
 register_error(RequestCancelled, "CANCELLED")
 register_error(DurabilityError, "DATA_LOSS")
 register_error(DataFileError, "FAILED_PRECONDITION")
 register_error(StoreUnavailableError, "UNAVAILABLE")
+register_error(PermissionDeniedError, "PERMISSION_DENIED")
+register_error(UnauthenticatedError, "UNAUTHENTICATED")

@@ -1,13 +1,11 @@
-"""Moves frames between a gRPC bidirectional stream and a ``Session``; nothing else.
+"""Moves frames between a gRPC bidirectional stream and a session; nothing else.
 
 The stream carries raw bytes (no protobuf): each gRPC message is one frame of the
-session protocol. Reading and writing run concurrently, so a client that pipelines
-requests is read while replies are written.
+session protocol. ``serve_session`` owns the session's whole life.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -15,7 +13,29 @@ from grpc import aio
 
 from statehub.protocol import SERVICE_NAME, SESSION_METHOD
 from statehub.protocol.errors import ProtocolError, status_of
-from statehub.server.session import Hub, Session
+from statehub.server.grpc_credentials import bearer_token, certificate_identities
+from statehub.server.peer import Peer
+from statehub.server.session import Hub
+from statehub.server.transport import serve_session
+
+
+class _GrpcFrames:
+    """A gRPC stream as a ``FrameStream``."""
+
+    def __init__(
+        self, requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+    ) -> None:
+        self._requests = aiter(requests)
+        self._context = context
+
+    async def read(self) -> bytes | None:
+        try:
+            return await anext(self._requests)
+        except StopAsyncIteration:
+            return None
+
+    async def write(self, frame: bytes) -> None:
+        await self._context.write(frame)
 
 
 def session_handler(hub: Hub) -> grpc.GenericRpcHandler:
@@ -24,31 +44,17 @@ def session_handler(hub: Hub) -> grpc.GenericRpcHandler:
     async def handle(
         request_iterator: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
     ) -> None:
-        session = Session(hub, peer=context.peer())
-        reader = asyncio.ensure_future(_read(request_iterator, session))
+        peer = Peer(
+            address=context.peer(),
+            transport="grpc",
+            bearer_token=bearer_token(context),
+            certificate_identities=certificate_identities(context),
+        )
         try:
-            while (frame := await session.next_frame()) is not None:
-                await context.write(frame)
-            if reader.done() and not reader.cancelled():
-                error = reader.exception()
-                if isinstance(error, ProtocolError):
-                    await context.abort(grpc.StatusCode[status_of(error)], str(error))
-                elif error is not None:
-                    raise error
-        finally:
-            reader.cancel()
-            await asyncio.wait([reader])
-            await session.close()
+            await serve_session(hub, _GrpcFrames(request_iterator, context), peer)
+        except ProtocolError as error:
+            await context.abort(grpc.StatusCode[status_of(error)], str(error))
 
     return grpc.method_handlers_generic_handler(
         SERVICE_NAME, {SESSION_METHOD: grpc.stream_stream_rpc_method_handler(handle)}
     )
-
-
-async def _read(request_iterator: AsyncIterator[bytes], session: Session) -> None:
-    """Feed every frame to the session; end it when the client stops sending."""
-    try:
-        async for frame in request_iterator:
-            await session.receive(frame)
-    finally:
-        session.end()

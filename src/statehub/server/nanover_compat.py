@@ -6,41 +6,132 @@ NanoVer: every number is a double on this protocol (an int 1 written here is rea
 as 1.0), and a null value means "remove this key" (or "release this lease"), so null
 cannot be stored through it. An int too large for a double is sent as +/-infinity.
 
-Refused leases and writes answer ``success=False`` as NanoVer did; bad input (a negative
-or NaN lease duration, a lease value that is neither a number nor null, a request over
-the size limit, an unknown command, wrong command arguments, a command that raised)
-aborts the call with the fitting gRPC status and a message naming what was wrong.
+Who calls is decided per call from its ``authorization: Bearer`` metadata or TLS client
+certificate (unmodified NanoVer clients present neither: they get the anonymous role). A
+right the identity lacks aborts with PERMISSION_DENIED (UNAUTHENTICATED without an
+identity), and a subscription carries only the keys it may read. NanoVer's
+``access_token`` still names lease owners, but bound to the gRPC connection and identity
+that present it: another connection naming the same token is another owner.
+
+Refused leases and writes answer ``success=False`` as NanoVer did; a lease duration <= 0
+expires at once, as in NanoVer; bad input (bytes that are not the request message, a NaN
+lease duration, a lease value that is neither a number nor null, a request over the size
+limit, an unknown command, wrong command arguments, a command that raised) aborts the
+call with the fitting gRPC status and a message naming what was wrong. Requests arrive as
+raw bytes and are parsed here, so that a malformed one is the client's INVALID_ARGUMENT,
+not a server-side UNKNOWN.
+
+A state update larger than a NanoVer client accepts in one message (gRPC's default
+receive limit, 4 MiB) is sent as several updates, each under it.
+
+The message classes are statehub's own (proto package ``statehub.nanover_compat``, see
+``nanover_proto``), served here at NanoVer's service paths: NanoVer's generated modules
+can be imported in the same process. This module loads protobuf, so the server imports it
+only when it sets up its services.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, NoReturn, TypeAlias
 
 import grpc
 from google.protobuf import struct_pb2
+from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
+from statehub.auth import PermissionDeniedError, Principal, Right
+from statehub.auth.context import current_principal
 from statehub.core.change import DictionaryChange
 from statehub.core.values import JsonValue
 from statehub.errors import ResourceLockedError
 from statehub.protocol.errors import MessageTooLargeError, error_message, status_of
-from statehub.server.nanover_proto import (
-    command_service_pb2,
-    command_service_pb2_grpc,
-    state_service_pb2,
-    state_service_pb2_grpc,
-)
+from statehub.server.grpc_credentials import call_credentials
+from statehub.server.nanover_proto import command_service_pb2, state_service_pb2
 from statehub.server.session import Hub
 
 Context: TypeAlias = "aio.ServicerContext[Any, Any]"
 
+#: The largest update sent to a NanoVer subscriber in one message: under gRPC's default
+#: receive limit (4 MiB), which NanoVer's clients keep.
+NANOVER_UPDATE_BYTES = 4 * 1024 * 1024 - 64 * 1024
+
+STATE_SERVICE = "nanover.protocol.state.State"
+COMMAND_SERVICE = "nanover.protocol.command.Command"
+
 
 def add_nanover_services(hub: Hub, server: aio.Server) -> None:
     """Serve NanoVer's state and command services from ``hub`` on ``server``."""
-    state_service_pb2_grpc.add_StateServicer_to_server(NanoverStateService(hub), server)
-    command_service_pb2_grpc.add_CommandServicer_to_server(NanoverCommandService(hub), server)
+    state = NanoverStateService(hub)
+    commands = NanoverCommandService(hub)
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                STATE_SERVICE,
+                {
+                    "SubscribeStateUpdates": grpc.unary_stream_rpc_method_handler(
+                        _parsed_stream(
+                            state_service_pb2.SubscribeStateUpdatesRequest,
+                            state.SubscribeStateUpdates,
+                        ),
+                        response_serializer=_serialize,
+                    ),
+                    "UpdateState": _unary(state_service_pb2.UpdateStateRequest, state.UpdateState),
+                    "UpdateLocks": _unary(state_service_pb2.UpdateLocksRequest, state.UpdateLocks),
+                },
+            ),
+            grpc.method_handlers_generic_handler(
+                COMMAND_SERVICE,
+                {
+                    "GetCommands": _unary(
+                        command_service_pb2.GetCommandsRequest, commands.GetCommands
+                    ),
+                    "RunCommand": _unary(command_service_pb2.CommandMessage, commands.RunCommand),
+                },
+            ),
+        )
+    )
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+async def _parse(message_type: type[Message], raw: bytes, context: Context) -> Any:
+    try:
+        return message_type.FromString(raw)
+    except DecodeError as error:
+        await _abort(
+            context,
+            ValueError(f"malformed {_nanover_name(message_type)} request: {error}"),
+        )
+
+
+def _nanover_name(message_type: type[Message]) -> str:
+    """The message's name as NanoVer's clients know it (statehub's copy has its own package)."""
+    return message_type.DESCRIPTOR.full_name.replace(
+        "statehub.nanover_compat.", "nanover.protocol.", 1
+    )
+
+
+def _unary(
+    message_type: type[Message], method: Callable[[Any, Context], Awaitable[Message]]
+) -> grpc.RpcMethodHandler[bytes, Message]:
+    async def handle(raw: bytes, context: Context) -> Message:
+        return await method(await _parse(message_type, raw, context), context)
+
+    return grpc.unary_unary_rpc_method_handler(handle, response_serializer=_serialize)
+
+
+def _parsed_stream(
+    message_type: type[Message], method: Callable[[Any, Context], AsyncIterator[Message]]
+) -> Callable[[bytes, Context], AsyncIterator[Message]]:
+    async def handle(raw: bytes, context: Context) -> AsyncIterator[Message]:
+        async for reply in method(await _parse(message_type, raw, context), context):
+            yield reply
+
+    return handle
 
 
 class NanoverStateService:
@@ -57,14 +148,28 @@ class NanoverStateService:
                 ValueError(f"update_interval must be a finite number >= 0, got {interval!r}"),
             )
         interval = max(interval, self._hub.min_interval)
-        with self._hub.state.get_change_buffer() as view:
+        principal = await _principal(self._hub, context)
+        try:
+            principal.require_some(Right.READ, "SubscribeStateUpdates")
+        except Exception as error:
+            await _abort(context, error)
+        readable = principal.permissions.read
+        key_filter = None if readable.everything else readable.__contains__
+        identities = self._hub.auth
+        with self._hub.state.get_change_buffer(key_filter=key_filter) as view:
             async for change in view.subscribe_changes_async(interval):
-                changed = struct_pb2.Struct()
-                for key, value in change.updates.items():
-                    _set_value(changed.fields[key], value)
-                for key in change.removals:
-                    changed.fields[key].null_value = struct_pb2.NULL_VALUE
-                yield state_service_pb2.StateUpdate(changed_keys=changed)
+                if self._hub.auth is not identities:  # reloaded: is this still allowed?
+                    identities = self._hub.auth
+                    if (await _principal(self._hub, context)).permissions.read != readable:
+                        await _abort(
+                            context,
+                            PermissionDeniedError(
+                                "the identities were reloaded and this identity's read "
+                                "rights changed: subscribe again"
+                            ),
+                        )
+                for update in _state_updates(change.updates, change.removals):
+                    yield update
 
     async def UpdateState(self, request: Any, context: Context) -> Any:
         await _check_size(self._hub, request, context)
@@ -75,10 +180,13 @@ class NanoverStateService:
                 removals.append(key)
             else:
                 updates[key] = _python_value(value)
+        principal = await _principal(self._hub, context)
+        await _require(context, principal, Right.WRITE, [*updates, *removals], "UpdateState")
         state = self._hub.state
+        owner = _owner(context, principal, request.access_token)
         try:
             change = DictionaryChange(updates, removals)
-            revision = await state.update_state_async(request.access_token, change)
+            revision = await state.update_state_async(owner, change)
             await state.wait_durable_async(revision)  # acknowledge once durable (SQLite "disk")
         except ResourceLockedError:
             return state_service_pb2.UpdateStateResponse(success=False)
@@ -95,7 +203,8 @@ class NanoverStateService:
             if kind in (None, "null_value"):
                 release.append(key)
             elif kind == "number_value":
-                acquire[key] = value.number_value
+                seconds = value.number_value
+                acquire[key] = 0.0 if seconds < 0 else seconds  # NanoVer: <= 0 expires at once
             else:
                 await _abort(
                     context,
@@ -104,8 +213,11 @@ class NanoverStateService:
                         f"(release), got a {kind.removesuffix('_value')}"
                     ),
                 )
+        principal = await _principal(self._hub, context)
+        await _require(context, principal, Right.LEASE, [*acquire, *release], "UpdateLocks")
+        owner = _owner(context, principal, request.access_token)
         try:
-            self._hub.state.update_locks(request.access_token, acquire, release)
+            self._hub.state.update_locks(owner, acquire, release)
         except ResourceLockedError:
             return state_service_pb2.UpdateLocksResponse(success=False)
         except Exception as error:
@@ -120,16 +232,21 @@ class NanoverCommandService:
         self._hub = hub
 
     async def GetCommands(self, request: Any, context: Context) -> Any:
+        callable_names = (await _principal(self._hub, context)).permissions.call
         return command_service_pb2.GetCommandsReply(
             commands=[
                 command_service_pb2.CommandMessage(name=name, arguments=_struct(defaults))
                 for name, defaults in self._hub.commands.list().items()
+                if name in callable_names
             ]
         )
 
     async def RunCommand(self, request: Any, context: Context) -> Any:
         await _check_size(self._hub, request, context)
         arguments = {key: _python_value(value) for key, value in request.arguments.fields.items()}
+        principal = await _principal(self._hub, context)
+        await _require(context, principal, Right.CALL, [request.name], "RunCommand")
+        current_principal.set(principal)  # this call's context: the command may check admin
         try:
             result = await self._hub.commands.run_async(request.name, arguments)
         except Exception as error:
@@ -144,6 +261,32 @@ async def _abort(context: Context, error: BaseException) -> NoReturn:
     raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
 
 
+async def _principal(hub: Hub, context: Context) -> Principal:
+    """Who this call is; aborts with UNAUTHENTICATED if its credential is refused."""
+    try:
+        return hub.auth.authenticate(call_credentials(context))
+    except Exception as error:
+        await _abort(context, error)
+
+
+async def _require(
+    context: Context, principal: Principal, right: Right, names: list[str], op: str
+) -> None:
+    try:
+        principal.require(right, names, op)
+    except Exception as error:
+        await _abort(context, error)
+
+
+def _owner(context: Context, principal: Principal, access_token: str) -> str:
+    """The lease owner of a NanoVer request: its token on this connection, as this identity.
+
+    NanoVer's clients choose their token (the Unity client uses ""), so on its own a token
+    would let any client act for every other client that chose the same one.
+    """
+    return f"nanover:{context.peer()}:{principal.name}:{access_token}"
+
+
 async def _check_size(hub: Hub, request: Any, context: Context) -> None:
     size = request.ByteSize()
     if size > hub.max_message_bytes:
@@ -154,6 +297,23 @@ async def _check_size(hub: Hub, request: Any, context: Context) -> None:
                 "(max_message_bytes); nothing was applied"
             ),
         )
+
+
+def _state_updates(updates: Mapping[str, JsonValue], removals: set[str]) -> Iterator[Any]:
+    """``StateUpdate`` messages carrying a change, each under ``NANOVER_UPDATE_BYTES``."""
+    changed = struct_pb2.Struct()
+    size = 0
+    entries: list[tuple[str, JsonValue]] = [*updates.items(), *((key, None) for key in removals)]
+    for key, value in entries:
+        _set_value(changed.fields[key], value)
+        entry_size = changed.fields[key].ByteSize() + len(key.encode()) + 16
+        if size and size + entry_size > NANOVER_UPDATE_BYTES:
+            del changed.fields[key]
+            yield state_service_pb2.StateUpdate(changed_keys=changed)
+            changed, size = struct_pb2.Struct(), 0
+            _set_value(changed.fields[key], value)
+        size += entry_size
+    yield state_service_pb2.StateUpdate(changed_keys=changed)
 
 
 def _python_value(value: struct_pb2.Value) -> JsonValue:

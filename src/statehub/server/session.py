@@ -1,9 +1,12 @@
 """A session of the statehub session protocol, independent of any transport.
 
-A transport feeds each frame it reads to ``Session.receive`` and writes each frame
-``Session.next_frame`` returns, until it returns None; when the connection is gone it
-calls ``Session.close``, which releases everything the session held. The session knows
-nothing of gRPC (or of WebSocket, later): it speaks in frames of bytes and exceptions.
+``statehub.server.transport.serve_session`` drives it: each frame the client sends goes to
+``Session.receive``, each frame ``Session.next_frame`` returns is written, and when the
+connection is gone ``Session.close`` releases everything the session held, once. The
+session knows nothing of gRPC or WebSocket: it speaks in frames of bytes and exceptions.
+
+Every message is encoded when it is queued (see ``outbox.py``), so what a client holds
+on the server is counted in bytes and bounded (see ``limits.py``).
 
 Requests are handled in the order they arrive, but a ``lock`` that has to wait and a
 ``call`` run as tasks, so they never hold up the requests behind them: replies may come
@@ -15,20 +18,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 import uuid
-from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any
 
+from statehub.auth import Credentials, OpenAccess, Principal, Right, UnauthenticatedError
+from statehub.auth.authenticator import Authenticator
+from statehub.auth.context import current_principal
+from statehub.auth.permissions import UNRESTRICTED, AdminRight
 from statehub.core.buffers import DictionaryChangeBuffer
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistry
+from statehub.core.limits import check_seconds
 from statehub.core.pacing import Pacer
 from statehub.core.rwlock import LockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import check_key
 from statehub.errors import ObjectFrozenError, StatehubError
-from statehub.protocol.codec import decode_batch, encode_batch
+from statehub.protocol.codec import decode_batch, encode_value
 from statehub.protocol.errors import (
     MessageTooLargeError,
     ProtocolError,
@@ -36,22 +44,39 @@ from statehub.protocol.errors import (
     error_to_wire,
     status_of,
 )
+from statehub.server.change_batches import change_batch_pieces
+from statehub.server.limits import LimitExceeded, SessionLimits
+from statehub.server.outbox import FRAME_HEADER_BYTES, Outbox
+from statehub.server.peer import Peer
 
 logger = logging.getLogger(__name__)
-
-#: Replies and change batches waiting to be written, above which ``receive`` waits for
-#: the transport to catch up (a client that sends without reading is slowed down).
-HIGH_WATER_MESSAGES = 10_000
 
 Reply = dict[str, Any]
 
 
-class Hub:
-    """What every session of one server shares: state, locks, commands, limits.
+class SessionObserver:
+    """Told what sessions do, for metrics (the web edge's ``/metrics``); does nothing here.
 
-    It also counts the live sessions of each access token, so that a token's leases are
-    released when its last session ends (two sessions may share a token).
+    It keeps the counting where the events happen without this layer knowing Prometheus.
     """
+
+    def frame_received(self, session: Session, size: int) -> None: ...
+
+    def frame_sent(self, session: Session, size: int) -> None: ...
+
+    def request_done(self, op: str, outcome: str) -> None:
+        """``outcome`` is "ok" or the error's status name (``NOT_FOUND``...)."""
+
+    def committed(self, seconds: float) -> None: ...
+
+    def durable_waited(self, seconds: float) -> None: ...
+
+    def delivered(self, revisions: int) -> None:
+        """A change batch went out carrying ``revisions`` commits (1 + those coalesced)."""
+
+
+class Hub:
+    """What every session of one server shares: state, locks, commands, limits, identities."""
 
     def __init__(
         self,
@@ -62,24 +87,30 @@ class Hub:
         max_message_bytes: int,
         keepalive_s: float,
         min_interval: float = 0.0,
+        limits: SessionLimits | None = None,
+        auth: Authenticator | OpenAccess | None = None,
     ) -> None:
         self.state = state
+        #: Who a connection is (``Authenticator`` with ``--auth``, else everyone may do all).
+        self.auth: Authenticator | OpenAccess = auth if auth is not None else OpenAccess()
         self.locks = locks
         self.commands = commands
         self.max_message_bytes = max_message_bytes
         self.keepalive_s = keepalive_s
         self.min_interval = min_interval
+        self.limits = limits if limits is not None else SessionLimits()
         self.sessions: set[Session] = set()
-        self._token_sessions: Counter[str] = Counter()
+        self.observer = SessionObserver()
 
-    def token_joined(self, token: str) -> None:
-        self._token_sessions[token] += 1
+    def replace_auth(self, auth: Authenticator | OpenAccess) -> None:
+        """Use new identities (a reloaded file); each session is authenticated again.
 
-    def token_left(self, token: str) -> None:
-        self._token_sessions[token] -= 1
-        if self._token_sessions[token] <= 0:
-            del self._token_sessions[token]
-            self.state.release_owner(token)
+        A session still allowed keeps running with its new rights; one whose credential
+        no longer authenticates is ended (its client, reconnecting, is refused).
+        """
+        self.auth = auth
+        for session in list(self.sessions):
+            session.reauthenticate()
 
     def end_sessions(self) -> None:
         """Ask every session to end once its pending frames are written (server stopping)."""
@@ -90,31 +121,38 @@ class Hub:
 class Session:
     """One connected client: its token, leases, read/write locks, subscriptions, requests."""
 
-    def __init__(self, hub: Hub, *, peer: str = "") -> None:
+    def __init__(self, hub: Hub, peer: Peer) -> None:
         self.hub = hub
         self.peer = peer
         self.id = uuid.uuid4().hex
+        #: What the transport saw (gRPC metadata, TLS client certificate); hello may add.
+        self.credentials = Credentials(peer.bearer_token, peer.certificate_identities)
+        #: Who the session is, once hello authenticated it.
+        self.principal: Principal = UNRESTRICTED
+        #: The lease owner: this session of this identity, never a name a client chose.
         self.token: str | None = None
         self.client = ""
-        self._outbox: list[Reply] = []
-        self._frames: deque[bytes] = deque()
-        self._outbox_ready = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
-        self._ending = False
+        #: Set when the client sent a frame that cannot be decoded (the session ends).
+        self.failure: ProtocolError | None = None
+        self._outbox = Outbox(max_frame_bytes=hub.max_message_bytes)
         self._closed = False
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._waiting: dict[int, asyncio.Task[None]] = {}  # requests still running, by id
-        self._cancelled_by_client: set[int] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._waiting: dict[int, asyncio.Task[Reply]] = {}  # requests still running, by id
+        self._cancellable: set[int] = set()  # of those, the ones a client may cancel
         self._subscriptions: dict[int, asyncio.Task[None]] = {}
+        self._subscription_args: dict[int, tuple[Pacer, str]] = {}
         self._next_sub = 1
         self._lock_owners: set[tuple[str, Hashable]] = set()
-        self._ops: dict[str, Callable[[dict[str, Any]], Reply | Awaitable[Reply]]] = {
+        self._leased: set[str] = set()
+        self._ops: dict[str, Callable[[dict[str, Any]], Reply | Coroutine[Any, Any, Reply]]] = {
             "hello": self._hello,
             "get": self._get,
             "update": self._update,
             "leases": self._leases,
             "list_leases": self._list_leases,
+            "keys": self._keys,
+            "list_locks": self._list_locks,
+            "list_sessions": self._list_sessions,
             "subscribe": self._subscribe,
             "unsubscribe": self._unsubscribe,
             "unlock": self._unlock,
@@ -124,19 +162,26 @@ class Session:
             "cancel": self._cancel,
             "lock": self._lock,
             "call": self._call,
+            "clear_leases": self._clear_leases,
         }
         hub.sessions.add(self)
 
-    # -- the transport's side ------------------------------------------------------------
+    @property
+    def subscription_count(self) -> int:
+        return len(self._subscriptions)
+
+    # -- the transport's side (see transport.serve_session) ------------------------------
 
     async def receive(self, frame: bytes) -> None:
         """Handle one frame from the client.
 
         Raises ``ProtocolError`` if the frame cannot be decoded: the transport should end
         the connection with that error, since no reply can name the requests it held.
+        Waits (backpressure) while the client has more than its limit of bytes unread.
         """
         if self._closed:
             return
+        self.hub.observer.frame_received(self, len(frame))
         messages = decode_batch(frame, strict_map_key=False)
         limit = self.hub.max_message_bytes
         if len(frame) > limit:
@@ -146,54 +191,62 @@ class Session:
             )
             for message in messages:
                 self._send_error(message.get("id"), error)
-        else:
-            for message in messages:
-                self._dispatch(message)
-        while len(self._outbox) > HIGH_WATER_MESSAGES and not self._closed:
-            await self._drained.wait()
+            return
+        max_queued = self.hub.limits.max_queued_bytes
+        for message in messages:
+            await self._outbox.wait_below(max_queued)
+            if self._closed:
+                return
+            self._dispatch(message)
 
     async def next_frame(self) -> bytes | None:
         """The next frame to write; None once the session has ended and everything is out."""
-        while not self._frames:
-            if self._outbox:
-                self._frames.extend(self._encode(self._outbox))
-                self._outbox = []
-                break
-            if self._ending:
-                return None
-            self._outbox_ready.clear()
-            await self._outbox_ready.wait()
-        frame = self._frames.popleft()
-        if not self._frames and not self._outbox:
-            self._drained.set()
+        frame = await self._outbox.next_frame()
+        if frame is not None:
+            self.hub.observer.frame_sent(self, len(frame))
         return frame
 
     def end(self) -> None:
-        """End the session once what is pending has been written (``next_frame`` -> None)."""
-        self._ending = True
-        self._outbox_ready.set()
+        """End the session once what is queued has been written (``next_frame`` -> None)."""
+        self._outbox.close()
 
-    async def close(self) -> None:
-        """The connection is gone: stop every task, release every lock and lease."""
+    def fail(self, error: ProtocolError) -> None:
+        """The client sent an undecodable frame: end the session, reporting ``error``."""
+        if self.failure is None:
+            self.failure = error
+        self.end()
+
+    def close(self) -> None:
+        """The connection is gone: release every lease, lock and subscription, once.
+
+        Synchronous on purpose: nothing can interrupt it half-way, whatever cancels the
+        transport's task meanwhile. Tasks are cancelled, not awaited; a lock a cancelled
+        waiter was granted in the meantime is given back by the lock table itself.
+        """
         if self._closed:
             return
         self._closed = True
         self.end()
-        self._drained.set()
-        tasks = list(self._tasks)
         try:
-            for task in tasks:
+            for task in self._tasks:
                 task.cancel()
-            if tasks:
-                await asyncio.wait(tasks)
-        finally:
             for owner in self._lock_owners:
                 self.hub.locks.release_owner(owner)
+        finally:
             self._lock_owners.clear()
             if self.token is not None:
-                self.hub.token_left(self.token)
+                self.hub.state.release_owner(self.token)  # the session's own: no one shares it
             self.hub.sessions.discard(self)
-            logger.debug("session %s (%s, %s) closed", self.id, self.client, self.peer)
+            logger.debug("session %s (%s, %s) closed", self.id, self.client, self.peer.address)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of encoded messages waiting for the transport to write them."""
+        return self._outbox.queued_bytes
 
     # -- dispatch ------------------------------------------------------------------------
 
@@ -211,87 +264,92 @@ class Session:
             if handler is None:
                 known = sorted(self._ops)
                 raise ProtocolError(f"unknown op {op!r}; known ops: {', '.join(known)}")
+            if request_id in self._waiting:
+                raise ProtocolError(f"request id {request_id} is still waiting for its reply")
+            if op in _WAITING_OPS and len(self._waiting) >= self.hub.limits.max_pending_requests:
+                raise LimitExceeded(
+                    f"{op}: this session already has {len(self._waiting)} requests waiting "
+                    f"(max_pending_requests={self.hub.limits.max_pending_requests})"
+                )
             reply = handler(message)
-            if isinstance(reply, dict):
-                self._send({"id": request_id, "ok": reply})
-            else:  # it has to wait (a lock, a command, durability): later requests don't
-                task = self._spawn(self._reply_when_done(request_id, reply))
-                self._waiting[request_id] = task
-                task.add_done_callback(lambda _: self._waiting.pop(request_id, None))
         except Exception as error:
+            self._request_done(message.get("op"), error)
             self._send_error(request_id, error)
-
-    async def _reply_when_done(self, request_id: int, reply: Awaitable[Reply]) -> None:
-        try:
-            result = await reply
-        except asyncio.CancelledError:
-            if request_id not in self._cancelled_by_client:
-                raise  # the session is closing
-            self._cancelled_by_client.discard(request_id)
-            self._send_error(request_id, RequestCancelled(f"request {request_id} cancelled"))
-        except Exception as error:
-            self._send_error(request_id, error)
+            return
+        if isinstance(reply, dict):
+            self._request_done(op, None)
+            self._send({"id": request_id, "ok": reply})
         else:
-            self._send({"id": request_id, "ok": result})
+            self._reply_later(request_id, message["op"], reply, cancellable=op in _CANCELLABLE_OPS)
 
-    def _spawn(self, coroutine: Awaitable[None]) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+    def _reply_later(
+        self,
+        request_id: int,
+        op: str,
+        reply: Coroutine[Any, Any, Reply],
+        *,
+        cancellable: bool,
+    ) -> None:
+        """Run a request that has to wait; later requests don't. Exactly one reply follows."""
+        task = self._spawn(reply)
+        self._waiting[request_id] = task
+        if cancellable:
+            self._cancellable.add(request_id)
+        task.add_done_callback(lambda done: self._answer(request_id, op, done))
+
+    def _answer(self, request_id: int, op: str, task: asyncio.Task[Reply]) -> None:
+        self._waiting.pop(request_id, None)
+        self._cancellable.discard(request_id)
+        if self._closed:
+            return
+        if task.cancelled():
+            error: BaseException = RequestCancelled(f"request {request_id} cancelled")
+            self._request_done(op, error)
+            self._send_error(request_id, error)
+        elif (failure := task.exception()) is not None:
+            self._request_done(op, failure)
+            self._send_error(request_id, failure)
+        else:
+            self._request_done(op, None)
+            self._send({"id": request_id, "ok": task.result()})
+
+    def _request_done(self, op: object, error: BaseException | None) -> None:
+        name = op if isinstance(op, str) and op in self._ops else "unknown"
+        self.hub.observer.request_done(name, "ok" if error is None else status_of(error))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
     def _send(self, message: Reply) -> None:
+        """Encode and queue a reply; one that cannot be sent becomes an error reply."""
         if self._closed:
             return
-        self._outbox.append(message)
-        self._drained.clear()
-        self._outbox_ready.set()
+        try:
+            encoded = encode_value(message)
+        except TypeError as error:  # the core refuses what cannot be encoded: a server bug
+            logger.error("session %s: cannot encode a reply", self.id, exc_info=error)
+            self._send_error(message.get("id"), error)
+            return
+        limit = self.hub.max_message_bytes - FRAME_HEADER_BYTES
+        if len(encoded) > limit:
+            self._send_error(
+                message.get("id"),
+                MessageTooLargeError(
+                    f"the reply is {len(encoded)} bytes, over the limit of {limit} bytes "
+                    "(max_message_bytes); ask for fewer keys"
+                ),
+            )
+            return
+        self._outbox.push(encoded)
 
-    def _send_error(self, request_id: object, error: Exception) -> None:
+    def _send_error(self, request_id: object, error: BaseException) -> None:
         if not isinstance(error, StatehubError) and status_of(error) == "UNKNOWN":
             logger.error("session %s: unexpected error", self.id, exc_info=error)
         reply_id = request_id if type(request_id) is int else None
-        self._send({"id": reply_id, "error": error_to_wire(error)})
-
-    def _encode(self, messages: list[Reply]) -> list[bytes]:
-        """Frames of at most ``max_message_bytes`` each, where that is possible."""
-        limit = self.hub.max_message_bytes
-        frame = encode_batch(messages)
-        if len(frame) <= limit:
-            return [frame]
-        frames: list[bytes] = []
-        group: list[Reply] = []
-        group_size = 0
-        for message in messages:
-            for piece in self._pieces(message, limit):
-                size = len(encode_batch([piece]))
-                if group and group_size + size > limit:
-                    frames.append(encode_batch(group))
-                    group, group_size = [], 0
-                group.append(piece)
-                group_size += size
-        if group:
-            frames.append(encode_batch(group))
-        return frames
-
-    def _pieces(self, message: Reply, limit: int) -> list[Reply]:
-        """``message``, split or replaced if it is alone over the size limit."""
-        size = len(encode_batch([message]))
-        if size <= limit:
-            return [message]
-        if "sub" in message:  # a change batch: split its keys; only the first is a snapshot
-            return _split_change_batch(message, limit)
-        return [
-            {
-                "id": message.get("id"),
-                "error": error_to_wire(
-                    MessageTooLargeError(
-                        f"the reply is {size} bytes, over the limit of {limit} bytes "
-                        "(max_message_bytes); ask for fewer keys"
-                    )
-                ),
-            }
-        ]
+        self._outbox.push(encode_value({"id": reply_id, "error": error_to_wire(error)}))
 
     # -- ops -----------------------------------------------------------------------------
 
@@ -302,13 +360,26 @@ class Session:
         client = message.get("client", "")
         if type(client) is not str:
             raise TypeError(f"hello: 'client' must be a str, got {_describe(client)}")
-        self.token = token if token is not None else str(uuid.uuid4())
+        credential = message.get("credential")
+        if credential is not None and type(credential) is not str:
+            raise TypeError(f"hello: 'credential' must be a str, got {_describe(credential)}")
+        if credential is not None:
+            self.credentials = Credentials(credential, self.credentials.cert_names)
+        try:
+            self.principal = self.hub.auth.authenticate(self.credentials)
+        except UnauthenticatedError:
+            # Nothing else may be asked on this connection: end it once the error is out.
+            asyncio.get_running_loop().call_soon(self.end)
+            raise
+        # The owner of the session's leases: a client-chosen token would let anyone who
+        # names it take over (or release) the leases of whoever chose it first.
+        self.token = f"{self.id}:{self.principal.name}"
         self.client = client
-        self.hub.token_joined(self.token)
-        logger.debug("session %s: hello from %r at %s", self.id, client, self.peer)
+        logger.debug("session %s: hello from %r at %s", self.id, client, self.peer.address)
         return {
             "session": self.id,
             "token": self.token,
+            "identity": self.principal.name,
             "revision": self.hub.state.revision,
             "epoch": self.hub.state.epoch,
             "keepalive_s": self.hub.keepalive_s,
@@ -316,38 +387,41 @@ class Session:
         }
 
     def _get(self, message: dict[str, Any]) -> Reply:
-        keys = message.get("keys")
-        state = self.hub.state
-        if keys is None:
-            with state.views.lock:
-                return {"values": state.copy_content(), "revision": state.revision}
-        names = [check_key(key) for key in _list_arg(message, "get", "keys")]
-        missing = object()
-        values: dict[str, Any] = {}
-        with state.views.lock:
-            for key in names:
-                value = state.get(key, missing)
-                if value is not missing:
-                    values[key] = value
-            return {"values": values, "revision": state.revision}
+        names = None
+        if message.get("keys") is not None:
+            names = [check_key(key) for key in _list_arg(message, "get", "keys")]
+            self.principal.require(Right.READ, names, "get")
+        revision, values = self.hub.state.shared_values(names)
+        readable = self.principal.permissions.read
+        if names is None and not readable.everything:  # all this identity may read
+            values = {key: value for key, value in values.items() if key in readable}
+        return {"values": values, "revision": revision}
 
-    def _update(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
+    def _update(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
         updates = message.get("updates")
         updates = {} if updates is None else updates
         if type(updates) is not dict:
             raise TypeError(f"update: 'updates' must be a map, got {_describe(updates)}")
         removals = [check_key(key) for key in _list_arg(message, "update", "removals", [])]
+        self.principal.require(Right.WRITE, [*map(check_key, updates), *removals], "update")
         state = self.hub.state
+        started = time.perf_counter()
         revision = state.submit_update(self.token, DictionaryChange(updates, removals))
-        if type(revision) is int and state.is_durable(revision):
-            return {"revision": revision}
+        if type(revision) is int:
+            self.hub.observer.committed(time.perf_counter() - started)
+            if state.is_durable(revision):
+                return {"revision": revision}
         return self._when_durable(revision)
 
     async def _when_durable(self, revision: int | Awaitable[int]) -> Reply:
         """Acknowledge a change only once committed and as durable as the store promises."""
         if not isinstance(revision, int):
+            started = time.perf_counter()
             revision = await revision
+            self.hub.observer.committed(time.perf_counter() - started)
+        started = time.perf_counter()
         await self.hub.state.wait_durable_async(revision)
+        self.hub.observer.durable_waited(time.perf_counter() - started)
         return {"revision": revision}
 
     def _leases(self, message: dict[str, Any]) -> Reply:
@@ -355,24 +429,112 @@ class Session:
         acquire = {} if acquire is None else acquire
         if type(acquire) is not dict:
             raise TypeError(f"leases: 'acquire' must be a map, got {_describe(acquire)}")
-        release = _list_arg(message, "leases", "release", [])
+        release = [check_key(key) for key in _list_arg(message, "leases", "release", [])]
+        self.principal.require(Right.LEASE, [*map(check_key, acquire), *release], "leases")
+        self._check_lease_room(acquire)
         self.hub.state.update_locks(self.token, acquire, release)
+        self._leased.difference_update(release)
+        self._leased.update(acquire)
         return {}
 
+    def _check_lease_room(self, acquire: dict[Any, Any]) -> None:
+        limit = self.hub.limits.max_leases
+        if len(self._leased) + len(acquire) <= limit:
+            return
+        live = {lease.key for lease in self.hub.state.leases() if lease.owner == self.token}
+        self._leased &= live  # forget leases that expired or were released elsewhere
+        wanted = self._leased | set(acquire)
+        if len(wanted) > limit:
+            raise LimitExceeded(
+                f"leases: this session would hold {len(wanted)} leases (max_leases={limit}); "
+                "nothing was leased"
+            )
+
     def _list_leases(self, message: dict[str, Any]) -> Reply:
+        readable = self.principal.permissions.read
         return {
             "leases": [
                 [lease.key, lease.owner == self.token, lease.seconds_left]
                 for lease in self.hub.state.leases()
+                if lease.key in readable
             ]
         }
 
+    def _keys(self, message: dict[str, Any]) -> Reply:
+        prefix = message.get("prefix", "")
+        prefix = "" if prefix is None else prefix
+        if type(prefix) is not str:
+            raise TypeError(f"keys: 'prefix' must be a str, got {_describe(prefix)}")
+        with_values = message.get("values", False)
+        if type(with_values) is not bool:
+            raise TypeError(f"keys: 'values' must be a bool, got {_describe(with_values)}")
+        readable = self.principal.permissions.read
+        revision, content = self.hub.state.shared_values()
+        found = {
+            key: content[key]
+            for key in sorted(content)
+            if key.startswith(prefix) and key in readable
+        }
+        if with_values:
+            return {"values": found, "revision": revision}
+        return {"keys": list(found), "revision": revision}
+
+    def _list_locks(self, message: dict[str, Any]) -> Reply:
+        lockable = self.principal.permissions.lock
+        clients = {session.id: session.client for session in self.hub.sessions}
+        locks = []
+        for held in self.hub.locks.holdings():
+            if held.key not in lockable:
+                continue
+            # A session's lock owners are (session id, owner name): see _lock_args.
+            sessions = [owner[0] if isinstance(owner, tuple) else "" for owner in held.holders]
+            locks.append(
+                {
+                    "key": held.key,
+                    "mode": held.mode,
+                    "holders": [{"session": s, "client": clients.get(s, "")} for s in sessions],
+                    "mine": self.id in sessions,
+                    "waiting": held.waiting,
+                }
+            )
+        return {"locks": locks}
+
+    def _list_sessions(self, message: dict[str, Any]) -> Reply:
+        self.principal.require_admin(AdminRight.SESSIONS, "list_sessions")
+        return {
+            "sessions": [
+                {
+                    "session": session.id,
+                    "identity": session.principal.name,
+                    "method": session.principal.method,
+                    "client": session.client,
+                    "peer": session.peer.address,
+                    "transport": session.peer.transport,
+                    "subscriptions": len(session._subscriptions),
+                    "you": session is self,
+                }
+                for session in sorted(self.hub.sessions, key=lambda s: (s.client, s.id))
+                if session.token is not None
+            ]
+        }
+
+    def _clear_leases(self, message: dict[str, Any]) -> Reply:
+        self.principal.require_admin(AdminRight.CLEAR_LEASES, "clear_leases")
+        self.hub.state.clear_locks()
+        return {}
+
     def _subscribe(self, message: dict[str, Any]) -> Reply:
-        interval = message.get("interval", 0.0)
-        if not _is_number(interval) or not 0 <= interval < math.inf:
+        limit = self.hub.limits.max_subscriptions
+        if len(self._subscriptions) >= limit:
+            raise LimitExceeded(
+                f"subscribe: this session already has {len(self._subscriptions)} subscriptions "
+                f"(max_subscriptions={limit}); unsubscribe one first"
+            )
+        interval = _seconds(message.get("interval", 0.0), "subscribe", "interval")
+        if interval is None or math.isinf(interval):
             raise ValueError(
                 "subscribe: 'interval' must be a finite number of seconds >= 0, "
-                f"got {_describe(interval)}"
+                f"got {_describe(message.get('interval'))}"
             )
         pacer = Pacer(max(interval, self.hub.min_interval))
         prefix = message.get("prefix", "")
@@ -383,43 +545,52 @@ class Session:
         since = message.get("since")
         if since is not None and type(since) is not int:
             raise TypeError(f"subscribe: 'since' must be an int or None, got {_describe(since)}")
+        self.principal.require_some(Right.READ, "subscribe")
         sub = self._next_sub
         self._next_sub += 1
+        self._subscription_args[sub] = (pacer, prefix)
+        self._start_subscription(sub, since)
+        return {"sub": sub}
+
+    def _start_subscription(self, sub: int, since: int | None) -> None:
+        pacer, prefix = self._subscription_args[sub]
         task = self._spawn(self._run_subscription(sub, pacer, prefix, since))
         self._subscriptions[sub] = task
-        task.add_done_callback(lambda _: self._subscriptions.pop(sub, None))
-        return {"sub": sub}
+
+        def forget(_: object) -> None:
+            if self._subscriptions.get(sub) is task:  # not restarted meanwhile
+                del self._subscriptions[sub]
+                self._subscription_args.pop(sub, None)
+
+        task.add_done_callback(forget)
 
     def _unsubscribe(self, message: dict[str, Any]) -> Reply:
         sub = message.get("sub")
-        task = self._subscriptions.pop(sub, None) if type(sub) is int else None
-        if task is None:
+        if type(sub) is not int or sub not in self._subscriptions:
             raise KeyError(f"unsubscribe: no subscription {sub!r} on this session")
-        task.cancel()
+        self._subscription_args.pop(sub, None)
+        self._subscriptions.pop(sub).cancel()
         return {}
 
     async def _lock(self, message: dict[str, Any]) -> Reply:
         key, exclusive, owner = self._lock_args(message, "lock")
-        timeout = message.get("timeout")
-        if timeout is not None:
-            if not _is_number(timeout) or math.isnan(timeout) or timeout < 0:
-                raise ValueError(
-                    f"lock on {key!r}: 'timeout' must be a number of seconds >= 0 or None, "
-                    f"got {_describe(timeout)}"
-                )
-            if math.isinf(timeout):
-                timeout = None
+        self.principal.require(Right.LOCK, [key], "lock")
+        timeout = _seconds(message.get("timeout"), f"lock on {key!r}", "timeout")
+        if timeout is not None and math.isinf(timeout):
+            timeout = None
         self._lock_owners.add(owner)
         fence = await self.hub.locks.acquire(key, owner, exclusive=exclusive, timeout=timeout)
         return {"fence": fence}
 
     def _unlock(self, message: dict[str, Any]) -> Reply:
         key, exclusive, owner = self._lock_args(message, "unlock")
+        self.principal.require(Right.LOCK, [key], "unlock")
         self.hub.locks.release(key, owner, exclusive=exclusive)
         return {}
 
     def _test_lock(self, message: dict[str, Any]) -> Reply:
         key = check_key(message.get("key"))
+        self.principal.require(Right.LOCK, [key], "test_lock")
         exclusive = _bool_arg(message, "test_lock", "exclusive")
         return {"free": self.hub.locks.can_acquire(key, exclusive=exclusive)}
 
@@ -431,24 +602,35 @@ class Session:
         arguments = {} if arguments is None else arguments
         if type(arguments) is not dict:
             raise TypeError(f"call {name!r}: 'arguments' must be a map, got {_describe(arguments)}")
+        self.principal.require(Right.CALL, [name], "call")
+        current_principal.set(self.principal)  # this task's context: the command checks admin
         return {"result": await self.hub.commands.run_async(name, arguments)}
 
     def _commands(self, message: dict[str, Any]) -> Reply:
-        return {"commands": self.hub.commands.list()}
+        callable_names = self.principal.permissions.call
+        return {
+            "commands": {
+                name: defaults
+                for name, defaults in self.hub.commands.list().items()
+                if name in callable_names
+            }
+        }
 
     def _ping(self, message: dict[str, Any]) -> Reply:
         return {}
 
     def _cancel(self, message: dict[str, Any]) -> Reply:
-        """Stop a request that is still waiting: a lock wait leaves the queue, no trace."""
+        """Stop a lock wait or a command still waiting; its own reply says ``cancelled``.
+
+        An update waiting to be durable is already applied, so it cannot be cancelled: it
+        is answered as applied (``cancelled: false`` here).
+        """
         target = message.get("request")
         if type(target) is not int:
             raise TypeError(f"cancel: 'request' must be an int id, got {_describe(target)}")
         task = self._waiting.get(target)
-        if task is None:
-            return {"cancelled": False}  # already answered (the reply is on its way)
-        self._cancelled_by_client.add(target)
-        task.cancel()
+        if task is None or target not in self._cancellable or not task.cancel():
+            return {"cancelled": False}  # answered already, on its way, or not cancellable
         return {"cancelled": True}
 
     def _lock_args(self, message: dict[str, Any], op: str) -> tuple[str, bool, tuple[str, str]]:
@@ -459,77 +641,81 @@ class Session:
             raise TypeError(f"{op} {key!r}: 'owner' must be a str, got {_describe(owner)}")
         return key, exclusive, (self.id, owner)
 
+    def reauthenticate(self) -> None:
+        """After the identities changed: keep the rights the credential now has, or end.
+
+        Subscriptions whose readable keys changed start again with a snapshot, so the
+        client drops keys it may no longer read and gets those it now may.
+        """
+        if self.token is None or self._closed:
+            return
+        try:
+            principal = self.hub.auth.authenticate(self.credentials)
+        except UnauthenticatedError as error:
+            logger.info("session %s (%s) ended: %s", self.id, self.principal.name, error)
+            self._send_error(None, error)
+            self.end()
+            return
+        previous, self.principal = self.principal, principal
+        if principal.permissions.read != previous.permissions.read:
+            for sub, task in list(self._subscriptions.items()):
+                task.cancel()
+                self._start_subscription(sub, None)
+
     # -- subscriptions -------------------------------------------------------------------
 
     async def _run_subscription(
         self, sub: int, pacer: Pacer, prefix: str, since: int | None
     ) -> None:
-        with self.hub.state.get_change_buffer(since, prefix) as view:
+        budget = self.hub.max_message_bytes - FRAME_HEADER_BYTES
+        max_queued = self.hub.limits.max_queued_bytes
+        readable = self.principal.permissions.read
+        key_filter = None if readable.everything else readable.__contains__
+        with self.hub.state.get_change_buffer(since, prefix, key_filter) as view:
             snapshot = view.starts_with_snapshot
             first = True
+            sent_up_to = view.cursor
             while True:
                 await asyncio.sleep(pacer.delay())
-                await self._wait_drained()
+                # Let the transport write what is queued first: changes keep coalescing
+                # in the view meanwhile, so a slow reader gets fewer, larger batches.
+                await self._outbox.wait_below(0)
                 try:
-                    change = _flush_now(view) if first else await view.flush_changed_async()
+                    change = (
+                        _flush_now(view) if first else await view.flush_changed_async(copy=False)
+                    )
                 except ObjectFrozenError:
                     return
-                self._send(
-                    {
-                        "sub": sub,
-                        "revision": view.cursor,
-                        "snapshot": snapshot and first,
-                        "updates": change.updates,
-                        "removals": sorted(change.removals),
-                    }
+                pieces = change_batch_pieces(
+                    sub, view.cursor, snapshot and first, change.updates, change.removals, budget
                 )
+                async for piece in pieces:
+                    await self._outbox.wait_below(max_queued)
+                    self._outbox.push(piece)
                 pacer.flushed()
+                if not first:
+                    self.hub.observer.delivered(view.cursor - sent_up_to)
+                sent_up_to = view.cursor
                 first = False
-
-    async def _wait_drained(self) -> None:
-        """Let the transport write what is queued before flushing more changes.
-
-        Changes keep coalescing in the view meanwhile, so a slow reader gets fewer,
-        larger batches instead of an ever longer queue.
-        """
-        while not self._drained.is_set():
-            await self._drained.wait()
 
 
 def _flush_now(view: DictionaryChangeBuffer) -> DictionaryChange:
     """What the view holds right now, possibly nothing (a subscription's first batch)."""
     try:
-        return view.flush_changed_blocking(timeout=0)
+        return view.flush_changed_blocking(timeout=0, copy=False)
     except TimeoutError:
         return DictionaryChange()
 
 
-def _split_change_batch(message: Reply, limit: int) -> list[Reply]:
-    pieces: list[Reply] = []
-    piece: Reply = {**message, "updates": {}, "removals": []}
-    budget = limit // 2  # leave room for the batch's own fields; keys are measured one by one
-    size = 0
-    entries: list[tuple[str, Any, bool]] = [
-        *((key, value, False) for key, value in message["updates"].items()),
-        *((key, None, True) for key in message["removals"]),
-    ]
-    for key, value, removed in entries:
-        entry_size = len(encode_batch([{key: value}]))
-        if size and size + entry_size > budget:
-            pieces.append(piece)
-            piece = {**message, "snapshot": False, "updates": {}, "removals": []}
-            size = 0
-        if removed:
-            piece["removals"].append(key)
-        else:
-            piece["updates"][key] = value
-        size += entry_size
-    pieces.append(piece)
-    return pieces
+#: Ops whose reply may have to wait (and so count against max_pending_requests).
+_WAITING_OPS = frozenset({"lock", "call", "update"})
+#: Ops a client may ``cancel`` while they wait (an update is applied before it waits).
+_CANCELLABLE_OPS = frozenset({"lock", "call"})
 
 
-def _is_number(value: object) -> bool:
-    return type(value) in (int, float)
+def _seconds(value: object, op: str, name: str) -> float | None:
+    """A number of seconds >= 0 from a request (None stays None; infinity is kept)."""
+    return None if value is None else check_seconds(value, f"{op}: {name!r}", allow_infinity=True)
 
 
 def _bool_arg(message: dict[str, Any], op: str, name: str) -> bool:

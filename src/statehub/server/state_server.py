@@ -17,23 +17,31 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from statehub.auth import Authenticator
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistration, CommandRegistry
 from statehub.core.rwlock import LockTable, RWLockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import JsonValue
+from statehub.protocol import SERVICE_NAME
 from statehub.server.grpc_transport import session_handler
-from statehub.server.nanover_compat import add_nanover_services
+from statehub.server.limits import SessionLimits
 from statehub.server.session import Hub
+from statehub.server.tls import ServerTls
+
+if TYPE_CHECKING:
+    from statehub.web.edge import WebEdge
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +64,10 @@ class StateServer:
     """A statehub server: one shared state, its leases, read/write locks and commands.
 
     ``port=0`` picks a free port (read it back from ``port`` once started); a port in use
-    raises ``OSError`` when the server starts. ``state`` (a ``StateDictionary``) and
-    ``locks`` (a ``LockTable`` used from the server's event loop only: an in-process
-    ``RWLockTable`` unless one is given, such as a shared store's) are there for other
-    server-side layers.
+    raises ``OSError`` when the server starts. ``limits`` bounds what each session may
+    hold (see ``SessionLimits``). ``state`` (a ``StateDictionary``) and ``locks`` (a
+    ``LockTable`` used from the server's event loop only: an in-process ``RWLockTable``
+    unless one is given, such as a shared store's) are there for other server-side layers.
     """
 
     def __init__(
@@ -73,6 +81,10 @@ class StateServer:
         keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
         min_interval: float = 0.0,
         max_workers: int = 128,
+        limits: SessionLimits | None = None,
+        tls: ServerTls | None = None,
+        auth: Authenticator | None = None,
+        http_port: int | None = None,
         locks: LockTable | None = None,
     ) -> None:
         if type(port) is not int or not 0 <= port <= 65535:
@@ -85,6 +97,8 @@ class StateServer:
         ):
             if type(seconds) not in (int, float) or not 0 < seconds < 86400:
                 raise ValueError(f"{name} must be a number of seconds > 0, got {seconds!r}")
+        if http_port is not None and (type(http_port) is not int or not 0 <= http_port <= 65535):
+            raise ValueError(f"http_port must be None or an int from 0 to 65535, got {http_port!r}")
         if type(max_workers) is not int or max_workers < 1:
             raise ValueError(f"max_workers must be an int >= 1, got {max_workers!r}")
         if type(min_interval) not in (int, float) or not 0 <= min_interval < 86400:
@@ -96,6 +110,8 @@ class StateServer:
         self.keepalive_time = float(keepalive_time)
         self.keepalive_timeout = float(keepalive_timeout)
         self.min_interval = float(min_interval)
+        #: TLS of the port (None: plain TCP); its ``ssl_context()`` serves other ports alike.
+        self.tls = tls
         self.state = state if state is not None else StateDictionary()
         self.locks = locks if locks is not None else RWLockTable()
         # NanoVer's max_workers sized the threads serving its calls; sessions need none
@@ -110,11 +126,17 @@ class StateServer:
             max_message_bytes=max_message_bytes,
             keepalive_s=self.keepalive_time,
             min_interval=self.min_interval,
+            limits=limits,
+            auth=auth,
         )
         # Revisions restarted (the store lost its history): every client reconnects and
         # resubscribes from a snapshot of the new epoch.
         self.state.history_reset.add_callback(self.hub.end_sessions)
         self._grpc_server: aio.Server | None = None
+        #: The standard gRPC health service (grpc.health.v1.Health) on the gRPC port.
+        self.health = health.aio.HealthServicer()
+        self._requested_http_port = http_port
+        self.web: WebEdge | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -127,6 +149,13 @@ class StateServer:
         if self._port is None:
             raise RuntimeError("the server is not started: use start(), start_in_thread() or with")
         return self._port
+
+    @property
+    def http_port(self) -> int:
+        """The web edge's port (HTTP, WebSocket, dashboard, /metrics); see ``docs/web.md``."""
+        if self.web is None or self.web.port is None:
+            raise RuntimeError("the web edge is not running: start the server with http_port")
+        return self.web.port
 
     @property
     def grpc_server(self) -> aio.Server:
@@ -142,6 +171,8 @@ class StateServer:
         self._loop = asyncio.get_running_loop()
         hard_limit = max(2 * self.max_message_bytes, self.max_message_bytes + 1024 * 1024)
         self._grpc_server = aio.server(
+            # Runs plain (non-async) servicers, such as NanoVer's, added by setup_services.
+            migration_thread_pool=self._command_threads,
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", hard_limit),
@@ -154,12 +185,16 @@ class StateServer:
                 ("grpc.http2.max_pings_without_data", 0),
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
                 ("grpc.http2.max_ping_strikes", 0),
-            ]
+            ],
         )
         self.setup_services()
         target = _host_port(self.address, self._requested_port)
+        _check_free(self.address, self._requested_port, target)
         try:
-            bound = self._grpc_server.add_insecure_port(target)
+            if self.tls is None:
+                bound = self._grpc_server.add_insecure_port(target)
+            else:
+                bound = self._grpc_server.add_secure_port(target, self.tls.grpc_credentials())
         except RuntimeError as error:
             bound = 0
             reason = str(error).split(";")[0]
@@ -176,20 +211,45 @@ class StateServer:
         self._port = bound
         await self.state.start()
         await self._grpc_server.start()
-        logger.info("statehub serving on %s", _host_port(self.address, bound))
+        for service in ("", SERVICE_NAME):  # "": the server as a whole
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        logger.debug("gRPC server listening on %s", _host_port(self.address, bound))
+        if self._requested_http_port is not None:
+            await self._start_web(self._requested_http_port)
 
     async def stop(self) -> None:
         """Freeze the state, end every session and stop serving (in the server's loop)."""
         if self._stopped:
             return
         self._stopped = True
+        await self.health.enter_graceful_shutdown()
         self.state.freeze()
         self.hub.end_sessions()
         if self._grpc_server is not None:
             await self._grpc_server.stop(STOP_GRACE)
+        if self.web is not None:
+            await self.web.stop()
+        if self._grpc_server is not None:
             await self.state.stop()
         self._command_threads.shutdown(wait=False, cancel_futures=True)
-        logger.info("statehub server on port %s stopped", self._port)
+        logger.debug("server on port %s stopped", self._port)
+
+    async def _start_web(self, port: int) -> None:
+        from statehub.web.edge import WebEdge  # the web edge imports the server's session
+
+        self.web = WebEdge(
+            self.hub, keepalive_time=self.keepalive_time, max_message_bytes=self.max_message_bytes
+        )
+        try:
+            await self.web.start(
+                self.address, port, self.tls.ssl_context() if self.tls is not None else None
+            )
+        except OSError as error:
+            await self.stop()
+            raise OSError(
+                errno.EADDRINUSE,
+                f"cannot listen for HTTP on {_host_port(self.address, port)}: {error.strerror}",
+            ) from error
 
     def start_in_thread(self) -> StateServer:
         """Start serving from an event loop in a background thread; returns the server."""
@@ -254,7 +314,18 @@ class StateServer:
         """Add the services to ``grpc_server``; override (calling this) to add more."""
         server = self.grpc_server
         server.add_generic_rpc_handlers((session_handler(self.hub),))
+        # Imported here: it loads protobuf, which `import statehub` alone should not.
+        from statehub.server.nanover_compat import add_nanover_services
+
         add_nanover_services(self.hub, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+
+    def reload_auth(self, auth: Authenticator) -> None:
+        """Serve with new identities; sessions still allowed keep running (``Hub.replace_auth``).
+
+        Call it in the server's event loop (``statehub serve`` does on SIGHUP).
+        """
+        self.hub.replace_auth(auth)
 
     # -- NanoVer's NanoverServer methods -------------------------------------------------
 
@@ -311,6 +382,32 @@ def _host_port(address: str, port: int) -> str:
     if ":" in address and not address.startswith("["):
         return f"[{address}]:{port}"
     return f"{address}:{port}"
+
+
+def _check_free(address: str, port: int, target: str) -> None:
+    """``OSError`` if ``port`` is taken on ``address``, before gRPC tries it.
+
+    gRPC would refuse too, but its core also prints an error line of its own to stderr.
+    A probe socket with SO_REUSEADDR (as gRPC's listeners) fails only on a real listener.
+    """
+    if port == 0:
+        return
+    try:
+        candidates = socket.getaddrinfo(
+            address.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror:
+        return  # gRPC reports an address it cannot resolve itself
+    for family, kind, protocol, _, sockaddr in candidates:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise OSError(
+                        errno.EADDRINUSE, f"cannot listen on {target}: the port is in use"
+                    ) from None
 
 
 def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import ClassVar, Protocol
 
 from statehub.core.values import JsonValue
@@ -14,8 +14,8 @@ class ChangeFeed(Protocol):
     """Where a store delivers committed changes: the state dictionary's content mirror."""
 
     @property
-    def revision(self) -> int:
-        """The last revision delivered and applied."""
+    def delivered_revision(self) -> int:
+        """The last revision delivered (each is delivered once, in revision order)."""
 
     def committed(self, revision: int, updates: dict[str, JsonValue], removals: set[str]) -> None:
         """Revision ``revision`` was committed; changes may come out of order, each once."""
@@ -129,6 +129,15 @@ class Store(ABC):
 
     async def wait_durable_async(self, revision: int) -> None:  # noqa: B027
         """``wait_durable`` for the running event loop: no thread is held while waiting."""
+
+    def on_durable(self, listener: Callable[[], bool]) -> bool:
+        """Call ``listener`` (from any thread) whenever more revisions become durable.
+
+        Returns False if commits are durable at once (``is_durable`` is always true), and
+        then never calls it. ``listener`` returns False if it could not act now (its lock
+        was busy); the store then calls it again soon, and must never wait for it.
+        """
+        return False
 
     def close(self) -> None:  # noqa: B027 - most stores have nothing to close
         """Release what the store holds open."""

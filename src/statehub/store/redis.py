@@ -350,7 +350,7 @@ class RedisStore(Store):
 
     async def _wait_applied(self, revision: int) -> None:
         """Return once the mirror has every revision up to ``revision``."""
-        if self._feed.revision >= revision:
+        if self._feed.delivered_revision >= revision:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._applied_waiters.append((revision, future))
@@ -361,7 +361,7 @@ class RedisStore(Store):
             await self.run_async(self._catch_up_async(revision))
 
     def _wake_applied(self) -> None:
-        applied = self._feed.revision
+        applied = self._feed.delivered_revision
         waiting = []
         for revision, future in self._applied_waiters:
             if revision <= applied:
@@ -372,13 +372,13 @@ class RedisStore(Store):
         self._applied_waiters = waiting
 
     def _catch_up_sync(self, revision: int) -> None:
-        start = self._feed.revision + 1
+        start = self._feed.delivered_revision + 1
         if start < revision:
             entries = self.sync_client.xrange(self.keys.history, f"{start}-0", f"{revision - 1}-0")
             self._deliver(cast(_Entries, entries), start)
 
     async def _catch_up_async(self, revision: int) -> None:
-        start = self._feed.revision + 1
+        start = self._feed.delivered_revision + 1
         if start < revision:
             entries = await self.async_client().xrange(
                 self.keys.history, f"{start}-0", f"{revision - 1}-0"
@@ -411,7 +411,7 @@ class RedisStore(Store):
             self.available = True
         self._backoff = FIRST_BACKOFF
         while not self._stopping:
-            last = self._feed.revision
+            last = self._feed.delivered_revision
             reply: Any = await client.xread(
                 {self.keys.history: f"{last}-0"},
                 count=READ_BATCH,
@@ -432,7 +432,7 @@ class RedisStore(Store):
         if not entries:
             return
         first = _revision_of(entries[0][0])
-        if first > expected and expected <= self._feed.revision + 1:
+        if first > expected and expected <= self._feed.delivered_revision + 1:
             logger.warning(
                 "revisions %d to %d are no longer in Redis's history (MAXLEN %d): "
                 "starting again from a snapshot",
@@ -442,7 +442,7 @@ class RedisStore(Store):
             )
             self._restart_from(*self._snapshot_sync())
             return
-        applied = self._feed.revision
+        applied = self._feed.delivered_revision
         for entry_id, fields in entries:
             revision = _revision_of(entry_id)
             if revision <= applied:
@@ -461,7 +461,7 @@ class RedisStore(Store):
         )
         epoch, revision = reply[0].decode(), int(reply[1])
         # A new epoch, or the same one rewound (restored from an older backup): start over.
-        if epoch != self._epoch or revision < self._feed.revision:
+        if epoch != self._epoch or revision < self._feed.delivered_revision:
             self._restart_from(*await self._snapshot_async(client))
 
     def _restart_from(self, epoch: str, revision: int, content: dict[str, JsonValue]) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 
+from statehub.core.rwlock import LockHolding
 from statehub.errors import LockFailed, LockNotOwnedError, LockUpgradeError
 from statehub.protocol.codec import encode_value
 from statehub.store import redis_scripts
@@ -105,6 +106,36 @@ class RedisLockTable:
     def can_acquire(self, key: str, *, exclusive: bool) -> bool:
         """True if a new owner could take ``key`` in that mode right now without waiting."""
         return bool(self._run_sync(redis_scripts.LOCK_TEST, [self._prefix, key, _mode(exclusive)]))
+
+    def counts(self) -> tuple[int, int]:
+        """(owners holding a lock, requests waiting for one) over every key, all servers."""
+        held = waiting = 0
+        for holding in self.holdings():
+            held += len(holding.holders)
+            waiting += holding.waiting
+        return held, waiting
+
+    def holdings(self) -> list[LockHolding]:
+        """The keys held right now on any server; holders are Redis owner ids."""
+        client = self._store.sync_client
+
+        def read() -> list[LockHolding]:
+            held = []
+            members: Any = client.smembers(self._base + "lockkeys")
+            for raw in sorted(members):
+                key = raw.decode()
+                fields: Any = client.hgetall(f"{self._prefix}:{key}")
+                waiting: Any = client.llen(f"{self._prefix}q:{key}")
+                writer = fields.get(b"writer")
+                if writer is not None:
+                    held.append(LockHolding(key, "exclusive", (writer.decode(),), int(waiting)))
+                    continue
+                readers = tuple(name.decode()[2:] for name in fields if name.startswith(b"r:"))
+                if readers:
+                    held.append(LockHolding(key, "shared", readers, int(waiting)))
+            return held
+
+        return self._store.run_sync(read)
 
     async def close(self) -> None:
         """Stop listening for grants."""

@@ -12,6 +12,12 @@ once; the same writer still puts every change on disk within about one fsync, bu
 crash (or power loss) loses the acknowledged changes still queued then (at most
 ``max_pending`` of them).
 
+With durability ``"disk"`` the state dictionary shows a change to readers only once it
+is on disk (``on_durable``), so a write that fails (disk full) is never seen. A record
+beside the file (``durable-revision``, see ``durable_record``) lets a start notice that
+the WAL lost acknowledged changes and refuse; the WAL is checkpointed every
+``CHECKPOINT_EVERY`` revisions and when idle, so little depends on it.
+
 Leases are runtime facts of connected sessions and are not persisted: after a restart
 there are none. Revisions assigned but not on disk when the process died may have been
 seen by subscribers; so that no revision number ever names two different changes, a
@@ -31,16 +37,26 @@ import itertools
 import logging
 import os
 import secrets
+import shutil
 import sqlite3
 import threading
+import time
 import weakref
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Literal
 
-from statehub.core.values import JsonValue
+from statehub.core.values import JsonValue, check_key, checked_copy
 from statehub.store.base import Store
 from statehub.store.datafile import check_sqlite_file, file_error
+from statehub.store.durable_record import (
+    RECORD_FILE,
+    DurableRecord,
+    Recorded,
+    loss,
+    probe_data_file,
+    read_record,
+)
 from statehub.store.encoding import decode_value, encode_value
 from statehub.store.errors import DataFileError, DurabilityError
 from statehub.store.leases import LeasesInProcess, LeaseTable
@@ -58,6 +74,12 @@ APPLICATION_ID = 0x53544842
 SCHEMA_VERSION = 1
 #: Revisions that may be numbered but not yet on disk; ``commit`` waits beyond that.
 MAX_PENDING = 10_000
+#: The WAL is checkpointed into the main file after this many revisions, and after
+#: ``CHECKPOINT_IDLE_S`` seconds without writes, so that little ever depends on it.
+CHECKPOINT_EVERY = 1_000
+CHECKPOINT_IDLE_S = 1.0
+#: How soon the writer calls the durability listener again when its lock was busy.
+LISTENER_RETRY_S = 0.002
 
 _SCHEMA = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -74,6 +96,17 @@ INSERT INTO meta (name, value) VALUES
 #: written with a few multi-row statements rather than one statement per key.
 _ROWS_PER_STATEMENT = 300  # 3 parameters each: under 999, the oldest SQLite's limit
 _SET_META = "UPDATE meta SET value = ? WHERE name = ?"
+#: Rows of values over the limits of docs/limits.md (written by an older statehub), moved
+#: out of ``state`` at start so the server can run; kept for an operator to look at.
+_QUARANTINE_TABLE = """
+CREATE TABLE IF NOT EXISTS quarantine (
+    key BLOB NOT NULL,
+    value TEXT NOT NULL,
+    format INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    revision INTEGER NOT NULL
+)
+"""
 
 _EncodedChange = tuple[int, list[tuple[bytes, str, int]], list[bytes]]
 _AsyncWaiter = tuple[int, int, asyncio.AbstractEventLoop, "asyncio.Future[None]"]
@@ -99,6 +132,7 @@ class SQLiteStore(LeasesInProcess, Store):
         *,
         durability: Durability = "disk",
         max_pending: int = MAX_PENDING,
+        accept_data_loss: bool = False,
     ) -> None:
         if durability not in DURABILITY_MODES:
             raise ValueError(
@@ -111,12 +145,20 @@ class SQLiteStore(LeasesInProcess, Store):
         self.durability: Durability = durability
         self._max_pending = max_pending
         self._leases = LeaseTable()
+        #: Rows refused at start for being over the value limits: (key, text, format, why).
+        self.quarantined: list[tuple[bytes, str, int, str]] = []
+        record_path = self.directory / RECORD_FILE
+        lost = self._check_record(record_path, accept_data_loss)
         self._conn = _connect(self.directory, self.path)
         try:
-            content, revision, skipped = self._start()
+            content, revision, skipped = self._start(lost)
+            self._record = DurableRecord(record_path)
         except BaseException:
             self._conn.close()
             raise
+        self._record.write(self._epoch_number, revision - skipped)
+        self._record.sync()
+        self._checkpointed = revision
         self._initial_content: dict[str, JsonValue] | None = content
         #: Revision read from disk, and how far it was moved on after an unclean stop.
         self.loaded_revision = revision - skipped
@@ -136,6 +178,8 @@ class SQLiteStore(LeasesInProcess, Store):
         self.transactions = 0
         self._closing = False
         self._closed = False
+        self._listener: Callable[[], bool] | None = None
+        self._listener_behind = False  # it could not act when last told: tell it again
         self._writer = threading.Thread(
             target=self._write_loop, name=f"statehub-sqlite-writer:{self.path}", daemon=True
         )
@@ -213,10 +257,12 @@ class SQLiteStore(LeasesInProcess, Store):
                 if self._failure is None:
                     self._conn.execute(_SET_META, (1, "clean"))
                     self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error as error:
+                self._record.sync()
+            except (sqlite3.Error, OSError) as error:
                 logger.error("closing %s: %s", self.path, error)
             finally:
                 self._conn.close()
+                self._record.close()
 
     # -- beyond the Store interface ----------------------------------------------------
 
@@ -270,8 +316,38 @@ class SQLiteStore(LeasesInProcess, Store):
                     f"(on disk: {self._durable})"
                 )
 
-    def _start(self) -> tuple[dict[str, JsonValue], int, int]:
-        """Check or create the file, read it, and record that a run has started."""
+    def _check_record(self, record_path: Path, accept_data_loss: bool) -> Recorded | None:
+        """Refuse to start if changes recorded as durable are missing from the data file
+        (``DataFileError``, nothing touched); with ``accept_data_loss``, say so and return
+        the record, so that ``_start`` moves past the lost revisions in a new epoch."""
+        try:
+            recorded = read_record(record_path)
+        except DataFileError as error:
+            if not accept_data_loss:
+                raise
+            logger.warning("accepting possible data loss (accept_data_loss): %s", error)
+            return None
+        if recorded is None:
+            return None
+        problem = loss(recorded, probe_data_file(self.path), self.path, record_path)
+        if problem is None:
+            return None
+        if not accept_data_loss:
+            raise DataFileError(problem)
+        logger.warning("accepting data loss (accept_data_loss): %s", problem)
+        wal = self.path.with_name(self.path.name + "-wal")
+        if wal.exists():  # kept for whoever looks into it; SQLite will reuse the WAL
+            kept = wal.with_name(f"{wal.name}.lost-{time.strftime('%Y%m%dT%H%M%S')}")
+            shutil.copy2(wal, kept)
+            logger.warning("the write-ahead log as it was is kept as %s", kept)
+        return recorded
+
+    def _start(self, lost: Recorded | None) -> tuple[dict[str, JsonValue], int, int]:
+        """Check or create the file, read it, and record that a run has started.
+
+        ``lost``: changes up to ``lost.revision`` are known to be missing (accepted): the
+        revision moves past them, in a new epoch, so that no revision names two changes.
+        """
         conn, path = self._conn, self.path
         try:
             # Exclusive: the first write locks the file for as long as it is open, so a
@@ -304,8 +380,11 @@ class SQLiteStore(LeasesInProcess, Store):
             revision, skipped = meta["revision"], 0
             # Made once per data file: revisions go on across restarts, so history does.
             epoch = meta["epoch"] or secrets.randbits(62)
-            self._epoch = f"{epoch:016x}"
-            if not meta["clean"]:
+            if lost is not None:
+                epoch = secrets.randbits(62)
+                skipped = max(revision, lost.revision) + self._max_pending + 1 - revision
+                revision += skipped
+            elif not meta["clean"]:
                 skipped = meta["restart_skip"]
                 logger.warning(
                     "%s was not closed cleanly: revision moves on from %d to %d so that "
@@ -315,7 +394,11 @@ class SQLiteStore(LeasesInProcess, Store):
                     revision + skipped,
                 )
                 revision += skipped
+            self._epoch_number = epoch
+            self._epoch = f"{epoch:016x}"
             conn.execute("BEGIN IMMEDIATE")
+            if self.quarantined:
+                self._quarantine(revision)
             conn.executemany(
                 _SET_META,
                 [
@@ -337,33 +420,104 @@ class SQLiteStore(LeasesInProcess, Store):
         return content, revision, skipped
 
     def _read_content(self) -> dict[str, JsonValue]:
+        """The stored content; rows over the value limits go to ``self.quarantined``."""
         content: dict[str, JsonValue] = {}
+        self.quarantined = []
         for key, text, form in self._conn.execute("SELECT key, value, format FROM state"):
             try:
                 name = bytes(key).decode("utf-8", "surrogatepass")
-                content[name] = decode_value(text, form)
+                value = decode_value(text, form)
+            except RecursionError:  # json's own guard: nested beyond any limit
+                self.quarantined.append((key, text, form, "nested too deep to decode"))
+                continue
             except (ValueError, TypeError, IndexError, UnicodeDecodeError) as error:
                 raise DataFileError(
                     f"{self.path}: the stored value of key {key!r} cannot be read "
                     f"({type(error).__name__}: {error}); statehub changed nothing in it."
                 ) from error
+            try:
+                content[check_key(name)] = checked_copy(value, name)
+            except (ValueError, TypeError) as error:  # written before the limits existed
+                self.quarantined.append((key, text, form, str(error)))
         return content
+
+    def _quarantine(self, revision: int) -> None:
+        """Move the rows ``_read_content`` refused out of ``state``; caller is in a
+        transaction. They stay in the file, in table ``quarantine``, for an operator."""
+        conn = self._conn
+        conn.execute(_QUARANTINE_TABLE)
+        for key, text, form, reason in self.quarantined:
+            conn.execute(
+                "INSERT INTO quarantine (key, value, format, reason, revision) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (key, text, form, reason, revision),
+            )
+            conn.execute("DELETE FROM state WHERE key = ?", (key,))
+            logger.warning(
+                "%s: key %r quarantined, not served: %s. Its row is kept in table "
+                "'quarantine' of the file (docs/limits.md).",
+                self.path,
+                bytes(key).decode("utf-8", "surrogatepass"),
+                reason,
+            )
 
     def _write_loop(self) -> None:
         while True:
             with self._lock:
                 while not self._queue and not self._closing:
-                    self._work.wait()
+                    if self._listener_behind:
+                        timeout: float | None = LISTENER_RETRY_S
+                    elif self._durable > self._checkpointed:
+                        timeout = CHECKPOINT_IDLE_S
+                    else:
+                        timeout = None
+                    if not self._work.wait(timeout):
+                        break  # the listener to call again, or idle: time to checkpoint
                 batch, self._queue = self._queue, []
+                closing = self._closing
             if not batch:
-                return
+                if closing:
+                    return
+                if self._listener_behind:
+                    self._tell_listener()
+                else:
+                    self._checkpoint()
+                continue
             try:
                 with self._db_lock:
                     self._write(batch)
+                    self._record.write(self._epoch_number, batch[-1][0])
             except BaseException as error:
                 self._fail(error)
                 return
             self._mark_durable(batch[-1][0])
+            self._tell_listener()
+            if batch[-1][0] - self._checkpointed >= CHECKPOINT_EVERY:
+                self._checkpoint()
+
+    def on_durable(self, listener: Callable[[], bool]) -> bool:
+        self._listener = listener
+        return self.durability == "disk"
+
+    def _tell_listener(self) -> None:
+        """Tell the listener (the state dictionary) that more is durable; from the writer."""
+        listener = self._listener
+        try:
+            self._listener_behind = listener is not None and not listener()
+        except Exception:  # a bug there must not stop the writer
+            logger.exception("the durability listener of %s failed", self.path)
+            self._listener_behind = False
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the main file (and fsync it), so that little depends on the
+        WAL; runs in the writer thread, every ``CHECKPOINT_EVERY`` revisions and when idle."""
+        durable = self._durable
+        try:
+            with self._db_lock:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as error:  # the next write reports real trouble
+            logger.warning("checkpointing %s failed: %s", self.path, error)
+        self._checkpointed = durable
 
     def _write(self, batch: list[_EncodedChange]) -> None:
         latest: dict[bytes, tuple[bytes, str, int] | None] = {}

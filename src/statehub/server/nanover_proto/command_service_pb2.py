@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n3statehub/server/nanover_proto/command_service.proto\x12\x18nanover.protocol.command\x1a\x1cgoogle/protobuf/struct.proto\"\x14\n\x12GetCommandsRequest\"N\n\x10GetCommandsReply\x12:\n\x08\x63ommands\x18\x01 \x03(\x0b\x32(.nanover.protocol.command.CommandMessage\"J\n\x0e\x43ommandMessage\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"7\n\x0c\x43ommandReply\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct2\xd6\x01\n\x07\x43ommand\x12i\n\x0bGetCommands\x12,.nanover.protocol.command.GetCommandsRequest\x1a*.nanover.protocol.command.GetCommandsReply\"\x00\x12`\n\nRunCommand\x12(.nanover.protocol.command.CommandMessage\x1a&.nanover.protocol.command.CommandReply\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n3statehub/server/nanover_proto/command_service.proto\x12\x1fstatehub.nanover_compat.command\x1a\x1cgoogle/protobuf/struct.proto\"\x14\n\x12GetCommandsRequest\"U\n\x10GetCommandsReply\x12\x41\n\x08\x63ommands\x18\x01 \x03(\x0b\x32/.statehub.nanover_compat.command.CommandMessage\"J\n\x0e\x43ommandMessage\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"7\n\x0c\x43ommandReply\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct2\xf2\x01\n\x07\x43ommand\x12w\n\x0bGetCommands\x12\x33.statehub.nanover_compat.command.GetCommandsRequest\x1a\x31.statehub.nanover_compat.command.GetCommandsReply\"\x00\x12n\n\nRunCommand\x12/.statehub.nanover_compat.command.CommandMessage\x1a-.statehub.nanover_compat.command.CommandReply\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'statehub.server.nanover_proto.command_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETCOMMANDSREQUEST']._serialized_start=111
-  _globals['_GETCOMMANDSREQUEST']._serialized_end=131
-  _globals['_GETCOMMANDSREPLY']._serialized_start=133
-  _globals['_GETCOMMANDSREPLY']._serialized_end=211
-  _globals['_COMMANDMESSAGE']._serialized_start=213
-  _globals['_COMMANDMESSAGE']._serialized_end=287
-  _globals['_COMMANDREPLY']._serialized_start=289
-  _globals['_COMMANDREPLY']._serialized_end=344
-  _globals['_COMMAND']._serialized_start=347
-  _globals['_COMMAND']._serialized_end=561
+  _globals['_GETCOMMANDSREQUEST']._serialized_start=118
+  _globals['_GETCOMMANDSREQUEST']._serialized_end=138
+  _globals['_GETCOMMANDSREPLY']._serialized_start=140
+  _globals['_GETCOMMANDSREPLY']._serialized_end=225
+  _globals['_COMMANDMESSAGE']._serialized_start=227
+  _globals['_COMMANDMESSAGE']._serialized_end=301
+  _globals['_COMMANDREPLY']._serialized_start=303
+  _globals['_COMMANDREPLY']._serialized_end=358
+  _globals['_COMMAND']._serialized_start=361
+  _globals['_COMMAND']._serialized_end=603
 # @@protoc_insertion_point(module_scope)

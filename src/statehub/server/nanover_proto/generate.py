@@ -1,4 +1,8 @@
-"""Regenerate the protobuf and gRPC modules from the .proto files next to this one."""
+"""Regenerate the protobuf modules from the .proto files next to this one.
+
+No gRPC stubs are generated: `statehub.server.nanover_compat` serves the services at
+NanoVer's paths itself (the proto package is statehub's own, see the .proto files).
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,6 @@ def main() -> int:
             f"-I{include}",
             f"--python_out={source_root}",
             f"--pyi_out={source_root}",
-            f"--grpc_python_out={source_root}",
             *protos,
         ]
     )

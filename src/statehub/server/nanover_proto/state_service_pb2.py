@@ -25,25 +25,25 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n1statehub/server/nanover_proto/state_service.proto\x12\x16nanover.protocol.state\x1a\x1cgoogle/protobuf/struct.proto\"<\n\x0bStateUpdate\x12-\n\x0c\x63hanged_keys\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"7\n\x1cSubscribeStateUpdatesRequest\x12\x17\n\x0fupdate_interval\x18\x01 \x01(\x02\"_\n\x12UpdateStateRequest\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x33\n\x06update\x18\x02 \x01(\x0b\x32#.nanover.protocol.state.StateUpdate\"&\n\x13UpdateStateResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\"V\n\x12UpdateLocksRequest\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12*\n\tlock_keys\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"&\n\x13UpdateLocksResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x32\xd3\x02\n\x05State\x12v\n\x15SubscribeStateUpdates\x12\x34.nanover.protocol.state.SubscribeStateUpdatesRequest\x1a#.nanover.protocol.state.StateUpdate\"\x00\x30\x01\x12h\n\x0bUpdateState\x12*.nanover.protocol.state.UpdateStateRequest\x1a+.nanover.protocol.state.UpdateStateResponse\"\x00\x12h\n\x0bUpdateLocks\x12*.nanover.protocol.state.UpdateLocksRequest\x1a+.nanover.protocol.state.UpdateLocksResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n1statehub/server/nanover_proto/state_service.proto\x12\x1dstatehub.nanover_compat.state\x1a\x1cgoogle/protobuf/struct.proto\"<\n\x0bStateUpdate\x12-\n\x0c\x63hanged_keys\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"7\n\x1cSubscribeStateUpdatesRequest\x12\x17\n\x0fupdate_interval\x18\x01 \x01(\x02\"f\n\x12UpdateStateRequest\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12:\n\x06update\x18\x02 \x01(\x0b\x32*.statehub.nanover_compat.state.StateUpdate\"&\n\x13UpdateStateResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\"V\n\x12UpdateLocksRequest\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12*\n\tlock_keys\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"&\n\x13UpdateLocksResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x32\xfe\x02\n\x05State\x12\x84\x01\n\x15SubscribeStateUpdates\x12;.statehub.nanover_compat.state.SubscribeStateUpdatesRequest\x1a*.statehub.nanover_compat.state.StateUpdate\"\x00\x30\x01\x12v\n\x0bUpdateState\x12\x31.statehub.nanover_compat.state.UpdateStateRequest\x1a\x32.statehub.nanover_compat.state.UpdateStateResponse\"\x00\x12v\n\x0bUpdateLocks\x12\x31.statehub.nanover_compat.state.UpdateLocksRequest\x1a\x32.statehub.nanover_compat.state.UpdateLocksResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'statehub.server.nanover_proto.state_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STATEUPDATE']._serialized_start=107
-  _globals['_STATEUPDATE']._serialized_end=167
-  _globals['_SUBSCRIBESTATEUPDATESREQUEST']._serialized_start=169
-  _globals['_SUBSCRIBESTATEUPDATESREQUEST']._serialized_end=224
-  _globals['_UPDATESTATEREQUEST']._serialized_start=226
-  _globals['_UPDATESTATEREQUEST']._serialized_end=321
-  _globals['_UPDATESTATERESPONSE']._serialized_start=323
-  _globals['_UPDATESTATERESPONSE']._serialized_end=361
-  _globals['_UPDATELOCKSREQUEST']._serialized_start=363
-  _globals['_UPDATELOCKSREQUEST']._serialized_end=449
-  _globals['_UPDATELOCKSRESPONSE']._serialized_start=451
-  _globals['_UPDATELOCKSRESPONSE']._serialized_end=489
-  _globals['_STATE']._serialized_start=492
-  _globals['_STATE']._serialized_end=831
+  _globals['_STATEUPDATE']._serialized_start=114
+  _globals['_STATEUPDATE']._serialized_end=174
+  _globals['_SUBSCRIBESTATEUPDATESREQUEST']._serialized_start=176
+  _globals['_SUBSCRIBESTATEUPDATESREQUEST']._serialized_end=231
+  _globals['_UPDATESTATEREQUEST']._serialized_start=233
+  _globals['_UPDATESTATEREQUEST']._serialized_end=335
+  _globals['_UPDATESTATERESPONSE']._serialized_start=337
+  _globals['_UPDATESTATERESPONSE']._serialized_end=375
+  _globals['_UPDATELOCKSREQUEST']._serialized_start=377
+  _globals['_UPDATELOCKSREQUEST']._serialized_end=463
+  _globals['_UPDATELOCKSRESPONSE']._serialized_start=465
+  _globals['_UPDATELOCKSRESPONSE']._serialized_end=503
+  _globals['_STATE']._serialized_start=506
+  _globals['_STATE']._serialized_end=888
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,85 @@
+// statehub's session protocol (docs/protocol.md) over WebSocket: each binary message is one
+// msgpack-encoded list of messages; requests carry an id, replies come back by id, change
+// batches by subscription id. The dashboard uses nothing else.
+import { decode, encode, ExtensionCodec } from "@msgpack/msgpack";
+
+// Ints outside 64 bits travel as ext type 1 holding the decimal string.
+const extensionCodec = new ExtensionCodec();
+extensionCodec.register({
+  type: 1,
+  encode: () => null,
+  decode: (data) => BigInt(new TextDecoder().decode(data)),
+});
+
+export class RemoteError extends Error {
+  constructor(wire) {
+    super(`${wire.type} (${wire.status}): ${wire.message}`);
+    this.wire = wire;
+  }
+}
+
+export class Session {
+  constructor(url, clientName) {
+    this.url = url;
+    this.clientName = clientName;
+    this.nextId = 1;
+    this.pending = new Map();
+    this.subscriptions = new Map();
+    this.onclose = () => {};
+  }
+
+  async open() {
+    this.socket = new WebSocket(this.url);
+    this.socket.binaryType = "arraybuffer";
+    await new Promise((resolve, reject) => {
+      this.socket.onopen = resolve;
+      this.socket.onerror = () => reject(new Error(`cannot open ${this.url}`));
+    });
+    this.socket.onmessage = (event) => this.receive(new Uint8Array(event.data));
+    this.socket.onclose = (event) => {
+      for (const { reject } of this.pending.values()) reject(new Error("connection lost"));
+      this.pending.clear();
+      this.onclose(event);
+    };
+    this.hello = await this.request("hello", { token: null, client: this.clientName });
+    return this.hello;
+  }
+
+  receive(frame) {
+    for (const message of decode(frame, { extensionCodec })) {
+      if (message.id !== undefined && message.id !== null && this.pending.has(message.id)) {
+        const { resolve, reject } = this.pending.get(message.id);
+        this.pending.delete(message.id);
+        if (message.error) reject(new RemoteError(message.error));
+        else resolve(message.ok ?? {});
+      } else if (message.sub !== undefined) {
+        this.subscriptions.get(message.sub)?.(message);
+      } else if (message.error) {
+        console.warn("statehub:", message.error);
+      }
+    }
+  }
+
+  request(op, args = {}) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.socket.send(encode([{ id, op, ...args }], { extensionCodec }));
+    });
+  }
+
+  async subscribe(prefix, interval, handler) {
+    const { sub } = await this.request("subscribe", { prefix, interval, since: null });
+    this.subscriptions.set(sub, handler);
+    return sub;
+  }
+
+  async unsubscribe(sub) {
+    this.subscriptions.delete(sub);
+    await this.request("unsubscribe", { sub });
+  }
+
+  call(name, args = {}) {
+    return this.request("call", { name, arguments: args }).then((reply) => reply.result);
+  }
+}

@@ -1,0 +1,98 @@
+"""Seeing what is on a server: ``statehub keys | leases | locks | sessions``."""
+
+from __future__ import annotations
+
+import click
+
+from statehub.cli.client_commands import connect, run
+from statehub.cli.options import server_options
+from statehub.cli.output import dumps, emit, output_option
+
+
+@click.command()
+@click.argument("prefix", default="")
+@click.option("--values", is_flag=True, help="Print each key's value too.")
+@output_option()
+@server_options
+def keys(prefix: str, values: bool, output: str, host: str, port: int) -> None:
+    """List the keys starting with PREFIX (every key without one), sorted."""
+
+    async def main() -> None:
+        async with connect(host, port) as client:
+            if values:
+                found = await client.get_prefix(prefix)
+                rows = [[key, dumps(value)] for key, value in found.items()]
+                emit(output, found, ["key", "value"], rows, empty="no keys")
+            else:
+                names = await client.keys(prefix)
+                emit(output, names, ["key"], [[name] for name in names], empty="no keys")
+
+    run(main)
+
+
+@click.command()
+@output_option()
+@server_options
+def leases(output: str, host: str, port: int) -> None:
+    """List the live leases: key, held by this client, seconds left."""
+
+    async def main() -> None:
+        async with connect(host, port) as client:
+            found = await client.leases()
+        rows = [[lease.key, _seconds(lease.seconds_left)] for lease in found]
+        data = [{"key": lease.key, "seconds_left": lease.seconds_left} for lease in found]
+        emit(output, data, ["key", "seconds left"], rows, empty="no leases")
+
+    run(main)
+
+
+@click.command()
+@output_option()
+@server_options
+def locks(output: str, host: str, port: int) -> None:
+    """List the read/write locks held: key, mode, holders (client, session), waiting."""
+
+    async def main() -> None:
+        async with connect(host, port) as client:
+            found = await client.locks()
+        rows = [
+            [
+                lock.key,
+                lock.mode,
+                ", ".join(f"{h.client or '?'} ({h.session[:8]})" for h in lock.holders),
+                lock.waiting,
+            ]
+            for lock in found
+        ]
+        data = [
+            {key: value for key, value in lock.as_dict().items() if key != "mine"} for lock in found
+        ]
+        emit(output, data, ["key", "mode", "held by", "waiting"], rows, empty="no locks held")
+
+    run(main)
+
+
+@click.command()
+@output_option()
+@server_options
+def sessions(output: str, host: str, port: int) -> None:
+    """List the connected sessions: client name, address, subscriptions."""
+
+    async def main() -> None:
+        async with connect(host, port) as client:
+            found = [s for s in await client.sessions() if not s.you]  # not this command's own
+        rows = [[s.client or "?", s.peer, s.subscriptions, s.session] for s in found]
+        data = [{key: value for key, value in s.as_dict().items() if key != "you"} for s in found]
+        emit(
+            output,
+            data,
+            ["client", "address", "subscriptions", "session"],
+            rows,
+            empty="no other sessions",
+        )
+
+    run(main)
+
+
+def _seconds(left: float | None) -> str:
+    return "never expires" if left is None else f"{left:.1f}"

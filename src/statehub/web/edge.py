@@ -1,0 +1,156 @@
+"""The web edge: one aiohttp application on its own port, in the gRPC server's event loop.
+
+Routes (see ``docs/web.md``):
+
+- ``/v1/session``: statehub's session protocol over WebSocket;
+- ``/``: NanoVer's WebSocket protocol for a WebSocket upgrade, the dashboard otherwise;
+- ``/metrics`` (Prometheus), ``/healthz`` (alive), ``/readyz`` (serving, store reachable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from statehub.server.peer import Peer
+from statehub.server.session import Hub
+from statehub.web import nanover_socket
+from statehub.web.metrics import ServerMetrics
+from statehub.web.nanover_socket import NanoverConnection, NanoverRoom
+from statehub.web.session_socket import serve_session_socket
+
+logger = logging.getLogger(__name__)
+
+#: The web port's default in ``statehub serve``: the one after NanoVer's gRPC port.
+DEFAULT_HTTP_PORT = 38802
+SESSION_WEBSOCKET_PATH = "/v1/session"
+#: Where the built dashboard lives inside the package (built by ``make dashboard``).
+DASHBOARD_DIR = Path(__file__).parent / "dashboard"
+
+
+class WebEdge:
+    """The HTTP/WebSocket side of a server: its routes, its listening socket."""
+
+    def __init__(self, hub: Hub, *, keepalive_time: float, max_message_bytes: int) -> None:
+        self.hub = hub
+        #: aiohttp pings every ``keepalive_time`` s and drops a peer whose pong has not come
+        #: within half of it: a dead peer is noticed within 1.5 x keepalive_time (15 s by
+        #: default, the same bound as gRPC's 10 s + 5 s).
+        self.keepalive_time = keepalive_time
+        #: Frames up to twice the session limit are read and refused request by request
+        #: (as over gRPC); beyond that the socket is closed with 1009 (message too big).
+        self.max_frame_bytes = max(2 * max_message_bytes, max_message_bytes + 1024 * 1024)
+        #: NanoVer's WebSocket clients (at ``/``) and the commands they registered.
+        self.nanover = NanoverRoom(hub)
+        self.metrics = ServerMetrics(hub, self.nanover)
+        hub.observer = self.metrics
+        self.nanover.observer = self.metrics
+        self.app = web.Application()
+        self.app.add_routes(
+            [
+                web.get("/", self._root),
+                web.get(SESSION_WEBSOCKET_PATH, self._session),
+                web.get("/metrics", self._metrics),
+                web.get("/healthz", self._healthz),
+                web.get("/readyz", self._readyz),
+            ]
+        )
+        if DASHBOARD_DIR.is_dir():
+            self.app.router.add_static("/dashboard/", DASHBOARD_DIR)
+        self._runner: web.AppRunner | None = None
+        self._lag_probe: asyncio.Task[None] | None = None
+        self.port: int | None = None
+
+    async def start(
+        self, address: str, port: int, ssl_context: ssl.SSLContext | None = None
+    ) -> int:
+        """Listen on ``address:port`` (0 picks a port; TLS with ``ssl_context``); returns
+        the port bound."""
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, address, port, reuse_port=False, ssl_context=ssl_context)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._lag_probe = asyncio.ensure_future(self.metrics.probe_loop_lag())
+        self.port = int(runner.addresses[0][1])
+        logger.info("statehub web edge on http://%s:%d", address, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        await self.nanover.close_all()
+        if self._lag_probe is not None:
+            self._lag_probe.cancel()
+            await asyncio.wait([self._lag_probe])
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def websocket(self, max_frame_bytes: int) -> web.WebSocketResponse:
+        return web.WebSocketResponse(heartbeat=self.keepalive_time, max_msg_size=max_frame_bytes)
+
+    async def _session(self, request: web.Request) -> web.StreamResponse:
+        socket = self.websocket(self.max_frame_bytes)
+        if not socket.can_prepare(request).ok:
+            raise web.HTTPBadRequest(
+                text=f"{SESSION_WEBSOCKET_PATH} speaks the session protocol over WebSocket "
+                "only: open it with a WebSocket upgrade"
+            )
+        await socket.prepare(request)
+        await serve_session_socket(self.hub, socket, peer=peer_of(request))
+        return socket
+
+    async def _root(self, request: web.Request) -> web.StreamResponse:
+        """NanoVer's protocol for a WebSocket upgrade (as NanoVer serves it); else the page."""
+        socket = self.websocket(nanover_socket.MAX_MESSAGE_BYTES)
+        if not socket.can_prepare(request).ok:
+            return self._dashboard_page()
+        await socket.prepare(request)
+        await NanoverConnection(self.nanover, socket, peer_of(request)).run()
+        return socket
+
+    def _dashboard_page(self) -> web.StreamResponse:
+        index = DASHBOARD_DIR / "index.html"
+        if not index.is_file():
+            return web.Response(
+                status=503,
+                text="the dashboard is not built in this installation (run `make dashboard`); "
+                "/v1/session, /metrics, /healthz and NanoVer's WebSocket at / still work",
+            )
+        return web.FileResponse(index)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        exposition = self.metrics.exposition()
+        return web.Response(body=exposition, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        try:
+            revision = self.hub.state.revision
+            frozen = self.hub.state.views.frozen
+        except Exception as error:  # a store that cannot answer is not ready
+            return web.json_response(
+                {"status": "store unreachable", "error": str(error)}, status=503
+            )
+        if frozen:
+            return web.json_response({"status": "stopping"}, status=503)
+        return web.json_response({"status": "ready", "revision": revision})
+
+
+def peer_of(request: web.Request) -> Peer:
+    """The client of ``request``: its address, and a bearer token if it sent one."""
+    peername = request.transport.get_extra_info("peername") if request.transport else None
+    address = f"{peername[0]}:{peername[1]}" if peername else "unknown"
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return Peer(address=address, transport="websocket", bearer_token=bearer)

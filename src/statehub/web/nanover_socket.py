@@ -1,0 +1,567 @@
+"""NanoVer's current WebSocket protocol (binary msgpack maps) served from the same core.
+
+What a NanoVer client sees (``docs/web.md``; the wire format is NanoVer's, see its
+``websocket/server.py``): on connect a ``state`` snapshot, then coalesced deltas at most
+every 1/30 s with both ``updates`` and ``removals``, its own writes included; its ``state``
+messages applied atomically without acknowledgement; ``command`` requests answered with
+``response`` or ``exception``; commands a client ``register``s forwarded to it. This
+module only translates: writes go through ``StateDictionary.update_state`` under the
+connection's own token (so leases apply to NanoVer clients too), commands through the
+server's ``CommandRegistry``, deltas come from a change view like every subscription's.
+
+Where NanoVer has gaps, this edge does better: bad input gets an ``{"error": ...}``
+message (NanoVer's clients ignore unknown keys) and reading goes on; a forwarded command
+whose registrant does not answer within ``forward_timeout`` fails with an exception; a
+registration ends when its client disconnects; frames are ignored (never sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from statehub.core.buffers import DictionaryChangeBuffer
+from statehub.core.change import DictionaryChange
+from statehub.core.pacing import Pacer
+from statehub.errors import ObjectFrozenError, ResourceLockedError
+from statehub.protocol.errors import status_of
+from statehub.server.peer import Peer
+from statehub.server.session import Hub
+
+logger = logging.getLogger(__name__)
+
+#: NanoVer's ``state_interval``: deltas at most 30 times a second.
+STATE_INTERVAL = 1 / 30
+#: NanoVer's ``MAX_MESSAGE_SIZE`` (128 MiB) on both sides; larger messages close with 1009.
+MAX_MESSAGE_BYTES = 128 * 1024 * 1024
+#: NanoVer's command listing every command (served by ``StateServer``).
+LIST_COMMANDS = "commands/list"
+#: Seconds a forwarded command waits for the client that registered it.
+DEFAULT_FORWARD_TIMEOUT = 30.0
+_AVATAR_PREFIX = "avatar."
+_INTERACTION_PREFIX = "interaction."
+
+NanoverMessage = dict[str, Any]
+
+
+class NanoverObserver:
+    """Told what NanoVer connections do (the web edge's metrics); does nothing here."""
+
+    def nanover_received(self, size: int) -> None: ...
+
+    def nanover_sent(self, size: int) -> None: ...
+
+    def request_done(self, op: str, outcome: str) -> None: ...
+
+
+class NanoverRoom:
+    """What the NanoVer connections of one server share: client-registered commands.
+
+    A registered command is added to the server's command registry too, so statehub
+    session clients (and the dashboard) can run it; it leaves with its client.
+    """
+
+    def __init__(self, hub: Hub, *, forward_timeout: float = DEFAULT_FORWARD_TIMEOUT) -> None:
+        self.hub = hub
+        self.forward_timeout = forward_timeout
+        self.connections: set[NanoverConnection] = set()
+        #: Connections fed by the shared 30 Hz broadcast (the others fell behind once and
+        #: follow a view of their own).
+        self._in_step: set[NanoverConnection] = set()
+        self._broadcaster: asyncio.Task[None] | None = None
+        #: Told of bytes and commands, for metrics (the web edge sets it).
+        self.observer: NanoverObserver = NanoverObserver()
+        self._registrants: dict[str, NanoverConnection] = {}
+        self._presentation: dict[str, dict[str, str]] = {}
+
+    def register(
+        self,
+        name: str,
+        connection: NanoverConnection,
+        defaults: Mapping[str, Any],
+        presentation: Mapping[str, str] | None = None,
+    ) -> None:
+        """Serve ``name`` by ``connection``; a later registration by anyone replaces it.
+
+        ``presentation`` (NanoVer's ``label`` and ``icon``) goes into ``commands/list``.
+        """
+        commands = self.hub.commands
+        if name in self._registrants:
+            commands.unregister(name)
+        elif name in commands.commands:
+            raise ValueError(
+                f"command {name!r} is served by the server itself; a client cannot take it over"
+            )
+        commands.register(name, self._forwarder(name), defaults)
+        self._registrants[name] = connection
+        self._presentation[name] = dict(presentation or {})
+
+    def command_entries(self, listing: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """NanoVer's ``commands`` list (name, arguments, label, icon) for ``listing``."""
+        return [
+            {"name": name, "arguments": arguments, **self._presentation.get(name, {})}
+            for name, arguments in listing.items()
+        ]
+
+    def registrant(self, name: str) -> NanoverConnection | None:
+        return self._registrants.get(name)
+
+    @property
+    def in_step(self) -> frozenset[NanoverConnection]:
+        """The connections the shared broadcast feeds."""
+        return frozenset(self._in_step)
+
+    def join(self, connection: NanoverConnection) -> None:
+        """Feed ``connection`` the shared deltas from now on (it has had its snapshot)."""
+        self.connections.add(connection)
+        self._in_step.add(connection)
+        if self._broadcaster is None or self._broadcaster.done():
+            self._broadcaster = asyncio.ensure_future(self._broadcast())
+
+    async def _broadcast(self) -> None:
+        """Every 1/30 s at most: one flush, one encoding, the same bytes to every client.
+
+        A client still writing the previous delta when the next is due leaves the shared
+        stream and resumes from the last revision it was given with a view of its own,
+        so one slow reader neither holds up the others nor makes the server queue for it.
+        """
+        pacer = Pacer(STATE_INTERVAL)
+        with self.hub.state.get_change_buffer(self.hub.state.revision, "") as view:
+            while self._in_step:
+                await asyncio.sleep(pacer.delay())
+                try:
+                    change = await view.flush_changed_async()
+                except ObjectFrozenError:
+                    return
+                if not (change.updates or change.removals):
+                    continue
+                data = _pack(
+                    {"state": {"updates": change.updates, "removals": sorted(change.removals)}}
+                )
+                for connection in list(self._in_step):
+                    if not connection.offer(data, view.cursor):
+                        self._in_step.discard(connection)
+                        connection.fall_behind()
+                pacer.flushed()
+
+    async def close_all(self) -> None:
+        """The server is stopping: close every NanoVer connection (1001, going away)."""
+        for connection in list(self.connections):
+            await connection.socket.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
+
+    def leave(self, connection: NanoverConnection) -> None:
+        """``connection`` is going: no more state for it."""
+        self.connections.discard(connection)
+        self._in_step.discard(connection)
+
+    def unregister_commands_of(self, connection: NanoverConnection) -> None:
+        """``connection`` is gone: its registrations end with it."""
+        for name, registrant in list(self._registrants.items()):
+            if registrant is connection:
+                del self._registrants[name]
+                self._presentation.pop(name, None)
+                self.hub.commands.unregister(name)
+
+    def _forwarder(self, name: str) -> Any:
+        async def forward(**arguments: Any) -> dict[str, Any] | None:
+            registrant = self._registrants.get(name)
+            if registrant is None:
+                raise KeyError(f"no command named {name!r}")
+            result = await registrant.forward(name, arguments, self.forward_timeout)
+            # statehub commands return a map or nothing; NanoVer's may return any value.
+            return result if result is None or type(result) is dict else {"result": result}
+
+        return forward
+
+
+class NanoverConnection:
+    """One NanoVer client on a WebSocket: its deltas, its writes, its commands."""
+
+    def __init__(self, room: NanoverRoom, socket: web.WebSocketResponse, peer: Peer) -> None:
+        self.room = room
+        self.hub = room.hub
+        self.socket = socket
+        self.peer = peer
+        #: Leases are checked against this token, like a session's.
+        self.token = f"nanover-{uuid.uuid4().hex}"
+        #: Fixed by the first ``avatar.<id>`` key the client writes (as NanoVer does).
+        self.user_id: str | None = None
+        self._write_lock = asyncio.Lock()
+        self._forward_ids = itertools.count(1)
+        self._forwards: dict[int, asyncio.Future[Any]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: The revision of the last state message queued for this client.
+        self._revision_sent = 0
+        self._writing_state = False
+
+    async def run(self) -> None:
+        """Serve the client until it goes; then clean up after it exactly once."""
+        sender = asyncio.ensure_future(self._send_snapshot_then_join())
+        try:
+            async for message in self.socket:
+                if message.type is WSMsgType.BINARY:
+                    self.room.observer.nanover_received(len(message.data))
+                    self._handle(message.data)
+                    await asyncio.sleep(0)  # let the commands it started begin, in order
+                elif message.type is WSMsgType.TEXT:
+                    await self._report_error(
+                        "ProtocolError",
+                        "NanoVer messages are binary msgpack maps; got a text message",
+                    )
+                elif message.type is WSMsgType.ERROR:
+                    break
+        except ConnectionResetError:
+            pass
+        finally:
+            self.room.leave(self)
+            for task in [sender, *self._tasks]:
+                task.cancel()
+            await asyncio.wait([sender, *self._tasks])
+            for future in self._forwards.values():
+                future.cancel()
+            self.room.unregister_commands_of(self)
+            self._remove_user_keys()
+            self.hub.state.release_owner(self.token)
+            await self.socket.close()
+
+    # -- incoming ------------------------------------------------------------------------
+
+    def _handle(self, data: bytes) -> None:
+        try:
+            message = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        except Exception as error:
+            self._spawn(self._report_error("ProtocolError", f"not a msgpack message: {error}"))
+            return
+        if type(message) is not dict:
+            self._spawn(
+                self._report_error(
+                    "ProtocolError",
+                    f"a NanoVer message is a map with 'state', 'command' or 'frame', "
+                    f"got {type(message).__name__}",
+                )
+            )
+            return
+        if "state" in message:
+            self._apply_state(message["state"])
+        if "command" in message:
+            payloads = message["command"]
+            for payload in payloads if type(payloads) is list else [payloads]:
+                self._command(payload)
+        # "frame" (a simulation runner publishing frames) is not relayed: see docs/web.md.
+
+    def _apply_state(self, state: object) -> None:
+        try:
+            if type(state) is not dict:
+                raise TypeError(f"'state' must be a map, got {type(state).__name__}")
+            updates = state.get("updates") or {}
+            removals = state.get("removals") or []
+            if type(updates) is not dict:
+                raise TypeError(f"state 'updates' must be a map, got {type(updates).__name__}")
+            if type(removals) is not list:
+                raise TypeError(f"state 'removals' must be a list, got {type(removals).__name__}")
+            removed = set(removals)
+            # NanoVer applies updates then removals: a key in both ends up removed.
+            kept = {key: value for key, value in updates.items() if key not in removed}
+            self._note_user(updates)
+            self.hub.state.update_state(self.token, DictionaryChange(kept, removals))
+            self.room.observer.request_done("nanover:state", "ok")
+        except ResourceLockedError as error:
+            self.room.observer.request_done("nanover:state", status_of(error))
+            self._spawn(self._refused(error))
+        except ObjectFrozenError:  # the server is stopping: this connection ends with it
+            self.room.observer.request_done("nanover:state", "UNAVAILABLE")
+        except (TypeError, ValueError) as error:
+            self.room.observer.request_done("nanover:state", status_of(error))
+            self._spawn(self._report_error(type(error).__name__, f"state not applied: {error}"))
+
+    def _note_user(self, updates: dict[Any, Any]) -> None:
+        if self.user_id is not None:
+            return
+        for key in updates:
+            if type(key) is str and key.startswith(_AVATAR_PREFIX):
+                self.user_id = key[len(_AVATAR_PREFIX) :]
+                return
+
+    async def _refused(self, error: ResourceLockedError) -> None:
+        """Tell the writer, and send the leased keys' current values so its copy converges."""
+        await self._report_error("ResourceLockedError", f"state not applied: {error}")
+        current: dict[str, Any] = {}
+        absent: list[str] = []
+        for key in sorted(error.keys):
+            value = self.hub.state.get(key, _MISSING)
+            if value is _MISSING:
+                absent.append(key)
+            else:
+                current[key] = value
+        await self._send({"state": {"updates": current, "removals": absent}})
+
+    def _command(self, payload: object) -> None:
+        if type(payload) is not dict:
+            self._spawn(self._report_error("ProtocolError", "a command payload must be a map"))
+            return
+        if "register" in payload:
+            self._register(payload["register"])
+        elif "exception" in payload or "response" in payload:
+            self._answer_forward(payload)
+        else:
+            self._spawn(self._run_request(payload.get("request")))
+
+    def _register(self, registration: object) -> None:
+        try:
+            if type(registration) is not dict or type(registration.get("name")) is not str:
+                raise TypeError("'register' needs a map with a str 'name'")
+            defaults = registration.get("arguments") or {}
+            if type(defaults) is not dict:
+                raise TypeError(f"register {registration['name']!r}: 'arguments' must be a map")
+            presentation = {
+                field: registration[field]
+                for field in ("label", "icon")
+                if type(registration.get(field)) is str
+            }
+            self.room.register(registration["name"], self, defaults, presentation)
+        except (TypeError, ValueError) as error:
+            self._spawn(self._report_error(type(error).__name__, f"not registered: {error}"))
+
+    def _answer_forward(self, payload: dict[str, Any]) -> None:
+        request = payload.get("request")
+        forward_id = request.get("id") if type(request) is dict else None
+        future = self._forwards.pop(forward_id, None) if type(forward_id) is int else None
+        if future is None:
+            self._spawn(
+                self._report_error(
+                    "ProtocolError",
+                    f"a command reply for request id {forward_id!r}, which is not waiting "
+                    "for one (answered already, timed out, or never sent)",
+                )
+            )
+            return
+        if future.done():
+            return
+        if "exception" in payload:
+            future.set_exception(RuntimeError(str(payload["exception"])))
+        else:
+            future.set_result(payload.get("response"))
+
+    async def _run_request(self, request: object) -> None:
+        if type(request) is not dict:
+            await self._report_error("ProtocolError", "a command needs a 'request' map")
+            return
+        reply: NanoverMessage = {"request": request}
+        try:
+            name = request.get("name")
+            arguments = request.get("arguments") or {}
+            if type(name) is not str:
+                raise TypeError(f"a command request needs a str 'name', got {name!r}")
+            if type(arguments) is not dict:
+                raise TypeError(f"command {name!r}: 'arguments' must be a map")
+            registrant = self.room.registrant(name)
+            if registrant is not None:  # NanoVer to NanoVer: the value goes through as is
+                defaults = self.hub.commands.commands[name].default_arguments
+                merged = {**defaults, **arguments}
+                reply["response"] = await registrant.forward(
+                    name, merged, self.room.forward_timeout
+                )
+            else:
+                response = await self.hub.commands.run_async(name, arguments)
+                if name == LIST_COMMANDS and response is not None:
+                    # NanoVer's listing also has a "commands" list with labels and icons.
+                    listing = response.get("list")
+                    if type(listing) is dict:
+                        response["commands"] = self.room.command_entries(listing)
+                reply["response"] = response
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            reply["exception"] = _exception_text(error)
+            self.room.observer.request_done("nanover:command", status_of(error))
+        else:
+            self.room.observer.request_done("nanover:command", "ok")
+        await self._send({"command": reply})
+
+    async def forward(self, name: str, arguments: dict[str, Any], timeout: float) -> Any:
+        """Run ``name`` on this client (it registered it); its answer, or an exception."""
+        forward_id = next(self._forward_ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._forwards[forward_id] = future
+        request = {"name": name, "arguments": arguments, "id": forward_id}
+        try:
+            await self._send({"command": {"request": request}})
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
+            raise TimeoutError(
+                f"command {name!r}: the client that registered it did not answer within {timeout} s"
+            ) from None
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if future.cancelled() and not (current and current.cancelling()):
+                # the registrant left while we waited; we were not cancelled ourselves
+                raise ConnectionError(
+                    f"command {name!r}: the client that registered it disconnected"
+                ) from None
+            raise
+        finally:
+            self._forwards.pop(forward_id, None)
+
+    # -- outgoing ------------------------------------------------------------------------
+
+    async def _send_snapshot_then_join(self) -> None:
+        """The whole state (if there is anything), then the room's shared deltas.
+
+        The snapshot and joining happen without yielding in between, so the first shared
+        delta is the one after the snapshot's revision (it may repeat changes the snapshot
+        has: applying them again changes nothing).
+        """
+        with self.hub.state.get_change_buffer(None, "") as view:
+            snapshot = _flush_now(view)
+            revision = view.cursor
+        self._revision_sent = revision
+        self.room.join(self)
+        if snapshot.updates:
+            self._writing_state = True
+            try:
+                await self._send({"state": {"updates": snapshot.updates, "removals": []}})
+            finally:
+                self._writing_state = False
+
+    def offer(self, data: bytes, revision: int) -> bool:
+        """Send a shared delta, unless the previous one is still being written (False)."""
+        if self._writing_state:
+            return False
+        self._writing_state = True
+        self._revision_sent = revision
+        self._spawn(self._send_shared(data))
+        return True
+
+    async def _send_shared(self, data: bytes) -> None:
+        try:
+            await self._send_packed(data)
+        finally:
+            self._writing_state = False
+
+    def fall_behind(self) -> None:
+        """Leave the shared stream: follow a view of our own from the last revision sent."""
+        self._spawn(self._send_state(self._revision_sent))
+
+    async def _send_state(self, since: int) -> None:
+        """Coalesced deltas after ``since``, at most 30 Hz, at this client's own pace."""
+        pacer = Pacer(STATE_INTERVAL)
+        with self.hub.state.get_change_buffer(since, "") as view:
+            first = True
+            while True:
+                await asyncio.sleep(pacer.delay())
+                try:
+                    change = _flush_now(view) if first else await view.flush_changed_async()
+                except ObjectFrozenError:
+                    return
+                first = False
+                if not (change.updates or change.removals):
+                    continue
+                await self._send(
+                    {"state": {"updates": change.updates, "removals": sorted(change.removals)}}
+                )
+                pacer.flushed()
+
+    async def _report_error(self, kind: str, message: str) -> None:
+        logger.info("NanoVer client %s: %s", self.peer.address, message)
+        await self._send({"error": {"type": kind, "message": message}})
+
+    async def _send(self, message: NanoverMessage) -> None:
+        await self._send_packed(_pack(message))
+
+    async def _send_packed(self, data: bytes) -> None:
+        async with self._write_lock:
+            if self.socket.closed:
+                return
+            try:
+                await self.socket.send_bytes(data)
+            except ConnectionResetError:  # the client is gone; the read loop ends with it
+                return
+            self.room.observer.nanover_sent(len(data))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("NanoVer client %s: task failed", self.peer, exc_info=task.exception())
+
+    # -- leaving -------------------------------------------------------------------------
+
+    def _remove_user_keys(self) -> None:
+        """Remove the user's keys in one change, as NanoVer does when its client leaves.
+
+        A key is the user's if one of its dot-separated parts is the user id after the
+        first (``avatar.<id>``, ``update.index.<id>``, ``selection.<id>.2``), or if it is an
+        ``interaction.*`` whose ``owner.id`` is the user. NanoVer tests ``.<id>`` as a
+        substring, which also takes ``x.<id>suffix`` keys of other users; this does not.
+        """
+        user = self.user_id
+        if user is None:
+            return
+        state = self.hub.state
+        owned = [key for key, value in state.copy_content().items() if _owned(key, value, user)]
+        while owned:
+            try:
+                state.update_state(None, DictionaryChange(removals=owned))
+                return
+            except ResourceLockedError as error:  # leased by someone else: theirs to keep
+                owned = [key for key in owned if key not in error.keys]
+            except ObjectFrozenError:
+                return
+
+
+_MISSING = object()
+
+
+def _owned(key: str, value: object, user: str) -> bool:
+    if user in key.split(".")[1:]:
+        return True
+    return (
+        key.startswith(_INTERACTION_PREFIX)
+        and type(value) is dict
+        and value.get("owner.id") == user
+    )
+
+
+def _flush_now(view: DictionaryChangeBuffer) -> DictionaryChange:
+    try:
+        return view.flush_changed_blocking(timeout=0)
+    except TimeoutError:
+        return DictionaryChange()
+
+
+def _exception_text(error: Exception) -> str:
+    if isinstance(error, KeyError) and error.args:
+        return str(error.args[0])  # not repr-quoted as str(KeyError) is
+    return str(error)
+
+
+def _pack(message: NanoverMessage) -> bytes:
+    try:
+        return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]
+    except OverflowError:  # statehub ints may exceed msgpack's 64 bits; NanoVer's may not
+        return msgpack.packb(_without_big_ints(message), use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _without_big_ints(value: Any) -> Any:
+    if type(value) is int and not -(2**63) <= value < 2**64:
+        try:
+            return float(value)
+        except OverflowError:
+            return str(value)
+    if type(value) is dict:
+        return {key: _without_big_ints(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_without_big_ints(item) for item in value]
+    return value

@@ -1,0 +1,135 @@
+"""The dashboard in a real headless browser (Debian's chromium driven by Playwright).
+
+The page is the built dashboard (``make dashboard``, which ``make test`` runs first); it
+talks to the server over the WebSocket session protocol only. A screenshot of the page
+with everything on it is saved as artefacts/dashboard.png.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from statehub import AsyncClient
+from statehub.endpoints.attach import endpoints_running
+from statehub.endpoints.config import load_config
+from statehub.web.edge import DASHBOARD_DIR
+from test_server_support import running_server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTEFACTS = Path(__file__).parent.parent / "artefacts"
+FIXTURES = Path(__file__).parent / "fixtures"
+#: Deadline for what the page should show soon (the subscription sends within 0.1 s; the
+#: rest is rendering, on a machine other jobs share).
+SOON_MS = 5_000
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(CHROMIUM) is None or not (DASHBOARD_DIR / "app.js").is_file(),
+    reason="needs Debian's chromium and the built dashboard (make test installs and builds both)",
+)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def open_dashboard(browser: Browser, port: int) -> Page:
+    page = await browser.new_page(viewport={"width": 1500, "height": 1100})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await page.goto(f"http://127.0.0.1:{port}/")
+    await expect(page.locator("#status")).to_have_text("live", timeout=SOON_MS)
+    assert errors == []
+    return page
+
+
+async def test_the_dashboard_shows_state_leases_commands_and_endpoint_history(
+    browser: Browser,
+) -> None:
+    config = load_config(FIXTURES / "endpoints_dripline.yaml")
+    async with (
+        running_server(http_port=0) as server,
+        endpoints_running(server, config) as endpoints,
+    ):
+        server.register_command("lab/ping", lambda times: {"pong": times}, {"times": 2})
+        for value in (0.5, 1.25, 0.75, 1.5):
+            endpoints.set("my_store.peaches", value)  # logged on set: history to plot
+        page = await open_dashboard(browser, server.http_port)
+        client = AsyncClient("127.0.0.1", server.port)
+        try:
+            await client.set("sample.written", {"by": "a client", "values": [1, 2, 3]})
+            row = page.locator('#state tr[data-key="sample.written"]')
+            await expect(row).to_contain_text("a client", timeout=SOON_MS)
+
+            await page.fill("#prefix", "sample.")
+            await expect(page.locator("#state tbody tr")).to_have_count(1)
+            await page.fill("#prefix", "")
+
+            assert await client.attempt_update_locks({"sample.leased": 120})
+            lease = page.locator('#leases tr[data-key="sample.leased"] .countdown')
+            await expect(lease).to_have_text(re.compile(r"^1[01]\d\.\d$"), timeout=SOON_MS)
+            first = float(await lease.inner_text())
+            await expect(lease).not_to_have_text(f"{first:.1f}", timeout=SOON_MS)
+            assert float(await lease.inner_text()) < first
+
+            command = page.locator('form.command[data-command="lab/ping"]')
+            await expect(command.locator("textarea")).to_have_value('{"times":2}')
+            await command.locator("button").click()
+            await expect(command.locator(".result")).to_have_text('{"pong":2}', timeout=SOON_MS)
+
+            await page.fill("#write-key", "sample.from-page")
+            await page.fill("#write-value", '{"typed": true}')
+            await page.click("#write-form button[type=submit]")
+            await expect(page.locator("#write-result")).to_contain_text("set at revision")
+            assert await client.get("sample.from-page") == {"typed": True}
+
+            endpoint = page.locator('.endpoint[data-endpoint="my_store.peaches"]')
+            await expect(endpoint.locator(".values")).to_contain_text(
+                "calibrated 3", timeout=SOON_MS
+            )
+            await expect(endpoint.locator(".lockout")).to_have_text("unlocked")
+            await expect(endpoint.locator("canvas").first).to_be_visible(timeout=SOON_MS)
+            points = await endpoint.locator(".plot").get_attribute("data-points")
+            assert points is not None and int(points) >= 4
+
+            ARTEFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=ARTEFACTS / "dashboard.png", full_page=True)
+        finally:
+            await client.close()
+            await page.close()
+
+
+async def test_a_lease_of_the_dashboard_can_be_released_from_the_page(browser: Browser) -> None:
+    async with running_server(http_port=0) as server:
+        page = await open_dashboard(browser, server.http_port)
+        try:
+            await page.fill("#lease-key", "held.here")
+            await page.click("#lease-form button[type=submit]")
+            row = page.locator('#leases tr[data-key="held.here"]')
+            await expect(row).to_contain_text("this dashboard", timeout=SOON_MS)
+            assert [lease.key for lease in server.state.leases()] == ["held.here"]
+            await row.locator("button").click()
+            await expect(row).to_have_count(0, timeout=SOON_MS)
+            assert server.state.leases() == []
+        finally:
+            await page.close()
