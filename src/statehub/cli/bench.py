@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from statehub.bench import core, dripline, durable, network, security, web
+from statehub.bench import cluster, core, dripline, durable, network, security, web
 from statehub.bench.table import Result, format_table, machine
 
 #: Group name -> (title, function returning results). Other modules add their groups.
@@ -21,6 +21,7 @@ GROUPS: dict[str, tuple[str, Callable[[], list[Result]]]] = {
     "security": ("What --auth and TLS cost (gRPC on loopback)", security.run),
     "web": ("Web edge (WebSocket next to gRPC; clients in a separate process)", web.run),
     "dripline": ("Dripline mesh (RabbitMQ on loopback) next to statehub's protocol", dripline.run),
+    "cluster": ("Cluster (statehub serve processes over one Redis, next to memory)", cluster.run),
 }
 
 

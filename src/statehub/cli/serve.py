@@ -15,6 +15,7 @@ import click
 
 from statehub.auth import Authenticator, IdentitiesFileError
 from statehub.cli.options import listen_host
+from statehub.core.rwlock import LockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.dripline.serving import mesh_for, on_mesh
 from statehub.dripline.settings import MeshSettings, MeshSettingsError
@@ -31,7 +32,8 @@ from statehub.server.state_server import (
     StateServer,
 )
 from statehub.server.tls import ServerTls
-from statehub.store.errors import DataFileError
+from statehub.store.base import Store
+from statehub.store.errors import DataFileError, StoreUnavailableError
 from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
 from statehub.web.edge import DEFAULT_HTTP_PORT
 
@@ -109,6 +111,23 @@ logger = logging.getLogger(__name__)
     default=None,
     help="With --data: acknowledge a change once it is on disk (the default), or once it is "
     "in memory (faster; a crash loses the last acknowledged changes).",
+)
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    metavar="URL",
+    help="Share the state with every server using the same Redis: redis://host:port/db, "
+    "rediss://..., or redis+sentinel://host:port[,host:port]/service[/db] (see "
+    "docs/redis.md). Without it (and without --data) the state lives in memory.",
+)
+@click.option(
+    "--replicas",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="With --store: acknowledge a change only once this many Redis replicas have it "
+    "(Redis WAIT), so that a failover loses no acknowledged change.",
 )
 @click.option(
     "--accept-data-loss",
@@ -212,6 +231,8 @@ def serve(
     keepalive_timeout: float,
     data: Path | None,
     durability: str | None,
+    store_url: str | None,
+    replicas: int,
     accept_data_loss: bool,
     config_path: Path | None,
     discoverable: bool,
@@ -241,9 +262,19 @@ def serve(
     tls = _load_tls(tls_cert, tls_key, tls_client_ca)
     if host not in ("127.0.0.1", "localhost", "::1"):
         _warn_if_open(host, authenticator is not None, tls is not None)
-    store = _open_store(data, durability, accept_data_loss)
+    store: Store | None
+    locks: LockTable | None = None
+    if store_url is not None:
+        if data is not None or durability is not None or accept_data_loss:
+            raise click.UsageError("--store and --data/--durability exclude each other")
+        store, locks = _open_redis_store(store_url, replicas)
+    else:
+        if replicas:
+            raise click.UsageError("--replicas needs --store (Redis replicas)")
+        store = _open_store(data, durability, accept_data_loss)
     server = StateServer(
         state=StateDictionary(store=store) if store is not None else None,
+        locks=locks,
         address=host,
         port=port,
         max_message_bytes=max_message_bytes,
@@ -325,6 +356,23 @@ def _open_store(
         )
     except DataFileError as error:
         raise click.ClickException(str(error)) from None
+
+
+def _open_redis_store(url: str, replicas: int) -> tuple[Store, LockTable]:
+    """The Redis store at ``url`` and its shared locks; a bad URL or no Redis stops here."""
+    try:
+        from statehub.store.redis import RedisStore
+    except ImportError:
+        raise click.ClickException(
+            "--store needs the redis package: pip install 'statehub[redis]'"
+        ) from None
+    try:
+        store = RedisStore(url, replicas=replicas)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--store") from None
+    except StoreUnavailableError as error:
+        raise click.ClickException(str(error)) from None
+    return store, store.lock_table()
 
 
 def _warn_if_open(host: str, auth: bool, tls: bool) -> None:

@@ -328,6 +328,20 @@ class DictionaryChangeMultiView:
         self._key_revisions = dict.fromkeys(content, revision)
         self._tombstone_floor = revision
 
+    def restart(self, content: dict[str, JsonValue], revision: int) -> None:
+        """Start again from ``content`` at ``revision``, history forgotten; caller holds ``lock``.
+
+        Views made before end (they flush what they hold, then stop): their cursors name
+        revisions of a history that is gone.
+        """
+        for view in list(self._views):
+            view.freeze()
+        self._views = weakref.WeakSet()
+        self._log.clear()
+        self._tombstones = {}
+        self.load(content, revision)
+        self.notifier.notify()
+
     def present(self, keys: set[str]) -> set[str]:
         """Those of ``keys`` that hold a value; caller holds ``lock``.
 

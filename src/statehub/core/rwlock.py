@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from statehub.core.limits import check_seconds
 from statehub.errors import LockFailed, LockNotOwnedError, LockUpgradeError
@@ -27,7 +28,7 @@ from statehub.errors import LockFailed, LockNotOwnedError, LockUpgradeError
 class _Waiter:
     owner: Hashable
     exclusive: bool
-    granted: asyncio.Future[None]
+    granted: asyncio.Future[int]
     ticket: int
 
 
@@ -59,20 +60,51 @@ def _mode(exclusive: bool) -> str:
     return "exclusive" if exclusive else "shared"
 
 
+class LockTable(Protocol):
+    """Read/write locks by key, as the server's sessions use them (``RWLockTable`` in one
+    process; a store shared by several servers has its own)."""
+
+    async def acquire(
+        self, key: str, owner: Hashable, *, exclusive: bool, timeout: float | None = None
+    ) -> int:
+        """Take ``key`` for ``owner``; return the grant's fencing token."""
+
+    def release(self, key: str, owner: Hashable, *, exclusive: bool) -> None:
+        """Give back one hold of ``key`` in that mode."""
+
+    def release_owner(self, owner: Hashable) -> None:
+        """Release every hold of ``owner`` on every key."""
+
+    def can_acquire(self, key: str, *, exclusive: bool) -> bool:
+        """True if a new owner could take ``key`` in that mode right now."""
+
+    def counts(self) -> tuple[int, int]:
+        """(owners holding a lock, requests waiting for one) over every key."""
+
+    def holdings(self) -> list[LockHolding]:
+        """The keys held right now, sorted by key."""
+
+
 class RWLockTable:
-    """Read/write locks by key, for owners the caller names (a task, a session...)."""
+    """Read/write locks by key, for owners the caller names (a task, a session...).
+
+    Every grant carries a fencing token: a number that only grows (within this table),
+    which a resource the lock protects can compare with the last one it saw.
+    """
 
     def __init__(self, *, fair: bool = False) -> None:
         self._locks: dict[str, _KeyLock] = {}
         self._fair = fair
         self._tickets = itertools.count()
+        self._fences = itertools.count(1)
 
     async def acquire(
         self, key: str, owner: Hashable, *, exclusive: bool, timeout: float | None = None
-    ) -> None:
+    ) -> int:
         """Take ``key`` for ``owner``; re-taking a held mode nests. ``LockFailed`` on timeout.
 
         ``timeout``: seconds >= 0, None or infinity for no limit; ``ValueError`` otherwise.
+        Returns the grant's fencing token.
         """
         if timeout is not None:
             timeout = check_seconds(timeout, f"lock on {key!r}: timeout", allow_infinity=True)
@@ -80,10 +112,10 @@ class RWLockTable:
                 timeout = None
         lock = self._locks.setdefault(key, _KeyLock())
         if self._reenter(lock, key, owner, exclusive):
-            return
+            return next(self._fences)
         if self._free_for(lock, exclusive):
             self._grant(lock, owner, exclusive)
-            return
+            return next(self._fences)
         waiter = _Waiter(
             owner, exclusive, asyncio.get_running_loop().create_future(), next(self._tickets)
         )
@@ -93,7 +125,7 @@ class RWLockTable:
             lock.waiting_readers.append(waiter)
         try:
             async with asyncio.timeout(timeout):
-                await waiter.granted
+                return await waiter.granted
         except TimeoutError:
             self._abandon(key, lock, waiter)
             raise LockFailed(
@@ -195,7 +227,7 @@ class RWLockTable:
             if not lock.readers and lock.waiting_writers:
                 waiter = lock.waiting_writers.popleft()
                 self._grant(lock, waiter.owner, True)
-                waiter.granted.set_result(None)
+                waiter.granted.set_result(next(self._fences))
         if lock.idle() and self._locks.get(key) is lock:
             del self._locks[key]
 
@@ -206,7 +238,7 @@ class RWLockTable:
         lock.waiting_readers = lock.waiting_readers[len(admitted) :]  # tickets ascend
         for waiter in admitted:
             self._grant(lock, waiter.owner, False)
-            waiter.granted.set_result(None)
+            waiter.granted.set_result(next(self._fences))
 
     def _abandon(self, key: str, lock: _KeyLock, waiter: _Waiter) -> None:
         if waiter.granted.done() and not waiter.granted.cancelled():

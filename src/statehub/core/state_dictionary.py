@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -54,6 +54,7 @@ class StateDictionary:
         self._store = store if store is not None else MemoryStore()
         self._views = DictionaryChangeMultiView(log_length=log_length)
         self._lock = self._views.lock
+        self._early: dict[int, tuple[dict[str, JsonValue], set[str]]] = {}
         self.clock = clock
         revision, content = self._store.load()
         with self._lock:
@@ -65,8 +66,14 @@ class StateDictionary:
         self._unpublished: deque[tuple[int, dict[str, JsonValue], set[str]]] = deque()
         self._latest: dict[str, tuple[int, bool]] = {}
         self._deferred = self._store.on_durable(self._publish_from_store)
-        #: Invoked after each committed change with ``access_token=`` and ``change=``.
+        #: The last revision the store delivered (applied, or held until durable).
+        self._delivered = revision
+        #: Invoked after each change committed here with ``access_token=`` and ``change=``.
         self.content_updated = Event()
+        #: Invoked (no arguments) when the store lost its history and the content was
+        #: reloaded: revisions restart, so every subscriber has to start from a snapshot.
+        self.history_reset = Event()
+        self._store.attach(self)
 
     @property
     def revision(self) -> int:
@@ -105,15 +112,87 @@ class StateDictionary:
             if not (updates or removals):
                 return self._views.revision
             revision = self._store.commit(owner, updates, removals, self.clock())
-            if self._deferred and (self._unpublished or not self._store.is_durable(revision)):
-                self._hold_until_durable(revision, updates, removals)
-            else:
-                self._views.apply(updates, removals, revision)
         if self.content_updated.has_callbacks:
             self.content_updated.invoke(
                 access_token=access_token, change=DictionaryChange(updates, removals)
             )
         return revision
+
+    async def update_state_async(self, access_token: object, change: DictionaryChange) -> int:
+        """``update_state`` for event-loop code: no thread waits while the store commits.
+
+        When it returns, the change is in this dictionary's content (read your writes).
+        """
+        if self._store.commits_in_process:
+            return self.update_state(access_token, change)
+        owner = check_token(access_token)
+        updates, removals = validated_change(change.updates, change.removals)
+        with self._lock:
+            if self._views.frozen:
+                raise ObjectFrozenError("cannot update a frozen state dictionary")
+            if not (updates or removals):
+                return self._views.revision
+        revision = await self._store.commit_async(owner, updates, removals, self.clock())
+        if self.content_updated.has_callbacks:
+            self.content_updated.invoke(
+                access_token=access_token, change=DictionaryChange(updates, removals)
+            )
+        return revision
+
+    def submit_update(self, access_token: object, change: DictionaryChange) -> int | Awaitable[int]:
+        """The revision at once if the store commits in process, else an awaitable of it.
+
+        Event-loop code that wants no task per change on the fast path uses this.
+        """
+        if self._store.commits_in_process:
+            return self.update_state(access_token, change)
+        return self.update_state_async(access_token, change)
+
+    # -- the store's change feed ---------------------------------------------------------
+
+    @property
+    def delivered_revision(self) -> int:
+        """The last revision the store delivered (``ChangeFeed``)."""
+        return self._delivered
+
+    def committed(self, revision: int, updates: dict[str, JsonValue], removals: set[str]) -> None:
+        """Take a committed change (``ChangeFeed``); one that comes early waits its turn."""
+        with self._lock:
+            if revision <= self._delivered or self._views.frozen:
+                return
+            if revision != self._delivered + 1:
+                self._early[revision] = (updates, removals)
+                return
+            self._deliver(revision, updates, removals)
+            early = self._early
+            while early and self._delivered + 1 in early:
+                next_updates, next_removals = early.pop(self._delivered + 1)
+                self._deliver(self._delivered + 1, next_updates, next_removals)
+
+    def _deliver(self, revision: int, updates: dict[str, JsonValue], removals: set[str]) -> None:
+        self._delivered = revision
+        if self._deferred and (self._unpublished or not self._store.is_durable(revision)):
+            self._hold_until_durable(revision, updates, removals)
+        else:
+            self._views.apply(updates, removals, revision)
+
+    def history_lost(self, epoch: str, revision: int, content: dict[str, JsonValue]) -> None:
+        """The store lost its history (``ChangeFeed``): start again from ``content``."""
+        with self._lock:
+            self._early.clear()
+            self._unpublished.clear()
+            self._latest.clear()
+            self._delivered = revision
+            self._views.restart(content, revision)
+        self.history_reset.invoke()
+
+    async def start(self) -> None:
+        """Let the store start feeding changes committed elsewhere (a server starting)."""
+        await self._store.start()
+
+    async def stop(self) -> None:
+        """Stop the store's feed and release what this server holds in it."""
+        await self._store.stop()
 
     def _present(self, keys: set[str]) -> set[str]:
         """Those of ``keys`` that hold a value after every committed change; holds lock."""

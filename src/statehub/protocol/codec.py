@@ -84,6 +84,11 @@ def encode_batch(messages: list[dict[str, Any]]) -> bytes:
     return encode_value(messages)
 
 
+def decode_value(data: bytes) -> Any:
+    """The value ``encode_value`` gave ``data`` for (lists as lists, maps as dicts)."""
+    return msgpack.unpackb(data, raw=False, use_list=True, ext_hook=_ext_hook)
+
+
 def decode_batch(frame: bytes, *, strict_map_key: bool = True) -> list[dict[str, Any]]:
     """Decode one frame into its message maps; ``ProtocolError`` if it is malformed.
 

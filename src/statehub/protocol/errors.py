@@ -30,7 +30,7 @@ from statehub.errors import (
     UnauthenticatedError,
     ValueLimitError,
 )
-from statehub.store.errors import DataFileError, DurabilityError
+from statehub.store.errors import DataFileError, DurabilityError, StoreUnavailableError
 
 #: gRPC status names (``grpc.StatusCode[name]`` on a gRPC transport).
 STATUS_NAMES = frozenset(
@@ -203,5 +203,6 @@ register_error(LimitExceeded, "RESOURCE_EXHAUSTED")
 register_error(RequestCancelled, "CANCELLED")
 register_error(DurabilityError, "DATA_LOSS")
 register_error(DataFileError, "FAILED_PRECONDITION")
+register_error(StoreUnavailableError, "UNAVAILABLE")
 register_error(PermissionDeniedError, "PERMISSION_DENIED")
 register_error(UnauthenticatedError, "UNAUTHENTICATED")

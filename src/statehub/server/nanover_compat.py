@@ -185,7 +185,8 @@ class NanoverStateService:
         state = self._hub.state
         owner = _owner(context, principal, request.access_token)
         try:
-            revision = state.update_state(owner, DictionaryChange(updates, removals))
+            change = DictionaryChange(updates, removals)
+            revision = await state.update_state_async(owner, change)
             await state.wait_durable_async(revision)  # acknowledge once durable (SQLite "disk")
         except ResourceLockedError:
             return state_service_pb2.UpdateStateResponse(success=False)

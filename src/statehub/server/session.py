@@ -20,7 +20,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any
 
 from statehub.auth import Credentials, OpenAccess, Principal, Right, UnauthenticatedError
@@ -32,7 +32,7 @@ from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistry
 from statehub.core.limits import check_seconds
 from statehub.core.pacing import Pacer
-from statehub.core.rwlock import RWLockTable
+from statehub.core.rwlock import LockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import check_key
 from statehub.errors import ObjectFrozenError, StatehubError
@@ -82,7 +82,7 @@ class Hub:
         self,
         *,
         state: StateDictionary,
-        locks: RWLockTable,
+        locks: LockTable,
         commands: CommandRegistry,
         max_message_bytes: int,
         keepalive_s: float,
@@ -406,14 +406,19 @@ class Session:
         self.principal.require(Right.WRITE, [*map(check_key, updates), *removals], "update")
         state = self.hub.state
         started = time.perf_counter()
-        revision = state.update_state(self.token, DictionaryChange(updates, removals))
-        self.hub.observer.committed(time.perf_counter() - started)
-        if state.is_durable(revision):
-            return {"revision": revision}
+        revision = state.submit_update(self.token, DictionaryChange(updates, removals))
+        if type(revision) is int:
+            self.hub.observer.committed(time.perf_counter() - started)
+            if state.is_durable(revision):
+                return {"revision": revision}
         return self._when_durable(revision)
 
-    async def _when_durable(self, revision: int) -> Reply:
-        """Acknowledge a change only once the store has made it as durable as it promises."""
+    async def _when_durable(self, revision: int | Awaitable[int]) -> Reply:
+        """Acknowledge a change only once committed and as durable as the store promises."""
+        if not isinstance(revision, int):
+            started = time.perf_counter()
+            revision = await revision
+            self.hub.observer.committed(time.perf_counter() - started)
         started = time.perf_counter()
         await self.hub.state.wait_durable_async(revision)
         self.hub.observer.durable_waited(time.perf_counter() - started)
@@ -574,8 +579,8 @@ class Session:
         if timeout is not None and math.isinf(timeout):
             timeout = None
         self._lock_owners.add(owner)
-        await self.hub.locks.acquire(key, owner, exclusive=exclusive, timeout=timeout)
-        return {}
+        fence = await self.hub.locks.acquire(key, owner, exclusive=exclusive, timeout=timeout)
+        return {"fence": fence}
 
     def _unlock(self, message: dict[str, Any]) -> Reply:
         key, exclusive, owner = self._lock_args(message, "unlock")

@@ -31,7 +31,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from statehub.auth import Authenticator
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistration, CommandRegistry
-from statehub.core.rwlock import RWLockTable
+from statehub.core.rwlock import LockTable, RWLockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import JsonValue
 from statehub.protocol import SERVICE_NAME
@@ -65,9 +65,9 @@ class StateServer:
 
     ``port=0`` picks a free port (read it back from ``port`` once started); a port in use
     raises ``OSError`` when the server starts. ``limits`` bounds what each session may
-    hold (see ``SessionLimits``). ``state`` (a ``StateDictionary``) and
-    ``locks`` (a ``RWLockTable``, used from the server's event loop only) are there for
-    other server-side layers.
+    hold (see ``SessionLimits``). ``state`` (a ``StateDictionary``) and ``locks`` (a
+    ``LockTable`` used from the server's event loop only: an in-process ``RWLockTable``
+    unless one is given, such as a shared store's) are there for other server-side layers.
     """
 
     def __init__(
@@ -85,6 +85,7 @@ class StateServer:
         tls: ServerTls | None = None,
         auth: Authenticator | None = None,
         http_port: int | None = None,
+        locks: LockTable | None = None,
     ) -> None:
         if type(port) is not int or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
@@ -112,7 +113,7 @@ class StateServer:
         #: TLS of the port (None: plain TCP); its ``ssl_context()`` serves other ports alike.
         self.tls = tls
         self.state = state if state is not None else StateDictionary()
-        self.locks = RWLockTable()
+        self.locks = locks if locks is not None else RWLockTable()
         # NanoVer's max_workers sized the threads serving its calls; sessions need none
         # here, so it bounds the threads running blocking command callbacks instead.
         self._command_threads = ThreadPoolExecutor(max_workers, "statehub-command")
@@ -128,6 +129,9 @@ class StateServer:
             limits=limits,
             auth=auth,
         )
+        # Revisions restarted (the store lost its history): every client reconnects and
+        # resubscribes from a snapshot of the new epoch.
+        self.state.history_reset.add_callback(self.hub.end_sessions)
         self._grpc_server: aio.Server | None = None
         #: The standard gRPC health service (grpc.health.v1.Health) on the gRPC port.
         self.health = health.aio.HealthServicer()
@@ -205,6 +209,7 @@ class StateServer:
                 f"available here ({reason})",
             )
         self._port = bound
+        await self.state.start()
         await self._grpc_server.start()
         for service in ("", SERVICE_NAME):  # "": the server as a whole
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -224,6 +229,8 @@ class StateServer:
             await self._grpc_server.stop(STOP_GRACE)
         if self.web is not None:
             await self.web.stop()
+        if self._grpc_server is not None:
+            await self.state.stop()
         self._command_threads.shutdown(wait=False, cancel_futures=True)
         logger.debug("server on port %s stopped", self._port)
 

@@ -4,18 +4,53 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import ClassVar, Protocol
 
 from statehub.core.values import JsonValue
 from statehub.store.leases import Lease
 
 
-class Store(ABC):
-    """Committed state, leases and the revision counter.
+class ChangeFeed(Protocol):
+    """Where a store delivers committed changes: the state dictionary's content mirror."""
 
-    ``commit`` is the one atomic step: check leases, apply, assign the next revision.
-    Callers serialise calls (the state dictionary holds its lock around them), so a store
-    that runs the step elsewhere (inside Redis, say) can still keep this interface.
+    @property
+    def delivered_revision(self) -> int:
+        """The last revision delivered (each is delivered once, in revision order)."""
+
+    def committed(self, revision: int, updates: dict[str, JsonValue], removals: set[str]) -> None:
+        """Revision ``revision`` was committed; changes may come out of order, each once."""
+
+    def history_lost(self, epoch: str, revision: int, content: dict[str, JsonValue]) -> None:
+        """The history before ``revision`` is gone: start again from ``content``."""
+
+
+class Store(ABC):
+    """Committed state, leases, the revision counter, and the change feed.
+
+    ``commit`` (or ``commit_async``) is the one atomic step: check leases, apply, assign
+    the next revision. Every committed change, whoever committed it, reaches the feed
+    given to ``attach``: an in-process store delivers it inside ``commit``; a store
+    shared by several servers (Redis) also delivers what other servers commit, from a
+    task it runs between ``start`` and ``stop``. Callers serialise ``commit`` calls (the
+    state dictionary holds its lock around them).
     """
+
+    #: True if ``commit`` completes in this process without waiting on I/O, so the
+    #: synchronous path is the fast one; False if committing means a round trip
+    #: (``commit_async`` is then the path for event-loop code).
+    commits_in_process: ClassVar[bool] = True
+
+    _feed: ChangeFeed
+
+    def attach(self, feed: ChangeFeed) -> None:
+        """Deliver committed changes to ``feed`` from now on (the state dictionary calls it)."""
+        self._feed = feed
+
+    async def start(self) -> None:  # noqa: B027 - in-process stores have nothing to run
+        """Start following changes committed elsewhere (in the server's event loop)."""
+
+    async def stop(self) -> None:  # noqa: B027 - in-process stores have nothing to stop
+        """Stop following; release what this server holds in a shared store."""
 
     @abstractmethod
     def load(self) -> tuple[int, dict[str, JsonValue]]:
@@ -34,14 +69,24 @@ class Store(ABC):
     def commit(
         self,
         owner: Hashable,
-        updates: Mapping[str, JsonValue],
-        removals: Iterable[str],
+        updates: dict[str, JsonValue],
+        removals: set[str],
         now: float,
     ) -> int:
-        """Apply a validated change for ``owner`` and return its revision.
+        """Apply a validated change for ``owner``, deliver it to the feed, return its revision.
 
         Raises ``ResourceLockedError`` (and changes nothing) if another owner leases a key.
         """
+
+    async def commit_async(
+        self,
+        owner: Hashable,
+        updates: dict[str, JsonValue],
+        removals: set[str],
+        now: float,
+    ) -> int:
+        """``commit`` for event-loop code: the feed has the change when this returns."""
+        return self.commit(owner, updates, removals, now)
 
     @abstractmethod
     def change_leases(

@@ -20,3 +20,11 @@ class DurabilityError(StatehubError):
     change to be durable gets this error, and cannot know whether the change survives a
     restart.
     """
+
+
+class StoreUnavailableError(StatehubError):
+    """The shared store (Redis) cannot be reached: changes are refused until it is back.
+
+    Reads are still answered from the server's copy of the state, which stops moving
+    while the store is away; nothing of a refused change was applied.
+    """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable
 
 from statehub.core.values import JsonValue
 from statehub.store.base import Store
@@ -28,10 +28,11 @@ class MemoryStore(LeasesInProcess, Store):
     def commit(
         self,
         owner: Hashable,
-        updates: Mapping[str, JsonValue],
-        removals: Iterable[str],
+        updates: dict[str, JsonValue],
+        removals: set[str],
         now: float,
     ) -> int:
         self._leases.check_writable(owner, [*updates, *removals], now)
         self._revision += 1
+        self._feed.committed(self._revision, updates, removals)
         return self._revision

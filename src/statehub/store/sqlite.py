@@ -42,7 +42,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Literal
 
@@ -204,11 +204,10 @@ class SQLiteStore(LeasesInProcess, Store):
     def commit(
         self,
         owner: Hashable,
-        updates: Mapping[str, JsonValue],
-        removals: Iterable[str],
+        updates: dict[str, JsonValue],
+        removals: set[str],
         now: float,
     ) -> int:
-        removals = list(removals)
         self._leases.check_writable(owner, [*updates, *removals], now)
         rows = [(_key_bytes(key), *encode_value(value)) for key, value in updates.items()]
         removed = [_key_bytes(key) for key in removals]
@@ -218,10 +217,12 @@ class SQLiteStore(LeasesInProcess, Store):
                 self._done.wait()
                 self._check_usable()
             self._revision += 1
-            self._queue.append((self._revision, rows, removed))
+            revision = self._revision
+            self._queue.append((revision, rows, removed))
             if len(self._queue) == 1:
                 self._work.notify()
-            return self._revision
+        self._feed.committed(revision, updates, removals)
+        return revision
 
     def is_durable(self, revision: int) -> bool:
         return self.durability != "disk" or revision <= self._durable

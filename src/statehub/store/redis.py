@@ -1,0 +1,621 @@
+"""RedisStore: several statehub servers sharing one state through Redis.
+
+The atomic step (check leases on Redis's clock, apply, assign the next revision, append
+to the history stream) is one Lua script (``redis_scripts.COMMIT``), so no two servers
+can hand out one revision and no server can see a revision without its change. Each
+server keeps a copy of the content (the state dictionary's mirror) and follows the
+history stream with ``XREAD BLOCK``, delivering every change to its mirror in revision
+order; its subscribers are fed from that mirror exactly as with the memory store.
+
+A commit made here is delivered at once, and the caller's reply waits until the mirror
+has every revision up to it (read your writes). Every stream entry names its epoch: a
+Redis that lost its data gets a new epoch, and the mirror restarts from a snapshot (the
+server then ends its sessions; clients reconnect and subscribe again from a snapshot).
+
+Leases live in Redis (deadlines on Redis's clock) and record the server whose session
+took them. Each server refreshes a liveness key (TTL ``liveness_ttl``) every
+``heartbeat`` seconds and sweeps the servers whose key expired: their leases and
+read/write locks are released within ``liveness_ttl + heartbeat`` of their last beat.
+
+Durability ``"redis"`` acknowledges once Redis has the change (with ``appendfsync
+always`` that is on Redis's disk); ``replicas=N`` also waits (``WAIT``) until N replicas
+have it, so that a Sentinel failover cannot lose an acknowledged change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import msgpack
+import redis
+import redis.asyncio
+
+from statehub.core.values import JsonValue
+from statehub.errors import ResourceLockedError
+from statehub.protocol.codec import decode_value, encode_value
+from statehub.store import redis_scripts
+from statehub.store.base import Store
+from statehub.store.errors import DurabilityError, StoreUnavailableError
+from statehub.store.leases import Lease
+from statehub.store.redis_connection import RedisTarget
+
+if TYPE_CHECKING:
+    from statehub.store.redis_locks import RedisLockTable
+
+logger = logging.getLogger(__name__)
+
+#: Changes kept in the history stream (``XADD MAXLEN``): a server (or a client through
+#: one) that fell further behind than this starts again from a snapshot.
+DEFAULT_HISTORY_LENGTH = 100_000
+#: Seconds a server's liveness key lives without a refresh; refreshed every HEARTBEAT.
+DEFAULT_LIVENESS_TTL = 5.0
+DEFAULT_HEARTBEAT = 1.0
+#: Waits between two attempts to reach a Redis that went away: doubling up to the most.
+FIRST_BACKOFF = 0.05
+MAX_BACKOFF = 2.0
+#: Entries read from the stream per ``XREAD``.
+READ_BATCH = 1000
+
+T = TypeVar("T")
+#: A commit waiting to be sent: its (owner, change) and the future of (epoch, result,
+#: replicas reached).
+_QueuedCommit = tuple[tuple[bytes, bytes], "asyncio.Future[tuple[str, Any, int]]"]
+#: Stream entries as redis-py returns them: (id, {field: value}).
+_Entries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+class RedisStore(Store):
+    """The state in Redis at ``url``, shared with every server using the same prefix."""
+
+    commits_in_process = False
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "statehub",
+        history_length: int = DEFAULT_HISTORY_LENGTH,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
+        liveness_ttl: float = DEFAULT_LIVENESS_TTL,
+        heartbeat: float = DEFAULT_HEARTBEAT,
+    ) -> None:
+        if type(history_length) is not int or history_length < 1:
+            raise ValueError(f"history_length must be an int >= 1, got {history_length!r}")
+        if type(replicas) is not int or replicas < 0:
+            raise ValueError(f"replicas must be an int >= 0, got {replicas!r}")
+        if not 0 < heartbeat < liveness_ttl:
+            raise ValueError(
+                f"heartbeat ({heartbeat!r} s) must be > 0 and shorter than liveness_ttl "
+                f"({liveness_ttl!r} s)"
+            )
+        self.target = RedisTarget.parse(url)
+        self.prefix = prefix
+        self.history_length = history_length
+        self.replicas = replicas
+        self.replica_timeout = replica_timeout
+        self.liveness_ttl = liveness_ttl
+        self.heartbeat = heartbeat
+        #: This server's id in Redis (its liveness key, the leases its sessions took).
+        self.server_id = uuid.uuid4().hex
+        self.keys = RedisKeys(prefix)
+        self.sync_client = self.target.sync_client()
+        self._async: redis.asyncio.Redis | None = None
+        self._sync_scripts: dict[str, Any] = {}
+        self._async_scripts: dict[int, dict[str, Any]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock_table: RedisLockTable | None = None
+        self._stopping = False
+        self._backoff = FIRST_BACKOFF
+        self._queued: list[_QueuedCommit] = []
+        self._committer: asyncio.Task[None] | None = None
+        self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.available = True
+        try:
+            self._epoch, revision, content = self._snapshot_sync()
+        except redis.RedisError as error:
+            self.sync_client.close()
+            raise StoreUnavailableError(
+                f"cannot reach Redis at {self.target.describe()}: {error}"
+            ) from None
+        self._loaded: tuple[int, dict[str, JsonValue]] | None = (revision, content)
+
+    # -- Store ----------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    def load(self) -> tuple[int, dict[str, JsonValue]]:
+        loaded, self._loaded = self._loaded, None
+        if loaded is None:
+            _, revision, content = self._snapshot_sync()
+            return revision, content
+        return loaded
+
+    def commit(
+        self,
+        owner: Hashable,
+        updates: dict[str, JsonValue],
+        removals: set[str],
+        now: float,
+    ) -> int:
+        pair = self._commit_pair(owner, updates, removals)
+        reply = self.run_script(redis_scripts.COMMIT, self.keys.commit, self._commit_args([pair]))
+        revision = self._check_commit(reply[0].decode(), reply[1][0])
+        self._feed.committed(revision, updates, removals)
+        self.run_sync(lambda: self._catch_up_sync(revision))
+        return revision
+
+    async def commit_async(
+        self,
+        owner: Hashable,
+        updates: dict[str, JsonValue],
+        removals: set[str],
+        now: float,
+    ) -> int:
+        pair = self._commit_pair(owner, updates, removals)
+        future: asyncio.Future[tuple[str, Any, int]] = asyncio.get_running_loop().create_future()
+        self._queued.append((pair, future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._send_queued())
+        epoch, result, reached = await future
+        revision = self._check_commit(epoch, result)
+        self._feed.committed(revision, updates, removals)
+        await self._wait_applied(revision)
+        if self.replicas and reached < self.replicas:
+            raise DurabilityError(
+                f"revision {revision} is committed on the Redis primary but reached "
+                f"{reached} of {self.replicas} replicas within {self.replica_timeout} s: "
+                "a failover now could lose it"
+            )
+        return revision
+
+    def change_leases(
+        self,
+        owner: Hashable,
+        acquire: Mapping[str, float | None],
+        release: Iterable[str],
+        now: float,
+    ) -> None:
+        released = [_key_bytes(key) for key in release]
+        args: list[bytes | str] = [_owner_bytes(owner), self.server_id, str(len(released))]
+        args += released
+        for key, seconds in acquire.items():
+            args += [_key_bytes(key), "-1" if seconds is None else repr(seconds * 1000.0)]
+        blocked = self.run_sync(
+            lambda: self._script(redis_scripts.CHANGE_LEASES)(self.keys.leases, args)
+        )
+        if blocked:
+            names = sorted(_key_str(key) for key in blocked)
+            raise ResourceLockedError(
+                f"cannot lease {', '.join(map(repr, names))}: leased by another owner",
+                frozenset(names),
+            )
+
+    def leases(self, now: float) -> list[Lease]:
+        flat = self.run_sync(
+            lambda: self._script(redis_scripts.LIST_LEASES)(self.keys.leases[:2], [])
+        )
+        leases = []
+        for index in range(0, len(flat), 3):
+            left = float(flat[index + 2])
+            leases.append(
+                Lease(
+                    _key_str(flat[index]),
+                    _owner_from_bytes(flat[index + 1]),
+                    None if left < 0 else left / 1000.0,
+                )
+            )
+        return sorted(leases, key=lambda lease: lease.key)
+
+    def release_owner(self, owner: Hashable) -> None:
+        args = [_owner_bytes(owner), self.server_id]
+        self.run_sync(lambda: self._script(redis_scripts.RELEASE_OWNER)(self.keys.leases, args))
+
+    def clear_leases(self) -> None:
+        self.run_sync(lambda: self.sync_client.delete(*self.keys.leases))
+
+    def lock_table(self) -> RedisLockTable:
+        """The read/write locks every server over this Redis shares (one per store)."""
+        from statehub.store.redis_locks import RedisLockTable  # it builds on this module
+
+        if self._lock_table is None:
+            self._lock_table = RedisLockTable(self)
+        return self._lock_table
+
+    async def start(self) -> None:
+        """Register this server and follow the history (in the server's event loop)."""
+        self._async = self.target.async_client()
+        await self.run_async(self._beat(self._async))
+        self._tasks = [
+            asyncio.create_task(self._follow(), name="statehub-redis-follow"),
+            asyncio.create_task(self._keep_alive(), name="statehub-redis-alive"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop following, release every lease and lock of this server's sessions."""
+        # redis-py may turn a cancelled read into a connection error, which the loops
+        # would retry: they also check this flag.
+        self._stopping = True
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._lock_table is not None:
+            await self._lock_table.close()
+        client, self._async = self._async, None
+        if client is None:
+            return
+        self._async_scripts.pop(id(client), None)
+        try:
+            await client.delete(self.keys.alive(self.server_id))
+            await self._script_async(client, redis_scripts.REAP_SERVER)(
+                self.keys.reap(self.server_id),
+                [self.server_id, self.keys.lock_prefix, self.keys.base],
+            )
+        except redis.RedisError as error:
+            logger.warning("could not release this server's leases in Redis: %s", error)
+        finally:
+            await client.aclose()
+
+    def close(self) -> None:
+        self.sync_client.close()
+
+    # -- committing ----------------------------------------------------------------------
+
+    def _commit_pair(
+        self, owner: Hashable, updates: dict[str, JsonValue], removals: set[str]
+    ) -> tuple[bytes, bytes]:
+        """The (owner, change) arguments of one commit in the COMMIT script."""
+        if not self.available:
+            raise self._unavailable("Redis is away")
+        change = [
+            [_key_bytes(key) for key in updates],
+            [encode_value(value) for value in updates.values()],
+            [_key_bytes(key) for key in removals],
+        ]
+        # Old-spec raw strings: Redis's Lua cmsgpack reads those, not the bin types.
+        return _owner_bytes(owner), msgpack.packb(change, use_bin_type=False)
+
+    def _commit_args(self, pairs: list[tuple[bytes, bytes]]) -> list[bytes | str]:
+        # A fresh candidate each time: a Redis that lost its data takes it as the new epoch.
+        args: list[bytes | str] = [uuid.uuid4().hex, str(self.history_length)]
+        for owner, change in pairs:
+            args += [owner, change]
+        return args
+
+    def _check_commit(self, epoch: str, result: list[Any]) -> int:
+        if epoch != self._epoch:
+            self._restart_from(epoch, *self._snapshot_sync()[1:])
+        if result[0] == b"locked":
+            names = sorted(_key_str(key) for key in result[1])
+            raise ResourceLockedError(
+                f"keys leased by another owner: {', '.join(map(repr, names))}",
+                frozenset(names),
+            )
+        return int(result[1])
+
+    async def _send_queued(self) -> None:
+        """Send the commits queued meanwhile in one script call, until none are left.
+
+        Each commit is still checked and applied on its own; batching only saves round
+        trips and Redis-side work, so that many concurrent writers share one connection.
+        With ``replicas``, a ``WAIT`` on the same connection covers the whole batch.
+        """
+        client = self.async_client()
+        while self._queued:
+            batch, self._queued = self._queued, []
+            try:
+                epoch, results, reached = await self._send_batch(client, [p for p, _ in batch])
+            except (redis.RedisError, OSError) as error:
+                failure = (
+                    self._unavailable(str(error))
+                    if isinstance(error, redis.ConnectionError | redis.TimeoutError | OSError)
+                    else error
+                )
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(failure)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result((epoch, result, reached))
+
+    async def _send_batch(
+        self, client: redis.asyncio.Redis, pairs: list[tuple[bytes, bytes]]
+    ) -> tuple[str, list[Any], int]:
+        args = self._commit_args(pairs)
+        script = self._script_async(client, redis_scripts.COMMIT)
+        if not self.replicas:
+            reply = await script(self.keys.commit, args)
+            return reply[0].decode(), reply[1], 0
+        for _ in range(2):
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.execute_command(
+                    "EVALSHA", script.sha, len(self.keys.commit), *self.keys.commit, *args
+                )
+                pipe.execute_command("WAIT", self.replicas, int(self.replica_timeout * 1000))
+                reply, reached = await pipe.execute(raise_on_error=False)
+            if not isinstance(reply, redis.exceptions.NoScriptError):
+                break
+            await client.script_load(redis_scripts.COMMIT)  # it did not run: load, resend
+        if isinstance(reply, Exception):
+            raise reply
+        return reply[0].decode(), reply[1], int(reached)
+
+    async def _wait_applied(self, revision: int) -> None:
+        """Return once the mirror has every revision up to ``revision``."""
+        if self._feed.delivered_revision >= revision:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._applied_waiters.append((revision, future))
+        try:
+            async with asyncio.timeout(self.heartbeat):
+                await future
+        except TimeoutError:  # the follower is slow or away: read the gap ourselves
+            await self.run_async(self._catch_up_async(revision))
+
+    def _wake_applied(self) -> None:
+        applied = self._feed.delivered_revision
+        waiting = []
+        for revision, future in self._applied_waiters:
+            if revision <= applied:
+                if not future.done():
+                    future.set_result(None)
+            elif not future.done():
+                waiting.append((revision, future))
+        self._applied_waiters = waiting
+
+    def _catch_up_sync(self, revision: int) -> None:
+        start = self._feed.delivered_revision + 1
+        if start < revision:
+            entries = self.sync_client.xrange(self.keys.history, f"{start}-0", f"{revision - 1}-0")
+            self._deliver(cast(_Entries, entries), start)
+
+    async def _catch_up_async(self, revision: int) -> None:
+        start = self._feed.delivered_revision + 1
+        if start < revision:
+            entries = await self.async_client().xrange(
+                self.keys.history, f"{start}-0", f"{revision - 1}-0"
+            )
+            self._deliver(cast(_Entries, entries), start)
+        self._wake_applied()
+
+    # -- following the history -------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        while not self._stopping:
+            try:
+                await self._follow_connected()
+            except (redis.RedisError, OSError) as error:
+                if self.available:
+                    logger.warning(
+                        "Redis at %s is away (%s): refusing changes until it is back",
+                        self.target.describe(),
+                        error,
+                    )
+                self.available = False
+                await asyncio.sleep(self._backoff)
+                self._backoff = min(2 * self._backoff, MAX_BACKOFF)
+
+    async def _follow_connected(self) -> None:
+        client = self.async_client()
+        await self._check_epoch(client)
+        if not self.available:
+            logger.warning("Redis at %s is back", self.target.describe())
+            self.available = True
+        self._backoff = FIRST_BACKOFF
+        while not self._stopping:
+            last = self._feed.delivered_revision
+            reply: Any = await client.xread(
+                {self.keys.history: f"{last}-0"},
+                count=READ_BATCH,
+                block=int(self.heartbeat * 1000),
+            )
+            if not reply:
+                await self._check_epoch(client)
+                continue
+            entries = reply[0][1]
+            if entries and entries[0][1][b"e"].decode() != self._epoch:
+                await self._check_epoch(client)
+                continue
+            self._deliver(entries, last + 1)
+            self._wake_applied()
+
+    def _deliver(self, entries: _Entries, expected: int) -> None:
+        """Give the feed stream entries starting at revision ``expected`` (or restart)."""
+        if not entries:
+            return
+        first = _revision_of(entries[0][0])
+        if first > expected and expected <= self._feed.delivered_revision + 1:
+            logger.warning(
+                "revisions %d to %d are no longer in Redis's history (MAXLEN %d): "
+                "starting again from a snapshot",
+                expected,
+                first - 1,
+                self.history_length,
+            )
+            self._restart_from(*self._snapshot_sync())
+            return
+        applied = self._feed.delivered_revision
+        for entry_id, fields in entries:
+            revision = _revision_of(entry_id)
+            if revision <= applied:
+                continue  # committed here (or read already): no need to decode it
+            if fields[b"e"].decode() != self._epoch:
+                return
+            keys, values, removed = msgpack.unpackb(fields[b"c"], raw=True)
+            updates = {
+                _key_str(key): decode_value(value) for key, value in zip(keys, values, strict=True)
+            }
+            self._feed.committed(revision, updates, {_key_str(key) for key in removed})
+
+    async def _check_epoch(self, client: redis.asyncio.Redis) -> None:
+        reply = await self._script_async(client, redis_scripts.SNAPSHOT)(
+            self.keys.snapshot, [uuid.uuid4().hex, "0"]
+        )
+        epoch, revision = reply[0].decode(), int(reply[1])
+        # A new epoch, or the same one rewound (restored from an older backup): start over.
+        if epoch != self._epoch or revision < self._feed.delivered_revision:
+            self._restart_from(*await self._snapshot_async(client))
+
+    def _restart_from(self, epoch: str, revision: int, content: dict[str, JsonValue]) -> None:
+        logger.warning(
+            "Redis history %s: restarting from revision %d of epoch %s",
+            "lost (new epoch)" if epoch != self._epoch else "no longer kept",
+            revision,
+            epoch,
+        )
+        self._epoch = epoch
+        self._feed.history_lost(epoch, revision, content)
+        self._wake_applied()
+
+    def _snapshot_sync(self) -> tuple[str, int, dict[str, JsonValue]]:
+        reply = self._script(redis_scripts.SNAPSHOT)(self.keys.snapshot, [uuid.uuid4().hex, "1"])
+        return _snapshot_from(reply)
+
+    async def _snapshot_async(
+        self, client: redis.asyncio.Redis
+    ) -> tuple[str, int, dict[str, JsonValue]]:
+        reply = await self._script_async(client, redis_scripts.SNAPSHOT)(
+            self.keys.snapshot, [uuid.uuid4().hex, "1"]
+        )
+        return _snapshot_from(reply)
+
+    # -- liveness ------------------------------------------------------------------------
+
+    async def _keep_alive(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.heartbeat)
+            try:
+                await self._beat(self.async_client())
+            except (redis.RedisError, OSError) as error:
+                logger.debug("liveness beat failed: %s", error)
+
+    async def _beat(self, client: redis.asyncio.Redis) -> None:
+        """Refresh this server's liveness key; release what dead servers' sessions held."""
+        ttl_ms = int(self.liveness_ttl * 1000)
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.alive(self.server_id), "1", px=ttl_ms)
+            pipe.sadd(self.keys.servers, self.server_id)
+            pipe.smembers(self.keys.servers)
+            _, _, members = await pipe.execute()
+        for member in members:
+            server = member.decode()
+            if server == self.server_id:
+                continue
+            swept = await self._script_async(client, redis_scripts.REAP_SERVER)(
+                self.keys.reap(server), [server, self.keys.lock_prefix, self.keys.base]
+            )
+            if swept:
+                logger.info("released %d leases and locks of dead server %s", swept, server)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def async_client(self) -> redis.asyncio.Redis:
+        if self._async is None:
+            raise RuntimeError("the Redis store is not started: start the server first")
+        return self._async
+
+    def _script(self, source: str) -> Any:
+        script = self._sync_scripts.get(source)
+        if script is None:
+            script = self._sync_scripts[source] = self.sync_client.register_script(source)
+        return script
+
+    def _script_async(self, client: redis.asyncio.Redis, source: str) -> Any:
+        scripts = self._async_scripts.setdefault(id(client), {})
+        script = scripts.get(source)
+        if script is None:
+            script = scripts[source] = client.register_script(source)
+        return script
+
+    def run_sync(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
+            raise self._unavailable(str(error)) from None
+
+    async def run_async(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
+            raise self._unavailable(str(error)) from None
+
+    def run_script(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a Lua script with the blocking client; ``StoreUnavailableError`` if Redis is away."""
+        script = self._script(source)
+        return self.run_sync(lambda: script(keys, args))
+
+    async def run_script_async(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a Lua script in the event loop; ``StoreUnavailableError`` if Redis is away."""
+        script = self._script_async(self.async_client(), source)
+        return await self.run_async(script(keys, args))
+
+    def _unavailable(self, reason: str) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"Redis at {self.target.describe()} is unreachable ({reason}): changes are "
+            "refused until it is back; reads answer from this server's copy"
+        )
+
+
+class RedisKeys:
+    """The names of the store's keys under one prefix (one hash tag: one cluster slot)."""
+
+    def __init__(self, prefix: str) -> None:
+        base = "{" + prefix + "}:"
+        self.base = base
+        self.epoch = base + "epoch"
+        self.revision = base + "revision"
+        self.content = base + "content"
+        self.history = base + "history"
+        self.servers = base + "servers"
+        self.lock_prefix = base + "lock"
+        self.leases = [base + "leases", base + "lease_deadlines", base + "lease_servers"]
+        self.commit = [self.epoch, self.revision, self.content, self.history, *self.leases]
+        self.snapshot = [self.epoch, self.revision, self.content]
+
+    def alive(self, server: str) -> str:
+        return f"{self.base}alive:{server}"
+
+    def reap(self, server: str) -> list[str]:
+        return [*self.leases, self.servers, self.alive(server), self.base + "lockkeys"]
+
+
+def _snapshot_from(reply: list[Any]) -> tuple[str, int, dict[str, JsonValue]]:
+    epoch, revision, flat = reply[0].decode(), int(reply[1]), reply[2]
+    content = {_key_str(flat[i]): decode_value(flat[i + 1]) for i in range(0, len(flat), 2)}
+    return epoch, revision, content
+
+
+def _revision_of(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[0])
+
+
+def _key_bytes(key: str) -> bytes:
+    # surrogatepass: a str key with a lone surrogate is valid state and must survive.
+    return key.encode("utf-8", "surrogatepass")
+
+
+def _key_str(key: bytes) -> str:
+    return key.decode("utf-8", "surrogatepass")
+
+
+def _owner_bytes(owner: Hashable) -> bytes:
+    try:
+        return encode_value(owner)
+    except TypeError:
+        raise TypeError(
+            f"a lease owner in Redis must be a str, int or None (an access token), "
+            f"got {type(owner).__name__}"
+        ) from None
+
+
+def _owner_from_bytes(data: bytes) -> Hashable:
+    owner = msgpack.unpackb(data, raw=False, use_list=False)
+    return cast(Hashable, owner)

@@ -1,0 +1,460 @@
+"""The Lua scripts the Redis store runs: each one is one atomic step inside Redis.
+
+Layout under the prefix P (one hash tag, so every key lives in one slot):
+
+- ``P:epoch``: names the history (set by whichever script first finds it missing, so
+  every server agrees; a Redis that lost its data has none and gets a new one).
+- ``P:revision``: the last revision assigned (INCR).
+- ``P:content``: a hash, key -> value in the session protocol's msgpack codec.
+- ``P:history``: a stream; revision N is entry ``N-0`` with fields ``e`` (the epoch) and
+  ``c`` (the change: msgpack [keys, encoded values, removed keys]); trimmed to MAXLEN.
+- ``P:leases`` (key -> owner), ``P:lease_deadlines`` (key -> Redis-clock ms; absent: no
+  expiry), ``P:lease_servers`` (key -> id of the server whose session took it).
+- ``P:servers``: a set of server ids; ``P:alive:<id>``: that server's liveness key (TTL).
+- ``P:fence``: the fencing-token counter of read/write lock grants.
+- ``P:lock:<key>``: a hash ``writer`` / ``depth`` / ``r:<owner>`` (shared holds, count);
+  ``P:lockq:<key>``: a list of waiters ``ticket|mode|server|owner`` (FIFO);
+  ``P:lockkeys``: keys with a lock or waiters (for the dead-server sweep).
+"""
+
+from __future__ import annotations
+
+#: Redis's clock in milliseconds (with the microseconds as a fraction).
+_NOW = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end
+"""
+
+_ENSURE_EPOCH = """
+local function ensure_epoch(epoch_key, candidate)
+  local epoch = redis.call('GET', epoch_key)
+  if not epoch then
+    redis.call('SET', epoch_key, candidate)
+    epoch = candidate
+  end
+  return epoch
+end
+"""
+
+#: Drop the lease on ``key`` (all three hashes).
+_DROP_LEASE = """
+local function drop_lease(leases, deadlines, servers, key)
+  redis.call('HDEL', leases, key)
+  redis.call('HDEL', deadlines, key)
+  redis.call('HDEL', servers, key)
+end
+local function leased_by_other(leases, deadlines, servers, key, owner, now)
+  local holder = redis.call('HGET', leases, key)
+  if (not holder) or holder == owner then
+    return false
+  end
+  local deadline = redis.call('HGET', deadlines, key)
+  if deadline and tonumber(deadline) <= now then
+    drop_lease(leases, deadlines, servers, key)
+    return false
+  end
+  return true
+end
+"""
+
+#: KEYS: epoch, revision, content, history, leases, lease_deadlines, lease_servers.
+#: ARGV: candidate epoch, history MAXLEN, then one (owner, change) pair per commit, a
+#: change being msgpack [keys, encoded values, removed keys]. Each commit is checked and
+#: applied on its own (one refused by a lease does not stop the others); sending many
+#: in one script only saves round trips.
+#: Returns {epoch, {{'ok', revision} or {'locked', {keys...}}, ...}}.
+COMMIT = (
+    _NOW
+    + _ENSURE_EPOCH
+    + _DROP_LEASE
+    + """
+local epoch = ensure_epoch(KEYS[1], ARGV[1])
+local now = nil
+if redis.call('HLEN', KEYS[5]) > 0 then
+  now = now_ms()
+end
+local results = {}
+for i = 3, #ARGV, 2 do
+  local owner, entry = ARGV[i], ARGV[i + 1]
+  local change = cmsgpack.unpack(entry)
+  local keys, values, removed = change[1], change[2], change[3]
+  local blocked = {}
+  if now then
+    for _, key in ipairs(keys) do
+      if leased_by_other(KEYS[5], KEYS[6], KEYS[7], key, owner, now) then
+        blocked[#blocked + 1] = key
+      end
+    end
+    for _, key in ipairs(removed) do
+      if leased_by_other(KEYS[5], KEYS[6], KEYS[7], key, owner, now) then
+        blocked[#blocked + 1] = key
+      end
+    end
+  end
+  if #blocked > 0 then
+    results[#results + 1] = {'locked', blocked}
+  else
+    local revision = redis.call('INCR', KEYS[2])
+    for j, key in ipairs(keys) do
+      redis.call('HSET', KEYS[3], key, values[j])
+    end
+    for _, key in ipairs(removed) do
+      redis.call('HDEL', KEYS[3], key)
+    end
+    redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[2], revision .. '-0', 'e', epoch, 'c', entry)
+    results[#results + 1] = {'ok', revision}
+  end
+end
+return {epoch, results}
+"""
+)
+
+#: KEYS: epoch, revision, content. ARGV: candidate epoch, '1' to include the content.
+#: Returns {epoch, revision, {key, value, ...}}: one consistent instant.
+SNAPSHOT = (
+    _ENSURE_EPOCH
+    + """
+local epoch = ensure_epoch(KEYS[1], ARGV[1])
+local revision = tonumber(redis.call('GET', KEYS[2]) or '0')
+local content = {}
+if ARGV[2] == '1' then
+  content = redis.call('HGETALL', KEYS[3])
+end
+return {epoch, revision, content}
+"""
+)
+
+#: KEYS: leases, lease_deadlines, lease_servers. ARGV: owner, server id, release count r,
+#: r released keys, then (key, milliseconds or '-1' for no expiry) pairs to acquire.
+#: Returns the keys that block the acquisition (nothing acquired then), or {}.
+CHANGE_LEASES = (
+    _NOW
+    + _DROP_LEASE
+    + """
+local owner, server = ARGV[1], ARGV[2]
+local released = tonumber(ARGV[3])
+for i = 4, 3 + released do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == owner then
+    drop_lease(KEYS[1], KEYS[2], KEYS[3], ARGV[i])
+  end
+end
+local now = now_ms()
+local blocked = {}
+for i = 4 + released, #ARGV, 2 do
+  if leased_by_other(KEYS[1], KEYS[2], KEYS[3], ARGV[i], owner, now) then
+    blocked[#blocked + 1] = ARGV[i]
+  end
+end
+if #blocked > 0 then
+  return blocked
+end
+for i = 4 + released, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], owner)
+  redis.call('HSET', KEYS[3], ARGV[i], server)
+  local ms = tonumber(ARGV[i + 1])
+  if ms < 0 then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  else
+    redis.call('HSET', KEYS[2], ARGV[i], string.format('%.3f', now + ms))
+  end
+end
+return {}
+"""
+)
+
+#: KEYS: leases, lease_deadlines. Returns {key, owner, ms left or '-1', ...} (live ones).
+LIST_LEASES = (
+    _NOW
+    + """
+local now = now_ms()
+local flat = redis.call('HGETALL', KEYS[1])
+local result = {}
+for i = 1, #flat, 2 do
+  local deadline = redis.call('HGET', KEYS[2], flat[i])
+  local left = '-1'
+  if deadline then
+    left = string.format('%.3f', tonumber(deadline) - now)
+  end
+  if (not deadline) or tonumber(deadline) > now then
+    result[#result + 1] = flat[i]
+    result[#result + 1] = flat[i + 1]
+    result[#result + 1] = left
+  end
+end
+return result
+"""
+)
+
+#: KEYS: leases, lease_deadlines, lease_servers. ARGV: owner, server id.
+#: Releases the owner's leases taken through that server; returns how many.
+RELEASE_OWNER = (
+    _DROP_LEASE
+    + """
+local flat = redis.call('HGETALL', KEYS[1])
+local count = 0
+for i = 1, #flat, 2 do
+  if flat[i + 1] == ARGV[1] and redis.call('HGET', KEYS[3], flat[i]) == ARGV[2] then
+    drop_lease(KEYS[1], KEYS[2], KEYS[3], flat[i])
+    count = count + 1
+  end
+end
+return count
+"""
+)
+
+#: Read/write locks (the rules of ``core/rwlock.py``, non-fair mode): helpers shared by
+#: the lock scripts. A waiter is ``ticket|mode|owner`` with mode ``w`` or ``r``; an owner
+#: is ``<server id>:<owner>``. ``base`` is the key prefix, ``prefix`` the lock prefix.
+_LOCKS = """
+local function lock_names(prefix, key)
+  return prefix .. ':' .. key, prefix .. 'q:' .. key
+end
+local function parse_waiter(record)
+  return string.match(record, '^([^|]*)|([^|]*)|(.*)$')
+end
+local function has_readers(lock)
+  local fields = redis.call('HLEN', lock)
+  if redis.call('HEXISTS', lock, 'writer') == 1 then
+    fields = fields - 2
+  end
+  return fields > 0
+end
+local function writer_waits(queue)
+  for _, record in ipairs(redis.call('LRANGE', queue, 0, -1)) do
+    local _, mode = parse_waiter(record)
+    if mode == 'w' then
+      return true
+    end
+  end
+  return false
+end
+local function grant(base, lock, key, owner, mode)
+  if mode == 'w' then
+    redis.call('HSET', lock, 'writer', owner, 'depth', 1)
+  else
+    redis.call('HINCRBY', lock, 'r:' .. owner, 1)
+  end
+  redis.call('SADD', base .. 'ownerkeys:' .. owner, key)
+  redis.call('SADD', base .. 'lockkeys', key)
+  return redis.call('INCR', base .. 'fence')
+end
+local function forget_if_idle(base, prefix, key)
+  local lock, queue = lock_names(prefix, key)
+  if redis.call('EXISTS', lock) == 0 and redis.call('EXISTS', queue) == 0 then
+    redis.call('SREM', base .. 'lockkeys', key)
+  end
+end
+local function dispatch(base, prefix, key)
+  local lock, queue = lock_names(prefix, key)
+  if redis.call('HEXISTS', lock, 'writer') == 1 then
+    return
+  end
+  local granted = {}
+  if not writer_waits(queue) then
+    for _, record in ipairs(redis.call('LRANGE', queue, 0, -1)) do
+      local ticket, _, owner = parse_waiter(record)
+      redis.call('HSET', base .. 'grants', ticket, grant(base, lock, key, owner, 'r'))
+      granted[#granted + 1] = ticket
+    end
+    redis.call('DEL', queue)
+  elseif not has_readers(lock) then
+    for _, record in ipairs(redis.call('LRANGE', queue, 0, -1)) do
+      local ticket, mode, owner = parse_waiter(record)
+      if mode == 'w' then
+        redis.call('LREM', queue, 1, record)
+        redis.call('HSET', base .. 'grants', ticket, grant(base, lock, key, owner, 'w'))
+        granted[#granted + 1] = ticket
+        break
+      end
+    end
+  end
+  if #granted > 0 then
+    redis.call('PUBLISH', base .. 'granted', table.concat(granted, ' '))
+  end
+  forget_if_idle(base, prefix, key)
+end
+local function holds_nothing(lock, owner)
+  return redis.call('HGET', lock, 'writer') ~= owner
+    and redis.call('HEXISTS', lock, 'r:' .. owner) == 0
+end
+local function release_hold(base, prefix, key, owner, mode)
+  local lock = lock_names(prefix, key)
+  if mode == 'w' then
+    if redis.call('HGET', lock, 'writer') ~= owner then
+      return false
+    end
+    if redis.call('HINCRBY', lock, 'depth', -1) <= 0 then
+      redis.call('HDEL', lock, 'writer', 'depth')
+    end
+  else
+    if redis.call('HEXISTS', lock, 'r:' .. owner) == 0 then
+      return false
+    end
+    if redis.call('HINCRBY', lock, 'r:' .. owner, -1) <= 0 then
+      redis.call('HDEL', lock, 'r:' .. owner)
+    end
+  end
+  if holds_nothing(lock, owner) then
+    redis.call('SREM', base .. 'ownerkeys:' .. owner, key)
+  end
+  dispatch(base, prefix, key)
+  return true
+end
+"""
+
+#: ARGV: base, lock prefix, key, owner, mode. Returns {'granted', fence},
+#: {'queued', ticket} or {'upgrade'} (a shared holder asking for exclusive).
+LOCK_ACQUIRE = (
+    _LOCKS
+    + """
+local base, prefix, key, owner, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local lock, queue = lock_names(prefix, key)
+if redis.call('HGET', lock, 'writer') == owner then
+  if mode == 'w' then
+    redis.call('HINCRBY', lock, 'depth', 1)
+  else
+    redis.call('HINCRBY', lock, 'r:' .. owner, 1)
+  end
+  return {'granted', redis.call('INCR', base .. 'fence')}
+end
+if redis.call('HEXISTS', lock, 'r:' .. owner) == 1 then
+  if mode == 'w' then
+    return {'upgrade'}
+  end
+  redis.call('HINCRBY', lock, 'r:' .. owner, 1)
+  return {'granted', redis.call('INCR', base .. 'fence')}
+end
+local free = redis.call('HEXISTS', lock, 'writer') == 0 and not writer_waits(queue)
+if free and (mode == 'r' or not has_readers(lock)) then
+  return {'granted', grant(base, lock, key, owner, mode)}
+end
+local ticket = redis.call('INCR', base .. 'tickets')
+redis.call('RPUSH', queue, ticket .. '|' .. mode .. '|' .. owner)
+redis.call('SADD', base .. 'lockkeys', key)
+return {'queued', ticket}
+"""
+)
+
+#: ARGV: base, ticket. Returns the fence of a granted waiter (and forgets the grant), or
+#: false while it still waits.
+LOCK_TAKE = """
+local fence = redis.call('HGET', ARGV[1] .. 'grants', ARGV[2])
+if fence then
+  redis.call('HDEL', ARGV[1] .. 'grants', ARGV[2])
+end
+return fence
+"""
+
+#: ARGV: base, lock prefix, key, owner, mode, ticket. A waiter gives up (timeout,
+#: cancelled): it leaves the queue, or gives back the hold if it was granted meanwhile.
+LOCK_ABANDON = (
+    _LOCKS
+    + """
+local base, prefix, key, owner, mode, ticket = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+if redis.call('HDEL', base .. 'grants', ticket) == 1 then
+  release_hold(base, prefix, key, owner, mode)
+  return 1
+end
+local _, queue = lock_names(prefix, key)
+redis.call('LREM', queue, 1, ticket .. '|' .. mode .. '|' .. owner)
+dispatch(base, prefix, key)
+return 0
+"""
+)
+
+#: ARGV: base, lock prefix, key, owner, mode. Returns 1, or 0 if the owner holds no such hold.
+LOCK_RELEASE = (
+    _LOCKS
+    + """
+if release_hold(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]) then
+  return 1
+end
+return 0
+"""
+)
+
+#: ARGV: base, lock prefix, owner. Every hold of the owner on every key goes.
+LOCK_RELEASE_OWNER = (
+    _LOCKS
+    + """
+local base, prefix, owner = ARGV[1], ARGV[2], ARGV[3]
+local held = base .. 'ownerkeys:' .. owner
+for _, key in ipairs(redis.call('SMEMBERS', held)) do
+  local lock = lock_names(prefix, key)
+  redis.call('HDEL', lock, 'r:' .. owner)
+  if redis.call('HGET', lock, 'writer') == owner then
+    redis.call('HDEL', lock, 'writer', 'depth')
+  end
+  dispatch(base, prefix, key)
+end
+redis.call('DEL', held)
+return 1
+"""
+)
+
+#: ARGV: lock prefix, key, mode. 1 if a new owner could take it now without waiting.
+LOCK_TEST = (
+    _LOCKS
+    + """
+local lock, queue = lock_names(ARGV[1], ARGV[2])
+if redis.call('HEXISTS', lock, 'writer') == 1 or writer_waits(queue) then
+  return 0
+end
+if ARGV[3] == 'w' and has_readers(lock) then
+  return 0
+end
+return 1
+"""
+)
+
+#: KEYS: leases, lease_deadlines, lease_servers, servers, the server's liveness key,
+#: lockkeys. ARGV: server id, lock prefix, base. If the server's liveness key is gone,
+#: release every lease its sessions took and every lock hold and wait of its owners.
+#: Returns how many leases, holds and waits were released.
+REAP_SERVER = (
+    _DROP_LEASE
+    + _LOCKS
+    + """
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  return 0
+end
+local dead, prefix, base = ARGV[1], ARGV[2], ARGV[3]
+local mark = dead .. ':'
+local count = 0
+local servers = redis.call('HGETALL', KEYS[3])
+for i = 1, #servers, 2 do
+  if servers[i + 1] == dead then
+    drop_lease(KEYS[1], KEYS[2], KEYS[3], servers[i])
+    count = count + 1
+  end
+end
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[6])) do
+  local lock, queue = lock_names(prefix, key)
+  local fields = redis.call('HGETALL', lock)
+  for i = 1, #fields, 2 do
+    local field, value = fields[i], fields[i + 1]
+    if string.sub(field, 1, 2 + #mark) == 'r:' .. mark then
+      redis.call('HDEL', lock, field)
+      redis.call('DEL', base .. 'ownerkeys:' .. string.sub(field, 3))
+      count = count + 1
+    elseif field == 'writer' and string.sub(value, 1, #mark) == mark then
+      redis.call('HDEL', lock, 'writer', 'depth')
+      redis.call('DEL', base .. 'ownerkeys:' .. value)
+      count = count + 1
+    end
+  end
+  for _, record in ipairs(redis.call('LRANGE', queue, 0, -1)) do
+    local _, _, owner = parse_waiter(record)
+    if string.sub(owner, 1, #mark) == mark then
+      redis.call('LREM', queue, 1, record)
+      count = count + 1
+    end
+  end
+  dispatch(base, prefix, key)
+end
+redis.call('SREM', KEYS[4], dead)
+return count
+"""
+)

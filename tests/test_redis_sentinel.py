@@ -1,0 +1,110 @@
+"""A Sentinel failover under statehub serve --store redis+sentinel://... --replicas 1."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from statehub.bench.fleet import (
+    RedisProcess,
+    start_redis,
+    start_sentinel,
+    start_statehub,
+    stop,
+)
+from statehub.client import AsyncClient, ConnectionLost
+from statehub.protocol.codec import decode_value
+from statehub.store.errors import DurabilityError, StoreUnavailableError
+
+DEADLINE_S = 60.0
+
+
+def _until(predicate: Any, timeout: float = DEADLINE_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def _replicas_online(primary: RedisProcess, count: int) -> bool:
+    client = primary.client()
+    try:
+        info = client.info("replication")
+        online = [info.get(f"slave{i}", {}).get("state") == "online" for i in range(count)]
+        return info.get("connected_slaves") == count and all(online)
+    finally:
+        client.close()
+
+
+def _sentinels_ready(sentinels: list[RedisProcess]) -> bool:
+    for sentinel in sentinels:
+        client = sentinel.client()
+        try:
+            if not client.execute_command("SENTINEL", "REPLICAS", "mymaster"):
+                return False
+            if len(client.execute_command("SENTINEL", "SENTINELS", "mymaster")) < 2:
+                return False
+        finally:
+            client.close()
+    return True
+
+
+async def test_a_failover_loses_no_acknowledged_write(tmp_path: Path) -> None:
+    processes: list[Any] = []
+    try:
+        primary = start_redis(tmp_path / "primary")
+        processes.append(primary.process)
+        # Two replicas: after the failover one is left to acknowledge WAIT 1.
+        replicas = [
+            start_redis(
+                tmp_path / f"replica{i}", extra=["--replicaof", "127.0.0.1", str(primary.port)]
+            )
+            for i in range(2)
+        ]
+        processes += [replica.process for replica in replicas]
+        _until(lambda: _replicas_online(primary, 2))
+        sentinels = [start_sentinel(tmp_path / f"sentinel{i}", primary.port) for i in range(3)]
+        processes += [sentinel.process for sentinel in sentinels]
+        _until(lambda: _sentinels_ready(sentinels))
+        hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in sentinels)
+        url = f"redis+sentinel://{hosts}/mymaster/0"
+        server, port = start_statehub(url, "--replicas", "1")
+        processes.append(server)
+
+        acknowledged: dict[str, int] = {}
+        async with AsyncClient("127.0.0.1", port) as client:
+            for n in range(30):
+                await client.set(f"k{n}", n)
+                acknowledged[f"k{n}"] = n
+            primary.process.kill()
+            primary.process.wait()
+            failed = 0
+            deadline = time.monotonic() + DEADLINE_S
+            n = 30
+            while n < 60:  # keep writing through the failover
+                assert time.monotonic() < deadline, "writes did not resume after failover"
+                try:
+                    await client.set(f"k{n}", n)
+                except (StoreUnavailableError, DurabilityError, ConnectionLost):
+                    failed += 1
+                    await asyncio.sleep(0.1)
+                    continue
+                acknowledged[f"k{n}"] = n
+                n += 1
+            assert failed > 0  # the failover was noticed, not skipped
+
+        sentinel = redis.sentinel.Sentinel([("127.0.0.1", s.port) for s in sentinels])
+        new_primary = sentinel.master_for("mymaster", socket_timeout=5)
+        promoted = new_primary.connection_pool.get_master_address()[1]
+        assert promoted in {replica.port for replica in replicas}
+        stored = new_primary.hgetall("{statehub}:content")
+        content = {key.decode(): decode_value(value) for key, value in stored.items()}
+        assert {key: content.get(key) for key in acknowledged} == acknowledged
+        new_primary.close()
+    finally:
+        for process in reversed(processes):
+            stop(process)
