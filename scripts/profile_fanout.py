@@ -1,6 +1,6 @@
 """Profile the statehub server under the 100-subscriber fan-out workload (py-spy).
 
-Usage: .venv/bin/python scripts/profile_fanout.py grpc|tcp [seconds]
+Usage: .venv/bin/python scripts/profile_fanout.py grpc|tcp [seconds]  (py-spy: pip install py-spy)
 
 Starts the bench's server process and 100 subscribers at interval 0 (their own
 process), keeps one client writing with 64 writes in flight, and records the server with
@@ -36,13 +36,39 @@ BUCKETS = (
 )
 
 
+#: Innermost frames of a thread that is waiting, not running.
+IDLE = ("epoll_wait", "poll (libc", "select (libc", "futex", "pthread_cond", "sem_wait")
+#: Frames naming the coroutine a task was running (the second view: "by task").
+TASKS = (
+    ("_run_subscription", "subscription tasks (one per subscriber: flush, encode, queue)"),
+    ("serve_session", "session writer loops (outbox -> transport write)"),
+    ("_feed", "session reader loops (transport read -> dispatch)"),
+)
+
+
 def bucket(stack: str) -> str:
     frames = stack.split(";")
     for frame in reversed(frames):
         for needle, name in BUCKETS:
             if needle in frame:
                 return name
-    return "other (idle, interpreter, threads)"
+    return "other (interpreter, libc)"
+
+
+def task(stack: str) -> str:
+    if "Thread._bootstrap" in stack:
+        return "grpc's own threads (poller)" if "cygrpc" in stack else "other threads"
+    for needle, name in TASKS:
+        if needle in stack:
+            return name
+    return "event loop itself and other callbacks (grpc completions, timers)"
+
+
+def share(counts: collections.Counter[str], title: str) -> None:
+    total = sum(counts.values())
+    print(title)
+    for name, count in counts.most_common():
+        print(f"  {100 * count / total:5.1f}%  {name}")
 
 
 async def drive(transport: str, seconds: float) -> str:
@@ -53,7 +79,7 @@ async def drive(transport: str, seconds: float) -> str:
             output = f"profile-{transport}.txt"
             spy = await asyncio.create_subprocess_exec(
                 str(Path(sys.executable).with_name("py-spy")),
-                *("record", "--format", "raw", "--native", "--nonblocking", "-r", "200"),
+                *("record", "--format", "raw", "--native", "-r", "200"),
                 *("-d", str(int(seconds)), "-o", output, "--pid", str(server.process.pid)),
                 stdout=subprocess.DEVNULL,
             )
@@ -65,14 +91,21 @@ async def drive(transport: str, seconds: float) -> str:
 
 
 def summarise(output: str) -> None:
-    counts: collections.Counter[str] = collections.Counter()
+    where: collections.Counter[str] = collections.Counter()
+    tasks: collections.Counter[str] = collections.Counter()
+    idle = 0
     with open(output) as folded:
         for line in folded:
             stack, _, samples = line.rstrip().rpartition(" ")
-            counts[bucket(stack)] += int(samples)
-    total = sum(counts.values())
-    for name, count in counts.most_common():
-        print(f"  {100 * count / total:5.1f}%  {name}")
+            if stack.rsplit(";", 1)[-1].startswith(IDLE):
+                idle += int(samples)
+                continue
+            where[bucket(stack)] += int(samples)
+            tasks[task(stack)] += int(samples)
+    busy = sum(where.values())
+    print(f"{busy} busy samples, {idle} idle (waiting) samples left out")
+    share(where, "by where the innermost known frame is:")
+    share(tasks, "by what the work was for:")
 
 
 if __name__ == "__main__":

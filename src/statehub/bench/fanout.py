@@ -705,6 +705,17 @@ class Bench:
                 results.append(Result(f"{row.workload}: {_NAMES[target]}{ratio}", median, row.unit))
         return results
 
+    def spread(self) -> str:
+        """Each row's figures round by round, per target (how noisy the medians are)."""
+        lines = []
+        for row in self.rows.values():
+            figures = "; ".join(
+                f"{_NAMES[target]}: " + ", ".join(_format(figure) for figure in values)
+                for target, values in row.figures.items()
+            )
+            lines.append(f"  {row.workload} ({row.unit}): {figures}")
+        return "\n".join(lines)
+
     def table(self) -> str:
         names = _NAMES
         header = ["workload", *(names[t] for t in self.targets)]
@@ -727,7 +738,7 @@ class Bench:
                 if t in medians and medians.get("redis"):
                     ratio = medians[t] / medians["redis"]
                     cells.append(
-                        f"{ratio:.2f}" if row.higher_is_better else f"{ratio:.2f}x the time"
+                        f"{ratio:.2f}" + ("" if row.higher_is_better else " (lower: better)")
                     )
                 else:
                     cells.append("-")
@@ -765,4 +776,5 @@ def run() -> list[Result]:
     asyncio.run(bench.run())
     log(f"load average before {load_before}, after {_load()}; {machine()}")
     log(f"medians of {ROUNDS} interleaved rounds:\n{bench.table()}")
+    log("every round's figures:\n" + bench.spread())
     return bench.results()
