@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -13,7 +14,7 @@ import pytest
 from statehub.client.tcp_stream import TcpFrames
 from statehub.protocol import decode_batch, encode_batch
 from statehub.protocol.errors import MessageTooLargeError, ProtocolError
-from statehub.protocol.tcp_framing import encode_length
+from statehub.protocol.tcp_framing import encode_length, set_keepalive
 from statehub.server import StateServer
 from statehub.server.tcp_transport import frame_limit, start_tcp_server
 from test_server_support import DEADLINE, RemoteError, eventually, running_server
@@ -212,3 +213,16 @@ async def test_connecting_to_a_closed_port_says_where() -> None:
     await listener.wait_closed()
     with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}"):
         await TcpFrames.open("127.0.0.1", port)
+
+
+async def test_both_ends_ask_the_kernel_to_notice_a_dead_peer() -> None:
+    async with tcp_server() as (_, port), tcp_session(port) as session:
+        sock = session.frames._writer.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    with socket.socket() as sock:
+        set_keepalive(sock, idle=2.0, timeout=6.0)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 2
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 2
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 8000

@@ -86,15 +86,19 @@ class TcpFrames:
 
 
 def tcp_session_handler(
-    hub: Hub, *, keepalive_time: float = 10.0, keepalive_timeout: float = 5.0
+    hub: Hub, *, keepalive_time: float | None = None, keepalive_timeout: float = 5.0
 ) -> ConnectionHandler:
-    """The ``asyncio.start_server`` callback serving ``hub``'s sessions, one per connection."""
+    """The ``asyncio.start_server`` callback serving ``hub``'s sessions, one per connection.
+
+    ``keepalive_time`` defaults to the hub's (what ``hello`` tells clients).
+    """
     max_frame = frame_limit(hub.max_message_bytes)
+    idle = hub.keepalive_s if keepalive_time is None else keepalive_time
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
         if sock is not None:
-            set_keepalive(sock, keepalive_time, keepalive_timeout)
+            set_keepalive(sock, idle, keepalive_timeout)
         frames = TcpFrames(reader, writer, max_frame)
         peer = Peer(address=_address(writer), transport="tcp")
         error: Exception | None = None
@@ -116,7 +120,7 @@ async def start_tcp_server(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
-    keepalive_time: float = 10.0,
+    keepalive_time: float | None = None,
     keepalive_timeout: float = 5.0,
 ) -> asyncio.Server:
     """Listen for session-protocol connections on ``host:port`` (0: a free port)."""
