@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from statehub.bench import cluster, core, dripline, durable, network, security, web
+from statehub.bench import cluster, core, dripline, durable, fanout, network, security, web
 from statehub.bench.table import Result, format_table, machine
 
 #: Group name -> (title, function returning results). Other modules add their groups.
@@ -22,6 +22,7 @@ GROUPS: dict[str, tuple[str, Callable[[], list[Result]]]] = {
     "web": ("Web edge (WebSocket next to gRPC; clients in a separate process)", web.run),
     "dripline": ("Dripline mesh (RabbitMQ on loopback) next to statehub's protocol", dripline.run),
     "cluster": ("Cluster (statehub serve processes over one Redis, next to memory)", cluster.run),
+    "fanout": ("Fan-out: statehub over gRPC and plain TCP, side by side with --peer", fanout.run),
 }
 
 
@@ -38,12 +39,32 @@ GROUPS: dict[str, tuple[str, Callable[[], list[Result]]]] = {
     default=None,
     help="Also write the results to this file as JSON (machine, then each group's rows).",
 )
-def bench(groups: tuple[str, ...], host: str | None, port: int, json_path: Path | None) -> None:
+@click.option("--peer", type=click.Choice(["redis"]), help="fanout: run the same workloads on it.")
+@click.option(
+    "--rounds",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="fanout: interleaved rounds (medians).",
+)
+def bench(
+    groups: tuple[str, ...],
+    host: str | None,
+    port: int,
+    json_path: Path | None,
+    peer: str | None,
+    rounds: int,
+) -> None:
     """Run benchmark GROUPS (all when none is named) and print a table for each.
 
     Progress (the group running, time spent) goes to stderr; the tables to stdout.
     """
     network.TARGET = (host, port) if host is not None else None
+    fanout.PEER, fanout.ROUNDS = peer, rounds
+    if peer == "redis" and fanout.redis_path() is None:
+        raise click.ClickException(
+            "--peer redis: redis-server is not on PATH (make test installs it)"
+        )
     unknown = [name for name in groups if name not in GROUPS]
     if unknown:
         raise click.BadParameter(
