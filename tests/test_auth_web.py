@@ -197,6 +197,9 @@ async def test_registering_a_command_needs_the_admin_right(tmp_path: Path) -> No
             "request": {"name": "echo-ada", "arguments": {"n": 1}, "id": 7},
             "response": {"n": 1},
         }
+        # A reload that takes the admin right away ends ada's registration.
+        server.reload_auth(write_identities(tmp_path / "identities.yaml", identities(ada="writer")))
+        assert "echo-ada" not in server.hub.commands.commands
 
 
 async def test_a_reload_narrowing_rights_sends_a_fresh_copy_then_ends(tmp_path: Path) -> None:
@@ -207,9 +210,17 @@ async def test_a_reload_narrowing_rights_sends_a_fresh_copy_then_ends(tmp_path: 
             await eventually(lambda: rita.state == {"lab/a": 1, "secret/a": 1})
             room = nanover_connections(server)
             await eventually(lambda: len(room.in_step) == 1)  # rita: walt reads only lab/
+            server.update_state(None, DictionaryChange({"lab/gone": 0}))
+            await eventually(lambda: "lab/gone" in rita.state)
+            # Removed, and the rights narrowed before the broadcast could tell rita: the
+            # fresh copy removes it too.
+            server.update_state(None, DictionaryChange(removals=["lab/gone"]))
             server.reload_auth(write_identities(path, identities()))  # rita only reads lab/
             await eventually(lambda: rita.state == {"lab/a": 1})
-            assert rita.state_messages[-1] == {"updates": {"lab/a": 1}, "removals": ["secret/a"]}
+            assert rita.state_messages[-1] == {
+                "updates": {"lab/a": 1},
+                "removals": ["lab/gone", "secret/a"],
+            }
             assert not room.in_step
             server.update_state(None, DictionaryChange({"secret/b": 2}))
             server.update_state(None, DictionaryChange({"lab/b": 2}))

@@ -610,7 +610,8 @@ class NanoverConnection:
     def reauthenticate(self) -> None:
         """After the identities changed: keep the rights the credential now has, or end.
 
-        If its read rights changed, the client gets a fresh copy (``_restart_state``).
+        If its read rights changed, the client gets a fresh copy (``_restart_state``); if
+        it may no longer register commands, those it registered end.
         """
         if self.socket.closed or self._ending:
             return
@@ -624,6 +625,8 @@ class NanoverConnection:
             self._spawn(self._end(error))
             return
         previous, self.principal = self.principal, principal
+        if AdminRight.REGISTER_COMMANDS not in principal.permissions.admin:
+            self.room.unregister_commands_of(self)  # it may no longer serve commands
         if principal.permissions.read != previous.permissions.read:
             self._restart_state()
 
