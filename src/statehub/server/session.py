@@ -101,6 +101,9 @@ class Hub:
         self.limits = limits if limits is not None else SessionLimits()
         self.sessions: set[Session] = set()
         self.observer = SessionObserver()
+        #: Called after ``replace_auth`` re-checked the sessions, so that connections which
+        #: are not sessions (NanoVer's WebSocket clients) are checked again too.
+        self.auth_listeners: list[Callable[[], None]] = []
 
     def replace_auth(self, auth: Authenticator | OpenAccess) -> None:
         """Use new identities (a reloaded file); each session is authenticated again.
@@ -111,6 +114,8 @@ class Hub:
         self.auth = auth
         for session in list(self.sessions):
             session.reauthenticate()
+        for listener in list(self.auth_listeners):
+            listener()
 
     def end_sessions(self) -> None:
         """Ask every session to end once its pending frames are written (server stopping)."""

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import ssl
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -21,7 +22,7 @@ from statehub.server.peer import Peer
 from statehub.server.session import Hub
 from statehub.web import nanover_socket
 from statehub.web.metrics import ServerMetrics
-from statehub.web.nanover_socket import NanoverConnection, NanoverRoom
+from statehub.web.nanover_socket import NanoverRoom, serve_nanover_socket
 from statehub.web.session_socket import serve_session_socket
 
 logger = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class WebEdge:
         if not socket.can_prepare(request).ok:
             return self._dashboard_page()
         await socket.prepare(request)
-        await NanoverConnection(self.nanover, socket, peer_of(request)).run()
+        await serve_nanover_socket(self.nanover, socket, peer_of(request))
         return socket
 
     def _dashboard_page(self) -> web.StreamResponse:
@@ -148,9 +149,37 @@ class WebEdge:
 
 
 def peer_of(request: web.Request) -> Peer:
-    """The client of ``request``: its address, and a bearer token if it sent one."""
-    peername = request.transport.get_extra_info("peername") if request.transport else None
+    """The client of ``request``: its address, a bearer token if it sent one, and the
+    names of its TLS client certificate if it showed one."""
+    transport = request.transport
+    peername = transport.get_extra_info("peername") if transport else None
     address = f"{peername[0]}:{peername[1]}" if peername else "unknown"
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     bearer = token.strip() if scheme.lower() == "bearer" and token.strip() else None
-    return Peer(address=address, transport="websocket", bearer_token=bearer)
+    certificate = transport.get_extra_info("peercert") if transport else None
+    return Peer(
+        address=address,
+        transport="websocket",
+        bearer_token=bearer,
+        certificate_identities=certificate_names(certificate),
+    )
+
+
+def certificate_names(certificate: dict[str, Any] | None) -> tuple[str, ...]:
+    """The subject CN, DNS and URI names of a client certificate (``getpeercert()``'s form).
+
+    ``ssl`` hands over a certificate only once it has verified it (against
+    ``--tls-client-ca``; the dict is empty otherwise), so the names can be trusted, as
+    gRPC's are (``server/grpc_credentials.py``).
+    """
+    if not certificate:
+        return ()
+    names: dict[str, None] = {}
+    for relative_name in certificate.get("subject", ()):
+        for field, value in relative_name:
+            if field == "commonName":
+                names[value] = None
+    for kind, value in certificate.get("subjectAltName", ()):
+        if kind in ("DNS", "URI"):
+            names[value] = None
+    return tuple(names)

@@ -9,6 +9,14 @@ module only translates: writes go through ``StateDictionary.update_state`` under
 connection's own token (so leases apply to NanoVer clients too), commands through the
 server's ``CommandRegistry``, deltas come from a change view like every subscription's.
 
+Who the client is, is decided when it connects, as for every other connection: a bearer
+token in the HTTP ``Authorization`` header, else the TLS client certificate's names, else
+the anonymous role; a credential that does not authenticate closes the socket with 1008.
+Each operation asks the connection's ``Principal`` (``docs/security.md``): writes need
+the write right on every key, commands the call right, registering a command the admin
+right ``register_commands``. Clients that may read every key share one broadcast; a client
+whose read right is narrower follows a view of its own, filtered to what it may read.
+
 Where NanoVer has gaps, this edge does better: bad input gets an ``{"error": ...}``
 message (NanoVer's clients ignore unknown keys) and reading goes on; a forwarded command
 whose registrant does not answer within ``forward_timeout`` fails with an exception; a
@@ -27,9 +35,20 @@ from typing import Any
 import msgpack
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from statehub.auth import (
+    AdminRight,
+    Credentials,
+    PermissionDeniedError,
+    PrefixSet,
+    Principal,
+    Right,
+    UnauthenticatedError,
+)
+from statehub.auth.context import current_principal
 from statehub.core.buffers import DictionaryChangeBuffer
 from statehub.core.change import DictionaryChange
 from statehub.core.pacing import Pacer
+from statehub.core.values import check_key
 from statehub.errors import ObjectFrozenError, ResourceLockedError
 from statehub.protocol.errors import status_of
 from statehub.server.peer import Peer
@@ -45,6 +64,8 @@ MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 LIST_COMMANDS = "commands/list"
 #: Seconds a forwarded command waits for the client that registered it.
 DEFAULT_FORWARD_TIMEOUT = 30.0
+#: WebSocket close reasons are limited to 123 bytes.
+_MAX_CLOSE_REASON = 120
 _AVATAR_PREFIX = "avatar."
 _INTERACTION_PREFIX = "interaction."
 
@@ -80,6 +101,7 @@ class NanoverRoom:
         self.observer: NanoverObserver = NanoverObserver()
         self._registrants: dict[str, NanoverConnection] = {}
         self._presentation: dict[str, dict[str, str]] = {}
+        hub.auth_listeners.append(self.reauthenticate)
 
     def register(
         self,
@@ -118,6 +140,10 @@ class NanoverRoom:
         """The connections the shared broadcast feeds."""
         return frozenset(self._in_step)
 
+    def enter(self, connection: NanoverConnection) -> None:
+        """``connection`` is open (whichever way it is fed state)."""
+        self.connections.add(connection)
+
     def join(self, connection: NanoverConnection) -> None:
         """Feed ``connection`` the shared deltas from now on (it has had its snapshot)."""
         self.connections.add(connection)
@@ -151,8 +177,19 @@ class NanoverRoom:
                         connection.fall_behind()
                 pacer.flushed()
 
+    def stop_feeding(self, connection: NanoverConnection) -> None:
+        """No more shared deltas for ``connection`` (it follows a view of its own)."""
+        self._in_step.discard(connection)
+
+    def reauthenticate(self) -> None:
+        """The identities were replaced: check every connection's credential again."""
+        for connection in list(self.connections):
+            connection.reauthenticate()
+
     async def close_all(self) -> None:
         """The server is stopping: close every NanoVer connection (1001, going away)."""
+        if self.reauthenticate in self.hub.auth_listeners:
+            self.hub.auth_listeners.remove(self.reauthenticate)
         for connection in list(self.connections):
             await connection.socket.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
 
@@ -181,14 +218,43 @@ class NanoverRoom:
         return forward
 
 
+async def serve_nanover_socket(
+    room: NanoverRoom, socket: web.WebSocketResponse, peer: Peer
+) -> None:
+    """Serve one NanoVer client on a prepared ``socket`` as the identity it proves.
+
+    A credential the server does not accept closes the socket at once with 1008 (policy
+    violation) and a reason naming the problem, as a session is answered UNAUTHENTICATED.
+    """
+    credentials = Credentials(peer.bearer_token, peer.certificate_identities)
+    try:
+        principal = room.hub.auth.authenticate(credentials)
+    except UnauthenticatedError as error:
+        logger.info("NanoVer client %s refused: %s", peer.address, error)
+        await socket.close(code=WSCloseCode.POLICY_VIOLATION, message=_close_reason(error))
+        return
+    await NanoverConnection(room, socket, peer, principal, credentials).run()
+
+
 class NanoverConnection:
     """One NanoVer client on a WebSocket: its deltas, its writes, its commands."""
 
-    def __init__(self, room: NanoverRoom, socket: web.WebSocketResponse, peer: Peer) -> None:
+    def __init__(
+        self,
+        room: NanoverRoom,
+        socket: web.WebSocketResponse,
+        peer: Peer,
+        principal: Principal,
+        credentials: Credentials,
+    ) -> None:
         self.room = room
         self.hub = room.hub
         self.socket = socket
         self.peer = peer
+        #: Who the client is; replaced when the identities are reloaded.
+        self.principal = principal
+        #: What it presented on connect, authenticated again at each reload.
+        self.credentials = credentials
         #: Leases are checked against this token, like a session's.
         self.token = f"nanover-{uuid.uuid4().hex}"
         #: Fixed by the first ``avatar.<id>`` key the client writes (as NanoVer does).
@@ -199,11 +265,22 @@ class NanoverConnection:
         self._tasks: set[asyncio.Task[None]] = set()
         #: The revision of the last state message queued for this client.
         self._revision_sent = 0
-        self._writing_state = False
+        #: The revision of the last state message written to it (never above the one sent).
+        self._revision_delivered = 0
+        #: The read rights its copy of the state may hold keys of: the current ones, and
+        #: earlier ones until a fresh copy under the current ones has been written.
+        self._shown: list[PrefixSet] = []
+        #: Every task that sends it state (its snapshot, shared deltas, its own view).
+        self._state_tasks: set[asyncio.Task[None]] = set()
+        #: The task writing a state message now, if any: a shared delta waits for none.
+        self._state_writer: asyncio.Task[None] | None = None
+        #: Set once a reload found its credential no longer accepted: it is being closed.
+        self._ending = False
 
     async def run(self) -> None:
         """Serve the client until it goes; then clean up after it exactly once."""
-        sender = asyncio.ensure_future(self._send_snapshot_then_join())
+        self.room.enter(self)
+        self._restart_state()
         try:
             async for message in self.socket:
                 if message.type is WSMsgType.BINARY:
@@ -221,9 +298,11 @@ class NanoverConnection:
             pass
         finally:
             self.room.leave(self)
-            for task in [sender, *self._tasks]:
+            tasks = list(self._tasks)
+            for task in tasks:
                 task.cancel()
-            await asyncio.wait([sender, *self._tasks])
+            if tasks:
+                await asyncio.wait(tasks)
             for future in self._forwards.values():
                 future.cancel()
             self.room.unregister_commands_of(self)
@@ -269,9 +348,14 @@ class NanoverConnection:
             removed = set(removals)
             # NanoVer applies updates then removals: a key in both ends up removed.
             kept = {key: value for key, value in updates.items() if key not in removed}
+            keys = [*map(check_key, kept), *map(check_key, removals)]
+            self.principal.require(Right.WRITE, keys, "NanoVer state")
             self._note_user(updates)
             self.hub.state.update_state(self.token, DictionaryChange(kept, removals))
             self.room.observer.request_done("nanover:state", "ok")
+        except PermissionDeniedError as error:
+            self.room.observer.request_done("nanover:state", status_of(error))
+            self._spawn(self._report_error(type(error).__name__, f"state not applied: {error}"))
         except ResourceLockedError as error:
             self.room.observer.request_done("nanover:state", status_of(error))
             self._spawn(self._refused(error))
@@ -290,11 +374,13 @@ class NanoverConnection:
                 return
 
     async def _refused(self, error: ResourceLockedError) -> None:
-        """Tell the writer, and send the leased keys' current values so its copy converges."""
+        """Tell the writer, and send the leased keys' current values so its copy converges
+        (those it may read: the others are not in its copy)."""
         await self._report_error("ResourceLockedError", f"state not applied: {error}")
         current: dict[str, Any] = {}
         absent: list[str] = []
-        for key in sorted(error.keys):
+        readable = self.principal.permissions.read
+        for key in sorted(key for key in error.keys if key in readable):
             value = self.hub.state.get(key, _MISSING)
             if value is _MISSING:
                 absent.append(key)
@@ -325,8 +411,11 @@ class NanoverConnection:
                 for field in ("label", "icon")
                 if type(registration.get(field)) is str
             }
+            self.principal.require_admin(
+                AdminRight.REGISTER_COMMANDS, f"register {registration['name']!r}"
+            )
             self.room.register(registration["name"], self, defaults, presentation)
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, PermissionDeniedError) as error:
             self._spawn(self._report_error(type(error).__name__, f"not registered: {error}"))
 
     def _answer_forward(self, payload: dict[str, Any]) -> None:
@@ -361,6 +450,9 @@ class NanoverConnection:
                 raise TypeError(f"a command request needs a str 'name', got {name!r}")
             if type(arguments) is not dict:
                 raise TypeError(f"command {name!r}: 'arguments' must be a map")
+            if name != LIST_COMMANDS:  # a listing, filtered to what this identity may call
+                self.principal.require(Right.CALL, [name], "NanoVer command")
+            current_principal.set(self.principal)  # this task's: the command may check admin
             registrant = self.room.registrant(name)
             if registrant is not None:  # NanoVer to NanoVer: the value goes through as is
                 defaults = self.hub.commands.commands[name].default_arguments
@@ -374,6 +466,9 @@ class NanoverConnection:
                     # NanoVer's listing also has a "commands" list with labels and icons.
                     listing = response.get("list")
                     if type(listing) is dict:
+                        callable_names = self.principal.permissions.call
+                        listing = {n: a for n, a in listing.items() if n in callable_names}
+                        response["list"] = listing
                         response["commands"] = self.room.command_entries(listing)
                 reply["response"] = response
         except asyncio.CancelledError:
@@ -412,48 +507,89 @@ class NanoverConnection:
 
     # -- outgoing ------------------------------------------------------------------------
 
-    async def _send_snapshot_then_join(self) -> None:
-        """The whole state (if there is anything), then the room's shared deltas.
+    def _restart_state(self) -> None:
+        """Send a fresh copy of the keys the client may read, then follow their changes.
 
-        The snapshot and joining happen without yielding in between, so the first shared
-        delta is the one after the snapshot's revision (it may repeat changes the snapshot
-        has: applying them again changes nothing).
+        On connect that is the whole state it may read (nothing if that is empty); after a
+        reload that changed its read rights, the same plus the removal of every key its
+        copy may hold that the new rights do not show. A client that may read every key
+        then takes the shared deltas: the snapshot and joining happen without yielding in
+        between, so the first shared delta is the one after the snapshot's revision (it
+        may repeat changes the snapshot has: applying them again changes nothing). Any
+        other client follows a view of its own, filtered to its keys.
         """
-        with self.hub.state.get_change_buffer(None, "") as view:
-            snapshot = _flush_now(view)
+        self.room.stop_feeding(self)
+        for task in self._state_tasks:
+            task.cancel()
+        readable = self.principal.permissions.read
+        key_filter = None if readable.everything else readable.__contains__
+        with self.hub.state.get_change_buffer(None, "", key_filter) as view:
+            snapshot = _flush_now(view, copy=False)
             revision = view.cursor
+        removals = self._dropped(snapshot.updates)
+        self._shown.append(readable)
         self._revision_sent = revision
-        self.room.join(self)
-        if snapshot.updates:
-            self._writing_state = True
-            try:
-                await self._send({"state": {"updates": snapshot.updates, "removals": []}})
-            finally:
-                self._writing_state = False
+        message = {"state": {"updates": snapshot.updates, "removals": removals}}
+        if key_filter is None:
+            self.room.join(self)
+            self._state_writer = self._spawn_state(self._send_fresh_copy(message, revision))
+        else:
+            self._spawn_state(self._send_fresh_copy(message, revision, follow=True))
+
+    def _dropped(self, kept: Mapping[str, Any]) -> list[str]:
+        """Keys the client's copy may hold and a fresh copy of ``kept`` does not have.
+
+        Those are the keys its earlier rights showed that are in the state now, and those
+        removed since the last state message it was written.
+        """
+        shown = list(self._shown)
+        if not shown:
+            return []
+
+        def was_shown(key: str) -> bool:
+            return any(key in readable for readable in shown)
+
+        since = self._revision_delivered
+        with self.hub.state.get_change_buffer(since, "", was_shown) as missed_view:
+            missed = _flush_now(missed_view, copy=False)
+            _, content = self.hub.state.shared_values()
+        held = {key for key in content if was_shown(key)} | missed.removals
+        return sorted(held.difference(kept))
+
+    async def _send_fresh_copy(
+        self, message: NanoverMessage, revision: int, *, follow: bool = False
+    ) -> None:
+        state = message["state"]
+        if state["updates"] or state["removals"]:
+            await self._send(message)
+        self._revision_delivered = revision
+        self._shown = self._shown[-1:]  # its copy now holds only what these rights show
+        if follow:
+            await self._send_state(revision)
 
     def offer(self, data: bytes, revision: int) -> bool:
         """Send a shared delta, unless the previous one is still being written (False)."""
-        if self._writing_state:
+        if self._state_writer is not None and not self._state_writer.done():
             return False
-        self._writing_state = True
         self._revision_sent = revision
-        self._spawn(self._send_shared(data))
+        self._state_writer = self._spawn_state(self._send_shared(data, revision))
         return True
 
-    async def _send_shared(self, data: bytes) -> None:
-        try:
-            await self._send_packed(data)
-        finally:
-            self._writing_state = False
+    async def _send_shared(self, data: bytes, revision: int) -> None:
+        await self._send_packed(data)
+        self._revision_delivered = revision
 
     def fall_behind(self) -> None:
         """Leave the shared stream: follow a view of our own from the last revision sent."""
-        self._spawn(self._send_state(self._revision_sent))
+        self._spawn_state(self._send_state(self._revision_sent))
 
     async def _send_state(self, since: int) -> None:
-        """Coalesced deltas after ``since``, at most 30 Hz, at this client's own pace."""
+        """Coalesced deltas of readable keys after ``since``, at most 30 Hz, at this
+        client's own pace."""
+        readable = self.principal.permissions.read
+        key_filter = None if readable.everything else readable.__contains__
         pacer = Pacer(STATE_INTERVAL)
-        with self.hub.state.get_change_buffer(since, "") as view:
+        with self.hub.state.get_change_buffer(since, "", key_filter) as view:
             first = True
             while True:
                 await asyncio.sleep(pacer.delay())
@@ -464,10 +600,43 @@ class NanoverConnection:
                 first = False
                 if not (change.updates or change.removals):
                     continue
+                revision = view.cursor
                 await self._send(
                     {"state": {"updates": change.updates, "removals": sorted(change.removals)}}
                 )
+                self._revision_delivered = revision
                 pacer.flushed()
+
+    def reauthenticate(self) -> None:
+        """After the identities changed: keep the rights the credential now has, or end.
+
+        If its read rights changed, the client gets a fresh copy (``_restart_state``); if
+        it may no longer register commands, those it registered end.
+        """
+        if self.socket.closed or self._ending:
+            return
+        try:
+            principal = self.hub.auth.authenticate(self.credentials)
+        except UnauthenticatedError as error:
+            logger.info(
+                "NanoVer client %s (%s) ended: %s", self.peer.address, self.principal.name, error
+            )
+            self._ending = True
+            self._spawn(self._end(error))
+            return
+        previous, self.principal = self.principal, principal
+        if AdminRight.REGISTER_COMMANDS not in principal.permissions.admin:
+            self.room.unregister_commands_of(self)  # it may no longer serve commands
+        if principal.permissions.read != previous.permissions.read:
+            self._restart_state()
+
+    async def _end(self, error: UnauthenticatedError) -> None:
+        """Say why, then close with 1008 (policy violation); cleanup follows in ``run``."""
+        self.room.stop_feeding(self)
+        for task in self._state_tasks:
+            task.cancel()
+        await self._report_error(type(error).__name__, str(error))
+        await self.socket.close(code=WSCloseCode.POLICY_VIOLATION, message=_close_reason(error))
 
     async def _report_error(self, kind: str, message: str) -> None:
         logger.info("NanoVer client %s: %s", self.peer.address, message)
@@ -486,10 +655,17 @@ class NanoverConnection:
                 return
             self.room.observer.nanover_sent(len(data))
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
+
+    def _spawn_state(self, coroutine: Any) -> asyncio.Task[None]:
+        task = self._spawn(coroutine)
+        self._state_tasks.add(task)
+        task.add_done_callback(self._state_tasks.discard)
+        return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -510,7 +686,12 @@ class NanoverConnection:
         if user is None:
             return
         state = self.hub.state
-        owned = [key for key, value in state.copy_content().items() if _owned(key, value, user)]
+        writable = self.principal.permissions.write  # removing another's keys needs the right
+        owned = [
+            key
+            for key, value in state.copy_content().items()
+            if _owned(key, value, user) and key in writable
+        ]
         while owned:
             try:
                 state.update_state(None, DictionaryChange(removals=owned))
@@ -534,11 +715,15 @@ def _owned(key: str, value: object, user: str) -> bool:
     )
 
 
-def _flush_now(view: DictionaryChangeBuffer) -> DictionaryChange:
+def _flush_now(view: DictionaryChangeBuffer, *, copy: bool = True) -> DictionaryChange:
     try:
-        return view.flush_changed_blocking(timeout=0)
+        return view.flush_changed_blocking(timeout=0, copy=copy)
     except TimeoutError:
         return DictionaryChange()
+
+
+def _close_reason(error: Exception) -> bytes:
+    return str(error).encode()[:_MAX_CLOSE_REASON]
 
 
 def _exception_text(error: Exception) -> str:
