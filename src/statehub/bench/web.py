@@ -89,7 +89,7 @@ async def _server() -> AsyncIterator[tuple[StateServer, Addresses]]:
             server,
             {
                 "gRPC": ("127.0.0.1", server.port),
-                "WebSocket": (f"ws://127.0.0.1:{server.http_port}", 0),
+                "WebSocket": (f"ws://127.0.0.1:{server.http_port}", server.http_port),
             },
         )
     finally:
