@@ -21,6 +21,7 @@ from statehub import AsyncClient, Client, DictionaryChange
 from statehub.client import ClientTls
 from statehub.client.address import DEFAULT_TCP_PORT, parse_target
 from statehub.client.errors import ConnectionLost
+from statehub.client.transports import StreamBroken, open_frame_stream
 from statehub.protocol import encode_batch
 from statehub.server import StateServer
 from statehub.server.tcp_transport import frame_limit
@@ -154,6 +155,19 @@ async def test_a_tcp_client_killed_by_the_server_gets_connection_lost_with_the_r
                 await client.get("k")
         finally:
             await client.close()
+
+
+async def test_the_clients_tcp_stream_breaks_with_the_servers_last_error() -> None:
+    async with running_server() as server:
+        stream = await open_frame_stream(f"statehub+tcp://127.0.0.1:{server.tcp_port}", 0)
+        try:
+            await stream.write(b"\xc1 not msgpack")
+            with pytest.raises(StreamBroken, match="malformed frame"):
+                await stream.read()
+        finally:
+            await stream.close()
+        with pytest.raises(StreamBroken, match=r"127\.0\.0\.1:1\b"):
+            await open_frame_stream("statehub+tcp://127.0.0.1:1", 0)
 
 
 async def test_an_unreachable_tcp_url_fails_with_connection_lost_naming_it() -> None:
