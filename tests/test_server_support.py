@@ -1,8 +1,9 @@
 """Helpers for the server tests: a raw session-protocol client built on the codec only.
 
 It drives ``/statehub.v1.Hub/Session`` with a bare grpc.aio stream (or ``/v1/session`` of
-the web edge with a bare WebSocket, when ``TRANSPORT`` says so), so the server is tested
-against the protocol contract, not against the client library.
+the web edge with a bare WebSocket, or the plain-TCP port with bare length-prefixed
+frames, when ``TRANSPORT`` says so), so the server is tested against the protocol
+contract, not against the client library.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from statehub.store.memory import MemoryStore
 
 #: Generous deadline for anything the server should do "soon".
 DEADLINE = 10.0
-#: The transport ``running_server`` and ``connected`` use: "grpc" or "websocket" (a
-#: fixture of tests/test_web_session.py switches it to run the session tests again).
+#: The transport ``running_server`` and ``connected`` use: "grpc", "websocket" or "tcp"
+#: (fixtures of tests/test_web_session.py and tests/test_tcp_session.py switch it to run
+#: the session tests again).
 TRANSPORT = "grpc"
 
 
@@ -197,11 +199,43 @@ class RawWebSocketSession(RawSession):
         await asyncio.gather(self._reader, return_exceptions=True)
 
 
+class RawTcpSession(RawSession):
+    """The same over a bare TCP connection to the server's ``tcp_port``: each frame a
+    4-byte big-endian length, then the frame."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.tcp_reader = reader
+        self.tcp_writer = writer
+        super().__init__(None)
+
+    def _open(self, channel: Any) -> None:
+        pass
+
+    async def write_frame(self, frame: bytes) -> None:
+        self.tcp_writer.write(len(frame).to_bytes(4, "big") + frame)
+        await self.tcp_writer.drain()
+
+    async def read_frame(self) -> bytes | None:
+        try:
+            header = await self.tcp_reader.readexactly(4)
+            return await self.tcp_reader.readexactly(int.from_bytes(header, "big"))
+        except asyncio.IncompleteReadError:
+            return None
+
+    async def close(self) -> None:
+        """Drop the connection (an RST, as a crashed client's kernel would send)."""
+        self.tcp_writer.transport.abort()
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+
 @asynccontextmanager
 async def running_server(**options: Any) -> AsyncIterator[StateServer]:
     """A real server on 127.0.0.1, port 0, in the running event loop."""
     if TRANSPORT == "websocket":
         options.setdefault("http_port", 0)
+    if TRANSPORT == "tcp":
+        options.setdefault("tcp_port", 0)
     server = StateServer(address="127.0.0.1", port=0, **options)
     await server.start()
     try:
@@ -215,6 +249,10 @@ async def connected(server: StateServer, *, hello: bool = True) -> AsyncIterator
     """A session on its own channel (or WebSocket) to ``server``."""
     if TRANSPORT == "websocket":
         async with websocket_connected(server, hello=hello) as session:
+            yield session
+        return
+    if TRANSPORT == "tcp":
+        async with tcp_connected(server, hello=hello) as session:
             yield session
         return
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -243,6 +281,19 @@ async def websocket_connected(
             yield session
         finally:
             await session.close()
+
+
+@asynccontextmanager
+async def tcp_connected(server: StateServer, *, hello: bool = True) -> AsyncIterator[RawTcpSession]:
+    """A session over its own TCP connection to ``server``'s plain-TCP port."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.tcp_port)
+    session = RawTcpSession(reader, writer)
+    try:
+        if hello:
+            await session.hello()
+        yield session
+    finally:
+        await session.close()
 
 
 def hello_roundtrip(port: int) -> dict[str, Any]:

@@ -69,6 +69,14 @@ logger = logging.getLogger(__name__)
 )
 @click.option("--no-http", is_flag=True, help="Serve gRPC only: no web edge.")
 @click.option(
+    "--tcp-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Also serve the session protocol over plain TCP on this port (clients: "
+    "statehub+tcp://host:port, statehubs+tcp:// with TLS); 0 picks a free one. "
+    "Default: off. See docs/protocol.md.",
+)
+@click.option(
     "--interval",
     default=0.0,
     show_default=True,
@@ -225,6 +233,7 @@ def serve(
     port: int,
     http_port: int | None,
     no_http: bool,
+    tcp_port: int | None,
     interval: float,
     max_message_bytes: int,
     keepalive: float,
@@ -285,6 +294,7 @@ def serve(
         tls=tls,
         auth=authenticator,
         http_port=None if no_http else _http_port(http_port, port),
+        tcp_port=tcp_port,
     )
     try:
         discovery = (
@@ -330,6 +340,20 @@ def _parse_limits(settings: tuple[str, ...]) -> SessionLimits:
         return SessionLimits(**values)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--session-limit") from None
+
+
+def _tcp_url(server: StateServer) -> str | None:
+    """The plain-TCP transport's URL, if it is on."""
+    try:
+        port = server.tcp_port
+    except RuntimeError:
+        return None
+    scheme = "statehubs+tcp" if server.tls is not None else "statehub+tcp"
+    return f"{scheme}://{_url_host(server.address)}:{port}"
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _http_port(http_port: int | None, port: int) -> int:
@@ -454,6 +478,8 @@ async def _serve(
     click.echo(f"statehub serving on {server.address}:{server.port} (Ctrl-C to stop)")
     if server.web is not None:
         click.echo(f"statehub web edge on http://{server.address}:{server.http_port}/")
+    if tcp_url := _tcp_url(server):
+        click.echo(f"statehub TCP sessions on {tcp_url}")
     sys.stdout.flush()  # a supervisor reading the port through a pipe sees it now
     announcing = None
     if discovery is not None:

@@ -5,7 +5,7 @@ An address is a host (``localhost``, ``10.0.0.5``, ``::1``) or a URL
 address, ``resolve_target`` reads ``STATEHUB_URL``, then ``STATEHUB_HOST`` and
 ``STATEHUB_PORT``, then falls back to ``localhost:38801``. A scheme says how to reach the
 server: ``SCHEMES`` maps each known one to its default port, so other transports (TLS,
-WebSocket) add their scheme there and the rest of the parsing stays as it is.
+WebSocket, plain TCP) add their scheme there and the rest of the parsing stays as it is.
 """
 
 from __future__ import annotations
@@ -21,15 +21,21 @@ DEFAULT_PORT = 38801
 DEFAULT_SCHEME = "statehub"
 #: The web edge's default port (``statehub serve --http-port``): the gRPC port + 1.
 DEFAULT_HTTP_PORT = DEFAULT_PORT + 1
-#: Known URL schemes and their default ports: gRPC, gRPC over TLS, WebSocket (plain, TLS).
+#: The plain-TCP transport's default port (``statehub serve --tcp-port``): the gRPC port + 2.
+DEFAULT_TCP_PORT = DEFAULT_PORT + 2
+#: Known URL schemes and their default ports: gRPC, gRPC over TLS, WebSocket (plain, TLS),
+#: the plain-TCP transport (plain, TLS).
 SCHEMES: dict[str, int] = {
     DEFAULT_SCHEME: DEFAULT_PORT,
     "statehubs": DEFAULT_PORT,
     "ws": DEFAULT_HTTP_PORT,
     "wss": DEFAULT_HTTP_PORT,
+    "statehub+tcp": DEFAULT_TCP_PORT,
+    "statehubs+tcp": DEFAULT_TCP_PORT,
 }
-_TLS_SCHEMES = frozenset({"statehubs", "wss"})
-_WEBSOCKET_SCHEMES = frozenset({"ws", "wss"})
+_TLS_SCHEMES = frozenset({"statehubs", "wss", "statehubs+tcp"})
+#: Schemes whose transport dials the URL itself, not a gRPC host name.
+_URL_DIALED_SCHEMES = frozenset({"ws", "wss", "statehub+tcp", "statehubs+tcp"})
 #: The environment variables a client reads when it is given no address.
 URL_VARIABLE = "STATEHUB_URL"
 HOST_VARIABLE = "STATEHUB_HOST"
@@ -52,14 +58,14 @@ class Target:
 
     @property
     def tls(self) -> bool:
-        """Whether the scheme asks for TLS (``statehubs://``, ``wss://``)."""
+        """Whether the scheme asks for TLS (``statehubs://``, ``wss://``, ``statehubs+tcp://``)."""
         return self.scheme in _TLS_SCHEMES
 
     @property
     def dial_address(self) -> str:
-        """What the transport dials with the port: the WebSocket URL, or the host (an IPv6
-        host in brackets) for gRPC."""
-        if self.scheme in _WEBSOCKET_SCHEMES:
+        """What the transport dials with the port: the WebSocket or TCP URL, or the host
+        (an IPv6 host in brackets) for gRPC."""
+        if self.scheme in _URL_DIALED_SCHEMES:
             return str(self)
         return self.host_port.rpartition(":")[0]
 
@@ -157,6 +163,7 @@ def is_ipv6_address(host: str) -> bool:
 
 __all__ = [
     "DEFAULT_PORT",
+    "DEFAULT_TCP_PORT",
     "SCHEMES",
     "Target",
     "is_ipv6_address",

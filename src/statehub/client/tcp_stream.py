@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 
 from statehub.protocol import decode_batch, error_from_wire
 from statehub.protocol.errors import ProtocolError
@@ -30,10 +31,24 @@ class TcpFrames:
 
     @classmethod
     async def open(
-        cls, host: str, port: int, *, keepalive_time: float = 10.0, keepalive_timeout: float = 5.0
+        cls,
+        host: str,
+        port: int,
+        *,
+        keepalive_time: float = 10.0,
+        keepalive_timeout: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> TcpFrames:
+        """Connect (over TLS with ``ssl_context``, checking ``server_hostname`` or ``host``)."""
         try:
-            reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
+            reader, writer = await asyncio.open_connection(
+                host,
+                port,
+                limit=1 << 20,
+                ssl=ssl_context,
+                server_hostname=(server_hostname or host) if ssl_context is not None else None,
+            )
         except OSError as error:
             raise ConnectionError(
                 f"cannot connect to {host}:{port} over TCP: {error.strerror or error}"

@@ -1,9 +1,10 @@
-"""The two ways a client's session frames travel: a gRPC stream or a WebSocket.
+"""The ways a client's session frames travel: a gRPC stream, a WebSocket or plain TCP.
 
 ``Connection`` speaks frames of bytes and knows nothing else of the transport: it opens a
 ``FrameStream`` with ``open_frame_stream`` and reads, writes and closes it. An address
 starting ``ws://`` or ``wss://`` is a WebSocket URL (path ``/v1/session`` unless given);
-anything else is a gRPC host name, with the port given apart.
+one starting ``statehub+tcp://`` or ``statehubs+tcp://`` (TLS) names the plain-TCP
+transport's ``host:port``; anything else is a gRPC host name, with the port given apart.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import aiohttp
 import grpc
 import grpc.aio
 
+from statehub.client.tcp_stream import TcpFrames
 from statehub.client.tls import ClientTls
 from statehub.protocol import SESSION_PATH
 
@@ -57,14 +59,20 @@ def is_websocket_url(address: str) -> bool:
     return address.startswith(("ws://", "wss://"))
 
 
+def is_tcp_url(address: str) -> bool:
+    return address.startswith(("statehub+tcp://", "statehubs+tcp://"))
+
+
 def describe_target(address: str, port: int) -> str:
-    return address if is_websocket_url(address) else f"{address}:{port}"
+    return address if is_websocket_url(address) or is_tcp_url(address) else f"{address}:{port}"
 
 
 async def open_frame_stream(address: str, port: int, tls: ClientTls | None = None) -> FrameStream:
     """Connect to the server (over TLS with ``tls``); ``StreamBroken`` if it cannot be reached."""
     if is_websocket_url(address):
         return await WebSocketFrames.open(address, tls)
+    if is_tcp_url(address):
+        return await TcpFrameStream.open(address, tls)
     return await GrpcFrames.open(f"{address}:{port}", tls)
 
 
@@ -194,3 +202,47 @@ class WebSocketFrames:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._socket.close(), _CLOSE_GRACE)
         await self._http.close()
+
+
+class TcpFrameStream:
+    """Frames over one plain TCP connection (``statehub+tcp://host:port``), each one a
+    4-byte big-endian length and the frame (``statehub.client.tcp_stream``)."""
+
+    def __init__(self, frames: TcpFrames) -> None:
+        self._frames = frames
+
+    @classmethod
+    async def open(cls, url: str, tls: ClientTls | None) -> TcpFrameStream:
+        parts = urlsplit(url)
+        if parts.hostname is None or parts.port is None:
+            raise StreamBroken(f"{url} names no host and port")
+        try:
+            frames = await TcpFrames.open(
+                parts.hostname,
+                parts.port,
+                ssl_context=tls.ssl_context() if tls is not None else None,
+                server_hostname=tls.server_name if tls is not None else None,
+            )
+        except ConnectionError as error:
+            raise StreamBroken(str(error)) from None
+        return cls(frames)
+
+    async def write(self, frame: bytes) -> None:
+        try:
+            await self._frames.write(frame)
+        except (ConnectionError, OSError) as error:
+            raise StreamBroken(f"writing failed: {type(error).__name__}: {error}") from None
+
+    async def read(self) -> bytes | None:
+        try:
+            return await self._frames.read()
+        except (ConnectionError, OSError) as error:
+            raise StreamBroken(f"{type(error).__name__}: {error}") from None
+        except Exception as error:  # the server's last error frame (any type): why it closed
+            raise StreamBroken(f"the server closed the connection: {error}") from None
+
+    def abort(self) -> None:
+        self._frames.abort()
+
+    async def close(self) -> None:
+        await self._frames.close()

@@ -21,7 +21,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +68,8 @@ class StateServer:
     hold (see ``SessionLimits``). ``state`` (a ``StateDictionary``) and ``locks`` (a
     ``LockTable`` used from the server's event loop only: an in-process ``RWLockTable``
     unless one is given, such as a shared store's) are there for other server-side layers.
+    ``http_port`` starts the web edge, ``tcp_port`` the plain-TCP session transport
+    (``statehub+tcp://``), both in the same loop and with the same TLS; None: off.
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class StateServer:
         auth: Authenticator | None = None,
         http_port: int | None = None,
         locks: LockTable | None = None,
+        tcp_port: int | None = None,
     ) -> None:
         if type(port) is not int or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
@@ -99,6 +102,8 @@ class StateServer:
                 raise ValueError(f"{name} must be a number of seconds > 0, got {seconds!r}")
         if http_port is not None and (type(http_port) is not int or not 0 <= http_port <= 65535):
             raise ValueError(f"http_port must be None or an int from 0 to 65535, got {http_port!r}")
+        if tcp_port is not None and (type(tcp_port) is not int or not 0 <= tcp_port <= 65535):
+            raise ValueError(f"tcp_port must be None or an int from 0 to 65535, got {tcp_port!r}")
         if type(max_workers) is not int or max_workers < 1:
             raise ValueError(f"max_workers must be an int >= 1, got {max_workers!r}")
         if type(min_interval) not in (int, float) or not 0 <= min_interval < 86400:
@@ -137,6 +142,8 @@ class StateServer:
         self.health = health.aio.HealthServicer()
         self._requested_http_port = http_port
         self.web: WebEdge | None = None
+        self._requested_tcp_port = tcp_port
+        self._tcp_server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -156,6 +163,13 @@ class StateServer:
         if self.web is None or self.web.port is None:
             raise RuntimeError("the web edge is not running: start the server with http_port")
         return self.web.port
+
+    @property
+    def tcp_port(self) -> int:
+        """The plain-TCP session port (``statehub+tcp://``); see ``docs/protocol.md``."""
+        if self._tcp_server is None or not self._tcp_server.sockets:
+            raise RuntimeError("the TCP transport is not running: start the server with tcp_port")
+        return int(self._tcp_server.sockets[0].getsockname()[1])
 
     @property
     def grpc_server(self) -> aio.Server:
@@ -214,6 +228,8 @@ class StateServer:
         for service in ("", SERVICE_NAME):  # "": the server as a whole
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         logger.debug("gRPC server listening on %s", _host_port(self.address, bound))
+        if self._requested_tcp_port is not None:
+            await self._start_tcp(self._requested_tcp_port)
         if self._requested_http_port is not None:
             await self._start_web(self._requested_http_port)
 
@@ -224,9 +240,14 @@ class StateServer:
         self._stopped = True
         await self.health.enter_graceful_shutdown()
         self.state.freeze()
+        if self._tcp_server is not None:
+            self._tcp_server.close()  # accept no more connections; end_sessions ends the rest
         self.hub.end_sessions()
         if self._grpc_server is not None:
             await self._grpc_server.stop(STOP_GRACE)
+        if self._tcp_server is not None:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._tcp_server.wait_closed(), STOP_GRACE)
         if self.web is not None:
             await self.web.stop()
         if self._grpc_server is not None:
@@ -249,6 +270,26 @@ class StateServer:
             raise OSError(
                 errno.EADDRINUSE,
                 f"cannot listen for HTTP on {_host_port(self.address, port)}: {error.strerror}",
+            ) from error
+
+    async def _start_tcp(self, port: int) -> None:
+        from statehub.server.tcp_transport import start_tcp_server  # imports the web edge
+
+        try:
+            self._tcp_server = await start_tcp_server(
+                self.hub,
+                self.address,
+                port,
+                keepalive_time=self.keepalive_time,
+                keepalive_timeout=self.keepalive_timeout,
+                ssl_context=self.tls.ssl_context() if self.tls is not None else None,
+            )
+        except OSError as error:
+            await self.stop()
+            raise OSError(
+                errno.EADDRINUSE,
+                f"cannot listen for TCP sessions on {_host_port(self.address, port)}: "
+                f"{error.strerror}",
             ) from error
 
     def start_in_thread(self) -> StateServer:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 
 from statehub.protocol import encode_batch
@@ -25,6 +26,7 @@ from statehub.protocol.tcp_framing import LENGTH_BYTES, encode_length, set_keepa
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
 from statehub.server.transport import serve_session
+from statehub.web.edge import certificate_names
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +102,11 @@ def tcp_session_handler(
         if sock is not None:
             set_keepalive(sock, idle, keepalive_timeout)
         frames = TcpFrames(reader, writer, max_frame)
-        peer = Peer(address=_address(writer), transport="tcp")
+        peer = Peer(
+            address=_address(writer),
+            transport="tcp",
+            certificate_identities=certificate_names(writer.get_extra_info("peercert")),
+        )
         error: Exception | None = None
         try:
             await serve_session(hub, frames, peer)
@@ -122,12 +128,16 @@ async def start_tcp_server(
     *,
     keepalive_time: float | None = None,
     keepalive_timeout: float = 5.0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> asyncio.Server:
-    """Listen for session-protocol connections on ``host:port`` (0: a free port)."""
+    """Listen for session-protocol connections on ``host:port`` (0: a free port).
+
+    With ``ssl_context``, each connection is TLS first (the server's ``ServerTls``).
+    """
     handler = tcp_session_handler(
         hub, keepalive_time=keepalive_time, keepalive_timeout=keepalive_timeout
     )
-    return await asyncio.start_server(handler, host, port)
+    return await asyncio.start_server(handler, host, port, ssl=ssl_context)
 
 
 async def _close(writer: asyncio.StreamWriter, error: Exception | None) -> None:
