@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 import test_server_session as session_tests
 import test_server_support as support
-from statehub import AsyncClient, Client, DictionaryChange
+from statehub import AsyncClient, Client
 from statehub.cli import main
 from statehub.client import ClientTls
 from statehub.client.address import DEFAULT_TCP_PORT, parse_target
@@ -222,38 +222,6 @@ async def test_tls_on_the_tcp_port_with_the_servers_certificate(pki: Pki) -> Non
             await plain.connect()
         await plain.close()
         await eventually(lambda: not server.hub.sessions)
-
-
-async def test_a_tcp_client_reconnects_and_resumes_after_the_server_restarts() -> None:
-    first = StateServer(address="127.0.0.1", port=0, tcp_port=0)
-    await first.start()
-    tcp_port = first.tcp_port
-    client = AsyncClient(
-        f"statehub+tcp://127.0.0.1:{tcp_port}", backoff_initial=0.02, backoff_max=0.2
-    )
-    lost: list[str] = []
-    client.connection_lost.add_callback(lambda reason: lost.append(reason))
-    try:
-        await client.set("a", 1)
-        changes = client.subscribe()
-        assert (await anext(changes)).updates == {"a": 1}
-        await first.stop()
-        await eventually(lambda: not client.connected)
-        assert lost
-        second = StateServer(address="127.0.0.1", port=0, tcp_port=tcp_port)
-        second.state.update_state(None, DictionaryChange({"fresh": True}))
-        await second.start()
-        try:
-            await client.wait_connected(timeout=10)
-            change = await anext(changes)
-            assert change.snapshot and change.updates == {"fresh": True}
-            await client.set("b", 2)
-            assert (await anext(changes)).updates == {"b": 2}
-        finally:
-            await changes.aclose()
-            await second.stop()
-    finally:
-        await client.close()
 
 
 async def test_a_tcp_port_in_use_fails_start_with_a_clear_message() -> None:

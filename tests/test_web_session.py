@@ -187,36 +187,6 @@ async def test_a_peer_that_stops_answering_pings_is_dropped_and_its_leases_relea
         await eventually(lambda: not server.state.leases() and not server.hub.sessions)
 
 
-async def test_a_websocket_client_reconnects_and_resumes_after_the_server_restarts() -> None:
-    first = StateServer(address="127.0.0.1", port=0, http_port=0)
-    await first.start()
-    http_port = first.http_port
-    client = AsyncClient(f"ws://127.0.0.1:{http_port}", backoff_initial=0.02, backoff_max=0.2)
-    lost: list[str] = []
-    client.connection_lost.add_callback(lambda reason: lost.append(reason))
-    try:
-        await client.set("a", 1)
-        changes = client.subscribe()
-        assert (await anext(changes)).updates == {"a": 1}
-        await first.stop()
-        await eventually(lambda: not client.connected)
-        assert lost
-        second = StateServer(address="127.0.0.1", port=0, http_port=http_port)
-        second.state.update_state(None, DictionaryChange({"fresh": True}))
-        await second.start()
-        try:
-            await client.wait_connected(timeout=10)
-            change = await anext(changes)
-            assert change.snapshot and change.updates == {"fresh": True}
-            await client.set("b", 2)
-            assert (await anext(changes)).updates == {"b": 2}
-        finally:
-            await changes.aclose()
-            await second.stop()
-    finally:
-        await client.close()
-
-
 async def test_a_web_port_in_use_fails_start_with_a_clear_message() -> None:
     async with running_server() as taken:
         server = StateServer(address="127.0.0.1", port=0, http_port=taken.http_port)

@@ -25,6 +25,7 @@ from statehub.bench.network import (
     _quantile,
     _raise_file_limit,
     _Subscribers,
+    paced_latency_writes,
 )
 from statehub.bench.table import Result
 from statehub.client.async_client import AsyncClient
@@ -114,14 +115,8 @@ async def _latency(write_port: int, watch_port: int, where: str) -> list[Result]
     async with _Subscribers(HOST, watch_port, 1, 0.0) as watching:
         async with AsyncClient(HOST, write_port, reconnect=False) as writer:
             watching.reset()
-            period = 1 / LATENCY_RATE
             count = int(LATENCY_RATE * LATENCY_SECONDS)
-            started = time.monotonic()
-            for i in range(count):
-                delay = started + i * period - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await writer.set("latency", time.monotonic())
+            await paced_latency_writes(writer, count)
         stats = await watching.stats(settle=0.2)
     samples = sorted(stats["latencies"])
     label = f"write-to-subscriber latency at {LATENCY_RATE:.0f} writes/s ({where})"

@@ -103,18 +103,24 @@ async def _pipelined_writes(client: AsyncClient, count: int) -> None:
     await asyncio.gather(*(worker(first) for first in range(min(WINDOW, count))))
 
 
+async def paced_latency_writes(writer: AsyncClient, count: int) -> None:
+    """``count`` writes of the time sent to the key "latency", paced at ``LATENCY_RATE``
+    (each due at its own time, so a late one does not delay the rest)."""
+    period = 1 / LATENCY_RATE
+    started = time.monotonic()
+    for i in range(count):
+        delay = started + i * period - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await writer.set("latency", time.monotonic())
+
+
 async def _latency(host: str, port: int, subscribers: int) -> list[Result]:
     async with _Subscribers(host, port, subscribers, 0.0) as watching:
         async with AsyncClient(host, port, reconnect=False) as writer:
             watching.reset()
-            period = 1 / LATENCY_RATE
             count = int(LATENCY_RATE * LATENCY_SECONDS)
-            started = time.monotonic()
-            for i in range(count):
-                delay = started + i * period - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await writer.set("latency", time.monotonic())
+            await paced_latency_writes(writer, count)
         stats = await watching.stats(settle=0.2)
     samples = sorted(stats["latencies"])
     expected = count * subscribers

@@ -34,6 +34,7 @@ from statehub.bench.network import (
     _quantile,
     _raise_file_limit,
     _Subscribers,
+    paced_latency_writes,
 )
 from statehub.bench.table import Result
 from statehub.client.async_client import AsyncClient
@@ -148,14 +149,8 @@ async def _latency(host: str, port: int) -> list[float]:
     async with _Subscribers(host, port, LATENCY_SUBSCRIBERS, 0.0) as watching:
         async with AsyncClient(host, port, reconnect=False) as writer:
             watching.reset()
-            period = 1 / LATENCY_RATE
             count = int(LATENCY_RATE * LATENCY_SECONDS / 2)
-            started = time.monotonic()
-            for i in range(count):
-                delay = started + i * period - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await writer.set("latency", time.monotonic())
+            await paced_latency_writes(writer, count)
         stats = await watching.stats(settle=0.2)
     samples = sorted(stats["latencies"])
     if not samples:
