@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import grpc
@@ -255,14 +255,11 @@ async def connected(server: StateServer, *, hello: bool = True) -> AsyncIterator
         async with tcp_connected(server, hello=hello) as session:
             yield session
         return
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        session = RawSession(channel)
-        try:
-            if hello:
-                await session.hello()
-            yield session
-        finally:
-            await session.close()
+    async with (
+        grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+        _opened(RawSession(channel), hello) as session,
+    ):
+        yield session
 
 
 @asynccontextmanager
@@ -273,21 +270,25 @@ async def websocket_connected(
     async with (
         aiohttp.ClientSession() as http,
         http.ws_connect(f"ws://127.0.0.1:{server.http_port}/v1/session", max_msg_size=0) as socket,
+        _opened(RawWebSocketSession(socket), hello) as session,
     ):
-        session = RawWebSocketSession(socket)
-        try:
-            if hello:
-                await session.hello()
-            yield session
-        finally:
-            await session.close()
+        yield session
 
 
 @asynccontextmanager
 async def tcp_connected(server: StateServer, *, hello: bool = True) -> AsyncIterator[RawTcpSession]:
     """A session over its own TCP connection to ``server``'s plain-TCP port."""
     reader, writer = await asyncio.open_connection("127.0.0.1", server.tcp_port)
-    session = RawTcpSession(reader, writer)
+    async with _opened(RawTcpSession(reader, writer), hello) as session:
+        yield session
+
+
+S = TypeVar("S", bound=RawSession)
+
+
+@asynccontextmanager
+async def _opened(session: S, hello: bool) -> AsyncIterator[S]:
+    """``session``, after its hello if ``hello``; dropped when the block ends."""
     try:
         if hello:
             await session.hello()

@@ -113,38 +113,6 @@ async def test_stopping_the_server_ends_connections_cleanly() -> None:
             _ = server.tcp_port
 
 
-async def test_tcp_and_grpc_clients_see_each_others_writes_with_the_same_revisions() -> None:
-    async with running_server() as server:
-        over_tcp = AsyncClient(f"statehub+tcp://127.0.0.1:{server.tcp_port}")
-        over_grpc = AsyncClient("127.0.0.1", server.port)
-        try:
-            seen_by_tcp: list[tuple[int, dict[str, object]]] = []
-            seen_by_grpc: list[tuple[int, dict[str, object]]] = []
-            async with (
-                over_tcp.subscribe(prefix="") as tcp_stream,
-                over_grpc.subscribe(prefix="") as grpc_stream,
-            ):
-                first = await over_tcp.set("from-tcp", 1)
-                second = await over_grpc.set("from-grpc", 2)
-                assert second == first + 1
-                for stream, seen in ((tcp_stream, seen_by_tcp), (grpc_stream, seen_by_grpc)):
-                    async for change in stream:
-                        seen.append((change.revision, dict(change.updates)))
-                        if change.revision >= second:
-                            break
-            merged_tcp = {k: v for _, updates in seen_by_tcp for k, v in updates.items()}
-            merged_grpc = {k: v for _, updates in seen_by_grpc for k, v in updates.items()}
-            assert merged_tcp == merged_grpc == {"from-tcp": 1, "from-grpc": 2}
-            assert seen_by_tcp[-1][0] == seen_by_grpc[-1][0] == second
-            assert await over_tcp.get("from-grpc") == 2
-            assert await over_grpc.get("from-tcp") == 1
-            (tcp_session,) = [s for s in server.hub.sessions if s.peer.transport == "tcp"]
-            assert tcp_session.peer.address.startswith("tcp:127.0.0.1:")
-        finally:
-            await over_tcp.close()
-            await over_grpc.close()
-
-
 async def test_a_tcp_client_killed_by_the_server_gets_connection_lost_with_the_reason() -> None:
     async with running_server(max_message_bytes=10_000) as server:
         client = AsyncClient(f"statehub+tcp://127.0.0.1:{server.tcp_port}", reconnect=False)

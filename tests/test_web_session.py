@@ -102,36 +102,6 @@ async def test_a_plain_get_on_the_session_path_is_told_to_upgrade() -> None:
         assert "WebSocket upgrade" in await response.text()
 
 
-async def test_websocket_and_grpc_clients_see_each_others_writes_with_the_same_revisions() -> None:
-    async with running_server() as server:
-        over_ws = AsyncClient(f"ws://127.0.0.1:{server.http_port}")
-        over_grpc = AsyncClient("127.0.0.1", server.port)
-        try:
-            seen_by_ws: list[tuple[int, dict[str, object]]] = []
-            seen_by_grpc: list[tuple[int, dict[str, object]]] = []
-            async with (
-                over_ws.subscribe(prefix="") as ws_stream,
-                over_grpc.subscribe(prefix="") as grpc_stream,
-            ):
-                first = await over_ws.set("from-ws", 1)
-                second = await over_grpc.set("from-grpc", 2)
-                assert second == first + 1
-                for stream, seen in ((ws_stream, seen_by_ws), (grpc_stream, seen_by_grpc)):
-                    async for change in stream:
-                        seen.append((change.revision, dict(change.updates)))
-                        if change.revision >= second:
-                            break
-            merged_ws = {k: v for _, updates in seen_by_ws for k, v in updates.items()}
-            merged_grpc = {k: v for _, updates in seen_by_grpc for k, v in updates.items()}
-            assert merged_ws == merged_grpc == {"from-ws": 1, "from-grpc": 2}
-            assert seen_by_ws[-1][0] == seen_by_grpc[-1][0] == second
-            assert await over_ws.get("from-grpc") == 2
-            assert await over_grpc.get("from-ws") == 1
-        finally:
-            await over_ws.close()
-            await over_grpc.close()
-
-
 async def test_a_websocket_client_leases_block_grpc_writers_until_it_disconnects() -> None:
     async with running_server() as server:
         over_ws = AsyncClient(f"ws://127.0.0.1:{server.http_port}", reconnect=False)
