@@ -61,7 +61,7 @@ class StateDictionary:
             self._views.load(content, revision)
         # Changes committed to the store but not yet durable: readers (gets, snapshots,
         # subscribers) see a change only once the store has it on disk, so a write that
-        # fails never shows (docs/durability.md). ``_latest`` says, for keys they touch,
+        # fails never shows (docs/durable-state.md). ``_latest`` says, for keys they touch,
         # whether the newest of them leaves the key present, for the next change's checks.
         self._unpublished: deque[tuple[int, dict[str, JsonValue], set[str]]] = deque()
         self._latest: dict[str, tuple[int, bool]] = {}
