@@ -1,0 +1,467 @@
+"""Commands across the servers sharing one Redis: a directory and calls between servers.
+
+The directory lives in Redis under the store's prefix: ``cmd:servers`` (the servers that
+offer commands), ``cmd:offers:<server>`` (name -> default arguments and route) and
+``cmd:claims`` (``name NUL value`` -> the server that claimed that value of a routed
+command, such as an endpoint address). Offering is one Lua script that refuses a name
+(or a claimed value) another live server holds; each server re-reads the directory every
+heartbeat and whenever one is told (Pub/Sub) that it changed, and in the same script
+forgets the servers whose liveness key (kept by ``RedisStore``) expired.
+
+A call travels by Pub/Sub on the target server's channel ``cmd:to:<server>``; ``PUBLISH``
+answers how many listened, so a server that is gone (its connection to Redis closed) is
+known at once. The target answers "taken" at once, runs the call through its own
+registry, stores the answer under ``cmd:reply:<call>`` (kept a minute) and says "done"
+on the caller's channel; the caller also looks for the answer each heartbeat, so a lost
+message delays an answer by a heartbeat but never loses it. While it waits, the caller
+checks each heartbeat that the target still listens and its liveness key lives: if not,
+the call ends with ``CommandUnavailableError`` naming the command and the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from statehub.core.commands import CommandResult, CommandRoute
+from statehub.core.values import JsonValue
+from statehub.errors import CommandUnavailableError
+from statehub.protocol.codec import decode_value, encode_value
+from statehub.protocol.errors import error_from_wire, error_to_wire
+from statehub.store.errors import StoreUnavailableError
+from statehub.store.peers import Offer, PeerRunner
+
+if TYPE_CHECKING:
+    from statehub.store.redis import RedisStore
+
+logger = logging.getLogger(__name__)
+
+#: Seconds an answer waits in Redis for its caller (who looks every heartbeat).
+REPLY_TTL_S = 60
+#: Waits between two attempts to listen again after the Pub/Sub connection broke.
+RELISTEN_S = 0.2
+
+_ALIVE = """
+local base = ARGV[1]
+local function alive(server)
+  return redis.call('EXISTS', base .. 'alive:' .. server) == 1
+end
+local function forget_claims(server, name)
+  local claims = redis.call('HGETALL', base .. 'cmd:claims')
+  local mark = name and (name .. '\\0') or ''
+  for i = 1, #claims, 2 do
+    if claims[i + 1] == server and string.sub(claims[i], 1, #mark) == mark then
+      redis.call('HDEL', base .. 'cmd:claims', claims[i])
+    end
+  end
+end
+local function forget(server)
+  redis.call('DEL', base .. 'cmd:offers:' .. server)
+  forget_claims(server, nil)
+  redis.call('SREM', base .. 'cmd:servers', server)
+end
+"""
+
+#: ARGV: base, me, name, offer, routed ("1"/"0"), liveness ms, claimed values...
+OFFER = (
+    _ALIVE
+    + """
+local me, name, offer, routed, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+for _, server in ipairs(redis.call('SMEMBERS', base .. 'cmd:servers')) do
+  if server ~= me and alive(server) then
+    local other = redis.call('HGET', base .. 'cmd:offers:' .. server, name)
+    if other and (routed == '0' or string.sub(other, 1, 1) ~= 'r') then
+      return {'taken', server}
+    end
+  end
+end
+for i = 7, #ARGV do
+  local holder = redis.call('HGET', base .. 'cmd:claims', name .. '\\0' .. ARGV[i])
+  if holder and holder ~= me and alive(holder) then
+    return {'claimed', holder, ARGV[i]}
+  end
+end
+-- Not swept before the store's first beat: it keeps the key alive from then on.
+redis.call('SET', base .. 'alive:' .. me, '1', 'PX', ttl, 'NX')
+redis.call('SADD', base .. 'cmd:servers', me)
+redis.call('HSET', base .. 'cmd:offers:' .. me, name, offer)
+forget_claims(me, name)
+for i = 7, #ARGV do
+  redis.call('HSET', base .. 'cmd:claims', name .. '\\0' .. ARGV[i], me)
+end
+redis.call('PUBLISH', base .. 'cmd:directory', me)
+return {'ok'}
+"""
+)
+
+#: ARGV: base, me, name ("" for every command of me).
+WITHDRAW = (
+    _ALIVE
+    + """
+local me, name = ARGV[2], ARGV[3]
+if name == '' then
+  forget(me)
+else
+  redis.call('HDEL', base .. 'cmd:offers:' .. me, name)
+  forget_claims(me, name)
+end
+redis.call('PUBLISH', base .. 'cmd:directory', me)
+return 1
+"""
+)
+
+#: ARGV: base, me. Forgets dead servers; answers {listed, {server, offers}..., claims}.
+DIRECTORY = (
+    _ALIVE
+    + """
+local me = ARGV[2]
+local listed = 0
+local offers = {}
+for _, server in ipairs(redis.call('SMEMBERS', base .. 'cmd:servers')) do
+  if server == me then
+    listed = 1
+  elseif alive(server) then
+    table.insert(offers, server)
+    table.insert(offers, redis.call('HGETALL', base .. 'cmd:offers:' .. server))
+  else
+    forget(server)
+  end
+end
+return {listed, offers, redis.call('HGETALL', base .. 'cmd:claims')}
+"""
+)
+
+
+class RedisCommandPeers:
+    """The command directory and calls between the servers of one ``RedisStore``."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+        self._base = store.keys.base
+        self._runner: PeerRunner | None = None
+        self._mine: dict[str, tuple[dict[str, JsonValue], CommandRoute | None]] = {}
+        self._offers: dict[str, list[Offer]] = {}
+        self._claims: dict[tuple[str, str], str] = {}
+        self._calls: dict[str, _Call] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._changed = asyncio.Event()
+        self._closing = False
+
+    @property
+    def server_id(self) -> str:
+        return self._store.server_id
+
+    @property
+    def answer_timeout(self) -> float:
+        """Seconds a live server has to take a call (the liveness TTL)."""
+        return self._store.liveness_ttl
+
+    def channel(self, server: str) -> str:
+        return f"{self._base}cmd:to:{server}"
+
+    # -- the directory -------------------------------------------------------------------
+
+    def serve(self, runner: PeerRunner) -> None:
+        self._runner = runner
+
+    def offer(
+        self, name: str, defaults: Mapping[str, JsonValue], route: CommandRoute | None
+    ) -> None:
+        self._offer(name, dict(defaults), route)
+        self._mine[name] = (dict(defaults), route)
+
+    def _offer(self, name: str, defaults: dict[str, JsonValue], route: CommandRoute | None) -> None:
+        description: dict[str, JsonValue] = {"defaults": defaults}
+        if route is not None:
+            description |= {"argument": route.argument, "gather": route.gather}
+        blob = (b"r" if route is not None else b"p") + encode_value(description)
+        args: list[str | bytes] = [
+            self._base,
+            self.server_id,
+            name,
+            blob,
+            "1" if route is not None else "0",
+            str(int(self._store.liveness_ttl * 1000)),
+        ]
+        args += sorted(route.values) if route is not None else []
+        reply = self._store.run_script(OFFER, [], args)
+        if reply[0] == b"taken":
+            raise ValueError(
+                f"command {name!r} is already offered by server {reply[1].decode()} sharing "
+                "this Redis: a command without a route runs on one server only"
+            )
+        if reply[0] == b"claimed":
+            raise ValueError(
+                f"command {name!r}: {reply[2].decode()!r} is already claimed by server "
+                f"{reply[1].decode()} sharing this Redis"
+            )
+
+    def withdraw(self, name: str) -> None:
+        self._mine.pop(name, None)
+        try:
+            self._store.run_script(WITHDRAW, [], [self._base, self.server_id, name])
+        except StoreUnavailableError as error:  # swept once this server's liveness ends
+            logger.warning("could not withdraw command %r from Redis: %s", name, error)
+
+    def offers(self) -> dict[str, list[Offer]]:
+        return self._offers
+
+    def claimant(self, name: str, value: str) -> str | None:
+        return self._claims.get((name, value))
+
+    async def refresh(self) -> None:
+        reply = await self._store.run_script_async(DIRECTORY, [], [self._base, self.server_id])
+        listed, flat_offers, flat_claims = reply
+        offers: dict[str, list[Offer]] = {}
+        for index in range(0, len(flat_offers), 2):
+            server = flat_offers[index].decode()
+            fields = flat_offers[index + 1]
+            for field in range(0, len(fields), 2):
+                name = fields[field].decode()
+                offers.setdefault(name, []).append(_offer_from(server, fields[field + 1]))
+        claims = {}
+        for index in range(0, len(flat_claims), 2):
+            server = flat_claims[index + 1].decode()
+            if server != self.server_id:
+                name, _, value = flat_claims[index].decode().partition("\0")
+                claims[name, value] = server
+        for listing in offers.values():
+            listing.sort(key=lambda offer: offer.server)
+        self._offers, self._claims = offers, claims
+        if not listed and self._mine:  # Redis lost the directory (a new epoch): offer again
+            for name, (defaults, route) in list(self._mine.items()):
+                try:
+                    await asyncio.to_thread(self._offer, name, defaults, route)
+                except ValueError as error:
+                    logger.error("command %r is no longer offered by this server: %s", name, error)
+                    self._mine.pop(name, None)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen for calls and directory changes; return once listening."""
+        listening = asyncio.get_running_loop().create_future()
+        self._tasks = [
+            asyncio.create_task(self._listen(listening), name="statehub-redis-commands"),
+            asyncio.create_task(self._keep_directory(), name="statehub-redis-directory"),
+        ]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.answer_timeout):
+                await listening
+
+    async def stop(self) -> None:
+        """Withdraw every command of this server; end the calls running here."""
+        self._closing = True
+        running = list(self._running.values())
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        for call in self._calls.values():
+            call.wake.set()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._mine.clear()
+        try:
+            await self._store.run_script_async(WITHDRAW, [], [self._base, self.server_id, ""])
+        except (StoreUnavailableError, RuntimeError) as error:
+            logger.warning("could not withdraw this server's commands from Redis: %s", error)
+
+    async def _keep_directory(self) -> None:
+        while not self._closing:
+            self._changed.clear()
+            try:
+                await self.refresh()
+            except (redis.RedisError, StoreUnavailableError) as error:
+                logger.debug("could not read the command directory: %s", error)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._store.heartbeat):
+                    await self._changed.wait()
+
+    async def _listen(self, listening: asyncio.Future[None]) -> None:
+        channels = (self.channel(self.server_id), self._base + "cmd:directory")
+        while not self._closing:
+            try:
+                pubsub = self._store.async_client().pubsub()
+                async with pubsub:
+                    await pubsub.subscribe(*channels)
+                    confirmed = 0
+                    async for message in pubsub.listen():
+                        kind = message.get("type")
+                        if kind == "subscribe":
+                            confirmed += 1
+                            if confirmed == len(channels) and not listening.done():
+                                listening.set_result(None)
+                            self._changed.set()  # missed changes while away: read again
+                        elif kind == "message":
+                            if message["channel"].decode() == channels[1]:
+                                self._changed.set()
+                            else:
+                                self._receive(decode_value(message["data"]))
+            except (redis.RedisError, OSError) as error:
+                logger.debug("command listener: %s; listening again", error)
+                await asyncio.sleep(RELISTEN_S)
+
+    # -- calls between servers ------------------------------------------------------------
+
+    async def call(
+        self, server: str, name: str, arguments: dict[str, Any], context: dict[str, Any]
+    ) -> CommandResult:
+        call_id = uuid.uuid4().hex
+        pending = self._calls[call_id] = _Call()
+        request = {
+            "k": "call",
+            "id": call_id,
+            "from": self.server_id,
+            "name": name,
+            "args": arguments,
+            "ctx": context,
+        }
+        try:
+            client = self._store.async_client()
+            listeners = await self._store.run_async(
+                client.publish(self.channel(server), encode_value(request))
+            )
+            if not listeners:
+                raise self._gone(name, server, "it no longer listens on Redis")
+            take_by = asyncio.get_running_loop().time() + self.answer_timeout
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._store.heartbeat):
+                        while not pending.done:
+                            await self._wait(pending)
+                answer = await self._fetch_answer(call_id)
+                if answer is not None:
+                    return _result_of(answer)
+                if not await self._listening(server):
+                    raise self._gone(name, server, "it went away before answering")
+                if not pending.taken and asyncio.get_running_loop().time() > take_by:
+                    raise CommandUnavailableError(
+                        f"command {name!r}: server {server} did not take the call within "
+                        f"{self.answer_timeout:g} s"
+                    )
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                cancel = encode_value({"k": "cancel", "id": call_id})
+                publishing = self._store.async_client().publish(self.channel(server), cancel)
+                await asyncio.shield(publishing)
+            raise
+        finally:
+            del self._calls[call_id]
+
+    async def _wait(self, pending: _Call) -> None:
+        if self._closing:
+            raise CommandUnavailableError("this server is stopping")
+        await pending.wake.wait()
+        pending.wake.clear()
+
+    async def _fetch_answer(self, call_id: str) -> dict[str, Any] | None:
+        key = self._reply_key(call_id)
+        async with self._store.async_client().pipeline(transaction=True) as pipe:
+            pipe.get(key)
+            pipe.delete(key)
+            data, _ = await self._store.run_async(pipe.execute())
+        return None if data is None else dict(decode_value(data))
+
+    async def _listening(self, server: str) -> bool:
+        """True while ``server`` listens on Redis and its liveness key lives."""
+        async with self._store.async_client().pipeline(transaction=False) as pipe:
+            pipe.pubsub_numsub(self.channel(server))
+            pipe.exists(self._store.keys.alive(server))
+            numsub, alive = await self._store.run_async(pipe.execute())
+        return bool(numsub and numsub[0][1]) and bool(alive)
+
+    def _gone(self, name: str, server: str, why: str) -> CommandUnavailableError:
+        return CommandUnavailableError(
+            f"command {name!r} is served by server {server}, which is gone ({why})"
+        )
+
+    def _reply_key(self, call_id: str) -> str:
+        return f"{self._base}cmd:reply:{call_id}"
+
+    def _receive(self, message: dict[str, Any]) -> None:
+        kind, call_id = message.get("k"), message.get("id")
+        if not isinstance(call_id, str):
+            return
+        if kind == "call":
+            task = asyncio.create_task(self._run_call(message))
+            self._running[call_id] = task
+            task.add_done_callback(lambda _: self._running.pop(call_id, None))
+        elif kind == "cancel":
+            running = self._running.get(call_id)
+            if running is not None:
+                running.cancel()
+        elif (pending := self._calls.get(call_id)) is not None:
+            pending.taken = True
+            pending.done = pending.done or kind == "done"
+            pending.wake.set()
+
+    async def _run_call(self, message: dict[str, Any]) -> None:
+        caller, call_id = str(message.get("from")), str(message["id"])
+        client = self._store.async_client()
+        taken = encode_value({"k": "taken", "id": call_id})
+        with contextlib.suppress(redis.RedisError, OSError):
+            await client.publish(self.channel(caller), taken)
+        answer: dict[str, Any]
+        try:
+            if self._runner is None:
+                raise CommandUnavailableError(f"server {self.server_id} runs no commands")
+            name, arguments = message.get("name"), message.get("args")
+            if not isinstance(name, str) or not isinstance(arguments, dict):
+                raise TypeError(f"a forwarded call needs a name and arguments, got {message!r}")
+            context = message.get("ctx")
+            context = context if isinstance(context, dict) else {}
+            result = await self._runner(name, arguments, context)
+            answer = {"ok": result}
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise  # the caller cancelled: nobody waits for an answer
+            stopping = self._gone(str(message.get("name")), self.server_id, "it is stopping")
+            answer = {"error": error_to_wire(stopping)}
+        except Exception as error:
+            answer = {"error": error_to_wire(error)}
+        encoded = encode_value(answer)
+        done = encode_value({"k": "done", "id": call_id})
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.set(self._reply_key(call_id), encoded, ex=REPLY_TTL_S)
+                pipe.publish(self.channel(caller), done)
+                await pipe.execute()
+        except (redis.RedisError, OSError) as error:
+            logger.warning("could not answer call %s of server %s: %s", call_id, caller, error)
+
+
+class _Call:
+    """A call this server forwarded: taken by its server yet, answered yet (as told)."""
+
+    __slots__ = ("done", "taken", "wake")
+
+    def __init__(self) -> None:
+        self.taken = False
+        self.done = False
+        self.wake = asyncio.Event()
+
+
+def _result_of(answer: dict[str, Any]) -> CommandResult:
+    if "error" in answer:
+        wire = answer["error"]
+        raise error_from_wire(wire if isinstance(wire, dict) else {})
+    result = answer.get("ok")
+    return result if isinstance(result, dict) else None
+
+
+def _offer_from(server: str, blob: bytes) -> Offer:
+    description = decode_value(blob[1:])
+    defaults = description.get("defaults")
+    route = None
+    if blob[:1] == b"r":
+        route = CommandRoute(str(description["argument"]), gather=bool(description["gather"]))
+    return Offer(server, defaults if isinstance(defaults, dict) else {}, route)
