@@ -9,6 +9,7 @@ one holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,11 +22,18 @@ from pathlib import Path
 import grpc
 import pytest
 
+from auth_support import TOKENS, identities
+from redis_support import FAST_LIVENESS
 from statehub.auth.permissions import AdminRight, Grant, Permissions, Principal
 from statehub.bench.fleet import RedisProcess, start_redis, start_statehub, stop
-from statehub.client import AsyncClient
+from statehub.client import AsyncClient, ConnectionLost
 from statehub.endpoints.return_codes import AccessDeniedError, InvalidRoutingKeyError
-from statehub.errors import CommandFailed, CommandUnavailableError, ResourceLockedError
+from statehub.errors import (
+    CommandFailed,
+    CommandUnavailableError,
+    PermissionDeniedError,
+    ResourceLockedError,
+)
 from statehub.server.shared_commands import _principal_from_wire, _principal_to_wire
 from test_server_support import RawSession, RemoteError
 
@@ -99,8 +107,8 @@ def ports(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> dict[str, i
 
 
 @asynccontextmanager
-async def client(port: int) -> AsyncIterator[AsyncClient]:
-    opened = AsyncClient("127.0.0.1", port, reconnect=False)
+async def client(port: int, credential: str | None = None) -> AsyncIterator[AsyncClient]:
+    opened = AsyncClient("127.0.0.1", port, reconnect=False, credential=credential)
     await opened.connect()
     try:
         yield opened
@@ -149,6 +157,27 @@ async def test_a_forwarded_call_runs_as_the_callers_identity(ports: dict[str, in
     assert _principal_from_wire(_principal_to_wire(principal)) == principal
 
 
+async def test_rights_are_checked_where_the_client_is_and_go_with_the_call(
+    fleet: Fleet, ports: dict[str, int], tmp_path: Path
+) -> None:
+    (tmp_path / "identities.yaml").write_text(identities())
+    guarded = fleet.serve("--auth", str(tmp_path / "identities.yaml"))
+    async with (
+        client(guarded, TOKENS["walt"]) as walt,
+        client(guarded, TOKENS["ada"]) as ada,
+        client(ports["b"]) as anyone,
+    ):
+        # walt may call echo* and endpoint.* only: refused on his server, never sent to A.
+        with pytest.raises(PermissionDeniedError, match=r"call right on command 'a\.echo'"):
+            await walt.run_command("a.echo")
+        whoami = await ada.run_command("a.whoami")  # A sees the identity of the caller
+        assert whoami == {"name": "ada", "admin": sorted(right.value for right in AdminRight)}
+        await anyone.endpoint_lock("somenode.valves.v1")
+        with pytest.raises(PermissionDeniedError, match="admin right 'force_unlock'"):
+            await walt.endpoint_unlock("somenode.valves.v1", force=True)  # checked on E1
+        assert (await ada.endpoint_unlock("somenode.valves.v1", force=True))["unlocked"]
+
+
 async def test_cancelling_a_forwarded_call_cancels_it_where_it_runs(
     ports: dict[str, int],
 ) -> None:
@@ -158,16 +187,14 @@ async def test_cancelling_a_forwarded_call_cancels_it_where_it_runs(
         call = await session.send(
             "call", name="a.slow", arguments={"seconds": 3600.0, "mark": "t/cancelled"}
         )
-        await asyncio.sleep(0.5)  # let it reach A (nothing to wait on from here)
+        async with client(ports["b"]) as b:
+            await _until_value(b, "t/cancelled", "running")
         assert await session.request("cancel", request=call) == {"cancelled": True}
         with pytest.raises(RemoteError, match="cancelled"):
             await session.reply(call)
         await session.close()
     async with client(ports["b"]) as b:
-        deadline = time.monotonic() + DEADLINE_S
-        while await b.get("t/cancelled", None) != "cancelled":  # A's slow saw its cancel
-            assert time.monotonic() < deadline, "the call was not cancelled on A"
-            await asyncio.sleep(0.05)
+        await _until_value(b, "t/cancelled", "cancelled")  # A's slow saw its cancel
 
 
 async def test_a_name_offered_by_a_live_server_is_refused_elsewhere(fleet: Fleet) -> None:
@@ -179,7 +206,9 @@ async def test_a_name_offered_by_a_live_server_is_refused_elsewhere(fleet: Fleet
     server = StateServer(state=StateDictionary(store=store), locks=store.lock_table(), port=0)
     try:
         async with server:
-            with pytest.raises(ValueError, match=r"'a.echo' is already offered by server"):
+            with pytest.raises(
+                ValueError, match=r"'a.echo' is already offered by server \w+ \(host .+, pid \d+\)"
+            ):
                 server.register_command("a.echo", lambda: None)
             assert "a.echo" not in server.commands  # nothing half-registered
             server.register_command("here.only", lambda: {"here": True})
@@ -237,12 +266,15 @@ async def test_kill_9_of_the_server_running_a_call_ends_it_with_a_clear_error(
         b_port = fleet.serve()
         async with client(b_port) as b:
             assert await b.run_command("k.echo") == {"echoed": {"default": 7}}
-            running = asyncio.create_task(b.run_command("k.slow", seconds=3600.0))
-            await asyncio.sleep(0.5)  # let it reach k's server (no event to wait for)
-            assert not running.done()
+            running = asyncio.create_task(b.run_command("k.slow", seconds=3600.0, mark="k/s"))
+            await _until_value(b, "k/s", "running")
             os.kill(doomed.pid, signal.SIGKILL)
             killed_at = time.monotonic()
-            with pytest.raises(CommandUnavailableError, match=r"'k.slow' is served by server"):
+            with pytest.raises(
+                CommandUnavailableError,
+                match=r"'k.slow' is served by server \w+ \(host .+, pid \d+\), which is gone "
+                r"\(it went away before answering\)",
+            ):
                 await asyncio.wait_for(running, DEADLINE_S)
             assert time.monotonic() - killed_at < GONE_BOUND_S
             started = time.monotonic()
@@ -270,3 +302,57 @@ async def test_a_server_stopped_cleanly_takes_its_commands_away(tmp_path: Path) 
                 await b.run_command("s.echo")
     finally:
         fleet.close()
+
+
+def test_a_server_alone_keeps_a_registry_of_its_own(tmp_path: Path) -> None:
+    from statehub.core.commands import CommandRegistry
+    from statehub.core.state_dictionary import StateDictionary
+    from statehub.server import StateServer
+    from statehub.store.sqlite import SQLiteStore
+
+    assert type(StateServer(port=0).hub.commands) is CommandRegistry  # memory
+    store = SQLiteStore(tmp_path / "data")
+    try:
+        server = StateServer(state=StateDictionary(store=store), port=0)
+        assert type(server.hub.commands) is CommandRegistry
+    finally:
+        store.close()
+
+
+async def test_commands_are_offered_again_when_redis_lost_its_data(tmp_path: Path) -> None:
+    from statehub.core.state_dictionary import StateDictionary
+    from statehub.server import StateServer
+    from statehub.store.redis import RedisStore
+
+    redis_process = start_redis(tmp_path / "redis")
+    stores = [RedisStore(redis_process.url, **FAST_LIVENESS) for _ in range(2)]
+    a, b = (
+        StateServer(state=StateDictionary(store=store), locks=store.lock_table(), port=0)
+        for store in stores
+    )
+    try:
+        async with a, b:
+            a.register_command("lost.echo", lambda **arguments: arguments)
+            async with client(b.port) as caller:
+                assert await caller.run_command("lost.echo", n=1) == {"n": 1}
+            redis_process.client().flushall()
+            deadline = time.monotonic() + DEADLINE_S
+            while True:  # B's sessions end with the new epoch: each try on a new client
+                with contextlib.suppress(ConnectionLost):
+                    async with client(b.port) as caller:
+                        if "lost.echo" in await caller.available_commands():
+                            assert await caller.run_command("lost.echo", n=2) == {"n": 2}
+                            break
+                assert time.monotonic() < deadline, "lost.echo was not offered again"
+                await asyncio.sleep(0.05)
+    finally:
+        for store in stores:
+            store.close()
+        stop(redis_process.process)
+
+
+async def _until_value(reader: AsyncClient, key: str, value: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while await reader.get(key, None) != value:
+        assert time.monotonic() < deadline, f"{key!r} never became {value!r}"
+        await asyncio.sleep(0.02)

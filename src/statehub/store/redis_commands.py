@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -46,6 +48,8 @@ logger = logging.getLogger(__name__)
 REPLY_TTL_S = 60
 #: Waits between two attempts to listen again after the Pub/Sub connection broke.
 RELISTEN_S = 0.2
+#: How errors name this server to people, next to its id: where to find the process.
+SERVER_LABEL = f"host {socket.gethostname()}, pid {os.getpid()}"
 
 _ALIVE = """
 local base = ARGV[1]
@@ -63,36 +67,41 @@ local function forget_claims(server, name)
 end
 local function forget(server)
   redis.call('DEL', base .. 'cmd:offers:' .. server)
+  redis.call('HDEL', base .. 'cmd:labels', server)
   forget_claims(server, nil)
   redis.call('SREM', base .. 'cmd:servers', server)
 end
 """
 
-#: ARGV: base, me, name, offer, routed ("1"/"0"), liveness ms, claimed values...
+#: ARGV: base, me, name, offer, routed ("1"/"0"), liveness ms, label, claimed values...
 OFFER = (
     _ALIVE
     + """
-local me, name, offer, routed, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local me, name, offer, routed, ttl, label = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local function label_of(server)
+  return redis.call('HGET', base .. 'cmd:labels', server) or ''
+end
 for _, server in ipairs(redis.call('SMEMBERS', base .. 'cmd:servers')) do
   if server ~= me and alive(server) then
     local other = redis.call('HGET', base .. 'cmd:offers:' .. server, name)
     if other and (routed == '0' or string.sub(other, 1, 1) ~= 'r') then
-      return {'taken', server}
+      return {'taken', server, label_of(server)}
     end
   end
 end
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   local holder = redis.call('HGET', base .. 'cmd:claims', name .. '\\0' .. ARGV[i])
   if holder and holder ~= me and alive(holder) then
-    return {'claimed', holder, ARGV[i]}
+    return {'claimed', holder, label_of(holder), ARGV[i]}
   end
 end
 -- Not swept before the store's first beat: it keeps the key alive from then on.
 redis.call('SET', base .. 'alive:' .. me, '1', 'PX', ttl, 'NX')
 redis.call('SADD', base .. 'cmd:servers', me)
+redis.call('HSET', base .. 'cmd:labels', me, label)
 redis.call('HSET', base .. 'cmd:offers:' .. me, name, offer)
 forget_claims(me, name)
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   redis.call('HSET', base .. 'cmd:claims', name .. '\\0' .. ARGV[i], me)
 end
 redis.call('PUBLISH', base .. 'cmd:directory', me)
@@ -116,7 +125,8 @@ return 1
 """
 )
 
-#: ARGV: base, me. Forgets dead servers; answers {listed, {server, offers}..., claims}.
+#: ARGV: base, me. Forgets dead servers; answers {listed, {server, offers}..., claims,
+#: labels}.
 DIRECTORY = (
     _ALIVE
     + """
@@ -133,7 +143,8 @@ for _, server in ipairs(redis.call('SMEMBERS', base .. 'cmd:servers')) do
     forget(server)
   end
 end
-return {listed, offers, redis.call('HGETALL', base .. 'cmd:claims')}
+local claims = redis.call('HGETALL', base .. 'cmd:claims')
+return {listed, offers, claims, redis.call('HGETALL', base .. 'cmd:labels')}
 """
 )
 
@@ -148,6 +159,7 @@ class RedisCommandPeers:
         self._mine: dict[str, tuple[dict[str, JsonValue], CommandRoute | None]] = {}
         self._offers: dict[str, list[Offer]] = {}
         self._claims: dict[tuple[str, str], str] = {}
+        self._labels: dict[str, str] = {}
         self._calls: dict[str, _Call] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -189,25 +201,26 @@ class RedisCommandPeers:
             blob,
             "1" if route is not None else "0",
             str(int(self._store.liveness_ttl * 1000)),
+            SERVER_LABEL,
         ]
         args += sorted(route.values) if route is not None else []
         reply = self._store.run_script(OFFER, [], args)
         if reply[0] == b"taken":
             raise ValueError(
-                f"command {name!r} is already offered by server {reply[1].decode()} sharing "
-                "this Redis: a command without a route runs on one server only"
+                f"command {name!r} is already offered by server {_named(reply[1], reply[2])} "
+                "sharing this Redis: a command without a route runs on one server only"
             )
         if reply[0] == b"claimed":
             raise ValueError(
-                f"command {name!r}: {reply[2].decode()!r} is already claimed by server "
-                f"{reply[1].decode()} sharing this Redis"
+                f"command {name!r}: {reply[3].decode()!r} is already claimed by server "
+                f"{_named(reply[1], reply[2])} sharing this Redis"
             )
 
     def withdraw(self, name: str) -> None:
         self._mine.pop(name, None)
         try:
             self._store.run_script(WITHDRAW, [], [self._base, self.server_id, name])
-        except StoreUnavailableError as error:  # swept once this server's liveness ends
+        except StoreUnavailableError as error:  # a call for it meanwhile: "no command named"
             logger.warning("could not withdraw command %r from Redis: %s", name, error)
 
     def offers(self) -> dict[str, list[Offer]]:
@@ -218,7 +231,7 @@ class RedisCommandPeers:
 
     async def refresh(self) -> None:
         reply = await self._store.run_script_async(DIRECTORY, [], [self._base, self.server_id])
-        listed, flat_offers, flat_claims = reply
+        listed, flat_offers, flat_claims, flat_labels = reply
         offers: dict[str, list[Offer]] = {}
         for index in range(0, len(flat_offers), 2):
             server = flat_offers[index].decode()
@@ -235,6 +248,10 @@ class RedisCommandPeers:
         for listing in offers.values():
             listing.sort(key=lambda offer: offer.server)
         self._offers, self._claims = offers, claims
+        self._labels = {
+            flat_labels[i].decode(): flat_labels[i + 1].decode()
+            for i in range(0, len(flat_labels), 2)
+        }
         if not listed and self._mine:  # Redis lost the directory (a new epoch): offer again
             for name, (defaults, route) in list(self._mine.items()):
                 try:
@@ -345,8 +362,8 @@ class RedisCommandPeers:
                     raise self._gone(name, server, "it went away before answering")
                 if not pending.taken and asyncio.get_running_loop().time() > take_by:
                     raise CommandUnavailableError(
-                        f"command {name!r}: server {server} did not take the call within "
-                        f"{self.answer_timeout:g} s"
+                        f"command {name!r}: server {self._describe(server)} did not take the "
+                        f"call within {self.answer_timeout:g} s"
                     )
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
@@ -381,8 +398,12 @@ class RedisCommandPeers:
 
     def _gone(self, name: str, server: str, why: str) -> CommandUnavailableError:
         return CommandUnavailableError(
-            f"command {name!r} is served by server {server}, which is gone ({why})"
+            f"command {name!r} is served by server {self._describe(server)}, which is gone ({why})"
         )
+
+    def _describe(self, server: str) -> str:
+        label = SERVER_LABEL if server == self.server_id else self._labels.get(server)
+        return f"{server} ({label})" if label else server
 
     def _reply_key(self, call_id: str) -> str:
         return f"{self._base}cmd:reply:{call_id}"
@@ -456,6 +477,10 @@ def _result_of(answer: dict[str, Any]) -> CommandResult:
         raise error_from_wire(wire if isinstance(wire, dict) else {})
     result = answer.get("ok")
     return result if isinstance(result, dict) else None
+
+
+def _named(server: bytes, label: bytes) -> str:
+    return f"{server.decode()} ({label.decode()})" if label else server.decode()
 
 
 def _offer_from(server: str, blob: bytes) -> Offer:
