@@ -41,6 +41,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 #: docs/redis.md: a call to a server killed meanwhile ends within liveness TTL + one
 #: heartbeat of the caller's server (5 + 1 s by default).
 GONE_BOUND_S = 6.0
+#: docs/redis.md: a dead server's commands leave the listing as its leases are released.
+SWEEP_BOUND_S = 10.0
 DEADLINE_S = 30.0
 
 OTHER_NODE = """
@@ -120,6 +122,10 @@ async def test_a_command_of_server_a_runs_for_a_client_of_b(ports: dict[str, int
     async with client(ports["b"]) as b:
         assert await b.run_command("a.echo", x=1, big=2**70, nested={"l": [1.5, None]}) == {
             "echoed": {"default": 7, "x": 1, "big": 2**70, "nested": {"l": [1.5, None]}}
+        }
+        large = "x" * 200_000  # an answer too large to come with the message: read from Redis
+        assert await b.run_command("a.echo", large=large) == {
+            "echoed": {"default": 7, "large": large}
         }
         with pytest.raises(ResourceLockedError, match="refused on purpose") as refused:
             await b.run_command("a.refuse", keys=["k1", "k2"])
@@ -263,12 +269,19 @@ async def test_kill_9_of_the_server_running_a_call_ends_it_with_a_clear_error(
     fleet = Fleet(start_redis(tmp_path / "redis"))
     try:
         doomed, _ = fleet.command_server("k")
+        fleet.serve("--config", str(FIXTURES / "endpoints_providers.yaml"))
+        doomed_endpoints = fleet.processes[-1]
         b_port = fleet.serve()
         async with client(b_port) as b:
             assert await b.run_command("k.echo") == {"echoed": {"default": 7}}
+            assert await b.endpoint_get("somenode.kv.baz") == {
+                "value_raw": [1, 2],
+                "value_cal": [1, 2],
+            }
             running = asyncio.create_task(b.run_command("k.slow", seconds=3600.0, mark="k/s"))
             await _until_value(b, "k/s", "running")
             os.kill(doomed.pid, signal.SIGKILL)
+            os.kill(doomed_endpoints.pid, signal.SIGKILL)
             killed_at = time.monotonic()
             with pytest.raises(
                 CommandUnavailableError,
@@ -280,7 +293,13 @@ async def test_kill_9_of_the_server_running_a_call_ends_it_with_a_clear_error(
             started = time.monotonic()
             with pytest.raises((CommandUnavailableError, KeyError), match=r"k.echo"):
                 await asyncio.wait_for(b.run_command("k.echo"), DEADLINE_S)
+            with pytest.raises((CommandUnavailableError, KeyError), match=r"endpoint.get"):
+                await asyncio.wait_for(b.endpoint_get("somenode.kv.baz"), DEADLINE_S)
             assert time.monotonic() - started < GONE_BOUND_S
+            # Once their liveness keys expire, the dead servers' commands leave the listing.
+            while {"k.echo", "endpoint.get"} & set(await b.available_commands()):
+                assert time.monotonic() - killed_at < SWEEP_BOUND_S, "still listed"
+                await asyncio.sleep(0.05)
     finally:
         fleet.close()
 

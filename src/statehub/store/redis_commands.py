@@ -10,12 +10,13 @@ forgets the servers whose liveness key (kept by ``RedisStore``) expired.
 
 A call travels by Pub/Sub on the target server's channel ``cmd:to:<server>``; ``PUBLISH``
 answers how many listened, so a server that is gone (its connection to Redis closed) is
-known at once. The target answers "taken" at once, runs the call through its own
+known at once. The target says "taken" at once, runs the call through its own
 registry, stores the answer under ``cmd:reply:<call>`` (kept a minute) and says "done"
-on the caller's channel; the caller also looks for the answer each heartbeat, so a lost
-message delays an answer by a heartbeat but never loses it. While it waits, the caller
-checks each heartbeat that the target still listens and its liveness key lives: if not,
-the call ends with ``CommandUnavailableError`` naming the command and the server.
+on the caller's channel (with the answer, when small); the caller also looks for the
+answer each heartbeat, so a lost message delays an answer by a heartbeat but never loses
+it. While it waits, the caller checks each heartbeat that the target still listens and
+its liveness key lives: if not, the call ends with ``CommandUnavailableError`` naming the
+command and the server.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -48,6 +49,8 @@ logger = logging.getLogger(__name__)
 REPLY_TTL_S = 60
 #: Waits between two attempts to listen again after the Pub/Sub connection broke.
 RELISTEN_S = 0.2
+#: An answer up to this size also travels in the "done" message (no read of its key).
+INLINE_ANSWER_BYTES = 64 * 1024
 #: How errors name this server to people, next to its id: where to find the process.
 SERVER_LABEL = f"host {socket.gethostname()}, pid {os.getpid()}"
 
@@ -163,6 +166,7 @@ class RedisCommandPeers:
         self._calls: dict[str, _Call] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Future[None]] = set()
         self._changed = asyncio.Event()
         self._closing = False
 
@@ -285,7 +289,7 @@ class RedisCommandPeers:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *self._background, return_exceptions=True)
         self._mine.clear()
         try:
             await self._store.run_script_async(WITHDRAW, [], [self._base, self.server_id, ""])
@@ -355,6 +359,9 @@ class RedisCommandPeers:
                     async with asyncio.timeout(self._store.heartbeat):
                         while not pending.done:
                             await self._wait(pending)
+                if pending.answer is not None:  # it came with "done": drop the stored copy
+                    self._discard_answer(call_id)
+                    return _result_of(pending.answer)
                 answer = await self._fetch_answer(call_id)
                 if answer is not None:
                     return _result_of(answer)
@@ -387,6 +394,20 @@ class RedisCommandPeers:
             pipe.delete(key)
             data, _ = await self._store.run_async(pipe.execute())
         return None if data is None else dict(decode_value(data))
+
+    def _discard_answer(self, call_id: str) -> None:
+        unlinking = asyncio.ensure_future(
+            self._quietly(self._store.async_client().unlink(self._reply_key(call_id)))
+        )
+        self._background.add(unlinking)
+        unlinking.add_done_callback(self._background.discard)
+
+    async def _quietly(self, call: Awaitable[Any]) -> None:
+        """Send a command nobody waits for: a failure costs at most a stale key or message."""
+        try:
+            await call
+        except (redis.RedisError, OSError) as error:
+            logger.debug("a command to Redis failed: %s", error)
 
     async def _listening(self, server: str) -> bool:
         """True while ``server`` listens on Redis and its liveness key lives."""
@@ -422,15 +443,18 @@ class RedisCommandPeers:
                 running.cancel()
         elif (pending := self._calls.get(call_id)) is not None:
             pending.taken = True
-            pending.done = pending.done or kind == "done"
+            if kind == "done":
+                pending.done = True
+                answer = message.get("answer")
+                pending.answer = answer if isinstance(answer, dict) else None
             pending.wake.set()
 
     async def _run_call(self, message: dict[str, Any]) -> None:
         caller, call_id = str(message.get("from")), str(message["id"])
         client = self._store.async_client()
         taken = encode_value({"k": "taken", "id": call_id})
-        with contextlib.suppress(redis.RedisError, OSError):
-            await client.publish(self.channel(caller), taken)
+        # Said while the call runs, not before: a quick call's answer is not held up.
+        telling = asyncio.ensure_future(self._quietly(client.publish(self.channel(caller), taken)))
         answer: dict[str, Any]
         try:
             if self._runner is None:
@@ -449,8 +473,10 @@ class RedisCommandPeers:
             answer = {"error": error_to_wire(stopping)}
         except Exception as error:
             answer = {"error": error_to_wire(error)}
+        await telling
         encoded = encode_value(answer)
-        done = encode_value({"k": "done", "id": call_id})
+        inline = len(encoded) <= INLINE_ANSWER_BYTES
+        done = encode_value({"k": "done", "id": call_id, **({"answer": answer} if inline else {})})
         try:
             async with client.pipeline(transaction=False) as pipe:
                 pipe.set(self._reply_key(call_id), encoded, ex=REPLY_TTL_S)
@@ -461,13 +487,15 @@ class RedisCommandPeers:
 
 
 class _Call:
-    """A call this server forwarded: taken by its server yet, answered yet (as told)."""
+    """A call this server forwarded: taken by its server yet, answered yet (as told), and
+    the answer if it came with the message."""
 
-    __slots__ = ("done", "taken", "wake")
+    __slots__ = ("answer", "done", "taken", "wake")
 
     def __init__(self) -> None:
         self.taken = False
         self.done = False
+        self.answer: dict[str, Any] | None = None
         self.wake = asyncio.Event()
 
 
