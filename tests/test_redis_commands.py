@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -375,3 +376,47 @@ async def _until_value(reader: AsyncClient, key: str, value: str) -> None:
     while await reader.get(key, None) != value:
         assert time.monotonic() < deadline, f"{key!r} never became {value!r}"
         await asyncio.sleep(0.02)
+
+
+async def test_a_routed_command_runs_where_its_value_is_claimed(tmp_path: Path) -> None:
+    from statehub.core.commands import CommandRoute
+    from statehub.core.state_dictionary import StateDictionary
+    from statehub.server import StateServer
+    from statehub.store.redis import RedisStore
+
+    redis_process = start_redis(tmp_path / "redis")
+    stores = [RedisStore(redis_process.url, **FAST_LIVENESS) for _ in range(2)]
+    a, b = (
+        StateServer(state=StateDictionary(store=store), locks=store.lock_table(), port=0)
+        for store in stores
+    )
+
+    def reader(server: str) -> Any:
+        def read(instrument: str) -> dict[str, str]:
+            return {"server": server, "instrument": instrument}
+
+        return read
+
+    try:
+        async with a, b:
+            for server, name in ((a, "a"), (b, "b")):
+                route = CommandRoute("instrument", frozenset({f"lab.{name}"}))
+                server.register_command("instrument.read", reader(name), route=route)
+            async with client(b.port) as caller:  # at once: B looks again when it finds none
+                where = await caller.run_command("instrument.read", instrument="lab.a.volts")
+                assert where == {"server": "a", "instrument": "lab.a.volts"}
+                where = await caller.run_command("instrument.read", instrument="lab.b")
+                assert where == {"server": "b", "instrument": "lab.b"}
+                where = await caller.run_command("instrument.read", instrument="lab.c")
+                assert where == {"server": "b", "instrument": "lab.c"}  # nobody's: here
+                claims_a = CommandRoute("instrument", frozenset({"lab.a"}))
+                a.register_command("instrument.claims", reader("a"), route=claims_a)
+                with pytest.raises(ValueError, match=r"'lab\.a' is already claimed by server"):
+                    b.register_command("instrument.claims", reader("b"), route=claims_a)
+                assert "instrument.claims" not in b.commands
+                a.register_command("fresh.echo", lambda: {"fresh": True})
+                assert await caller.run_command("fresh.echo") == {"fresh": True}
+    finally:
+        for store in stores:
+            store.close()
+        stop(redis_process.process)

@@ -106,21 +106,28 @@ class SharedCommandRegistry(CommandRegistry):
         local = self.registration(name)
         if local is not None and local.route is None:
             return await super().run_async(name, arguments)
-        target = self._target(name, arguments, local)
-        if target is _UNKNOWN:  # maybe registered elsewhere a moment ago: look again
+        target = self._target(name, arguments, local, looked_again=False)
+        if target == _UNKNOWN:  # maybe offered or claimed elsewhere a moment ago: look again
             await self._peers.refresh()
-            target = self._target(name, arguments, local)
-        if target is _GATHER:
+            target = self._target(name, arguments, local, looked_again=True)
+        if target == _GATHER:
             return await self._gather(name, arguments, local)
-        if target is _HERE or target is _UNKNOWN:
+        if target in (_HERE, _UNKNOWN):
             return await super().run_async(name, arguments)  # here, or "no command named"
         context = _principal_to_wire(current_principal.get())
         return await self._peers.call(target, name, arguments, context)
 
     def _target(
-        self, name: str, arguments: dict[str, Any], local: CommandRegistration | None
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        local: CommandRegistration | None,
+        *,
+        looked_again: bool,
     ) -> str:
-        """Which server runs the call: a server id, or ``_HERE``, ``_GATHER``, ``_UNKNOWN``."""
+        """Which server runs the call: a server id, or ``_HERE``, ``_GATHER``, ``_UNKNOWN``
+        (nobody offers it, or nobody claimed its route value and it is not here: read the
+        directory again, unless ``looked_again``)."""
         offers = self._peers.offers().get(name, [])
         route = local.route if local is not None else _route_of(offers)
         if route is None:
@@ -134,6 +141,8 @@ class SharedCommandRegistry(CommandRegistry):
                 claimant = self._peers.claimant(name, candidate)
                 if claimant is not None:
                     return claimant
+            if local is None and not looked_again:
+                return _UNKNOWN
         elif value is None and route.gather:
             return _GATHER
         if local is not None:
