@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 REPLY_TTL_S = 60
 #: Waits between two attempts to listen again after the Pub/Sub connection broke.
 RELISTEN_S = 0.2
+#: How long a live server (its liveness key there) that does not listen on its channel is
+#: given to listen again before a caller takes it for gone: it may be reconnecting.
+LISTENER_GRACE_S = 2.5 * RELISTEN_S
 #: An answer up to this size also travels in the "done" message (no read of its key).
 INLINE_ANSWER_BYTES = 64 * 1024
 #: How errors name this server to people, next to its id: where to find the process.
@@ -348,9 +351,13 @@ class RedisCommandPeers:
         }
         try:
             client = self._store.async_client()
-            listeners = await self._store.run_async(
-                client.publish(self.channel(server), encode_value(request))
-            )
+            encoded = encode_value(request)
+            listeners = await self._store.run_async(client.publish(self.channel(server), encoded))
+            if not listeners and await self._alive(server):  # maybe listening again soon
+                await asyncio.sleep(LISTENER_GRACE_S)
+                listeners = await self._store.run_async(
+                    client.publish(self.channel(server), encoded)
+                )
             if not listeners:
                 raise self._gone(name, server, "it no longer listens on Redis")
             take_by = asyncio.get_running_loop().time() + self.answer_timeout
@@ -410,12 +417,27 @@ class RedisCommandPeers:
             logger.debug("a command to Redis failed: %s", error)
 
     async def _listening(self, server: str) -> bool:
-        """True while ``server`` listens on Redis and its liveness key lives."""
-        async with self._store.async_client().pipeline(transaction=False) as pipe:
-            pipe.pubsub_numsub(self.channel(server))
-            pipe.exists(self._store.keys.alive(server))
-            numsub, alive = await self._store.run_async(pipe.execute())
-        return bool(numsub and numsub[0][1]) and bool(alive)
+        """True while ``server`` listens on Redis and its liveness key lives (a listener
+        that is not there is given a moment to connect again)."""
+        for attempt in range(2):
+            async with self._store.async_client().pipeline(transaction=False) as pipe:
+                pipe.pubsub_numsub(self.channel(server))
+                pipe.exists(self._store.keys.alive(server))
+                numsub, alive = await self._store.run_async(pipe.execute())
+            if not alive:
+                return False
+            if numsub and numsub[0][1]:
+                return True
+            if attempt == 0:
+                await asyncio.sleep(LISTENER_GRACE_S)
+        return False
+
+    async def _alive(self, server: str) -> bool:
+        return bool(
+            await self._store.run_async(
+                self._store.async_client().exists(self._store.keys.alive(server))
+            )
+        )
 
     def _gone(self, name: str, server: str, why: str) -> CommandUnavailableError:
         return CommandUnavailableError(
