@@ -313,7 +313,7 @@ async def test_a_server_stopped_cleanly_takes_its_commands_away(tmp_path: Path) 
         async with client(b_port) as b:
             assert "s.echo" in await b.available_commands()
             leaving.terminate()
-            leaving.wait(DEADLINE_S)
+            await asyncio.to_thread(leaving.wait, DEADLINE_S)
             deadline = time.monotonic() + DEADLINE_S
             while "s.echo" in await b.available_commands():
                 assert time.monotonic() < deadline, "s.echo still listed"
@@ -416,6 +416,41 @@ async def test_a_routed_command_runs_where_its_value_is_claimed(tmp_path: Path) 
                 assert "instrument.claims" not in b.commands
                 a.register_command("fresh.echo", lambda: {"fresh": True})
                 assert await caller.run_command("fresh.echo") == {"fresh": True}
+    finally:
+        for store in stores:
+            store.close()
+        stop(redis_process.process)
+
+
+async def test_redis_going_away_during_a_forwarded_call_ends_it_with_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    from statehub.core.state_dictionary import StateDictionary
+    from statehub.server import StateServer
+    from statehub.store.errors import StoreUnavailableError
+    from statehub.store.redis import RedisStore
+
+    redis_process = start_redis(tmp_path / "redis")
+    stores = [RedisStore(redis_process.url, **FAST_LIVENESS) for _ in range(2)]
+    a, b = (
+        StateServer(state=StateDictionary(store=store), locks=store.lock_table(), port=0)
+        for store in stores
+    )
+    started = asyncio.Event()
+
+    async def hang() -> None:
+        started.set()
+        await asyncio.Event().wait()  # until cancelled, when A stops
+
+    try:
+        async with a, b:
+            a.register_command("away.hang", hang)
+            async with client(b.port) as caller:
+                running = asyncio.create_task(caller.run_command("away.hang"))
+                await asyncio.wait_for(started.wait(), DEADLINE_S)
+                stop(redis_process.process)
+                with pytest.raises(StoreUnavailableError, match="unreachable"):
+                    await asyncio.wait_for(running, DEADLINE_S)
     finally:
         for store in stores:
             store.close()
