@@ -455,3 +455,39 @@ async def test_redis_going_away_during_a_forwarded_call_ends_it_with_a_clear_err
         for store in stores:
             store.close()
         stop(redis_process.process)
+
+
+async def test_a_server_stopping_during_a_call_answers_that_it_stops(tmp_path: Path) -> None:
+    from statehub.core.state_dictionary import StateDictionary
+    from statehub.server import StateServer
+    from statehub.store.redis import RedisStore
+
+    redis_process = start_redis(tmp_path / "redis")
+    stores = [RedisStore(redis_process.url, **FAST_LIVENESS) for _ in range(2)]
+    a, b = (
+        StateServer(state=StateDictionary(store=store), locks=store.lock_table(), port=0)
+        for store in stores
+    )
+    started = asyncio.Event()
+
+    async def hang() -> None:
+        started.set()
+        await asyncio.Event().wait()  # until cancelled, when A stops
+
+    try:
+        async with a, b:
+            a.register_command("stopping.hang", hang)
+            async with client(b.port) as caller:
+                running = asyncio.create_task(caller.run_command("stopping.hang"))
+                await asyncio.wait_for(started.wait(), DEADLINE_S)
+                await a.stop()
+                with pytest.raises(
+                    CommandUnavailableError, match=r"which is gone \(it is stopping"
+                ):
+                    await asyncio.wait_for(running, DEADLINE_S)
+                with pytest.raises(KeyError, match=r"no command named 'stopping\.hang'"):
+                    await caller.run_command("stopping.hang")  # withdrawn as A stopped
+    finally:
+        for store in stores:
+            store.close()
+        stop(redis_process.process)

@@ -283,16 +283,16 @@ class RedisCommandPeers:
     async def stop(self) -> None:
         """Withdraw every command of this server; end the calls running here."""
         self._closing = True
+        tasks, self._tasks = self._tasks, []  # the listener first: no new call starts
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         running = list(self._running.values())
         for task in running:
             task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
         for call in self._calls.values():
             call.wake.set()
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, *self._background, return_exceptions=True)
+        await asyncio.gather(*running, *self._background, return_exceptions=True)
         self._mine.clear()
         try:
             await self._store.run_script_async(WITHDRAW, [], [self._base, self.server_id, ""])
@@ -359,6 +359,9 @@ class RedisCommandPeers:
                     client.publish(self.channel(server), encoded)
                 )
             if not listeners:
+                await self.refresh()
+                if not any(offer.server == server for offer in self._offers.get(name, [])):
+                    raise KeyError(f"no command named {name!r}")  # withdrawn meanwhile
                 raise self._gone(name, server, "it no longer listens on Redis")
             take_by = asyncio.get_running_loop().time() + self.answer_timeout
             while True:
@@ -455,7 +458,7 @@ class RedisCommandPeers:
         kind, call_id = message.get("k"), message.get("id")
         if not isinstance(call_id, str):
             return
-        if kind == "call":
+        if kind == "call" and not self._closing:
             task = asyncio.create_task(self._run_call(message))
             self._running[call_id] = task
             task.add_done_callback(lambda _: self._running.pop(call_id, None))
