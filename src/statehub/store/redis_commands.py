@@ -1,16 +1,17 @@
 """Commands across the servers sharing one Redis: a directory and calls between servers.
 
 The directory lives in Redis under the store's prefix: ``cmd:servers`` (the servers that
-offer commands), ``cmd:offers:<server>`` (name -> default arguments and route) and
+offer commands), ``cmd:offers:<server>`` (name -> default arguments and route),
 ``cmd:claims`` (``name NUL value`` -> the server that claimed that value of a routed
-command, such as an endpoint address). Offering is one Lua script that refuses a name
-(or a claimed value) another live server holds; each server re-reads the directory every
-heartbeat and whenever one is told (Pub/Sub) that it changed, and in the same script
-forgets the servers whose liveness key (kept by ``RedisStore``) expired.
+command, such as an endpoint address) and ``cmd:labels`` (server -> its host and pid,
+for error messages). Offering is one Lua script (``redis_command_scripts``) that refuses
+a name (or a claimed value) another live server holds; each server re-reads the
+directory every heartbeat and whenever one is told (Pub/Sub) that it changed, and in the
+same script forgets the servers whose liveness key (kept by ``RedisStore``) expired.
 
 A call travels by Pub/Sub on the target server's channel ``cmd:to:<server>``; ``PUBLISH``
 answers how many listened, so a server that is gone (its connection to Redis closed) is
-known at once. The target says "taken" at once, runs the call through its own
+known at once. The target says "taken" as it starts the call, runs it through its own
 registry, stores the answer under ``cmd:reply:<call>`` (kept a minute) and says "done"
 on the caller's channel (with the answer, when small); the caller also looks for the
 answer each heartbeat, so a lost message delays an answer by a heartbeat but never loses
@@ -39,6 +40,7 @@ from statehub.protocol.codec import decode_value, encode_value
 from statehub.protocol.errors import error_from_wire, error_to_wire
 from statehub.store.errors import StoreUnavailableError
 from statehub.store.peers import Offer, PeerRunner
+from statehub.store.redis_command_scripts import DIRECTORY, OFFER, WITHDRAW
 
 if TYPE_CHECKING:
     from statehub.store.redis import RedisStore
@@ -56,103 +58,6 @@ LISTENER_GRACE_S = 2.5 * RELISTEN_S
 INLINE_ANSWER_BYTES = 64 * 1024
 #: How errors name this server to people, next to its id: where to find the process.
 SERVER_LABEL = f"host {socket.gethostname()}, pid {os.getpid()}"
-
-_ALIVE = """
-local base = ARGV[1]
-local function alive(server)
-  return redis.call('EXISTS', base .. 'alive:' .. server) == 1
-end
-local function forget_claims(server, name)
-  local claims = redis.call('HGETALL', base .. 'cmd:claims')
-  local mark = name and (name .. '\\0') or ''
-  for i = 1, #claims, 2 do
-    if claims[i + 1] == server and string.sub(claims[i], 1, #mark) == mark then
-      redis.call('HDEL', base .. 'cmd:claims', claims[i])
-    end
-  end
-end
-local function forget(server)
-  redis.call('DEL', base .. 'cmd:offers:' .. server)
-  redis.call('HDEL', base .. 'cmd:labels', server)
-  forget_claims(server, nil)
-  redis.call('SREM', base .. 'cmd:servers', server)
-end
-"""
-
-#: ARGV: base, me, name, offer, routed ("1"/"0"), liveness ms, label, claimed values...
-OFFER = (
-    _ALIVE
-    + """
-local me, name, offer, routed, ttl, label = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local function label_of(server)
-  return redis.call('HGET', base .. 'cmd:labels', server) or ''
-end
-for _, server in ipairs(redis.call('SMEMBERS', base .. 'cmd:servers')) do
-  if server ~= me and alive(server) then
-    local other = redis.call('HGET', base .. 'cmd:offers:' .. server, name)
-    if other and (routed == '0' or string.sub(other, 1, 1) ~= 'r') then
-      return {'taken', server, label_of(server)}
-    end
-  end
-end
-for i = 8, #ARGV do
-  local holder = redis.call('HGET', base .. 'cmd:claims', name .. '\\0' .. ARGV[i])
-  if holder and holder ~= me and alive(holder) then
-    return {'claimed', holder, label_of(holder), ARGV[i]}
-  end
-end
--- Not swept before the store's first beat: it keeps the key alive from then on.
-redis.call('SET', base .. 'alive:' .. me, '1', 'PX', ttl, 'NX')
-redis.call('SADD', base .. 'cmd:servers', me)
-redis.call('HSET', base .. 'cmd:labels', me, label)
-redis.call('HSET', base .. 'cmd:offers:' .. me, name, offer)
-forget_claims(me, name)
-for i = 8, #ARGV do
-  redis.call('HSET', base .. 'cmd:claims', name .. '\\0' .. ARGV[i], me)
-end
-redis.call('PUBLISH', base .. 'cmd:directory', me)
-return {'ok'}
-"""
-)
-
-#: ARGV: base, me, name ("" for every command of me).
-WITHDRAW = (
-    _ALIVE
-    + """
-local me, name = ARGV[2], ARGV[3]
-if name == '' then
-  forget(me)
-else
-  redis.call('HDEL', base .. 'cmd:offers:' .. me, name)
-  forget_claims(me, name)
-end
-redis.call('PUBLISH', base .. 'cmd:directory', me)
-return 1
-"""
-)
-
-#: ARGV: base, me. Forgets dead servers; answers {listed, {server, offers}..., claims,
-#: labels}.
-DIRECTORY = (
-    _ALIVE
-    + """
-local me = ARGV[2]
-local listed = 0
-local offers = {}
-for _, server in ipairs(redis.call('SMEMBERS', base .. 'cmd:servers')) do
-  if server == me then
-    listed = 1
-  elseif alive(server) then
-    table.insert(offers, server)
-    table.insert(offers, redis.call('HGETALL', base .. 'cmd:offers:' .. server))
-  else
-    forget(server)
-  end
-end
-local claims = redis.call('HGETALL', base .. 'cmd:claims')
-return {listed, offers, claims, redis.call('HGETALL', base .. 'cmd:labels')}
-"""
-)
 
 
 class RedisCommandPeers:
