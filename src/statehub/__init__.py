@@ -16,6 +16,8 @@ _LAZY: dict[str, str] = {
     "Client": "statehub.client",
     "CommandFailed": "statehub.errors",
     "CommandRegistration": "statehub.core.commands",
+    "CommandRoute": "statehub.core.commands",
+    "CommandUnavailableError": "statehub.errors",
     "CommandRegistry": "statehub.core.commands",
     "ConnectionLost": "statehub.client",
     "DataFileError": "statehub.store.errors",
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
     from statehub.client import AsyncClient, Client, ConnectionLost, StateChange
     from statehub.core.buffers import DictionaryChangeBuffer, DictionaryChangeMultiView
     from statehub.core.change import DictionaryChange
-    from statehub.core.commands import CommandRegistration, CommandRegistry
+    from statehub.core.commands import CommandRegistration, CommandRegistry, CommandRoute
     from statehub.core.events import Event
     from statehub.core.rwlock import LocalState, RWLockTable, StateABC
     from statehub.core.state_dictionary import StateDictionary
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
     from statehub.endpoints.return_codes import EndpointError, define_return_code
     from statehub.errors import (
         CommandFailed,
+        CommandUnavailableError,
         LimitExceeded,
         LockFailed,
         LockNotOwnedError,
@@ -97,6 +100,8 @@ __all__ = [
     "CommandFailed",
     "CommandRegistration",
     "CommandRegistry",
+    "CommandRoute",
+    "CommandUnavailableError",
     "ConnectionLost",
     "DataFileError",
     "DictionaryChange",

@@ -38,6 +38,11 @@ class CommandFailed(StatehubError):
     """A registered command raised; the message names the command and the original error."""
 
 
+class CommandUnavailableError(StatehubError):
+    """A command offered by another server sharing the state could not be run there: that
+    server is gone or did not answer in time. The message names the command and the server."""
+
+
 class LimitExceeded(StatehubError):
     """A client asked for more than it may hold (subscriptions, leases, waiting requests,
     bytes); the message names the limit. Its other requests go on."""

@@ -111,6 +111,10 @@ class NamePatterns:
         joined = "|".join(f"(?:{fnmatch.translate(pattern)})" for pattern in self._patterns)
         self._regex = re.compile(joined) if joined else None
 
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        return self._patterns
+
     def __contains__(self, name: str) -> bool:
         return self._regex is not None and self._regex.match(name) is not None
 

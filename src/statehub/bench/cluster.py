@@ -34,6 +34,16 @@ WRITES = 10_000
 FAN_OUT_SUBSCRIBERS = 100
 FAN_OUT_WRITES = 3_000
 HOST = "127.0.0.1"
+#: Sequential ``endpoint.get`` calls timed per row of the command round-trip workload.
+CALLS = 500
+#: The endpoint served by the first server of each kind (memory, and Redis server A).
+ENDPOINT_CONFIG = """
+name: bench
+endpoints:
+  - name: value
+    module: kv_store_key
+    initial_value: 1
+"""
 
 
 def run() -> list[Result]:
@@ -48,12 +58,17 @@ def _servers() -> Iterator[tuple[int, list[int]]]:
     processes: list[subprocess.Popen[str]] = []
     with tempfile.TemporaryDirectory(prefix="statehub-bench-") as directory:
         redis_process = fleet.start_redis(Path(directory) / "redis")
+        config = Path(directory) / "endpoints.yaml"
+        config.write_text(ENDPOINT_CONFIG)
+        endpoints = ("--config", str(config))
         try:
-            memory, memory_port = _start_memory_server()
+            memory, memory_port = _start_memory_server(*endpoints)
             processes.append(memory)
             ports = []
-            for _ in range(3):
-                process, port = fleet.start_statehub(redis_process.url)
+            for index in range(3):
+                process, port = fleet.start_statehub(
+                    redis_process.url, *(endpoints if index == 0 else ())
+                )
                 processes.append(process)
                 ports.append(port)
             yield memory_port, ports
@@ -63,9 +78,9 @@ def _servers() -> Iterator[tuple[int, list[int]]]:
             fleet.stop(redis_process.process)
 
 
-def _start_memory_server() -> tuple[subprocess.Popen[str], int]:
+def _start_memory_server(*extra: str) -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen(
-        [*fleet.SERVE, "--port", "0"],
+        [*fleet.SERVE, "--port", "0", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -89,6 +104,9 @@ async def _run_all(memory_port: int, redis_ports: list[int]) -> list[Result]:
         await _fan_out([memory_port], "memory, 1 server"),
         await _fan_out([a], "Redis, all on 1 server"),
         await _fan_out(redis_ports, "Redis, spread over 3 servers"),
+        *await _call_round_trip(memory_port, "memory, 1 server"),
+        *await _call_round_trip(a, "Redis, client on the server holding the endpoint"),
+        *await _call_round_trip(b, "Redis, endpoint on server A, client on B"),
     ]
 
 
@@ -122,6 +140,24 @@ async def _latency(write_port: int, watch_port: int, where: str) -> list[Result]
     label = f"write-to-subscriber latency at {LATENCY_RATE:.0f} writes/s ({where})"
     if not samples:
         return [Result(label, float("nan"), "ms")]
+    return [
+        Result(f"{label} p50", _quantile(samples, 0.5), "ms"),
+        Result(f"{label} p99", _quantile(samples, 0.99), "ms"),
+    ]
+
+
+async def _call_round_trip(port: int, where: str) -> list[Result]:
+    """Sequential ``endpoint.get`` calls: one round trip each, forwarded or not."""
+    samples = []
+    async with AsyncClient(HOST, port, reconnect=False) as caller:
+        for _ in range(50):  # warm up (and B's directory knows A's endpoint)
+            await caller.endpoint_get("bench.value")
+        for _ in range(CALLS):
+            started = time.perf_counter()
+            await caller.endpoint_get("bench.value")
+            samples.append(time.perf_counter() - started)
+    samples.sort()
+    label = f"endpoint.get round trip, one call at a time ({where})"
     return [
         Result(f"{label} p50", _quantile(samples, 0.5), "ms"),
         Result(f"{label} p99", _quantile(samples, 0.99), "ms"),

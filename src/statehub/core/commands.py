@@ -19,6 +19,23 @@ CommandResult = dict[str, JsonValue] | None
 
 
 @dataclass(frozen=True, slots=True)
+class CommandRoute:
+    """How a command offered by several servers sharing one state picks the one to run on.
+
+    A call's ``argument`` names something one server holds (an endpoint address): the
+    server that claimed that value, or the longest dotted prefix of it (``a.b.c`` ->
+    ``a.b``), runs the call. ``values`` are the ones this server claims. A call without
+    the argument (or None) runs on every server offering the command when ``gather`` is
+    set, the results merged (their lists joined), else on one of them. One server alone
+    (memory or SQLite store) just runs the command.
+    """
+
+    argument: str
+    values: frozenset[str] = frozenset()
+    gather: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class CommandRegistration:
     """A registered command: its callback and the default values of its arguments."""
 
@@ -26,6 +43,7 @@ class CommandRegistration:
     callback: Callable[..., Any]
     default_arguments: dict[str, JsonValue]
     signature: inspect.Signature | None
+    route: CommandRoute | None = None
 
     # NanoVer's names for the same things: `arguments` and `handler` (its WebSocket era),
     # `info.name`/`info.arguments` and `callback` (its gRPC era).
@@ -63,8 +81,14 @@ class CommandRegistry:
         name: str,
         callback: Callable[..., Any],
         default_arguments: Mapping[str, Any] | None = None,
+        *,
+        route: CommandRoute | None = None,
     ) -> None:
-        """Add a command; ``ValueError`` if the name is taken."""
+        """Add a command; ``ValueError`` if the name is taken.
+
+        ``route``: how servers sharing one state pick the one that runs a call (see
+        ``CommandRoute``); a command without one is offered by one server only.
+        """
         if type(name) is not str or not name:
             raise TypeError(f"command name must be a non-empty str, got {name!r}")
         if not callable(callback):
@@ -74,7 +98,7 @@ class CommandRegistry:
             signature: inspect.Signature | None = inspect.signature(callback)
         except (TypeError, ValueError):  # some builtins have no signature to check against
             signature = None
-        registration = CommandRegistration(name, callback, defaults, signature)  # type: ignore[arg-type]
+        registration = CommandRegistration(name, callback, defaults, signature, route)  # type: ignore[arg-type]
         with self._lock:
             if name in self._commands:
                 raise ValueError(f"command {name!r} is already registered")
@@ -86,6 +110,11 @@ class CommandRegistry:
             if name not in self._commands:
                 raise KeyError(f"no command named {name!r}")
             del self._commands[name]
+
+    def registration(self, name: str) -> CommandRegistration | None:
+        """The command registered as ``name``, if any."""
+        with self._lock:
+            return self._commands.get(name)
 
     @property
     def commands(self) -> dict[str, CommandRegistration]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from statehub.core.commands import CommandRoute
 from statehub.core.state_dictionary import StateDictionary
 from statehub.endpoints.config import EndpointsConfig
 from statehub.endpoints.event_log import EventLog
@@ -20,7 +21,14 @@ class CommandHost(Protocol):
     @property
     def state(self) -> StateDictionary: ...
 
-    def register_command(self, name: str, callback: Callable[..., Any]) -> None: ...
+    def register_command(
+        self,
+        name: str,
+        callback: Callable[..., Any],
+        default_arguments: Mapping[str, Any] | None = None,
+        *,
+        route: CommandRoute | None = None,
+    ) -> None: ...
 
 
 def attach_endpoints(
@@ -33,8 +41,10 @@ def attach_endpoints(
     wall_clock: Clock = time.time,
 ) -> EndpointService:
     """Serve ``config``'s endpoints on ``server``: lease and fill their keys, register the
-    ``endpoint.*`` commands. Start logging with ``start_scheduler()`` inside the server's
-    loop. The event log is in memory, or in ``data_dir`` if given.
+    ``endpoint.*`` commands (routed by address: on servers sharing a state through Redis,
+    a call from any server reaches the one serving the address). Start logging with
+    ``start_scheduler()`` inside the server's loop. The event log is in memory, or in
+    ``data_dir`` if given.
 
     If anything fails, what was done is undone (leases released) and the error raised:
     nothing runs half-configured.
@@ -55,8 +65,9 @@ def attach_endpoints(
 
     service.on_close(detach)
     try:
+        routes = service.command_routes()
         for name, callback in service.commands().items():
-            server.register_command(name, callback)
+            server.register_command(name, callback, route=routes[name])
             registered.append(name)
     except BaseException:
         service.close()

@@ -31,6 +31,7 @@ from typing import Any
 from statehub.auth.context import require_admin
 from statehub.auth.permissions import AdminRight
 from statehub.core.change import DictionaryChange
+from statehub.core.commands import CommandRoute
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import JsonValue, checked_copy
 from statehub.endpoints.config import (
@@ -498,6 +499,20 @@ class EndpointService:
         self.event_log.close()
 
     # -- network ------------------------------------------------------------------------
+
+    def command_routes(self) -> dict[str, CommandRoute]:
+        """How each ``endpoint.*`` command finds the server serving an address, when
+        several servers share one state: each claims its full addresses (bare names and
+        ``broadcast`` stay with the server they are called on)."""
+        addresses = frozenset(address for address in self._nodes if address)
+        by_address = CommandRoute("address", addresses)
+        return {
+            "endpoint.get": by_address,
+            "endpoint.set": by_address,
+            "endpoint.cmd": by_address,
+            "endpoint.list": CommandRoute("service", addresses, gather=True),
+            "endpoint.history": by_address,
+        }
 
     def commands(self) -> dict[str, Callable[..., dict[str, JsonValue]]]:
         """The ``endpoint.*`` commands by name, for ``register_command``."""

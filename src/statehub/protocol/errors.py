@@ -19,6 +19,7 @@ from typing import Any
 
 from statehub.errors import (
     CommandFailed,
+    CommandUnavailableError,
     LimitExceeded,
     LockFailed,
     LockNotOwnedError,
@@ -196,6 +197,7 @@ register_error(LockUpgradeError, "FAILED_PRECONDITION")
 register_error(LockNotOwnedError, "FAILED_PRECONDITION")
 register_error(LockFailed, "ABORTED")
 register_error(CommandFailed, "UNKNOWN")
+register_error(CommandUnavailableError, "UNAVAILABLE")
 register_error(ObjectFrozenError, "UNAVAILABLE")
 register_error(ProtocolError, "INVALID_ARGUMENT")
 register_error(MessageTooLargeError, "RESOURCE_EXHAUSTED")

@@ -30,7 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from statehub.auth import Authenticator
 from statehub.core.change import DictionaryChange
-from statehub.core.commands import CommandRegistration, CommandRegistry
+from statehub.core.commands import CommandRegistration, CommandRegistry, CommandRoute
 from statehub.core.rwlock import LockTable, RWLockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import JsonValue
@@ -122,7 +122,7 @@ class StateServer:
         # NanoVer's max_workers sized the threads serving its calls; sessions need none
         # here, so it bounds the threads running blocking command callbacks instead.
         self._command_threads = ThreadPoolExecutor(max_workers, "statehub-command")
-        self._commands = CommandRegistry(executor=self._command_threads)
+        self._commands = _command_registry(self.state, self._command_threads)
         self._commands.register(LIST_COMMANDS, self._list_commands)
         self.hub = Hub(
             state=self.state,
@@ -375,9 +375,16 @@ class StateServer:
         name: str,
         callback: Callable[..., Any],
         default_arguments: Mapping[str, Any] | None = None,
+        *,
+        route: CommandRoute | None = None,
     ) -> None:
-        """Register a command clients can run; ``ValueError`` if the name is taken."""
-        self._commands.register(name, callback, default_arguments)
+        """Register a command clients can run; ``ValueError`` if the name is taken.
+
+        With a store shared by several servers (Redis), the clients of every server can
+        run it, and a name another server offers is taken (``route``: see
+        ``CommandRoute``; ``docs/redis.md``).
+        """
+        self._commands.register(name, callback, default_arguments, route=route)
 
     def unregister_command(self, name: str) -> None:
         """Remove a command; ``KeyError`` if there is none by that name."""
@@ -417,6 +424,16 @@ class StateServer:
 
     def _list_commands(self) -> dict[str, JsonValue]:
         return {"list": self._commands.list()}
+
+
+def _command_registry(state: StateDictionary, executor: ThreadPoolExecutor) -> CommandRegistry:
+    """This server's commands, shared with the other servers of its store if it has peers."""
+    peers = state.store.command_peers()
+    if peers is None:
+        return CommandRegistry(executor=executor)
+    from statehub.server.shared_commands import SharedCommandRegistry
+
+    return SharedCommandRegistry(peers, executor=executor, local_only=frozenset({LIST_COMMANDS}))
 
 
 def _host_port(address: str, port: int) -> str:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from statehub.core.values import JsonValue
 from statehub.store.leases import Lease
+
+if TYPE_CHECKING:
+    from statehub.store.peers import CommandPeers
 
 
 class ChangeFeed(Protocol):
@@ -138,6 +141,10 @@ class Store(ABC):
         was busy); the store then calls it again soon, and must never wait for it.
         """
         return False
+
+    def command_peers(self) -> CommandPeers | None:
+        """The other servers sharing this store, for commands (None: this server alone)."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - most stores have nothing to close
         """Release what the store holds open."""

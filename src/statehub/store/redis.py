@@ -44,6 +44,7 @@ from statehub.store.leases import Lease
 from statehub.store.redis_connection import RedisTarget
 
 if TYPE_CHECKING:
+    from statehub.store.redis_commands import RedisCommandPeers
     from statehub.store.redis_locks import RedisLockTable
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class RedisStore(Store):
         self._async_scripts: dict[int, dict[str, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._lock_table: RedisLockTable | None = None
+        self._command_peers: RedisCommandPeers | None = None
         self._stopping = False
         self._backoff = FIRST_BACKOFF
         self._queued: list[_QueuedCommit] = []
@@ -228,6 +230,14 @@ class RedisStore(Store):
             self._lock_table = RedisLockTable(self)
         return self._lock_table
 
+    def command_peers(self) -> RedisCommandPeers:
+        """The command directory and calls between the servers over this Redis (one per store)."""
+        from statehub.store.redis_commands import RedisCommandPeers  # it builds on this module
+
+        if self._command_peers is None:
+            self._command_peers = RedisCommandPeers(self)
+        return self._command_peers
+
     async def start(self) -> None:
         """Register this server and follow the history (in the server's event loop)."""
         self._async = self.target.async_client()
@@ -236,9 +246,13 @@ class RedisStore(Store):
             asyncio.create_task(self._follow(), name="statehub-redis-follow"),
             asyncio.create_task(self._keep_alive(), name="statehub-redis-alive"),
         ]
+        if self._command_peers is not None:
+            await self._command_peers.start()
 
     async def stop(self) -> None:
         """Stop following, release every lease and lock of this server's sessions."""
+        if self._command_peers is not None and self._async is not None:
+            await self._command_peers.stop()
         # redis-py may turn a cancelled read into a connection error, which the loops
         # would retry: they also check this flag.
         self._stopping = True
