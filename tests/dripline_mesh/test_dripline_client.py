@@ -68,7 +68,7 @@ async def test_async_client_against_statehub(served: Served, settings: MeshSetti
 
 
 async def test_client_errors_of_its_own(served: Served, settings: MeshSettings) -> None:
-    async with AsyncDriplineClient(settings=settings, timeout=0.5) as client:
+    async with AsyncDriplineClient(settings=settings) as client:
         with pytest.raises(InvalidRoutingKeyError) as unroutable:
             await client.get("nobody_home")
         assert "nobody_home" in str(unroutable.value)
@@ -80,7 +80,7 @@ async def test_client_errors_of_its_own(served: Served, settings: MeshSettings) 
             exchange = await channel.declare_exchange("requests", aio_pika.ExchangeType.TOPIC)
             await silent.bind(exchange, routing_key="silent.#")
             with pytest.raises(ClientTimeoutError) as late:
-                await client.get("silent")
+                await client.get("silent", timeout=0.5)  # connecting keeps the default
             assert late.value.code == 404
 
             # an exchange of that name exists with another type: the broker refuses
