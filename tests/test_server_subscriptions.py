@@ -121,20 +121,26 @@ writes = st.builds(
     lambda updates, removals, settle: ("write", updates, removals, settle),
     st.dictionaries(st.sampled_from(KEYS), st.text(max_size=120), max_size=3),
     st.lists(st.sampled_from(KEYS), max_size=2),
-    st.booleans(),  # let the server's tasks run before the next operation
+    st.sampled_from([True, True, False]),  # let the server's tasks run before going on
 )
+subscribes = st.builds(
+    lambda client, prefix, since, interval: ("subscribe", client, prefix, since, interval),
+    st.integers(0, 2),
+    st.sampled_from(PREFIXES),
+    st.one_of(st.none(), st.integers(-1, 3)),  # relative to the current revision
+    st.sampled_from([0.0, 0.0, 0.0, 0.002]),
+)
+reads = st.builds(lambda client: ("read", client), st.integers(0, 2))
+# Weighted towards writes and reads: members join a group once read up to date, then
+# get the group's batches, or fall behind when their client stops reading.
 operations = st.one_of(
     writes,
     writes,
-    st.builds(
-        lambda client, prefix, since, interval: ("subscribe", client, prefix, since, interval),
-        st.integers(0, 2),
-        st.sampled_from(PREFIXES),
-        st.one_of(st.none(), st.integers(-1, 3)),  # relative to the current revision
-        st.sampled_from([0.0, 0.0, 0.0, 0.002]),
-    ),
-    st.builds(lambda client: ("read", client), st.integers(0, 2)),
-    st.builds(lambda client: ("read", client), st.integers(0, 2)),
+    writes,
+    reads,
+    reads,
+    reads,
+    subscribes,
     st.builds(
         lambda client, which: ("unsubscribe", client, which), st.integers(0, 2), st.integers()
     ),
@@ -343,12 +349,12 @@ async def _run(operations: list[tuple[Any, ...]], max_queued: int) -> None:
 
 
 @settings(
-    max_examples=120,
+    max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(
-    operations=st.lists(operations, min_size=1, max_size=40),
+    operations=st.lists(operations, min_size=8, max_size=40),
     max_queued=st.sampled_from([300, 2_000, 1 << 20]),
 )
 @example(  # two members of one group; the first stops reading, leaves it, comes back
