@@ -28,6 +28,7 @@ with an interval above 0 always stay alone: their pacing is their own.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 from statehub.auth.permissions import PrefixSet
@@ -44,6 +45,8 @@ from statehub.server.outbox import FRAME_HEADER_BYTES, Outbox
 
 if TYPE_CHECKING:
     from statehub.server.session import Hub
+
+logger = logging.getLogger(__name__)
 
 #: Bytes a group member's session may still have queued when a batch is due; above
 #: that (capped at the session's ``max_queued_bytes``) it leaves the group and coalesces
@@ -193,6 +196,9 @@ class FanoutGroup:
                 self._deliver(await self._view.flush_changed_async(copy=False))
         except ObjectFrozenError:
             self.close()
+        except Exception:  # a bug: end the members' subscriptions rather than stall them
+            logger.exception("fan-out group %r failed; its subscriptions end", self.key)
+            self.close()
 
     def _deliver(self, change: DictionaryChange) -> None:
         """Encode the change once; queue it to every member that keeps up."""
@@ -257,7 +263,7 @@ class FanoutGroups:
             del self._groups[group.key]
 
     def sizes(self) -> dict[GroupKey, int]:
-        """Members per group (for tests and metrics)."""
+        """Members per group, by prefix and readable keys (``/metrics``, tests)."""
         return {key: len(group) for key, group in self._groups.items()}
 
 
