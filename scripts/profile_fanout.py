@@ -25,7 +25,8 @@ BUCKETS = (
     ("cygrpc", "grpc.aio (Cython core, poller, callbacks)"),
     ("grpc", "grpc.aio (Cython core, poller, callbacks)"),
     ("statehub/server/outbox", "statehub: outbox (framing, queueing)"),
-    ("statehub/server/change_batches", "statehub: change batches (per subscriber)"),
+    ("statehub/server/change_batches", "statehub: change batches (encoding)"),
+    ("statehub/server/subscriptions", "statehub: subscriptions (fan-out groups, alone)"),
     ("statehub/server/session", "statehub: session (dispatch, subscriptions)"),
     ("statehub/core", "statehub: core (state, buffers, notifier)"),
     ("statehub/server/tcp_transport", "statehub: TCP adapter"),
@@ -40,7 +41,8 @@ BUCKETS = (
 IDLE = ("epoll_wait", "poll (libc", "select (libc", "futex", "pthread_cond", "sem_wait")
 #: Frames naming the coroutine a task was running (the second view: "by task").
 TASKS = (
-    ("_run_subscription", "subscription tasks (one per subscriber: flush, encode, queue)"),
+    ("_run (statehub/server/subscriptions", "fan-out group tasks (catch up, encode once, queue)"),
+    ("statehub/server/subscriptions", "subscription tasks alone (flush, encode, queue)"),
     ("serve_session", "session writer loops (outbox -> transport write)"),
     ("_feed", "session reader loops (transport read -> dispatch)"),
 )

@@ -53,3 +53,26 @@ def test_every_workload_yields_a_figure_on_every_target(
             continue  # 20 connections may not move a server's RSS by a page: 0 is possible
         assert all(target.endswith("x Redis)") for target in targets[:2]), targets
         assert all(row.figure > 0 for row in rows), rows
+
+
+def test_unknown_workload_family_is_refused_by_name() -> None:
+    result = CliRunner().invoke(bench, ["fanout", "--workloads", "subscribers,bogus"])
+    assert result.exit_code != 0
+    assert "'subscribers,bogus'" in result.output
+    assert "latency" in result.output  # the families it may choose among
+
+
+def test_workloads_runs_only_the_families_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in [
+        ("THROUGHPUT_SECONDS", 0.1),
+        ("WORKLOADS", ("subscribers",)),
+        ("PEER", None),
+        ("ROUNDS", 1),
+    ]:
+        monkeypatch.setattr(fanout, name, value)
+    results = fanout.run()
+    workloads = {result.workload.split(": ")[0] for result in results}
+    assert workloads == {
+        f"writes/s, {fanout.PIPELINE} in flight, {count} subscribers at interval 0"
+        for count in (10, 100)
+    }

@@ -86,6 +86,26 @@ async def test_counters_and_gauges_move_when_clients_act() -> None:
         assert value(after, "statehub_event_loop_lag_seconds") >= 0
 
 
+async def test_fanout_groups_are_counted() -> None:
+    async with running_server(http_port=0) as server:
+        watchers = [AsyncClient("127.0.0.1", server.port) for _ in range(2)]
+        try:
+            streams = [watcher.subscribe(prefix="lab/") for watcher in watchers]
+            for stream in streams:
+                await stream.start()
+            await eventually(lambda: sum(server.hub.fanout.sizes().values()) == 2)
+            samples = await scrape(server)
+            assert value(samples, "statehub_fanout_groups") == 1
+            assert value(samples, "statehub_fanout_members") == 2
+            for stream in streams:
+                await stream.aclose()
+        finally:
+            for watcher in watchers:
+                await watcher.close()
+        await eventually(lambda: not server.hub.fanout.sizes())
+        assert value(await scrape(server), "statehub_fanout_groups") == 0
+
+
 async def test_errors_are_counted_by_op_and_status() -> None:
     async with running_server(http_port=0) as server, websocket_connected(server) as session:
         call = await session.send("call", name="no/such", arguments={})

@@ -587,21 +587,25 @@ class Bench:
                 await self._round(target)
 
     async def _round(self, target: str) -> None:
-        with self.server(target) as server:
-            await self._attempt(target, "writes", self._writes(target, server.port))
-            for subscribers in (10, 100):
-                work = self._writes_with_subscribers(target, server.port, subscribers)
-                await self._attempt(target, f"writes, {subscribers} subscribers", work)
-            for rate in (200, 2000):
-                await self._attempt(
-                    target, f"latency {rate}/s", self._latency(target, server.port, rate)
-                )
-        for count in self.fanout_counts:
+        chosen = WORKLOADS
+        if {"writes", "subscribers", "latency"} & set(chosen):
+            with self.server(target) as server:
+                if "writes" in chosen:
+                    await self._attempt(target, "writes", self._writes(target, server.port))
+                for subscribers in (10, 100) if "subscribers" in chosen else ():
+                    work = self._writes_with_subscribers(target, server.port, subscribers)
+                    await self._attempt(target, f"writes, {subscribers} subscribers", work)
+                for rate in (200, 2000) if "latency" in chosen else ():
+                    await self._attempt(
+                        target, f"latency {rate}/s", self._latency(target, server.port, rate)
+                    )
+        for count in self.fanout_counts if "fanout" in chosen else ():
             with self.server(target) as server:
                 work = self._idle_and_fanout(target, server, count)
                 await self._attempt(target, f"{count} idle subscribers", work)
-        with self.server(target, durable=True) as server:
-            await self._attempt(target, "durable", self._durable(target, server.port))
+        if "durable" in chosen:
+            with self.server(target, durable=True) as server:
+                await self._attempt(target, "durable", self._durable(target, server.port))
 
     async def _attempt(self, target: str, name: str, work: Coroutine[Any, Any, None]) -> None:
         """Run one workload; a failure is logged and leaves its row without this figure."""
@@ -756,9 +760,15 @@ def _load() -> str:
     return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
-#: Set by ``statehub bench --peer/--rounds``.
+#: The workload families, in the order a round runs them (``--workloads`` picks some):
+#: acked writes, writes with 10/100 subscribers, latency, idle memory + one write
+#: reaching all, durable writes.
+WORKLOAD_NAMES = ("writes", "subscribers", "latency", "fanout", "durable")
+
+#: Set by ``statehub bench --peer/--rounds/--workloads``.
 PEER: str | None = None
 ROUNDS = 3
+WORKLOADS: tuple[str, ...] = WORKLOAD_NAMES
 FANOUT_COUNTS = (1_000, 5_000, 10_000)
 _NAMES = {"grpc": "statehub over gRPC", "tcp": "statehub over TCP", "redis": "Redis"}
 

@@ -47,6 +47,12 @@ GROUPS: dict[str, tuple[str, Callable[[], list[Result]]]] = {
     show_default=True,
     help="fanout: interleaved rounds (medians).",
 )
+@click.option(
+    "--workloads",
+    default=",".join(fanout.WORKLOAD_NAMES),
+    show_default=True,
+    help="fanout: which workload families to run, comma-separated.",
+)
 def bench(
     groups: tuple[str, ...],
     host: str | None,
@@ -54,6 +60,7 @@ def bench(
     json_path: Path | None,
     peer: str | None,
     rounds: int,
+    workloads: str,
 ) -> None:
     """Run benchmark GROUPS (all when none is named) and print a table for each.
 
@@ -61,6 +68,12 @@ def bench(
     """
     network.TARGET = (host, port) if host is not None else None
     fanout.PEER, fanout.ROUNDS = peer, rounds
+    fanout.WORKLOADS = tuple(name.strip() for name in workloads.split(",") if name.strip())
+    if not fanout.WORKLOADS or set(fanout.WORKLOADS) - set(fanout.WORKLOAD_NAMES):
+        raise click.BadParameter(
+            f"{workloads!r}: choose among {', '.join(fanout.WORKLOAD_NAMES)}",
+            param_hint="--workloads",
+        )
     if peer == "redis" and fanout.redis_path() is None:
         raise click.ClickException(
             "--peer redis: redis-server is not on PATH (make test installs it)"

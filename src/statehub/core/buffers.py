@@ -146,6 +146,15 @@ class DictionaryChangeBuffer:
             pacer.flushed()
             yield change
 
+    def caught_up(self) -> bool:
+        """True if this view has nothing to flush up to its source's latest revision.
+
+        A server uses it to tell that two views have shown the same changes: both caught
+        up at the same moment, they stand at the same revision with nothing pending.
+        """
+        with self._lock:
+            return not self._has_pending() and not self.frozen
+
     def _flushable(self) -> bool:
         return self._has_pending() or self.frozen
 
@@ -273,14 +282,21 @@ class DictionaryChangeMultiView:
         keys that start with it, and changes to other keys never wake it. ``key_filter``
         narrows that further (to the keys a subscriber may read, say), with the same effect.
         """
-        with self.lock:
-            view = DictionaryChangeBuffer(_source=self, _prefix=prefix, _key_filter=key_filter)
-            view._preload(self, since)
-            self._views.add(view)
+        view = self.open_view(since, prefix, key_filter)
         try:
             yield view
         finally:
             self.remove_view(view)
+
+    def open_view(
+        self, since: int | None = None, prefix: str = "", key_filter: KeyFilter | None = None
+    ) -> DictionaryChangeBuffer:
+        """``create_view`` for a view that outlives a block; ``remove_view`` ends it."""
+        with self.lock:
+            view = DictionaryChangeBuffer(_source=self, _prefix=prefix, _key_filter=key_filter)
+            view._preload(self, since)
+            self._views.add(view)
+        return view
 
     def remove_view(self, view: DictionaryChangeBuffer) -> None:
         """Freeze ``view`` and stop providing updates to it."""
@@ -378,6 +394,8 @@ class DictionaryChangeMultiView:
 
     def changed_since(self, cursor: int) -> tuple[set[str], set[str]]:
         """Keys updated (present now) and removed since revision ``cursor``; caller holds lock."""
+        if cursor >= self.revision:
+            return set(), set()
         touched: set[str] = set()
         log = self._log
         if log and log[0][0] <= cursor + 1:

@@ -26,6 +26,10 @@ class Pacer:
         self._interval = check_interval(interval)
         self._next_due = 0.0
 
+    @property
+    def interval(self) -> float:
+        return self._interval
+
     def delay(self) -> float:
         """Seconds to wait before flushing again (0 when a flush is allowed now)."""
         return max(0.0, self._next_due - time.monotonic())

@@ -1,15 +1,23 @@
 """A subscription's change batch, encoded in pieces that each fit in one frame.
 
+A batch message is the map ``{sub, revision, snapshot, updates, removals}``. Only ``sub``
+differs between subscribers that receive the same change, so a piece is encoded as two
+parts: ``batch_header(sub)`` (the map's header and the ``sub`` entry) and a body holding
+the other four entries. A fan-out group (``subscriptions.py``) encodes the body once and
+sends ``header + body`` to each of its members; msgpack allows this because a map's
+entries simply follow its header.
+
 A small batch is encoded in one call. A large one (a snapshot of a big state, say) is
-encoded key by key into pieces of at most ``budget`` bytes, handing the event loop back
-every few thousand keys so that other clients are served meanwhile. Only the first piece
-of a snapshot says ``snapshot: true``; the client applies the rest as deltas on top.
+encoded key by key into pieces of at most ``budget`` bytes; the async form hands the
+event loop back every few thousand keys so that other clients are served meanwhile.
+Only the first piece of a snapshot says ``snapshot: true``; the client applies the rest
+as deltas on top.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 
 from statehub.core.values import JsonValue
 from statehub.protocol.codec import array_header, encode_value, map_header
@@ -20,6 +28,18 @@ WHOLE_BATCH_KEYS = 1_000
 KEYS_PER_SLICE = 2_000
 #: Room for a piece's own fields (sub, revision, snapshot and the container headers).
 PIECE_OVERHEAD_BYTES = 96
+
+_SUB = encode_value("sub")
+_REVISION = encode_value("revision")
+#: The ``snapshot`` entry, indexed by its value.
+_SNAPSHOT = tuple(encode_value("snapshot") + encode_value(flag) for flag in (False, True))
+_UPDATES = encode_value("updates")
+_REMOVALS = encode_value("removals")
+
+
+def batch_header(sub: int) -> bytes:
+    """What goes in front of a body for subscription ``sub``: the message is then whole."""
+    return map_header(5) + _SUB + encode_value(sub)
 
 
 async def change_batch_pieces(
@@ -34,25 +54,63 @@ async def change_batch_pieces(
 
     A single key whose value alone is over the budget still travels, alone in its piece.
     """
+    header = batch_header(sub)
+    for body in _bodies(revision, snapshot, updates, removals, budget - len(header)):
+        if body is None:
+            await asyncio.sleep(0)
+        else:
+            yield header + body
+
+
+def change_batch_bodies(
+    revision: int,
+    snapshot: bool,
+    updates: Mapping[str, JsonValue],
+    removals: Collection[str],
+    budget: int,
+) -> list[bytes]:
+    """The bodies of a batch's pieces, to follow any subscriber's ``batch_header``.
+
+    Encoded in one go, without handing the loop back: for a batch shared by many
+    subscribers, where the encoding happens once rather than once per subscriber.
+    """
+    header_room = len(batch_header(2**64 - 1))
+    return [
+        body
+        for body in _bodies(revision, snapshot, updates, removals, budget - header_room)
+        if body is not None
+    ]
+
+
+def _bodies(
+    revision: int,
+    snapshot: bool,
+    updates: Mapping[str, JsonValue],
+    removals: Collection[str],
+    budget: int,
+) -> Iterator[bytes | None]:
+    """Bodies of pieces of at most ``budget`` bytes; None where the loop may be handed back."""
     if len(updates) + len(removals) <= WHOLE_BATCH_KEYS:
-        whole = encode_value(
-            {
-                "sub": sub,
-                "revision": revision,
-                "snapshot": snapshot,
-                "updates": updates,
-                "removals": sorted(removals),
-            }
+        whole = b"".join(
+            (
+                _REVISION,
+                encode_value(revision),
+                _SNAPSHOT[snapshot],
+                _UPDATES,
+                encode_value(updates),
+                _REMOVALS,
+                encode_value(sorted(removals)),
+            )
         )
         if len(whole) <= budget:
             yield whole
             return
-    builder = _PieceBuilder(sub, revision, snapshot, budget - PIECE_OVERHEAD_BYTES)
+    builder = _PieceBuilder(revision, snapshot, budget - PIECE_OVERHEAD_BYTES)
     for count, (key, value) in enumerate(updates.items(), 1):
         if piece := builder.add(encode_value(key) + encode_value(value), removal=False):
             yield piece
         if count % KEYS_PER_SLICE == 0:
-            await asyncio.sleep(0)
+            yield None
     for key in sorted(removals):
         if piece := builder.add(encode_value(key), removal=True):
             yield piece
@@ -60,10 +118,9 @@ async def change_batch_pieces(
 
 
 class _PieceBuilder:
-    """Accumulates encoded entries; hands back a finished piece when the next won't fit."""
+    """Accumulates encoded entries; hands back a finished body when the next won't fit."""
 
-    def __init__(self, sub: int, revision: int, snapshot: bool, budget: int) -> None:
-        self._sub = sub
+    def __init__(self, revision: int, snapshot: bool, budget: int) -> None:
         self._revision = revision
         self._snapshot = snapshot
         self._budget = budget
@@ -80,23 +137,19 @@ class _PieceBuilder:
         return finished
 
     def finish(self) -> bytes:
-        piece = b"".join(
+        body = b"".join(
             (
-                map_header(5),
-                encode_value("sub"),
-                encode_value(self._sub),
-                encode_value("revision"),
+                _REVISION,
                 encode_value(self._revision),
-                encode_value("snapshot"),
-                encode_value(self._snapshot),
-                encode_value("updates"),
+                _SNAPSHOT[self._snapshot],
+                _UPDATES,
                 map_header(len(self._updates)),
                 *self._updates,
-                encode_value("removals"),
+                _REMOVALS,
                 array_header(len(self._removals)),
                 *self._removals,
             )
         )
         self._snapshot = False  # later pieces add to what the first one replaced
         self._updates, self._removals, self._size = [], [], 0
-        return piece
+        return body

@@ -27,7 +27,6 @@ from statehub.auth import Credentials, OpenAccess, Principal, Right, Unauthentic
 from statehub.auth.authenticator import Authenticator
 from statehub.auth.context import current_principal
 from statehub.auth.permissions import UNRESTRICTED, AdminRight
-from statehub.core.buffers import DictionaryChangeBuffer
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistry
 from statehub.core.limits import check_seconds
@@ -35,7 +34,7 @@ from statehub.core.pacing import Pacer
 from statehub.core.rwlock import LockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import check_key
-from statehub.errors import ObjectFrozenError, StatehubError
+from statehub.errors import StatehubError
 from statehub.protocol.codec import decode_batch, encode_value
 from statehub.protocol.errors import (
     MessageTooLargeError,
@@ -44,10 +43,10 @@ from statehub.protocol.errors import (
     error_to_wire,
     status_of,
 )
-from statehub.server.change_batches import change_batch_pieces
 from statehub.server.limits import LimitExceeded, SessionLimits
 from statehub.server.outbox import FRAME_HEADER_BYTES, Outbox
 from statehub.server.peer import Peer
+from statehub.server.subscriptions import FanoutGroups, Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +103,8 @@ class Hub:
         #: Called after ``replace_auth`` re-checked the sessions, so that connections which
         #: are not sessions (NanoVer's WebSocket clients) are checked again too.
         self.auth_listeners: list[Callable[[], None]] = []
+        #: Subscribers at interval 0 that share one catch-up and one encoding per change.
+        self.fanout = FanoutGroups(self)
 
     def replace_auth(self, auth: Authenticator | OpenAccess) -> None:
         """Use new identities (a reloaded file); each session is authenticated again.
@@ -568,7 +569,9 @@ class Session:
 
     def _start_subscription(self, sub: int, since: int | None) -> None:
         pacer, prefix = self._subscription_args[sub]
-        task = self._spawn(self._run_subscription(sub, pacer, prefix, since))
+        readable = self.principal.permissions.read
+        subscription = Subscription(self.hub, self._outbox, sub, pacer, prefix, readable)
+        task = self._spawn(subscription.run(since))
         self._subscriptions[sub] = task
 
         def forget(_: object) -> None:
@@ -676,42 +679,6 @@ class Session:
                 task.cancel()
                 self._start_subscription(sub, None)
 
-    # -- subscriptions -------------------------------------------------------------------
-
-    async def _run_subscription(
-        self, sub: int, pacer: Pacer, prefix: str, since: int | None
-    ) -> None:
-        budget = self.hub.max_message_bytes - FRAME_HEADER_BYTES
-        max_queued = self.hub.limits.max_queued_bytes
-        readable = self.principal.permissions.read
-        key_filter = None if readable.everything else readable.__contains__
-        with self.hub.state.get_change_buffer(since, prefix, key_filter) as view:
-            snapshot = view.starts_with_snapshot
-            first = True
-            sent_up_to = view.cursor
-            while True:
-                await asyncio.sleep(pacer.delay())
-                # Let the transport write what is queued first: changes keep coalescing
-                # in the view meanwhile, so a slow reader gets fewer, larger batches.
-                await self._outbox.wait_below(0)
-                try:
-                    change = (
-                        _flush_now(view) if first else await view.flush_changed_async(copy=False)
-                    )
-                except ObjectFrozenError:
-                    return
-                pieces = change_batch_pieces(
-                    sub, view.cursor, snapshot and first, change.updates, change.removals, budget
-                )
-                async for piece in pieces:
-                    await self._outbox.wait_below(max_queued)
-                    self._outbox.push(piece)
-                pacer.flushed()
-                if not first:
-                    self.hub.observer.delivered(view.cursor - sent_up_to)
-                sent_up_to = view.cursor
-                first = False
-
 
 #: Every op of the protocol and the method that answers it (one table for all sessions).
 _OPS: dict[str, Callable[[Session, dict[str, Any]], Reply | Coroutine[Any, Any, Reply]]] = {
@@ -734,14 +701,6 @@ _OPS: dict[str, Callable[[Session, dict[str, Any]], Reply | Coroutine[Any, Any, 
     "call": Session._call,
     "clear_leases": Session._clear_leases,
 }
-
-
-def _flush_now(view: DictionaryChangeBuffer) -> DictionaryChange:
-    """What the view holds right now, possibly nothing (a subscription's first batch)."""
-    try:
-        return view.flush_changed_blocking(timeout=0, copy=False)
-    except TimeoutError:
-        return DictionaryChange()
 
 
 #: Ops whose reply may have to wait (and so count against max_pending_requests).

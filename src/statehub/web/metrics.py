@@ -149,6 +149,17 @@ class _HeldNow(Collector):
             value=sum(session.subscription_count for session in list(hub.sessions))
             + len(self._nanover.connections),
         )
+        groups = hub.fanout.sizes()
+        yield GaugeMetricFamily(
+            "statehub_fanout_groups",
+            "Fan-out groups: subscriptions at interval 0 sharing one encoding per change.",
+            value=len(groups),
+        )
+        yield GaugeMetricFamily(
+            "statehub_fanout_members",
+            "Subscriptions in a fan-out group (the others deliver alone).",
+            value=sum(groups.values()),
+        )
         yield GaugeMetricFamily("statehub_leases", "Keys leased.", value=len(hub.state.leases()))
         held, waiting = hub.locks.counts()
         yield GaugeMetricFamily("statehub_rwlocks_held", "Read/write lock holds.", value=held)
