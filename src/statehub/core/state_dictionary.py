@@ -37,6 +37,17 @@ def check_token(access_token: object) -> Hashable:
     return access_token
 
 
+def _lease_change(
+    access_token: object,
+    acquire: Mapping[str, float | None] | None,
+    release: Iterable[str] | None,
+) -> tuple[Hashable, dict[str, float | None], list[str]]:
+    """``update_locks``'s arguments, checked."""
+    owner = check_token(access_token)
+    durations = {check_key(key): check_duration(key, s) for key, s in (acquire or {}).items()}
+    return owner, durations, [check_key(key) for key in release or ()]
+
+
 class StateDictionary:
     """A key/value store many writers share, with atomic multi-key changes and leases.
 
@@ -272,16 +283,35 @@ class StateDictionary:
         resets its deadline. Raises ``ResourceLockedError`` if any key is leased by another
         token, ``ValueError`` for a negative, NaN or non-numeric duration.
         """
-        owner = check_token(access_token)
-        durations = {check_key(key): check_duration(key, s) for key, s in (acquire or {}).items()}
-        releases = [check_key(key) for key in release or ()]
+        owner, durations, releases = _lease_change(access_token, acquire, release)
         with self._lock:
             self._store.change_leases(owner, durations, releases, self.clock())
+
+    def submit_lease_change(
+        self,
+        access_token: object,
+        acquire: Mapping[str, float | None] | None = None,
+        release: Iterable[str] | None = None,
+    ) -> Awaitable[None] | None:
+        """``update_locks`` for event-loop code: done at once (None) if the store keeps
+        leases in process, else an awaitable (no thread waits on the store)."""
+        owner, durations, releases = _lease_change(access_token, acquire, release)
+        if not self._store.commits_in_process:
+            return self._store.change_leases_async(owner, durations, releases, self.clock())
+        with self._lock:
+            self._store.change_leases(owner, durations, releases, self.clock())
+        return None
 
     def leases(self) -> list[Lease]:
         """The live leases: key, owner and seconds left (None: no expiry)."""
         with self._lock:
             return self._store.leases(self.clock())
+
+    def submit_leases(self) -> list[Lease] | Awaitable[list[Lease]]:
+        """``leases`` for event-loop code: at once, or an awaitable from a shared store."""
+        if not self._store.commits_in_process:
+            return self._store.leases_async(self.clock())
+        return self.leases()
 
     def release_owner(self, access_token: object) -> None:
         """Release every lease of ``access_token`` (its session ended)."""
@@ -293,6 +323,13 @@ class StateDictionary:
         """Release every lease on every key."""
         with self._lock:
             self._store.clear_leases()
+
+    def submit_clear_locks(self) -> Awaitable[None] | None:
+        """``clear_locks`` for event-loop code: done at once (None), or an awaitable."""
+        if not self._store.commits_in_process:
+            return self._store.clear_leases_async()
+        self.clear_locks()
+        return None
 
     def get(self, key: str, default: Any = None) -> JsonValue:
         """A copy of the value at ``key``, or ``default``."""

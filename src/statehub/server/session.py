@@ -21,7 +21,7 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
-from typing import Any
+from typing import Any, TypeVar
 
 from statehub.auth import Credentials, OpenAccess, Principal, Right, UnauthenticatedError
 from statehub.auth.authenticator import Authenticator
@@ -32,7 +32,7 @@ from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistry
 from statehub.core.limits import check_seconds
 from statehub.core.pacing import Pacer
-from statehub.core.rwlock import LockTable
+from statehub.core.rwlock import LockHolding, LockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import check_key
 from statehub.errors import ObjectFrozenError, StatehubError
@@ -48,10 +48,12 @@ from statehub.server.change_batches import change_batch_pieces
 from statehub.server.limits import LimitExceeded, SessionLimits
 from statehub.server.outbox import FRAME_HEADER_BYTES, Outbox
 from statehub.server.peer import Peer
+from statehub.store.leases import Lease
 
 logger = logging.getLogger(__name__)
 
 Reply = dict[str, Any]
+T = TypeVar("T")
 
 
 class SessionObserver:
@@ -429,24 +431,48 @@ class Session:
         self.hub.observer.durable_waited(time.perf_counter() - started)
         return {"revision": revision}
 
-    def _leases(self, message: dict[str, Any]) -> Reply:
+    def _leases(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
         acquire = message.get("acquire")
         acquire = {} if acquire is None else acquire
         if type(acquire) is not dict:
             raise TypeError(f"leases: 'acquire' must be a map, got {_describe(acquire)}")
         release = [check_key(key) for key in _list_arg(message, "leases", "release", [])]
         self.principal.require(Right.LEASE, [*map(check_key, acquire), *release], "leases")
-        self._check_lease_room(acquire)
-        self.hub.state.update_locks(self.token, acquire, release)
-        self._leased.difference_update(release)
-        self._leased.update(acquire)
+        if len(self._leased) + len(acquire) > self.hub.limits.max_leases:
+            listing = self.hub.state.submit_leases()
+            if not isinstance(listing, list):
+                return self._change_leases_after(listing, acquire, release)
+            self._check_lease_room(acquire, listing)
+        changing = self.hub.state.submit_lease_change(self.token, acquire, release)
+        if changing is not None:
+            return self._leases_changed_after(changing, acquire, release)
+        self._leases_changed(acquire, release)
         return {}
 
-    def _check_lease_room(self, acquire: dict[Any, Any]) -> None:
+    async def _change_leases_after(
+        self, listing: Awaitable[list[Lease]], acquire: dict[Any, Any], release: list[str]
+    ) -> Reply:
+        self._check_lease_room(acquire, await listing)
+        changing = self.hub.state.submit_lease_change(self.token, acquire, release)
+        if changing is not None:
+            await changing
+        self._leases_changed(acquire, release)
+        return {}
+
+    async def _leases_changed_after(
+        self, changing: Awaitable[None], acquire: dict[Any, Any], release: list[str]
+    ) -> Reply:
+        await changing
+        self._leases_changed(acquire, release)
+        return {}
+
+    def _leases_changed(self, acquire: dict[Any, Any], release: list[str]) -> None:
+        self._leased.difference_update(release)
+        self._leased.update(acquire)
+
+    def _check_lease_room(self, acquire: dict[Any, Any], leases: list[Lease]) -> None:
         limit = self.hub.limits.max_leases
-        if len(self._leased) + len(acquire) <= limit:
-            return
-        live = {lease.key for lease in self.hub.state.leases() if lease.owner == self.token}
+        live = {lease.key for lease in leases if lease.owner == self.token}
         self._leased &= live  # forget leases that expired or were released elsewhere
         wanted = self._leased | set(acquire)
         if len(wanted) > limit:
@@ -455,12 +481,18 @@ class Session:
                 "nothing was leased"
             )
 
-    def _list_leases(self, message: dict[str, Any]) -> Reply:
+    def _list_leases(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
+        listing = self.hub.state.submit_leases()
+        if isinstance(listing, list):
+            return self._leases_reply(listing)
+        return _reply_when_done(listing, self._leases_reply)
+
+    def _leases_reply(self, leases: list[Lease]) -> Reply:
         readable = self.principal.permissions.read
         return {
             "leases": [
                 [lease.key, lease.owner == self.token, lease.seconds_left]
-                for lease in self.hub.state.leases()
+                for lease in leases
                 if lease.key in readable
             ]
         }
@@ -484,11 +516,17 @@ class Session:
             return {"values": found, "revision": revision}
         return {"keys": list(found), "revision": revision}
 
-    def _list_locks(self, message: dict[str, Any]) -> Reply:
+    def _list_locks(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
+        holdings = self.hub.locks.holdings()
+        if isinstance(holdings, list):
+            return self._locks_reply(holdings)
+        return _reply_when_done(holdings, self._locks_reply)
+
+    def _locks_reply(self, holdings: list[LockHolding]) -> Reply:
         lockable = self.principal.permissions.lock
         clients = {session.id: session.client for session in self.hub.sessions}
         locks = []
-        for held in self.hub.locks.holdings():
+        for held in holdings:
             if held.key not in lockable:
                 continue
             # A session's lock owners are (session id, owner name): see _lock_args.
@@ -523,10 +561,10 @@ class Session:
             ]
         }
 
-    def _clear_leases(self, message: dict[str, Any]) -> Reply:
+    def _clear_leases(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
         self.principal.require_admin(AdminRight.CLEAR_LEASES, "clear_leases")
-        self.hub.state.clear_locks()
-        return {}
+        clearing = self.hub.state.submit_clear_locks()
+        return {} if clearing is None else _reply_when_done(clearing, lambda _: {})
 
     def _subscribe(self, message: dict[str, Any]) -> Reply:
         limit = self.hub.limits.max_subscriptions
@@ -577,27 +615,32 @@ class Session:
         self._subscriptions.pop(sub).cancel()
         return {}
 
-    async def _lock(self, message: dict[str, Any]) -> Reply:
+    def _lock(self, message: dict[str, Any]) -> Coroutine[Any, Any, Reply]:
+        # Not a coroutine itself: the request takes its place in the lock's queue now,
+        # before the requests behind it in the frame are handled.
         key, exclusive, owner = self._lock_args(message, "lock")
         self.principal.require(Right.LOCK, [key], "lock")
         timeout = _seconds(message.get("timeout"), f"lock on {key!r}", "timeout")
         if timeout is not None and math.isinf(timeout):
             timeout = None
         self._lock_owners.add(owner)
-        fence = await self.hub.locks.acquire(key, owner, exclusive=exclusive, timeout=timeout)
-        return {"fence": fence}
+        acquisition = self.hub.locks.acquire(key, owner, exclusive=exclusive, timeout=timeout)
+        return acquisition.replying(lambda fence: {"fence": fence})
 
-    def _unlock(self, message: dict[str, Any]) -> Reply:
+    def _unlock(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
         key, exclusive, owner = self._lock_args(message, "unlock")
         self.principal.require(Right.LOCK, [key], "unlock")
-        self.hub.locks.release(key, owner, exclusive=exclusive)
-        return {}
+        released = self.hub.locks.release(key, owner, exclusive=exclusive)
+        return {} if released is None else _reply_when_done(released, lambda _: {})
 
-    def _test_lock(self, message: dict[str, Any]) -> Reply:
+    def _test_lock(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
         key = check_key(message.get("key"))
         self.principal.require(Right.LOCK, [key], "test_lock")
         exclusive = _bool_arg(message, "test_lock", "exclusive")
-        return {"free": self.hub.locks.can_acquire(key, exclusive=exclusive)}
+        free = self.hub.locks.can_acquire(key, exclusive=exclusive)
+        if isinstance(free, bool):
+            return {"free": free}
+        return _reply_when_done(free, lambda answer: {"free": answer})
 
     async def _call(self, message: dict[str, Any]) -> Reply:
         name = message.get("name")
@@ -716,6 +759,11 @@ def _flush_now(view: DictionaryChangeBuffer) -> DictionaryChange:
 _WAITING_OPS = frozenset({"lock", "call", "update"})
 #: Ops a client may ``cancel`` while they wait (an update is applied before it waits).
 _CANCELLABLE_OPS = frozenset({"lock", "call"})
+
+
+async def _reply_when_done(answer: Awaitable[T], reply: Callable[[T], Reply]) -> Reply:
+    """The reply to a request whose answer comes later (from a store shared by servers)."""
+    return reply(await answer)
 
 
 def _seconds(value: object, op: str, name: str) -> float | None:

@@ -42,6 +42,7 @@ from statehub.store.base import Store
 from statehub.store.errors import DurabilityError, StoreUnavailableError
 from statehub.store.leases import Lease
 from statehub.store.redis_connection import RedisTarget
+from statehub.store.redis_ordered import OrderedScripts, log_failure
 
 if TYPE_CHECKING:
     from statehub.store.redis_locks import RedisLockTable
@@ -114,6 +115,8 @@ class RedisStore(Store):
         self._queued: list[_QueuedCommit] = []
         self._committer: asyncio.Task[None] | None = None
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        #: Lease and lock scripts, run in Redis in the order the requests came.
+        self.ordered = OrderedScripts(self.async_client, self._unavailable)
         self.available = True
         try:
             self._epoch, revision, content = self._snapshot_sync()
@@ -146,8 +149,10 @@ class RedisStore(Store):
     ) -> int:
         pair = self._commit_pair(owner, updates, removals)
         reply = self.run_script(redis_scripts.COMMIT, self.keys.commit, self._commit_args([pair]))
-        revision = self._check_commit(reply[0].decode(), reply[1][0])
-        self._feed.committed(revision, updates, removals)
+        epoch = reply[0].decode()
+        if epoch != self._epoch:
+            self._restart_from(epoch, *self._snapshot_sync()[1:])
+        revision = self._deliver_commit(reply[1][0], updates, removals)
         self.run_sync(lambda: self._catch_up_sync(revision))
         return revision
 
@@ -164,8 +169,10 @@ class RedisStore(Store):
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._send_queued())
         epoch, result, reached = await future
-        revision = self._check_commit(epoch, result)
-        self._feed.committed(revision, updates, removals)
+        if epoch != self._epoch:
+            snapshot = await self.run_async(self._snapshot_async(self.async_client()))
+            self._restart_from(epoch, *snapshot[1:])
+        revision = self._deliver_commit(result, updates, removals)
         await self._wait_applied(revision)
         if self.replicas and reached < self.replicas:
             raise DurabilityError(
@@ -182,43 +189,46 @@ class RedisStore(Store):
         release: Iterable[str],
         now: float,
     ) -> None:
-        released = [_key_bytes(key) for key in release]
-        args: list[bytes | str] = [_owner_bytes(owner), self.server_id, str(len(released))]
-        args += released
-        for key, seconds in acquire.items():
-            args += [_key_bytes(key), "-1" if seconds is None else repr(seconds * 1000.0)]
-        blocked = self.run_sync(
-            lambda: self._script(redis_scripts.CHANGE_LEASES)(self.keys.leases, args)
+        """The blocking path, for callers off the event loop (``change_leases_async`` on it)."""
+        args = _lease_change_args(owner, self.server_id, acquire, release)
+        _check_leased(self.run_script(redis_scripts.CHANGE_LEASES, self.keys.leases, args))
+
+    async def change_leases_async(
+        self,
+        owner: Hashable,
+        acquire: Mapping[str, float | None],
+        release: Iterable[str],
+        now: float,
+    ) -> None:
+        args = _lease_change_args(owner, self.server_id, acquire, release)
+        _check_leased(
+            await self.ordered.submit(redis_scripts.CHANGE_LEASES, self.keys.leases, args)
         )
-        if blocked:
-            names = sorted(_key_str(key) for key in blocked)
-            raise ResourceLockedError(
-                f"cannot lease {', '.join(map(repr, names))}: leased by another owner",
-                frozenset(names),
-            )
 
     def leases(self, now: float) -> list[Lease]:
-        flat = self.run_sync(
-            lambda: self._script(redis_scripts.LIST_LEASES)(self.keys.leases[:2], [])
+        """The blocking path, for callers off the event loop (``leases_async`` on it)."""
+        return _leases_from(self.run_script(redis_scripts.LIST_LEASES, self.keys.leases[:2], []))
+
+    async def leases_async(self, now: float) -> list[Lease]:
+        return _leases_from(
+            await self.ordered.submit(redis_scripts.LIST_LEASES, self.keys.leases[:2], [])
         )
-        leases = []
-        for index in range(0, len(flat), 3):
-            left = float(flat[index + 2])
-            leases.append(
-                Lease(
-                    _key_str(flat[index]),
-                    _owner_from_bytes(flat[index + 1]),
-                    None if left < 0 else left / 1000.0,
-                )
-            )
-        return sorted(leases, key=lambda lease: lease.key)
 
     def release_owner(self, owner: Hashable) -> None:
+        """Queued for the event loop when it runs (a session ending cannot wait: a failure
+        is logged, and the sweep releases them if this server is gone); else blocking."""
         args = [_owner_bytes(owner), self.server_id]
-        self.run_sync(lambda: self._script(redis_scripts.RELEASE_OWNER)(self.keys.leases, args))
+        if self._async is not None and _in_event_loop():
+            released = self.ordered.submit(redis_scripts.RELEASE_OWNER, self.keys.leases, args)
+            released.add_done_callback(log_failure(f"releasing the leases of {owner!r}"))
+        else:
+            self.run_script(redis_scripts.RELEASE_OWNER, self.keys.leases, args)
 
     def clear_leases(self) -> None:
         self.run_sync(lambda: self.sync_client.delete(*self.keys.leases))
+
+    async def clear_leases_async(self) -> None:
+        await self.ordered.submit(redis_scripts.CLEAR_LEASES, self.keys.leases, [])
 
     def lock_table(self) -> RedisLockTable:
         """The read/write locks every server over this Redis shares (one per store)."""
@@ -248,6 +258,7 @@ class RedisStore(Store):
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._lock_table is not None:
             await self._lock_table.close()
+        await self.ordered.drain()  # releases queued by sessions that just ended
         client, self._async = self._async, None
         if client is None:
             return
@@ -289,16 +300,22 @@ class RedisStore(Store):
             args += [owner, change]
         return args
 
-    def _check_commit(self, epoch: str, result: list[Any]) -> int:
-        if epoch != self._epoch:
-            self._restart_from(epoch, *self._snapshot_sync()[1:])
+    def _deliver_commit(
+        self, result: list[Any], updates: dict[str, JsonValue], removals: set[str]
+    ) -> int:
+        """The commit's revision; a change that was made goes to the feed at once."""
         if result[0] == b"locked":
             names = sorted(_key_str(key) for key in result[1])
             raise ResourceLockedError(
                 f"keys leased by another owner: {', '.join(map(repr, names))}",
                 frozenset(names),
             )
-        return int(result[1])
+        revision = int(result[1])
+        if result[0] == b"ok":
+            if len(result) > 2:  # removals of keys that held nothing were dropped
+                removals = {_key_str(key) for key in result[2]}
+            self._feed.committed(revision, updates, removals)
+        return revision
 
     async def _send_queued(self) -> None:
         """Send the commits queued meanwhile in one script call, until none are left.
@@ -585,6 +602,47 @@ class RedisKeys:
 
     def reap(self, server: str) -> list[str]:
         return [*self.leases, self.servers, self.alive(server), self.base + "lockkeys"]
+
+
+def _lease_change_args(
+    owner: Hashable, server: str, acquire: Mapping[str, float | None], release: Iterable[str]
+) -> list[bytes | str]:
+    released = [_key_bytes(key) for key in release]
+    args: list[bytes | str] = [_owner_bytes(owner), server, str(len(released)), *released]
+    for key, seconds in acquire.items():
+        args += [_key_bytes(key), "-1" if seconds is None else repr(seconds * 1000.0)]
+    return args
+
+
+def _check_leased(blocked: list[bytes]) -> None:
+    if blocked:
+        names = sorted(_key_str(key) for key in blocked)
+        raise ResourceLockedError(
+            f"cannot lease {', '.join(map(repr, names))}: leased by another owner",
+            frozenset(names),
+        )
+
+
+def _leases_from(flat: list[bytes]) -> list[Lease]:
+    leases = []
+    for index in range(0, len(flat), 3):
+        left = float(flat[index + 2])
+        leases.append(
+            Lease(
+                _key_str(flat[index]),
+                _owner_from_bytes(flat[index + 1]),
+                None if left < 0 else left / 1000.0,
+            )
+        )
+    return sorted(leases, key=lambda lease: lease.key)
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _snapshot_from(reply: list[Any]) -> tuple[str, int, dict[str, JsonValue]]:
