@@ -93,6 +93,20 @@ async def test_removing_keys_that_hold_nothing_costs_no_revision(
         assert a.copy_content() == b.copy_content() == {"n": 2}
 
 
+async def test_a_commit_reads_the_gap_before_it_when_the_follower_is_away(
+    redis_server: RedisProcess,
+) -> None:
+    async with started_state(redis_server.url) as a, started_state(redis_server.url) as b:
+        following = a.store._tasks  # type: ignore[attr-defined]
+        for task in following:  # a stops following (and beating): only its commits move it
+            task.cancel()
+        await asyncio.gather(*following, return_exceptions=True)
+        await b.update_state_async("other", change(first=1))
+        writes = [a.update_state_async("me", change(**{f"k{n}": n})) for n in range(5)]
+        assert sorted(await asyncio.gather(*writes)) == [2, 3, 4, 5, 6]
+        assert a.copy_content() == {"first": 1, **{f"k{n}": n for n in range(5)}}
+
+
 async def test_the_blocking_path_commits_too(redis_server: RedisProcess) -> None:
     async with started_state(redis_server.url) as a, started_state(redis_server.url) as b:
         await b.update_state_async("other", change(first=1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from asyncio import Future
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -134,6 +135,15 @@ class StateDictionary:
 
         When it returns, the change is in this dictionary's content (read your writes).
         """
+        revision = self.submit_update(access_token, change)
+        return revision if isinstance(revision, int) else await revision
+
+    def submit_update(self, access_token: object, change: DictionaryChange) -> int | Awaitable[int]:
+        """The revision at once if the store commits in process, else a future of it.
+
+        Event-loop code that wants no task per change uses this (the future is settled by
+        the store, in the order changes were submitted).
+        """
         if self._store.commits_in_process:
             return self.update_state(access_token, change)
         owner = check_token(access_token)
@@ -143,21 +153,17 @@ class StateDictionary:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
             if not (updates or removals):
                 return self._views.revision
-        revision = await self._store.commit_async(owner, updates, removals, self.clock())
+        committed = self._store.submit_commit(owner, updates, removals, self.clock())
         if self.content_updated.has_callbacks:
-            self.content_updated.invoke(
-                access_token=access_token, change=DictionaryChange(updates, removals)
-            )
-        return revision
 
-    def submit_update(self, access_token: object, change: DictionaryChange) -> int | Awaitable[int]:
-        """The revision at once if the store commits in process, else an awaitable of it.
+            def announce(done: Future[int]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    self.content_updated.invoke(
+                        access_token=access_token, change=DictionaryChange(updates, removals)
+                    )
 
-        Event-loop code that wants no task per change on the fast path uses this.
-        """
-        if self._store.commits_in_process:
-            return self.update_state(access_token, change)
-        return self.update_state_async(access_token, change)
+            committed.add_done_callback(announce)
+        return committed
 
     # -- the store's change feed ---------------------------------------------------------
 

@@ -143,15 +143,15 @@ class Session:
         self.failure: ProtocolError | None = None
         self._outbox = Outbox(max_frame_bytes=hub.max_message_bytes)
         self._closed = False
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._waiting: dict[int, asyncio.Task[Reply]] = {}  # requests still running, by id
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._waiting: dict[int, asyncio.Future[Reply]] = {}  # requests still running, by id
         self._cancellable: set[int] = set()  # of those, the ones a client may cancel
-        self._subscriptions: dict[int, asyncio.Task[None]] = {}
+        self._subscriptions: dict[int, asyncio.Future[None]] = {}
         self._subscription_args: dict[int, tuple[Pacer, str]] = {}
         self._next_sub = 1
         self._lock_owners: set[tuple[str, Hashable]] = set()
         self._leased: set[str] = set()
-        self._ops: dict[str, Callable[[dict[str, Any]], Reply | Coroutine[Any, Any, Reply]]] = {
+        self._ops: dict[str, Callable[[dict[str, Any]], Reply | Awaitable[Reply]]] = {
             "hello": self._hello,
             "get": self._get,
             "update": self._update,
@@ -293,7 +293,7 @@ class Session:
         self,
         request_id: int,
         op: str,
-        reply: Coroutine[Any, Any, Reply],
+        reply: Awaitable[Reply],
         *,
         cancellable: bool,
     ) -> None:
@@ -304,7 +304,7 @@ class Session:
             self._cancellable.add(request_id)
         task.add_done_callback(lambda done: self._answer(request_id, op, done))
 
-    def _answer(self, request_id: int, op: str, task: asyncio.Task[Reply]) -> None:
+    def _answer(self, request_id: int, op: str, task: asyncio.Future[Reply]) -> None:
         self._waiting.pop(request_id, None)
         self._cancellable.discard(request_id)
         if self._closed:
@@ -324,8 +324,8 @@ class Session:
         name = op if isinstance(op, str) and op in self._ops else "unknown"
         self.hub.observer.request_done(name, "ok" if error is None else status_of(error))
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coroutine)
+    def _spawn(self, work: Awaitable[Any]) -> asyncio.Future[Any]:
+        task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -404,7 +404,7 @@ class Session:
             values = {key: value for key, value in values.items() if key in readable}
         return {"values": values, "revision": revision}
 
-    def _update(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
+    def _update(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
         updates = message.get("updates")
         updates = {} if updates is None else updates
         if type(updates) is not dict:
@@ -418,7 +418,35 @@ class Session:
             self.hub.observer.committed(time.perf_counter() - started)
             if state.is_durable(revision):
                 return {"revision": revision}
+        elif isinstance(revision, asyncio.Future):
+            return self._reply_when_committed(revision, started)
         return self._when_durable(revision)
+
+    def _reply_when_committed(
+        self, committed: asyncio.Future[int], started: float
+    ) -> asyncio.Future[Reply]:
+        """The reply to a change a store commits in batches: a future, not a task per change
+        (under a stream of writes, tasks were a large share of a server's time)."""
+        reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+
+        def answer(done: asyncio.Future[int]) -> None:
+            if reply.done():  # the session ended
+                return
+            if done.cancelled():
+                reply.cancel()
+            elif (error := done.exception()) is not None:
+                reply.set_exception(error)
+            else:
+                revision = done.result()
+                self.hub.observer.committed(time.perf_counter() - started)
+                if self.hub.state.is_durable(revision):
+                    reply.set_result({"revision": revision})
+                else:
+                    durable = self._spawn(self._when_durable(revision))
+                    durable.add_done_callback(lambda waited: _copy_outcome(waited, reply))
+
+        committed.add_done_callback(answer)
+        return reply
 
     async def _when_durable(self, revision: int | Awaitable[int]) -> Reply:
         """Acknowledge a change only once committed and as durable as the store promises."""
@@ -759,6 +787,17 @@ def _flush_now(view: DictionaryChangeBuffer) -> DictionaryChange:
 _WAITING_OPS = frozenset({"lock", "call", "update"})
 #: Ops a client may ``cancel`` while they wait (an update is applied before it waits).
 _CANCELLABLE_OPS = frozenset({"lock", "call"})
+
+
+def _copy_outcome(source: asyncio.Future[T], target: asyncio.Future[T]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif (error := source.exception()) is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(source.result())
 
 
 async def _reply_when_done(answer: Awaitable[T], reply: Callable[[T], Reply]) -> Reply:

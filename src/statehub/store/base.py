@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import ClassVar, Protocol
@@ -88,6 +89,17 @@ class Store(ABC):
     ) -> int:
         """``commit`` for event-loop code: the feed has the change when this returns."""
         return self.commit(owner, updates, removals, now)
+
+    def submit_commit(
+        self,
+        owner: Hashable,
+        updates: dict[str, JsonValue],
+        removals: set[str],
+        now: float,
+    ) -> asyncio.Future[int]:
+        """``commit_async`` as a future, for event-loop code that wants no task per change
+        (a store that commits in batches settles each future itself)."""
+        return asyncio.ensure_future(self.commit_async(owner, updates, removals, now))
 
     @abstractmethod
     def change_leases(
