@@ -14,7 +14,7 @@ from statehub.bench.fleet import RedisProcess
 from statehub.core.state_dictionary import StateDictionary
 from statehub.server.state_server import StateServer
 from statehub.store.redis import RedisStore
-from test_server_support import connected, running_server
+from test_server_support import RemoteError, connected, running_server
 
 __all__ = ["redis_server"]  # the fixture, used by name
 
@@ -99,3 +99,44 @@ async def test_two_waiters_in_one_frame_keep_their_order(
                 assert not a._future(later).done()  # FIFO: only the first waiter holds it
             await a.request("unlock", key="L", exclusive=True, owner=f"w{n}")
         assert fences == sorted(fences)
+
+
+async def test_a_lock_cancelled_in_its_own_frame_leaves_no_trace(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    async with (
+        lock_server(backend, request) as server,
+        connected(server) as holder,
+        connected(server) as a,
+    ):
+        await holder.request("lock", key="L", exclusive=True, owner="")
+        waiter_id = a._next_id  # the ids send_many gives, in order
+        waiter, cancel = await a.send_many(
+            [
+                {"op": "lock", "key": "L", "exclusive": True, "owner": "w"},
+                {"op": "cancel", "request": waiter_id},
+            ]
+        )
+        assert waiter == waiter_id
+        assert (await a.reply(cancel))["cancelled"] is True
+        with pytest.raises(RemoteError) as cancelled:
+            await a.reply(waiter)
+        assert cancelled.value.status == "CANCELLED"
+        await holder.request("unlock", key="L", exclusive=True, owner="")
+        assert (await a.request("test_lock", key="L", exclusive=True))["free"] is True
+
+
+async def test_lease_changes_and_listings_in_one_frame_keep_their_order(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    async with lock_server(backend, request) as server, connected(server) as a:
+        _, listed, _, listed_after = await a.send_many(
+            [
+                {"op": "leases", "acquire": {"k": None}},
+                {"op": "list_leases"},
+                {"op": "leases", "release": ["k"]},
+                {"op": "list_leases"},
+            ]
+        )
+        assert [lease[:2] for lease in (await a.reply(listed))["leases"]] == [["k", True]]
+        assert (await a.reply(listed_after))["leases"] == []

@@ -21,7 +21,8 @@ R = TypeVar("R")
 
 
 class Acquisition(Coroutine[Any, Any, T], Generic[T]):
-    """Await it (or make a task of it) for the grant's fencing token.
+    """Await it (or make a task of it) for the grant's fencing token; one that will not
+    be awaited must be closed, or its request keeps its place.
 
     ``grant`` is the lock table's future of the fence: the table withdraws the request
     when it is cancelled. ``give_back(fence)`` returns a grant nobody took.

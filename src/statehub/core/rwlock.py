@@ -75,7 +75,7 @@ class LockTable(Protocol):
         """Give back one hold of ``key`` in that mode (done, or an awaitable of it)."""
 
     def release_owner(self, owner: Hashable) -> None:
-        """Release every hold and wait of ``owner`` on every key (or start doing so)."""
+        """Release every hold of ``owner`` on every key (or start doing so)."""
 
     def can_acquire(self, key: str, *, exclusive: bool) -> bool | Awaitable[bool]:
         """True if a new owner could take ``key`` in that mode right now (asked in the

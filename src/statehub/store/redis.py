@@ -264,6 +264,8 @@ class RedisStore(Store):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._catch_up_timer is not None:
+            self._catch_up_timer.cancel()
         if self._lock_table is not None:
             await self._lock_table.close()
         await self.ordered.drain()  # releases queued by sessions that just ended
