@@ -124,6 +124,7 @@ class RedisStore(Store):
         self._committer: asyncio.Task[None] | None = None
         self._applied_waiters: list[tuple[int, asyncio.Future[int], Exception | None]] = []
         self._catch_up_timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._catcher: asyncio.Task[None] | None = None
         #: Lease and lock scripts, run in Redis in the order the requests came.
         self.ordered = OrderedScripts(self.async_client, self._unavailable)
@@ -223,10 +224,11 @@ class RedisStore(Store):
         )
 
     def release_owner(self, owner: Hashable) -> None:
-        """Queued for the event loop when it runs (a session ending cannot wait: a failure
-        is logged, and the sweep releases them if this server is gone); else blocking."""
+        """Queued when called from the server's event loop (a session ending cannot wait:
+        a failure is logged, and the sweep releases them if this server is gone); blocking
+        from anywhere else."""
         args = [_owner_bytes(owner), self.server_id]
-        if self._async is not None and _in_event_loop():
+        if self._async is not None and _running_loop() is self._loop:
             released = self.ordered.submit(redis_scripts.RELEASE_OWNER, self.keys.leases, args)
             released.add_done_callback(log_failure(f"releasing the leases of {owner!r}"))
         else:
@@ -249,6 +251,7 @@ class RedisStore(Store):
     async def start(self) -> None:
         """Register this server and follow the history (in the server's event loop)."""
         self._async = self.target.async_client()
+        self._loop = asyncio.get_running_loop()
         await self.run_async(self._beat(self._async))
         self._tasks = [
             asyncio.create_task(self._follow(), name="statehub-redis-follow"),
@@ -702,12 +705,11 @@ def _leases_from(flat: list[bytes]) -> list[Lease]:
     return sorted(leases, key=lambda lease: lease.key)
 
 
-def _in_event_loop() -> bool:
+def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
-        asyncio.get_running_loop()
+        return asyncio.get_running_loop()
     except RuntimeError:
-        return False
-    return True
+        return None
 
 
 def _snapshot_from(reply: list[Any]) -> tuple[str, int, dict[str, JsonValue]]:
