@@ -132,7 +132,7 @@ async def test_a_subscription_carries_only_readable_keys(tmp_path: Path) -> None
         stream.cancel()
 
 
-async def test_a_reload_ends_subscriptions_whose_rights_changed(tmp_path: Path) -> None:
+async def test_a_reload_ends_subscriptions_of_identities_no_longer_allowed(tmp_path: Path) -> None:
     async with (
         auth_server(tmp_path) as server,
         nanover(server, "rita") as rita,
@@ -150,6 +150,34 @@ async def test_a_reload_ends_subscriptions_whose_rights_changed(tmp_path: Path) 
         update = await asyncio.wait_for(kept.read(), DEADLINE)
         assert set(update.changed_keys.fields) == {"lab/a"}
         kept.cancel()
+
+
+async def test_a_reload_that_changes_read_rights_sends_a_fresh_copy_under_the_new_ones(
+    tmp_path: Path,
+) -> None:
+    narrow = "roles:\n  narrow: {read: ['lab/keep', 'other/']}\n"
+    async with auth_server(tmp_path) as server, nanover(server, "rita") as rita:
+        server.update_state(
+            None, DictionaryChange({"lab/keep": 1, "lab/gone": 2, "other/x": 3, "secret": 4})
+        )
+        stream = rita.subscribe()
+        first = await asyncio.wait_for(stream.read(), DEADLINE)
+        assert set(first.changed_keys.fields) == {"lab/keep", "lab/gone"}
+
+        text = identities(rita="narrow").replace("roles:\n", narrow, 1)
+        server.reload_auth(write_identities(tmp_path / "identities.yaml", text))
+        server.update_state(None, DictionaryChange({"lab/keep": 5}))
+        fresh = await asyncio.wait_for(stream.read(), DEADLINE)
+        fields = fresh.changed_keys.fields
+        assert set(fields) == {"lab/keep", "other/x", "lab/gone"}
+        assert fields["lab/keep"].number_value == 5
+        assert fields["other/x"].number_value == 3
+        assert fields["lab/gone"].WhichOneof("kind") == "null_value"  # NanoVer's removal
+
+        server.update_state(None, DictionaryChange({"lab/gone": 9, "other/y": 1}))
+        after = await asyncio.wait_for(stream.read(), DEADLINE)
+        assert set(after.changed_keys.fields) == {"other/y"}
+        stream.cancel()
 
 
 async def test_the_empty_token_is_not_shared_between_connections(tmp_path: Path) -> None:

@@ -11,11 +11,15 @@ from typing import Any
 
 import pytest
 
+from statehub import DictionaryChange
 from statehub.client.tcp_stream import TcpFrames
 from statehub.protocol import decode_batch, encode_batch
 from statehub.protocol.errors import MessageTooLargeError, ProtocolError
 from statehub.protocol.tcp_framing import encode_length, set_keepalive
 from statehub.server import StateServer
+from statehub.server.limits import SessionLimits
+from statehub.server.tcp_transport import _READ_AHEAD as READ_AHEAD
+from statehub.server.tcp_transport import TcpFrames as ServerFrames
 from statehub.server.tcp_transport import frame_limit, start_tcp_server
 from test_server_support import DEADLINE, RemoteError, eventually, running_server
 
@@ -226,3 +230,41 @@ async def test_both_ends_ask_the_kernel_to_notice_a_dead_peer() -> None:
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 2
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 8000
+
+
+async def test_a_client_that_sends_without_reading_stops_being_read() -> None:
+    """Past its byte limit the session stops taking requests; past the read-ahead the
+    connection stops being read (TCP holds the client back), and nothing is lost."""
+    limit = 1024 * 1024
+    async with running_server(limits=SessionLimits(max_queued_bytes=limit)) as server:
+        server.update_state(None, DictionaryChange({"big": list(range(50_000))}))
+        with socket.create_server(("127.0.0.1", 0)) as listening:  # a connected TCP pair
+            client = socket.create_connection(listening.getsockname())
+            served, _ = listening.accept()
+        frames = ServerFrames(server.hub, frame_limit(server.max_message_bytes), (2.0, 5.0))
+        loop = asyncio.get_running_loop()
+        await loop.connect_accepted_socket(lambda: frames, served)
+        reader, writer = await asyncio.open_connection(sock=client)
+        try:
+            requests = [{"id": 0, "op": "hello", "token": None, "client": "greedy"}]
+            padding = "x" * 10_000  # unknown fields are ignored: 400 requests of 10 kB
+            requests += [
+                {"id": i, "op": "get", "keys": ["big"], "pad": padding} for i in range(1, 401)
+            ]
+            for request in requests:  # never reading a reply, never waiting to send
+                frame = encode_batch([request])
+                writer.write(encode_length(frame) + frame)
+            await eventually(lambda: frames._paused_reading)
+            # Of the 4 MB sent: the read-ahead plus at most one socket read (256 KiB).
+            assert len(frames._buffer) <= READ_AHEAD + 256 * 1024
+            (session,) = server.hub.sessions
+            assert session.queued_bytes <= limit + 200_000
+            replies = 0  # reading resumes as the client reads: every request has its reply
+            while replies < len(requests):
+                header = await asyncio.wait_for(reader.readexactly(4), DEADLINE)
+                body = await asyncio.wait_for(reader.readexactly(int.from_bytes(header)), DEADLINE)
+                replies += len(decode_batch(body))
+            assert replies == len(requests)
+            assert not frames._paused_reading
+        finally:
+            writer.close()

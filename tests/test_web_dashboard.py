@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from statehub import AsyncClient
+from auth_support import TOKENS, auth_server, identities
+from statehub import AsyncClient, DictionaryChange
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import load_config
 from statehub.web.edge import DASHBOARD_DIR
@@ -131,5 +132,64 @@ async def test_a_lease_of_the_dashboard_can_be_released_from_the_page(browser: B
             await row.locator("button").click()
             await expect(row).to_have_count(0, timeout=SOON_MS)
             assert server.state.leases() == []
+        finally:
+            await page.close()
+
+
+async def test_under_auth_the_dashboard_signs_in_with_a_token_and_signs_out(
+    browser: Browser, tmp_path: Path
+) -> None:
+    async with auth_server(tmp_path, http_port=0) as server:
+        page = await browser.new_page()
+        try:
+            await page.goto(f"http://127.0.0.1:{server.http_port}/")
+            await expect(page.locator("#status")).to_have_text(
+                "sign in to connect", timeout=SOON_MS
+            )
+            await expect(page.locator("#signin-reason")).to_have_text("this server wants a token")
+
+            await page.fill("#signin-token", "not-a-token")
+            await page.click("#signin button[type=submit]")
+            await expect(page.locator("#status")).to_have_text(
+                "sign in to connect", timeout=SOON_MS
+            )
+            await expect(page.locator("#signin-reason")).to_contain_text("token")
+
+            await page.fill("#signin-token", TOKENS["walt"])
+            await page.click("#signin button[type=submit]")
+            await expect(page.locator("#status")).to_have_text("live", timeout=SOON_MS)
+            await expect(page.locator("#identity")).to_have_text("signed in as walt")
+            await expect(page.locator("#signin")).to_be_hidden()
+
+            await page.fill("#write-key", "lab/w/from-page")
+            await page.fill("#write-value", "7")
+            await page.click("#write-form button[type=submit]")
+            await expect(page.locator("#write-result")).to_contain_text("set at revision")
+            assert server.state.get("lab/w/from-page") == 7
+
+            await page.click("#signout")
+            await expect(page.locator("#status")).to_have_text(
+                "sign in to connect", timeout=SOON_MS
+            )
+        finally:
+            await page.close()
+
+
+async def test_an_anonymous_dashboard_shows_what_the_anonymous_role_may_and_offers_sign_in(
+    browser: Browser, tmp_path: Path
+) -> None:
+    async with auth_server(tmp_path, identities(anonymous="reader"), http_port=0) as server:
+        server.state.update_state(None, DictionaryChange({"lab/seen": 1, "hidden": 2}))
+        page = await open_dashboard(browser, server.http_port)
+        try:
+            await expect(page.locator("#identity")).to_have_text("anonymous")
+            await expect(page.locator("#signin")).to_be_visible()
+            await expect(page.locator('#state tr[data-key="lab/seen"]')).to_have_count(1)
+            await expect(page.locator('#state tr[data-key="hidden"]')).to_have_count(0)
+
+            await page.fill("#write-key", "lab/w/x")
+            await page.fill("#write-value", "1")
+            await page.click("#write-form button[type=submit]")
+            await expect(page.locator("#write-result")).to_contain_text("lacks", timeout=SOON_MS)
         finally:
             await page.close()

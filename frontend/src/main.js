@@ -370,14 +370,57 @@ function every(ms, task) {
   run();
 }
 
-async function start() {
+// A browser cannot put an Authorization header on a WebSocket, so the token travels in
+// hello's credential. sessionStorage keeps it for this tab only: closing the tab signs out.
+const CREDENTIAL_KEY = "statehub.credential";
+
+function offerSignIn(reason) {
+  $("signin").hidden = false;
+  $("signin-reason").textContent = reason;
+  $("signin").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(CREDENTIAL_KEY, $("signin-token").value);
+    location.reload();
+  });
+}
+
+function showIdentity(identity, signedIn) {
+  if (signedIn) {
+    $("identity").textContent = `signed in as ${identity}`;
+    $("signout").hidden = false;
+    $("signout").addEventListener("click", () => {
+      sessionStorage.removeItem(CREDENTIAL_KEY);
+      location.reload();
+    });
+  } else if (identity === "anonymous") {
+    $("identity").textContent = "anonymous";
+    offerSignIn("");
+  }
+}
+
+async function openSession() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  session = new Session(`${scheme}://${location.host}/v1/session`, "dashboard");
+  const url = `${scheme}://${location.host}/v1/session`;
+  const credential = sessionStorage.getItem(CREDENTIAL_KEY);
+  session = new Session(url, "dashboard", credential);
+  try {
+    const hello = await session.open();
+    showIdentity(hello.identity, credential !== null);
+    return hello;
+  } catch (error) {
+    if (!(error instanceof RemoteError && error.wire.status === "UNAUTHENTICATED")) throw error;
+    sessionStorage.removeItem(CREDENTIAL_KEY);
+    offerSignIn(credential === null ? "this server wants a token" : describeError(error));
+    throw error;
+  }
+}
+
+async function start() {
+  const hello = await openSession();
   session.onclose = () => {
     $("status").textContent = "disconnected: reload to reconnect";
     $("status").className = "status down";
   };
-  const hello = await session.open();
   $("status").textContent = "live";
   $("status").className = "status live";
   $("epoch").textContent = `epoch ${String(hello.epoch).slice(0, 8)}`;
@@ -405,6 +448,8 @@ function loadCommandsIfChanged(initial) {
 }
 
 start().catch((error) => {
-  $("status").textContent = `cannot connect: ${describeError(error)}`;
+  $("status").textContent = $("signin").hidden
+    ? `cannot connect: ${describeError(error)}`
+    : "sign in to connect";
   $("status").className = "status down";
 });

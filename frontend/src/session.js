@@ -19,9 +19,10 @@ export class RemoteError extends Error {
 }
 
 export class Session {
-  constructor(url, clientName) {
+  constructor(url, clientName, credential = null) {
     this.url = url;
     this.clientName = clientName;
+    this.credential = credential;
     this.nextId = 1;
     this.pending = new Map();
     this.subscriptions = new Map();
@@ -41,7 +42,9 @@ export class Session {
       this.pending.clear();
       this.onclose(event);
     };
-    this.hello = await this.request("hello", { token: null, client: this.clientName });
+    const hello = { token: null, client: this.clientName };
+    if (this.credential) hello.credential = this.credential;
+    this.hello = await this.request("hello", hello);
     return this.hello;
   }
 

@@ -142,7 +142,7 @@ logger = logging.getLogger(__name__)
     is_flag=True,
     help="With --data: start even though changes acknowledged as durable are missing "
     "(a lost or damaged write-ahead log); without it such a start is refused "
-    "(docs/durability.md).",
+    "(docs/durable-state.md).",
 )
 @click.option(
     "--config",

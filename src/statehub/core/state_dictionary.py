@@ -73,7 +73,7 @@ class StateDictionary:
             self._views.load(content, revision)
         # Changes committed to the store but not yet durable: readers (gets, snapshots,
         # subscribers) see a change only once the store has it on disk, so a write that
-        # fails never shows (docs/durability.md). ``_latest`` says, for keys they touch,
+        # fails never shows (docs/durable-state.md). ``_latest`` says, for keys they touch,
         # whether the newest of them leaves the key present, for the next change's checks.
         self._unpublished: deque[tuple[int, dict[str, JsonValue], set[str]]] = deque()
         self._latest: dict[str, tuple[int, bool]] = {}
@@ -357,6 +357,21 @@ class StateDictionary:
             if keys is None:
                 return self._views.revision, dict(content)
             return self._views.revision, {key: content[key] for key in keys if key in content}
+
+    def keys_a_copy_may_hold(self, was_shown: KeyFilter, since: int) -> set[str]:
+        """Keys a subscriber's copy may still hold, if it was shown the keys ``was_shown``
+        passes and has every change up to revision ``since``.
+
+        Those are the shown keys in the state now and those removed after ``since``: what
+        a fresh copy under other read rights must tell it to drop if it does not have them.
+        """
+        with self.get_change_buffer(since, "", was_shown) as missed_view:
+            try:
+                removed = missed_view.flush_changed_blocking(timeout=0, copy=False).removals
+            except TimeoutError:
+                removed = set()
+            _, content = self.shared_values()
+        return {key for key in content if was_shown(key)} | removed
 
     def copy_content(self) -> dict[str, JsonValue]:
         """A copy of the content at this instant (nested values copied too)."""

@@ -20,19 +20,24 @@ from statehub.server.transport import serve_session
 
 
 class _GrpcFrames:
-    """A gRPC stream as a ``FrameStream``."""
+    """A gRPC stream as a ``FrameStream``.
 
-    def __init__(
-        self, requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
-    ) -> None:
-        self._requests = aiter(requests)
+    It reads with ``context.read()``, not through the request iterator: the iterator is an
+    async generator around the same call, and each idle session waits in a read, so the
+    generator's frames would be held by every idle subscriber (about 1 KiB each).
+    """
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: aio.ServicerContext[bytes, bytes]) -> None:
         self._context = context
 
     async def read(self) -> bytes | None:
-        try:
-            return await anext(self._requests)
-        except StopAsyncIteration:
+        frame: object = await self._context.read()
+        if frame is aio.EOF:
             return None
+        assert isinstance(frame, bytes), "the Session method has no deserializer"
+        return frame
 
     async def write(self, frame: bytes) -> None:
         await self._context.write(frame)
@@ -51,7 +56,7 @@ def session_handler(hub: Hub) -> grpc.GenericRpcHandler:
             certificate_identities=certificate_identities(context),
         )
         try:
-            await serve_session(hub, _GrpcFrames(request_iterator, context), peer)
+            await serve_session(hub, _GrpcFrames(context), peer)
         except ProtocolError as error:
             await context.abort(grpc.StatusCode[status_of(error)], str(error))
 

@@ -9,7 +9,9 @@ cannot be stored through it. An int too large for a double is sent as +/-infinit
 Who calls is decided per call from its ``authorization: Bearer`` metadata or TLS client
 certificate (unmodified NanoVer clients present neither: they get the anonymous role). A
 right the identity lacks aborts with PERMISSION_DENIED (UNAUTHENTICATED without an
-identity), and a subscription carries only the keys it may read. NanoVer's
+identity), and a subscription carries only the keys it may read; when reloaded identities
+change those, it sends a fresh copy of what it may now read, with null for every key the
+client's copy holds that it may no longer see, and goes on under the new rights. NanoVer's
 ``access_token`` still names lease owners, but bound to the gRPC connection and identity
 that present it: another connection naming the same token is another owner.
 
@@ -41,7 +43,7 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
-from statehub.auth import PermissionDeniedError, Principal, Right
+from statehub.auth import PrefixSet, Principal, Right
 from statehub.auth.context import current_principal
 from statehub.core.change import DictionaryChange
 from statehub.core.values import JsonValue
@@ -148,28 +150,39 @@ class NanoverStateService:
                 ValueError(f"update_interval must be a finite number >= 0, got {interval!r}"),
             )
         interval = max(interval, self._hub.min_interval)
+        readable = await self._readable(context)
+        shown: PrefixSet | None = None  # the read rights of what was sent, once they change
+        delivered = 0  # the revision the client's copy has every change up to
+        while True:
+            key_filter = None if readable.everything else readable.__contains__
+            identities = self._hub.auth
+            with self._hub.state.get_change_buffer(key_filter=key_filter) as view:
+                async for change in view.subscribe_changes_async(interval):
+                    if self._hub.auth is not identities:  # reloaded: are the rights the same?
+                        identities = self._hub.auth
+                        now_readable = await self._readable(context)
+                        if now_readable != readable:
+                            shown, readable = readable, now_readable
+                            break  # this change was filtered by the old rights: start again
+                    removals = change.removals
+                    if shown is not None:  # a fresh copy under new rights: drop what they hide
+                        held = self._hub.state.keys_a_copy_may_hold(shown.__contains__, delivered)
+                        removals = removals | held.difference(change.updates)
+                        shown = None
+                    delivered = view.cursor
+                    for update in _state_updates(change.updates, removals):
+                        yield update
+                else:
+                    return
+
+    async def _readable(self, context: Context) -> PrefixSet:
+        """The keys this call's identity may read; aborts if it may read none."""
         principal = await _principal(self._hub, context)
         try:
             principal.require_some(Right.READ, "SubscribeStateUpdates")
         except Exception as error:
             await _abort(context, error)
-        readable = principal.permissions.read
-        key_filter = None if readable.everything else readable.__contains__
-        identities = self._hub.auth
-        with self._hub.state.get_change_buffer(key_filter=key_filter) as view:
-            async for change in view.subscribe_changes_async(interval):
-                if self._hub.auth is not identities:  # reloaded: is this still allowed?
-                    identities = self._hub.auth
-                    if (await _principal(self._hub, context)).permissions.read != readable:
-                        await _abort(
-                            context,
-                            PermissionDeniedError(
-                                "the identities were reloaded and this identity's read "
-                                "rights changed: subscribe again"
-                            ),
-                        )
-                for update in _state_updates(change.updates, change.removals):
-                    yield update
+        return principal.permissions.read
 
     async def UpdateState(self, request: Any, context: Context) -> Any:
         await _check_size(self._hub, request, context)

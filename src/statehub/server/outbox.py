@@ -8,7 +8,6 @@ flushing its subscriptions) until the transport has written them.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 
 from statehub.protocol.codec import join_frame
 
@@ -17,14 +16,20 @@ FRAME_HEADER_BYTES = 5
 
 
 class Outbox:
-    """A queue of encoded messages; ``next_frame`` joins as many as fit in one frame."""
+    """A queue of encoded messages; ``next_frame`` joins as many as fit in one frame.
+
+    An idle session's outbox is three small objects: the futures its waiters await are
+    made only while someone waits (an ``asyncio.Event`` would hold a 700-byte deque each).
+    """
+
+    __slots__ = ("_closed", "_max_frame_bytes", "_messages", "_queued", "_taken", "queued_bytes")
 
     def __init__(self, *, max_frame_bytes: int) -> None:
         self._max_frame_bytes = max_frame_bytes
-        self._messages: deque[bytes] = deque()
+        self._messages: list[bytes] = []
         self.queued_bytes = 0
-        self._queued = asyncio.Event()
-        self._taken = asyncio.Event()
+        self._queued: list[asyncio.Future[None]] = []  # waiting for a message (the writer)
+        self._taken: list[asyncio.Future[None]] = []  # waiting for queued bytes to go down
         self._closed = False
 
     def push(self, encoded: bytes) -> None:
@@ -33,13 +38,13 @@ class Outbox:
             return
         self._messages.append(encoded)
         self.queued_bytes += len(encoded)
-        self._queued.set()
+        _wake(self._queued)
 
     def close(self) -> None:
         """Nothing more will be queued; what is queued may still be taken."""
         self._closed = True
-        self._queued.set()
-        self._taken.set()
+        _wake(self._queued)
+        _wake(self._taken)
 
     @property
     def empty(self) -> bool:
@@ -50,21 +55,39 @@ class Outbox:
         while not self._messages:
             if self._closed:
                 return None
-            self._queued.clear()
-            await self._queued.wait()
+            await _wait(self._queued)
         messages = self._messages
         budget = self._max_frame_bytes - FRAME_HEADER_BYTES
-        taken = [messages.popleft()]
-        size = len(taken[0])
-        while messages and size + len(messages[0]) <= budget:
-            size += len(messages[0])
-            taken.append(messages.popleft())
+        size = len(messages[0])
+        count = 1
+        while count < len(messages) and size + len(messages[count]) <= budget:
+            size += len(messages[count])
+            count += 1
+        taken = messages[:count]
+        del messages[:count]
         self.queued_bytes -= size
-        self._taken.set()
+        _wake(self._taken)
         return join_frame(taken)
 
     async def wait_below(self, limit: int) -> None:
         """Return once at most ``limit`` bytes are queued (or the outbox is closed)."""
         while self.queued_bytes > limit and not self._closed:
-            self._taken.clear()
-            await self._taken.wait()
+            await _wait(self._taken)
+
+
+async def _wait(waiters: list[asyncio.Future[None]]) -> None:
+    """Wait until ``_wake(waiters)``; a cancelled waiter leaves no future behind."""
+    waiter = asyncio.get_running_loop().create_future()
+    waiters.append(waiter)
+    try:
+        await waiter
+    finally:
+        if waiter in waiters:
+            waiters.remove(waiter)
+
+
+def _wake(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+    waiters.clear()

@@ -128,6 +128,29 @@ class Hub:
 class Session:
     """One connected client: its token, leases, read/write locks, subscriptions, requests."""
 
+    # A server holds thousands of idle sessions: slots instead of a dict per instance, and
+    # each container below costs nothing until it is used (see docs/fanout.md).
+    __slots__ = (
+        "_cancellable",
+        "_closed",
+        "_leased",
+        "_lock_owners",
+        "_next_sub",
+        "_outbox",
+        "_subscription_args",
+        "_subscriptions",
+        "_tasks",
+        "_waiting",
+        "client",
+        "credentials",
+        "failure",
+        "hub",
+        "id",
+        "peer",
+        "principal",
+        "token",
+    )
+
     def __init__(self, hub: Hub, peer: Peer) -> None:
         self.hub = hub
         self.peer = peer
@@ -143,34 +166,15 @@ class Session:
         self.failure: ProtocolError | None = None
         self._outbox = Outbox(max_frame_bytes=hub.max_message_bytes)
         self._closed = False
-        self._tasks: set[asyncio.Future[Any]] = set()
+        # Dicts, not sets: an empty dict costs 64 bytes, an empty set 216.
+        self._tasks: dict[asyncio.Future[Any], None] = {}  # every task the session started
         self._waiting: dict[int, asyncio.Future[Reply]] = {}  # requests still running, by id
-        self._cancellable: set[int] = set()  # of those, the ones a client may cancel
+        self._cancellable: dict[int, asyncio.Future[Reply]] = {}  # those a client may cancel
         self._subscriptions: dict[int, asyncio.Future[None]] = {}
         self._subscription_args: dict[int, tuple[Pacer, str]] = {}
         self._next_sub = 1
-        self._lock_owners: set[tuple[str, Hashable]] = set()
-        self._leased: set[str] = set()
-        self._ops: dict[str, Callable[[dict[str, Any]], Reply | Awaitable[Reply]]] = {
-            "hello": self._hello,
-            "get": self._get,
-            "update": self._update,
-            "leases": self._leases,
-            "list_leases": self._list_leases,
-            "keys": self._keys,
-            "list_locks": self._list_locks,
-            "list_sessions": self._list_sessions,
-            "subscribe": self._subscribe,
-            "unsubscribe": self._unsubscribe,
-            "unlock": self._unlock,
-            "test_lock": self._test_lock,
-            "commands": self._commands,
-            "ping": self._ping,
-            "cancel": self._cancel,
-            "lock": self._lock,
-            "call": self._call,
-            "clear_leases": self._clear_leases,
-        }
+        self._lock_owners: dict[tuple[str, Hashable], None] = {}  # released on close
+        self._leased: dict[str, None] = {}  # keys this session may hold leased
         hub.sessions.add(self)
 
     @property
@@ -267,9 +271,9 @@ class Session:
                 raise ProtocolError("'hello' was already sent on this session")
             if op != "hello" and self.token is None:
                 raise ProtocolError(f"the first request must be 'hello', got op {op!r}")
-            handler = self._ops.get(op) if isinstance(op, str) else None
+            handler = _OPS.get(op) if isinstance(op, str) else None
             if handler is None:
-                known = sorted(self._ops)
+                known = sorted(_OPS)
                 raise ProtocolError(f"unknown op {op!r}; known ops: {', '.join(known)}")
             if request_id in self._waiting:
                 raise ProtocolError(f"request id {request_id} is still waiting for its reply")
@@ -278,7 +282,7 @@ class Session:
                     f"{op}: this session already has {len(self._waiting)} requests waiting "
                     f"(max_pending_requests={self.hub.limits.max_pending_requests})"
                 )
-            reply = handler(message)
+            reply = handler(self, message)
         except Exception as error:
             self._request_done(message.get("op"), error)
             self._send_error(request_id, error)
@@ -301,12 +305,12 @@ class Session:
         task = self._spawn(reply)
         self._waiting[request_id] = task
         if cancellable:
-            self._cancellable.add(request_id)
+            self._cancellable[request_id] = task
         task.add_done_callback(lambda done: self._answer(request_id, op, done))
 
     def _answer(self, request_id: int, op: str, task: asyncio.Future[Reply]) -> None:
         self._waiting.pop(request_id, None)
-        self._cancellable.discard(request_id)
+        self._cancellable.pop(request_id, None)
         if self._closed:
             return
         if task.cancelled():
@@ -321,14 +325,17 @@ class Session:
             self._send({"id": request_id, "ok": task.result()})
 
     def _request_done(self, op: object, error: BaseException | None) -> None:
-        name = op if isinstance(op, str) and op in self._ops else "unknown"
+        name = op if isinstance(op, str) and op in _OPS else "unknown"
         self.hub.observer.request_done(name, "ok" if error is None else status_of(error))
 
     def _spawn(self, work: Awaitable[Any]) -> asyncio.Future[Any]:
         task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = None
+        task.add_done_callback(self._forget_task)
         return task
+
+    def _forget_task(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.pop(task, None)
 
     def _send(self, message: Reply) -> None:
         """Encode and queue a reply; one that cannot be sent becomes an error reply."""
@@ -495,14 +502,16 @@ class Session:
         return {}
 
     def _leases_changed(self, acquire: dict[Any, Any], release: list[str]) -> None:
-        self._leased.difference_update(release)
-        self._leased.update(acquire)
+        for key in release:
+            self._leased.pop(key, None)
+        self._leased.update(dict.fromkeys(acquire))
 
     def _check_lease_room(self, acquire: dict[Any, Any], leases: list[Lease]) -> None:
         limit = self.hub.limits.max_leases
         live = {lease.key for lease in leases if lease.owner == self.token}
-        self._leased &= live  # forget leases that expired or were released elsewhere
-        wanted = self._leased | set(acquire)
+        # Forget leases that expired or were released elsewhere.
+        self._leased = {key: None for key in self._leased if key in live}
+        wanted = self._leased.keys() | acquire.keys()
         if len(wanted) > limit:
             raise LimitExceeded(
                 f"leases: this session would hold {len(wanted)} leases (max_leases={limit}); "
@@ -651,7 +660,7 @@ class Session:
         timeout = _seconds(message.get("timeout"), f"lock on {key!r}", "timeout")
         if timeout is not None and math.isinf(timeout):
             timeout = None
-        self._lock_owners.add(owner)
+        self._lock_owners[owner] = None
         acquisition = self.hub.locks.acquire(key, owner, exclusive=exclusive, timeout=timeout)
         return acquisition.replying(lambda fence: {"fence": fence})
 
@@ -704,8 +713,8 @@ class Session:
         target = message.get("request")
         if type(target) is not int:
             raise TypeError(f"cancel: 'request' must be an int id, got {_describe(target)}")
-        task = self._waiting.get(target)
-        if task is None or target not in self._cancellable or not task.cancel():
+        task = self._cancellable.get(target)
+        if task is None or not task.cancel():
             return {"cancelled": False}  # answered already, on its way, or not cancellable
         return {"cancelled": True}
 
@@ -773,6 +782,29 @@ class Session:
                     self.hub.observer.delivered(view.cursor - sent_up_to)
                 sent_up_to = view.cursor
                 first = False
+
+
+#: Every op of the protocol and the method that answers it (one table for all sessions).
+_OPS: dict[str, Callable[[Session, dict[str, Any]], Reply | Awaitable[Reply]]] = {
+    "hello": Session._hello,
+    "get": Session._get,
+    "update": Session._update,
+    "leases": Session._leases,
+    "list_leases": Session._list_leases,
+    "keys": Session._keys,
+    "list_locks": Session._list_locks,
+    "list_sessions": Session._list_sessions,
+    "subscribe": Session._subscribe,
+    "unsubscribe": Session._unsubscribe,
+    "unlock": Session._unlock,
+    "test_lock": Session._test_lock,
+    "commands": Session._commands,
+    "ping": Session._ping,
+    "cancel": Session._cancel,
+    "lock": Session._lock,
+    "call": Session._call,
+    "clear_leases": Session._clear_leases,
+}
 
 
 def _flush_now(view: DictionaryChangeBuffer) -> DictionaryChange:

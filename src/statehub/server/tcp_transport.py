@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from statehub.protocol import encode_batch
 from statehub.protocol.errors import MessageTooLargeError, ProtocolError, error_to_wire
@@ -33,8 +33,6 @@ logger = logging.getLogger(__name__)
 #: Seconds the server waits for a last error frame to be written before dropping a peer.
 _CLOSE_GRACE = 2.0
 
-ConnectionHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
 
 def frame_limit(max_message_bytes: int) -> int:
     """Longest frame read at all: as gRPC's hard limit in ``StateServer.start``.
@@ -45,80 +43,200 @@ def frame_limit(max_message_bytes: int) -> int:
     return max(2 * max_message_bytes, max_message_bytes + 1024 * 1024)
 
 
-class TcpFrames:
-    """A TCP connection as a ``FrameStream``; a refused frame length ends the reading."""
+#: Bytes read ahead of the session (beyond a frame still arriving) before the socket stops
+#: being read, as asyncio's StreamReader does (2 x 64 KiB): a client that sends requests
+#: without reading the replies is then held back by TCP itself.
+_READ_AHEAD = 128 * 1024
 
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_frame: int
-    ) -> None:
-        self._reader = reader
-        self._writer = writer
+
+class TcpFrames(asyncio.Protocol):
+    """One TCP connection as a ``FrameStream``: frames are cut from the bytes as they arrive.
+
+    An asyncio protocol rather than the StreamReader/StreamWriter pair: an idle connection
+    then holds this object and its transport, not a reader, a writer, a stream protocol
+    and their buffers (about 2 KiB per subscriber, see docs/fanout.md). The connection's
+    one task serves its session (``serve_session``). A refused frame length ends the reading.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_eof",
+        "_error",
+        "_gone",
+        "_hub",
+        "_keepalive",
+        "_max_frame",
+        "_paused_reading",
+        "_paused_writing",
+        "_reading",
+        "_task",
+        "_transport",
+        "_writing",
+        "refused",
+    )
+
+    def __init__(self, hub: Hub, max_frame: int, keepalive: tuple[float, float]) -> None:
+        self._hub = hub
         self._max_frame = max_frame
+        self._keepalive = keepalive  # (idle seconds, probe timeout), shared by the listener
+        self._transport: asyncio.Transport | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._buffer = bytearray()
+        self._eof = False  # no more bytes will arrive
+        self._gone = False  # the connection is closed
+        self._error: BaseException | None = None  # why, if it broke
+        self._paused_reading = False
+        self._paused_writing = False
+        # Futures only while a read or a write waits: none for an idle connection's writer.
+        self._reading: asyncio.Future[None] | None = None
+        self._writing: asyncio.Future[None] | None = None
         #: Why reading stopped early, to be told to the client once the session is over.
         self.refused: MessageTooLargeError | None = None
 
+    # -- the FrameStream the session sees ------------------------------------------------
+
     async def read(self) -> bytes | None:
-        try:
-            header = await self._reader.readexactly(LENGTH_BYTES)
-        except asyncio.IncompleteReadError as error:
-            if error.partial:
+        while True:
+            buffer = self._buffer
+            if len(buffer) >= LENGTH_BYTES:
+                length = int.from_bytes(buffer[:LENGTH_BYTES], "big")
+                if length > self._max_frame:
+                    self.refused = MessageTooLargeError(
+                        f"a frame of {length} bytes is over the limit of {self._max_frame} "
+                        "bytes (the TCP transport's frame limit, from max_message_bytes); "
+                        "the connection is closed"
+                    )
+                    return None
+                end = LENGTH_BYTES + length
+                if len(buffer) >= end:
+                    frame = bytes(buffer[LENGTH_BYTES:end])
+                    del buffer[:end]
+                    if self._paused_reading and self._wants_bytes():
+                        self._paused_reading = False
+                        self._require_transport().resume_reading()
+                    return frame
+            if self._eof:
+                if self._error is not None:
+                    raise self._error
+                if not buffer:
+                    return None  # the client finished sending
+                if len(buffer) < LENGTH_BYTES:
+                    raise ProtocolError(
+                        f"the connection ended inside a frame's {LENGTH_BYTES}-byte length"
+                    )
                 raise ProtocolError(
-                    f"the connection ended inside a frame's {LENGTH_BYTES}-byte length"
-                ) from None
-            return None  # the client finished sending
-        length = int.from_bytes(header, "big")
-        if length > self._max_frame:
-            self.refused = MessageTooLargeError(
-                f"a frame of {length} bytes is over the limit of {self._max_frame} bytes "
-                "(the TCP transport's frame limit, from max_message_bytes); "
-                "the connection is closed"
-            )
-            return None
-        try:
-            return await self._reader.readexactly(length)
-        except asyncio.IncompleteReadError as error:
-            raise ProtocolError(
-                f"the connection ended inside a frame: {len(error.partial)} of its "
-                f"{length} bytes arrived"
-            ) from None
+                    f"the connection ended inside a frame: {len(buffer) - LENGTH_BYTES} of "
+                    f"its {length} bytes arrived"
+                )
+            self._reading = asyncio.get_running_loop().create_future()
+            try:
+                await self._reading
+            finally:
+                self._reading = None
 
     async def write(self, frame: bytes) -> None:
-        self._writer.write(encode_length(frame) + frame)
-        await self._writer.drain()
+        if self._gone:
+            raise ConnectionResetError("the connection is closed")
+        self._require_transport().write(encode_length(frame) + frame)
+        await self._until(lambda: not self._paused_writing)
+        if self._gone:
+            raise ConnectionResetError("the connection was lost while writing")
 
+    async def close(self, error: Exception | None) -> None:
+        """Tell the client ``error`` (if any) in a last frame, then close the connection."""
+        transport = self._require_transport()
+        with contextlib.suppress(Exception):
+            if error is not None and not transport.is_closing():
+                frame = encode_batch([{"id": None, "error": error_to_wire(error)}])
+                transport.write(encode_length(frame) + frame)
+                await asyncio.wait_for(self._until(lambda: not self._paused_writing), _CLOSE_GRACE)
+        transport.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._until(lambda: self._gone), _CLOSE_GRACE)
 
-def tcp_session_handler(
-    hub: Hub, *, keepalive_time: float | None = None, keepalive_timeout: float = 5.0
-) -> ConnectionHandler:
-    """The ``asyncio.start_server`` callback serving ``hub``'s sessions, one per connection.
+    # -- asyncio's side ------------------------------------------------------------------
 
-    ``keepalive_time`` defaults to the hub's (what ``hello`` tells clients).
-    """
-    max_frame = frame_limit(hub.max_message_bytes)
-    idle = hub.keepalive_s if keepalive_time is None else keepalive_time
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
         if sock is not None:
-            set_keepalive(sock, idle, keepalive_timeout)
-        frames = TcpFrames(reader, writer, max_frame)
+            set_keepalive(sock, *self._keepalive)
         peer = Peer(
-            address=_address(writer),
+            address=_address(transport),
             transport="tcp",
-            certificate_identities=certificate_names(writer.get_extra_info("peercert")),
+            certificate_identities=certificate_names(transport.get_extra_info("peercert")),
         )
-        error: Exception | None = None
-        try:
-            await serve_session(hub, frames, peer)
-            error = frames.refused
-        except ProtocolError as malformed:
-            error = malformed
-        except (ConnectionError, OSError) as broken:  # the peer went away mid-write
-            logger.debug("tcp session from %s: connection lost: %r", peer.address, broken)
-        finally:
-            await _close(writer, error)
+        self._task = asyncio.get_running_loop().create_task(_serve(self._hub, self, peer))
 
-    return handle
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        _wake(self._reading)
+        if not self._paused_reading and not self._wants_bytes():
+            self._paused_reading = True
+            self._require_transport().pause_reading()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        _wake(self._reading)
+        # Keep the socket open to write the replies still due (TLS cannot half-close).
+        return self._require_transport().get_extra_info("sslcontext") is None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = self._gone = True
+        if exc is not None:
+            self._error = exc
+        _wake(self._reading)
+        _wake(self._writing)
+
+    def pause_writing(self) -> None:
+        self._paused_writing = True
+
+    def resume_writing(self) -> None:
+        self._paused_writing = False
+        _wake(self._writing)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _wants_bytes(self) -> bool:
+        """Keep reading: little is buffered, or the first frame is still arriving."""
+        buffer = self._buffer
+        if len(buffer) < _READ_AHEAD:
+            return True
+        length = int.from_bytes(buffer[:LENGTH_BYTES], "big")
+        return length <= self._max_frame and len(buffer) < LENGTH_BYTES + length
+
+    async def _until(self, done: Callable[[], bool]) -> None:
+        """Wait until ``done()`` or the connection is gone (woken by the writing side)."""
+        while not (done() or self._gone):
+            self._writing = asyncio.get_running_loop().create_future()
+            try:
+                await self._writing
+            finally:
+                self._writing = None
+
+    def _require_transport(self) -> asyncio.Transport:
+        assert self._transport is not None, "used before the connection was made"
+        return self._transport
+
+
+async def _serve(hub: Hub, frames: TcpFrames, peer: Peer) -> None:
+    """The connection's task: its session, then the last error frame, then the close."""
+    error: Exception | None = None
+    try:
+        await serve_session(hub, frames, peer)
+        error = frames.refused
+    except ProtocolError as malformed:
+        error = malformed
+    except (ConnectionError, OSError) as broken:  # the peer went away mid-write
+        logger.debug("tcp session from %s: connection lost: %r", peer.address, broken)
+    finally:
+        await frames.close(error)
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 async def start_tcp_server(
@@ -132,28 +250,19 @@ async def start_tcp_server(
 ) -> asyncio.Server:
     """Listen for session-protocol connections on ``host:port`` (0: a free port).
 
-    With ``ssl_context``, each connection is TLS first (the server's ``ServerTls``).
+    ``keepalive_time`` defaults to the hub's (what ``hello`` tells clients). With
+    ``ssl_context``, each connection is TLS first (the server's ``ServerTls``).
     """
-    handler = tcp_session_handler(
-        hub, keepalive_time=keepalive_time, keepalive_timeout=keepalive_timeout
+    max_frame = frame_limit(hub.max_message_bytes)
+    keepalive = (hub.keepalive_s if keepalive_time is None else keepalive_time, keepalive_timeout)
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: TcpFrames(hub, max_frame, keepalive), host, port, ssl=ssl_context
     )
-    return await asyncio.start_server(handler, host, port, ssl=ssl_context)
 
 
-async def _close(writer: asyncio.StreamWriter, error: Exception | None) -> None:
-    """Tell the client ``error`` (if any) in a last frame, then close the connection."""
-    with contextlib.suppress(Exception):
-        if error is not None and not writer.is_closing():
-            frame = encode_batch([{"id": None, "error": error_to_wire(error)}])
-            writer.write(encode_length(frame) + frame)
-            await asyncio.wait_for(writer.drain(), _CLOSE_GRACE)
-    writer.close()
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(writer.wait_closed(), _CLOSE_GRACE)
-
-
-def _address(writer: asyncio.StreamWriter) -> str:
-    peername = writer.get_extra_info("peername")
+def _address(transport: asyncio.BaseTransport) -> str:
+    peername = transport.get_extra_info("peername")
     if isinstance(peername, tuple) and len(peername) >= 2:
         return f"tcp:{peername[0]}:{peername[1]}"
     return "tcp:unknown"

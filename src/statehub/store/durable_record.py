@@ -7,7 +7,7 @@ and nothing says so. So the SQLite store records, in a small file of its own
 (``durable-revision``), the epoch and the last revision it has put on disk, after every
 transaction that reaches disk (a ``pwrite`` into the page cache; fsynced at start and at
 close). At start the store reads what SQLite recovers, without writing anything, and
-refuses to start if that is older than the record (docs/durability.md).
+refuses to start if that is older than the record (docs/durable-state.md).
 
 The record is never ahead of the data: it is written after SQLite's fsync of the WAL. On
 power loss it may lag behind (it is not fsynced per transaction), which can only hide a
@@ -59,7 +59,7 @@ def read_record(path: Path) -> Recorded | None:
         raise DataFileError(
             f"{path} is damaged ({error}), so statehub cannot tell whether changes "
             "acknowledged as durable are missing; statehub changed nothing. Restore it, or "
-            "start with --accept-data-loss (docs/durability.md)."
+            "start with --accept-data-loss (docs/durable-state.md)."
         ) from None
     return Recorded(epoch, revision)
 
@@ -112,7 +112,7 @@ def loss(recorded: Recorded, found: Recorded | None, path: Path, record: Path) -
         f"{record}). The write-ahead log {wal} is missing, damaged or truncated, or the data "
         "file was replaced. statehub changed nothing. Restore the files from a backup, or "
         "start with --accept-data-loss (SQLiteStore(accept_data_loss=True)) to go on "
-        "without those changes (docs/durability.md)."
+        "without those changes (docs/durable-state.md)."
     )
 
 

@@ -549,11 +549,7 @@ class NanoverConnection:
         def was_shown(key: str) -> bool:
             return any(key in readable for readable in shown)
 
-        since = self._revision_delivered
-        with self.hub.state.get_change_buffer(since, "", was_shown) as missed_view:
-            missed = _flush_now(missed_view, copy=False)
-            _, content = self.hub.state.shared_values()
-        held = {key for key in content if was_shown(key)} | missed.removals
+        held = self.hub.state.keys_a_copy_may_hold(was_shown, self._revision_delivered)
         return sorted(held.difference(kept))
 
     async def _send_fresh_copy(

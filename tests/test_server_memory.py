@@ -1,0 +1,118 @@
+"""Server memory per idle subscriber over plain TCP (issue 11: at most 15 KiB each).
+
+A real server runs in this process; the subscribers run in a child process, so that
+their own memory is not counted. tracemalloc measures how much the server's Python heap
+grows while they connect, say hello and subscribe. The figure counts bytes, not time, so it
+does not depend on the machine's load. The bound is the issue's goal; today's figure is
+about 12.5 KiB (docs/fanout.md, "Memory per subscriber", has the breakdown and the RSS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+import tracemalloc
+
+from statehub.server import StateServer
+from test_server_support import DEADLINE, eventually, running_server
+
+#: Subscribers measured, after a few that warm the server's caches and free lists up.
+SUBSCRIBERS = 300
+WARM_UP = 20
+#: The goal of issue 11 for server memory per idle subscriber.
+MAX_BYTES_PER_SUBSCRIBER = 15 * 1024
+
+#: The child: opens ``count`` subscribers each time it reads a line, then waits for EOF.
+_SUBSCRIBERS = r"""
+import socket, sys
+import msgpack
+
+def frame(messages):
+    body = msgpack.packb(messages)
+    return len(body).to_bytes(4, "big") + body
+
+def messages(sock):
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise SystemExit("the server closed a subscriber's connection")
+        data += chunk
+        while len(data) >= 4 and len(data) >= 4 + int.from_bytes(data[:4], "big"):
+            end = 4 + int.from_bytes(data[:4], "big")
+            yield from msgpack.unpackb(data[4:end])
+            data = data[end:]
+
+def subscribe(port):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    sock.sendall(frame([
+        {"id": 1, "op": "hello", "token": None, "client": "idle"},
+        {"id": 2, "op": "subscribe", "interval": 0.0, "prefix": "", "since": None},
+    ]))
+    for message in messages(sock):
+        if "sub" in message and "id" not in message:
+            return sock  # the first change batch (the snapshot) has arrived
+
+port = int(sys.argv[1])
+opened = []
+for line in sys.stdin:
+    opened += [subscribe(port) for _ in range(int(line))]
+    print("ready", flush=True)
+"""
+
+
+async def test_an_idle_tcp_subscriber_costs_the_server_at_most_15_kib() -> None:
+    async with running_server(tcp_port=0) as server:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _SUBSCRIBERS,
+            str(server.tcp_port),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            await _open(child, server, WARM_UP)
+            gc.collect()
+            tracemalloc.start()
+            try:
+                await _open(child, server, SUBSCRIBERS)
+                gc.collect()
+                grown, _ = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+        finally:
+            if child.stdin is not None:
+                child.stdin.close()
+            try:
+                await asyncio.wait_for(child.wait(), DEADLINE)
+            finally:
+                if child.returncode is None:
+                    child.kill()
+                    await child.wait()
+    per_subscriber = grown / SUBSCRIBERS
+    assert per_subscriber <= MAX_BYTES_PER_SUBSCRIBER, (
+        f"an idle TCP subscriber costs the server {per_subscriber / 1024:.1f} KiB of Python "
+        f"heap, over the {MAX_BYTES_PER_SUBSCRIBER // 1024} KiB goal; "
+        "scripts/session_memory.py shows where it goes"
+    )
+    # What was measured is the sessions, not an empty figure: each holds some memory.
+    assert per_subscriber > 1024
+
+
+async def _open(child: asyncio.subprocess.Process, server: StateServer, count: int) -> None:
+    """Have the child open ``count`` more subscribers; return once the server holds them idle."""
+    assert child.stdin is not None and child.stdout is not None
+    expected = len(server.hub.sessions) + count
+    child.stdin.write(f"{count}\n".encode())
+    await child.stdin.drain()
+    line = await asyncio.wait_for(child.stdout.readline(), 4 * DEADLINE)
+    assert line == b"ready\n", f"the subscriber process failed: {line!r}"
+    sessions = server.hub.sessions
+    await eventually(
+        lambda: (
+            len(sessions) == expected
+            and all(s.subscription_count == 1 and s.queued_bytes == 0 for s in sessions)
+        )
+    )
