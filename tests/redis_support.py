@@ -49,3 +49,13 @@ async def until(predicate: Any, timeout: float = 10.0) -> None:
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(0.01)
+
+
+async def until_async(ask: Any, expected: object, timeout: float = 10.0) -> None:
+    """Poll ``await ask()`` until it returns ``expected``; fail after ``timeout`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await ask() != expected:
+        if loop.time() > deadline:
+            raise AssertionError(f"no {expected!r} within {timeout} s")
+        await asyncio.sleep(0.01)

@@ -1,4 +1,6 @@
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
 import pytest
 
@@ -243,3 +245,53 @@ async def test_a_cancelled_waiting_writer_stops_holding_off_readers_at_once() ->
     assert table.can_acquire("k", exclusive=False)
     with pytest.raises(asyncio.CancelledError):
         await writer
+
+
+async def test_a_request_takes_its_place_when_made_not_when_awaited() -> None:
+    table = RWLockTable()
+    await table.acquire("k", "reader", exclusive=False)
+    first = table.acquire("k", "writer1", exclusive=True)
+    assert not table.can_acquire("k", exclusive=False)  # a writer waits already
+    second = table.acquire("k", "writer2", exclusive=True)
+    order: list[str] = []
+
+    async def take(acquisition: Coroutine[Any, Any, int], owner: str) -> None:
+        await acquisition
+        order.append(owner)
+        table.release("k", owner, exclusive=True)
+
+    tasks = [
+        asyncio.create_task(take(second, "writer2")),
+        asyncio.create_task(take(first, "writer1")),
+    ]
+    table.release("k", "reader", exclusive=False)
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert order == ["writer1", "writer2"]  # the order asked in, not the order awaited in
+
+
+@pytest.mark.parametrize("granted_at_once", [True, False])
+async def test_a_request_cancelled_before_its_task_ran_leaves_no_trace(
+    granted_at_once: bool,
+) -> None:
+    table = RWLockTable()
+    if not granted_at_once:
+        await table.acquire("k", "holder", exclusive=True)
+    task = asyncio.create_task(table.acquire("k", "waiter", exclusive=True))
+    task.cancel()  # before its first step: the coroutine's body never runs
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    if not granted_at_once:
+        table.release("k", "holder", exclusive=True)
+    await asyncio.sleep(0)  # the withdrawn waiter's callback
+    assert table.can_acquire("k", exclusive=True)
+    assert table.counts() == (0, 0)
+
+
+async def test_a_request_never_awaited_is_withdrawn_when_closed() -> None:
+    table = RWLockTable()
+    await table.acquire("k", "holder", exclusive=True)
+    abandoned = table.acquire("k", "waiter", exclusive=True)
+    assert table.counts() == (1, 1)
+    abandoned.close()
+    await asyncio.sleep(0)
+    assert table.counts() == (1, 0)

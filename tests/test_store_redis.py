@@ -8,7 +8,7 @@ import math
 import pytest
 import redis
 
-from redis_support import FAST_LIVENESS, redis_server, started_state, until
+from redis_support import FAST_LIVENESS, redis_server, started_state, until, until_async
 from statehub.bench.fleet import RedisProcess
 from statehub.core.change import DictionaryChange
 from statehub.core.state_dictionary import StateDictionary
@@ -69,6 +69,44 @@ async def test_concurrent_writers_on_two_servers_share_one_revision_sequence(
                 view.__exit__(None, None, None)
 
 
+async def test_removing_keys_that_hold_nothing_costs_no_revision(
+    redis_server: RedisProcess,
+) -> None:
+    async with started_state(redis_server.url) as a, started_state(redis_server.url) as b:
+        assert await a.update_state_async("w", change(k=1)) == 1
+        nothing = DictionaryChange(removals=["missing"])
+        assert await a.update_state_async("w", nothing) == 1
+        assert a.update_state("w", nothing) == 1  # the blocking path too
+        b.update_locks("other", acquire={"missing": None, "k": None})
+        assert await a.update_state_async("w", nothing) == 1  # no change: no lease matters
+        b.update_locks("other", release=["missing", "k"])
+        with b.get_change_buffer(since=1) as view:
+            revision = await a.update_state_async("w", DictionaryChange({"n": 2}, ["k", "gone"]))
+            assert revision == 2
+            await until(lambda: b.revision == 2)
+            seen = view.flush_changed_blocking(timeout=5)
+            assert seen.updates == {"n": 2} and set(seen.removals) == {"k"}
+        stored = redis.Redis(port=redis_server.port)
+        assert int(stored.get("{statehub}:revision") or 0) == 2
+        assert stored.xlen("{statehub}:history") == 2
+        stored.close()
+        assert a.copy_content() == b.copy_content() == {"n": 2}
+
+
+async def test_a_commit_reads_the_gap_before_it_when_the_follower_is_away(
+    redis_server: RedisProcess,
+) -> None:
+    async with started_state(redis_server.url) as a, started_state(redis_server.url) as b:
+        following = a.store._tasks  # type: ignore[attr-defined]
+        for task in following:  # a stops following (and beating): only its commits move it
+            task.cancel()
+        await asyncio.gather(*following, return_exceptions=True)
+        await b.update_state_async("other", change(first=1))
+        writes = [a.update_state_async("me", change(**{f"k{n}": n})) for n in range(5)]
+        assert sorted(await asyncio.gather(*writes)) == [2, 3, 4, 5, 6]
+        assert a.copy_content() == {"first": 1, **{f"k{n}": n for n in range(5)}}
+
+
 async def test_the_blocking_path_commits_too(redis_server: RedisProcess) -> None:
     async with started_state(redis_server.url) as a, started_state(redis_server.url) as b:
         await b.update_state_async("other", change(first=1))
@@ -104,8 +142,8 @@ async def test_a_lease_through_one_server_blocks_writers_on_another(
         while not await short_lease_expired():  # Redis's clock decides expiry
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.05)
-        a.release_owner("alice")
-        assert b.leases() == []
+        a.release_owner("alice")  # queued: a session ending cannot wait
+        await until(lambda: b.leases() == [])
         assert await b.update_state_async("bob", change(k=3)) == 3
 
 
@@ -117,6 +155,7 @@ async def test_release_owner_releases_only_what_came_through_this_server(
         b.update_locks("token", acquire={"via-b": None})
         b.update_locks("other", acquire={"other": None})
         a.release_owner("token")
+        await a.store.ordered.drain()  # type: ignore[attr-defined]
         assert [lease.key for lease in b.leases()] == ["other", "via-b"]
 
 
@@ -236,13 +275,13 @@ async def test_rw_locks_across_servers(redis_server: RedisProcess) -> None:
         first = await locks_a.acquire("R", "reader1", exclusive=False)
         second = await locks_b.acquire("R", "reader2", exclusive=False)
         assert second > first  # fencing tokens grow across servers
-        assert locks_b.can_acquire("R", exclusive=False)
-        assert not locks_b.can_acquire("R", exclusive=True)
+        assert await locks_b.can_acquire("R", exclusive=False)
+        assert not await locks_b.can_acquire("R", exclusive=True)
         with pytest.raises(LockUpgradeError):
             await locks_a.acquire("R", "reader1", exclusive=True)
         with pytest.raises(LockFailed, match=r"timed out after 0\.2 s .* exclusive lock on 'R'"):
             await locks_b.acquire("R", "writer", exclusive=True, timeout=0.2)
-        assert locks_a.can_acquire("R", exclusive=False)  # the timed-out writer left no trace
+        assert await locks_a.can_acquire("R", exclusive=False)  # the timed-out writer left no trace
 
         order: list[str] = []
 
@@ -251,24 +290,26 @@ async def test_rw_locks_across_servers(redis_server: RedisProcess) -> None:
             order.append(owner)
 
         writer1 = asyncio.create_task(take(locks_b, "writer1", True))
-        await until(lambda: not locks_a.can_acquire("R", exclusive=False))  # a writer waits
+        await until_async(
+            lambda: locks_a.can_acquire("R", exclusive=False), False
+        )  # a writer waits
         writer2 = asyncio.create_task(take(locks_a, "writer2", True))
         late_reader = asyncio.create_task(take(locks_a, "late-reader", False))
         await asyncio.sleep(0.2)
         assert order == []  # readers hold it; the late reader waits behind the writers
-        locks_a.release("R", "reader1", exclusive=False)
-        locks_b.release("R", "reader2", exclusive=False)
+        await locks_a.release("R", "reader1", exclusive=False)
+        await locks_b.release("R", "reader2", exclusive=False)
         await asyncio.wait_for(writer1, 10)
         assert order == ["writer1"]
-        locks_b.release("R", "writer1", exclusive=True)
+        await locks_b.release("R", "writer1", exclusive=True)
         await asyncio.wait_for(writer2, 10)
-        locks_a.release("R", "writer2", exclusive=True)
+        await locks_a.release("R", "writer2", exclusive=True)
         await asyncio.wait_for(late_reader, 10)
         assert order == ["writer1", "writer2", "late-reader"]  # FIFO writers, then readers
         with pytest.raises(LockNotOwnedError):
-            locks_b.release("R", "late-reader", exclusive=True)
-        locks_a.release_owner("late-reader")
-        assert locks_b.can_acquire("R", exclusive=True)
+            await locks_b.release("R", "late-reader", exclusive=True)
+        locks_a.release_owner("late-reader")  # queued before the test below: done first
+        assert await locks_a.can_acquire("R", exclusive=True)
 
 
 async def test_a_cancelled_lock_wait_leaves_no_trace(redis_server: RedisProcess) -> None:
@@ -277,13 +318,13 @@ async def test_a_cancelled_lock_wait_leaves_no_trace(redis_server: RedisProcess)
         locks_b = b._store.lock_table()  # type: ignore[attr-defined]
         await locks_a.acquire("L", "holder", exclusive=False)
         waiting = asyncio.create_task(locks_b.acquire("L", "writer", exclusive=True))
-        await until(lambda: not locks_a.can_acquire("L", exclusive=False))
+        await until_async(lambda: locks_a.can_acquire("L", exclusive=False), False)
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
-        assert locks_a.can_acquire("L", exclusive=False)
-        locks_a.release("L", "holder", exclusive=False)
-        assert locks_b.can_acquire("L", exclusive=True)
+        assert await locks_b.can_acquire("L", exclusive=False)  # withdrawn in order on b
+        await locks_a.release("L", "holder", exclusive=False)
+        assert await locks_b.can_acquire("L", exclusive=True)
 
 
 def test_redis_urls_are_checked() -> None:

@@ -15,11 +15,12 @@ import itertools
 import math
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Awaitable, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from statehub.core.acquisition import Acquisition
 from statehub.core.limits import check_seconds
 from statehub.errors import LockFailed, LockNotOwnedError, LockUpgradeError
 
@@ -64,24 +65,26 @@ class LockTable(Protocol):
     """Read/write locks by key, as the server's sessions use them (``RWLockTable`` in one
     process; a store shared by several servers has its own)."""
 
-    async def acquire(
+    def acquire(
         self, key: str, owner: Hashable, *, exclusive: bool, timeout: float | None = None
-    ) -> int:
-        """Take ``key`` for ``owner``; return the grant's fencing token."""
+    ) -> Acquisition[int]:
+        """Take ``key`` for ``owner``: the request takes its place when this is called (so
+        requests keep the order they were made in); await the result for the fence."""
 
-    def release(self, key: str, owner: Hashable, *, exclusive: bool) -> None:
-        """Give back one hold of ``key`` in that mode."""
+    def release(self, key: str, owner: Hashable, *, exclusive: bool) -> Awaitable[None] | None:
+        """Give back one hold of ``key`` in that mode (done, or an awaitable of it)."""
 
     def release_owner(self, owner: Hashable) -> None:
-        """Release every hold of ``owner`` on every key."""
+        """Release every hold of ``owner`` on every key (or start doing so)."""
 
-    def can_acquire(self, key: str, *, exclusive: bool) -> bool:
-        """True if a new owner could take ``key`` in that mode right now."""
+    def can_acquire(self, key: str, *, exclusive: bool) -> bool | Awaitable[bool]:
+        """True if a new owner could take ``key`` in that mode right now (asked in the
+        order of requests: an awaitable if the answer comes from elsewhere)."""
 
     def counts(self) -> tuple[int, int]:
         """(owners holding a lock, requests waiting for one) over every key."""
 
-    def holdings(self) -> list[LockHolding]:
+    def holdings(self) -> list[LockHolding] | Awaitable[list[LockHolding]]:
         """The keys held right now, sorted by key."""
 
 
@@ -98,42 +101,38 @@ class RWLockTable:
         self._tickets = itertools.count()
         self._fences = itertools.count(1)
 
-    async def acquire(
+    def acquire(
         self, key: str, owner: Hashable, *, exclusive: bool, timeout: float | None = None
-    ) -> int:
+    ) -> Acquisition[int]:
         """Take ``key`` for ``owner``; re-taking a held mode nests. ``LockFailed`` on timeout.
 
-        ``timeout``: seconds >= 0, None or infinity for no limit; ``ValueError`` otherwise.
-        Returns the grant's fencing token.
+        The request takes its place now, when called; await the result for the grant's
+        fencing token. ``timeout``: seconds >= 0, None or infinity for no limit;
+        ``ValueError`` otherwise.
         """
         if timeout is not None:
             timeout = check_seconds(timeout, f"lock on {key!r}: timeout", allow_infinity=True)
             if timeout == math.inf:
                 timeout = None
+        loop = asyncio.get_running_loop()
+        granted: asyncio.Future[int] = loop.create_future()
         lock = self._locks.setdefault(key, _KeyLock())
-        if self._reenter(lock, key, owner, exclusive):
-            return next(self._fences)
-        if self._free_for(lock, exclusive):
-            self._grant(lock, owner, exclusive)
-            return next(self._fences)
-        waiter = _Waiter(
-            owner, exclusive, asyncio.get_running_loop().create_future(), next(self._tickets)
-        )
-        if exclusive:
-            lock.waiting_writers.append(waiter)
+        entered = self._reenter(lock, key, owner, exclusive)
+        if entered or self._free_for(lock, exclusive):
+            if not entered:
+                self._grant(lock, owner, exclusive)
+            granted.set_result(next(self._fences))
         else:
-            lock.waiting_readers.append(waiter)
-        try:
-            async with asyncio.timeout(timeout):
-                return await waiter.granted
-        except TimeoutError:
-            self._abandon(key, lock, waiter)
-            raise LockFailed(
-                f"timed out after {timeout} s waiting for the {_mode(exclusive)} lock on {key!r}"
-            ) from None
-        except BaseException:
-            self._abandon(key, lock, waiter)
-            raise
+            waiter = _Waiter(owner, exclusive, granted, next(self._tickets))
+            if exclusive:
+                lock.waiting_writers.append(waiter)
+            else:
+                lock.waiting_readers.append(waiter)
+            if timeout is not None:
+                expiry = loop.call_later(timeout, _expire, waiter, key, timeout)
+                granted.add_done_callback(lambda _: expiry.cancel())
+            granted.add_done_callback(lambda _: self._withdraw_unless_granted(key, lock, waiter))
+        return Acquisition.of(granted, lambda _: self._give_back(key, lock, owner, exclusive))
 
     def release(self, key: str, owner: Hashable, *, exclusive: bool) -> None:
         """Give back one hold of ``key`` in that mode."""
@@ -228,8 +227,7 @@ class RWLockTable:
                 waiter = lock.waiting_writers.popleft()
                 self._grant(lock, waiter.owner, True)
                 waiter.granted.set_result(next(self._fences))
-        if lock.idle() and self._locks.get(key) is lock:
-            del self._locks[key]
+        self._forget_if_idle(key, lock)
 
     def _admit_readers(self, lock: _KeyLock, *, before: int | None) -> None:
         admitted = [w for w in lock.waiting_readers if before is None or w.ticket < before]
@@ -240,17 +238,25 @@ class RWLockTable:
             self._grant(lock, waiter.owner, False)
             waiter.granted.set_result(next(self._fences))
 
-    def _abandon(self, key: str, lock: _KeyLock, waiter: _Waiter) -> None:
-        if waiter.granted.done() and not waiter.granted.cancelled():
-            # Granted, but its task was cancelled before it could run: give it back,
-            # unless its owner's holds were all released meanwhile (its session ended).
-            if _holds(lock, waiter.owner, waiter.exclusive):
-                self.release(key, waiter.owner, exclusive=waiter.exclusive)
+    def _withdraw_unless_granted(self, key: str, lock: _KeyLock, waiter: _Waiter) -> None:
+        """A waiter's future ended: unless granted, it leaves the queue and the lock moves on."""
+        granted = waiter.granted
+        if not granted.cancelled() and granted.exception() is None:
             return
         queue = lock.waiting_writers if waiter.exclusive else lock.waiting_readers
         if waiter in queue:
             queue.remove(waiter)
         self._dispatch(key, lock)
+
+    def _give_back(self, key: str, lock: _KeyLock, owner: Hashable, exclusive: bool) -> None:
+        """A grant nobody took (its waiter was cancelled once granted): release it, unless
+        its owner's holds were all released meanwhile (its session ended)."""
+        if self._locks.get(key) is lock and _holds(lock, owner, exclusive):
+            self.release(key, owner, exclusive=exclusive)
+
+    def _forget_if_idle(self, key: str, lock: _KeyLock) -> None:
+        if lock.idle() and self._locks.get(key) is lock:
+            del self._locks[key]
 
 
 def _holds(lock: _KeyLock, owner: Hashable, exclusive: bool) -> bool:
@@ -259,9 +265,19 @@ def _holds(lock: _KeyLock, owner: Hashable, exclusive: bool) -> bool:
     return owner in lock.readers
 
 
+def _expire(waiter: _Waiter, key: str, timeout: float) -> None:
+    if not waiter.granted.done():
+        waiter.granted.set_exception(
+            LockFailed(
+                f"timed out after {timeout} s waiting for the {_mode(waiter.exclusive)} "
+                f"lock on {key!r}"
+            )
+        )
+
+
 def _drop_cancelled(lock: _KeyLock) -> None:
-    """Forget waiters whose task was cancelled: asyncio cancels a waiter's future at once,
-    but the task only leaves the queue itself when it next runs."""
+    """Forget waiters whose future ended (cancelled, timed out): it ends at once, but its
+    callback only withdraws it from the queue when the event loop next runs callbacks."""
     while lock.waiting_writers and lock.waiting_writers[0].granted.done():
         lock.waiting_writers.popleft()
     if any(waiter.granted.done() for waiter in lock.waiting_readers):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from asyncio import Future
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -35,6 +36,17 @@ def check_token(access_token: object) -> Hashable:
             f"access token must be hashable (a str, say), got {type(access_token).__name__}"
         ) from None
     return access_token
+
+
+def _lease_change(
+    access_token: object,
+    acquire: Mapping[str, float | None] | None,
+    release: Iterable[str] | None,
+) -> tuple[Hashable, dict[str, float | None], list[str]]:
+    """``update_locks``'s arguments, checked."""
+    owner = check_token(access_token)
+    durations = {check_key(key): check_duration(key, s) for key, s in (acquire or {}).items()}
+    return owner, durations, [check_key(key) for key in release or ()]
 
 
 class StateDictionary:
@@ -123,6 +135,15 @@ class StateDictionary:
 
         When it returns, the change is in this dictionary's content (read your writes).
         """
+        revision = self.submit_update(access_token, change)
+        return revision if isinstance(revision, int) else await revision
+
+    def submit_update(self, access_token: object, change: DictionaryChange) -> int | Awaitable[int]:
+        """The revision at once if the store commits in process, else a future of it.
+
+        Event-loop code that wants no task per change uses this (the future is settled by
+        the store, in the order changes were submitted).
+        """
         if self._store.commits_in_process:
             return self.update_state(access_token, change)
         owner = check_token(access_token)
@@ -132,21 +153,17 @@ class StateDictionary:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
             if not (updates or removals):
                 return self._views.revision
-        revision = await self._store.commit_async(owner, updates, removals, self.clock())
+        committed = self._store.submit_commit(owner, updates, removals, self.clock())
         if self.content_updated.has_callbacks:
-            self.content_updated.invoke(
-                access_token=access_token, change=DictionaryChange(updates, removals)
-            )
-        return revision
 
-    def submit_update(self, access_token: object, change: DictionaryChange) -> int | Awaitable[int]:
-        """The revision at once if the store commits in process, else an awaitable of it.
+            def announce(done: Future[int]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    self.content_updated.invoke(
+                        access_token=access_token, change=DictionaryChange(updates, removals)
+                    )
 
-        Event-loop code that wants no task per change on the fast path uses this.
-        """
-        if self._store.commits_in_process:
-            return self.update_state(access_token, change)
-        return self.update_state_async(access_token, change)
+            committed.add_done_callback(announce)
+        return committed
 
     # -- the store's change feed ---------------------------------------------------------
 
@@ -272,16 +289,35 @@ class StateDictionary:
         resets its deadline. Raises ``ResourceLockedError`` if any key is leased by another
         token, ``ValueError`` for a negative, NaN or non-numeric duration.
         """
-        owner = check_token(access_token)
-        durations = {check_key(key): check_duration(key, s) for key, s in (acquire or {}).items()}
-        releases = [check_key(key) for key in release or ()]
+        owner, durations, releases = _lease_change(access_token, acquire, release)
         with self._lock:
             self._store.change_leases(owner, durations, releases, self.clock())
+
+    def submit_lease_change(
+        self,
+        access_token: object,
+        acquire: Mapping[str, float | None] | None = None,
+        release: Iterable[str] | None = None,
+    ) -> Awaitable[None] | None:
+        """``update_locks`` for event-loop code: done at once (None) if the store keeps
+        leases in process, else an awaitable (no thread waits on the store)."""
+        owner, durations, releases = _lease_change(access_token, acquire, release)
+        if not self._store.commits_in_process:
+            return self._store.change_leases_async(owner, durations, releases, self.clock())
+        with self._lock:
+            self._store.change_leases(owner, durations, releases, self.clock())
+        return None
 
     def leases(self) -> list[Lease]:
         """The live leases: key, owner and seconds left (None: no expiry)."""
         with self._lock:
             return self._store.leases(self.clock())
+
+    def submit_leases(self) -> list[Lease] | Awaitable[list[Lease]]:
+        """``leases`` for event-loop code: at once, or an awaitable from a shared store."""
+        if not self._store.commits_in_process:
+            return self._store.leases_async(self.clock())
+        return self.leases()
 
     def release_owner(self, access_token: object) -> None:
         """Release every lease of ``access_token`` (its session ended)."""
@@ -293,6 +329,13 @@ class StateDictionary:
         """Release every lease on every key."""
         with self._lock:
             self._store.clear_leases()
+
+    def submit_clear_locks(self) -> Awaitable[None] | None:
+        """``clear_locks`` for event-loop code: done at once (None), or an awaitable."""
+        if not self._store.commits_in_process:
+            return self._store.clear_leases_async()
+        self.clear_locks()
+        return None
 
     def get(self, key: str, default: Any = None) -> JsonValue:
         """A copy of the value at ``key``, or ``default``."""

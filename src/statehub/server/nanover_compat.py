@@ -230,7 +230,9 @@ class NanoverStateService:
         await _require(context, principal, Right.LEASE, [*acquire, *release], "UpdateLocks")
         owner = _owner(context, principal, request.access_token)
         try:
-            self._hub.state.update_locks(owner, acquire, release)
+            changing = self._hub.state.submit_lease_change(owner, acquire, release)
+            if changing is not None:
+                await changing
         except ResourceLockedError:
             return state_service_pb2.UpdateLocksResponse(success=False)
         except Exception as error:

@@ -21,7 +21,7 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
-from typing import Any
+from typing import Any, TypeVar
 
 from statehub.auth import Credentials, OpenAccess, Principal, Right, UnauthenticatedError
 from statehub.auth.authenticator import Authenticator
@@ -31,7 +31,7 @@ from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistry
 from statehub.core.limits import check_seconds
 from statehub.core.pacing import Pacer
-from statehub.core.rwlock import LockTable
+from statehub.core.rwlock import LockHolding, LockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import check_key
 from statehub.errors import StatehubError
@@ -47,10 +47,12 @@ from statehub.server.limits import LimitExceeded, SessionLimits
 from statehub.server.outbox import FRAME_HEADER_BYTES, Outbox
 from statehub.server.peer import Peer
 from statehub.server.subscriptions import FanoutGroups, Subscription
+from statehub.store.leases import Lease
 
 logger = logging.getLogger(__name__)
 
 Reply = dict[str, Any]
+T = TypeVar("T")
 
 
 class SessionObserver:
@@ -166,10 +168,10 @@ class Session:
         self._outbox = Outbox(max_frame_bytes=hub.max_message_bytes)
         self._closed = False
         # Dicts, not sets: an empty dict costs 64 bytes, an empty set 216.
-        self._tasks: dict[asyncio.Task[Any], None] = {}  # every task the session started
-        self._waiting: dict[int, asyncio.Task[Reply]] = {}  # requests still running, by id
-        self._cancellable: dict[int, asyncio.Task[Reply]] = {}  # those a client may cancel
-        self._subscriptions: dict[int, asyncio.Task[None]] = {}
+        self._tasks: dict[asyncio.Future[Any], None] = {}  # every task the session started
+        self._waiting: dict[int, asyncio.Future[Reply]] = {}  # requests still running, by id
+        self._cancellable: dict[int, asyncio.Future[Reply]] = {}  # those a client may cancel
+        self._subscriptions: dict[int, asyncio.Future[None]] = {}
         self._subscription_args: dict[int, tuple[Pacer, str]] = {}
         self._next_sub = 1
         self._lock_owners: dict[tuple[str, Hashable], None] = {}  # released on close
@@ -296,7 +298,7 @@ class Session:
         self,
         request_id: int,
         op: str,
-        reply: Coroutine[Any, Any, Reply],
+        reply: Awaitable[Reply],
         *,
         cancellable: bool,
     ) -> None:
@@ -307,7 +309,7 @@ class Session:
             self._cancellable[request_id] = task
         task.add_done_callback(lambda done: self._answer(request_id, op, done))
 
-    def _answer(self, request_id: int, op: str, task: asyncio.Task[Reply]) -> None:
+    def _answer(self, request_id: int, op: str, task: asyncio.Future[Reply]) -> None:
         self._waiting.pop(request_id, None)
         self._cancellable.pop(request_id, None)
         if self._closed:
@@ -327,13 +329,13 @@ class Session:
         name = op if isinstance(op, str) and op in _OPS else "unknown"
         self.hub.observer.request_done(name, "ok" if error is None else status_of(error))
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coroutine)
+    def _spawn(self, work: Awaitable[Any]) -> asyncio.Future[Any]:
+        task = asyncio.ensure_future(work)
         self._tasks[task] = None
         task.add_done_callback(self._forget_task)
         return task
 
-    def _forget_task(self, task: asyncio.Task[Any]) -> None:
+    def _forget_task(self, task: asyncio.Future[Any]) -> None:
         self._tasks.pop(task, None)
 
     def _send(self, message: Reply) -> None:
@@ -410,7 +412,7 @@ class Session:
             values = {key: value for key, value in values.items() if key in readable}
         return {"values": values, "revision": revision}
 
-    def _update(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
+    def _update(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
         updates = message.get("updates")
         updates = {} if updates is None else updates
         if type(updates) is not dict:
@@ -424,7 +426,35 @@ class Session:
             self.hub.observer.committed(time.perf_counter() - started)
             if state.is_durable(revision):
                 return {"revision": revision}
+        elif isinstance(revision, asyncio.Future):
+            return self._reply_when_committed(revision, started)
         return self._when_durable(revision)
+
+    def _reply_when_committed(
+        self, committed: asyncio.Future[int], started: float
+    ) -> asyncio.Future[Reply]:
+        """The reply to a change a store commits in batches: a future, not a task per change
+        (under a stream of writes, tasks were a large share of a server's time)."""
+        reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+
+        def answer(done: asyncio.Future[int]) -> None:
+            if reply.done():  # the session ended
+                return
+            if done.cancelled():
+                reply.cancel()
+            elif (error := done.exception()) is not None:
+                reply.set_exception(error)
+            else:
+                revision = done.result()
+                self.hub.observer.committed(time.perf_counter() - started)
+                if self.hub.state.is_durable(revision):
+                    reply.set_result({"revision": revision})
+                else:
+                    durable = self._spawn(self._when_durable(revision))
+                    durable.add_done_callback(lambda waited: _copy_outcome(waited, reply))
+
+        committed.add_done_callback(answer)
+        return reply
 
     async def _when_durable(self, revision: int | Awaitable[int]) -> Reply:
         """Acknowledge a change only once committed and as durable as the store promises."""
@@ -437,25 +467,49 @@ class Session:
         self.hub.observer.durable_waited(time.perf_counter() - started)
         return {"revision": revision}
 
-    def _leases(self, message: dict[str, Any]) -> Reply:
+    def _leases(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
         acquire = message.get("acquire")
         acquire = {} if acquire is None else acquire
         if type(acquire) is not dict:
             raise TypeError(f"leases: 'acquire' must be a map, got {_describe(acquire)}")
         release = [check_key(key) for key in _list_arg(message, "leases", "release", [])]
         self.principal.require(Right.LEASE, [*map(check_key, acquire), *release], "leases")
-        self._check_lease_room(acquire)
-        self.hub.state.update_locks(self.token, acquire, release)
+        if len(self._leased) + len(acquire) > self.hub.limits.max_leases:
+            listing = self.hub.state.submit_leases()
+            if not isinstance(listing, list):
+                return self._change_leases_after(listing, acquire, release)
+            self._check_lease_room(acquire, listing)
+        changing = self.hub.state.submit_lease_change(self.token, acquire, release)
+        if changing is not None:
+            return self._leases_changed_after(changing, acquire, release)
+        self._leases_changed(acquire, release)
+        return {}
+
+    async def _change_leases_after(
+        self, listing: Awaitable[list[Lease]], acquire: dict[Any, Any], release: list[str]
+    ) -> Reply:
+        self._check_lease_room(acquire, await listing)
+        changing = self.hub.state.submit_lease_change(self.token, acquire, release)
+        if changing is not None:
+            await changing
+        self._leases_changed(acquire, release)
+        return {}
+
+    async def _leases_changed_after(
+        self, changing: Awaitable[None], acquire: dict[Any, Any], release: list[str]
+    ) -> Reply:
+        await changing
+        self._leases_changed(acquire, release)
+        return {}
+
+    def _leases_changed(self, acquire: dict[Any, Any], release: list[str]) -> None:
         for key in release:
             self._leased.pop(key, None)
         self._leased.update(dict.fromkeys(acquire))
-        return {}
 
-    def _check_lease_room(self, acquire: dict[Any, Any]) -> None:
+    def _check_lease_room(self, acquire: dict[Any, Any], leases: list[Lease]) -> None:
         limit = self.hub.limits.max_leases
-        if len(self._leased) + len(acquire) <= limit:
-            return
-        live = {lease.key for lease in self.hub.state.leases() if lease.owner == self.token}
+        live = {lease.key for lease in leases if lease.owner == self.token}
         # Forget leases that expired or were released elsewhere.
         self._leased = {key: None for key in self._leased if key in live}
         wanted = self._leased.keys() | acquire.keys()
@@ -465,12 +519,18 @@ class Session:
                 "nothing was leased"
             )
 
-    def _list_leases(self, message: dict[str, Any]) -> Reply:
+    def _list_leases(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
+        listing = self.hub.state.submit_leases()
+        if isinstance(listing, list):
+            return self._leases_reply(listing)
+        return _reply_when_done(listing, self._leases_reply)
+
+    def _leases_reply(self, leases: list[Lease]) -> Reply:
         readable = self.principal.permissions.read
         return {
             "leases": [
                 [lease.key, lease.owner == self.token, lease.seconds_left]
-                for lease in self.hub.state.leases()
+                for lease in leases
                 if lease.key in readable
             ]
         }
@@ -494,11 +554,17 @@ class Session:
             return {"values": found, "revision": revision}
         return {"keys": list(found), "revision": revision}
 
-    def _list_locks(self, message: dict[str, Any]) -> Reply:
+    def _list_locks(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
+        holdings = self.hub.locks.holdings()
+        if isinstance(holdings, list):
+            return self._locks_reply(holdings)
+        return _reply_when_done(holdings, self._locks_reply)
+
+    def _locks_reply(self, holdings: list[LockHolding]) -> Reply:
         lockable = self.principal.permissions.lock
         clients = {session.id: session.client for session in self.hub.sessions}
         locks = []
-        for held in self.hub.locks.holdings():
+        for held in holdings:
             if held.key not in lockable:
                 continue
             # A session's lock owners are (session id, owner name): see _lock_args.
@@ -533,10 +599,10 @@ class Session:
             ]
         }
 
-    def _clear_leases(self, message: dict[str, Any]) -> Reply:
+    def _clear_leases(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
         self.principal.require_admin(AdminRight.CLEAR_LEASES, "clear_leases")
-        self.hub.state.clear_locks()
-        return {}
+        clearing = self.hub.state.submit_clear_locks()
+        return {} if clearing is None else _reply_when_done(clearing, lambda _: {})
 
     def _subscribe(self, message: dict[str, Any]) -> Reply:
         limit = self.hub.limits.max_subscriptions
@@ -589,27 +655,32 @@ class Session:
         self._subscriptions.pop(sub).cancel()
         return {}
 
-    async def _lock(self, message: dict[str, Any]) -> Reply:
+    def _lock(self, message: dict[str, Any]) -> Coroutine[Any, Any, Reply]:
+        # Not a coroutine itself: the request takes its place in the lock's queue now,
+        # before the requests behind it in the frame are handled.
         key, exclusive, owner = self._lock_args(message, "lock")
         self.principal.require(Right.LOCK, [key], "lock")
         timeout = _seconds(message.get("timeout"), f"lock on {key!r}", "timeout")
         if timeout is not None and math.isinf(timeout):
             timeout = None
         self._lock_owners[owner] = None
-        fence = await self.hub.locks.acquire(key, owner, exclusive=exclusive, timeout=timeout)
-        return {"fence": fence}
+        acquisition = self.hub.locks.acquire(key, owner, exclusive=exclusive, timeout=timeout)
+        return acquisition.replying(lambda fence: {"fence": fence})
 
-    def _unlock(self, message: dict[str, Any]) -> Reply:
+    def _unlock(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
         key, exclusive, owner = self._lock_args(message, "unlock")
         self.principal.require(Right.LOCK, [key], "unlock")
-        self.hub.locks.release(key, owner, exclusive=exclusive)
-        return {}
+        released = self.hub.locks.release(key, owner, exclusive=exclusive)
+        return {} if released is None else _reply_when_done(released, lambda _: {})
 
-    def _test_lock(self, message: dict[str, Any]) -> Reply:
+    def _test_lock(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
         key = check_key(message.get("key"))
         self.principal.require(Right.LOCK, [key], "test_lock")
         exclusive = _bool_arg(message, "test_lock", "exclusive")
-        return {"free": self.hub.locks.can_acquire(key, exclusive=exclusive)}
+        free = self.hub.locks.can_acquire(key, exclusive=exclusive)
+        if isinstance(free, bool):
+            return {"free": free}
+        return _reply_when_done(free, lambda answer: {"free": answer})
 
     async def _call(self, message: dict[str, Any]) -> Reply:
         name = message.get("name")
@@ -681,7 +752,7 @@ class Session:
 
 
 #: Every op of the protocol and the method that answers it (one table for all sessions).
-_OPS: dict[str, Callable[[Session, dict[str, Any]], Reply | Coroutine[Any, Any, Reply]]] = {
+_OPS: dict[str, Callable[[Session, dict[str, Any]], Reply | Awaitable[Reply]]] = {
     "hello": Session._hello,
     "get": Session._get,
     "update": Session._update,
@@ -707,6 +778,22 @@ _OPS: dict[str, Callable[[Session, dict[str, Any]], Reply | Coroutine[Any, Any, 
 _WAITING_OPS = frozenset({"lock", "call", "update"})
 #: Ops a client may ``cancel`` while they wait (an update is applied before it waits).
 _CANCELLABLE_OPS = frozenset({"lock", "call"})
+
+
+def _copy_outcome(source: asyncio.Future[T], target: asyncio.Future[T]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif (error := source.exception()) is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(source.result())
+
+
+async def _reply_when_done(answer: Awaitable[T], reply: Callable[[T], Reply]) -> Reply:
+    """The reply to a request whose answer comes later (from a store shared by servers)."""
+    return reply(await answer)
 
 
 def _seconds(value: object, op: str, name: str) -> float | None:

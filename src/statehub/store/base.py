@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, ClassVar, Protocol
@@ -38,9 +39,10 @@ class Store(ABC):
     state dictionary holds its lock around them).
     """
 
-    #: True if ``commit`` completes in this process without waiting on I/O, so the
-    #: synchronous path is the fast one; False if committing means a round trip
-    #: (``commit_async`` is then the path for event-loop code).
+    #: True if ``commit`` (and every lease method) completes in this process without
+    #: waiting on I/O, so the synchronous path is the fast one; False if they mean a round
+    #: trip (``commit_async`` and the other ``*_async`` methods are then the path for
+    #: event-loop code).
     commits_in_process: ClassVar[bool] = True
 
     _feed: ChangeFeed
@@ -91,6 +93,17 @@ class Store(ABC):
         """``commit`` for event-loop code: the feed has the change when this returns."""
         return self.commit(owner, updates, removals, now)
 
+    def submit_commit(
+        self,
+        owner: Hashable,
+        updates: dict[str, JsonValue],
+        removals: set[str],
+        now: float,
+    ) -> asyncio.Future[int]:
+        """``commit_async`` as a future, for event-loop code that wants no task per change
+        (a store that commits in batches settles each future itself)."""
+        return asyncio.ensure_future(self.commit_async(owner, updates, removals, now))
+
     @abstractmethod
     def change_leases(
         self,
@@ -101,17 +114,36 @@ class Store(ABC):
     ) -> None:
         """Release ``release`` always, then acquire all of ``acquire`` or none of it."""
 
+    async def change_leases_async(
+        self,
+        owner: Hashable,
+        acquire: Mapping[str, float | None],
+        release: Iterable[str],
+        now: float,
+    ) -> None:
+        """``change_leases`` for event-loop code (a shared store asks it without blocking)."""
+        self.change_leases(owner, acquire, release, now)
+
     @abstractmethod
     def leases(self, now: float) -> list[Lease]:
         """The live leases."""
 
+    async def leases_async(self, now: float) -> list[Lease]:
+        """``leases`` for event-loop code."""
+        return self.leases(now)
+
     @abstractmethod
     def release_owner(self, owner: Hashable) -> None:
-        """Release every lease held by ``owner`` (its session ended)."""
+        """Release every lease held by ``owner`` (its session ended); a shared store may
+        only start doing so (its session cannot wait)."""
 
     @abstractmethod
     def clear_leases(self) -> None:
         """Release every lease."""
+
+    async def clear_leases_async(self) -> None:
+        """``clear_leases`` for event-loop code."""
+        self.clear_leases()
 
     def is_durable(self, revision: int) -> bool:
         """True if ``revision`` may be acknowledged without waiting.

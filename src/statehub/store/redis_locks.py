@@ -4,8 +4,10 @@ The same promises as ``core.rwlock.RWLockTable`` (non-fair mode): many shared ho
 one exclusive one; a new reader waits while any writer waits, on any server; writers go
 in FIFO order; a timeout raises ``LockFailed``; a cancelled or timed-out waiter leaves no
 trace. The queue and the holds live in Redis and every change to them is one Lua script
-(``redis_scripts.LOCK_*``), so the rules hold across servers. A waiter learns of its
-grant from a Redis Pub/Sub message, or, if that message was lost, from a poll.
+(``redis_scripts.LOCK_*``), so the rules hold across servers. A request is queued for
+Redis when it is made (``redis_ordered``), so one server's requests reach Redis in the
+order they came, and nothing waits on a blocking client. A waiter learns of its grant
+from a Redis Pub/Sub message, or, if that message was lost, from a poll.
 
 Every grant carries a fencing token: a number from one counter in Redis that only grows,
 which a protected resource can compare with the last one it saw.
@@ -14,128 +16,110 @@ which a protected resource can compare with the last one it saw.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Hashable
-from typing import Any
+import math
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import redis
 
+from statehub.core.acquisition import Acquisition
+from statehub.core.limits import check_seconds
 from statehub.core.rwlock import LockHolding
 from statehub.errors import LockFailed, LockNotOwnedError, LockUpgradeError
 from statehub.protocol.codec import encode_value
 from statehub.store import redis_scripts
 from statehub.store.errors import StoreUnavailableError
 from statehub.store.redis import RedisStore
+from statehub.store.redis_ordered import log_failure
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Seconds between two checks of a waiter's grant when no Pub/Sub message came.
 POLL_INTERVAL = 0.5
 
 
 class RedisLockTable:
-    """Read/write locks by key in the Redis of ``store``, for owners this server names."""
+    """Read/write locks by key in the Redis of ``store``, for owners this server names.
+
+    Every step is a script sent through the store's ``OrderedScripts``: a request is
+    queued when made, so Redis sees this server's lock requests in the order they came.
+    """
 
     def __init__(self, store: RedisStore) -> None:
         self._store = store
+        self._scripts = store.ordered
         self._base = store.keys.base
         self._prefix = store.keys.lock_prefix
-        self._waiting: dict[str, asyncio.Future[None]] = {}
+        self._waiting: dict[str, _Request] = {}
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
 
-    async def acquire(
+    def acquire(
         self, key: str, owner: Hashable, *, exclusive: bool, timeout: float | None = None
-    ) -> int:
-        """Take ``key`` for ``owner`` and return the grant's fencing token."""
-        owner_id, mode = self._owner_id(owner), _mode(exclusive)
-        args = [self._base, self._prefix, key, owner_id, mode]
-        # A command is never cancelled half-way (redis-py would leave its connection out
-        # of step): it completes, and a cancelled caller undoes what it did.
-        asking = asyncio.ensure_future(self._run(redis_scripts.LOCK_ACQUIRE, args))
-        try:
-            reply = await asyncio.shield(asking)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                undo = await asking
-                if undo[0] == b"granted":
-                    await self._run(redis_scripts.LOCK_RELEASE, args)
-                elif undo[0] == b"queued":
-                    await self._abandon(key, owner_id, mode, str(int(undo[1])))
-            raise
-        if reply[0] == b"granted":
-            return int(reply[1])
-        if reply[0] == b"upgrade":
-            raise LockUpgradeError(
-                f"cannot take {key!r} exclusively while holding it shared: release it first"
-            )
-        ticket = str(int(reply[1]))
-        self._ensure_listener()
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._wait_granted(ticket, args)
-        except TimeoutError:
-            await asyncio.shield(self._abandon(key, owner_id, mode, ticket))
-            raise LockFailed(
+    ) -> Acquisition[int]:
+        """Take ``key`` for ``owner``: queued in Redis's order now; await it for the fence."""
+        if timeout is not None:
+            timeout = check_seconds(timeout, f"lock on {key!r}: timeout", allow_infinity=True)
+        loop = asyncio.get_running_loop()
+        hold = [self._base, self._prefix, key, self._owner_id(owner), _mode(exclusive)]
+        request = _Request(hold, loop.create_future())
+        asked = self._scripts.submit(redis_scripts.LOCK_ACQUIRE, [], hold)
+        asked.add_done_callback(lambda done: self._answered(request, done))
+        if timeout is not None and timeout != math.inf:
+            message = (
                 f"timed out after {timeout} s waiting for the "
                 f"{'exclusive' if exclusive else 'shared'} lock on {key!r}"
-            ) from None
-        except BaseException:
-            await asyncio.shield(self._abandon(key, owner_id, mode, ticket))
-            raise
-
-    def release(self, key: str, owner: Hashable, *, exclusive: bool) -> None:
-        """Give back one hold of ``key`` in that mode."""
-        args = [self._base, self._prefix, key, self._owner_id(owner), _mode(exclusive)]
-        released = self._run_sync(redis_scripts.LOCK_RELEASE, args)
-        if not released:
-            raise LockNotOwnedError(
-                f"{'exclusive' if exclusive else 'shared'} lock on {key!r} is not held "
-                "by this owner"
             )
+            expiry = loop.call_later(timeout, self._expire, request, LockFailed(message))
+            request.grant.add_done_callback(lambda _: expiry.cancel())
+        request.grant.add_done_callback(lambda _: self._withdraw_unless_granted(request))
+        return Acquisition.of(request.grant, lambda _: self._release_logged(hold))
+
+    def release(self, key: str, owner: Hashable, *, exclusive: bool) -> Awaitable[None]:
+        """Give back one hold of ``key`` in that mode (queued now; await the outcome)."""
+        args = [self._base, self._prefix, key, self._owner_id(owner), _mode(exclusive)]
+        return self._released(
+            self._scripts.submit(redis_scripts.LOCK_RELEASE, [], args), key, exclusive
+        )
 
     def release_owner(self, owner: Hashable) -> None:
-        """Release every hold of ``owner`` on every key (its session ended)."""
-        args = [self._base, self._prefix, self._owner_id(owner)]
-        try:
-            self._run_sync(redis_scripts.LOCK_RELEASE_OWNER, args)
-        except StoreUnavailableError as error:  # its server's sweep releases them later
-            logger.warning("could not release the locks of %r in Redis: %s", owner, error)
+        """Release every hold of ``owner`` on every key (its session ended): queued now.
 
-    def can_acquire(self, key: str, *, exclusive: bool) -> bool:
+        Its session cannot wait: a failure is logged, and the server's sweep releases
+        them if this server is gone.
+        """
+        args = [self._base, self._prefix, self._owner_id(owner)]
+        released = self._scripts.submit(redis_scripts.LOCK_RELEASE_OWNER, [], args)
+        released.add_done_callback(log_failure(f"releasing the locks of {owner!r}"))
+
+    def can_acquire(self, key: str, *, exclusive: bool) -> Awaitable[bool]:
         """True if a new owner could take ``key`` in that mode right now without waiting."""
-        return bool(self._run_sync(redis_scripts.LOCK_TEST, [self._prefix, key, _mode(exclusive)]))
+        asked = self._scripts.submit(
+            redis_scripts.LOCK_TEST, [], [self._prefix, key, _mode(exclusive)]
+        )
+        return _mapped(asked, bool)
 
     def counts(self) -> tuple[int, int]:
-        """(owners holding a lock, requests waiting for one) over every key, all servers."""
+        """(owners holding a lock, requests waiting for one) over every key, all servers.
+
+        Synchronous for the metrics collector (called off the event loop's hot path, once
+        per scrape): one round trip with the blocking client.
+        """
         held = waiting = 0
-        for holding in self.holdings():
+        reply = self._store.run_script(redis_scripts.LIST_LOCKS, [], [self._base, self._prefix])
+        for holding in _holdings_from(reply):
             held += len(holding.holders)
             waiting += holding.waiting
         return held, waiting
 
-    def holdings(self) -> list[LockHolding]:
+    def holdings(self) -> Awaitable[list[LockHolding]]:
         """The keys held right now on any server; holders are Redis owner ids."""
-        client = self._store.sync_client
-
-        def read() -> list[LockHolding]:
-            held = []
-            members: Any = client.smembers(self._base + "lockkeys")
-            for raw in sorted(members):
-                key = raw.decode()
-                fields: Any = client.hgetall(f"{self._prefix}:{key}")
-                waiting: Any = client.llen(f"{self._prefix}q:{key}")
-                writer = fields.get(b"writer")
-                if writer is not None:
-                    held.append(LockHolding(key, "exclusive", (writer.decode(),), int(waiting)))
-                    continue
-                readers = tuple(name.decode()[2:] for name in fields if name.startswith(b"r:"))
-                if readers:
-                    held.append(LockHolding(key, "shared", readers, int(waiting)))
-            return held
-
-        return self._store.run_sync(read)
+        asked = self._scripts.submit(redis_scripts.LIST_LOCKS, [], [self._base, self._prefix])
+        return _mapped(asked, _holdings_from)
 
     async def close(self) -> None:
         """Stop listening for grants."""
@@ -144,41 +128,117 @@ class RedisLockTable:
         if listener is not None:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
+        for request in list(self._waiting.values()):
+            _fail(request.grant, StoreUnavailableError("this server is stopping"))
 
-    async def _wait_granted(self, ticket: str, hold: list[str]) -> int:
-        """The fence once ``ticket`` is granted; ``hold`` names the hold to give back if
-        this is cancelled just as the grant is taken."""
-        future = asyncio.get_running_loop().create_future()
-        self._waiting[ticket] = future
-        try:
-            while True:
-                taking = asyncio.ensure_future(
-                    self._run(redis_scripts.LOCK_TAKE, [self._base, ticket])
-                )
-                try:
-                    fence = await asyncio.shield(taking)
-                except asyncio.CancelledError:
-                    with contextlib.suppress(Exception):
-                        if await taking is not None:
-                            await self._run(redis_scripts.LOCK_RELEASE, hold)
-                    raise
-                if fence is not None:
-                    return int(fence)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(POLL_INTERVAL):
-                        await asyncio.shield(future)
-                if future.done():
-                    future = asyncio.get_running_loop().create_future()
-                    self._waiting[ticket] = future
-        finally:
-            self._waiting.pop(ticket, None)
+    # -- one request's way to its grant -------------------------------------------------
 
-    async def _abandon(self, key: str, owner_id: str, mode: str, ticket: str) -> None:
-        args = [self._base, self._prefix, key, owner_id, mode, ticket]
-        try:
-            await self._run(redis_scripts.LOCK_ABANDON, args)
-        except StoreUnavailableError as error:  # its server's sweep releases it later
-            logger.warning("could not withdraw lock wait %s on %r: %s", ticket, key, error)
+    def _answered(self, request: _Request, asked: asyncio.Future[Any]) -> None:
+        """LOCK_ACQUIRE replied: granted, queued (wait for the grant), or refused."""
+        if (error := asked.exception()) is not None:
+            _fail(request.grant, error)
+            return
+        reply = asked.result()
+        if reply[0] == b"granted":
+            if request.grant.done():  # cancelled meanwhile
+                self._release_logged(request.hold)
+            else:
+                request.grant.set_result(int(reply[1]))
+        elif reply[0] == b"upgrade":
+            key = request.hold[2]
+            _fail(
+                request.grant,
+                LockUpgradeError(
+                    f"cannot take {key!r} exclusively while holding it shared: release it first"
+                ),
+            )
+        else:
+            request.ticket = str(int(reply[1]))
+            if request.grant.done():
+                self._abandon(request)
+            elif request.expired is not None:
+                self._expire(request, request.expired)
+            else:
+                self._waiting[request.ticket] = request
+                self._ensure_listener()
+                self._take(request)  # granted before the listener heard of it, perhaps
+
+    def _take(self, request: _Request) -> None:
+        """Ask whether ``request``'s ticket was granted (a grant message came, or a poll)."""
+        if request.grant.done() or request.withdrawn:
+            return
+        if request.taking:  # that answer may predate the grant: ask again after it
+            request.again = True
+            return
+        request.taking, request.again = True, False
+        taking = self._scripts.submit(redis_scripts.LOCK_TAKE, [], [self._base, request.ticket])
+        taking.add_done_callback(lambda done: self._took(request, done))
+
+    def _took(self, request: _Request, taking: asyncio.Future[Any]) -> None:
+        request.taking = False
+        fence = None if taking.exception() is not None else taking.result()
+        if fence is None:
+            if request.again:
+                self._take(request)
+            elif not (request.grant.done() or request.withdrawn):
+                self._poll_later(request)
+            return
+        self._waiting.pop(str(request.ticket), None)
+        if request.grant.done():  # cancelled meanwhile: the grant was ours to give back
+            self._release_logged(request.hold)
+        else:
+            request.grant.set_result(int(fence))
+
+    def _poll_later(self, request: _Request) -> None:
+        """Poll in case the grant message is lost (Pub/Sub does not keep messages)."""
+        loop = asyncio.get_running_loop()
+        if request.poll is not None:
+            request.poll.cancel()
+        request.poll = loop.call_later(POLL_INTERVAL, self._take, request)
+
+    def _expire(self, request: _Request, error: LockFailed) -> None:
+        """The timeout passed: the caller gets ``error`` once Redis has withdrawn the wait
+        (so no other server sees it after that), unless the grant came first."""
+        if request.grant.done():
+            return
+        request.expired = error
+        if request.ticket is None:
+            return  # withdrawn once LOCK_ACQUIRE replies
+        withdrawn = self._abandon(request)
+        withdrawn.add_done_callback(lambda _: _fail(request.grant, error))
+
+    def _withdraw_unless_granted(self, request: _Request) -> None:
+        """The request's future ended: unless granted, it leaves the queue in Redis."""
+        if request.poll is not None:
+            request.poll.cancel()
+        grant = request.grant
+        if not grant.cancelled() and grant.exception() is None:
+            return
+        if request.ticket is not None:  # else its LOCK_ACQUIRE reply will undo it
+            self._abandon(request)
+
+    def _abandon(self, request: _Request) -> asyncio.Future[Any]:
+        """Leave the queue, or give back the hold if it was granted meanwhile (once)."""
+        if request.withdrawn is None:
+            self._waiting.pop(str(request.ticket), None)
+            args = [*request.hold, str(request.ticket)]
+            request.withdrawn = self._scripts.submit(redis_scripts.LOCK_ABANDON, [], args)
+            request.withdrawn.add_done_callback(
+                log_failure(f"withdrawing lock wait {request.ticket} on {request.hold[2]!r}")
+            )
+        return request.withdrawn
+
+    def _release_logged(self, hold: list[str]) -> None:
+        released = self._scripts.submit(redis_scripts.LOCK_RELEASE, [], hold)
+        released.add_done_callback(log_failure(f"giving back the lock on {hold[2]!r}"))
+
+    @staticmethod
+    async def _released(asked: asyncio.Future[Any], key: str, exclusive: bool) -> None:
+        if not await asked:
+            raise LockNotOwnedError(
+                f"{'exclusive' if exclusive else 'shared'} lock on {key!r} is not held "
+                "by this owner"
+            )
 
     def _ensure_listener(self) -> None:
         if self._listener is None or self._listener.done():
@@ -195,9 +255,9 @@ class RedisLockTable:
                         if message.get("type") != "message":
                             continue
                         for ticket in message["data"].decode().split():
-                            future = self._waiting.get(ticket)
-                            if future is not None and not future.done():
-                                future.set_result(None)
+                            request = self._waiting.get(ticket)
+                            if request is not None:
+                                self._take(request)
             except (redis.RedisError, OSError) as error:
                 logger.debug("lock grant listener: %s; retrying", error)
                 await asyncio.sleep(POLL_INTERVAL)
@@ -211,11 +271,45 @@ class RedisLockTable:
             ) from None
         return f"{self._store.server_id}:{encoded.hex()}"
 
-    async def _run(self, source: str, args: list[str]) -> Any:
-        return await self._store.run_script_async(source, [], args)
 
-    def _run_sync(self, source: str, args: list[str]) -> Any:
-        return self._store.run_script(source, [], args)
+@dataclass(slots=True)
+class _Request:
+    """One lock request of this server: its hold's script arguments, its future, and
+    once queued in Redis its ticket."""
+
+    hold: list[str]
+    grant: asyncio.Future[int]
+    ticket: str | None = None
+    taking: bool = False
+    again: bool = False
+    poll: asyncio.TimerHandle | None = None
+    expired: LockFailed | None = None
+    withdrawn: asyncio.Future[Any] | None = None
+
+
+def _fail(grant: asyncio.Future[int], error: BaseException) -> None:
+    if not grant.done():
+        grant.set_exception(error)
+
+
+async def _mapped(asked: asyncio.Future[Any], convert: Callable[[Any], T]) -> T:
+    return convert(await asked)
+
+
+def _holdings_from(reply: list[Any]) -> list[LockHolding]:
+    """LIST_LOCKS's reply as holdings, sorted by key."""
+    held = []
+    for raw_key, flat, waiting in sorted(reply):
+        key = raw_key.decode()
+        fields = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+        writer = fields.get(b"writer")
+        if writer is not None:
+            held.append(LockHolding(key, "exclusive", (writer.decode(),), int(waiting)))
+            continue
+        readers = tuple(name.decode()[2:] for name in fields if name.startswith(b"r:"))
+        if readers:
+            held.append(LockHolding(key, "shared", readers, int(waiting)))
+    return held
 
 
 def _mode(exclusive: bool) -> str:

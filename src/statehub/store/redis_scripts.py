@@ -64,7 +64,10 @@ end
 #: change being msgpack [keys, encoded values, removed keys]. Each commit is checked and
 #: applied on its own (one refused by a lease does not stop the others); sending many
 #: in one script only saves round trips.
-#: Returns {epoch, {{'ok', revision} or {'locked', {keys...}}, ...}}.
+#: Removals of keys that hold nothing are dropped; a commit left with nothing to do takes
+#: no revision. Returns {epoch, {result, ...}}, a result being {'ok', revision} (with the
+#: removals kept as a third element if some were dropped), {'unchanged', current
+#: revision} or {'locked', {keys...}}.
 COMMIT = (
     _NOW
     + _ENSURE_EPOCH
@@ -80,6 +83,13 @@ for i = 3, #ARGV, 2 do
   local owner, entry = ARGV[i], ARGV[i + 1]
   local change = cmsgpack.unpack(entry)
   local keys, values, removed = change[1], change[2], change[3]
+  -- Removing a key that holds nothing changes nothing (as in one process).
+  local present = {}
+  for _, key in ipairs(removed) do
+    if redis.call('HEXISTS', KEYS[3], key) == 1 then
+      present[#present + 1] = key
+    end
+  end
   local blocked = {}
   if now then
     for _, key in ipairs(keys) do
@@ -87,7 +97,7 @@ for i = 3, #ARGV, 2 do
         blocked[#blocked + 1] = key
       end
     end
-    for _, key in ipairs(removed) do
+    for _, key in ipairs(present) do
       if leased_by_other(KEYS[5], KEYS[6], KEYS[7], key, owner, now) then
         blocked[#blocked + 1] = key
       end
@@ -95,16 +105,25 @@ for i = 3, #ARGV, 2 do
   end
   if #blocked > 0 then
     results[#results + 1] = {'locked', blocked}
+  elseif #keys == 0 and #present == 0 then
+    results[#results + 1] = {'unchanged', tonumber(redis.call('GET', KEYS[2]) or '0')}
   else
     local revision = redis.call('INCR', KEYS[2])
     for j, key in ipairs(keys) do
       redis.call('HSET', KEYS[3], key, values[j])
     end
-    for _, key in ipairs(removed) do
+    for _, key in ipairs(present) do
       redis.call('HDEL', KEYS[3], key)
     end
+    if #present < #removed then
+      entry = cmsgpack.pack({keys, values, present})
+    end
     redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[2], revision .. '-0', 'e', epoch, 'c', entry)
-    results[#results + 1] = {'ok', revision}
+    if #present < #removed then
+      results[#results + 1] = {'ok', revision, present}
+    else
+      results[#results + 1] = {'ok', revision}
+    end
   end
 end
 return {epoch, results}
@@ -203,6 +222,12 @@ end
 return count
 """
 )
+
+#: KEYS: leases, lease_deadlines, lease_servers. Every lease goes.
+CLEAR_LEASES = """
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return 1
+"""
 
 #: Read/write locks (the rules of ``core/rwlock.py``, non-fair mode): helpers shared by
 #: the lock scripts. A waiter is ``ticket|mode|owner`` with mode ``w`` or ``r``; an owner
@@ -406,6 +431,21 @@ if ARGV[3] == 'w' and has_readers(lock) then
   return 0
 end
 return 1
+"""
+)
+
+#: ARGV: base, lock prefix. Returns {{key, {field, value, ...} of its lock, waiters}, ...}
+#: for every key with a lock or waiters.
+LIST_LOCKS = (
+    _LOCKS
+    + """
+local base, prefix = ARGV[1], ARGV[2]
+local result = {}
+for _, key in ipairs(redis.call('SMEMBERS', base .. 'lockkeys')) do
+  local lock, queue = lock_names(prefix, key)
+  result[#result + 1] = {key, redis.call('HGETALL', lock), redis.call('LLEN', queue)}
+end
+return result
 """
 )
 
