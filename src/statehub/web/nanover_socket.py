@@ -307,8 +307,12 @@ class NanoverConnection:
             async for message in self.socket:
                 if message.type is WSMsgType.BINARY:
                     self.room.observer.nanover_received(len(message.data))
+                    tasks_before = len(self._tasks)
                     self._handle(message.data)
-                    await asyncio.sleep(0)  # let the commands it started begin, in order
+                    if len(self._tasks) > tasks_before:
+                        # Let the commands it started begin, in order, before the next
+                        # message. A plain state write starts nothing: no extra loop turn.
+                        await asyncio.sleep(0)
                 elif message.type is WSMsgType.TEXT:
                     await self._report_error(
                         "ProtocolError",
