@@ -38,6 +38,7 @@ from statehub.server.state_server import StateServer
 
 ROUNDS = 3
 WRITES = 10_000
+WARM_UP_WRITES = 1_000
 LATENCY_SUBSCRIBERS = 10
 
 Addresses = dict[str, tuple[str, int]]
@@ -56,22 +57,23 @@ def run() -> list[Result]:
 async def _run_all() -> list[Result]:
     results: list[Result] = []
     async with _server() as addresses:
+        writes = f"1 pipelining client (own process), {WINDOW} in flight"
         results += await _paired(
-            [f"acknowledged 1-key writes, 1 pipelining client (own process), {WINDOW} in flight"],
-            "writes/s",
+            [
+                (f"acknowledged 1-key writes, {writes}", "writes/s", True),
+                (f"server CPU per acknowledged write, {writes}", "µs", False),
+            ],
             addresses,
             _writes,
         )
         where = f"{LATENCY_RATE:.0f} writes/s, {LATENCY_SUBSCRIBERS} subscribers"
         results += await _paired(
             [
-                f"write-to-subscriber latency p50, {where}",
-                f"write-to-subscriber latency p99, {where}",
+                (f"write-to-subscriber latency p50, {where}", "ms", False),
+                (f"write-to-subscriber latency p99, {where}", "ms", False),
             ],
-            "ms",
             addresses,
             _latency,
-            higher_is_better=False,
         )
     return results
 
@@ -90,20 +92,19 @@ async def _server() -> AsyncIterator[Addresses]:
 
 
 async def _paired(
-    workloads: list[str],
-    unit: str,
+    workloads: list[tuple[str, str, bool]],
     addresses: Addresses,
     measure: Callable[[str, int], Awaitable[list[float]]],
-    higher_is_better: bool = True,
 ) -> list[Result]:
-    """``measure`` gives one figure per workload; rounds alternate between transports."""
+    """``measure`` gives one figure per workload (name, unit, whether higher is better);
+    rounds alternate between transports."""
     figures: dict[str, list[list[float]]] = {name: [] for name in addresses}
     for _ in range(ROUNDS):
         for name, (host, port) in addresses.items():
             figures[name].append(await measure(host, port))
-    better = "higher" if higher_is_better else "lower"
     results = []
-    for index, workload in enumerate(workloads):
+    for index, (workload, unit, higher_is_better) in enumerate(workloads):
+        better = "higher" if higher_is_better else "lower"
         medians = {
             name: statistics.median(run[index] for run in runs) for name, runs in figures.items()
         }
@@ -117,12 +118,19 @@ async def _paired(
 
 
 async def _writes(host: str, port: int) -> list[float]:
-    """In a child process: an aiohttp client and the server in one thread would share the
-    GIL, where grpc's client does its I/O in threads of its own."""
+    """Writes/s, and the server's CPU per write (this process's, over the whole round:
+    connecting and 1,000 warm-up writes included), which a busy machine changes less.
+
+    The writer runs in a child process: an aiohttp client and the server in one thread
+    would share the GIL, where grpc's client does its I/O in threads of its own.
+    """
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=context) as pool:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(pool, _writes_in_process, host, port)
+        cpu_before = time.process_time()
+        [rate] = await loop.run_in_executor(pool, _writes_in_process, host, port)
+        cpu = time.process_time() - cpu_before
+    return [rate, cpu / (WARM_UP_WRITES + WRITES) * 1e6]
 
 
 def _writes_in_process(host: str, port: int) -> list[float]:
@@ -131,7 +139,7 @@ def _writes_in_process(host: str, port: int) -> list[float]:
 
 async def _pipelined_writes_per_second(host: str, port: int) -> list[float]:
     async with AsyncClient(host, port, reconnect=False) as writer:
-        await _pipelined_writes(writer, 1_000)  # warm up
+        await _pipelined_writes(writer, WARM_UP_WRITES)
         started = time.perf_counter()
         await _pipelined_writes(writer, WRITES)
         return [WRITES / (time.perf_counter() - started)]
