@@ -315,6 +315,22 @@ async def test_bad_input_is_answered_and_reading_goes_on(bad: Any, expected: str
         await eventually(lambda: peer.state == {"still": "reading"})
 
 
+async def test_permessage_deflate_is_declined_and_the_client_works_without_it() -> None:
+    # Compressing each shared delta for each client would undo the one encoding per tick.
+    async with (
+        web_server() as server,
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"ws://127.0.0.1:{server.http_port}", compress=15) as socket,
+    ):
+        assert socket.compress == 0  # offered, not negotiated
+        peer = NanoverPeer(socket)
+        try:
+            await peer.write({"avatar.u1": {"position": [0, 1.6, 0]}})
+            await eventually(lambda: peer.state == {"avatar.u1": {"position": [0, 1.6, 0]}})
+        finally:
+            await peer.close()
+
+
 async def test_frames_are_ignored() -> None:
     async with web_server() as server, nanover_peer(server) as peer:
         await peer.send({"frame": {"frame.index": 0}, "state": {"updates": {"k": 1}}})

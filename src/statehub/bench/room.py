@@ -404,7 +404,9 @@ async def _nanover_client(
     got: Callable[[int], None],
     ready: asyncio.Event,
 ) -> None:
-    async with http.ws_connect(f"ws://127.0.0.1:{http_port}/", max_msg_size=0) as socket:
+    # Offering permessage-deflate, as NanoVer's Python client (websockets) does.
+    url = f"ws://127.0.0.1:{http_port}/"
+    async with http.ws_connect(url, max_msg_size=0, compress=15) as socket:
 
         async def write(frame: int) -> None:
             state = {"updates": _avatar_updates(index, frame)}
