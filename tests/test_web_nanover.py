@@ -315,11 +315,43 @@ async def test_bad_input_is_answered_and_reading_goes_on(bad: Any, expected: str
         await eventually(lambda: peer.state == {"still": "reading"})
 
 
+async def test_permessage_deflate_is_declined_and_the_client_works_without_it() -> None:
+    # Compressing each shared delta for each client would undo the one encoding per tick.
+    async with (
+        web_server() as server,
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"ws://127.0.0.1:{server.http_port}", compress=15) as socket,
+    ):
+        assert socket.compress == 0  # offered, not negotiated
+        peer = NanoverPeer(socket)
+        try:
+            await peer.write({"avatar.u1": {"position": [0, 1.6, 0]}})
+            await eventually(lambda: peer.state == {"avatar.u1": {"position": [0, 1.6, 0]}})
+        finally:
+            await peer.close()
+
+
 async def test_frames_are_ignored() -> None:
     async with web_server() as server, nanover_peer(server) as peer:
         await peer.send({"frame": {"frame.index": 0}, "state": {"updates": {"k": 1}}})
         await eventually(lambda: peer.state == {"k": 1})
         assert peer.errors.empty() and not peer.others
+
+
+async def _fill_until_it_falls_behind(server: StateServer, in_step: int) -> int:
+    """Write big values until the NanoVer connection nobody reads leaves the broadcast
+    (its buffers are full, so the server stops writing to it); the last index written."""
+    assert server.web is not None
+    room = server.web.nanover
+    big = "x" * 2_000_000
+    index = 0
+    while len(room.in_step) == in_step:
+        server.update_state(None, DictionaryChange({f"big{index % 5}": f"{index}{big}"}))
+        index += 1
+        await asyncio.sleep(0.04)
+        assert index < 500, "the slow reader never fell behind"
+    server.update_state(None, DictionaryChange({"last": index}, removals=["big0"]))
+    return index
 
 
 async def test_a_slow_reader_falls_behind_alone_and_still_converges() -> None:
@@ -332,16 +364,7 @@ async def test_a_slow_reader_falls_behind_alone_and_still_converges() -> None:
         assert server.web is not None
         room = server.web.nanover
         await eventually(lambda: len(room.connections) == 2)
-        # Nothing reads `slow` yet: once its buffers are full the server stops writing to
-        # it, and the shared broadcast goes on without it.
-        big = "x" * 2_000_000
-        index = 0
-        while len(room.in_step) == 2:
-            server.update_state(None, DictionaryChange({f"big{index % 5}": f"{index}{big}"}))
-            index += 1
-            await asyncio.sleep(0.04)
-            assert index < 500, "the slow reader never fell behind"
-        server.update_state(None, DictionaryChange({"last": index}, removals=["big0"]))
+        index = await _fill_until_it_falls_behind(server, in_step=2)
         await eventually(lambda: fast.state.get("last") == index)
         assert fast.state == server.copy_state()
         slow_peer = NanoverPeer(slow)
@@ -352,6 +375,40 @@ async def test_a_slow_reader_falls_behind_alone_and_still_converges() -> None:
             await slow_peer.close()
         await eventually(lambda: len(room.connections) == 1)
         assert room.in_step == room.connections  # the fast one never left the broadcast
+
+
+@pytest.mark.parametrize("others", [0, 1], ids=["alone", "with-a-fast-reader"])
+async def test_a_reader_that_caught_up_rejoins_the_shared_broadcast(others: int) -> None:
+    # Alone, it stopped the broadcast when it fell behind: rejoining starts it again from
+    # where the reader's copy is, so the changes made meanwhile are not lost.
+    async with (
+        web_server() as server,
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"ws://127.0.0.1:{server.http_port}", max_msg_size=0) as slow,
+    ):
+        assert server.web is not None
+        room = server.web.nanover
+        fast = [await http.ws_connect(f"ws://127.0.0.1:{server.http_port}") for _ in range(others)]
+        fast_peers = [NanoverPeer(socket) for socket in fast]
+        try:
+            await eventually(lambda: len(room.in_step) == 1 + others)
+            index = await _fill_until_it_falls_behind(server, in_step=1 + others)
+            slow_peer = NanoverPeer(slow)
+            try:
+                await eventually(lambda: len(room.in_step) == 1 + others)
+                assert room.in_step == room.connections
+                for step in range(3):  # changes after the rejoin reach everyone
+                    server.update_state(None, DictionaryChange({"after": step}, ["big1"]))
+                    await asyncio.sleep(0.05)
+                for peer in [slow_peer, *fast_peers]:
+                    await eventually(lambda peer=peer: peer.state.get("after") == 2)
+                    assert peer.state == server.copy_state()
+                    assert peer.state["last"] == index
+            finally:
+                await slow_peer.close()
+        finally:
+            for peer in fast_peers:
+                await peer.close()
 
 
 async def test_commands_in_the_list_form_that_nanovers_python_client_sends() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 
 from statehub.core.limits import check_seconds
 
@@ -37,3 +39,31 @@ class Pacer:
     def flushed(self) -> None:
         """Record that a flush happened now."""
         self._next_due = time.monotonic() + self._interval
+
+
+class SteadyPacer:
+    """Says how long to wait for the next tick of a steady clock of period ``interval``.
+
+    A flush a little late keeps the schedule (the next one is due one interval after the
+    previous was due, not after it happened), so the rate holds at 1/``interval`` where
+    ``Pacer`` would lose the lateness of every tick. A flush more than one interval late
+    (after an idle period, or a stall) starts the schedule afresh from now: the missed
+    ticks are dropped, never sent as a burst as NanoVer's fixed-rate schedule did.
+    """
+
+    __slots__ = ("_clock", "_interval", "_next_due")
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = check_interval(interval)
+        self._clock = clock
+        self._next_due = -math.inf
+
+    def delay(self) -> float:
+        """Seconds to wait before flushing again (0 when a flush is due now)."""
+        return max(0.0, self._next_due - self._clock())
+
+    def flushed(self) -> None:
+        """Record that the due flush happened now."""
+        now = self._clock()
+        due = self._next_due + self._interval
+        self._next_due = due if due > now else now + self._interval

@@ -30,6 +30,7 @@ import itertools
 import logging
 import uuid
 from collections.abc import Mapping
+from contextlib import ExitStack
 from typing import Any
 
 import msgpack
@@ -47,7 +48,7 @@ from statehub.auth import (
 from statehub.auth.context import current_principal
 from statehub.core.buffers import DictionaryChangeBuffer
 from statehub.core.change import DictionaryChange
-from statehub.core.pacing import Pacer
+from statehub.core.pacing import SteadyPacer
 from statehub.core.values import check_key
 from statehub.errors import ObjectFrozenError, ResourceLockedError
 from statehub.protocol.errors import status_of
@@ -93,10 +94,12 @@ class NanoverRoom:
         self.hub = hub
         self.forward_timeout = forward_timeout
         self.connections: set[NanoverConnection] = set()
-        #: Connections fed by the shared 30 Hz broadcast (the others fell behind once and
-        #: follow a view of their own).
+        #: Connections fed by the shared 30 Hz broadcast (the others fell behind and follow
+        #: a view of their own until they catch up).
         self._in_step: set[NanoverConnection] = set()
         self._broadcaster: asyncio.Task[None] | None = None
+        #: The revision the shared broadcast has sent changes up to.
+        self._shared_revision = 0
         #: Told of bytes and commands, for metrics (the web edge sets it).
         self.observer: NanoverObserver = NanoverObserver()
         self._registrants: dict[str, NanoverConnection] = {}
@@ -144,38 +147,57 @@ class NanoverRoom:
         """``connection`` is open (whichever way it is fed state)."""
         self.connections.add(connection)
 
-    def join(self, connection: NanoverConnection) -> None:
-        """Feed ``connection`` the shared deltas from now on (it has had its snapshot)."""
+    def join(self, connection: NanoverConnection, since: int) -> bool:
+        """Feed ``connection`` the shared deltas from now on; its copy is at ``since``.
+
+        False (and nothing changes) when the broadcast has already sent changes after
+        ``since``: the client would miss them. Shared deltas may repeat changes it has
+        (applying a key's latest value again changes nothing).
+        """
+        if self._broadcaster is None or self._broadcaster.done():
+            self._start_broadcast(since)
+        elif since < self._shared_revision:
+            return False
         self.connections.add(connection)
         self._in_step.add(connection)
-        if self._broadcaster is None or self._broadcaster.done():
-            self._broadcaster = asyncio.ensure_future(self._broadcast())
+        return True
 
-    async def _broadcast(self) -> None:
-        """Every 1/30 s at most: one flush, one encoding, the same bytes to every client.
+    def _start_broadcast(self, since: int) -> None:
+        # The view is opened now, not when the task first runs: a change committed in
+        # between would be in no delta for the clients joining at ``since``.
+        views = ExitStack()
+        view = views.enter_context(self.hub.state.get_change_buffer(since, ""))
+        self._shared_revision = since
+        self._broadcaster = asyncio.ensure_future(self._broadcast(view))
+        self._broadcaster.add_done_callback(lambda _: views.close())
+
+    async def _broadcast(self, view: DictionaryChangeBuffer) -> None:
+        """30 times a second at most: one flush, one encoding, the same bytes to every client.
 
         A client still writing the previous delta when the next is due leaves the shared
         stream and resumes from the last revision it was given with a view of its own,
-        so one slow reader neither holds up the others nor makes the server queue for it.
+        so one slow reader neither holds up the others nor makes the server queue for it;
+        it joins again once it has caught up.
         """
-        pacer = Pacer(STATE_INTERVAL)
-        with self.hub.state.get_change_buffer(self.hub.state.revision, "") as view:
-            while self._in_step:
-                await asyncio.sleep(pacer.delay())
-                try:
-                    change = await view.flush_changed_async()
-                except ObjectFrozenError:
-                    return
-                if not (change.updates or change.removals):
-                    continue
-                data = _pack(
-                    {"state": {"updates": change.updates, "removals": sorted(change.removals)}}
-                )
-                for connection in list(self._in_step):
-                    if not connection.offer(data, view.cursor):
-                        self._in_step.discard(connection)
-                        connection.fall_behind()
-                pacer.flushed()
+        pacer = SteadyPacer(STATE_INTERVAL)
+        while self._in_step:
+            await asyncio.sleep(pacer.delay())
+            try:
+                # Not copied: encoded at once, and the state never changes a value in place.
+                change = await view.flush_changed_async(copy=False)
+            except ObjectFrozenError:
+                return
+            self._shared_revision = view.cursor
+            if not (change.updates or change.removals):
+                continue
+            data = _pack(
+                {"state": {"updates": change.updates, "removals": sorted(change.removals)}}
+            )
+            for connection in list(self._in_step):
+                if not connection.offer(data, view.cursor):
+                    self._in_step.discard(connection)
+                    connection.fall_behind()
+            pacer.flushed()
 
     def stop_feeding(self, connection: NanoverConnection) -> None:
         """No more shared deltas for ``connection`` (it follows a view of its own)."""
@@ -285,8 +307,12 @@ class NanoverConnection:
             async for message in self.socket:
                 if message.type is WSMsgType.BINARY:
                     self.room.observer.nanover_received(len(message.data))
+                    tasks_before = len(self._tasks)
                     self._handle(message.data)
-                    await asyncio.sleep(0)  # let the commands it started begin, in order
+                    if len(self._tasks) > tasks_before:
+                        # Let the commands it started begin, in order, before the next
+                        # message. A plain state write starts nothing: no extra loop turn.
+                        await asyncio.sleep(0)
                 elif message.type is WSMsgType.TEXT:
                     await self._report_error(
                         "ProtocolError",
@@ -530,8 +556,7 @@ class NanoverConnection:
         self._shown.append(readable)
         self._revision_sent = revision
         message = {"state": {"updates": snapshot.updates, "removals": removals}}
-        if key_filter is None:
-            self.room.join(self)
+        if key_filter is None and self.room.join(self, revision):
             self._state_writer = self._spawn_state(self._send_fresh_copy(message, revision))
         else:
             self._spawn_state(self._send_fresh_copy(message, revision, follow=True))
@@ -581,27 +606,34 @@ class NanoverConnection:
 
     async def _send_state(self, since: int) -> None:
         """Coalesced deltas of readable keys after ``since``, at most 30 Hz, at this
-        client's own pace."""
+        client's own pace; a client that may read every key goes back to the shared
+        broadcast as soon as it has caught up with it."""
         readable = self.principal.permissions.read
         key_filter = None if readable.everything else readable.__contains__
-        pacer = Pacer(STATE_INTERVAL)
+        pacer = SteadyPacer(STATE_INTERVAL)
         with self.hub.state.get_change_buffer(since, "", key_filter) as view:
             first = True
             while True:
                 await asyncio.sleep(pacer.delay())
                 try:
-                    change = _flush_now(view) if first else await view.flush_changed_async()
+                    change = (
+                        _flush_now(view, copy=False)
+                        if first
+                        else await view.flush_changed_async(copy=False)
+                    )
                 except ObjectFrozenError:
                     return
                 first = False
                 if not (change.updates or change.removals):
                     continue
-                revision = view.cursor
+                revision = self._revision_sent = view.cursor
                 await self._send(
                     {"state": {"updates": change.updates, "removals": sorted(change.removals)}}
                 )
                 self._revision_delivered = revision
                 pacer.flushed()
+                if key_filter is None and self.room.join(self, revision):
+                    return
 
     def reauthenticate(self) -> None:
         """After the identities changed: keep the rights the credential now has, or end.
