@@ -19,7 +19,7 @@ GROUPS: dict[str, tuple[str, Callable[[], list[Result]]]] = {
     "durable": ("Durable writes (SQLite store, group commit)", durable.run),
     "network": ("Network (gRPC on loopback; subscribers in a separate process)", network.run),
     "security": ("What --auth and TLS cost (gRPC on loopback)", security.run),
-    "web": ("Web edge (WebSocket next to gRPC; clients in a separate process)", web.run),
+    "web": ("Web edge (WebSocket next to gRPC; room clients in worker processes)", web.run),
     "dripline": ("Dripline mesh (RabbitMQ on loopback) next to statehub's protocol", dripline.run),
     "cluster": ("Cluster (statehub serve processes over one Redis, next to memory)", cluster.run),
     "fanout": ("Fan-out: statehub over gRPC and plain TCP, side by side with --peer", fanout.run),

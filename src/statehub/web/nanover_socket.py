@@ -715,10 +715,9 @@ class NanoverConnection:
             return
         state = self.hub.state
         writable = self.principal.permissions.write  # removing another's keys needs the right
+        _, content = state.shared_values()  # read only: no copy per leaving client
         owned = [
-            key
-            for key, value in state.copy_content().items()
-            if _owned(key, value, user) and key in writable
+            key for key, value in content.items() if _owned(key, value, user) and key in writable
         ]
         while owned:
             try:
