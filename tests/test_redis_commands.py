@@ -119,6 +119,28 @@ async def client(port: int, credential: str | None = None) -> AsyncIterator[Asyn
         await opened.close()
 
 
+@asynccontextmanager
+async def two_servers(tmp_path: Path) -> AsyncIterator[tuple[RedisProcess, Any, Any]]:
+    """A Redis and two in-process ``StateServer``s over it (A, B), all stopped after."""
+    from statehub.core.state_dictionary import StateDictionary
+    from statehub.server import StateServer
+    from statehub.store.redis import RedisStore
+
+    redis_process = start_redis(tmp_path / "redis")
+    stores = [RedisStore(redis_process.url, **FAST_LIVENESS) for _ in range(2)]
+    a, b = (
+        StateServer(state=StateDictionary(store=store), locks=store.lock_table(), port=0)
+        for store in stores
+    )
+    try:
+        async with a, b:
+            yield redis_process, a, b
+    finally:
+        for store in stores:
+            store.close()
+        stop(redis_process.process)
+
+
 async def test_a_command_of_server_a_runs_for_a_client_of_b(ports: dict[str, int]) -> None:
     async with client(ports["b"]) as b:
         assert await b.run_command("a.echo", x=1, big=2**70, nested={"l": [1.5, None]}) == {
@@ -340,35 +362,21 @@ def test_a_server_alone_keeps_a_registry_of_its_own(tmp_path: Path) -> None:
 
 
 async def test_commands_are_offered_again_when_redis_lost_its_data(tmp_path: Path) -> None:
-    from statehub.core.state_dictionary import StateDictionary
-    from statehub.server import StateServer
-    from statehub.store.redis import RedisStore
 
-    redis_process = start_redis(tmp_path / "redis")
-    stores = [RedisStore(redis_process.url, **FAST_LIVENESS) for _ in range(2)]
-    a, b = (
-        StateServer(state=StateDictionary(store=store), locks=store.lock_table(), port=0)
-        for store in stores
-    )
-    try:
-        async with a, b:
-            a.register_command("lost.echo", lambda **arguments: arguments)
-            async with client(b.port) as caller:
-                assert await caller.run_command("lost.echo", n=1) == {"n": 1}
-            redis_process.client().flushall()
-            deadline = time.monotonic() + DEADLINE_S
-            while True:  # B's sessions end with the new epoch: each try on a new client
-                with contextlib.suppress(ConnectionLost):
-                    async with client(b.port) as caller:
-                        if "lost.echo" in await caller.available_commands():
-                            assert await caller.run_command("lost.echo", n=2) == {"n": 2}
-                            break
-                assert time.monotonic() < deadline, "lost.echo was not offered again"
-                await asyncio.sleep(0.05)
-    finally:
-        for store in stores:
-            store.close()
-        stop(redis_process.process)
+    async with two_servers(tmp_path) as (redis_process, a, b):
+        a.register_command("lost.echo", lambda **arguments: arguments)
+        async with client(b.port) as caller:
+            assert await caller.run_command("lost.echo", n=1) == {"n": 1}
+        redis_process.client().flushall()
+        deadline = time.monotonic() + DEADLINE_S
+        while True:  # B's sessions end with the new epoch: each try on a new client
+            with contextlib.suppress(ConnectionLost):
+                async with client(b.port) as caller:
+                    if "lost.echo" in await caller.available_commands():
+                        assert await caller.run_command("lost.echo", n=2) == {"n": 2}
+                        break
+            assert time.monotonic() < deadline, "lost.echo was not offered again"
+            await asyncio.sleep(0.05)
 
 
 async def _until_value(reader: AsyncClient, key: str, value: str) -> None:
@@ -380,16 +388,6 @@ async def _until_value(reader: AsyncClient, key: str, value: str) -> None:
 
 async def test_a_routed_command_runs_where_its_value_is_claimed(tmp_path: Path) -> None:
     from statehub.core.commands import CommandRoute
-    from statehub.core.state_dictionary import StateDictionary
-    from statehub.server import StateServer
-    from statehub.store.redis import RedisStore
-
-    redis_process = start_redis(tmp_path / "redis")
-    stores = [RedisStore(redis_process.url, **FAST_LIVENESS) for _ in range(2)]
-    a, b = (
-        StateServer(state=StateDictionary(store=store), locks=store.lock_table(), port=0)
-        for store in stores
-    )
 
     def reader(server: str) -> Any:
         def read(instrument: str) -> dict[str, str]:
@@ -397,97 +395,62 @@ async def test_a_routed_command_runs_where_its_value_is_claimed(tmp_path: Path) 
 
         return read
 
-    try:
-        async with a, b:
-            for server, name in ((a, "a"), (b, "b")):
-                route = CommandRoute("instrument", frozenset({f"lab.{name}"}))
-                server.register_command("instrument.read", reader(name), route=route)
-            async with client(b.port) as caller:  # at once: B looks again when it finds none
-                where = await caller.run_command("instrument.read", instrument="lab.a.volts")
-                assert where == {"server": "a", "instrument": "lab.a.volts"}
-                where = await caller.run_command("instrument.read", instrument="lab.b")
-                assert where == {"server": "b", "instrument": "lab.b"}
-                where = await caller.run_command("instrument.read", instrument="lab.c")
-                assert where == {"server": "b", "instrument": "lab.c"}  # nobody's: here
-                claims_a = CommandRoute("instrument", frozenset({"lab.a"}))
-                a.register_command("instrument.claims", reader("a"), route=claims_a)
-                with pytest.raises(ValueError, match=r"'lab\.a' is already claimed by server"):
-                    b.register_command("instrument.claims", reader("b"), route=claims_a)
-                assert "instrument.claims" not in b.commands
-                a.register_command("fresh.echo", lambda: {"fresh": True})
-                assert await caller.run_command("fresh.echo") == {"fresh": True}
-    finally:
-        for store in stores:
-            store.close()
-        stop(redis_process.process)
+    async with two_servers(tmp_path) as (_, a, b):
+        for server, name in ((a, "a"), (b, "b")):
+            route = CommandRoute("instrument", frozenset({f"lab.{name}"}))
+            server.register_command("instrument.read", reader(name), route=route)
+        async with client(b.port) as caller:  # at once: B looks again when it finds none
+            where = await caller.run_command("instrument.read", instrument="lab.a.volts")
+            assert where == {"server": "a", "instrument": "lab.a.volts"}
+            where = await caller.run_command("instrument.read", instrument="lab.b")
+            assert where == {"server": "b", "instrument": "lab.b"}
+            where = await caller.run_command("instrument.read", instrument="lab.c")
+            assert where == {"server": "b", "instrument": "lab.c"}  # nobody's: here
+            claims_a = CommandRoute("instrument", frozenset({"lab.a"}))
+            a.register_command("instrument.claims", reader("a"), route=claims_a)
+            with pytest.raises(ValueError, match=r"'lab\.a' is already claimed by server"):
+                b.register_command("instrument.claims", reader("b"), route=claims_a)
+            assert "instrument.claims" not in b.commands
+            a.register_command("fresh.echo", lambda: {"fresh": True})
+            assert await caller.run_command("fresh.echo") == {"fresh": True}
 
 
 async def test_redis_going_away_during_a_forwarded_call_ends_it_with_a_clear_error(
     tmp_path: Path,
 ) -> None:
-    from statehub.core.state_dictionary import StateDictionary
-    from statehub.server import StateServer
     from statehub.store.errors import StoreUnavailableError
-    from statehub.store.redis import RedisStore
 
-    redis_process = start_redis(tmp_path / "redis")
-    stores = [RedisStore(redis_process.url, **FAST_LIVENESS) for _ in range(2)]
-    a, b = (
-        StateServer(state=StateDictionary(store=store), locks=store.lock_table(), port=0)
-        for store in stores
-    )
     started = asyncio.Event()
 
     async def hang() -> None:
         started.set()
         await asyncio.Event().wait()  # until cancelled, when A stops
 
-    try:
-        async with a, b:
-            a.register_command("away.hang", hang)
-            async with client(b.port) as caller:
-                running = asyncio.create_task(caller.run_command("away.hang"))
-                await asyncio.wait_for(started.wait(), DEADLINE_S)
-                stop(redis_process.process)
-                with pytest.raises(StoreUnavailableError, match="unreachable"):
-                    await asyncio.wait_for(running, DEADLINE_S)
-    finally:
-        for store in stores:
-            store.close()
-        stop(redis_process.process)
+    async with two_servers(tmp_path) as (redis_process, a, b):
+        a.register_command("away.hang", hang)
+        async with client(b.port) as caller:
+            running = asyncio.create_task(caller.run_command("away.hang"))
+            await asyncio.wait_for(started.wait(), DEADLINE_S)
+            stop(redis_process.process)
+            with pytest.raises(StoreUnavailableError, match="unreachable"):
+                await asyncio.wait_for(running, DEADLINE_S)
 
 
 async def test_a_server_stopping_during_a_call_answers_that_it_stops(tmp_path: Path) -> None:
-    from statehub.core.state_dictionary import StateDictionary
-    from statehub.server import StateServer
-    from statehub.store.redis import RedisStore
 
-    redis_process = start_redis(tmp_path / "redis")
-    stores = [RedisStore(redis_process.url, **FAST_LIVENESS) for _ in range(2)]
-    a, b = (
-        StateServer(state=StateDictionary(store=store), locks=store.lock_table(), port=0)
-        for store in stores
-    )
     started = asyncio.Event()
 
     async def hang() -> None:
         started.set()
         await asyncio.Event().wait()  # until cancelled, when A stops
 
-    try:
-        async with a, b:
-            a.register_command("stopping.hang", hang)
-            async with client(b.port) as caller:
-                running = asyncio.create_task(caller.run_command("stopping.hang"))
-                await asyncio.wait_for(started.wait(), DEADLINE_S)
-                await a.stop()
-                with pytest.raises(
-                    CommandUnavailableError, match=r"which is gone \(it is stopping"
-                ):
-                    await asyncio.wait_for(running, DEADLINE_S)
-                with pytest.raises(KeyError, match=r"no command named 'stopping\.hang'"):
-                    await caller.run_command("stopping.hang")  # withdrawn as A stopped
-    finally:
-        for store in stores:
-            store.close()
-        stop(redis_process.process)
+    async with two_servers(tmp_path) as (_, a, b):
+        a.register_command("stopping.hang", hang)
+        async with client(b.port) as caller:
+            running = asyncio.create_task(caller.run_command("stopping.hang"))
+            await asyncio.wait_for(started.wait(), DEADLINE_S)
+            await a.stop()
+            with pytest.raises(CommandUnavailableError, match=r"which is gone \(it is stopping"):
+                await asyncio.wait_for(running, DEADLINE_S)
+            with pytest.raises(KeyError, match=r"no command named 'stopping\.hang'"):
+                await caller.run_command("stopping.hang")  # withdrawn as A stopped
