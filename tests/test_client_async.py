@@ -440,6 +440,7 @@ async def test_a_frozen_server_is_noticed_by_pings() -> None:
         "--keepalive",
         "0.5",
         "--no-http",
+        "--no-tcp",
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )

@@ -206,9 +206,9 @@ def test_tcp_port_must_be_a_port() -> None:
         StateServer(tcp_port=70000)
 
 
-def test_serve_tcp_port_serves_clients_until_stopped() -> None:
+def test_serve_serves_tcp_sessions_by_default_until_stopped() -> None:
     process = subprocess.Popen(
-        [*SERVE, "--port", "0", "--no-http", "--tcp-port", "0"],
+        [*SERVE, "--port", "0", "--no-http"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -232,11 +232,28 @@ def test_serve_tcp_port_serves_clients_until_stopped() -> None:
             process.wait()
 
 
-def test_serve_without_tcp_port_opens_none_and_documents_the_option() -> None:
+def test_no_tcp_opens_none_and_the_help_documents_both() -> None:
     help_text = subprocess.run([*SERVE, "--help"], capture_output=True, text=True, timeout=60)
     assert "--tcp-port" in help_text.stdout and "statehub+tcp://" in help_text.stdout
+    assert "--no-tcp" in help_text.stdout and "38803" in help_text.stdout
+    process = subprocess.Popen(
+        [*SERVE, "--port", "0", "--no-http", "--no-tcp"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert "statehub serving on" in process.stdout.readline()
+        process.terminate()
+        assert process.wait(timeout=20) == 0
+        assert "TCP sessions" not in process.stdout.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     with (
-        StateServer(address="127.0.0.1", port=0) as server,
+        StateServer(address="127.0.0.1", port=0) as server,  # in Python: off unless asked
         pytest.raises(RuntimeError, match="not running"),
     ):
         _ = server.tcp_port

@@ -15,6 +15,7 @@ import click
 
 from statehub.auth import Authenticator, IdentitiesFileError
 from statehub.cli.options import listen_host
+from statehub.client.address import DEFAULT_TCP_PORT
 from statehub.core.rwlock import LockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.dripline.serving import mesh_for, on_mesh
@@ -72,10 +73,12 @@ logger = logging.getLogger(__name__)
     "--tcp-port",
     default=None,
     type=click.IntRange(0, 65535),
-    help="Also serve the session protocol over plain TCP on this port (clients: "
-    "statehub+tcp://host:port, statehubs+tcp:// with TLS); 0 picks a free one. "
-    "Default: off. See docs/protocol.md.",
+    help="Port of the session protocol over plain TCP, the fast path for high-rate clients "
+    "(statehub+tcp://host:port, statehubs+tcp:// with TLS); 0 picks a free one. Default: "
+    f"the gRPC port + 2 ({DEFAULT_TCP_PORT}), or a free one when --port is 0. "
+    "See docs/protocol.md.",
 )
+@click.option("--no-tcp", is_flag=True, help="No plain-TCP session transport.")
 @click.option(
     "--interval",
     default=0.0,
@@ -234,6 +237,7 @@ def serve(
     http_port: int | None,
     no_http: bool,
     tcp_port: int | None,
+    no_tcp: bool,
     interval: float,
     max_message_bytes: int,
     keepalive: float,
@@ -293,8 +297,8 @@ def serve(
         limits=limits,
         tls=tls,
         auth=authenticator,
-        http_port=None if no_http else _http_port(http_port, port),
-        tcp_port=tcp_port,
+        http_port=None if no_http else _neighbour_port(http_port, port, 1),
+        tcp_port=None if no_tcp else _neighbour_port(tcp_port, port, 2),
     )
     try:
         discovery = (
@@ -356,10 +360,11 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _http_port(http_port: int | None, port: int) -> int:
-    if http_port is not None:
-        return http_port
-    return 0 if port == 0 else (port + 1) % 65536
+def _neighbour_port(chosen: int | None, port: int, offset: int) -> int:
+    """The port asked for, else the gRPC port + ``offset`` (a free one when ``port`` is 0)."""
+    if chosen is not None:
+        return chosen
+    return 0 if port == 0 else (port + offset) % 65536
 
 
 def _open_store(
