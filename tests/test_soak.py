@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from statehub.bench.durable import SERVE
+from statehub.bench.fleet import SERVE
 from test_server_support import RawSession
 
 pytestmark = pytest.mark.soak

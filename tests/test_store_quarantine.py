@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from statehub import DictionaryChange, SQLiteStore, StateDictionary
-from statehub.bench.durable import SERVE
+from statehub.bench.fleet import SERVE
 from statehub.client import AsyncClient
 from statehub.core.values import JsonValue
 from statehub.endpoints.event_log import FILE_NAME, EventLog, LoggedEvent

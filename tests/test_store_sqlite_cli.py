@@ -8,7 +8,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from statehub.bench.durable import SERVE, start_server
+from statehub.bench.durable import start_server
+from statehub.bench.fleet import SERVE
 from statehub.client import AsyncClient
 from statehub.core.values import JsonValue
 from statehub.store.sqlite import DATA_FILE

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from statehub import DataFileError, DictionaryChange, SQLiteStore, StateDictionary
-from statehub.bench.durable import SERVE
+from statehub.bench.fleet import SERVE
 from statehub.store import sqlite as sqlite_store
 from statehub.store.durable_record import RECORD_FILE
 from statehub.store.sqlite import DATA_FILE

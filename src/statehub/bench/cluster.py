@@ -9,7 +9,6 @@ child processes (``network._Subscribers``), one per server they watch.
 from __future__ import annotations
 
 import asyncio
-import re
 import subprocess
 import tempfile
 import time
@@ -62,7 +61,7 @@ def _servers() -> Iterator[tuple[int, list[int]]]:
         config.write_text(ENDPOINT_CONFIG)
         endpoints = ("--config", str(config))
         try:
-            memory, memory_port = _start_memory_server(*endpoints)
+            memory, memory_port = fleet.start_serve(*endpoints)
             processes.append(memory)
             ports = []
             for index in range(3):
@@ -76,21 +75,6 @@ def _servers() -> Iterator[tuple[int, list[int]]]:
             for process in processes:
                 fleet.stop(process)
             fleet.stop(redis_process.process)
-
-
-def _start_memory_server(*extra: str) -> tuple[subprocess.Popen[str], int]:
-    process = subprocess.Popen(
-        [*fleet.SERVE, "--port", "0", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    found = re.search(r":(\d+) ", process.stdout.readline())
-    if found is None:
-        fleet.stop(process)
-        raise RuntimeError("statehub serve (memory) did not start")
-    return process, int(found.group(1))
 
 
 async def _run_all(memory_port: int, redis_ports: list[int]) -> list[Result]:

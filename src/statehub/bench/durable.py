@@ -10,14 +10,13 @@ acknowledges once the change is in memory, for comparison.
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 
+from statehub.bench.fleet import start_serve
 from statehub.bench.table import Result
 from statehub.client.async_client import AsyncClient
 from statehub.core.change import DictionaryChange
@@ -28,28 +27,11 @@ from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
 DURATION = 2.0
 
 
-#: ``statehub serve`` in a child process (the network workloads' server).
-SERVE = [sys.executable, "-c", "from statehub.cli import main; main()", "serve"]
-
-
 def start_server(
     data: str, durability: Durability, *, stderr: int | None = subprocess.DEVNULL
 ) -> tuple[subprocess.Popen[str], int]:
     """``statehub serve --data DATA`` on a free port; returns the process and the port."""
-    process = subprocess.Popen(
-        [*SERVE, "--port", "0", "--data", data, "--durability", durability],
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()  # "statehub serving on 127.0.0.1:PORT (Ctrl-C to stop)"
-    found = re.search(r":(\d+) ", line)
-    if found is None:
-        process.kill()
-        process.wait()
-        raise RuntimeError(f"statehub serve did not start: {line!r}")
-    return process, int(found.group(1))
+    return start_serve("--data", data, "--durability", durability, stderr=stderr)
 
 
 def run() -> list[Result]:

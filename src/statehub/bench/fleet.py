@@ -122,23 +122,27 @@ def wait_redis_ready(port: int, process: subprocess.Popen[bytes]) -> None:
         client.close()
 
 
-def start_statehub(
-    store_url: str, *extra: str, stderr: int | None = subprocess.DEVNULL
+def start_serve(
+    *arguments: str, stderr: int | None = subprocess.DEVNULL
 ) -> tuple[subprocess.Popen[str], int]:
-    """``statehub serve --store URL`` on a free port; the process and its port."""
+    """``statehub serve --port 0 ARGUMENTS`` in a child process; the process and its port."""
     process = subprocess.Popen(
-        [*SERVE, "--port", "0", "--store", store_url, *extra],
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        text=True,
+        [*SERVE, "--port", "0", *arguments], stdout=subprocess.PIPE, stderr=stderr, text=True
     )
     assert process.stdout is not None
     line = process.stdout.readline()  # "statehub serving on 127.0.0.1:PORT (Ctrl-C to stop)"
     found = re.search(r":(\d+) ", line)
     if found is None:
         stop(process)
-        raise RuntimeError(f"statehub serve --store {store_url} did not start: {line!r}")
+        raise RuntimeError(f"statehub serve {' '.join(arguments)} did not start: {line!r}")
     return process, int(found.group(1))
+
+
+def start_statehub(
+    store_url: str, *extra: str, stderr: int | None = subprocess.DEVNULL
+) -> tuple[subprocess.Popen[str], int]:
+    """``statehub serve --store URL`` on a free port; the process and its port."""
+    return start_serve("--store", store_url, *extra, stderr=stderr)
 
 
 def stop(process: subprocess.Popen[str] | subprocess.Popen[bytes], timeout: float = 10) -> None:

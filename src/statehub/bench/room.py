@@ -38,7 +38,7 @@ from typing import Any, Literal
 import aiohttp
 import msgpack
 
-from statehub.bench.fleet import SERVE, stop
+from statehub.bench.fleet import start_serve, stop
 from statehub.bench.network import _raise_file_limit
 from statehub.bench.table import Result
 from statehub.client.async_client import AsyncClient
@@ -213,21 +213,14 @@ def _shares(clients: int, processes: int) -> list[tuple[int, int]]:
 @contextmanager
 def serve() -> Iterator[Served]:
     """``statehub serve --port 0`` (memory store, web edge on a free port) until the end."""
-    process = subprocess.Popen(
-        [*SERVE, "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    process, grpc_port = start_serve()
     try:
         assert process.stdout is not None
-        # "statehub serving on 127.0.0.1:PORT (...)", then "statehub web edge on http://...:N/"
-        grpc_line, web_line = process.stdout.readline(), process.stdout.readline()
-        grpc = re.search(r":(\d+) ", grpc_line)
+        web_line = process.stdout.readline()  # "statehub web edge on http://...:N/"
         web = re.search(r"web edge on http://[^:]+:(\d+)/", web_line)
-        if grpc is None or web is None:
-            raise RuntimeError(f"statehub serve did not start: {grpc_line!r} {web_line!r}")
-        yield Served(process, int(grpc.group(1)), int(web.group(1)))
+        if web is None:
+            raise RuntimeError(f"statehub serve started no web edge: {web_line!r}")
+        yield Served(process, grpc_port, int(web.group(1)))
     finally:
         stop(process)
 
