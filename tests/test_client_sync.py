@@ -6,9 +6,11 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from click.testing import CliRunner
 
 from client_servers import eventually_sync, threaded_server
 from statehub import Client, ConnectionLost, DictionaryChange, LockFailed, ResourceLockedError
+from statehub.cli import main
 from statehub.server.state_server import StateServer
 
 
@@ -130,3 +132,20 @@ def test_lock_state_holds_the_mirror_still(client: Client, other: Client) -> Non
         eventually_sync(lambda: mirror.revision == revision)
         assert "during" not in state
     eventually_sync(lambda: other.copy_state() == {"during": 1})
+
+
+@pytest.mark.parametrize("scheme", ["statehub+tcp", "ws"])
+def test_the_blocking_client_and_the_cli_speak_every_transport(scheme: str) -> None:
+    with StateServer(address="127.0.0.1", port=0, tcp_port=0, http_port=0) as server:
+        port = server.tcp_port if scheme == "statehub+tcp" else server.http_port
+        url = f"{scheme}://127.0.0.1:{port}"
+        client = Client(url)
+        try:
+            client.set("k", [1, 2])
+            assert client.get("k") == [1, 2]
+            assert server.copy_state() == {"k": [1, 2]}
+        finally:
+            client.close()
+        result = CliRunner().invoke(main, ["set", "from.cli", "4"], env={"STATEHUB_URL": url})
+        assert result.exit_code == 0, result.output
+        assert server.state.get("from.cli") == 4

@@ -14,12 +14,10 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from click.testing import CliRunner
 
 import test_server_session as session_tests
 import test_server_support as support
 from statehub import AsyncClient, Client
-from statehub.cli import main
 from statehub.client import ClientTls
 from statehub.client.address import DEFAULT_TCP_PORT, parse_target
 from statehub.client.errors import ConnectionLost
@@ -157,21 +155,6 @@ def test_the_tcp_urls_and_their_default_port() -> None:
     )
     assert DEFAULT_TCP_PORT == 38803
     assert (secure.port, secure.tls) == (7000, True)
-
-
-def test_the_blocking_client_and_the_cli_speak_tcp_too() -> None:
-    with StateServer(address="127.0.0.1", port=0, tcp_port=0) as server:
-        client = Client(f"statehub+tcp://127.0.0.1:{server.tcp_port}")
-        try:
-            client.set("k", [1, 2])
-            assert client.get("k") == [1, 2]
-            assert server.copy_state() == {"k": [1, 2]}
-        finally:
-            client.close()
-        environment = {"STATEHUB_URL": f"statehub+tcp://127.0.0.1:{server.tcp_port}"}
-        result = CliRunner().invoke(main, ["set", "from.cli", "4"], env=environment)
-        assert result.exit_code == 0, result.output
-        assert server.state.get("from.cli") == 4
 
 
 async def test_tls_on_the_tcp_port_with_the_servers_certificate(pki: Pki) -> None:

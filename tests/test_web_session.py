@@ -14,7 +14,7 @@ import pytest
 
 import test_server_session as session_tests
 import test_server_support as support
-from statehub import AsyncClient, Client, DictionaryChange
+from statehub import AsyncClient, DictionaryChange
 from statehub.client.errors import ConnectionLost
 from statehub.protocol import encode_batch
 from statehub.server import StateServer
@@ -125,17 +125,6 @@ async def test_an_unreachable_websocket_url_fails_with_connection_lost() -> None
 
 
 _ = RemoteError  # the re-run session tests need it importable from this module's namespace
-
-
-def test_the_blocking_client_speaks_websocket_too() -> None:
-    with StateServer(address="127.0.0.1", port=0, http_port=0) as server:
-        client = Client(f"ws://127.0.0.1:{server.http_port}")
-        try:
-            client.set("k", [1, 2])
-            assert client.get("k") == [1, 2]
-            assert server.copy_state() == {"k": [1, 2]}
-        finally:
-            client.close()
 
 
 async def test_a_peer_that_stops_answering_pings_is_dropped_and_its_leases_released() -> None:
