@@ -415,42 +415,46 @@ async def test_a_routed_command_runs_where_its_value_is_claimed(tmp_path: Path) 
             assert await caller.run_command("fresh.echo") == {"fresh": True}
 
 
+@asynccontextmanager
+async def call_hanging(
+    owner: Any, via: Any, name: str
+) -> AsyncIterator[tuple[AsyncClient, asyncio.Task[Any]]]:
+    """A client of ``via`` calling ``name``, a command of ``owner`` that runs until
+    cancelled; yields once the command has started, with the call still waiting."""
+    started = asyncio.Event()
+
+    async def hang() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    owner.register_command(name, hang)
+    async with client(via.port) as caller:
+        running = asyncio.create_task(caller.run_command(name))
+        await asyncio.wait_for(started.wait(), DEADLINE_S)
+        yield caller, running
+
+
 async def test_redis_going_away_during_a_forwarded_call_ends_it_with_a_clear_error(
     tmp_path: Path,
 ) -> None:
     from statehub.store.errors import StoreUnavailableError
 
-    started = asyncio.Event()
-
-    async def hang() -> None:
-        started.set()
-        await asyncio.Event().wait()  # until cancelled, when A stops
-
-    async with two_servers(tmp_path) as (redis_process, a, b):
-        a.register_command("away.hang", hang)
-        async with client(b.port) as caller:
-            running = asyncio.create_task(caller.run_command("away.hang"))
-            await asyncio.wait_for(started.wait(), DEADLINE_S)
-            stop(redis_process.process)
-            with pytest.raises(StoreUnavailableError, match="unreachable"):
-                await asyncio.wait_for(running, DEADLINE_S)
+    async with (
+        two_servers(tmp_path) as (redis_process, a, b),
+        call_hanging(a, b, "away.hang") as (_, running),
+    ):
+        stop(redis_process.process)
+        with pytest.raises(StoreUnavailableError, match="unreachable"):
+            await asyncio.wait_for(running, DEADLINE_S)
 
 
 async def test_a_server_stopping_during_a_call_answers_that_it_stops(tmp_path: Path) -> None:
-
-    started = asyncio.Event()
-
-    async def hang() -> None:
-        started.set()
-        await asyncio.Event().wait()  # until cancelled, when A stops
-
-    async with two_servers(tmp_path) as (_, a, b):
-        a.register_command("stopping.hang", hang)
-        async with client(b.port) as caller:
-            running = asyncio.create_task(caller.run_command("stopping.hang"))
-            await asyncio.wait_for(started.wait(), DEADLINE_S)
-            await a.stop()
-            with pytest.raises(CommandUnavailableError, match=r"which is gone \(it is stopping"):
-                await asyncio.wait_for(running, DEADLINE_S)
-            with pytest.raises(KeyError, match=r"no command named 'stopping\.hang'"):
-                await caller.run_command("stopping.hang")  # withdrawn as A stopped
+    async with (
+        two_servers(tmp_path) as (_, a, b),
+        call_hanging(a, b, "stopping.hang") as (caller, running),
+    ):
+        await a.stop()
+        with pytest.raises(CommandUnavailableError, match=r"which is gone \(it is stopping"):
+            await asyncio.wait_for(running, DEADLINE_S)
+        with pytest.raises(KeyError, match=r"no command named 'stopping\.hang'"):
+            await caller.run_command("stopping.hang")  # withdrawn as A stopped
