@@ -1,20 +1,28 @@
-# Quick start: `make serve` and `make test`. Both build their own virtual environment.
+# Quick start: `make serve` and `make test`. Both build their own virtual environment, with
+# exactly the dependencies locked in requirements/lock.txt (scripts/make-venv).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements/lock.txt
+# The other Pythons statehub supports: the suite runs on each (see `make unit-all`).
+OTHER_PYTHONS := 3.12 3.13
 
-.PHONY: serve test lint typecheck unit bench docs clean system-packages soak dashboard
+.PHONY: serve test lint typecheck unit unit-all bench docs clean system-packages soak dashboard \
+	lock lock-upgrade $(addprefix unit-,$(OTHER_PYTHONS))
 
-# One build at a time (flock): `make serve` and `make test` started together on a fresh
-# clone would otherwise both build .venv and break each other's build. The one that waited
-# finds the stamp newer than pyproject.toml and builds nothing.
-$(STAMP): pyproject.toml
-	flock $(VENV).lock sh -c '[ $(STAMP) -nt pyproject.toml ] || { \
-	  $(PYTHON) -m venv $(VENV) && \
-	  $(BIN)/pip install --quiet --upgrade pip && \
-	  $(BIN)/pip install --quiet -e ".[dev]" && \
-	  touch $(STAMP); }'
+$(STAMP): pyproject.toml $(LOCK)
+	scripts/make-venv $(PYTHON) $(VENV)
+
+#: Re-resolves the lock after a change to pyproject.toml, keeping every other pin.
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 \
+	  --generate-hashes --quiet -o $(LOCK)
+
+#: Upgrades every locked dependency to its newest release allowed by pyproject.toml.
+lock-upgrade: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 \
+	  --generate-hashes --quiet --upgrade -o $(LOCK)
 
 #: The dashboard, built with npm into the package (rebuilt when a source is newer).
 DASHBOARD := src/statehub/web/dashboard/app.js
@@ -39,13 +47,20 @@ typecheck: $(STAMP)
 unit: $(STAMP) $(DASHBOARD)
 	$(BIN)/pytest
 
+# The suite on another Python, in .venv-3.X from the same lock.
+unit-%: $(DASHBOARD)
+	scripts/make-venv python$* .venv-$*
+	.venv-$*/bin/pytest $(OTHER_PYTHON_TESTS)
+
+unit-all: unit $(addprefix unit-,$(OTHER_PYTHONS))
+
 #: Debian packages of the real servers the tests start (Redis, RabbitMQ, Chromium).
 SYSTEM_PACKAGES := redis-server redis-sentinel rabbitmq-server chromium
 
 system-packages:
 	scripts/ensure-system-packages $(SYSTEM_PACKAGES)
 
-test: system-packages lint typecheck unit
+test: system-packages lint typecheck unit-all
 
 #: 1,000 clients for 10 minutes with churn (STATEHUB_SOAK_SECONDS / _CLIENTS to change).
 soak: $(STAMP)
@@ -56,8 +71,7 @@ bench: $(STAMP)
 
 #: The documentation site, in site/ (strict: a broken link or reference fails the build).
 docs: $(STAMP)
-	flock $(VENV).lock $(BIN)/pip install --quiet -e '.[dev,docs]'
 	$(BIN)/mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site frontend/node_modules src/statehub/web/dashboard
+	rm -rf $(VENV) $(addprefix .venv-,$(OTHER_PYTHONS)) .pytest_cache .mypy_cache .ruff_cache site frontend/node_modules src/statehub/web/dashboard

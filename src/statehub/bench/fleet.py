@@ -17,8 +17,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import redis
+from statehub.extras import require_extra
+
+if TYPE_CHECKING:
+    import redis
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 SERVE = [sys.executable, "-c", "from statehub.cli import main; main()", "serve"]
@@ -47,6 +51,8 @@ class RedisProcess:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
+        import redis
+
         return redis.Redis(port=self.port, socket_connect_timeout=2, socket_timeout=10)
 
 
@@ -103,6 +109,9 @@ def restart_redis(old: RedisProcess) -> RedisProcess:
 
 def wait_redis_ready(port: int, process: subprocess.Popen[bytes]) -> None:
     """Return once ``process`` answers on ``port`` and has loaded its data."""
+    require_extra("redis", "a Redis benchmark")
+    import redis
+
     client = redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=5)
     deadline = time.monotonic() + START_TIMEOUT
     try:

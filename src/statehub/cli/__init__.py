@@ -10,6 +10,8 @@ import importlib
 
 import click
 
+from statehub.extras import MissingExtraError
+
 #: Subcommand name -> "module:attribute" of its click command.
 LAZY_COMMANDS = {
     "serve": "statehub.cli.serve:serve",
@@ -44,6 +46,18 @@ class LazyGroup(click.Group):
             command = getattr(importlib.import_module(module), attribute)
             self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except MissingExtraError as error:
+            raise ExtraNotInstalled(str(error)) from None
+
+
+class ExtraNotInstalled(click.ClickException):
+    """A usage error (exit 2): the command asked for a feature whose extra is missing."""
+
+    exit_code = 2
 
 
 @click.group(cls=LazyGroup)

@@ -14,6 +14,7 @@ import click
 
 from statehub.cli.endpoint import parse_value, split_arguments
 from statehub.endpoints.return_codes import EndpointError
+from statehub.extras import require_extra
 
 BROKER_VARIABLE = "DRIPLINE_BROKER"
 
@@ -63,14 +64,11 @@ def _send(
     lockout_key: str | None,
     timeout: float,
 ) -> None:
-    try:
-        from statehub.dripline import wire
-        from statehub.dripline.client import DriplineClient
-        from statehub.dripline.settings import MeshSettingsError, block_from_file, mesh_settings
-    except ImportError:
-        raise click.ClickException(
-            "the dripline client needs aio-pika: pip install 'statehub[dripline]'"
-        ) from None
+    require_extra("dripline", "statehub dripline")
+    from statehub.dripline import wire
+    from statehub.dripline.client import DriplineClient
+    from statehub.dripline.settings import MeshSettingsError, block_from_file, mesh_settings
+
     try:
         block = block_from_file(config_path) if config_path is not None else None
         settings = mesh_settings(broker, block)

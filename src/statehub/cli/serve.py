@@ -22,6 +22,7 @@ from statehub.dripline.serving import mesh_for, on_mesh
 from statehub.dripline.settings import MeshSettings, MeshSettingsError
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import ConfigError, EndpointsConfig, load_config
+from statehub.extras import require_extra
 from statehub.server.discovery import BROADCAST_ADDRESS, ESSD_PORT, Discovery
 from statehub.server.limits import SessionLimits
 from statehub.server.state_server import (
@@ -389,12 +390,9 @@ def _open_store(
 
 def _open_redis_store(url: str, replicas: int) -> tuple[Store, LockTable]:
     """The Redis store at ``url`` and its shared locks; a bad URL or no Redis stops here."""
-    try:
-        from statehub.store.redis import RedisStore
-    except ImportError:
-        raise click.ClickException(
-            "--store needs the redis package: pip install 'statehub[redis]'"
-        ) from None
+    require_extra("redis", "--store redis://")
+    from statehub.store.redis import RedisStore
+
     try:
         store = RedisStore(url, replicas=replicas)
     except ValueError as error:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from statehub.dripline.settings import MeshSettings, MeshSettingsError, mesh_settings, parse_block
 from statehub.endpoints.config import EndpointsConfig
 from statehub.endpoints.service import EndpointService
+from statehub.extras import require_extra
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +39,7 @@ def mesh_for(
         )
     block = parse_block(config.dripline_mesh, f"{source}: dripline_mesh")
     settings = mesh_settings(url, block)
-    try:
-        import aio_pika  # noqa: F401
-    except ImportError:
-        raise MeshSettingsError(
-            "serving on a dripline mesh needs aio-pika: pip install 'statehub[dripline]'"
-        ) from None
+    require_extra("dripline", "serving endpoints on a dripline mesh")
     return settings
 
 

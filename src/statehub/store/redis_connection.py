@@ -68,19 +68,17 @@ class RedisTarget:
         options = _options()
         if not self.sentinels:
             return redis.Redis.from_url(self.url, **options)
-        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = redis.sentinel.Sentinel(
             self.sentinels, sentinel_kwargs=_sentinel_options(), **options
         )
-        client = sentinel.master_for(  # type: ignore[no-untyped-call]
-            self.service, db=self.db, password=self.password
-        )
+        client = sentinel.master_for(self.service, db=self.db, password=self.password)
         return cast(redis.Redis, client)
 
     def async_client(self) -> redis.asyncio.Redis:
         options = _options()
         if not self.sentinels:
             return redis.asyncio.Redis.from_url(self.url, **options)
-        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = redis.asyncio.sentinel.Sentinel(
             self.sentinels, sentinel_kwargs=_sentinel_options(), **options
         )
         client = sentinel.master_for(self.service, db=self.db, password=self.password)
