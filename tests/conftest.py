@@ -19,3 +19,30 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+#: Test modules whose subject is another program's behaviour with statehub (kill -9 and
+#: recovery, Redis and Sentinel failovers, RabbitMQ, chromium, pip and the package index,
+#: benchmarks end to end): marked ``system`` and run on Python 3.11 only, while every
+#: other test runs on 3.11, 3.12 and 3.13 (docs/development.md, ``make test``).
+SYSTEM_TEST_MODULES = frozenset(
+    {
+        "test_packaging",
+        "test_durability_crash",
+        "test_redis_sentinel",
+        "test_redis_cluster",
+        "test_redis_commands",
+        "test_web_dashboard",
+        "test_bench_fanout",
+        "test_bench_room",
+        "test_dripline_client",
+        "test_dripline_conformance",
+        "test_dripline_mesh",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in SYSTEM_TEST_MODULES:
+            item.add_marker(pytest.mark.system)
