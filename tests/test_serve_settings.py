@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -51,31 +52,38 @@ def _serving(
     *arguments: str, env: Mapping[str, str] = {}, cwd: Path | None = None
 ) -> Iterator[Served]:
     """``statehub serve`` in a process until the block ends, then SIGTERM; it must exit 0."""
-    process = subprocess.Popen(
-        [*SERVE, *arguments],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_environment(env),
-        cwd=cwd,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r"serving on [^ ]*:(\d+)", line)
-        if match is None:
-            process.kill()
-            pytest.fail(f"unexpected first line {line!r}; stderr: {process.communicate()[1]}")
-        served = Served(int(match.group(1)), process)
-        yield served
-        process.send_signal(signal.SIGTERM)
-        rest, served.stderr = process.communicate(timeout=DEADLINE)
-        served.stdout = line + rest
-        assert process.returncode == 0, served.stderr
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    # stderr goes to a file and stdout is read through its own buffer at the end:
+    # communicate() would read the pipe past the lines readline() has already buffered.
+    with tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(
+            [*SERVE, *arguments],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=_environment(env),
+            cwd=cwd,
+        )
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            match = re.search(r"serving on [^ ]*:(\d+)", line)
+            if match is None:
+                process.kill()
+                process.wait()
+                stderr.seek(0)
+                pytest.fail(f"unexpected first line {line!r}; stderr: {stderr.read()}")
+            served = Served(int(match.group(1)), process)
+            yield served
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=DEADLINE)
+            served.stdout = line + process.stdout.read()
+            stderr.seek(0)
+            served.stderr = stderr.read()
+            assert process.returncode == 0, served.stderr
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 def _get(url: str) -> int:

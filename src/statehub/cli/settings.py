@@ -63,7 +63,9 @@ class Setting:
 
     @property
     def envvar(self) -> str:
-        return f"{ENV_PREFIX}_{self.key.upper()}"
+        """``STATEHUB_<KEY>``, unless the option names a variable of its own."""
+        own = self.option.envvar
+        return own if isinstance(own, str) else f"{ENV_PREFIX}_{self.key.upper()}"
 
     @property
     def toml_type(self) -> str:
@@ -104,7 +106,7 @@ def settings_of(command: click.Command) -> list[Setting]:
     )
     settings = []
     for parameter in command.params:
-        if not isinstance(parameter, click.Option) or not parameter.expose_value:
+        if not isinstance(parameter, click.Option) or isinstance(parameter, SettingsOption):
             continue
         key = _long_flag(parameter)[2:].replace("-", "_")
         settings.append(Setting(key, parameter, tables.get(key)))
