@@ -15,6 +15,7 @@ import click
 
 from statehub.auth import Authenticator, IdentitiesFileError
 from statehub.cli.options import listen_host
+from statehub.cli.settings import log_sources, settings_option
 from statehub.client.address import DEFAULT_TCP_PORT
 from statehub.core.rwlock import LockTable
 from statehub.core.state_dictionary import StateDictionary
@@ -44,6 +45,7 @@ _LIMIT_DEFAULTS = {field.name: field.default for field in dataclasses.fields(Ses
 logger = logging.getLogger(__name__)
 
 
+@settings_option(tables={"session_limit": _LIMIT_DEFAULTS})
 @click.command()
 @click.option(
     "--host",
@@ -266,6 +268,7 @@ def serve(
     Runs until Ctrl-C or SIGTERM, then ends every session cleanly.
     """
     _configure_logging(verbose)
+    log_sources(click.get_current_context())
     limits = _parse_limits(session_limits)
     endpoints = _load_endpoints(config_path)
     try:
