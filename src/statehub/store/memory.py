@@ -12,7 +12,8 @@ from statehub.store.leases import LeasesInProcess, LeaseTable
 
 
 class MemoryStore(LeasesInProcess, Store):
-    """Keeps leases and the revision in memory; the content lives in the state's mirror."""
+    """Keeps leases and the revision in memory; the content (and each key's facts, which
+    compare-and-set checks) lives in the state's mirror."""
 
     def __init__(self) -> None:
         self._revision = 0
