@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
 from collections.abc import AsyncIterator
@@ -268,3 +269,22 @@ async def test_redis_fills_in_facts_for_keys_written_before_they_were_kept(
         changed = await update(b, {"k": 2}, expect={"k": at})
         assert b.entry("k") == Entry("k", 2, changed, at, 2)
         assert made < at
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_of_many_concurrent_creates_exactly_one_wins(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # Over Redis these go in one batch (one script call), each checked on its own.
+    async with opened(kind, request, tmp_path) as state:
+        outcomes = await asyncio.gather(
+            *(update(state, {"k": i, f"other{i}": i}, expect={"k": None}) for i in range(10)),
+            return_exceptions=True,
+        )
+        won = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, int)]
+        lost = [outcome for outcome in outcomes if isinstance(outcome, ConflictError)]
+        assert len(won) == 1 and len(lost) == 9
+        revision = outcomes[won[0]]
+        assert all(error.current == {"k": revision} for error in lost)
+        assert state.copy_content() == {"k": won[0], f"other{won[0]}": won[0]}
+        assert state.revision == revision
