@@ -242,3 +242,25 @@ async def test_without_auth_everyone_may_do_everything(tmp_path: Path) -> None:
         assert len((await anyone.request("list_sessions"))["sessions"]) == 1
         await anyone.request("call", name="commands/list")
         await anyone.request("clear_leases")
+
+
+async def test_an_expectation_needs_the_read_right_as_a_conflict_tells_revisions(
+    tmp_path: Path,
+) -> None:
+    # A drop box: walt may write inbox/ but not read it.
+    text = identities().replace('write: ["lab/w/"]', 'write: ["lab/w/", "inbox/"]')
+    async with auth_server(tmp_path, text) as server, session_as(server, "walt") as walt:
+        await walt.request("update", updates={"inbox/1": "note"})  # a blind write is fine
+        revision = server.state.revision
+        with pytest.raises(RemoteError, match="read right on key 'inbox/1'") as caught:
+            await walt.request("update", updates={"inbox/1": "x"}, expect={"inbox/1": None})
+        assert caught.value.status == "PERMISSION_DENIED"
+        assert server.state.revision == revision
+        # Where it may read, the conflict comes back with the key's revision.
+        made = (await walt.request("update", updates={"lab/w/a": 1}))["revision"]
+        with pytest.raises(RemoteError) as conflict:
+            await walt.request("update", updates={"lab/w/a": 2}, expect={"lab/w/a": None})
+        assert conflict.value.status == "FAILED_PRECONDITION"
+        assert conflict.value.error.current == {"lab/w/a": made}  # type: ignore[attr-defined]
+        reply = await walt.request("get", keys=["lab/w/a"], facts=True)
+        assert reply["facts"] == {"lab/w/a": [made, made, 1]}

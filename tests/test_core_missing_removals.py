@@ -40,7 +40,7 @@ def test_removing_missing_keys_leaves_no_trace() -> None:
             tracemalloc.stop()
         assert state.revision == 1
         assert len(views._log) == 1 and not views._tombstones
-        assert len(views._key_revisions) == 1
+        assert len(views.key_facts) == 1
         assert grown < 64 * 1024, f"{REMOVALS} removals of missing keys kept {grown} bytes"
         with pytest.raises(TimeoutError):
             view.flush_changed_blocking(timeout=0.05)  # nothing happened: nothing to see

@@ -48,7 +48,8 @@ def write_old_data_file(data: Path) -> None:
         state.wait_durable(state.update_state("w", DictionaryChange({"good": [1, 2]})), 10)
     with sqlite3.connect(data / DATA_FILE) as conn:
         conn.executemany(
-            "INSERT INTO state (key, value, format) VALUES (?, ?, ?)",
+            "INSERT INTO state (key, value, format, mod_revision, create_revision, version) "
+            "VALUES (?, ?, ?, 1, 1, 1)",
             [(key, text, form) for key, (text, form) in old_rows().items()],
         )
     conn.close()

@@ -19,6 +19,7 @@ _LAZY: dict[str, str] = {
     "CommandRoute": "statehub.core.commands",
     "CommandUnavailableError": "statehub.errors",
     "CommandRegistry": "statehub.core.commands",
+    "ConflictError": "statehub.errors",
     "ConnectionLost": "statehub.client",
     "DataFileError": "statehub.store.errors",
     "DictionaryChange": "statehub.core.change",
@@ -26,6 +27,7 @@ _LAZY: dict[str, str] = {
     "DictionaryChangeMultiView": "statehub.core.buffers",
     "DurabilityError": "statehub.store.errors",
     "EndpointError": "statehub.endpoints.return_codes",
+    "Entry": "statehub.core.entries",
     "Event": "statehub.core.events",
     "JsonValue": "statehub.core.values",
     "Lease": "statehub.store.leases",
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from statehub.core.buffers import DictionaryChangeBuffer, DictionaryChangeMultiView
     from statehub.core.change import DictionaryChange
     from statehub.core.commands import CommandRegistration, CommandRegistry, CommandRoute
+    from statehub.core.entries import Entry
     from statehub.core.events import Event
     from statehub.core.rwlock import LocalState, RWLockTable, StateABC
     from statehub.core.state_dictionary import StateDictionary
@@ -63,6 +66,7 @@ if TYPE_CHECKING:
     from statehub.errors import (
         CommandFailed,
         CommandUnavailableError,
+        ConflictError,
         LimitExceeded,
         LockFailed,
         LockNotOwnedError,
@@ -102,6 +106,7 @@ __all__ = [
     "CommandRegistry",
     "CommandRoute",
     "CommandUnavailableError",
+    "ConflictError",
     "ConnectionLost",
     "DataFileError",
     "DictionaryChange",
@@ -109,6 +114,7 @@ __all__ = [
     "DictionaryChangeMultiView",
     "DurabilityError",
     "EndpointError",
+    "Entry",
     "Event",
     "JsonValue",
     "Lease",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, Self
+
 
 class StatehubError(Exception):
     """Base class of statehub's own errors."""
@@ -20,6 +23,47 @@ class ResourceLockedError(StatehubError):
     def __init__(self, message: str, keys: frozenset[str] = frozenset()) -> None:
         super().__init__(message)
         self.keys = keys
+
+
+class ConflictError(StatehubError):
+    """A compare-and-set update found keys not at the revisions it expected; nothing changed.
+
+    ``current`` maps each key whose expectation failed to its revision of last change now
+    (None: the key does not exist). The message names each of them.
+    """
+
+    def __init__(self, message: str, current: Mapping[str, int | None] | None = None) -> None:
+        super().__init__(message)
+        self.current: dict[str, int | None] = dict(current or {})
+
+    @classmethod
+    def of(cls, expected: Mapping[str, int | None], current: Mapping[str, int | None]) -> Self:
+        """The error for the keys of ``current`` (their revision now) that failed ``expected``."""
+        parts = []
+        for key in sorted(current):
+            now, wanted = current[key], expected.get(key)
+            now_text = "absent" if now is None else f"at revision {now}"
+            wanted_text = "absent" if wanted is None else f"revision {wanted}"
+            parts.append(f"{key!r} is {now_text} (expected {wanted_text})")
+        return cls(f"compare-and-set failed, nothing applied: {'; '.join(parts)}", current)
+
+    def wire_details(self) -> dict[str, Any]:
+        return {"current": [[key, revision] for key, revision in sorted(self.current.items())]}
+
+    @classmethod
+    def from_wire_details(cls, message: str, details: dict[str, Any]) -> Self:
+        rows = details.get("current")
+        current: dict[str, int | None] = {}
+        if isinstance(rows, list):
+            for row in rows:
+                if (
+                    isinstance(row, list)
+                    and len(row) == 2
+                    and isinstance(row[0], str)
+                    and (row[1] is None or type(row[1]) is int)
+                ):
+                    current[row[0]] = row[1]
+        return cls(message, current)
 
 
 class LockFailed(StatehubError):

@@ -88,17 +88,33 @@ def get(key: str, output: str, host: str, port: int) -> None:
     run(main)
 
 
+_IF_REVISION_HELP = (
+    "Only if KEY's last change is still revision N (`statehub keys --long` shows it); "
+    "else nothing changes and the exit status is 1."
+)
+
+
 @click.command(name="set")
 @click.argument("key")
 @click.argument("value")
+@click.option(
+    "--if-revision", type=click.IntRange(min=1), default=None, metavar="N", help=_IF_REVISION_HELP
+)
+@click.option(
+    "--if-absent", is_flag=True, help="Only if KEY does not exist (create it, never replace it)."
+)
 @server_options
-def set_(key: str, value: str, host: str, port: int) -> None:
+def set_(
+    key: str, value: str, if_revision: int | None, if_absent: bool, host: str, port: int
+) -> None:
     """Set KEY to VALUE (JSON: 1, 2.5, "text", [1, 2], {"a": null}...)."""
+    if if_absent and if_revision is not None:
+        raise click.UsageError("--if-revision and --if-absent exclude each other")
     parsed = _parse_json(value, "VALUE")
 
     async def main() -> None:
         async with connect(host, port) as client:
-            revision = await client.set(key, parsed)
+            revision = await client.set(key, parsed, if_revision=if_revision, if_absent=if_absent)
         click.echo(f"revision {revision}")
 
     run(main)
@@ -106,13 +122,16 @@ def set_(key: str, value: str, host: str, port: int) -> None:
 
 @click.command()
 @click.argument("key")
+@click.option(
+    "--if-revision", type=click.IntRange(min=1), default=None, metavar="N", help=_IF_REVISION_HELP
+)
 @server_options
-def rm(key: str, host: str, port: int) -> None:
+def rm(key: str, if_revision: int | None, host: str, port: int) -> None:
     """Remove KEY."""
 
     async def main() -> None:
         async with connect(host, port) as client:
-            revision = await client.remove(key)
+            revision = await client.remove(key, if_revision=if_revision)
         click.echo(f"revision {revision}")
 
     run(main)

@@ -12,14 +12,47 @@ from statehub.cli.output import dumps, emit, output_option
 @click.command()
 @click.argument("prefix", default="")
 @click.option("--values", is_flag=True, help="Print each key's value too.")
+@click.option(
+    "--long",
+    "-l",
+    "long",
+    is_flag=True,
+    help="Print each key's revision of last change, creating revision and version too.",
+)
 @output_option()
 @server_options
-def keys(prefix: str, values: bool, output: str, host: str, port: int) -> None:
+def keys(prefix: str, values: bool, long: bool, output: str, host: str, port: int) -> None:
     """List the keys starting with PREFIX (every key without one), sorted."""
 
     async def main() -> None:
         async with connect(host, port) as client:
-            if values:
+            if long:
+                entries = await client.entries(prefix)
+                data = [
+                    {
+                        "key": entry.key,
+                        "mod_revision": entry.mod_revision,
+                        "create_revision": entry.create_revision,
+                        "version": entry.version,
+                        **({"value": entry.value} if values else {}),
+                    }
+                    for entry in entries
+                ]
+                columns = ["key", "revision", "created", "version"]
+                rows = [
+                    [
+                        entry.key,
+                        str(entry.mod_revision),
+                        str(entry.create_revision),
+                        str(entry.version),
+                        *([dumps(entry.value)] if values else []),
+                    ]
+                    for entry in entries
+                ]
+                emit(
+                    output, data, [*columns, *(["value"] if values else [])], rows, empty="no keys"
+                )
+            elif values:
                 found = await client.get_prefix(prefix)
                 rows = [[key, dumps(value)] for key, value in found.items()]
                 emit(output, found, ["key", "value"], rows, empty="no keys")

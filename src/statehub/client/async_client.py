@@ -34,6 +34,7 @@ from statehub.client.listing import (
 )
 from statehub.client.tls import ClientTls
 from statehub.core.change import DictionaryChange
+from statehub.core.entries import Entry, checked_expectations
 from statehub.core.events import Event
 from statehub.core.pacing import check_interval
 from statehub.core.rwlock import StateABC
@@ -330,6 +331,26 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         values: dict[str, JsonValue] = reply["values"]
         return values.get(key, default)
 
+    async def entry(self, key: str) -> Entry | None:
+        """``key``'s value with its facts, or None if there is no such key.
+
+        ``Entry.mod_revision`` is the revision of the key's last change (what
+        ``set(..., if_revision=)`` compares with), ``create_revision`` the revision that
+        created it, ``version`` its number of changes since (1 when created).
+        """
+        reply = await self._request("get", keys=[check_key(key)], facts=True)
+        values: dict[str, JsonValue] = reply["values"]
+        if key not in values:
+            return None
+        return _entry(key, values[key], reply["facts"][key])
+
+    async def entries(self, prefix: str = "") -> list[Entry]:
+        """The keys starting with ``prefix`` with values and facts, read at one revision."""
+        reply = await self._request("keys", prefix=check_key(prefix), values=True, facts=True)
+        values: dict[str, JsonValue] = reply["values"]
+        facts = reply["facts"]
+        return [_entry(key, value, facts[key]) for key, value in values.items()]
+
     async def get_all(self) -> dict[str, JsonValue]:
         """The whole state, read from the server."""
         reply = await self._request("get", keys=None)
@@ -354,33 +375,55 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         values: dict[str, JsonValue] = reply["values"]
         return values
 
-    async def set(self, key: str, value: JsonValue) -> int:
+    async def set(
+        self,
+        key: str,
+        value: JsonValue,
+        *,
+        if_revision: int | None = None,
+        if_absent: bool = False,
+    ) -> int:
         """Set ``key`` to ``value``; returns the revision of the change.
 
-        ``ResourceLockedError`` if another client leases ``key``; ``TypeError`` naming the
-        path for a value that is not JSON-like (a tuple, a set, an object...).
+        Compare-and-set: ``if_revision=N`` applies only if the key's last change is still
+        revision N (``entry(key).mod_revision``), ``if_absent=True`` only if the key does
+        not exist; else ``ConflictError`` (naming the key's revision now) and nothing
+        changes. ``ResourceLockedError`` if another client leases ``key``; ``TypeError``
+        naming the path for a value that is not JSON-like (a tuple, a set, an object...).
         """
-        return await self.update(updates={key: value})
+        expect = _expectation(key, if_revision, if_absent)
+        return await self.update(updates={key: value}, expect=expect)
 
-    async def remove(self, key: str) -> int:
-        """Remove ``key``; returns the revision of the change."""
-        return await self.update(removals=[key])
+    async def remove(self, key: str, *, if_revision: int | None = None) -> int:
+        """Remove ``key``; returns the revision of the change. ``if_revision``: only if the
+        key's last change is still that revision (``ConflictError`` otherwise)."""
+        return await self.update(removals=[key], expect=_expectation(key, if_revision, False))
 
     async def update(
         self,
         updates: Mapping[str, JsonValue] | None = None,
         removals: Iterable[str] | None = None,
+        *,
+        expect: Mapping[str, int | None] | None = None,
     ) -> int:
         """Apply all of ``updates`` and ``removals`` atomically, or none of them.
 
+        ``expect`` (compare-and-set): per key the update touches, the revision of its last
+        change it must still have, or None: it must not exist. If any does not hold,
+        ``ConflictError`` names each such key with its revision now, and nothing changes.
         Returns the revision; ``ResourceLockedError`` if another client leases a key.
         """
         checked = {
             check_key(key): checked_copy(value, key) for key, value in (updates or {}).items()
         }
-        reply = await self._request(
-            "update", updates=checked, removals=[check_key(key) for key in removals or ()]
-        )
+        removed = [check_key(key) for key in removals or ()]
+        if not expect:
+            reply = await self._request("update", updates=checked, removals=removed)
+        else:
+            expected = checked_expectations(expect, checked.keys() | set(removed))
+            reply = await self._request(
+                "update", updates=checked, removals=removed, expect=expected
+            )
         revision: int = reply["revision"]
         return revision
 
@@ -611,6 +654,22 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             raise LockFailed(
                 f"the {mode} lock on {held.key!r} was lost while held: {error}"
             ) from error
+
+
+def _expectation(key: str, if_revision: int | None, if_absent: bool) -> dict[str, int | None]:
+    """The ``expect`` of a one-key change: ``{}`` (none), ``{key: N}`` or ``{key: None}``."""
+    if if_absent and if_revision is not None:
+        raise ValueError(
+            f"key {key!r}: if_absent and if_revision exclude each other (a key that does not "
+            "exist has no revision)"
+        )
+    if if_absent:
+        return {key: None}
+    return {} if if_revision is None else {key: if_revision}
+
+
+def _entry(key: str, value: JsonValue, facts: list[int]) -> Entry:
+    return Entry(key, value, facts[0], facts[1], facts[2])
 
 
 def _apply(mirror: dict[str, JsonValue], message: Message) -> None:

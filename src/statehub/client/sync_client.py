@@ -20,6 +20,7 @@ from statehub.client.changes import StateChange
 from statehub.client.listing import LeaseInfo, LockInfo, SessionInfo
 from statehub.client.tls import ClientTls
 from statehub.core.change import DictionaryChange
+from statehub.core.entries import Entry
 from statehub.core.events import Event
 from statehub.core.values import JsonValue
 from statehub.endpoints.remote import EndpointCalls
@@ -162,6 +163,14 @@ class Client(EndpointCalls):
         """The value at ``key`` on the server, or ``default`` (None) if there is no such key."""
         return self._run(self.aio.get(key, default))
 
+    def entry(self, key: str) -> Entry | None:
+        """``key``'s value with its facts, or None (see AsyncClient.entry)."""
+        return self._run(self.aio.entry(key))
+
+    def entries(self, prefix: str = "") -> list[Entry]:
+        """The keys starting with ``prefix`` with values and facts, read at one revision."""
+        return self._run(self.aio.entries(prefix))
+
     def get_all(self) -> dict[str, JsonValue]:
         """The whole state, read from the server."""
         return self._run(self.aio.get_all())
@@ -178,24 +187,36 @@ class Client(EndpointCalls):
         """The keys starting with ``prefix`` with their values, read at one revision."""
         return self._run(self.aio.get_prefix(prefix))
 
-    def set(self, key: str, value: JsonValue) -> int:
-        """Set ``key`` to ``value``; returns the revision of the change (see AsyncClient.set)."""
-        return self._run(self.aio.set(key, value))
+    def set(
+        self,
+        key: str,
+        value: JsonValue,
+        *,
+        if_revision: int | None = None,
+        if_absent: bool = False,
+    ) -> int:
+        """Set ``key`` to ``value``; returns the revision of the change. ``if_revision`` /
+        ``if_absent``: compare-and-set, ``ConflictError`` if it fails (see AsyncClient.set)."""
+        return self._run(self.aio.set(key, value, if_revision=if_revision, if_absent=if_absent))
 
-    def remove(self, key: str) -> int:
-        """Remove ``key``; returns the revision of the change."""
-        return self._run(self.aio.remove(key))
+    def remove(self, key: str, *, if_revision: int | None = None) -> int:
+        """Remove ``key``; returns the revision of the change (``if_revision``: see set)."""
+        return self._run(self.aio.remove(key, if_revision=if_revision))
 
     def update(
         self,
         updates: Mapping[str, JsonValue] | None = None,
         removals: Iterable[str] | None = None,
+        *,
+        expect: Mapping[str, int | None] | None = None,
     ) -> int:
         """Apply all of ``updates`` and ``removals`` atomically, or none; returns the revision.
 
+        ``expect``: per key, the revision of its last change it must still have, or None
+        (absent); ``ConflictError`` and nothing applied if one does not hold.
         ``ResourceLockedError`` if another client leases one of the keys.
         """
-        return self._run(self.aio.update(updates, removals))
+        return self._run(self.aio.update(updates, removals, expect=expect))
 
     def subscribe(self, interval: float = 0, prefix: str = "") -> Iterator[StateChange]:
         """Yield coalesced changes (first a snapshot) until the generator is closed."""

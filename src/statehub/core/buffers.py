@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from statehub.core.change import DictionaryChange
+from statehub.core.entries import KeyFacts
 from statehub.core.notifier import Notifier
 from statehub.core.pacing import Pacer
 from statehub.core.values import JsonValue, check_key, checked_copy, copy_mapping
@@ -264,7 +265,8 @@ class DictionaryChangeMultiView:
         self.frozen = False
         self._log_length = log_length
         self._log: deque[tuple[int, tuple[str, ...]]] = deque(maxlen=log_length)
-        self._key_revisions: dict[str, int] = {}
+        #: Per present key: (mod_revision, create_revision, version); see core/entries.py.
+        self.key_facts: dict[str, KeyFacts] = {}
         self._tombstones: dict[str, int] = {}
         self._tombstone_floor = 0
         self._prune_at = 1024
@@ -337,14 +339,27 @@ class DictionaryChangeMultiView:
             self.frozen = True
             self.notifier.notify()
 
-    def load(self, content: dict[str, JsonValue], revision: int) -> None:
-        """Start from ``content`` at ``revision`` (read from a store); caller holds ``lock``."""
+    def load(
+        self,
+        content: dict[str, JsonValue],
+        revision: int,
+        facts: Mapping[str, KeyFacts] | None = None,
+    ) -> None:
+        """Start from ``content`` at ``revision`` (read from a store) with each key's
+        ``facts``; a key without them counts as created at ``revision``. Holds ``lock``."""
         self.content = content
         self.revision = revision
-        self._key_revisions = dict.fromkeys(content, revision)
+        facts = facts or {}
+        fallback = (revision, revision, 1)
+        self.key_facts = {key: facts.get(key, fallback) for key in content}
         self._tombstone_floor = revision
 
-    def restart(self, content: dict[str, JsonValue], revision: int) -> None:
+    def restart(
+        self,
+        content: dict[str, JsonValue],
+        revision: int,
+        facts: Mapping[str, KeyFacts] | None = None,
+    ) -> None:
         """Start again from ``content`` at ``revision``, history forgotten; caller holds ``lock``.
 
         Views made before end (they flush what they hold, then stop): their cursors name
@@ -355,7 +370,7 @@ class DictionaryChangeMultiView:
         self._views = weakref.WeakSet()
         self._log.clear()
         self._tombstones = {}
-        self.load(content, revision)
+        self.load(content, revision, facts)
         self.notifier.notify()
 
     def present(self, keys: set[str]) -> set[str]:
@@ -375,16 +390,19 @@ class DictionaryChangeMultiView:
             raise ObjectFrozenError("cannot update a frozen dictionary")
         if not (updates or removals):
             return
-        content, key_revisions, tombstones = self.content, self._key_revisions, self._tombstones
+        content, key_facts, tombstones = self.content, self.key_facts, self._tombstones
         for key, value in updates.items():
             content[key] = value
-            key_revisions[key] = revision
+            facts = key_facts.get(key)  # inlined next_facts: this is the hot path
+            key_facts[key] = (
+                (revision, revision, 1) if facts is None else (revision, facts[1], facts[2] + 1)
+            )
         if tombstones:
             for key in updates:
                 tombstones.pop(key, None)
         for key in removals:
             content.pop(key, None)
-            key_revisions.pop(key, None)
+            key_facts.pop(key, None)
             tombstones[key] = revision
         self._log.append((revision, (*updates, *removals)))
         self.revision = revision
@@ -407,7 +425,7 @@ class DictionaryChangeMultiView:
             return present, touched - present
         if cursor < self._tombstone_floor:
             raise LookupError(f"changes since revision {cursor} are no longer kept")
-        updated = {key for key, rev in self._key_revisions.items() if rev > cursor}
+        updated = {key for key, facts in self.key_facts.items() if facts[0] > cursor}
         removed = {key for key, rev in self._tombstones.items() if rev > cursor}
         return updated, removed
 

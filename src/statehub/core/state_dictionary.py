@@ -17,6 +17,7 @@ from statehub.core.buffers import (
     validated_change,
 )
 from statehub.core.change import DictionaryChange
+from statehub.core.entries import Entry, Expectations, KeyFacts, checked_expectations
 from statehub.core.events import Event
 from statehub.core.values import JsonValue, check_duration, check_key, copy_mapping, copy_value
 from statehub.errors import ObjectFrozenError
@@ -68,9 +69,9 @@ class StateDictionary:
         self._lock = self._views.lock
         self._early: dict[int, tuple[dict[str, JsonValue], set[str]]] = {}
         self.clock = clock
-        revision, content = self._store.load()
+        revision, content, facts = self._store.load()
         with self._lock:
-            self._views.load(content, revision)
+            self._views.load(content, revision, facts)
         # Changes committed to the store but not yet durable: readers (gets, snapshots,
         # subscribers) see a change only once the store has it on disk, so a write that
         # fails never shows (docs/durable-state.md). ``_latest`` says, for keys they touch,
@@ -107,53 +108,79 @@ class StateDictionary:
         """The change views of this dictionary (for subscribers)."""
         return self._views
 
-    def update_state(self, access_token: object, change: DictionaryChange) -> int:
+    def update_state(
+        self,
+        access_token: object,
+        change: DictionaryChange,
+        *,
+        expect: Mapping[str, int | None] | None = None,
+    ) -> int:
         """Apply every update and removal in ``change``, or none of them.
 
-        Raises ``ResourceLockedError`` if another token leases any key, ``TypeError`` for a
-        value that is not JSON-like, ``ObjectFrozenError`` once frozen. Returns the
-        revision of the change (the current one if the change is empty).
+        ``expect`` (compare-and-set): per key the change touches, the revision of its last
+        change it must still have (``Entry.mod_revision``), or None: it must not exist.
+        Raises ``ResourceLockedError`` if another token leases any key, ``ConflictError``
+        (naming each key and its revision now) if an expectation fails, ``ValueError`` for
+        an expectation on a key the change does not touch, ``TypeError`` for a value that
+        is not JSON-like, ``ObjectFrozenError`` once frozen. Returns the revision of the
+        change (the current one if the change is empty).
         """
         owner = check_token(access_token)
-        updates, removals = validated_change(change.updates, change.removals)
+        updates, removals, expectations = _checked_change(change, expect)
         with self._lock:
             if self._views.frozen:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
             if removals:
                 removals = self._present(removals)
-            if not (updates or removals):
+            if not (updates or removals or expectations):
                 return self._views.revision
-            revision = self._store.commit(owner, updates, removals, self.clock())
+            revision = self._store.commit(
+                owner, updates, removals, self.clock(), expectations or None
+            )
         if self.content_updated.has_callbacks:
             self.content_updated.invoke(
                 access_token=access_token, change=DictionaryChange(updates, removals)
             )
         return revision
 
-    async def update_state_async(self, access_token: object, change: DictionaryChange) -> int:
+    async def update_state_async(
+        self,
+        access_token: object,
+        change: DictionaryChange,
+        *,
+        expect: Mapping[str, int | None] | None = None,
+    ) -> int:
         """``update_state`` for event-loop code: no thread waits while the store commits.
 
         When it returns, the change is in this dictionary's content (read your writes).
         """
-        revision = self.submit_update(access_token, change)
+        revision = self.submit_update(access_token, change, expect=expect)
         return revision if isinstance(revision, int) else await revision
 
-    def submit_update(self, access_token: object, change: DictionaryChange) -> int | Awaitable[int]:
+    def submit_update(
+        self,
+        access_token: object,
+        change: DictionaryChange,
+        *,
+        expect: Mapping[str, int | None] | None = None,
+    ) -> int | Awaitable[int]:
         """The revision at once if the store commits in process, else a future of it.
 
         Event-loop code that wants no task per change uses this (the future is settled by
         the store, in the order changes were submitted).
         """
         if self._store.commits_in_process:
-            return self.update_state(access_token, change)
+            return self.update_state(access_token, change, expect=expect)
         owner = check_token(access_token)
-        updates, removals = validated_change(change.updates, change.removals)
+        updates, removals, expectations = _checked_change(change, expect)
         with self._lock:
             if self._views.frozen:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
-            if not (updates or removals):
+            if not (updates or removals or expectations):
                 return self._views.revision
-        committed = self._store.submit_commit(owner, updates, removals, self.clock())
+        committed = self._store.submit_commit(
+            owner, updates, removals, self.clock(), expectations or None
+        )
         if self.content_updated.has_callbacks:
 
             def announce(done: Future[int]) -> None:
@@ -193,14 +220,20 @@ class StateDictionary:
         else:
             self._views.apply(updates, removals, revision)
 
-    def history_lost(self, epoch: str, revision: int, content: dict[str, JsonValue]) -> None:
+    def history_lost(
+        self,
+        epoch: str,
+        revision: int,
+        content: dict[str, JsonValue],
+        facts: dict[str, KeyFacts],
+    ) -> None:
         """The store lost its history (``ChangeFeed``): start again from ``content``."""
         with self._lock:
             self._early.clear()
             self._unpublished.clear()
             self._latest.clear()
             self._delivered = revision
-            self._views.restart(content, revision)
+            self._views.restart(content, revision, facts)
         self.history_reset.invoke()
 
     async def start(self) -> None:
@@ -210,6 +243,15 @@ class StateDictionary:
     async def stop(self) -> None:
         """Stop the store's feed and release what this server holds in it."""
         await self._store.stop()
+
+    def mod_revision(self, key: str) -> int | None:
+        """``key``'s revision of last change after every delivered change, shown or not
+        (``ChangeFeed``; None: absent). The caller holds the lock."""
+        latest = self._latest.get(key)
+        if latest is not None:
+            return latest[0] if latest[1] else None
+        facts = self._views.key_facts.get(key)
+        return None if facts is None else facts[0]
 
     def _present(self, keys: set[str]) -> set[str]:
         """Those of ``keys`` that hold a value after every committed change; holds lock."""
@@ -345,6 +387,31 @@ class StateDictionary:
                 return copy_value(self._views.content[key])
         return default  # type: ignore[no-any-return]
 
+    def entry(self, key: str) -> Entry | None:
+        """``key``'s value (a copy) and facts (revision of last change, of creation, number
+        of changes), or None if it holds nothing."""
+        with self._lock:
+            self._publish_durable()
+            if key in self._views.content:
+                value = copy_value(self._views.content[key])
+                return Entry.of(key, value, self._views.key_facts[key])
+        return None
+
+    def shared_entries(
+        self, keys: Iterable[str] | None = None, prefix: str = ""
+    ) -> tuple[int, dict[str, JsonValue], dict[str, KeyFacts]]:
+        """``shared_values`` with each key's facts, read at the same instant; ``prefix``
+        narrows ``keys`` (None: every key) to those starting with it."""
+        with self._lock:
+            content, facts = self._views.content, self._views.key_facts
+            names = content.keys() if keys is None else keys
+            present = [key for key in names if key in content and key.startswith(prefix)]
+            return (
+                self._views.revision,
+                {key: content[key] for key in present},
+                {key: facts[key] for key in present},
+            )
+
     def shared_values(self, keys: Iterable[str] | None = None) -> tuple[int, dict[str, JsonValue]]:
         """The revision and the values at ``keys`` (None: every key), read at one instant.
 
@@ -402,3 +469,13 @@ class StateDictionary:
     def freeze(self) -> None:
         """Refuse every further change; subscribers get what is pending, then end."""
         self._views.freeze()
+
+
+def _checked_change(
+    change: DictionaryChange, expect: Mapping[str, int | None] | None
+) -> tuple[dict[str, JsonValue], set[str], Expectations]:
+    """A change's updates and removals (``validated_change``) and its checked expectations."""
+    updates, removals = validated_change(change.updates, change.removals)
+    if not expect:
+        return updates, removals, {}
+    return updates, removals, checked_expectations(expect, updates.keys() | removals)

@@ -20,6 +20,7 @@ from typing import Any
 from statehub.errors import (
     CommandFailed,
     CommandUnavailableError,
+    ConflictError,
     LimitExceeded,
     LockFailed,
     LockNotOwnedError,
@@ -193,6 +194,7 @@ register_error(
     to_details=_locked_details,
     from_details=_locked_from_details,
 )
+register_error(ConflictError, "FAILED_PRECONDITION")
 register_error(LockUpgradeError, "FAILED_PRECONDITION")
 register_error(LockNotOwnedError, "FAILED_PRECONDITION")
 register_error(LockFailed, "ABORTED")

@@ -29,6 +29,7 @@ from statehub.auth.context import current_principal
 from statehub.auth.permissions import UNRESTRICTED, AdminRight
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistry
+from statehub.core.entries import KeyFacts
 from statehub.core.limits import check_seconds
 from statehub.core.pacing import Pacer
 from statehub.core.rwlock import LockHolding, LockTable
@@ -406,10 +407,17 @@ class Session:
         if message.get("keys") is not None:
             names = [check_key(key) for key in _list_arg(message, "get", "keys")]
             self.principal.require(Right.READ, names, "get")
-        revision, values = self.hub.state.shared_values(names)
+        with_facts = message.get("facts") is not None and _bool_arg(message, "get", "facts")
+        facts: dict[str, KeyFacts] = {}
+        if with_facts:
+            revision, values, facts = self.hub.state.shared_entries(names)
+        else:
+            revision, values = self.hub.state.shared_values(names)
         readable = self.principal.permissions.read
         if names is None and not readable.everything:  # all this identity may read
             values = {key: value for key, value in values.items() if key in readable}
+        if with_facts:
+            return {"values": values, "facts": _facts_reply(values, facts), "revision": revision}
         return {"values": values, "revision": revision}
 
     def _update(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
@@ -419,9 +427,16 @@ class Session:
             raise TypeError(f"update: 'updates' must be a map, got {_describe(updates)}")
         removals = [check_key(key) for key in _list_arg(message, "update", "removals", [])]
         self.principal.require(Right.WRITE, [*map(check_key, updates), *removals], "update")
+        expect = message.get("expect")
+        if expect is not None:
+            if type(expect) is not dict:
+                raise TypeError(f"update: 'expect' must be a map, got {_describe(expect)}")
+            # An expectation reads a key's revision (a conflict reports it): as etcd's Txn.
+            self.principal.require(Right.READ, [*map(check_key, expect)], "update")
         state = self.hub.state
         started = time.perf_counter()
-        revision = state.submit_update(self.token, DictionaryChange(updates, removals))
+        change = DictionaryChange(updates, removals)
+        revision = state.submit_update(self.token, change, expect=expect or None)
         if type(revision) is int:
             self.hub.observer.committed(time.perf_counter() - started)
             if state.is_durable(revision):
@@ -543,16 +558,28 @@ class Session:
         with_values = message.get("values", False)
         if type(with_values) is not bool:
             raise TypeError(f"keys: 'values' must be a bool, got {_describe(with_values)}")
+        with_facts = message.get("facts", False)
+        if type(with_facts) is not bool:
+            raise TypeError(f"keys: 'facts' must be a bool, got {_describe(with_facts)}")
         readable = self.principal.permissions.read
-        revision, content = self.hub.state.shared_values()
+        facts: dict[str, KeyFacts] = {}
+        if with_facts:
+            revision, content, facts = self.hub.state.shared_entries(prefix=prefix)
+        else:
+            revision, content = self.hub.state.shared_values()
         found = {
             key: content[key]
             for key in sorted(content)
             if key.startswith(prefix) and key in readable
         }
-        if with_values:
-            return {"values": found, "revision": revision}
-        return {"keys": list(found), "revision": revision}
+        reply: Reply = (
+            {"values": found, "revision": revision}
+            if with_values
+            else {"keys": list(found), "revision": revision}
+        )
+        if with_facts:
+            reply["facts"] = _facts_reply(found, facts)
+        return reply
 
     def _list_locks(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
         holdings = self.hub.locks.holdings()
@@ -799,6 +826,11 @@ async def _reply_when_done(answer: Awaitable[T], reply: Callable[[T], Reply]) ->
 def _seconds(value: object, op: str, name: str) -> float | None:
     """A number of seconds >= 0 from a request (None stays None; infinity is kept)."""
     return None if value is None else check_seconds(value, f"{op}: {name!r}", allow_infinity=True)
+
+
+def _facts_reply(keys: dict[str, Any], facts: dict[str, KeyFacts]) -> dict[str, list[int]]:
+    """``{key: [mod_revision, create_revision, version]}`` for the keys of a reply."""
+    return {key: list(facts[key]) for key in keys}
 
 
 def _bool_arg(message: dict[str, Any], op: str, name: str) -> bool:

@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
+from statehub.core.entries import Expectations, KeyFacts
 from statehub.core.values import JsonValue
 from statehub.store.leases import Lease
 
@@ -24,18 +25,32 @@ class ChangeFeed(Protocol):
     def committed(self, revision: int, updates: dict[str, JsonValue], removals: set[str]) -> None:
         """Revision ``revision`` was committed; changes may come out of order, each once."""
 
-    def history_lost(self, epoch: str, revision: int, content: dict[str, JsonValue]) -> None:
+    def history_lost(
+        self,
+        epoch: str,
+        revision: int,
+        content: dict[str, JsonValue],
+        facts: dict[str, KeyFacts],
+    ) -> None:
         """The history before ``revision`` is gone: start again from ``content``."""
+
+    def mod_revision(self, key: str) -> int | None:
+        """The revision of ``key``'s last change after every committed change (None: absent).
+
+        For an in-process store checking expectations: it counts changes delivered but not
+        yet shown to readers (not yet durable) too. Called with the state's lock held.
+        """
 
 
 class Store(ABC):
     """Committed state, leases, the revision counter, and the change feed.
 
-    ``commit`` (or ``commit_async``) is the one atomic step: check leases, apply, assign
-    the next revision. Every committed change, whoever committed it, reaches the feed
-    given to ``attach``: an in-process store delivers it inside ``commit``; a store
-    shared by several servers (Redis) also delivers what other servers commit, from a
-    task it runs between ``start`` and ``stop``. Callers serialise ``commit`` calls (the
+    ``commit`` (or ``commit_async``) is the one atomic step: check leases and
+    compare-and-set expectations, apply, assign the next revision. Every committed
+    change, whoever committed it, reaches the feed given to ``attach``: an in-process
+    store delivers it inside ``commit``; a store shared by several servers (Redis) also
+    delivers what other servers commit, from a task it runs between ``start`` and
+    ``stop``. Callers serialise ``commit`` calls (the
     state dictionary holds its lock around them).
     """
 
@@ -58,8 +73,9 @@ class Store(ABC):
         """Stop following; release what this server holds in a shared store."""
 
     @abstractmethod
-    def load(self) -> tuple[int, dict[str, JsonValue]]:
-        """The committed revision and content, read when the state dictionary starts."""
+    def load(self) -> tuple[int, dict[str, JsonValue], dict[str, KeyFacts]]:
+        """The committed revision, content and each key's facts (``core/entries.py``), read
+        when the state dictionary starts (a key without facts counts as created then)."""
 
     @property
     @abstractmethod
@@ -77,10 +93,14 @@ class Store(ABC):
         updates: dict[str, JsonValue],
         removals: set[str],
         now: float,
+        expect: Expectations | None = None,
     ) -> int:
         """Apply a validated change for ``owner``, deliver it to the feed, return its revision.
 
-        Raises ``ResourceLockedError`` (and changes nothing) if another owner leases a key.
+        Raises ``ResourceLockedError`` (and changes nothing) if another owner leases a key,
+        then ``ConflictError`` (nothing changed) if a key of ``expect`` (checked by
+        ``checked_expectations``) is not at the revision expected. A change left with
+        nothing to do (its expectations held) takes no revision: the current one is returned.
         """
 
     async def commit_async(
@@ -89,9 +109,10 @@ class Store(ABC):
         updates: dict[str, JsonValue],
         removals: set[str],
         now: float,
+        expect: Expectations | None = None,
     ) -> int:
         """``commit`` for event-loop code: the feed has the change when this returns."""
-        return self.commit(owner, updates, removals, now)
+        return self.commit(owner, updates, removals, now, expect)
 
     def submit_commit(
         self,
@@ -99,10 +120,11 @@ class Store(ABC):
         updates: dict[str, JsonValue],
         removals: set[str],
         now: float,
+        expect: Expectations | None = None,
     ) -> asyncio.Future[int]:
         """``commit_async`` as a future, for event-loop code that wants no task per change
         (a store that commits in batches settles each future itself)."""
-        return asyncio.ensure_future(self.commit_async(owner, updates, removals, now))
+        return asyncio.ensure_future(self.commit_async(owner, updates, removals, now, expect))
 
     @abstractmethod
     def change_leases(

@@ -22,11 +22,13 @@ def check_sqlite_file(
     application_id: int,
     schema_version: int,
     tables: Iterable[str],
+    upgradable: Iterable[int] = (),
 ) -> bool:
     """Check the database ``conn`` has open at ``path``; True if it is empty (to create).
 
     Raises ``DataFileError`` naming ``path`` if it is not an SQLite database, belongs to
-    another application, has another schema version, lacks one of ``tables`` or fails
+    another application, has another schema version (than ``schema_version`` or one of
+    ``upgradable``, which the caller upgrades), lacks one of ``tables`` or fails
     ``PRAGMA quick_check``. The caller creates the schema (with ``application_id`` and
     ``schema_version``) when this returns True.
     """
@@ -44,7 +46,7 @@ def check_sqlite_file(
                 f"(application_id {found_id:#x}, tables: {', '.join(present) or 'none'}); "
                 "statehub changed nothing in it. Point --data at another directory."
             )
-        if version != schema_version:
+        if version != schema_version and version not in set(upgradable):
             raise DataFileError(
                 f"{path} has statehub schema version {version}, this statehub reads "
                 f"version {schema_version}; statehub changed nothing in it."

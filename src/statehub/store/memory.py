@@ -5,13 +5,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Hashable
 
+from statehub.core.entries import Expectations, KeyFacts, check_expectations
 from statehub.core.values import JsonValue
 from statehub.store.base import Store
 from statehub.store.leases import LeasesInProcess, LeaseTable
 
 
 class MemoryStore(LeasesInProcess, Store):
-    """Keeps leases and the revision in memory; the content lives in the state's mirror."""
+    """Keeps leases and the revision in memory; the content (and each key's facts, which
+    compare-and-set checks) lives in the state's mirror."""
 
     def __init__(self) -> None:
         self._revision = 0
@@ -22,8 +24,8 @@ class MemoryStore(LeasesInProcess, Store):
     def epoch(self) -> str:
         return self._epoch
 
-    def load(self) -> tuple[int, dict[str, JsonValue]]:
-        return self._revision, {}
+    def load(self) -> tuple[int, dict[str, JsonValue], dict[str, KeyFacts]]:
+        return self._revision, {}, {}
 
     def commit(
         self,
@@ -31,8 +33,13 @@ class MemoryStore(LeasesInProcess, Store):
         updates: dict[str, JsonValue],
         removals: set[str],
         now: float,
+        expect: Expectations | None = None,
     ) -> int:
         self._leases.check_writable(owner, [*updates, *removals], now)
+        if expect:
+            check_expectations(expect, self._feed.mod_revision)
+            if not (updates or removals):
+                return self._revision
         self._revision += 1
         self._feed.committed(self._revision, updates, removals)
         return self._revision

@@ -35,8 +35,9 @@ import msgpack
 import redis
 import redis.asyncio
 
+from statehub.core.entries import Expectations, KeyFacts
 from statehub.core.values import JsonValue
-from statehub.errors import ResourceLockedError
+from statehub.errors import ConflictError, ResourceLockedError
 from statehub.protocol.codec import decode_value, encode_value
 from statehub.store import redis_scripts
 from statehub.store.base import Store
@@ -70,11 +71,13 @@ _Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 @dataclass(slots=True)
 class _QueuedCommit:
-    """A commit waiting to be sent: (owner, change) as sent, the change, its future."""
+    """A commit waiting to be sent: (owner, change) as sent, the change, its expectations,
+    its future."""
 
     pair: tuple[bytes, bytes]
     updates: dict[str, JsonValue]
     removals: set[str]
+    expect: Expectations | None
     committed: asyncio.Future[int]
 
 
@@ -132,13 +135,17 @@ class RedisStore(Store):
         self.ordered = OrderedScripts(self.async_client, self._unavailable)
         self.available = True
         try:
-            self._epoch, revision, content = self._snapshot_sync()
+            self._epoch, revision, content, facts = self._snapshot_sync()
         except redis.RedisError as error:
             self.sync_client.close()
             raise StoreUnavailableError(
                 f"cannot reach Redis at {self.target.describe()}: {error}"
             ) from None
-        self._loaded: tuple[int, dict[str, JsonValue]] | None = (revision, content)
+        self._loaded: tuple[int, dict[str, JsonValue], dict[str, KeyFacts]] | None = (
+            revision,
+            content,
+            facts,
+        )
 
     # -- Store ----------------------------------------------------------------------------
 
@@ -146,11 +153,11 @@ class RedisStore(Store):
     def epoch(self) -> str:
         return self._epoch
 
-    def load(self) -> tuple[int, dict[str, JsonValue]]:
+    def load(self) -> tuple[int, dict[str, JsonValue], dict[str, KeyFacts]]:
         loaded, self._loaded = self._loaded, None
         if loaded is None:
-            _, revision, content = self._snapshot_sync()
-            return revision, content
+            _, revision, content, facts = self._snapshot_sync()
+            return revision, content, facts
         return loaded
 
     def commit(
@@ -159,13 +166,14 @@ class RedisStore(Store):
         updates: dict[str, JsonValue],
         removals: set[str],
         now: float,
+        expect: Expectations | None = None,
     ) -> int:
-        pair = self._commit_pair(owner, updates, removals)
+        pair = self._commit_pair(owner, updates, removals, expect)
         reply = self.run_script(redis_scripts.COMMIT, self.keys.commit, self._commit_args([pair]))
         epoch = reply[0].decode()
         if epoch != self._epoch:
             self._restart_from(epoch, *self._snapshot_sync()[1:])
-        revision = self._deliver_commit(reply[1][0], updates, removals)
+        revision = self._deliver_commit(reply[1][0], updates, removals, expect)
         self.run_sync(lambda: self._catch_up_sync(revision))
         return revision
 
@@ -175,11 +183,12 @@ class RedisStore(Store):
         updates: dict[str, JsonValue],
         removals: set[str],
         now: float,
+        expect: Expectations | None = None,
     ) -> asyncio.Future[int]:
         # No task per commit: the batch sender settles each commit's future itself.
         committed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        pair = self._commit_pair(owner, updates, removals)
-        self._queued.append(_QueuedCommit(pair, updates, removals, committed))
+        pair = self._commit_pair(owner, updates, removals, expect)
+        self._queued.append(_QueuedCommit(pair, updates, removals, expect, committed))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._send_queued())
         return committed
@@ -190,8 +199,9 @@ class RedisStore(Store):
         updates: dict[str, JsonValue],
         removals: set[str],
         now: float,
+        expect: Expectations | None = None,
     ) -> int:
-        return await self.submit_commit(owner, updates, removals, now)
+        return await self.submit_commit(owner, updates, removals, now, expect)
 
     def change_leases(
         self,
@@ -307,16 +317,23 @@ class RedisStore(Store):
     # -- committing ----------------------------------------------------------------------
 
     def _commit_pair(
-        self, owner: Hashable, updates: dict[str, JsonValue], removals: set[str]
+        self,
+        owner: Hashable,
+        updates: dict[str, JsonValue],
+        removals: set[str],
+        expect: Expectations | None = None,
     ) -> tuple[bytes, bytes]:
         """The (owner, change) arguments of one commit in the COMMIT script."""
         if not self.available:
             raise self._unavailable("Redis is away")
-        change = [
+        change: list[list[bytes] | list[int]] = [
             [_key_bytes(key) for key in updates],
             [encode_value(value) for value in updates.values()],
             [_key_bytes(key) for key in removals],
         ]
+        if expect:
+            change.append([_key_bytes(key) for key in expect])
+            change.append([revision or 0 for revision in expect.values()])
         # Old-spec raw strings: Redis's Lua cmsgpack reads those, not the bin types.
         return _owner_bytes(owner), msgpack.packb(change, use_bin_type=False)
 
@@ -328,7 +345,11 @@ class RedisStore(Store):
         return args
 
     def _deliver_commit(
-        self, result: list[Any], updates: dict[str, JsonValue], removals: set[str]
+        self,
+        result: list[Any],
+        updates: dict[str, JsonValue],
+        removals: set[str],
+        expect: Expectations | None,
     ) -> int:
         """The commit's revision; a change that was made goes to the feed at once."""
         if result[0] == b"locked":
@@ -337,6 +358,10 @@ class RedisStore(Store):
                 f"keys leased by another owner: {', '.join(map(repr, names))}",
                 frozenset(names),
             )
+        if result[0] == b"conflict":
+            flat = result[1]
+            current = {_key_str(flat[i]): int(flat[i + 1]) or None for i in range(0, len(flat), 2)}
+            raise ConflictError.of(expect or {}, current)
         revision = int(result[1])
         if result[0] == b"ok":
             if len(result) > 2:  # removals of keys that held nothing were dropped
@@ -371,8 +396,10 @@ class RedisStore(Store):
             short = self.replicas and reached < self.replicas
             for queued, result in zip(batch, results, strict=True):
                 try:
-                    revision = self._deliver_commit(result, queued.updates, queued.removals)
-                except ResourceLockedError as refused:
+                    revision = self._deliver_commit(
+                        result, queued.updates, queued.removals, queued.expect
+                    )
+                except (ResourceLockedError, ConflictError) as refused:
                     _settle(queued.committed, 0, refused)
                     continue
                 short_of: DurabilityError | None = None
@@ -554,7 +581,13 @@ class RedisStore(Store):
         if epoch != self._epoch or revision < self._feed.delivered_revision:
             self._restart_from(*await self._snapshot_async(client))
 
-    def _restart_from(self, epoch: str, revision: int, content: dict[str, JsonValue]) -> None:
+    def _restart_from(
+        self,
+        epoch: str,
+        revision: int,
+        content: dict[str, JsonValue],
+        facts: dict[str, KeyFacts],
+    ) -> None:
         logger.warning(
             "Redis history %s: restarting from revision %d of epoch %s",
             "lost (new epoch)" if epoch != self._epoch else "no longer kept",
@@ -562,16 +595,16 @@ class RedisStore(Store):
             epoch,
         )
         self._epoch = epoch
-        self._feed.history_lost(epoch, revision, content)
+        self._feed.history_lost(epoch, revision, content, facts)
         self._wake_applied()
 
-    def _snapshot_sync(self) -> tuple[str, int, dict[str, JsonValue]]:
+    def _snapshot_sync(self) -> tuple[str, int, dict[str, JsonValue], dict[str, KeyFacts]]:
         reply = self._script(redis_scripts.SNAPSHOT)(self.keys.snapshot, [uuid.uuid4().hex, "1"])
         return _snapshot_from(reply)
 
     async def _snapshot_async(
         self, client: redis.asyncio.Redis
-    ) -> tuple[str, int, dict[str, JsonValue]]:
+    ) -> tuple[str, int, dict[str, JsonValue], dict[str, KeyFacts]]:
         reply = await self._script_async(client, redis_scripts.SNAPSHOT)(
             self.keys.snapshot, [uuid.uuid4().hex, "1"]
         )
@@ -667,8 +700,16 @@ class RedisKeys:
         self.servers = base + "servers"
         self.lock_prefix = base + "lock"
         self.leases = [base + "leases", base + "lease_deadlines", base + "lease_servers"]
-        self.commit = [self.epoch, self.revision, self.content, self.history, *self.leases]
-        self.snapshot = [self.epoch, self.revision, self.content]
+        self.facts = base + "facts"
+        self.commit = [
+            self.epoch,
+            self.revision,
+            self.content,
+            self.history,
+            *self.leases,
+            self.facts,
+        ]
+        self.snapshot = [self.epoch, self.revision, self.content, self.facts]
 
     def alive(self, server: str) -> str:
         return f"{self.base}alive:{server}"
@@ -726,10 +767,16 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _snapshot_from(reply: list[Any]) -> tuple[str, int, dict[str, JsonValue]]:
-    epoch, revision, flat = reply[0].decode(), int(reply[1]), reply[2]
+def _snapshot_from(
+    reply: list[Any],
+) -> tuple[str, int, dict[str, JsonValue], dict[str, KeyFacts]]:
+    epoch, revision, flat, flat_facts = reply[0].decode(), int(reply[1]), reply[2], reply[3]
     content = {_key_str(flat[i]): decode_value(flat[i + 1]) for i in range(0, len(flat), 2)}
-    return epoch, revision, content
+    facts: dict[str, KeyFacts] = {}
+    for i in range(0, len(flat_facts), 2):
+        mod, created, version = (int(part) for part in flat_facts[i + 1].split())
+        facts[_key_str(flat_facts[i])] = (mod, created, version)
+    return epoch, revision, content, facts
 
 
 def _revision_of(entry_id: bytes) -> int:

@@ -6,6 +6,9 @@ Layout under the prefix P (one hash tag, so every key lives in one slot):
   every server agrees; a Redis that lost its data has none and gets a new one).
 - ``P:revision``: the last revision assigned (INCR).
 - ``P:content``: a hash, key -> value in the session protocol's msgpack codec.
+- ``P:facts``: a hash, key -> ``"<mod revision> <create revision> <version>"`` for every
+  key of ``P:content`` (``core/entries.py``); kept by COMMIT, filled in by SNAPSHOT for
+  keys written before it existed (counted as created at the revision then).
 - ``P:history``: a stream; revision N is entry ``N-0`` with fields ``e`` (the epoch) and
   ``c`` (the change: msgpack [keys, encoded values, removed keys]); trimmed to MAXLEN.
 - ``P:leases`` (key -> owner), ``P:lease_deadlines`` (key -> Redis-clock ms; absent: no
@@ -59,20 +62,30 @@ local function leased_by_other(leases, deadlines, servers, key, owner, now)
 end
 """
 
-#: KEYS: epoch, revision, content, history, leases, lease_deadlines, lease_servers.
+#: KEYS: epoch, revision, content, history, leases, lease_deadlines, lease_servers, facts.
 #: ARGV: candidate epoch, history MAXLEN, then one (owner, change) pair per commit, a
-#: change being msgpack [keys, encoded values, removed keys]. Each commit is checked and
-#: applied on its own (one refused by a lease does not stop the others); sending many
-#: in one script only saves round trips.
+#: change being msgpack [keys, encoded values, removed keys] or, with compare-and-set
+#: expectations, [keys, values, removed, expected keys, expected mod revisions (0:
+#: absent)]. Each commit is checked and applied on its own (one refused by a lease or an
+#: expectation does not stop the others); sending many in one script only saves round
+#: trips. The history entry always holds the first three.
 #: Removals of keys that hold nothing are dropped; a commit left with nothing to do takes
 #: no revision. Returns {epoch, {result, ...}}, a result being {'ok', revision} (with the
 #: removals kept as a third element if some were dropped), {'unchanged', current
-#: revision} or {'locked', {keys...}}.
+#: revision}, {'locked', {keys...}} or {'conflict', {key, mod revision now (0: absent),
+#: ...}} for the keys whose expectation failed.
 COMMIT = (
     _NOW
     + _ENSURE_EPOCH
     + _DROP_LEASE
     + """
+local function mod_revision(facts, key)
+  local packed = redis.call('HGET', facts, key)
+  if not packed then
+    return 0
+  end
+  return tonumber(string.match(packed, '^(%d+)'))
+end
 local epoch = ensure_epoch(KEYS[1], ARGV[1])
 local now = nil
 if redis.call('HLEN', KEYS[5]) > 0 then
@@ -83,6 +96,18 @@ for i = 3, #ARGV, 2 do
   local owner, entry = ARGV[i], ARGV[i + 1]
   local change = cmsgpack.unpack(entry)
   local keys, values, removed = change[1], change[2], change[3]
+  local repack = false
+  local conflicts = {}
+  if change[4] then
+    repack = true
+    for j, key in ipairs(change[4]) do
+      local current = mod_revision(KEYS[8], key)
+      if current ~= change[5][j] then
+        conflicts[#conflicts + 1] = key
+        conflicts[#conflicts + 1] = current
+      end
+    end
+  end
   -- Removing a key that holds nothing changes nothing (as in one process).
   local present = {}
   for _, key in ipairs(removed) do
@@ -105,17 +130,27 @@ for i = 3, #ARGV, 2 do
   end
   if #blocked > 0 then
     results[#results + 1] = {'locked', blocked}
+  elseif #conflicts > 0 then
+    results[#results + 1] = {'conflict', conflicts}
   elseif #keys == 0 and #present == 0 then
     results[#results + 1] = {'unchanged', tonumber(redis.call('GET', KEYS[2]) or '0')}
   else
     local revision = redis.call('INCR', KEYS[2])
     for j, key in ipairs(keys) do
       redis.call('HSET', KEYS[3], key, values[j])
+      local packed = redis.call('HGET', KEYS[8], key)
+      local facts = revision .. ' ' .. revision .. ' 1'
+      if packed then
+        local created, version = string.match(packed, '^%d+ (%d+) (%d+)$')
+        facts = revision .. ' ' .. created .. ' ' .. (tonumber(version) + 1)
+      end
+      redis.call('HSET', KEYS[8], key, facts)
     end
     for _, key in ipairs(present) do
       redis.call('HDEL', KEYS[3], key)
+      redis.call('HDEL', KEYS[8], key)
     end
-    if #present < #removed then
+    if repack or #present < #removed then
       entry = cmsgpack.pack({keys, values, present})
     end
     redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[2], revision .. '-0', 'e', epoch, 'c', entry)
@@ -130,18 +165,28 @@ return {epoch, results}
 """
 )
 
-#: KEYS: epoch, revision, content. ARGV: candidate epoch, '1' to include the content.
-#: Returns {epoch, revision, {key, value, ...}}: one consistent instant.
+#: KEYS: epoch, revision, content, facts. ARGV: candidate epoch, '1' to include the
+#: content. Returns {epoch, revision, {key, value, ...}, {key, facts, ...}}: one
+#: consistent instant. Keys without facts (written before they were kept) get them, as
+#: created at the current revision.
 SNAPSHOT = (
     _ENSURE_EPOCH
     + """
 local epoch = ensure_epoch(KEYS[1], ARGV[1])
 local revision = tonumber(redis.call('GET', KEYS[2]) or '0')
 local content = {}
+local facts = {}
 if ARGV[2] == '1' then
   content = redis.call('HGETALL', KEYS[3])
+  if redis.call('HLEN', KEYS[4]) ~= #content / 2 then
+    local fallback = revision .. ' ' .. revision .. ' 1'
+    for i = 1, #content, 2 do
+      redis.call('HSETNX', KEYS[4], content[i], fallback)
+    end
+  end
+  facts = redis.call('HGETALL', KEYS[4])
 end
-return {epoch, revision, content}
+return {epoch, revision, content, facts}
 """
 )
 

@@ -1,7 +1,7 @@
 """SQLiteStore: the state in an SQLite file (WAL mode), written to disk in groups.
 
 ``commit`` runs in the caller's thread under the state dictionary's lock: it checks
-leases, encodes the change, numbers it and queues it. One writer thread drains the
+leases and compare-and-set expectations, encodes the change, numbers it and queues it. One writer thread drains the
 queue: everything queued while the previous fsync ran goes into one transaction,
 committed with ``synchronous=FULL``, and then every waiter of every revision in it is
 released at once. So concurrent writers share fsyncs instead of queueing for one each.
@@ -43,9 +43,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from statehub.core.entries import Expectations, KeyFacts, check_expectations
 from statehub.core.values import JsonValue, check_key, checked_copy
 from statehub.store.base import Store
 from statehub.store.datafile import check_sqlite_file, file_error
@@ -70,8 +72,9 @@ DURABILITY_MODES: tuple[Durability, ...] = ("disk", "memory")
 DATA_FILE = "state.sqlite3"
 #: ``PRAGMA application_id`` of a statehub data file ("STHB").
 APPLICATION_ID = 0x53544842
-#: ``PRAGMA user_version`` of the layout written by this code.
-SCHEMA_VERSION = 1
+#: ``PRAGMA user_version`` of the layout written by this code (2: per-key facts; a
+#: version 1 file is upgraded at start, its keys counted as created at its revision).
+SCHEMA_VERSION = 2
 #: Revisions that may be numbered but not yet on disk; ``commit`` waits beyond that.
 MAX_PENDING = 10_000
 #: The WAL is checkpointed into the main file after this many revisions, and after
@@ -86,7 +89,10 @@ CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE state (
     key BLOB PRIMARY KEY,
     value TEXT NOT NULL,
-    format INTEGER NOT NULL
+    format INTEGER NOT NULL,
+    mod_revision INTEGER NOT NULL,
+    create_revision INTEGER NOT NULL,
+    version INTEGER NOT NULL
 ) WITHOUT ROWID;
 INSERT INTO meta (name, value) VALUES
     ('revision', 0), ('clean', 1), ('restart_skip', 0), ('epoch', 0);
@@ -94,7 +100,18 @@ INSERT INTO meta (name, value) VALUES
 #: Rows per statement: every sqlite3 call releases and retakes the GIL, and retaking it
 #: while the server's event loop is busy can take a switch interval (5 ms), so a batch is
 #: written with a few multi-row statements rather than one statement per key.
-_ROWS_PER_STATEMENT = 300  # 3 parameters each: under 999, the oldest SQLite's limit
+_ROWS_PER_STATEMENT = 150  # 6 parameters each: under 999, the oldest SQLite's limit
+#: Schema version 1 to 2: the per-key facts, unknown before, count from the file's revision.
+_UPGRADE_FROM_1 = f"""
+BEGIN IMMEDIATE;
+ALTER TABLE state ADD COLUMN mod_revision INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE state ADD COLUMN create_revision INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE state ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+UPDATE state SET mod_revision = (SELECT value FROM meta WHERE name = 'revision'),
+    create_revision = (SELECT value FROM meta WHERE name = 'revision');
+PRAGMA user_version={SCHEMA_VERSION};
+COMMIT;
+"""
 _SET_META = "UPDATE meta SET value = ? WHERE name = ?"
 #: Rows of values over the limits of docs/limits.md (written by an older statehub), moved
 #: out of ``state`` at start so the server can run; kept for an operator to look at.
@@ -109,6 +126,24 @@ CREATE TABLE IF NOT EXISTS quarantine (
 """
 
 _EncodedChange = tuple[int, list[tuple[bytes, str, int]], list[bytes]]
+
+
+@dataclass(slots=True)
+class _Row:
+    """A key's row as a batch leaves it. ``fresh``: the key was (re)created after a removal
+    in the batch, so ``version`` is its version; else the number of updates to add."""
+
+    value: str
+    format: int
+    mod_revision: int
+    create_revision: int
+    version: int
+    fresh: bool
+
+    def params(self, key: bytes) -> tuple[bytes, str, int, int, int, int]:
+        return (key, self.value, self.format, self.mod_revision, self.create_revision, self.version)
+
+
 _AsyncWaiter = tuple[int, int, asyncio.AbstractEventLoop, "asyncio.Future[None]"]
 
 
@@ -151,7 +186,7 @@ class SQLiteStore(LeasesInProcess, Store):
         lost = self._check_record(record_path, accept_data_loss)
         self._conn = _connect(self.directory, self.path)
         try:
-            content, revision, skipped = self._start(lost)
+            content, facts, revision, skipped = self._start(lost)
             self._record = DurableRecord(record_path)
         except BaseException:
             self._conn.close()
@@ -160,6 +195,7 @@ class SQLiteStore(LeasesInProcess, Store):
         self._record.sync()
         self._checkpointed = revision
         self._initial_content: dict[str, JsonValue] | None = content
+        self._initial_facts = facts
         #: Revision read from disk, and how far it was moved on after an unclean stop.
         self.loaded_revision = revision - skipped
         self.skipped_revisions = skipped
@@ -192,14 +228,16 @@ class SQLiteStore(LeasesInProcess, Store):
     def epoch(self) -> str:
         return self._epoch
 
-    def load(self) -> tuple[int, dict[str, JsonValue]]:
+    def load(self) -> tuple[int, dict[str, JsonValue], dict[str, KeyFacts]]:
         content = self._initial_content
         if content is not None:
             self._initial_content = None
-            return self._revision, content
+            facts, self._initial_facts = self._initial_facts, {}
+            return self._revision, content, facts
         revision = self.flush()
         with self._db_lock:
-            return revision, self._read_content()
+            content, facts = self._read_content()
+            return revision, content, facts
 
     def commit(
         self,
@@ -207,8 +245,15 @@ class SQLiteStore(LeasesInProcess, Store):
         updates: dict[str, JsonValue],
         removals: set[str],
         now: float,
+        expect: Expectations | None = None,
     ) -> int:
         self._leases.check_writable(owner, [*updates, *removals], now)
+        if expect:
+            # Under the state's lock: the feed knows every change numbered so far.
+            check_expectations(expect, self._feed.mod_revision)
+            if not (updates or removals):
+                with self._lock:
+                    return self._revision
         rows = [(_key_bytes(key), *encode_value(value)) for key, value in updates.items()]
         removed = [_key_bytes(key) for key in removals]
         with self._lock:
@@ -342,7 +387,9 @@ class SQLiteStore(LeasesInProcess, Store):
             logger.warning("the write-ahead log as it was is kept as %s", kept)
         return recorded
 
-    def _start(self, lost: Recorded | None) -> tuple[dict[str, JsonValue], int, int]:
+    def _start(
+        self, lost: Recorded | None
+    ) -> tuple[dict[str, JsonValue], dict[str, KeyFacts], int, int]:
         """Check or create the file, read it, and record that a run has started.
 
         ``lost``: changes up to ``lost.revision`` are known to be missing (accepted): the
@@ -361,6 +408,7 @@ class SQLiteStore(LeasesInProcess, Store):
             application_id=APPLICATION_ID,
             schema_version=SCHEMA_VERSION,
             tables=("meta", "state"),
+            upgradable=(1,),
         )
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -375,8 +423,11 @@ class SQLiteStore(LeasesInProcess, Store):
                     f"BEGIN IMMEDIATE; PRAGMA application_id={APPLICATION_ID}; "
                     f"PRAGMA user_version={SCHEMA_VERSION}; {_SCHEMA} COMMIT;"
                 )
+            elif conn.execute("PRAGMA user_version").fetchone()[0] == 1:
+                logger.info("%s: adding per-key facts (schema version 1 to 2)", path)
+                conn.executescript(_UPGRADE_FROM_1)
             meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-            content = self._read_content()
+            content, facts = self._read_content()
             revision, skipped = meta["revision"], 0
             # Made once per data file: revisions go on across restarts, so history does.
             epoch = meta["epoch"] or secrets.randbits(62)
@@ -417,13 +468,17 @@ class SQLiteStore(LeasesInProcess, Store):
                 "nothing in it. Restore it from a backup or move it away."
             ) from error
         logger.info("loaded %d keys at revision %d from %s", len(content), revision, path)
-        return content, revision, skipped
+        return content, facts, revision, skipped
 
-    def _read_content(self) -> dict[str, JsonValue]:
-        """The stored content; rows over the value limits go to ``self.quarantined``."""
+    def _read_content(self) -> tuple[dict[str, JsonValue], dict[str, KeyFacts]]:
+        """The stored content and facts; rows over the value limits go to ``self.quarantined``."""
         content: dict[str, JsonValue] = {}
+        facts: dict[str, KeyFacts] = {}
         self.quarantined = []
-        for key, text, form in self._conn.execute("SELECT key, value, format FROM state"):
+        rows = self._conn.execute(
+            "SELECT key, value, format, mod_revision, create_revision, version FROM state"
+        )
+        for key, text, form, mod_revision, create_revision, version in rows:
             try:
                 name = bytes(key).decode("utf-8", "surrogatepass")
                 value = decode_value(text, form)
@@ -439,7 +494,9 @@ class SQLiteStore(LeasesInProcess, Store):
                 content[check_key(name)] = checked_copy(value, name)
             except (ValueError, TypeError) as error:  # written before the limits existed
                 self.quarantined.append((key, text, form, str(error)))
-        return content
+                continue
+            facts[name] = (mod_revision, create_revision, version)
+        return content, facts
 
     def _quarantine(self, revision: int) -> None:
         """Move the rows ``_read_content`` refused out of ``state``; caller is in a
@@ -520,20 +577,32 @@ class SQLiteStore(LeasesInProcess, Store):
         self._checkpointed = durable
 
     def _write(self, batch: list[_EncodedChange]) -> None:
-        latest: dict[bytes, tuple[bytes, str, int] | None] = {}
-        for _, rows, removed in batch:
-            for row in rows:
-                latest[row[0]] = row
+        # Each key's last row, and its facts: the rule of core/entries.py, applied to the
+        # batch's changes in order; a key not removed in the batch adds its number of
+        # updates to the version its row has (``_upsert_statement``).
+        latest: dict[bytes, _Row | None] = {}
+        for revision, rows, removed in batch:
+            for key, text, form in rows:
+                row = latest.get(key, _ABSENT)
+                if row is None or row is _ABSENT:
+                    latest[key] = _Row(text, form, revision, revision, 1, row is None)
+                else:
+                    row.value, row.format, row.mod_revision = text, form, revision
+                    row.version += 1
             for key in removed:
                 latest[key] = None
-        upserts = [row for row in latest.values() if row is not None]
+        upserts = [row.params(key) for key, row in latest.items() if row and not row.fresh]
+        fresh = [row.params(key) for key, row in latest.items() if row and row.fresh]
         deletes = [key for key, row in latest.items() if row is None]
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for start in range(0, len(upserts), _ROWS_PER_STATEMENT):
-                chunk = upserts[start : start + _ROWS_PER_STATEMENT]
-                conn.execute(_upsert_statement(len(chunk)), [v for row in chunk for v in row])
+            for params, replace in ((upserts, False), (fresh, True)):
+                for start in range(0, len(params), _ROWS_PER_STATEMENT):
+                    chunk = params[start : start + _ROWS_PER_STATEMENT]
+                    conn.execute(
+                        _upsert_statement(len(chunk), replace), [v for row in chunk for v in row]
+                    )
             for start in range(0, len(deletes), _ROWS_PER_STATEMENT):
                 keys = deletes[start : start + _ROWS_PER_STATEMENT]
                 conn.execute(_delete_statement(len(keys)), keys)
@@ -568,11 +637,25 @@ class SQLiteStore(LeasesInProcess, Store):
         _release(ready, self._failure)
 
 
+#: A key the batch has not touched yet (its row is whatever the file holds).
+_ABSENT = _Row("", 0, 0, 0, 0, False)
+
+
 @functools.lru_cache(maxsize=256)
-def _upsert_statement(rows: int) -> str:
+def _upsert_statement(rows: int, replace: bool) -> str:
+    """Rows (key, value, format, mod, create, version). ``replace``: the key was removed
+    earlier in the batch, so the row's facts start again; else an existing row keeps its
+    create revision and adds ``version`` (the batch's updates of the key) to its own."""
+    facts = (
+        "create_revision = excluded.create_revision, version = excluded.version"
+        if replace
+        else "version = state.version + excluded.version"
+    )
     return (
-        f"INSERT INTO state (key, value, format) VALUES {', '.join(['(?, ?, ?)'] * rows)} "
-        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, format = excluded.format"
+        "INSERT INTO state (key, value, format, mod_revision, create_revision, version) "
+        f"VALUES {', '.join(['(?, ?, ?, ?, ?, ?)'] * rows)} "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, format = excluded.format, "
+        f"mod_revision = excluded.mod_revision, {facts}"
     )
 
 
