@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import subprocess
 import sys
 import tomllib
@@ -43,4 +44,37 @@ def test_statehub_get_loads_nothing_only_serve_or_endpoints_need() -> None:
     loaded = set(result.stdout.split())
     assert "statehub.cli.client_commands" in loaded
     for heavy in ("pydantic", "yaml", "sqlite3", "google.protobuf", "rich", "statehub.server"):
+        assert not {m for m in loaded if m == heavy or m.startswith(heavy + ".")}, heavy
+
+
+def test_statehub_get_over_tcp_loads_neither_grpc_nor_aiohttp_nor_rich_nor_redis() -> None:
+    """A real ``statehub get`` against a server on plain TCP: the transport modules it does
+    not use are never imported (each costs a quarter of a second at start-up)."""
+    from statehub.server.state_server import StateServer
+
+    server = StateServer(address="127.0.0.1", port=0, tcp_port=0).start_in_thread()
+    try:
+        code = (
+            "import sys\n"
+            "from statehub.cli import main\n"
+            "for arguments in (['set', 'greeting', '1'], ['get', 'greeting']):\n"
+            "    try:\n"
+            "        main(arguments)\n"
+            "    except SystemExit as exit:\n"
+            "        assert not exit.code, exit.code\n"
+            "print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "STATEHUB_URL": f"statehub+tcp://127.0.0.1:{server.tcp_port}"},
+        )
+    finally:
+        server.close()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "1"  # the value, read back over TCP
+    loaded = set(result.stderr.split())
+    for heavy in ("grpc", "aiohttp", "rich", "redis", "google.protobuf", "statehub.server"):
         assert not {m for m in loaded if m == heavy or m.startswith(heavy + ".")}, heavy

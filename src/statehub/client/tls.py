@@ -9,8 +9,10 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import grpc
+if TYPE_CHECKING:
+    import grpc
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,8 @@ class ClientTls:
             raise ValueError("a client certificate needs both cert_file and key_file")
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
+        import grpc  # only gRPC channels need it: a TCP or WebSocket client never loads it
+
         return grpc.ssl_channel_credentials(
             root_certificates=_read(self.ca_file, "CA bundle"),
             private_key=_read(self.key_file, "client key"),
