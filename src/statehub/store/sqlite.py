@@ -1,8 +1,9 @@
 """SQLiteStore: the state in an SQLite file (WAL mode), written to disk in groups.
 
 ``commit`` runs in the caller's thread under the state dictionary's lock: it checks
-leases and compare-and-set expectations, encodes the change, numbers it and queues it. One writer thread drains the
-queue: everything queued while the previous fsync ran goes into one transaction,
+leases and compare-and-set expectations, encodes the change, numbers it and queues it.
+One writer thread drains the queue: everything queued while the previous fsync ran goes
+into one transaction,
 committed with ``synchronous=FULL``, and then every waiter of every revision in it is
 released at once. So concurrent writers share fsyncs instead of queueing for one each.
 
