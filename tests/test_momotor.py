@@ -433,3 +433,23 @@ async def test_one_lock_across_two_statehub_servers_on_one_redis(tmp_path: Path)
         for process, _ in servers:
             stop(process)
         stop(redis.process)
+
+
+def test_the_momotor_benchmark_runs_and_reports_every_figure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from statehub.bench import momotor as bench
+    from statehub.cli.bench import GROUPS
+
+    assert GROUPS["momotor"][1] is bench.run
+    for name, value in [
+        ("ROUNDS", 1),
+        ("GRANTS_PER_ROUND", 20),
+        ("WARMUP", 2),
+        ("WORKERS", 4),
+        ("CONTENTION_S", 0.3),
+    ]:
+        monkeypatch.setattr(bench, name, value)
+    results = bench.run()
+    assert [result.unit for result in results] == ["ms"] * 4 + ["grants/s"] * 2
+    assert all(result.figure > 0 for result in results)
