@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from grpclib import GRPCError, Status
 from grpclib.client import Channel
 from momotor.rpc.auth.client import AuthenticatingChannel
 from momotor.rpc.exception import AuthException, FormatException
 from momotor.rpc.proto.worker_grpc import WorkerStub
 from momotor.rpc.shared import SharedState
 
-from auth_support import TOKENS, auth_server
+from auth_support import TOKENS, auth_server, identities, write_identities
 from statehub.bench.fleet import start_redis, start_serve, start_statehub, stop
 from statehub.client import AsyncClient
 from statehub.server import StateServer
@@ -276,6 +277,7 @@ async def test_a_key_statehub_refuses_reaches_the_worker_as_a_format_exception()
 
 WORKER_PROCESS = """
 import asyncio, sys
+from grpclib import GRPCError, Status
 from grpclib.client import Channel
 from momotor.rpc.proto.worker_grpc import WorkerStub
 from momotor.rpc.shared import SharedState
@@ -453,3 +455,28 @@ def test_the_momotor_benchmark_runs_and_reports_every_figure(
     results = bench.run()
     assert [result.unit for result in results] == ["ms"] * 4 + ["grants/s"] * 2
     assert all(result.figure > 0 for result in results)
+
+
+async def test_reloaded_identities_end_a_call_whose_token_is_gone(tmp_path: Path) -> None:
+    """As a session is ended when its credential no longer authenticates, so is a Momotor
+    call: its lock is released for the others."""
+    order: list[str] = []
+    async with (
+        auth_server(tmp_path) as server,
+        worker(server.port, TOKENS["walt"]) as walt,
+        worker(server.port, TOKENS["ada"]) as ada,
+    ):
+        revoked = Holder("walt", lambda: walt.get_lock("locks/w/r"), order)
+        await asyncio.wait_for(revoked.granted.wait(), 10)
+        kept = Holder("ada", lambda: ada.get_lock("locks/w/r"), order)
+        await eventually(lambda: waiting(server) == 1)
+        server.reload_auth(write_identities(tmp_path / "reloaded.yaml", identities(walt="")))
+        await asyncio.wait_for(kept.granted.wait(), 10)  # walt's lock was released
+        revoked.release.set()
+        with pytest.raises(GRPCError) as ended:  # at its release: the call ended already
+            await asyncio.wait_for(revoked.task, 10)
+        assert ended.value.status is Status.UNAUTHENTICATED
+        await kept.finish()
+        assert order == ["walt", "ada"]
+        with pytest.raises(AuthException):
+            await walt.test_lock("locks/w/r")

@@ -26,7 +26,10 @@ Momotor's client raises as ``AuthException`` (``FormatException``). It is sent w
 worker's side is still open and the call is then kept until the worker ends or cancels it
 (at most ``REFUSAL_LINGER_S``): ending it first makes grpcio reset the stream, and grpclib
 then drops the answer. A lock the table cannot grant (its store is unavailable) is
-answered ``{locked: false}``: Momotor's ``LockFailed``.
+answered ``{locked: false}``: Momotor's ``LockFailed``. When the identities are
+reloaded, a call holding or waiting for a lock whose credential no longer authenticates
+is ended with UNAUTHENTICATED (its lock released), as a session would be; Momotor's client
+raises that status (grpclib's ``GRPCError``) when it next reads, at its release.
 
 The messages are statehub's own (``momotor_proto``); this module loads protobuf, so the
 server imports it only when it sets up its services.
@@ -93,6 +96,22 @@ class MomotorLocks:
 
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
+        #: The calls holding or waiting for a lock, and the credentials they presented.
+        self._calls: dict[asyncio.Task[Any], Credentials] = {}
+        #: Calls ended by a reload (cancelled, to end with UNAUTHENTICATED), and why.
+        self._revoked: dict[asyncio.Task[Any], UnauthenticatedError] = {}
+        hub.auth_listeners.append(self._reauthenticate)
+
+    def _reauthenticate(self) -> None:
+        """The identities were reloaded: end each call whose credential no longer
+        authenticates (as a session is ended), so that its lock is released."""
+        for call, credentials in list(self._calls.items()):
+            try:
+                self._hub.auth.authenticate(credentials)
+            except UnauthenticatedError as error:
+                logger.info("Momotor sharedLock call ended: %s", error)
+                self._revoked[call] = error
+                call.cancel()
 
     async def shared_lock(self, requests: AsyncIterator[bytes], context: Context) -> None:
         try:
@@ -109,8 +128,9 @@ class MomotorLocks:
             return  # the worker ended its side without asking anything
         key, exclusive = _checked_key(first.key), first.exclusive
         op = "lock" if first.lock else "test_lock"
+        credentials = _credentials(context)
         try:
-            principal = self._hub.auth.authenticate(_credentials(context))
+            principal = self._hub.auth.authenticate(credentials)
             principal.require(Right.LOCK, [key], op)
         except (UnauthenticatedError, PermissionDeniedError) as error:
             raise _Refused(pb.AUTH, f"{type(error).__name__}: {error_message(error)}") from None
@@ -122,6 +142,26 @@ class MomotorLocks:
             return
         # One owner per call, never shared: (a name no session id can be, the identity).
         owner = (f"momotor:{uuid.uuid4().hex}", principal.name)
+        call = asyncio.current_task()
+        assert call is not None, "grpc.aio runs each call in a task"
+        self._calls[call] = credentials
+        try:
+            await self._hold(context, key, exclusive, owner)
+        except asyncio.CancelledError:
+            revoked = self._revoked.pop(call, None)
+            if revoked is None:
+                raise  # the call itself was cancelled (the worker, its connection, a stop)
+            call.uncancel()
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, error_message(revoked))
+        finally:
+            del self._calls[call]
+            self._revoked.pop(call, None)
+
+    async def _hold(
+        self, context: Context, key: str, exclusive: bool, owner: tuple[str, str]
+    ) -> None:
+        """Wait for the lock, hold it until the worker releases it or the call ends."""
+        locks = self._hub.locks
         try:
             await locks.acquire(key, owner, exclusive=exclusive)
         except StatehubError as error:  # the table could not grant it (store unavailable)
