@@ -24,6 +24,7 @@ from momotor.rpc.auth.client import AuthenticatingChannel
 from momotor.rpc.exception import AuthException, FormatException
 from momotor.rpc.proto.worker_grpc import WorkerStub
 from momotor.rpc.shared import SharedState
+from momotor.shared.state import LockFailed
 
 from auth_support import TOKENS, auth_server, identities, write_identities
 from statehub.bench.fleet import start_redis, start_serve, start_statehub, stop
@@ -281,6 +282,7 @@ from grpclib import GRPCError, Status
 from grpclib.client import Channel
 from momotor.rpc.proto.worker_grpc import WorkerStub
 from momotor.rpc.shared import SharedState
+from momotor.shared.state import LockFailed
 
 async def main():
     channel = Channel("127.0.0.1", int(sys.argv[1]))
@@ -431,6 +433,13 @@ async def test_one_lock_across_two_statehub_servers_on_one_redis(tmp_path: Path)
             await third.finish()
             assert order == ["worker on A", "worker on B", "client on B"]
             assert await on_a.test_lock("shared/key") is False
+            stop(redis.process)  # the lock table is away: a worker is told so
+            with pytest.raises(LockFailed):
+                async with asyncio.timeout(30), on_a.get_lock("shared/key"):
+                    pytest.fail("granted without Redis")
+            with pytest.raises(GRPCError) as failed:
+                await asyncio.wait_for(on_b.test_lock("shared/key"), 30)
+            assert failed.value.status is Status.UNAVAILABLE
     finally:
         for process, _ in servers:
             stop(process)

@@ -26,10 +26,12 @@ Momotor's client raises as ``AuthException`` (``FormatException``). It is sent w
 worker's side is still open and the call is then kept until the worker ends or cancels it
 (at most ``REFUSAL_LINGER_S``): ending it first makes grpcio reset the stream, and grpclib
 then drops the answer. A lock the table cannot grant (its store is unavailable) is
-answered ``{locked: false}``: Momotor's ``LockFailed``. When the identities are
-reloaded, a call holding or waiting for a lock whose credential no longer authenticates
-is ended with UNAUTHENTICATED (its lock released), as a session would be; Momotor's client
-raises that status (grpclib's ``GRPCError``) when it next reads, at its release.
+answered ``{locked: false}``: Momotor's ``LockFailed``; a test or a release it cannot
+answer ends the call with the error's status (UNAVAILABLE), once the worker's side has
+ended. When the identities are reloaded, a call holding or waiting for a lock whose
+credential no longer authenticates is ended with UNAUTHENTICATED (its lock released), as
+a session would be; Momotor's client raises that status (grpclib's ``GRPCError``) when it
+next reads, at its release.
 
 The messages are statehub's own (``momotor_proto``); this module loads protobuf, so the
 server imports it only when it sets up its services.
@@ -50,7 +52,7 @@ from grpc import aio
 from statehub.auth import Credentials, Right
 from statehub.core.values import check_key
 from statehub.errors import PermissionDeniedError, StatehubError, UnauthenticatedError
-from statehub.protocol.errors import error_message
+from statehub.protocol.errors import error_message, status_of
 from statehub.server.grpc_credentials import bearer_token, certificate_identities
 from statehub.server.momotor_proto import shared_lock_pb2 as pb
 from statehub.server.session import Hub
@@ -121,6 +123,11 @@ class MomotorLocks:
             exception = pb.Exception(type=refusal.kind, text=refusal.text)  # type: ignore[arg-type]
             await context.write(pb.SharedLockResponse(exception=exception))
             await _until_worker_ends(context)
+        except StatehubError as error:  # a test or a release the store could not answer
+            logger.warning("Momotor sharedLock from %s failed: %s", context.peer(), error)
+            await context.abort(
+                grpc.StatusCode[status_of(error)], f"{type(error).__name__}: {error_message(error)}"
+            )
 
     async def _serve(self, context: Context) -> None:
         first = await _read(context)
