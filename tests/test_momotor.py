@@ -459,10 +459,11 @@ def test_the_momotor_benchmark_runs_and_reports_every_figure(
         ("WARMUP", 2),
         ("WORKERS", 4),
         ("CONTENTION_S", 0.3),
+        ("REDIS", False),
     ]:
         monkeypatch.setattr(bench, name, value)
     results = bench.run()
-    assert [result.unit for result in results] == ["ms"] * 4 + ["grants/s"] * 2
+    assert [result.unit for result in results] == ["ms"] * 4 + ["grants/s", "us", "us"] * 2
     assert all(result.figure > 0 for result in results)
 
 

@@ -7,6 +7,8 @@ over a grpclib channel, as a worker uses it); statehub's is ``AsyncClient.get_lo
 - Round trip: the time from asking for a free lock to holding it (one ``sharedLock``
   stream opened and answered; one ``lock`` request answered), in interleaved rounds so
   that load from elsewhere falls on both alike. The release is not counted.
+- The same round trips through a server whose locks live in Redis (``--store redis://``),
+  when ``redis-server`` is on PATH: what a grant costs when several servers share locks.
 - Contention: ``WORKERS`` clients, each on its own connection, each taking and releasing
   the exclusive lock on one of ``KEYS`` keys in a loop for ``CONTENTION_S`` seconds;
   grants per second over all of them. The clients share one process (and its core), so on
@@ -16,14 +18,18 @@ over a grpclib channel, as a worker uses it); statehub's is ``AsyncClient.get_lo
 from __future__ import annotations
 
 import asyncio
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from importlib.util import find_spec
+from pathlib import Path
 from typing import Any
 
-from statehub.bench.fleet import start_serve, stop
+from statehub.bench.fleet import start_redis, start_serve, start_statehub, stop
+from statehub.bench.room import process_cpu_seconds
 from statehub.bench.table import Result
 from statehub.client.async_client import AsyncClient
 from statehub.extras import MissingExtraError
@@ -34,6 +40,8 @@ WARMUP = 100
 WORKERS = 100
 KEYS = 10
 CONTENTION_S = 5.0
+#: Also measure the round trips through a server on Redis (when redis-server is on PATH).
+REDIS = True
 
 Locker = Callable[[str], AbstractAsyncContextManager[Any]]
 
@@ -46,12 +54,69 @@ def run() -> list[Result]:
         )
     process, port = start_serve("--no-tcp")
     try:
-        return asyncio.run(_run_all(port))
+        results = asyncio.run(_run_all(port, process.pid))
     finally:
         stop(process)
+    if REDIS and shutil.which("redis-server") is not None:
+        results += _on_redis()
+    return results
 
 
-async def _run_all(port: int) -> list[Result]:
+def _on_redis() -> list[Result]:
+    """The grant round trips again, through a server whose locks are in Redis."""
+    with tempfile.TemporaryDirectory(prefix="statehub-bench-") as directory:
+        redis = start_redis(Path(directory) / "redis")
+        try:
+            process, port = start_statehub(redis.url, "--no-tcp")
+            try:
+                return asyncio.run(_round_trips(port, "one server on Redis"))
+            finally:
+                stop(process)
+        finally:
+            stop(redis.process)
+
+
+async def _run_all(port: int, server_pid: int) -> list[Result]:
+    results = await _round_trips(port, "memory")
+    async with AsyncExitStack() as stack:
+        states = [await stack.enter_async_context(_worker(port)) for _ in range(WORKERS)]
+        results += await _contention(
+            [state.get_lock for state in states],
+            f"{WORKERS} Momotor workers contending for exclusive locks on {KEYS} keys",
+            server_pid,
+        )
+    async with AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(AsyncClient("127.0.0.1", port, reconnect=False))
+            for _ in range(WORKERS)
+        ]
+        results += await _contention(
+            [client.get_lock for client in clients],
+            f"{WORKERS} AsyncClients contending the same way",
+            server_pid,
+        )
+    return results
+
+
+async def _contention(lockers: list[Locker], name: str, server_pid: int) -> list[Result]:
+    """Grants/s, and the server's and the clients' CPU per grant (what bounds the rate)."""
+    server_cpu, client_cpu = process_cpu_seconds(server_pid), time.process_time()
+    grants, seconds = await _contend(lockers)
+    server_cpu = process_cpu_seconds(server_pid) - server_cpu
+    client_cpu = time.process_time() - client_cpu
+    return [
+        Result(f"{name} ({CONTENTION_S:g} s)", grants / seconds, "grants/s"),
+        Result(f"{name}: server CPU per grant", server_cpu / max(grants, 1) * 1e6, "us"),
+        Result(
+            f"{name}: the clients' process CPU per grant (one process)",
+            client_cpu / max(grants, 1) * 1e6,
+            "us",
+        ),
+    ]
+
+
+async def _round_trips(port: int, store: str) -> list[Result]:
+    """p50 and p99 grant round trips of a Momotor worker and of an AsyncClient."""
     momotor: list[float] = []
     own: list[float] = []
     async with _worker(port) as state, AsyncClient("127.0.0.1", port, reconnect=False) as client:
@@ -65,36 +130,12 @@ async def _run_all(port: int) -> list[Result]:
         for label, quantile in (("p50", 49), ("p99", 98)):
             results.append(
                 Result(
-                    f"grant round trip of a free exclusive lock, {name}, {label} "
+                    f"grant round trip of a free exclusive lock, {store}, {name}, {label} "
                     f"({len(times)} grants in {ROUNDS} interleaved rounds)",
                     statistics.quantiles(times, n=100)[quantile] * 1000,
                     "ms",
                 )
             )
-    async with AsyncExitStack() as stack:
-        states = [await stack.enter_async_context(_worker(port)) for _ in range(WORKERS)]
-        rate = await _contend([state.get_lock for state in states])
-    results.append(
-        Result(
-            f"{WORKERS} Momotor workers contending for exclusive locks on {KEYS} keys "
-            f"({CONTENTION_S:g} s)",
-            rate,
-            "grants/s",
-        )
-    )
-    async with AsyncExitStack() as stack:
-        clients = [
-            await stack.enter_async_context(AsyncClient("127.0.0.1", port, reconnect=False))
-            for _ in range(WORKERS)
-        ]
-        rate = await _contend([client.get_lock for client in clients])
-    results.append(
-        Result(
-            f"{WORKERS} AsyncClients contending the same way ({KEYS} keys, {CONTENTION_S:g} s)",
-            rate,
-            "grants/s",
-        )
-    )
     return results
 
 
@@ -122,8 +163,8 @@ async def _grant_times(lock: Locker, count: int) -> list[float]:
     return times
 
 
-async def _contend(lockers: list[Locker]) -> float:
-    """Grants per second: each locker takes and releases its key until the time is up."""
+async def _contend(lockers: list[Locker]) -> tuple[int, float]:
+    """Grants, and seconds: each locker takes and releases its key until the time is up."""
     loop = asyncio.get_running_loop()
     grants = 0
     started = time.perf_counter()
@@ -137,4 +178,4 @@ async def _contend(lockers: list[Locker]) -> float:
                 grants += 1
 
     await asyncio.gather(*(take(number, lock) for number, lock in enumerate(lockers)))
-    return grants / (time.perf_counter() - started)
+    return grants, time.perf_counter() - started
