@@ -264,6 +264,22 @@ async def test_a_worker_cancelling_its_wait_leaves_no_trace() -> None:
             assert await client.test_lock("c") is False
 
 
+async def test_a_worker_whose_connection_closes_while_holding_loses_its_lock() -> None:
+    async with running_server() as server, AsyncClient("127.0.0.1", server.port) as client:
+        channel = Channel("127.0.0.1", server.port)
+        try:
+            state = SharedState(WorkerStub(channel))
+            holding = state.get_lock("dropped")
+            await holding.__aenter__()  # never released: the connection goes instead
+            assert await client.test_lock("dropped") is False
+            channel.close()
+            async with asyncio.timeout(10), client.get_lock("dropped"):
+                pass
+            assert server.locks.counts() == (0, 0)
+        finally:
+            channel.close()
+
+
 async def test_a_key_statehub_refuses_reaches_the_worker_as_a_format_exception() -> None:
     async with running_server() as server, worker(server.port) as state:
         with pytest.raises(FormatException):
