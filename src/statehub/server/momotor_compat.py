@@ -94,7 +94,7 @@ class _Refused(Exception):
 
 
 class MomotorLocks:
-    """One ``sharedLock`` call at a time is one lock owner in ``hub.locks``."""
+    """Serves ``sharedLock``: each call is one lock owner of its own in ``hub.locks``."""
 
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
