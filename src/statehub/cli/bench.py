@@ -10,7 +10,17 @@ from typing import Any
 
 import click
 
-from statehub.bench import cluster, core, dripline, durable, fanout, network, security, web
+from statehub.bench import (
+    cluster,
+    core,
+    dripline,
+    durable,
+    fanout,
+    momotor,
+    network,
+    security,
+    web,
+)
 from statehub.bench.table import Result, format_table, machine
 
 #: Group name -> (title, function returning results). Other modules add their groups.
@@ -23,6 +33,7 @@ GROUPS: dict[str, tuple[str, Callable[[], list[Result]]]] = {
     "dripline": ("Dripline mesh (RabbitMQ on loopback) next to statehub's protocol", dripline.run),
     "cluster": ("Cluster (statehub serve processes over one Redis, next to memory)", cluster.run),
     "fanout": ("Fan-out: statehub over gRPC and plain TCP, side by side with --peer", fanout.run),
+    "momotor": ("Momotor workers (SharedState) on statehub locks, and AsyncClient", momotor.run),
 }
 
 
