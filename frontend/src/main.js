@@ -8,7 +8,6 @@ const $ = (id) => document.getElementById(id);
 const SUBSCRIPTION_INTERVAL = 0.1; // s: at most 10 updates a second are plenty for a person
 const POLL_INTERVAL = 1000; // ms: leases, locks, sessions
 const ENDPOINT_POLL_INTERVAL = 2000; // ms: endpoint values and history
-const MAX_ROWS = 2000;
 
 const state = new Map();
 let session;
@@ -26,87 +25,228 @@ function showResult(element, text, ok) {
 
 // -- values ------------------------------------------------------------------------
 
-function renderValue(value, depth = 0) {
-  if (value !== null && typeof value === "object") {
-    const entries = Array.isArray(value) ? value.map((v, i) => [i, v]) : Object.entries(value);
-    const details = document.createElement("details");
-    details.open = depth === 0 && entries.length <= 4;
-    const summary = document.createElement("summary");
-    summary.textContent = Array.isArray(value) ? `[${entries.length} items]` : `{${entries.length} keys}`;
-    details.append(summary);
-    for (const [name, item] of entries) {
-      const line = document.createElement("div");
-      line.className = "nested";
-      line.append(`${name}: `);
-      line.append(renderValue(item, depth + 1));
-      details.append(line);
-    }
-    return details;
-  }
-  const span = document.createElement("span");
-  span.textContent = typeof value === "bigint" ? `${value}` : JSON.stringify(value);
-  return span;
+const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
+function toJSON(value, indent) {
+  return JSON.stringify(value, (_, v) => (typeof v === "bigint" ? Number(v) : v), indent);
 }
 
-// -- state ---------------------------------------------------------------------------
+const SUMMARY_CHARS = 160;
 
-const rows = new Map();
+// One line for a row: objects and arrays say their size, then as much JSON as fits.
+function summarise(value) {
+  let head = "";
+  if (Array.isArray(value)) head = `[${plural(value.length, "item")}] `;
+  else if (value !== null && typeof value === "object") head = `{${plural(Object.keys(value).length, "key")}} `;
+  const text = toJSON(value) ?? "null";
+  return head + (text.length > SUMMARY_CHARS ? `${text.slice(0, SUMMARY_CHARS)}…` : text);
+}
 
-function renderState(changed) {
+// -- state: a natural-sorted, filtered, virtualised list and a tree by delimiter ------
+
+const ROW_HEIGHT = 22; // px: one line per key
+const TREE_CHILDREN_SHOWN = 200;
+const collator = new Intl.Collator("en", { numeric: true }); // avatar.2 before avatar.10
+const summaries = new Map(); // key -> one-line text (computed when a row is drawn)
+const changedAt = new Map(); // key -> performance.now() of its last change (row flash)
+let sortedKeys = []; // every key, natural order
+let keysDirty = true; // a key came or went: sort again
+let viewKeys = []; // the keys shown: sortedKeys filtered
+let viewDirty = true;
+let drawPending = false;
+let treeDirty = true;
+const expanded = new Set(); // tree paths open
+let selectedKey = null;
+
+function delimiters() {
+  return $("delimiters").value || ".";
+}
+
+function globToRegExp(glob) {
+  const escaped = glob.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
+  return new RegExp(`^${escaped}$`, "i");
+}
+
+// The search: a glob (with * or ?) matches the whole key, anything else is a substring.
+function searchMatcher() {
+  const text = $("search").value.trim();
+  if (text === "") return null;
+  if (/[*?]/.test(text)) {
+    const pattern = globToRegExp(text);
+    return (key) => pattern.test(key);
+  }
+  const needle = text.toLowerCase();
+  return (key) => key.toLowerCase().includes(needle);
+}
+
+function recompute() {
+  if (keysDirty) {
+    sortedKeys = [...state.keys()].sort(collator.compare);
+    keysDirty = false;
+    treeDirty = true;
+  }
+  const match = searchMatcher();
+  const searched = match ? sortedKeys.filter(match) : sortedKeys;
   const prefix = $("prefix").value;
-  const body = $("state").tBodies[0];
-  const keys = [...state.keys()].filter((k) => k.startsWith(prefix)).sort();
-  $("key-count").textContent = `(${keys.length} of ${state.size} keys)`;
-  const wanted = new Set(keys.slice(0, MAX_ROWS));
-  for (const [key, row] of rows) {
-    if (!wanted.has(key)) {
-      row.remove();
-      rows.delete(key);
-    }
-  }
-  let previous = null;
-  for (const key of wanted) {
-    let row = rows.get(key);
+  viewKeys = prefix ? searched.filter((k) => k.startsWith(prefix)) : searched;
+  viewDirty = false;
+  $("key-count").textContent = `(${viewKeys.length} of ${plural(state.size, "key")})`;
+  $("bulk-remove").textContent = `Remove ${plural(viewKeys.length, "matching key")}…`;
+  if (treeDirty) renderTree(searched);
+}
+
+function scheduleDraw() {
+  if (drawPending) return;
+  drawPending = true;
+  requestAnimationFrame(() => {
+    drawPending = false;
+    if (viewDirty || keysDirty) recompute();
+    drawRows();
+  });
+}
+
+const rowPool = [];
+
+function drawRows() {
+  const list = $("state");
+  const space = list.firstElementChild;
+  space.style.height = `${viewKeys.length * ROW_HEIGHT}px`;
+  const first = Math.max(0, Math.floor(list.scrollTop / ROW_HEIGHT) - 5);
+  const count = Math.ceil((list.clientHeight || 600) / ROW_HEIGHT) + 10;
+  const last = Math.min(viewKeys.length, first + count);
+  const now = performance.now();
+  let used = 0;
+  for (let index = first; index < last; index++, used++) {
+    let row = rowPool[used];
     if (!row) {
-      row = document.createElement("tr");
+      row = document.createElement("div");
+      row.className = "krow";
+      row.innerHTML = '<span class="k"></span><span class="v"></span>';
+      row.onclick = () => selectKey(row.dataset.key);
+      space.append(row);
+      rowPool.push(row);
+    }
+    const key = viewKeys[index];
+    let summary = summaries.get(key);
+    if (summary === undefined) {
+      summary = summarise(state.get(key));
+      summaries.set(key, summary);
+    }
+    if (row.dataset.key !== key) {
       row.dataset.key = key;
-      row.innerHTML = '<td class="key"></td><td class="value"></td>';
-      row.cells[0].textContent = key;
-      row.cells[0].title = "click to edit";
-      row.cells[0].onclick = () => {
-        $("write-key").value = key;
-        $("write-value").value = JSON.stringify(state.get(key));
-      };
-      rows.set(key, row);
-      changed = null; // force the value in
+      row.firstChild.textContent = key;
+      row.firstChild.title = key;
     }
-    if (changed === null || changed.has(key) || !row.cells[1].firstChild) {
-      row.cells[1].replaceChildren(renderValue(state.get(key)));
-      if (changed?.has(key)) {
-        row.classList.remove("flash");
-        void row.offsetWidth;
-        row.classList.add("flash");
-      }
-    }
-    const expected = previous ? previous.nextSibling : body.firstChild;
-    if (expected !== row) body.insertBefore(row, expected);
-    previous = row;
+    if (row.lastChild.textContent !== summary) row.lastChild.textContent = summary;
+    row.style.top = `${index * ROW_HEIGHT}px`;
+    row.hidden = false;
+    row.classList.toggle("recent", now - (changedAt.get(key) ?? -1e9) < 700);
+    row.classList.toggle("selected", key === selectedKey);
   }
+  for (let index = used; index < rowPool.length; index++) {
+    rowPool[index].hidden = true;
+    delete rowPool[index].dataset.key;
+  }
+}
+
+// The tree: every path ending in a delimiter, with how many keys lie under it.
+function renderTree(keys) {
+  treeDirty = false;
+  const split = new RegExp(`[${delimiters().replace(/[\]\\^-]/g, "\\$&")}]`, "g");
+  const root = { children: new Map(), count: keys.length, path: "" };
+  for (const key of keys) {
+    let node = root;
+    split.lastIndex = 0;
+    let match;
+    while ((match = split.exec(key)) !== null) {
+      const path = key.slice(0, match.index + 1);
+      let child = node.children.get(path);
+      if (!child) {
+        child = { children: new Map(), count: 0, path, label: path.slice(node.path.length) };
+        node.children.set(path, child);
+      }
+      child.count++;
+      node = child;
+    }
+  }
+  const container = $("tree");
+  const all = document.createElement("div");
+  all.className = "node";
+  all.dataset.node = "";
+  all.innerHTML = '<span class="label">(all)</span> <span class="count"></span>';
+  all.lastChild.textContent = keys.length;
+  all.onclick = () => choosePrefix("");
+  const list = [all];
+  const walk = (node, depth) => {
+    const children = [...node.children.values()].sort((a, b) => collator.compare(a.path, b.path));
+    for (const child of children.slice(0, TREE_CHILDREN_SHOWN)) {
+      const item = document.createElement("div");
+      item.className = "node";
+      item.dataset.node = child.path;
+      item.style.paddingLeft = `${depth * 0.9 + 0.2}em`;
+      const open = expanded.has(child.path);
+      const twisty = child.children.size ? (open ? "▾ " : "▸ ") : "  ";
+      item.innerHTML = '<span class="twisty"></span><span class="label"></span> <span class="count"></span>';
+      item.children[0].textContent = twisty;
+      item.children[1].textContent = child.label;
+      item.children[2].textContent = child.count;
+      item.classList.toggle("current", $("prefix").value === child.path);
+      item.children[0].onclick = (event) => {
+        event.stopPropagation();
+        if (open) expanded.delete(child.path);
+        else expanded.add(child.path);
+        treeDirty = true;
+        viewDirty = true;
+        scheduleDraw();
+      };
+      item.onclick = () => {
+        expanded.add(child.path);
+        choosePrefix(child.path);
+      };
+      list.push(item);
+      if (open) walk(child, depth + 1);
+    }
+    if (children.length > TREE_CHILDREN_SHOWN) {
+      const more = document.createElement("div");
+      more.className = "node muted";
+      more.textContent = `… ${children.length - TREE_CHILDREN_SHOWN} more`;
+      list.push(more);
+    }
+  };
+  walk(root, 0);
+  container.replaceChildren(...list);
+}
+
+function choosePrefix(prefix) {
+  $("prefix").value = prefix;
+  $("state").scrollTop = 0;
+  treeDirty = true;
+  viewDirty = true;
+  scheduleDraw();
 }
 
 function applyBatch(batch) {
-  if (batch.snapshot) state.clear();
-  const changed = new Set();
+  const now = performance.now();
+  if (batch.snapshot) {
+    state.clear();
+    summaries.clear();
+    keysDirty = true;
+  }
   for (const [key, value] of Object.entries(batch.updates)) {
+    if (!state.has(key)) keysDirty = true;
     state.set(key, value);
-    changed.add(key);
+    summaries.delete(key);
+    if (!batch.snapshot) changedAt.set(key, now);
   }
   for (const key of batch.removals) {
-    state.delete(key);
-    changed.add(key);
+    if (state.delete(key)) keysDirty = true;
+    summaries.delete(key);
+    changedAt.delete(key);
   }
+  if (keysDirty) viewDirty = true;
   $("revision").textContent = batch.revision;
-  renderState(batch.snapshot ? null : changed);
+  onKeysChanged(batch);
+  scheduleDraw();
 }
 
 async function subscribeState() {
@@ -114,34 +254,287 @@ async function subscribeState() {
   stateSub = await session.subscribe("", SUBSCRIPTION_INTERVAL, applyBatch);
 }
 
+function wireBrowser() {
+  const refilter = () => {
+    treeDirty = true;
+    viewDirty = true;
+    $("state").scrollTop = 0;
+    scheduleDraw();
+  };
+  $("search").oninput = refilter;
+  $("prefix").oninput = refilter;
+  $("delimiters").oninput = refilter;
+  $("state").addEventListener("scroll", scheduleDraw, { passive: true });
+  window.addEventListener("resize", scheduleDraw);
+  // Rows that flashed fade back on the next frames without a new batch.
+  setInterval(() => {
+    if (changedAt.size) scheduleDraw();
+  }, 250);
+}
+
+// -- rights and read-only mode --------------------------------------------------------
+
+let rights = null; // hello's rights: {read, write, lease, lock, call: [...], admin: [...]}; null = all
+
+function may(right, key) {
+  if (right === "write" && $("readonly").checked) return false;
+  if (rights === null || rights[right] === undefined) return true;
+  return rights[right].some((prefix) => key.startsWith(prefix));
+}
+
+function mayAny(right) {
+  if (right === "write" && $("readonly").checked) return false;
+  return rights === null || rights[right] === undefined || rights[right].length > 0;
+}
+
+function applyRights() {
+  const readOnly = $("readonly").checked;
+  document.body.classList.toggle("read-only", readOnly);
+  for (const button of document.querySelectorAll("button.write")) {
+    button.disabled = !mayAny("write");
+    button.title = button.disabled ? (readOnly ? "read-only mode" : "this identity may not write") : "";
+  }
+  for (const button of document.querySelectorAll("button.lease")) button.disabled = !mayAny("lease") || readOnly;
+  updateDetailButtons();
+}
+
+function wireReadOnly(hello) {
+  rights = hello.rights ?? null;
+  const toggle = $("readonly");
+  if (rights !== null && rights.write.length === 0) {
+    toggle.checked = true;
+    toggle.disabled = true;
+    toggle.parentElement.title = `${hello.identity} has no write right: read-only`;
+  }
+  toggle.onchange = applyRights;
+  applyRights();
+}
+
+// -- one key: facts, a JSON editor with validation and preview, compare-and-set -------
+
+let readRevision = null; // the revision the editor's value was read at (null: a new key)
+let readValue; // the value as read (undefined: absent)
+
+function formatBytes(bytes) {
+  return bytes < 1024 ? `${bytes} B` : `${(bytes / 1024).toFixed(1)} KiB`;
+}
+
+async function selectKey(key) {
+  selectedKey = key;
+  scheduleDraw();
+  $("detail-empty").hidden = true;
+  $("detail").hidden = false;
+  $("detail-key").textContent = key;
+  $("write-key").value = key;
+  $("write-result").textContent = "";
+  await loadKey(key);
+}
+
+async function loadKey(key) {
+  const reply = await session.request("get", { keys: [key], facts: true });
+  const present = key in reply.values;
+  readValue = present ? reply.values[key] : undefined;
+  readRevision = present ? reply.facts[key][0] : null;
+  $("write-value").value = present ? toJSON(readValue, 2) : "";
+  renderFacts(key, present ? reply.facts[key] : null);
+  validate();
+}
+
+function renderFacts(key, facts) {
+  const lease = leases.find(([leased]) => leased === key);
+  const size = readValue === undefined ? null : new TextEncoder().encode(toJSON(readValue)).length;
+  const rowsData = facts
+    ? [
+        ["last changed at revision", facts[0]],
+        ["created at revision", facts[1]],
+        ["version (changes since created)", facts[2]],
+        ["changed by", "not recorded by this server"],
+        ["size (JSON)", formatBytes(size)],
+        ["lease", lease ? describeLease(lease) : "none"],
+      ]
+    : [["", "no such key: Save creates it"]];
+  $("facts").tBodies[0].replaceChildren(
+    ...rowsData.map(([name, value]) => {
+      const row = document.createElement("tr");
+      row.innerHTML = "<th></th><td></td>";
+      row.cells[0].textContent = name;
+      row.cells[1].textContent = value;
+      return row;
+    }),
+  );
+}
+
+function describeLease([, mine, left, at]) {
+  const remaining = left === null ? "never expires" : `${Math.max(0, left - (performance.now() - at) / 1000).toFixed(1)} s left`;
+  return `${mine ? "held by this dashboard" : "held by another session"}, ${remaining}`;
+}
+
+function parsedEditor() {
+  try {
+    return { ok: true, value: JSON.parse($("write-value").value) };
+  } catch (error) {
+    return { ok: false, error: error.message };
+  }
+}
+
+function validate() {
+  const parsed = parsedEditor();
+  const validation = $("validation");
+  const preview = $("preview");
+  if (!parsed.ok) {
+    validation.textContent = `not valid JSON: ${parsed.error}`;
+    validation.className = "result error";
+    preview.replaceChildren();
+  } else {
+    validation.textContent = "valid JSON";
+    validation.className = "result ok";
+    const before = readValue === undefined ? "(absent)" : summarise(readValue);
+    const after = summarise(parsed.value);
+    preview.replaceChildren();
+    if (before === after && readValue !== undefined) {
+      preview.textContent = "no change";
+    } else {
+      const from = Object.assign(document.createElement("div"), { className: "before", textContent: `− ${before}` });
+      const to = Object.assign(document.createElement("div"), { className: "after", textContent: `+ ${after}` });
+      preview.append(from, to);
+    }
+  }
+  updateDetailButtons();
+}
+
+function updateDetailButtons() {
+  const key = $("write-key").value;
+  const writable = key !== "" && may("write", key);
+  $("save").disabled = !writable || !parsedEditor().ok;
+  $("remove-key").disabled = !writable || readValue === undefined;
+}
+
+function conflictMessage(error, key) {
+  const current = error.wire.details?.current ?? [];
+  const now = current.find(([name]) => name === key)?.[1];
+  if (now === null || now === undefined) return `refused: '${key}' was removed since you read it (at revision ${readRevision}); nothing applied`;
+  if (readRevision === null) return `refused: '${key}' was created by someone else (revision ${now}); Reload to see it`;
+  return `refused: '${key}' changed since you read it at revision ${readRevision} (now revision ${now}); nothing applied. Reload to see the current value`;
+}
+
+// Asks before anything is removed; resolves true if the viewer confirmed.
+function confirmRemoval(text, keys) {
+  const dialog = $("confirm");
+  $("confirm-text").textContent = text;
+  const shown = keys.slice(0, 8);
+  $("confirm-list").replaceChildren(
+    ...shown.map((key) => Object.assign(document.createElement("li"), { textContent: key })),
+    ...(keys.length > shown.length ? [Object.assign(document.createElement("li"), { textContent: `… and ${keys.length - shown.length} more` })] : []),
+  );
+  return new Promise((resolve) => {
+    dialog.onclose = () => resolve(dialog.returnValue === "ok");
+    dialog.returnValue = "";
+    dialog.showModal();
+  });
+}
+
 function wireWriteForm() {
+  $("write-value").oninput = validate;
+  $("write-key").oninput = () => {
+    readRevision = null;
+    readValue = undefined;
+    validate();
+  };
+  $("reload-key").onclick = () => loadKey($("write-key").value);
+  $("new-key").onclick = () => {
+    selectedKey = null;
+    $("detail-empty").hidden = true;
+    $("detail").hidden = false;
+    $("detail-key").textContent = "(new)";
+    $("write-key").value = $("prefix").value;
+    $("write-value").value = "";
+    readRevision = null;
+    readValue = undefined;
+    renderFacts("", null);
+    validate();
+    $("write-key").focus();
+  };
   $("write-form").onsubmit = async (event) => {
     event.preventDefault();
     const key = $("write-key").value;
-    let value;
-    try {
-      value = JSON.parse($("write-value").value);
-    } catch (error) {
-      showResult($("write-result"), `not JSON: ${error.message}`, false);
+    const parsed = parsedEditor();
+    if (!parsed.ok) {
+      showResult($("write-result"), `not JSON: ${parsed.error}`, false);
       return;
     }
     try {
-      const { revision } = await session.request("update", { updates: { [key]: value }, removals: [] });
+      const { revision } = await session.request("update", {
+        updates: { [key]: parsed.value },
+        removals: [],
+        expect: { [key]: readRevision },
+      });
       showResult($("write-result"), `set at revision ${revision}`, true);
+      readRevision = revision;
+      readValue = parsed.value;
+      selectedKey = key;
+      $("detail-key").textContent = key;
+      validate();
+      loadKey(key).catch(() => {});
     } catch (error) {
-      showResult($("write-result"), describeError(error), false);
+      const conflict = error instanceof RemoteError && error.wire.type === "ConflictError";
+      showResult($("write-result"), conflict ? conflictMessage(error, key) : describeError(error), false);
     }
   };
   $("remove-key").onclick = async () => {
+    const key = $("write-key").value;
+    if (!(await confirmRemoval(`Remove 1 key?`, [key]))) {
+      showResult($("write-result"), "not removed", true);
+      return;
+    }
     try {
-      const key = $("write-key").value;
-      const { revision } = await session.request("update", { updates: {}, removals: [key] });
-      showResult($("write-result"), `removed at revision ${revision}`, true);
+      const { revision } = await session.request("update", { updates: {}, removals: [key], expect: { [key]: readRevision } });
+      showResult($("write-result"), `removed '${key}' at revision ${revision}`, true);
+      readRevision = null;
+      readValue = undefined;
+      renderFacts(key, null);
+      validate();
     } catch (error) {
-      showResult($("write-result"), describeError(error), false);
+      const conflict = error instanceof RemoteError && error.wire.type === "ConflictError";
+      const missing = conflict && (error.wire.details?.current ?? []).some(([name, now]) => name === key && now === null);
+      showResult($("write-result"), missing ? `no key '${key}': nothing removed` : conflict ? conflictMessage(error, key) : describeError(error), false);
     }
   };
-  $("prefix").oninput = () => renderState(null);
+  $("bulk-remove").onclick = async () => {
+    if (viewDirty || keysDirty) recompute();
+    const keys = [...viewKeys];
+    if (keys.length === 0) {
+      showResult($("bulk-result"), "no key matches: nothing to remove", false);
+      return;
+    }
+    const what = $("prefix").value || $("search").value ? "matching the filter" : "(every key shown)";
+    if (!(await confirmRemoval(`Remove ${plural(keys.length, "key")} ${what}?`, keys))) {
+      showResult($("bulk-result"), "not removed", true);
+      return;
+    }
+    try {
+      let revision = null;
+      for (let start = 0; start < keys.length; start += 1000) {
+        ({ revision } = await session.request("update", { updates: {}, removals: keys.slice(start, start + 1000) }));
+      }
+      showResult($("bulk-result"), `removed ${plural(keys.length, "key")} (revision ${revision})`, true);
+    } catch (error) {
+      showResult($("bulk-result"), describeError(error), false);
+    }
+  };
+}
+
+// The selected key changed on the server while the viewer looks at it: say so.
+function onKeysChanged(batch) {
+  const key = $("write-key").value;
+  if ($("detail").hidden || key === "") return;
+  const touched = key in batch.updates || batch.removals.includes(key) || batch.snapshot;
+  if (!touched) return;
+  const editing = parsedEditor().ok && readValue !== undefined && toJSON(parsedEditor().value) !== toJSON(readValue);
+  if (!editing) {
+    loadKey(key).catch(() => {});
+  } else {
+    showResult($("write-result"), `'${key}' changed on the server since you read it: Save will be refused; Reload to see it`, false);
+  }
 }
 
 // -- leases --------------------------------------------------------------------------
@@ -424,8 +817,10 @@ async function start() {
   $("status").textContent = "live";
   $("status").className = "status live";
   $("epoch").textContent = `epoch ${String(hello.epoch).slice(0, 8)}`;
+  wireBrowser();
   wireWriteForm();
   wireLeaseForm();
+  wireReadOnly(hello);
   await subscribeState();
   const commands = await loadCommands();
   every(POLL_INTERVAL, pollLeases);

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from statehub.auth import Credentials, OpenAccess, Principal, Right, UnauthenticatedError
 from statehub.auth.authenticator import Authenticator
 from statehub.auth.context import current_principal
-from statehub.auth.permissions import UNRESTRICTED, AdminRight
+from statehub.auth.permissions import UNRESTRICTED, AdminRight, Permissions
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistry
 from statehub.core.entries import KeyFacts
@@ -400,6 +400,7 @@ class Session:
             "epoch": self.hub.state.epoch,
             "keepalive_s": self.hub.keepalive_s,
             "max_message_bytes": self.hub.max_message_bytes,
+            "rights": _rights_reply(self.principal.permissions),
         }
 
     def _get(self, message: dict[str, Any]) -> Reply:
@@ -826,6 +827,20 @@ async def _reply_when_done(answer: Awaitable[T], reply: Callable[[T], Reply]) ->
 def _seconds(value: object, op: str, name: str) -> float | None:
     """A number of seconds >= 0 from a request (None stays None; infinity is kept)."""
     return None if value is None else check_seconds(value, f"{op}: {name!r}", allow_infinity=True)
+
+
+def _rights_reply(permissions: Permissions) -> dict[str, list[str]]:
+    """What the identity may do, for a client to show only what it may use (the dashboard's
+    read-only mode): key prefixes per right ("" = every key), command name patterns, and
+    admin rights. The server still checks every request."""
+    return {
+        "read": list(permissions.read.prefixes),
+        "write": list(permissions.write.prefixes),
+        "lease": list(permissions.lease.prefixes),
+        "lock": list(permissions.lock.prefixes),
+        "call": list(permissions.call.patterns),
+        "admin": sorted(permissions.admin),
+    }
 
 
 def _facts_reply(keys: dict[str, Any], facts: dict[str, KeyFacts]) -> dict[str, list[int]]:
