@@ -294,3 +294,54 @@ async def test_the_read_only_toggle_disables_every_write_button(browser: Browser
             assert errors == []
         finally:
             await page.close()
+
+
+async def test_leases_and_locks_name_their_holders_and_waiters(browser: Browser) -> None:
+    async with running_server(http_port=0) as server:
+        server.state.update_state(None, DictionaryChange({"lab.arm": {"angle": 12}}))
+        page, errors = await open_dashboard(browser, server)
+        robot = AsyncClient("127.0.0.1", server.port, name="lab-robot")
+        grader = AsyncClient("127.0.0.1", server.port, name="grader-7")
+        held = asyncio.Event()
+        done = asyncio.Event()
+
+        async def hold() -> None:
+            async with robot.get_lock("run/42"):
+                held.set()
+                await done.wait()
+
+        async def wait_for_it() -> None:
+            async with grader.get_lock("run/42", exclusive=False, timeout=60):
+                pass
+
+        holding = asyncio.ensure_future(hold())
+        waiting: asyncio.Future[None] | None = None
+        try:
+            assert await robot.attempt_update_locks({"lab.arm": 120})
+            await asyncio.wait_for(held.wait(), 10)
+            waiting = asyncio.ensure_future(wait_for_it())
+            locks = page.locator("#locks")
+            await expect(locks).to_contain_text("waits (shared)", timeout=SOON_MS)
+            await expect(locks).to_contain_text("holds (exclusive)")
+            await expect(locks).to_contain_text("lab-robot (anyone)")
+            await expect(locks).to_contain_text("grader-7 (anyone)")
+            await expect(locks).to_contain_text("no force-unlock")
+            lease = page.locator('#leases tr[data-key="lab.arm"]')
+            await expect(lease).to_contain_text("lab-robot (anyone)", timeout=SOON_MS)
+
+            await page.click('#state .krow[data-key="lab.arm"]')
+            facts = page.locator("#facts")
+            await expect(facts).to_contain_text("held by lab-robot (anyone)", timeout=SOON_MS)
+            await expect(facts).to_contain_text("s left")
+            await expect(facts).to_contain_text("12 B")
+            await page.locator("#locks-section").scroll_into_view_if_needed()
+            await screenshot(page, "dashboard-locks.png")
+            assert errors == []
+        finally:
+            done.set()
+            await holding
+            if waiting is not None:
+                await waiting
+            await robot.close()
+            await grader.close()
+            await page.close()

@@ -12,7 +12,7 @@ const ENDPOINT_POLL_INTERVAL = 2000; // ms: endpoint values and history
 const state = new Map();
 let session;
 let stateSub = null;
-let leases = []; // [key, mine, secondsLeft, fetchedAt]
+let leases = []; // [key, mine, secondsLeft, fetchedAt, holder]
 
 function describeError(error) {
   return error instanceof RemoteError ? error.wire.message : String(error.message ?? error);
@@ -364,9 +364,24 @@ function renderFacts(key, facts) {
   );
 }
 
-function describeLease([, mine, left, at]) {
+function describeLease([, mine, left, at, holder]) {
   const remaining = left === null ? "never expires" : `${Math.max(0, left - (performance.now() - at) / 1000).toFixed(1)} s left`;
-  return `${mine ? "held by this dashboard" : "held by another session"}, ${remaining}`;
+  return `held by ${mine ? "this dashboard" : describeHolder(holder)}, ${remaining}`;
+}
+
+// A session as listings name it: client name, identity (when the viewer may see it), id.
+function describeHolder(holder) {
+  if (!holder) return "another client (not a session of this server)";
+  const name = holder.client || "unnamed client";
+  const identity = holder.identity ? ` (${holder.identity})` : "";
+  return `${name}${identity} · session ${String(holder.session).slice(0, 8)}`;
+}
+
+function since(seconds) {
+  if (seconds === undefined || seconds === null) return "–";
+  const ago = Math.max(0, Date.now() / 1000 - seconds);
+  const at = new Date(seconds * 1000).toLocaleTimeString();
+  return `${at} (${ago < 60 ? `${ago.toFixed(0)} s` : `${(ago / 60).toFixed(1)} min`} ago)`;
 }
 
 function parsedEditor() {
@@ -542,7 +557,8 @@ function onKeysChanged(batch) {
 async function pollLeases() {
   const reply = await session.request("list_leases");
   const now = performance.now();
-  leases = reply.leases.map(([key, mine, left]) => [key, mine, left, now]);
+  const holders = reply.holders ?? {};
+  leases = reply.leases.map(([key, mine, left]) => [key, mine, left, now, holders[key] ?? null]);
   renderLeases();
 }
 
@@ -550,13 +566,14 @@ function renderLeases() {
   const body = $("leases").tBodies[0];
   const now = performance.now();
   body.replaceChildren(
-    ...leases.map(([key, mine, left, at]) => {
+    ...leases.map(([key, mine, left, at, holder]) => {
       const row = document.createElement("tr");
+      row.holder = holder;
       row.dataset.key = key;
       const remaining = left === null ? "never expires" : Math.max(0, left - (now - at) / 1000).toFixed(1);
       row.innerHTML = '<td class="key"></td><td></td><td class="countdown"></td><td></td>';
       row.cells[0].textContent = key;
-      row.cells[1].textContent = mine ? "this dashboard" : "another session";
+      row.cells[1].textContent = mine ? "this dashboard" : describeHolder(row.holder);
       row.cells[2].textContent = remaining;
       if (mine) {
         const release = document.createElement("button");
@@ -622,18 +639,27 @@ function table(headers, rowsData) {
 
 async function pollLocksAndSessions() {
   await optionalOp("list_locks", $("locks"), ({ locks }) => {
+    const rowsData = [];
+    for (const lock of locks) {
+      for (const h of lock.holders) {
+        rowsData.push([lock.key, `holds (${lock.mode})`, describeHolder(h), h.owner ?? "", since(h.since), h.fence ?? "–"]);
+      }
+      for (const w of lock.waiters ?? []) {
+        rowsData.push([lock.key, `waits (${w.mode})`, describeHolder(w), w.owner ?? "", since(w.since), ""]);
+      }
+      if (!lock.waiters && lock.waiting) rowsData.push([lock.key, `${lock.waiting} waiting`, "", "", "", ""]);
+    }
+    const note = Object.assign(document.createElement("p"), {
+      className: "muted",
+      textContent:
+        "Release and force-unlock: a lock is released by its holder (or when its session ends); " +
+        "this server's session protocol offers no force-unlock of another session's lock.",
+    });
     $("locks").replaceChildren(
       locks.length === 0
         ? Object.assign(document.createElement("p"), { className: "muted", textContent: "none held" })
-        : table(
-            ["key", "mode", "holders", "waiting"],
-            locks.map((lock) => [
-              lock.key,
-              lock.mode,
-              lock.holders.map((h) => h.client || h.session.slice(0, 8)).join(", "),
-              lock.waiting,
-            ]),
-          ),
+        : table(["key", "", "client (identity) · session", "owner", "since", "fencing token"], rowsData),
+      note,
     );
   });
   await optionalOp("list_sessions", $("sessions"), ({ sessions }) => {

@@ -543,13 +543,27 @@ class Session:
 
     def _leases_reply(self, leases: list[Lease]) -> Reply:
         readable = self.principal.permissions.read
+        shown = [lease for lease in leases if lease.key in readable]
+        by_token = {session.token: session for session in self.hub.sessions}
+        holders: dict[str, dict[str, str]] = {}
+        for lease in shown:
+            holder = by_token.get(lease.owner) if isinstance(lease.owner, str) else None
+            if holder is not None:  # a session of this server (not a NanoVer client's)
+                holders[lease.key] = self._who(holder)
         return {
             "leases": [
-                [lease.key, lease.owner == self.token, lease.seconds_left]
-                for lease in leases
-                if lease.key in readable
-            ]
+                [lease.key, lease.owner == self.token, lease.seconds_left] for lease in shown
+            ],
+            "holders": holders,
         }
+
+    def _who(self, session: Session) -> dict[str, str]:
+        """A session as a listing shows it: its id and client name, and its identity if this
+        session may see identities (the admin right ``sessions``, or a server without auth)."""
+        who = {"session": session.id, "client": session.client}
+        if AdminRight.SESSIONS in self.principal.permissions.admin:
+            who["identity"] = session.principal.name
+        return who
 
     def _keys(self, message: dict[str, Any]) -> Reply:
         prefix = message.get("prefix", "")
@@ -590,20 +604,39 @@ class Session:
 
     def _locks_reply(self, holdings: list[LockHolding]) -> Reply:
         lockable = self.principal.permissions.lock
-        clients = {session.id: session.client for session in self.hub.sessions}
+        by_id = {session.id: session for session in self.hub.sessions}
+
+        def who(owner: object) -> dict[str, Any]:
+            # A session's lock owners are (session id, owner name): see _lock_args.
+            session_id, name = owner if isinstance(owner, tuple) else ("", "")
+            session = by_id.get(session_id)
+            shown: dict[str, Any] = {"session": session_id, "client": ""}
+            if session is not None:
+                shown.update(self._who(session))
+            shown["owner"] = name if isinstance(name, str) else ""
+            return shown
+
         locks = []
         for held in holdings:
             if held.key not in lockable:
                 continue
-            # A session's lock owners are (session id, owner name): see _lock_args.
-            sessions = [owner[0] if isinstance(owner, tuple) else "" for owner in held.holders]
+            holders = [who(owner) for owner in held.holders]
+            for holder, grant in zip(holders, held.grants, strict=False):
+                if grant is not None:
+                    holder["fence"], holder["since"] = grant
+            waiters = []
+            for owner, exclusive, since in held.waiters:
+                waiter = who(owner)
+                waiter.update(mode="exclusive" if exclusive else "shared", since=since)
+                waiters.append(waiter)
             locks.append(
                 {
                     "key": held.key,
                     "mode": held.mode,
-                    "holders": [{"session": s, "client": clients.get(s, "")} for s in sessions],
-                    "mine": self.id in sessions,
+                    "holders": holders,
+                    "mine": self.id in [holder["session"] for holder in holders],
                     "waiting": held.waiting,
+                    "waiters": waiters,
                 }
             )
         return {"locks": locks}
