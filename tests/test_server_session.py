@@ -290,6 +290,14 @@ async def test_commands_over_the_session() -> None:
         server.register_command("slow", slow, {"gate": "open"})
         listed = (await session.request("commands"))["commands"]
         assert listed["add"] == {"a": 1, "b": 2} and "commands/list" in listed
+        server.register_command("scale", lambda key, factor=2.0, *, note=None, **rest: {}, {})
+        arguments = (await session.request("commands"))["arguments"]
+        assert arguments["add"] == [["a", False, 1], ["b", False, 2]]
+        assert arguments["scale"] == [
+            ["key", True, None],
+            ["factor", False, 2.0],
+            ["note", False, None],
+        ]
         assert (await session.request("call", name="add", arguments={"b": 5}))["result"] == {
             "sum": 6
         }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shutil
 import statistics
 import time
@@ -23,6 +24,8 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from statehub import AsyncClient, DictionaryChange
+from statehub.endpoints.attach import endpoints_running
+from statehub.endpoints.config import load_config
 from statehub.server import StateServer
 from statehub.web.edge import DASHBOARD_DIR
 from test_server_support import running_server
@@ -30,6 +33,7 @@ from test_server_support import running_server
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--no-first-run"]
 ARTEFACTS = Path(__file__).parent.parent / "artefacts"
+FIXTURES = Path(__file__).parent / "fixtures"
 SOON_MS = 5_000
 
 pytestmark = pytest.mark.skipif(
@@ -344,4 +348,62 @@ async def test_leases_and_locks_name_their_holders_and_waiters(browser: Browser)
                 await waiting
             await robot.close()
             await grader.close()
+            await page.close()
+
+
+async def test_command_forms_health_tail_and_a_one_point_plot(browser: Browser) -> None:
+    config = load_config(FIXTURES / "endpoints_dripline.yaml")
+    async with (
+        running_server(http_port=0) as server,
+        endpoints_running(server, config) as endpoints,
+    ):
+        endpoints.set("my_store.peaches", 0.5)  # one logged value
+        page, errors = await open_dashboard(browser, server)
+        client = AsyncClient("127.0.0.1", server.port, name="writer")
+        try:
+            # A form from the command's arguments: endpoint.get needs an address.
+            form = page.locator('form.command[data-command="endpoint.get"]')
+            await expect(form.locator(".arg")).to_contain_text(["address *", "specifier"])
+            await form.locator("button").click()
+            await expect(form.locator(".result")).to_have_text("'address' is required")
+            await form.locator('input[name="address"]').fill("my_store.peaches")
+            await form.locator("button").click()
+            await expect(form.locator(".result")).to_contain_text('"value_cal": 1', timeout=SOON_MS)
+
+            # The plot of one point spans a minute, not years.
+            plot = page.locator('.endpoint[data-endpoint="my_store.peaches"] .plot')
+            await expect(plot.locator("canvas").first).to_be_visible(timeout=SOON_MS)
+            assert await plot.get_attribute("data-points") == "1"
+            span = await plot.get_attribute("data-span")
+            assert span is not None and 59 <= float(span) <= 61
+
+            # Health: links and the server's own figures.
+            for path in ("/healthz", "/readyz", "/metrics"):
+                await expect(page.locator(f'#health-section a[href="{path}"]')).to_be_visible()
+            sessions = page.locator('#health tr[data-figure="sessions"] td')
+            await expect(sessions).to_have_text(re.compile(r"^[1-9]\d*$"), timeout=SOON_MS)
+            await expect(page.locator('#health tr[data-figure="commits/s"]')).to_be_visible(
+                timeout=SOON_MS
+            )
+
+            # The live tail: latest first, filtered by prefix, pausable.
+            await page.fill("#tail-prefix", "tail.")
+            await client.set("tail.a", 1)
+            await client.set("other", 1)
+            await client.set("tail.b", {"x": 2})
+            rows = page.locator("#tail tbody tr")
+            await expect(rows.locator("td.key")).to_have_text(["tail.b", "tail.a"], timeout=SOON_MS)
+            await page.check("#tail-pause")
+            await client.set("tail.c", 3)
+            await client.remove("tail.a")
+            await expect(page.locator('#state .krow[data-key="tail.c"]')).to_have_count(1)
+            await expect(rows.locator("td.key")).to_have_text(["tail.b", "tail.a"])
+            await page.uncheck("#tail-pause")
+            await client.remove("tail.b")
+            await expect(rows.first).to_contain_text("(removed)", timeout=SOON_MS)
+            await page.locator("#tail-section").scroll_into_view_if_needed()
+            await screenshot(page, "dashboard-tail-health.png")
+            assert errors == []
+        finally:
+            await client.close()
             await page.close()

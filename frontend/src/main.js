@@ -245,6 +245,7 @@ function applyBatch(batch) {
   }
   if (keysDirty) viewDirty = true;
   $("revision").textContent = batch.revision;
+  recordTail(batch);
   onKeysChanged(batch);
   scheduleDraw();
 }
@@ -295,6 +296,10 @@ function applyRights() {
     button.title = button.disabled ? (readOnly ? "read-only mode" : "this identity may not write") : "";
   }
   for (const button of document.querySelectorAll("button.lease")) button.disabled = !mayAny("lease") || readOnly;
+  for (const form of document.querySelectorAll("form.command")) {
+    const button = form.querySelector("button.call");
+    button.disabled = rights !== null && !rights.call.some((pattern) => globToRegExp(pattern).test(form.dataset.command));
+  }
   updateDetailButtons();
 }
 
@@ -681,36 +686,161 @@ async function pollLocksAndSessions() {
 // -- commands ------------------------------------------------------------------------
 
 async function loadCommands() {
-  const { commands } = await session.request("commands");
+  const reply = await session.request("commands");
+  const { commands } = reply;
+  const signatures = reply.arguments ?? {};
   const container = $("commands");
   container.replaceChildren();
   for (const name of Object.keys(commands).sort()) {
     const block = document.createElement("form");
     block.className = "command";
     block.dataset.command = name;
-    block.innerHTML = '<div class="row"><b class="name"></b><button type="submit">Run</button></div><textarea></textarea><div class="result"></div>';
+    block.innerHTML = '<div class="row"><b class="name"></b><button type="submit" class="call">Run</button></div><div class="args"></div><pre class="result"></pre>';
     block.querySelector(".name").textContent = name;
-    const argumentsBox = block.querySelector("textarea");
-    argumentsBox.value = JSON.stringify(commands[name]);
+    const args = signatures[name] ?? Object.entries(commands[name]).map(([arg, value]) => [arg, false, value]);
+    const fields = block.querySelector(".args");
+    for (const [arg, required, value] of args) {
+      const label = document.createElement("label");
+      label.className = "arg";
+      label.innerHTML = "<span></span><input autocomplete=\"off\">";
+      label.firstChild.textContent = required ? `${arg} *` : arg;
+      const input = label.lastChild;
+      input.name = arg;
+      input.dataset.required = required;
+      input.placeholder = required ? "required (JSON, or plain text)" : "default (JSON, or plain text)";
+      if (!required && value !== null && value !== undefined) input.value = toJSON(value);
+      fields.append(label);
+    }
+    if (args.length === 0) fields.append(Object.assign(document.createElement("span"), { className: "muted", textContent: "no arguments" }));
     const result = block.querySelector(".result");
     block.onsubmit = async (event) => {
       event.preventDefault();
-      let args;
-      try {
-        args = JSON.parse(argumentsBox.value || "{}");
-      } catch (error) {
-        showResult(result, `arguments are not JSON: ${error.message}`, false);
-        return;
+      const given = {};
+      for (const input of fields.querySelectorAll("input")) {
+        const text = input.value.trim();
+        if (text === "") {
+          if (input.dataset.required === "true") {
+            showResult(result, `'${input.name}' is required`, false);
+            return;
+          }
+          continue;
+        }
+        try {
+          given[input.name] = JSON.parse(text);
+        } catch {
+          given[input.name] = text; // plain text: a string
+        }
       }
       try {
-        showResult(result, JSON.stringify(await session.call(name, args)), true);
+        showResult(result, toJSON(await session.call(name, given), 2), true);
       } catch (error) {
         showResult(result, describeError(error), false);
       }
     };
     container.append(block);
   }
+  applyRights();
   return commands;
+}
+
+// -- live tail -------------------------------------------------------------------------
+
+const TAIL_KEPT = 500;
+const TAIL_SHOWN = 100;
+let tail = []; // newest last: [time, revision, key, summary or null (removed)]
+let tailDirty = false;
+
+function recordTail(batch) {
+  if (batch.snapshot || $("tail-pause").checked) return;
+  const now = new Date().toLocaleTimeString();
+  for (const [key, value] of Object.entries(batch.updates)) tail.push([now, batch.revision, key, value]);
+  for (const key of batch.removals) tail.push([now, batch.revision, key, undefined]);
+  if (tail.length > TAIL_KEPT * 2) tail = tail.slice(-TAIL_KEPT);
+  tailDirty = true;
+}
+
+function renderTail() {
+  if (!tailDirty) return;
+  tailDirty = false;
+  const prefix = $("tail-prefix").value;
+  const shown = [];
+  for (let index = tail.length - 1; index >= 0 && shown.length < TAIL_SHOWN; index--) {
+    if (tail[index][2].startsWith(prefix)) shown.push(tail[index]);
+  }
+  $("tail-count").textContent = $("tail-pause").checked ? "paused" : `${shown.length} shown`;
+  $("tail").tBodies[0].replaceChildren(
+    ...shown.map(([time, revision, key, value]) => {
+      const row = document.createElement("tr");
+      row.innerHTML = '<td></td><td></td><td class="key"></td><td class="v"></td>';
+      row.cells[0].textContent = time;
+      row.cells[1].textContent = revision;
+      row.cells[2].textContent = key;
+      row.cells[3].textContent = value === undefined ? "(removed)" : summarise(value);
+      return row;
+    }),
+  );
+}
+
+function wireTail() {
+  $("tail-prefix").oninput = () => {
+    tailDirty = true;
+    renderTail();
+  };
+  $("tail-pause").onchange = () => {
+    tailDirty = true;
+    renderTail();
+  };
+  setInterval(renderTail, 250);
+}
+
+// -- health: the server's own figures from /metrics --------------------------------------
+
+let lastFigures = null;
+
+function parseMetrics(text) {
+  const sums = new Map();
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const match = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (match) sums.set(match[1], (sums.get(match[1]) ?? 0) + Number(match[3]));
+  }
+  return sums;
+}
+
+async function pollHealth() {
+  const [metrics, ready] = await Promise.all([
+    fetch("/metrics").then((r) => r.text()),
+    fetch("/readyz").then((r) => r.json().then((body) => [r.status, body])),
+  ]);
+  const figures = parseMetrics(metrics);
+  const now = performance.now();
+  const rows = [
+    ["ready", ready[0] === 200 ? "ready" : `${ready[0]}: ${ready[1].status}`],
+    ["sessions", figures.get("statehub_sessions") ?? "–"],
+    ["subscriptions", figures.get("statehub_subscriptions") ?? "–"],
+    ["revision", figures.get("statehub_revision") ?? "–"],
+  ];
+  if (lastFigures) {
+    const seconds = (now - lastFigures.at) / 1000;
+    const rate = (name) => ((figures.get(name) ?? 0) - (lastFigures.figures.get(name) ?? 0)) / seconds;
+    rows.push(["commits/s", rate("statehub_revision").toFixed(1)]);
+    rows.push(["sent to clients", `${(rate("statehub_sent_bytes_total") / 1024).toFixed(1)} KiB/s`]);
+    const lagCount = rate("statehub_event_loop_lag_seconds_count");
+    const lag = lagCount > 0 ? rate("statehub_event_loop_lag_seconds_sum") / lagCount : figures.get("statehub_event_loop_lag_seconds");
+    if (lag !== undefined && !Number.isNaN(lag)) rows.push(["event loop lag", `${(lag * 1000).toFixed(2)} ms`]);
+  }
+  rows.push(["leases / locks held", `${figures.get("statehub_leases") ?? "–"} / ${figures.get("statehub_rwlocks_held") ?? "–"}`]);
+  lastFigures = { at: now, figures };
+  $("health").tBodies[0].replaceChildren(
+    ...rows.map(([name, value]) => {
+      const row = document.createElement("tr");
+      row.innerHTML = "<th></th><td></td>";
+      row.dataset.figure = name;
+      row.cells[0].textContent = name;
+      row.cells[1].textContent = value;
+      return row;
+    }),
+  );
 }
 
 // -- endpoints -----------------------------------------------------------------------
@@ -745,6 +875,13 @@ async function pollEndpoints() {
   }
 }
 
+// uPlot stretches the time axis of a single instant over years: show a minute around it.
+function fixTimeScale(plot, times) {
+  const first = times[0];
+  const last = times[times.length - 1];
+  if (last - first < 1) plot.setScale("x", { min: first - 30, max: last + 30 });
+}
+
 function plotHistory(element, address, events) {
   const numeric = events.filter((e) => typeof e.value_cal === "number");
   element.dataset.points = numeric.length;
@@ -757,6 +894,7 @@ function plotHistory(element, address, events) {
   const existing = plots.get(address);
   if (existing) {
     existing.setData(data);
+    fixTimeScale(existing, data[0]);
     return;
   }
   element.replaceChildren();
@@ -766,13 +904,22 @@ function plotHistory(element, address, events) {
       width,
       height: 160,
       series: [{}, { label: "calibrated", stroke: "#2f6ad0", width: 2, points: { show: true, size: 5 } }],
+      scales: {
+        // A flat value gets a band around it (the time axis: fixTimeScale).
+        y: { range: (u, min, max) => (max - min < 1e-9 ? [min - Math.max(1, Math.abs(min) * 0.1), max + Math.max(1, Math.abs(max) * 0.1)] : [min, max]) },
+      },
       axes: [{}, { size: 50 }],
       legend: { show: true },
+      hooks: {
+        // The seconds the time axis shows (tests read it).
+        setScale: [(u, key) => key === "x" && (element.dataset.span = u.scales.x.max - u.scales.x.min)],
+      },
     },
     data,
     element,
   );
   plots.set(address, plot);
+  fixTimeScale(plot, data[0]);
 }
 
 // -- start ---------------------------------------------------------------------------
@@ -846,6 +993,7 @@ async function start() {
   wireBrowser();
   wireWriteForm();
   wireLeaseForm();
+  wireTail();
   wireReadOnly(hello);
   await subscribeState();
   const commands = await loadCommands();
@@ -853,6 +1001,7 @@ async function start() {
   every(POLL_INTERVAL, pollLocksAndSessions);
   setInterval(renderLeases, 100);
   if ("endpoint.list" in commands) every(ENDPOINT_POLL_INTERVAL, pollEndpoints);
+  every(2000, pollHealth);
   every(5000, loadCommandsIfChanged(commands));
 }
 

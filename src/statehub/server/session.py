@@ -28,7 +28,7 @@ from statehub.auth.authenticator import Authenticator
 from statehub.auth.context import current_principal
 from statehub.auth.permissions import UNRESTRICTED, AdminRight, Permissions
 from statehub.core.change import DictionaryChange
-from statehub.core.commands import CommandRegistry
+from statehub.core.commands import CommandRegistration, CommandRegistry
 from statehub.core.entries import KeyFacts
 from statehub.core.limits import check_seconds
 from statehub.core.pacing import Pacer
@@ -757,12 +757,18 @@ class Session:
 
     def _commands(self, message: dict[str, Any]) -> Reply:
         callable_names = self.principal.permissions.call
+        registrations = self.hub.commands.commands
         return {
             "commands": {
                 name: defaults
                 for name, defaults in self.hub.commands.list().items()
                 if name in callable_names
-            }
+            },
+            "arguments": {
+                name: _arguments_of(registration)
+                for name, registration in registrations.items()
+                if name in callable_names
+            },
         }
 
     def _ping(self, message: dict[str, Any]) -> Reply:
@@ -860,6 +866,32 @@ async def _reply_when_done(answer: Awaitable[T], reply: Callable[[T], Reply]) ->
 def _seconds(value: object, op: str, name: str) -> float | None:
     """A number of seconds >= 0 from a request (None stays None; infinity is kept)."""
     return None if value is None else check_seconds(value, f"{op}: {name!r}", allow_infinity=True)
+
+
+def _arguments_of(registration: CommandRegistration) -> list[list[Any]]:
+    """A command's named arguments, for a form: [[name, required, default or None]], those
+    of its callback's signature first (when it has one to read), then defaults it does not
+    name (a client's command forwards whatever it is given)."""
+    defaults = registration.default_arguments
+    found: list[list[Any]] = []
+    named = set()
+    if registration.signature is not None:
+        for parameter in registration.signature.parameters.values():
+            if parameter.kind not in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+                continue
+            named.add(parameter.name)
+            if parameter.name in defaults:
+                found.append([parameter.name, False, defaults[parameter.name]])
+            elif parameter.default is parameter.empty:
+                found.append([parameter.name, True, None])
+            else:
+                default = parameter.default
+                shown = (
+                    default if default is None or type(default) in (bool, int, float, str) else None
+                )
+                found.append([parameter.name, False, shown])
+    found.extend([name, False, value] for name, value in defaults.items() if name not in named)
+    return found
 
 
 def _rights_reply(permissions: Permissions) -> dict[str, list[str]]:
