@@ -652,7 +652,8 @@ async function pollLocksAndSessions() {
       for (const w of lock.waiters ?? []) {
         rowsData.push([lock.key, `waits (${w.mode})`, describeHolder(w), w.owner ?? "", since(w.since), ""]);
       }
-      if (!lock.waiters && lock.waiting) rowsData.push([lock.key, `${lock.waiting} waiting`, "", "", "", ""]);
+      // A store that keeps its locks elsewhere (Redis) counts its waiters without naming them.
+      if (!lock.waiters?.length && lock.waiting) rowsData.push([lock.key, `${lock.waiting} waiting`, "", "", "", ""]);
     }
     const note = Object.assign(document.createElement("p"), {
       className: "muted",
