@@ -196,7 +196,7 @@ async def test_an_anonymous_dashboard_shows_what_the_anonymous_role_may_and_offe
             await expect(page.locator("#readonly")).to_be_disabled()
             await page.click('#state .krow[data-key="lab/seen"]')
             await expect(page.locator("#write-value")).to_have_value("1", timeout=SOON_MS)
-            for button in ("#new-key", "#bulk-remove", "#save", "#remove-key"):
+            for button in ("#new-key", "#bulk-remove", "#save", "#remove-key", "#clear-leases"):
                 await expect(page.locator(button)).to_be_disabled()
         finally:
             await page.close()

@@ -340,6 +340,15 @@ async def test_leases_and_locks_name_their_holders_and_waiters(browser: Browser)
             await expect(facts).to_contain_text("12 B")
             await page.locator("#locks-section").scroll_into_view_if_needed()
             await screenshot(page, "dashboard-locks.png")
+
+            # Force: clearing every session's leases (admin right; no --auth: everyone).
+            await page.click("#clear-leases")
+            await expect(page.locator("#confirm-text")).to_have_text(
+                "Clear 1 lease, whichever session holds it?"
+            )
+            await page.click("#confirm-ok")
+            await expect(page.locator("#clear-result")).to_have_text("every lease cleared")
+            assert server.state.leases() == []
             assert errors == []
         finally:
             done.set()

@@ -296,6 +296,11 @@ function applyRights() {
     button.title = button.disabled ? (readOnly ? "read-only mode" : "this identity may not write") : "";
   }
   for (const button of document.querySelectorAll("button.lease")) button.disabled = !mayAny("lease") || readOnly;
+  for (const button of document.querySelectorAll("button.admin")) {
+    const allowed = rights === null || rights.admin.includes(button.dataset.admin);
+    button.disabled = !allowed || readOnly;
+    button.title = allowed ? "" : `needs the admin right '${button.dataset.admin}'`;
+  }
   for (const form of document.querySelectorAll("form.command")) {
     const button = form.querySelector("button.call");
     button.disabled = rights !== null && !rights.call.some((pattern) => globToRegExp(pattern).test(form.dataset.command));
@@ -438,8 +443,9 @@ function conflictMessage(error, key) {
 }
 
 // Asks before anything is removed; resolves true if the viewer confirmed.
-function confirmRemoval(text, keys) {
+function confirmRemoval(text, keys, action = "Remove") {
   const dialog = $("confirm");
+  $("confirm-ok").textContent = action;
   $("confirm-text").textContent = text;
   const shown = keys.slice(0, 8);
   $("confirm-list").replaceChildren(
@@ -595,6 +601,23 @@ function renderLeases() {
       return row;
     }),
   );
+}
+
+function wireClearLeases() {
+  $("clear-leases").onclick = async () => {
+    const keys = leases.map(([key]) => key);
+    if (!(await confirmRemoval(`Clear ${plural(keys.length, "lease")}, whichever session holds it?`, keys, "Clear"))) {
+      showResult($("clear-result"), "not cleared", true);
+      return;
+    }
+    try {
+      await session.request("clear_leases");
+      showResult($("clear-result"), "every lease cleared", true);
+      await pollLeases();
+    } catch (error) {
+      showResult($("clear-result"), describeError(error), false);
+    }
+  };
 }
 
 function wireLeaseForm() {
@@ -994,6 +1017,7 @@ async function start() {
   wireBrowser();
   wireWriteForm();
   wireLeaseForm();
+  wireClearLeases();
   wireTail();
   wireReadOnly(hello);
   await subscribeState();
