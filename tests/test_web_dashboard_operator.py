@@ -111,6 +111,12 @@ async def test_among_10000_keys_search_tree_counts_and_natural_sort(browser: Bro
             await expect(tree.locator('[data-node="avatar."] .count')).to_have_text("5000")
             await expect(tree.locator('[data-node="lab/"] .count')).to_have_text("2500")
             await expect(tree.locator('[data-node="scene."] .count')).to_have_text("2500")
+            await tree.locator('[data-node="lab/"] .twisty').click()  # open it: its children
+            await expect(tree.locator('[data-node="lab/instrument-10/"] .count')).to_have_text("1")
+            await page.fill("#delimiters", "/")  # the tree by '/' only
+            await expect(tree.locator('[data-node="avatar."]')).to_have_count(0)
+            await expect(tree.locator('[data-node="lab/"] .count')).to_have_text("2500")
+            await page.fill("#delimiters", "./")
 
             started = time.perf_counter()
             await page.fill("#search", "instrument-1234/temp")
