@@ -17,3 +17,4 @@ await build({
   logLevel: "warning",
 });
 copyFileSync("src/index.html", `${out}index.html`);
+copyFileSync("src/favicon.svg", `${out}favicon.svg`);

@@ -14,6 +14,7 @@ import pytest
 from auth_support import auth_server, identities, session_as, write_identities
 from statehub import DictionaryChange
 from statehub.auth import PermissionDeniedError, UnauthenticatedError
+from statehub.auth.permissions import AdminRight
 from statehub.endpoints.attach import attach_endpoints
 from statehub.endpoints.config import load_config
 from test_server_support import DEADLINE, RawSession, RemoteError, eventually, running_server
@@ -264,3 +265,22 @@ async def test_an_expectation_needs_the_read_right_as_a_conflict_tells_revisions
         assert conflict.value.error.current == {"lab/w/a": made}  # type: ignore[attr-defined]
         reply = await walt.request("get", keys=["lab/w/a"], facts=True)
         assert reply["facts"] == {"lab/w/a": [made, made, 1]}
+
+
+async def test_hello_tells_the_identity_its_rights(tmp_path: Path) -> None:
+    """What a client may do, so it can offer only that (the dashboard's read-only mode)."""
+    async with auth_server(tmp_path) as server:
+        async with session_as(server, None, hello=False) as session:
+            reply = await session.request("hello", client="tests", credential="walt-token")
+        assert reply["rights"] == {
+            "read": ["lab/"],
+            "write": ["lab/w/"],
+            "lease": ["lab/w/"],
+            "lock": ["locks/w/"],
+            "call": ["echo*", "endpoint.*"],
+            "admin": [],
+        }
+    async with running_server() as server, session_as(server, None, hello=False) as session:
+        reply = await session.request("hello", client="tests")
+    assert reply["rights"]["write"] == [""]
+    assert reply["rights"]["admin"] == sorted(a.value for a in AdminRight)

@@ -68,6 +68,20 @@ async def test_update_with_expectations_and_conditional_remove(client: AsyncClie
     assert await client.entries("c") == [Entry("c", 2, both, both, 1)]
 
 
+async def test_remove_says_whether_there_was_a_key(client: AsyncClient) -> None:
+    assert await client.remove("gone") == 0  # missing_ok (the default): as before, no change
+    with pytest.raises(KeyError, match="no key 'gone'"):
+        await client.remove("gone", missing_ok=False)
+    made = await client.set("here", 1)
+    with pytest.raises(KeyError, match="no key 'gone'"):
+        await client.remove("gone", if_revision=made, missing_ok=False)
+    changed = await client.set("here", 2)
+    with pytest.raises(ConflictError):
+        await client.remove("here", if_revision=made, missing_ok=False)
+    assert await client.remove("here", missing_ok=False) > changed
+    assert await client.entry("here") is None
+
+
 async def test_bad_expectations(client: AsyncClient, server: StateServer) -> None:
     with pytest.raises(ValueError, match="exclude each other"):
         await client.set("k", 1, if_absent=True, if_revision=3)

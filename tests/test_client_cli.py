@@ -45,6 +45,9 @@ def test_set_get_rm(server: StateServer) -> None:
     assert cli(server.port, "rm", "cli.k")[0] == 0
     code, out, err = cli(server.port, "get", "cli.k")
     assert code == 1 and err.strip() == "Error: no key 'cli.k' on the server"
+    code, out, err = cli(server.port, "rm", "cli.k")
+    assert (code, out) == (1, "")
+    assert err.strip() == "Error: no key 'cli.k'"
 
 
 def test_call_and_commands(server: StateServer) -> None:

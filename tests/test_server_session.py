@@ -173,6 +173,37 @@ async def test_leases_block_others_and_are_released_on_disconnect() -> None:
         await other.request("update", updates={"k": 1})
 
 
+async def test_lease_and_lock_listings_name_holders_and_waiters() -> None:
+    """Who holds a lease, who holds and who waits for a lock, since when, with which
+    fencing token (the dashboard's locks and leases panels)."""
+    async with (
+        running_server() as server,
+        connected(server) as holder,
+        connected(server) as waiter,
+    ):
+        await holder.request("leases", acquire={"k": 30}, release=[])
+        reply = await waiter.request("list_leases")
+        holder_id = (await holder.request("list_sessions"))["sessions"]
+        mine = next(s["session"] for s in holder_id if s["you"])
+        assert reply["holders"] == {"k": {"session": mine, "client": "tests", "identity": "anyone"}}
+        before = time.time()
+        fence = (await holder.request("lock", key="L", exclusive=True, owner="job"))["fence"]
+        waiting = await waiter.send("lock", key="L", exclusive=False, owner="w", timeout=30)
+        deadline = time.monotonic() + 10
+        while not (locks := (await waiter.request("list_locks"))["locks"])[0]["waiters"]:
+            assert time.monotonic() < deadline, locks
+            await asyncio.sleep(0.01)
+        (lock,) = locks
+        (held,) = lock["holders"]
+        assert held["session"] == mine and held["owner"] == "job"
+        assert held["fence"] == fence and before - 1 <= held["since"] <= time.time() + 1
+        (queued,) = lock["waiters"]
+        assert queued["owner"] == "w" and queued["mode"] == "shared"
+        assert queued["client"] == "tests" and queued["session"] != mine
+        await holder.request("unlock", key="L", exclusive=True, owner="job")
+        assert (await waiter.reply(waiting))["fence"] > fence
+
+
 async def test_naming_another_sessions_token_takes_none_of_its_leases() -> None:
     async with running_server() as server, connected(server, hello=False) as first:
         await first.hello("shared")
@@ -259,6 +290,14 @@ async def test_commands_over_the_session() -> None:
         server.register_command("slow", slow, {"gate": "open"})
         listed = (await session.request("commands"))["commands"]
         assert listed["add"] == {"a": 1, "b": 2} and "commands/list" in listed
+        server.register_command("scale", lambda key, factor=2.0, *, note=None, **rest: {}, {})
+        arguments = (await session.request("commands"))["arguments"]
+        assert arguments["add"] == [["a", False, 1], ["b", False, 2]]
+        assert arguments["scale"] == [
+            ["key", True, None],
+            ["factor", False, 2.0],
+            ["note", False, None],
+        ]
         assert (await session.request("call", name="add", arguments={"b": 5}))["result"] == {
             "sum": 6
         }

@@ -8,12 +8,11 @@ const $ = (id) => document.getElementById(id);
 const SUBSCRIPTION_INTERVAL = 0.1; // s: at most 10 updates a second are plenty for a person
 const POLL_INTERVAL = 1000; // ms: leases, locks, sessions
 const ENDPOINT_POLL_INTERVAL = 2000; // ms: endpoint values and history
-const MAX_ROWS = 2000;
 
 const state = new Map();
 let session;
 let stateSub = null;
-let leases = []; // [key, mine, secondsLeft, fetchedAt]
+let leases = []; // [key, mine, secondsLeft, fetchedAt, holder]
 
 function describeError(error) {
   return error instanceof RemoteError ? error.wire.message : String(error.message ?? error);
@@ -26,87 +25,229 @@ function showResult(element, text, ok) {
 
 // -- values ------------------------------------------------------------------------
 
-function renderValue(value, depth = 0) {
-  if (value !== null && typeof value === "object") {
-    const entries = Array.isArray(value) ? value.map((v, i) => [i, v]) : Object.entries(value);
-    const details = document.createElement("details");
-    details.open = depth === 0 && entries.length <= 4;
-    const summary = document.createElement("summary");
-    summary.textContent = Array.isArray(value) ? `[${entries.length} items]` : `{${entries.length} keys}`;
-    details.append(summary);
-    for (const [name, item] of entries) {
-      const line = document.createElement("div");
-      line.className = "nested";
-      line.append(`${name}: `);
-      line.append(renderValue(item, depth + 1));
-      details.append(line);
-    }
-    return details;
-  }
-  const span = document.createElement("span");
-  span.textContent = typeof value === "bigint" ? `${value}` : JSON.stringify(value);
-  return span;
+const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
+function toJSON(value, indent) {
+  return JSON.stringify(value, (_, v) => (typeof v === "bigint" ? Number(v) : v), indent);
 }
 
-// -- state ---------------------------------------------------------------------------
+const SUMMARY_CHARS = 160;
 
-const rows = new Map();
+// One line for a row: objects and arrays say their size, then as much JSON as fits.
+function summarise(value) {
+  let head = "";
+  if (Array.isArray(value)) head = `[${plural(value.length, "item")}] `;
+  else if (value !== null && typeof value === "object") head = `{${plural(Object.keys(value).length, "key")}} `;
+  const text = toJSON(value) ?? "null";
+  return head + (text.length > SUMMARY_CHARS ? `${text.slice(0, SUMMARY_CHARS)}…` : text);
+}
 
-function renderState(changed) {
+// -- state: a natural-sorted, filtered, virtualised list and a tree by delimiter ------
+
+const ROW_HEIGHT = 22; // px: one line per key
+const TREE_CHILDREN_SHOWN = 200;
+const collator = new Intl.Collator("en", { numeric: true }); // avatar.2 before avatar.10
+const summaries = new Map(); // key -> one-line text (computed when a row is drawn)
+const changedAt = new Map(); // key -> performance.now() of its last change (row flash)
+let sortedKeys = []; // every key, natural order
+let keysDirty = true; // a key came or went: sort again
+let viewKeys = []; // the keys shown: sortedKeys filtered
+let viewDirty = true;
+let drawPending = false;
+let treeDirty = true;
+const expanded = new Set(); // tree paths open
+let selectedKey = null;
+
+function delimiters() {
+  return $("delimiters").value || ".";
+}
+
+function globToRegExp(glob) {
+  const escaped = glob.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
+  return new RegExp(`^${escaped}$`, "i");
+}
+
+// The search: a glob (with * or ?) matches the whole key, anything else is a substring.
+function searchMatcher() {
+  const text = $("search").value.trim();
+  if (text === "") return null;
+  if (/[*?]/.test(text)) {
+    const pattern = globToRegExp(text);
+    return (key) => pattern.test(key);
+  }
+  const needle = text.toLowerCase();
+  return (key) => key.toLowerCase().includes(needle);
+}
+
+function recompute() {
+  if (keysDirty) {
+    sortedKeys = [...state.keys()].sort(collator.compare);
+    keysDirty = false;
+    treeDirty = true;
+  }
+  const match = searchMatcher();
+  const searched = match ? sortedKeys.filter(match) : sortedKeys;
   const prefix = $("prefix").value;
-  const body = $("state").tBodies[0];
-  const keys = [...state.keys()].filter((k) => k.startsWith(prefix)).sort();
-  $("key-count").textContent = `(${keys.length} of ${state.size} keys)`;
-  const wanted = new Set(keys.slice(0, MAX_ROWS));
-  for (const [key, row] of rows) {
-    if (!wanted.has(key)) {
-      row.remove();
-      rows.delete(key);
-    }
-  }
-  let previous = null;
-  for (const key of wanted) {
-    let row = rows.get(key);
+  viewKeys = prefix ? searched.filter((k) => k.startsWith(prefix)) : searched;
+  viewDirty = false;
+  $("key-count").textContent = `(${viewKeys.length} of ${plural(state.size, "key")})`;
+  $("bulk-remove").textContent = `Remove ${plural(viewKeys.length, "matching key")}…`;
+  if (treeDirty) renderTree(searched);
+}
+
+function scheduleDraw() {
+  if (drawPending) return;
+  drawPending = true;
+  requestAnimationFrame(() => {
+    drawPending = false;
+    if (viewDirty || keysDirty) recompute();
+    drawRows();
+  });
+}
+
+const rowPool = [];
+
+function drawRows() {
+  const list = $("state");
+  const space = list.firstElementChild;
+  space.style.height = `${viewKeys.length * ROW_HEIGHT}px`;
+  const first = Math.max(0, Math.floor(list.scrollTop / ROW_HEIGHT) - 5);
+  const count = Math.ceil((list.clientHeight || 600) / ROW_HEIGHT) + 10;
+  const last = Math.min(viewKeys.length, first + count);
+  const now = performance.now();
+  let used = 0;
+  for (let index = first; index < last; index++, used++) {
+    let row = rowPool[used];
     if (!row) {
-      row = document.createElement("tr");
+      row = document.createElement("div");
+      row.className = "krow";
+      row.innerHTML = '<span class="k"></span><span class="v"></span>';
+      row.onclick = () => selectKey(row.dataset.key);
+      space.append(row);
+      rowPool.push(row);
+    }
+    const key = viewKeys[index];
+    let summary = summaries.get(key);
+    if (summary === undefined) {
+      summary = summarise(state.get(key));
+      summaries.set(key, summary);
+    }
+    if (row.dataset.key !== key) {
       row.dataset.key = key;
-      row.innerHTML = '<td class="key"></td><td class="value"></td>';
-      row.cells[0].textContent = key;
-      row.cells[0].title = "click to edit";
-      row.cells[0].onclick = () => {
-        $("write-key").value = key;
-        $("write-value").value = JSON.stringify(state.get(key));
-      };
-      rows.set(key, row);
-      changed = null; // force the value in
+      row.firstChild.textContent = key;
+      row.firstChild.title = key;
     }
-    if (changed === null || changed.has(key) || !row.cells[1].firstChild) {
-      row.cells[1].replaceChildren(renderValue(state.get(key)));
-      if (changed?.has(key)) {
-        row.classList.remove("flash");
-        void row.offsetWidth;
-        row.classList.add("flash");
-      }
-    }
-    const expected = previous ? previous.nextSibling : body.firstChild;
-    if (expected !== row) body.insertBefore(row, expected);
-    previous = row;
+    if (row.lastChild.textContent !== summary) row.lastChild.textContent = summary;
+    row.style.top = `${index * ROW_HEIGHT}px`;
+    row.hidden = false;
+    row.classList.toggle("recent", now - (changedAt.get(key) ?? -1e9) < 700);
+    row.classList.toggle("selected", key === selectedKey);
   }
+  for (let index = used; index < rowPool.length; index++) {
+    rowPool[index].hidden = true;
+    delete rowPool[index].dataset.key;
+  }
+}
+
+// The tree: every path ending in a delimiter, with how many keys lie under it.
+function renderTree(keys) {
+  treeDirty = false;
+  const split = new RegExp(`[${delimiters().replace(/[\]\\^-]/g, "\\$&")}]`, "g");
+  const root = { children: new Map(), count: keys.length, path: "" };
+  for (const key of keys) {
+    let node = root;
+    split.lastIndex = 0;
+    let match;
+    while ((match = split.exec(key)) !== null) {
+      const path = key.slice(0, match.index + 1);
+      let child = node.children.get(path);
+      if (!child) {
+        child = { children: new Map(), count: 0, path, label: path.slice(node.path.length) };
+        node.children.set(path, child);
+      }
+      child.count++;
+      node = child;
+    }
+  }
+  const container = $("tree");
+  const all = document.createElement("div");
+  all.className = "node";
+  all.dataset.node = "";
+  all.innerHTML = '<span class="label">(all)</span> <span class="count"></span>';
+  all.lastChild.textContent = keys.length;
+  all.onclick = () => choosePrefix("");
+  const list = [all];
+  const walk = (node, depth) => {
+    const children = [...node.children.values()].sort((a, b) => collator.compare(a.path, b.path));
+    for (const child of children.slice(0, TREE_CHILDREN_SHOWN)) {
+      const item = document.createElement("div");
+      item.className = "node";
+      item.dataset.node = child.path;
+      item.style.paddingLeft = `${depth * 0.9 + 0.2}em`;
+      const open = expanded.has(child.path);
+      const twisty = child.children.size ? (open ? "▾ " : "▸ ") : "  ";
+      item.innerHTML = '<span class="twisty"></span><span class="label"></span> <span class="count"></span>';
+      item.children[0].textContent = twisty;
+      item.children[1].textContent = child.label;
+      item.children[2].textContent = child.count;
+      item.classList.toggle("current", $("prefix").value === child.path);
+      item.children[0].onclick = (event) => {
+        event.stopPropagation();
+        if (open) expanded.delete(child.path);
+        else expanded.add(child.path);
+        treeDirty = true;
+        viewDirty = true;
+        scheduleDraw();
+      };
+      item.onclick = () => {
+        expanded.add(child.path);
+        choosePrefix(child.path);
+      };
+      list.push(item);
+      if (open) walk(child, depth + 1);
+    }
+    if (children.length > TREE_CHILDREN_SHOWN) {
+      const more = document.createElement("div");
+      more.className = "node muted";
+      more.textContent = `… ${children.length - TREE_CHILDREN_SHOWN} more`;
+      list.push(more);
+    }
+  };
+  walk(root, 0);
+  container.replaceChildren(...list);
+}
+
+function choosePrefix(prefix) {
+  $("prefix").value = prefix;
+  $("state").scrollTop = 0;
+  treeDirty = true;
+  viewDirty = true;
+  scheduleDraw();
 }
 
 function applyBatch(batch) {
-  if (batch.snapshot) state.clear();
-  const changed = new Set();
+  const now = performance.now();
+  if (batch.snapshot) {
+    state.clear();
+    summaries.clear();
+    keysDirty = true;
+  }
   for (const [key, value] of Object.entries(batch.updates)) {
+    if (!state.has(key)) keysDirty = true;
     state.set(key, value);
-    changed.add(key);
+    summaries.delete(key);
+    if (!batch.snapshot) changedAt.set(key, now);
   }
   for (const key of batch.removals) {
-    state.delete(key);
-    changed.add(key);
+    if (state.delete(key)) keysDirty = true;
+    summaries.delete(key);
+    changedAt.delete(key);
   }
+  if (keysDirty) viewDirty = true;
   $("revision").textContent = batch.revision;
-  renderState(batch.snapshot ? null : changed);
+  recordTail(batch);
+  onKeysChanged(batch);
+  scheduleDraw();
 }
 
 async function subscribeState() {
@@ -114,34 +255,312 @@ async function subscribeState() {
   stateSub = await session.subscribe("", SUBSCRIPTION_INTERVAL, applyBatch);
 }
 
+function wireBrowser() {
+  const refilter = () => {
+    treeDirty = true;
+    viewDirty = true;
+    $("state").scrollTop = 0;
+    scheduleDraw();
+  };
+  $("search").oninput = refilter;
+  $("prefix").oninput = refilter;
+  $("delimiters").oninput = refilter;
+  $("state").addEventListener("scroll", scheduleDraw, { passive: true });
+  window.addEventListener("resize", scheduleDraw);
+  // Rows that flashed fade back on the next frames without a new batch.
+  setInterval(() => {
+    if (changedAt.size) scheduleDraw();
+  }, 250);
+}
+
+// -- rights and read-only mode --------------------------------------------------------
+
+let rights = null; // hello's rights: {read, write, lease, lock, call: [...], admin: [...]}; null = all
+
+function may(right, key) {
+  if (right === "write" && $("readonly").checked) return false;
+  if (rights === null || rights[right] === undefined) return true;
+  return rights[right].some((prefix) => key.startsWith(prefix));
+}
+
+function mayAny(right) {
+  if (right === "write" && $("readonly").checked) return false;
+  return rights === null || rights[right] === undefined || rights[right].length > 0;
+}
+
+function applyRights() {
+  const readOnly = $("readonly").checked;
+  document.body.classList.toggle("read-only", readOnly);
+  for (const button of document.querySelectorAll("button.write")) {
+    button.disabled = !mayAny("write");
+    button.title = button.disabled ? (readOnly ? "read-only mode" : "this identity may not write") : "";
+  }
+  for (const button of document.querySelectorAll("button.lease")) button.disabled = !mayAny("lease") || readOnly;
+  for (const button of document.querySelectorAll("button.admin")) {
+    const allowed = rights === null || rights.admin.includes(button.dataset.admin);
+    button.disabled = !allowed || readOnly;
+    button.title = allowed ? "" : `needs the admin right '${button.dataset.admin}'`;
+  }
+  for (const form of document.querySelectorAll("form.command")) {
+    const button = form.querySelector("button.call");
+    button.disabled = rights !== null && !rights.call.some((pattern) => globToRegExp(pattern).test(form.dataset.command));
+  }
+  updateDetailButtons();
+}
+
+function wireReadOnly(hello) {
+  rights = hello.rights ?? null;
+  const toggle = $("readonly");
+  if (rights !== null && rights.write.length === 0) {
+    toggle.checked = true;
+    toggle.disabled = true;
+    toggle.parentElement.title = `${hello.identity} has no write right: read-only`;
+  }
+  toggle.onchange = applyRights;
+  applyRights();
+}
+
+// -- one key: facts, a JSON editor with validation and preview, compare-and-set -------
+
+let readRevision = null; // the revision the editor's value was read at (null: a new key)
+let readValue; // the value as read (undefined: absent)
+
+function formatBytes(bytes) {
+  return bytes < 1024 ? `${bytes} B` : `${(bytes / 1024).toFixed(1)} KiB`;
+}
+
+async function selectKey(key) {
+  selectedKey = key;
+  scheduleDraw();
+  $("detail-empty").hidden = true;
+  $("detail").hidden = false;
+  $("detail-key").textContent = key;
+  $("write-key").value = key;
+  $("write-result").textContent = "";
+  await loadKey(key);
+}
+
+async function loadKey(key) {
+  const reply = await session.request("get", { keys: [key], facts: true });
+  const present = key in reply.values;
+  readValue = present ? reply.values[key] : undefined;
+  readRevision = present ? reply.facts[key][0] : null;
+  $("write-value").value = present ? toJSON(readValue, 2) : "";
+  renderFacts(key, present ? reply.facts[key] : null);
+  validate();
+}
+
+function renderFacts(key, facts) {
+  const lease = leases.find(([leased]) => leased === key);
+  const size = readValue === undefined ? null : new TextEncoder().encode(toJSON(readValue)).length;
+  const rowsData = facts
+    ? [
+        ["last changed at revision", facts[0]],
+        ["created at revision", facts[1]],
+        ["version (changes since created)", facts[2]],
+        ["changed by", "not recorded by this server"],
+        ["size (JSON)", formatBytes(size)],
+        ["lease", lease ? describeLease(lease) : "none"],
+      ]
+    : [["", "no such key: Save creates it"]];
+  $("facts").tBodies[0].replaceChildren(
+    ...rowsData.map(([name, value]) => {
+      const row = document.createElement("tr");
+      row.innerHTML = "<th></th><td></td>";
+      row.cells[0].textContent = name;
+      row.cells[1].textContent = value;
+      return row;
+    }),
+  );
+}
+
+function describeLease([, mine, left, at, holder]) {
+  const remaining = left === null ? "never expires" : `${Math.max(0, left - (performance.now() - at) / 1000).toFixed(1)} s left`;
+  return `held by ${mine ? "this dashboard" : describeHolder(holder)}, ${remaining}`;
+}
+
+// A session as listings name it: client name, identity (when the viewer may see it), id.
+function describeHolder(holder) {
+  if (!holder) return "another client (not a session of this server)";
+  const name = holder.client || "unnamed client";
+  const identity = holder.identity ? ` (${holder.identity})` : "";
+  return `${name}${identity} · session ${String(holder.session).slice(0, 8)}`;
+}
+
+function since(seconds) {
+  if (seconds === undefined || seconds === null) return "–";
+  const ago = Math.max(0, Date.now() / 1000 - seconds);
+  const at = new Date(seconds * 1000).toLocaleTimeString();
+  return `${at} (${ago < 60 ? `${ago.toFixed(0)} s` : `${(ago / 60).toFixed(1)} min`} ago)`;
+}
+
+function parsedEditor() {
+  try {
+    return { ok: true, value: JSON.parse($("write-value").value) };
+  } catch (error) {
+    return { ok: false, error: error.message };
+  }
+}
+
+function validate() {
+  const parsed = parsedEditor();
+  const validation = $("validation");
+  const preview = $("preview");
+  if (!parsed.ok) {
+    validation.textContent = `not valid JSON: ${parsed.error}`;
+    validation.className = "result error";
+    preview.replaceChildren();
+  } else {
+    validation.textContent = "valid JSON";
+    validation.className = "result ok";
+    const before = readValue === undefined ? "(absent)" : summarise(readValue);
+    const after = summarise(parsed.value);
+    preview.replaceChildren();
+    if (before === after && readValue !== undefined) {
+      preview.textContent = "no change";
+    } else {
+      const from = Object.assign(document.createElement("div"), { className: "before", textContent: `− ${before}` });
+      const to = Object.assign(document.createElement("div"), { className: "after", textContent: `+ ${after}` });
+      preview.append(from, to);
+    }
+  }
+  updateDetailButtons();
+}
+
+function updateDetailButtons() {
+  const key = $("write-key").value;
+  const writable = key !== "" && may("write", key);
+  $("save").disabled = !writable || !parsedEditor().ok;
+  $("remove-key").disabled = !writable || readValue === undefined;
+}
+
+function conflictMessage(error, key) {
+  const current = error.wire.details?.current ?? [];
+  const now = current.find(([name]) => name === key)?.[1];
+  if (now === null || now === undefined) return `refused: '${key}' was removed since you read it (at revision ${readRevision}); nothing applied`;
+  if (readRevision === null) return `refused: '${key}' was created by someone else (revision ${now}); Reload to see it`;
+  return `refused: '${key}' changed since you read it at revision ${readRevision} (now revision ${now}); nothing applied. Reload to see the current value`;
+}
+
+// Asks before anything is removed; resolves true if the viewer confirmed.
+function confirmRemoval(text, keys, action = "Remove") {
+  const dialog = $("confirm");
+  $("confirm-ok").textContent = action;
+  $("confirm-text").textContent = text;
+  const shown = keys.slice(0, 8);
+  $("confirm-list").replaceChildren(
+    ...shown.map((key) => Object.assign(document.createElement("li"), { textContent: key })),
+    ...(keys.length > shown.length ? [Object.assign(document.createElement("li"), { textContent: `… and ${keys.length - shown.length} more` })] : []),
+  );
+  return new Promise((resolve) => {
+    dialog.onclose = () => resolve(dialog.returnValue === "ok");
+    dialog.returnValue = "";
+    dialog.showModal();
+  });
+}
+
 function wireWriteForm() {
+  $("write-value").oninput = validate;
+  $("write-key").oninput = () => {
+    readRevision = null;
+    readValue = undefined;
+    validate();
+  };
+  $("reload-key").onclick = () => loadKey($("write-key").value);
+  $("new-key").onclick = () => {
+    selectedKey = null;
+    $("detail-empty").hidden = true;
+    $("detail").hidden = false;
+    $("detail-key").textContent = "(new)";
+    $("write-key").value = $("prefix").value;
+    $("write-value").value = "";
+    readRevision = null;
+    readValue = undefined;
+    renderFacts("", null);
+    validate();
+    $("write-key").focus();
+  };
   $("write-form").onsubmit = async (event) => {
     event.preventDefault();
     const key = $("write-key").value;
-    let value;
-    try {
-      value = JSON.parse($("write-value").value);
-    } catch (error) {
-      showResult($("write-result"), `not JSON: ${error.message}`, false);
+    const parsed = parsedEditor();
+    if (!parsed.ok) {
+      showResult($("write-result"), `not JSON: ${parsed.error}`, false);
       return;
     }
     try {
-      const { revision } = await session.request("update", { updates: { [key]: value }, removals: [] });
+      const { revision } = await session.request("update", {
+        updates: { [key]: parsed.value },
+        removals: [],
+        expect: { [key]: readRevision },
+      });
       showResult($("write-result"), `set at revision ${revision}`, true);
+      readRevision = revision;
+      readValue = parsed.value;
+      selectedKey = key;
+      $("detail-key").textContent = key;
+      validate();
+      loadKey(key).catch(() => {});
     } catch (error) {
-      showResult($("write-result"), describeError(error), false);
+      const conflict = error instanceof RemoteError && error.wire.type === "ConflictError";
+      showResult($("write-result"), conflict ? conflictMessage(error, key) : describeError(error), false);
     }
   };
   $("remove-key").onclick = async () => {
+    const key = $("write-key").value;
+    if (!(await confirmRemoval(`Remove 1 key?`, [key]))) {
+      showResult($("write-result"), "not removed", true);
+      return;
+    }
     try {
-      const key = $("write-key").value;
-      const { revision } = await session.request("update", { updates: {}, removals: [key] });
-      showResult($("write-result"), `removed at revision ${revision}`, true);
+      const { revision } = await session.request("update", { updates: {}, removals: [key], expect: { [key]: readRevision } });
+      showResult($("write-result"), `removed '${key}' at revision ${revision}`, true);
+      readRevision = null;
+      readValue = undefined;
+      renderFacts(key, null);
+      validate();
     } catch (error) {
-      showResult($("write-result"), describeError(error), false);
+      const conflict = error instanceof RemoteError && error.wire.type === "ConflictError";
+      const missing = conflict && (error.wire.details?.current ?? []).some(([name, now]) => name === key && now === null);
+      showResult($("write-result"), missing ? `no key '${key}': nothing removed` : conflict ? conflictMessage(error, key) : describeError(error), false);
     }
   };
-  $("prefix").oninput = () => renderState(null);
+  $("bulk-remove").onclick = async () => {
+    if (viewDirty || keysDirty) recompute();
+    const keys = [...viewKeys];
+    if (keys.length === 0) {
+      showResult($("bulk-result"), "no key matches: nothing to remove", false);
+      return;
+    }
+    const what = $("prefix").value || $("search").value ? "matching the filter" : "(every key shown)";
+    if (!(await confirmRemoval(`Remove ${plural(keys.length, "key")} ${what}?`, keys))) {
+      showResult($("bulk-result"), "not removed", true);
+      return;
+    }
+    try {
+      let revision = null;
+      for (let start = 0; start < keys.length; start += 1000) {
+        ({ revision } = await session.request("update", { updates: {}, removals: keys.slice(start, start + 1000) }));
+      }
+      showResult($("bulk-result"), `removed ${plural(keys.length, "key")} (revision ${revision})`, true);
+    } catch (error) {
+      showResult($("bulk-result"), describeError(error), false);
+    }
+  };
+}
+
+// The selected key changed on the server while the viewer looks at it: say so.
+function onKeysChanged(batch) {
+  const key = $("write-key").value;
+  if ($("detail").hidden || key === "") return;
+  const touched = key in batch.updates || batch.removals.includes(key) || batch.snapshot;
+  if (!touched) return;
+  const editing = parsedEditor().ok && readValue !== undefined && toJSON(parsedEditor().value) !== toJSON(readValue);
+  if (!editing) {
+    loadKey(key).catch(() => {});
+  } else {
+    showResult($("write-result"), `'${key}' changed on the server since you read it: Save will be refused; Reload to see it`, false);
+  }
 }
 
 // -- leases --------------------------------------------------------------------------
@@ -149,7 +568,8 @@ function wireWriteForm() {
 async function pollLeases() {
   const reply = await session.request("list_leases");
   const now = performance.now();
-  leases = reply.leases.map(([key, mine, left]) => [key, mine, left, now]);
+  const holders = reply.holders ?? {};
+  leases = reply.leases.map(([key, mine, left]) => [key, mine, left, now, holders[key] ?? null]);
   renderLeases();
 }
 
@@ -157,13 +577,14 @@ function renderLeases() {
   const body = $("leases").tBodies[0];
   const now = performance.now();
   body.replaceChildren(
-    ...leases.map(([key, mine, left, at]) => {
+    ...leases.map(([key, mine, left, at, holder]) => {
       const row = document.createElement("tr");
+      row.holder = holder;
       row.dataset.key = key;
       const remaining = left === null ? "never expires" : Math.max(0, left - (now - at) / 1000).toFixed(1);
       row.innerHTML = '<td class="key"></td><td></td><td class="countdown"></td><td></td>';
       row.cells[0].textContent = key;
-      row.cells[1].textContent = mine ? "this dashboard" : "another session";
+      row.cells[1].textContent = mine ? "this dashboard" : describeHolder(row.holder);
       row.cells[2].textContent = remaining;
       if (mine) {
         const release = document.createElement("button");
@@ -180,6 +601,23 @@ function renderLeases() {
       return row;
     }),
   );
+}
+
+function wireClearLeases() {
+  $("clear-leases").onclick = async () => {
+    const keys = leases.map(([key]) => key);
+    if (!(await confirmRemoval(`Clear ${plural(keys.length, "lease")}, whichever session holds it?`, keys, "Clear"))) {
+      showResult($("clear-result"), "not cleared", true);
+      return;
+    }
+    try {
+      await session.request("clear_leases");
+      showResult($("clear-result"), "every lease cleared", true);
+      await pollLeases();
+    } catch (error) {
+      showResult($("clear-result"), describeError(error), false);
+    }
+  };
 }
 
 function wireLeaseForm() {
@@ -229,18 +667,28 @@ function table(headers, rowsData) {
 
 async function pollLocksAndSessions() {
   await optionalOp("list_locks", $("locks"), ({ locks }) => {
+    const rowsData = [];
+    for (const lock of locks) {
+      for (const h of lock.holders) {
+        rowsData.push([lock.key, `holds (${lock.mode})`, describeHolder(h), h.owner ?? "", since(h.since), h.fence ?? "–"]);
+      }
+      for (const w of lock.waiters ?? []) {
+        rowsData.push([lock.key, `waits (${w.mode})`, describeHolder(w), w.owner ?? "", since(w.since), ""]);
+      }
+      // A store that keeps its locks elsewhere (Redis) counts its waiters without naming them.
+      if (!lock.waiters?.length && lock.waiting) rowsData.push([lock.key, `${lock.waiting} waiting`, "", "", "", ""]);
+    }
+    const note = Object.assign(document.createElement("p"), {
+      className: "muted",
+      textContent:
+        "Release and force-unlock: a lock is released by its holder (or when its session ends); " +
+        "this server's session protocol offers no force-unlock of another session's lock.",
+    });
     $("locks").replaceChildren(
       locks.length === 0
         ? Object.assign(document.createElement("p"), { className: "muted", textContent: "none held" })
-        : table(
-            ["key", "mode", "holders", "waiting"],
-            locks.map((lock) => [
-              lock.key,
-              lock.mode,
-              lock.holders.map((h) => h.client || h.session.slice(0, 8)).join(", "),
-              lock.waiting,
-            ]),
-          ),
+        : table(["key", "", "client (identity) · session", "owner", "since", "fencing token"], rowsData),
+      note,
     );
   });
   await optionalOp("list_sessions", $("sessions"), ({ sessions }) => {
@@ -262,36 +710,161 @@ async function pollLocksAndSessions() {
 // -- commands ------------------------------------------------------------------------
 
 async function loadCommands() {
-  const { commands } = await session.request("commands");
+  const reply = await session.request("commands");
+  const { commands } = reply;
+  const signatures = reply.arguments ?? {};
   const container = $("commands");
   container.replaceChildren();
   for (const name of Object.keys(commands).sort()) {
     const block = document.createElement("form");
     block.className = "command";
     block.dataset.command = name;
-    block.innerHTML = '<div class="row"><b class="name"></b><button type="submit">Run</button></div><textarea></textarea><div class="result"></div>';
+    block.innerHTML = '<div class="row"><b class="name"></b><button type="submit" class="call">Run</button></div><div class="args"></div><pre class="result"></pre>';
     block.querySelector(".name").textContent = name;
-    const argumentsBox = block.querySelector("textarea");
-    argumentsBox.value = JSON.stringify(commands[name]);
+    const args = signatures[name] ?? Object.entries(commands[name]).map(([arg, value]) => [arg, false, value]);
+    const fields = block.querySelector(".args");
+    for (const [arg, required, value] of args) {
+      const label = document.createElement("label");
+      label.className = "arg";
+      label.innerHTML = "<span></span><input autocomplete=\"off\">";
+      label.firstChild.textContent = required ? `${arg} *` : arg;
+      const input = label.lastChild;
+      input.name = arg;
+      input.dataset.required = required;
+      input.placeholder = required ? "required (JSON, or plain text)" : "default (JSON, or plain text)";
+      if (!required && value !== null && value !== undefined) input.value = toJSON(value);
+      fields.append(label);
+    }
+    if (args.length === 0) fields.append(Object.assign(document.createElement("span"), { className: "muted", textContent: "no arguments" }));
     const result = block.querySelector(".result");
     block.onsubmit = async (event) => {
       event.preventDefault();
-      let args;
-      try {
-        args = JSON.parse(argumentsBox.value || "{}");
-      } catch (error) {
-        showResult(result, `arguments are not JSON: ${error.message}`, false);
-        return;
+      const given = {};
+      for (const input of fields.querySelectorAll("input")) {
+        const text = input.value.trim();
+        if (text === "") {
+          if (input.dataset.required === "true") {
+            showResult(result, `'${input.name}' is required`, false);
+            return;
+          }
+          continue;
+        }
+        try {
+          given[input.name] = JSON.parse(text);
+        } catch {
+          given[input.name] = text; // plain text: a string
+        }
       }
       try {
-        showResult(result, JSON.stringify(await session.call(name, args)), true);
+        showResult(result, toJSON(await session.call(name, given), 2), true);
       } catch (error) {
         showResult(result, describeError(error), false);
       }
     };
     container.append(block);
   }
+  applyRights();
   return commands;
+}
+
+// -- live tail -------------------------------------------------------------------------
+
+const TAIL_KEPT = 500;
+const TAIL_SHOWN = 100;
+let tail = []; // newest last: [time, revision, key, summary or null (removed)]
+let tailDirty = false;
+
+function recordTail(batch) {
+  if (batch.snapshot || $("tail-pause").checked) return;
+  const now = new Date().toLocaleTimeString();
+  for (const [key, value] of Object.entries(batch.updates)) tail.push([now, batch.revision, key, value]);
+  for (const key of batch.removals) tail.push([now, batch.revision, key, undefined]);
+  if (tail.length > TAIL_KEPT * 2) tail = tail.slice(-TAIL_KEPT);
+  tailDirty = true;
+}
+
+function renderTail() {
+  if (!tailDirty) return;
+  tailDirty = false;
+  const prefix = $("tail-prefix").value;
+  const shown = [];
+  for (let index = tail.length - 1; index >= 0 && shown.length < TAIL_SHOWN; index--) {
+    if (tail[index][2].startsWith(prefix)) shown.push(tail[index]);
+  }
+  $("tail-count").textContent = $("tail-pause").checked ? "paused" : `${shown.length} shown`;
+  $("tail").tBodies[0].replaceChildren(
+    ...shown.map(([time, revision, key, value]) => {
+      const row = document.createElement("tr");
+      row.innerHTML = '<td></td><td></td><td class="key"></td><td class="v"></td>';
+      row.cells[0].textContent = time;
+      row.cells[1].textContent = revision;
+      row.cells[2].textContent = key;
+      row.cells[3].textContent = value === undefined ? "(removed)" : summarise(value);
+      return row;
+    }),
+  );
+}
+
+function wireTail() {
+  $("tail-prefix").oninput = () => {
+    tailDirty = true;
+    renderTail();
+  };
+  $("tail-pause").onchange = () => {
+    tailDirty = true;
+    renderTail();
+  };
+  setInterval(renderTail, 250);
+}
+
+// -- health: the server's own figures from /metrics --------------------------------------
+
+let lastFigures = null;
+
+function parseMetrics(text) {
+  const sums = new Map();
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const match = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (match) sums.set(match[1], (sums.get(match[1]) ?? 0) + Number(match[3]));
+  }
+  return sums;
+}
+
+async function pollHealth() {
+  const [metrics, ready] = await Promise.all([
+    fetch("/metrics").then((r) => r.text()),
+    fetch("/readyz").then((r) => r.json().then((body) => [r.status, body])),
+  ]);
+  const figures = parseMetrics(metrics);
+  const now = performance.now();
+  const rows = [
+    ["ready", ready[0] === 200 ? "ready" : `${ready[0]}: ${ready[1].status}`],
+    ["sessions", figures.get("statehub_sessions") ?? "–"],
+    ["subscriptions", figures.get("statehub_subscriptions") ?? "–"],
+    ["revision", figures.get("statehub_revision") ?? "–"],
+  ];
+  if (lastFigures) {
+    const seconds = (now - lastFigures.at) / 1000;
+    const rate = (name) => ((figures.get(name) ?? 0) - (lastFigures.figures.get(name) ?? 0)) / seconds;
+    rows.push(["commits/s", rate("statehub_revision").toFixed(1)]);
+    rows.push(["sent to clients", `${(rate("statehub_sent_bytes_total") / 1024).toFixed(1)} KiB/s`]);
+    const lagCount = rate("statehub_event_loop_lag_seconds_count");
+    const lag = lagCount > 0 ? rate("statehub_event_loop_lag_seconds_sum") / lagCount : figures.get("statehub_event_loop_lag_seconds");
+    if (lag !== undefined && !Number.isNaN(lag)) rows.push(["event loop lag", `${(lag * 1000).toFixed(2)} ms`]);
+  }
+  rows.push(["leases / locks held", `${figures.get("statehub_leases") ?? "–"} / ${figures.get("statehub_rwlocks_held") ?? "–"}`]);
+  lastFigures = { at: now, figures };
+  $("health").tBodies[0].replaceChildren(
+    ...rows.map(([name, value]) => {
+      const row = document.createElement("tr");
+      row.innerHTML = "<th></th><td></td>";
+      row.dataset.figure = name;
+      row.cells[0].textContent = name;
+      row.cells[1].textContent = value;
+      return row;
+    }),
+  );
 }
 
 // -- endpoints -----------------------------------------------------------------------
@@ -326,6 +899,13 @@ async function pollEndpoints() {
   }
 }
 
+// uPlot stretches the time axis of a single instant over years: show a minute around it.
+function fixTimeScale(plot, times) {
+  const first = times[0];
+  const last = times[times.length - 1];
+  if (last - first < 1) plot.setScale("x", { min: first - 30, max: last + 30 });
+}
+
 function plotHistory(element, address, events) {
   const numeric = events.filter((e) => typeof e.value_cal === "number");
   element.dataset.points = numeric.length;
@@ -338,6 +918,7 @@ function plotHistory(element, address, events) {
   const existing = plots.get(address);
   if (existing) {
     existing.setData(data);
+    fixTimeScale(existing, data[0]);
     return;
   }
   element.replaceChildren();
@@ -347,13 +928,22 @@ function plotHistory(element, address, events) {
       width,
       height: 160,
       series: [{}, { label: "calibrated", stroke: "#2f6ad0", width: 2, points: { show: true, size: 5 } }],
+      scales: {
+        // A flat value gets a band around it (the time axis: fixTimeScale).
+        y: { range: (u, min, max) => (max - min < 1e-9 ? [min - Math.max(1, Math.abs(min) * 0.1), max + Math.max(1, Math.abs(max) * 0.1)] : [min, max]) },
+      },
       axes: [{}, { size: 50 }],
       legend: { show: true },
+      hooks: {
+        // The seconds the time axis shows (tests read it).
+        setScale: [(u, key) => key === "x" && (element.dataset.span = u.scales.x.max - u.scales.x.min)],
+      },
     },
     data,
     element,
   );
   plots.set(address, plot);
+  fixTimeScale(plot, data[0]);
 }
 
 // -- start ---------------------------------------------------------------------------
@@ -424,14 +1014,19 @@ async function start() {
   $("status").textContent = "live";
   $("status").className = "status live";
   $("epoch").textContent = `epoch ${String(hello.epoch).slice(0, 8)}`;
+  wireBrowser();
   wireWriteForm();
   wireLeaseForm();
+  wireClearLeases();
+  wireTail();
+  wireReadOnly(hello);
   await subscribeState();
   const commands = await loadCommands();
   every(POLL_INTERVAL, pollLeases);
   every(POLL_INTERVAL, pollLocksAndSessions);
   setInterval(renderLeases, 100);
   if ("endpoint.list" in commands) every(ENDPOINT_POLL_INTERVAL, pollEndpoints);
+  every(2000, pollHealth);
   every(5000, loadCommandsIfChanged(commands));
 }
 

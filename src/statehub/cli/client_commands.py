@@ -127,11 +127,14 @@ def set_(
 )
 @server_options
 def rm(key: str, if_revision: int | None, host: str, port: int) -> None:
-    """Remove KEY."""
+    """Remove KEY (exit status 1 and "no key 'KEY'" if there is no such key)."""
 
     async def main() -> None:
         async with connect(host, port) as client:
-            revision = await client.remove(key, if_revision=if_revision)
+            try:
+                revision = await client.remove(key, if_revision=if_revision, missing_ok=False)
+            except KeyError:
+                raise click.ClickException(f"no key {key!r}") from None
         click.echo(f"revision {revision}")
 
     run(main)

@@ -40,7 +40,7 @@ from statehub.core.pacing import check_interval
 from statehub.core.rwlock import StateABC
 from statehub.core.values import JsonValue, check_key, checked_copy, copy_mapping
 from statehub.endpoints.remote import AsyncEndpointCalls
-from statehub.errors import LockFailed, ResourceLockedError
+from statehub.errors import ConflictError, LockFailed, ResourceLockedError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -394,10 +394,38 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         expect = _expectation(key, if_revision, if_absent)
         return await self.update(updates={key: value}, expect=expect)
 
-    async def remove(self, key: str, *, if_revision: int | None = None) -> int:
+    async def remove(
+        self, key: str, *, if_revision: int | None = None, missing_ok: bool = True
+    ) -> int:
         """Remove ``key``; returns the revision of the change. ``if_revision``: only if the
-        key's last change is still that revision (``ConflictError`` otherwise)."""
-        return await self.update(removals=[key], expect=_expectation(key, if_revision, False))
+        key's last change is still that revision (``ConflictError`` otherwise).
+
+        ``missing_ok=False``: ``KeyError`` ("no key 'k'") if there was no such key to
+        remove, as redis's DEL answers 0. The removal is then a compare-and-set on the
+        revision read just before (retried if the key changes in between), so the answer
+        is exact on every server and store: the ``KeyError`` comes when the key was absent
+        at the moment of the removal, never when this call removed a value.
+        """
+        if missing_ok:
+            return await self.update(removals=[key], expect=_expectation(key, if_revision, False))
+        for _ in range(_REMOVE_ATTEMPTS):
+            expected = if_revision
+            if expected is None:
+                entry = await self.entry(key)
+                if entry is None:
+                    raise KeyError(f"no key {key!r}")
+                expected = entry.mod_revision
+            try:
+                return await self.update(removals=[key], expect={key: expected})
+            except ConflictError as error:
+                if key in error.current and error.current[key] is None:
+                    raise KeyError(f"no key {key!r}") from None
+                if if_revision is not None:
+                    raise
+        raise ConflictError(
+            f"key {key!r} changed between reading and removing it {_REMOVE_ATTEMPTS} times "
+            "in a row: not removed"
+        )
 
     async def update(
         self,
@@ -654,6 +682,11 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             raise LockFailed(
                 f"the {mode} lock on {held.key!r} was lost while held: {error}"
             ) from error
+
+
+#: Reads and compare-and-set removals ``remove(missing_ok=False)`` tries before it gives up
+#: on a key that keeps changing.
+_REMOVE_ATTEMPTS = 10
 
 
 def _expectation(key: str, if_revision: int | None, if_absent: bool) -> dict[str, int | None]:

@@ -199,9 +199,10 @@ class Client(EndpointCalls):
         ``if_absent``: compare-and-set, ``ConflictError`` if it fails (see AsyncClient.set)."""
         return self._run(self.aio.set(key, value, if_revision=if_revision, if_absent=if_absent))
 
-    def remove(self, key: str, *, if_revision: int | None = None) -> int:
-        """Remove ``key``; returns the revision of the change (``if_revision``: see set)."""
-        return self._run(self.aio.remove(key, if_revision=if_revision))
+    def remove(self, key: str, *, if_revision: int | None = None, missing_ok: bool = True) -> int:
+        """Remove ``key``; returns the revision of the change (``if_revision``: see set).
+        ``missing_ok=False``: ``KeyError`` if there was no such key (see AsyncClient)."""
+        return self._run(self.aio.remove(key, if_revision=if_revision, missing_ok=missing_ok))
 
     def update(
         self,

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -31,6 +32,7 @@ class _Waiter:
     exclusive: bool
     granted: asyncio.Future[int]
     ticket: int
+    since: float = 0.0  # when it started waiting (the table's clock)
 
 
 @dataclass(slots=True)
@@ -40,6 +42,8 @@ class _KeyLock:
     writer_depth: int = 0
     waiting_writers: deque[_Waiter] = field(default_factory=deque)
     waiting_readers: list[_Waiter] = field(default_factory=list)
+    #: Per holding owner: the fencing token and time of its first grant (not re-entries).
+    grants: dict[Hashable, tuple[int, float]] = field(default_factory=dict)
 
     def idle(self) -> bool:
         return not (
@@ -55,6 +59,11 @@ class LockHolding:
     mode: str  # "exclusive" or "shared"
     holders: tuple[Hashable, ...]
     waiting: int
+    #: Per holder (in ``holders``' order): the fencing token and time (s since the epoch)
+    #: of its grant, or None where the table does not know (a store's own table).
+    grants: tuple[tuple[int, float] | None, ...] = ()
+    #: Who waits, in queue order: (owner, exclusive, since); empty where not known.
+    waiters: tuple[tuple[Hashable, bool, float], ...] = ()
 
 
 def _mode(exclusive: bool) -> str:
@@ -98,8 +107,10 @@ class RWLockTable:
     which a resource the lock protects can compare with the last one it saw.
     """
 
-    def __init__(self, *, fair: bool = False) -> None:
+    def __init__(self, *, fair: bool = False, clock: Callable[[], float] = time.time) -> None:
         self._locks: dict[str, _KeyLock] = {}
+        #: Wall-clock time for "held since" and "waiting since" (shown to people only).
+        self._clock = clock
         self._fair = fair
         self._tickets = itertools.count()
         self._fences = itertools.count(1)
@@ -122,11 +133,11 @@ class RWLockTable:
         lock = self._locks.setdefault(key, _KeyLock())
         entered = self._reenter(lock, key, owner, exclusive)
         if entered or self._free_for(lock, exclusive):
-            if not entered:
-                self._grant(lock, owner, exclusive)
-            granted.set_result(next(self._fences))
+            granted.set_result(
+                next(self._fences) if entered else self._grant(lock, owner, exclusive)
+            )
         else:
-            waiter = _Waiter(owner, exclusive, granted, next(self._tickets))
+            waiter = _Waiter(owner, exclusive, granted, next(self._tickets), self._clock())
             if exclusive:
                 lock.waiting_writers.append(waiter)
             else:
@@ -152,12 +163,15 @@ class RWLockTable:
             lock.readers[owner] -= 1
             if lock.readers[owner] == 0:
                 del lock.readers[owner]
+        if not (_holds(lock, owner, True) or owner in lock.readers):
+            lock.grants.pop(owner, None)
         self._dispatch(key, lock)
 
     def release_owner(self, owner: Hashable) -> None:
         """Release every hold of ``owner`` on every key (its session ended)."""
         for key, lock in list(self._locks.items()):
             lock.readers.pop(owner, None)
+            lock.grants.pop(owner, None)
             if lock.writer == owner:
                 lock.writer, lock.writer_depth = None, 0
             self._dispatch(key, lock)
@@ -192,10 +206,17 @@ class RWLockTable:
             lock = self._locks[key]
             _drop_cancelled(lock)
             waiting = len(lock.waiting_writers) + len(lock.waiting_readers)
+            queue = sorted([*lock.waiting_writers, *lock.waiting_readers], key=lambda w: w.ticket)
+            waiters = tuple((w.owner, w.exclusive, w.since) for w in queue)
             if lock.writer_depth:
-                held.append(LockHolding(key, "exclusive", (lock.writer,), waiting))
+                holders: tuple[Hashable, ...] = (lock.writer,)
+                mode = "exclusive"
             elif lock.readers:
-                held.append(LockHolding(key, "shared", tuple(lock.readers), waiting))
+                holders, mode = tuple(lock.readers), "shared"
+            else:
+                continue
+            grants = tuple(lock.grants.get(owner) for owner in holders)
+            held.append(LockHolding(key, mode, holders, waiting, grants, waiters))
         return held
 
     def _reenter(self, lock: _KeyLock, key: str, owner: Hashable, exclusive: bool) -> bool:
@@ -220,12 +241,16 @@ class RWLockTable:
             return False
         return not (exclusive and lock.readers)
 
-    @staticmethod
-    def _grant(lock: _KeyLock, owner: Hashable, exclusive: bool) -> None:
+    def _grant(self, lock: _KeyLock, owner: Hashable, exclusive: bool) -> int:
+        """Grant ``owner`` the lock; returns the grant's fencing token."""
+        fence = next(self._fences)
         if exclusive:
             lock.writer, lock.writer_depth = owner, 1
         else:
             lock.readers[owner] = lock.readers.get(owner, 0) + 1
+        if owner not in lock.grants:
+            lock.grants[owner] = (fence, self._clock())
+        return fence
 
     def _dispatch(self, key: str, lock: _KeyLock) -> None:
         _drop_cancelled(lock)
@@ -235,8 +260,7 @@ class RWLockTable:
                 self._admit_readers(lock, before=next_writer)
             if not lock.readers and lock.waiting_writers:
                 waiter = lock.waiting_writers.popleft()
-                self._grant(lock, waiter.owner, True)
-                waiter.granted.set_result(next(self._fences))
+                waiter.granted.set_result(self._grant(lock, waiter.owner, True))
         self._forget_if_idle(key, lock)
 
     def _admit_readers(self, lock: _KeyLock, *, before: int | None) -> None:
@@ -245,8 +269,7 @@ class RWLockTable:
             return
         lock.waiting_readers = lock.waiting_readers[len(admitted) :]  # tickets ascend
         for waiter in admitted:
-            self._grant(lock, waiter.owner, False)
-            waiter.granted.set_result(next(self._fences))
+            waiter.granted.set_result(self._grant(lock, waiter.owner, False))
 
     def _withdraw_unless_granted(self, key: str, lock: _KeyLock, waiter: _Waiter) -> None:
         """A waiter's future ended: unless granted, it leaves the queue and the lock moves on."""

@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 from statehub.auth import Credentials, OpenAccess, Principal, Right, UnauthenticatedError
 from statehub.auth.authenticator import Authenticator
 from statehub.auth.context import current_principal
-from statehub.auth.permissions import UNRESTRICTED, AdminRight
+from statehub.auth.permissions import UNRESTRICTED, AdminRight, Permissions
 from statehub.core.change import DictionaryChange
-from statehub.core.commands import CommandRegistry
+from statehub.core.commands import CommandRegistration, CommandRegistry
 from statehub.core.entries import KeyFacts
 from statehub.core.limits import check_seconds
 from statehub.core.pacing import Pacer
@@ -400,6 +400,7 @@ class Session:
             "epoch": self.hub.state.epoch,
             "keepalive_s": self.hub.keepalive_s,
             "max_message_bytes": self.hub.max_message_bytes,
+            "rights": _rights_reply(self.principal.permissions),
         }
 
     def _get(self, message: dict[str, Any]) -> Reply:
@@ -542,13 +543,27 @@ class Session:
 
     def _leases_reply(self, leases: list[Lease]) -> Reply:
         readable = self.principal.permissions.read
+        shown = [lease for lease in leases if lease.key in readable]
+        by_token = {session.token: session for session in self.hub.sessions}
+        holders: dict[str, dict[str, str]] = {}
+        for lease in shown:
+            holder = by_token.get(lease.owner) if isinstance(lease.owner, str) else None
+            if holder is not None:  # a session of this server (not a NanoVer client's)
+                holders[lease.key] = self._who(holder)
         return {
             "leases": [
-                [lease.key, lease.owner == self.token, lease.seconds_left]
-                for lease in leases
-                if lease.key in readable
-            ]
+                [lease.key, lease.owner == self.token, lease.seconds_left] for lease in shown
+            ],
+            "holders": holders,
         }
+
+    def _who(self, session: Session) -> dict[str, str]:
+        """A session as a listing shows it: its id and client name, and its identity if this
+        session may see identities (the admin right ``sessions``, or a server without auth)."""
+        who = {"session": session.id, "client": session.client}
+        if AdminRight.SESSIONS in self.principal.permissions.admin:
+            who["identity"] = session.principal.name
+        return who
 
     def _keys(self, message: dict[str, Any]) -> Reply:
         prefix = message.get("prefix", "")
@@ -589,20 +604,39 @@ class Session:
 
     def _locks_reply(self, holdings: list[LockHolding]) -> Reply:
         lockable = self.principal.permissions.lock
-        clients = {session.id: session.client for session in self.hub.sessions}
+        by_id = {session.id: session for session in self.hub.sessions}
+
+        def who(owner: object) -> dict[str, Any]:
+            # A session's lock owners are (session id, owner name): see _lock_args.
+            session_id, name = owner if isinstance(owner, tuple) else ("", "")
+            session = by_id.get(session_id)
+            shown: dict[str, Any] = {"session": session_id, "client": ""}
+            if session is not None:
+                shown.update(self._who(session))
+            shown["owner"] = name if isinstance(name, str) else ""
+            return shown
+
         locks = []
         for held in holdings:
             if held.key not in lockable:
                 continue
-            # A session's lock owners are (session id, owner name): see _lock_args.
-            sessions = [owner[0] if isinstance(owner, tuple) else "" for owner in held.holders]
+            holders = [who(owner) for owner in held.holders]
+            for holder, grant in zip(holders, held.grants, strict=False):
+                if grant is not None:
+                    holder["fence"], holder["since"] = grant
+            waiters = []
+            for owner, exclusive, since in held.waiters:
+                waiter = who(owner)
+                waiter.update(mode="exclusive" if exclusive else "shared", since=since)
+                waiters.append(waiter)
             locks.append(
                 {
                     "key": held.key,
                     "mode": held.mode,
-                    "holders": [{"session": s, "client": clients.get(s, "")} for s in sessions],
-                    "mine": self.id in sessions,
+                    "holders": holders,
+                    "mine": self.id in [holder["session"] for holder in holders],
                     "waiting": held.waiting,
+                    "waiters": waiters,
                 }
             )
         return {"locks": locks}
@@ -723,12 +757,18 @@ class Session:
 
     def _commands(self, message: dict[str, Any]) -> Reply:
         callable_names = self.principal.permissions.call
+        registrations = self.hub.commands.commands
         return {
             "commands": {
                 name: defaults
                 for name, defaults in self.hub.commands.list().items()
                 if name in callable_names
-            }
+            },
+            "arguments": {
+                name: _arguments_of(registration)
+                for name, registration in registrations.items()
+                if name in callable_names
+            },
         }
 
     def _ping(self, message: dict[str, Any]) -> Reply:
@@ -826,6 +866,46 @@ async def _reply_when_done(answer: Awaitable[T], reply: Callable[[T], Reply]) ->
 def _seconds(value: object, op: str, name: str) -> float | None:
     """A number of seconds >= 0 from a request (None stays None; infinity is kept)."""
     return None if value is None else check_seconds(value, f"{op}: {name!r}", allow_infinity=True)
+
+
+def _arguments_of(registration: CommandRegistration) -> list[list[Any]]:
+    """A command's named arguments, for a form: [[name, required, default or None]], those
+    of its callback's signature first (when it has one to read), then defaults it does not
+    name (a client's command forwards whatever it is given)."""
+    defaults = registration.default_arguments
+    found: list[list[Any]] = []
+    named = set()
+    if registration.signature is not None:
+        for parameter in registration.signature.parameters.values():
+            if parameter.kind not in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+                continue
+            named.add(parameter.name)
+            if parameter.name in defaults:
+                found.append([parameter.name, False, defaults[parameter.name]])
+            elif parameter.default is parameter.empty:
+                found.append([parameter.name, True, None])
+            else:
+                default = parameter.default
+                shown = (
+                    default if default is None or type(default) in (bool, int, float, str) else None
+                )
+                found.append([parameter.name, False, shown])
+    found.extend([name, False, value] for name, value in defaults.items() if name not in named)
+    return found
+
+
+def _rights_reply(permissions: Permissions) -> dict[str, list[str]]:
+    """What the identity may do, for a client to show only what it may use (the dashboard's
+    read-only mode): key prefixes per right ("" = every key), command name patterns, and
+    admin rights. The server still checks every request."""
+    return {
+        "read": list(permissions.read.prefixes),
+        "write": list(permissions.write.prefixes),
+        "lease": list(permissions.lease.prefixes),
+        "lock": list(permissions.lock.prefixes),
+        "call": list(permissions.call.patterns),
+        "admin": sorted(permissions.admin),
+    }
 
 
 def _facts_reply(keys: dict[str, Any], facts: dict[str, KeyFacts]) -> dict[str, list[int]]:

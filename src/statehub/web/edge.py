@@ -59,6 +59,7 @@ class WebEdge:
                 web.get("/metrics", self._metrics),
                 web.get("/healthz", self._healthz),
                 web.get("/readyz", self._readyz),
+                web.get("/favicon.ico", self._favicon),
             ]
         )
         if DASHBOARD_DIR.is_dir():
@@ -132,6 +133,13 @@ class WebEdge:
                 "/v1/session, /metrics, /healthz and NanoVer's WebSocket at / still work",
             )
         return web.FileResponse(index)
+
+    async def _favicon(self, request: web.Request) -> web.StreamResponse:
+        """Browsers ask for /favicon.ico on their own: answer it, so a page load logs no 404."""
+        icon = DASHBOARD_DIR / "favicon.svg"
+        if not icon.is_file():
+            return web.Response(status=204)
+        return web.FileResponse(icon, headers={"Content-Type": "image/svg+xml"})
 
     async def _metrics(self, request: web.Request) -> web.Response:
         exposition = self.metrics.exposition()
