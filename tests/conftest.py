@@ -34,6 +34,7 @@ SYSTEM_TEST_MODULES = frozenset(
         "test_redis_cluster",
         "test_redis_commands",
         "test_web_dashboard",
+        "test_web_dashboard_operator",
         "test_bench_fanout",
         "test_bench_room",
         "test_dripline_client",
