@@ -331,13 +331,6 @@ async def test_permessage_deflate_is_declined_and_the_client_works_without_it() 
             await peer.close()
 
 
-async def test_frames_are_ignored() -> None:
-    async with web_server() as server, nanover_peer(server) as peer:
-        await peer.send({"frame": {"frame.index": 0}, "state": {"updates": {"k": 1}}})
-        await eventually(lambda: peer.state == {"k": 1})
-        assert peer.errors.empty() and not peer.others
-
-
 async def _fill_until_it_falls_behind(server: StateServer, in_step: int) -> int:
     """Write big values until the NanoVer connection nobody reads leaves the broadcast
     (its buffers are full, so the server stops writing to it); the last index written."""

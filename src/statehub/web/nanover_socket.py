@@ -20,7 +20,8 @@ whose read right is narrower follows a view of its own, filtered to what it may 
 Where NanoVer has gaps, this edge does better: bad input gets an ``{"error": ...}``
 message (NanoVer's clients ignore unknown keys) and reading goes on; a forwarded command
 whose registrant does not answer within ``forward_timeout`` fails with an exception; a
-registration ends when its client disconnects; frames are ignored (never sent).
+registration ends when its client disconnects. Frames that clients publish (simulation
+runners) are merged and relayed to every client by ``nanover_frames.FrameRelay``.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from statehub.errors import ObjectFrozenError, ResourceLockedError
 from statehub.protocol.errors import status_of
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
+from statehub.web.nanover_frames import FrameError, FrameRelay
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +104,8 @@ class NanoverRoom:
         self._shared_revision = 0
         #: Told of bytes and commands, for metrics (the web edge sets it).
         self.observer: NanoverObserver = NanoverObserver()
+        #: Frames published by simulation runners, relayed to every connection.
+        self.frames = FrameRelay()
         self._registrants: dict[str, NanoverConnection] = {}
         self._presentation: dict[str, dict[str, str]] = {}
         hub.auth_listeners.append(self.reauthenticate)
@@ -214,6 +218,7 @@ class NanoverRoom:
             self.hub.auth_listeners.remove(self.reauthenticate)
         for connection in list(self.connections):
             await connection.socket.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
+        await self.frames.close()
 
     def leave(self, connection: NanoverConnection) -> None:
         """``connection`` is going: no more state for it."""
@@ -303,6 +308,7 @@ class NanoverConnection:
         """Serve the client until it goes; then clean up after it exactly once."""
         self.room.enter(self)
         self._restart_state()
+        self.room.frames.subscribe(self, self._send_packed)
         try:
             async for message in self.socket:
                 if message.type is WSMsgType.BINARY:
@@ -323,6 +329,7 @@ class NanoverConnection:
         except ConnectionResetError:
             pass
         finally:
+            self.room.frames.unsubscribe(self)
             self.room.leave(self)
             tasks = list(self._tasks)
             for task in tasks:
@@ -359,7 +366,11 @@ class NanoverConnection:
             payloads = message["command"]
             for payload in payloads if type(payloads) is list else [payloads]:
                 self._command(payload)
-        # "frame" (a simulation runner publishing frames) is not relayed: see docs/web.md.
+        if "frame" in message:  # a simulation runner publishing: see nanover_frames.py
+            try:
+                self.room.frames.publish(message["frame"])
+            except FrameError as error:
+                self._spawn(self._report_error("ProtocolError", f"frame not relayed: {error}"))
 
     def _apply_state(self, state: object) -> None:
         try:
