@@ -4,6 +4,7 @@ client is installed and run; the rates asserted are loose, as the machine is sha
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,12 @@ from nanover_client_support import (
     simulation_xml,
     statehub_serve,
 )
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -75,3 +82,30 @@ def test_a_remote_runner_frames_reach_a_second_client_at_30_hz(
     assert seen["moved"] and seen["has_timestamp"]
     assert seen["frames_per_second"] >= 20, seen
     assert seen["positions_per_second"] >= 20, seen
+
+
+DISCOVERER = """
+from nanover.websocket.client.app_client import (
+    NanoverImdClient, _search_for_first_server_with_name,
+)
+hub = _search_for_first_server_with_name(
+    ARGS["name"], search_time=20, discovery_address="127.0.0.1", discovery_port=ARGS["port"]
+)
+found = hub.get_service_address("ws") if hub else None
+client = NanoverImdClient.from_discovery(server_name=ARGS["name"], discovery_port=ARGS["port"])
+with client:
+    client.set_shared_value("found.by", "discovery")
+    wait_for(lambda: client.get_shared_value("found.by") == "discovery")
+report({"ws": found, "services": hub.services if hub else None})
+"""
+
+
+def test_the_client_finds_statehub_by_discovery_on_loopback() -> None:
+    port = _free_udp_port()
+    with statehub_serve(
+        *["--discoverable", "--name", "statehub lab test"],
+        *["--discovery-address", "127.0.0.1", "--discovery-port", str(port)],
+    ) as server:
+        seen = run_client(DISCOVERER, {"name": "statehub lab test", "port": port})
+    assert seen["ws"] == ["127.0.0.1", server.web_port]
+    assert seen["services"]["multiplayer"] == server.grpc_port

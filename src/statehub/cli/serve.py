@@ -489,7 +489,12 @@ async def _serve(
     sys.stdout.flush()  # a supervisor reading the port through a pipe sees it now
     announcing = None
     if discovery is not None:
-        announcer = discovery.announcer(server.address, server.port)
+        announcer = discovery.announcer(
+            server.address,
+            server.port,
+            server.http_port if server.web is not None else None,
+            web_tls=server.tls is not None,
+        )
         announcing = asyncio.create_task(announcer.run())
         click.echo(f"statehub: announcing itself by ESSD to {discovery.address}:{discovery.port}")
     try:
