@@ -183,6 +183,12 @@ logger = logging.getLogger(__name__)
     help="With --discoverable: the server name headsets show (default: statehub on <host>).",
 )
 @click.option(
+    "--nanover",
+    is_flag=True,
+    help="Behave as NanoVer's standard server: imd.velocity_reset_available at start, "
+    "scene mirrored into transform.simulation and back, multiuser/radially-orient-origins.",
+)
+@click.option(
     "--session-limit",
     "session_limits",
     multiple=True,
@@ -255,6 +261,7 @@ def serve(
     discovery_port: int,
     discovery_address: str,
     name: str | None,
+    nanover: bool,
     session_limits: tuple[str, ...],
     auth_path: Path | None,
     tls_cert: Path | None,
@@ -303,6 +310,7 @@ def serve(
         auth=authenticator,
         http_port=None if no_http else _neighbour_port(http_port, port, 1),
         tcp_port=None if no_tcp else _neighbour_port(tcp_port, port, 2),
+        nanover=nanover,
     )
     try:
         discovery = (

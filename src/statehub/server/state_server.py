@@ -37,6 +37,7 @@ from statehub.core.values import JsonValue
 from statehub.protocol import SERVICE_NAME
 from statehub.server.grpc_transport import session_handler
 from statehub.server.limits import SessionLimits
+from statehub.server.nanover_profile import NanoverProfile
 from statehub.server.session import Hub
 from statehub.server.tls import ServerTls
 
@@ -70,6 +71,7 @@ class StateServer:
     unless one is given, such as a shared store's) are there for other server-side layers.
     ``http_port`` starts the web edge, ``tcp_port`` the plain-TCP session transport
     (``statehub+tcp://``), both in the same loop and with the same TLS; None: off.
+    ``nanover=True`` adds NanoVer's standard server behaviours (``NanoverProfile``).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class StateServer:
         http_port: int | None = None,
         locks: LockTable | None = None,
         tcp_port: int | None = None,
+        nanover: bool = False,
     ) -> None:
         if type(port) is not int or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
@@ -124,6 +127,10 @@ class StateServer:
         self._command_threads = ThreadPoolExecutor(max_workers, "statehub-command")
         self._commands = _command_registry(self.state, self._command_threads)
         self._commands.register(LIST_COMMANDS, self._list_commands)
+        #: NanoVer's standard server behaviours (``nanover=True``; ``docs/nanover.md``).
+        self.nanover_profile = (
+            NanoverProfile(self.state, self._commands).install() if nanover else None
+        )
         self.hub = Hub(
             state=self.state,
             locks=self.locks,
@@ -201,6 +208,8 @@ class StateServer:
                 ("grpc.http2.max_ping_strikes", 0),
             ],
         )
+        if self.nanover_profile is not None:
+            await self.nanover_profile.start()
         self.setup_services()
         target = _host_port(self.address, self._requested_port)
         _check_free(self.address, self._requested_port, target)
