@@ -281,6 +281,40 @@ async def test_disconnect_removes_the_users_keys_in_one_delta() -> None:
         )
 
 
+@pytest.mark.parametrize("user", [".", "0.", "a.b", ""])
+async def test_disconnect_cleans_up_user_ids_with_dots(user: str) -> None:
+    async with web_server() as server, nanover_peer(server) as b:
+        async with nanover_peer(server) as a:
+            await a.write(
+                {
+                    f"avatar.{user}": {"name": "dotted"},
+                    f"update.index.{user}": 1,
+                    f"selection.{user}.1": [1],
+                    "other.zz": "not theirs",
+                }
+            )
+            await eventually(lambda: len(b.state) == 4)
+        await eventually(lambda: set(b.state) == {"other.zz"})
+
+
+async def test_a_nanover_client_connects_on_any_path() -> None:
+    async with (
+        web_server() as server,
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"ws://127.0.0.1:{server.http_port}/any/path?x=1") as socket,
+    ):
+        peer = NanoverPeer(socket)
+        try:
+            await peer.write({"via.path": True})
+            await eventually(lambda: peer.state == {"via.path": True})
+        finally:
+            await peer.close()
+        missing = await http.get(f"http://127.0.0.1:{server.http_port}/any/path")
+        assert missing.status == 404  # only a WebSocket upgrade is NanoVer's
+        health = await http.get(f"http://127.0.0.1:{server.http_port}/healthz")
+        assert health.status == 200
+
+
 async def test_a_client_without_an_avatar_leaves_its_keys() -> None:
     async with web_server() as server:
         async with nanover_peer(server) as a:

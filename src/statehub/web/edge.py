@@ -4,6 +4,8 @@ Routes (see ``docs/web.md``):
 
 - ``/v1/session``: statehub's session protocol over WebSocket;
 - ``/``: NanoVer's WebSocket protocol for a WebSocket upgrade, the dashboard otherwise;
+- any other path: NanoVer's WebSocket protocol for a WebSocket upgrade (NanoVer's server
+  accepts any path), 404 otherwise;
 - ``/metrics`` (Prometheus), ``/healthz`` (alive), ``/readyz`` (serving, store reachable).
 """
 
@@ -63,6 +65,9 @@ class WebEdge:
         )
         if DASHBOARD_DIR.is_dir():
             self.app.router.add_static("/dashboard/", DASHBOARD_DIR)
+        # NanoVer's server routes on no path: its clients may open any (after every
+        # other route, so /v1/session, /metrics, the dashboard... keep theirs).
+        self.app.router.add_get("/{path:.*}", self._any_path)
         self._runner: web.AppRunner | None = None
         self._lag_probe: asyncio.Task[None] | None = None
         self.port: int | None = None
@@ -119,6 +124,15 @@ class WebEdge:
         socket = self.websocket(nanover_socket.MAX_MESSAGE_BYTES, compress=False)
         if not socket.can_prepare(request).ok:
             return self._dashboard_page()
+        await socket.prepare(request)
+        await serve_nanover_socket(self.nanover, socket, peer_of(request))
+        return socket
+
+    async def _any_path(self, request: web.Request) -> web.StreamResponse:
+        """NanoVer's protocol for a WebSocket upgrade on any other path; else 404."""
+        socket = self.websocket(nanover_socket.MAX_MESSAGE_BYTES, compress=False)
+        if not socket.can_prepare(request).ok:
+            raise web.HTTPNotFound()
         await socket.prepare(request)
         await serve_nanover_socket(self.nanover, socket, peer_of(request))
         return socket

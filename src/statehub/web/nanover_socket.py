@@ -716,10 +716,12 @@ class NanoverConnection:
     def _remove_user_keys(self) -> None:
         """Remove the user's keys in one change, as NanoVer does when its client leaves.
 
-        A key is the user's if one of its dot-separated parts is the user id after the
-        first (``avatar.<id>``, ``update.index.<id>``, ``selection.<id>.2``), or if it is an
-        ``interaction.*`` whose ``owner.id`` is the user. NanoVer tests ``.<id>`` as a
-        substring, which also takes ``x.<id>suffix`` keys of other users; this does not.
+        A key is the user's if it holds ``.<id>`` ending at a dot or at its end, after its
+        first part (``avatar.<id>``, ``update.index.<id>``, ``selection.<id>.2``; ids may
+        hold dots: ``avatar.a.b`` is user ``a.b``'s), or if it is an ``interaction.*`` whose
+        ``owner.id`` is the user. NanoVer tests ``.<id>`` as a plain substring, which also
+        takes ``x.<id>suffix`` keys of other users (and, for the id ``""``, every key with
+        a dot); this does not.
         """
         user = self.user_id
         if user is None:
@@ -744,7 +746,7 @@ _MISSING = object()
 
 
 def _owned(key: str, value: object, user: str) -> bool:
-    if user in key.split(".")[1:]:
+    if f".{user}." in f"{key}.":
         return True
     return (
         key.startswith(_INTERACTION_PREFIX)
