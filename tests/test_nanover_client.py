@@ -5,6 +5,7 @@ client is installed and run; the rates asserted are loose, as the machine is sha
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,10 +13,13 @@ import pytest
 
 from nanover_client_support import (
     Statehub,
+    background,
+    nanover_python,
     remote_runner,
     run_client,
     simulation_xml,
     statehub_serve,
+    stop,
 )
 
 
@@ -109,3 +113,136 @@ def test_the_client_finds_statehub_by_discovery_on_loopback() -> None:
         seen = run_client(DISCOVERER, {"name": "statehub lab test", "port": port})
     assert seen["ws"] == ["127.0.0.1", server.web_port]
     assert seen["services"]["multiplayer"] == server.grpc_port
+
+
+ROOM = """
+from nanover.websocket.client.app_client import NanoverImdClient
+
+POSE = [0.5, 1.0, -2.0, 0.0, 0.0, 0.0, 1.0, 1.5, 1.5, 1.5]
+url = ARGS["url"]
+seen = {}
+b = NanoverImdClient.from_url(url)
+a = NanoverImdClient.from_url(url)
+try:
+    a.set_shared_value("avatar.u-A", {"playerid": "u-A", "name": "Ana", "components": []})
+    b.set_shared_value("avatar.u-B", {"playerid": "u-B", "name": "Ben", "components": []})
+    wait_for(lambda: b.get_shared_value("avatar.u-A") is not None, what="A's avatar at B")
+    wait_for(lambda: a.get_shared_value("avatar.u-B") is not None, what="B's avatar at A")
+    seen["avatar_at_b"] = b.get_shared_value("avatar.u-A")
+    latencies = []
+    for index in range(20):
+        start = time.monotonic()
+        a.set_shared_value("update.index.u-A", index)
+        wait_for(lambda: b.get_shared_value("update.index.u-A") == index, what="update index")
+        latencies.append(time.monotonic() - start)
+    seen["latency_p50_ms"] = sorted(latencies)[len(latencies) // 2] * 1000
+    seen["velocity_reset"] = b.get_shared_value("imd.velocity_reset_available")
+    seen["orient"] = b.run_command_blocking("multiuser/radially-orient-origins", radius=1.5)
+    wait_for(lambda: a.get_shared_value("user-origin.u-A") is not None, what="origin of A")
+    wait_for(lambda: a.get_shared_value("user-origin.u-B") is not None, what="origin of B")
+    seen["origin_a"] = a.get_shared_value("user-origin.u-A")
+    a.set_shared_value("scene", POSE)
+    wait_for(lambda: b.get_shared_value("transform.simulation") is not None, what="mirror")
+    seen["transform"] = b.get_shared_value("transform.simulation")
+    a.register_command(
+        "demo/greet", lambda who="world": {"text": f"hi {who}"}, default_arguments={"who": "x"}
+    )
+    wait_for(lambda: "demo/greet" in b.run_command_blocking("commands/list")["list"],
+             what="registration")
+    listing = b.run_command_blocking("commands/list")
+    seen["listed"] = sorted(listing["list"])
+    seen["entries"] = sorted(entry["name"] for entry in listing["commands"])
+    seen["greet"] = b.run_command_blocking("demo/greet", who="B")
+    seen["greet_default"] = b.run_command_blocking("demo/greet")
+    try:
+        b.run_command_blocking("no/such")
+    except RuntimeError as error:
+        seen["unknown"] = str(error)
+finally:
+    a.close()
+wait_for(lambda: b.get_shared_value("avatar.u-A") is None, what="A's avatar removed")
+wait_for(lambda: b.get_shared_value("user-origin.u-A") is None, what="A's origin removed")
+seen["left"] = sorted(key for key in b.copy_state() if "u-A" in key)
+seen["kept"] = sorted(key for key in b.copy_state() if "u-B" in key)
+c = NanoverImdClient.from_url(url)
+with c:
+    c.set_shared_value("avatar.c.d", {"name": "dotted"})
+    c.set_shared_value("selection.c.d.1", {"ids": [1]})
+    wait_for(lambda: b.get_shared_value("selection.c.d.1") is not None, what="C's keys")
+wait_for(lambda: b.get_shared_value("avatar.c.d") is None, what="dotted avatar removed")
+seen["dotted_left"] = sorted(key for key in b.copy_state() if ".c.d" in key)
+b.close()
+report(seen)
+"""
+
+
+def test_a_room_avatars_commands_registered_commands_and_cleanup() -> None:
+    with statehub_serve("--nanover") as server:
+        seen = run_client(ROOM, {"url": server.ws_url})
+    assert seen["avatar_at_b"] == {"playerid": "u-A", "name": "Ana", "components": []}
+    assert seen["velocity_reset"] is False
+    assert seen["orient"] is None
+    assert len(seen["origin_a"]["position"]) == 3 and len(seen["origin_a"]["rotation"]) == 4
+    assert seen["transform"] == {
+        "transform": [0.5, 1.0, -2.0, 0.0, 0.0, 0.0, 1.0, -1.5, 1.5, 1.5],
+        "parent": "root",
+    }
+    for names in (seen["listed"], seen["entries"]):
+        assert {"commands/list", "demo/greet", "multiuser/radially-orient-origins"} <= set(names)
+    assert seen["greet"] == {"text": "hi B"}
+    assert seen["greet_default"] == {"text": "hi x"}
+    assert "no/such" in seen["unknown"]
+    assert seen["left"] == []  # every key of A's went when it left
+    assert "avatar.u-B" in seen["kept"]
+    assert seen["dotted_left"] == []
+
+
+#: Reads every entry in order: skipping entries seeks forward in the zip member, which
+#: Python 3.13.0's zipfile gets wrong for stored members (EOFError).
+RECORDED = """
+from nanover.recording.reading import NanoverRecordingReader
+state, frames, with_positions = {}, 0, 0
+with NanoverRecordingReader.from_path(ARGS["path"]) as reader:
+    for entry in reader.index:
+        message = reader.get_message_from_entry(entry)
+        if "frame" in message:
+            frames += 1
+            with_positions += "particle.positions" in message["frame"]
+        if "state" in message:
+            state.update(message["state"]["updates"])
+            for key in message["state"]["removals"]:
+                state.pop(key, None)
+report({"frames": frames, "with_positions": with_positions, "last_state": state})
+"""
+
+
+def test_nanover_record_records_state_and_frames(simulation: Path, tmp_path: Path) -> None:
+    record = str(nanover_python().parent / "nanover-record")
+    with statehub_serve() as hub, remote_runner(hub.ws_url, simulation):
+        run_client(FRAME_COUNTER, {"url": hub.ws_url, "seconds": 0.1})  # frames are flowing
+        with background(
+            [record, "--address", hub.ws_url, "--path", str(tmp_path), "--prefix", "lab"],
+            stdin=subprocess.DEVNULL,
+        ) as recorder:
+            run_client(
+                """
+from nanover.websocket.client.app_client import NanoverImdClient
+with NanoverImdClient.from_url(ARGS["url"]) as client:
+    client.set_shared_value("note.recorded", {"by": "test"})
+    wait_for(lambda: client.get_shared_value("note.recorded") is not None)
+    time.sleep(2)
+report(True)
+""",
+                {"url": hub.ws_url},
+            )
+            assert recorder.poll() is None
+            # The server going away ends a recording cleanly ("ended by disconnection");
+            # Ctrl-C races the recorder's writer thread in NanoVer 0.1.3018.
+            stop(hub.process)
+            out, _ = recorder.communicate(timeout=30)
+            assert "Recording ended by disconnection" in out
+    recordings = list(tmp_path.glob("lab-1-*.nanover.zip"))
+    assert len(recordings) == 1, list(tmp_path.iterdir())
+    seen = run_client(RECORDED, {"path": str(recordings[0])})
+    assert seen["frames"] >= 20 and seen["with_positions"] >= 20, seen
+    assert seen["last_state"]["note.recorded"] == {"by": "test"}
