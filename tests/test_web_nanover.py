@@ -157,6 +157,26 @@ async def test_leases_apply_to_nanover_writes_and_the_writer_is_told() -> None:
             await owner.close()
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(b"\x00\x01 packed", "bytes"), ("x" * (3 * 1024 * 1024 + 1), "over the limit")],
+)
+async def test_a_value_statehub_cannot_carry_is_refused_and_the_writer_converges(
+    value: object, expected: str
+) -> None:
+    async with web_server() as server, nanover_peer(server) as peer:
+        await peer.write({"k": 1})
+        await eventually(lambda: peer.state == {"k": 1})
+        sent = len(peer.state_messages)
+        await peer.write({"k": value, "new": 2}, removals=["gone"])
+        error = await peer.next_error()
+        assert expected in error["message"] and "'k'" in error["message"]
+        # Its copy is told the current values of what it wrote: nothing half-applied.
+        await eventually(lambda: len(peer.state_messages) > sent)
+        assert peer.state_messages[sent] == {"updates": {"k": 1}, "removals": ["gone", "new"]}
+        assert server.copy_state() == {"k": 1}
+
+
 async def test_commands_answer_with_the_request_echoed_and_a_response_or_exception() -> None:
     async with web_server() as server, nanover_peer(server) as peer:
         server.register_command("echo", lambda **kw: {"got": kw}, {"default": 1})

@@ -30,7 +30,7 @@ import asyncio
 import itertools
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
 from typing import Any
 
@@ -395,12 +395,15 @@ class NanoverConnection:
             self._spawn(self._report_error(type(error).__name__, f"state not applied: {error}"))
         except ResourceLockedError as error:
             self.room.observer.request_done("nanover:state", status_of(error))
-            self._spawn(self._refused(error))
+            self._spawn(self._refused(error, error.keys))
         except ObjectFrozenError:  # the server is stopping: this connection ends with it
             self.room.observer.request_done("nanover:state", "UNAVAILABLE")
         except (TypeError, ValueError) as error:
+            # A value statehub cannot carry (bytes, over a limit: docs/limits.md). The keys
+            # the message names get their current values back, so a client that applied
+            # its write locally (the XR client) converges instead of silently diverging.
             self.room.observer.request_done("nanover:state", status_of(error))
-            self._spawn(self._report_error(type(error).__name__, f"state not applied: {error}"))
+            self._spawn(self._refused(error, _named_keys(state)))
 
     def _note_user(self, updates: dict[Any, Any]) -> None:
         if self.user_id is not None:
@@ -410,20 +413,21 @@ class NanoverConnection:
                 self.user_id = key[len(_AVATAR_PREFIX) :]
                 return
 
-    async def _refused(self, error: ResourceLockedError) -> None:
-        """Tell the writer, and send the leased keys' current values so its copy converges
+    async def _refused(self, error: Exception, keys: Iterable[str]) -> None:
+        """Tell the writer, and send the current values of ``keys`` so its copy converges
         (those it may read: the others are not in its copy)."""
-        await self._report_error("ResourceLockedError", f"state not applied: {error}")
+        await self._report_error(type(error).__name__, f"state not applied: {error}")
         current: dict[str, Any] = {}
         absent: list[str] = []
         readable = self.principal.permissions.read
-        for key in sorted(key for key in error.keys if key in readable):
+        for key in sorted(key for key in set(keys) if key in readable):
             value = self.hub.state.get(key, _MISSING)
             if value is _MISSING:
                 absent.append(key)
             else:
                 current[key] = value
-        await self._send({"state": {"updates": current, "removals": absent}})
+        if current or absent:
+            await self._send({"state": {"updates": current, "removals": absent}})
 
     def _command(self, payload: object) -> None:
         if type(payload) is not dict:
@@ -743,6 +747,18 @@ class NanoverConnection:
 
 
 _MISSING = object()
+
+
+def _named_keys(state: object) -> list[str]:
+    """The str keys a ``state`` message names (updates and removals), if it is a map."""
+    if type(state) is not dict:
+        return []
+    named: list[Any] = []
+    for field in ("updates", "removals"):
+        part = state.get(field)
+        if type(part) in (dict, list):
+            named.extend(part)
+    return [key for key in named if type(key) is str]
 
 
 def _owned(key: str, value: object, user: str) -> bool:
