@@ -756,7 +756,7 @@ def _named_keys(state: object) -> list[str]:
     named: list[Any] = []
     for field in ("updates", "removals"):
         part = state.get(field)
-        if type(part) in (dict, list):
+        if isinstance(part, (dict, list)):
             named.extend(part)
     return [key for key in named if type(key) is str]
 
