@@ -476,3 +476,17 @@ async def test_commands_in_the_list_form_that_nanovers_python_client_sends() -> 
         await a.send({"command": [{"request": forwarded, "response": None}]})
         reply = await b.next_command()
         assert reply == {"request": {"name": "listed", "arguments": {}, "id": 2}, "response": None}
+
+
+async def test_the_nanover_message_limit_is_set_per_edge() -> None:
+    async with web_server(nanover_max_message_bytes=64 * 1024) as server:
+        assert server.web is not None and server.web.nanover_max_message_bytes == 64 * 1024
+        async with nanover_peer(server) as peer:
+            await peer.write({"small": "x" * 1000})
+            await eventually(lambda: "small" in peer.state)
+            await peer.write({"big": "x" * 100_000})  # over this edge's limit: closed, 1009
+            await eventually(lambda: peer.socket.closed)
+            assert peer.socket.close_code == 1009
+    async with web_server() as server:
+        assert server.web is not None
+        assert server.web.nanover_max_message_bytes == 128 * 1024 * 1024  # NanoVer's own

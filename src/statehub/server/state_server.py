@@ -71,7 +71,8 @@ class StateServer:
     unless one is given, such as a shared store's) are there for other server-side layers.
     ``http_port`` starts the web edge, ``tcp_port`` the plain-TCP session transport
     (``statehub+tcp://``), both in the same loop and with the same TLS; None: off.
-    ``nanover=True`` adds NanoVer's standard server behaviours (``NanoverProfile``).
+    ``nanover=True`` adds NanoVer's standard server behaviours (``NanoverProfile``);
+    ``nanover_max_message_bytes`` bounds NanoVer WebSocket messages (NanoVer's 128 MiB).
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class StateServer:
         locks: LockTable | None = None,
         tcp_port: int | None = None,
         nanover: bool = False,
+        nanover_max_message_bytes: int | None = None,
     ) -> None:
         if type(port) is not int or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
@@ -148,6 +150,15 @@ class StateServer:
         #: The standard gRPC health service (grpc.health.v1.Health) on the gRPC port.
         self.health = health.aio.HealthServicer()
         self._requested_http_port = http_port
+        if nanover_max_message_bytes is not None and (
+            type(nanover_max_message_bytes) is not int or nanover_max_message_bytes < 1024
+        ):
+            raise ValueError(
+                "nanover_max_message_bytes must be None or an int >= 1024, "
+                f"got {nanover_max_message_bytes!r}"
+            )
+        #: The NanoVer WebSocket edge's message limit (None: NanoVer's own, 128 MiB).
+        self.nanover_max_message_bytes = nanover_max_message_bytes
         self.web: WebEdge | None = None
         self._requested_tcp_port = tcp_port
         self._tcp_server: asyncio.Server | None = None
@@ -268,7 +279,10 @@ class StateServer:
         from statehub.web.edge import WebEdge  # the web edge imports the server's session
 
         self.web = WebEdge(
-            self.hub, keepalive_time=self.keepalive_time, max_message_bytes=self.max_message_bytes
+            self.hub,
+            keepalive_time=self.keepalive_time,
+            max_message_bytes=self.max_message_bytes,
+            nanover_max_message_bytes=self.nanover_max_message_bytes,
         )
         try:
             await self.web.start(

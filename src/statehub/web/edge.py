@@ -39,7 +39,14 @@ DASHBOARD_DIR = Path(__file__).parent / "dashboard"
 class WebEdge:
     """The HTTP/WebSocket side of a server: its routes, its listening socket."""
 
-    def __init__(self, hub: Hub, *, keepalive_time: float, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        keepalive_time: float,
+        max_message_bytes: int,
+        nanover_max_message_bytes: int | None = None,
+    ) -> None:
         self.hub = hub
         #: aiohttp pings every ``keepalive_time`` s and drops a peer whose pong has not come
         #: within half of it: a dead peer is noticed within 1.5 x keepalive_time (15 s by
@@ -48,6 +55,12 @@ class WebEdge:
         #: Frames up to twice the session limit are read and refused request by request
         #: (as over gRPC); beyond that the socket is closed with 1009 (message too big).
         self.max_frame_bytes = max(2 * max_message_bytes, max_message_bytes + 1024 * 1024)
+        #: The largest message a NanoVer client may send; larger ones close with 1009.
+        self.nanover_max_message_bytes = (
+            nanover_socket.MAX_MESSAGE_BYTES
+            if nanover_max_message_bytes is None
+            else nanover_max_message_bytes
+        )
         #: NanoVer's WebSocket clients (at ``/``) and the commands they registered.
         self.nanover = NanoverRoom(hub)
         self.metrics = ServerMetrics(hub, self.nanover)
@@ -121,7 +134,7 @@ class WebEdge:
         # permessage-deflate declined (clients that offer it, as NanoVer's Python client
         # does, work without it): it would compress each shared delta once per client, which
         # cut a 100-avatar room from 29.6 to 7.6 updates/s per client (docs/web.md).
-        socket = self.websocket(nanover_socket.MAX_MESSAGE_BYTES, compress=False)
+        socket = self.websocket(self.nanover_max_message_bytes, compress=False)
         if not socket.can_prepare(request).ok:
             return self._dashboard_page()
         await socket.prepare(request)
@@ -130,7 +143,7 @@ class WebEdge:
 
     async def _any_path(self, request: web.Request) -> web.StreamResponse:
         """NanoVer's protocol for a WebSocket upgrade on any other path; else 404."""
-        socket = self.websocket(nanover_socket.MAX_MESSAGE_BYTES, compress=False)
+        socket = self.websocket(self.nanover_max_message_bytes, compress=False)
         if not socket.can_prepare(request).ok:
             raise web.HTTPNotFound()
         await socket.prepare(request)
