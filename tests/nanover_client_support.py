@@ -249,10 +249,15 @@ def simulation_xml(path: Path, atoms: int) -> Path:
 
 
 @contextmanager
-def remote_runner(url: str, *simulation: Path) -> Iterator[subprocess.Popen[str]]:
-    """``nanover-server --remote URL --omm FILE``: a simulation runner as a client."""
+def remote_runner(
+    url: str, *simulation: Path, playback: Path | None = None
+) -> Iterator[subprocess.Popen[str]]:
+    """``nanover-server --remote URL --omm FILE... [--playback RECORDING]``: a simulation
+    runner as a client of ``url``."""
     command = [str(nanover_python().parent / "nanover-server"), "--remote", url]
     for path in simulation:
         command += ["--omm", str(path)]
+    if playback is not None:
+        command += ["--playback", str(playback)]
     with background(command) as process:
         yield process

@@ -216,12 +216,13 @@ report({"frames": frames, "with_positions": with_positions, "last_state": state}
 """
 
 
-def test_nanover_record_records_state_and_frames(simulation: Path, tmp_path: Path) -> None:
+def _record(simulation: Path, directory: Path) -> Path:
+    """Record 2 s of a room with a --remote runner by ``nanover-record``; the file."""
     record = str(nanover_python().parent / "nanover-record")
     with statehub_serve() as hub, remote_runner(hub.ws_url, simulation):
         run_client(FRAME_COUNTER, {"url": hub.ws_url, "seconds": 0.1})  # frames are flowing
         with background(
-            [record, "--address", hub.ws_url, "--path", str(tmp_path), "--prefix", "lab"],
+            [record, "--address", hub.ws_url, "--path", str(directory), "--prefix", "lab"],
             stdin=subprocess.DEVNULL,
         ) as recorder:
             run_client(
@@ -241,8 +242,65 @@ report(True)
             stop(hub.process)
             out, _ = recorder.communicate(timeout=30)
             assert "Recording ended by disconnection" in out
-    recordings = list(tmp_path.glob("lab-1-*.nanover.zip"))
-    assert len(recordings) == 1, list(tmp_path.iterdir())
-    seen = run_client(RECORDED, {"path": str(recordings[0])})
+    recordings = list(directory.glob("lab-1-*.nanover.zip"))
+    assert len(recordings) == 1, list(directory.iterdir())
+    return recordings[0]
+
+
+def test_nanover_record_records_state_and_frames(simulation: Path, tmp_path: Path) -> None:
+    seen = run_client(RECORDED, {"path": str(_record(simulation, tmp_path))})
     assert seen["frames"] >= 20 and seen["with_positions"] >= 20, seen
     assert seen["last_state"]["note.recorded"] == {"by": "test"}
+
+
+PLAYBACK = """
+from nanover.websocket.client.app_client import NanoverImdClient
+
+def positions(client):
+    return [[float(x) for x in p] for p in client.current_frame.particle_positions[:5]]
+
+seen = {}
+with NanoverImdClient.from_url(ARGS["url"]) as client:
+    client.wait_until_minimum_usable_frame(timeout=60)
+    wait_for(lambda: "playback/list" in client.run_command_blocking("commands/list")["list"],
+             what="the runner's commands")
+    seen["list"] = client.run_list()
+    seen["particles"] = client.current_frame.particle_count
+    client.run_pause()
+    time.sleep(0.3)
+    still = positions(client)
+    time.sleep(0.5)
+    seen["paused_still"] = positions(client) == still
+    client.run_step()
+    wait_for(lambda: positions(client) != still, what="a step")
+    client.run_play()
+    moving = positions(client)
+    wait_for(lambda: positions(client) != moving, what="playing again")
+    counter = client.current_frame.simulation_counter
+    client.set_shared_value("selection.u-A.1", {"selected": {"particle_ids": [1, 2]}})
+    wait_for(lambda: client.get_shared_value("selection.u-A.1") is not None)
+    client.run_load(1)
+    wait_for(lambda: client.current_frame.simulation_counter != counter, what="a new sequence")
+    wait_for(lambda: client.get_shared_value("selection.u-A.1") is None, what="state cleared")
+    seen["loaded"] = client.get_shared_value("simulation.index")
+    seen["name"] = client.get_shared_value("simulation.name")
+    client.run_reset()
+    client.run_next()
+    wait_for(lambda: client.get_shared_value("simulation.index") == 0, what="next")
+report(seen)
+"""
+
+
+def test_playback_commands_drive_a_remote_runner_playing_a_recording(
+    simulation: Path, tmp_path: Path
+) -> None:
+    recording = _record(simulation, tmp_path)
+    with (
+        statehub_serve() as hub,
+        remote_runner(hub.ws_url, simulation, playback=recording),
+    ):
+        seen = run_client(PLAYBACK, {"url": hub.ws_url})
+    assert len(seen["list"]) == 2  # the OpenMM simulation and the recording
+    assert seen["particles"] == 60
+    assert seen["paused_still"]
+    assert seen["loaded"] == 1
