@@ -10,7 +10,17 @@ from typing import Any
 
 import click
 
-from statehub.bench import cluster, core, dripline, durable, fanout, network, security, web
+from statehub.bench import (
+    cluster,
+    core,
+    dripline,
+    durable,
+    fanout,
+    frames,
+    network,
+    security,
+    web,
+)
 from statehub.bench.table import Result, format_table, machine
 
 #: Group name -> (title, function returning results). Other modules add their groups.
@@ -20,6 +30,7 @@ GROUPS: dict[str, tuple[str, Callable[[], list[Result]]]] = {
     "network": ("Network (gRPC on loopback; subscribers in a separate process)", network.run),
     "security": ("What --auth and TLS cost (gRPC on loopback)", security.run),
     "web": ("Web edge (WebSocket next to gRPC; room clients in worker processes)", web.run),
+    "frames": ("NanoVer frames: a runner's 10,000-atom frame at 30 Hz to a room", frames.run),
     "dripline": ("Dripline mesh (RabbitMQ on loopback) next to statehub's protocol", dripline.run),
     "cluster": ("Cluster (statehub serve processes over one Redis, next to memory)", cluster.run),
     "fanout": ("Fan-out: statehub over gRPC and plain TCP, side by side with --peer", fanout.run),
