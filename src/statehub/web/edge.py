@@ -131,21 +131,24 @@ class WebEdge:
 
     async def _root(self, request: web.Request) -> web.StreamResponse:
         """NanoVer's protocol for a WebSocket upgrade (as NanoVer serves it); else the page."""
+        served = await self._serve_nanover(request)
+        return served if served is not None else self._dashboard_page()
+
+    async def _any_path(self, request: web.Request) -> web.StreamResponse:
+        """NanoVer's protocol for a WebSocket upgrade on any other path; else 404."""
+        served = await self._serve_nanover(request)
+        if served is None:
+            raise web.HTTPNotFound()
+        return served
+
+    async def _serve_nanover(self, request: web.Request) -> web.StreamResponse | None:
+        """Serve a NanoVer client if ``request`` is a WebSocket upgrade (None if not)."""
         # permessage-deflate declined (clients that offer it, as NanoVer's Python client
         # does, work without it): it would compress each shared delta once per client, which
         # cut a 100-avatar room from 29.6 to 7.6 updates/s per client (docs/web.md).
         socket = self.websocket(self.nanover_max_message_bytes, compress=False)
         if not socket.can_prepare(request).ok:
-            return self._dashboard_page()
-        await socket.prepare(request)
-        await serve_nanover_socket(self.nanover, socket, peer_of(request))
-        return socket
-
-    async def _any_path(self, request: web.Request) -> web.StreamResponse:
-        """NanoVer's protocol for a WebSocket upgrade on any other path; else 404."""
-        socket = self.websocket(self.nanover_max_message_bytes, compress=False)
-        if not socket.can_prepare(request).ok:
-            raise web.HTTPNotFound()
+            return None
         await socket.prepare(request)
         await serve_nanover_socket(self.nanover, socket, peer_of(request))
         return socket
