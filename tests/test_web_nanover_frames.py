@@ -145,3 +145,19 @@ async def test_a_frame_that_is_not_a_map_is_refused_with_an_error() -> None:
         assert "frame" in error["message"]
         await eventually(lambda: peer.state == {"k": 1})
         assert not _frames(peer)
+
+
+async def test_a_frame_message_over_the_limit_is_not_sent() -> None:
+    relay = FrameRelay(interval=0.001, max_message_bytes=1000)
+    recorder = Recorder()
+    relay.subscribe("r", recorder.send)
+    relay.publish({FRAME_INDEX: 0, "small": 1})
+    await eventually(lambda: recorder.copy.get("small") == 1)
+    relay.publish({"big": b"x" * 2000})
+    await eventually(lambda: not relay._pending)  # its tick came: nothing was sent
+    relay.publish({"more": 1})  # the aggregate is still over the limit: not sent either
+    await eventually(lambda: not relay._pending)
+    relay.publish({FRAME_INDEX: 0, "after": 1})  # a reset brings the frame under it again
+    await eventually(lambda: recorder.copy.get("after") == 1)
+    assert all("big" not in frame and "more" not in frame for frame in recorder.frames)
+    await relay.close()

@@ -62,7 +62,7 @@ class WebEdge:
             else nanover_max_message_bytes
         )
         #: NanoVer's WebSocket clients (at ``/``) and the commands they registered.
-        self.nanover = NanoverRoom(hub)
+        self.nanover = NanoverRoom(hub, max_message_bytes=self.nanover_max_message_bytes)
         self.metrics = ServerMetrics(hub, self.nanover)
         hub.observer = self.metrics
         self.nanover.observer = self.metrics

@@ -25,7 +25,10 @@ Delivery has the same guarantees as the state broadcast (``nanover_socket.Nanove
   ``frame.index == 0`` since it starts with the last reset; then it is in step again. So a
   slow client skips to the latest frame, and the server holds at most one frame message
   per client (a reference to shared bytes, never a queue);
-- a new client gets the aggregate frame first, the same way.
+- a new client gets the aggregate frame first, the same way;
+- a frame message over the edge's NanoVer message limit (``--nanover-max-message-bytes``,
+  NanoVer's 128 MiB: its client closes the connection on a larger one) is not sent and is
+  logged; clients get the aggregate again once it is under the limit (after a reset).
 
 The relay is sans-socket: a subscriber is a coroutine function that writes bytes; the
 NanoVer socket edge only wires connections in and feeds it the frames they publish.
@@ -85,8 +88,13 @@ class _Subscriber:
 class FrameRelay:
     """One server's aggregate frame and the clients it is relayed to."""
 
-    def __init__(self, *, interval: float = FRAME_INTERVAL) -> None:
+    def __init__(
+        self, *, interval: float = FRAME_INTERVAL, max_message_bytes: int | None = None
+    ) -> None:
         self.interval = interval
+        #: The largest frame message sent to a client (NanoVer's client closes the
+        #: connection on a larger one, 1009): a larger one is not sent, and logged.
+        self.max_message_bytes = max_message_bytes
         #: The aggregate frame (packed values, as published); empty before the first frame.
         self.current: dict[str, Any] = {}
         #: Frames merged since the last tick: what in-step clients get next.
@@ -174,7 +182,10 @@ class FrameRelay:
     def _tick(self) -> bool:
         """Send what is due; True if anything was sent."""
         pending, self._pending = self._pending, {}
-        shared: bytes | None = _pack_frame(pending) if pending else None
+        shared: bytes | None = self._encoded(pending) if pending else None
+        if shared == b"":  # not sent: no copy is the aggregate any more
+            for subscriber in self._subscribers.values():
+                subscriber.in_step = False
         whole: bytes | None = None
         sent = False
         for subscriber in list(self._subscribers.values()):
@@ -183,14 +194,16 @@ class FrameRelay:
                     subscriber.in_step = False  # it misses this delta: whole frame later
                 continue
             if subscriber.in_step:
-                if shared is None:
+                if not shared:
                     continue
                 data = shared
             else:
                 if not self.current:
                     continue
                 if whole is None:
-                    whole = _pack_frame(self.current)
+                    whole = self._encoded(self.current)
+                if not whole:
+                    continue
                 data = whole
                 subscriber.in_step = True
             subscriber.writing = asyncio.ensure_future(subscriber.send(data))
@@ -199,6 +212,20 @@ class FrameRelay:
         if sent:
             self.ticks += 1
         return sent
+
+    def _encoded(self, frame: Mapping[str, Any]) -> bytes:
+        """``frame`` as a message; empty if it is over ``max_message_bytes``."""
+        data = _pack_frame(frame)
+        limit = self.max_message_bytes
+        if limit is not None and len(data) > limit:
+            logger.warning(
+                "NanoVer frame message of %d bytes not sent: over the limit of %d bytes "
+                "(--nanover-max-message-bytes); clients would close on it",
+                len(data),
+                limit,
+            )
+            return b""
+        return data
 
     def _written(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

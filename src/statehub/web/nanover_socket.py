@@ -92,7 +92,13 @@ class NanoverRoom:
     session clients (and the dashboard) can run it; it leaves with its client.
     """
 
-    def __init__(self, hub: Hub, *, forward_timeout: float = DEFAULT_FORWARD_TIMEOUT) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        forward_timeout: float = DEFAULT_FORWARD_TIMEOUT,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
         self.hub = hub
         self.forward_timeout = forward_timeout
         self.connections: set[NanoverConnection] = set()
@@ -105,7 +111,7 @@ class NanoverRoom:
         #: Told of bytes and commands, for metrics (the web edge sets it).
         self.observer: NanoverObserver = NanoverObserver()
         #: Frames published by simulation runners, relayed to every connection.
-        self.frames = FrameRelay()
+        self.frames = FrameRelay(max_message_bytes=max_message_bytes)
         self._registrants: dict[str, NanoverConnection] = {}
         self._presentation: dict[str, dict[str, str]] = {}
         hub.auth_listeners.append(self.reauthenticate)
