@@ -28,6 +28,7 @@ def clock() -> FakeClock:
 SYSTEM_TEST_MODULES = frozenset(
     {
         "test_packaging",
+        "test_momotor",
         "test_durability_crash",
         "test_redis_sentinel",
         "test_redis_cluster",

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from statehub.bench.fleet import stop
+
 ROOT = Path(__file__).resolve().parents[1]
 UV = str(Path(sys.executable).with_name("uv"))
 INSTALL_TIMEOUT = 900  # a fresh machine downloads everything once; uv caches it after
@@ -177,19 +179,6 @@ def start_serve(bin_dir: Path, *arguments: str) -> tuple[subprocess.Popen[str], 
         stop(process)
         pytest.fail(f"statehub serve did not start: {addresses} {process.stderr.read()}")
     return process, addresses
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    for stream in (process.stdout, process.stderr):
-        if stream is not None:
-            stream.close()
 
 
 @pytest.fixture

@@ -127,14 +127,14 @@ def test_a_settings_file_sets_ports_limits_and_data_and_the_server_uses_them(
 PRECEDENCE = [
     pytest.param({}, [], 100_000, False, id="file"),
     pytest.param(
-        {"STATEHUB_MAX_MESSAGE_BYTES": "200000", "STATEHUB_NO_HTTP": "false"},
+        {"STATEHUB_SERVE_MAX_MESSAGE_BYTES": "200000", "STATEHUB_SERVE_NO_HTTP": "false"},
         [],
         200_000,
         True,
         id="environment-over-file",
     ),
     pytest.param(
-        {"STATEHUB_MAX_MESSAGE_BYTES": "200000"},
+        {"STATEHUB_SERVE_MAX_MESSAGE_BYTES": "200000"},
         ["--max-message-bytes", "300000"],
         300_000,
         False,
@@ -161,12 +161,12 @@ def test_the_settings_file_may_come_from_statehub_settings_and_verbose_says_what
 ) -> None:
     settings = tmp_path / "settings.toml"
     settings.write_text('host = "127.0.0.1"\nport = 0\nno_tcp = true\n')
-    env = {"STATEHUB_SETTINGS": str(settings), "STATEHUB_KEEPALIVE": "6"}
+    env = {"STATEHUB_SERVE_SETTINGS": str(settings), "STATEHUB_SERVE_KEEPALIVE": "6"}
     with _serving("--no-http", "-v", env=env) as served:
         assert hello_roundtrip(served.port)["ok"]["keepalive_s"] == 6
     logged = served.stderr
     assert f"settings from {settings}: host, port, no_tcp" in logged
-    assert "settings from the environment: STATEHUB_KEEPALIVE" in logged
+    assert "settings from the environment: STATEHUB_SERVE_KEEPALIVE" in logged
     assert "settings from the command line: no_http, verbose" in logged
 
 

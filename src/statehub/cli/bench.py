@@ -17,6 +17,7 @@ from statehub.bench import (
     durable,
     fanout,
     frames,
+    momotor,
     network,
     security,
     web,
@@ -34,6 +35,7 @@ GROUPS: dict[str, tuple[str, Callable[[], list[Result]]]] = {
     "dripline": ("Dripline mesh (RabbitMQ on loopback) next to statehub's protocol", dripline.run),
     "cluster": ("Cluster (statehub serve processes over one Redis, next to memory)", cluster.run),
     "fanout": ("Fan-out: statehub over gRPC and plain TCP, side by side with --peer", fanout.run),
+    "momotor": ("Momotor workers (SharedState) on statehub locks, and AsyncClient", momotor.run),
 }
 
 

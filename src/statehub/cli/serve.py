@@ -280,7 +280,8 @@ def serve(
     dripline_url: str | None,
     verbose: bool,
 ) -> None:
-    """Start a statehub server (session protocol and NanoVer gRPC services on one port).
+    """Start a statehub server (session protocol, NanoVer's gRPC services and Momotor's
+    sharedLock on one port).
 
     Runs until Ctrl-C or SIGTERM, then ends every session cleanly.
     """

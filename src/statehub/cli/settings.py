@@ -2,7 +2,8 @@
 
 Every option of the command has a *key*: its long flag without the dashes, the other
 dashes turned to underscores (``--http-port`` is ``http_port``, ``--store`` is ``store``),
-and an environment variable, ``STATEHUB_`` and the key in capitals (``STATEHUB_HTTP_PORT``).
+and an environment variable, ``STATEHUB_SERVE_`` and the key in capitals
+(``STATEHUB_SERVE_HTTP_PORT``).
 A flag on the command line wins over the environment, which wins over the file, which wins
 over the built-in default.
 
@@ -32,10 +33,12 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-#: Prefix of the environment variables (``STATEHUB_<KEY>``).
-ENV_PREFIX = "STATEHUB"
+#: Prefix of the environment variables (``STATEHUB_SERVE_<KEY>``): not ``STATEHUB_<KEY>``,
+#: which would read the client commands' ``STATEHUB_HOST``/``_PORT``/``_TLS_CERT`` as the
+#: server's own address and certificate.
+ENV_PREFIX = "STATEHUB_SERVE"
 
-#: The key of the ``--settings`` option itself (its variable: ``STATEHUB_SETTINGS``).
+#: The key of the ``--settings`` option itself (its variable: ``STATEHUB_SERVE_SETTINGS``).
 SETTINGS_KEY = "settings"
 
 logger = logging.getLogger(__name__)
@@ -63,7 +66,7 @@ class Setting:
 
     @property
     def envvar(self) -> str:
-        """``STATEHUB_<KEY>``, unless the option names a variable of its own."""
+        """``STATEHUB_SERVE_<KEY>``, unless the option names a variable of its own."""
         own = self.option.envvar
         return own if isinstance(own, str) else f"{ENV_PREFIX}_{self.key.upper()}"
 
@@ -91,7 +94,7 @@ class SettingsOption(click.Option):
             expose_value=False,
             callback=_read_settings,
             help="Read settings from this TOML file: a key for each option, its long name "
-            "with underscores (http_port = 38802). STATEHUB_<KEY> environment variables "
+            "with underscores (http_port = 38802). STATEHUB_SERVE_<KEY> environment variables "
             "override it, and flags override both. See docs/settings.md.",
         )
         #: The repeated ``NAME=VALUE`` options written as a table in the file: the names

@@ -81,6 +81,9 @@ class LockTable(Protocol):
         """True if a new owner could take ``key`` in that mode right now (asked in the
         order of requests: an awaitable if the answer comes from elsewhere)."""
 
+    def held(self, key: str, *, exclusive: bool) -> bool | Awaitable[bool]:
+        """True if some owner holds ``key`` in that mode right now (Momotor's test_lock)."""
+
     def counts(self) -> tuple[int, int]:
         """(owners holding a lock, requests waiting for one) over every key."""
 
@@ -174,6 +177,13 @@ class RWLockTable:
             return True
         _drop_cancelled(lock)
         return self._free_for(lock, exclusive)
+
+    def held(self, key: str, *, exclusive: bool) -> bool:
+        """True if some owner holds ``key`` in that mode right now (waiters do not count)."""
+        lock = self._locks.get(key)
+        if lock is None:
+            return False
+        return lock.writer_depth > 0 if exclusive else bool(lock.readers)
 
     def holdings(self) -> list[LockHolding]:
         """The keys held right now, sorted by key (a read-only snapshot)."""

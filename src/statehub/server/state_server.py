@@ -1,9 +1,10 @@
 """StateServer: statehub's state, locks and commands served over gRPC.
 
-It serves two protocols on one port: statehub's session protocol
-(``/statehub.v1.Hub/Session``, see ``docs/protocol.md``) and NanoVer's gRPC-era state
-and command services, so NanoVer clients work unchanged. It has every method of
-NanoVer's ``NanoverServer``.
+It serves three protocols on one port: statehub's session protocol
+(``/statehub.v1.Hub/Session``, see ``docs/protocol.md``), NanoVer's gRPC-era state
+and command services, so NanoVer clients work unchanged, and Momotor's shared locks
+(``/momotor.rpc.proto.Worker/sharedLock``, see ``docs/momotor.md``) over the same locks. It
+has every method of NanoVer's ``NanoverServer``.
 
 Everything network-facing runs in one asyncio event loop (grpc.aio): a subscriber costs a
 task, not a thread. Use it inside a running loop (``await server.start()`` /
@@ -379,9 +380,11 @@ class StateServer:
         server = self.grpc_server
         server.add_generic_rpc_handlers((session_handler(self.hub),))
         # Imported here: it loads protobuf, which `import statehub` alone should not.
+        from statehub.server.momotor_compat import momotor_handler
         from statehub.server.nanover_compat import add_nanover_services
 
         add_nanover_services(self.hub, server)
+        server.add_generic_rpc_handlers((momotor_handler(self.hub),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
 
     def reload_auth(self, auth: Authenticator) -> None:

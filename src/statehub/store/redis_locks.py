@@ -103,6 +103,13 @@ class RedisLockTable:
         )
         return _mapped(asked, bool)
 
+    def held(self, key: str, *, exclusive: bool) -> Awaitable[bool]:
+        """True if an owner on any server holds ``key`` in that mode right now."""
+        asked = self._scripts.submit(
+            redis_scripts.LOCK_HELD, [], [self._prefix, key, _mode(exclusive)]
+        )
+        return _mapped(asked, bool)
+
     def counts(self) -> tuple[int, int]:
         """(owners holding a lock, requests waiting for one) over every key, all servers.
 

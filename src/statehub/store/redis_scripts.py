@@ -479,6 +479,21 @@ return 1
 """
 )
 
+#: ARGV: lock prefix, key, mode. Returns 1 if some owner holds the key in that mode.
+LOCK_HELD = (
+    _LOCKS
+    + """
+local lock = lock_names(ARGV[1], ARGV[2])
+if ARGV[3] == 'w' then
+  return redis.call('HEXISTS', lock, 'writer')
+end
+if has_readers(lock) then
+  return 1
+end
+return 0
+"""
+)
+
 #: ARGV: base, lock prefix. Returns {{key, {field, value, ...} of its lock, waiters}, ...}
 #: for every key with a lock or waiters.
 LIST_LOCKS = (

@@ -2,6 +2,7 @@
 
 No gRPC stubs are generated: `statehub.server.nanover_compat` serves the services at
 NanoVer's paths itself (the proto package is statehub's own, see the .proto files).
+``generate`` serves ``momotor_proto`` too.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ import sys
 from pathlib import Path
 
 
-def main() -> int:
+def generate(here: Path) -> int:
+    """Run protoc on the .proto files in ``here`` (a package under ``src/statehub``)."""
     from grpc_tools import protoc  # dev dependency: only needed to regenerate
 
-    here = Path(__file__).resolve().parent
-    source_root = here.parents[2]  # .../src, so imports read statehub.server.nanover_proto
+    source_root = here.parents[2]  # .../src, so imports read statehub.server.<package>
     protos = sorted(str(path.relative_to(source_root)) for path in here.glob("*.proto"))
     include = str(Path(protoc.__file__).resolve().parent / "_proto")
     return protoc.main(
@@ -27,6 +28,10 @@ def main() -> int:
             *protos,
         ]
     )
+
+
+def main() -> int:
+    return generate(Path(__file__).resolve().parent)
 
 
 if __name__ == "__main__":
