@@ -40,6 +40,7 @@ SYSTEM_TEST_MODULES = frozenset(
         "test_dripline_client",
         "test_dripline_conformance",
         "test_dripline_mesh",
+        "test_nanover_client",
     }
 )
 

@@ -117,8 +117,25 @@ def test_value_size_is_bounded() -> None:
     state.update_state(None, DictionaryChange({"two_mb": "x" * 2_000_000}))
     carried_by_every_protocol("two_mb", state.get("two_mb"))
     assert f"over the limit of {MAX_VALUE_BYTES} bytes" in refused("x" * (MAX_VALUE_BYTES + 1))
-    assert "over the limit" in refused([0] * (MAX_VALUE_BYTES // 16))  # many small items
+    assert "over the limit" in refused([0] * (MAX_VALUE_BYTES // 11 + 1))  # many small items
+    assert "over the limit" in refused(["a"] * (MAX_VALUE_BYTES // 16))
     assert "over the limit" in refused({"a": ["é" * (MAX_VALUE_BYTES // 2)]})
+
+
+def test_a_nanover_selection_of_250000_particles_is_accepted_and_carried() -> None:
+    # NanoVer's selections list particle indices: a lab selects whole proteins.
+    selection = {
+        "key": "selection.u-A.1",
+        "name": "everything",
+        "selected": {"particle_ids": list(range(250_000))},
+        "properties": {"renderer": "ball and stick"},
+    }
+    state = StateDictionary()
+    state.update_state(None, DictionaryChange({"selection.u-A.1": selection}))
+    carried_by_every_protocol("selection.u-A.1", selection)
+    floats = [i * 0.5 for i in range(250_000)]
+    state.update_state(None, DictionaryChange({"floats": floats}))
+    carried_by_every_protocol("floats", floats)
 
 
 def test_limit_errors_travel_as_invalid_argument() -> None:

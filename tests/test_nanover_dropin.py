@@ -167,11 +167,16 @@ def test_serve_discoverable_announces_itself_by_essd_on_loopback() -> None:
             assert process.stdout is not None
             match = re.search(r"serving on 127\.0\.0\.1:(\d+)", process.stdout.readline())
             assert match is not None, process.stderr.read() if process.stderr else ""
+            web = re.search(r"web edge on http://127\.0\.0\.1:(\d+)", process.stdout.readline())
+            assert web is not None
             message, _ = listener.recvfrom(2048)
             hub = json.loads(message)
             assert hub["name"] == "lab hub" and hub["essd_version"] == "1.0.0" and hub["id"]
             assert hub["address"] == "127.0.0.1"
             assert hub["services"]["multiplayer"] == int(match.group(1))
+            # NanoVer's current clients look for "ws": the web port, where its protocol is.
+            assert hub["services"]["ws"] == int(web.group(1))
+            assert "wss" not in hub["services"]
             assert hello_roundtrip(hub["services"]["statehub"])["ok"]
         finally:
             process.terminate()

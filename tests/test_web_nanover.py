@@ -157,6 +157,26 @@ async def test_leases_apply_to_nanover_writes_and_the_writer_is_told() -> None:
             await owner.close()
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(b"\x00\x01 packed", "bytes"), ("x" * (3 * 1024 * 1024 + 1), "over the limit")],
+)
+async def test_a_value_statehub_cannot_carry_is_refused_and_the_writer_converges(
+    value: object, expected: str
+) -> None:
+    async with web_server() as server, nanover_peer(server) as peer:
+        await peer.write({"k": 1})
+        await eventually(lambda: peer.state == {"k": 1})
+        sent = len(peer.state_messages)
+        await peer.write({"k": value, "new": 2}, removals=["gone"])
+        error = await peer.next_error()
+        assert expected in error["message"] and "'k'" in error["message"]
+        # Its copy is told the current values of what it wrote: nothing half-applied.
+        await eventually(lambda: len(peer.state_messages) > sent)
+        assert peer.state_messages[sent] == {"updates": {"k": 1}, "removals": ["gone", "new"]}
+        assert server.copy_state() == {"k": 1}
+
+
 async def test_commands_answer_with_the_request_echoed_and_a_response_or_exception() -> None:
     async with web_server() as server, nanover_peer(server) as peer:
         server.register_command("echo", lambda **kw: {"got": kw}, {"default": 1})
@@ -281,6 +301,40 @@ async def test_disconnect_removes_the_users_keys_in_one_delta() -> None:
         )
 
 
+@pytest.mark.parametrize("user", [".", "0.", "a.b", ""])
+async def test_disconnect_cleans_up_user_ids_with_dots(user: str) -> None:
+    async with web_server() as server, nanover_peer(server) as b:
+        async with nanover_peer(server) as a:
+            await a.write(
+                {
+                    f"avatar.{user}": {"name": "dotted"},
+                    f"update.index.{user}": 1,
+                    f"selection.{user}.1": [1],
+                    "other.zz": "not theirs",
+                }
+            )
+            await eventually(lambda: len(b.state) == 4)
+        await eventually(lambda: set(b.state) == {"other.zz"})
+
+
+async def test_a_nanover_client_connects_on_any_path() -> None:
+    async with (
+        web_server() as server,
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"ws://127.0.0.1:{server.http_port}/any/path?x=1") as socket,
+    ):
+        peer = NanoverPeer(socket)
+        try:
+            await peer.write({"via.path": True})
+            await eventually(lambda: peer.state == {"via.path": True})
+        finally:
+            await peer.close()
+        missing = await http.get(f"http://127.0.0.1:{server.http_port}/any/path")
+        assert missing.status == 404  # only a WebSocket upgrade is NanoVer's
+        health = await http.get(f"http://127.0.0.1:{server.http_port}/healthz")
+        assert health.status == 200
+
+
 async def test_a_client_without_an_avatar_leaves_its_keys() -> None:
     async with web_server() as server:
         async with nanover_peer(server) as a:
@@ -329,13 +383,6 @@ async def test_permessage_deflate_is_declined_and_the_client_works_without_it() 
             await eventually(lambda: peer.state == {"avatar.u1": {"position": [0, 1.6, 0]}})
         finally:
             await peer.close()
-
-
-async def test_frames_are_ignored() -> None:
-    async with web_server() as server, nanover_peer(server) as peer:
-        await peer.send({"frame": {"frame.index": 0}, "state": {"updates": {"k": 1}}})
-        await eventually(lambda: peer.state == {"k": 1})
-        assert peer.errors.empty() and not peer.others
 
 
 async def _fill_until_it_falls_behind(server: StateServer, in_step: int) -> int:
@@ -429,3 +476,17 @@ async def test_commands_in_the_list_form_that_nanovers_python_client_sends() -> 
         await a.send({"command": [{"request": forwarded, "response": None}]})
         reply = await b.next_command()
         assert reply == {"request": {"name": "listed", "arguments": {}, "id": 2}, "response": None}
+
+
+async def test_the_nanover_message_limit_is_set_per_edge() -> None:
+    async with web_server(nanover_max_message_bytes=64 * 1024) as server:
+        assert server.web is not None and server.web.nanover_max_message_bytes == 64 * 1024
+        async with nanover_peer(server) as peer:
+            await peer.write({"small": "x" * 1000})
+            await eventually(lambda: "small" in peer.state)
+            await peer.write({"big": "x" * 100_000})  # over this edge's limit: closed, 1009
+            await eventually(lambda: peer.socket.closed)
+            assert peer.socket.close_code == 1009
+    async with web_server() as server:
+        assert server.web is not None
+        assert server.web.nanover_max_message_bytes == 128 * 1024 * 1024  # NanoVer's own

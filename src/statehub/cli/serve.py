@@ -39,6 +39,7 @@ from statehub.store.base import Store
 from statehub.store.errors import DataFileError, StoreUnavailableError
 from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
 from statehub.web.edge import DEFAULT_HTTP_PORT
+from statehub.web.nanover_socket import MAX_MESSAGE_BYTES as NANOVER_MAX_MESSAGE_BYTES
 
 _LIMIT_DEFAULTS = {field.name: field.default for field in dataclasses.fields(SessionLimits)}
 
@@ -183,6 +184,20 @@ logger = logging.getLogger(__name__)
     help="With --discoverable: the server name headsets show (default: statehub on <host>).",
 )
 @click.option(
+    "--nanover-max-message-bytes",
+    default=NANOVER_MAX_MESSAGE_BYTES,
+    show_default=True,
+    type=click.IntRange(1024),
+    help="Largest message a NanoVer WebSocket client may send (NanoVer's own: 128 MiB); "
+    "larger ones close its connection with 1009.",
+)
+@click.option(
+    "--nanover",
+    is_flag=True,
+    help="Behave as NanoVer's standard server: imd.velocity_reset_available at start, "
+    "scene mirrored into transform.simulation and back, multiuser/radially-orient-origins.",
+)
+@click.option(
     "--session-limit",
     "session_limits",
     multiple=True,
@@ -255,6 +270,8 @@ def serve(
     discovery_port: int,
     discovery_address: str,
     name: str | None,
+    nanover_max_message_bytes: int,
+    nanover: bool,
     session_limits: tuple[str, ...],
     auth_path: Path | None,
     tls_cert: Path | None,
@@ -304,6 +321,8 @@ def serve(
         auth=authenticator,
         http_port=None if no_http else _neighbour_port(http_port, port, 1),
         tcp_port=None if no_tcp else _neighbour_port(tcp_port, port, 2),
+        nanover=nanover,
+        nanover_max_message_bytes=nanover_max_message_bytes,
     )
     try:
         discovery = (
@@ -490,7 +509,12 @@ async def _serve(
     sys.stdout.flush()  # a supervisor reading the port through a pipe sees it now
     announcing = None
     if discovery is not None:
-        announcer = discovery.announcer(server.address, server.port)
+        announcer = discovery.announcer(
+            server.address,
+            server.port,
+            server.http_port if server.web is not None else None,
+            web_tls=server.tls is not None,
+        )
         announcing = asyncio.create_task(announcer.run())
         click.echo(f"statehub: announcing itself by ESSD to {discovery.address}:{discovery.port}")
     try:

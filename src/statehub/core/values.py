@@ -16,6 +16,7 @@ from statehub.core.limits import (
     MAX_INT_BITS,
     MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
+    NUMBER_ITEM_BYTES,
     check_int,
     check_key_size,
     check_seconds,
@@ -34,6 +35,7 @@ _INT_BOUND = 1 << MAX_INT_BITS
 _CONTAINERS = frozenset({list, dict})
 _ALLOWED = _SCALARS | _CONTAINERS
 _STR = frozenset({str})
+_NUMBERS = frozenset({int, float, bool, type(None)})
 #: Containers up to this many items are checked item by item, larger ones in C-speed passes.
 _FEW = 16
 
@@ -126,6 +128,8 @@ def _visit_many(source: Any, target: Any, depth: int, path: Any, key: str, stack
             names = "\ud800"  # not all str: _utf8_names names the first that is not
         size += len(names) if names.isascii() else _utf8_names(source, key, path)
     kinds = set(map(type, items))
+    if items is source and kinds <= _NUMBERS:  # a list of numbers: cheaper per item
+        size = NUMBER_ITEM_BYTES * len(source)
     extra = _scalar_bytes(items, kinds)
     if extra is None:
         _raise_for_bad_item(source, key, path)

@@ -3,8 +3,11 @@
 NanoVer's headsets and clients listen on UDP port 54545 for ESSD ("extremely simple
 service discovery") messages: a JSON object ``{name, address, id, essd_version,
 services}`` where ``services`` maps a service name to its port. A server sends one
-every half second. statehub announces its gRPC port under ``multiplayer`` (the name
-NanoVer gave its state and command services) and under ``statehub``.
+every half second. statehub announces what NanoVer's current servers announce, its web
+port under ``ws`` (``wss`` when the web edge serves TLS), which NanoVer's WebSocket
+clients (``from_discovery``, ``nanover-record --autoconnect``, the XR client) look for;
+and its gRPC port under ``multiplayer`` (the name NanoVer's gRPC-era clients looked for)
+and under ``statehub``.
 """
 
 from __future__ import annotations
@@ -71,15 +74,36 @@ class Discovery:
     address: str = BROADCAST_ADDRESS
     port: int = ESSD_PORT
 
-    def announcer(self, server_address: str, server_port: int) -> Announcer:
-        """The announcer for a server listening on ``server_address:server_port``."""
+    def announcer(
+        self,
+        server_address: str,
+        server_port: int,
+        web_port: int | None = None,
+        *,
+        web_tls: bool = False,
+    ) -> Announcer:
+        """The announcer for a server listening on ``server_address:server_port`` (gRPC)
+        and ``web_port`` (the web edge, where NanoVer's WebSocket protocol is served)."""
         return Announcer(
             name=self.name,
             server_address=server_address,
-            server_port=server_port,
+            services=announced_services(server_port, web_port, web_tls=web_tls),
             broadcast_address=self.address,
             discovery_port=self.port,
         )
+
+
+def announced_services(
+    grpc_port: int, web_port: int | None, *, web_tls: bool = False
+) -> dict[str, int]:
+    """The services to announce: ``ws`` (or ``wss``) first, NanoVer's current clients'
+    choice, then the gRPC port as ``multiplayer`` and ``statehub``."""
+    services: dict[str, int] = {}
+    if web_port is not None:
+        services["wss" if web_tls else "ws"] = web_port
+    services["multiplayer"] = grpc_port
+    services["statehub"] = grpc_port
+    return services
 
 
 class Announcer:
@@ -90,7 +114,7 @@ class Announcer:
         *,
         name: str,
         server_address: str,
-        server_port: int,
+        services: Mapping[str, int],
         broadcast_address: str = BROADCAST_ADDRESS,
         discovery_port: int = ESSD_PORT,
         interval: float = ANNOUNCE_INTERVAL,
@@ -99,7 +123,7 @@ class Announcer:
         self.target = (broadcast_address, discovery_port)
         self.interval = interval
         address = announced_address(server_address, broadcast_address)
-        services = {"multiplayer": server_port, "statehub": server_port}
+        self.services = dict(services)
         self.message = essd_message(name, address, services, self.hub_id)
 
     async def run(self) -> None:
@@ -119,4 +143,11 @@ class Announcer:
                 await asyncio.sleep(self.interval)
 
 
-__all__ = ["ESSD_PORT", "Announcer", "Discovery", "announced_address", "essd_message"]
+__all__ = [
+    "ESSD_PORT",
+    "Announcer",
+    "Discovery",
+    "announced_address",
+    "announced_services",
+    "essd_message",
+]

@@ -38,6 +38,7 @@ from statehub.core.values import JsonValue
 from statehub.protocol import SERVICE_NAME
 from statehub.server.grpc_transport import session_handler
 from statehub.server.limits import SessionLimits
+from statehub.server.nanover_profile import NanoverProfile
 from statehub.server.session import Hub
 from statehub.server.tls import ServerTls
 
@@ -71,6 +72,8 @@ class StateServer:
     unless one is given, such as a shared store's) are there for other server-side layers.
     ``http_port`` starts the web edge, ``tcp_port`` the plain-TCP session transport
     (``statehub+tcp://``), both in the same loop and with the same TLS; None: off.
+    ``nanover=True`` adds NanoVer's standard server behaviours (``NanoverProfile``);
+    ``nanover_max_message_bytes`` bounds NanoVer WebSocket messages (NanoVer's 128 MiB).
     """
 
     def __init__(
@@ -90,6 +93,8 @@ class StateServer:
         http_port: int | None = None,
         locks: LockTable | None = None,
         tcp_port: int | None = None,
+        nanover: bool = False,
+        nanover_max_message_bytes: int | None = None,
     ) -> None:
         if type(port) is not int or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
@@ -125,6 +130,10 @@ class StateServer:
         self._command_threads = ThreadPoolExecutor(max_workers, "statehub-command")
         self._commands = _command_registry(self.state, self._command_threads)
         self._commands.register(LIST_COMMANDS, self._list_commands)
+        #: NanoVer's standard server behaviours (``nanover=True``; ``docs/nanover.md``).
+        self.nanover_profile = (
+            NanoverProfile(self.state, self._commands).install() if nanover else None
+        )
         self.hub = Hub(
             state=self.state,
             locks=self.locks,
@@ -142,6 +151,15 @@ class StateServer:
         #: The standard gRPC health service (grpc.health.v1.Health) on the gRPC port.
         self.health = health.aio.HealthServicer()
         self._requested_http_port = http_port
+        if nanover_max_message_bytes is not None and (
+            type(nanover_max_message_bytes) is not int or nanover_max_message_bytes < 1024
+        ):
+            raise ValueError(
+                "nanover_max_message_bytes must be None or an int >= 1024, "
+                f"got {nanover_max_message_bytes!r}"
+            )
+        #: The NanoVer WebSocket edge's message limit (None: NanoVer's own, 128 MiB).
+        self.nanover_max_message_bytes = nanover_max_message_bytes
         self.web: WebEdge | None = None
         self._requested_tcp_port = tcp_port
         self._tcp_server: asyncio.Server | None = None
@@ -202,6 +220,8 @@ class StateServer:
                 ("grpc.http2.max_ping_strikes", 0),
             ],
         )
+        if self.nanover_profile is not None:
+            await self.nanover_profile.start()
         self.setup_services()
         target = _host_port(self.address, self._requested_port)
         _check_free(self.address, self._requested_port, target)
@@ -260,7 +280,10 @@ class StateServer:
         from statehub.web.edge import WebEdge  # the web edge imports the server's session
 
         self.web = WebEdge(
-            self.hub, keepalive_time=self.keepalive_time, max_message_bytes=self.max_message_bytes
+            self.hub,
+            keepalive_time=self.keepalive_time,
+            max_message_bytes=self.max_message_bytes,
+            nanover_max_message_bytes=self.nanover_max_message_bytes,
         )
         try:
             await self.web.start(

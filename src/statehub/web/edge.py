@@ -4,6 +4,8 @@ Routes (see ``docs/web.md``):
 
 - ``/v1/session``: statehub's session protocol over WebSocket;
 - ``/``: NanoVer's WebSocket protocol for a WebSocket upgrade, the dashboard otherwise;
+- any other path: NanoVer's WebSocket protocol for a WebSocket upgrade (NanoVer's server
+  accepts any path), 404 otherwise;
 - ``/metrics`` (Prometheus), ``/healthz`` (alive), ``/readyz`` (serving, store reachable).
 """
 
@@ -37,7 +39,14 @@ DASHBOARD_DIR = Path(__file__).parent / "dashboard"
 class WebEdge:
     """The HTTP/WebSocket side of a server: its routes, its listening socket."""
 
-    def __init__(self, hub: Hub, *, keepalive_time: float, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        keepalive_time: float,
+        max_message_bytes: int,
+        nanover_max_message_bytes: int | None = None,
+    ) -> None:
         self.hub = hub
         #: aiohttp pings every ``keepalive_time`` s and drops a peer whose pong has not come
         #: within half of it: a dead peer is noticed within 1.5 x keepalive_time (15 s by
@@ -46,8 +55,14 @@ class WebEdge:
         #: Frames up to twice the session limit are read and refused request by request
         #: (as over gRPC); beyond that the socket is closed with 1009 (message too big).
         self.max_frame_bytes = max(2 * max_message_bytes, max_message_bytes + 1024 * 1024)
+        #: The largest message a NanoVer client may send; larger ones close with 1009.
+        self.nanover_max_message_bytes = (
+            nanover_socket.MAX_MESSAGE_BYTES
+            if nanover_max_message_bytes is None
+            else nanover_max_message_bytes
+        )
         #: NanoVer's WebSocket clients (at ``/``) and the commands they registered.
-        self.nanover = NanoverRoom(hub)
+        self.nanover = NanoverRoom(hub, max_message_bytes=self.nanover_max_message_bytes)
         self.metrics = ServerMetrics(hub, self.nanover)
         hub.observer = self.metrics
         self.nanover.observer = self.metrics
@@ -64,6 +79,9 @@ class WebEdge:
         )
         if DASHBOARD_DIR.is_dir():
             self.app.router.add_static("/dashboard/", DASHBOARD_DIR)
+        # NanoVer's server routes on no path: its clients may open any (after every
+        # other route, so /v1/session, /metrics, the dashboard... keep theirs).
+        self.app.router.add_get("/{path:.*}", self._any_path)
         self._runner: web.AppRunner | None = None
         self._lag_probe: asyncio.Task[None] | None = None
         self.port: int | None = None
@@ -114,12 +132,24 @@ class WebEdge:
 
     async def _root(self, request: web.Request) -> web.StreamResponse:
         """NanoVer's protocol for a WebSocket upgrade (as NanoVer serves it); else the page."""
+        served = await self._serve_nanover(request)
+        return served if served is not None else self._dashboard_page()
+
+    async def _any_path(self, request: web.Request) -> web.StreamResponse:
+        """NanoVer's protocol for a WebSocket upgrade on any other path; else 404."""
+        served = await self._serve_nanover(request)
+        if served is None:
+            raise web.HTTPNotFound()
+        return served
+
+    async def _serve_nanover(self, request: web.Request) -> web.StreamResponse | None:
+        """Serve a NanoVer client if ``request`` is a WebSocket upgrade (None if not)."""
         # permessage-deflate declined (clients that offer it, as NanoVer's Python client
         # does, work without it): it would compress each shared delta once per client, which
         # cut a 100-avatar room from 29.6 to 7.6 updates/s per client (docs/web.md).
-        socket = self.websocket(nanover_socket.MAX_MESSAGE_BYTES, compress=False)
+        socket = self.websocket(self.nanover_max_message_bytes, compress=False)
         if not socket.can_prepare(request).ok:
-            return self._dashboard_page()
+            return None
         await socket.prepare(request)
         await serve_nanover_socket(self.nanover, socket, peer_of(request))
         return socket

@@ -20,7 +20,8 @@ whose read right is narrower follows a view of its own, filtered to what it may 
 Where NanoVer has gaps, this edge does better: bad input gets an ``{"error": ...}``
 message (NanoVer's clients ignore unknown keys) and reading goes on; a forwarded command
 whose registrant does not answer within ``forward_timeout`` fails with an exception; a
-registration ends when its client disconnects; frames are ignored (never sent).
+registration ends when its client disconnects. Frames that clients publish (simulation
+runners) are merged and relayed to every client by ``nanover_frames.FrameRelay``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import asyncio
 import itertools
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
 from typing import Any
 
@@ -54,6 +55,7 @@ from statehub.errors import ObjectFrozenError, ResourceLockedError
 from statehub.protocol.errors import status_of
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
+from statehub.web.nanover_frames import FrameError, FrameRelay
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +92,13 @@ class NanoverRoom:
     session clients (and the dashboard) can run it; it leaves with its client.
     """
 
-    def __init__(self, hub: Hub, *, forward_timeout: float = DEFAULT_FORWARD_TIMEOUT) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        forward_timeout: float = DEFAULT_FORWARD_TIMEOUT,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
         self.hub = hub
         self.forward_timeout = forward_timeout
         self.connections: set[NanoverConnection] = set()
@@ -102,6 +110,8 @@ class NanoverRoom:
         self._shared_revision = 0
         #: Told of bytes and commands, for metrics (the web edge sets it).
         self.observer: NanoverObserver = NanoverObserver()
+        #: Frames published by simulation runners, relayed to every connection.
+        self.frames = FrameRelay(max_message_bytes=max_message_bytes)
         self._registrants: dict[str, NanoverConnection] = {}
         self._presentation: dict[str, dict[str, str]] = {}
         hub.auth_listeners.append(self.reauthenticate)
@@ -214,6 +224,7 @@ class NanoverRoom:
             self.hub.auth_listeners.remove(self.reauthenticate)
         for connection in list(self.connections):
             await connection.socket.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
+        await self.frames.close()
 
     def leave(self, connection: NanoverConnection) -> None:
         """``connection`` is going: no more state for it."""
@@ -303,6 +314,7 @@ class NanoverConnection:
         """Serve the client until it goes; then clean up after it exactly once."""
         self.room.enter(self)
         self._restart_state()
+        self.room.frames.subscribe(self, self._send_packed)
         try:
             async for message in self.socket:
                 if message.type is WSMsgType.BINARY:
@@ -323,6 +335,7 @@ class NanoverConnection:
         except ConnectionResetError:
             pass
         finally:
+            self.room.frames.unsubscribe(self)
             self.room.leave(self)
             tasks = list(self._tasks)
             for task in tasks:
@@ -359,7 +372,11 @@ class NanoverConnection:
             payloads = message["command"]
             for payload in payloads if type(payloads) is list else [payloads]:
                 self._command(payload)
-        # "frame" (a simulation runner publishing frames) is not relayed: see docs/web.md.
+        if "frame" in message:  # a simulation runner publishing: see nanover_frames.py
+            try:
+                self.room.frames.publish(message["frame"])
+            except FrameError as error:
+                self._spawn(self._report_error("ProtocolError", f"frame not relayed: {error}"))
 
     def _apply_state(self, state: object) -> None:
         try:
@@ -384,12 +401,15 @@ class NanoverConnection:
             self._spawn(self._report_error(type(error).__name__, f"state not applied: {error}"))
         except ResourceLockedError as error:
             self.room.observer.request_done("nanover:state", status_of(error))
-            self._spawn(self._refused(error))
+            self._spawn(self._refused(error, error.keys))
         except ObjectFrozenError:  # the server is stopping: this connection ends with it
             self.room.observer.request_done("nanover:state", "UNAVAILABLE")
         except (TypeError, ValueError) as error:
+            # A value statehub cannot carry (bytes, over a limit: docs/limits.md). The keys
+            # the message names get their current values back, so a client that applied
+            # its write locally (the XR client) converges instead of silently diverging.
             self.room.observer.request_done("nanover:state", status_of(error))
-            self._spawn(self._report_error(type(error).__name__, f"state not applied: {error}"))
+            self._spawn(self._refused(error, _named_keys(state)))
 
     def _note_user(self, updates: dict[Any, Any]) -> None:
         if self.user_id is not None:
@@ -399,20 +419,21 @@ class NanoverConnection:
                 self.user_id = key[len(_AVATAR_PREFIX) :]
                 return
 
-    async def _refused(self, error: ResourceLockedError) -> None:
-        """Tell the writer, and send the leased keys' current values so its copy converges
+    async def _refused(self, error: Exception, keys: Iterable[str]) -> None:
+        """Tell the writer, and send the current values of ``keys`` so its copy converges
         (those it may read: the others are not in its copy)."""
-        await self._report_error("ResourceLockedError", f"state not applied: {error}")
+        await self._report_error(type(error).__name__, f"state not applied: {error}")
         current: dict[str, Any] = {}
         absent: list[str] = []
         readable = self.principal.permissions.read
-        for key in sorted(key for key in error.keys if key in readable):
+        for key in sorted(key for key in set(keys) if key in readable):
             value = self.hub.state.get(key, _MISSING)
             if value is _MISSING:
                 absent.append(key)
             else:
                 current[key] = value
-        await self._send({"state": {"updates": current, "removals": absent}})
+        if current or absent:
+            await self._send({"state": {"updates": current, "removals": absent}})
 
     def _command(self, payload: object) -> None:
         if type(payload) is not dict:
@@ -705,10 +726,12 @@ class NanoverConnection:
     def _remove_user_keys(self) -> None:
         """Remove the user's keys in one change, as NanoVer does when its client leaves.
 
-        A key is the user's if one of its dot-separated parts is the user id after the
-        first (``avatar.<id>``, ``update.index.<id>``, ``selection.<id>.2``), or if it is an
-        ``interaction.*`` whose ``owner.id`` is the user. NanoVer tests ``.<id>`` as a
-        substring, which also takes ``x.<id>suffix`` keys of other users; this does not.
+        A key is the user's if it holds ``.<id>`` ending at a dot or at its end, after its
+        first part (``avatar.<id>``, ``update.index.<id>``, ``selection.<id>.2``; ids may
+        hold dots: ``avatar.a.b`` is user ``a.b``'s), or if it is an ``interaction.*`` whose
+        ``owner.id`` is the user. NanoVer tests ``.<id>`` as a plain substring, which also
+        takes ``x.<id>suffix`` keys of other users (and, for the id ``""``, every key with
+        a dot); this does not.
         """
         user = self.user_id
         if user is None:
@@ -732,8 +755,20 @@ class NanoverConnection:
 _MISSING = object()
 
 
+def _named_keys(state: object) -> list[str]:
+    """The str keys a ``state`` message names (updates and removals), if it is a map."""
+    if type(state) is not dict:
+        return []
+    named: list[Any] = []
+    for field in ("updates", "removals"):
+        part = state.get(field)
+        if isinstance(part, (dict, list)):
+            named.extend(part)
+    return [key for key in named if type(key) is str]
+
+
 def _owned(key: str, value: object, user: str) -> bool:
-    if user in key.split(".")[1:]:
+    if f".{user}." in f"{key}.":
         return True
     return (
         key.startswith(_INTERACTION_PREFIX)

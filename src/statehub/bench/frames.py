@@ -1,0 +1,139 @@
+"""NanoVer frames: a simulation runner publishing a 10,000-atom frame at 30 Hz to a room.
+
+A runner (a NanoVer WebSocket client, as ``nanover-server --remote`` is) publishes a frame
+of ``ATOMS`` particle positions (packed float32, 120 KB) and a few small keys 30 times a
+second to a fresh ``statehub serve``; ``CLIENTS`` NanoVer clients, in ``PROCESSES`` worker
+processes, count the frame messages they receive. Figures over the measured window:
+frame messages/s for the median and the slowest client, and the server's CPU as a share
+of one core. Clients read only the first bytes of each message (is it a frame), as a
+headset's rendering is not what is measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import statistics
+import struct
+import time
+from multiprocessing.connection import Connection as Pipe
+from typing import Any
+
+import aiohttp
+import msgpack
+
+from statehub.bench.room import (
+    REPLY_TIMEOUT,
+    _expect,
+    _receive,
+    _shares,
+    process_cpu_seconds,
+    serve,
+)
+from statehub.bench.table import Result
+
+ATOMS = 10_000
+CLIENTS = 20
+PROCESSES = 2
+RATE = 30.0
+SECONDS = 5.0
+WARM_UP = 1.5
+#: How the relay packs a frame message: ``{"frame": {...}}``.
+_FRAME_HEADER = b"\x81\xa5frame"
+
+
+def run(clients: int = CLIENTS, seconds: float = SECONDS) -> list[Result]:
+    """One room run: frames/s per client (median, slowest) and the server's CPU."""
+    with serve() as served:
+        context = multiprocessing.get_context("spawn")
+        workers: list[tuple[Any, Pipe]] = []
+        try:
+            for _, count in _shares(clients, PROCESSES):
+                parent, child = context.Pipe()
+                worker = context.Process(
+                    target=_worker_process, args=(served.http_port, count, child), daemon=True
+                )
+                worker.start()
+                child.close()
+                workers.append((worker, parent))
+            for worker, pipe in workers:
+                _expect(_receive(worker, pipe), "ready")
+            start = time.monotonic() + WARM_UP
+            end = start + seconds
+            for _, pipe in workers:
+                pipe.send(("measure", start, end))
+            cpu = asyncio.run(_publish(served.http_port, served.process.pid, start, end))
+            reports = [_expect(_receive(worker, pipe), "stats") for worker, pipe in workers]
+        finally:
+            for worker, pipe in workers:
+                worker.join(10)
+                if worker.is_alive():
+                    worker.kill()
+                    worker.join()
+                pipe.close()
+    rates = [rate for report in reports for rate in report]
+    where = f"{clients} clients, a {ATOMS:,}-atom frame published at {RATE:g} Hz"
+    return [
+        Result(f"frames: received per client, median ({where})", statistics.median(rates), "/s"),
+        Result(f"frames: received per client, slowest ({where})", min(rates), "/s"),
+        Result(f"frames: server CPU ({where})", cpu * 100, "% of a core"),
+    ]
+
+
+async def _publish(port: int, server_pid: int, start: float, end: float) -> float:
+    """Publish frames at ``RATE`` until ``end``; the server's CPU share in [start, end]."""
+    positions = struct.pack(f"<{3 * ATOMS}f", *([0.5] * (3 * ATOMS)))
+    cpu_before = opened = 0.0
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"ws://127.0.0.1:{port}/", max_msg_size=0) as socket,
+    ):
+        index = 0
+        due = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if not opened and now >= start:
+                opened, cpu_before = now, process_cpu_seconds(server_pid)
+            if now >= end:
+                return (process_cpu_seconds(server_pid) - cpu_before) / (now - opened)
+            frame: dict[str, Any] = {"frame.index": index, "particle.positions": positions}
+            if index == 0:
+                frame["particle.count"] = ATOMS
+            await socket.send_bytes(msgpack.packb({"frame": frame}))
+            index += 1
+            due += 1 / RATE
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+
+
+def _worker_process(port: int, count: int, pipe: Pipe) -> None:
+    asyncio.run(_worker(port, count, pipe))
+
+
+async def _worker(port: int, count: int, pipe: Pipe) -> None:
+    counts = [0] * count
+    window = [0.0, float("inf")]
+
+    async def client(slot: int, http: aiohttp.ClientSession) -> None:
+        async with http.ws_connect(f"ws://127.0.0.1:{port}/", max_msg_size=0) as socket:
+            connected.release()
+            async for message in socket:
+                if message.type is not aiohttp.WSMsgType.BINARY:
+                    continue
+                in_window = window[0] <= time.monotonic() < window[1]
+                if in_window and message.data.startswith(_FRAME_HEADER):
+                    counts[slot] += 1
+
+    connected = asyncio.Semaphore(0)
+    async with aiohttp.ClientSession() as http:
+        tasks = [asyncio.ensure_future(client(slot, http)) for slot in range(count)]
+        for _ in range(count):
+            await asyncio.wait_for(connected.acquire(), REPLY_TIMEOUT)
+        pipe.send(("ready",))
+        loop = asyncio.get_running_loop()
+        _, start, end = await loop.run_in_executor(None, pipe.recv)
+        window[:] = [start, end]
+        await asyncio.sleep(max(0.0, end - time.monotonic()) + 0.2)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    pipe.send(("stats", [n / (end - start) for n in counts]))
