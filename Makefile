@@ -67,7 +67,7 @@ test: system-packages lint typecheck unit-all
 
 #: 1,000 clients for 10 minutes with churn (STATEHUB_SOAK_SECONDS / _CLIENTS to change).
 soak: $(STAMP)
-	$(BIN)/pytest -m soak -s tests/test_soak.py
+	$(BIN)/pytest -m soak -s --timeout=3600 tests/test_soak.py
 
 bench: $(STAMP)
 	$(BIN)/statehub bench
