@@ -19,6 +19,7 @@ from statehub.core.buffers import (
 from statehub.core.change import DictionaryChange
 from statehub.core.entries import Entry, Expectations, KeyFacts, checked_expectations
 from statehub.core.events import Event
+from statehub.core.expiry import EXPIRY, EXPIRY_BATCH, Deadlines, checked_ttl
 from statehub.core.values import JsonValue, check_duration, check_key, copy_mapping, copy_value
 from statehub.errors import ObjectFrozenError
 from statehub.store.base import Store
@@ -54,7 +55,8 @@ class StateDictionary:
     """A key/value store many writers share, with atomic multi-key changes and leases.
 
     Every committed change gets the next revision number. ``clock`` (monotonic seconds)
-    decides lease expiry; tests pass a fake one.
+    decides lease expiry, ``wall_clock`` (seconds since the epoch, as durable stores keep
+    them) the expiry of keys written with a ttl; tests pass fake ones.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class StateDictionary:
         *,
         store: Store | None = None,
         clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
         log_length: int = DEFAULT_LOG_LENGTH,
     ) -> None:
         self._store = store if store is not None else MemoryStore()
@@ -69,9 +72,13 @@ class StateDictionary:
         self._lock = self._views.lock
         self._early: dict[int, tuple[dict[str, JsonValue], set[str]]] = {}
         self.clock = clock
+        self.wall_clock = wall_clock
         revision, content, facts = self._store.load()
         with self._lock:
             self._views.load(content, revision, facts)
+        self._deadlines = Deadlines(
+            {key: at for key, at in self._store.load_deadlines().items() if key in content}
+        )
         # Changes committed to the store but not yet durable: readers (gets, snapshots,
         # subscribers) see a change only once the store has it on disk, so a write that
         # fails never shows (docs/durable-state.md). ``_latest`` says, for keys they touch,
@@ -114,8 +121,13 @@ class StateDictionary:
         change: DictionaryChange,
         *,
         expect: Mapping[str, int | None] | None = None,
+        ttl: Mapping[str, float] | None = None,
     ) -> int:
         """Apply every update and removal in ``change``, or none of them.
+
+        ``ttl``: per key the change sets, seconds until the state removes it (a normal
+        commit, see ``expire_due``); a key set without one no longer expires. A ttl that
+        is not a finite number > 0, or on a key the change does not set, is ``ValueError``.
 
         ``expect`` (compare-and-set): per key the change touches, the revision of its last
         change it must still have (``Entry.mod_revision``), or None: it must not exist.
@@ -127,6 +139,12 @@ class StateDictionary:
         """
         owner = check_token(access_token)
         updates, removals, expectations = _checked_change(change, expect)
+        ttls = checked_ttl(ttl, updates) if ttl else {}
+        if ttls and not self._store.keeps_deadlines:
+            raise ValueError(
+                f"keys with a ttl ({', '.join(map(repr, sorted(ttls)))}): this store "
+                f"({type(self._store).__name__}) does not keep expiring keys yet"
+            )
         with self._lock:
             if self._views.frozen:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
@@ -134,9 +152,12 @@ class StateDictionary:
                 removals = self._present(removals)
             if not (updates or removals or expectations):
                 return self._views.revision
+            now = self.wall_clock()
+            deadlines = {key: now + seconds for key, seconds in ttls.items()}
             revision = self._store.commit(
-                owner, updates, removals, self.clock(), expectations or None
+                owner, updates, removals, self.clock(), expectations or None, deadlines or None
             )
+            self._track_deadlines(updates, removals, deadlines)
         if self.content_updated.has_callbacks:
             self.content_updated.invoke(
                 access_token=access_token, change=DictionaryChange(updates, removals)
@@ -149,12 +170,13 @@ class StateDictionary:
         change: DictionaryChange,
         *,
         expect: Mapping[str, int | None] | None = None,
+        ttl: Mapping[str, float] | None = None,
     ) -> int:
         """``update_state`` for event-loop code: no thread waits while the store commits.
 
         When it returns, the change is in this dictionary's content (read your writes).
         """
-        revision = self.submit_update(access_token, change, expect=expect)
+        revision = self.submit_update(access_token, change, expect=expect, ttl=ttl)
         return revision if isinstance(revision, int) else await revision
 
     def submit_update(
@@ -163,6 +185,7 @@ class StateDictionary:
         change: DictionaryChange,
         *,
         expect: Mapping[str, int | None] | None = None,
+        ttl: Mapping[str, float] | None = None,
     ) -> int | Awaitable[int]:
         """The revision at once if the store commits in process, else a future of it.
 
@@ -170,9 +193,15 @@ class StateDictionary:
         the store, in the order changes were submitted).
         """
         if self._store.commits_in_process:
-            return self.update_state(access_token, change, expect=expect)
+            return self.update_state(access_token, change, expect=expect, ttl=ttl)
         owner = check_token(access_token)
         updates, removals, expectations = _checked_change(change, expect)
+        if ttl:
+            checked_ttl(ttl, updates)
+            raise ValueError(
+                f"keys with a ttl ({', '.join(map(repr, sorted(ttl)))}): this store "
+                f"({type(self._store).__name__}) does not keep expiring keys yet"
+            )
         with self._lock:
             if self._views.frozen:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
@@ -191,6 +220,73 @@ class StateDictionary:
 
             committed.add_done_callback(announce)
         return committed
+
+    # -- keys that expire ----------------------------------------------------------------
+
+    def _track_deadlines(
+        self, updates: dict[str, JsonValue], removals: set[str], deadlines: dict[str, float]
+    ) -> None:
+        """After a commit (lock held): a key set with a ttl expires, any other touched
+        key no longer does."""
+        tracked = self._deadlines
+        if not (tracked or deadlines):
+            return
+        for key in updates:
+            at = deadlines.get(key)
+            if at is None:
+                tracked.clear(key)
+            else:
+                tracked.set(key, at)
+        for key in removals:
+            tracked.clear(key)
+
+    def expires_in(self, key: str) -> float | None:
+        """Seconds until ``key`` expires (0 when due), or None if it does not expire."""
+        with self._lock:
+            at = self._deadlines.get(key)
+        return None if at is None else max(0.0, at - self.wall_clock())
+
+    def expiring(self, keys: Iterable[str]) -> dict[str, float]:
+        """``expires_in`` of those of ``keys`` that expire, read at one instant."""
+        now = self.wall_clock()
+        with self._lock:
+            tracked = self._deadlines
+            if not tracked:
+                return {}
+            found = {key: tracked.get(key) for key in keys}
+        return {key: max(0.0, at - now) for key, at in found.items() if at is not None}
+
+    def next_expiry(self) -> float | None:
+        """Seconds until the next key expires (0: some are due now), None if none expire."""
+        with self._lock:
+            at = self._deadlines.next_deadline()
+        return None if at is None else max(0.0, at - self.wall_clock())
+
+    def expire_due(self, limit: int = EXPIRY_BATCH) -> int:
+        """Remove up to ``limit`` keys whose ttl ran out, in one commit; return how many.
+
+        The removal is a normal change with its own revision (subscribers see it as any
+        removal). A lease does not stop it. Call it again while it returns ``limit``: a
+        server does so once per turn of its event loop, so a wave of expiring keys never
+        holds the lock for long. A frozen state expires nothing.
+        """
+        with self._lock:
+            if self._views.frozen or not self._deadlines:
+                return 0
+            due = self._deadlines.due(self.wall_clock(), limit)
+            if not due:
+                return 0
+            removals = self._present(set(due))
+            for key in due:
+                if key not in removals:  # removed meanwhile, outside a tracked write
+                    self._deadlines.clear(key)
+            if not removals:
+                return 0
+            self._store.commit(EXPIRY, {}, removals, self.clock(), None, None)
+            self._track_deadlines({}, removals, {})
+        if self.content_updated.has_callbacks:
+            self.content_updated.invoke(access_token=EXPIRY, change=DictionaryChange({}, removals))
+        return len(removals)
 
     # -- the store's change feed ---------------------------------------------------------
 
@@ -394,7 +490,9 @@ class StateDictionary:
             self._publish_durable()
             if key in self._views.content:
                 value = copy_value(self._views.content[key])
-                return Entry.of(key, value, self._views.key_facts[key])
+                at = self._deadlines.get(key)
+                left = None if at is None else max(0.0, at - self.wall_clock())
+                return Entry.of(key, value, self._views.key_facts[key], left)
         return None
 
     def shared_entries(

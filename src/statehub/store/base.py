@@ -59,6 +59,9 @@ class Store(ABC):
     #: trip (``commit_async`` and the other ``*_async`` methods are then the path for
     #: event-loop code).
     commits_in_process: ClassVar[bool] = True
+    #: True if the store takes ``deadlines`` in ``commit`` (keys that expire, ``ttl=``):
+    #: the in-process stores; the state dictionary refuses a ttl on any other.
+    keeps_deadlines: ClassVar[bool] = False
 
     _feed: ChangeFeed
 
@@ -77,6 +80,10 @@ class Store(ABC):
         """The committed revision, content and each key's facts (``core/entries.py``), read
         when the state dictionary starts (a key without facts counts as created then)."""
 
+    def load_deadlines(self) -> dict[str, float]:
+        """Each expiring key's deadline (wall-clock seconds) as stored; read at start."""
+        return {}
+
     @property
     @abstractmethod
     def epoch(self) -> str:
@@ -94,8 +101,12 @@ class Store(ABC):
         removals: set[str],
         now: float,
         expect: Expectations | None = None,
+        deadlines: Mapping[str, float] | None = None,
     ) -> int:
         """Apply a validated change for ``owner``, deliver it to the feed, return its revision.
+
+        ``deadlines`` (``keeps_deadlines`` stores): the wall-clock deadline of each updated
+        key that expires; every other updated or removed key has none from then on.
 
         Raises ``ResourceLockedError`` (and changes nothing) if another owner leases a key,
         then ``ConflictError`` (nothing changed) if a key of ``expect`` (checked by

@@ -167,6 +167,7 @@ class RedisStore(Store):
         removals: set[str],
         now: float,
         expect: Expectations | None = None,
+        deadlines: Mapping[str, float] | None = None,
     ) -> int:
         pair = self._commit_pair(owner, updates, removals, expect)
         reply = self.run_script(redis_scripts.COMMIT, self.keys.commit, self._commit_args([pair]))
