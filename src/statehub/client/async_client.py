@@ -36,6 +36,7 @@ from statehub.client.tls import ClientTls
 from statehub.core.change import DictionaryChange
 from statehub.core.entries import Entry, checked_expectations
 from statehub.core.events import Event
+from statehub.core.expiry import checked_ttl
 from statehub.core.pacing import check_interval
 from statehub.core.rwlock import StateABC
 from statehub.core.values import JsonValue, check_key, checked_copy, copy_mapping
@@ -382,8 +383,12 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         *,
         if_revision: int | None = None,
         if_absent: bool = False,
+        ttl: float | None = None,
     ) -> int:
         """Set ``key`` to ``value``; returns the revision of the change.
+
+        ``ttl``: seconds until the server removes the key (a removal every subscriber
+        sees, with its own revision); without it the key no longer expires.
 
         Compare-and-set: ``if_revision=N`` applies only if the key's last change is still
         revision N (``entry(key).mod_revision``), ``if_absent=True`` only if the key does
@@ -392,7 +397,8 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         naming the path for a value that is not JSON-like (a tuple, a set, an object...).
         """
         expect = _expectation(key, if_revision, if_absent)
-        return await self.update(updates={key: value}, expect=expect)
+        ttls = None if ttl is None else {key: ttl}
+        return await self.update(updates={key: value}, expect=expect, ttl=ttls)
 
     async def remove(self, key: str, *, if_revision: int | None = None) -> int:
         """Remove ``key``; returns the revision of the change. ``if_revision``: only if the
@@ -405,8 +411,13 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         removals: Iterable[str] | None = None,
         *,
         expect: Mapping[str, int | None] | None = None,
+        ttl: Mapping[str, float] | None = None,
     ) -> int:
         """Apply all of ``updates`` and ``removals`` atomically, or none of them.
+
+        ``ttl``: per key of ``updates``, seconds until the server removes it (a finite
+        number > 0, else ``ValueError`` naming the key); a key set without one no longer
+        expires.
 
         ``expect`` (compare-and-set): per key the update touches, the revision of its last
         change it must still have, or None: it must not exist. If any does not hold,
@@ -417,13 +428,12 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             check_key(key): checked_copy(value, key) for key, value in (updates or {}).items()
         }
         removed = [check_key(key) for key in removals or ()]
-        if not expect:
-            reply = await self._request("update", updates=checked, removals=removed)
-        else:
-            expected = checked_expectations(expect, checked.keys() | set(removed))
-            reply = await self._request(
-                "update", updates=checked, removals=removed, expect=expected
-            )
+        extra: dict[str, Any] = {}
+        if expect:
+            extra["expect"] = checked_expectations(expect, checked.keys() | set(removed))
+        if ttl:
+            extra["ttl"] = checked_ttl(ttl, checked)
+        reply = await self._request("update", updates=checked, removals=removed, **extra)
         revision: int = reply["revision"]
         return revision
 
@@ -668,8 +678,9 @@ def _expectation(key: str, if_revision: int | None, if_absent: bool) -> dict[str
     return {} if if_revision is None else {key: if_revision}
 
 
-def _entry(key: str, value: JsonValue, facts: list[int]) -> Entry:
-    return Entry(key, value, facts[0], facts[1], facts[2])
+def _entry(key: str, value: JsonValue, facts: list[Any]) -> Entry:
+    expires_in = float(facts[3]) if len(facts) > 3 else None
+    return Entry(key, value, facts[0], facts[1], facts[2], expires_in)
 
 
 def _apply(mirror: dict[str, JsonValue], message: Message) -> None:

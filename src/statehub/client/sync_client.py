@@ -194,10 +194,14 @@ class Client(EndpointCalls):
         *,
         if_revision: int | None = None,
         if_absent: bool = False,
+        ttl: float | None = None,
     ) -> int:
         """Set ``key`` to ``value``; returns the revision of the change. ``if_revision`` /
-        ``if_absent``: compare-and-set, ``ConflictError`` if it fails (see AsyncClient.set)."""
-        return self._run(self.aio.set(key, value, if_revision=if_revision, if_absent=if_absent))
+        ``if_absent``: compare-and-set, ``ConflictError`` if it fails; ``ttl``: seconds
+        until the server removes the key (see AsyncClient.set)."""
+        return self._run(
+            self.aio.set(key, value, if_revision=if_revision, if_absent=if_absent, ttl=ttl)
+        )
 
     def remove(self, key: str, *, if_revision: int | None = None) -> int:
         """Remove ``key``; returns the revision of the change (``if_revision``: see set)."""
@@ -209,14 +213,16 @@ class Client(EndpointCalls):
         removals: Iterable[str] | None = None,
         *,
         expect: Mapping[str, int | None] | None = None,
+        ttl: Mapping[str, float] | None = None,
     ) -> int:
         """Apply all of ``updates`` and ``removals`` atomically, or none; returns the revision.
 
         ``expect``: per key, the revision of its last change it must still have, or None
         (absent); ``ConflictError`` and nothing applied if one does not hold.
-        ``ResourceLockedError`` if another client leases one of the keys.
+        ``ResourceLockedError`` if another client leases one of the keys. ``ttl``: per
+        updated key, seconds until the server removes it.
         """
-        return self._run(self.aio.update(updates, removals, expect=expect))
+        return self._run(self.aio.update(updates, removals, expect=expect, ttl=ttl))
 
     def subscribe(self, interval: float = 0, prefix: str = "") -> Iterator[StateChange]:
         """Yield coalesced changes (first a snapshot) until the generator is closed."""

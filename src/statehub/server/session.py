@@ -417,7 +417,11 @@ class Session:
         if names is None and not readable.everything:  # all this identity may read
             values = {key: value for key, value in values.items() if key in readable}
         if with_facts:
-            return {"values": values, "facts": _facts_reply(values, facts), "revision": revision}
+            return {
+                "values": values,
+                "facts": _facts_reply(values, facts, self.hub.state.expiring(values)),
+                "revision": revision,
+            }
         return {"values": values, "revision": revision}
 
     def _update(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
@@ -433,10 +437,13 @@ class Session:
                 raise TypeError(f"update: 'expect' must be a map, got {_describe(expect)}")
             # An expectation reads a key's revision (a conflict reports it): as etcd's Txn.
             self.principal.require(Right.READ, [*map(check_key, expect)], "update")
+        ttl = message.get("ttl")
+        if ttl is not None and type(ttl) is not dict:
+            raise TypeError(f"update: 'ttl' must be a map, got {_describe(ttl)}")
         state = self.hub.state
         started = time.perf_counter()
         change = DictionaryChange(updates, removals)
-        revision = state.submit_update(self.token, change, expect=expect or None)
+        revision = state.submit_update(self.token, change, expect=expect or None, ttl=ttl or None)
         if type(revision) is int:
             self.hub.observer.committed(time.perf_counter() - started)
             if state.is_durable(revision):
@@ -578,7 +585,7 @@ class Session:
             else {"keys": list(found), "revision": revision}
         )
         if with_facts:
-            reply["facts"] = _facts_reply(found, facts)
+            reply["facts"] = _facts_reply(found, facts, self.hub.state.expiring(found))
         return reply
 
     def _list_locks(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
@@ -828,9 +835,15 @@ def _seconds(value: object, op: str, name: str) -> float | None:
     return None if value is None else check_seconds(value, f"{op}: {name!r}", allow_infinity=True)
 
 
-def _facts_reply(keys: dict[str, Any], facts: dict[str, KeyFacts]) -> dict[str, list[int]]:
-    """``{key: [mod_revision, create_revision, version]}`` for the keys of a reply."""
-    return {key: list(facts[key]) for key in keys}
+def _facts_reply(
+    keys: dict[str, Any], facts: dict[str, KeyFacts], expiring: dict[str, float]
+) -> dict[str, list[float]]:
+    """``{key: [mod_revision, create_revision, version]}`` for the keys of a reply, with a
+    fourth item, seconds left, for a key that expires."""
+    reply: dict[str, list[float]] = {key: list(facts[key]) for key in keys}
+    for key, left in expiring.items():
+        reply[key].append(left)
+    return reply
 
 
 def _bool_arg(message: dict[str, Any], op: str, name: str) -> bool:

@@ -31,6 +31,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from statehub.auth import Authenticator
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistration, CommandRegistry, CommandRoute
+from statehub.core.expiry import EXPIRY_BATCH
 from statehub.core.rwlock import LockTable, RWLockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import JsonValue
@@ -58,6 +59,9 @@ DEFAULT_KEEPALIVE_TIMEOUT = 5.0
 STOP_GRACE = 2.0
 #: The built-in command listing every command with its default arguments (as NanoVer).
 LIST_COMMANDS = "commands/list"
+#: The longest the expiry task sleeps: a key written with a ttl is removed at most this
+#: long after its deadline (sooner when its deadline is already the next one).
+EXPIRY_POLL_S = 0.1
 
 
 class StateServer:
@@ -147,6 +151,7 @@ class StateServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._expiry_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -224,6 +229,7 @@ class StateServer:
             )
         self._port = bound
         await self.state.start()
+        self._expiry_task = asyncio.create_task(self._expire(), name="statehub-expiry")
         await self._grpc_server.start()
         for service in ("", SERVICE_NAME):  # "": the server as a whole
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -240,6 +246,10 @@ class StateServer:
         self._stopped = True
         await self.health.enter_graceful_shutdown()
         self.state.freeze()
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._expiry_task
         if self._tcp_server is not None:
             self._tcp_server.close()  # accept no more connections; end_sessions ends the rest
         self.hub.end_sessions()
@@ -254,6 +264,20 @@ class StateServer:
             await self.state.stop()
         self._command_threads.shutdown(wait=False, cancel_futures=True)
         logger.debug("server on port %s stopped", self._port)
+
+    async def _expire(self) -> None:
+        """Remove keys whose ttl ran out: one bounded batch (one commit) per turn of the
+        event loop, so that a wave of expiring keys never stops the serving of others."""
+        state = self.state
+        while True:
+            try:
+                if state.expire_due(EXPIRY_BATCH) >= EXPIRY_BATCH:
+                    await asyncio.sleep(0)  # more are due: let everything else run first
+                    continue
+            except Exception:  # a store that fails refuses writes too; keep trying
+                logger.exception("removing expired keys failed")
+            left = state.next_expiry()
+            await asyncio.sleep(EXPIRY_POLL_S if left is None else min(left, EXPIRY_POLL_S))
 
     async def _start_web(self, port: int) -> None:
         from statehub.web.edge import WebEdge  # the web edge imports the server's session
