@@ -36,7 +36,7 @@ from statehub.client.tls import ClientTls
 from statehub.core.change import DictionaryChange
 from statehub.core.entries import Entry, checked_expectations
 from statehub.core.events import Event
-from statehub.core.expiry import checked_ttl
+from statehub.core.expiry import checked_ephemeral, checked_ttl
 from statehub.core.pacing import check_interval
 from statehub.core.rwlock import StateABC
 from statehub.core.values import JsonValue, check_key, checked_copy, copy_mapping
@@ -384,11 +384,14 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         if_revision: int | None = None,
         if_absent: bool = False,
         ttl: float | None = None,
+        ephemeral: bool = False,
     ) -> int:
         """Set ``key`` to ``value``; returns the revision of the change.
 
         ``ttl``: seconds until the server removes the key (a removal every subscriber
         sees, with its own revision); without it the key no longer expires.
+        ``ephemeral=True``: the server removes the key when this client's session ends,
+        however it ends (a later write without it, by anyone, unbinds the key).
 
         Compare-and-set: ``if_revision=N`` applies only if the key's last change is still
         revision N (``entry(key).mod_revision``), ``if_absent=True`` only if the key does
@@ -398,7 +401,8 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         """
         expect = _expectation(key, if_revision, if_absent)
         ttls = None if ttl is None else {key: ttl}
-        return await self.update(updates={key: value}, expect=expect, ttl=ttls)
+        bound = [key] if ephemeral else None
+        return await self.update(updates={key: value}, expect=expect, ttl=ttls, ephemeral=bound)
 
     async def remove(self, key: str, *, if_revision: int | None = None) -> int:
         """Remove ``key``; returns the revision of the change. ``if_revision``: only if the
@@ -412,8 +416,11 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         *,
         expect: Mapping[str, int | None] | None = None,
         ttl: Mapping[str, float] | None = None,
+        ephemeral: Iterable[str] | None = None,
     ) -> int:
         """Apply all of ``updates`` and ``removals`` atomically, or none of them.
+
+        ``ephemeral``: keys of ``updates`` the server removes when this session ends.
 
         ``ttl``: per key of ``updates``, seconds until the server removes it (a finite
         number > 0, else ``ValueError`` naming the key); a key set without one no longer
@@ -433,6 +440,8 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             extra["expect"] = checked_expectations(expect, checked.keys() | set(removed))
         if ttl:
             extra["ttl"] = checked_ttl(ttl, checked)
+        if ephemeral:
+            extra["ephemeral"] = sorted(checked_ephemeral(ephemeral, checked))
         reply = await self._request("update", updates=checked, removals=removed, **extra)
         revision: int = reply["revision"]
         return revision

@@ -1,4 +1,5 @@
-"""Deadlines of expiring keys (``ttl=``), and the checks of a write's ttl.
+"""Deadlines of expiring keys (``ttl=``), keys bound to a session (``ephemeral=``), and
+the checks of a write's ttl and ephemeral keys.
 
 A key written with ``ttl=seconds`` gets an absolute deadline on the server's wall clock
 (``time.time``: a durable store keeps the deadline, so it has to mean the same after a
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from statehub.core.values import check_key
 
@@ -25,16 +26,42 @@ from statehub.core.values import check_key
 EXPIRY_BATCH = 1000
 
 
-class ExpiryOwner:
-    """The owner of expiry commits: not a session; leases do not stop an expiry (the key's
-    writer asked for it)."""
+class LifetimeOwner:
+    """The owner of the removals the state makes itself, when a key's ttl runs out or the
+    session it is bound to ends: not a session, and leases do not stop them (the key's
+    writer asked for them)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
     def __repr__(self) -> str:
-        return "EXPIRY"
+        return self.name
 
 
 #: Passed to ``Store.commit`` as the owner of the removals expiry makes.
-EXPIRY = ExpiryOwner()
+EXPIRY = LifetimeOwner("EXPIRY")
+#: The owner of the removal of keys bound to a session that ended.
+SESSION_END = LifetimeOwner("SESSION_END")
+
+
+def checked_ephemeral(ephemeral: Iterable[str] | None, updated: Collection[str]) -> set[str]:
+    """``ephemeral`` checked: keys the update sets (``ValueError`` naming one it does not;
+    ``TypeError`` for a bare str, which would name its characters)."""
+    if isinstance(ephemeral, str):
+        raise TypeError(
+            f"ephemeral must be a collection of keys, got the str {ephemeral!r} "
+            "(write [key] for one key)"
+        )
+    checked: set[str] = set()
+    for key in ephemeral or ():
+        check_key(key)
+        if key not in updated:
+            raise ValueError(
+                f"ephemeral key {key!r}, which the update does not set: a binding comes "
+                "with a value"
+            )
+        checked.add(key)
+    return checked
 
 
 def checked_ttl(ttl: Mapping[str, object] | None, updated: Collection[str]) -> dict[str, float]:

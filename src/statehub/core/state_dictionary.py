@@ -19,7 +19,14 @@ from statehub.core.buffers import (
 from statehub.core.change import DictionaryChange
 from statehub.core.entries import Entry, Expectations, KeyFacts, checked_expectations
 from statehub.core.events import Event
-from statehub.core.expiry import EXPIRY, EXPIRY_BATCH, Deadlines, checked_ttl
+from statehub.core.expiry import (
+    EXPIRY,
+    EXPIRY_BATCH,
+    SESSION_END,
+    Deadlines,
+    checked_ephemeral,
+    checked_ttl,
+)
 from statehub.core.values import JsonValue, check_duration, check_key, copy_mapping, copy_value
 from statehub.errors import ObjectFrozenError
 from statehub.store.base import Store
@@ -27,6 +34,8 @@ from statehub.store.leases import Lease
 from statehub.store.memory import MemoryStore
 
 Clock = Callable[[], float]
+#: A key bound to no one (owners may be None).
+_UNBOUND = object()
 
 
 def check_token(access_token: object) -> Hashable:
@@ -76,6 +85,9 @@ class StateDictionary:
         revision, content, facts = self._store.load()
         with self._lock:
             self._views.load(content, revision, facts)
+        #: Keys written as ephemeral: key -> owner, and owner -> keys.
+        self._bound_owner: dict[str, Hashable] = {}
+        self._bound_keys: dict[Hashable, set[str]] = {}
         self._deadlines = Deadlines(
             {key: at for key, at in self._store.load_deadlines().items() if key in content}
         )
@@ -122,8 +134,13 @@ class StateDictionary:
         *,
         expect: Mapping[str, int | None] | None = None,
         ttl: Mapping[str, float] | None = None,
+        ephemeral: Iterable[str] | None = None,
     ) -> int:
         """Apply every update and removal in ``change``, or none of them.
+
+        ``ephemeral``: keys of the change bound to ``access_token``: ``release_owner``
+        (which a server calls when the session ends, however it ends) removes them, in one
+        commit. A later write of such a key without ``ephemeral``, by anyone, unbinds it.
 
         ``ttl``: per key the change sets, seconds until the state removes it (a normal
         commit, see ``expire_due``); a key set without one no longer expires. A ttl that
@@ -140,11 +157,9 @@ class StateDictionary:
         owner = check_token(access_token)
         updates, removals, expectations = _checked_change(change, expect)
         ttls = checked_ttl(ttl, updates) if ttl else {}
-        if ttls and not self._store.keeps_deadlines:
-            raise ValueError(
-                f"keys with a ttl ({', '.join(map(repr, sorted(ttls)))}): this store "
-                f"({type(self._store).__name__}) does not keep expiring keys yet"
-            )
+        bound = checked_ephemeral(ephemeral, updates) if ephemeral else set()
+        if (ttls or bound) and not self._store.keeps_deadlines:
+            self._refuse_lifetimes(ttls, bound)
         with self._lock:
             if self._views.frozen:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
@@ -154,10 +169,15 @@ class StateDictionary:
                 return self._views.revision
             now = self.wall_clock()
             deadlines = {key: now + seconds for key, seconds in ttls.items()}
+            # A durable store keeps a bound key with deadline 0: its session cannot
+            # outlive the process, so a restart finds it due and removes it.
+            stored = {**deadlines, **dict.fromkeys(bound, 0.0)} if bound else deadlines
             revision = self._store.commit(
-                owner, updates, removals, self.clock(), expectations or None, deadlines or None
+                owner, updates, removals, self.clock(), expectations or None, stored or None
             )
             self._track_deadlines(updates, removals, deadlines)
+            if bound or self._bound_owner:
+                self._track_bindings(owner, updates, removals, bound)
         if self.content_updated.has_callbacks:
             self.content_updated.invoke(
                 access_token=access_token, change=DictionaryChange(updates, removals)
@@ -171,12 +191,15 @@ class StateDictionary:
         *,
         expect: Mapping[str, int | None] | None = None,
         ttl: Mapping[str, float] | None = None,
+        ephemeral: Iterable[str] | None = None,
     ) -> int:
         """``update_state`` for event-loop code: no thread waits while the store commits.
 
         When it returns, the change is in this dictionary's content (read your writes).
         """
-        revision = self.submit_update(access_token, change, expect=expect, ttl=ttl)
+        revision = self.submit_update(
+            access_token, change, expect=expect, ttl=ttl, ephemeral=ephemeral
+        )
         return revision if isinstance(revision, int) else await revision
 
     def submit_update(
@@ -186,6 +209,7 @@ class StateDictionary:
         *,
         expect: Mapping[str, int | None] | None = None,
         ttl: Mapping[str, float] | None = None,
+        ephemeral: Iterable[str] | None = None,
     ) -> int | Awaitable[int]:
         """The revision at once if the store commits in process, else a future of it.
 
@@ -193,15 +217,15 @@ class StateDictionary:
         the store, in the order changes were submitted).
         """
         if self._store.commits_in_process:
-            return self.update_state(access_token, change, expect=expect, ttl=ttl)
+            return self.update_state(
+                access_token, change, expect=expect, ttl=ttl, ephemeral=ephemeral
+            )
         owner = check_token(access_token)
         updates, removals, expectations = _checked_change(change, expect)
-        if ttl:
-            checked_ttl(ttl, updates)
-            raise ValueError(
-                f"keys with a ttl ({', '.join(map(repr, sorted(ttl)))}): this store "
-                f"({type(self._store).__name__}) does not keep expiring keys yet"
-            )
+        if ttl or ephemeral:
+            ttls = checked_ttl(ttl, updates) if ttl else {}
+            bound = checked_ephemeral(ephemeral, updates) if ephemeral else set()
+            self._refuse_lifetimes(ttls, bound)
         with self._lock:
             if self._views.frozen:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
@@ -239,6 +263,41 @@ class StateDictionary:
                 tracked.set(key, at)
         for key in removals:
             tracked.clear(key)
+
+    def _refuse_lifetimes(self, ttls: Mapping[str, float], bound: set[str]) -> None:
+        keys = ", ".join(map(repr, sorted({*ttls, *bound})))
+        kind = "expiring keys" if ttls else "keys bound to a session"
+        raise ValueError(
+            f"{kind} ({keys}): this store ({type(self._store).__name__}) does not keep "
+            "them yet (the memory and SQLite stores do)"
+        )
+
+    def _track_bindings(
+        self, owner: Hashable, updates: dict[str, JsonValue], removals: set[str], bound: set[str]
+    ) -> None:
+        """After a commit (lock held): keys written as ephemeral are bound to ``owner``;
+        any other key written or removed is bound to no one."""
+        by_key, by_owner = self._bound_owner, self._bound_keys
+        for key in (*updates, *removals):
+            holder = by_key.pop(key, _UNBOUND)
+            if holder is not _UNBOUND:
+                keys = by_owner[holder]
+                keys.discard(key)
+                if not keys:
+                    del by_owner[holder]
+        for key in bound:
+            by_key[key] = owner
+            by_owner.setdefault(owner, set()).add(key)
+
+    def bound_keys(self, access_token: object) -> set[str]:
+        """The keys bound to ``access_token`` (written with ``ephemeral``)."""
+        with self._lock:
+            return set(self._bound_keys.get(check_token(access_token), ()))
+
+    def is_ephemeral(self, key: str) -> bool:
+        """True if ``key`` is bound to a session (removed when it ends)."""
+        with self._lock:
+            return key in self._bound_owner
 
     def expires_in(self, key: str) -> float | None:
         """Seconds until ``key`` expires (0 when due), or None if it does not expire."""
@@ -284,6 +343,8 @@ class StateDictionary:
                 return 0
             self._store.commit(EXPIRY, {}, removals, self.clock(), None, None)
             self._track_deadlines({}, removals, {})
+            if self._bound_owner:
+                self._track_bindings(EXPIRY, {}, removals, set())
         if self.content_updated.has_callbacks:
             self.content_updated.invoke(access_token=EXPIRY, change=DictionaryChange({}, removals))
         return len(removals)
@@ -458,10 +519,26 @@ class StateDictionary:
         return self.leases()
 
     def release_owner(self, access_token: object) -> None:
-        """Release every lease of ``access_token`` (its session ended)."""
+        """Release every lease of ``access_token`` and remove the keys bound to it (written
+        with ``ephemeral``), in one commit: its session ended. A frozen state (a stopping
+        server) removes none: a durable store finds them due at its next start."""
         owner = check_token(access_token)
+        removed: set[str] = set()
         with self._lock:
             self._store.release_owner(owner)
+            keys = self._bound_keys.pop(owner, None)
+            if keys:
+                for key in keys:
+                    self._bound_owner.pop(key, None)
+                if not self._views.frozen:
+                    removed = self._present(keys)
+                    if removed:
+                        self._store.commit(SESSION_END, {}, removed, self.clock(), None, None)
+                        self._track_deadlines({}, removed, {})
+        if removed and self.content_updated.has_callbacks:
+            self.content_updated.invoke(
+                access_token=SESSION_END, change=DictionaryChange({}, removed)
+            )
 
     def clear_locks(self) -> None:
         """Release every lease on every key."""

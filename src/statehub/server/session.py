@@ -440,10 +440,15 @@ class Session:
         ttl = message.get("ttl")
         if ttl is not None and type(ttl) is not dict:
             raise TypeError(f"update: 'ttl' must be a map, got {_describe(ttl)}")
+        ephemeral = message.get("ephemeral")
+        if ephemeral is not None:
+            ephemeral = _list_arg(message, "update", "ephemeral")
         state = self.hub.state
         started = time.perf_counter()
         change = DictionaryChange(updates, removals)
-        revision = state.submit_update(self.token, change, expect=expect or None, ttl=ttl or None)
+        revision = state.submit_update(
+            self.token, change, expect=expect or None, ttl=ttl or None, ephemeral=ephemeral
+        )
         if type(revision) is int:
             self.hub.observer.committed(time.perf_counter() - started)
             if state.is_durable(revision):

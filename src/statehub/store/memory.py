@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Hashable, Mapping
 
 from statehub.core.entries import Expectations, KeyFacts, check_expectations
-from statehub.core.expiry import EXPIRY
+from statehub.core.expiry import LifetimeOwner
 from statehub.core.values import JsonValue
 from statehub.store.base import Store
 from statehub.store.leases import LeasesInProcess, LeaseTable
@@ -40,7 +40,7 @@ class MemoryStore(LeasesInProcess, Store):
         expect: Expectations | None = None,
         deadlines: Mapping[str, float] | None = None,
     ) -> int:
-        if owner is not EXPIRY:
+        if not isinstance(owner, LifetimeOwner):
             self._leases.check_writable(owner, [*updates, *removals], now)
         if expect:
             check_expectations(expect, self._feed.mod_revision)

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Literal
 
 from statehub.core.entries import Expectations, KeyFacts, check_expectations
-from statehub.core.expiry import EXPIRY
+from statehub.core.expiry import LifetimeOwner
 from statehub.core.values import JsonValue, check_key, checked_copy
 from statehub.store.base import Store
 from statehub.store.datafile import check_sqlite_file, file_error
@@ -270,7 +270,7 @@ class SQLiteStore(LeasesInProcess, Store):
         expect: Expectations | None = None,
         deadlines: Mapping[str, float] | None = None,
     ) -> int:
-        if owner is not EXPIRY:
+        if not isinstance(owner, LifetimeOwner):
             self._leases.check_writable(owner, [*updates, *removals], now)
         if expect:
             # Under the state's lock: the feed knows every change numbered so far.
