@@ -27,6 +27,7 @@ from statehub.core.expiry import (
     checked_ephemeral,
     checked_ttl,
 )
+from statehub.core.key_history import HistoryRetention, KeyHistory, Version
 from statehub.core.values import JsonValue, check_duration, check_key, copy_mapping, copy_value
 from statehub.errors import ObjectFrozenError
 from statehub.store.base import Store
@@ -75,6 +76,7 @@ class StateDictionary:
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
         log_length: int = DEFAULT_LOG_LENGTH,
+        history: HistoryRetention | None = None,
     ) -> None:
         self._store = store if store is not None else MemoryStore()
         self._views = DictionaryChangeMultiView(log_length=log_length)
@@ -85,9 +87,14 @@ class StateDictionary:
         revision, content, facts = self._store.load()
         with self._lock:
             self._views.load(content, revision, facts)
+        self._history = KeyHistory(history or HistoryRetention())
+        if self._history.enabled:
+            self._store.keep_history(self._history.retention)
+            self._history.load(self._store.load_history())
         #: Keys written as ephemeral: key -> owner, and owner -> keys.
         self._bound_owner: dict[str, Hashable] = {}
         self._bound_keys: dict[Hashable, set[str]] = {}
+        self._history_revision = revision
         self._deadlines = Deadlines(
             {key: at for key, at in self._store.load_deadlines().items() if key in content}
         )
@@ -178,6 +185,9 @@ class StateDictionary:
             self._track_deadlines(updates, removals, deadlines)
             if bound or self._bound_owner:
                 self._track_bindings(owner, updates, removals, bound)
+            if self._history.enabled and revision > self._history_revision:
+                self._history_revision = revision
+                self._history.record(revision, now, owner, updates, removals)
         if self.content_updated.has_callbacks:
             self.content_updated.invoke(
                 access_token=access_token, change=DictionaryChange(updates, removals)
@@ -264,6 +274,30 @@ class StateDictionary:
         for key in removals:
             tracked.clear(key)
 
+    # -- history of each key ---------------------------------------------------------------
+
+    @property
+    def history_retention(self) -> HistoryRetention:
+        """How much history of each key this state keeps (``versions`` 0: none)."""
+        return self._history.retention
+
+    def history(
+        self, key: str, limit: int | None = None, since: int | None = None
+    ) -> list[Version]:
+        """``key``'s last versions, oldest first: after revision ``since`` (None: every
+        one kept), at most the newest ``limit``. Empty if history is off
+        (``history_retention``) or nothing of the key is kept."""
+        check_key(key)
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise ValueError(f"history limit must be an int >= 0, got {limit!r}")
+        if since is not None and (type(since) is not int or since < 0):
+            raise ValueError(f"history since must be a revision (an int >= 0), got {since!r}")
+        with self._lock:
+            self._publish_durable()
+            found = self._history.read(key, self.wall_clock(), limit, since)
+            shown = self._views.revision  # changes not yet durable are not shown yet
+        return [version for version in found if version.revision <= shown]
+
     def _refuse_lifetimes(self, ttls: Mapping[str, float], bound: set[str]) -> None:
         keys = ", ".join(map(repr, sorted({*ttls, *bound})))
         kind = "expiring keys" if ttls else "keys bound to a session"
@@ -341,8 +375,11 @@ class StateDictionary:
                     self._deadlines.clear(key)
             if not removals:
                 return 0
-            self._store.commit(EXPIRY, {}, removals, self.clock(), None, None)
+            revision = self._store.commit(EXPIRY, {}, removals, self.clock(), None, None)
             self._track_deadlines({}, removals, {})
+            if self._history.enabled:
+                self._history_revision = revision
+                self._history.record(revision, self.wall_clock(), EXPIRY, {}, removals)
             if self._bound_owner:
                 self._track_bindings(EXPIRY, {}, removals, set())
         if self.content_updated.has_callbacks:
@@ -533,8 +570,15 @@ class StateDictionary:
                 if not self._views.frozen:
                     removed = self._present(keys)
                     if removed:
-                        self._store.commit(SESSION_END, {}, removed, self.clock(), None, None)
+                        revision = self._store.commit(
+                            SESSION_END, {}, removed, self.clock(), None, None
+                        )
                         self._track_deadlines({}, removed, {})
+                        if self._history.enabled:
+                            self._history_revision = revision
+                            self._history.record(
+                                revision, self.wall_clock(), SESSION_END, {}, removed
+                            )
         if removed and self.content_updated.has_callbacks:
             self.content_updated.invoke(
                 access_token=SESSION_END, change=DictionaryChange({}, removed)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from statehub.core.entries import Expectations, KeyFacts
+from statehub.core.key_history import HistoryRetention, Version
 from statehub.core.values import JsonValue
 from statehub.store.leases import Lease
 
@@ -79,6 +80,13 @@ class Store(ABC):
     def load(self) -> tuple[int, dict[str, JsonValue], dict[str, KeyFacts]]:
         """The committed revision, content and each key's facts (``core/entries.py``), read
         when the state dictionary starts (a key without facts counts as created then)."""
+
+    def keep_history(self, retention: HistoryRetention) -> None:  # noqa: B027
+        """Keep each key's history within ``retention`` (a durable store writes it)."""
+
+    def load_history(self) -> list[Version]:
+        """The history kept by a durable store, in revision order; read at start."""
+        return []
 
     def load_deadlines(self) -> dict[str, float]:
         """Each expiring key's deadline (wall-clock seconds) as stored; read at start."""

@@ -50,6 +50,7 @@ from typing import Literal
 
 from statehub.core.entries import Expectations, KeyFacts, check_expectations
 from statehub.core.expiry import LifetimeOwner
+from statehub.core.key_history import HistoryRetention, Version, owner_name
 from statehub.core.values import JsonValue, check_key, checked_copy
 from statehub.store.base import Store
 from statehub.store.datafile import check_sqlite_file, file_error
@@ -134,8 +135,34 @@ _DEADLINES_TABLE = """
 CREATE TABLE IF NOT EXISTS deadlines (key BLOB PRIMARY KEY, deadline REAL NOT NULL) WITHOUT ROWID
 """
 
-#: (revision, rows (key, text, format), removed keys, deadlines of updated keys or None)
-_EncodedChange = tuple[int, list[tuple[bytes, str, int]], list[bytes], dict[bytes, float] | None]
+#: Each key's last versions (``core/key_history.py``), kept when the server keeps history:
+#: a removal has a NULL value. ``by`` names who made the change.
+_HISTORY_TABLE = """
+CREATE TABLE IF NOT EXISTS history (
+    key BLOB NOT NULL,
+    revision INTEGER NOT NULL,
+    time REAL NOT NULL,
+    value TEXT,
+    format INTEGER,
+    by TEXT,
+    PRIMARY KEY (key, revision)
+) WITHOUT ROWID
+"""
+_TRIM_HISTORY = """
+DELETE FROM history WHERE key = ?1 AND revision <= (
+    SELECT revision FROM history WHERE key = ?1 ORDER BY revision DESC LIMIT 1 OFFSET ?2
+)
+"""
+
+#: (revision, rows (key, text, format), removed keys, deadlines of updated keys or None,
+#: (wall-clock time, who) if history is kept, else None)
+_EncodedChange = tuple[
+    int,
+    list[tuple[bytes, str, int]],
+    list[bytes],
+    dict[bytes, float] | None,
+    tuple[float, str | None] | None,
+]
 
 
 @dataclass(slots=True)
@@ -207,6 +234,7 @@ class SQLiteStore(LeasesInProcess, Store):
         #: Some key may have a deadline on disk: each batch then clears those of the keys
         #: it writes (else a batch without ttls skips the deadlines table).
         self._deadlines_on_disk = False
+        self._history: HistoryRetention | None = None
         self._initial_content: dict[str, JsonValue] | None = content
         self._initial_facts = facts
         #: Revision read from disk, and how far it was moved on after an unclean stop.
@@ -254,6 +282,23 @@ class SQLiteStore(LeasesInProcess, Store):
 
     keeps_deadlines = True
 
+    def keep_history(self, retention: HistoryRetention) -> None:
+        with self._db_lock:
+            self._conn.execute(_HISTORY_TABLE)
+            self._history = retention
+
+    def load_history(self) -> list[Version]:
+        with self._db_lock:
+            rows = self._conn.execute(
+                "SELECT key, revision, time, value, format, by FROM history ORDER BY revision"
+            ).fetchall()
+        versions = []
+        for key, revision, when, text, form, by in rows:
+            name = bytes(key).decode("utf-8", "surrogatepass")
+            value = None if text is None else decode_value(text, form)
+            versions.append(Version(name, revision, when, value, text is None, by))
+        return versions
+
     def load_deadlines(self) -> dict[str, float]:
         with self._db_lock:
             rows = self._conn.execute("SELECT key, deadline FROM deadlines").fetchall()
@@ -288,7 +333,8 @@ class SQLiteStore(LeasesInProcess, Store):
                 self._check_usable()
             self._revision += 1
             revision = self._revision
-            self._queue.append((revision, rows, removed, expiring))
+            made = None if self._history is None else (time.time(), owner_name(owner))
+            self._queue.append((revision, rows, removed, expiring, made))
             if len(self._queue) == 1:
                 self._work.notify()
         self._feed.committed(revision, updates, removals)
@@ -609,7 +655,8 @@ class SQLiteStore(LeasesInProcess, Store):
         latest: dict[bytes, _Row | None] = {}
         expiring: dict[bytes, float | None] = {}
         with_deadlines = self._deadlines_on_disk or any(change[3] for change in batch)
-        for revision, rows, removed, deadlines in batch:
+        history = self._history
+        for revision, rows, removed, deadlines, _made in batch:
             if with_deadlines:
                 for key, _text, _form in rows:
                     expiring[key] = deadlines.get(key) if deadlines else None
@@ -641,12 +688,41 @@ class SQLiteStore(LeasesInProcess, Store):
                 conn.execute(_delete_statement(len(keys)), keys)
             if expiring:
                 self._write_deadlines(expiring)
+            if history is not None:
+                self._write_history(batch, history)
             conn.execute(_SET_META, (batch[-1][0], "revision"))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def _write_history(self, batch: list[_EncodedChange], retention: HistoryRetention) -> None:
+        """Each change of the batch as history rows; each touched key trimmed to
+        ``retention.versions`` rows, and rows older than its age dropped."""
+        rows: list[tuple[bytes, int, float, str | None, int | None, str | None]] = []
+        for revision, updated, removed, _deadlines, made in batch:
+            if made is None:
+                continue
+            when, by = made
+            rows.extend((key, revision, when, text, form, by) for key, text, form in updated)
+            rows.extend((key, revision, when, None, None, by) for key in removed)
+        if not rows:
+            return
+        conn = self._conn
+        conn.executemany(
+            "INSERT OR REPLACE INTO history (key, revision, time, value, format, by) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        touched = {row[0] for row in rows}
+        conn.executemany(_TRIM_HISTORY, [(key, retention.versions) for key in touched])
+        if retention.age is not None:  # untouched keys' old rows go when read (and loaded)
+            oldest = time.time() - retention.age
+            conn.executemany(
+                "DELETE FROM history WHERE key = ? AND time < ?",
+                [(key, oldest) for key in touched],
+            )
 
     def _write_deadlines(self, expiring: dict[bytes, float | None]) -> None:
         """Each touched key's deadline after the batch (None: it does not expire)."""
