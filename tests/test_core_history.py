@@ -9,7 +9,7 @@ import pytest
 
 from conftest import FakeClock
 from statehub import DictionaryChange, StateDictionary
-from statehub.core.key_history import HistoryRetention, Version
+from statehub.core.key_history import HistoryRetention, KeyVersion
 from statehub.store.sqlite import SQLiteStore
 
 
@@ -30,9 +30,9 @@ def test_the_last_versions_with_removals_expiry_and_who(clock: FakeClock) -> Non
     clock.advance(1)
     assert state.expire_due() == 1
     assert state.history("k") == [
-        Version("k", 3, 1001.0, None, True, "bob"),
-        Version("k", 4, 1002.0, 3, False, "alice"),
-        Version("k", 5, 1003.0, None, True, "EXPIRY"),
+        KeyVersion("k", 3, 1001.0, None, True, "bob"),
+        KeyVersion("k", 4, 1002.0, 3, False, "alice"),
+        KeyVersion("k", 5, 1003.0, None, True, "EXPIRY"),
     ]
     assert [v.revision for v in state.history("k", limit=2)] == [4, 5]
     assert [v.revision for v in state.history("k", since=4)] == [5]

@@ -17,6 +17,7 @@ from statehub.auth import Authenticator, IdentitiesFileError
 from statehub.cli.options import listen_host
 from statehub.cli.settings import log_sources, settings_option
 from statehub.client.address import DEFAULT_TCP_PORT
+from statehub.core.key_history import HistoryRetention
 from statehub.core.rwlock import LockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.dripline.serving import mesh_for, on_mesh
@@ -229,6 +230,23 @@ logger = logging.getLogger(__name__)
     "A dripline_mesh block in the config does the same without it.",
 )
 @click.option(
+    "--history",
+    "history_versions",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    metavar="N",
+    help="Keep the last N versions of every key (value or removal, revision, time, who), "
+    "read by `statehub history KEY`; 0: none. Kept in --data across restarts; not with --store.",
+)
+@click.option(
+    "--history-age",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="With --history: keep no version older than SECONDS.",
+)
+@click.option(
     "--verbose",
     "-v",
     is_flag=True,
@@ -261,6 +279,8 @@ def serve(
     tls_key: Path | None,
     tls_client_ca: Path | None,
     dripline_url: str | None,
+    history_versions: int,
+    history_age: float | None,
     verbose: bool,
 ) -> None:
     """Start a statehub server (session protocol and NanoVer gRPC services on one port).
@@ -279,6 +299,11 @@ def serve(
     tls = _load_tls(tls_cert, tls_key, tls_client_ca)
     if host not in ("127.0.0.1", "localhost", "::1"):
         _warn_if_open(host, authenticator is not None, tls is not None)
+    if history_age is not None and not history_versions:
+        raise click.UsageError("--history-age needs --history N (N > 0)")
+    if history_versions and store_url is not None:
+        raise click.UsageError("--history is not kept with --store (Redis) yet")
+    history = HistoryRetention(versions=history_versions, age=history_age)
     store: Store | None
     locks: LockTable | None = None
     if store_url is not None:
@@ -290,7 +315,7 @@ def serve(
             raise click.UsageError("--replicas needs --store (Redis replicas)")
         store = _open_store(data, durability, accept_data_loss)
     server = StateServer(
-        state=StateDictionary(store=store) if store is not None else None,
+        state=StateDictionary(store=store, history=history),
         locks=locks,
         address=host,
         port=port,

@@ -37,6 +37,7 @@ from statehub.core.change import DictionaryChange
 from statehub.core.entries import Entry, checked_expectations
 from statehub.core.events import Event
 from statehub.core.expiry import checked_ephemeral, checked_ttl
+from statehub.core.key_history import KeyVersion
 from statehub.core.pacing import check_interval
 from statehub.core.rwlock import StateABC
 from statehub.core.values import JsonValue, check_key, checked_copy, copy_mapping
@@ -351,6 +352,33 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         values: dict[str, JsonValue] = reply["values"]
         facts = reply["facts"]
         return [_entry(key, value, facts[key]) for key, value in values.items()]
+
+    async def history(
+        self, key: str, *, limit: int | None = None, since: int | None = None
+    ) -> list[KeyVersion]:
+        """``key``'s last versions kept by the server, oldest first: value (or
+        ``removed``), revision, time, and who (``by``, ``.session``, ``.identity``).
+
+        ``since``: only versions after that revision; ``limit``: only the newest that
+        many. Empty if the server keeps no history (``statehub serve --history N``).
+        """
+        arguments: dict[str, Any] = {"key": check_key(key)}
+        if limit is not None:
+            arguments["limit"] = limit
+        if since is not None:
+            arguments["since"] = since
+        reply = await self._request("history", **arguments)
+        return [
+            KeyVersion(
+                key,
+                entry["revision"],
+                entry["time"],
+                entry.get("value"),
+                bool(entry.get("removed", False)),
+                entry.get("by"),
+            )
+            for entry in reply["versions"]
+        ]
 
     async def get_all(self) -> dict[str, JsonValue]:
         """The whole state, read from the server."""

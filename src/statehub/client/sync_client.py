@@ -22,6 +22,7 @@ from statehub.client.tls import ClientTls
 from statehub.core.change import DictionaryChange
 from statehub.core.entries import Entry
 from statehub.core.events import Event
+from statehub.core.key_history import KeyVersion
 from statehub.core.values import JsonValue
 from statehub.endpoints.remote import EndpointCalls
 
@@ -236,6 +237,13 @@ class Client(EndpointCalls):
         return self._run(
             self.aio.update(updates, removals, expect=expect, ttl=ttl, ephemeral=ephemeral)
         )
+
+    def history(
+        self, key: str, *, limit: int | None = None, since: int | None = None
+    ) -> list[KeyVersion]:
+        """``key``'s last versions kept by the server, oldest first (see
+        AsyncClient.history)."""
+        return self._run(self.aio.history(key, limit=limit, since=since))
 
     def subscribe(self, interval: float = 0, prefix: str = "") -> Iterator[StateChange]:
         """Yield coalesced changes (first a snapshot) until the generator is closed."""

@@ -44,7 +44,7 @@ class HistoryRetention:
 
 
 @dataclass(frozen=True, slots=True)
-class Version:
+class KeyVersion:
     """One change of a key: its value after it (None and ``removed`` for a removal), the
     revision, the wall-clock time, and who made it (a session's token ``<session
     id>:<identity>``, ``EXPIRY`` for a ttl that ran out, ``SESSION_END`` for a key bound
@@ -56,6 +56,18 @@ class Version:
     value: JsonValue
     removed: bool
     by: str | None
+
+    @property
+    def session(self) -> str | None:
+        """The id of the session that made the change (None: not a session's change)."""
+        session, colon, _ = (self.by or "").partition(":")
+        return session if colon else None
+
+    @property
+    def identity(self) -> str | None:
+        """The identity of the session that made the change (None: not a session's)."""
+        _, colon, identity = (self.by or "").partition(":")
+        return identity if colon else None
 
 
 def owner_name(owner: Hashable) -> str | None:
@@ -70,13 +82,13 @@ class KeyHistory:
 
     def __init__(self, retention: HistoryRetention) -> None:
         self.retention = retention
-        self._versions: OrderedDict[str, deque[Version]] = OrderedDict()
+        self._versions: OrderedDict[str, deque[KeyVersion]] = OrderedDict()
 
     @property
     def enabled(self) -> bool:
         return self.retention.versions > 0
 
-    def load(self, versions: Iterable[Version]) -> None:
+    def load(self, versions: Iterable[KeyVersion]) -> None:
         """Entries read back from a durable store, in revision order."""
         for version in versions:
             self._append(version)
@@ -93,11 +105,11 @@ class KeyHistory:
         replace values, never modify them in place."""
         by = owner_name(owner)
         for key, value in updates.items():
-            self._append(Version(key, revision, now, value, False, by))
+            self._append(KeyVersion(key, revision, now, value, False, by))
         for key in removals:
-            self._append(Version(key, revision, now, None, True, by))
+            self._append(KeyVersion(key, revision, now, None, True, by))
 
-    def _append(self, version: Version) -> None:
+    def _append(self, version: KeyVersion) -> None:
         kept = self._versions.get(version.key)
         if kept is None:
             kept = self._versions[version.key] = deque(maxlen=self.retention.versions)
@@ -109,7 +121,7 @@ class KeyHistory:
 
     def read(
         self, key: str, now: float, limit: int | None = None, since: int | None = None
-    ) -> list[Version]:
+    ) -> list[KeyVersion]:
         """``key``'s kept versions, oldest first: those after revision ``since`` (None:
         all), the newest ``limit`` of them (None: all), none older than the retention's age."""
         kept = self._versions.get(key)

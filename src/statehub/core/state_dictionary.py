@@ -27,7 +27,7 @@ from statehub.core.expiry import (
     checked_ephemeral,
     checked_ttl,
 )
-from statehub.core.key_history import HistoryRetention, KeyHistory, Version
+from statehub.core.key_history import HistoryRetention, KeyHistory, KeyVersion
 from statehub.core.values import JsonValue, check_duration, check_key, copy_mapping, copy_value
 from statehub.errors import ObjectFrozenError
 from statehub.store.base import Store
@@ -180,7 +180,7 @@ class StateDictionary:
             # outlive the process, so a restart finds it due and removes it.
             stored = {**deadlines, **dict.fromkeys(bound, 0.0)} if bound else deadlines
             revision = self._store.commit(
-                owner, updates, removals, self.clock(), expectations or None, stored or None
+                owner, updates, removals, self.clock(), expectations or None, stored or None, now
             )
             self._track_deadlines(updates, removals, deadlines)
             if bound or self._bound_owner:
@@ -283,7 +283,7 @@ class StateDictionary:
 
     def history(
         self, key: str, limit: int | None = None, since: int | None = None
-    ) -> list[Version]:
+    ) -> list[KeyVersion]:
         """``key``'s last versions, oldest first: after revision ``since`` (None: every
         one kept), at most the newest ``limit``. Empty if history is off
         (``history_retention``) or nothing of the key is kept."""
@@ -375,11 +375,12 @@ class StateDictionary:
                     self._deadlines.clear(key)
             if not removals:
                 return 0
-            revision = self._store.commit(EXPIRY, {}, removals, self.clock(), None, None)
+            now = self.wall_clock()
+            revision = self._store.commit(EXPIRY, {}, removals, self.clock(), None, None, now)
             self._track_deadlines({}, removals, {})
             if self._history.enabled:
                 self._history_revision = revision
-                self._history.record(revision, self.wall_clock(), EXPIRY, {}, removals)
+                self._history.record(revision, now, EXPIRY, {}, removals)
             if self._bound_owner:
                 self._track_bindings(EXPIRY, {}, removals, set())
         if self.content_updated.has_callbacks:
@@ -570,15 +571,14 @@ class StateDictionary:
                 if not self._views.frozen:
                     removed = self._present(keys)
                     if removed:
+                        now = self.wall_clock()
                         revision = self._store.commit(
-                            SESSION_END, {}, removed, self.clock(), None, None
+                            SESSION_END, {}, removed, self.clock(), None, None, now
                         )
                         self._track_deadlines({}, removed, {})
                         if self._history.enabled:
                             self._history_revision = revision
-                            self._history.record(
-                                revision, self.wall_clock(), SESSION_END, {}, removed
-                            )
+                            self._history.record(revision, now, SESSION_END, {}, removed)
         if removed and self.content_updated.has_callbacks:
             self.content_updated.invoke(
                 access_token=SESSION_END, change=DictionaryChange({}, removed)

@@ -30,6 +30,7 @@ from statehub.auth.permissions import UNRESTRICTED, AdminRight
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistry
 from statehub.core.entries import KeyFacts
+from statehub.core.key_history import KeyVersion
 from statehub.core.limits import check_seconds
 from statehub.core.pacing import Pacer
 from statehub.core.rwlock import LockHolding, LockTable
@@ -424,6 +425,19 @@ class Session:
             }
         return {"values": values, "revision": revision}
 
+    def _history(self, message: dict[str, Any]) -> Reply:
+        key = check_key(message.get("key"))
+        self.principal.require(Right.READ, [key], "history")
+        limit, since = message.get("limit"), message.get("since")
+        state = self.hub.state
+        versions = state.history(key, limit=limit, since=since)
+        retention = state.history_retention
+        return {
+            "versions": [_version_reply(version) for version in versions],
+            "retention": {"versions": retention.versions, "age": retention.age},
+            "revision": state.revision,
+        }
+
     def _update(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
         updates = message.get("updates")
         updates = {} if updates is None else updates
@@ -795,6 +809,7 @@ _OPS: dict[str, Callable[[Session, dict[str, Any]], Reply | Awaitable[Reply]]] =
     "hello": Session._hello,
     "get": Session._get,
     "update": Session._update,
+    "history": Session._history,
     "leases": Session._leases,
     "list_leases": Session._list_leases,
     "keys": Session._keys,
@@ -838,6 +853,17 @@ async def _reply_when_done(answer: Awaitable[T], reply: Callable[[T], Reply]) ->
 def _seconds(value: object, op: str, name: str) -> float | None:
     """A number of seconds >= 0 from a request (None stays None; infinity is kept)."""
     return None if value is None else check_seconds(value, f"{op}: {name!r}", allow_infinity=True)
+
+
+def _version_reply(version: KeyVersion) -> dict[str, Any]:
+    """A history entry on the wire (``by`` is ``<session id>:<identity>`` for a session's
+    change, ``EXPIRY`` or ``SESSION_END`` for the state's own removals)."""
+    reply: dict[str, Any] = {"revision": version.revision, "time": version.time, "by": version.by}
+    if version.removed:
+        reply["removed"] = True
+    else:
+        reply["value"] = version.value
+    return reply
 
 
 def _facts_reply(

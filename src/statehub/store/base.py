@@ -8,7 +8,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from statehub.core.entries import Expectations, KeyFacts
-from statehub.core.key_history import HistoryRetention, Version
+from statehub.core.key_history import HistoryRetention, KeyVersion
 from statehub.core.values import JsonValue
 from statehub.store.leases import Lease
 
@@ -84,7 +84,7 @@ class Store(ABC):
     def keep_history(self, retention: HistoryRetention) -> None:  # noqa: B027
         """Keep each key's history within ``retention`` (a durable store writes it)."""
 
-    def load_history(self) -> list[Version]:
+    def load_history(self) -> list[KeyVersion]:
         """The history kept by a durable store, in revision order; read at start."""
         return []
 
@@ -110,11 +110,13 @@ class Store(ABC):
         now: float,
         expect: Expectations | None = None,
         deadlines: Mapping[str, float] | None = None,
+        at: float | None = None,
     ) -> int:
         """Apply a validated change for ``owner``, deliver it to the feed, return its revision.
 
         ``deadlines`` (``keeps_deadlines`` stores): the wall-clock deadline of each updated
         key that expires; every other updated or removed key has none from then on.
+        ``at``: the change's wall-clock time, for a store that writes history.
 
         Raises ``ResourceLockedError`` (and changes nothing) if another owner leases a key,
         then ``ConflictError`` (nothing changed) if a key of ``expect`` (checked by

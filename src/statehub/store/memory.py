@@ -39,6 +39,7 @@ class MemoryStore(LeasesInProcess, Store):
         now: float,
         expect: Expectations | None = None,
         deadlines: Mapping[str, float] | None = None,
+        at: float | None = None,
     ) -> int:
         if not isinstance(owner, LifetimeOwner):
             self._leases.check_writable(owner, [*updates, *removals], now)

@@ -168,6 +168,7 @@ class RedisStore(Store):
         now: float,
         expect: Expectations | None = None,
         deadlines: Mapping[str, float] | None = None,
+        at: float | None = None,
     ) -> int:
         pair = self._commit_pair(owner, updates, removals, expect)
         reply = self.run_script(redis_scripts.COMMIT, self.keys.commit, self._commit_args([pair]))

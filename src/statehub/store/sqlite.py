@@ -50,7 +50,7 @@ from typing import Literal
 
 from statehub.core.entries import Expectations, KeyFacts, check_expectations
 from statehub.core.expiry import LifetimeOwner
-from statehub.core.key_history import HistoryRetention, Version, owner_name
+from statehub.core.key_history import HistoryRetention, KeyVersion, owner_name
 from statehub.core.values import JsonValue, check_key, checked_copy
 from statehub.store.base import Store
 from statehub.store.datafile import check_sqlite_file, file_error
@@ -287,7 +287,7 @@ class SQLiteStore(LeasesInProcess, Store):
             self._conn.execute(_HISTORY_TABLE)
             self._history = retention
 
-    def load_history(self) -> list[Version]:
+    def load_history(self) -> list[KeyVersion]:
         with self._db_lock:
             rows = self._conn.execute(
                 "SELECT key, revision, time, value, format, by FROM history ORDER BY revision"
@@ -296,7 +296,7 @@ class SQLiteStore(LeasesInProcess, Store):
         for key, revision, when, text, form, by in rows:
             name = bytes(key).decode("utf-8", "surrogatepass")
             value = None if text is None else decode_value(text, form)
-            versions.append(Version(name, revision, when, value, text is None, by))
+            versions.append(KeyVersion(name, revision, when, value, text is None, by))
         return versions
 
     def load_deadlines(self) -> dict[str, float]:
@@ -314,6 +314,7 @@ class SQLiteStore(LeasesInProcess, Store):
         now: float,
         expect: Expectations | None = None,
         deadlines: Mapping[str, float] | None = None,
+        at: float | None = None,
     ) -> int:
         if not isinstance(owner, LifetimeOwner):
             self._leases.check_writable(owner, [*updates, *removals], now)
@@ -333,7 +334,8 @@ class SQLiteStore(LeasesInProcess, Store):
                 self._check_usable()
             self._revision += 1
             revision = self._revision
-            made = None if self._history is None else (time.time(), owner_name(owner))
+            when = time.time() if at is None else at
+            made = None if self._history is None else (when, owner_name(owner))
             self._queue.append((revision, rows, removed, expiring, made))
             if len(self._queue) == 1:
                 self._work.notify()
