@@ -10,12 +10,26 @@ from typing import Any
 
 import click
 
-from statehub.bench import cluster, core, dripline, durable, fanout, network, security, web
+from statehub.bench import (
+    cluster,
+    core,
+    dripline,
+    durable,
+    fanout,
+    lifetimes,
+    network,
+    security,
+    web,
+)
 from statehub.bench.table import Result, format_table, machine
 
 #: Group name -> (title, function returning results). Other modules add their groups.
 GROUPS: dict[str, tuple[str, Callable[[], list[Result]]]] = {
     "core": ("In-process core", core.run),
+    "lifetimes": (
+        "Keys that expire and history of keys (server and clients on loopback, one loop)",
+        lifetimes.run,
+    ),
     "durable": ("Durable writes (SQLite store, group commit)", durable.run),
     "network": ("Network (gRPC on loopback; subscribers in a separate process)", network.run),
     "security": ("What --auth and TLS cost (gRPC on loopback)", security.run),

@@ -23,7 +23,7 @@ from collections.abc import Collection, Iterable, Mapping
 from statehub.core.values import check_key
 
 #: Keys removed per expiry commit: bounded, so that other writers wait little.
-EXPIRY_BATCH = 1000
+EXPIRY_BATCH = 250
 
 
 class LifetimeOwner:
