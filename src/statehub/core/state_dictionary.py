@@ -232,17 +232,16 @@ class StateDictionary:
             )
         owner = check_token(access_token)
         updates, removals, expectations = _checked_change(change, expect)
-        if ttl or ephemeral:
-            ttls = checked_ttl(ttl, updates) if ttl else {}
-            bound = checked_ephemeral(ephemeral, updates) if ephemeral else set()
-            self._refuse_lifetimes(ttls, bound)
+        bound = checked_ephemeral(ephemeral, updates) if ephemeral else set()
+        if ttl or (bound and not self._store.binds_keys):
+            self._refuse_lifetimes(checked_ttl(ttl, updates) if ttl else {}, bound)
         with self._lock:
             if self._views.frozen:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
             if not (updates or removals or expectations):
                 return self._views.revision
         committed = self._store.submit_commit(
-            owner, updates, removals, self.clock(), expectations or None
+            owner, updates, removals, self.clock(), expectations or None, bound or None
         )
         if self.content_updated.has_callbacks:
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from statehub.core.entries import Expectations, KeyFacts
@@ -63,6 +63,10 @@ class Store(ABC):
     #: True if the store takes ``deadlines`` in ``commit`` (keys that expire, ``ttl=``):
     #: the in-process stores; the state dictionary refuses a ttl on any other.
     keeps_deadlines: ClassVar[bool] = False
+    #: True if the store binds keys to sessions itself (``bound`` in ``submit_commit``;
+    #: ``release_owner`` removes them): a store shared by servers (Redis). The in-process
+    #: stores leave that to the state dictionary (and ``keeps_deadlines``).
+    binds_keys: ClassVar[bool] = False
 
     _feed: ChangeFeed
 
@@ -131,8 +135,10 @@ class Store(ABC):
         removals: set[str],
         now: float,
         expect: Expectations | None = None,
+        bound: Collection[str] | None = None,
     ) -> int:
-        """``commit`` for event-loop code: the feed has the change when this returns."""
+        """``commit`` for event-loop code: the feed has the change when this returns.
+        ``bound``: keys of ``updates`` bound to ``owner`` (``binds_keys`` stores)."""
         return self.commit(owner, updates, removals, now, expect)
 
     def submit_commit(
@@ -142,10 +148,13 @@ class Store(ABC):
         removals: set[str],
         now: float,
         expect: Expectations | None = None,
+        bound: Collection[str] | None = None,
     ) -> asyncio.Future[int]:
         """``commit_async`` as a future, for event-loop code that wants no task per change
         (a store that commits in batches settles each future itself)."""
-        return asyncio.ensure_future(self.commit_async(owner, updates, removals, now, expect))
+        return asyncio.ensure_future(
+            self.commit_async(owner, updates, removals, now, expect, bound)
+        )
 
     @abstractmethod
     def change_leases(

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -85,6 +85,7 @@ class RedisStore(Store):
     """The state in Redis at ``url``, shared with every server using the same prefix."""
 
     commits_in_process = False
+    binds_keys = True
 
     def __init__(
         self,
@@ -186,10 +187,11 @@ class RedisStore(Store):
         removals: set[str],
         now: float,
         expect: Expectations | None = None,
+        bound: Collection[str] | None = None,
     ) -> asyncio.Future[int]:
         # No task per commit: the batch sender settles each commit's future itself.
         committed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        pair = self._commit_pair(owner, updates, removals, expect)
+        pair = self._commit_pair(owner, updates, removals, expect, bound)
         self._queued.append(_QueuedCommit(pair, updates, removals, expect, committed))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._send_queued())
@@ -202,8 +204,9 @@ class RedisStore(Store):
         removals: set[str],
         now: float,
         expect: Expectations | None = None,
+        bound: Collection[str] | None = None,
     ) -> int:
-        return await self.submit_commit(owner, updates, removals, now, expect)
+        return await self.submit_commit(owner, updates, removals, now, expect, bound)
 
     def change_leases(
         self,
@@ -242,11 +245,31 @@ class RedisStore(Store):
         a failure is logged, and the sweep releases them if this server is gone); blocking
         from anywhere else."""
         args = [_owner_bytes(owner), self.server_id]
+        bound_keys = self.keys.release_bound(self.server_id)
+        bound_args = self._release_bound_args(self._binding(owner), prefix=False)
         if self._async is not None and _running_loop() is self._loop:
             released = self.ordered.submit(redis_scripts.RELEASE_OWNER, self.keys.leases, args)
             released.add_done_callback(log_failure(f"releasing the leases of {owner!r}"))
+            removed = self.ordered.submit(redis_scripts.RELEASE_BOUND, bound_keys, bound_args)
+            removed.add_done_callback(log_failure(f"removing the keys bound to {owner!r}"))
         else:
             self.run_script(redis_scripts.RELEASE_OWNER, self.keys.leases, args)
+            self.run_script(redis_scripts.RELEASE_BOUND, bound_keys, bound_args)
+
+    def _binding(self, owner: Hashable) -> bytes:
+        """How ``P:bound`` names a session's binding: ``<server id>|<owner>``."""
+        return self.server_id.encode() + b"|" + _owner_bytes(owner)
+
+    def _release_bound_args(self, binding: bytes, *, prefix: bool) -> list[bytes | str]:
+        return [uuid.uuid4().hex, str(self.history_length), binding, "1" if prefix else "0"]
+
+    async def _release_bound_of_dead(self, client: redis.asyncio.Redis, server: str) -> int:
+        """Remove the keys bound to sessions of ``server`` if it is dead (no liveness key)."""
+        reply = await self._script_async(client, redis_scripts.RELEASE_BOUND)(
+            self.keys.release_bound(server),
+            self._release_bound_args(server.encode() + b"|", prefix=True),
+        )
+        return len(reply[2])
 
     def clear_leases(self) -> None:
         self.run_sync(lambda: self.sync_client.delete(*self.keys.leases))
@@ -304,6 +327,7 @@ class RedisStore(Store):
         self._async_scripts.pop(id(client), None)
         try:
             await client.delete(self.keys.alive(self.server_id))
+            await self._release_bound_of_dead(client, self.server_id)
             await self._script_async(client, redis_scripts.REAP_SERVER)(
                 self.keys.reap(self.server_id),
                 [self.server_id, self.keys.lock_prefix, self.keys.base],
@@ -324,6 +348,7 @@ class RedisStore(Store):
         updates: dict[str, JsonValue],
         removals: set[str],
         expect: Expectations | None = None,
+        bound: Collection[str] | None = None,
     ) -> tuple[bytes, bytes]:
         """The (owner, change) arguments of one commit in the COMMIT script."""
         if not self.available:
@@ -333,9 +358,12 @@ class RedisStore(Store):
             [encode_value(value) for value in updates.values()],
             [_key_bytes(key) for key in removals],
         ]
-        if expect:
-            change.append([_key_bytes(key) for key in expect])
-            change.append([revision or 0 for revision in expect.values()])
+        if expect or bound:
+            change.append([_key_bytes(key) for key in expect or ()])
+            change.append([revision or 0 for revision in (expect or {}).values()])
+        if bound:
+            change.append([_key_bytes(key) for key in bound])
+            change.append(self._binding(owner))  # type: ignore[arg-type]
         # Old-spec raw strings: Redis's Lua cmsgpack reads those, not the bin types.
         return _owner_bytes(owner), msgpack.packb(change, use_bin_type=False)
 
@@ -634,6 +662,9 @@ class RedisStore(Store):
             server = member.decode()
             if server == self.server_id:
                 continue
+            removed = await self._release_bound_of_dead(client, server)
+            if removed:
+                logger.info("removed %d keys bound to sessions of dead server %s", removed, server)
             swept = await self._script_async(client, redis_scripts.REAP_SERVER)(
                 self.keys.reap(server), [server, self.keys.lock_prefix, self.keys.base]
             )
@@ -703,6 +734,7 @@ class RedisKeys:
         self.lock_prefix = base + "lock"
         self.leases = [base + "leases", base + "lease_deadlines", base + "lease_servers"]
         self.facts = base + "facts"
+        self.bound = base + "bound"
         self.commit = [
             self.epoch,
             self.revision,
@@ -710,11 +742,23 @@ class RedisKeys:
             self.history,
             *self.leases,
             self.facts,
+            self.bound,
         ]
         self.snapshot = [self.epoch, self.revision, self.content, self.facts]
 
     def alive(self, server: str) -> str:
         return f"{self.base}alive:{server}"
+
+    def release_bound(self, server: str) -> list[str]:
+        return [
+            self.epoch,
+            self.revision,
+            self.content,
+            self.history,
+            self.facts,
+            self.bound,
+            self.alive(server),
+        ]
 
     def reap(self, server: str) -> list[str]:
         return [*self.leases, self.servers, self.alive(server), self.base + "lockkeys"]

@@ -14,6 +14,10 @@ Layout under the prefix P (one hash tag, so every key lives in one slot):
 - ``P:leases`` (key -> owner), ``P:lease_deadlines`` (key -> Redis-clock ms; absent: no
   expiry), ``P:lease_servers`` (key -> id of the server whose session took it).
 - ``P:servers``: a set of server ids; ``P:alive:<id>``: that server's liveness key (TTL).
+- ``P:bound``: a hash, key -> ``"<server id>|<owner>"`` for keys bound to a session
+  (``ephemeral``); any other write or removal of the key drops it (COMMIT). The session's
+  end (RELEASE_BOUND) or its server's death (RELEASE_BOUND with the liveness check)
+  removes them in one commit.
 - ``P:fence``: the fencing-token counter of read/write lock grants.
 - ``P:lock:<key>``: a hash ``writer`` / ``depth`` / ``r:<owner>`` (shared holds, count);
   ``P:lockq:<key>``: a list of waiters ``ticket|mode|server|owner`` (FIFO);
@@ -62,11 +66,12 @@ local function leased_by_other(leases, deadlines, servers, key, owner, now)
 end
 """
 
-#: KEYS: epoch, revision, content, history, leases, lease_deadlines, lease_servers, facts.
-#: ARGV: candidate epoch, history MAXLEN, then one (owner, change) pair per commit, a
-#: change being msgpack [keys, encoded values, removed keys] or, with compare-and-set
+#: KEYS: epoch, revision, content, history, leases, lease_deadlines, lease_servers, facts,
+#: bound. ARGV: candidate epoch, history MAXLEN, then one (owner, change) pair per commit,
+#: a change being msgpack [keys, encoded values, removed keys] or, with compare-and-set
 #: expectations, [keys, values, removed, expected keys, expected mod revisions (0:
-#: absent)]. Each commit is checked and applied on its own (one refused by a lease or an
+#: absent)], and with keys bound to a session also [..., bound keys, "<server>|<owner>"].
+#: Each commit is checked and applied on its own (one refused by a lease or an
 #: expectation does not stop the others); sending many in one script only saves round
 #: trips. The history entry always holds the first three.
 #: Removals of keys that hold nothing are dropped; a commit left with nothing to do takes
@@ -150,6 +155,18 @@ for i = 3, #ARGV, 2 do
       redis.call('HDEL', KEYS[3], key)
       redis.call('HDEL', KEYS[8], key)
     end
+    if change[6] or redis.call('HLEN', KEYS[9]) > 0 then
+      repack = true
+      for _, key in ipairs(keys) do
+        redis.call('HDEL', KEYS[9], key)
+      end
+      for _, key in ipairs(present) do
+        redis.call('HDEL', KEYS[9], key)
+      end
+      for _, key in ipairs(change[6] or {}) do
+        redis.call('HSET', KEYS[9], key, change[7])
+      end
+    end
     if repack or #present < #removed then
       entry = cmsgpack.pack({keys, values, present})
     end
@@ -162,6 +179,44 @@ for i = 3, #ARGV, 2 do
   end
 end
 return {epoch, results}
+"""
+)
+
+#: KEYS: epoch, revision, content, history, facts, bound, a liveness key. ARGV: candidate
+#: epoch, history MAXLEN, the binding ("<server>|<owner>") or a server's prefix
+#: ("<server>|"), '1' if ARGV[3] is a prefix. With a prefix, only if the liveness key is
+#: gone (that server died). Removes every present key bound so, in one commit (its
+#: history entry has no owner of its own). Returns {epoch, revision or 0, keys}.
+RELEASE_BOUND = (
+    _ENSURE_EPOCH
+    + """
+local epoch = ensure_epoch(KEYS[1], ARGV[1])
+local binding, is_prefix = ARGV[3], ARGV[4] == '1'
+if is_prefix and redis.call('EXISTS', KEYS[7]) == 1 then
+  return {epoch, 0, {}}
+end
+local flat = redis.call('HGETALL', KEYS[6])
+local present = {}
+for i = 1, #flat, 2 do
+  local value = flat[i + 1]
+  if value == binding or (is_prefix and string.sub(value, 1, #binding) == binding) then
+    redis.call('HDEL', KEYS[6], flat[i])
+    if redis.call('HEXISTS', KEYS[3], flat[i]) == 1 then
+      present[#present + 1] = flat[i]
+    end
+  end
+end
+if #present == 0 then
+  return {epoch, 0, {}}
+end
+local revision = redis.call('INCR', KEYS[2])
+for _, key in ipairs(present) do
+  redis.call('HDEL', KEYS[3], key)
+  redis.call('HDEL', KEYS[5], key)
+end
+local entry = cmsgpack.pack({{}, {}, present})
+redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[2], revision .. '-0', 'e', epoch, 'c', entry)
+return {epoch, revision, present}
 """
 )
 
