@@ -233,15 +233,16 @@ class StateDictionary:
         owner = check_token(access_token)
         updates, removals, expectations = _checked_change(change, expect)
         bound = checked_ephemeral(ephemeral, updates) if ephemeral else set()
-        if ttl or (bound and not self._store.binds_keys):
-            self._refuse_lifetimes(checked_ttl(ttl, updates) if ttl else {}, bound)
+        ttls = checked_ttl(ttl, updates) if ttl else {}
+        if (ttls or bound) and not self._store.binds_keys:
+            self._refuse_lifetimes(ttls, bound)
         with self._lock:
             if self._views.frozen:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
             if not (updates or removals or expectations):
                 return self._views.revision
         committed = self._store.submit_commit(
-            owner, updates, removals, self.clock(), expectations or None, bound or None
+            owner, updates, removals, self.clock(), expectations or None, bound or None, ttls
         )
         if self.content_updated.has_callbacks:
 
@@ -302,7 +303,7 @@ class StateDictionary:
         kind = "expiring keys" if ttls else "keys bound to a session"
         raise ValueError(
             f"{kind} ({keys}): this store ({type(self._store).__name__}) does not keep "
-            "them yet (the memory and SQLite stores do)"
+            "them (the memory, SQLite and Redis stores do)"
         )
 
     def _track_bindings(
@@ -347,6 +348,19 @@ class StateDictionary:
                 return {}
             found = {key: tracked.get(key) for key in keys}
         return {key: max(0.0, at - now) for key, at in found.items() if at is not None}
+
+    async def expire_due_async(self, limit: int = EXPIRY_BATCH) -> int:
+        """``expire_due`` from the event loop, for any store: a shared store (Redis)
+        expires keys on its own clock, and any server may do it."""
+        if self._store.commits_in_process:
+            return self.expire_due(limit)
+        return await self._store.expire_due_async(limit)
+
+    async def expiring_async(self, keys: Iterable[str]) -> dict[str, float]:
+        """``expiring`` from the event loop, for any store."""
+        if self._store.commits_in_process:
+            return self.expiring(keys)
+        return await self._store.expiring_async(list(keys))
 
     def next_expiry(self) -> float | None:
         """Seconds until the next key expires (0: some are due now), None if none expire."""

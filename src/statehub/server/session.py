@@ -403,7 +403,7 @@ class Session:
             "max_message_bytes": self.hub.max_message_bytes,
         }
 
-    def _get(self, message: dict[str, Any]) -> Reply:
+    def _get(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
         names = None
         if message.get("keys") is not None:
             names = [check_key(key) for key in _list_arg(message, "get", "keys")]
@@ -418,12 +418,29 @@ class Session:
         if names is None and not readable.everything:  # all this identity may read
             values = {key: value for key, value in values.items() if key in readable}
         if with_facts:
-            return {
+            reply = {
                 "values": values,
-                "facts": _facts_reply(values, facts, self.hub.state.expiring(values)),
+                "facts": _facts_reply(values, facts, {}),
                 "revision": revision,
             }
+            return self._with_time_left(reply, values)
         return {"values": values, "revision": revision}
+
+    def _with_time_left(
+        self, reply: dict[str, Any], keys: dict[str, Any]
+    ) -> Reply | Awaitable[Reply]:
+        """``reply`` with seconds left appended to the facts of keys that expire: at once
+        from an in-process store, after asking a shared one (Redis's clock)."""
+        state = self.hub.state
+        if state.store.commits_in_process:
+            _add_time_left(reply["facts"], state.expiring(keys))
+            return reply
+
+        async def asked() -> Reply:
+            _add_time_left(reply["facts"], await state.expiring_async(keys))
+            return reply
+
+        return asked()
 
     def _history(self, message: dict[str, Any]) -> Reply:
         key = check_key(message.get("key"))
@@ -576,7 +593,7 @@ class Session:
             ]
         }
 
-    def _keys(self, message: dict[str, Any]) -> Reply:
+    def _keys(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
         prefix = message.get("prefix", "")
         prefix = "" if prefix is None else prefix
         if type(prefix) is not str:
@@ -604,7 +621,8 @@ class Session:
             else {"keys": list(found), "revision": revision}
         )
         if with_facts:
-            reply["facts"] = _facts_reply(found, facts, self.hub.state.expiring(found))
+            reply["facts"] = _facts_reply(found, facts, {})
+            return self._with_time_left(reply, found)
         return reply
 
     def _list_locks(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
@@ -864,6 +882,12 @@ def _version_reply(version: KeyVersion) -> dict[str, Any]:
     else:
         reply["value"] = version.value
     return reply
+
+
+def _add_time_left(facts: dict[str, list[float]], expiring: dict[str, float]) -> None:
+    for key, left in expiring.items():
+        if key in facts:
+            facts[key].append(left)
 
 
 def _facts_reply(

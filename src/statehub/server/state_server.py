@@ -274,9 +274,11 @@ class StateServer:
         while True:
             try:
                 started = time.perf_counter()
-                if state.expire_due(EXPIRY_BATCH) >= EXPIRY_BATCH:
+                if await state.expire_due_async(EXPIRY_BATCH) >= EXPIRY_BATCH:
                     await asyncio.sleep(time.perf_counter() - started)
                     continue
+            except asyncio.CancelledError:
+                raise
             except Exception:  # a store that fails refuses writes too; keep trying
                 logger.exception("removing expired keys failed")
             left = state.next_expiry()

@@ -136,9 +136,11 @@ class Store(ABC):
         now: float,
         expect: Expectations | None = None,
         bound: Collection[str] | None = None,
+        ttl: Mapping[str, float] | None = None,
     ) -> int:
         """``commit`` for event-loop code: the feed has the change when this returns.
-        ``bound``: keys of ``updates`` bound to ``owner`` (``binds_keys`` stores)."""
+        ``bound``: keys of ``updates`` bound to ``owner``; ``ttl``: seconds until each
+        such key of ``updates`` expires (both for ``binds_keys`` stores only)."""
         return self.commit(owner, updates, removals, now, expect)
 
     def submit_commit(
@@ -149,12 +151,22 @@ class Store(ABC):
         now: float,
         expect: Expectations | None = None,
         bound: Collection[str] | None = None,
+        ttl: Mapping[str, float] | None = None,
     ) -> asyncio.Future[int]:
         """``commit_async`` as a future, for event-loop code that wants no task per change
         (a store that commits in batches settles each future itself)."""
         return asyncio.ensure_future(
-            self.commit_async(owner, updates, removals, now, expect, bound)
+            self.commit_async(owner, updates, removals, now, expect, bound, ttl)
         )
+
+    async def expire_due_async(self, limit: int) -> int:
+        """A ``binds_keys`` store: remove up to ``limit`` keys whose ttl ran out, in one
+        commit; return how many (``limit`` if more are due)."""
+        return 0
+
+    async def expiring_async(self, keys: Collection[str]) -> dict[str, float]:
+        """A ``binds_keys`` store: seconds left of those of ``keys`` that expire."""
+        return {}
 
     @abstractmethod
     def change_leases(

@@ -188,10 +188,11 @@ class RedisStore(Store):
         now: float,
         expect: Expectations | None = None,
         bound: Collection[str] | None = None,
+        ttl: Mapping[str, float] | None = None,
     ) -> asyncio.Future[int]:
         # No task per commit: the batch sender settles each commit's future itself.
         committed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        pair = self._commit_pair(owner, updates, removals, expect, bound)
+        pair = self._commit_pair(owner, updates, removals, expect, bound, ttl)
         self._queued.append(_QueuedCommit(pair, updates, removals, expect, committed))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._send_queued())
@@ -205,8 +206,9 @@ class RedisStore(Store):
         now: float,
         expect: Expectations | None = None,
         bound: Collection[str] | None = None,
+        ttl: Mapping[str, float] | None = None,
     ) -> int:
-        return await self.submit_commit(owner, updates, removals, now, expect, bound)
+        return await self.submit_commit(owner, updates, removals, now, expect, bound, ttl)
 
     def change_leases(
         self,
@@ -255,6 +257,27 @@ class RedisStore(Store):
         else:
             self.run_script(redis_scripts.RELEASE_OWNER, self.keys.leases, args)
             self.run_script(redis_scripts.RELEASE_BOUND, bound_keys, bound_args)
+
+    async def expire_due_async(self, limit: int) -> int:
+        """Remove up to ``limit`` keys whose deadline passed on Redis's clock, in one
+        commit (delivered by the feed); any server may do it. Returns how many were due
+        (``limit`` when more are due)."""
+        client = self.async_client()
+        reply = await self.run_async(
+            self._script_async(client, redis_scripts.EXPIRE)(
+                self.keys.expire, [uuid.uuid4().hex, str(self.history_length), str(limit)]
+            )
+        )
+        return limit if int(reply[3]) else len(reply[2])
+
+    async def expiring_async(self, keys: Collection[str]) -> dict[str, float]:
+        """Seconds left of those of ``keys`` that expire, on Redis's clock."""
+        if not keys:
+            return {}
+        flat = await self.run_script_async(
+            redis_scripts.TIME_LEFT, [self.keys.deadlines], [_key_bytes(key) for key in keys]
+        )
+        return {_key_str(flat[i]): float(flat[i + 1]) / 1000 for i in range(0, len(flat), 2)}
 
     def _binding(self, owner: Hashable) -> bytes:
         """How ``P:bound`` names a session's binding: ``<server id>|<owner>``."""
@@ -349,21 +372,25 @@ class RedisStore(Store):
         removals: set[str],
         expect: Expectations | None = None,
         bound: Collection[str] | None = None,
+        ttl: Mapping[str, float] | None = None,
     ) -> tuple[bytes, bytes]:
         """The (owner, change) arguments of one commit in the COMMIT script."""
         if not self.available:
             raise self._unavailable("Redis is away")
-        change: list[list[bytes] | list[int]] = [
+        change: list[Any] = [
             [_key_bytes(key) for key in updates],
             [encode_value(value) for value in updates.values()],
             [_key_bytes(key) for key in removals],
         ]
-        if expect or bound:
+        if expect or bound or ttl:
             change.append([_key_bytes(key) for key in expect or ()])
             change.append([revision or 0 for revision in (expect or {}).values()])
-        if bound:
-            change.append([_key_bytes(key) for key in bound])
-            change.append(self._binding(owner))  # type: ignore[arg-type]
+        if bound or ttl:
+            change.append([_key_bytes(key) for key in bound or ()])
+            change.append(self._binding(owner))
+        if ttl:
+            change.append([_key_bytes(key) for key in ttl])
+            change.append([round(seconds * 1000.0, 3) for seconds in ttl.values()])
         # Old-spec raw strings: Redis's Lua cmsgpack reads those, not the bin types.
         return _owner_bytes(owner), msgpack.packb(change, use_bin_type=False)
 
@@ -735,6 +762,7 @@ class RedisKeys:
         self.leases = [base + "leases", base + "lease_deadlines", base + "lease_servers"]
         self.facts = base + "facts"
         self.bound = base + "bound"
+        self.deadlines = base + "deadlines"
         self.commit = [
             self.epoch,
             self.revision,
@@ -743,6 +771,16 @@ class RedisKeys:
             *self.leases,
             self.facts,
             self.bound,
+            self.deadlines,
+        ]
+        self.expire = [
+            self.epoch,
+            self.revision,
+            self.content,
+            self.history,
+            self.facts,
+            self.bound,
+            self.deadlines,
         ]
         self.snapshot = [self.epoch, self.revision, self.content, self.facts]
 

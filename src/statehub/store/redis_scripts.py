@@ -18,6 +18,9 @@ Layout under the prefix P (one hash tag, so every key lives in one slot):
   (``ephemeral``); any other write or removal of the key drops it (COMMIT). The session's
   end (RELEASE_BOUND) or its server's death (RELEASE_BOUND with the liveness check)
   removes them in one commit.
+- ``P:deadlines``: a sorted set, key -> its deadline in Redis-clock ms, for keys written
+  with a ttl; any other write or removal of the key drops it (COMMIT). EXPIRE removes
+  due keys in bounded batches, each one commit; any server may run it (it is idempotent).
 - ``P:fence``: the fencing-token counter of read/write lock grants.
 - ``P:lock:<key>``: a hash ``writer`` / ``depth`` / ``r:<owner>`` (shared holds, count);
   ``P:lockq:<key>``: a list of waiters ``ticket|mode|server|owner`` (FIFO);
@@ -70,7 +73,8 @@ end
 #: bound. ARGV: candidate epoch, history MAXLEN, then one (owner, change) pair per commit,
 #: a change being msgpack [keys, encoded values, removed keys] or, with compare-and-set
 #: expectations, [keys, values, removed, expected keys, expected mod revisions (0:
-#: absent)], and with keys bound to a session also [..., bound keys, "<server>|<owner>"].
+#: absent)], and with keys bound to a session also [..., bound keys, "<server>|<owner>"],
+#: and with ttls also [..., keys with a ttl, their ttls in ms]; KEYS[10] is the deadlines.
 #: Each commit is checked and applied on its own (one refused by a lease or an
 #: expectation does not stop the others); sending many in one script only saves round
 #: trips. The history entry always holds the first three.
@@ -167,6 +171,21 @@ for i = 3, #ARGV, 2 do
         redis.call('HSET', KEYS[9], key, change[7])
       end
     end
+    if change[8] or redis.call('ZCARD', KEYS[10]) > 0 then
+      repack = true
+      for _, key in ipairs(keys) do
+        redis.call('ZREM', KEYS[10], key)
+      end
+      for _, key in ipairs(present) do
+        redis.call('ZREM', KEYS[10], key)
+      end
+      if change[8] and #change[8] > 0 then
+        local at = now_ms()
+        for j, key in ipairs(change[8]) do
+          redis.call('ZADD', KEYS[10], at + change[9][j], key)
+        end
+      end
+    end
     if repack or #present < #removed then
       entry = cmsgpack.pack({keys, values, present})
     end
@@ -217,6 +236,61 @@ end
 local entry = cmsgpack.pack({{}, {}, present})
 redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[2], revision .. '-0', 'e', epoch, 'c', entry)
 return {epoch, revision, present}
+"""
+)
+
+#: KEYS: epoch, revision, content, history, facts, bound, deadlines. ARGV: candidate
+#: epoch, history MAXLEN, the most keys to remove. Removes the keys whose deadline has
+#: passed on Redis's clock, at most that many, in one commit. Returns {epoch, revision or
+#: 0, removed keys, 1 if more are due else 0}.
+EXPIRE = (
+    _NOW
+    + _ENSURE_EPOCH
+    + """
+local epoch = ensure_epoch(KEYS[1], ARGV[1])
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+local present = {}
+for _, key in ipairs(due) do
+  redis.call('ZREM', KEYS[7], key)
+  redis.call('HDEL', KEYS[6], key)
+  if redis.call('HEXISTS', KEYS[3], key) == 1 then
+    present[#present + 1] = key
+  end
+end
+local more = 0
+if redis.call('ZCOUNT', KEYS[7], '-inf', now) > 0 then
+  more = 1
+end
+if #present == 0 then
+  return {epoch, 0, {}, more}
+end
+local revision = redis.call('INCR', KEYS[2])
+for _, key in ipairs(present) do
+  redis.call('HDEL', KEYS[3], key)
+  redis.call('HDEL', KEYS[5], key)
+end
+local entry = cmsgpack.pack({{}, {}, present})
+redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[2], revision .. '-0', 'e', epoch, 'c', entry)
+return {epoch, revision, present, more}
+"""
+)
+
+#: KEYS: epoch, revision, content, history, facts, deadlines; ARGV: keys. Returns
+#: {key, ms left, ...} for those of the keys that expire.
+TIME_LEFT = (
+    _NOW
+    + """
+local now = now_ms()
+local result = {}
+for _, key in ipairs(ARGV) do
+  local at = redis.call('ZSCORE', KEYS[1], key)
+  if at then
+    result[#result + 1] = key
+    result[#result + 1] = string.format('%.3f', math.max(0, tonumber(at) - now))
+  end
+end
+return result
 """
 )
 
