@@ -47,3 +47,38 @@ async def test_expiry_over_two_servers(redis_server: RedisProcess) -> None:
 
 async def _content_is(client: AsyncClient, expected: dict[str, object]) -> bool:
     return await client.get_prefix("") == expected
+
+
+async def test_history_over_two_servers(redis_server: RedisProcess) -> None:
+    servers = [start_statehub(redis_server.url, "--history", "3") for _ in range(2)]
+    (_, port_a), (_, port_b) = servers
+    try:
+        async with (
+            AsyncClient("127.0.0.1", port_a) as writer,
+            AsyncClient("127.0.0.1", port_b) as reader,
+        ):
+            first = await writer.set("k", 1)
+            await writer.set("k", {"a": [1, 2.5]})
+            await writer.remove("k")
+            last = await reader.set("k", 4, ttl=0.2)
+            await eventually_async(lambda: _content_is(reader, {}))
+            versions = await reader.history("k")
+            assert [(v.revision, v.value, v.removed) for v in versions] == [
+                (first + 2, None, True),
+                (last, 4, False),
+                (last + 1, None, True),
+            ]
+            assert versions[0].identity == "anyone" and versions[-1].by == "EXPIRY"
+            assert [v.revision for v in await writer.history("k", since=last)] == [last + 1]
+            assert [v.revision for v in await writer.history("k", limit=1)] == [last + 1]
+            async with AsyncClient("127.0.0.1", port_a) as present:
+                await present.set("here", 1, ephemeral=True)
+            await eventually_async(lambda: _last_by(reader, "here", "SESSION_END"))
+    finally:
+        for process, _ in servers:
+            stop(process)
+
+
+async def _last_by(client: AsyncClient, key: str, by: str) -> bool:
+    versions = await client.history(key)
+    return bool(versions) and versions[-1].by == by and versions[-1].removed

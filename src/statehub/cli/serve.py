@@ -237,7 +237,8 @@ logger = logging.getLogger(__name__)
     type=click.IntRange(0),
     metavar="N",
     help="Keep the last N versions of every key (value or removal, revision, time, who), "
-    "read by `statehub history KEY`; 0: none. Kept in --data across restarts; not with --store.",
+    "read by `statehub history KEY`; 0: none. Kept in --data across restarts, and in Redis "
+    "with --store (one setting for every server over it).",
 )
 @click.option(
     "--history-age",
@@ -301,8 +302,6 @@ def serve(
         _warn_if_open(host, authenticator is not None, tls is not None)
     if history_age is not None and not history_versions:
         raise click.UsageError("--history-age needs --history N (N > 0)")
-    if history_versions and store_url is not None:
-        raise click.UsageError("--history is not kept with --store (Redis) yet")
     history = HistoryRetention(versions=history_versions, age=history_age)
     store: Store | None
     locks: LockTable | None = None

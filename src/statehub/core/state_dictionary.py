@@ -287,16 +287,23 @@ class StateDictionary:
         """``key``'s last versions, oldest first: after revision ``since`` (None: every
         one kept), at most the newest ``limit``. Empty if history is off
         (``history_retention``) or nothing of the key is kept."""
-        check_key(key)
-        if limit is not None and (type(limit) is not int or limit < 0):
-            raise ValueError(f"history limit must be an int >= 0, got {limit!r}")
-        if since is not None and (type(since) is not int or since < 0):
-            raise ValueError(f"history since must be a revision (an int >= 0), got {since!r}")
+        _check_history_read(key, limit, since)
         with self._lock:
             self._publish_durable()
             found = self._history.read(key, self.wall_clock(), limit, since)
             shown = self._views.revision  # changes not yet durable are not shown yet
         return [version for version in found if version.revision <= shown]
+
+    async def history_async(
+        self, key: str, limit: int | None = None, since: int | None = None
+    ) -> list[KeyVersion]:
+        """``history`` from the event loop, for any store (Redis keeps it in Redis)."""
+        if self._store.commits_in_process:
+            return self.history(key, limit, since)
+        _check_history_read(key, limit, since)
+        if not self._history.enabled:
+            return []
+        return await self._store.history_async(key, self.wall_clock(), limit, since)
 
     def _refuse_lifetimes(self, ttls: Mapping[str, float], bound: set[str]) -> None:
         keys = ", ".join(map(repr, sorted({*ttls, *bound})))
@@ -701,6 +708,14 @@ class StateDictionary:
     def freeze(self) -> None:
         """Refuse every further change; subscribers get what is pending, then end."""
         self._views.freeze()
+
+
+def _check_history_read(key: str, limit: int | None, since: int | None) -> None:
+    check_key(key)
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise ValueError(f"history limit must be an int >= 0, got {limit!r}")
+    if since is not None and (type(since) is not int or since < 0):
+        raise ValueError(f"history since must be a revision (an int >= 0), got {since!r}")
 
 
 def _checked_change(

@@ -442,18 +442,19 @@ class Session:
 
         return asked()
 
-    def _history(self, message: dict[str, Any]) -> Reply:
+    def _history(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
         key = check_key(message.get("key"))
         self.principal.require(Right.READ, [key], "history")
         limit, since = message.get("limit"), message.get("since")
         state = self.hub.state
-        versions = state.history(key, limit=limit, since=since)
-        retention = state.history_retention
-        return {
-            "versions": [_version_reply(version) for version in versions],
-            "retention": {"versions": retention.versions, "age": retention.age},
-            "revision": state.revision,
-        }
+        if state.store.commits_in_process:
+            return _history_reply(state, state.history(key, limit=limit, since=since))
+
+        async def asked() -> Reply:
+            versions = await state.history_async(key, limit=limit, since=since)
+            return _history_reply(state, versions)
+
+        return asked()
 
     def _update(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
         updates = message.get("updates")
@@ -871,6 +872,15 @@ async def _reply_when_done(answer: Awaitable[T], reply: Callable[[T], Reply]) ->
 def _seconds(value: object, op: str, name: str) -> float | None:
     """A number of seconds >= 0 from a request (None stays None; infinity is kept)."""
     return None if value is None else check_seconds(value, f"{op}: {name!r}", allow_infinity=True)
+
+
+def _history_reply(state: StateDictionary, versions: list[KeyVersion]) -> Reply:
+    retention = state.history_retention
+    return {
+        "versions": [_version_reply(version) for version in versions],
+        "retention": {"versions": retention.versions, "age": retention.age},
+        "revision": state.revision,
+    }
 
 
 def _version_reply(version: KeyVersion) -> dict[str, Any]:

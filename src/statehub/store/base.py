@@ -88,6 +88,13 @@ class Store(ABC):
     def keep_history(self, retention: HistoryRetention) -> None:  # noqa: B027
         """Keep each key's history within ``retention`` (a durable store writes it)."""
 
+    async def history_async(
+        self, key: str, now: float, limit: int | None, since: int | None
+    ) -> list[KeyVersion]:
+        """A store that keeps history itself (not in process: Redis): ``key``'s kept
+        versions, oldest first (see ``StateDictionary.history``)."""
+        return []
+
     def load_history(self) -> list[KeyVersion]:
         """The history kept by a durable store, in revision order; read at start."""
         return []

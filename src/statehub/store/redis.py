@@ -36,6 +36,7 @@ import redis
 import redis.asyncio
 
 from statehub.core.entries import Expectations, KeyFacts
+from statehub.core.key_history import HistoryRetention, KeyVersion, owner_name
 from statehub.core.values import JsonValue
 from statehub.errors import ConflictError, ResourceLockedError
 from statehub.protocol.codec import decode_value, encode_value
@@ -125,6 +126,7 @@ class RedisStore(Store):
         self._lock_table: RedisLockTable | None = None
         self._command_peers: RedisCommandPeers | None = None
         self._stopping = False
+        self._history_retention: HistoryRetention | None = None
         self._backoff = FIRST_BACKOFF
         self._queued: list[_QueuedCommit] = []
         self._committer: asyncio.Task[None] | None = None
@@ -265,7 +267,8 @@ class RedisStore(Store):
         client = self.async_client()
         reply = await self.run_async(
             self._script_async(client, redis_scripts.EXPIRE)(
-                self.keys.expire, [uuid.uuid4().hex, str(self.history_length), str(limit)]
+                self.keys.expire,
+                [uuid.uuid4().hex, str(self.history_length), str(limit), encode_value("EXPIRY")],
             )
         )
         return limit if int(reply[3]) else len(reply[2])
@@ -284,7 +287,41 @@ class RedisStore(Store):
         return self.server_id.encode() + b"|" + _owner_bytes(owner)
 
     def _release_bound_args(self, binding: bytes, *, prefix: bool) -> list[bytes | str]:
-        return [uuid.uuid4().hex, str(self.history_length), binding, "1" if prefix else "0"]
+        return [
+            uuid.uuid4().hex,
+            str(self.history_length),
+            binding,
+            "1" if prefix else "0",
+            encode_value("SESSION_END"),
+        ]
+
+    def keep_history(self, retention: HistoryRetention) -> None:
+        """Keep each key's last ``retention.versions`` versions in Redis, for every server
+        over it (the setting is shared: the last server started with one sets it)."""
+        self._history_retention = retention
+        self.run_sync(lambda: self.sync_client.set(self.keys.history_versions, retention.versions))
+
+    async def history_async(
+        self, key: str, now: float, limit: int | None, since: int | None
+    ) -> list[KeyVersion]:
+        """``key``'s kept versions, oldest first (see ``StateDictionary.history``)."""
+        entries = await self.run_async(
+            self.async_client().lrange(self.keys.key_history + key, 0, -1)
+        )
+        age = self._history_retention.age if self._history_retention else None
+        versions = []
+        for packed in entries:
+            revision, at_ms, value, owner = msgpack.unpackb(packed, raw=True)
+            at = float(at_ms) / 1000
+            if (since is not None and revision <= since) or (age is not None and at < now - age):
+                continue
+            removed = value is False
+            by = owner_name(decode_value(owner))
+            shown = None if removed else decode_value(value)
+            versions.append(KeyVersion(key, int(revision), at, shown, removed, by))
+        if limit is not None:
+            versions = versions[len(versions) - limit :] if limit else []
+        return versions
 
     async def _release_bound_of_dead(self, client: redis.asyncio.Redis, server: str) -> int:
         """Remove the keys bound to sessions of ``server`` if it is dead (no liveness key)."""
@@ -763,6 +800,8 @@ class RedisKeys:
         self.facts = base + "facts"
         self.bound = base + "bound"
         self.deadlines = base + "deadlines"
+        self.history_versions = base + "history_versions"
+        self.key_history = base + "khist:"
         self.commit = [
             self.epoch,
             self.revision,
@@ -772,6 +811,8 @@ class RedisKeys:
             self.facts,
             self.bound,
             self.deadlines,
+            self.history_versions,
+            self.key_history,
         ]
         self.expire = [
             self.epoch,
@@ -781,6 +822,8 @@ class RedisKeys:
             self.facts,
             self.bound,
             self.deadlines,
+            self.history_versions,
+            self.key_history,
         ]
         self.snapshot = [self.epoch, self.revision, self.content, self.facts]
 
@@ -796,6 +839,8 @@ class RedisKeys:
             self.facts,
             self.bound,
             self.alive(server),
+            self.history_versions,
+            self.key_history,
         ]
 
     def reap(self, server: str) -> list[str]:

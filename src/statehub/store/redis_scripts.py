@@ -18,6 +18,10 @@ Layout under the prefix P (one hash tag, so every key lives in one slot):
   (``ephemeral``); any other write or removal of the key drops it (COMMIT). The session's
   end (RELEASE_BOUND) or its server's death (RELEASE_BOUND with the liveness check)
   removes them in one commit.
+- ``P:history_versions``: how many versions of each key to keep (absent or 0: none), set
+  by the servers that keep history (``statehub serve --history N``); ``P:khist:<key>``: a
+  list of the key's last versions, oldest first, each msgpack [revision, Redis-clock ms,
+  encoded value or false (removed), encoded owner], trimmed to that many.
 - ``P:deadlines``: a sorted set, key -> its deadline in Redis-clock ms, for keys written
   with a ttl; any other write or removal of the key drops it (COMMIT). EXPIRE removes
   due keys in bounded batches, each one commit; any server may run it (it is idempotent).
@@ -34,6 +38,20 @@ _NOW = """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end
+"""
+
+#: Append a version to a key's history list if history is kept (``n`` > 0).
+_KEY_HISTORY = """
+local function record_version(list_prefix, n, revision, at, key, value, owner)
+  if n > 0 then
+    local list = list_prefix .. key
+    redis.call('RPUSH', list, cmsgpack.pack({revision, at, value, owner}))
+    redis.call('LTRIM', list, -n, -1)
+  end
+end
+local function history_n(n_key)
+  return tonumber(redis.call('GET', n_key) or '0')
 end
 """
 
@@ -74,7 +92,8 @@ end
 #: a change being msgpack [keys, encoded values, removed keys] or, with compare-and-set
 #: expectations, [keys, values, removed, expected keys, expected mod revisions (0:
 #: absent)], and with keys bound to a session also [..., bound keys, "<server>|<owner>"],
-#: and with ttls also [..., keys with a ttl, their ttls in ms]; KEYS[10] is the deadlines.
+#: and with ttls also [..., keys with a ttl, their ttls in ms]; KEYS[10] is the deadlines,
+#: KEYS[11] the history setting, KEYS[12] the history lists' prefix.
 #: Each commit is checked and applied on its own (one refused by a lease or an
 #: expectation does not stop the others); sending many in one script only saves round
 #: trips. The history entry always holds the first three.
@@ -87,6 +106,7 @@ COMMIT = (
     _NOW
     + _ENSURE_EPOCH
     + _DROP_LEASE
+    + _KEY_HISTORY
     + """
 local function mod_revision(facts, key)
   local packed = redis.call('HGET', facts, key)
@@ -190,6 +210,16 @@ for i = 3, #ARGV, 2 do
       entry = cmsgpack.pack({keys, values, present})
     end
     redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[2], revision .. '-0', 'e', epoch, 'c', entry)
+    local kept = history_n(KEYS[11])
+    if kept > 0 then
+      local at = now_ms()
+      for j, key in ipairs(keys) do
+        record_version(KEYS[12], kept, revision, at, key, values[j], owner)
+      end
+      for _, key in ipairs(present) do
+        record_version(KEYS[12], kept, revision, at, key, false, owner)
+      end
+    end
     if #present < #removed then
       results[#results + 1] = {'ok', revision, present}
     else
@@ -201,13 +231,16 @@ return {epoch, results}
 """
 )
 
-#: KEYS: epoch, revision, content, history, facts, bound, a liveness key. ARGV: candidate
-#: epoch, history MAXLEN, the binding ("<server>|<owner>") or a server's prefix
-#: ("<server>|"), '1' if ARGV[3] is a prefix. With a prefix, only if the liveness key is
+#: KEYS: epoch, revision, content, history, facts, bound, a liveness key, the history
+#: setting, the history lists' prefix. ARGV: candidate epoch, history MAXLEN, the binding
+#: ("<server>|<owner>") or a server's prefix ("<server>|"), '1' if ARGV[3] is a prefix,
+#: the encoded owner the history names. With a prefix, only if the liveness key is
 #: gone (that server died). Removes every present key bound so, in one commit (its
 #: history entry has no owner of its own). Returns {epoch, revision or 0, keys}.
 RELEASE_BOUND = (
-    _ENSURE_EPOCH
+    _NOW
+    + _ENSURE_EPOCH
+    + _KEY_HISTORY
     + """
 local epoch = ensure_epoch(KEYS[1], ARGV[1])
 local binding, is_prefix = ARGV[3], ARGV[4] == '1'
@@ -235,17 +268,26 @@ for _, key in ipairs(present) do
 end
 local entry = cmsgpack.pack({{}, {}, present})
 redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[2], revision .. '-0', 'e', epoch, 'c', entry)
+local kept = history_n(KEYS[8])
+if kept > 0 then
+  local at = now_ms()
+  for _, key in ipairs(present) do
+    record_version(KEYS[9], kept, revision, at, key, false, ARGV[5])
+  end
+end
 return {epoch, revision, present}
 """
 )
 
-#: KEYS: epoch, revision, content, history, facts, bound, deadlines. ARGV: candidate
-#: epoch, history MAXLEN, the most keys to remove. Removes the keys whose deadline has
+#: KEYS: epoch, revision, content, history, facts, bound, deadlines, the history setting,
+#: the history lists' prefix. ARGV: candidate epoch, history MAXLEN, the most keys to
+#: remove, the encoded owner the history names. Removes the keys whose deadline has
 #: passed on Redis's clock, at most that many, in one commit. Returns {epoch, revision or
 #: 0, removed keys, 1 if more are due else 0}.
 EXPIRE = (
     _NOW
     + _ENSURE_EPOCH
+    + _KEY_HISTORY
     + """
 local epoch = ensure_epoch(KEYS[1], ARGV[1])
 local now = now_ms()
@@ -272,6 +314,12 @@ for _, key in ipairs(present) do
 end
 local entry = cmsgpack.pack({{}, {}, present})
 redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[2], revision .. '-0', 'e', epoch, 'c', entry)
+local kept = history_n(KEYS[8])
+if kept > 0 then
+  for _, key in ipairs(present) do
+    record_version(KEYS[9], kept, revision, now, key, false, ARGV[4])
+  end
+end
 return {epoch, revision, present, more}
 """
 )
