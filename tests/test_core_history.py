@@ -78,3 +78,11 @@ def test_sqlite_keeps_history_across_a_restart(tmp_path: Path, clock: FakeClock)
     ]
     assert [(v.revision, v.removed) for v in after["j"]] == [(5, False), (6, True)]
     assert rows == 4  # trimmed on disk too
+
+
+def test_history_hands_out_copies(clock: FakeClock) -> None:
+    state = StateDictionary(clock=clock, wall_clock=clock, history=HistoryRetention(versions=2))
+    state.update_state("w", DictionaryChange({"k": {"list": [1]}}))
+    state.history("k")[0].value["list"].append(2)  # type: ignore[index,union-attr]
+    assert state.history("k")[0].value == {"list": [1]}
+    assert state.get("k") == {"list": [1]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from asyncio import Future
 from collections import deque
@@ -292,7 +293,12 @@ class StateDictionary:
             self._publish_durable()
             found = self._history.read(key, self.wall_clock(), limit, since)
             shown = self._views.revision  # changes not yet durable are not shown yet
-        return [version for version in found if version.revision <= shown]
+        # Copies: history holds the state's own values, which no caller may change.
+        return [
+            dataclasses.replace(version, value=copy_value(version.value))
+            for version in found
+            if version.revision <= shown
+        ]
 
     async def history_async(
         self, key: str, limit: int | None = None, since: int | None = None

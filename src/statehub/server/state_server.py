@@ -271,16 +271,20 @@ class StateServer:
         wave of expiring keys never stops the serving of others: after a full batch the
         task waits as long as the batch took, so expiry has at most half of the loop."""
         state = self.state
+        failing = False
         while True:
             try:
                 started = time.perf_counter()
                 if await state.expire_due_async(EXPIRY_BATCH) >= EXPIRY_BATCH:
                     await asyncio.sleep(time.perf_counter() - started)
                     continue
+                failing = False
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a store that fails refuses writes too; keep trying
-                logger.exception("removing expired keys failed")
+            except Exception as error:  # a store that fails refuses writes too; keep trying
+                if not failing:  # once per streak: Redis away would log ten times a second
+                    logger.warning("removing expired keys failed (retrying): %s", error)
+                failing = True
             left = state.next_expiry()
             await asyncio.sleep(EXPIRY_POLL_S if left is None else min(left, EXPIRY_POLL_S))
 
