@@ -29,7 +29,7 @@ from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import load_config
 from statehub.server import StateServer
 from statehub.web.edge import DASHBOARD_DIR
-from test_server_support import running_server
+from test_server_support import eventually, running_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--no-first-run"]
@@ -447,6 +447,15 @@ async def test_a_keys_history_says_who_changed_it_diffs_two_versions_and_plots_n
             await bob.remove("tmp.x")
             await alice.set("tmp.x", "b")
             await bob.set("lab.pressure", 1013)
+            # The state's own removals: a ttl that ran out, a session that ended (its
+            # client gone before the page opened: no name to find for it).
+            await alice.set("lab.visitor", "rita", ttl=0.2)
+            carol = AsyncClient("127.0.0.1", server.port, name="carol-tablet")
+            await carol.set("lab.seat", 3, ephemeral=True)
+            await carol.close()
+            await eventually(lambda: not {"lab.visitor", "lab.seat"} & set(state.copy_content()))
+            await bob.set("lab.visitor", "sam")
+            await bob.set("lab.seat", 4)
             page, errors = await open_dashboard(browser, server)
 
             await page.click('#state .krow[data-key="lab.cfg"]')
@@ -485,6 +494,19 @@ async def test_a_keys_history_says_who_changed_it_diffs_two_versions_and_plots_n
             )
             await expect(rows.locator("td.by")).to_have_text([alice_wrote, bob_wrote, alice_wrote])
             await expect(diff.locator("li")).to_have_text(['+ (whole value): "b"'])
+            await page.click('#state .krow[data-key="lab.visitor"]')
+            await expect(rows.locator("td.by")).to_have_text(
+                [bob_wrote, "EXPIRY (its ttl ran out)", alice_wrote], timeout=SOON_MS
+            )
+            await page.click('#state .krow[data-key="lab.seat"]')
+            await expect(rows.locator("td.by")).to_have_text(
+                [
+                    bob_wrote,
+                    "SESSION_END (the session it was bound to ended)",
+                    re.compile(r"^identity anyone · session [0-9a-f]{8}$"),
+                ],
+                timeout=SOON_MS,
+            )
 
             # Numbers are plotted: four points, then one point on a minute of time axis.
             plot = page.locator("#history-plot")

@@ -397,14 +397,14 @@ function tickExpiry() {
   if (cell) cell.textContent = expiresIn();
 }
 
-// Who made the last change: the newest version the server's history keeps, if it is that change.
+// Who made the last change: the version of that revision in the server's history.
 function changedBy(key, modRevision) {
   if (!keyHistory || keyHistory.key !== key) return "–";
   if (keyHistory.unsupported) return "not recorded by this server (no history op)";
   if (keyHistory.retention.versions === 0) return "not recorded: this server keeps no history (statehub serve --history N)";
-  const newest = keyHistory.versions[0];
-  if (!newest || newest.revision !== modRevision) return "not in the history this server kept";
-  return describeBy(newest.by);
+  // By revision: the history, read after the facts, may hold a newer change already.
+  const last = keyHistory.versions.find((v) => v.revision === modRevision);
+  return last ? describeBy(last.by) : "not in the history this server kept";
 }
 
 // -- the history of one key: versions newest first, a diff of two, a plot of numbers ----
