@@ -433,9 +433,14 @@ function sessionOf(by) {
   return colon < 0 ? null : { id: by.slice(0, colon), identity: by.slice(colon + 1) };
 }
 
-// History names a session by id: ask the server for the client names of the ones it serves.
+// History names a session by id: ask the server for the client names of the ones it serves
+// (once per id: a session that ended before the page saw it stays unnamed).
+const askedFor = new Set(); // session ids looked up
 async function learnClientNames(versions) {
-  if (versions.every((v) => !sessionOf(v.by) || clientNames.has(sessionOf(v.by).id))) return;
+  const unknown = versions.map((v) => sessionOf(v.by)?.id).filter((id) => id && !clientNames.has(id) && !askedFor.has(id));
+  if (unknown.length === 0) return;
+  for (const id of unknown) askedFor.add(id);
+  if (askedFor.size > 10_000) askedFor.clear();
   try {
     rememberSessions((await session.request("list_sessions")).sessions);
   } catch {
@@ -445,7 +450,7 @@ async function learnClientNames(versions) {
 
 function rememberSessions(sessions) {
   for (const s of sessions) clientNames.set(s.session, s.client);
-  if (clientNames.size > 10_000) clientNames.delete(clientNames.keys().next().value);
+  while (clientNames.size > 10_000) clientNames.delete(clientNames.keys().next().value);
 }
 
 // `by` of a version: "<session>:<identity>", EXPIRY, SESSION_END, or an in-process owner.
