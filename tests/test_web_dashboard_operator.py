@@ -4,7 +4,8 @@
 delimiter, the list sorts naturally (avatar.2 before avatar.10) and stays responsive while
 1,000 keys change 30 times a second (frame times measured in the page); removing asks
 first; an edit of a value that changed since it was read is refused; a viewer without
-the write right sees no active write button. Screenshots go to artefacts/ (the ones in
+the write right sees no active write button; a key's history lists who changed it, newest
+first, diffs two versions and plots numbers. Screenshots go to artefacts/ (the ones in
 docs/images/ are copies of these).
 """
 
@@ -23,12 +24,12 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from statehub import AsyncClient, DictionaryChange
+from statehub import AsyncClient, DictionaryChange, HistoryRetention, StateDictionary
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import load_config
 from statehub.server import StateServer
 from statehub.web.edge import DASHBOARD_DIR
-from test_server_support import running_server
+from test_server_support import eventually, running_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--no-first-run"]
@@ -422,3 +423,143 @@ async def test_command_forms_health_tail_and_a_one_point_plot(browser: Browser) 
         finally:
             await client.close()
             await page.close()
+
+
+#: The history table's revisions, top to bottom.
+HISTORY_REVISIONS = "rows => rows.map((row) => Number(row.dataset.revision))"
+
+
+async def test_a_keys_history_says_who_changed_it_diffs_two_versions_and_plots_numbers(
+    browser: Browser,
+) -> None:
+    state = StateDictionary(history=HistoryRetention(versions=20))
+    async with running_server(http_port=0, state=state) as server:
+        alice = AsyncClient("127.0.0.1", server.port, name="alice-headset")
+        bob = AsyncClient("127.0.0.1", server.port, name="bob-script")
+        page: Page | None = None
+        try:
+            await alice.set("lab.cfg", {"gain": 1, "mode": "idle"})
+            await bob.set("lab.cfg", {"gain": 2, "mode": "idle"})
+            await alice.set("lab.cfg", {"gain": 2, "mode": "run", "note": "x"})
+            for writer, celsius in ((alice, 20.5), (bob, 21.0), (alice, 21.25), (bob, 20.75)):
+                await writer.set("lab.temperature", celsius)
+            await alice.set("tmp.x", "a")
+            await bob.remove("tmp.x")
+            await alice.set("tmp.x", "b")
+            await bob.set("lab.pressure", 1013)
+            # The state's own removals: a ttl that ran out, a session that ended (its
+            # client gone before the page opened: no name to find for it).
+            await alice.set("lab.visitor", "rita", ttl=0.2)
+            carol = AsyncClient("127.0.0.1", server.port, name="carol-tablet")
+            await carol.set("lab.seat", 3, ephemeral=True)
+            await carol.close()
+            await eventually(lambda: not {"lab.visitor", "lab.seat"} & set(state.copy_content()))
+            await bob.set("lab.visitor", "sam")
+            await bob.set("lab.seat", 4)
+            page, errors = await open_dashboard(browser, server)
+
+            await page.click('#state .krow[data-key="lab.cfg"]')
+            rows = page.locator("#history tbody tr")
+            await expect(rows).to_have_count(3, timeout=SOON_MS)
+            revisions = await rows.evaluate_all(HISTORY_REVISIONS)
+            assert revisions == sorted(revisions, reverse=True)
+            alice_wrote = re.compile(r"^alice-headset \(anyone\) · session [0-9a-f]{8}$")
+            bob_wrote = re.compile(r"^bob-script \(anyone\) · session [0-9a-f]{8}$")
+            await expect(rows.locator("td.by")).to_have_text([alice_wrote, bob_wrote, alice_wrote])
+            await expect(rows.first.locator("td.v")).to_contain_text('"mode":"run"')
+            await expect(page.locator('#facts tr[data-fact="by"] td')).to_have_text(alice_wrote)
+            await expect(page.locator("#history-retention")).to_contain_text("last 20 versions")
+
+            # The diff of the newest two by default; then the oldest against the middle one.
+            diff = page.locator("#history-diff")
+            await expect(diff.locator("li")).to_have_text(['~ mode: "idle" → "run"', '+ note: "x"'])
+            await rows.nth(2).locator('input[name="diff-from"]').check()
+            await rows.nth(1).locator('input[name="diff-to"]').check()
+            await expect(diff.locator("li")).to_have_text(["~ gain: 1 → 2"])
+            await expect(diff.locator("li")).to_have_attribute("data-path", "gain")
+            await expect(diff).to_contain_text(
+                f"From revision {revisions[2]} to revision {revisions[1]}: 1 path"
+            )
+            # A change made while the key is open comes in newest first; the picks stay.
+            await bob.set("lab.cfg", {"gain": 3, "mode": "run", "note": "x"})
+            await expect(rows).to_have_count(4, timeout=SOON_MS)
+            await expect(rows.first.locator("td.by")).to_have_text(bob_wrote)
+            await expect(diff.locator("li")).to_have_text(["~ gain: 1 → 2"])
+            await expect(page.locator("#history-plot")).to_be_hidden()  # not a number
+
+            # A removal is a version too.
+            await page.click('#state .krow[data-key="tmp.x"]')
+            await expect(rows.locator("td.v")).to_have_text(
+                ['"b"', "(removed)", '"a"'], timeout=SOON_MS
+            )
+            await expect(rows.locator("td.by")).to_have_text([alice_wrote, bob_wrote, alice_wrote])
+            await expect(diff.locator("li")).to_have_text(['+ (whole value): "b"'])
+            await page.click('#state .krow[data-key="lab.visitor"]')
+            await expect(rows.locator("td.by")).to_have_text(
+                [bob_wrote, "EXPIRY (its ttl ran out)", alice_wrote], timeout=SOON_MS
+            )
+            await page.click('#state .krow[data-key="lab.seat"]')
+            await expect(rows.locator("td.by")).to_have_text(
+                [
+                    bob_wrote,
+                    "SESSION_END (the session it was bound to ended)",
+                    re.compile(r"^identity anyone · session [0-9a-f]{8}$"),
+                ],
+                timeout=SOON_MS,
+            )
+
+            # Numbers are plotted: four points, then one point on a minute of time axis.
+            plot = page.locator("#history-plot")
+            await page.click('#state .krow[data-key="lab.pressure"]')
+            await expect(plot.locator("canvas").first).to_be_visible(timeout=SOON_MS)
+            assert await plot.get_attribute("data-points") == "1"
+            span = await plot.get_attribute("data-span")
+            assert span is not None and 59 <= float(span) <= 61
+            await expect(diff).to_contain_text("nothing to compare")
+
+            await page.click('#state .krow[data-key="lab.temperature"]')
+            await expect(plot).to_have_attribute("data-points", "4", timeout=SOON_MS)
+            await expect(plot.locator("canvas").first).to_be_visible()
+            await expect(diff.locator("li")).to_have_text(["~ (whole value): 21.25 → 20.75"])
+            await page.locator("#history-block").scroll_into_view_if_needed()
+            await screenshot(page, "dashboard-history.png")
+            assert errors == []
+        finally:
+            await alice.close()
+            await bob.close()
+            if page is not None:
+                await page.close()
+
+
+async def test_a_server_without_history_says_how_to_turn_it_on_and_ttl_counts_down(
+    browser: Browser,
+) -> None:
+    async with running_server(http_port=0) as server:
+        client = AsyncClient("127.0.0.1", server.port, name="writer")
+        page: Page | None = None
+        try:
+            await client.set("lab.cfg", {"gain": 1})
+            await client.set("lab.visitor", "rita", ttl=600)
+            page, errors = await open_dashboard(browser, server)
+            await page.click('#state .krow[data-key="lab.cfg"]')
+            note = page.locator("#history-note")
+            await expect(note).to_contain_text("keeps no history", timeout=SOON_MS)
+            await expect(note).to_contain_text("statehub serve --history N")
+            await expect(page.locator("#history")).to_be_hidden()
+            facts = page.locator("#facts")
+            await expect(facts.locator('tr[data-fact="by"] td')).to_contain_text(
+                "this server keeps no history"
+            )
+            await expect(facts.locator('tr[data-fact="expires"] td')).to_have_text("never (no ttl)")
+
+            await page.click('#state .krow[data-key="lab.visitor"]')
+            expires = facts.locator('tr[data-fact="expires"] td')
+            await expect(expires).to_have_text(re.compile(r"^\d+\.\d s$"), timeout=SOON_MS)
+            first = float((await expires.inner_text()).split()[0])
+            assert 500 < first <= 600
+            await expect(expires).not_to_have_text(f"{first:.1f} s", timeout=SOON_MS)  # ticks
+            assert errors == []
+        finally:
+            await client.close()
+            if page is not None:
+                await page.close()

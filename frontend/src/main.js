@@ -2,6 +2,7 @@
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import "./style.css";
+import { jsonDiff } from "./jsondiff.js";
 import { RemoteError, Session } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
@@ -341,37 +342,254 @@ async function selectKey(key) {
 }
 
 async function loadKey(key) {
-  const reply = await session.request("get", { keys: [key], facts: true });
+  const [reply, kept] = await Promise.all([session.request("get", { keys: [key], facts: true }), fetchHistory(key)]);
+  if (key !== $("write-key").value) return; // another key was opened meanwhile
   const present = key in reply.values;
   readValue = present ? reply.values[key] : undefined;
   readRevision = present ? reply.facts[key][0] : null;
   $("write-value").value = present ? toJSON(readValue, 2) : "";
+  keyHistory = kept;
+  $("history-block").hidden = false;
   renderFacts(key, present ? reply.facts[key] : null);
+  renderHistory();
   validate();
 }
+
+let expiresAt = null; // performance.now() when the open key expires (null: it does not)
 
 function renderFacts(key, facts) {
   const lease = leases.find(([leased]) => leased === key);
   const size = readValue === undefined ? null : new TextEncoder().encode(toJSON(readValue)).length;
+  // A fourth item: the seconds left of a key that expires (a server with ttl).
+  expiresAt = facts && facts.length > 3 ? performance.now() + facts[3] * 1000 : null;
   const rowsData = facts
     ? [
-        ["last changed at revision", facts[0]],
-        ["created at revision", facts[1]],
-        ["version (changes since created)", facts[2]],
-        ["changed by", "not recorded by this server"],
-        ["size (JSON)", formatBytes(size)],
-        ["lease", lease ? describeLease(lease) : "none"],
+        ["last changed at revision", facts[0], "mod"],
+        ["created at revision", facts[1], "created"],
+        ["version (changes since created)", facts[2], "version"],
+        ["changed by", changedBy(key, facts[0]), "by"],
+        ["expires in", expiresIn(), "expires"],
+        ["size (JSON)", formatBytes(size), "size"],
+        ["lease", lease ? describeLease(lease) : "none", "lease"],
       ]
-    : [["", "no such key: Save creates it"]];
+    : [["", "no such key: Save creates it", "absent"]];
   $("facts").tBodies[0].replaceChildren(
-    ...rowsData.map(([name, value]) => {
+    ...rowsData.map(([name, value, fact]) => {
       const row = document.createElement("tr");
       row.innerHTML = "<th></th><td></td>";
+      row.dataset.fact = fact;
       row.cells[0].textContent = name;
       row.cells[1].textContent = value;
       return row;
     }),
   );
+}
+
+function expiresIn() {
+  if (expiresAt === null) return "never (no ttl)";
+  return `${Math.max(0, (expiresAt - performance.now()) / 1000).toFixed(1)} s`;
+}
+
+// The countdown of the open key's ttl, between reloads.
+function tickExpiry() {
+  if (expiresAt === null) return;
+  const cell = document.querySelector('#facts tr[data-fact="expires"] td');
+  if (cell) cell.textContent = expiresIn();
+}
+
+// Who made the last change: the version of that revision in the server's history.
+function changedBy(key, modRevision) {
+  if (!keyHistory || keyHistory.key !== key) return "–";
+  if (keyHistory.unsupported) return "not recorded by this server (no history op)";
+  if (keyHistory.retention.versions === 0) return "not recorded: this server keeps no history (statehub serve --history N)";
+  // By revision: the history, read after the facts, may hold a newer change already.
+  const last = keyHistory.versions.find((v) => v.revision === modRevision);
+  return last ? describeBy(last.by) : "not in the history this server kept";
+}
+
+// -- the history of one key: versions newest first, a diff of two, a plot of numbers ----
+
+const HISTORY_LIMIT = 50; // versions asked for (the newest)
+const DIFF_SHOWN = 200; // paths listed at most
+const clientNames = new Map(); // session id -> client name, from list_sessions
+let keyHistory = null; // {key, versions (newest first), retention} or {key, unsupported: true}
+let diffPick = { key: null, from: null, to: null }; // revisions chosen for the diff
+let historyPlot = null; // {key, plot}
+
+async function fetchHistory(key) {
+  try {
+    const reply = await session.request("history", { key, limit: HISTORY_LIMIT, since: null });
+    const versions = [...reply.versions].reverse();
+    await learnClientNames(versions);
+    return { key, versions, retention: reply.retention };
+  } catch (error) {
+    if (error instanceof RemoteError && /unknown op/.test(error.wire.message)) return { key, unsupported: true };
+    throw error;
+  }
+}
+
+function sessionOf(by) {
+  const colon = typeof by === "string" ? by.indexOf(":") : -1;
+  return colon < 0 ? null : { id: by.slice(0, colon), identity: by.slice(colon + 1) };
+}
+
+// History names a session by id: ask the server for the client names of the ones it serves
+// (once per id: a session that ended before the page saw it stays unnamed).
+const askedFor = new Set(); // session ids looked up
+async function learnClientNames(versions) {
+  const unknown = versions.map((v) => sessionOf(v.by)?.id).filter((id) => id && !clientNames.has(id) && !askedFor.has(id));
+  if (unknown.length === 0) return;
+  for (const id of unknown) askedFor.add(id);
+  if (askedFor.size > 10_000) askedFor.clear();
+  try {
+    rememberSessions((await session.request("list_sessions")).sessions);
+  } catch {
+    // No names (an older server, or no admin right 'sessions'): ids and identities only.
+  }
+}
+
+function rememberSessions(sessions) {
+  for (const s of sessions) clientNames.set(s.session, s.client);
+  while (clientNames.size > 10_000) clientNames.delete(clientNames.keys().next().value);
+}
+
+// `by` of a version: "<session>:<identity>", EXPIRY, SESSION_END, or an in-process owner.
+function describeBy(by) {
+  if (by === "EXPIRY") return "EXPIRY (its ttl ran out)";
+  if (by === "SESSION_END") return "SESSION_END (the session it was bound to ended)";
+  if (by === null || by === undefined) return "the server itself";
+  const who = sessionOf(by);
+  if (!who) return by;
+  const name = clientNames.get(who.id);
+  const session = `session ${who.id.slice(0, 8)}`;
+  return name !== undefined ? `${name || "unnamed client"} (${who.identity}) · ${session}` : `identity ${who.identity} · ${session}`;
+}
+
+// 16:13:57.151 (local time; changes a few ms apart stay apart); the full date in its title.
+function clockTime(seconds) {
+  const at = new Date(seconds * 1000);
+  const two = (n) => String(n).padStart(2, "0");
+  return `${two(at.getHours())}:${two(at.getMinutes())}:${two(at.getSeconds())}.${String(at.getMilliseconds()).padStart(3, "0")}`;
+}
+
+function renderHistory() {
+  const kept = keyHistory;
+  const note = $("history-note");
+  const table = $("history");
+  $("history-retention").textContent = "";
+  if (!kept || kept.unsupported || kept.retention.versions === 0) {
+    table.hidden = true;
+    $("history-diff").hidden = true;
+    showHistoryPlot(null);
+    note.textContent = kept?.unsupported
+      ? "This server has no history of keys (no 'history' op in its session protocol)."
+      : "This server keeps no history of keys. Start it with statehub serve --history N to keep each key's last N versions (value or removal, revision, time, who).";
+    return;
+  }
+  const { retention, versions } = kept;
+  $("history-retention").textContent =
+    `(newest first; this server keeps the last ${plural(retention.versions, "version")} of each key` +
+    `${retention.age ? `, none older than ${retention.age} s` : ""})`;
+  note.textContent = versions.length === 0 ? "No version of this key is kept yet." : "";
+  table.hidden = versions.length === 0;
+  if (diffPick.key !== kept.key || !versions.some((v) => v.revision === diffPick.to)) {
+    diffPick = { key: kept.key, from: versions[1]?.revision ?? null, to: versions[0]?.revision ?? null };
+  } else if (!versions.some((v) => v.revision === diffPick.from)) {
+    diffPick.from = versions[1]?.revision ?? null;
+  }
+  table.tBodies[0].replaceChildren(
+    ...versions.map((version) => {
+      const row = document.createElement("tr");
+      row.dataset.revision = version.revision;
+      row.innerHTML = '<td><input type="radio" name="diff-from"></td><td><input type="radio" name="diff-to"></td><td></td><td></td><td class="by"></td><td class="v"></td>';
+      const [from, to] = row.querySelectorAll("input");
+      from.checked = version.revision === diffPick.from;
+      to.checked = version.revision === diffPick.to;
+      from.title = `diff from revision ${version.revision}`;
+      to.title = `diff to revision ${version.revision}`;
+      from.onchange = () => {
+        diffPick.from = version.revision;
+        renderDiff();
+      };
+      to.onchange = () => {
+        diffPick.to = version.revision;
+        renderDiff();
+      };
+      row.cells[2].textContent = version.revision;
+      row.cells[3].textContent = clockTime(version.time);
+      row.cells[3].title = new Date(version.time * 1000).toISOString();
+      row.cells[4].textContent = describeBy(version.by);
+      row.cells[4].title = version.by ?? "";
+      row.cells[5].textContent = version.removed ? "(removed)" : summarise(version.value);
+      row.classList.toggle("removed", Boolean(version.removed));
+      return row;
+    }),
+  );
+  renderDiff();
+  showHistoryPlot(kept);
+}
+
+function renderDiff() {
+  const element = $("history-diff");
+  const versions = keyHistory?.versions ?? [];
+  const from = versions.find((v) => v.revision === diffPick.from);
+  const to = versions.find((v) => v.revision === diffPick.to);
+  element.hidden = versions.length === 0;
+  if (!from || !to) {
+    element.replaceChildren(Object.assign(document.createElement("p"), { className: "muted", textContent: "One version: nothing to compare yet." }));
+    return;
+  }
+  const changes = jsonDiff(from.removed ? undefined : from.value, to.removed ? undefined : to.value);
+  const title = Object.assign(document.createElement("p"), {
+    className: "muted",
+    textContent: `From revision ${from.revision} to revision ${to.revision}: ${changes.length === 0 ? "no difference" : plural(changes.length, "path")}`,
+  });
+  const list = document.createElement("ul");
+  const sign = { changed: "~", added: "+", removed: "−" };
+  for (const change of changes.slice(0, DIFF_SHOWN)) {
+    const item = document.createElement("li");
+    item.className = change.kind;
+    item.dataset.path = change.path;
+    const path = change.path === "" ? "(whole value)" : change.path;
+    const text =
+      change.kind === "changed"
+        ? `${summarise(change.before)} → ${summarise(change.after)}`
+        : summarise(change.kind === "added" ? change.after : change.before);
+    item.textContent = `${sign[change.kind]} ${path}: ${text}`;
+    list.append(item);
+  }
+  if (changes.length > DIFF_SHOWN) list.append(Object.assign(document.createElement("li"), { textContent: `… ${changes.length - DIFF_SHOWN} more` }));
+  element.replaceChildren(title, list);
+}
+
+// The numeric versions over time, oldest to newest (removals and non-numbers left out).
+function showHistoryPlot(kept) {
+  const element = $("history-plot");
+  const points = (kept?.versions ?? []).filter((v) => !v.removed && (typeof v.value === "number" || typeof v.value === "bigint")).reverse();
+  element.dataset.points = points.length;
+  if (points.length === 0) {
+    historyPlot?.plot.destroy();
+    historyPlot = null;
+    element.replaceChildren();
+    element.hidden = true;
+    return;
+  }
+  element.hidden = false;
+  const data = [points.map((v) => v.time), points.map((v) => Number(v.value))];
+  if (historyPlot && historyPlot.key === kept.key) {
+    historyPlot.plot.setData(data);
+    fixTimeScale(historyPlot.plot, data[0]);
+    return;
+  }
+  historyPlot?.plot.destroy();
+  element.replaceChildren();
+  const plot = new uPlot(
+    lineOptions(element, Math.max(280, element.clientWidth || 400), 140, { label: "value", stroke: "#2f6ad0", width: 2, points: { show: true, size: 6 } }),
+    data,
+    element,
+  );
+  historyPlot = { key: kept.key, plot };
+  fixTimeScale(plot, data[0]);
 }
 
 function describeLease([, mine, left, at, holder]) {
@@ -477,6 +695,7 @@ function wireWriteForm() {
     readRevision = null;
     readValue = undefined;
     renderFacts("", null);
+    $("history-block").hidden = true;
     validate();
     $("write-key").focus();
   };
@@ -692,6 +911,7 @@ async function pollLocksAndSessions() {
     );
   });
   await optionalOp("list_sessions", $("sessions"), ({ sessions }) => {
+    rememberSessions(sessions);
     $("sessions").replaceChildren(
       table(
         ["client", "transport", "peer", "subscriptions", ""],
@@ -906,6 +1126,24 @@ function fixTimeScale(plot, times) {
   if (last - first < 1) plot.setScale("x", { min: first - 30, max: last + 30 });
 }
 
+// One series over time with fixed, sane scales: a flat value gets a band around it, a
+// single instant a minute (fixTimeScale); element.dataset.span is the seconds shown.
+function lineOptions(element, width, height, series) {
+  return {
+    width,
+    height,
+    series: [{}, series],
+    scales: {
+      y: { range: (u, min, max) => (max - min < 1e-9 ? [min - Math.max(1, Math.abs(min) * 0.1), max + Math.max(1, Math.abs(max) * 0.1)] : [min, max]) },
+    },
+    axes: [{}, { size: 50 }],
+    legend: { show: true },
+    hooks: {
+      setScale: [(u, key) => key === "x" && (element.dataset.span = u.scales.x.max - u.scales.x.min)],
+    },
+  };
+}
+
 function plotHistory(element, address, events) {
   const numeric = events.filter((e) => typeof e.value_cal === "number");
   element.dataset.points = numeric.length;
@@ -924,21 +1162,7 @@ function plotHistory(element, address, events) {
   element.replaceChildren();
   const width = Math.max(300, element.clientWidth || 400);
   const plot = new uPlot(
-    {
-      width,
-      height: 160,
-      series: [{}, { label: "calibrated", stroke: "#2f6ad0", width: 2, points: { show: true, size: 5 } }],
-      scales: {
-        // A flat value gets a band around it (the time axis: fixTimeScale).
-        y: { range: (u, min, max) => (max - min < 1e-9 ? [min - Math.max(1, Math.abs(min) * 0.1), max + Math.max(1, Math.abs(max) * 0.1)] : [min, max]) },
-      },
-      axes: [{}, { size: 50 }],
-      legend: { show: true },
-      hooks: {
-        // The seconds the time axis shows (tests read it).
-        setScale: [(u, key) => key === "x" && (element.dataset.span = u.scales.x.max - u.scales.x.min)],
-      },
-    },
+    lineOptions(element, width, 160, { label: "calibrated", stroke: "#2f6ad0", width: 2, points: { show: true, size: 5 } }),
     data,
     element,
   );
@@ -1024,7 +1248,10 @@ async function start() {
   const commands = await loadCommands();
   every(POLL_INTERVAL, pollLeases);
   every(POLL_INTERVAL, pollLocksAndSessions);
-  setInterval(renderLeases, 100);
+  setInterval(() => {
+    renderLeases();
+    tickExpiry();
+  }, 100);
   if ("endpoint.list" in commands) every(ENDPOINT_POLL_INTERVAL, pollEndpoints);
   every(2000, pollHealth);
   every(5000, loadCommandsIfChanged(commands));

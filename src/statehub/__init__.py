@@ -29,7 +29,9 @@ _LAZY: dict[str, str] = {
     "EndpointError": "statehub.endpoints.return_codes",
     "Entry": "statehub.core.entries",
     "Event": "statehub.core.events",
+    "HistoryRetention": "statehub.core.key_history",
     "JsonValue": "statehub.core.values",
+    "KeyVersion": "statehub.core.key_history",
     "Lease": "statehub.store.leases",
     "LocalState": "statehub.core.rwlock",
     "LimitExceeded": "statehub.errors",
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
     from statehub.core.commands import CommandRegistration, CommandRegistry, CommandRoute
     from statehub.core.entries import Entry
     from statehub.core.events import Event
+    from statehub.core.key_history import HistoryRetention, KeyVersion
     from statehub.core.rwlock import LocalState, RWLockTable, StateABC
     from statehub.core.state_dictionary import StateDictionary
     from statehub.core.values import JsonValue
@@ -116,7 +119,9 @@ __all__ = [
     "EndpointError",
     "Entry",
     "Event",
+    "HistoryRetention",
     "JsonValue",
+    "KeyVersion",
     "Lease",
     "LimitExceeded",
     "LocalState",

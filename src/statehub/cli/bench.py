@@ -17,6 +17,7 @@ from statehub.bench import (
     durable,
     fanout,
     frames,
+    lifetimes,
     momotor,
     network,
     security,
@@ -27,6 +28,10 @@ from statehub.bench.table import Result, format_table, machine
 #: Group name -> (title, function returning results). Other modules add their groups.
 GROUPS: dict[str, tuple[str, Callable[[], list[Result]]]] = {
     "core": ("In-process core", core.run),
+    "lifetimes": (
+        "Keys that expire and history of keys (server and clients on loopback, one loop)",
+        lifetimes.run,
+    ),
     "durable": ("Durable writes (SQLite store, group commit)", durable.run),
     "network": ("Network (gRPC on loopback; subscribers in a separate process)", network.run),
     "security": ("What --auth and TLS cost (gRPC on loopback)", security.run),

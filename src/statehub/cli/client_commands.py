@@ -103,9 +103,22 @@ _IF_REVISION_HELP = (
 @click.option(
     "--if-absent", is_flag=True, help="Only if KEY does not exist (create it, never replace it)."
 )
+@click.option(
+    "--ttl",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Remove KEY after SECONDS (> 0); without it KEY no longer expires.",
+)
 @server_options
 def set_(
-    key: str, value: str, if_revision: int | None, if_absent: bool, host: str, port: int
+    key: str,
+    value: str,
+    if_revision: int | None,
+    if_absent: bool,
+    ttl: float | None,
+    host: str,
+    port: int,
 ) -> None:
     """Set KEY to VALUE (JSON: 1, 2.5, "text", [1, 2], {"a": null}...)."""
     if if_absent and if_revision is not None:
@@ -114,7 +127,9 @@ def set_(
 
     async def main() -> None:
         async with connect(host, port) as client:
-            revision = await client.set(key, parsed, if_revision=if_revision, if_absent=if_absent)
+            revision = await client.set(
+                key, parsed, if_revision=if_revision, if_absent=if_absent, ttl=ttl
+            )
         click.echo(f"revision {revision}")
 
     run(main)

@@ -1,5 +1,6 @@
 """``statehub endpoint get|set|cmd|list`` and ``statehub history``: dripline-style endpoints
-on a server started with ``statehub serve --config FILE.yaml``.
+on a server started with ``statehub serve --config FILE.yaml``, and the history of any key
+(``statehub history KEY``; an endpoint's address names its logged values instead).
 
 Values and arguments are JSON when they parse as JSON (``1``, ``2.5``, ``[1, 2]``,
 ``null``) and plain strings otherwise (``OPEN``); ``--string`` keeps a value a string.
@@ -20,6 +21,8 @@ import click
 from statehub.cli.options import client_security, server_options
 from statehub.cli.output import emit, output_option
 from statehub.client import Client
+from statehub.core.key_history import KeyVersion
+from statehub.endpoints.return_codes import EndpointError
 from statehub.errors import StatehubError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -185,25 +188,93 @@ def _emit_reply(output: str, reply: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.argument("address")
+@click.argument("name")
 @click.option("--since", help="Only events since: 10m, 2h, 1d, an ISO 8601 time, epoch s.")
+@click.option(
+    "--since-revision",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="A key's history: only the versions after revision N.",
+)
 @click.option("--limit", type=click.IntRange(min=0), default=1000, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option(
+    "--key",
+    "kind",
+    flag_value="key",
+    default=None,
+    help="NAME is a key (the default unless NAME is an endpoint's address).",
+)
+@click.option("--endpoint", "kind", flag_value="endpoint", help="NAME is an endpoint's address.")
 @server_options
 def history(
-    address: str, since: str | None, limit: int, as_json: bool, host: str, port: int
+    name: str,
+    since: str | None,
+    since_revision: int | None,
+    limit: int,
+    as_json: bool,
+    kind: str | None,
+    host: str,
+    port: int,
 ) -> None:
-    """Print the logged values of the endpoint at ADDRESS, oldest first."""
+    """Print the history of NAME, oldest first: a key's last versions (kept by a server
+    started with --history N), or the logged values of the endpoint at address NAME."""
     start = None if since is None else parse_since(since, dt.datetime.now(dt.UTC).timestamp())
+    if kind == "endpoint" and since_revision is not None:
+        raise click.UsageError("--since-revision is for a key's history")
     with _connected(host, port) as client:
-        events = client.endpoint_history(address, since=start, limit=limit)
+        events = None
+        if kind == "endpoint" or (kind is None and since_revision is None):
+            events = _endpoint_events(client, name, start, limit, must=kind == "endpoint")
+        if events is None:
+            versions = client.history(name, limit=limit, since=since_revision)
+            _print_key_history(versions, start, as_json)
+            return
     for event in events:
         if as_json:
             click.echo(_dumps(event))
             continue
-        moment = dt.datetime.fromtimestamp(event["time"], dt.UTC)
-        stamp = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         click.echo(
-            f"{stamp}  {event['address']}  value_raw={_dumps(event['value_raw'])}  "
+            f"{_stamp(event['time'])}  {event['address']}  value_raw={_dumps(event['value_raw'])}  "
             f"value_cal={_dumps(event['value_cal'])}"
         )
+
+
+def _endpoint_events(
+    client: Client, name: str, start: float | None, limit: int, *, must: bool
+) -> list[Any] | None:
+    """The logged values of the endpoint ``name``; None if the server serves no endpoint of
+    that name (and ``must`` is false): NAME is then a key."""
+    try:
+        return list(client.endpoint_history(name, since=start, limit=limit))
+    except (KeyError, EndpointError):
+        if must:
+            raise
+        return None
+
+
+def _stamp(seconds: float) -> str:
+    moment = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _print_key_history(versions: list[KeyVersion], start: float | None, as_json: bool) -> None:
+    for version in versions:
+        if start is not None and version.time < start:
+            continue
+        if as_json:
+            entry: dict[str, Any] = {
+                "key": version.key,
+                "revision": version.revision,
+                "time": version.time,
+                "by": version.by,
+                "session": version.session,
+                "identity": version.identity,
+            }
+            entry.update({"removed": True} if version.removed else {"value": version.value})
+            click.echo(_dumps(entry))
+            continue
+        what = "removed" if version.removed else f"value={_dumps(version.value)}"
+        who = version.identity if version.identity is not None else version.by
+        click.echo(f"{_stamp(version.time)}  revision {version.revision}  {what}  by {who}")

@@ -17,7 +17,8 @@ from statehub.cli.output import dumps, emit, output_option
     "-l",
     "long",
     is_flag=True,
-    help="Print each key's revision of last change, creating revision and version too.",
+    help="Print each key's revision of last change, creating revision and version too "
+    "(and seconds left, if some key expires).",
 )
 @output_option()
 @server_options
@@ -28,23 +29,28 @@ def keys(prefix: str, values: bool, long: bool, output: str, host: str, port: in
         async with connect(host, port) as client:
             if long:
                 entries = await client.entries(prefix)
+                expiring = any(entry.expires_in is not None for entry in entries)
                 data = [
                     {
                         "key": entry.key,
                         "mod_revision": entry.mod_revision,
                         "create_revision": entry.create_revision,
                         "version": entry.version,
+                        **({} if entry.expires_in is None else {"expires_in": entry.expires_in}),
                         **({"value": entry.value} if values else {}),
                     }
                     for entry in entries
                 ]
                 columns = ["key", "revision", "created", "version"]
+                if expiring:
+                    columns.append("expires_in")
                 rows = [
                     [
                         entry.key,
                         str(entry.mod_revision),
                         str(entry.create_revision),
                         str(entry.version),
+                        *([_seconds_left(entry.expires_in)] if expiring else []),
                         *([dumps(entry.value)] if values else []),
                     ]
                     for entry in entries
@@ -129,3 +135,7 @@ def sessions(output: str, host: str, port: int) -> None:
 
 def _seconds(left: float | None) -> str:
     return "never expires" if left is None else f"{left:.1f}"
+
+
+def _seconds_left(left: float | None) -> str:
+    return "-" if left is None else f"{left:.1f}s"

@@ -17,6 +17,7 @@ from statehub.auth import Authenticator, IdentitiesFileError
 from statehub.cli.options import listen_host
 from statehub.cli.settings import log_sources, settings_option
 from statehub.client.address import DEFAULT_TCP_PORT
+from statehub.core.key_history import HistoryRetention
 from statehub.core.rwlock import LockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.dripline.serving import mesh_for, on_mesh
@@ -244,6 +245,24 @@ logger = logging.getLogger(__name__)
     "A dripline_mesh block in the config does the same without it.",
 )
 @click.option(
+    "--history",
+    "history_versions",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    metavar="N",
+    help="Keep the last N versions of every key (value or removal, revision, time, who), "
+    "read by `statehub history KEY`; 0: none. Kept in --data across restarts, and in Redis "
+    "with --store (one setting for every server over it).",
+)
+@click.option(
+    "--history-age",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="With --history: keep no version older than SECONDS.",
+)
+@click.option(
     "--verbose",
     "-v",
     is_flag=True,
@@ -278,6 +297,8 @@ def serve(
     tls_key: Path | None,
     tls_client_ca: Path | None,
     dripline_url: str | None,
+    history_versions: int,
+    history_age: float | None,
     verbose: bool,
 ) -> None:
     """Start a statehub server (session protocol, NanoVer's gRPC services and Momotor's
@@ -297,6 +318,9 @@ def serve(
     tls = _load_tls(tls_cert, tls_key, tls_client_ca)
     if host not in ("127.0.0.1", "localhost", "::1"):
         _warn_if_open(host, authenticator is not None, tls is not None)
+    if history_age is not None and not history_versions:
+        raise click.UsageError("--history-age needs --history N (N > 0)")
+    history = HistoryRetention(versions=history_versions, age=history_age)
     store: Store | None
     locks: LockTable | None = None
     if store_url is not None:
@@ -308,7 +332,7 @@ def serve(
             raise click.UsageError("--replicas needs --store (Redis replicas)")
         store = _open_store(data, durability, accept_data_loss)
     server = StateServer(
-        state=StateDictionary(store=store) if store is not None else None,
+        state=StateDictionary(store=store, history=history),
         locks=locks,
         address=host,
         port=port,

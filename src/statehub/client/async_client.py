@@ -36,6 +36,8 @@ from statehub.client.tls import ClientTls
 from statehub.core.change import DictionaryChange
 from statehub.core.entries import Entry, checked_expectations
 from statehub.core.events import Event
+from statehub.core.expiry import checked_ephemeral, checked_ttl
+from statehub.core.key_history import KeyVersion
 from statehub.core.pacing import check_interval
 from statehub.core.rwlock import StateABC
 from statehub.core.values import JsonValue, check_key, checked_copy, copy_mapping
@@ -351,6 +353,33 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         facts = reply["facts"]
         return [_entry(key, value, facts[key]) for key, value in values.items()]
 
+    async def history(
+        self, key: str, *, limit: int | None = None, since: int | None = None
+    ) -> list[KeyVersion]:
+        """``key``'s last versions kept by the server, oldest first: value (or
+        ``removed``), revision, time, and who (``by``, ``.session``, ``.identity``).
+
+        ``since``: only versions after that revision; ``limit``: only the newest that
+        many. Empty if the server keeps no history (``statehub serve --history N``).
+        """
+        arguments: dict[str, Any] = {"key": check_key(key)}
+        if limit is not None:
+            arguments["limit"] = limit
+        if since is not None:
+            arguments["since"] = since
+        reply = await self._request("history", **arguments)
+        return [
+            KeyVersion(
+                key,
+                entry["revision"],
+                entry["time"],
+                entry.get("value"),
+                bool(entry.get("removed", False)),
+                entry.get("by"),
+            )
+            for entry in reply["versions"]
+        ]
+
     async def get_all(self) -> dict[str, JsonValue]:
         """The whole state, read from the server."""
         reply = await self._request("get", keys=None)
@@ -382,8 +411,15 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         *,
         if_revision: int | None = None,
         if_absent: bool = False,
+        ttl: float | None = None,
+        ephemeral: bool = False,
     ) -> int:
         """Set ``key`` to ``value``; returns the revision of the change.
+
+        ``ttl``: seconds until the server removes the key (a removal every subscriber
+        sees, with its own revision); without it the key no longer expires.
+        ``ephemeral=True``: the server removes the key when this client's session ends,
+        however it ends (a later write without it, by anyone, unbinds the key).
 
         Compare-and-set: ``if_revision=N`` applies only if the key's last change is still
         revision N (``entry(key).mod_revision``), ``if_absent=True`` only if the key does
@@ -392,7 +428,9 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         naming the path for a value that is not JSON-like (a tuple, a set, an object...).
         """
         expect = _expectation(key, if_revision, if_absent)
-        return await self.update(updates={key: value}, expect=expect)
+        ttls = None if ttl is None else {key: ttl}
+        bound = [key] if ephemeral else None
+        return await self.update(updates={key: value}, expect=expect, ttl=ttls, ephemeral=bound)
 
     async def remove(
         self, key: str, *, if_revision: int | None = None, missing_ok: bool = True
@@ -433,8 +471,16 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         removals: Iterable[str] | None = None,
         *,
         expect: Mapping[str, int | None] | None = None,
+        ttl: Mapping[str, float] | None = None,
+        ephemeral: Iterable[str] | None = None,
     ) -> int:
         """Apply all of ``updates`` and ``removals`` atomically, or none of them.
+
+        ``ephemeral``: keys of ``updates`` the server removes when this session ends.
+
+        ``ttl``: per key of ``updates``, seconds until the server removes it (a finite
+        number > 0, else ``ValueError`` naming the key); a key set without one no longer
+        expires.
 
         ``expect`` (compare-and-set): per key the update touches, the revision of its last
         change it must still have, or None: it must not exist. If any does not hold,
@@ -445,13 +491,14 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             check_key(key): checked_copy(value, key) for key, value in (updates or {}).items()
         }
         removed = [check_key(key) for key in removals or ()]
-        if not expect:
-            reply = await self._request("update", updates=checked, removals=removed)
-        else:
-            expected = checked_expectations(expect, checked.keys() | set(removed))
-            reply = await self._request(
-                "update", updates=checked, removals=removed, expect=expected
-            )
+        extra: dict[str, Any] = {}
+        if expect:
+            extra["expect"] = checked_expectations(expect, checked.keys() | set(removed))
+        if ttl:
+            extra["ttl"] = checked_ttl(ttl, checked)
+        if ephemeral:
+            extra["ephemeral"] = sorted(checked_ephemeral(ephemeral, checked))
+        reply = await self._request("update", updates=checked, removals=removed, **extra)
         revision: int = reply["revision"]
         return revision
 
@@ -701,8 +748,9 @@ def _expectation(key: str, if_revision: int | None, if_absent: bool) -> dict[str
     return {} if if_revision is None else {key: if_revision}
 
 
-def _entry(key: str, value: JsonValue, facts: list[int]) -> Entry:
-    return Entry(key, value, facts[0], facts[1], facts[2])
+def _entry(key: str, value: JsonValue, facts: list[Any]) -> Entry:
+    expires_in = float(facts[3]) if len(facts) > 3 else None
+    return Entry(key, value, facts[0], facts[1], facts[2], expires_in)
 
 
 def _apply(mirror: dict[str, JsonValue], message: Message) -> None:

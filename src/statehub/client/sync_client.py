@@ -22,6 +22,7 @@ from statehub.client.tls import ClientTls
 from statehub.core.change import DictionaryChange
 from statehub.core.entries import Entry
 from statehub.core.events import Event
+from statehub.core.key_history import KeyVersion
 from statehub.core.values import JsonValue
 from statehub.endpoints.remote import EndpointCalls
 
@@ -194,10 +195,23 @@ class Client(EndpointCalls):
         *,
         if_revision: int | None = None,
         if_absent: bool = False,
+        ttl: float | None = None,
+        ephemeral: bool = False,
     ) -> int:
         """Set ``key`` to ``value``; returns the revision of the change. ``if_revision`` /
-        ``if_absent``: compare-and-set, ``ConflictError`` if it fails (see AsyncClient.set)."""
-        return self._run(self.aio.set(key, value, if_revision=if_revision, if_absent=if_absent))
+        ``if_absent``: compare-and-set, ``ConflictError`` if it fails; ``ttl``: seconds
+        until the server removes the key; ``ephemeral``: removed when this client's
+        session ends (see AsyncClient.set)."""
+        return self._run(
+            self.aio.set(
+                key,
+                value,
+                if_revision=if_revision,
+                if_absent=if_absent,
+                ttl=ttl,
+                ephemeral=ephemeral,
+            )
+        )
 
     def remove(self, key: str, *, if_revision: int | None = None, missing_ok: bool = True) -> int:
         """Remove ``key``; returns the revision of the change (``if_revision``: see set).
@@ -210,14 +224,27 @@ class Client(EndpointCalls):
         removals: Iterable[str] | None = None,
         *,
         expect: Mapping[str, int | None] | None = None,
+        ttl: Mapping[str, float] | None = None,
+        ephemeral: Iterable[str] | None = None,
     ) -> int:
         """Apply all of ``updates`` and ``removals`` atomically, or none; returns the revision.
 
         ``expect``: per key, the revision of its last change it must still have, or None
         (absent); ``ConflictError`` and nothing applied if one does not hold.
-        ``ResourceLockedError`` if another client leases one of the keys.
+        ``ResourceLockedError`` if another client leases one of the keys. ``ttl``: per
+        updated key, seconds until the server removes it. ``ephemeral``: keys removed
+        when this client's session ends.
         """
-        return self._run(self.aio.update(updates, removals, expect=expect))
+        return self._run(
+            self.aio.update(updates, removals, expect=expect, ttl=ttl, ephemeral=ephemeral)
+        )
+
+    def history(
+        self, key: str, *, limit: int | None = None, since: int | None = None
+    ) -> list[KeyVersion]:
+        """``key``'s last versions kept by the server, oldest first (see
+        AsyncClient.history)."""
+        return self._run(self.aio.history(key, limit=limit, since=since))
 
     def subscribe(self, interval: float = 0, prefix: str = "") -> Iterator[StateChange]:
         """Yield coalesced changes (first a snapshot) until the generator is closed."""

@@ -34,7 +34,8 @@ class Entry:
 
     ``mod_revision`` is the revision of the key's last change (what ``if_revision``
     compares with), ``create_revision`` the revision that created it, ``version`` the
-    number of changes since it was created (1 at creation).
+    number of changes since it was created (1 at creation). ``expires_in``: seconds
+    until the key expires (written with a ttl), None if it does not.
     """
 
     key: str
@@ -42,10 +43,13 @@ class Entry:
     mod_revision: int
     create_revision: int
     version: int
+    expires_in: float | None = None
 
     @classmethod
-    def of(cls, key: str, value: JsonValue, facts: KeyFacts) -> Entry:
-        return cls(key, value, facts[0], facts[1], facts[2])
+    def of(
+        cls, key: str, value: JsonValue, facts: KeyFacts, expires_in: float | None = None
+    ) -> Entry:
+        return cls(key, value, facts[0], facts[1], facts[2], expires_in)
 
     @property
     def facts(self) -> KeyFacts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from asyncio import Future
 from collections import deque
@@ -19,6 +20,15 @@ from statehub.core.buffers import (
 from statehub.core.change import DictionaryChange
 from statehub.core.entries import Entry, Expectations, KeyFacts, checked_expectations
 from statehub.core.events import Event
+from statehub.core.expiry import (
+    EXPIRY,
+    EXPIRY_BATCH,
+    SESSION_END,
+    Deadlines,
+    checked_ephemeral,
+    checked_ttl,
+)
+from statehub.core.key_history import HistoryRetention, KeyHistory, KeyVersion
 from statehub.core.values import JsonValue, check_duration, check_key, copy_mapping, copy_value
 from statehub.errors import ObjectFrozenError
 from statehub.store.base import Store
@@ -26,6 +36,8 @@ from statehub.store.leases import Lease
 from statehub.store.memory import MemoryStore
 
 Clock = Callable[[], float]
+#: A key bound to no one (owners may be None).
+_UNBOUND = object()
 
 
 def check_token(access_token: object) -> Hashable:
@@ -54,7 +66,8 @@ class StateDictionary:
     """A key/value store many writers share, with atomic multi-key changes and leases.
 
     Every committed change gets the next revision number. ``clock`` (monotonic seconds)
-    decides lease expiry; tests pass a fake one.
+    decides lease expiry, ``wall_clock`` (seconds since the epoch, as durable stores keep
+    them) the expiry of keys written with a ttl; tests pass fake ones.
     """
 
     def __init__(
@@ -62,16 +75,30 @@ class StateDictionary:
         *,
         store: Store | None = None,
         clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
         log_length: int = DEFAULT_LOG_LENGTH,
+        history: HistoryRetention | None = None,
     ) -> None:
         self._store = store if store is not None else MemoryStore()
         self._views = DictionaryChangeMultiView(log_length=log_length)
         self._lock = self._views.lock
         self._early: dict[int, tuple[dict[str, JsonValue], set[str]]] = {}
         self.clock = clock
+        self.wall_clock = wall_clock
         revision, content, facts = self._store.load()
         with self._lock:
             self._views.load(content, revision, facts)
+        self._history = KeyHistory(history or HistoryRetention())
+        if self._history.enabled:
+            self._store.keep_history(self._history.retention)
+            self._history.load(self._store.load_history())
+        #: Keys written as ephemeral: key -> owner, and owner -> keys.
+        self._bound_owner: dict[str, Hashable] = {}
+        self._bound_keys: dict[Hashable, set[str]] = {}
+        self._history_revision = revision
+        self._deadlines = Deadlines(
+            {key: at for key, at in self._store.load_deadlines().items() if key in content}
+        )
         # Changes committed to the store but not yet durable: readers (gets, snapshots,
         # subscribers) see a change only once the store has it on disk, so a write that
         # fails never shows (docs/durable-state.md). ``_latest`` says, for keys they touch,
@@ -114,8 +141,18 @@ class StateDictionary:
         change: DictionaryChange,
         *,
         expect: Mapping[str, int | None] | None = None,
+        ttl: Mapping[str, float] | None = None,
+        ephemeral: Iterable[str] | None = None,
     ) -> int:
         """Apply every update and removal in ``change``, or none of them.
+
+        ``ephemeral``: keys of the change bound to ``access_token``: ``release_owner``
+        (which a server calls when the session ends, however it ends) removes them, in one
+        commit. A later write of such a key without ``ephemeral``, by anyone, unbinds it.
+
+        ``ttl``: per key the change sets, seconds until the state removes it (a normal
+        commit, see ``expire_due``); a key set without one no longer expires. A ttl that
+        is not a finite number > 0, or on a key the change does not set, is ``ValueError``.
 
         ``expect`` (compare-and-set): per key the change touches, the revision of its last
         change it must still have (``Entry.mod_revision``), or None: it must not exist.
@@ -127,6 +164,10 @@ class StateDictionary:
         """
         owner = check_token(access_token)
         updates, removals, expectations = _checked_change(change, expect)
+        ttls = checked_ttl(ttl, updates) if ttl else {}
+        bound = checked_ephemeral(ephemeral, updates) if ephemeral else set()
+        if (ttls or bound) and not self._store.keeps_deadlines:
+            self._refuse_lifetimes(ttls, bound)
         with self._lock:
             if self._views.frozen:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
@@ -134,9 +175,20 @@ class StateDictionary:
                 removals = self._present(removals)
             if not (updates or removals or expectations):
                 return self._views.revision
+            now = self.wall_clock()
+            deadlines = {key: now + seconds for key, seconds in ttls.items()}
+            # A durable store keeps a bound key with deadline 0: its session cannot
+            # outlive the process, so a restart finds it due and removes it.
+            stored = {**deadlines, **dict.fromkeys(bound, 0.0)} if bound else deadlines
             revision = self._store.commit(
-                owner, updates, removals, self.clock(), expectations or None
+                owner, updates, removals, self.clock(), expectations or None, stored or None, now
             )
+            self._track_deadlines(updates, removals, deadlines)
+            if bound or self._bound_owner:
+                self._track_bindings(owner, updates, removals, bound)
+            if self._history.enabled and revision > self._history_revision:
+                self._history_revision = revision
+                self._history.record(revision, now, owner, updates, removals)
         if self.content_updated.has_callbacks:
             self.content_updated.invoke(
                 access_token=access_token, change=DictionaryChange(updates, removals)
@@ -149,12 +201,16 @@ class StateDictionary:
         change: DictionaryChange,
         *,
         expect: Mapping[str, int | None] | None = None,
+        ttl: Mapping[str, float] | None = None,
+        ephemeral: Iterable[str] | None = None,
     ) -> int:
         """``update_state`` for event-loop code: no thread waits while the store commits.
 
         When it returns, the change is in this dictionary's content (read your writes).
         """
-        revision = self.submit_update(access_token, change, expect=expect)
+        revision = self.submit_update(
+            access_token, change, expect=expect, ttl=ttl, ephemeral=ephemeral
+        )
         return revision if isinstance(revision, int) else await revision
 
     def submit_update(
@@ -163,6 +219,8 @@ class StateDictionary:
         change: DictionaryChange,
         *,
         expect: Mapping[str, int | None] | None = None,
+        ttl: Mapping[str, float] | None = None,
+        ephemeral: Iterable[str] | None = None,
     ) -> int | Awaitable[int]:
         """The revision at once if the store commits in process, else a future of it.
 
@@ -170,16 +228,22 @@ class StateDictionary:
         the store, in the order changes were submitted).
         """
         if self._store.commits_in_process:
-            return self.update_state(access_token, change, expect=expect)
+            return self.update_state(
+                access_token, change, expect=expect, ttl=ttl, ephemeral=ephemeral
+            )
         owner = check_token(access_token)
         updates, removals, expectations = _checked_change(change, expect)
+        bound = checked_ephemeral(ephemeral, updates) if ephemeral else set()
+        ttls = checked_ttl(ttl, updates) if ttl else {}
+        if (ttls or bound) and not self._store.binds_keys:
+            self._refuse_lifetimes(ttls, bound)
         with self._lock:
             if self._views.frozen:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
             if not (updates or removals or expectations):
                 return self._views.revision
         committed = self._store.submit_commit(
-            owner, updates, removals, self.clock(), expectations or None
+            owner, updates, removals, self.clock(), expectations or None, bound or None, ttls
         )
         if self.content_updated.has_callbacks:
 
@@ -191,6 +255,163 @@ class StateDictionary:
 
             committed.add_done_callback(announce)
         return committed
+
+    # -- keys that expire ----------------------------------------------------------------
+
+    def _track_deadlines(
+        self, updates: dict[str, JsonValue], removals: set[str], deadlines: dict[str, float]
+    ) -> None:
+        """After a commit (lock held): a key set with a ttl expires, any other touched
+        key no longer does."""
+        tracked = self._deadlines
+        if not (tracked or deadlines):
+            return
+        for key in updates:
+            at = deadlines.get(key)
+            if at is None:
+                tracked.clear(key)
+            else:
+                tracked.set(key, at)
+        for key in removals:
+            tracked.clear(key)
+
+    # -- history of each key ---------------------------------------------------------------
+
+    @property
+    def history_retention(self) -> HistoryRetention:
+        """How much history of each key this state keeps (``versions`` 0: none)."""
+        return self._history.retention
+
+    def history(
+        self, key: str, limit: int | None = None, since: int | None = None
+    ) -> list[KeyVersion]:
+        """``key``'s last versions, oldest first: after revision ``since`` (None: every
+        one kept), at most the newest ``limit``. Empty if history is off
+        (``history_retention``) or nothing of the key is kept."""
+        _check_history_read(key, limit, since)
+        with self._lock:
+            self._publish_durable()
+            found = self._history.read(key, self.wall_clock(), limit, since)
+            shown = self._views.revision  # changes not yet durable are not shown yet
+        # Copies: history holds the state's own values, which no caller may change.
+        return [
+            dataclasses.replace(version, value=copy_value(version.value))
+            for version in found
+            if version.revision <= shown
+        ]
+
+    async def history_async(
+        self, key: str, limit: int | None = None, since: int | None = None
+    ) -> list[KeyVersion]:
+        """``history`` from the event loop, for any store (Redis keeps it in Redis)."""
+        if self._store.commits_in_process:
+            return self.history(key, limit, since)
+        _check_history_read(key, limit, since)
+        if not self._history.enabled:
+            return []
+        return await self._store.history_async(key, self.wall_clock(), limit, since)
+
+    def _refuse_lifetimes(self, ttls: Mapping[str, float], bound: set[str]) -> None:
+        keys = ", ".join(map(repr, sorted({*ttls, *bound})))
+        kind = "expiring keys" if ttls else "keys bound to a session"
+        raise ValueError(
+            f"{kind} ({keys}): this store ({type(self._store).__name__}) does not keep "
+            "them (the memory, SQLite and Redis stores do)"
+        )
+
+    def _track_bindings(
+        self, owner: Hashable, updates: dict[str, JsonValue], removals: set[str], bound: set[str]
+    ) -> None:
+        """After a commit (lock held): keys written as ephemeral are bound to ``owner``;
+        any other key written or removed is bound to no one."""
+        by_key, by_owner = self._bound_owner, self._bound_keys
+        for key in (*updates, *removals):
+            holder = by_key.pop(key, _UNBOUND)
+            if holder is not _UNBOUND:
+                keys = by_owner[holder]
+                keys.discard(key)
+                if not keys:
+                    del by_owner[holder]
+        for key in bound:
+            by_key[key] = owner
+            by_owner.setdefault(owner, set()).add(key)
+
+    def bound_keys(self, access_token: object) -> set[str]:
+        """The keys bound to ``access_token`` (written with ``ephemeral``)."""
+        with self._lock:
+            return set(self._bound_keys.get(check_token(access_token), ()))
+
+    def is_ephemeral(self, key: str) -> bool:
+        """True if ``key`` is bound to a session (removed when it ends)."""
+        with self._lock:
+            return key in self._bound_owner
+
+    def expires_in(self, key: str) -> float | None:
+        """Seconds until ``key`` expires (0 when due), or None if it does not expire."""
+        with self._lock:
+            at = self._deadlines.get(key)
+        return None if at is None else max(0.0, at - self.wall_clock())
+
+    def expiring(self, keys: Iterable[str]) -> dict[str, float]:
+        """``expires_in`` of those of ``keys`` that expire, read at one instant."""
+        now = self.wall_clock()
+        with self._lock:
+            tracked = self._deadlines
+            if not tracked:
+                return {}
+            found = {key: tracked.get(key) for key in keys}
+        return {key: max(0.0, at - now) for key, at in found.items() if at is not None}
+
+    async def expire_due_async(self, limit: int = EXPIRY_BATCH) -> int:
+        """``expire_due`` from the event loop, for any store: a shared store (Redis)
+        expires keys on its own clock, and any server may do it."""
+        if self._store.commits_in_process:
+            return self.expire_due(limit)
+        return await self._store.expire_due_async(limit)
+
+    async def expiring_async(self, keys: Iterable[str]) -> dict[str, float]:
+        """``expiring`` from the event loop, for any store."""
+        if self._store.commits_in_process:
+            return self.expiring(keys)
+        return await self._store.expiring_async(list(keys))
+
+    def next_expiry(self) -> float | None:
+        """Seconds until the next key expires (0: some are due now), None if none expire."""
+        with self._lock:
+            at = self._deadlines.next_deadline()
+        return None if at is None else max(0.0, at - self.wall_clock())
+
+    def expire_due(self, limit: int = EXPIRY_BATCH) -> int:
+        """Remove up to ``limit`` keys whose ttl ran out, in one commit; return how many.
+
+        The removal is a normal change with its own revision (subscribers see it as any
+        removal). A lease does not stop it. Call it again while it returns ``limit``: a
+        server does so once per turn of its event loop, so a wave of expiring keys never
+        holds the lock for long. A frozen state expires nothing.
+        """
+        with self._lock:
+            if self._views.frozen or not self._deadlines:
+                return 0
+            due = self._deadlines.due(self.wall_clock(), limit)
+            if not due:
+                return 0
+            removals = self._present(set(due))
+            for key in due:
+                if key not in removals:  # removed meanwhile, outside a tracked write
+                    self._deadlines.clear(key)
+            if not removals:
+                return 0
+            now = self.wall_clock()
+            revision = self._store.commit(EXPIRY, {}, removals, self.clock(), None, None, now)
+            self._track_deadlines({}, removals, {})
+            if self._history.enabled:
+                self._history_revision = revision
+                self._history.record(revision, now, EXPIRY, {}, removals)
+            if self._bound_owner:
+                self._track_bindings(EXPIRY, {}, removals, set())
+        if self.content_updated.has_callbacks:
+            self.content_updated.invoke(access_token=EXPIRY, change=DictionaryChange({}, removals))
+        return len(removals)
 
     # -- the store's change feed ---------------------------------------------------------
 
@@ -362,10 +583,32 @@ class StateDictionary:
         return self.leases()
 
     def release_owner(self, access_token: object) -> None:
-        """Release every lease of ``access_token`` (its session ended)."""
+        """Release every lease of ``access_token`` and remove the keys bound to it (written
+        with ``ephemeral``), in one commit: its session ended. A frozen state (a stopping
+        server) removes none: a durable store finds them due at its next start."""
         owner = check_token(access_token)
+        removed: set[str] = set()
         with self._lock:
             self._store.release_owner(owner)
+            keys = self._bound_keys.pop(owner, None)
+            if keys:
+                for key in keys:
+                    self._bound_owner.pop(key, None)
+                if not self._views.frozen:
+                    removed = self._present(keys)
+                    if removed:
+                        now = self.wall_clock()
+                        revision = self._store.commit(
+                            SESSION_END, {}, removed, self.clock(), None, None, now
+                        )
+                        self._track_deadlines({}, removed, {})
+                        if self._history.enabled:
+                            self._history_revision = revision
+                            self._history.record(revision, now, SESSION_END, {}, removed)
+        if removed and self.content_updated.has_callbacks:
+            self.content_updated.invoke(
+                access_token=SESSION_END, change=DictionaryChange({}, removed)
+            )
 
     def clear_locks(self) -> None:
         """Release every lease on every key."""
@@ -394,7 +637,9 @@ class StateDictionary:
             self._publish_durable()
             if key in self._views.content:
                 value = copy_value(self._views.content[key])
-                return Entry.of(key, value, self._views.key_facts[key])
+                at = self._deadlines.get(key)
+                left = None if at is None else max(0.0, at - self.wall_clock())
+                return Entry.of(key, value, self._views.key_facts[key], left)
         return None
 
     def shared_entries(
@@ -469,6 +714,14 @@ class StateDictionary:
     def freeze(self) -> None:
         """Refuse every further change; subscribers get what is pending, then end."""
         self._views.freeze()
+
+
+def _check_history_read(key: str, limit: int | None, since: int | None) -> None:
+    check_key(key)
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise ValueError(f"history limit must be an int >= 0, got {limit!r}")
+    if since is not None and (type(since) is not int or since < 0):
+        raise ValueError(f"history since must be a revision (an int >= 0), got {since!r}")
 
 
 def _checked_change(

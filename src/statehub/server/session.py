@@ -30,6 +30,7 @@ from statehub.auth.permissions import UNRESTRICTED, AdminRight, Permissions
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistration, CommandRegistry
 from statehub.core.entries import KeyFacts
+from statehub.core.key_history import KeyVersion
 from statehub.core.limits import check_seconds
 from statehub.core.pacing import Pacer
 from statehub.core.rwlock import LockHolding, LockTable
@@ -403,7 +404,7 @@ class Session:
             "rights": _rights_reply(self.principal.permissions),
         }
 
-    def _get(self, message: dict[str, Any]) -> Reply:
+    def _get(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
         names = None
         if message.get("keys") is not None:
             names = [check_key(key) for key in _list_arg(message, "get", "keys")]
@@ -418,8 +419,43 @@ class Session:
         if names is None and not readable.everything:  # all this identity may read
             values = {key: value for key, value in values.items() if key in readable}
         if with_facts:
-            return {"values": values, "facts": _facts_reply(values, facts), "revision": revision}
+            reply = {
+                "values": values,
+                "facts": _facts_reply(values, facts, {}),
+                "revision": revision,
+            }
+            return self._with_time_left(reply, values)
         return {"values": values, "revision": revision}
+
+    def _with_time_left(
+        self, reply: dict[str, Any], keys: dict[str, Any]
+    ) -> Reply | Awaitable[Reply]:
+        """``reply`` with seconds left appended to the facts of keys that expire: at once
+        from an in-process store, after asking a shared one (Redis's clock)."""
+        state = self.hub.state
+        if state.store.commits_in_process:
+            _add_time_left(reply["facts"], state.expiring(keys))
+            return reply
+
+        async def asked() -> Reply:
+            _add_time_left(reply["facts"], await state.expiring_async(keys))
+            return reply
+
+        return asked()
+
+    def _history(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
+        key = check_key(message.get("key"))
+        self.principal.require(Right.READ, [key], "history")
+        limit, since = message.get("limit"), message.get("since")
+        state = self.hub.state
+        if state.store.commits_in_process:
+            return _history_reply(state, state.history(key, limit=limit, since=since))
+
+        async def asked() -> Reply:
+            versions = await state.history_async(key, limit=limit, since=since)
+            return _history_reply(state, versions)
+
+        return asked()
 
     def _update(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
         updates = message.get("updates")
@@ -434,10 +470,18 @@ class Session:
                 raise TypeError(f"update: 'expect' must be a map, got {_describe(expect)}")
             # An expectation reads a key's revision (a conflict reports it): as etcd's Txn.
             self.principal.require(Right.READ, [*map(check_key, expect)], "update")
+        ttl = message.get("ttl")
+        if ttl is not None and type(ttl) is not dict:
+            raise TypeError(f"update: 'ttl' must be a map, got {_describe(ttl)}")
+        ephemeral = message.get("ephemeral")
+        if ephemeral is not None:
+            ephemeral = _list_arg(message, "update", "ephemeral")
         state = self.hub.state
         started = time.perf_counter()
         change = DictionaryChange(updates, removals)
-        revision = state.submit_update(self.token, change, expect=expect or None)
+        revision = state.submit_update(
+            self.token, change, expect=expect or None, ttl=ttl or None, ephemeral=ephemeral
+        )
         if type(revision) is int:
             self.hub.observer.committed(time.perf_counter() - started)
             if state.is_durable(revision):
@@ -565,7 +609,7 @@ class Session:
             who["identity"] = session.principal.name
         return who
 
-    def _keys(self, message: dict[str, Any]) -> Reply:
+    def _keys(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
         prefix = message.get("prefix", "")
         prefix = "" if prefix is None else prefix
         if type(prefix) is not str:
@@ -593,7 +637,8 @@ class Session:
             else {"keys": list(found), "revision": revision}
         )
         if with_facts:
-            reply["facts"] = _facts_reply(found, facts)
+            reply["facts"] = _facts_reply(found, facts, {})
+            return self._with_time_left(reply, found)
         return reply
 
     def _list_locks(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
@@ -823,6 +868,7 @@ _OPS: dict[str, Callable[[Session, dict[str, Any]], Reply | Awaitable[Reply]]] =
     "hello": Session._hello,
     "get": Session._get,
     "update": Session._update,
+    "history": Session._history,
     "leases": Session._leases,
     "list_leases": Session._list_leases,
     "keys": Session._keys,
@@ -908,9 +954,41 @@ def _rights_reply(permissions: Permissions) -> dict[str, list[str]]:
     }
 
 
-def _facts_reply(keys: dict[str, Any], facts: dict[str, KeyFacts]) -> dict[str, list[int]]:
-    """``{key: [mod_revision, create_revision, version]}`` for the keys of a reply."""
-    return {key: list(facts[key]) for key in keys}
+def _history_reply(state: StateDictionary, versions: list[KeyVersion]) -> Reply:
+    retention = state.history_retention
+    return {
+        "versions": [_version_reply(version) for version in versions],
+        "retention": {"versions": retention.versions, "age": retention.age},
+        "revision": state.revision,
+    }
+
+
+def _version_reply(version: KeyVersion) -> dict[str, Any]:
+    """A history entry on the wire (``by`` is ``<session id>:<identity>`` for a session's
+    change, ``EXPIRY`` or ``SESSION_END`` for the state's own removals)."""
+    reply: dict[str, Any] = {"revision": version.revision, "time": version.time, "by": version.by}
+    if version.removed:
+        reply["removed"] = True
+    else:
+        reply["value"] = version.value
+    return reply
+
+
+def _add_time_left(facts: dict[str, list[float]], expiring: dict[str, float]) -> None:
+    for key, left in expiring.items():
+        if key in facts:
+            facts[key].append(left)
+
+
+def _facts_reply(
+    keys: dict[str, Any], facts: dict[str, KeyFacts], expiring: dict[str, float]
+) -> dict[str, list[float]]:
+    """``{key: [mod_revision, create_revision, version]}`` for the keys of a reply, with a
+    fourth item, seconds left, for a key that expires."""
+    reply: dict[str, list[float]] = {key: list(facts[key]) for key in keys}
+    for key, left in expiring.items():
+        reply[key].append(left)
+    return reply
 
 
 def _bool_arg(message: dict[str, Any], op: str, name: str) -> bool:

@@ -20,6 +20,7 @@ import errno
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -32,6 +33,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from statehub.auth import Authenticator
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistration, CommandRegistry, CommandRoute
+from statehub.core.expiry import EXPIRY_BATCH
 from statehub.core.rwlock import LockTable, RWLockTable
 from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import JsonValue
@@ -60,6 +62,9 @@ DEFAULT_KEEPALIVE_TIMEOUT = 5.0
 STOP_GRACE = 2.0
 #: The built-in command listing every command with its default arguments (as NanoVer).
 LIST_COMMANDS = "commands/list"
+#: The longest the expiry task sleeps: a key written with a ttl is removed at most this
+#: long after its deadline (sooner when its deadline is already the next one).
+EXPIRY_POLL_S = 0.1
 
 
 class StateServer:
@@ -166,6 +171,7 @@ class StateServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._expiry_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -245,6 +251,7 @@ class StateServer:
             )
         self._port = bound
         await self.state.start()
+        self._expiry_task = asyncio.create_task(self._expire(), name="statehub-expiry")
         await self._grpc_server.start()
         for service in ("", SERVICE_NAME):  # "": the server as a whole
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -261,6 +268,10 @@ class StateServer:
         self._stopped = True
         await self.health.enter_graceful_shutdown()
         self.state.freeze()
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._expiry_task
         if self._tcp_server is not None:
             self._tcp_server.close()  # accept no more connections; end_sessions ends the rest
         self.hub.end_sessions()
@@ -275,6 +286,28 @@ class StateServer:
             await self.state.stop()
         self._command_threads.shutdown(wait=False, cancel_futures=True)
         logger.debug("server on port %s stopped", self._port)
+
+    async def _expire(self) -> None:
+        """Remove keys whose ttl ran out, in bounded batches (one commit each), so that a
+        wave of expiring keys never stops the serving of others: after a full batch the
+        task waits as long as the batch took, so expiry has at most half of the loop."""
+        state = self.state
+        failing = False
+        while True:
+            try:
+                started = time.perf_counter()
+                if await state.expire_due_async(EXPIRY_BATCH) >= EXPIRY_BATCH:
+                    await asyncio.sleep(time.perf_counter() - started)
+                    continue
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a store that fails refuses writes too; keep trying
+                if not failing:  # once per streak: Redis away would log ten times a second
+                    logger.warning("removing expired keys failed (retrying): %s", error)
+                failing = True
+            left = state.next_expiry()
+            await asyncio.sleep(EXPIRY_POLL_S if left is None else min(left, EXPIRY_POLL_S))
 
     async def _start_web(self, port: int) -> None:
         from statehub.web.edge import WebEdge  # the web edge imports the server's session

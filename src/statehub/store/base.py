@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from statehub.core.entries import Expectations, KeyFacts
+from statehub.core.key_history import HistoryRetention, KeyVersion
 from statehub.core.values import JsonValue
 from statehub.store.leases import Lease
 
@@ -59,6 +60,13 @@ class Store(ABC):
     #: trip (``commit_async`` and the other ``*_async`` methods are then the path for
     #: event-loop code).
     commits_in_process: ClassVar[bool] = True
+    #: True if the store takes ``deadlines`` in ``commit`` (keys that expire, ``ttl=``):
+    #: the in-process stores; the state dictionary refuses a ttl on any other.
+    keeps_deadlines: ClassVar[bool] = False
+    #: True if the store binds keys to sessions itself (``bound`` in ``submit_commit``;
+    #: ``release_owner`` removes them): a store shared by servers (Redis). The in-process
+    #: stores leave that to the state dictionary (and ``keeps_deadlines``).
+    binds_keys: ClassVar[bool] = False
 
     _feed: ChangeFeed
 
@@ -77,6 +85,24 @@ class Store(ABC):
         """The committed revision, content and each key's facts (``core/entries.py``), read
         when the state dictionary starts (a key without facts counts as created then)."""
 
+    def keep_history(self, retention: HistoryRetention) -> None:  # noqa: B027
+        """Keep each key's history within ``retention`` (a durable store writes it)."""
+
+    async def history_async(
+        self, key: str, now: float, limit: int | None, since: int | None
+    ) -> list[KeyVersion]:
+        """A store that keeps history itself (not in process: Redis): ``key``'s kept
+        versions, oldest first (see ``StateDictionary.history``)."""
+        return []
+
+    def load_history(self) -> list[KeyVersion]:
+        """The history kept by a durable store, in revision order; read at start."""
+        return []
+
+    def load_deadlines(self) -> dict[str, float]:
+        """Each expiring key's deadline (wall-clock seconds) as stored; read at start."""
+        return {}
+
     @property
     @abstractmethod
     def epoch(self) -> str:
@@ -94,8 +120,14 @@ class Store(ABC):
         removals: set[str],
         now: float,
         expect: Expectations | None = None,
+        deadlines: Mapping[str, float] | None = None,
+        at: float | None = None,
     ) -> int:
         """Apply a validated change for ``owner``, deliver it to the feed, return its revision.
+
+        ``deadlines`` (``keeps_deadlines`` stores): the wall-clock deadline of each updated
+        key that expires; every other updated or removed key has none from then on.
+        ``at``: the change's wall-clock time, for a store that writes history.
 
         Raises ``ResourceLockedError`` (and changes nothing) if another owner leases a key,
         then ``ConflictError`` (nothing changed) if a key of ``expect`` (checked by
@@ -110,8 +142,12 @@ class Store(ABC):
         removals: set[str],
         now: float,
         expect: Expectations | None = None,
+        bound: Collection[str] | None = None,
+        ttl: Mapping[str, float] | None = None,
     ) -> int:
-        """``commit`` for event-loop code: the feed has the change when this returns."""
+        """``commit`` for event-loop code: the feed has the change when this returns.
+        ``bound``: keys of ``updates`` bound to ``owner``; ``ttl``: seconds until each
+        such key of ``updates`` expires (both for ``binds_keys`` stores only)."""
         return self.commit(owner, updates, removals, now, expect)
 
     def submit_commit(
@@ -121,10 +157,23 @@ class Store(ABC):
         removals: set[str],
         now: float,
         expect: Expectations | None = None,
+        bound: Collection[str] | None = None,
+        ttl: Mapping[str, float] | None = None,
     ) -> asyncio.Future[int]:
         """``commit_async`` as a future, for event-loop code that wants no task per change
         (a store that commits in batches settles each future itself)."""
-        return asyncio.ensure_future(self.commit_async(owner, updates, removals, now, expect))
+        return asyncio.ensure_future(
+            self.commit_async(owner, updates, removals, now, expect, bound, ttl)
+        )
+
+    async def expire_due_async(self, limit: int) -> int:
+        """A ``binds_keys`` store: remove up to ``limit`` keys whose ttl ran out, in one
+        commit; return how many (``limit`` if more are due)."""
+        return 0
+
+    async def expiring_async(self, keys: Collection[str]) -> dict[str, float]:
+        """A ``binds_keys`` store: seconds left of those of ``keys`` that expire."""
+        return {}
 
     @abstractmethod
     def change_leases(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 
 from statehub.core.entries import Expectations, KeyFacts, check_expectations
+from statehub.core.expiry import LifetimeOwner
 from statehub.core.values import JsonValue
 from statehub.store.base import Store
 from statehub.store.leases import LeasesInProcess, LeaseTable
@@ -13,7 +14,10 @@ from statehub.store.leases import LeasesInProcess, LeaseTable
 
 class MemoryStore(LeasesInProcess, Store):
     """Keeps leases and the revision in memory; the content (and each key's facts, which
-    compare-and-set checks) lives in the state's mirror."""
+    compare-and-set checks) lives in the state's mirror, and so do deadlines of keys
+    that expire."""
+
+    keeps_deadlines = True
 
     def __init__(self) -> None:
         self._revision = 0
@@ -34,8 +38,11 @@ class MemoryStore(LeasesInProcess, Store):
         removals: set[str],
         now: float,
         expect: Expectations | None = None,
+        deadlines: Mapping[str, float] | None = None,
+        at: float | None = None,
     ) -> int:
-        self._leases.check_writable(owner, [*updates, *removals], now)
+        if not isinstance(owner, LifetimeOwner):
+            self._leases.check_writable(owner, [*updates, *removals], now)
         if expect:
             check_expectations(expect, self._feed.mod_revision)
             if not (updates or removals):

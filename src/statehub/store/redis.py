@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -36,6 +36,7 @@ import redis
 import redis.asyncio
 
 from statehub.core.entries import Expectations, KeyFacts
+from statehub.core.key_history import HistoryRetention, KeyVersion, owner_name
 from statehub.core.values import JsonValue
 from statehub.errors import ConflictError, ResourceLockedError
 from statehub.protocol.codec import decode_value, encode_value
@@ -85,6 +86,7 @@ class RedisStore(Store):
     """The state in Redis at ``url``, shared with every server using the same prefix."""
 
     commits_in_process = False
+    binds_keys = True
 
     def __init__(
         self,
@@ -124,6 +126,7 @@ class RedisStore(Store):
         self._lock_table: RedisLockTable | None = None
         self._command_peers: RedisCommandPeers | None = None
         self._stopping = False
+        self._history_retention: HistoryRetention | None = None
         self._backoff = FIRST_BACKOFF
         self._queued: list[_QueuedCommit] = []
         self._committer: asyncio.Task[None] | None = None
@@ -167,6 +170,8 @@ class RedisStore(Store):
         removals: set[str],
         now: float,
         expect: Expectations | None = None,
+        deadlines: Mapping[str, float] | None = None,
+        at: float | None = None,
     ) -> int:
         pair = self._commit_pair(owner, updates, removals, expect)
         reply = self.run_script(redis_scripts.COMMIT, self.keys.commit, self._commit_args([pair]))
@@ -184,10 +189,12 @@ class RedisStore(Store):
         removals: set[str],
         now: float,
         expect: Expectations | None = None,
+        bound: Collection[str] | None = None,
+        ttl: Mapping[str, float] | None = None,
     ) -> asyncio.Future[int]:
         # No task per commit: the batch sender settles each commit's future itself.
         committed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        pair = self._commit_pair(owner, updates, removals, expect)
+        pair = self._commit_pair(owner, updates, removals, expect, bound, ttl)
         self._queued.append(_QueuedCommit(pair, updates, removals, expect, committed))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._send_queued())
@@ -200,8 +207,10 @@ class RedisStore(Store):
         removals: set[str],
         now: float,
         expect: Expectations | None = None,
+        bound: Collection[str] | None = None,
+        ttl: Mapping[str, float] | None = None,
     ) -> int:
-        return await self.submit_commit(owner, updates, removals, now, expect)
+        return await self.submit_commit(owner, updates, removals, now, expect, bound, ttl)
 
     def change_leases(
         self,
@@ -240,11 +249,87 @@ class RedisStore(Store):
         a failure is logged, and the sweep releases them if this server is gone); blocking
         from anywhere else."""
         args = [_owner_bytes(owner), self.server_id]
+        bound_keys = self.keys.release_bound(self.server_id)
+        bound_args = self._release_bound_args(self._binding(owner), prefix=False)
         if self._async is not None and _running_loop() is self._loop:
             released = self.ordered.submit(redis_scripts.RELEASE_OWNER, self.keys.leases, args)
             released.add_done_callback(log_failure(f"releasing the leases of {owner!r}"))
+            removed = self.ordered.submit(redis_scripts.RELEASE_BOUND, bound_keys, bound_args)
+            removed.add_done_callback(log_failure(f"removing the keys bound to {owner!r}"))
         else:
             self.run_script(redis_scripts.RELEASE_OWNER, self.keys.leases, args)
+            self.run_script(redis_scripts.RELEASE_BOUND, bound_keys, bound_args)
+
+    async def expire_due_async(self, limit: int) -> int:
+        """Remove up to ``limit`` keys whose deadline passed on Redis's clock, in one
+        commit (delivered by the feed); any server may do it. Returns how many were due
+        (``limit`` when more are due)."""
+        client = self.async_client()
+        reply = await self.run_async(
+            self._script_async(client, redis_scripts.EXPIRE)(
+                self.keys.expire,
+                [uuid.uuid4().hex, str(self.history_length), str(limit), encode_value("EXPIRY")],
+            )
+        )
+        return limit if int(reply[3]) else len(reply[2])
+
+    async def expiring_async(self, keys: Collection[str]) -> dict[str, float]:
+        """Seconds left of those of ``keys`` that expire, on Redis's clock."""
+        if not keys:
+            return {}
+        flat = await self.run_script_async(
+            redis_scripts.TIME_LEFT, [self.keys.deadlines], [_key_bytes(key) for key in keys]
+        )
+        return {_key_str(flat[i]): float(flat[i + 1]) / 1000 for i in range(0, len(flat), 2)}
+
+    def _binding(self, owner: Hashable) -> bytes:
+        """How ``P:bound`` names a session's binding: ``<server id>|<owner>``."""
+        return self.server_id.encode() + b"|" + _owner_bytes(owner)
+
+    def _release_bound_args(self, binding: bytes, *, prefix: bool) -> list[bytes | str]:
+        return [
+            uuid.uuid4().hex,
+            str(self.history_length),
+            binding,
+            "1" if prefix else "0",
+            encode_value("SESSION_END"),
+        ]
+
+    def keep_history(self, retention: HistoryRetention) -> None:
+        """Keep each key's last ``retention.versions`` versions in Redis, for every server
+        over it (the setting is shared: the last server started with one sets it)."""
+        self._history_retention = retention
+        self.run_sync(lambda: self.sync_client.set(self.keys.history_versions, retention.versions))
+
+    async def history_async(
+        self, key: str, now: float, limit: int | None, since: int | None
+    ) -> list[KeyVersion]:
+        """``key``'s kept versions, oldest first (see ``StateDictionary.history``)."""
+        entries = await self.run_async(
+            self.async_client().lrange(self.keys.key_history + key, 0, -1)
+        )
+        age = self._history_retention.age if self._history_retention else None
+        versions = []
+        for packed in entries:
+            revision, at_ms, value, owner = msgpack.unpackb(packed, raw=True)
+            at = float(at_ms) / 1000
+            if (since is not None and revision <= since) or (age is not None and at < now - age):
+                continue
+            removed = value is False
+            by = owner_name(decode_value(owner))
+            shown = None if removed else decode_value(value)
+            versions.append(KeyVersion(key, int(revision), at, shown, removed, by))
+        if limit is not None:
+            versions = versions[len(versions) - limit :] if limit else []
+        return versions
+
+    async def _release_bound_of_dead(self, client: redis.asyncio.Redis, server: str) -> int:
+        """Remove the keys bound to sessions of ``server`` if it is dead (no liveness key)."""
+        reply = await self._script_async(client, redis_scripts.RELEASE_BOUND)(
+            self.keys.release_bound(server),
+            self._release_bound_args(server.encode() + b"|", prefix=True),
+        )
+        return len(reply[2])
 
     def clear_leases(self) -> None:
         self.run_sync(lambda: self.sync_client.delete(*self.keys.leases))
@@ -302,6 +387,7 @@ class RedisStore(Store):
         self._async_scripts.pop(id(client), None)
         try:
             await client.delete(self.keys.alive(self.server_id))
+            await self._release_bound_of_dead(client, self.server_id)
             await self._script_async(client, redis_scripts.REAP_SERVER)(
                 self.keys.reap(self.server_id),
                 [self.server_id, self.keys.lock_prefix, self.keys.base],
@@ -322,18 +408,26 @@ class RedisStore(Store):
         updates: dict[str, JsonValue],
         removals: set[str],
         expect: Expectations | None = None,
+        bound: Collection[str] | None = None,
+        ttl: Mapping[str, float] | None = None,
     ) -> tuple[bytes, bytes]:
         """The (owner, change) arguments of one commit in the COMMIT script."""
         if not self.available:
             raise self._unavailable("Redis is away")
-        change: list[list[bytes] | list[int]] = [
+        change: list[Any] = [
             [_key_bytes(key) for key in updates],
             [encode_value(value) for value in updates.values()],
             [_key_bytes(key) for key in removals],
         ]
-        if expect:
-            change.append([_key_bytes(key) for key in expect])
-            change.append([revision or 0 for revision in expect.values()])
+        if expect or bound or ttl:
+            change.append([_key_bytes(key) for key in expect or ()])
+            change.append([revision or 0 for revision in (expect or {}).values()])
+        if bound or ttl:
+            change.append([_key_bytes(key) for key in bound or ()])
+            change.append(self._binding(owner))
+        if ttl:
+            change.append([_key_bytes(key) for key in ttl])
+            change.append([round(seconds * 1000.0, 3) for seconds in ttl.values()])
         # Old-spec raw strings: Redis's Lua cmsgpack reads those, not the bin types.
         return _owner_bytes(owner), msgpack.packb(change, use_bin_type=False)
 
@@ -632,6 +726,9 @@ class RedisStore(Store):
             server = member.decode()
             if server == self.server_id:
                 continue
+            removed = await self._release_bound_of_dead(client, server)
+            if removed:
+                logger.info("removed %d keys bound to sessions of dead server %s", removed, server)
             swept = await self._script_async(client, redis_scripts.REAP_SERVER)(
                 self.keys.reap(server), [server, self.keys.lock_prefix, self.keys.base]
             )
@@ -701,6 +798,10 @@ class RedisKeys:
         self.lock_prefix = base + "lock"
         self.leases = [base + "leases", base + "lease_deadlines", base + "lease_servers"]
         self.facts = base + "facts"
+        self.bound = base + "bound"
+        self.deadlines = base + "deadlines"
+        self.history_versions = base + "history_versions"
+        self.key_history = base + "khist:"
         self.commit = [
             self.epoch,
             self.revision,
@@ -708,11 +809,39 @@ class RedisKeys:
             self.history,
             *self.leases,
             self.facts,
+            self.bound,
+            self.deadlines,
+            self.history_versions,
+            self.key_history,
+        ]
+        self.expire = [
+            self.epoch,
+            self.revision,
+            self.content,
+            self.history,
+            self.facts,
+            self.bound,
+            self.deadlines,
+            self.history_versions,
+            self.key_history,
         ]
         self.snapshot = [self.epoch, self.revision, self.content, self.facts]
 
     def alive(self, server: str) -> str:
         return f"{self.base}alive:{server}"
+
+    def release_bound(self, server: str) -> list[str]:
+        return [
+            self.epoch,
+            self.revision,
+            self.content,
+            self.history,
+            self.facts,
+            self.bound,
+            self.alive(server),
+            self.history_versions,
+            self.key_history,
+        ]
 
     def reap(self, server: str) -> list[str]:
         return [*self.leases, self.servers, self.alive(server), self.base + "lockkeys"]

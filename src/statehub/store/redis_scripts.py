@@ -14,6 +14,17 @@ Layout under the prefix P (one hash tag, so every key lives in one slot):
 - ``P:leases`` (key -> owner), ``P:lease_deadlines`` (key -> Redis-clock ms; absent: no
   expiry), ``P:lease_servers`` (key -> id of the server whose session took it).
 - ``P:servers``: a set of server ids; ``P:alive:<id>``: that server's liveness key (TTL).
+- ``P:bound``: a hash, key -> ``"<server id>|<owner>"`` for keys bound to a session
+  (``ephemeral``); any other write or removal of the key drops it (COMMIT). The session's
+  end (RELEASE_BOUND) or its server's death (RELEASE_BOUND with the liveness check)
+  removes them in one commit.
+- ``P:history_versions``: how many versions of each key to keep (absent or 0: none), set
+  by the servers that keep history (``statehub serve --history N``); ``P:khist:<key>``: a
+  list of the key's last versions, oldest first, each msgpack [revision, Redis-clock ms,
+  encoded value or false (removed), encoded owner], trimmed to that many.
+- ``P:deadlines``: a sorted set, key -> its deadline in Redis-clock ms, for keys written
+  with a ttl; any other write or removal of the key drops it (COMMIT). EXPIRE removes
+  due keys in bounded batches, each one commit; any server may run it (it is idempotent).
 - ``P:fence``: the fencing-token counter of read/write lock grants.
 - ``P:lock:<key>``: a hash ``writer`` / ``depth`` / ``r:<owner>`` (shared holds, count);
   ``P:lockq:<key>``: a list of waiters ``ticket|mode|server|owner`` (FIFO);
@@ -27,6 +38,20 @@ _NOW = """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end
+"""
+
+#: Append a version to a key's history list if history is kept (``n`` > 0).
+_KEY_HISTORY = """
+local function record_version(list_prefix, n, revision, at, key, value, owner)
+  if n > 0 then
+    local list = list_prefix .. key
+    redis.call('RPUSH', list, cmsgpack.pack({revision, at, value, owner}))
+    redis.call('LTRIM', list, -n, -1)
+  end
+end
+local function history_n(n_key)
+  return tonumber(redis.call('GET', n_key) or '0')
 end
 """
 
@@ -62,11 +87,14 @@ local function leased_by_other(leases, deadlines, servers, key, owner, now)
 end
 """
 
-#: KEYS: epoch, revision, content, history, leases, lease_deadlines, lease_servers, facts.
-#: ARGV: candidate epoch, history MAXLEN, then one (owner, change) pair per commit, a
-#: change being msgpack [keys, encoded values, removed keys] or, with compare-and-set
+#: KEYS: epoch, revision, content, history, leases, lease_deadlines, lease_servers, facts,
+#: bound. ARGV: candidate epoch, history MAXLEN, then one (owner, change) pair per commit,
+#: a change being msgpack [keys, encoded values, removed keys] or, with compare-and-set
 #: expectations, [keys, values, removed, expected keys, expected mod revisions (0:
-#: absent)]. Each commit is checked and applied on its own (one refused by a lease or an
+#: absent)], and with keys bound to a session also [..., bound keys, "<server>|<owner>"],
+#: and with ttls also [..., keys with a ttl, their ttls in ms]; KEYS[10] is the deadlines,
+#: KEYS[11] the history setting, KEYS[12] the history lists' prefix.
+#: Each commit is checked and applied on its own (one refused by a lease or an
 #: expectation does not stop the others); sending many in one script only saves round
 #: trips. The history entry always holds the first three.
 #: Removals of keys that hold nothing are dropped; a commit left with nothing to do takes
@@ -78,6 +106,7 @@ COMMIT = (
     _NOW
     + _ENSURE_EPOCH
     + _DROP_LEASE
+    + _KEY_HISTORY
     + """
 local function mod_revision(facts, key)
   local packed = redis.call('HGET', facts, key)
@@ -150,10 +179,47 @@ for i = 3, #ARGV, 2 do
       redis.call('HDEL', KEYS[3], key)
       redis.call('HDEL', KEYS[8], key)
     end
+    if change[6] or redis.call('HLEN', KEYS[9]) > 0 then
+      repack = true
+      for _, key in ipairs(keys) do
+        redis.call('HDEL', KEYS[9], key)
+      end
+      for _, key in ipairs(present) do
+        redis.call('HDEL', KEYS[9], key)
+      end
+      for _, key in ipairs(change[6] or {}) do
+        redis.call('HSET', KEYS[9], key, change[7])
+      end
+    end
+    if change[8] or redis.call('ZCARD', KEYS[10]) > 0 then
+      repack = true
+      for _, key in ipairs(keys) do
+        redis.call('ZREM', KEYS[10], key)
+      end
+      for _, key in ipairs(present) do
+        redis.call('ZREM', KEYS[10], key)
+      end
+      if change[8] and #change[8] > 0 then
+        local at = now_ms()
+        for j, key in ipairs(change[8]) do
+          redis.call('ZADD', KEYS[10], at + change[9][j], key)
+        end
+      end
+    end
     if repack or #present < #removed then
       entry = cmsgpack.pack({keys, values, present})
     end
     redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[2], revision .. '-0', 'e', epoch, 'c', entry)
+    local kept = history_n(KEYS[11])
+    if kept > 0 then
+      local at = now_ms()
+      for j, key in ipairs(keys) do
+        record_version(KEYS[12], kept, revision, at, key, values[j], owner)
+      end
+      for _, key in ipairs(present) do
+        record_version(KEYS[12], kept, revision, at, key, false, owner)
+      end
+    end
     if #present < #removed then
       results[#results + 1] = {'ok', revision, present}
     else
@@ -162,6 +228,117 @@ for i = 3, #ARGV, 2 do
   end
 end
 return {epoch, results}
+"""
+)
+
+#: KEYS: epoch, revision, content, history, facts, bound, a liveness key, the history
+#: setting, the history lists' prefix. ARGV: candidate epoch, history MAXLEN, the binding
+#: ("<server>|<owner>") or a server's prefix ("<server>|"), '1' if ARGV[3] is a prefix,
+#: the encoded owner the history names. With a prefix, only if the liveness key is
+#: gone (that server died). Removes every present key bound so, in one commit (its
+#: history entry has no owner of its own). Returns {epoch, revision or 0, keys}.
+RELEASE_BOUND = (
+    _NOW
+    + _ENSURE_EPOCH
+    + _KEY_HISTORY
+    + """
+local epoch = ensure_epoch(KEYS[1], ARGV[1])
+local binding, is_prefix = ARGV[3], ARGV[4] == '1'
+if is_prefix and redis.call('EXISTS', KEYS[7]) == 1 then
+  return {epoch, 0, {}}
+end
+local flat = redis.call('HGETALL', KEYS[6])
+local present = {}
+for i = 1, #flat, 2 do
+  local value = flat[i + 1]
+  if value == binding or (is_prefix and string.sub(value, 1, #binding) == binding) then
+    redis.call('HDEL', KEYS[6], flat[i])
+    if redis.call('HEXISTS', KEYS[3], flat[i]) == 1 then
+      present[#present + 1] = flat[i]
+    end
+  end
+end
+if #present == 0 then
+  return {epoch, 0, {}}
+end
+local revision = redis.call('INCR', KEYS[2])
+for _, key in ipairs(present) do
+  redis.call('HDEL', KEYS[3], key)
+  redis.call('HDEL', KEYS[5], key)
+end
+local entry = cmsgpack.pack({{}, {}, present})
+redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[2], revision .. '-0', 'e', epoch, 'c', entry)
+local kept = history_n(KEYS[8])
+if kept > 0 then
+  local at = now_ms()
+  for _, key in ipairs(present) do
+    record_version(KEYS[9], kept, revision, at, key, false, ARGV[5])
+  end
+end
+return {epoch, revision, present}
+"""
+)
+
+#: KEYS: epoch, revision, content, history, facts, bound, deadlines, the history setting,
+#: the history lists' prefix. ARGV: candidate epoch, history MAXLEN, the most keys to
+#: remove, the encoded owner the history names. Removes the keys whose deadline has
+#: passed on Redis's clock, at most that many, in one commit. Returns {epoch, revision or
+#: 0, removed keys, 1 if more are due else 0}.
+EXPIRE = (
+    _NOW
+    + _ENSURE_EPOCH
+    + _KEY_HISTORY
+    + """
+local epoch = ensure_epoch(KEYS[1], ARGV[1])
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+local present = {}
+for _, key in ipairs(due) do
+  redis.call('ZREM', KEYS[7], key)
+  redis.call('HDEL', KEYS[6], key)
+  if redis.call('HEXISTS', KEYS[3], key) == 1 then
+    present[#present + 1] = key
+  end
+end
+local more = 0
+if redis.call('ZCOUNT', KEYS[7], '-inf', now) > 0 then
+  more = 1
+end
+if #present == 0 then
+  return {epoch, 0, {}, more}
+end
+local revision = redis.call('INCR', KEYS[2])
+for _, key in ipairs(present) do
+  redis.call('HDEL', KEYS[3], key)
+  redis.call('HDEL', KEYS[5], key)
+end
+local entry = cmsgpack.pack({{}, {}, present})
+redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[2], revision .. '-0', 'e', epoch, 'c', entry)
+local kept = history_n(KEYS[8])
+if kept > 0 then
+  for _, key in ipairs(present) do
+    record_version(KEYS[9], kept, revision, now, key, false, ARGV[4])
+  end
+end
+return {epoch, revision, present, more}
+"""
+)
+
+#: KEYS: epoch, revision, content, history, facts, deadlines; ARGV: keys. Returns
+#: {key, ms left, ...} for those of the keys that expire.
+TIME_LEFT = (
+    _NOW
+    + """
+local now = now_ms()
+local result = {}
+for _, key in ipairs(ARGV) do
+  local at = redis.call('ZSCORE', KEYS[1], key)
+  if at then
+    result[#result + 1] = key
+    result[#result + 1] = string.format('%.3f', math.max(0, tonumber(at) - now))
+  end
+end
+return result
 """
 )
 

@@ -43,12 +43,14 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from statehub.core.entries import Expectations, KeyFacts, check_expectations
+from statehub.core.expiry import LifetimeOwner
+from statehub.core.key_history import HistoryRetention, KeyVersion, owner_name
 from statehub.core.values import JsonValue, check_key, checked_copy
 from statehub.store.base import Store
 from statehub.store.datafile import check_sqlite_file, file_error
@@ -126,7 +128,41 @@ CREATE TABLE IF NOT EXISTS quarantine (
 )
 """
 
-_EncodedChange = tuple[int, list[tuple[bytes, str, int]], list[bytes]]
+#: Deadlines (wall-clock seconds) of keys written with a ttl: absolute, so that they mean
+#: the same after a restart. Created when missing (a file of an older statehub gains it;
+#: an older statehub ignores it, and its keys then never expire).
+_DEADLINES_TABLE = """
+CREATE TABLE IF NOT EXISTS deadlines (key BLOB PRIMARY KEY, deadline REAL NOT NULL) WITHOUT ROWID
+"""
+
+#: Each key's last versions (``core/key_history.py``), kept when the server keeps history:
+#: a removal has a NULL value. ``by`` names who made the change.
+_HISTORY_TABLE = """
+CREATE TABLE IF NOT EXISTS history (
+    key BLOB NOT NULL,
+    revision INTEGER NOT NULL,
+    time REAL NOT NULL,
+    value TEXT,
+    format INTEGER,
+    by TEXT,
+    PRIMARY KEY (key, revision)
+) WITHOUT ROWID
+"""
+_TRIM_HISTORY = """
+DELETE FROM history WHERE key = ?1 AND revision <= (
+    SELECT revision FROM history WHERE key = ?1 ORDER BY revision DESC LIMIT 1 OFFSET ?2
+)
+"""
+
+#: (revision, rows (key, text, format), removed keys, deadlines of updated keys or None,
+#: (wall-clock time, who) if history is kept, else None)
+_EncodedChange = tuple[
+    int,
+    list[tuple[bytes, str, int]],
+    list[bytes],
+    dict[bytes, float] | None,
+    tuple[float, str | None] | None,
+]
 
 
 @dataclass(slots=True)
@@ -195,6 +231,10 @@ class SQLiteStore(LeasesInProcess, Store):
         self._record.write(self._epoch_number, revision - skipped)
         self._record.sync()
         self._checkpointed = revision
+        #: Some key may have a deadline on disk: each batch then clears those of the keys
+        #: it writes (else a batch without ttls skips the deadlines table).
+        self._deadlines_on_disk = False
+        self._history: HistoryRetention | None = None
         self._initial_content: dict[str, JsonValue] | None = content
         self._initial_facts = facts
         #: Revision read from disk, and how far it was moved on after an unclean stop.
@@ -240,6 +280,32 @@ class SQLiteStore(LeasesInProcess, Store):
             content, facts = self._read_content()
             return revision, content, facts
 
+    keeps_deadlines = True
+
+    def keep_history(self, retention: HistoryRetention) -> None:
+        with self._db_lock:
+            self._conn.execute(_HISTORY_TABLE)
+            self._history = retention
+
+    def load_history(self) -> list[KeyVersion]:
+        with self._db_lock:
+            rows = self._conn.execute(
+                "SELECT key, revision, time, value, format, by FROM history ORDER BY revision"
+            ).fetchall()
+        versions = []
+        for key, revision, when, text, form, by in rows:
+            name = bytes(key).decode("utf-8", "surrogatepass")
+            value = None if text is None else decode_value(text, form)
+            versions.append(KeyVersion(name, revision, when, value, text is None, by))
+        return versions
+
+    def load_deadlines(self) -> dict[str, float]:
+        with self._db_lock:
+            rows = self._conn.execute("SELECT key, deadline FROM deadlines").fetchall()
+        if rows:
+            self._deadlines_on_disk = True
+        return {bytes(key).decode("utf-8", "surrogatepass"): at for key, at in rows}
+
     def commit(
         self,
         owner: Hashable,
@@ -247,8 +313,11 @@ class SQLiteStore(LeasesInProcess, Store):
         removals: set[str],
         now: float,
         expect: Expectations | None = None,
+        deadlines: Mapping[str, float] | None = None,
+        at: float | None = None,
     ) -> int:
-        self._leases.check_writable(owner, [*updates, *removals], now)
+        if not isinstance(owner, LifetimeOwner):
+            self._leases.check_writable(owner, [*updates, *removals], now)
         if expect:
             # Under the state's lock: the feed knows every change numbered so far.
             check_expectations(expect, self._feed.mod_revision)
@@ -257,6 +326,7 @@ class SQLiteStore(LeasesInProcess, Store):
                     return self._revision
         rows = [(_key_bytes(key), *encode_value(value)) for key, value in updates.items()]
         removed = [_key_bytes(key) for key in removals]
+        expiring = {_key_bytes(key): at for key, at in deadlines.items()} if deadlines else None
         with self._lock:
             self._check_usable()
             while self._revision - self._durable >= self._max_pending:
@@ -264,7 +334,9 @@ class SQLiteStore(LeasesInProcess, Store):
                 self._check_usable()
             self._revision += 1
             revision = self._revision
-            self._queue.append((revision, rows, removed))
+            when = time.time() if at is None else at
+            made = None if self._history is None else (when, owner_name(owner))
+            self._queue.append((revision, rows, removed, expiring, made))
             if len(self._queue) == 1:
                 self._work.notify()
         self._feed.committed(revision, updates, removals)
@@ -449,6 +521,7 @@ class SQLiteStore(LeasesInProcess, Store):
             self._epoch_number = epoch
             self._epoch = f"{epoch:016x}"
             conn.execute("BEGIN IMMEDIATE")
+            conn.execute(_DEADLINES_TABLE)
             if self.quarantined:
                 self._quarantine(revision)
             conn.executemany(
@@ -582,7 +655,15 @@ class SQLiteStore(LeasesInProcess, Store):
         # batch's changes in order; a key not removed in the batch adds its number of
         # updates to the version its row has (``_upsert_statement``).
         latest: dict[bytes, _Row | None] = {}
-        for revision, rows, removed in batch:
+        expiring: dict[bytes, float | None] = {}
+        with_deadlines = self._deadlines_on_disk or any(change[3] for change in batch)
+        history = self._history
+        for revision, rows, removed, deadlines, _made in batch:
+            if with_deadlines:
+                for key, _text, _form in rows:
+                    expiring[key] = deadlines.get(key) if deadlines else None
+                for key in removed:
+                    expiring[key] = None
             for key, text, form in rows:
                 row = latest.get(key, _ABSENT)
                 if row is None or row is _ABSENT:
@@ -607,12 +688,57 @@ class SQLiteStore(LeasesInProcess, Store):
             for start in range(0, len(deletes), _ROWS_PER_STATEMENT):
                 keys = deletes[start : start + _ROWS_PER_STATEMENT]
                 conn.execute(_delete_statement(len(keys)), keys)
+            if expiring:
+                self._write_deadlines(expiring)
+            if history is not None:
+                self._write_history(batch, history)
             conn.execute(_SET_META, (batch[-1][0], "revision"))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def _write_history(self, batch: list[_EncodedChange], retention: HistoryRetention) -> None:
+        """Each change of the batch as history rows; each touched key trimmed to
+        ``retention.versions`` rows, and rows older than its age dropped."""
+        rows: list[tuple[bytes, int, float, str | None, int | None, str | None]] = []
+        for revision, updated, removed, _deadlines, made in batch:
+            if made is None:
+                continue
+            when, by = made
+            rows.extend((key, revision, when, text, form, by) for key, text, form in updated)
+            rows.extend((key, revision, when, None, None, by) for key in removed)
+        if not rows:
+            return
+        conn = self._conn
+        conn.executemany(
+            "INSERT OR REPLACE INTO history (key, revision, time, value, format, by) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        touched = {row[0] for row in rows}
+        conn.executemany(_TRIM_HISTORY, [(key, retention.versions) for key in touched])
+        if retention.age is not None:  # untouched keys' old rows go when read (and loaded)
+            oldest = time.time() - retention.age
+            conn.executemany(
+                "DELETE FROM history WHERE key = ? AND time < ?",
+                [(key, oldest) for key in touched],
+            )
+
+    def _write_deadlines(self, expiring: dict[bytes, float | None]) -> None:
+        """Each touched key's deadline after the batch (None: it does not expire)."""
+        conn = self._conn
+        cleared = list(expiring)
+        for start in range(0, len(cleared), _ROWS_PER_STATEMENT):
+            keys = cleared[start : start + _ROWS_PER_STATEMENT]
+            conn.execute(
+                f"DELETE FROM deadlines WHERE key IN ({', '.join(['?'] * len(keys))})", keys
+            )
+        kept = [(key, at) for key, at in expiring.items() if at is not None]
+        if kept:
+            conn.executemany("INSERT INTO deadlines (key, deadline) VALUES (?, ?)", kept)
+            self._deadlines_on_disk = True
 
     def _mark_durable(self, revision: int) -> None:
         with self._lock:
