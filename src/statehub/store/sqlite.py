@@ -316,7 +316,7 @@ class SQLiteStore(LeasesInProcess, Store):
         deadlines: Mapping[str, float] | None = None,
         at: float | None = None,
     ) -> int:
-        if not isinstance(owner, LifetimeOwner):
+        if owner.__class__ is not LifetimeOwner:
             self._leases.check_writable(owner, [*updates, *removals], now)
         if expect:
             # Under the state's lock: the feed knows every change numbered so far.
