@@ -323,6 +323,11 @@ class StateDictionary:
     def _refuse_lifetimes(self, ttls: Mapping[str, float], bound: set[str]) -> None:
         keys = ", ".join(map(repr, sorted({*ttls, *bound})))
         kind = "expiring keys" if ttls else "keys bound to a session"
+        if self._store.binds_keys:  # Redis: only its event-loop path carries them
+            raise ValueError(
+                f"{kind} ({keys}): with {type(self._store).__name__}, write them with "
+                "update_state_async (from the server's event loop) or through a server"
+            )
         raise ValueError(
             f"{kind} ({keys}): this store ({type(self._store).__name__}) does not keep "
             "them (the memory, SQLite and Redis stores do)"
