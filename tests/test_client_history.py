@@ -94,3 +94,10 @@ async def test_history_survives_a_restart_with_data(tmp_path: Path) -> None:
             assert await client.history("k") == before
     finally:
         stop(process)
+
+
+def test_serve_refuses_bad_history_settings() -> None:
+    result = CliRunner().invoke(main, ["serve", "--history-prefix", "log.=many"])
+    assert result.exit_code == 2 and "PREFIX=N" in result.output
+    result = CliRunner().invoke(main, ["serve", "--history-age", "60"])
+    assert result.exit_code == 2 and "--history-age needs" in result.output

@@ -86,3 +86,23 @@ def test_history_hands_out_copies(clock: FakeClock) -> None:
     state.history("k")[0].value["list"].append(2)  # type: ignore[index,union-attr]
     assert state.history("k")[0].value == {"list": [1]}
     assert state.get("k") == {"list": [1]}
+
+
+def test_per_prefix_retention(tmp_path: Path, clock: FakeClock) -> None:
+    retention = HistoryRetention(versions=1, prefixes=(("log.", 3), ("log.noisy.", 0)))
+    assert retention.versions_for("log.noisy.x") == 0 and retention.versions_for("a") == 1
+    with SQLiteStore(tmp_path, durability="memory") as store:
+        state = StateDictionary(store=store, clock=clock, wall_clock=clock, history=retention)
+        for value in range(4):
+            state.update_state("w", DictionaryChange({"a": value, "log.x": value}))
+            state.update_state("w", DictionaryChange({"log.noisy.y": value}))
+        kept = {key: [v.value for v in state.history(key)] for key in ("a", "log.x")}
+        assert kept == {"a": [3], "log.x": [1, 2, 3]}
+        assert state.history("log.noisy.y") == []
+    with SQLiteStore(tmp_path, durability="memory") as store:
+        again = StateDictionary(store=store, clock=clock, wall_clock=clock, history=retention)
+        assert {key: [v.value for v in again.history(key)] for key in kept} == kept
+        rows = store._conn.execute("SELECT COUNT(*) FROM history").fetchone()[0]
+    assert rows == 4
+    with pytest.raises(ValueError, match="prefix 'x'"):
+        HistoryRetention(versions=1, prefixes=(("x", -1),))

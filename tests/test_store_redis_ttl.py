@@ -82,3 +82,15 @@ async def test_history_over_two_servers(redis_server: RedisProcess) -> None:
 async def _last_by(client: AsyncClient, key: str, by: str) -> bool:
     versions = await client.history(key)
     return bool(versions) and versions[-1].by == by and versions[-1].removed
+
+
+async def test_history_per_prefix_over_redis(redis_server: RedisProcess) -> None:
+    process, port = start_statehub(redis_server.url, "--history", "1", "--history-prefix", "log.=3")
+    try:
+        async with AsyncClient("127.0.0.1", port) as client:
+            for value in range(4):
+                await client.update({"a": value, "log.x": value})
+            assert [v.value for v in await client.history("a")] == [3]
+            assert [v.value for v in await client.history("log.x")] == [1, 2, 3]
+    finally:
+        stop(process)

@@ -256,6 +256,14 @@ logger = logging.getLogger(__name__)
     "with --store (one setting for every server over it).",
 )
 @click.option(
+    "--history-prefix",
+    "history_prefixes",
+    multiple=True,
+    metavar="PREFIX=N",
+    help="Keys starting with PREFIX keep N versions instead of --history's (repeatable; "
+    "the longest matching prefix wins; N=0: none).",
+)
+@click.option(
     "--history-age",
     default=None,
     type=click.FloatRange(min=0, min_open=True),
@@ -298,6 +306,7 @@ def serve(
     tls_client_ca: Path | None,
     dripline_url: str | None,
     history_versions: int,
+    history_prefixes: tuple[str, ...],
     history_age: float | None,
     verbose: bool,
 ) -> None:
@@ -318,9 +327,11 @@ def serve(
     tls = _load_tls(tls_cert, tls_key, tls_client_ca)
     if host not in ("127.0.0.1", "localhost", "::1"):
         _warn_if_open(host, authenticator is not None, tls is not None)
-    if history_age is not None and not history_versions:
-        raise click.UsageError("--history-age needs --history N (N > 0)")
-    history = HistoryRetention(versions=history_versions, age=history_age)
+    history = HistoryRetention(
+        versions=history_versions, age=history_age, prefixes=_parse_prefixes(history_prefixes)
+    )
+    if history_age is not None and not history.enabled:
+        raise click.UsageError("--history-age needs --history N or --history-prefix (N > 0)")
     store: Store | None
     locks: LockTable | None = None
     if store_url is not None:
@@ -362,6 +373,20 @@ def serve(
     finally:
         if store is not None:
             store.close()  # writes what is queued; the next start keeps the revision exactly
+
+
+def _parse_prefixes(settings: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    """``--history-prefix PREFIX=N`` options as (prefix, N) pairs."""
+    rules = []
+    for setting in settings:
+        prefix, equals, count = setting.rpartition("=")
+        if not equals or not count.isdigit():
+            raise click.BadParameter(
+                f"{setting!r}: expected PREFIX=N with N a number of versions >= 0",
+                param_hint="--history-prefix",
+            )
+        rules.append((prefix, int(count)))
+    return tuple(rules)
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -103,6 +103,11 @@ class Deadlines:
     def __len__(self) -> int:
         return len(self._deadline)
 
+    @property
+    def live(self) -> dict[str, float]:
+        """Key -> deadline (read only: change it through ``set`` and ``clear``)."""
+        return self._deadline
+
     def __contains__(self, key: object) -> bool:
         return key in self._deadline
 

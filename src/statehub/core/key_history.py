@@ -26,15 +26,38 @@ DEFAULT_MAX_KEYS = 100_000
 @dataclass(frozen=True, slots=True)
 class HistoryRetention:
     """How much history a state keeps: ``versions`` per key (0: none), none older than
-    ``age`` seconds (None: any age), for at most ``max_keys`` keys."""
+    ``age`` seconds (None: any age), for at most ``max_keys`` keys. ``prefixes``: (key
+    prefix, versions) pairs; a key under one keeps that many instead (the longest prefix
+    that matches wins; 0: none)."""
 
     versions: int = 0
     age: float | None = None
     max_keys: int = DEFAULT_MAX_KEYS
+    prefixes: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        """True if some key keeps history."""
+        return self.versions > 0 or any(versions for _, versions in self.prefixes)
+
+    def versions_for(self, key: str) -> int:
+        """How many versions ``key`` keeps."""
+        for prefix, versions in self.prefixes:
+            if key.startswith(prefix):
+                return versions
+        return self.versions
 
     def __post_init__(self) -> None:
         if type(self.versions) is not int or self.versions < 0:
             raise ValueError(f"history versions must be an int >= 0, got {self.versions!r}")
+        for prefix, versions in self.prefixes:
+            if type(prefix) is not str or type(versions) is not int or versions < 0:
+                raise ValueError(
+                    f"history for prefix {prefix!r}: versions must be an int >= 0, got {versions!r}"
+                )
+        # Longest first, so the first match is the most specific.
+        ordered = tuple(sorted(self.prefixes, key=lambda rule: -len(rule[0])))
+        object.__setattr__(self, "prefixes", ordered)
         if self.age is not None and (
             type(self.age) not in (int, float) or not math.isfinite(self.age) or self.age <= 0
         ):
@@ -86,7 +109,7 @@ class KeyHistory:
 
     @property
     def enabled(self) -> bool:
-        return self.retention.versions > 0
+        return self.retention.enabled
 
     def load(self, versions: Iterable[KeyVersion]) -> None:
         """Entries read back from a durable store, in revision order."""
@@ -112,7 +135,10 @@ class KeyHistory:
     def _append(self, version: KeyVersion) -> None:
         kept = self._versions.get(version.key)
         if kept is None:
-            kept = self._versions[version.key] = deque(maxlen=self.retention.versions)
+            versions = self.retention.versions_for(version.key)
+            if not versions:
+                return
+            kept = self._versions[version.key] = deque(maxlen=versions)
             if len(self._versions) > self.retention.max_keys:
                 self._versions.popitem(last=False)
         else:

@@ -89,6 +89,7 @@ class StateDictionary:
         with self._lock:
             self._views.load(content, revision, facts)
         self._history = KeyHistory(history or HistoryRetention())
+        self._keeps_history = self._history.enabled
         if self._history.enabled:
             self._store.keep_history(self._history.retention)
             self._history.load(self._store.load_history())
@@ -99,6 +100,8 @@ class StateDictionary:
         self._deadlines = Deadlines(
             {key: at for key, at in self._store.load_deadlines().items() if key in content}
         )
+        #: The deadlines' own dict: its truth value is the cheap "does any key expire?".
+        self._deadline_of = self._deadlines.live
         # Changes committed to the store but not yet durable: readers (gets, snapshots,
         # subscribers) see a change only once the store has it on disk, so a write that
         # fails never shows (docs/durable-state.md). ``_latest`` says, for keys they touch,
@@ -164,10 +167,10 @@ class StateDictionary:
         """
         owner = check_token(access_token)
         updates, removals, expectations = _checked_change(change, expect)
-        ttls = checked_ttl(ttl, updates) if ttl else {}
-        bound = checked_ephemeral(ephemeral, updates) if ephemeral else set()
+        ttls = checked_ttl(ttl, updates) if ttl else None
+        bound = checked_ephemeral(ephemeral, updates) if ephemeral else None
         if (ttls or bound) and not self._store.keeps_deadlines:
-            self._refuse_lifetimes(ttls, bound)
+            self._refuse_lifetimes(ttls or {}, bound or set())
         with self._lock:
             if self._views.frozen:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
@@ -175,18 +178,24 @@ class StateDictionary:
                 removals = self._present(removals)
             if not (updates or removals or expectations):
                 return self._views.revision
-            now = self.wall_clock()
-            deadlines = {key: now + seconds for key, seconds in ttls.items()}
-            # A durable store keeps a bound key with deadline 0: its session cannot
-            # outlive the process, so a restart finds it due and removes it.
-            stored = {**deadlines, **dict.fromkeys(bound, 0.0)} if bound else deadlines
+            # The plain write (no ttl, no binding, no history) stays as fast as before.
+            now = self.wall_clock() if (ttls or bound or self._keeps_history) else None
+            deadlines = stored = None
+            if ttls or bound:
+                assert now is not None
+                deadlines = {key: now + seconds for key, seconds in (ttls or {}).items()}
+                # A durable store keeps a bound key with deadline 0: its session cannot
+                # outlive the process, so a restart finds it due and removes it.
+                stored = {**deadlines, **dict.fromkeys(bound, 0.0)} if bound else deadlines
             revision = self._store.commit(
                 owner, updates, removals, self.clock(), expectations or None, stored or None, now
             )
-            self._track_deadlines(updates, removals, deadlines)
+            if deadlines or self._deadline_of:
+                self._track_deadlines(updates, removals, deadlines or {})
             if bound or self._bound_owner:
-                self._track_bindings(owner, updates, removals, bound)
-            if self._history.enabled and revision > self._history_revision:
+                self._track_bindings(owner, updates, removals, bound or set())
+            if self._keeps_history and revision > self._history_revision:
+                assert now is not None
                 self._history_revision = revision
                 self._history.record(revision, now, owner, updates, removals)
         if self.content_updated.has_callbacks:
@@ -314,6 +323,11 @@ class StateDictionary:
     def _refuse_lifetimes(self, ttls: Mapping[str, float], bound: set[str]) -> None:
         keys = ", ".join(map(repr, sorted({*ttls, *bound})))
         kind = "expiring keys" if ttls else "keys bound to a session"
+        if self._store.binds_keys:  # Redis: only its event-loop path carries them
+            raise ValueError(
+                f"{kind} ({keys}): with {type(self._store).__name__}, write them with "
+                "update_state_async (from the server's event loop) or through a server"
+            )
         raise ValueError(
             f"{kind} ({keys}): this store ({type(self._store).__name__}) does not keep "
             "them (the memory, SQLite and Redis stores do)"

@@ -41,7 +41,7 @@ class MemoryStore(LeasesInProcess, Store):
         deadlines: Mapping[str, float] | None = None,
         at: float | None = None,
     ) -> int:
-        if not isinstance(owner, LifetimeOwner):
+        if owner.__class__ is not LifetimeOwner:
             self._leases.check_writable(owner, [*updates, *removals], now)
         if expect:
             check_expectations(expect, self._feed.mod_revision)

@@ -299,7 +299,16 @@ class RedisStore(Store):
         """Keep each key's last ``retention.versions`` versions in Redis, for every server
         over it (the setting is shared: the last server started with one sets it)."""
         self._history_retention = retention
-        self.run_sync(lambda: self.sync_client.set(self.keys.history_versions, retention.versions))
+
+        def store() -> None:
+            with self.sync_client.pipeline(transaction=True) as pipe:
+                pipe.set(self.keys.history_versions, retention.versions)
+                pipe.delete(self.keys.history_prefixes)
+                for prefix, versions in retention.prefixes:
+                    pipe.hset(self.keys.history_prefixes, _key_bytes(prefix), versions)
+                pipe.execute()
+
+        self.run_sync(store)
 
     async def history_async(
         self, key: str, now: float, limit: int | None, since: int | None
@@ -802,6 +811,7 @@ class RedisKeys:
         self.deadlines = base + "deadlines"
         self.history_versions = base + "history_versions"
         self.key_history = base + "khist:"
+        self.history_prefixes = base + "history_prefixes"
         self.commit = [
             self.epoch,
             self.revision,
@@ -813,6 +823,7 @@ class RedisKeys:
             self.deadlines,
             self.history_versions,
             self.key_history,
+            self.history_prefixes,
         ]
         self.expire = [
             self.epoch,
@@ -824,6 +835,7 @@ class RedisKeys:
             self.deadlines,
             self.history_versions,
             self.key_history,
+            self.history_prefixes,
         ]
         self.snapshot = [self.epoch, self.revision, self.content, self.facts]
 
@@ -841,6 +853,7 @@ class RedisKeys:
             self.alive(server),
             self.history_versions,
             self.key_history,
+            self.history_prefixes,
         ]
 
     def reap(self, server: str) -> list[str]:

@@ -21,7 +21,9 @@ Layout under the prefix P (one hash tag, so every key lives in one slot):
 - ``P:history_versions``: how many versions of each key to keep (absent or 0: none), set
   by the servers that keep history (``statehub serve --history N``); ``P:khist:<key>``: a
   list of the key's last versions, oldest first, each msgpack [revision, Redis-clock ms,
-  encoded value or false (removed), encoded owner], trimmed to that many.
+  encoded value or false (removed), encoded owner], trimmed to that many;
+  ``P:history_prefixes``: a hash, key prefix -> versions kept under it instead (the
+  longest matching prefix wins).
 - ``P:deadlines``: a sorted set, key -> its deadline in Redis-clock ms, for keys written
   with a ttl; any other write or removal of the key drops it (COMMIT). EXPIRE removes
   due keys in bounded batches, each one commit; any server may run it (it is idempotent).
@@ -50,8 +52,20 @@ local function record_version(list_prefix, n, revision, at, key, value, owner)
     redis.call('LTRIM', list, -n, -1)
   end
 end
-local function history_n(n_key)
-  return tonumber(redis.call('GET', n_key) or '0')
+local function history_rules(n_key, prefixes_key)
+  local n = tonumber(redis.call('GET', n_key) or '0')
+  local prefixes = redis.call('HGETALL', prefixes_key)
+  return {n = n, prefixes = prefixes, on = n > 0 or #prefixes > 0}
+end
+local function versions_for(rules, key)
+  local best, best_len = rules.n, -1
+  local p = rules.prefixes
+  for i = 1, #p, 2 do
+    if #p[i] > best_len and string.sub(key, 1, #p[i]) == p[i] then
+      best, best_len = tonumber(p[i + 1]), #p[i]
+    end
+  end
+  return best
 end
 """
 
@@ -93,7 +107,8 @@ end
 #: expectations, [keys, values, removed, expected keys, expected mod revisions (0:
 #: absent)], and with keys bound to a session also [..., bound keys, "<server>|<owner>"],
 #: and with ttls also [..., keys with a ttl, their ttls in ms]; KEYS[10] is the deadlines,
-#: KEYS[11] the history setting, KEYS[12] the history lists' prefix.
+#: KEYS[11] the history setting, KEYS[12] the history lists' prefix, KEYS[13] the
+#: per-prefix history settings.
 #: Each commit is checked and applied on its own (one refused by a lease or an
 #: expectation does not stop the others); sending many in one script only saves round
 #: trips. The history entry always holds the first three.
@@ -210,14 +225,14 @@ for i = 3, #ARGV, 2 do
       entry = cmsgpack.pack({keys, values, present})
     end
     redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[2], revision .. '-0', 'e', epoch, 'c', entry)
-    local kept = history_n(KEYS[11])
-    if kept > 0 then
+    local rules = history_rules(KEYS[11], KEYS[13])
+    if rules.on then
       local at = now_ms()
       for j, key in ipairs(keys) do
-        record_version(KEYS[12], kept, revision, at, key, values[j], owner)
+        record_version(KEYS[12], versions_for(rules, key), revision, at, key, values[j], owner)
       end
       for _, key in ipairs(present) do
-        record_version(KEYS[12], kept, revision, at, key, false, owner)
+        record_version(KEYS[12], versions_for(rules, key), revision, at, key, false, owner)
       end
     end
     if #present < #removed then
@@ -232,7 +247,8 @@ return {epoch, results}
 )
 
 #: KEYS: epoch, revision, content, history, facts, bound, a liveness key, the history
-#: setting, the history lists' prefix. ARGV: candidate epoch, history MAXLEN, the binding
+#: setting, the history lists' prefix, the per-prefix settings. ARGV: candidate epoch,
+#: history MAXLEN, the binding
 #: ("<server>|<owner>") or a server's prefix ("<server>|"), '1' if ARGV[3] is a prefix,
 #: the encoded owner the history names. With a prefix, only if the liveness key is
 #: gone (that server died). Removes every present key bound so, in one commit (its
@@ -268,11 +284,11 @@ for _, key in ipairs(present) do
 end
 local entry = cmsgpack.pack({{}, {}, present})
 redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[2], revision .. '-0', 'e', epoch, 'c', entry)
-local kept = history_n(KEYS[8])
-if kept > 0 then
+local rules = history_rules(KEYS[8], KEYS[10])
+if rules.on then
   local at = now_ms()
   for _, key in ipairs(present) do
-    record_version(KEYS[9], kept, revision, at, key, false, ARGV[5])
+    record_version(KEYS[9], versions_for(rules, key), revision, at, key, false, ARGV[5])
   end
 end
 return {epoch, revision, present}
@@ -280,10 +296,10 @@ return {epoch, revision, present}
 )
 
 #: KEYS: epoch, revision, content, history, facts, bound, deadlines, the history setting,
-#: the history lists' prefix. ARGV: candidate epoch, history MAXLEN, the most keys to
-#: remove, the encoded owner the history names. Removes the keys whose deadline has
-#: passed on Redis's clock, at most that many, in one commit. Returns {epoch, revision or
-#: 0, removed keys, 1 if more are due else 0}.
+#: the history lists' prefix, the per-prefix settings. ARGV: candidate epoch, history
+#: MAXLEN, the most keys to remove, the encoded owner the history names. Removes the
+#: keys whose deadline has passed on Redis's clock, at most that many, in one commit.
+#: Returns {epoch, revision or 0, removed keys, 1 if more are due else 0}.
 EXPIRE = (
     _NOW
     + _ENSURE_EPOCH
@@ -314,10 +330,10 @@ for _, key in ipairs(present) do
 end
 local entry = cmsgpack.pack({{}, {}, present})
 redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[2], revision .. '-0', 'e', epoch, 'c', entry)
-local kept = history_n(KEYS[8])
-if kept > 0 then
+local rules = history_rules(KEYS[8], KEYS[10])
+if rules.on then
   for _, key in ipairs(present) do
-    record_version(KEYS[9], kept, revision, now, key, false, ARGV[4])
+    record_version(KEYS[9], versions_for(rules, key), revision, now, key, false, ARGV[4])
   end
 end
 return {epoch, revision, present, more}

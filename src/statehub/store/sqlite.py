@@ -189,6 +189,10 @@ def _key_bytes(key: str) -> bytes:
     return key.encode("utf-8", "surrogatepass")
 
 
+def _key_str(key: bytes) -> str:
+    return key.decode("utf-8", "surrogatepass")
+
+
 class SQLiteStore(LeasesInProcess, Store):
     """Keys, values and the revision counter in ``<directory>/state.sqlite3``.
 
@@ -316,7 +320,7 @@ class SQLiteStore(LeasesInProcess, Store):
         deadlines: Mapping[str, float] | None = None,
         at: float | None = None,
     ) -> int:
-        if not isinstance(owner, LifetimeOwner):
+        if owner.__class__ is not LifetimeOwner:
             self._leases.check_writable(owner, [*updates, *removals], now)
         if expect:
             # Under the state's lock: the feed knows every change numbered so far.
@@ -709,6 +713,8 @@ class SQLiteStore(LeasesInProcess, Store):
             when, by = made
             rows.extend((key, revision, when, text, form, by) for key, text, form in updated)
             rows.extend((key, revision, when, None, None, by) for key in removed)
+        if retention.prefixes:  # keys under a prefix that keeps no history
+            rows = [row for row in rows if retention.versions_for(_key_str(row[0]))]
         if not rows:
             return
         conn = self._conn
@@ -718,7 +724,8 @@ class SQLiteStore(LeasesInProcess, Store):
             rows,
         )
         touched = {row[0] for row in rows}
-        conn.executemany(_TRIM_HISTORY, [(key, retention.versions) for key in touched])
+        kept = {key: retention.versions_for(_key_str(key)) for key in touched}
+        conn.executemany(_TRIM_HISTORY, list(kept.items()))
         if retention.age is not None:  # untouched keys' old rows go when read (and loaded)
             oldest = time.time() - retention.age
             conn.executemany(
