@@ -41,6 +41,7 @@ from statehub.store.errors import DataFileError, StoreUnavailableError
 from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
 from statehub.web.edge import DEFAULT_HTTP_PORT
 from statehub.web.nanover_socket import MAX_MESSAGE_BYTES as NANOVER_MAX_MESSAGE_BYTES
+from statehub.web.origins import OriginPolicy
 
 _LIMIT_DEFAULTS = {field.name: field.default for field in dataclasses.fields(SessionLimits)}
 
@@ -74,6 +75,15 @@ logger = logging.getLogger(__name__)
     "or a free one when --port is 0. See docs/web.md.",
 )
 @click.option("--no-http", is_flag=True, help="Serve gRPC only: no web edge.")
+@click.option(
+    "--allow-origin",
+    "allow_origins",
+    multiple=True,
+    metavar="URL",
+    help="A web page origin (scheme://host[:port]) allowed to open the web edge's WebSockets, "
+    "besides the web edge's own (repeatable; '*' allows every page). Clients that send no "
+    "Origin (not browsers) are never refused. See docs/web.md.",
+)
 @click.option(
     "--tcp-port",
     default=None,
@@ -281,6 +291,7 @@ def serve(
     port: int,
     http_port: int | None,
     no_http: bool,
+    allow_origins: tuple[str, ...],
     tcp_port: int | None,
     no_tcp: bool,
     interval: float,
@@ -318,6 +329,7 @@ def serve(
     _configure_logging(verbose)
     log_sources(click.get_current_context())
     limits = _parse_limits(session_limits)
+    _check_origins(allow_origins)
     endpoints = _load_endpoints(config_path)
     try:
         mesh = mesh_for(dripline_url, endpoints, str(config_path))
@@ -358,6 +370,7 @@ def serve(
         tcp_port=None if no_tcp else _neighbour_port(tcp_port, port, 2),
         nanover=nanover,
         nanover_max_message_bytes=nanover_max_message_bytes,
+        allow_origins=allow_origins,
     )
     try:
         discovery = (
@@ -417,6 +430,14 @@ def _parse_limits(settings: tuple[str, ...]) -> SessionLimits:
         return SessionLimits(**values)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--session-limit") from None
+
+
+def _check_origins(origins: tuple[str, ...]) -> None:
+    """A malformed ``--allow-origin`` stops start-up, naming it."""
+    try:
+        OriginPolicy(origins)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--allow-origin") from None
 
 
 def _tcp_url(server: StateServer) -> str | None:

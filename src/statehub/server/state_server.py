@@ -21,7 +21,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from types import TracebackType
@@ -79,6 +79,8 @@ class StateServer:
     (``statehub+tcp://``), both in the same loop and with the same TLS; None: off.
     ``nanover=True`` adds NanoVer's standard server behaviours (``NanoverProfile``);
     ``nanover_max_message_bytes`` bounds NanoVer WebSocket messages (NanoVer's 128 MiB).
+    ``allow_origins`` lists the web pages' origins (``https://host[:port]``, or ``*``),
+    besides the web port's own, that may open its WebSockets (``docs/web.md``).
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class StateServer:
         tcp_port: int | None = None,
         nanover: bool = False,
         nanover_max_message_bytes: int | None = None,
+        allow_origins: Iterable[str] = (),
     ) -> None:
         if type(port) is not int or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
@@ -119,6 +122,11 @@ class StateServer:
             raise ValueError(f"max_workers must be an int >= 1, got {max_workers!r}")
         if type(min_interval) not in (int, float) or not 0 <= min_interval < 86400:
             raise ValueError(f"min_interval must be a number of seconds >= 0, got {min_interval!r}")
+        from statehub.web.origins import OriginPolicy  # the web layer's rule, checked early
+
+        #: Origins besides the web port's own allowed to open its WebSockets.
+        self.allow_origins = tuple(allow_origins)
+        OriginPolicy(self.allow_origins)  # a malformed origin fails here, not at start()
         self.address = address
         self._requested_port = port
         self._port: int | None = None
@@ -317,6 +325,7 @@ class StateServer:
             keepalive_time=self.keepalive_time,
             max_message_bytes=self.max_message_bytes,
             nanover_max_message_bytes=self.nanover_max_message_bytes,
+            allow_origins=self.allow_origins,
         )
         try:
             await self.web.start(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from statehub.server.session import Hub
 from statehub.web import nanover_socket
 from statehub.web.metrics import ServerMetrics
 from statehub.web.nanover_socket import NanoverRoom, serve_nanover_socket
+from statehub.web.origins import OriginPolicy
 from statehub.web.session_socket import serve_session_socket
 
 logger = logging.getLogger(__name__)
@@ -46,8 +48,11 @@ class WebEdge:
         keepalive_time: float,
         max_message_bytes: int,
         nanover_max_message_bytes: int | None = None,
+        allow_origins: Iterable[str] = (),
     ) -> None:
         self.hub = hub
+        #: Which pages may open the WebSockets: their own origin and these (``origins.py``).
+        self.origins = OriginPolicy(allow_origins)
         #: aiohttp pings every ``keepalive_time`` s and drops a peer whose pong has not come
         #: within half of it: a dead peer is noticed within 1.5 x keepalive_time (15 s by
         #: default, the same bound as gRPC's 10 s + 5 s).
@@ -126,6 +131,7 @@ class WebEdge:
                 text=f"{SESSION_WEBSOCKET_PATH} speaks the session protocol over WebSocket "
                 "only: open it with a WebSocket upgrade"
             )
+        self._check_origin(request)
         await socket.prepare(request)
         await serve_session_socket(self.hub, socket, peer=peer_of(request))
         return socket
@@ -150,9 +156,19 @@ class WebEdge:
         socket = self.websocket(self.nanover_max_message_bytes, compress=False)
         if not socket.can_prepare(request).ok:
             return None
+        self._check_origin(request)
         await socket.prepare(request)
         await serve_nanover_socket(self.nanover, socket, peer_of(request))
         return socket
+
+    def _check_origin(self, request: web.Request) -> None:
+        """Refuse (403, naming the origin) an upgrade a page on a foreign origin asked for."""
+        refusal = self.origins.refusal(
+            request.headers.get("Origin"), request.scheme, request.headers.get("Host", "")
+        )
+        if refusal is not None:
+            logger.debug("%s from %s: %s", request.path, peer_of(request).address, refusal)
+            raise web.HTTPForbidden(text=refusal)
 
     def _dashboard_page(self) -> web.StreamResponse:
         index = DASHBOARD_DIR / "index.html"
