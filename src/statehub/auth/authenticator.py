@@ -15,7 +15,7 @@ from pathlib import Path
 import jwt
 
 from statehub.auth.errors import UnauthenticatedError
-from statehub.auth.identities import IdentitiesEntry, JwtEntry, load_identities
+from statehub.auth.identities import ANONYMOUS_NAME, IdentitiesEntry, JwtEntry, load_identities
 from statehub.auth.permissions import UNRESTRICTED, Grant, Permissions, Principal
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class Authenticator:
         #: None when clients without a credential are refused (no anonymous roles).
         self.anonymous: Principal | None = (
             Principal(
-                "anonymous",
+                ANONYMOUS_NAME,
                 Permissions.of(roles[role] for role in anonymous_roles),
                 anonymous_roles,
                 "anonymous",
@@ -68,7 +68,12 @@ class Authenticator:
             if anonymous_roles
             else None
         )
-        self._jwt = _JwtVerifier(identities.jwt, roles) if identities.jwt is not None else None
+        # A JWT may not name a user of the file (nor the anonymous identity): one name is one
+        # identity, whatever credential proves it (leases, listings and logs go by name).
+        taken = frozenset(identities.users) | {ANONYMOUS_NAME}
+        self._jwt = (
+            _JwtVerifier(identities.jwt, roles, taken) if identities.jwt is not None else None
+        )
 
     @classmethod
     def from_file(cls, path: str | Path) -> Authenticator:
@@ -116,7 +121,7 @@ class OpenAccess:
 
 
 class _JwtVerifier:
-    def __init__(self, entry: JwtEntry, roles: dict[str, Grant]) -> None:
+    def __init__(self, entry: JwtEntry, roles: dict[str, Grant], taken: frozenset[str]) -> None:
         key_file = entry.public_key_file or entry.secret_file
         assert key_file is not None  # the file check made sure of one
         self._key = key_file.read_bytes()
@@ -124,6 +129,8 @@ class _JwtVerifier:
             self._key = self._key.strip()
         self._entry = entry
         self._grants = roles
+        #: Names a JWT may not claim: the file's users and the anonymous identity.
+        self._taken = taken
         #: Compiled once per set of roles seen (at most one per subset of the file's roles).
         self._permissions: dict[tuple[str, ...], Permissions] = {}
 
@@ -144,6 +151,12 @@ class _JwtVerifier:
         name = claims.get(entry.name_claim)
         if not isinstance(name, str) or not name:
             raise UnauthenticatedError(f"the JWT has no {entry.name_claim!r} claim naming who")
+        if name in self._taken:
+            raise UnauthenticatedError(
+                f"the JWT's {entry.name_claim!r} claim names {name!r}, which is the name of an "
+                "identity of the identities file (a user or the anonymous role): one name "
+                "cannot be two identities; the server's operator must rename one of them"
+            )
         claimed = claims.get(entry.roles_claim, [])
         if isinstance(claimed, str):
             claimed = claimed.split()

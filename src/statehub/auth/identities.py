@@ -39,7 +39,9 @@ from statehub.auth.permissions import ALL_ADMIN, AdminRight, Grant
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
-AdminName = Literal["*", "clear_leases", "force_unlock", "sessions", "register_commands"]
+AdminName = Literal["*", "clear_leases", "force_unlock", "sessions", "register_commands", "metrics"]
+#: The name of the identity of clients without a credential: no user may take it.
+ANONYMOUS_NAME = "anonymous"
 
 
 class RoleEntry(BaseModel):
@@ -189,6 +191,11 @@ def _cross_checks(entry: IdentitiesEntry) -> list[str]:
     token_owner: dict[str, str] = {}
     cert_owner: dict[str, str] = {}
     for name, user in entry.users.items():
+        if name == ANONYMOUS_NAME:
+            problems.append(
+                f"users.{name}: {ANONYMOUS_NAME!r} is the identity of clients without a "
+                "credential; name the user otherwise"
+            )
         check_roles(f"users.{name}", user.roles)
         for index, digest in enumerate(user.token_sha256):
             other = token_owner.setdefault(digest, name)

@@ -36,6 +36,7 @@ class AdminRight(StrEnum):
     FORCE_UNLOCK = "force_unlock"  # an endpoint lockout held by someone else
     SESSIONS = "sessions"  # see every session and its identity
     REGISTER_COMMANDS = "register_commands"
+    METRICS = "metrics"  # read the web port's /metrics and /readyz
 
 
 #: What ``admin: ["*"]`` in the identities file stands for.

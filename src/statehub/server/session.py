@@ -122,6 +122,19 @@ class Hub:
         for listener in list(self.auth_listeners):
             listener()
 
+    def monitoring_identity(self, credentials: Credentials, what: str) -> Principal:
+        """Who may read how the server is doing (``/metrics``, ``/readyz``: ``what``).
+
+        The identity ``credentials`` prove, if it has the admin right ``metrics``: such
+        pages show how many sessions, keys and commands there are and how busy the server
+        is, which is not for anyone who can reach the port. Without ``--auth`` everyone
+        may. ``UnauthenticatedError`` for a credential refused (or none where no anonymous
+        role exists), ``PermissionDeniedError`` for an identity without the right.
+        """
+        principal = self.auth.authenticate(credentials)
+        principal.require_admin(AdminRight.METRICS, what)
+        return principal
+
     def end_sessions(self) -> None:
         """Ask every session to end once its pending frames are written (server stopping)."""
         for session in list(self.sessions):
@@ -602,12 +615,18 @@ class Session:
         }
 
     def _who(self, session: Session) -> dict[str, str]:
-        """A session as a listing shows it: its id and client name, and its identity if this
-        session may see identities (the admin right ``sessions``, or a server without auth)."""
-        who = {"session": session.id, "client": session.client}
-        if AdminRight.SESSIONS in self.principal.permissions.admin:
-            who["identity"] = session.principal.name
-        return who
+        """A session as a listing shows it: its id and client name, and its identity, if this
+        session may see sessions (the admin right ``sessions``, or a server without auth);
+        else only itself is named, another session is ``{"session": "", "client": ""}``."""
+        if AdminRight.SESSIONS not in self.principal.permissions.admin:
+            if session is not self:
+                return {"session": "", "client": ""}
+            return {"session": session.id, "client": session.client}
+        return {
+            "session": session.id,
+            "client": session.client,
+            "identity": session.principal.name,
+        }
 
     def _keys(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
         prefix = message.get("prefix", "")
@@ -649,11 +668,15 @@ class Session:
 
     def _locks_reply(self, holdings: list[LockHolding]) -> Reply:
         lockable = self.principal.permissions.lock
+        sees_sessions = AdminRight.SESSIONS in self.principal.permissions.admin
         by_id = {session.id: session for session in self.hub.sessions}
 
         def who(owner: object) -> dict[str, Any]:
             # A session's lock owners are (session id, owner name): see _lock_args.
             session_id, name = owner if isinstance(owner, tuple) else ("", "")
+            if not sees_sessions and session_id != self.id:
+                # Another session, for a viewer who may not see sessions: that it is held.
+                return {"session": "", "client": "", "owner": ""}
             session = by_id.get(session_id)
             shown: dict[str, Any] = {"session": session_id, "client": ""}
             if session is not None:
@@ -679,7 +702,9 @@ class Session:
                     "key": held.key,
                     "mode": held.mode,
                     "holders": holders,
-                    "mine": self.id in [holder["session"] for holder in holders],
+                    "mine": any(
+                        isinstance(owner, tuple) and owner[0] == self.id for owner in held.holders
+                    ),
                     "waiting": held.waiting,
                     "waiters": waiters,
                 }

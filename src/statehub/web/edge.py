@@ -7,6 +7,10 @@ Routes (see ``docs/web.md``):
 - any other path: NanoVer's WebSocket protocol for a WebSocket upgrade (NanoVer's server
   accepts any path), 404 otherwise;
 - ``/metrics`` (Prometheus), ``/healthz`` (alive), ``/readyz`` (serving, store reachable).
+
+Every WebSocket upgrade is checked for the page that asked for it (``origins.py``); under
+``--auth``, ``/metrics`` and ``/readyz`` need the admin right ``metrics`` (``/healthz``
+stays open for liveness probes).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from statehub.auth import Credentials, PermissionDeniedError, UnauthenticatedError
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
 from statehub.web import nanover_socket
@@ -187,7 +192,23 @@ class WebEdge:
             return web.Response(status=204)
         return web.FileResponse(icon, headers={"Content-Type": "image/svg+xml"})
 
+    def _check_monitoring(self, request: web.Request) -> None:
+        """``/metrics`` and ``/readyz`` under ``--auth``: 401 without an identity that the
+        server knows, 403 for one without the admin right ``metrics`` (``Hub``'s rule)."""
+        peer = peer_of(request)
+        try:
+            self.hub.monitoring_identity(
+                Credentials(peer.bearer_token, peer.certificate_identities), request.path
+            )
+        except UnauthenticatedError as error:
+            raise web.HTTPUnauthorized(
+                text=f"{request.path}: {error}", headers={"WWW-Authenticate": "Bearer"}
+            ) from None
+        except PermissionDeniedError as error:
+            raise web.HTTPForbidden(text=f"{request.path}: {error}") from None
+
     async def _metrics(self, request: web.Request) -> web.Response:
+        self._check_monitoring(request)
         exposition = self.metrics.exposition()
         return web.Response(body=exposition, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -195,6 +216,7 @@ class WebEdge:
         return web.json_response({"status": "alive"})
 
     async def _readyz(self, request: web.Request) -> web.Response:
+        self._check_monitoring(request)
         try:
             revision = self.hub.state.revision
             frozen = self.hub.state.views.frozen
