@@ -12,7 +12,46 @@ from dataclasses import dataclass, fields
 
 from statehub.errors import LimitExceeded
 
-__all__ = ["LimitExceeded", "SessionLimits"]
+__all__ = [
+    "MAX_CLIENT_NAME_CHARS",
+    "MAX_TOKEN_BYTES",
+    "LimitExceeded",
+    "SessionLimits",
+    "check_client_name",
+    "check_token",
+]
+
+#: The longest client name a hello may give, in characters: a name is shown in every
+#: ``list_sessions`` and ``list_locks`` reply, so one client's name must not make those
+#: replies large for everyone.
+MAX_CLIENT_NAME_CHARS = 256
+#: The largest credential (bearer token, JWT) or client-chosen token a client may present,
+#: in UTF-8 bytes: generous for a JWT with many claims, and kept per session (or per lease
+#: owner) for as long as it lasts.
+MAX_TOKEN_BYTES = 16 * 1024
+
+
+def check_client_name(name: str, where: str) -> str:
+    """``name``, or ``LimitExceeded`` naming ``where`` and the limit if it is too long."""
+    if len(name) > MAX_CLIENT_NAME_CHARS:
+        raise LimitExceeded(
+            f"{where}: a client name of {len(name):,} characters is over the limit of "
+            f"{MAX_CLIENT_NAME_CHARS} characters (docs/limits.md)"
+        )
+    return name
+
+
+def check_token(token: str, where: str) -> str:
+    """``token``, or ``LimitExceeded`` naming ``where`` and the limit if it is too large."""
+    # A str of n characters is at most 4n bytes of UTF-8: short ones need no encoding.
+    if len(token) * 4 > MAX_TOKEN_BYTES:
+        size = len(token.encode("utf-8", "surrogatepass"))
+        if size > MAX_TOKEN_BYTES:
+            raise LimitExceeded(
+                f"{where}: a token of {size:,} bytes is over the limit of {MAX_TOKEN_BYTES} "
+                "bytes (16 KiB; docs/limits.md)"
+            )
+    return token
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from statehub.core.values import JsonValue
 from statehub.errors import ResourceLockedError
 from statehub.protocol.errors import MessageTooLargeError, error_message, status_of
 from statehub.server.grpc_credentials import call_credentials
+from statehub.server.limits import LimitExceeded, check_token
 from statehub.server.nanover_proto import command_service_pb2, state_service_pb2
 from statehub.server.session import Hub
 
@@ -196,7 +197,7 @@ class NanoverStateService:
         principal = await _principal(self._hub, context)
         await _require(context, principal, Right.WRITE, [*updates, *removals], "UpdateState")
         state = self._hub.state
-        owner = _owner(context, principal, request.access_token)
+        owner = await _owner(context, principal, request.access_token)
         try:
             change = DictionaryChange(updates, removals)
             revision = await state.update_state_async(owner, change)
@@ -228,7 +229,7 @@ class NanoverStateService:
                 )
         principal = await _principal(self._hub, context)
         await _require(context, principal, Right.LEASE, [*acquire, *release], "UpdateLocks")
-        owner = _owner(context, principal, request.access_token)
+        owner = await _owner(context, principal, request.access_token)
         try:
             changing = self._hub.state.submit_lease_change(owner, acquire, release)
             if changing is not None:
@@ -293,12 +294,17 @@ async def _require(
         await _abort(context, error)
 
 
-def _owner(context: Context, principal: Principal, access_token: str) -> str:
+async def _owner(context: Context, principal: Principal, access_token: str) -> str:
     """The lease owner of a NanoVer request: its token on this connection, as this identity.
 
     NanoVer's clients choose their token (the Unity client uses ""), so on its own a token
-    would let any client act for every other client that chose the same one.
+    would let any client act for every other client that chose the same one. A token over
+    ``MAX_TOKEN_BYTES`` aborts the call (RESOURCE_EXHAUSTED): owners are kept per lease.
     """
+    try:
+        check_token(access_token, "access_token")
+    except LimitExceeded as error:
+        await _abort(context, error)
     return f"nanover:{context.peer()}:{principal.name}:{access_token}"
 
 

@@ -45,7 +45,12 @@ from statehub.protocol.errors import (
     error_to_wire,
     status_of,
 )
-from statehub.server.limits import LimitExceeded, SessionLimits
+from statehub.server.limits import (
+    LimitExceeded,
+    SessionLimits,
+    check_client_name,
+    check_token,
+)
 from statehub.server.outbox import FRAME_HEADER_BYTES, Outbox
 from statehub.server.peer import Peer
 from statehub.server.subscriptions import FanoutGroups, Subscription
@@ -387,12 +392,17 @@ class Session:
         token = message.get("token")
         if token is not None and type(token) is not str:
             raise TypeError(f"hello: 'token' must be a str or None, got {_describe(token)}")
+        if token is not None:
+            check_token(token, "hello: 'token'")
         client = message.get("client", "")
         if type(client) is not str:
             raise TypeError(f"hello: 'client' must be a str, got {_describe(client)}")
+        check_client_name(client, "hello: 'client'")
         credential = message.get("credential")
         if credential is not None and type(credential) is not str:
             raise TypeError(f"hello: 'credential' must be a str, got {_describe(credential)}")
+        if credential is not None:
+            check_token(credential, "hello: 'credential'")
         if credential is not None:
             self.credentials = Credentials(credential, self.credentials.cert_names)
         try:
@@ -864,6 +874,7 @@ class Session:
         owner = message.get("owner", "")
         if type(owner) is not str:
             raise TypeError(f"{op} {key!r}: 'owner' must be a str, got {_describe(owner)}")
+        check_token(owner, f"{op} {key!r}: 'owner'")  # kept with the lock while it is held
         return key, exclusive, (self.id, owner)
 
     def reauthenticate(self) -> None:
