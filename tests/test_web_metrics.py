@@ -153,3 +153,17 @@ async def test_a_durable_store_reports_fsyncs_and_durable_waits(tmp_path: Path) 
             assert value(samples, "statehub_durable_wait_seconds_count") >= 1
     finally:
         store.close()
+
+
+async def test_sessions_over_plain_tcp_are_counted() -> None:
+    async with running_server(http_port=0, tcp_port=0) as server:
+        before = await scrape(server)
+        key = ("statehub_sessions", (("transport", "tcp"),))
+        assert before[key] == 0  # present (0) before any TCP client
+        async with AsyncClient(f"statehub+tcp://127.0.0.1:{server.tcp_port}") as over_tcp:
+            await over_tcp.set("a", 1)
+            samples = await scrape(server)
+            assert samples[key] == 1
+            assert value(samples, "statehub_sessions", transport="grpc") == 0
+        await eventually(lambda: not server.hub.sessions)
+        assert (await scrape(server))[key] == 0

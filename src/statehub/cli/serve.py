@@ -37,7 +37,7 @@ from statehub.server.state_server import (
 )
 from statehub.server.tls import ServerTls
 from statehub.store.base import Store
-from statehub.store.errors import DataFileError, StoreUnavailableError
+from statehub.store.errors import DataDirectoryError, DataFileError, StoreUnavailableError
 from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
 from statehub.web.edge import DEFAULT_HTTP_PORT
 from statehub.web.nanover_socket import MAX_MESSAGE_BYTES as NANOVER_MAX_MESSAGE_BYTES
@@ -461,6 +461,13 @@ def _neighbour_port(chosen: int | None, port: int, offset: int) -> int:
     return 0 if port == 0 else (port + offset) % 65536
 
 
+class DataDirectoryProblem(click.ClickException):
+    """A ``--data`` directory that cannot be created or written: one line, exit status 2,
+    as for any other bad option value (a data file that cannot be used stays 1)."""
+
+    exit_code = 2
+
+
 def _open_store(
     data: Path | None, durability: str | None, accept_data_loss: bool = False
 ) -> SQLiteStore | None:
@@ -477,6 +484,8 @@ def _open_store(
             durability=cast(Durability, durability or "disk"),
             accept_data_loss=accept_data_loss,
         )
+    except DataDirectoryError as error:
+        raise DataDirectoryProblem(str(error)) from None
     except DataFileError as error:
         raise click.ClickException(str(error)) from None
 

@@ -16,6 +16,7 @@ loss that happened in the same power cut, never report one that did not.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -89,7 +90,8 @@ def probe_data_file(path: Path) -> Recorded | None:
             conn.close()
     finally:
         for companion in created:
-            companion.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a read-only directory: nothing was created
+                companion.unlink(missing_ok=True)
     return Recorded(int(meta.get("epoch", 0)), int(meta.get("revision", 0)))
 
 

@@ -12,6 +12,11 @@ class DataFileError(StatehubError):
     """
 
 
+class DataDirectoryError(DataFileError):
+    """The data directory cannot be created or written: a read-only mount, no permission,
+    or a file where the directory should be. The message names it; nothing was changed."""
+
+
 class DurabilityError(StatehubError):
     """Committed changes could not be written to disk.
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import errno
 import functools
 import heapq
 import itertools
@@ -40,6 +41,7 @@ import os
 import secrets
 import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 import weakref
@@ -63,7 +65,7 @@ from statehub.store.durable_record import (
     read_record,
 )
 from statehub.store.encoding import decode_value, encode_value
-from statehub.store.errors import DataFileError, DurabilityError
+from statehub.store.errors import DataDirectoryError, DataFileError, DurabilityError
 from statehub.store.leases import LeasesInProcess, LeaseTable
 
 logger = logging.getLogger(__name__)
@@ -223,6 +225,7 @@ class SQLiteStore(LeasesInProcess, Store):
         self._leases = LeaseTable()
         #: Rows refused at start for being over the value limits: (key, text, format, why).
         self.quarantined: list[tuple[bytes, str, int, str]] = []
+        _writable_directory(self.directory)
         record_path = self.directory / RECORD_FILE
         lost = self._check_record(record_path, accept_data_loss)
         self._conn = _connect(self.directory, self.path)
@@ -816,6 +819,27 @@ def _resolve(futures: list[asyncio.Future[None]], failure: str | None) -> None:
             future.set_result(None)
         else:
             future.set_exception(DurabilityError(failure))
+
+
+def _writable_directory(directory: Path) -> None:
+    """Create ``directory`` if missing and make sure files can be made in it, before
+    anything is read: a read-only mount (where even root cannot write) or a directory
+    without permission would otherwise fail half-way through opening the data file.
+    ``DataDirectoryError`` naming the directory and the reason."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        descriptor, probe = tempfile.mkstemp(prefix=".statehub-write-check-", dir=directory)
+    except OSError as error:
+        raise DataDirectoryError(
+            f"cannot use {directory} as the data directory: "
+            f"{error.strerror or error} ({_errno_name(error)}); statehub changed nothing in it"
+        ) from error
+    os.close(descriptor)
+    os.unlink(probe)
+
+
+def _errno_name(error: OSError) -> str:
+    return errno.errorcode.get(error.errno or 0, "error")
 
 
 def _connect(directory: Path, path: Path) -> sqlite3.Connection:

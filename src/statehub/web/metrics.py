@@ -25,6 +25,10 @@ _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 _DURABLE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
+#: Every ``transport`` label of ``statehub_sessions``, always present (0 when none).
+SESSION_TRANSPORTS = ("grpc", "websocket", "tcp", "nanover")
+
+
 def transport_of(session: Session) -> str:
     return session.peer.transport
 
@@ -149,7 +153,7 @@ class _HeldNow(Collector):
         )
         by_transport = Tally(transport_of(session) for session in list(hub.sessions))
         by_transport["nanover"] = len(self._nanover.connections)
-        for transport in ("grpc", "websocket", "nanover"):
+        for transport in SESSION_TRANSPORTS:
             sessions.add_metric([transport], by_transport[transport])
         yield sessions
         yield GaugeMetricFamily(
