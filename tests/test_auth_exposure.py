@@ -15,10 +15,13 @@ from pathlib import Path
 import aiohttp
 import jwt
 import pytest
+from click.testing import CliRunner
 
 from auth_support import TOKENS, auth_server, identities, session_as
+from statehub import Client
 from statehub.auth import Authenticator, IdentitiesFileError, UnauthenticatedError, token_digest
 from statehub.auth.authenticator import Credentials
+from statehub.cli import main
 from statehub.server import StateServer
 from test_server_support import RawSession, RemoteError
 
@@ -164,3 +167,24 @@ def test_no_user_may_be_named_anonymous(tmp_path: Path) -> None:
     path.write_text(f"users: {{anonymous: {{roles: [], token_sha256: ['{'0' * 64}']}}}}\n")
     with pytest.raises(IdentitiesFileError, match=r"users\.anonymous: 'anonymous' is the identity"):
         Authenticator.from_file(path)
+
+
+def test_the_locks_command_shows_a_hidden_holder_as_another_session(tmp_path: Path) -> None:
+    (tmp_path / "identities.yaml").write_text(identities())
+    auth = Authenticator.from_file(tmp_path / "identities.yaml")
+    server = StateServer(address="127.0.0.1", port=0, auth=auth).start_in_thread()
+    try:
+        with (
+            Client("127.0.0.1", server.port, name="pump-robot", credential=TOKENS["walt"]) as robot,
+            robot.get_lock("locks/w/pump"),
+        ):
+            address = ["-h", "127.0.0.1", "-p", str(server.port)]
+            as_walt = {"STATEHUB_CREDENTIAL": TOKENS["walt"]}
+            table = CliRunner().invoke(main, ["locks", *address], env=as_walt)
+            assert table.exit_code == 0, table.output
+            assert "another session" in table.stdout and "pump-robot" not in table.stdout
+            as_ada = {"STATEHUB_CREDENTIAL": TOKENS["ada"]}
+            admin_table = CliRunner().invoke(main, ["locks", *address], env=as_ada)
+            assert "pump-robot" in admin_table.stdout
+    finally:
+        server.close()

@@ -600,6 +600,8 @@ function describeLease([, mine, left, at, holder]) {
 // A session as listings name it: client name, identity (when the viewer may see it), id.
 function describeHolder(holder) {
   if (!holder) return "another client (not a session of this server)";
+  // No session id: a session this identity may not see (list_locks, list_leases under --auth).
+  if (!holder.session) return "another session";
   const name = holder.client || "unnamed client";
   const identity = holder.identity ? ` (${holder.identity})` : "";
   return `${name}${identity} · session ${String(holder.session).slice(0, 8)}`;

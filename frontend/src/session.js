@@ -11,6 +11,53 @@ extensionCodec.register({
   decode: (data) => BigInt(new TextDecoder().decode(data)),
 });
 
+// A map key "__proto__" is a plain key in statehub's values, but @msgpack/msgpack refuses
+// it (assigning it to a JS object would replace the object's prototype), which would throw
+// away the whole frame. Keys are decoded here instead: "__proto__" becomes a symbol while
+// decoding, and then an own property of that name (defineProperty, which never touches
+// the prototype), so the value shows and round-trips like any other.
+const utf8 = new TextDecoder();
+const PROTO_KEY = Symbol("__proto__ map key");
+let protoKeySeen = false;
+const keyDecoder = {
+  canBeCached: () => true,
+  decode(bytes, offset, length) {
+    const key = utf8.decode(bytes.subarray(offset, offset + length));
+    if (key !== "__proto__") return key;
+    protoKeySeen = true;
+    return PROTO_KEY;
+  },
+};
+const mapKeyConverter = (key) => {
+  if (typeof key === "string" || typeof key === "number" || key === PROTO_KEY) return key;
+  throw new Error(`a map key of type ${typeof key}`);
+};
+
+function restoreProtoKeys(root) {
+  const stack = [root];
+  while (stack.length > 0) { // a tree: each node is visited once
+    const node = stack.pop();
+    if (node === null || typeof node !== "object" || ArrayBuffer.isView(node)) continue;
+    if (Array.isArray(node)) {
+      for (const item of node) stack.push(item);
+      continue;
+    }
+    if (Object.prototype.hasOwnProperty.call(node, PROTO_KEY)) {
+      const value = node[PROTO_KEY];
+      delete node[PROTO_KEY];
+      Object.defineProperty(node, "__proto__", { value, enumerable: true, writable: true, configurable: true });
+    }
+    for (const child of Object.values(node)) stack.push(child);
+  }
+}
+
+export function decodeFrame(frame) {
+  protoKeySeen = false;
+  const messages = decode(frame, { extensionCodec, keyDecoder, mapKeyConverter });
+  if (protoKeySeen) restoreProtoKeys(messages);
+  return messages;
+}
+
 export class RemoteError extends Error {
   constructor(wire) {
     super(`${wire.type} (${wire.status}): ${wire.message}`);
@@ -49,7 +96,7 @@ export class Session {
   }
 
   receive(frame) {
-    for (const message of decode(frame, { extensionCodec })) {
+    for (const message of decodeFrame(frame)) {
       if (message.id !== undefined && message.id !== null && this.pending.has(message.id)) {
         const { resolve, reject } = this.pending.get(message.id);
         this.pending.delete(message.id);

@@ -98,7 +98,7 @@ def locks(output: str, host: str, port: int) -> None:
             [
                 lock.key,
                 lock.mode,
-                ", ".join(f"{h.client or '?'} ({h.session[:8]})" for h in lock.holders),
+                ", ".join(_holder(h.client, h.session) for h in lock.holders),
                 lock.waiting,
             ]
             for lock in found
@@ -139,3 +139,11 @@ def _seconds(left: float | None) -> str:
 
 def _seconds_left(left: float | None) -> str:
     return "-" if left is None else f"{left:.1f}s"
+
+
+def _holder(client: str, session: str) -> str:
+    """A lock holder as the table shows it; one without a session id is one this identity
+    may not see (``list_locks`` under ``--auth``)."""
+    if not session:
+        return "another session"
+    return f"{client or '?'} ({session[:8]})"
