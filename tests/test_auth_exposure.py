@@ -109,7 +109,7 @@ async def test_lock_listings_name_other_sessions_only_to_those_who_may_see_sessi
 
         (seen,) = (await walt.request("list_locks"))["locks"]
         assert seen["mine"] and seen["mode"] == "shared"
-        named = sorted(((h["session"], h["client"], h["owner"]) for h in seen["holders"]))
+        named = sorted((h["session"], h["client"], h["owner"]) for h in seen["holders"])
         assert named == [("", "", ""), (ids["walt-laptop"], "walt-laptop", "")]
         assert all("identity" not in holder for holder in seen["holders"])
         listing = str(await walt.request("list_locks"))

@@ -63,31 +63,31 @@ async def test_a_proto_map_key_shows_and_the_page_keeps_updating(browser: Browse
         live = await opened(browser, server.http_port, errors)
         try:
             await client.set("odd.value", ODD)
-            row = live.locator('#state tr[data-key="odd.value"]')
+            row = live.locator('#state .krow[data-key="odd.value"]')
             await expect(row).to_contain_text("__proto__", timeout=SOON_MS)
             await expect(row).to_contain_text("polluted", timeout=SOON_MS)
             await client.set("__proto__", {"__proto__": 2})  # as a state key too
-            await expect(live.locator('#state tr[data-key="__proto__"]')).to_contain_text(
+            await expect(live.locator('#state .krow[data-key="__proto__"]')).to_contain_text(
                 "2", timeout=SOON_MS
             )
             await client.set("after.it", "still live")  # the page keeps updating
-            await expect(live.locator('#state tr[data-key="after.it"]')).to_contain_text(
+            await expect(live.locator('#state .krow[data-key="after.it"]')).to_contain_text(
                 "still live", timeout=SOON_MS
             )
             # Nothing leaked into JavaScript's prototypes.
             assert await live.evaluate("({}).polluted === undefined && [].polluted === undefined")
             # A page opened now gets all of it in its first snapshot.
             fresh = await opened(browser, server.http_port, errors)
-            await expect(fresh.locator("#state tbody tr")).to_have_count(3, timeout=SOON_MS)
-            await expect(fresh.locator('#state tr[data-key="odd.value"]')).to_contain_text(
+            await expect(fresh.locator("#state .krow")).to_have_count(3, timeout=SOON_MS)
+            await expect(fresh.locator('#state .krow[data-key="odd.value"]')).to_contain_text(
                 "__proto__"
             )
             await client.remove("odd.value")
-            await expect(live.locator('#state tr[data-key="odd.value"]')).to_have_count(
+            await expect(live.locator('#state .krow[data-key="odd.value"]')).to_have_count(
                 0, timeout=SOON_MS
             )
             await client.set("after.removal", 3)
-            await expect(live.locator('#state tr[data-key="after.removal"]')).to_have_count(
+            await expect(live.locator('#state .krow[data-key="after.removal"]')).to_have_count(
                 1, timeout=SOON_MS
             )
             await fresh.close()

@@ -1054,10 +1054,21 @@ function parseMetrics(text) {
 }
 
 async function pollHealth() {
-  const [metrics, ready] = await Promise.all([
-    fetch("/metrics").then((r) => r.text()),
-    fetch("/readyz").then((r) => r.json().then((body) => [r.status, body])),
+  // Under --auth, /metrics and /readyz need the admin right `metrics`: the page sends the
+  // token it signed in with (same origin: a fetch may carry the header a WebSocket cannot).
+  const credential = sessionStorage.getItem(CREDENTIAL_KEY);
+  const headers = credential ? { Authorization: `Bearer ${credential}` } : {};
+  const [metricsResponse, readyResponse] = await Promise.all([
+    fetch("/metrics", { headers }),
+    fetch("/readyz", { headers }),
   ]);
+  if (metricsResponse.status === 401 || metricsResponse.status === 403) {
+    const why = (await metricsResponse.text()).trim();
+    showHealthRows([["figures", `not shown to this identity (${why})`]]);
+    return;
+  }
+  const metrics = await metricsResponse.text();
+  const ready = [readyResponse.status, await readyResponse.json().catch(() => ({ status: "?" }))];
   const figures = parseMetrics(metrics);
   const now = performance.now();
   const rows = [
@@ -1077,6 +1088,10 @@ async function pollHealth() {
   }
   rows.push(["leases / locks held", `${figures.get("statehub_leases") ?? "–"} / ${figures.get("statehub_rwlocks_held") ?? "–"}`]);
   lastFigures = { at: now, figures };
+  showHealthRows(rows);
+}
+
+function showHealthRows(rows) {
   $("health").tBodies[0].replaceChildren(
     ...rows.map(([name, value]) => {
       const row = document.createElement("tr");
