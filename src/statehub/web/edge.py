@@ -62,7 +62,14 @@ class WebEdge:
             else nanover_max_message_bytes
         )
         #: NanoVer's WebSocket clients (at ``/``) and the commands they registered.
-        self.nanover = NanoverRoom(hub, max_message_bytes=self.nanover_max_message_bytes)
+        #: A WebSocket client whose socket takes no bytes for this long is dropped (its
+        #: leases and locks released): the keepalive's bound, as TCP's user timeout.
+        self.unread_timeout = 1.5 * keepalive_time
+        self.nanover = NanoverRoom(
+            hub,
+            max_message_bytes=self.nanover_max_message_bytes,
+            unread_timeout=self.unread_timeout,
+        )
         self.metrics = ServerMetrics(hub, self.nanover)
         hub.observer = self.metrics
         self.nanover.observer = self.metrics
@@ -127,7 +134,13 @@ class WebEdge:
                 "only: open it with a WebSocket upgrade"
             )
         await socket.prepare(request)
-        await serve_session_socket(self.hub, socket, peer=peer_of(request))
+        await serve_session_socket(
+            self.hub,
+            socket,
+            peer=peer_of(request),
+            transport=request.transport,
+            unread_timeout=self.unread_timeout,
+        )
         return socket
 
     async def _root(self, request: web.Request) -> web.StreamResponse:
@@ -151,7 +164,7 @@ class WebEdge:
         if not socket.can_prepare(request).ok:
             return None
         await socket.prepare(request)
-        await serve_nanover_socket(self.nanover, socket, peer_of(request))
+        await serve_nanover_socket(self.nanover, socket, peer_of(request), request.transport)
         return socket
 
     def _dashboard_page(self) -> web.StreamResponse:
