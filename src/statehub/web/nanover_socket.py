@@ -339,6 +339,8 @@ class NanoverConnection:
         self.registered = 0
         #: Its command requests still running: at most ``max_pending_requests``.
         self._pending_commands = 0
+        #: The task answering requests refused over the limit, if any.
+        self._refusing: asyncio.Task[None] | None = None
         #: Bytes of messages waiting to be written to it (the one being written excluded).
         self._waiting_bytes = 0
 
@@ -352,6 +354,10 @@ class NanoverConnection:
                 if message.type is WSMsgType.BINARY:
                     self.room.observer.nanover_received(len(message.data))
                     self._handle(message.data)
+                    if self._refusing is not None:
+                        # Backpressure: its next message is read once these are written.
+                        await asyncio.wait([self._refusing])
+                        self._refusing = None
                     # aiohttp hands over buffered messages without yielding: one loop turn
                     # per message lets the commands it started begin, in order, and gives
                     # every other client its turn between two writes of a fast writer.
@@ -412,8 +418,11 @@ class NanoverConnection:
                     )
                 )
             else:
+                refused: list[object] = []
                 for payload in payloads:
-                    self._command(payload)
+                    self._command(payload, refused)
+                if refused:  # one task answers them all, not one task each
+                    self._refusing = self._spawn(self._refuse_requests(refused))
         if "frame" in message:  # a simulation runner publishing: see nanover_frames.py
             try:
                 self.room.frames.publish(message["frame"])
@@ -477,7 +486,7 @@ class NanoverConnection:
         if current or absent:
             await self._send({"state": {"updates": current, "removals": absent}})
 
-    def _command(self, payload: object) -> None:
+    def _command(self, payload: object, refused: list[object]) -> None:
         if type(payload) is not dict:
             self._spawn(self._report_error("ProtocolError", "a command payload must be a map"))
             return
@@ -487,7 +496,7 @@ class NanoverConnection:
             self._answer_forward(payload)
         elif self._pending_commands >= self.hub.limits.max_pending_requests:
             # The session protocol's rule and limit (SessionLimits.max_pending_requests).
-            self._spawn(self._refuse_request(payload.get("request")))
+            refused.append(payload.get("request"))
         else:
             self._pending_commands += 1
             self._spawn(self._run_request(payload.get("request")))
@@ -531,18 +540,21 @@ class NanoverConnection:
         else:
             future.set_result(payload.get("response"))
 
-    async def _refuse_request(self, request: object) -> None:
+    async def _refuse_requests(self, requests: list[object]) -> None:
         limit = self.hub.limits.max_pending_requests
-        self.room.observer.request_done("nanover:command", "RESOURCE_EXHAUSTED")
-        await self._send(
-            {
-                "command": {
-                    "request": request,
-                    "exception": f"LimitExceeded: this client already has {limit} commands "
-                    f"running (max_pending_requests={limit})",
-                }
-            }
+        exception = (
+            f"LimitExceeded: this client already has {limit} commands running "
+            f"(max_pending_requests={limit})"
         )
+        for start in range(0, len(requests), 100):
+            # One batch's replies under one hold of the write lock: no hand-over per reply.
+            async with self._write_lock:
+                for request in requests[start : start + 100]:
+                    self.room.observer.request_done("nanover:command", "RESOURCE_EXHAUSTED")
+                    data = _pack({"command": {"request": request, "exception": exception}})
+                    if not await self._write(data):
+                        return
+            await asyncio.sleep(0)  # the others' turn
 
     async def _run_request(self, request: object) -> None:
         try:
@@ -781,19 +793,24 @@ class NanoverConnection:
             async with self._write_lock:
                 self._waiting_bytes -= size
                 size = 0
-                if self.socket.closed:
-                    return
-                try:
-                    async with asyncio.timeout(self.room.unread_timeout):
-                        await self.socket.send_bytes(data)
-                except TimeoutError:
-                    self._drop(f"it read nothing for {self.room.unread_timeout} s: dropped")
-                    return
-                except ConnectionResetError:  # the client is gone; the read loop ends with it
-                    return
-                self.room.observer.nanover_sent(len(data))
+                await self._write(data)
         finally:
             self._waiting_bytes -= size
+
+    async def _write(self, data: bytes) -> bool:
+        """Write ``data`` (the write lock held); False if the client is gone or dropped."""
+        if self.socket.closed:
+            return False
+        try:
+            async with asyncio.timeout(self.room.unread_timeout):
+                await self.socket.send_bytes(data)
+        except TimeoutError:
+            self._drop(f"it read nothing for {self.room.unread_timeout} s: dropped")
+            return False
+        except ConnectionResetError:  # the client is gone; the read loop ends with it
+            return False
+        self.room.observer.nanover_sent(len(data))
+        return True
 
     def _drop(self, why: str) -> None:
         """End a client that does not read: abort its connection (a close frame would
