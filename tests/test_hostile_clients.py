@@ -12,8 +12,11 @@ What each test holds the server to:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -295,3 +298,91 @@ async def test_100000_command_requests_run_at_most_max_pending_requests_at_once(
                 )
                 seen = await _until_answered(late, lambda m: "command" in m)
                 assert "response" in seen[-1]["command"]
+
+
+class RawWebSocket:
+    """A WebSocket client on a plain socket that reads nothing after the handshake."""
+
+    def __init__(self, port: int, path: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        response = b""
+        while b"\r\n\r\n" not in response and len(response) < 10_000:
+            chunk = self.sock.recv(1)  # byte by byte: not one byte of a frame is read
+            assert chunk, "the server closed during the handshake"
+            response += chunk
+        assert response.startswith(b"HTTP/1.1 101"), response
+
+    def send(self, message: Any) -> None:
+        payload = msgpack.packb(message)
+        mask = os.urandom(4)
+        length = len(payload)
+        if length < 126:
+            header = bytes([0x82, 0x80 | length])
+        elif length < 65536:
+            header = bytes([0x82, 0x80 | 126]) + length.to_bytes(2, "big")
+        else:
+            header = bytes([0x82, 0x80 | 127]) + length.to_bytes(8, "big")
+        masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+        self.sock.sendall(header + mask + masked)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def test_websocket_clients_that_do_not_read_are_dropped_and_release_what_they_held() -> None:
+    """Issue 24 item 6: 8 NanoVer clients and one /v1/session client on a 20 MiB state
+    read nothing; each is dropped within the unread bound (1.5 x --keepalive: 3 s here),
+    its avatar keys, lock and memory released."""
+    with serving("--keepalive", "2") as server:
+        async with looking(server) as observer:
+            for n in range(8):
+                await observer.set(f"big.{n}", "x" * 2_500_000)
+            rss_before = server.rss()
+            writer = await canary_started(server)
+            started = time.monotonic()
+            clients = []
+            for n in range(8):
+                client = RawWebSocket(server.http_port, "/")
+                client.send({"state": {"updates": {f"avatar.u{n}": n}, "removals": []}})
+                clients.append(client)
+            session = RawWebSocket(server.http_port, "/v1/session")
+            session.send([{"id": 1, "op": "hello", "client": "unread"}])
+            session.send([{"id": 2, "op": "lock", "key": "held", "exclusive": True}])
+            session.send([{"id": 3, "op": "subscribe", "interval": 0, "prefix": ""}])
+            clients.append(session)
+            try:
+                for _ in range(200):  # the writes arrived: the keys and the lock are held
+                    keys = set(await observer.keys("avatar."))
+                    held = not await observer.test_lock("held")
+                    if len(keys) == 8 and held:
+                        break
+                    await asyncio.sleep(0.05)
+                assert len(keys) == 8 and held, (keys, held)
+                for _ in range(400):  # then dropped: the keys and the lock released
+                    keys = set(await observer.keys("avatar."))
+                    held = not await observer.test_lock("held")
+                    if not keys and not held:
+                        break
+                    await asyncio.sleep(0.05)
+                dropped_after = time.monotonic() - started
+                assert not keys and not held, f"after {dropped_after:.0f} s: {keys}, {held}"
+                # the bound is 3 s; loose, for a loaded machine
+                assert dropped_after < 15, f"dropped only after {dropped_after:.1f} s"
+                p99 = await writer.stop()
+            finally:
+                for client in clients:
+                    client.close()
+            assert p99 < CANARY_P99, f"the canary's p99 write latency was {p99 * 1000:.0f} ms"
+            for _ in range(200):  # what they held is freed
+                grown = server.rss() - rss_before
+                if grown < 64 * MIB:
+                    break
+                await asyncio.sleep(0.05)
+            assert grown < 64 * MIB, f"the server kept {grown / MIB:.0f} MiB"

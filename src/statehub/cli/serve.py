@@ -26,6 +26,7 @@ from statehub.endpoints.config import ConfigError, EndpointsConfig, load_config
 from statehub.extras import require_extra
 from statehub.server.discovery import BROADCAST_ADDRESS, ESSD_PORT, Discovery
 from statehub.server.limits import SessionLimits
+from statehub.server.memory import return_large_buffers_to_the_os
 from statehub.server.state_server import (
     DEFAULT_ADDRESS,
     DEFAULT_KEEPALIVE_TIME,
@@ -332,6 +333,7 @@ def serve(
             if discoverable
             else None
         )
+        return_large_buffers_to_the_os()  # memory a dropped client held goes back
         asyncio.run(_serve(server, endpoints, data, auth_path, discovery, mesh))
     except OSError as error:
         raise click.ClickException(str(error.strerror or error)) from None
