@@ -386,3 +386,43 @@ async def test_websocket_clients_that_do_not_read_are_dropped_and_release_what_t
                     break
                 await asyncio.sleep(0.05)
             assert grown < 64 * MIB, f"the server kept {grown / MIB:.0f} MiB"
+
+
+async def test_a_nanover_client_writing_state_as_fast_as_it_can_gets_a_fair_share() -> None:
+    """Issue 24 item 5: one message per loop turn, each committed before the next is read:
+    the writer is paced by the server, and other clients' writes go on between its own."""
+    with serving() as server:
+        async with (
+            looking(server) as observer,
+            aiohttp.ClientSession() as http,
+            http.ws_connect(server.nanover_url, max_msg_size=0) as attacker,
+        ):
+            messages = [
+                msgpack.packb({"state": {"updates": {"avatar.flood": n, "flood": n}}})
+                for n in range(1_000)
+            ]
+
+            async def discard() -> None:
+                async for _ in attacker:
+                    pass
+
+            reader = asyncio.ensure_future(discard())
+            rss_before = server.rss()
+            writer = await canary_started(server)
+            sent = 0
+            until = time.monotonic() + 3.0
+            while time.monotonic() < until and sent < 2_000_000:
+                await attacker.send_bytes(messages[sent % len(messages)])
+                sent += 1
+            p99 = await writer.stop()
+            grown = server.rss() - rss_before
+            reader.cancel()
+            await attacker.close()
+            assert sent > 1_000, f"the attacker sent only {sent} messages"
+            assert p99 < CANARY_P99, f"the canary's p99 write latency was {p99 * 1000:.0f} ms"
+            assert grown < 64 * MIB, f"the server grew by {grown / MIB:.0f} MiB"
+            for _ in range(200):  # the attacker left: its user's keys left with it
+                if not await observer.keys("avatar."):
+                    break
+                await asyncio.sleep(0.05)
+            assert not await observer.keys("avatar.")
