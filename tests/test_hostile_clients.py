@@ -16,6 +16,7 @@ import base64
 import contextlib
 import os
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -66,11 +67,14 @@ class Server:
 
 
 @contextlib.contextmanager
-def serving(*options: str, preexec_fn: Callable[[], None] | None = None) -> Iterator[Server]:
+def serving(
+    *options: str, preexec_fn: Callable[[], None] | None = None, log: Path | None = None
+) -> Iterator[Server]:
+    log_file = log.open("w") if log is not None else None
     process = subprocess.Popen(
         [*SERVE, "--port", "0", "--host", "127.0.0.1", "--tcp-port", "0", *options],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if log_file is None else log_file,
         text=True,
         preexec_fn=preexec_fn,
     )
@@ -101,6 +105,8 @@ def serving(*options: str, preexec_fn: Callable[[], None] | None = None) -> Iter
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+        if log_file is not None:
+            log_file.close()
 
 
 #: The canary, in a process of its own (so that the attacker in this process does not
@@ -426,3 +432,66 @@ async def test_a_nanover_client_writing_state_as_fast_as_it_can_gets_a_fair_shar
                     break
                 await asyncio.sleep(0.05)
             assert not await observer.keys("avatar.")
+
+
+def _at_most_1024_descriptors() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+
+async def test_1100_idle_sockets_under_ulimit_1024_neither_lock_out_clients_nor_flood_the_log(
+    tmp_path: Path,
+) -> None:
+    """Issue 24 item 7: 550 idle sockets on each of the web and TCP ports of a server
+    limited to 1,024 file descriptors. Those over the connection bound (1,024 - 128) are
+    refused at once; the others are closed after the handshake timeout (10 s), so a new
+    client gets in; the log stays small."""
+    log = tmp_path / "serve.log"
+    with serving("-v", preexec_fn=_at_most_1024_descriptors, log=log) as server:
+        async with looking(server) as observer:
+            rss_before = server.rss()
+            writer = await canary_started(server)
+            idle: list[socket.socket] = []
+            try:
+                for n in range(1_100):
+                    port = server.tcp_port if n % 2 else server.http_port
+                    idle.append(socket.create_connection(("127.0.0.1", port), timeout=DEADLINE))
+                    if n % 2 == 0:
+                        idle[-1].sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # half a head
+                started = time.monotonic()
+                # a new client gets in within the handshake timeout (and a margin)
+                for _ in range(600):
+                    try:
+                        async with asyncio.timeout(5):
+                            async with AsyncClient(
+                                f"statehub+tcp://127.0.0.1:{server.tcp_port}"
+                            ) as late:
+                                await late.set("late", 1)
+                        break
+                    except Exception:
+                        await asyncio.sleep(0.1)
+                waited = time.monotonic() - started
+                assert await observer.get("late") == 1
+                assert waited < 30, f"a new client got in only after {waited:.0f} s"
+                # the idle ones were closed: each reads end of file (or a reset)
+                closed = 0
+                for sock in idle:
+                    sock.settimeout(DEADLINE)
+                    try:
+                        while sock.recv(65536):
+                            pass
+                        closed += 1
+                    except OSError:
+                        closed += 1
+                assert closed == len(idle)
+                p99 = await writer.stop()
+            finally:
+                for sock in idle:
+                    sock.close()
+            assert p99 < CANARY_P99, f"the canary's p99 write latency was {p99 * 1000:.0f} ms"
+            assert server.rss() - rss_before < 64 * MIB
+            # a new web client too, once they are gone
+            url = f"http://127.0.0.1:{server.http_port}/healthz"
+            async with aiohttp.ClientSession() as http, http.get(url) as reply:
+                assert reply.status == 200
+    size = log.stat().st_size
+    assert size < 200_000, f"the server wrote {size} bytes of log"

@@ -24,6 +24,7 @@ from statehub.dripline.settings import MeshSettings, MeshSettingsError
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import ConfigError, EndpointsConfig, load_config
 from statehub.extras import require_extra
+from statehub.server.connections import RateLimitedLoopErrors
 from statehub.server.discovery import BROADCAST_ADDRESS, ESSD_PORT, Discovery
 from statehub.server.limits import SessionLimits
 from statehub.server.memory import return_large_buffers_to_the_os
@@ -498,6 +499,7 @@ async def _serve(
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(RateLimitedLoopErrors())  # one line per 10 s per kind
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     if auth_path is not None:
