@@ -30,6 +30,7 @@ import msgpack
 import pytest
 
 from statehub import AsyncClient
+from statehub.server.connections import RateLimitedLoopErrors
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
 
@@ -495,3 +496,27 @@ async def test_1100_idle_sockets_under_ulimit_1024_neither_lock_out_clients_nor_
                 assert reply.status == 200
     size = log.stat().st_size
     assert size < 200_000, f"the server wrote {size} bytes of log"
+
+
+class _Loop:
+    def __init__(self) -> None:
+        self.logged: list[str] = []
+
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
+        self.logged.append(context["message"])
+
+
+def test_event_loop_errors_of_one_kind_are_logged_at_most_once_per_interval() -> None:
+    """asyncio reports each failed accept(); the handler keeps one line per kind per
+    interval and says how many it left out."""
+    loop = _Loop()
+    handler = RateLimitedLoopErrors(interval=3600)
+    error = OSError(24, "Too many open files")
+    accept = {"message": "socket.accept() out of system resource", "exception": error}
+    for _ in range(10_000):
+        handler(loop, accept)  # type: ignore[arg-type]
+    handler(loop, {"message": "another kind"})  # type: ignore[arg-type]
+    assert loop.logged == ["socket.accept() out of system resource", "another kind"]
+    handler.interval = 0
+    handler(loop, accept)  # type: ignore[arg-type]
+    assert "9999 more" in loop.logged[-1], loop.logged
