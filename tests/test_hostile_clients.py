@@ -520,3 +520,48 @@ def test_event_loop_errors_of_one_kind_are_logged_at_most_once_per_interval() ->
     handler.interval = 0
     handler(loop, accept)  # type: ignore[arg-type]
     assert "9999 more" in loop.logged[-1], loop.logged
+
+
+async def test_a_nanover_client_with_more_than_max_queued_bytes_unread_is_dropped() -> None:
+    """Issue 24 item 6: bounded send queues. A NanoVer client registers a command and
+    reads nothing; 10 calls of it with 2.5 MB arguments each are forwarded to it: once
+    more than max_queued_bytes (16 MiB) would wait behind the one being written, it is
+    dropped, long before the 15 s unread bound, and its command goes with it."""
+    with serving() as server:
+        async with looking(server) as observer:
+            rss_before = server.rss()
+            writer = await canary_started(server)
+            client = RawWebSocket(server.http_port, "/")
+            calls: list[asyncio.Task[Any]] = []
+            try:
+                client.send({"command": {"register": {"name": "sink"}}})
+                for _ in range(200):
+                    if "sink" in await _command_names(observer):
+                        break
+                    await asyncio.sleep(0.05)
+                started = time.monotonic()
+                calls = [
+                    asyncio.ensure_future(observer.run_command("sink", blob="x" * 2_500_000))
+                    for _ in range(10)
+                ]
+                for _ in range(400):  # dropped: its command is gone
+                    if "sink" not in await _command_names(observer):
+                        break
+                    await asyncio.sleep(0.05)
+                dropped_after = time.monotonic() - started
+                assert "sink" not in await _command_names(observer), "never dropped"
+                assert dropped_after < 10, f"dropped only after {dropped_after:.1f} s"
+                outcomes = await asyncio.gather(*calls, return_exceptions=True)
+                assert all(isinstance(outcome, Exception) for outcome in outcomes), outcomes
+                p99 = await writer.stop()
+            finally:
+                for call in calls:
+                    call.cancel()
+                client.close()
+            assert p99 < CANARY_P99, f"the canary's p99 write latency was {p99 * 1000:.0f} ms"
+            for _ in range(200):
+                grown = server.rss() - rss_before
+                if grown < 64 * MIB:
+                    break
+                await asyncio.sleep(0.05)
+            assert grown < 64 * MIB, f"the server kept {grown / MIB:.0f} MiB"
