@@ -25,8 +25,10 @@ from statehub.dripline.settings import MeshSettings, MeshSettingsError
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import ConfigError, EndpointsConfig, load_config
 from statehub.extras import require_extra
+from statehub.server.connections import RateLimitedLoopErrors
 from statehub.server.discovery import BROADCAST_ADDRESS, ESSD_PORT, Discovery
 from statehub.server.limits import SessionLimits
+from statehub.server.memory import return_large_buffers_to_the_os
 from statehub.server.state_server import (
     DEFAULT_ADDRESS,
     DEFAULT_KEEPALIVE_TIME,
@@ -380,6 +382,7 @@ def serve(
             if discoverable
             else None
         )
+        return_large_buffers_to_the_os()  # memory a dropped client held goes back
         asyncio.run(_serve(server, endpoints, data, auth_path, discovery, mesh))
     except OSError as error:
         raise click.ClickException(str(error.strerror or error)) from None
@@ -575,6 +578,7 @@ async def _serve(
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(RateLimitedLoopErrors())  # one line per 10 s per kind
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     if auth_path is not None:

@@ -45,6 +45,7 @@ from statehub.protocol.errors import (
     error_to_wire,
     status_of,
 )
+from statehub.server.connections import ConnectionBudget
 from statehub.server.limits import (
     LimitExceeded,
     SessionLimits,
@@ -108,6 +109,8 @@ class Hub:
         self.min_interval = min_interval
         self.limits = limits if limits is not None else SessionLimits()
         self.sessions: set[Session] = set()
+        #: Open connections of the web and TCP ports, against their bound.
+        self.connections = ConnectionBudget()
         self.observer = SessionObserver()
         #: Called after ``replace_auth`` re-checked the sessions, so that connections which
         #: are not sessions (NanoVer's WebSocket clients) are checked again too.

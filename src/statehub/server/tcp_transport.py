@@ -23,6 +23,8 @@ from collections.abc import Callable
 from statehub.protocol import encode_batch
 from statehub.protocol.errors import MessageTooLargeError, ProtocolError, error_to_wire
 from statehub.protocol.tcp_framing import LENGTH_BYTES, encode_length, set_keepalive
+from statehub.server.connections import HANDSHAKE_TIMEOUT
+from statehub.server.limits import LimitExceeded
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
 from statehub.server.transport import serve_session
@@ -60,9 +62,11 @@ class TcpFrames(asyncio.Protocol):
 
     __slots__ = (
         "_buffer",
+        "_counted",
         "_eof",
         "_error",
         "_gone",
+        "_handshake",
         "_hub",
         "_keepalive",
         "_max_frame",
@@ -92,6 +96,9 @@ class TcpFrames(asyncio.Protocol):
         self._writing: asyncio.Future[None] | None = None
         #: Why reading stopped early, to be told to the client once the session is over.
         self.refused: MessageTooLargeError | None = None
+        self._counted = False  # holds one of the hub's connection budget
+        #: Closes the connection if no whole frame has come within HANDSHAKE_TIMEOUT.
+        self._handshake: asyncio.TimerHandle | None = None
 
     # -- the FrameStream the session sees ------------------------------------------------
 
@@ -109,6 +116,9 @@ class TcpFrames(asyncio.Protocol):
                     return None
                 end = LENGTH_BYTES + length
                 if len(buffer) >= end:
+                    if self._handshake is not None:
+                        self._handshake.cancel()
+                        self._handshake = None
                     frame = bytes(buffer[LENGTH_BYTES:end])
                     del buffer[:end]
                     if self._paused_reading and self._wants_bytes():
@@ -159,6 +169,20 @@ class TcpFrames(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        if not self._hub.connections.take("TCP"):
+            budget = self._hub.connections
+            refusal = LimitExceeded(
+                f"the server has {budget.open} connections open, its limit "
+                f"({budget.limit}); try again later"
+            )
+            frame = encode_batch([{"id": None, "error": error_to_wire(refusal)}])
+            transport.write(encode_length(frame) + frame)
+            transport.close()
+            return
+        self._counted = True
+        self._handshake = asyncio.get_running_loop().call_later(
+            HANDSHAKE_TIMEOUT, self._handshake_expired
+        )
         sock = transport.get_extra_info("socket")
         if sock is not None:
             set_keepalive(sock, *self._keepalive)
@@ -182,7 +206,18 @@ class TcpFrames(asyncio.Protocol):
         # Keep the socket open to write the replies still due (TLS cannot half-close).
         return self._require_transport().get_extra_info("sslcontext") is None
 
+    def _handshake_expired(self) -> None:
+        self._handshake = None
+        logger.debug("tcp connection: no frame within %s s: closed", HANDSHAKE_TIMEOUT)
+        self._require_transport().abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._counted:
+            self._counted = False
+            self._hub.connections.give_back()
+        if self._handshake is not None:
+            self._handshake.cancel()
+            self._handshake = None
         self._eof = self._gone = True
         if exc is not None:
             self._error = exc

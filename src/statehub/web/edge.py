@@ -26,6 +26,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from statehub.auth import Credentials, PermissionDeniedError, UnauthenticatedError
+from statehub.server.connections import HANDSHAKE_TIMEOUT, ConnectionBudget
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
 from statehub.web import nanover_socket
@@ -72,11 +73,18 @@ class WebEdge:
             else nanover_max_message_bytes
         )
         #: NanoVer's WebSocket clients (at ``/``) and the commands they registered.
-        self.nanover = NanoverRoom(hub, max_message_bytes=self.nanover_max_message_bytes)
+        #: A WebSocket client whose socket takes no bytes for this long is dropped (its
+        #: leases and locks released): the keepalive's bound, as TCP's user timeout.
+        self.unread_timeout = 1.5 * keepalive_time
+        self.nanover = NanoverRoom(
+            hub,
+            max_message_bytes=self.nanover_max_message_bytes,
+            unread_timeout=self.unread_timeout,
+        )
         self.metrics = ServerMetrics(hub, self.nanover)
         hub.observer = self.metrics
         self.nanover.observer = self.metrics
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[self._request_arrived])
         self.app.add_routes(
             [
                 web.get("/", self._root),
@@ -93,6 +101,9 @@ class WebEdge:
         # other route, so /v1/session, /metrics, the dashboard... keep theirs).
         self.app.router.add_get("/{path:.*}", self._any_path)
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        #: Connections still to send their first request head, by transport: their timer.
+        self._handshakes: dict[asyncio.BaseTransport, asyncio.TimerHandle] = {}
         self._lag_probe: asyncio.Task[None] | None = None
         self.port: int | None = None
 
@@ -101,21 +112,40 @@ class WebEdge:
     ) -> int:
         """Listen on ``address:port`` (0 picks a port; TLS with ``ssl_context``); returns
         the port bound."""
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=HTTP_KEEPALIVE_TIMEOUT,
+        )
         await runner.setup()
-        site = web.TCPSite(runner, address, port, reuse_port=False, ssl_context=ssl_context)
+        factory = runner.server
+        assert factory is not None
+        budget = self.hub.connections
+        loop = asyncio.get_running_loop()
         try:
-            await site.start()
+            # Not aiohttp's TCPSite: each connection is counted against the budget and
+            # must send a whole request head within HANDSHAKE_TIMEOUT (aiohttp has no
+            # such timeout: 900 half-sent requests stayed open).
+            self._listener = await loop.create_server(
+                lambda: _CountedConnection(factory, budget, self._handshakes),
+                address,
+                port,
+                ssl=ssl_context,
+            )
         except OSError:
             await runner.cleanup()
             raise
         self._runner = runner
         self._lag_probe = asyncio.ensure_future(self.metrics.probe_loop_lag())
-        self.port = int(runner.addresses[0][1])
+        self.port = int(self._listener.sockets[0].getsockname()[1])
         logger.info("statehub web edge on http://%s:%d", address, self.port)
         return self.port
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         await self.nanover.close_all()
         if self._lag_probe is not None:
             self._lag_probe.cancel()
@@ -123,6 +153,15 @@ class WebEdge:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    @web.middleware
+    async def _request_arrived(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """A whole request head came: its connection's handshake timer stops."""
+        timer = self._handshakes.pop(request.transport, None) if request.transport else None
+        if timer is not None:
+            timer.cancel()
+        response: web.StreamResponse = await handler(request)
+        return response
 
     def websocket(self, max_frame_bytes: int, *, compress: bool = True) -> web.WebSocketResponse:
         return web.WebSocketResponse(
@@ -138,7 +177,13 @@ class WebEdge:
             )
         self._check_origin(request)
         await socket.prepare(request)
-        await serve_session_socket(self.hub, socket, peer=peer_of(request))
+        await serve_session_socket(
+            self.hub,
+            socket,
+            peer=peer_of(request),
+            transport=request.transport,
+            unread_timeout=self.unread_timeout,
+        )
         return socket
 
     async def _root(self, request: web.Request) -> web.StreamResponse:
@@ -163,7 +208,7 @@ class WebEdge:
             return None
         self._check_origin(request)
         await socket.prepare(request)
-        await serve_nanover_socket(self.nanover, socket, peer_of(request))
+        await serve_nanover_socket(self.nanover, socket, peer_of(request), request.transport)
         return socket
 
     def _check_origin(self, request: web.Request) -> None:
@@ -227,6 +272,84 @@ class WebEdge:
         if frozen:
             return web.json_response({"status": "stopping"}, status=503)
         return web.json_response({"status": "ready", "revision": revision})
+
+
+#: Seconds an idle keep-alive HTTP connection stays open after a response (aiohttp's
+#: default is 3,630 s).
+HTTP_KEEPALIVE_TIMEOUT = 15.0
+
+_REFUSAL_BODY = b"too many connections open on this server; try again later\n"
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+    b"Connection: close\r\nRetry-After: 1\r\nContent-Length: "
+    + str(len(_REFUSAL_BODY)).encode()
+    + b"\r\n\r\n"
+    + _REFUSAL_BODY
+)
+
+
+class _CountedConnection(asyncio.Protocol):
+    """One web-port connection: counted against the budget, refused with a 503 over it,
+    closed if no whole request head came within ``HANDSHAKE_TIMEOUT``; otherwise
+    aiohttp's own handler, to which every event is passed on."""
+
+    def __init__(
+        self,
+        factory: Any,
+        budget: ConnectionBudget,
+        handshakes: dict[asyncio.BaseTransport, asyncio.TimerHandle],
+    ) -> None:
+        self._factory = factory
+        self._budget = budget
+        self._handshakes = handshakes
+        self._inner: Any = None
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if not self._budget.take("web"):
+            transport.write(_REFUSAL)
+            transport.close()
+            return
+        self._transport = transport
+        self._handshakes[transport] = asyncio.get_running_loop().call_later(
+            HANDSHAKE_TIMEOUT, self._handshake_expired
+        )
+        self._inner = self._factory()
+        self._inner.connection_made(transport)
+
+    def _handshake_expired(self) -> None:
+        transport = self._transport
+        if transport is not None and transport in self._handshakes:
+            del self._handshakes[transport]
+            logger.debug("web connection: no request within %s s: closed", HANDSHAKE_TIMEOUT)
+            transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._inner is None:
+            return
+        if self._transport is not None:
+            timer = self._handshakes.pop(self._transport, None)
+            if timer is not None:
+                timer.cancel()
+        self._budget.give_back()
+        inner, self._inner = self._inner, None
+        inner.connection_lost(exc)
 
 
 def peer_of(request: web.Request) -> Peer:

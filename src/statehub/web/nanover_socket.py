@@ -53,6 +53,7 @@ from statehub.core.pacing import SteadyPacer
 from statehub.core.values import check_key
 from statehub.errors import ObjectFrozenError, ResourceLockedError
 from statehub.protocol.errors import status_of
+from statehub.server.limits import LimitExceeded
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
 from statehub.web.nanover_frames import FrameError, FrameRelay
@@ -67,6 +68,11 @@ MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 LIST_COMMANDS = "commands/list"
 #: Seconds a forwarded command waits for the client that registered it.
 DEFAULT_FORWARD_TIMEOUT = 30.0
+#: Seconds a write to a client may wait for it to read before the server drops it
+#: (1.5 x the keepalive, as aiohttp's ping: 15 s by default; the edge sets it).
+DEFAULT_UNREAD_TIMEOUT = 15.0
+#: Commands one client may register at once (``docs/limits.md``).
+MAX_REGISTERED_COMMANDS = 1_000
 #: WebSocket close reasons are limited to 123 bytes.
 _MAX_CLOSE_REASON = 120
 _AVATAR_PREFIX = "avatar."
@@ -98,9 +104,12 @@ class NanoverRoom:
         *,
         forward_timeout: float = DEFAULT_FORWARD_TIMEOUT,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        unread_timeout: float = DEFAULT_UNREAD_TIMEOUT,
     ) -> None:
         self.hub = hub
         self.forward_timeout = forward_timeout
+        #: A client whose socket takes no bytes for this long is dropped.
+        self.unread_timeout = unread_timeout
         self.connections: set[NanoverConnection] = set()
         #: Connections fed by the shared 30 Hz broadcast (the others fell behind and follow
         #: a view of their own until they catch up).
@@ -128,13 +137,22 @@ class NanoverRoom:
         ``presentation`` (NanoVer's ``label`` and ``icon``) goes into ``commands/list``.
         """
         commands = self.hub.commands
-        if name in self._registrants:
+        previous = self._registrants.get(name)
+        if previous is not connection and connection.registered >= MAX_REGISTERED_COMMANDS:
+            raise LimitExceeded(
+                f"register {name!r}: this client already serves {connection.registered} "
+                f"commands (at most {MAX_REGISTERED_COMMANDS} per client)"
+            )
+        if previous is not None:
             commands.unregister(name)
-        elif name in commands.commands:
+            previous.registered -= 1
+            del self._registrants[name]
+        elif commands.registration(name) is not None:  # not ``.commands``: that is a copy
             raise ValueError(
                 f"command {name!r} is served by the server itself; a client cannot take it over"
             )
         commands.register(name, self._forwarder(name), defaults)
+        connection.registered += 1
         self._registrants[name] = connection
         self._presentation[name] = dict(presentation or {})
 
@@ -235,6 +253,7 @@ class NanoverRoom:
         """``connection`` is gone: its registrations end with it."""
         for name, registrant in list(self._registrants.items()):
             if registrant is connection:
+                connection.registered -= 1
                 del self._registrants[name]
                 self._presentation.pop(name, None)
                 self.hub.commands.unregister(name)
@@ -252,7 +271,10 @@ class NanoverRoom:
 
 
 async def serve_nanover_socket(
-    room: NanoverRoom, socket: web.WebSocketResponse, peer: Peer
+    room: NanoverRoom,
+    socket: web.WebSocketResponse,
+    peer: Peer,
+    transport: asyncio.Transport | None = None,
 ) -> None:
     """Serve one NanoVer client on a prepared ``socket`` as the identity it proves.
 
@@ -266,7 +288,9 @@ async def serve_nanover_socket(
         logger.info("NanoVer client %s refused: %s", peer.address, error)
         await socket.close(code=WSCloseCode.POLICY_VIOLATION, message=_close_reason(error))
         return
-    await NanoverConnection(room, socket, peer, principal, credentials).run()
+    connection = NanoverConnection(room, socket, peer, principal, credentials)
+    connection.transport = transport
+    await connection.run()
 
 
 class NanoverConnection:
@@ -307,8 +331,18 @@ class NanoverConnection:
         self._state_tasks: set[asyncio.Task[None]] = set()
         #: The task writing a state message now, if any: a shared delta waits for none.
         self._state_writer: asyncio.Task[None] | None = None
+        #: The connection under the socket: aborted to drop a client that does not read.
+        self.transport: asyncio.Transport | None = None
         #: Set once a reload found its credential no longer accepted: it is being closed.
         self._ending = False
+        #: Commands it serves now (``NanoverRoom.register`` keeps the count).
+        self.registered = 0
+        #: Its command requests still running: at most ``max_pending_requests``.
+        self._pending_commands = 0
+        #: The task answering requests refused over the limit, if any.
+        self._refusing: asyncio.Task[None] | None = None
+        #: Bytes of messages waiting to be written to it (the one being written excluded).
+        self._waiting_bytes = 0
 
     async def run(self) -> None:
         """Serve the client until it goes; then clean up after it exactly once."""
@@ -319,12 +353,15 @@ class NanoverConnection:
             async for message in self.socket:
                 if message.type is WSMsgType.BINARY:
                     self.room.observer.nanover_received(len(message.data))
-                    tasks_before = len(self._tasks)
                     self._handle(message.data)
-                    if len(self._tasks) > tasks_before:
-                        # Let the commands it started begin, in order, before the next
-                        # message. A plain state write starts nothing: no extra loop turn.
-                        await asyncio.sleep(0)
+                    if self._refusing is not None:
+                        # Backpressure: its next message is read once these are written.
+                        await asyncio.wait([self._refusing])
+                        self._refusing = None
+                    # aiohttp hands over buffered messages without yielding: one loop turn
+                    # per message lets the commands it started begin, in order, and gives
+                    # every other client its turn between two writes of a fast writer.
+                    await asyncio.sleep(0)
                 elif message.type is WSMsgType.TEXT:
                     await self._report_error(
                         "ProtocolError",
@@ -370,8 +407,22 @@ class NanoverConnection:
             self._apply_state(message["state"])
         if "command" in message:
             payloads = message["command"]
-            for payload in payloads if type(payloads) is list else [payloads]:
-                self._command(payload)
+            payloads = payloads if type(payloads) is list else [payloads]
+            limit = self.hub.limits.max_pending_requests
+            if len(payloads) > limit:  # bounded work per message: refused whole, unread
+                self._spawn(
+                    self._report_error(
+                        "LimitExceeded",
+                        f"a message with {len(payloads)} command payloads is over the limit "
+                        f"of {limit} per message (max_pending_requests); none was run",
+                    )
+                )
+            else:
+                refused: list[object] = []
+                for payload in payloads:
+                    self._command(payload, refused)
+                if refused:  # one task answers them all, not one task each
+                    self._refusing = self._spawn(self._refuse_requests(refused))
         if "frame" in message:  # a simulation runner publishing: see nanover_frames.py
             try:
                 self.room.frames.publish(message["frame"])
@@ -435,7 +486,7 @@ class NanoverConnection:
         if current or absent:
             await self._send({"state": {"updates": current, "removals": absent}})
 
-    def _command(self, payload: object) -> None:
+    def _command(self, payload: object, refused: list[object]) -> None:
         if type(payload) is not dict:
             self._spawn(self._report_error("ProtocolError", "a command payload must be a map"))
             return
@@ -443,7 +494,11 @@ class NanoverConnection:
             self._register(payload["register"])
         elif "exception" in payload or "response" in payload:
             self._answer_forward(payload)
+        elif self._pending_commands >= self.hub.limits.max_pending_requests:
+            # The session protocol's rule and limit (SessionLimits.max_pending_requests).
+            refused.append(payload.get("request"))
         else:
+            self._pending_commands += 1
             self._spawn(self._run_request(payload.get("request")))
 
     def _register(self, registration: object) -> None:
@@ -462,7 +517,7 @@ class NanoverConnection:
                 AdminRight.REGISTER_COMMANDS, f"register {registration['name']!r}"
             )
             self.room.register(registration["name"], self, defaults, presentation)
-        except (TypeError, ValueError, PermissionDeniedError) as error:
+        except (TypeError, ValueError, PermissionDeniedError, LimitExceeded) as error:
             self._spawn(self._report_error(type(error).__name__, f"not registered: {error}"))
 
     def _answer_forward(self, payload: dict[str, Any]) -> None:
@@ -485,7 +540,29 @@ class NanoverConnection:
         else:
             future.set_result(payload.get("response"))
 
+    async def _refuse_requests(self, requests: list[object]) -> None:
+        limit = self.hub.limits.max_pending_requests
+        exception = (
+            f"LimitExceeded: this client already has {limit} commands running "
+            f"(max_pending_requests={limit})"
+        )
+        for start in range(0, len(requests), 100):
+            # One batch's replies under one hold of the write lock: no hand-over per reply.
+            async with self._write_lock:
+                for request in requests[start : start + 100]:
+                    self.room.observer.request_done("nanover:command", "RESOURCE_EXHAUSTED")
+                    data = _pack({"command": {"request": request, "exception": exception}})
+                    if not await self._write(data):
+                        return
+            await asyncio.sleep(0)  # the others' turn
+
     async def _run_request(self, request: object) -> None:
+        try:
+            await self._run_request_counted(request)
+        finally:
+            self._pending_commands -= 1
+
+    async def _run_request_counted(self, request: object) -> None:
         if type(request) is not dict:
             await self._report_error("ProtocolError", "a command needs a 'request' map")
             return
@@ -502,7 +579,8 @@ class NanoverConnection:
             current_principal.set(self.principal)  # this task's: the command may check admin
             registrant = self.room.registrant(name)
             if registrant is not None:  # NanoVer to NanoVer: the value goes through as is
-                defaults = self.hub.commands.commands[name].default_arguments
+                registration = self.hub.commands.registration(name)
+                defaults = registration.default_arguments if registration else {}
                 merged = {**defaults, **arguments}
                 reply["response"] = await registrant.forward(
                     name, merged, self.room.forward_timeout
@@ -695,14 +773,51 @@ class NanoverConnection:
         await self._send_packed(_pack(message))
 
     async def _send_packed(self, data: bytes) -> None:
-        async with self._write_lock:
-            if self.socket.closed:
+        """Write ``data`` after what is already waiting; drop a client that does not read.
+
+        Bounded per client: when what waits behind the message being written would go
+        over ``max_queued_bytes`` (the session protocol's limit), or a write makes no
+        progress for ``unread_timeout`` seconds, the client is dropped (its leases and
+        registrations end with it, in ``run``), as TCP drops a peer that stops reading.
+        """
+        if self.socket.closed:
+            return
+        size = len(data)
+        if self._write_lock.locked():
+            limit = self.hub.limits.max_queued_bytes
+            if self._waiting_bytes + size > limit:
+                self._drop(f"over {limit} bytes wait unread for it (max_queued_bytes): dropped")
                 return
-            try:
+        self._waiting_bytes += size
+        try:
+            async with self._write_lock:
+                self._waiting_bytes -= size
+                size = 0
+                await self._write(data)
+        finally:
+            self._waiting_bytes -= size
+
+    async def _write(self, data: bytes) -> bool:
+        """Write ``data`` (the write lock held); False if the client is gone or dropped."""
+        if self.socket.closed:
+            return False
+        try:
+            async with asyncio.timeout(self.room.unread_timeout):
                 await self.socket.send_bytes(data)
-            except ConnectionResetError:  # the client is gone; the read loop ends with it
-                return
-            self.room.observer.nanover_sent(len(data))
+        except TimeoutError:
+            self._drop(f"it read nothing for {self.room.unread_timeout} s: dropped")
+            return False
+        except ConnectionResetError:  # the client is gone; the read loop ends with it
+            return False
+        self.room.observer.nanover_sent(len(data))
+        return True
+
+    def _drop(self, why: str) -> None:
+        """End a client that does not read: abort its connection (a close frame would
+        wait behind what it does not read); ``run`` then cleans up after it."""
+        logger.info("NanoVer client %s: %s", self.peer.address, why)
+        if self.transport is not None:
+            self.transport.abort()
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)

@@ -1,0 +1,567 @@
+"""One hostile client must not hurt everyone (issue 24, items 3 to 7).
+
+Each test runs a real ``statehub serve`` child process on 127.0.0.1, attacks it from this
+process, and meanwhile has a canary session-protocol client write and time its writes.
+What each test holds the server to:
+
+- the canary's write latency: p99 under ``CANARY_P99`` (loose: the machine is shared);
+- the server's memory (VmRSS of the child, from ``/proc``): growth under a stated bound;
+- after the attacker leaves: what it held (registrations, leases, tasks) is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import re
+import resource
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgpack
+import pytest
+
+from statehub import AsyncClient
+from statehub.server.connections import RateLimitedLoopErrors
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+
+SERVE = [sys.executable, "-c", "from statehub.cli import main; main()", "serve"]
+#: Seconds any wait in these tests may take before it fails.
+DEADLINE = 60.0
+#: The canary's write latency bound, p99 over at least 100 writes. Loose: the tests run on
+#: 2 cores shared with other work (load 4 to 6), where the canary's median alone is 20 to
+#: 30 ms; before these fixes the same attacks stalled it for 17 to 50 s.
+CANARY_P99 = 0.250
+MIB = 1024 * 1024
+
+
+class Server:
+    """A ``statehub serve`` child: its ports and its resident memory."""
+
+    def __init__(self, process: subprocess.Popen[str], ports: dict[str, int]) -> None:
+        self.process = process
+        self.port = ports["grpc"]
+        self.http_port = ports["http"]
+        self.tcp_port = ports["tcp"]
+        #: Processes of the test's own (canaries) stopped with the server.
+        self.children: list[subprocess.Popen[str]] = []
+
+    def rss(self) -> int:
+        """Resident bytes of the server now."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        match = re.search(r"VmRSS:\s+(\d+) kB", status)
+        assert match is not None
+        return int(match.group(1)) * 1024
+
+    @property
+    def nanover_url(self) -> str:
+        return f"ws://127.0.0.1:{self.http_port}/"
+
+
+@contextlib.contextmanager
+def serving(
+    *options: str, preexec_fn: Callable[[], None] | None = None, log: Path | None = None
+) -> Iterator[Server]:
+    log_file = log.open("w") if log is not None else None
+    process = subprocess.Popen(
+        [*SERVE, "--port", "0", "--host", "127.0.0.1", "--tcp-port", "0", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL if log_file is None else log_file,
+        text=True,
+        preexec_fn=preexec_fn,
+    )
+    try:
+        assert process.stdout is not None
+        ports: dict[str, int] = {}
+        patterns = {
+            "grpc": r"serving on 127\.0\.0\.1:(\d+)",
+            "http": r"web edge on http://127\.0\.0\.1:(\d+)",
+            "tcp": r"TCP sessions on \S+:(\d+)",
+        }
+        for _ in range(10):
+            line = process.stdout.readline()
+            for name, pattern in patterns.items():
+                if match := re.search(pattern, line):
+                    ports[name] = int(match.group(1))
+            if len(ports) == len(patterns) or not line:
+                break
+        assert len(ports) == len(patterns), f"the server did not say its ports: {ports}"
+        server = Server(process, ports)
+        _children[process.pid] = server.children
+        yield server
+    finally:
+        for child in [*server_children(process), process]:
+            child.terminate()
+            try:
+                child.wait(timeout=DEADLINE)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        if log_file is not None:
+            log_file.close()
+
+
+#: The canary, in a process of its own (so that the attacker in this process does not
+#: slow it down): writes one key over TCP every 5 ms until a line arrives on stdin, then
+#: prints how many writes it made and their p99 latency in seconds.
+CANARY_CODE = """
+import asyncio, sys, time
+from statehub import AsyncClient
+
+async def main(port):
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_reader(sys.stdin.fileno(), stop.set)
+    latencies = []
+    async with AsyncClient(f"statehub+tcp://127.0.0.1:{port}") as client:
+        await client.set("canary", -1)
+        print("ready", flush=True)
+        for count in range(10_000_000):
+            if stop.is_set() and len(latencies) >= 100:
+                break
+            started = time.perf_counter()
+            await client.set("canary", count)
+            latencies.append(time.perf_counter() - started)
+            await asyncio.sleep(0.005)
+    latencies.sort()
+    print(len(latencies), latencies[int(0.99 * (len(latencies) - 1))], flush=True)
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+
+_children: dict[int, list[subprocess.Popen[str]]] = {}
+
+
+def server_children(process: subprocess.Popen[str]) -> list[subprocess.Popen[str]]:
+    return _children.pop(process.pid, [])
+
+
+class Canary:
+    """A session-protocol client in a child process, timing its writes."""
+
+    def __init__(self, server: Server) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", CANARY_CODE, str(server.tcp_port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        server.children.append(self.process)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line == "ready\n", f"the canary did not start: {line!r}"
+
+    async def stop(self) -> float:
+        """Stop writing; the p99 of the write latencies measured since it started."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("stop\n")
+        self.process.stdin.flush()
+        line = await asyncio.to_thread(self.process.stdout.readline)
+        count, p99 = line.split()
+        assert int(count) >= 100, f"the canary wrote only {count} times"
+        return float(p99)
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+async def canary_started(server: Server) -> Canary:
+    return await asyncio.to_thread(Canary, server)
+
+
+@contextlib.asynccontextmanager
+async def looking(server: Server) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(f"statehub+tcp://127.0.0.1:{server.tcp_port}") as client:
+        yield client
+
+
+async def eventually(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def _until_answered(
+    socket: aiohttp.ClientWebSocketResponse, done: Callable[[dict[str, Any]], bool]
+) -> list[dict[str, Any]]:
+    """Read NanoVer messages until ``done`` says one is the last wanted; all of them."""
+    seen: list[dict[str, Any]] = []
+    async with asyncio.timeout(DEADLINE):
+        while True:
+            message = await socket.receive()
+            assert message.type is aiohttp.WSMsgType.BINARY, message
+            decoded = msgpack.unpackb(message.data, strict_map_key=False)
+            seen.append(decoded)
+            if done(decoded):
+                return seen
+
+
+async def _command_names(client: AsyncClient) -> set[str]:
+    return set(await client.available_commands())
+
+
+async def test_80000_registrations_in_one_message_neither_freeze_nor_pile_up() -> None:
+    """Issue 24 item 3: registering was quadratic (a copy of the command table each)."""
+    with serving() as server:
+        async with looking(server) as observer, aiohttp.ClientSession() as http:
+            registrations = [{"register": {"name": f"cmd/{n}"}} for n in range(1_000)]
+            # packed before the canary starts: packing blocks this process's loop too
+            huge = msgpack.packb(
+                {"command": [{"register": {"name": f"x/{n}"}} for n in range(80_000)]}
+            )
+            rss_before = server.rss()
+            writer = await canary_started(server)
+            async with http.ws_connect(server.nanover_url, max_msg_size=0) as socket:
+                await socket.send_bytes(msgpack.packb({"command": registrations}))
+                await socket.send_bytes(huge)
+                await socket.send_bytes(msgpack.packb({"command": {"register": {"name": "one"}}}))
+                seen = await _until_answered(
+                    socket, lambda m: "error" in m and "'one'" in m["error"]["message"]
+                )
+                errors = [m for m in seen if "error" in m]
+                kinds = [m["error"]["type"] for m in errors]
+                # the 80,000 are refused whole; the 1,001st single one by the per-client bound
+                assert kinds == ["LimitExceeded", "LimitExceeded"], errors
+                assert "80000 command payloads" in errors[0]["error"]["message"]
+                assert "at most 1000 per client" in errors[1]["error"]["message"]
+                assert len(await _command_names(observer) & {"cmd/0", "cmd/999"}) == 2
+            p99 = await writer.stop()
+            assert p99 < CANARY_P99, f"the canary's p99 write latency was {p99 * 1000:.0f} ms"
+            assert server.rss() - rss_before < 64 * MIB
+            # the client left: its registrations left with it
+            for _ in range(1_000):
+                names = await _command_names(observer)
+                if not any(name.startswith("cmd/") for name in names):
+                    break
+                await asyncio.sleep(0.05)
+            assert not any(name.startswith("cmd/") for name in names)
+
+
+async def test_100000_command_requests_run_at_most_max_pending_requests_at_once() -> None:
+    """Issue 24 item 4: one message per 1,000 requests, 100,000 in all, to a command that
+    never answers; the rest are refused at once, and nothing stays after the client left."""
+    with serving() as server:
+        async with (
+            looking(server) as observer,
+            aiohttp.ClientSession() as http,
+            http.ws_connect(server.nanover_url, max_msg_size=0) as registrant,
+        ):
+            await registrant.send_bytes(msgpack.packb({"command": {"register": {"name": "hang"}}}))
+            for _ in range(200):
+                if "hang" in await _command_names(observer):
+                    break
+                await asyncio.sleep(0.05)
+            request = [
+                {"request": {"name": "hang", "arguments": {}, "id": n}} for n in range(1_000)
+            ]
+            messages = [msgpack.packb({"command": request}) for _ in range(100)]
+            rss_before = server.rss()
+            writer = await canary_started(server)
+            async with http.ws_connect(server.nanover_url, max_msg_size=0) as attacker:
+                for message in messages:
+                    await attacker.send_bytes(message)
+                refused = 0
+                async with asyncio.timeout(DEADLINE):
+                    while refused < 99_000:
+                        reply = msgpack.unpackb((await attacker.receive()).data)
+                        if "command" in reply:
+                            assert reply["command"]["exception"].startswith("LimitExceeded")
+                            refused += 1
+                grown = server.rss() - rss_before
+            p99 = await writer.stop()
+            # the registrant was asked exactly 1,000 times: the others never started
+            forwarded = 0
+            async with asyncio.timeout(DEADLINE):
+                while forwarded < 1_000:
+                    reply = msgpack.unpackb((await registrant.receive()).data)
+                    forwarded += "command" in reply
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):  # bounded: no 1,001st arrives
+                    while True:
+                        reply = msgpack.unpackb((await registrant.receive()).data)
+                        assert "command" not in reply, reply
+            assert p99 < CANARY_P99, f"the canary's p99 write latency was {p99 * 1000:.0f} ms"
+            assert grown < 64 * MIB, f"the server grew by {grown / MIB:.0f} MiB"
+            # the attacker left: its 1,000 waiting forwards ended; a new client is served
+            async with http.ws_connect(server.nanover_url, max_msg_size=0) as late:
+                await late.send_bytes(
+                    msgpack.packb({"command": {"request": {"name": "commands/list", "id": 1}}})
+                )
+                seen = await _until_answered(late, lambda m: "command" in m)
+                assert "response" in seen[-1]["command"]
+
+
+class RawWebSocket:
+    """A WebSocket client on a plain socket that reads nothing after the handshake."""
+
+    def __init__(self, port: int, path: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        response = b""
+        while b"\r\n\r\n" not in response and len(response) < 10_000:
+            chunk = self.sock.recv(1)  # byte by byte: not one byte of a frame is read
+            assert chunk, "the server closed during the handshake"
+            response += chunk
+        assert response.startswith(b"HTTP/1.1 101"), response
+
+    def send(self, message: Any) -> None:
+        payload = msgpack.packb(message)
+        mask = os.urandom(4)
+        length = len(payload)
+        if length < 126:
+            header = bytes([0x82, 0x80 | length])
+        elif length < 65536:
+            header = bytes([0x82, 0x80 | 126]) + length.to_bytes(2, "big")
+        else:
+            header = bytes([0x82, 0x80 | 127]) + length.to_bytes(8, "big")
+        masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+        self.sock.sendall(header + mask + masked)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def test_websocket_clients_that_do_not_read_are_dropped_and_release_what_they_held() -> None:
+    """Issue 24 item 6: 8 NanoVer clients and one /v1/session client on a 20 MiB state
+    read nothing; each is dropped within the unread bound (1.5 x --keepalive: 3 s here),
+    its avatar keys, lock and memory released."""
+    with serving("--keepalive", "2") as server:
+        async with looking(server) as observer:
+            for n in range(8):
+                await observer.set(f"big.{n}", "x" * 2_500_000)
+            rss_before = server.rss()
+            writer = await canary_started(server)
+            started = time.monotonic()
+            clients = []
+            for n in range(8):
+                client = RawWebSocket(server.http_port, "/")
+                client.send({"state": {"updates": {f"avatar.u{n}": n}, "removals": []}})
+                clients.append(client)
+            session = RawWebSocket(server.http_port, "/v1/session")
+            session.send([{"id": 1, "op": "hello", "client": "unread"}])
+            session.send([{"id": 2, "op": "lock", "key": "held", "exclusive": True}])
+            session.send([{"id": 3, "op": "subscribe", "interval": 0, "prefix": ""}])
+            clients.append(session)
+            try:
+                for _ in range(200):  # the writes arrived: the keys and the lock are held
+                    keys = set(await observer.keys("avatar."))
+                    held = not await observer.test_lock("held")
+                    if len(keys) == 8 and held:
+                        break
+                    await asyncio.sleep(0.05)
+                assert len(keys) == 8 and held, (keys, held)
+                for _ in range(400):  # then dropped: the keys and the lock released
+                    keys = set(await observer.keys("avatar."))
+                    held = not await observer.test_lock("held")
+                    if not keys and not held:
+                        break
+                    await asyncio.sleep(0.05)
+                dropped_after = time.monotonic() - started
+                assert not keys and not held, f"after {dropped_after:.0f} s: {keys}, {held}"
+                # the bound is 3 s; loose, for a loaded machine
+                assert dropped_after < 15, f"dropped only after {dropped_after:.1f} s"
+                p99 = await writer.stop()
+            finally:
+                for client in clients:
+                    client.close()
+            assert p99 < CANARY_P99, f"the canary's p99 write latency was {p99 * 1000:.0f} ms"
+            for _ in range(200):  # what they held is freed
+                grown = server.rss() - rss_before
+                if grown < 64 * MIB:
+                    break
+                await asyncio.sleep(0.05)
+            assert grown < 64 * MIB, f"the server kept {grown / MIB:.0f} MiB"
+
+
+async def test_a_nanover_client_writing_state_as_fast_as_it_can_gets_a_fair_share() -> None:
+    """Issue 24 item 5: one message per loop turn, each committed before the next is read:
+    the writer is paced by the server, and other clients' writes go on between its own."""
+    with serving() as server:
+        async with (
+            looking(server) as observer,
+            aiohttp.ClientSession() as http,
+            http.ws_connect(server.nanover_url, max_msg_size=0) as attacker,
+        ):
+            messages = [
+                msgpack.packb({"state": {"updates": {"avatar.flood": n, "flood": n}}})
+                for n in range(1_000)
+            ]
+
+            async def discard() -> None:
+                async for _ in attacker:
+                    pass
+
+            reader = asyncio.ensure_future(discard())
+            rss_before = server.rss()
+            writer = await canary_started(server)
+            sent = 0
+            until = time.monotonic() + 3.0
+            while time.monotonic() < until and sent < 2_000_000:
+                await attacker.send_bytes(messages[sent % len(messages)])
+                sent += 1
+            p99 = await writer.stop()
+            grown = server.rss() - rss_before
+            reader.cancel()
+            await attacker.close()
+            assert sent > 1_000, f"the attacker sent only {sent} messages"
+            assert p99 < CANARY_P99, f"the canary's p99 write latency was {p99 * 1000:.0f} ms"
+            assert grown < 64 * MIB, f"the server grew by {grown / MIB:.0f} MiB"
+            for _ in range(200):  # the attacker left: its user's keys left with it
+                if not await observer.keys("avatar."):
+                    break
+                await asyncio.sleep(0.05)
+            assert not await observer.keys("avatar.")
+
+
+def _at_most_1024_descriptors() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+
+async def test_1100_idle_sockets_under_ulimit_1024_neither_lock_out_clients_nor_flood_the_log(
+    tmp_path: Path,
+) -> None:
+    """Issue 24 item 7: 550 idle sockets on each of the web and TCP ports of a server
+    limited to 1,024 file descriptors. Those over the connection bound (1,024 - 128) are
+    refused at once; the others are closed after the handshake timeout (10 s), so a new
+    client gets in; the log stays small."""
+    log = tmp_path / "serve.log"
+    with serving("-v", preexec_fn=_at_most_1024_descriptors, log=log) as server:
+        async with looking(server) as observer:
+            rss_before = server.rss()
+            writer = await canary_started(server)
+            idle: list[socket.socket] = []
+            try:
+                for n in range(1_100):
+                    port = server.tcp_port if n % 2 else server.http_port
+                    idle.append(socket.create_connection(("127.0.0.1", port), timeout=DEADLINE))
+                    if n % 2 == 0:
+                        idle[-1].sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # half a head
+                started = time.monotonic()
+                # a new client gets in within the handshake timeout (and a margin)
+                for _ in range(600):
+                    try:
+                        async with asyncio.timeout(5):
+                            async with AsyncClient(
+                                f"statehub+tcp://127.0.0.1:{server.tcp_port}"
+                            ) as late:
+                                await late.set("late", 1)
+                        break
+                    except Exception:
+                        await asyncio.sleep(0.1)
+                waited = time.monotonic() - started
+                assert await observer.get("late") == 1
+                assert waited < 30, f"a new client got in only after {waited:.0f} s"
+                # the idle ones were closed: each reads end of file (or a reset)
+                closed = 0
+                for sock in idle:
+                    sock.settimeout(DEADLINE)
+                    try:
+                        while sock.recv(65536):
+                            pass
+                        closed += 1
+                    except OSError:
+                        closed += 1
+                assert closed == len(idle)
+                p99 = await writer.stop()
+            finally:
+                for sock in idle:
+                    sock.close()
+            assert p99 < CANARY_P99, f"the canary's p99 write latency was {p99 * 1000:.0f} ms"
+            assert server.rss() - rss_before < 64 * MIB
+            # a new web client too, once they are gone
+            url = f"http://127.0.0.1:{server.http_port}/healthz"
+            async with aiohttp.ClientSession() as http, http.get(url) as reply:
+                assert reply.status == 200
+    size = log.stat().st_size
+    assert size < 200_000, f"the server wrote {size} bytes of log"
+
+
+class _Loop:
+    def __init__(self) -> None:
+        self.logged: list[str] = []
+
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
+        self.logged.append(context["message"])
+
+
+def test_event_loop_errors_of_one_kind_are_logged_at_most_once_per_interval() -> None:
+    """asyncio reports each failed accept(); the handler keeps one line per kind per
+    interval and says how many it left out."""
+    loop = _Loop()
+    handler = RateLimitedLoopErrors(interval=3600)
+    error = OSError(24, "Too many open files")
+    accept = {"message": "socket.accept() out of system resource", "exception": error}
+    for _ in range(10_000):
+        handler(loop, accept)  # type: ignore[arg-type]
+    handler(loop, {"message": "another kind"})  # type: ignore[arg-type]
+    assert loop.logged == ["socket.accept() out of system resource", "another kind"]
+    handler.interval = 0
+    handler(loop, accept)  # type: ignore[arg-type]
+    assert "9999 more" in loop.logged[-1], loop.logged
+
+
+async def test_a_nanover_client_with_more_than_max_queued_bytes_unread_is_dropped() -> None:
+    """Issue 24 item 6: bounded send queues. A NanoVer client registers a command and
+    reads nothing; 10 calls of it with 2.5 MB arguments each are forwarded to it: once
+    more than max_queued_bytes (16 MiB) would wait behind the one being written, it is
+    dropped, long before the 15 s unread bound, and its command goes with it."""
+    with serving() as server:
+        async with looking(server) as observer:
+            rss_before = server.rss()
+            writer = await canary_started(server)
+            client = RawWebSocket(server.http_port, "/")
+            calls: list[asyncio.Task[Any]] = []
+            try:
+                client.send({"command": {"register": {"name": "sink"}}})
+                for _ in range(200):
+                    if "sink" in await _command_names(observer):
+                        break
+                    await asyncio.sleep(0.05)
+                started = time.monotonic()
+                calls = [
+                    asyncio.ensure_future(observer.run_command("sink", blob="x" * 2_500_000))
+                    for _ in range(10)
+                ]
+                for _ in range(400):  # dropped: its command is gone
+                    if "sink" not in await _command_names(observer):
+                        break
+                    await asyncio.sleep(0.05)
+                dropped_after = time.monotonic() - started
+                assert "sink" not in await _command_names(observer), "never dropped"
+                assert dropped_after < 10, f"dropped only after {dropped_after:.1f} s"
+                outcomes = await asyncio.gather(*calls, return_exceptions=True)
+                assert all(isinstance(outcome, Exception) for outcome in outcomes), outcomes
+                p99 = await writer.stop()
+            finally:
+                for call in calls:
+                    call.cancel()
+                client.close()
+            assert p99 < CANARY_P99, f"the canary's p99 write latency was {p99 * 1000:.0f} ms"
+            for _ in range(200):
+                grown = server.rss() - rss_before
+                if grown < 64 * MIB:
+                    break
+                await asyncio.sleep(0.05)
+            assert grown < 64 * MIB, f"the server kept {grown / MIB:.0f} MiB"
