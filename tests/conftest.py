@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
+
+from statehub import AsyncClient
+from statehub.server.state_server import StateServer
 
 
 class FakeClock:
@@ -49,3 +54,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.stem in SYSTEM_TEST_MODULES:
             item.add_marker(pytest.mark.system)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[StateServer]:
+    """A StateServer (memory store) on 127.0.0.1, in the test's own event loop (a module
+    that needs another kind of server defines its own ``server``)."""
+    async with StateServer(address="127.0.0.1", port=0) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(server: StateServer) -> AsyncIterator[AsyncClient]:
+    """An AsyncClient connected to ``server``."""
+    async with AsyncClient("127.0.0.1", server.port) as connected:
+        yield connected

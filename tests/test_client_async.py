@@ -18,18 +18,6 @@ from statehub.server.state_server import StateServer
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[StateServer]:
-    async with StateServer(address="127.0.0.1", port=0) as running:
-        yield running
-
-
-@pytest.fixture
-async def client(server: StateServer) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient("127.0.0.1", server.port) as connected:
-        yield connected
-
-
-@pytest.fixture
 async def other(server: StateServer) -> AsyncIterator[AsyncClient]:
     async with AsyncClient("127.0.0.1", server.port) as connected:
         yield connected

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,18 +23,6 @@ __all__ = ["redis_server"]  # the fixture, used by name
 #: Seconds the lost-update test's clients keep incrementing, per store.
 RACE_S = 3.0
 RACERS = 12
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[StateServer]:
-    async with StateServer(address="127.0.0.1", port=0) as running:
-        yield running
-
-
-@pytest.fixture
-async def client(server: StateServer) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient("127.0.0.1", server.port) as connected:
-        yield connected
 
 
 async def test_set_if_absent_and_if_revision(client: AsyncClient) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,6 @@ from statehub import AsyncClient, Client
 from statehub.bench.fleet import start_serve, stop
 from statehub.cli import main
 from statehub.server.state_server import StateServer
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[StateServer]:
-    async with StateServer(address="127.0.0.1", port=0) as running:
-        yield running
-
-
-@pytest.fixture
-async def client(server: StateServer) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient("127.0.0.1", server.port) as connected:
-        yield connected
 
 
 async def test_a_key_expires_as_a_removal_every_subscriber_sees(

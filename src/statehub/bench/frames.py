@@ -12,7 +12,6 @@ headset's rendering is not what is measured.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import statistics
 import struct
 import time
@@ -24,9 +23,8 @@ import msgpack
 
 from statehub.bench.room import (
     REPLY_TIMEOUT,
-    _expect,
-    _receive,
     _shares,
+    client_workers,
     process_cpu_seconds,
     serve,
 )
@@ -44,33 +42,17 @@ _FRAME_HEADER = b"\x81\xa5frame"
 
 def run(clients: int = CLIENTS, seconds: float = SECONDS) -> list[Result]:
     """One room run: frames/s per client (median, slowest) and the server's CPU."""
-    with serve() as served:
-        context = multiprocessing.get_context("spawn")
-        workers: list[tuple[Any, Pipe]] = []
-        try:
-            for _, count in _shares(clients, PROCESSES):
-                parent, child = context.Pipe()
-                worker = context.Process(
-                    target=_worker_process, args=(served.http_port, count, child), daemon=True
-                )
-                worker.start()
-                child.close()
-                workers.append((worker, parent))
-            for worker, pipe in workers:
-                _expect(_receive(worker, pipe), "ready")
-            start = time.monotonic() + WARM_UP
-            end = start + seconds
-            for _, pipe in workers:
-                pipe.send(("measure", start, end))
-            cpu = asyncio.run(_publish(served.http_port, served.process.pid, start, end))
-            reports = [_expect(_receive(worker, pipe), "stats") for worker, pipe in workers]
-        finally:
-            for worker, pipe in workers:
-                worker.join(10)
-                if worker.is_alive():
-                    worker.kill()
-                    worker.join()
-                pipe.close()
+    with (
+        serve() as served,
+        client_workers(
+            _worker_process, [(served.http_port, count) for _, count in _shares(clients, PROCESSES)]
+        ) as workers,
+    ):
+        start = time.monotonic() + WARM_UP
+        end = start + seconds
+        workers.measure(start, end)
+        cpu = asyncio.run(_publish(served.http_port, served.process.pid, start, end))
+        reports = workers.reports()
     rates = [rate for report in reports for rate in report]
     where = f"{clients} clients, a {ATOMS:,}-atom frame published at {RATE:g} Hz"
     return [

@@ -153,41 +153,27 @@ def run_room(
     warm_up: float = WARM_UP,
 ) -> RoomRun:
     """One run of the room on a fresh ``statehub serve``, clients in ``processes`` workers."""
-    with serve() as served:
-        context = multiprocessing.get_context("spawn")
-        workers: list[tuple[Any, Pipe]] = []
-        try:
-            for first, count in _shares(clients, processes):
-                parent, child = context.Pipe()
-                worker = context.Process(
-                    target=_worker_process,
-                    args=(mode, served.grpc_port, served.http_port, first, count, clients, child),
-                    daemon=True,
-                )
-                worker.start()
-                child.close()
-                workers.append((worker, parent))
-            for worker, pipe in workers:
-                _expect(_receive(worker, pipe), "ready")
-            start = time.monotonic() + warm_up
-            end = start + seconds
-            for _, pipe in workers:
-                pipe.send(("measure", start, end))
-            time.sleep(max(0.0, start - time.monotonic()))
-            pid = served.process.pid
-            cpu_before, waited_before = process_cpu_seconds(pid), run_queue_seconds(pid)
-            opened = time.monotonic()
-            time.sleep(max(0.0, end - time.monotonic()))
-            cpu_after, waited_after = process_cpu_seconds(pid), run_queue_seconds(pid)
-            closed = time.monotonic()
-            reports = [_expect(_receive(worker, pipe), "stats") for worker, pipe in workers]
-        finally:
-            for worker, pipe in workers:
-                worker.join(10)
-                if worker.is_alive():
-                    worker.kill()
-                    worker.join()
-                pipe.close()
+    with (
+        serve() as served,
+        client_workers(
+            _worker_process,
+            [
+                (mode, served.grpc_port, served.http_port, first, count, clients)
+                for first, count in _shares(clients, processes)
+            ],
+        ) as workers,
+    ):
+        start = time.monotonic() + warm_up
+        end = start + seconds
+        workers.measure(start, end)
+        time.sleep(max(0.0, start - time.monotonic()))
+        pid = served.process.pid
+        cpu_before, waited_before = process_cpu_seconds(pid), run_queue_seconds(pid)
+        opened = time.monotonic()
+        time.sleep(max(0.0, end - time.monotonic()))
+        cpu_after, waited_after = process_cpu_seconds(pid), run_queue_seconds(pid)
+        closed = time.monotonic()
+        reports = workers.reports()
     samples = [sample for report in reports for sample in report["avatars"]]
     return RoomRun(
         rates=[rate for report in reports for rate in report["rates"]],
@@ -196,6 +182,50 @@ def run_room(
         server_waiting=(waited_after - waited_before) / (closed - opened),
         client_cpu=[report["cpu"] for report in reports],
     )
+
+
+class ClientWorkers:
+    """Worker processes running a benchmark's clients, each answering over its pipe: "ready"
+    once its clients are connected, then its "stats" after the measured window."""
+
+    def __init__(self, workers: list[tuple[Any, Pipe]]) -> None:
+        self._workers = workers
+
+    def measure(self, start: float, end: float) -> None:
+        """Tell every worker the window to measure (monotonic times)."""
+        for _, pipe in self._workers:
+            pipe.send(("measure", start, end))
+
+    def reports(self) -> list[Any]:
+        """Each worker's stats, once its window has passed."""
+        return [_expect(_receive(worker, pipe), "stats") for worker, pipe in self._workers]
+
+
+@contextmanager
+def client_workers(
+    target: Callable[..., None], arguments: list[tuple[Any, ...]]
+) -> Iterator[ClientWorkers]:
+    """A spawned process per item of ``arguments`` running ``target(*item, pipe)``, all
+    ready when the block starts; joined (or killed) when it ends."""
+    context = multiprocessing.get_context("spawn")
+    workers: list[tuple[Any, Pipe]] = []
+    try:
+        for items in arguments:
+            parent, child = context.Pipe()
+            worker = context.Process(target=target, args=(*items, child), daemon=True)
+            worker.start()
+            child.close()
+            workers.append((worker, parent))
+        for worker, pipe in workers:
+            _expect(_receive(worker, pipe), "ready")
+        yield ClientWorkers(workers)
+    finally:
+        for worker, pipe in workers:
+            worker.join(10)
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
+            pipe.close()
 
 
 def _shares(clients: int, processes: int) -> list[tuple[int, int]]:
