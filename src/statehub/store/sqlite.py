@@ -151,8 +151,8 @@ CREATE TABLE IF NOT EXISTS history (
 ) WITHOUT ROWID
 """
 _TRIM_HISTORY = """
-DELETE FROM history WHERE key = ?1 AND revision <= (
-    SELECT revision FROM history WHERE key = ?1 ORDER BY revision DESC LIMIT 1 OFFSET ?2
+DELETE FROM history WHERE key = :key AND revision <= (
+    SELECT revision FROM history WHERE key = :key ORDER BY revision DESC LIMIT 1 OFFSET :kept
 )
 """
 
@@ -728,7 +728,9 @@ class SQLiteStore(LeasesInProcess, Store):
         )
         touched = {row[0] for row in rows}
         kept = {key: retention.versions_for(_key_str(key)) for key in touched}
-        conn.executemany(_TRIM_HISTORY, list(kept.items()))
+        conn.executemany(
+            _TRIM_HISTORY, [{"key": key, "kept": count} for key, count in kept.items()]
+        )
         if retention.age is not None:  # untouched keys' old rows go when read (and loaded)
             oldest = time.time() - retention.age
             conn.executemany(
