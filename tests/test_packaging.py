@@ -302,3 +302,38 @@ def test_statehub_shares_an_environment_with_nanover_on_python_3_13(
         "import nanover.websocket.client.app_client\n"
         "assert sys.version_info[:2] == (3, 13)\n",
     )
+
+
+def test_an_editable_install_of_a_checkout_builds_and_serves_the_dashboard(
+    tmp_path: Path,
+) -> None:
+    """``pip install -e .`` in a checkout whose dashboard is not built yet (as after
+    ``git clone``) builds it with npm, and ``/`` serves it (it answered 503)."""
+    checkout = tmp_path / "checkout"
+    tracked = run("git", "ls-files", "-z", cwd=ROOT).split("\0")
+    for name in filter(None, tracked):
+        if (ROOT / name).is_file():
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, checkout / name)
+    assert not (checkout / "src/statehub/web/dashboard/app.js").exists()
+    run(UV, "venv", "--quiet", "--python", sys.executable, tmp_path / "venv")
+    bin_dir = tmp_path / "venv" / "bin"
+    run(
+        UV,
+        "pip",
+        "install",
+        "--quiet",
+        "--python",
+        bin_dir / "python",
+        "-e",
+        checkout,
+        timeout=INSTALL_TIMEOUT,
+    )
+    assert (checkout / "src/statehub/web/dashboard/app.js").is_file()
+    process, addresses = start_serve(bin_dir)
+    try:
+        with urllib.request.urlopen(addresses["web"], timeout=10) as response:
+            assert response.status == 200
+            assert "<html" in response.read().decode().lower()
+    finally:
+        stop(process)
