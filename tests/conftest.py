@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from statehub import AsyncClient
 from statehub.server.state_server import StateServer
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
 
 
 class FakeClock:
@@ -73,3 +77,18 @@ async def client(server: StateServer) -> AsyncIterator[AsyncClient]:
     """An AsyncClient connected to ``server``."""
     async with AsyncClient("127.0.0.1", server.port) as connected:
         yield connected
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's chromium, headless (tests/browser_support.py), closed after the test."""
+    from playwright.async_api import async_playwright
+
+    from browser_support import CHROMIUM, CHROMIUM_ARGS
+
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()

@@ -8,50 +8,24 @@ with everything on it is saved as artefacts/dashboard.png.
 from __future__ import annotations
 
 import re
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from auth_support import TOKENS, auth_server, identities
+from browser_support import needs_browser
 from statehub import AsyncClient, DictionaryChange
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import load_config
-from statehub.web.edge import DASHBOARD_DIR
 from test_server_support import running_server
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTEFACTS = Path(__file__).parent.parent / "artefacts"
 FIXTURES = Path(__file__).parent / "fixtures"
 #: Deadline for what the page should show soon (the subscription sends within 0.1 s; the
 #: rest is rendering, on a machine other jobs share).
 SOON_MS = 5_000
 
-pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None or not (DASHBOARD_DIR / "app.js").is_file(),
-    reason="needs Debian's chromium and the built dashboard (make test installs and builds both)",
-)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+pytestmark = needs_browser
 
 
 async def open_dashboard(browser: Browser, port: int) -> Page:

@@ -7,31 +7,16 @@ tests/test_web_dashboard.py.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from auth_support import TOKENS, auth_server
-from statehub.web.edge import DASHBOARD_DIR
-from test_web_dashboard import CHROMIUM, CHROMIUM_ARGS, SOON_MS
+from browser_support import needs_browser
+from test_web_dashboard import SOON_MS
 
-pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None or not (DASHBOARD_DIR / "app.js").is_file(),
-    reason="needs Debian's chromium and the built dashboard (make test installs and builds both)",
-)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+pytestmark = needs_browser
 
 
 @pytest.mark.parametrize(

@@ -14,33 +14,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import shutil
 import statistics
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
+from browser_support import needs_browser
 from statehub import AsyncClient, DictionaryChange, HistoryRetention, StateDictionary
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import load_config
 from statehub.server import StateServer
-from statehub.web.edge import DASHBOARD_DIR
 from test_server_support import eventually, running_server
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--no-first-run"]
 ARTEFACTS = Path(__file__).parent.parent / "artefacts"
 FIXTURES = Path(__file__).parent / "fixtures"
 SOON_MS = 5_000
 
-pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None or not (DASHBOARD_DIR / "app.js").is_file(),
-    reason="needs Debian's chromium and the built dashboard (make test installs and builds both)",
-)
+pytestmark = needs_browser
 
 #: The keys of a big lab: 5,000 avatars, 2,500 instruments under '/', 2,500 scene keys.
 BIG_STATE: dict[str, Any] = {
@@ -66,16 +58,6 @@ FRAME_TIMES = """(seconds) => new Promise((resolve) => {
     };
     requestAnimationFrame(tick);
 })"""
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def open_dashboard(

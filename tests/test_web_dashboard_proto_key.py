@@ -7,33 +7,16 @@ tests/test_web_dashboard.py does.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import AsyncIterator
+from playwright.async_api import Browser, ConsoleMessage, Page, expect
 
-import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
-
+from browser_support import needs_browser
 from statehub import AsyncClient
-from statehub.web.edge import DASHBOARD_DIR
 from test_server_support import running_server
-from test_web_dashboard import CHROMIUM, CHROMIUM_ARGS, SOON_MS
+from test_web_dashboard import SOON_MS
 
-pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None or not (DASHBOARD_DIR / "app.js").is_file(),
-    reason="needs Debian's chromium and the built dashboard (make test installs and builds both)",
-)
+pytestmark = needs_browser
 
 ODD = {"__proto__": 1, "inner": {"__proto__": {"polluted": True}}, "list": [{"__proto__": []}]}
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 def note_console(message: ConsoleMessage, errors: list[str]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -21,14 +20,14 @@ import aiohttp
 import msgpack
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
+from browser_support import needs_browser
 from statehub import AsyncClient, StateServer
 from statehub.protocol import decode_batch, encode_batch
-from statehub.web.edge import DASHBOARD_DIR
 from statehub.web.origins import OriginPolicy, normal_origin
 from test_server_support import running_server
-from test_web_dashboard import CHROMIUM, CHROMIUM_ARGS, open_dashboard
+from test_web_dashboard import open_dashboard
 
 FOREIGN = "http://evil.example:8666"
 HELLO = encode_batch([{"id": 1, "op": "hello", "client": "origin-test"}])
@@ -203,16 +202,6 @@ async def page_server() -> AsyncIterator[int]:
         await runner.cleanup()
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
 async def outcome_of_attack(browser: Browser, page_port: int, server_port: int) -> Any:
     page = await browser.new_page()
     try:
@@ -223,10 +212,7 @@ async def outcome_of_attack(browser: Browser, page_port: int, server_port: int) 
         await page.close()
 
 
-@pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None or not (DASHBOARD_DIR / "app.js").is_file(),
-    reason="needs Debian's chromium and the built dashboard (make test installs and builds both)",
-)
+@needs_browser
 async def test_in_chromium_a_page_on_another_origin_cannot_open_the_session_socket(
     browser: Browser,
 ) -> None:
