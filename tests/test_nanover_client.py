@@ -271,8 +271,9 @@ with NanoverImdClient.from_url(ARGS["url"]) as client:
     still = positions(client)
     time.sleep(0.5)
     seen["paused_still"] = positions(client) == still
+    # Answered by the runner through statehub; whether the frame moves depends on where
+    # the 2 s recording is (at its end a step shows nothing), so only the answer is checked.
     client.run_step()
-    wait_for(lambda: positions(client) != still, what="a step")
     client.run_play()
     moving = positions(client)
     wait_for(lambda: positions(client) != moving, what="playing again")
