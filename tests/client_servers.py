@@ -44,6 +44,26 @@ def free_port() -> int:
         return port
 
 
+#: The schemes the shared client fixtures run on (``client_scheme`` in conftest.py): the
+#: default, plain TCP, and gRPC, which stays a supported transport.
+CLIENT_SCHEMES = ("statehub", "statehub+grpc")
+
+
+def client_url(server: StateServer, scheme: str = "statehub") -> str:
+    """The URL reaching ``server`` on loopback over ``scheme``'s transport."""
+    port = server.grpc_port if scheme == "statehub+grpc" else server.tcp_port
+    return f"{scheme}://127.0.0.1:{port}"
+
+
+def server_for(scheme: str, port: int, **options: object) -> StateServer:
+    """A server listening for ``scheme`` on ``port`` (its other ports free ones): a server
+    restarted where a client of that scheme will look for it."""
+    if scheme == "statehub+grpc":
+        return StateServer(address="127.0.0.1", port=0, grpc_port=port, **options)  # type: ignore[arg-type]
+    return StateServer(address="127.0.0.1", port=port, grpc_port=0, **options)  # type: ignore[arg-type]
+
+
 def threaded_server(port: int = 0) -> StateServer:
-    """A StateServer on 127.0.0.1 running in a background thread (for blocking tests)."""
-    return StateServer(address="127.0.0.1", port=port).start_in_thread()
+    """A StateServer on 127.0.0.1 running in a background thread (for blocking tests);
+    ``port``: its plain-TCP port (its gRPC port a free one)."""
+    return StateServer(address="127.0.0.1", port=port, grpc_port=0).start_in_thread()

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from client_servers import CLIENT_SCHEMES, client_url
 from statehub import AsyncClient
 from statehub.server.state_server import StateServer
 
@@ -72,10 +73,17 @@ async def server() -> AsyncIterator[StateServer]:
         yield running
 
 
+@pytest.fixture(params=CLIENT_SCHEMES)
+def client_scheme(request: pytest.FixtureRequest) -> str:
+    """Each client test using it runs over the default transport (plain TCP) and gRPC."""
+    scheme: str = request.param
+    return scheme
+
+
 @pytest.fixture
-async def client(server: StateServer) -> AsyncIterator[AsyncClient]:
-    """An AsyncClient connected to ``server``."""
-    async with AsyncClient("127.0.0.1", server.port) as connected:
+async def client(server: StateServer, client_scheme: str) -> AsyncIterator[AsyncClient]:
+    """An AsyncClient connected to ``server`` over ``client_scheme``."""
+    async with AsyncClient(client_url(server, client_scheme)) as connected:
         yield connected
 
 

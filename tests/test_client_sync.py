@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 
-from client_servers import eventually_sync, threaded_server
+from client_servers import client_url, eventually_sync, threaded_server
 from statehub import Client, ConnectionLost, DictionaryChange, LockFailed, ResourceLockedError
 from statehub.cli import main
 from statehub.server.state_server import StateServer
@@ -24,14 +24,14 @@ def server() -> Iterator[StateServer]:
 
 
 @pytest.fixture
-def client(server: StateServer) -> Iterator[Client]:
-    with Client("127.0.0.1", server.port) as connected:
+def client(server: StateServer, client_scheme: str) -> Iterator[Client]:
+    with Client(client_url(server, client_scheme)) as connected:
         yield connected
 
 
 @pytest.fixture
-def other(server: StateServer) -> Iterator[Client]:
-    with Client("127.0.0.1", server.port) as connected:
+def other(server: StateServer, client_scheme: str) -> Iterator[Client]:
+    with Client(client_url(server, client_scheme)) as connected:
         yield connected
 
 
@@ -134,11 +134,11 @@ def test_lock_state_holds_the_mirror_still(client: Client, other: Client) -> Non
     eventually_sync(lambda: other.copy_state() == {"during": 1})
 
 
-@pytest.mark.parametrize("scheme", ["statehub+tcp", "ws"])
+@pytest.mark.parametrize("scheme", ["statehub+tcp", "statehub+grpc", "ws"])
 def test_the_blocking_client_and_the_cli_speak_every_transport(scheme: str) -> None:
-    with StateServer(address="127.0.0.1", port=0, tcp_port=0, http_port=0) as server:
-        port = server.tcp_port if scheme == "statehub+tcp" else server.http_port
-        url = f"{scheme}://127.0.0.1:{port}"
+    with StateServer(address="127.0.0.1", port=0, http_port=0) as server:
+        ports = {"statehub+tcp": server.tcp_port, "statehub+grpc": server.grpc_port}
+        url = f"{scheme}://127.0.0.1:{ports.get(scheme, server.http_port)}"
         client = Client(url)
         try:
             client.set("k", [1, 2])

@@ -113,10 +113,9 @@ def statehub_server(transport: str, data: str | None = None) -> Iterator[Server]
 
 
 def serve() -> None:
-    """Entry of the server process: a StateServer plus the TCP listener on its hub."""
+    """Entry of the server process: a StateServer, its gRPC and plain-TCP ports."""
     from statehub.core.state_dictionary import StateDictionary
     from statehub.server.state_server import StateServer
-    from statehub.server.tcp_transport import start_tcp_server
     from statehub.store.sqlite import SQLiteStore
 
     raise_file_limit()
@@ -127,12 +126,10 @@ def serve() -> None:
     async def main() -> None:
         server = StateServer(state=state, address="127.0.0.1", port=0)
         await server.start()
-        listener = await start_tcp_server(server.hub, "127.0.0.1", 0)
-        print(f"grpc {server.port} tcp {listener.sockets[0].getsockname()[1]}", flush=True)
+        print(f"grpc {server.grpc_port} tcp {server.tcp_port}", flush=True)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await stop.wait()
-        listener.close()
         await server.stop()
 
     try:
