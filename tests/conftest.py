@@ -50,6 +50,7 @@ SYSTEM_TEST_MODULES = frozenset(
         "test_web_origin",
         "test_hostile_clients",
         "test_bench_fanout",
+        "test_bench_client",
         "test_bench_room",
         "test_dripline_client",
         "test_dripline_conformance",
