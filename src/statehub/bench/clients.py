@@ -51,6 +51,8 @@ CLI_RUNS = 10
 CHANNEL = "state"
 #: Seconds a child process may take to connect its subscribers or answer.
 PATIENCE = 300.0
+#: Subscribers connecting at once: thousands at a time would time each other out.
+CONNECTING_AT_ONCE = 100
 
 TARGETS = ("statehub", "redis")
 _NAMES = {"statehub": "statehub (statehub://)", "redis": "redis-py"}
@@ -433,7 +435,8 @@ async def _subscribe(served: Served, count: int, mode: str, pipe: Pipe) -> None:
 
     ready = [asyncio.Event() for _ in range(count)]
     watch = _watch_redis if served.target == "redis" else _watch_statehub
-    tasks = [asyncio.create_task(watch(served.port, event, saw)) for event in ready]
+    connecting = asyncio.Semaphore(CONNECTING_AT_ONCE)
+    tasks = [asyncio.create_task(watch(served.port, event, saw, connecting)) for event in ready]
     waiting: list[asyncio.Future[Any]] = [
         asyncio.ensure_future(asyncio.gather(*(event.wait() for event in ready))),
         *tasks,
@@ -450,33 +453,41 @@ async def _subscribe(served: Served, count: int, mode: str, pipe: Pipe) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _watch_statehub(port: int, ready: asyncio.Event, saw: Callable[[str], None]) -> None:
+async def _watch_statehub(
+    port: int, ready: asyncio.Event, saw: Callable[[str], None], connecting: asyncio.Semaphore
+) -> None:
     from statehub.client.async_client import AsyncClient
 
-    async with (
-        AsyncClient(f"statehub://127.0.0.1:{port}", reconnect=False) as client,
-        client.subscribe(interval=0, prefix="bench.") as changes,
-    ):
+    client = AsyncClient(f"statehub://127.0.0.1:{port}", reconnect=False, connect_timeout=PATIENCE)
+    changes = client.subscribe(interval=0, prefix="bench.")
+    try:
+        async with connecting:
+            await anext(changes)  # the snapshot: subscribed
+        ready.set()
         async for change in changes:
-            if change.snapshot:
-                ready.set()
-                continue
             stamp = change.updates.get("bench.stamp")
             if stamp is not None:
                 saw(repr(stamp))
+    finally:
+        await changes.aclose()
+        await client.close()
 
 
-async def _watch_redis(port: int, ready: asyncio.Event, saw: Callable[[str], None]) -> None:
+async def _watch_redis(
+    port: int, ready: asyncio.Event, saw: Callable[[str], None], connecting: asyncio.Semaphore
+) -> None:
     import redis.asyncio
 
-    client = redis.asyncio.Redis(port=port)
+    client = redis.asyncio.Redis(port=port, socket_connect_timeout=PATIENCE)
     pubsub = client.pubsub()
     try:
-        await pubsub.subscribe(CHANNEL)
+        async with connecting:
+            await pubsub.subscribe(CHANNEL)
+            while (await pubsub.get_message(timeout=PATIENCE)) is None:
+                pass  # until the subscription's confirmation
+        ready.set()
         async for message in pubsub.listen():
-            if message["type"] == "subscribe":
-                ready.set()
-            elif message["type"] == "message":
+            if message["type"] == "message":
                 key, _, value = bytes(message["data"]).decode().partition("=")
                 if key == "bench.stamp":
                     saw(value)
