@@ -278,7 +278,11 @@ class _AsyncWriter:
         if served.target == "redis":
             import redis.asyncio
 
-            return cls(served, redis.asyncio.Redis(port=served.port))
+            # Writes in flight wait for a free connection, as statehub's share its one.
+            pool = redis.asyncio.BlockingConnectionPool(
+                port=served.port, max_connections=IN_FLIGHT, timeout=None
+            )
+            return cls(served, redis.asyncio.Redis(connection_pool=pool))
         from statehub.client.async_client import AsyncClient
 
         client = AsyncClient(f"statehub://127.0.0.1:{served.port}", reconnect=False)
@@ -322,6 +326,7 @@ class _AsyncWriter:
     async def close(self) -> None:
         if self.served.target == "redis":
             await self.client.aclose()
+            await self.client.connection_pool.disconnect()
         else:
             await self.client.close()
 
