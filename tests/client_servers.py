@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from statehub.server.state_server import StateServer
 
@@ -55,12 +56,12 @@ def client_url(server: StateServer, scheme: str = "statehub") -> str:
     return f"{scheme}://127.0.0.1:{port}"
 
 
-def server_for(scheme: str, port: int, **options: object) -> StateServer:
+def server_for(scheme: str, port: int, **options: Any) -> StateServer:
     """A server listening for ``scheme`` on ``port`` (its other ports free ones): a server
     restarted where a client of that scheme will look for it."""
     if scheme == "statehub+grpc":
-        return StateServer(address="127.0.0.1", port=0, grpc_port=port, **options)  # type: ignore[arg-type]
-    return StateServer(address="127.0.0.1", port=port, grpc_port=0, **options)  # type: ignore[arg-type]
+        return StateServer(address="127.0.0.1", port=0, grpc_port=port, **options)
+    return StateServer(address="127.0.0.1", port=port, grpc_port=0, **options)
 
 
 def threaded_server(port: int = 0) -> StateServer:
