@@ -14,7 +14,7 @@ from client_servers import eventually, eventually_async, free_port
 from statehub import AsyncClient, ConnectionLost, DictionaryChange, StateChange
 from statehub.errors import CommandFailed, LockFailed, LockUpgradeError, ResourceLockedError
 from statehub.protocol import MessageTooLargeError
-from statehub.server.state_server import StateServer
+from statehub.serving.state_server import StateServer
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from client_servers import free_port, threaded_server
 from statehub import Client, DictionaryChange
 from statehub.cli import main
-from statehub.server.state_server import StateServer
+from statehub.serving.state_server import StateServer
 
 
 @pytest.fixture(scope="module")

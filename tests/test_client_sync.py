@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from client_servers import eventually_sync, threaded_server
 from statehub import Client, ConnectionLost, DictionaryChange, LockFailed, ResourceLockedError
 from statehub.cli import main
-from statehub.server.state_server import StateServer
+from statehub.serving.state_server import StateServer
 
 
 @pytest.fixture

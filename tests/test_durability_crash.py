@@ -24,9 +24,9 @@ import pytest
 
 from statehub.bench.durable import start_server
 from statehub.client import AsyncClient, ConnectionLost
-from statehub.core.state_dictionary import StateDictionary
 from statehub.errors import ResourceLockedError
 from statehub.store.sqlite import SQLiteStore
+from statehub.store.state_dictionary import StateDictionary
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 
@@ -38,7 +38,7 @@ DEADLINE_S = 60.0
 IN_PROCESS_WRITER = """
 import sys, threading
 from statehub.core.change import DictionaryChange
-from statehub.core.state_dictionary import StateDictionary
+from statehub.store.state_dictionary import StateDictionary
 from statehub.errors import ResourceLockedError
 from statehub.store.sqlite import SQLiteStore
 

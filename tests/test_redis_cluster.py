@@ -17,8 +17,7 @@ import pytest
 
 from statehub.bench.fleet import RedisProcess, restart_redis, start_redis, start_statehub, stop
 from statehub.client import AsyncClient, ConnectionLost
-from statehub.errors import ResourceLockedError
-from statehub.store.errors import StoreUnavailableError
+from statehub.errors import ResourceLockedError, StoreUnavailableError
 from statehub.store.redis import DEFAULT_HEARTBEAT, DEFAULT_LIVENESS_TTL
 from test_server_support import RawSession
 

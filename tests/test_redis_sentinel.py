@@ -17,8 +17,8 @@ from statehub.bench.fleet import (
     stop,
 )
 from statehub.client import AsyncClient, ConnectionLost
+from statehub.errors import DurabilityError, StoreUnavailableError
 from statehub.protocol.codec import decode_value
-from statehub.store.errors import DurabilityError, StoreUnavailableError
 
 DEADLINE_S = 60.0
 

@@ -16,9 +16,8 @@ import pytest
 from google.protobuf import struct_pb2
 
 import nanover_modules
-from statehub import DictionaryChange, StateDictionary
+from statehub import DictionaryChange, StateDictionary, StateServer
 from statehub.protocol import SESSION_PATH, RequestCancelled, decode_batch, encode_batch
-from statehub.server import StateServer
 from statehub.server.limits import LimitExceeded, SessionLimits
 from test_server_support import (
     DEADLINE,

@@ -11,11 +11,16 @@ import redis
 from redis_support import FAST_LIVENESS, redis_server, started_state, until, until_async
 from statehub.bench.fleet import RedisProcess
 from statehub.core.change import DictionaryChange
-from statehub.core.state_dictionary import StateDictionary
-from statehub.errors import LockFailed, LockNotOwnedError, LockUpgradeError, ResourceLockedError
-from statehub.store.errors import StoreUnavailableError
+from statehub.errors import (
+    LockFailed,
+    LockNotOwnedError,
+    LockUpgradeError,
+    ResourceLockedError,
+    StoreUnavailableError,
+)
 from statehub.store.redis import RedisStore
 from statehub.store.redis_connection import RedisTarget
+from statehub.store.state_dictionary import StateDictionary
 
 __all__ = ["redis_server"]  # the fixture, used by name
 

@@ -17,13 +17,13 @@ import pytest
 
 import test_server_session as session_tests
 import test_server_support as support
-from statehub import AsyncClient, Client
+from statehub import AsyncClient, Client, StateServer
 from statehub.client import ClientTls
 from statehub.client.address import DEFAULT_TCP_PORT, parse_target
 from statehub.client.errors import ConnectionLost
-from statehub.client.transports import StreamBroken, open_frame_stream
+from statehub.client.frame_stream import StreamBroken
+from statehub.client.transports import open_frame_stream
 from statehub.protocol import encode_batch
-from statehub.server import StateServer
 from statehub.server.tcp_transport import frame_limit
 from test_auth_tls import Pki, pki, server_tls
 from test_server_cli import SERVE

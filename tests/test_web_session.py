@@ -14,10 +14,9 @@ import pytest
 
 import test_server_session as session_tests
 import test_server_support as support
-from statehub import AsyncClient, DictionaryChange
+from statehub import AsyncClient, DictionaryChange, StateServer
 from statehub.client.errors import ConnectionLost
 from statehub.protocol import encode_batch
-from statehub.server import StateServer
 from test_server_support import RemoteError, eventually, running_server, websocket_connected
 
 #: Tests of test_server_session that look at the gRPC stream itself; their WebSocket

@@ -21,11 +21,11 @@ _LAZY: dict[str, str] = {
     "CommandRegistry": "statehub.core.commands",
     "ConflictError": "statehub.errors",
     "ConnectionLost": "statehub.client",
-    "DataFileError": "statehub.store.errors",
+    "DataFileError": "statehub.errors",
     "DictionaryChange": "statehub.core.change",
     "DictionaryChangeBuffer": "statehub.core.buffers",
     "DictionaryChangeMultiView": "statehub.core.buffers",
-    "DurabilityError": "statehub.store.errors",
+    "DurabilityError": "statehub.errors",
     "EndpointError": "statehub.endpoints.return_codes",
     "Entry": "statehub.core.entries",
     "Event": "statehub.core.events",
@@ -47,8 +47,8 @@ _LAZY: dict[str, str] = {
     "SessionLimits": "statehub.server.limits",
     "StateABC": "statehub.core.rwlock",
     "StateChange": "statehub.client",
-    "StateDictionary": "statehub.core.state_dictionary",
-    "StateServer": "statehub.server.state_server",
+    "StateDictionary": "statehub.store.state_dictionary",
+    "StateServer": "statehub.serving.state_server",
     "StatehubError": "statehub.errors",
     "Store": "statehub.store.base",
     "define_return_code": "statehub.endpoints.return_codes",
@@ -63,13 +63,14 @@ if TYPE_CHECKING:
     from statehub.core.events import Event
     from statehub.core.key_history import HistoryRetention, KeyVersion
     from statehub.core.rwlock import LocalState, RWLockTable, StateABC
-    from statehub.core.state_dictionary import StateDictionary
     from statehub.core.values import JsonValue
     from statehub.endpoints.return_codes import EndpointError, define_return_code
     from statehub.errors import (
         CommandFailed,
         CommandUnavailableError,
         ConflictError,
+        DataFileError,
+        DurabilityError,
         LimitExceeded,
         LockFailed,
         LockNotOwnedError,
@@ -80,12 +81,12 @@ if TYPE_CHECKING:
         ValueLimitError,
     )
     from statehub.server.limits import SessionLimits
-    from statehub.server.state_server import StateServer
+    from statehub.serving.state_server import StateServer
     from statehub.store.base import Store
-    from statehub.store.errors import DataFileError, DurabilityError
     from statehub.store.leases import Lease
     from statehub.store.memory import MemoryStore
     from statehub.store.sqlite import SQLiteStore
+    from statehub.store.state_dictionary import StateDictionary
 
 
 def __getattr__(name: str) -> object:

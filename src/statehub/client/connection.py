@@ -23,13 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from statehub.client.errors import ConnectionLost
+from statehub.client.frame_stream import FrameStream, StreamBroken
 from statehub.client.tls import ClientTls
-from statehub.client.transports import (
-    FrameStream,
-    StreamBroken,
-    describe_target,
-    open_frame_stream,
-)
+from statehub.client.transports import describe_target, open_frame_stream
 from statehub.protocol import (
     MessageTooLargeError,
     ProtocolError,

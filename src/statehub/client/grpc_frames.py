@@ -9,8 +9,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from statehub.client.frame_stream import CLOSE_GRACE, StreamBroken
 from statehub.client.tls import ClientTls
-from statehub.client.transports import CLOSE_GRACE, StreamBroken
 from statehub.protocol import SESSION_PATH
 
 _CHANNEL_OPTIONS = [

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from statehub.client.frame_stream import StreamBroken
 from statehub.client.tcp_stream import TcpFrames
 from statehub.client.tls import ClientTls
-from statehub.client.transports import StreamBroken
 
 
 class TcpFrameStream:

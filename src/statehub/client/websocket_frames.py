@@ -8,8 +8,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from statehub.client.frame_stream import CLOSE_GRACE, StreamBroken
 from statehub.client.tls import ClientTls
-from statehub.client.transports import CLOSE_GRACE, StreamBroken
 
 #: Where the web edge serves the session protocol (``statehub.web.edge``).
 WEBSOCKET_SESSION_PATH = "/v1/session"

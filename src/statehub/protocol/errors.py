@@ -21,6 +21,8 @@ from statehub.errors import (
     CommandFailed,
     CommandUnavailableError,
     ConflictError,
+    DataFileError,
+    DurabilityError,
     LimitExceeded,
     LockFailed,
     LockNotOwnedError,
@@ -29,10 +31,10 @@ from statehub.errors import (
     PermissionDeniedError,
     ResourceLockedError,
     StatehubError,
+    StoreUnavailableError,
     UnauthenticatedError,
     ValueLimitError,
 )
-from statehub.store.errors import DataFileError, DurabilityError, StoreUnavailableError
 
 #: gRPC status names (``grpc.StatusCode[name]`` on a gRPC transport).
 STATUS_NAMES = frozenset(

@@ -27,8 +27,8 @@ from statehub.server.connections import HANDSHAKE_TIMEOUT
 from statehub.server.limits import LimitExceeded
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
+from statehub.server.tls import certificate_names
 from statehub.server.transport import serve_session
-from statehub.web.edge import certificate_names
 
 logger = logging.getLogger(__name__)
 

@@ -27,11 +27,10 @@ import redis
 from statehub.core.acquisition import Acquisition
 from statehub.core.limits import check_seconds
 from statehub.core.rwlock import LockHolding
-from statehub.errors import LockFailed, LockNotOwnedError, LockUpgradeError
+from statehub.errors import LockFailed, LockNotOwnedError, LockUpgradeError, StoreUnavailableError
 from statehub.protocol.codec import encode_value
 from statehub.store import redis_scripts
-from statehub.store.errors import StoreUnavailableError
-from statehub.store.redis import RedisStore
+from statehub.store.redis_link import RedisLink
 from statehub.store.redis_ordered import log_failure
 
 logger = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ class RedisLockTable:
     queued when made, so Redis sees this server's lock requests in the order they came.
     """
 
-    def __init__(self, store: RedisStore) -> None:
+    def __init__(self, store: RedisLink) -> None:
         self._store = store
         self._scripts = store.ordered
         self._base = store.keys.base
