@@ -94,7 +94,7 @@ def test_bad_input_is_one_line_error(
 def test_server_down_is_one_line_error(args: tuple[str, ...]) -> None:
     code, _out, err = cli(free_port(), *args)
     assert code == 1
-    assert err.startswith("Error: ConnectionLost: cannot connect to statehub at 127.0.0.1:")
+    assert err.startswith("Error: ConnectionLostError: cannot connect to statehub at 127.0.0.1:")
     assert len(err.strip().splitlines()) == 1
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from statehub.bench.durable import start_server
-from statehub.client import AsyncClient, ConnectionLost
+from statehub.client import AsyncClient, ConnectionLostError
 from statehub.errors import ResourceLockedError
 from statehub.store.sqlite import SQLiteStore
 from statehub.store.state_dictionary import StateDictionary
@@ -195,7 +195,7 @@ async def write_over_network(
                         continue
                     lines.append(f"BUG {index} {run} {n}")
                 revision = await client.update({f"log:{index}:{run}:{n}": n, f"w{index}": [run, n]})
-            except ConnectionLost:
+            except ConnectionLostError:
                 return
             acknowledged(f"ack {index} {run} {n} {revision}")
 

@@ -27,10 +27,10 @@ from auth_support import TOKENS, identities
 from redis_support import FAST_LIVENESS
 from statehub.auth.permissions import AdminRight, Grant, Permissions, Principal
 from statehub.bench.fleet import RedisProcess, start_redis, start_statehub, stop
-from statehub.client import AsyncClient, ConnectionLost
+from statehub.client import AsyncClient, ConnectionLostError
 from statehub.endpoints.return_codes import AccessDeniedError, InvalidRoutingKeyError
 from statehub.errors import (
-    CommandFailed,
+    CommandFailedError,
     CommandUnavailableError,
     PermissionDeniedError,
     ResourceLockedError,
@@ -153,7 +153,7 @@ async def test_a_command_of_server_a_runs_for_a_client_of_b(ports: dict[str, int
         with pytest.raises(ResourceLockedError, match="refused on purpose") as refused:
             await b.run_command("a.refuse", keys=["k1", "k2"])
         assert refused.value.keys == {"k1", "k2"}  # typed, details included
-        with pytest.raises(CommandFailed, match=r"'a.crash' failed: crashed on purpose"):
+        with pytest.raises(CommandFailedError, match=r"'a.crash' failed: crashed on purpose"):
             await b.run_command("a.crash")
         with pytest.raises(TypeError, match=r"a.refuse"):  # checked on A, as locally
             await b.run_command("a.refuse", wrong=1)
@@ -370,7 +370,7 @@ async def test_commands_are_offered_again_when_redis_lost_its_data(tmp_path: Pat
         redis_process.client().flushall()
         deadline = time.monotonic() + DEADLINE_S
         while True:  # B's sessions end with the new epoch: each try on a new client
-            with contextlib.suppress(ConnectionLost):
+            with contextlib.suppress(ConnectionLostError):
                 async with client(b.port) as caller:
                     if "lost.echo" in await caller.available_commands():
                         assert await caller.run_command("lost.echo", n=2) == {"n": 2}

@@ -12,7 +12,7 @@ from redis_support import FAST_LIVENESS, redis_server, started_state, until, unt
 from statehub.bench.fleet import RedisProcess
 from statehub.core.change import DictionaryChange
 from statehub.errors import (
-    LockFailed,
+    LockFailedError,
     LockNotOwnedError,
     LockUpgradeError,
     ResourceLockedError,
@@ -284,7 +284,9 @@ async def test_rw_locks_across_servers(redis_server: RedisProcess) -> None:
         assert not await locks_b.can_acquire("R", exclusive=True)
         with pytest.raises(LockUpgradeError):
             await locks_a.acquire("R", "reader1", exclusive=True)
-        with pytest.raises(LockFailed, match=r"timed out after 0\.2 s .* exclusive lock on 'R'"):
+        with pytest.raises(
+            LockFailedError, match=r"timed out after 0\.2 s .* exclusive lock on 'R'"
+        ):
             await locks_b.acquire("R", "writer", exclusive=True, timeout=0.2)
         assert await locks_a.can_acquire("R", exclusive=False)  # the timed-out writer left no trace
 

@@ -11,20 +11,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import threading
 import time
-import types
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from statehub.client.address import resolve_target
 from statehub.client.changes import CoalescingBuffer, StateChange
 from statehub.client.connection import Connection, Message, Subscription
-from statehub.client.errors import ConnectionLost
+from statehub.client.deprecation import warn_renamed
 from statehub.client.listing import (
     LeaseInfo,
     LockInfo,
@@ -32,6 +30,7 @@ from statehub.client.listing import (
     lock_from_wire,
     session_from_wire,
 )
+from statehub.client.state_mirror import StateMirror
 from statehub.client.tls import ClientTls
 from statehub.core.change import DictionaryChange
 from statehub.core.entries import Entry, checked_expectations
@@ -40,9 +39,9 @@ from statehub.core.expiry import checked_ephemeral, checked_ttl
 from statehub.core.key_history import KeyVersion
 from statehub.core.pacing import check_interval
 from statehub.core.rwlock import StateABC
-from statehub.core.values import JsonValue, check_key, checked_copy, copy_mapping
+from statehub.core.values import JsonValue, check_key, checked_copy
 from statehub.endpoints.remote import AsyncEndpointCalls
-from statehub.errors import ConflictError, LockFailed, ResourceLockedError
+from statehub.errors import ConflictError, ConnectionLostError, LockFailedError, ResourceLockedError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -150,10 +149,10 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
     CAs; an address ``statehubs://host:port`` turns TLS on too.
 
     Connect with ``async with AsyncClient(...)`` or ``await client.connect()``. When the
-    server goes away, waiting and new calls raise ``ConnectionLost`` while the client
+    server goes away, waiting and new calls raise ``ConnectionLostError`` while the client
     reconnects with backoff; subscriptions resume, and the ``leases_lost`` /
     ``locks_lost`` events say which leases and locks the lost session took with it
-    (a lock block then exits with ``LockFailed``).
+    (a lock block then exits with ``LockFailedError``).
 
     Events (``statehub.Event``; callbacks run in the client's event loop, must not block):
     ``connection_lost(reason=)``, ``reconnected()``, ``leases_lost(keys=)``,
@@ -200,13 +199,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         self.leases_lost = Event()
         self.locks_lost = Event()
 
-        self._mirror: dict[str, JsonValue] = {}
-        self._mirror_lock = threading.Lock()
-        self._mirror_backlog: list[Message] = []
-        self._backlog_lock = threading.Lock()
-        self._mirror_subscription: Subscription | None = None
-        self._mirror_loop: asyncio.AbstractEventLoop | None = None
-        self._mirror_first: asyncio.Future[None] | None = None
+        self._mirror = StateMirror()
         self._streams: weakref.WeakSet[ChangeStream] = weakref.WeakSet()
 
         self._leases: dict[str, float | None] = {}
@@ -220,7 +213,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
     # -- connection ----------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Open the session; ``ConnectionLost`` if the server cannot be reached."""
+        """Open the session; ``ConnectionLostError`` if the server cannot be reached."""
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
@@ -264,7 +257,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         return self._conn.token if self._conn is not None else None
 
     async def wait_connected(self, timeout: float | None = None) -> None:
-        """Wait until (re)connected; ``ConnectionLost`` if ``timeout`` s pass first."""
+        """Wait until (re)connected; ``ConnectionLostError`` if ``timeout`` s pass first."""
         conn = await self._connection()
         await conn.wait_connected(timeout)
 
@@ -277,11 +270,12 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             await self._conn.close()
         for stream in list(self._streams):
             stream.close()
-        self._fail_mirror_wait(ConnectionLost("the client was closed"))
+        self._mirror.fail(ConnectionLostError("the client was closed"))
 
-    def _fail_mirror_wait(self, error: Exception) -> None:
-        if self._mirror_first is not None and not self._mirror_first.done():
-            self._mirror_first.set_exception(error)
+    async def aclose(self) -> None:
+        """``close()`` under the name ``ChangeStream``, async generators and other asyncio
+        clients close with, so one ``await x.aclose()`` ends either."""
+        await self.close()
 
     async def __aenter__(self) -> AsyncClient:
         await self.connect()
@@ -302,8 +296,8 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         if not self._settings["reconnect"]:  # nothing will resume: end what waits for data
             message = f"lost the connection to statehub at {self.target.host_port}: {reason}"
             for stream in list(self._streams):
-                stream.fail(ConnectionLost(message))
-            self._fail_mirror_wait(ConnectionLost(message))
+                stream.fail(ConnectionLostError(message))
+            self._mirror.fail(ConnectionLostError(message))
         self._invoke(self.connection_lost, reason=reason)
         if leases:
             self._invoke(self.leases_lost, keys=leases)
@@ -517,61 +511,21 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         Returns once the mirror holds the first snapshot. Read it with ``copy_state()``
         or ``lock_state()``. Calling it again while subscribed does nothing.
         """
-        if self._mirror_subscription is not None:
+        if self._mirror.started:
             return
         interval = check_interval(interval)
-        conn = await self._connection()
-        self._mirror_loop = asyncio.get_running_loop()
-        first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._mirror_first = first
-
-        def handler(message: Message) -> None:
-            self._apply_to_mirror(message)
-            if not first.done():
-                first.set_result(None)
-
-        self._mirror_subscription = await conn.subscribe(float(interval), "", handler)
-        await first
+        await self._mirror.start(await self._connection(), float(interval))
 
     def copy_state(self) -> dict[str, JsonValue]:
         """A deep copy of the mirror (empty unless ``subscribe_all_state_updates`` ran)."""
-        with self._mirror_lock:
-            return copy_mapping(self._mirror)
+        return self._mirror.copy()
 
-    @contextmanager
-    def lock_state(self) -> Iterator[Mapping[str, JsonValue]]:
+    def lock_state(self) -> AbstractContextManager[Mapping[str, JsonValue]]:
         """Hold the mirror still while the block reads it (a read-only view).
 
         Batches arriving meanwhile are applied when the block ends.
         """
-        with self._mirror_lock:
-            yield types.MappingProxyType(self._mirror)
-        with self._backlog_lock:
-            if self._mirror_backlog and self._mirror_loop is not None:
-                self._mirror_loop.call_soon_threadsafe(self._drain_mirror_backlog)
-
-    def _apply_to_mirror(self, message: Message) -> None:
-        with self._backlog_lock:
-            if not self._mirror_lock.acquire(blocking=False):
-                self._mirror_backlog.append(message)  # lock_state is in use
-                return
-        try:
-            backlog, self._mirror_backlog = self._mirror_backlog, []
-            for pending in (*backlog, message):
-                _apply(self._mirror, pending)
-        finally:
-            self._mirror_lock.release()
-
-    def _drain_mirror_backlog(self) -> None:
-        with self._backlog_lock:
-            if not self._mirror_backlog or not self._mirror_lock.acquire(blocking=False):
-                return
-        try:
-            backlog, self._mirror_backlog = self._mirror_backlog, []
-            for pending in backlog:
-                _apply(self._mirror, pending)
-        finally:
-            self._mirror_lock.release()
+        return self._mirror.hold()
 
     async def attempt_update_state(self, change: DictionaryChange) -> bool:
         """Apply ``change`` atomically; False (nothing applied) if a key is leased by another."""
@@ -602,14 +556,15 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             self._leases[key] = started + seconds
         return True
 
-    async def list_leases(self) -> list[tuple[str, bool, float | None]]:
-        """The live leases on the server: ``(key, mine, seconds_left or None)``."""
-        reply = await self._request("list_leases")
-        return [(key, mine, left) for key, mine, left in reply["leases"]]
-
     async def leases(self) -> list[LeaseInfo]:
         """The live leases on the server, sorted by key."""
-        return [LeaseInfo(*row) for row in await self.list_leases()]
+        reply = await self._request("list_leases")
+        return [LeaseInfo(key, mine, left) for key, mine, left in reply["leases"]]
+
+    async def list_leases(self) -> list[tuple[str, bool, float | None]]:
+        """Deprecated: ``leases()``, as ``(key, mine, seconds_left or None)`` tuples."""
+        warn_renamed("AsyncClient.list_leases()", "AsyncClient.leases()")
+        return [(lease.key, lease.mine, lease.seconds_left) for lease in await self.leases()]
 
     async def locks(self) -> list[LockInfo]:
         """The read/write locks held on the server, sorted by key."""
@@ -625,7 +580,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         """Run the command ``name`` on the server with ``arguments``; returns its result.
 
         ``KeyError`` if there is no such command, ``TypeError`` for arguments it does not
-        take, ``CommandFailed`` if it raised.
+        take, ``CommandFailedError`` if it raised.
         """
         checked = checked_copy(arguments, f"{name} arguments")
         reply = await self._request("call", name=name, arguments=checked)
@@ -647,7 +602,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         """Hold the read/write lock on ``key`` for the ``async with`` block.
 
         The owner is the current asyncio task: two tasks exclude each other. Raises
-        ``LockFailed`` if ``timeout`` s pass, the server refuses, or the connection is
+        ``LockFailedError`` if ``timeout`` s pass, the server refuses, or the connection is
         lost (also when the block ends, if the lock was lost while it ran).
         """
         held = await self.acquire_lock(key, self._task_owner(), exclusive, timeout)
@@ -687,8 +642,8 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         arguments = {"key": key, "exclusive": exclusive, "timeout": timeout, "owner": owner}
         try:
             future = conn.send("lock", arguments)
-        except ConnectionLost as error:
-            raise LockFailed(f"cannot lock {key!r}: {error}") from error
+        except ConnectionLostError as error:
+            raise LockFailedError(f"cannot lock {key!r}: {error}") from error
         generation = conn.generation
         try:
             await asyncio.shield(future)
@@ -705,8 +660,8 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
 
             future.add_done_callback(give_back)
             raise
-        except ConnectionLost as error:
-            raise LockFailed(f"cannot lock {key!r}: {error}") from error
+        except ConnectionLostError as error:
+            raise LockFailedError(f"cannot lock {key!r}: {error}") from error
         held = HeldLock(key, owner, exclusive, generation)
         if conn.generation != generation or not conn.connected:
             held.lost = True
@@ -714,19 +669,19 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         return held
 
     async def release_lock(self, held: HeldLock) -> None:
-        """Give back a hold; ``LockFailed`` if it was lost with the connection meanwhile."""
+        """Give back a hold; ``LockFailedError`` if it was lost with the connection meanwhile."""
         self._held_locks.discard(held)
         conn = self._conn
         mode = "exclusive" if held.exclusive else "shared"
         if held.lost or conn is None or conn.generation != held.generation:
-            raise LockFailed(
+            raise LockFailedError(
                 f"the {mode} lock on {held.key!r} was lost while held: the connection to "
                 "the server dropped and the server released it"
             )
         try:
             await self._request("unlock", key=held.key, exclusive=held.exclusive, owner=held.owner)
-        except ConnectionLost as error:
-            raise LockFailed(
+        except ConnectionLostError as error:
+            raise LockFailedError(
                 f"the {mode} lock on {held.key!r} was lost while held: {error}"
             ) from error
 
@@ -751,13 +706,3 @@ def _expectation(key: str, if_revision: int | None, if_absent: bool) -> dict[str
 def _entry(key: str, value: JsonValue, facts: list[Any]) -> Entry:
     expires_in = float(facts[3]) if len(facts) > 3 else None
     return Entry(key, value, facts[0], facts[1], facts[2], expires_in)
-
-
-def _apply(mirror: dict[str, JsonValue], message: Message) -> None:
-    updates: dict[str, JsonValue] = message.get("updates") or {}
-    if message.get("snapshot"):
-        mirror.clear()
-    else:
-        for key in message.get("removals") or ():
-            mirror.pop(key, None)
-    mirror.update(updates)

@@ -14,7 +14,17 @@ CLOSE_GRACE = 1.0
 
 
 class StreamBroken(Exception):
-    """The stream failed; ``str()`` says why in words fit for ``ConnectionLost``."""
+    """The stream failed; ``str()`` says why in words fit for ``ConnectionLostError``.
+
+    ``error`` is the server's own error when the server said why it ended the stream (the
+    plain-TCP transport's last frame, a gRPC status, a WebSocket close code), of the type
+    the server raised, so the calls that were waiting fail with that type on every
+    transport. None when the stream just broke.
+    """
+
+    def __init__(self, reason: str, error: Exception | None = None) -> None:
+        super().__init__(reason)
+        self.error = error
 
 
 class FrameStream(Protocol):
