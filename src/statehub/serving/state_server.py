@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -44,8 +44,10 @@ from statehub.server.session import Hub
 from statehub.server.tcp_transport import start_tcp_server
 from statehub.server.tls import ServerTls
 from statehub.store.state_dictionary import StateDictionary
-from statehub.web.edge import WebEdge
 from statehub.web.origins import OriginPolicy
+
+if TYPE_CHECKING:
+    from statehub.web.edge import WebEdge
 
 logger = logging.getLogger(__name__)
 
@@ -316,6 +318,10 @@ class StateServer:
             await asyncio.sleep(EXPIRY_POLL_S if left is None else min(left, EXPIRY_POLL_S))
 
     async def _start_web(self, port: int) -> None:
+        # imported here: aiohttp and the dashboard's edge cost a server without a web port
+        # about half a second at start-up
+        from statehub.web.edge import WebEdge
+
         self.web = WebEdge(
             self.hub,
             keepalive_time=self.keepalive_time,
