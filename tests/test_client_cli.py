@@ -87,7 +87,7 @@ def test_bad_input_is_one_line_error(
         ("rm", "k"),
         ("commands",),
         ("watch",),
-        ("lock", "k", "--seconds", "1"),
+        ("lease", "k", "--seconds", "1"),
         ("call", "x"),
     ],
 )
@@ -128,13 +128,18 @@ def test_watch_prints_snapshot_then_changes(server: StateServer) -> None:
     assert not second["snapshot"] and watch.returncode == 0
 
 
-def test_lock_holds_the_lease_until_ctrl_c(server: StateServer) -> None:
+@pytest.mark.parametrize("command", ["lease", "lock"])  # lock: its deprecated name
+def test_lease_holds_the_lease_until_ctrl_c(server: StateServer, command: str) -> None:
     with Client("127.0.0.1", server.port) as client:
         lock = _statehub(
-            "lock", "held", "--seconds", "60", "--port", str(server.port), "--host", "127.0.0.1"
+            command, "held", "--seconds", "60", "--port", str(server.port), "--host", "127.0.0.1"
         )
         try:
             assert lock.stderr is not None
+            if command == "lock":
+                deprecation = lock.stderr.readline()
+                assert "'lock' is deprecated" in deprecation
+                assert "use 'statehub lease'" in deprecation
             leased = lock.stderr.readline()  # the CLI says so once the lease is held
             assert "leased 'held' for 60 s" in leased
             assert not client.attempt_update_state(DictionaryChange({"held": 1}))
