@@ -47,12 +47,6 @@ def test_the_diagram_shows_the_contract_layers_in_order() -> None:
     assert diagram_layers(LAYERS_DOC.read_text()) == contract_layers()
 
 
-def test_every_package_is_in_one_layer() -> None:
-    placed = [name.strip() for layer in contract_layers() for name in re.split("[|:]", layer)]
-    top_level_modules = {module.stem for module in PACKAGE.glob("*.py")} - {"__init__"}
-    assert sorted(placed) == sorted({*code_modules(), *top_level_modules})
-
-
 def test_the_table_names_every_module_of_every_package() -> None:
     expected = code_modules()
     documented = documented_modules(LAYERS_DOC.read_text())
