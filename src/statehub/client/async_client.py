@@ -59,6 +59,8 @@ class HeldLock:
     exclusive: bool
     generation: int
     lost: bool = False
+    #: Why it was lost, when it was not the connection (an admin force-released it).
+    taken_by: str = ""
 
 
 class ChangeStream:
@@ -153,7 +155,8 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
     server goes away, waiting and new calls raise ``ConnectionLost`` while the client
     reconnects with backoff; subscriptions resume, and the ``leases_lost`` /
     ``locks_lost`` events say which leases and locks the lost session took with it
-    (a lock block then exits with ``LockFailed``).
+    (a lock block then exits with ``LockFailed``). The same events fire when an admin
+    force-releases one of this client's locks or leases (``force_release``).
 
     Events (``statehub.Event``; callbacks run in the client's event loop, must not block):
     ``connection_lost(reason=)``, ``reconnected()``, ``leases_lost(keys=)``,
@@ -230,6 +233,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
                     self.port,
                     on_lost=self._on_lost,
                     on_restored=self._on_restored,
+                    on_taken=self._on_taken,
                     **self._settings,
                 )
             await self._conn.connect()
@@ -309,6 +313,19 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             self._invoke(self.leases_lost, keys=leases)
         if locks:
             self._invoke(self.locks_lost, keys=locks)
+
+    def _on_taken(self, taken: dict[str, Any]) -> None:
+        """An admin force-released one of this session's holds: the hold is lost."""
+        key, by = taken.get("key"), str(taken.get("by", ""))
+        logger.warning("the %s on %r was force-released by %s", taken.get("kind"), key, by)
+        if taken.get("kind") == "lease":
+            self._leases.pop(str(key), None)
+            self._invoke(self.leases_lost, keys=[key])
+            return
+        for held in self._held_locks:
+            if held.key == key and held.owner == taken.get("owner"):
+                held.lost, held.taken_by = True, by
+        self._invoke(self.locks_lost, keys=[key])
 
     def _on_restored(self) -> None:
         self._invoke(self.reconnected)
@@ -616,6 +633,17 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         reply = await self._request("list_locks")
         return [lock_from_wire(wire) for wire in reply["locks"]]
 
+    async def force_release(self, kind: str, key: str) -> list[dict[str, Any]]:
+        """Take the ``kind`` ("lock" or "lease") on ``key`` away from whoever holds it.
+
+        Needs the admin right ``force_unlock``. Each holder that is a session of the server
+        is told (its client sees the hold lost); the reply lists the holders released, with
+        ``told``. ``KeyError`` if nothing is held there.
+        """
+        reply = await self._request("force_release", kind=kind, key=check_key(key))
+        released: list[dict[str, Any]] = reply["released"]
+        return released
+
     async def sessions(self) -> list[SessionInfo]:
         """The sessions connected to the server (``you`` marks this client's)."""
         reply = await self._request("list_sessions")
@@ -718,6 +746,10 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         self._held_locks.discard(held)
         conn = self._conn
         mode = "exclusive" if held.exclusive else "shared"
+        if held.taken_by:
+            raise LockFailed(
+                f"the {mode} lock on {held.key!r} was force-released by {held.taken_by}"
+            )
         if held.lost or conn is None or conn.generation != held.generation:
             raise LockFailed(
                 f"the {mode} lock on {held.key!r} was lost while held: the connection to "
