@@ -51,6 +51,7 @@ SYSTEM_TEST_MODULES = frozenset(
         "test_hostile_clients",
         "test_bench_fanout",
         "test_bench_room",
+        "test_bench_dashboard",
         "test_dripline_client",
         "test_dripline_conformance",
         "test_dripline_mesh",
