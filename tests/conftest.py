@@ -47,6 +47,7 @@ SYSTEM_TEST_MODULES = frozenset(
         "test_web_dashboard_proto_key",
         "test_web_dashboard_health_auth",
         "test_web_dashboard_force_release",
+        "test_web_dashboard_bytes",
         "test_web_origin",
         "test_hostile_clients",
         "test_bench_fanout",

@@ -28,8 +28,36 @@ function showResult(element, text, ok) {
 
 const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
+// Bytes (msgpack bin, a Uint8Array here) have no JSON: they show, and are edited, as
+// {"$bytes": base64}, the same stand-in as the CLI's JSON output (core/values.py).
+const BYTES_TAG = "$bytes";
+
+function base64Of(bytes) {
+  let text = "";
+  for (let start = 0; start < bytes.length; start += 0x8000) {
+    text += String.fromCharCode(...bytes.subarray(start, start + 0x8000));
+  }
+  return btoa(text);
+}
+
+function jsonReplacer(_, v) {
+  if (typeof v === "bigint") return Number(v);
+  if (v instanceof Uint8Array) return { [BYTES_TAG]: base64Of(v) };
+  return v;
+}
+
 function toJSON(value, indent) {
-  return JSON.stringify(value, (_, v) => (typeof v === "bigint" ? Number(v) : v), indent);
+  return JSON.stringify(value, jsonReplacer, indent);
+}
+
+// JSON text from the editor as a value: {"$bytes": base64} and nothing else is bytes again.
+function fromJSON(text) {
+  return JSON.parse(text, (_, v) => {
+    if (v === null || typeof v !== "object" || Array.isArray(v)) return v;
+    const names = Object.keys(v);
+    if (names.length !== 1 || names[0] !== BYTES_TAG || typeof v[BYTES_TAG] !== "string") return v;
+    return Uint8Array.from(atob(v[BYTES_TAG]), (c) => c.charCodeAt(0));
+  });
 }
 
 const SUMMARY_CHARS = 160;
@@ -37,7 +65,8 @@ const SUMMARY_CHARS = 160;
 // One line for a row: objects and arrays say their size, then as much JSON as fits.
 function summarise(value) {
   let head = "";
-  if (Array.isArray(value)) head = `[${plural(value.length, "item")}] `;
+  if (value instanceof Uint8Array) head = `<${plural(value.length, "byte")}> `;
+  else if (Array.isArray(value)) head = `[${plural(value.length, "item")}] `;
   else if (value !== null && typeof value === "object") head = `{${plural(Object.keys(value).length, "key")}} `;
   const text = toJSON(value) ?? "null";
   return head + (text.length > SUMMARY_CHARS ? `${text.slice(0, SUMMARY_CHARS)}…` : text);
@@ -619,7 +648,7 @@ function since(seconds) {
 
 function parsedEditor() {
   try {
-    return { ok: true, value: JSON.parse($("write-value").value) };
+    return { ok: true, value: fromJSON($("write-value").value) };
   } catch (error) {
     return { ok: false, error: error.message };
   }
