@@ -971,8 +971,9 @@ async function pollLocksAndSessions() {
         "A lock is released by its holder or when its session ends. Force release (admin right " +
         "'force_unlock') takes every hold of it away and tells each holder; the waiters get it next.",
     });
-    const listing = table(["key", "", "client (identity) · session", "owner", "since", "fencing token", ""], rowsData);
-    for (const [index, button] of forceButtons) listing.tBodies[0].rows[index].insertCell().append(button);
+    const listing = table(["key", "", "client (identity) · session", "owner", "since", "fencing token"], rowsData);
+    // Under the mode of the first holder's row: no column of its own, so the table fits 1280 px.
+    for (const [index, button] of forceButtons) listing.tBodies[0].rows[index].cells[1].append(document.createElement("br"), button);
     $("locks").replaceChildren(
       locks.length === 0 ? Object.assign(document.createElement("p"), { className: "muted", textContent: "none held" }) : listing,
       note,
