@@ -63,15 +63,23 @@ def run(
     window: float = WINDOW_S,
 ) -> list[Result]:
     """The table's rows; ``dashboards`` must start with 0 (the writer's own share)."""
-    if find_spec("playwright") is None or not os.path.exists(CHROMIUM):
-        raise MissingExtraError(
-            "statehub bench web: the dashboard's cost needs Playwright (a dev dependency: "
-            f"make dev) and Debian's chromium at {CHROMIUM} (apt-get install chromium)"
-        )
+    missing = what_is_missing()
+    if missing:
+        raise MissingExtraError(missing)
     if dashboards[:1] != (0,):
         raise ValueError(f"dashboards must start with 0 (the baseline), got {dashboards!r}")
     with serve() as served, _writer(served.grpc_port, keys, changing) as writer:
         return asyncio.run(_measure(served, writer, keys, changing, dashboards, window))
+
+
+def what_is_missing() -> str:
+    """Why the dashboard's cost cannot be measured here ("" if it can)."""
+    if find_spec("playwright") is None or not os.path.exists(CHROMIUM):
+        return (
+            "the dashboard's cost needs Playwright (a dev dependency: make dev) and Debian's "
+            f"chromium at {CHROMIUM} (apt-get install chromium)"
+        )
+    return ""
 
 
 async def _measure(
