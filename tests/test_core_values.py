@@ -119,3 +119,26 @@ def test_bytes_stand_in_as_base64_where_a_format_has_none() -> None:
     assert json.dumps({"k": [b"\x00\xff"]}, default=json_default) == '{"k": [{"$bytes": "AP8="}]}'
     with pytest.raises(TypeError, match="set is not a value"):
         json.dumps({1}, default=json_default)
+
+
+def test_value_size_limits_per_prefix_longest_match_wins() -> None:
+    from statehub.core.limits import ValueSizeLimits
+    from statehub.errors import ValueLimitError
+
+    limits = ValueSizeLimits(100, (("scene.", 10_000), ("scene.small.", 50)))
+    state = StateDictionary(value_limits=limits)
+    state.update_state(None, DictionaryChange({"scene.selection": list(range(800))}))
+    with pytest.raises(ValueLimitError, match=r"key 'scene\.small\.x': .* limit of 50 bytes"):
+        state.update_state(None, DictionaryChange({"scene.small.x": "y" * 51}))
+    with pytest.raises(ValueLimitError, match=r"key 'other': .* limit of 100 bytes"):
+        state.update_state(None, DictionaryChange({"ok": 1, "other": b"z" * 101}))
+    assert set(state.copy_content()) == {"scene.selection"}
+    assert limits.largest == 10_000
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "3"])
+def test_a_value_size_limit_must_be_a_positive_int(bad: object) -> None:
+    from statehub.core.limits import ValueSizeLimits
+
+    with pytest.raises(ValueError, match=r"prefix 'p': must be an int >= 1 bytes"):
+        ValueSizeLimits(100, (("p", bad),))  # type: ignore[arg-type]

@@ -38,6 +38,7 @@ from statehub.core.entries import Entry, checked_expectations
 from statehub.core.events import Event
 from statehub.core.expiry import checked_ephemeral, checked_ttl
 from statehub.core.key_history import KeyVersion
+from statehub.core.limits import MAX_VALUE_BYTES
 from statehub.core.pacing import check_interval
 from statehub.core.rwlock import StateABC
 from statehub.core.values import JsonValue, check_key, checked_copy, copy_mapping
@@ -504,8 +505,12 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         ``ConflictError`` names each such key with its revision now, and nothing changes.
         Returns the revision; ``ResourceLockedError`` if another client leases a key.
         """
+        # The server keeps the size limits (per key prefix, docs/limits.md): here a value is
+        # refused only if no frame to this server could carry it (a server with small frames
+        # refuses the frame instead, MessageTooLargeError).
+        most = max((await self._connection()).max_message_bytes, MAX_VALUE_BYTES)
         checked = {
-            check_key(key): checked_copy(value, key) for key, value in (updates or {}).items()
+            check_key(key): checked_copy(value, key, most) for key, value in (updates or {}).items()
         }
         removed = [check_key(key) for key in removals or ()]
         extra: dict[str, Any] = {}

@@ -48,14 +48,15 @@ _NUMBERS = frozenset({int, float, bool, type(None)})
 _FEW = 16
 
 
-def checked_copy(value: object, key: str) -> JsonValue:
+def checked_copy(value: object, key: str, max_bytes: int = MAX_VALUE_BYTES) -> JsonValue:
     """Return a private copy of ``value``; raise naming ``key`` and the path if it is bad.
 
     Types are kept exactly: only ``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes``,
     ``list`` and ``dict`` with ``str`` keys are accepted (tuples, sets and subclasses are refused
     rather than silently turned into something else): ``TypeError`` otherwise. A value
-    over a limit of ``core.limits`` (depth, int size, lone surrogates, estimated size) gets
-    ``ValueLimitError``. The walk is iterative, so no depth of input can exhaust the stack.
+    over a limit of ``core.limits`` (depth, int size, lone surrogates, estimated size over
+    ``max_bytes``) gets ``ValueLimitError``. The walk is iterative, so no depth of input
+    can exhaust the stack.
     """
     kind = type(value)
     if kind is int:
@@ -65,19 +66,19 @@ def checked_copy(value: object, key: str) -> JsonValue:
     if kind is str:
         text: str = value  # type: ignore[assignment]
         size = len(text) if text.isascii() else utf8_size(text, _where(key, None))
-        if size > MAX_VALUE_BYTES:
-            raise _too_large(key, size)
+        if size > max_bytes:
+            raise _too_large(key, size, max_bytes)
         return value  # type: ignore[return-value]
     if kind is bytes:
-        if len(value) > MAX_VALUE_BYTES:  # type: ignore[arg-type]
-            raise _too_large(key, len(value))  # type: ignore[arg-type]
+        if len(value) > max_bytes:  # type: ignore[arg-type]
+            raise _too_large(key, len(value), max_bytes)  # type: ignore[arg-type]
         return value  # type: ignore[return-value]
     if kind in _SCALARS:
         return value  # type: ignore[return-value]
-    return _copy_container(value, key)
+    return _copy_container(value, key, max_bytes)
 
 
-def _copy_container(value: object, key: str) -> JsonValue:
+def _copy_container(value: object, key: str, max_bytes: int) -> JsonValue:
     if type(value) not in _CONTAINERS:
         raise _not_json(key, type(value), None)
     root: Any = value.copy()  # type: ignore[attr-defined]
@@ -92,8 +93,8 @@ def _copy_container(value: object, key: str) -> JsonValue:
             size += _visit_few(source, target, depth, path, key, stack)
         else:
             size += _visit_many(source, target, depth, path, key, stack)
-        if size > MAX_VALUE_BYTES:
-            raise _too_large(key, size)
+        if size > max_bytes:
+            raise _too_large(key, size, max_bytes)
     return root  # type: ignore[no-any-return]
 
 
@@ -238,10 +239,10 @@ def _too_deep(key: str, path: Any) -> ValueLimitError:
     )
 
 
-def _too_large(key: str, size: int) -> ValueLimitError:
+def _too_large(key: str, size: int, max_bytes: int) -> ValueLimitError:
     return ValueLimitError(
         f"key {key!r}: the value's estimated size of at least {size} bytes is over the limit "
-        f"of {MAX_VALUE_BYTES} bytes"
+        f"of {max_bytes} bytes"
     )
 
 
