@@ -145,3 +145,23 @@ def test_the_cli_force_releases_a_lock_and_a_lease(threaded: StateServer) -> Non
         main, ["locks", "--force-release", "lab.pump", "-h", "127.0.0.1", "-p", str(threaded.port)]
     )
     assert refused.exit_code == 1 and "no one holds the lock on 'lab.pump'" in refused.output
+
+
+async def test_over_redis_a_lease_of_another_server_goes_and_a_lock_is_refused_saying_why(
+    tmp_path: Path,
+) -> None:
+    from test_redis_commands import two_servers
+
+    async with (
+        two_servers(tmp_path) as (_, server_a, server_b),
+        AsyncClient("127.0.0.1", server_a.port, name="on-a") as holder,
+        AsyncClient("127.0.0.1", server_b.port, name="operator-on-b") as admin,
+    ):
+        assert await holder.attempt_update_locks({"scene.avatar": 60})
+        released = await admin.force_release("lease", "scene.avatar")
+        # Server B cannot reach A's session to tell it: the reply says so.
+        assert [(r["session"], r["told"]) for r in released] == [("", False)]
+        assert [lease.key for lease in await holder.leases()] == []
+        async with holder.get_lock("lab.pump"):
+            with pytest.raises(ValueError, match=r"shared by servers \(Redis\)"):
+                await holder.force_release("lock", "lab.pump")
