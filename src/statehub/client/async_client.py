@@ -37,6 +37,7 @@ from statehub.core.entries import Entry, checked_expectations
 from statehub.core.events import Event
 from statehub.core.expiry import checked_ephemeral, checked_ttl
 from statehub.core.key_history import KeyVersion
+from statehub.core.limits import MAX_VALUE_BYTES
 from statehub.core.pacing import check_interval
 from statehub.core.rwlock import StateABC
 from statehub.core.values import JsonValue, check_key, checked_copy
@@ -58,6 +59,8 @@ class HeldLock:
     exclusive: bool
     generation: int
     lost: bool = False
+    #: Why it was lost, when it was not the connection (an admin force-released it).
+    taken_by: str = ""
 
 
 class ChangeStream:
@@ -152,7 +155,8 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
     server goes away, waiting and new calls raise ``ConnectionLostError`` while the client
     reconnects with backoff; subscriptions resume, and the ``leases_lost`` /
     ``locks_lost`` events say which leases and locks the lost session took with it
-    (a lock block then exits with ``LockFailedError``).
+    (a lock block then exits with ``LockFailedError``). The same events fire when an admin
+    force-releases one of this client's locks or leases (``force_release``).
 
     Events (``statehub.Event``; callbacks run in the client's event loop, must not block):
     ``connection_lost(reason=)``, ``reconnected()``, ``leases_lost(keys=)``,
@@ -223,6 +227,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
                     self.port,
                     on_lost=self._on_lost,
                     on_restored=self._on_restored,
+                    on_taken=self._on_taken,
                     **self._settings,
                 )
             await self._conn.connect()
@@ -303,6 +308,19 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             self._invoke(self.leases_lost, keys=leases)
         if locks:
             self._invoke(self.locks_lost, keys=locks)
+
+    def _on_taken(self, taken: dict[str, Any]) -> None:
+        """An admin force-released one of this session's holds: the hold is lost."""
+        key, by = taken.get("key"), str(taken.get("by", ""))
+        logger.warning("the %s on %r was force-released by %s", taken.get("kind"), key, by)
+        if taken.get("kind") == "lease":
+            self._leases.pop(str(key), None)
+            self._invoke(self.leases_lost, keys=[key])
+            return
+        for held in self._held_locks:
+            if held.key == key and held.owner == taken.get("owner"):
+                held.lost, held.taken_by = True, by
+        self._invoke(self.locks_lost, keys=[key])
 
     def _on_restored(self) -> None:
         self._invoke(self.reconnected)
@@ -481,8 +499,12 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         ``ConflictError`` names each such key with its revision now, and nothing changes.
         Returns the revision; ``ResourceLockedError`` if another client leases a key.
         """
+        # The server keeps the size limits (per key prefix, docs/limits.md): here a value is
+        # refused only if no frame to this server could carry it (a server with small frames
+        # refuses the frame instead, MessageTooLargeError).
+        most = max((await self._connection()).max_message_bytes, MAX_VALUE_BYTES)
         checked = {
-            check_key(key): checked_copy(value, key) for key, value in (updates or {}).items()
+            check_key(key): checked_copy(value, key, most) for key, value in (updates or {}).items()
         }
         removed = [check_key(key) for key in removals or ()]
         extra: dict[str, Any] = {}
@@ -570,6 +592,17 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         """The read/write locks held on the server, sorted by key."""
         reply = await self._request("list_locks")
         return [lock_from_wire(wire) for wire in reply["locks"]]
+
+    async def force_release(self, kind: str, key: str) -> list[dict[str, Any]]:
+        """Take the ``kind`` ("lock" or "lease") on ``key`` away from whoever holds it.
+
+        Needs the admin right ``force_unlock``. Each holder that is a session of the server
+        is told (its client sees the hold lost); the reply lists the holders released, with
+        ``told``. ``KeyError`` if nothing is held there.
+        """
+        reply = await self._request("force_release", kind=kind, key=check_key(key))
+        released: list[dict[str, Any]] = reply["released"]
+        return released
 
     async def sessions(self) -> list[SessionInfo]:
         """The sessions connected to the server (``you`` marks this client's)."""
@@ -673,6 +706,10 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         self._held_locks.discard(held)
         conn = self._conn
         mode = "exclusive" if held.exclusive else "shared"
+        if held.taken_by:
+            raise LockFailedError(
+                f"the {mode} lock on {held.key!r} was force-released by {held.taken_by}"
+            )
         if held.lost or conn is None or conn.generation != held.generation:
             raise LockFailedError(
                 f"the {mode} lock on {held.key!r} was lost while held: the connection to "

@@ -61,8 +61,9 @@ class Connection:
     """The session stream, its reconnects, and requests matched to replies by id.
 
     ``on_lost(reason)`` is called when a live session ends unexpectedly and
-    ``on_restored()`` when a new session is open and resubscribed; both run in the event
-    loop and must not block.
+    ``on_restored()`` when a new session is open and resubscribed; ``on_taken(taken)``
+    when an admin force-released a lock or lease of this session (``taken``: kind, key,
+    owner, by). All run in the event loop and must not block.
     """
 
     def __init__(
@@ -80,6 +81,7 @@ class Connection:
         backoff_max: float = 2.0,
         on_lost: Callable[[str], None] | None = None,
         on_restored: Callable[[], None] | None = None,
+        on_taken: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.address = address
         self.port = port
@@ -93,6 +95,7 @@ class Connection:
         self._backoff_max = backoff_max
         self._on_lost = on_lost
         self._on_restored = on_restored
+        self._on_taken = on_taken
 
         #: True while a session is open and requests may be sent.
         self.connected = False
@@ -484,7 +487,11 @@ class Connection:
             return
         sub_id = message.get("sub")
         if sub_id is None:
-            if "error" in message:  # an error the server could not pin on a request
+            taken = message.get("taken")
+            if isinstance(taken, dict):
+                if self._on_taken is not None:
+                    self._on_taken(taken)
+            elif "error" in message:  # an error the server could not pin on a request
                 logger.warning("statehub at %s reported: %r", self.target, message["error"])
             else:
                 logger.warning("ignoring a message with neither id nor sub: %r", message)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from statehub.core.limits import MAX_VALUE_BYTES, ValueSizeLimits
 from statehub.errors import LimitExceededError
 
 #: The former name, for session.py and the NanoVer edges until the engine branch lands
@@ -24,6 +25,7 @@ __all__ = [
     "SessionLimits",
     "check_client_name",
     "check_token",
+    "check_value_limits_fit",
 ]
 
 #: The longest client name a hello may give, in characters: a name is shown in every
@@ -34,6 +36,29 @@ MAX_CLIENT_NAME_CHARS = 256
 #: in UTF-8 bytes: generous for a JWT with many claims, and kept per session (or per lease
 #: owner) for as long as it lasts.
 MAX_TOKEN_BYTES = 16 * 1024
+
+
+#: What a session protocol frame needs beyond the largest value it carries: its key, the
+#: message's framing, and other keys of the same change batch. The default 3 MiB value
+#: limit and 4 MiB frames keep exactly this much.
+VALUE_HEADROOM_BYTES = 1024 * 1024
+
+
+def check_value_limits_fit(limits: ValueSizeLimits, max_message_bytes: int) -> None:
+    """``ValueError`` naming the prefix and both settings if a limit raised above the
+    default ``MAX_VALUE_BYTES`` lets a key hold a value that a session protocol frame of
+    ``max_message_bytes`` cannot carry to a reader. (Limits up to the default stand with
+    any frame size, as they always have: a smaller frame limit bounds the writes itself.)"""
+    room = max_message_bytes - VALUE_HEADROOM_BYTES
+    for prefix, size in (("", limits.default), *limits.prefixes):
+        if size > MAX_VALUE_BYTES and size > room:
+            where = f"keys under {prefix!r}" if prefix else "every key"
+            raise ValueError(
+                f"a value size limit of {size:,} bytes for {where} does not fit in a frame of "
+                f"max_message_bytes={max_message_bytes:,} (it needs {size + VALUE_HEADROOM_BYTES:,}"
+                " with 1 MiB for the key and framing): raise --max-message-bytes or lower the "
+                "limit"
+            )
 
 
 def check_client_name(name: str, where: str) -> str:

@@ -45,6 +45,8 @@ from statehub.protocol.errors import (
     status_of,
 )
 from statehub.server.connections import ConnectionBudget
+from statehub.server.force_release import KINDS as FORCE_RELEASE_KINDS
+from statehub.server.force_release import force_release_lease, force_release_lock
 from statehub.server.limits import (
     LimitExceeded,
     SessionLimits,
@@ -382,6 +384,11 @@ class Session:
             )
             return
         self._outbox.push(encoded)
+
+    def tell(self, message: dict[str, Any]) -> None:
+        """Send the client a message that answers no request (its hold was taken away)."""
+        if not self._closed:
+            self._outbox.push(encode_value(message))
 
     def _send_error(self, request_id: object, error: BaseException) -> None:
         if not isinstance(error, StatehubError) and status_of(error) == "UNKNOWN":
@@ -748,6 +755,19 @@ class Session:
         clearing = self.hub.state.submit_clear_locks()
         return {} if clearing is None else _reply_when_done(clearing, lambda _: {})
 
+    async def _force_release(self, message: dict[str, Any]) -> Reply:
+        self.principal.require_admin(AdminRight.FORCE_UNLOCK, "force_release")
+        kind = message.get("kind")
+        if kind not in FORCE_RELEASE_KINDS:
+            raise ValueError(f"force_release: 'kind' must be 'lock' or 'lease', got {kind!r}")
+        key = check_key(message.get("key"))
+        by = f"{self.client or 'unnamed client'} ({self.principal.name})"
+        if kind == "lock":
+            released = await force_release_lock(self.hub.locks, self.hub.sessions, key, by)
+        else:
+            released = await force_release_lease(self.hub.state, self.hub.sessions, key, by)
+        return {"released": released}
+
     def _subscribe(self, message: dict[str, Any]) -> Reply:
         limit = self.hub.limits.max_subscriptions
         if len(self._subscriptions) >= limit:
@@ -923,6 +943,7 @@ _OPS: dict[str, Callable[[Session, dict[str, Any]], Reply | Awaitable[Reply]]] =
     "lock": Session._lock,
     "call": Session._call,
     "clear_leases": Session._clear_leases,
+    "force_release": Session._force_release,
 }
 
 

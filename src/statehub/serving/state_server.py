@@ -38,7 +38,7 @@ from statehub.core.rwlock import LockTable, RWLockTable
 from statehub.core.values import JsonValue
 from statehub.protocol import SERVICE_NAME
 from statehub.server.grpc_transport import session_handler
-from statehub.server.limits import SessionLimits
+from statehub.server.limits import SessionLimits, check_value_limits_fit
 from statehub.server.nanover_profile import NanoverProfile
 from statehub.server.session import Hub
 from statehub.server.tcp_transport import start_tcp_server
@@ -137,6 +137,7 @@ class StateServer:
         #: TLS of the port (None: plain TCP); its ``ssl_context()`` serves other ports alike.
         self.tls = tls
         self.state = state if state is not None else StateDictionary()
+        check_value_limits_fit(self.state.value_limits, max_message_bytes)
         self.locks = locks if locks is not None else RWLockTable()
         # NanoVer's max_workers sized the threads serving its calls; sessions need none
         # here, so it bounds the threads running blocking command callbacks instead.
