@@ -54,8 +54,11 @@ class Subscription:
     interval: float
     prefix: str
     handler: BatchHandler
-    #: The last revision a batch of this subscription carried (None before the first).
+    #: The last revision a batch of this subscription carried (None before the first),
+    #: and the epoch (history) it counts in: a resume names both, and the server sends a
+    #: snapshot unless that history is its own and still holds the revision.
     revision: int | None = None
+    epoch: object = None
     #: The server's id for it on the current session (None while not subscribed).
     sub_id: int | None = None
 
@@ -109,10 +112,8 @@ class Connection:
         self.generation = 0
         self.session: str | None = None
         self.token: str | None = None
-        #: The server's revision when the session opened, and its history's id (if sent).
-        self.server_revision = 0
+        #: The id of the server's history (the epoch revisions count in), from hello.
         self.epoch: object = None
-        self._history_continues = True
         self.keepalive_s = 15.0
         self.max_message_bytes = _DEFAULT_MAX_MESSAGE_BYTES
         #: Why the last session ended ("" if none ended).
@@ -239,11 +240,7 @@ class Connection:
             if "error" in message:
                 raise error_from_wire(message["error"])
             reply = message.get("ok") or {}
-            # Revisions only mean something within one history (epoch): a server of
-            # another epoch (a restarted in-memory server) gets fresh subscriptions.
-            previous_epoch, self.epoch = self.epoch, reply.get("epoch")
-            self.server_revision = int(reply.get("revision") or 0)
-            self._history_continues = self.generation == 0 or self.epoch == previous_epoch
+            self.epoch = reply.get("epoch")
             self.session = reply.get("session")
             self.token = reply.get("token")
             self.keepalive_s = float(reply.get("keepalive_s") or 15.0)
@@ -372,12 +369,10 @@ class Connection:
 
     # -- subscriptions -------------------------------------------------------------
 
-    async def subscribe(
-        self, interval: float, prefix: str, handler: BatchHandler, since: int | None = None
-    ) -> Subscription:
+    async def subscribe(self, interval: float, prefix: str, handler: BatchHandler) -> Subscription:
         """Subscribe; batches go to ``handler`` in the event loop, across reconnects."""
-        subscription = Subscription(interval, prefix, handler, revision=since)
-        future = self.send("subscribe", {"interval": interval, "prefix": prefix, "since": since})
+        subscription = Subscription(interval, prefix, handler)
+        future = self.send("subscribe", {"interval": interval, "prefix": prefix, "since": None})
         self._subscribing += 1
         try:
             reply = await future
@@ -411,7 +406,12 @@ class Connection:
         futures = [
             self._send(
                 "subscribe",
-                {"interval": sub.interval, "prefix": sub.prefix, "since": self._since(sub)},
+                {
+                    "interval": sub.interval,
+                    "prefix": sub.prefix,
+                    "since": sub.revision,
+                    "epoch": sub.epoch,
+                },
             )
             for sub in wanted
         ]
@@ -432,17 +432,10 @@ class Connection:
             else:  # dropped while we waited
                 self.send_and_forget("unsubscribe", {"sub": reply["sub"]})
 
-    def _since(self, subscription: Subscription) -> int | None:
-        """Resume from the last revision seen, if the server's history continues it."""
-        revision = subscription.revision
-        if revision is None or not self._history_continues or revision > self.server_revision:
-            return None
-        return revision
-
     def _deliver(self, subscription: Subscription, message: Message) -> None:
         revision = message.get("revision")
         if type(revision) is int:
-            subscription.revision = revision
+            subscription.revision, subscription.epoch = revision, self.epoch
         try:
             subscription.handler(message)
         except Exception:

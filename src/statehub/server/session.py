@@ -770,6 +770,13 @@ class Session:
         since = message.get("since")
         if since is not None and type(since) is not int:
             raise TypeError(f"subscribe: 'since' must be an int or None, got {_describe(since)}")
+        epoch = message.get("epoch")
+        if epoch is not None and type(epoch) is not str:
+            raise TypeError(f"subscribe: 'epoch' must be a str or None, got {_describe(epoch)}")
+        if epoch != self.hub.state.epoch:
+            # A revision of another history, or of none named (a number kept from an
+            # earlier connection): only a snapshot is exact.
+            since = None
         self.principal.require_some(Right.READ, "subscribe")
         sub = self._next_sub
         self._next_sub += 1

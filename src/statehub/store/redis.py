@@ -137,8 +137,13 @@ class RedisStore(Store):
         #: Lease and lock scripts, run in Redis in the order the requests came.
         self.ordered = OrderedScripts(self.async_client, self._unavailable)
         self.available = True
+        #: The epoch this server follows and the highest revision it saw in it: what
+        #: every script checks Redis against (``_epoch_claim``).
+        self._epoch = "-"
+        self._seen_revision = 0
         try:
             self._epoch, revision, content, facts = self._snapshot_sync()
+            self._seen_revision = revision
         except redis.RedisError as error:
             self.sync_client.close()
             raise StoreUnavailableError(
@@ -268,7 +273,7 @@ class RedisStore(Store):
         reply = await self.run_async(
             self._script_async(client, redis_scripts.EXPIRE)(
                 self.keys.expire,
-                [uuid.uuid4().hex, str(self.history_length), str(limit), encode_value("EXPIRY")],
+                [self._epoch_claim(), str(self.history_length), str(limit), encode_value("EXPIRY")],
             )
         )
         return limit if int(reply[3]) else len(reply[2])
@@ -288,7 +293,7 @@ class RedisStore(Store):
 
     def _release_bound_args(self, binding: bytes, *, prefix: bool) -> list[bytes | str]:
         return [
-            uuid.uuid4().hex,
+            self._epoch_claim(),
             str(self.history_length),
             binding,
             "1" if prefix else "0",
@@ -441,8 +446,7 @@ class RedisStore(Store):
         return _owner_bytes(owner), msgpack.packb(change, use_bin_type=False)
 
     def _commit_args(self, pairs: list[tuple[bytes, bytes]]) -> list[bytes | str]:
-        # A fresh candidate each time: a Redis that lost its data takes it as the new epoch.
-        args: list[bytes | str] = [uuid.uuid4().hex, str(self.history_length)]
+        args: list[bytes | str] = [self._epoch_claim(), str(self.history_length)]
         for owner, change in pairs:
             args += [owner, change]
         return args
@@ -466,6 +470,7 @@ class RedisStore(Store):
             current = {_key_str(flat[i]): int(flat[i + 1]) or None for i in range(0, len(flat), 2)}
             raise ConflictError.of(expect or {}, current)
         revision = int(result[1])
+        self._seen_revision = max(self._seen_revision, revision)
         if result[0] == b"ok":
             if len(result) > 2:  # removals of keys that held nothing were dropped
                 removals = {_key_str(key) for key in result[2]}
@@ -668,6 +673,7 @@ class RedisStore(Store):
                 continue  # committed here (or read already): no need to decode it
             if fields[b"e"].decode() != self._epoch:
                 return True  # the follower finds the new epoch
+            self._seen_revision = max(self._seen_revision, revision)
             keys, values, removed = msgpack.unpackb(fields[b"c"], raw=True)
             updates = {
                 _key_str(key): decode_value(value) for key, value in zip(keys, values, strict=True)
@@ -677,11 +683,11 @@ class RedisStore(Store):
 
     async def _check_epoch(self, client: redis.asyncio.Redis) -> None:
         reply = await self._script_async(client, redis_scripts.SNAPSHOT)(
-            self.keys.snapshot, [uuid.uuid4().hex, "0"]
+            self.keys.snapshot, [self._epoch_claim(), "0"]
         )
-        epoch, revision = reply[0].decode(), int(reply[1])
-        # A new epoch, or the same one rewound (restored from an older backup): start over.
-        if epoch != self._epoch or revision < self._feed.delivered_revision:
+        # A new epoch: Redis lost its data, or the script found it rewound below a
+        # revision this server saw (a failover, a restored backup) and started one.
+        if reply[0].decode() != self._epoch:
             self._restart_from(*await self._snapshot_async(client))
 
     def _restart_from(
@@ -697,19 +703,26 @@ class RedisStore(Store):
             revision,
             epoch,
         )
-        self._epoch = epoch
+        self._epoch, self._seen_revision = epoch, revision
         self._feed.history_lost(epoch, revision, content, facts)
         self._wake_applied()
 
+    def _epoch_claim(self) -> str:
+        """What every script checks Redis's history against (``redis_scripts._ENSURE_EPOCH``):
+        a fresh candidate epoch, the epoch this server follows, the highest revision it saw
+        in it. Redis behind that revision lost history this server (and maybe its clients)
+        saw, and the script starts a new epoch rather than hand out those numbers again."""
+        return f"{uuid.uuid4().hex} {self._epoch} {self._seen_revision}"
+
     def _snapshot_sync(self) -> tuple[str, int, dict[str, JsonValue], dict[str, KeyFacts]]:
-        reply = self._script(redis_scripts.SNAPSHOT)(self.keys.snapshot, [uuid.uuid4().hex, "1"])
+        reply = self._script(redis_scripts.SNAPSHOT)(self.keys.snapshot, [self._epoch_claim(), "1"])
         return _snapshot_from(reply)
 
     async def _snapshot_async(
         self, client: redis.asyncio.Redis
     ) -> tuple[str, int, dict[str, JsonValue], dict[str, KeyFacts]]:
         reply = await self._script_async(client, redis_scripts.SNAPSHOT)(
-            self.keys.snapshot, [uuid.uuid4().hex, "1"]
+            self.keys.snapshot, [self._epoch_claim(), "1"]
         )
         return _snapshot_from(reply)
 
