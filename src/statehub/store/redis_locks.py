@@ -20,8 +20,9 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+import msgpack
 import redis
 
 from statehub.core.acquisition import Acquisition
@@ -124,7 +125,7 @@ class RedisLockTable:
         return held, waiting
 
     def holdings(self) -> Awaitable[list[LockHolding]]:
-        """The keys held right now on any server; holders are Redis owner ids."""
+        """The keys held right now on any server, with the owners holding them."""
         asked = self._scripts.submit(redis_scripts.LIST_LOCKS, [], [self._base, self._prefix])
         return _mapped(asked, _holdings_from)
 
@@ -311,12 +312,19 @@ def _holdings_from(reply: list[Any]) -> list[LockHolding]:
         fields = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
         writer = fields.get(b"writer")
         if writer is not None:
-            held.append(LockHolding(key, "exclusive", (writer.decode(),), int(waiting)))
+            held.append(LockHolding(key, "exclusive", (_owner_of(writer),), int(waiting)))
             continue
-        readers = tuple(name.decode()[2:] for name in fields if name.startswith(b"r:"))
+        readers = tuple(_owner_of(name[2:]) for name in fields if name.startswith(b"r:"))
         if readers:
             held.append(LockHolding(key, "shared", readers, int(waiting)))
     return held
+
+
+def _owner_of(owner_id: bytes) -> Hashable:
+    """The owner a Redis owner id (``RedisLockTable._owner_id``) was made from: a session's
+    ``(session id, owner name)``, so that listings name the holder and see their own."""
+    _, _, encoded = owner_id.partition(b":")
+    return cast(Hashable, msgpack.unpackb(bytes.fromhex(encoded.decode()), use_list=False))
 
 
 def _mode(exclusive: bool) -> str:
