@@ -21,6 +21,8 @@ _LAZY: dict[str, str] = {
     "CommandRegistry": "statehub.core.commands",
     "ConflictError": "statehub.errors",
     "ConnectionLost": "statehub.client",
+    "LeaseLost": "statehub.client",
+    "LockLost": "statehub.client",
     "DataFileError": "statehub.store.errors",
     "DictionaryChange": "statehub.core.change",
     "DictionaryChangeBuffer": "statehub.core.buffers",
@@ -55,7 +57,14 @@ _LAZY: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
-    from statehub.client import AsyncClient, Client, ConnectionLost, StateChange
+    from statehub.client import (
+        AsyncClient,
+        Client,
+        ConnectionLost,
+        LeaseLost,
+        LockLost,
+        StateChange,
+    )
     from statehub.core.buffers import DictionaryChangeBuffer, DictionaryChangeMultiView
     from statehub.core.change import DictionaryChange
     from statehub.core.commands import CommandRegistration, CommandRegistry, CommandRoute
@@ -123,9 +132,11 @@ __all__ = [
     "JsonValue",
     "KeyVersion",
     "Lease",
+    "LeaseLost",
     "LimitExceeded",
     "LocalState",
     "LockFailed",
+    "LockLost",
     "LockNotOwnedError",
     "LockUpgradeError",
     "MemoryStore",

@@ -3,7 +3,7 @@
 from statehub.client.async_client import AsyncClient, ChangeStream
 from statehub.client.changes import StateChange
 from statehub.client.connection import DEFAULT_PORT
-from statehub.client.errors import ConnectionLost
+from statehub.client.errors import ConnectionLost, LeaseLost, LockLost
 from statehub.client.sync_client import Client
 from statehub.client.tls import ClientTls
 
@@ -14,5 +14,7 @@ __all__ = [
     "Client",
     "ClientTls",
     "ConnectionLost",
+    "LeaseLost",
+    "LockLost",
     "StateChange",
 ]

@@ -24,7 +24,7 @@ from typing import Any, TypeVar, overload
 from statehub.client.address import resolve_target
 from statehub.client.changes import CoalescingBuffer, StateChange
 from statehub.client.connection import Connection, Message, Subscription
-from statehub.client.errors import ConnectionLost
+from statehub.client.errors import ConnectionLost, LeaseLost, LockLost
 from statehub.client.listing import (
     LeaseInfo,
     LockInfo,
@@ -59,6 +59,8 @@ class HeldLock:
     exclusive: bool
     generation: int
     lost: bool = False
+    #: Why the server released it while the session lived on (``LockLost``), if it did.
+    swept: str = ""
 
 
 class ChangeStream:
@@ -210,6 +212,9 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         self._streams: weakref.WeakSet[ChangeStream] = weakref.WeakSet()
 
         self._leases: dict[str, float | None] = {}
+        #: Leases the server released while the session lived on, with why: the next
+        #: update touching one raises ``LeaseLost`` (taking the lease again forgets it).
+        self._swept_leases: dict[str, str] = {}
         self._held_locks: set[HeldLock] = set()
         self._task_owners: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = (
             weakref.WeakKeyDictionary()
@@ -230,6 +235,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
                     self.port,
                     on_lost=self._on_lost,
                     on_restored=self._on_restored,
+                    on_holds_lost=self._on_holds_lost,
                     **self._settings,
                 )
             await self._conn.connect()
@@ -309,6 +315,29 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             self._invoke(self.leases_lost, keys=leases)
         if locks:
             self._invoke(self.locks_lost, keys=locks)
+
+    def _on_holds_lost(self, lost: Message) -> None:
+        """The server released leases and locks of this live session (it was cut off from
+        the shared store and swept): stop believing in them, and say so."""
+        reason = str(lost.get("reason") or "released by the server")
+        leases = sorted(str(key) for key in lost.get("leases") or ())
+        for key in leases:
+            self._leases.pop(key, None)
+            self._swept_leases[key] = reason
+        named = {
+            (str(hold.get("key")), str(hold.get("owner")), bool(hold.get("exclusive")))
+            for hold in lost.get("locks") or ()
+            if isinstance(hold, dict)
+        }
+        locks = set()
+        for held in self._held_locks:
+            if not held.lost and (held.key, held.owner, held.exclusive) in named:
+                held.lost, held.swept = True, reason
+                locks.add(held.key)
+        if leases:
+            self._invoke(self.leases_lost, keys=leases)
+        if locks:
+            self._invoke(self.locks_lost, keys=sorted(locks))
 
     def _on_restored(self) -> None:
         self._invoke(self.reconnected)
@@ -498,6 +527,15 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             extra["ttl"] = checked_ttl(ttl, checked)
         if ephemeral:
             extra["ephemeral"] = sorted(checked_ephemeral(ephemeral, checked))
+        swept = sorted(key for key in (*checked, *removed) if key in self._swept_leases)
+        if swept:
+            reason = self._swept_leases[swept[0]]
+            for key in swept:
+                del self._swept_leases[key]
+            raise LeaseLost(
+                f"the lease on {', '.join(map(repr, swept))} was lost ({reason}): nothing was "
+                "applied; take the lease again before writing"
+            )
         reply = await self._request("update", updates=checked, removals=removed, **extra)
         revision: int = reply["revision"]
         return revision
@@ -598,8 +636,10 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             return False
         for key in release:
             self._leases.pop(key, None)
+            self._swept_leases.pop(key, None)
         for key, seconds in acquire.items():
             self._leases[key] = started + seconds
+            self._swept_leases.pop(key, None)
         return True
 
     async def list_leases(self) -> list[tuple[str, bool, float | None]]:
@@ -718,6 +758,8 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         self._held_locks.discard(held)
         conn = self._conn
         mode = "exclusive" if held.exclusive else "shared"
+        if held.swept:
+            raise LockLost(f"the {mode} lock on {held.key!r} was lost while held: {held.swept}")
         if held.lost or conn is None or conn.generation != held.generation:
             raise LockFailed(
                 f"the {mode} lock on {held.key!r} was lost while held: the connection to "

@@ -92,6 +92,7 @@ class Connection:
         backoff_max: float = 2.0,
         on_lost: Callable[[str], None] | None = None,
         on_restored: Callable[[], None] | None = None,
+        on_holds_lost: Callable[[Message], None] | None = None,
     ) -> None:
         self.address = address
         self.port = port
@@ -105,6 +106,7 @@ class Connection:
         self._backoff_max = backoff_max
         self._on_lost = on_lost
         self._on_restored = on_restored
+        self._on_holds_lost = on_holds_lost
 
         #: True while a session is open and requests may be sent.
         self.connected = False
@@ -477,7 +479,10 @@ class Connection:
             return
         sub_id = message.get("sub")
         if sub_id is None:
-            if "error" in message:  # an error the server could not pin on a request
+            lost = message.get("lost")
+            if isinstance(lost, dict) and self._on_holds_lost is not None:
+                self._on_holds_lost(lost)
+            elif "error" in message:  # an error the server could not pin on a request
                 logger.warning("statehub at %s reported: %r", self.target, message["error"])
             else:
                 logger.warning("ignoring a message with neither id nor sub: %r", message)

@@ -20,7 +20,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping
 from typing import Any, TypeVar
 
 from statehub.auth import Credentials, OpenAccess, Principal, Right, UnauthenticatedError
@@ -148,6 +148,19 @@ class Hub:
         for session in list(self.sessions):
             session.end()
 
+    def holds_lost(self, locks: Mapping[Hashable, list[tuple[str, bool]]]) -> None:
+        """The store's other servers released every lease and lock of this server's
+        sessions (``StateDictionary.holds_lost``): tell each session what it lost."""
+        by_session: dict[str, list[tuple[str, str, bool]]] = {}
+        for owner, holds in locks.items():
+            if isinstance(owner, tuple) and len(owner) == 2:  # (session id, name): _lock_args
+                session_id, name = owner
+                by_session.setdefault(session_id, []).extend(
+                    (key, name, exclusive) for key, exclusive in holds
+                )
+        for session in list(self.sessions):
+            session.holds_lost(by_session.get(session.id, []))
+
 
 class Session:
     """One connected client: its token, leases, read/write locks, subscriptions, requests."""
@@ -244,6 +257,19 @@ class Session:
     def end(self) -> None:
         """End the session once what is queued has been written (``next_frame`` -> None)."""
         self._outbox.close()
+
+    def holds_lost(self, locks: list[tuple[str, str, bool]]) -> None:
+        """Tell the client that its leases and ``locks`` (key, owner, exclusive) are gone:
+        the server was cut off from the shared store and the other servers released them.
+        Fencing tokens still protect resources; this lets the client stop believing."""
+        leases, self._leased = sorted(self._leased), {}
+        if not leases and not locks:
+            return
+        lost = [{"key": key, "owner": owner, "exclusive": excl} for key, owner, excl in locks]
+        reason = "this server was cut off from the shared store and its holds were released"
+        self._outbox.push(
+            encode_value({"lost": {"leases": leases, "locks": lost, "reason": reason}})
+        )
 
     def fail(self, error: ProtocolError) -> None:
         """The client sent an undecodable frame: end the session, reporting ``error``."""

@@ -141,6 +141,12 @@ class RedisStore(Store):
         #: every script checks Redis against (``_epoch_claim``).
         self._epoch = "-"
         self._seen_revision = 0
+        #: Until when (loop time) this server's liveness key surely lives, from the send
+        #: time of its last beat that Redis took: until then no other server can sweep it.
+        self._alive_until = 0.0
+        self._beaten = False
+        #: Called with ``swept=`` after the next beat that reaches Redis.
+        self._after_beat: list[Callable[[bool], None]] = []
         try:
             self._epoch, revision, content, facts = self._snapshot_sync()
             self._seen_revision = revision
@@ -736,14 +742,37 @@ class RedisStore(Store):
             except (redis.RedisError, OSError) as error:
                 logger.debug("liveness beat failed: %s", error)
 
+    def holds_trusted(self) -> bool:
+        """True while no other server can have swept this one (its liveness key surely
+        lives): a lock grant read now is still held. After a pause (SIGSTOP, a stalled
+        host) or a cut link this is False until the next beat says what happened."""
+        return asyncio.get_running_loop().time() < self._alive_until
+
+    def after_next_beat(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(swept)`` once the next beat has reached Redis: ``swept`` True if
+        the other servers released this server's leases and locks meanwhile."""
+        self._after_beat.append(callback)
+
     async def _beat(self, client: redis.asyncio.Redis) -> None:
         """Refresh this server's liveness key; release what dead servers' sessions held."""
         ttl_ms = int(self.liveness_ttl * 1000)
+        sent = asyncio.get_running_loop().time()
         async with client.pipeline(transaction=False) as pipe:
             pipe.set(self.keys.alive(self.server_id), "1", px=ttl_ms)
             pipe.sadd(self.keys.servers, self.server_id)
             pipe.smembers(self.keys.servers)
-            _, _, members = await pipe.execute()
+            _, added, members = await pipe.execute()
+        # The key lives a whole TTL from the SET; one heartbeat of margin for scheduling.
+        self._alive_until = sent + self.liveness_ttl - self.heartbeat
+        # The sweep (REAP_SERVER) takes a dead server out of the set: back in it means the
+        # others released everything this server's sessions held (or Redis lost its data).
+        swept = bool(added) and self._beaten
+        self._beaten = True
+        if swept:
+            self._holds_swept()
+        waiting, self._after_beat = self._after_beat, []
+        for callback in waiting:
+            callback(swept)
         for member in members:
             server = member.decode()
             if server == self.server_id:
@@ -756,6 +785,16 @@ class RedisStore(Store):
             )
             if swept:
                 logger.info("released %d leases and locks of dead server %s", swept, server)
+
+    def _holds_swept(self) -> None:
+        locks = self._lock_table.swept() if self._lock_table is not None else {}
+        logger.warning(
+            "this server was cut off from Redis at %s longer than the liveness TTL (%s s): the "
+            "other servers released its sessions' leases and locks; telling the sessions",
+            self.target.describe(),
+            self.liveness_ttl,
+        )
+        self._feed.holds_swept(locks)
 
     # -- helpers -------------------------------------------------------------------------
 
