@@ -275,7 +275,8 @@ def _position(op: Operation) -> int:
 
 
 def _name(op: Operation) -> str:
-    return f"{op.kind} of {op.key!r}={op.value!r} by {op.client} [{op.invoked:.3f}, {op.completed:.3f}]"
+    when = f"[{op.invoked:.3f}, {op.completed:.3f}]"
+    return f"{op.kind} of {op.key!r}={op.value!r} by {op.client} {when}"
 
 
 def _hashable(value: Any) -> Any:
