@@ -13,7 +13,7 @@ from statehub.bench.fleet import RedisProcess
 from statehub.core.change import DictionaryChange
 from statehub.core.state_dictionary import StateDictionary
 from statehub.errors import LockFailed, LockNotOwnedError, LockUpgradeError, ResourceLockedError
-from statehub.store.errors import StoreUnavailableError
+from statehub.store.errors import DurabilityError, StoreUnavailableError
 from statehub.store.redis import RedisStore
 from statehub.store.redis_connection import RedisTarget
 
@@ -369,3 +369,13 @@ def test_serve_refuses_a_bad_store_clearly(arguments: list[str], message: str) -
     )
     assert finished.returncode != 0
     assert message in finished.stderr
+
+
+async def test_a_primary_with_too_few_replicas_says_why_nothing_is_acknowledged(
+    redis_server: RedisProcess,
+) -> None:
+    # As after a failover with --replicas 1 and one replica: the new primary has none.
+    async with started_state(redis_server.url, replicas=1, replica_timeout=0.1) as state:
+        with pytest.raises(DurabilityError, match=r"0 replicas connected.*run at least 2"):
+            await state.update_state_async("w", change(x=1))
+        assert state.get("x") == 1  # committed on the primary all the same

@@ -508,6 +508,7 @@ class RedisStore(Store):
                     _settle(queued.committed, 0, failure)
                 continue
             short = self.replicas and reached < self.replicas
+            why = await self._replicas_connected(client) if short else ""
             for queued, result in zip(batch, results, strict=True):
                 try:
                     revision = self._deliver_commit(
@@ -521,9 +522,25 @@ class RedisStore(Store):
                     short_of = DurabilityError(
                         f"revision {revision} is committed on the Redis primary but reached "
                         f"{reached} of {self.replicas} replicas within {self.replica_timeout} "
-                        "s: a failover now could lose it"
+                        f"s: a failover now could lose it{why}"
                     )
                 self._when_applied(revision, queued.committed, short_of)
+
+    async def _replicas_connected(self, client: redis.asyncio.Redis) -> str:
+        """Why ``WAIT`` fell short, if it is that the primary has too few replicas: after
+        a failover the new primary has one replica fewer, and acknowledgements stop until
+        enough (re)connect; run at least ``replicas + 1`` replicas (docs/redis.md)."""
+        try:
+            connected = int((await client.info("replication")).get("connected_slaves", 0))
+        except (redis.RedisError, OSError):
+            return ""
+        if connected >= self.replicas:
+            return ""
+        return (
+            f" (the primary has {connected} replicas connected: acknowledgements resume once "
+            f"{self.replicas} are; run at least {self.replicas + 1} so that a failover "
+            "leaves enough)"
+        )
 
     async def _send_batch(
         self, client: redis.asyncio.Redis, pairs: list[tuple[bytes, bytes]]
