@@ -12,11 +12,15 @@ What is checked, and how:
   history is linearizable per key if that order agrees with real time: an operation
   that completed before another began has a position no greater (reads) or smaller
   (writes) than it. A write's position is the revision it was acknowledged with; a
-  read's is the revision of the value it returned (``mod_revision``). A read must also
-  return the value of the write with that revision, written by a write invoked before
-  the read completed (nothing from the future). Writes whose outcome is unknown (the
-  connection dropped) may or may not have happened; they constrain nothing, but a read
-  may name them.
+  read's is the revision of the value it returned (``mod_revision``). Writes are
+  checked across all servers (one Redis script orders them). Reads are checked against
+  the writes and reads made through the same server (``Operation.server``): a server
+  answers reads from its own copy, which may trail another server's writes by the
+  follow latency (docs/redis.md), but never its own acknowledged writes or earlier
+  reads. A read must also return the value of the write with that revision, written by
+  a write invoked before the read completed (nothing from the future). Writes whose
+  outcome is unknown (the connection dropped) may or may not have happened; they
+  constrain nothing, but a read may name them.
 - **Watch ordering and completeness.** A watcher's batch revisions only grow, within
   one epoch; each delta ``(previous, revision]`` holds every key that an acknowledged
   write changed in that range (a gap would miss one), including across reconnects (the
@@ -57,6 +61,8 @@ class Operation:
     #: (None: the key did not exist, or the outcome is not known).
     revision: int | None = None
     epoch: str = ""
+    #: The server it went through (reads are linearizable against that server's writes).
+    server: str = ""
 
 
 @dataclass(slots=True)
@@ -109,7 +115,8 @@ def check(history: History) -> list[str]:
 def check_linearizable(operations: list[Operation]) -> list[str]:
     problems: list[str] = []
     writes_by_value = {(op.key, _hashable(op.value)): op for op in operations if op.kind == "write"}
-    by_key: dict[tuple[str, str], list[Operation]] = defaultdict(list)
+    #: (epoch, key, server or None for the writes of every server) -> operations
+    by_key: dict[tuple[str, str, str | None], list[Operation]] = defaultdict(list)
     for op in operations:
         if op.outcome != OK:
             continue
@@ -127,14 +134,16 @@ def check_linearizable(operations: list[Operation]) -> list[str]:
                     f"{_name(op)} returned {op.value!r} at revision {op.revision}, but "
                     f"{_name(write)} was acknowledged with revision {write.revision}"
                 )
-        if op.kind == "write" or op.revision is not None or op.value is None:
-            by_key[(op.epoch, op.key)].append(op)
-    for ops in by_key.values():
-        problems += _real_time_order(ops)
+        if op.kind == "write":
+            by_key[(op.epoch, op.key, None)].append(op)
+        by_key[(op.epoch, op.key, op.server)].append(op)
+    for (_, _, server), ops in by_key.items():
+        # Write against write once (all servers); per server only what involves a read.
+        problems += _real_time_order(ops, reads_only=server is not None)
     return problems
 
 
-def _real_time_order(ops: list[Operation]) -> list[str]:
+def _real_time_order(ops: list[Operation], *, reads_only: bool) -> list[str]:
     """Each operation against the one of highest position among those that completed
     before it began (operations sorted by completion, with a running maximum)."""
     problems: list[str] = []
@@ -149,6 +158,8 @@ def _real_time_order(ops: list[Operation]) -> list[str]:
         if count == 0:
             continue
         highest = highest_so_far[count - 1]
+        if reads_only and later.kind == "write" and highest.kind == "write":
+            continue
         before, after = _position(highest), _position(later)
         # A write must come strictly after anything finished before it; a read may see
         # the very version an earlier operation wrote or read.
@@ -166,6 +177,7 @@ def check_watches(batches: list[Batch], operations: list[Operation]) -> list[str
         (op for op in operations if op.kind == "write" and op.outcome == OK),
         key=lambda op: op.revision or 0,
     )
+    known_revisions = [op.revision or 0 for op in known]
     by_watcher: dict[str, list[Batch]] = defaultdict(list)
     for batch in batches:
         by_watcher[batch.watcher].append(batch)
@@ -186,9 +198,10 @@ def check_watches(batches: list[Batch], operations: list[Operation]) -> list[str
                 )
             else:
                 changed = set(batch.updates) | set(batch.removals)
-                for op in known:
-                    inside = previous.revision < (op.revision or 0) <= batch.revision
-                    if inside and op.epoch == batch.epoch and op.key not in changed:
+                first = bisect.bisect_right(known_revisions, previous.revision)
+                last = bisect.bisect_right(known_revisions, batch.revision)
+                for op in known[first:last]:
+                    if op.epoch == batch.epoch and op.key not in changed:
                         problems.append(
                             f"watcher {watcher}: the delta ({previous.revision}, "
                             f"{batch.revision}] misses {_name(op)} (revision {op.revision}): "

@@ -19,8 +19,10 @@ def write(client: str, key: str, value: object, start: float, end: float, rev: i
     return Operation(client, "write", key, value, start, end, OK, rev, "e1")
 
 
-def read(client: str, key: str, value: object, start: float, end: float, rev: int) -> Operation:
-    return Operation(client, "read", key, value, start, end, OK, rev, "e1")
+def read(
+    client: str, key: str, value: object, start: float, end: float, rev: int, server: str = ""
+) -> Operation:
+    return Operation(client, "read", key, value, start, end, OK, rev, "e1", server)
 
 
 def batch(revision: int, updates: dict[str, object], *, snapshot: bool = False) -> Batch:
@@ -52,6 +54,19 @@ def test_a_stale_read_is_found() -> None:
     history.operations.append(read("d", "k", "a1", 3.1, 3.2, 1))  # b1 was done at 2.0
     (problem,) = check(history)
     assert "not linearizable" in problem and "'a1'" in problem
+
+
+def test_a_read_may_trail_another_servers_writes_but_not_its_own_servers() -> None:
+    history = consistent()
+    for op in history.operations:
+        op.server = "A"
+    history.operations.append(write("d", "k", "d1", 6.0, 6.1, 4))
+    history.operations[-1].server = "B"
+    history.operations.append(read("e", "k", "a2", 6.2, 6.3, 3, server="A"))  # B's copy leads
+    assert check(history) == []
+    history.operations.append(read("e", "k", "a2", 6.2, 6.3, 3, server="B"))
+    (problem,) = check(history)
+    assert "not linearizable" in problem and "by e" in problem
 
 
 def test_writes_ordered_against_real_time_are_found() -> None:

@@ -59,6 +59,9 @@ class HeldLock:
     exclusive: bool
     generation: int
     lost: bool = False
+    #: The grant's fencing token (``{"fence": n}`` in the lock reply), for a protected
+    #: resource to compare with the last one it accepted.
+    fence: int | None = None
     #: Why the server released it while the session lived on (``LockLost``), if it did.
     swept: str = ""
 
@@ -731,7 +734,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             raise LockFailed(f"cannot lock {key!r}: {error}") from error
         generation = conn.generation
         try:
-            await asyncio.shield(future)
+            reply = await asyncio.shield(future)
         except asyncio.CancelledError:
             # Leave the server's queue (a waiting writer would hold off new readers); if
             # the grant crossed the cancel on the wire, give the lock back once it lands.
@@ -747,7 +750,10 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             raise
         except ConnectionLost as error:
             raise LockFailed(f"cannot lock {key!r}: {error}") from error
-        held = HeldLock(key, owner, exclusive, generation)
+        fence = reply.get("fence")
+        held = HeldLock(
+            key, owner, exclusive, generation, fence=fence if type(fence) is int else None
+        )
         if conn.generation != generation or not conn.connected:
             held.lost = True
         self._held_locks.add(held)
