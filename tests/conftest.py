@@ -40,6 +40,7 @@ SYSTEM_TEST_MODULES = frozenset(
         "test_momotor",
         "test_durability_crash",
         "test_redis_sentinel",
+        "test_redis_sentinel_rollback",
         "test_redis_cluster",
         "test_redis_commands",
         "test_redis_fault_history",
