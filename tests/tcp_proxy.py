@@ -6,6 +6,7 @@ stall the bytes going through.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -55,18 +56,14 @@ class TcpProxy:
 
 
 def _pump(source: socket.socket, sink: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):  # either side closed: the pump ends
         while data := source.recv(65536):
             sink.sendall(data)
-    except OSError:
-        pass
     _close(source)
     _close(sink)
 
 
 def _close(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):  # already shut by the other side
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     sock.close()
