@@ -18,7 +18,7 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -225,6 +225,7 @@ async def run_with_faults(directory: Path, rounds: int) -> tuple[History, list[s
     """Run the workload through ``rounds`` of faults; the history and its violations."""
     cluster = Cluster(directory)
     recorder = Recorder(cluster)
+    stuck_calls: list[str] = []
     try:
         async with AsyncExitStack() as stack:
             clients: list[AsyncClient] = []
@@ -234,10 +235,10 @@ async def run_with_faults(directory: Path, rounds: int) -> tuple[History, list[s
                     clients.append(
                         await stack.enter_async_context(AsyncClient("127.0.0.1", port, name=name))
                     )
-            workers: list[Awaitable[Any]] = []
+            workers: list[asyncio.Task[None]] = []
             watchers: list[asyncio.Task[None]] = []
             copies: list[dict[str, Any]] = []
-            roles: dict[str, Callable[[AsyncClient, str], Awaitable[Any]]] = {
+            roles: dict[str, Callable[[AsyncClient, str], Coroutine[Any, Any, None]]] = {
                 "writer1": recorder.writer,
                 "writer2": recorder.writer,
                 "reader": recorder.reader,
@@ -251,10 +252,17 @@ async def run_with_faults(directory: Path, rounds: int) -> tuple[History, list[s
                     watcher = recorder.watcher(client, client.name, copies[-1])
                     watchers.append(asyncio.create_task(watcher))
                 else:
-                    workers.append(asyncio.create_task(roles[role](client, client.name)))
+                    work = roles[role](client, client.name)
+                    workers.append(asyncio.create_task(work, name=client.name))
             await _faults(cluster, rounds)
             recorder.stopping.set()
-            await asyncio.wait_for(asyncio.gather(*workers), SETTLE_S)
+            # A worker still in a call after SETTLE_S waits for an answer that never
+            # comes: a finding of its own, not a reason to hang the run.
+            _, stuck = await asyncio.wait(workers, timeout=SETTLE_S)
+            for worker in stuck:
+                worker.cancel()
+                stuck_calls.append(f"{worker.get_name()} got no answer within {SETTLE_S} s")
+            await asyncio.gather(*workers, return_exceptions=True)
             final = await _final_state(clients[0])
             for client in clients:  # the last reads: nothing acknowledged may be missing
                 for key in KEYS:
@@ -266,7 +274,7 @@ async def run_with_faults(directory: Path, rounds: int) -> tuple[History, list[s
             await asyncio.gather(*watchers, return_exceptions=True)
     finally:
         cluster.stop()
-    problems = check(recorder.history)
+    problems = [*stuck_calls, *check(recorder.history)]
     for server, copy in zip("AB", copies, strict=True):
         shown = {key: copy.get(key) for key in KEYS}
         if not converged:
