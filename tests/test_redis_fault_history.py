@@ -36,26 +36,37 @@ LEASE_S = 3.0
 #: Past the sweep: the liveness TTL (5 s) + one heartbeat, and some.
 PAUSE_S = 7.5
 SETTLE_S = 30.0
+#: More options for the statehub servers (``-v`` to see what one did when a run failed).
+SERVER_OPTIONS: list[str] = []
 
 
 class Cluster:
     """A redis-server and two statehub servers, each restartable on its port."""
 
     def __init__(self, directory: Path) -> None:
+        self.directory = directory
         self.redis: RedisProcess = start_redis(directory / "redis", aof_always=True)
         self.servers: list[subprocess.Popen[str]] = []
         self.ports: list[int] = []
+        self.starts = itertools.count()
         for _ in range(2):
-            process, port = start_statehub(self.redis.url)
+            process, port = self._start()
             self.servers.append(process)
             self.ports.append(port)
+
+    def _start(self, *arguments: str) -> tuple[subprocess.Popen[str], int]:
+        """A statehub server, its log in the test's directory (read it when a run fails)."""
+        with open(self.directory / f"statehub-{next(self.starts)}.log", "w") as log:
+            return start_statehub(
+                self.redis.url, "--no-http", *SERVER_OPTIONS, *arguments, stderr=log.fileno()
+            )
 
     def kill_server(self, index: int) -> None:
         self.servers[index].kill()
         self.servers[index].wait()
 
     def restart_server(self, index: int) -> None:
-        process, _ = start_statehub(self.redis.url, "--port", str(self.ports[index]))
+        process, _ = self._start("--port", str(self.ports[index]))
         self.servers[index] = process
 
     def pause_server(self, index: int, paused: bool) -> None:
@@ -254,6 +265,8 @@ async def run_with_faults(directory: Path, rounds: int) -> tuple[History, list[s
                 else:
                     work = roles[role](client, client.name)
                     workers.append(asyncio.create_task(work, name=client.name))
+            # If the run fails half-way, no task may outlive it (on clients being closed).
+            stack.push_async_callback(_cancel_all, [*workers, *watchers])
             await _faults(cluster, rounds)
             recorder.stopping.set()
             # A worker still in a call after SETTLE_S waits for an answer that never
@@ -269,9 +282,6 @@ async def run_with_faults(directory: Path, rounds: int) -> tuple[History, list[s
                     await recorder.read(client, f"final@{client.name}", key)
             # Every watcher comes to the state as it is (a missed change would stay missed).
             converged = await _converge(copies, final)
-            for watcher in watchers:
-                watcher.cancel()
-            await asyncio.gather(*watchers, return_exceptions=True)
     finally:
         cluster.stop()
     problems = [*stuck_calls, *check(recorder.history)]
@@ -289,6 +299,12 @@ async def _converge(copies: list[dict[str, Any]], final: dict[str, Any]) -> bool
             return False
         await asyncio.sleep(0.05)
     return True
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _server(name: str) -> str:
