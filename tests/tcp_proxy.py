@@ -13,7 +13,8 @@ import threading
 
 class TcpProxy:
     """Forwards connections to 127.0.0.1:``target_port`` from ``self.port``; ``cut()``
-    closes them and refuses new ones (the far side sees the peer vanish)."""
+    closes them and refuses new ones (the far side sees the peer vanish) until
+    ``restore()``."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -30,6 +31,11 @@ class TcpProxy:
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
             _close(sock)
+
+    def restore(self) -> None:
+        """Let connections through again (the programs reconnect by themselves)."""
+        with self._lock:
+            self._cut = False
 
     def close(self) -> None:
         self.cut()

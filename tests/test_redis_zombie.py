@@ -20,6 +20,7 @@ import pytest
 from statehub import LeaseLost, LockFailed, LockLost
 from statehub.bench.fleet import start_redis, start_statehub, stop
 from statehub.client import AsyncClient
+from tcp_proxy import TcpProxy
 
 DEADLINE_S = 30.0
 
@@ -92,3 +93,42 @@ async def _wait_for_waiters(client: AsyncClient, key: str, count: int) -> None:
             return
         assert asyncio.get_running_loop().time() < deadline, waiting
         await asyncio.sleep(0.05)
+
+
+async def test_a_server_whose_redis_link_was_cut_past_the_sweep_tells_its_clients(
+    tmp_path: Path,
+) -> None:
+    redis_process = start_redis(tmp_path / "redis")
+    proxy = TcpProxy(redis_process.port)  # server A reaches Redis only through it
+    processes: list[Any] = [redis_process.process]
+    try:
+        server_a, port_a = start_statehub(f"redis://127.0.0.1:{proxy.port}/0")
+        processes.append(server_a)
+        server_b, port_b = start_statehub(redis_process.url)
+        processes.append(server_b)
+        async with (
+            AsyncClient("127.0.0.1", port_a, name="holder-on-a") as holder,
+            AsyncClient("127.0.0.1", port_b, name="other-on-b") as other,
+        ):
+            lost: dict[str, list[str]] = {}
+            holder.leases_lost.add_callback(lambda keys: lost.setdefault("leases", keys))
+            holder.locks_lost.add_callback(lambda keys: lost.setdefault("locks", keys))
+            assert await holder.attempt_update_locks({"leased": 60})
+            held = await holder.acquire_lock("door", holder.new_owner("test"))
+
+            proxy.cut()
+            taken = await other.acquire_lock("door", other.new_owner("test"), timeout=DEADLINE_S)
+            assert held.fence is not None and taken.fence is not None
+            assert taken.fence > held.fence  # the resource can tell the holders apart
+            proxy.restore()
+
+            await _until(lambda: "locks" in lost and "leases" in lost)
+            assert lost == {"leases": ["leased"], "locks": ["door"]}
+            with pytest.raises(LockLost, match="door"):
+                await holder.release_lock(held)
+            with pytest.raises(LeaseLost, match="leased"):
+                await holder.set("leased", "through a lease it lost")
+    finally:
+        proxy.close()
+        for process in reversed(processes):
+            stop(process)
