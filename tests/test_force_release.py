@@ -14,7 +14,7 @@ from auth_support import auth_server, session_as
 from client_servers import threaded_server
 from statehub import AsyncClient, Client
 from statehub.cli import main
-from statehub.errors import LockFailedError
+from statehub.errors import LockFailedError, LockLostError
 from statehub.serving.state_server import StateServer
 from test_server_support import DEADLINE, RemoteError, eventually
 
@@ -106,12 +106,11 @@ async def test_only_the_admin_right_force_unlock_may_force_release(tmp_path: Pat
         reply = await ada.request("force_release", kind="lock", key="locks/w/1")
 
         assert reply["released"][0]["told"] is True
-        taken = await asyncio.wait_for(walt.unmatched.get(), DEADLINE)
-        assert taken["taken"] == {
-            "kind": "lock",
-            "key": "locks/w/1",
-            "owner": "",
-            "by": "tests (ada)",
+        told = await asyncio.wait_for(walt.unmatched.get(), DEADLINE)
+        assert told["lost"] == {
+            "leases": [],
+            "locks": [{"key": "locks/w/1", "owner": "", "exclusive": True}],
+            "reason": "force-released by tests (ada)",
         }
         assert server.locks.holdings() == []
 
@@ -147,7 +146,7 @@ def test_the_cli_force_releases_a_lock_and_a_lease(threaded: StateServer) -> Non
     assert refused.exit_code == 1 and "no one holds the lock on 'lab.pump'" in refused.output
 
 
-async def test_over_redis_a_lease_of_another_server_goes_and_a_lock_is_refused_saying_why(
+async def test_over_redis_a_lease_of_another_server_goes_and_a_lock_holder_is_told(
     tmp_path: Path,
 ) -> None:
     from test_redis_commands import two_servers
@@ -162,6 +161,9 @@ async def test_over_redis_a_lease_of_another_server_goes_and_a_lock_is_refused_s
         # Server B cannot reach A's session to tell it: the reply says so.
         assert [(r["session"], r["told"]) for r in released] == [("", False)]
         assert [lease.key for lease in await holder.leases()] == []
-        async with holder.get_lock("lab.pump"):
-            with pytest.raises(ValueError, match=r"shared by servers \(Redis\)"):
-                await holder.force_release("lock", "lab.pump")
+        taken = pytest.raises(LockLostError, match=r"force-released by on-a \(anyone\)")
+        with taken:
+            async with holder.get_lock("lab.pump"):
+                released = await holder.force_release("lock", "lab.pump")
+                assert [(r["owner"], r["told"]) for r in released] == [("on-a", True)]
+        assert await admin.locks() == []

@@ -174,7 +174,7 @@ async def test_a_client_moving_to_another_server_resumes_without_a_gap(
             await writer.set(f"t3/{n}", n)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{a_port}") as channel:
             session = RawSession(channel)
-            await session.hello()
+            epoch = (await session.hello())["epoch"]
             sub = await session.subscribe(prefix="t3/")
             batch = await session.next_batch(sub)
             seen_revision = batch["revision"]
@@ -187,7 +187,7 @@ async def test_a_client_moving_to_another_server_resumes_without_a_gap(
         async with grpc.aio.insecure_channel(f"127.0.0.1:{b_port}") as channel:
             session = RawSession(channel)
             await session.hello()
-            sub = await session.subscribe(prefix="t3/", since=seen_revision)
+            sub = await session.subscribe(prefix="t3/", since=seen_revision, epoch=epoch)
             while content != expected:
                 batch = await session.next_batch(sub)
                 assert batch["snapshot"] is False  # B knew the missed revisions: a delta

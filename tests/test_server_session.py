@@ -127,19 +127,33 @@ async def test_since_resumes_with_only_what_changed() -> None:
         await session.request("update", updates={"a": 1, "b": 1, "c": 1})
         seen = (await session.request("update", updates={"a": 2}))["revision"]
         await session.request("update", updates={"b": 2}, removals=["c"])
-        sub = await session.subscribe(since=seen)
+        epoch = server.state.epoch
+        sub = await session.subscribe(since=seen, epoch=epoch)
         delta = await session.next_batch(sub)
         assert delta["snapshot"] is False
         assert delta["updates"] == {"b": 2} and delta["removals"] == ["c"]
         assert delta["revision"] == server.state.revision
 
-        current = await session.subscribe(since=server.state.revision)
+        current = await session.subscribe(since=server.state.revision, epoch=epoch)
         nothing_new = await session.next_batch(current)
         assert nothing_new["snapshot"] is False and nothing_new["updates"] == {}
 
-        future = await session.subscribe(since=server.state.revision + 100)
+        future = await session.subscribe(since=server.state.revision + 100, epoch=epoch)
         snapshot = await session.next_batch(future)
         assert snapshot["snapshot"] is True and snapshot["updates"] == {"a": 2, "b": 2}
+
+
+@pytest.mark.parametrize("epoch", [None, "an-epoch-of-another-history"])
+async def test_a_since_of_another_epoch_or_of_none_named_gets_a_snapshot(
+    epoch: str | None,
+) -> None:
+    async with running_server() as server, connected(server) as session:
+        await session.request("update", updates={"a": 1, "b": 1})
+        seen = (await session.request("update", updates={"a": 2}))["revision"]
+        await session.request("update", updates={"b": 2})
+        sub = await session.subscribe(since=seen, epoch=epoch)
+        batch = await session.next_batch(sub)
+        assert batch["snapshot"] is True and batch["updates"] == {"a": 2, "b": 2}
 
 
 async def test_unsubscribe_stops_batches() -> None:
@@ -357,6 +371,7 @@ async def test_command_errors_have_their_status_and_the_server_keeps_serving() -
         ("subscribe", {"interval": -1}, "INVALID_ARGUMENT", ValueError, "interval"),
         ("subscribe", {"interval": math.nan}, "INVALID_ARGUMENT", ValueError, "interval"),
         ("subscribe", {"since": "3"}, "INVALID_ARGUMENT", TypeError, "since"),
+        ("subscribe", {"since": 3, "epoch": 3}, "INVALID_ARGUMENT", TypeError, "epoch"),
         ("lock", {"key": "k", "timeout": -1}, "INVALID_ARGUMENT", ValueError, "timeout"),
         ("lock", {"key": 3}, "INVALID_ARGUMENT", TypeError, "keys must be str"),
         ("get", {"keys": "k"}, "INVALID_ARGUMENT", TypeError, "'keys' must be a list"),

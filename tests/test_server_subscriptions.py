@@ -76,7 +76,7 @@ async def test_subscribers_in_one_group_each_get_their_own_semantics(
         a_one = await one.subscribe(prefix="a/")
         everything_one = await one.subscribe()
         a_two = await two.subscribe(prefix="a/")
-        a_since = await two.subscribe(prefix="a/", since=first)
+        a_since = await two.subscribe(prefix="a/", since=first, epoch=server.state.epoch)
         a_paced = await two.subscribe(prefix="a/", interval=0.2)
         for session, sub in ((one, a_one), (two, a_two)):
             snapshot = await session.next_batch(sub)
@@ -305,6 +305,7 @@ async def _run(operations: list[tuple[Any, ...]], max_queued: int) -> None:
                         "op": "subscribe",
                         "prefix": prefix,
                         "since": since,
+                        "epoch": hub.state.epoch,
                         "interval": interval,
                     }
                     request_id = await client.send(request)

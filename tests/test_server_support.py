@@ -155,9 +155,15 @@ class RawSession:
         return await asyncio.wait_for(self.batches[sub].get(), timeout)
 
     async def subscribe(
-        self, interval: float = 0.0, prefix: str = "", since: int | None = None
+        self,
+        interval: float = 0.0,
+        prefix: str = "",
+        since: int | None = None,
+        epoch: str | None = None,
     ) -> int:
-        reply = await self.request("subscribe", interval=interval, prefix=prefix, since=since)
+        reply = await self.request(
+            "subscribe", interval=interval, prefix=prefix, since=since, epoch=epoch
+        )
         return int(reply["sub"])
 
     async def close(self) -> None:

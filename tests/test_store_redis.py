@@ -12,6 +12,7 @@ from redis_support import FAST_LIVENESS, redis_server, started_state, until, unt
 from statehub.bench.fleet import RedisProcess
 from statehub.core.change import DictionaryChange
 from statehub.errors import (
+    DurabilityError,
     LockFailedError,
     LockNotOwnedError,
     LockUpgradeError,
@@ -376,3 +377,13 @@ def test_serve_refuses_a_bad_store_clearly(arguments: list[str], message: str) -
     )
     assert finished.returncode != 0
     assert message in finished.stderr
+
+
+async def test_a_primary_with_too_few_replicas_says_why_nothing_is_acknowledged(
+    redis_server: RedisProcess,
+) -> None:
+    # As after a failover with --replicas 1 and one replica: the new primary has none.
+    async with started_state(redis_server.url, replicas=1, replica_timeout=0.1) as state:
+        with pytest.raises(DurabilityError, match=r"0 replicas connected.*run at least 2"):
+            await state.update_state_async("w", change(x=1))
+        assert state.get("x") == 1  # committed on the primary all the same

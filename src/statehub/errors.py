@@ -165,6 +165,24 @@ class ConnectionLostError(StatehubError, ConnectionError):
     """
 
 
+class LeaseLostError(StatehubError):
+    """The server took a lease of this live session away: an admin force-released it, or
+    the server was cut off from the shared store (Redis) longer than the other servers
+    wait and they released it. Raised by the next ``update`` that touches such a key, with
+    nothing applied (take the lease again first); the ``leases_lost`` event names the keys
+    as soon as the client knows.
+    """
+
+
+class LockLostError(LockFailedError):
+    """A read/write lock this client held was taken away while its session lived on (an
+    admin force-released it, or its server was cut off from Redis and swept). Raised when
+    the lock block ends (or by ``release_lock``); the ``locks_lost`` event names the keys
+    at once. Whatever the lock protected may have been changed by the next holder
+    meanwhile: fencing tokens let a resource refuse the older holder.
+    """
+
+
 #: The names before 0.2 -> their names now. Deprecated (docs/versioning.md): a former
 #: name is its new class, so ``except LockFailed`` still catches what is raised, and using
 #: one warns. They go in 0.3.

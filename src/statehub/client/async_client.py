@@ -42,7 +42,14 @@ from statehub.core.pacing import check_interval
 from statehub.core.rwlock import StateABC
 from statehub.core.values import JsonValue, check_key, checked_copy
 from statehub.endpoints.remote import AsyncEndpointCalls
-from statehub.errors import ConflictError, ConnectionLostError, LockFailedError, ResourceLockedError
+from statehub.errors import (
+    ConflictError,
+    ConnectionLostError,
+    LeaseLostError,
+    LockFailedError,
+    LockLostError,
+    ResourceLockedError,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,8 +66,12 @@ class HeldLock:
     exclusive: bool
     generation: int
     lost: bool = False
-    #: Why it was lost, when it was not the connection (an admin force-released it).
-    taken_by: str = ""
+    #: The grant's fencing token (``{"fence": n}`` in the lock reply), for a protected
+    #: resource to compare with the last one it accepted.
+    fence: int | None = None
+    #: Why the server took it away while the session lived on (``LockLostError``): an
+    #: admin's force release or a sweep of its cut-off server; "" while it was not.
+    taken_because: str = ""
 
 
 class ChangeStream:
@@ -207,6 +218,9 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         self._streams: weakref.WeakSet[ChangeStream] = weakref.WeakSet()
 
         self._leases: dict[str, float | None] = {}
+        #: Leases the server released while the session lived on, with why: the next
+        #: update touching one raises ``LeaseLostError`` (taking the lease again forgets it).
+        self._leases_taken: dict[str, str] = {}
         self._held_locks: set[HeldLock] = set()
         self._task_owners: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = (
             weakref.WeakKeyDictionary()
@@ -227,7 +241,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
                     self.port,
                     on_lost=self._on_lost,
                     on_restored=self._on_restored,
-                    on_taken=self._on_taken,
+                    on_holds_lost=self._on_holds_lost,
                     **self._settings,
                 )
             await self._conn.connect()
@@ -309,18 +323,29 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         if locks:
             self._invoke(self.locks_lost, keys=locks)
 
-    def _on_taken(self, taken: dict[str, Any]) -> None:
-        """An admin force-released one of this session's holds: the hold is lost."""
-        key, by = taken.get("key"), str(taken.get("by", ""))
-        logger.warning("the %s on %r was force-released by %s", taken.get("kind"), key, by)
-        if taken.get("kind") == "lease":
-            self._leases.pop(str(key), None)
-            self._invoke(self.leases_lost, keys=[key])
-            return
+    def _on_holds_lost(self, lost: Message) -> None:
+        """The server took leases and locks of this live session away (an admin force-released
+        them, or the server was cut off from the shared store and swept): stop believing in
+        them, and say so."""
+        reason = str(lost.get("reason") or "released by the server")
+        leases = sorted(str(key) for key in lost.get("leases") or ())
+        for key in leases:
+            self._leases.pop(key, None)
+            self._leases_taken[key] = reason
+        named = {
+            (str(hold.get("key")), str(hold.get("owner")), bool(hold.get("exclusive")))
+            for hold in lost.get("locks") or ()
+            if isinstance(hold, dict)
+        }
+        locks = set()
         for held in self._held_locks:
-            if held.key == key and held.owner == taken.get("owner"):
-                held.lost, held.taken_by = True, by
-        self._invoke(self.locks_lost, keys=[key])
+            if not held.lost and (held.key, held.owner, held.exclusive) in named:
+                held.lost, held.taken_because = True, reason
+                locks.add(held.key)
+        if leases:
+            self._invoke(self.leases_lost, keys=leases)
+        if locks:
+            self._invoke(self.locks_lost, keys=sorted(locks))
 
     def _on_restored(self) -> None:
         self._invoke(self.reconnected)
@@ -514,6 +539,15 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             extra["ttl"] = checked_ttl(ttl, checked)
         if ephemeral:
             extra["ephemeral"] = sorted(checked_ephemeral(ephemeral, checked))
+        swept = sorted(key for key in (*checked, *removed) if key in self._leases_taken)
+        if swept:
+            reason = self._leases_taken[swept[0]]
+            for key in swept:
+                del self._leases_taken[key]
+            raise LeaseLostError(
+                f"the lease on {', '.join(map(repr, swept))} was lost ({reason}): nothing was "
+                "applied; take the lease again before writing"
+            )
         reply = await self._request("update", updates=checked, removals=removed, **extra)
         revision: int = reply["revision"]
         return revision
@@ -574,8 +608,10 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             return False
         for key in release:
             self._leases.pop(key, None)
+            self._leases_taken.pop(key, None)
         for key, seconds in acquire.items():
             self._leases[key] = started + seconds
+            self._leases_taken.pop(key, None)
         return True
 
     async def leases(self) -> list[LeaseInfo]:
@@ -679,7 +715,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             raise LockFailedError(f"cannot lock {key!r}: {error}") from error
         generation = conn.generation
         try:
-            await asyncio.shield(future)
+            reply = await asyncio.shield(future)
         except asyncio.CancelledError:
             # Leave the server's queue (a waiting writer would hold off new readers); if
             # the grant crossed the cancel on the wire, give the lock back once it lands.
@@ -695,7 +731,10 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             raise
         except ConnectionLostError as error:
             raise LockFailedError(f"cannot lock {key!r}: {error}") from error
-        held = HeldLock(key, owner, exclusive, generation)
+        fence = reply.get("fence")
+        held = HeldLock(
+            key, owner, exclusive, generation, fence=fence if type(fence) is int else None
+        )
         if conn.generation != generation or not conn.connected:
             held.lost = True
         self._held_locks.add(held)
@@ -706,9 +745,9 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         self._held_locks.discard(held)
         conn = self._conn
         mode = "exclusive" if held.exclusive else "shared"
-        if held.taken_by:
-            raise LockFailedError(
-                f"the {mode} lock on {held.key!r} was force-released by {held.taken_by}"
+        if held.taken_because:
+            raise LockLostError(
+                f"the {mode} lock on {held.key!r} was lost while held: {held.taken_because}"
             )
         if held.lost or conn is None or conn.generation != held.generation:
             raise LockFailedError(

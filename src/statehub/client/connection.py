@@ -45,8 +45,11 @@ class Subscription:
     interval: float
     prefix: str
     handler: BatchHandler
-    #: The last revision a batch of this subscription carried (None before the first).
+    #: The last revision a batch of this subscription carried (None before the first),
+    #: and the epoch (history) it counts in: a resume names both, and the server sends a
+    #: snapshot unless that history is its own and still holds the revision.
     revision: int | None = None
+    epoch: object = None
     #: The server's id for it on the current session (None while not subscribed).
     sub_id: int | None = None
 
@@ -61,9 +64,10 @@ class Connection:
     """The session stream, its reconnects, and requests matched to replies by id.
 
     ``on_lost(reason)`` is called when a live session ends unexpectedly and
-    ``on_restored()`` when a new session is open and resubscribed; ``on_taken(taken)``
-    when an admin force-released a lock or lease of this session (``taken``: kind, key,
-    owner, by). All run in the event loop and must not block.
+    ``on_restored()`` when a new session is open and resubscribed; ``on_holds_lost(lost)``
+    when the server took leases or locks of this live session away (``lost``: leases,
+    locks, reason; an admin's force release, or a sweep of a cut-off server). All run in
+    the event loop and must not block.
     """
 
     def __init__(
@@ -81,7 +85,7 @@ class Connection:
         backoff_max: float = 2.0,
         on_lost: Callable[[str], None] | None = None,
         on_restored: Callable[[], None] | None = None,
-        on_taken: Callable[[dict[str, Any]], None] | None = None,
+        on_holds_lost: Callable[[Message], None] | None = None,
     ) -> None:
         self.address = address
         self.port = port
@@ -95,7 +99,7 @@ class Connection:
         self._backoff_max = backoff_max
         self._on_lost = on_lost
         self._on_restored = on_restored
-        self._on_taken = on_taken
+        self._on_holds_lost = on_holds_lost
 
         #: True while a session is open and requests may be sent.
         self.connected = False
@@ -103,10 +107,8 @@ class Connection:
         self.generation = 0
         self.session: str | None = None
         self.token: str | None = None
-        #: The server's revision when the session opened, and its history's id (if sent).
-        self.server_revision = 0
+        #: The id of the server's history (the epoch revisions count in), from hello.
         self.epoch: object = None
-        self._history_continues = True
         self.keepalive_s = 15.0
         self.max_message_bytes = _DEFAULT_MAX_MESSAGE_BYTES
         #: Why the last session ended ("" if none ended).
@@ -237,11 +239,7 @@ class Connection:
             if "error" in message:
                 raise error_from_wire(message["error"])
             reply = message.get("ok") or {}
-            # Revisions only mean something within one history (epoch): a server of
-            # another epoch (a restarted in-memory server) gets fresh subscriptions.
-            previous_epoch, self.epoch = self.epoch, reply.get("epoch")
-            self.server_revision = int(reply.get("revision") or 0)
-            self._history_continues = self.generation == 0 or self.epoch == previous_epoch
+            self.epoch = reply.get("epoch")
             self.session = reply.get("session")
             self.token = reply.get("token")
             self.keepalive_s = float(reply.get("keepalive_s") or 15.0)
@@ -374,12 +372,10 @@ class Connection:
 
     # -- subscriptions -------------------------------------------------------------
 
-    async def subscribe(
-        self, interval: float, prefix: str, handler: BatchHandler, since: int | None = None
-    ) -> Subscription:
+    async def subscribe(self, interval: float, prefix: str, handler: BatchHandler) -> Subscription:
         """Subscribe; batches go to ``handler`` in the event loop, across reconnects."""
-        subscription = Subscription(interval, prefix, handler, revision=since)
-        future = self.send("subscribe", {"interval": interval, "prefix": prefix, "since": since})
+        subscription = Subscription(interval, prefix, handler)
+        future = self.send("subscribe", {"interval": interval, "prefix": prefix, "since": None})
         self._subscribing += 1
         try:
             reply = await future
@@ -413,7 +409,12 @@ class Connection:
         futures = [
             self._send(
                 "subscribe",
-                {"interval": sub.interval, "prefix": sub.prefix, "since": self._since(sub)},
+                {
+                    "interval": sub.interval,
+                    "prefix": sub.prefix,
+                    "since": sub.revision,
+                    "epoch": sub.epoch,
+                },
             )
             for sub in wanted
         ]
@@ -434,17 +435,10 @@ class Connection:
             else:  # dropped while we waited
                 self.send_and_forget("unsubscribe", {"sub": reply["sub"]})
 
-    def _since(self, subscription: Subscription) -> int | None:
-        """Resume from the last revision seen, if the server's history continues it."""
-        revision = subscription.revision
-        if revision is None or not self._history_continues or revision > self.server_revision:
-            return None
-        return revision
-
     def _deliver(self, subscription: Subscription, message: Message) -> None:
         revision = message.get("revision")
         if type(revision) is int:
-            subscription.revision = revision
+            subscription.revision, subscription.epoch = revision, self.epoch
         try:
             subscription.handler(message)
         except Exception:
@@ -487,10 +481,9 @@ class Connection:
             return
         sub_id = message.get("sub")
         if sub_id is None:
-            taken = message.get("taken")
-            if isinstance(taken, dict):
-                if self._on_taken is not None:
-                    self._on_taken(taken)
+            lost = message.get("lost")
+            if isinstance(lost, dict) and self._on_holds_lost is not None:
+                self._on_holds_lost(lost)
             elif "error" in message:  # an error the server could not pin on a request
                 logger.warning("statehub at %s reported: %r", self.target, message["error"])
             else:

@@ -2,18 +2,17 @@
 
 An operator needs this when a holder hangs without dying (its session stays open, so
 nothing releases what it holds). Taking a hold away silently would let the holder carry
-on as if it still held it, so the holder's session is told: it gets an unsolicited
-``{"taken": {"kind", "key", "owner", "by"}}`` message, and statehub's clients mark the
-hold lost (``locks_lost`` / ``leases_lost``; a lock block then ends with ``LockFailedError``).
+on as if it still held it, so the holder's session is told, with the same ``lost`` message
+a swept server's sessions get (``Session.tell_lost``), and statehub's clients mark the
+hold lost (``locks_lost`` / ``leases_lost``; a lock block then ends with ``LockLostError``).
 
 Only holders that are sessions of this server can be told; the reply says, per holder,
-whether it was. A lock table shared by servers (Redis) names its holders by server, so
-there a lock cannot be force-released yet: refused, naming why.
+whether it was (over Redis, a holder on another server is released but not told).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from statehub.core.rwlock import LockHolding, LockTable
@@ -30,7 +29,9 @@ class Holder(Protocol):
     id: str
     token: str | None
 
-    def tell(self, message: dict[str, Any]) -> None: ...
+    def tell_lost(
+        self, leases: Iterable[str], locks: Iterable[tuple[str, str, bool]], reason: str
+    ) -> None: ...
 
 
 async def force_release_lock(
@@ -38,8 +39,7 @@ async def force_release_lock(
 ) -> list[dict[str, Any]]:
     """Release every hold of the lock on ``key``; tell each holding session.
 
-    Raises ``KeyError`` if no one holds it, ``ValueError`` for a holder this server cannot
-    name (a lock table shared by servers). Waiters stay queued and get the lock next.
+    Raises ``KeyError`` if no one holds it. Waiters stay queued and get the lock next.
     """
     holdings = locks.holdings()
     listed = holdings if isinstance(holdings, list) else await holdings
@@ -47,19 +47,15 @@ async def force_release_lock(
     by_id = {session.id: session for session in sessions}
     released = []
     for owner in holding.holders:
-        if not (isinstance(owner, tuple) and len(owner) == 2):
-            raise ValueError(
-                f"force_release: the lock on {key!r} is held through a lock table shared by "
-                "servers (Redis), which does not name its holders' sessions; only the holder "
-                "can release it"
-            )
-        session_id, name = owner
+        # (session id, name): a session's or a Momotor call's owner; over Redis it may be a
+        # session of another server, which this one cannot tell.
+        session_id, name = owner if isinstance(owner, tuple) and len(owner) == 2 else ("", "")
         releasing = locks.release(key, owner, exclusive=holding.mode == "exclusive")
         if releasing is not None:
             await releasing
         holder = by_id.get(session_id)
         if holder is not None:
-            holder.tell(_taken("lock", key, name, by))
+            holder.tell_lost((), [(key, name, holding.mode == "exclusive")], _taken_by(by))
         released.append({"session": session_id, "owner": name, "told": holder is not None})
     return released
 
@@ -79,7 +75,7 @@ async def force_release_lease(
         await changing
     holder = next((session for session in sessions if session.token == lease.owner), None)
     if holder is not None:
-        holder.tell(_taken("lease", key, "", by))
+        holder.tell_lost([key], (), _taken_by(by))
     return [{"session": holder.id if holder else "", "owner": "", "told": holder is not None}]
 
 
@@ -97,5 +93,5 @@ def _lease_of(leases: list[Lease], key: str) -> Lease:
     raise KeyError(f"force_release: {key!r} is not leased")
 
 
-def _taken(kind: str, key: str, owner: Hashable, by: str) -> dict[str, Any]:
-    return {"taken": {"kind": kind, "key": key, "owner": owner, "by": by}}
+def _taken_by(by: str) -> str:
+    return f"force-released by {by}"

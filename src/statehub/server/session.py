@@ -20,7 +20,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from statehub.auth import Credentials, OpenAccess, Principal, Right, UnauthenticatedError
@@ -150,6 +150,19 @@ class Hub:
         for session in list(self.sessions):
             session.end()
 
+    def holds_lost(self, locks: Mapping[Hashable, list[tuple[str, bool]]]) -> None:
+        """The store's other servers released every lease and lock of this server's
+        sessions (``StateDictionary.holds_lost``): tell each session what it lost."""
+        by_session: dict[str, list[tuple[str, str, bool]]] = {}
+        for owner, holds in locks.items():
+            if isinstance(owner, tuple) and len(owner) == 2:  # (session id, name): _lock_args
+                session_id, name = owner
+                by_session.setdefault(session_id, []).extend(
+                    (key, name, exclusive) for key, exclusive in holds
+                )
+        for session in list(self.sessions):
+            session.holds_lost(by_session.get(session.id, []))
+
 
 class Session:
     """One connected client: its token, leases, read/write locks, subscriptions, requests."""
@@ -246,6 +259,12 @@ class Session:
     def end(self) -> None:
         """End the session once what is queued has been written (``next_frame`` -> None)."""
         self._outbox.close()
+
+    def holds_lost(self, locks: list[tuple[str, str, bool]]) -> None:
+        """The server was cut off from the shared store and the other servers released
+        every lease of this session and its ``locks`` (key, owner, exclusive): say so."""
+        reason = "this server was cut off from the shared store and its holds were released"
+        self.tell_lost(list(self._leased), locks, reason)
 
     def fail(self, error: ProtocolError) -> None:
         """The client sent an undecodable frame: end the session, reporting ``error``."""
@@ -385,10 +404,22 @@ class Session:
             return
         self._outbox.push(encoded)
 
-    def tell(self, message: dict[str, Any]) -> None:
-        """Send the client a message that answers no request (its hold was taken away)."""
-        if not self._closed:
-            self._outbox.push(encode_value(message))
+    def tell_lost(
+        self, leases: Iterable[str], locks: Iterable[tuple[str, str, bool]], reason: str
+    ) -> None:
+        """Tell the client that these ``leases`` and ``locks`` (key, owner, exclusive) were
+        taken away while its session lives on, and why (an admin's force release, a sweep of
+        this cut-off server): fencing tokens still protect resources; this lets the client
+        stop believing it holds them."""
+        leases = sorted(leases)
+        for key in leases:
+            self._leased.pop(key, None)
+        lost = [{"key": key, "owner": owner, "exclusive": excl} for key, owner, excl in locks]
+        if self._closed or (not leases and not lost):
+            return
+        self._outbox.push(
+            encode_value({"lost": {"leases": leases, "locks": lost, "reason": reason}})
+        )
 
     def _send_error(self, request_id: object, error: BaseException) -> None:
         if not isinstance(error, StatehubError) and status_of(error) == "UNKNOWN":
@@ -790,6 +821,13 @@ class Session:
         since = message.get("since")
         if since is not None and type(since) is not int:
             raise TypeError(f"subscribe: 'since' must be an int or None, got {_describe(since)}")
+        epoch = message.get("epoch")
+        if epoch is not None and type(epoch) is not str:
+            raise TypeError(f"subscribe: 'epoch' must be a str or None, got {_describe(epoch)}")
+        if epoch != self.hub.state.epoch:
+            # A revision of another history, or of none named (a number kept from an
+            # earlier connection): only a snapshot is exact.
+            since = None
         self.principal.require_some(Right.READ, "subscribe")
         sub = self._next_sub
         self._next_sub += 1

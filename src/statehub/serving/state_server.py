@@ -161,6 +161,8 @@ class StateServer:
         # Revisions restarted (the store lost its history): every client reconnects and
         # resubscribes from a snapshot of the new epoch.
         self.state.history_reset.add_callback(self.hub.end_sessions)
+        # This server was cut off and swept: each session hears which holds it lost.
+        self.state.holds_lost.add_callback(self.hub.holds_lost)
         self._grpc_server: aio.Server | None = None
         #: The standard gRPC health service (grpc.health.v1.Health) on the gRPC port.
         self.health = health.aio.HealthServicer()

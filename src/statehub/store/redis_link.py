@@ -7,7 +7,7 @@ which keeps the three free of an import circle.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import redis.asyncio
@@ -37,6 +37,14 @@ class RedisLink(Protocol):
     def run_script(self, source: str, keys: list[str], args: list[Any]) -> Any: ...
 
     async def run_script_async(self, source: str, keys: list[str], args: list[Any]) -> Any: ...
+
+    def holds_trusted(self) -> bool:
+        """True while no other server can have swept this one (a grant read now is held)."""
+        ...
+
+    def after_next_beat(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(swept)`` once the next beat has told whether this server was swept."""
+        ...
 
 
 class RedisKeys:

@@ -20,8 +20,9 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+import msgpack
 import redis
 
 from statehub.core.acquisition import Acquisition
@@ -59,6 +60,11 @@ class RedisLockTable:
         self._base = store.keys.base
         self._prefix = store.keys.lock_prefix
         self._waiting: dict[str, _Request] = {}
+        #: What this server's owners hold (owner -> (key, exclusive) -> holds), to tell
+        #: them what they lost if the other servers sweep this one (``swept``).
+        self._holds: dict[Hashable, dict[tuple[str, bool], int]] = {}
+        #: Requests not answered yet (a reply may be in flight): a sweep fails them all.
+        self._unsettled: dict[_Request, None] = {}
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -70,7 +76,9 @@ class RedisLockTable:
             timeout = check_seconds(timeout, f"lock on {key!r}: timeout", allow_infinity=True)
         loop = asyncio.get_running_loop()
         hold = [self._base, self._prefix, key, self._owner_id(owner), _mode(exclusive)]
-        request = _Request(hold, loop.create_future())
+        request = _Request(hold, loop.create_future(), owner, key, exclusive)
+        self._unsettled[request] = None
+        request.grant.add_done_callback(lambda _: self._unsettled.pop(request, None))
         asked = self._scripts.submit(redis_scripts.LOCK_ACQUIRE, [], hold)
         asked.add_done_callback(lambda done: self._answered(request, done))
         if timeout is not None and timeout != math.inf:
@@ -86,6 +94,11 @@ class RedisLockTable:
     def release(self, key: str, owner: Hashable, *, exclusive: bool) -> Awaitable[None]:
         """Give back one hold of ``key`` in that mode (queued now; await the outcome)."""
         args = [self._base, self._prefix, key, self._owner_id(owner), _mode(exclusive)]
+        holds = self._holds.get(owner, {})
+        if holds.get((key, exclusive)):
+            holds[(key, exclusive)] -= 1
+            if not holds[(key, exclusive)]:
+                del holds[(key, exclusive)]
         return self._released(
             self._scripts.submit(redis_scripts.LOCK_RELEASE, [], args), key, exclusive
         )
@@ -96,6 +109,7 @@ class RedisLockTable:
         Its session cannot wait: a failure is logged, and the server's sweep releases
         them if this server is gone.
         """
+        self._holds.pop(owner, None)
         args = [self._base, self._prefix, self._owner_id(owner)]
         released = self._scripts.submit(redis_scripts.LOCK_RELEASE_OWNER, [], args)
         released.add_done_callback(log_failure(f"releasing the locks of {owner!r}"))
@@ -128,7 +142,7 @@ class RedisLockTable:
         return held, waiting
 
     def holdings(self) -> Awaitable[list[LockHolding]]:
-        """The keys held right now on any server; holders are Redis owner ids."""
+        """The keys held right now on any server, with the owners holding them."""
         asked = self._scripts.submit(redis_scripts.LIST_LOCKS, [], [self._base, self._prefix])
         return _mapped(asked, _holdings_from)
 
@@ -151,10 +165,7 @@ class RedisLockTable:
             return
         reply = asked.result()
         if reply[0] == b"granted":
-            if request.grant.done():  # cancelled meanwhile
-                self._release_logged(request.hold)
-            else:
-                request.grant.set_result(int(reply[1]))
+            self._grant(request, int(reply[1]))
         elif reply[0] == b"upgrade":
             key = request.hold[2]
             _fail(
@@ -195,10 +206,54 @@ class RedisLockTable:
                 self._poll_later(request)
             return
         self._waiting.pop(str(request.ticket), None)
+        self._grant(request, int(fence))
+
+    def _grant(self, request: _Request, fence: int) -> None:
+        """Hand a grant Redis made to its waiter, unless this server may have been swept
+        since (a grant read after a pause longer than the liveness TTL was released by the
+        others' sweep): then only once the next beat says it was not."""
         if request.grant.done():  # cancelled meanwhile: the grant was ours to give back
             self._release_logged(request.hold)
+        elif self._store.holds_trusted():
+            request.grant.set_result(fence)
+            holds = self._holds.setdefault(request.owner, {})
+            holds[(request.key, request.exclusive)] = (
+                holds.get((request.key, request.exclusive), 0) + 1
+            )
         else:
-            request.grant.set_result(int(fence))
+            self._store.after_next_beat(lambda swept: self._grant_after_beat(request, fence, swept))
+
+    def _grant_after_beat(self, request: _Request, fence: int, swept: bool) -> None:
+        if not swept:
+            self._grant(request, fence)
+        else:
+            mode = "exclusive" if request.exclusive else "shared"
+            _fail(
+                request.grant,
+                LockFailedError(
+                    f"the {mode} lock on {request.key!r} (fence {fence}) was granted while "
+                    "this server was cut off from Redis, and the other servers released it "
+                    "when they swept this server: try again"
+                ),
+            )
+
+    def swept(self) -> dict[Hashable, list[tuple[str, bool]]]:
+        """The other servers released every hold and wait of this server's owners: what
+        each owner held (and forget it). Every request not answered yet fails: its wait is
+        gone, and a grant read from Redis now may predate the sweep (if it does not, it is
+        given back)."""
+        holds, self._holds = self._holds, {}
+        self._waiting = {}
+        for request in list(self._unsettled):
+            mode = "exclusive" if request.exclusive else "shared"
+            _fail(
+                request.grant,
+                LockFailedError(
+                    f"the wait for the {mode} lock on {request.key!r} was withdrawn: this "
+                    "server was cut off from Redis and the other servers swept it"
+                ),
+            )
+        return {owner: sorted(held) for owner, held in holds.items() if held}
 
     def _poll_later(self, request: _Request) -> None:
         """Poll in case the grant message is lost (Pub/Sub does not keep messages)."""
@@ -283,13 +338,16 @@ class RedisLockTable:
         return f"{self._store.server_id}:{encoded.hex()}"
 
 
-@dataclass(slots=True)
+@dataclass(eq=False, slots=True)
 class _Request:
     """One lock request of this server: its hold's script arguments, its future, and
     once queued in Redis its ticket."""
 
     hold: list[str]
     grant: asyncio.Future[int]
+    owner: Hashable
+    key: str
+    exclusive: bool
     ticket: str | None = None
     taking: bool = False
     again: bool = False
@@ -315,12 +373,19 @@ def _holdings_from(reply: list[Any]) -> list[LockHolding]:
         fields = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
         writer = fields.get(b"writer")
         if writer is not None:
-            held.append(LockHolding(key, "exclusive", (writer.decode(),), int(waiting)))
+            held.append(LockHolding(key, "exclusive", (_owner_of(writer),), int(waiting)))
             continue
-        readers = tuple(name.decode()[2:] for name in fields if name.startswith(b"r:"))
+        readers = tuple(_owner_of(name[2:]) for name in fields if name.startswith(b"r:"))
         if readers:
             held.append(LockHolding(key, "shared", readers, int(waiting)))
     return held
+
+
+def _owner_of(owner_id: bytes) -> Hashable:
+    """The owner a Redis owner id (``RedisLockTable._owner_id``) was made from: a session's
+    ``(session id, owner name)``, so that listings name the holder and see their own."""
+    _, _, encoded = owner_id.partition(b":")
+    return cast(Hashable, msgpack.unpackb(bytes.fromhex(encoded.decode()), use_list=False))
 
 
 def _mode(exclusive: bool) -> str:

@@ -121,6 +121,10 @@ class StateDictionary:
         #: Invoked (no arguments) when the store lost its history and the content was
         #: reloaded: revisions restart, so every subscriber has to start from a snapshot.
         self.history_reset = Event()
+        #: Invoked with ``locks=`` (per owner, the (key, exclusive) holds lost) when the
+        #: store's other servers released every lease and lock of this server's sessions
+        #: (it was cut off from them longer than they wait): see ``ChangeFeed.holds_swept``.
+        self.holds_lost = Event()
         self._store.attach(self)
 
     @property
@@ -475,6 +479,10 @@ class StateDictionary:
             self._delivered = revision
             self._views.restart(content, revision, facts)
         self.history_reset.invoke()
+
+    def holds_swept(self, locks: Mapping[Hashable, list[tuple[str, bool]]]) -> None:
+        """The store's other servers released this server's leases and locks (``ChangeFeed``)."""
+        self.holds_lost.invoke(locks=locks)
 
     async def start(self) -> None:
         """Let the store start feeding changes committed elsewhere (a server starting)."""
