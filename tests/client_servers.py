@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from statehub.server.state_server import StateServer
+from statehub.serving.state_server import StateServer
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

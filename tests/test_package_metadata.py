@@ -67,7 +67,7 @@ def test_statehub_get_on_the_default_address_loads_neither_grpc_nor_aiohttp_nor_
     """A real ``statehub get`` against a server on its default transport (plain TCP), the
     address given as users give it: the transport modules it does not use are never
     imported (each costs a quarter of a second at start-up), nor the blocking client."""
-    from statehub.server.state_server import StateServer
+    from statehub.serving.state_server import StateServer
 
     server = StateServer(address="127.0.0.1", port=0).start_in_thread()
     try:

@@ -278,6 +278,7 @@ def test_the_example_settings_file_in_the_docs_is_valid_and_starts_a_server(
         "--settings",
         str(example),
         *("--host", "127.0.0.1", "--port", "0", "--http-port", "0", "--tcp-port", "0"),
+        *("--grpc-port", "0"),
         *("--data", str(tmp_path / "data"), "--auth", str(tmp_path / "identities.yaml")),
         *("--tls-cert", str(cert), "--tls-key", str(key), "-v"),
     ) as served:

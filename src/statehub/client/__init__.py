@@ -13,7 +13,7 @@ _LAZY: dict[str, str] = {
     "ChangeStream": "statehub.client.async_client",
     "Client": "statehub.client.sync_client",
     "ClientTls": "statehub.client.tls",
-    "ConnectionLost": "statehub.client.errors",
+    "ConnectionLostError": "statehub.errors",
     "StateChange": "statehub.client.changes",
 }
 
@@ -21,12 +21,16 @@ if TYPE_CHECKING:
     from statehub.client.address import DEFAULT_PORT
     from statehub.client.async_client import AsyncClient, ChangeStream
     from statehub.client.changes import StateChange
-    from statehub.client.errors import ConnectionLost
     from statehub.client.sync_client import Client
     from statehub.client.tls import ClientTls
+    from statehub.errors import ConnectionLostError
 
 
 def __getattr__(name: str) -> object:
+    if name == "ConnectionLost":  # the name before 0.2, deprecated
+        from statehub.errors import renamed
+
+        return renamed(name, "statehub.client")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'statehub.client' has no attribute {name!r}")
@@ -41,6 +45,6 @@ __all__ = [
     "ChangeStream",
     "Client",
     "ClientTls",
-    "ConnectionLost",
+    "ConnectionLostError",
     "StateChange",
 ]
