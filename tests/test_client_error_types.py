@@ -17,9 +17,7 @@ SMALL_LIMIT = 1024
 
 @pytest.fixture
 async def server() -> AsyncIterator[StateServer]:
-    server = StateServer(
-        address="127.0.0.1", port=0, http_port=0, tcp_port=0, max_message_bytes=SMALL_LIMIT
-    )
+    server = StateServer(address="127.0.0.1", port=0, http_port=0, max_message_bytes=SMALL_LIMIT)
     await server.start()
     try:
         yield server
@@ -34,7 +32,7 @@ def address(request: pytest.FixtureRequest, server: StateServer) -> tuple[str, i
         return f"statehub+tcp://127.0.0.1:{server.tcp_port}", None
     if request.param == "websocket":
         return f"ws://127.0.0.1:{server.http_port}", None
-    return "127.0.0.1", server.port
+    return "127.0.0.1", server.grpc_port
 
 
 async def test_a_malformed_frame_ends_the_stream_with_a_protocol_error(
