@@ -317,7 +317,9 @@ class StateServer:
         task waits as long as the batch took, so expiry has at most half of the loop."""
         state = self.state
         failing = False
-        while True:
+        # Not ``while True``: a store call that swallows the task's cancellation (seen with
+        # Redis, a server stopped just after it started) would keep stop() waiting forever.
+        while not self._stopped:
             try:
                 started = time.perf_counter()
                 if await state.expire_due_async(EXPIRY_BATCH) >= EXPIRY_BATCH:
