@@ -54,7 +54,9 @@ async def test_a_malformed_frame_ends_the_stream_with_a_protocol_error(
 async def test_a_call_in_a_frame_over_the_servers_limit_raises_message_too_large(
     address: tuple[str, int | None],
 ) -> None:
-    async with AsyncClient(*address, reconnect=False) as client:
+    host, grpc_port = address  # a bare host is gRPC's (open_frame_stream's convention)
+    url = host if grpc_port is None else f"statehub+grpc://{host}:{grpc_port}"
+    async with AsyncClient(url, reconnect=False) as client:
         # A client that believes the server takes any size (the server's own limit is
         # what is tested): its frame is refused by the transport, not by the session.
         (await client._connection()).max_message_bytes = 1 << 30
