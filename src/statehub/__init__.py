@@ -50,6 +50,7 @@ _LAZY: dict[str, str] = {
     "StateDictionary": "statehub.core.state_dictionary",
     "StateServer": "statehub.server.state_server",
     "StatehubError": "statehub.errors",
+    "TimeoutError": "statehub.errors",
     "Store": "statehub.store.base",
     "define_return_code": "statehub.endpoints.return_codes",
 }
@@ -77,6 +78,7 @@ if TYPE_CHECKING:
         ObjectFrozenError,
         ResourceLockedError,
         StatehubError,
+        TimeoutError,
         ValueLimitError,
     )
     from statehub.server.limits import SessionLimits
@@ -140,6 +142,7 @@ __all__ = [
     "StateServer",
     "StatehubError",
     "Store",
+    "TimeoutError",
     "ValueLimitError",
     "__version__",
     "define_return_code",

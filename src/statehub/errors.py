@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 from typing import Any, Self
 
@@ -104,3 +105,12 @@ class ValueLimitError(StatehubError, ValueError):
     """A key or value is over one of the documented limits (nesting depth, int size, key
     or value size): some protocol could not carry it, so it was refused. The message names
     the key, where in the value, and the limit."""
+
+
+# Named as redis-py and nats-py name theirs; it is a builtin TimeoutError too.
+class TimeoutError(StatehubError, builtins.TimeoutError):
+    """A call got no answer from the server within its timeout (``timeout=``, or the
+    client's default). The message names the call and the server. The call left no
+    trace on the session: the client forgot the request and asked the server to stop it
+    (a lock wait is withdrawn; a lock granted after the timeout is given back). A write
+    the server had already received may still be applied."""

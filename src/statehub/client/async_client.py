@@ -32,6 +32,14 @@ from statehub.client.listing import (
     lock_from_wire,
     session_from_wire,
 )
+from statehub.client.timeouts import (
+    CLIENT_DEFAULT,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    Timeout,
+    checked_timeout,
+    timed_out,
+)
 from statehub.client.tls import ClientTls
 from statehub.core.change import DictionaryChange
 from statehub.core.entries import Entry, checked_expectations
@@ -110,7 +118,9 @@ class ChangeStream:
                 return
             deliver(message)
 
-        subscription = await connection.subscribe(self._interval, self._prefix, handler)
+        subscription = await connection.subscribe(
+            self._interval, self._prefix, handler, timeout=self._client.timeout
+        )
         holder.append(subscription)
         self._subscription = subscription
         self._client._streams.add(self)
@@ -169,7 +179,8 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         credential: str | None = None,
         tls: ClientTls | bool | None = None,
         name: str | None = None,
-        connect_timeout: float = 5.0,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         reconnect: bool = True,
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
@@ -181,6 +192,9 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         self.address = self.target.host
         self.port = self.target.port
         self.name = name if name is not None else f"statehub-python-{next(_client_numbers)}"
+        #: Seconds a call waits for its answer unless it says otherwise (None: no limit).
+        self.timeout = checked_timeout(timeout)
+        checked_timeout(connect_timeout, "connect_timeout")
         if tls is True or (self.target.tls and tls is None):
             tls = ClientTls()
         self._settings: dict[str, Any] = {
@@ -242,11 +256,15 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             assert conn is not None
         return conn
 
-    async def _request(self, op: str, **arguments: Any) -> Message:
+    async def _request(self, op: str, timeout: Timeout, /, **arguments: Any) -> Message:
         conn = self._conn
         if conn is None or conn.generation == 0:
             conn = await self._connection()
-        return await conn.send(op, arguments)
+        return await conn.call(op, arguments, self._seconds(timeout))
+
+    def _seconds(self, timeout: Timeout) -> float | None:
+        """A call's ``timeout=`` as seconds (None: no limit)."""
+        return self.timeout if timeout is CLIENT_DEFAULT else checked_timeout(timeout)
 
     @property
     def connected(self) -> bool:
@@ -323,38 +341,53 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
     # -- Pythonic state calls ------------------------------------------------------
 
     @overload
-    async def get(self, key: str) -> JsonValue: ...
+    async def get(self, key: str, *, timeout: Timeout = CLIENT_DEFAULT) -> JsonValue: ...
     @overload
-    async def get(self, key: str, default: T) -> JsonValue | T: ...
+    async def get(
+        self, key: str, default: T, *, timeout: Timeout = CLIENT_DEFAULT
+    ) -> JsonValue | T: ...
 
-    async def get(self, key: str, default: object = None) -> object:
-        """The value at ``key`` on the server, or ``default`` (None) if there is no such key."""
-        reply = await self._request("get", keys=[check_key(key)])
+    async def get(
+        self, key: str, default: object = None, *, timeout: Timeout = CLIENT_DEFAULT
+    ) -> object:
+        """The value at ``key`` on the server, or ``default`` (None) if there is no such key.
+
+        ``timeout``: seconds to wait for the answer (the client's ``timeout`` unless
+        given; None: no limit), else ``statehub.TimeoutError``; every call takes it.
+        """
+        reply = await self._request("get", timeout, keys=[check_key(key)])
         values: dict[str, JsonValue] = reply["values"]
         return values.get(key, default)
 
-    async def entry(self, key: str) -> Entry | None:
+    async def entry(self, key: str, *, timeout: Timeout = CLIENT_DEFAULT) -> Entry | None:
         """``key``'s value with its facts, or None if there is no such key.
 
         ``Entry.mod_revision`` is the revision of the key's last change (what
         ``set(..., if_revision=)`` compares with), ``create_revision`` the revision that
         created it, ``version`` its number of changes since (1 when created).
         """
-        reply = await self._request("get", keys=[check_key(key)], facts=True)
+        reply = await self._request("get", timeout, keys=[check_key(key)], facts=True)
         values: dict[str, JsonValue] = reply["values"]
         if key not in values:
             return None
         return _entry(key, values[key], reply["facts"][key])
 
-    async def entries(self, prefix: str = "") -> list[Entry]:
+    async def entries(self, prefix: str = "", *, timeout: Timeout = CLIENT_DEFAULT) -> list[Entry]:
         """The keys starting with ``prefix`` with values and facts, read at one revision."""
-        reply = await self._request("keys", prefix=check_key(prefix), values=True, facts=True)
+        reply = await self._request(
+            "keys", timeout, prefix=check_key(prefix), values=True, facts=True
+        )
         values: dict[str, JsonValue] = reply["values"]
         facts = reply["facts"]
         return [_entry(key, value, facts[key]) for key, value in values.items()]
 
     async def history(
-        self, key: str, *, limit: int | None = None, since: int | None = None
+        self,
+        key: str,
+        *,
+        limit: int | None = None,
+        since: int | None = None,
+        timeout: Timeout = CLIENT_DEFAULT,
     ) -> list[KeyVersion]:
         """``key``'s last versions kept by the server, oldest first: value (or
         ``removed``), revision, time, and who (``by``, ``.session``, ``.identity``).
@@ -367,7 +400,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             arguments["limit"] = limit
         if since is not None:
             arguments["since"] = since
-        reply = await self._request("history", **arguments)
+        reply = await self._request("history", timeout, **arguments)
         return [
             KeyVersion(
                 key,
@@ -380,27 +413,31 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             for entry in reply["versions"]
         ]
 
-    async def get_all(self) -> dict[str, JsonValue]:
+    async def get_all(self, *, timeout: Timeout = CLIENT_DEFAULT) -> dict[str, JsonValue]:
         """The whole state, read from the server."""
-        reply = await self._request("get", keys=None)
+        reply = await self._request("get", timeout, keys=None)
         values: dict[str, JsonValue] = reply["values"]
         return values
 
-    async def get_many(self, keys: Iterable[str]) -> dict[str, JsonValue]:
+    async def get_many(
+        self, keys: Iterable[str], *, timeout: Timeout = CLIENT_DEFAULT
+    ) -> dict[str, JsonValue]:
         """The values of ``keys`` read at one revision; keys that do not exist are left out."""
-        reply = await self._request("get", keys=[check_key(key) for key in keys])
+        reply = await self._request("get", timeout, keys=[check_key(key) for key in keys])
         values: dict[str, JsonValue] = reply["values"]
         return values
 
-    async def keys(self, prefix: str = "") -> list[str]:
+    async def keys(self, prefix: str = "", *, timeout: Timeout = CLIENT_DEFAULT) -> list[str]:
         """The keys starting with ``prefix`` (all keys for ""), sorted."""
-        reply = await self._request("keys", prefix=check_key(prefix))
+        reply = await self._request("keys", timeout, prefix=check_key(prefix))
         keys: list[str] = reply["keys"]
         return keys
 
-    async def get_prefix(self, prefix: str = "") -> dict[str, JsonValue]:
+    async def get_prefix(
+        self, prefix: str = "", *, timeout: Timeout = CLIENT_DEFAULT
+    ) -> dict[str, JsonValue]:
         """The keys starting with ``prefix`` with their values, read at one revision."""
-        reply = await self._request("keys", prefix=check_key(prefix), values=True)
+        reply = await self._request("keys", timeout, prefix=check_key(prefix), values=True)
         values: dict[str, JsonValue] = reply["values"]
         return values
 
@@ -413,6 +450,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         if_absent: bool = False,
         ttl: float | None = None,
         ephemeral: bool = False,
+        timeout: Timeout = CLIENT_DEFAULT,
     ) -> int:
         """Set ``key`` to ``value``; returns the revision of the change.
 
@@ -430,10 +468,17 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         expect = _expectation(key, if_revision, if_absent)
         ttls = None if ttl is None else {key: ttl}
         bound = [key] if ephemeral else None
-        return await self.update(updates={key: value}, expect=expect, ttl=ttls, ephemeral=bound)
+        return await self.update(
+            updates={key: value}, expect=expect, ttl=ttls, ephemeral=bound, timeout=timeout
+        )
 
     async def remove(
-        self, key: str, *, if_revision: int | None = None, missing_ok: bool = True
+        self,
+        key: str,
+        *,
+        if_revision: int | None = None,
+        missing_ok: bool = True,
+        timeout: Timeout = CLIENT_DEFAULT,
     ) -> int:
         """Remove ``key``; returns the revision of the change. ``if_revision``: only if the
         key's last change is still that revision (``ConflictError`` otherwise).
@@ -445,16 +490,18 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         at the moment of the removal, never when this call removed a value.
         """
         if missing_ok:
-            return await self.update(removals=[key], expect=_expectation(key, if_revision, False))
+            return await self.update(
+                removals=[key], expect=_expectation(key, if_revision, False), timeout=timeout
+            )
         for _ in range(_REMOVE_ATTEMPTS):
             expected = if_revision
             if expected is None:
-                entry = await self.entry(key)
+                entry = await self.entry(key, timeout=timeout)
                 if entry is None:
                     raise KeyError(f"no key {key!r}")
                 expected = entry.mod_revision
             try:
-                return await self.update(removals=[key], expect={key: expected})
+                return await self.update(removals=[key], expect={key: expected}, timeout=timeout)
             except ConflictError as error:
                 if key in error.current and error.current[key] is None:
                     raise KeyError(f"no key {key!r}") from None
@@ -473,6 +520,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         expect: Mapping[str, int | None] | None = None,
         ttl: Mapping[str, float] | None = None,
         ephemeral: Iterable[str] | None = None,
+        timeout: Timeout = CLIENT_DEFAULT,
     ) -> int:
         """Apply all of ``updates`` and ``removals`` atomically, or none of them.
 
@@ -498,7 +546,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             extra["ttl"] = checked_ttl(ttl, checked)
         if ephemeral:
             extra["ephemeral"] = sorted(checked_ephemeral(ephemeral, checked))
-        reply = await self._request("update", updates=checked, removals=removed, **extra)
+        reply = await self._request("update", timeout, updates=checked, removals=removed, **extra)
         revision: int = reply["revision"]
         return revision
 
@@ -511,7 +559,9 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
 
     # -- NanoVer's calls -----------------------------------------------------------
 
-    async def subscribe_all_state_updates(self, interval: float = 0) -> None:
+    async def subscribe_all_state_updates(
+        self, interval: float = 0, *, timeout: Timeout = CLIENT_DEFAULT
+    ) -> None:
         """Keep a local mirror of the whole state, refreshed at most every ``interval`` s.
 
         Returns once the mirror holds the first snapshot. Read it with ``copy_state()``
@@ -530,7 +580,10 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             if not first.done():
                 first.set_result(None)
 
-        self._mirror_subscription = await conn.subscribe(float(interval), "", handler)
+        seconds = self._seconds(timeout)
+        self._mirror_subscription = await conn.subscribe(
+            float(interval), "", handler, timeout=seconds
+        )
         await first
 
     def copy_state(self) -> dict[str, JsonValue]:
@@ -573,15 +626,19 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         finally:
             self._mirror_lock.release()
 
-    async def attempt_update_state(self, change: DictionaryChange) -> bool:
+    async def attempt_update_state(
+        self, change: DictionaryChange, *, timeout: Timeout = CLIENT_DEFAULT
+    ) -> bool:
         """Apply ``change`` atomically; False (nothing applied) if a key is leased by another."""
         try:
-            await self.update(change.updates, change.removals)
+            await self.update(change.updates, change.removals, timeout=timeout)
         except ResourceLockedError:
             return False
         return True
 
-    async def attempt_update_locks(self, lock_updates: Mapping[str, float | None]) -> bool:
+    async def attempt_update_locks(
+        self, lock_updates: Mapping[str, float | None], *, timeout: Timeout = CLIENT_DEFAULT
+    ) -> bool:
         """Lease keys (``{key: seconds}``) and release them (``{key: None}``).
 
         Releases always happen; the acquisitions happen all together or not at all
@@ -591,7 +648,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         release = [check_key(k) for k, s in lock_updates.items() if s is None]
         started = time.monotonic()
         try:
-            await self._request("leases", acquire=acquire, release=release)
+            await self._request("leases", timeout, acquire=acquire, release=release)
         except ResourceLockedError:
             for key in release:
                 self._leases.pop(key, None)
@@ -602,39 +659,44 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             self._leases[key] = started + seconds
         return True
 
-    async def list_leases(self) -> list[tuple[str, bool, float | None]]:
+    async def list_leases(
+        self, *, timeout: Timeout = CLIENT_DEFAULT
+    ) -> list[tuple[str, bool, float | None]]:
         """The live leases on the server: ``(key, mine, seconds_left or None)``."""
-        reply = await self._request("list_leases")
+        reply = await self._request("list_leases", timeout)
         return [(key, mine, left) for key, mine, left in reply["leases"]]
 
-    async def leases(self) -> list[LeaseInfo]:
+    async def leases(self, *, timeout: Timeout = CLIENT_DEFAULT) -> list[LeaseInfo]:
         """The live leases on the server, sorted by key."""
-        return [LeaseInfo(*row) for row in await self.list_leases()]
+        return [LeaseInfo(*row) for row in await self.list_leases(timeout=timeout)]
 
-    async def locks(self) -> list[LockInfo]:
+    async def locks(self, *, timeout: Timeout = CLIENT_DEFAULT) -> list[LockInfo]:
         """The read/write locks held on the server, sorted by key."""
-        reply = await self._request("list_locks")
+        reply = await self._request("list_locks", timeout)
         return [lock_from_wire(wire) for wire in reply["locks"]]
 
-    async def sessions(self) -> list[SessionInfo]:
+    async def sessions(self, *, timeout: Timeout = CLIENT_DEFAULT) -> list[SessionInfo]:
         """The sessions connected to the server (``you`` marks this client's)."""
-        reply = await self._request("list_sessions")
+        reply = await self._request("list_sessions", timeout)
         return [session_from_wire(wire) for wire in reply["sessions"]]
 
     async def run_command(self, name: str, **arguments: JsonValue) -> dict[str, JsonValue] | None:
         """Run the command ``name`` on the server with ``arguments``; returns its result.
 
         ``KeyError`` if there is no such command, ``TypeError`` for arguments it does not
-        take, ``CommandFailed`` if it raised.
+        take, ``CommandFailed`` if it raised. It waits the client's ``timeout``: its
+        keyword arguments are the command's, so it takes no ``timeout=`` of its own.
         """
         checked = checked_copy(arguments, f"{name} arguments")
-        reply = await self._request("call", name=name, arguments=checked)
+        reply = await self._request("call", CLIENT_DEFAULT, name=name, arguments=checked)
         result: dict[str, JsonValue] | None = reply.get("result")
         return result
 
-    async def available_commands(self) -> dict[str, dict[str, JsonValue]]:
+    async def available_commands(
+        self, *, timeout: Timeout = CLIENT_DEFAULT
+    ) -> dict[str, dict[str, JsonValue]]:
         """The commands registered on the server: ``{name: default_arguments}``."""
-        reply = await self._request("commands")
+        reply = await self._request("commands", timeout)
         commands: dict[str, dict[str, JsonValue]] = reply["commands"]
         return commands
 
@@ -656,9 +718,11 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         finally:
             await self.release_lock(held)
 
-    async def test_lock(self, key: str, *, exclusive: bool = True) -> bool:
+    async def test_lock(
+        self, key: str, *, exclusive: bool = True, timeout: Timeout = CLIENT_DEFAULT
+    ) -> bool:
         """True if the lock could be taken in that mode right now (transient information)."""
-        reply = await self._request("test_lock", key=check_key(key), exclusive=exclusive)
+        reply = await self._request("test_lock", timeout, key=check_key(key), exclusive=exclusive)
         free: bool = reply["free"]
         return free
 
@@ -690,20 +754,17 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         except ConnectionLost as error:
             raise LockFailed(f"cannot lock {key!r}: {error}") from error
         generation = conn.generation
+        # The server answers a bounded wait by itself; the client's timeout on top covers
+        # a server that does not answer at all. An unbounded wait is what was asked for.
+        deadline = None if timeout is None or self.timeout is None else timeout + self.timeout
         try:
-            await asyncio.shield(future)
+            async with asyncio.timeout(deadline):
+                await asyncio.shield(future)
+        except TimeoutError:
+            self._withdraw_lock_request(conn, future, key, exclusive, owner)
+            raise timed_out(f"lock {key!r}", conn.target, deadline or 0.0) from None
         except asyncio.CancelledError:
-            # Leave the server's queue (a waiting writer would hold off new readers); if
-            # the grant crossed the cancel on the wire, give the lock back once it lands.
-            conn.cancel(future)
-
-            def give_back(granted: asyncio.Future[Message]) -> None:
-                if not granted.cancelled() and granted.exception() is None:
-                    conn.send_and_forget(
-                        "unlock", {"key": key, "exclusive": exclusive, "owner": owner}
-                    )
-
-            future.add_done_callback(give_back)
+            self._withdraw_lock_request(conn, future, key, exclusive, owner)
             raise
         except ConnectionLost as error:
             raise LockFailed(f"cannot lock {key!r}: {error}") from error
@@ -712,6 +773,20 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             held.lost = True
         self._held_locks.add(held)
         return held
+
+    @staticmethod
+    def _withdraw_lock_request(
+        conn: Connection, future: asyncio.Future[Message], key: str, exclusive: bool, owner: str
+    ) -> None:
+        """Leave the server's queue (a waiting writer would hold off new readers); if the
+        grant crossed the cancel on the wire, give the lock back once it lands."""
+        conn.cancel(future)
+
+        def give_back(granted: asyncio.Future[Message]) -> None:
+            if not granted.cancelled() and granted.exception() is None:
+                conn.send_and_forget("unlock", {"key": key, "exclusive": exclusive, "owner": owner})
+
+        future.add_done_callback(give_back)
 
     async def release_lock(self, held: HeldLock) -> None:
         """Give back a hold; ``LockFailed`` if it was lost with the connection meanwhile."""
@@ -724,7 +799,9 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
                 "the server dropped and the server released it"
             )
         try:
-            await self._request("unlock", key=held.key, exclusive=held.exclusive, owner=held.owner)
+            await self._request(
+                "unlock", CLIENT_DEFAULT, key=held.key, exclusive=held.exclusive, owner=held.owner
+            )
         except ConnectionLost as error:
             raise LockFailed(
                 f"the {mode} lock on {held.key!r} was lost while held: {error}"

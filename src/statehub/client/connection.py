@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from statehub.client.errors import ConnectionLost
+from statehub.client.timeouts import timed_out
 from statehub.client.tls import ClientTls
 from statehub.client.transports import (
     FrameStream,
@@ -338,6 +339,47 @@ class Connection:
         """Send a request and wait for its reply."""
         return await self.send(op, arguments)
 
+    async def call(self, op: str, arguments: Message, timeout: float | None) -> Message:
+        """Send a request and wait at most ``timeout`` s (None: no limit) for its reply.
+
+        On expiry the call raises statehub's ``TimeoutError`` and leaves no trace: the
+        request is forgotten (a late reply is dropped) and the server asked to stop it.
+        """
+        return await self.reply_within(self.send(op, arguments), op, timeout)
+
+    async def reply_within(
+        self, future: asyncio.Future[Message], op: str, timeout: float | None
+    ) -> Message:
+        """Wait at most ``timeout`` s for the reply of ``future`` (a request of ``op``)."""
+        if timeout is None:
+            return await future
+        # A timer, not asyncio.timeout(): no task cancellation on the common path.
+        expiry = asyncio.get_running_loop().call_later(timeout, self._expire, future, op, timeout)
+        try:
+            return await future
+        finally:
+            expiry.cancel()
+
+    def _expire(self, future: asyncio.Future[Message], op: str, timeout: float) -> None:
+        if future.done():
+            return
+        self.withdraw(future)
+        future.set_exception(timed_out(repr(op), self.target, timeout))
+
+    def withdraw(self, future: asyncio.Future[Message]) -> None:
+        """Forget the request behind ``future``: unsent, it never leaves; sent, the server
+        is asked to stop it (``cancel``) and its reply will be dropped."""
+        request_id = next(
+            (rid for rid, pending in self._pending.items() if pending is future), None
+        )
+        if request_id is None:
+            return
+        del self._pending[request_id]
+        unsent = len(self._outbox)
+        self._outbox[:] = [message for message in self._outbox if message["id"] != request_id]
+        if len(self._outbox) == unsent:
+            self.send_and_forget("cancel", {"request": request_id})
+
     def cancel(self, future: asyncio.Future[Message]) -> None:
         """Ask the server to stop the request behind ``future`` if it is still waiting."""
         for request_id, pending in self._pending.items():
@@ -373,14 +415,19 @@ class Connection:
     # -- subscriptions -------------------------------------------------------------
 
     async def subscribe(
-        self, interval: float, prefix: str, handler: BatchHandler, since: int | None = None
+        self,
+        interval: float,
+        prefix: str,
+        handler: BatchHandler,
+        since: int | None = None,
+        timeout: float | None = None,
     ) -> Subscription:
         """Subscribe; batches go to ``handler`` in the event loop, across reconnects."""
         subscription = Subscription(interval, prefix, handler, revision=since)
         future = self.send("subscribe", {"interval": interval, "prefix": prefix, "since": since})
         self._subscribing += 1
         try:
-            reply = await future
+            reply = await self.reply_within(future, "subscribe", timeout)
         finally:
             self._subscribing -= 1
         self._subscriptions[subscription] = None
