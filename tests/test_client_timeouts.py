@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 import statehub
-from client_servers import eventually_async
+from client_servers import eventually_async, eventually_sync
 from paused_server import PausedServer, paused_server
-from statehub import AsyncClient
+from statehub import AsyncClient, Client
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
 
@@ -94,3 +94,39 @@ async def test_no_timeout_waits_as_long_as_it_takes(server: PausedServer) -> Non
         assert not waiting.done()
         server.resume()
         assert await asyncio.wait_for(waiting, 10) > 0
+
+
+def test_the_blocking_client_times_out_then_works_when_the_server_resumes(
+    server: PausedServer,
+) -> None:
+    with Client(server.url, timeout=0.5) as client:
+        client.set("k", 1)
+        server.pause()
+        started = time.monotonic()
+        with pytest.raises(statehub.TimeoutError, match=rf"'get'.*{re.escape(server.url)}.*0\.5 s"):
+            client.get("k")
+        assert 0.5 <= time.monotonic() - started < 0.5 + SLACK_S
+        with pytest.raises(statehub.TimeoutError, match=r"'update'.* 0\.2 s"):
+            client.set("k", 2, timeout=0.2)
+        server.resume()
+        assert client.get("k", timeout=5) == 2
+        assert client.set("k", 3) > 0 and client.get("k") == 3
+        assert client.connected
+
+
+def test_a_timed_out_blocking_lock_wait_leaves_no_holder_and_no_waiter(
+    server: PausedServer,
+) -> None:
+    with Client(server.url) as holder, Client(server.url, timeout=0.3) as waiter:
+        with holder.get_lock("busy"):
+            server.pause()
+            for key in ("busy", "free"):  # a wait the server withdraws, a grant given back
+                with (
+                    pytest.raises(statehub.TimeoutError, match=rf"lock '{key}'.*0\.5 s"),
+                    waiter.get_lock(key, timeout=0.2),
+                ):
+                    pytest.fail("a lock was held through a frozen server")
+            server.resume()
+        eventually_sync(lambda: holder.locks() == [])
+        with waiter.get_lock("busy", timeout=5), waiter.get_lock("free", timeout=5):
+            assert [lock.key for lock in holder.locks()] == ["busy", "free"]

@@ -18,10 +18,21 @@ import uuid
 import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from statehub.client.address import resolve_target
+from statehub.client.call_shapes import (
+    REMOVE_ATTEMPTS,
+    HeldLock,
+    apply_batch,
+    checked_lock_wait,
+    entry_from_wire,
+    expectation,
+    history_arguments,
+    key_versions,
+    lock_deadline,
+    update_arguments,
+)
 from statehub.client.changes import CoalescingBuffer, StateChange
 from statehub.client.connection import Connection, Message, Subscription
 from statehub.client.errors import ConnectionLost
@@ -42,9 +53,8 @@ from statehub.client.timeouts import (
 )
 from statehub.client.tls import ClientTls
 from statehub.core.change import DictionaryChange
-from statehub.core.entries import Entry, checked_expectations
+from statehub.core.entries import Entry
 from statehub.core.events import Event
-from statehub.core.expiry import checked_ephemeral, checked_ttl
 from statehub.core.key_history import KeyVersion
 from statehub.core.pacing import check_interval
 from statehub.core.rwlock import StateABC
@@ -56,17 +66,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _client_numbers = itertools.count(1)
-
-
-@dataclass(eq=False, slots=True)
-class HeldLock:
-    """One hold of a read/write lock, granted under session ``generation``."""
-
-    key: str
-    owner: str
-    exclusive: bool
-    generation: int
-    lost: bool = False
 
 
 class ChangeStream:
@@ -256,7 +255,11 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             assert conn is not None
         return conn
 
-    async def _request(self, op: str, timeout: Timeout, /, **arguments: Any) -> Message:
+    async def _request(self, op: str, /, **arguments: Any) -> Message:
+        """A request waiting the client's ``timeout`` (tests send raw arguments with it)."""
+        return await self._timed_request(op, CLIENT_DEFAULT, **arguments)
+
+    async def _timed_request(self, op: str, timeout: Timeout, /, **arguments: Any) -> Message:
         conn = self._conn
         if conn is None or conn.generation == 0:
             conn = await self._connection()
@@ -355,7 +358,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         ``timeout``: seconds to wait for the answer (the client's ``timeout`` unless
         given; None: no limit), else ``statehub.TimeoutError``; every call takes it.
         """
-        reply = await self._request("get", timeout, keys=[check_key(key)])
+        reply = await self._timed_request("get", timeout, keys=[check_key(key)])
         values: dict[str, JsonValue] = reply["values"]
         return values.get(key, default)
 
@@ -366,20 +369,20 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         ``set(..., if_revision=)`` compares with), ``create_revision`` the revision that
         created it, ``version`` its number of changes since (1 when created).
         """
-        reply = await self._request("get", timeout, keys=[check_key(key)], facts=True)
+        reply = await self._timed_request("get", timeout, keys=[check_key(key)], facts=True)
         values: dict[str, JsonValue] = reply["values"]
         if key not in values:
             return None
-        return _entry(key, values[key], reply["facts"][key])
+        return entry_from_wire(key, values[key], reply["facts"][key])
 
     async def entries(self, prefix: str = "", *, timeout: Timeout = CLIENT_DEFAULT) -> list[Entry]:
         """The keys starting with ``prefix`` with values and facts, read at one revision."""
-        reply = await self._request(
+        reply = await self._timed_request(
             "keys", timeout, prefix=check_key(prefix), values=True, facts=True
         )
         values: dict[str, JsonValue] = reply["values"]
         facts = reply["facts"]
-        return [_entry(key, value, facts[key]) for key, value in values.items()]
+        return [entry_from_wire(key, value, facts[key]) for key, value in values.items()]
 
     async def history(
         self,
@@ -395,27 +398,14 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         ``since``: only versions after that revision; ``limit``: only the newest that
         many. Empty if the server keeps no history (``statehub serve --history N``).
         """
-        arguments: dict[str, Any] = {"key": check_key(key)}
-        if limit is not None:
-            arguments["limit"] = limit
-        if since is not None:
-            arguments["since"] = since
-        reply = await self._request("history", timeout, **arguments)
-        return [
-            KeyVersion(
-                key,
-                entry["revision"],
-                entry["time"],
-                entry.get("value"),
-                bool(entry.get("removed", False)),
-                entry.get("by"),
-            )
-            for entry in reply["versions"]
-        ]
+        reply = await self._timed_request(
+            "history", timeout, **history_arguments(key, limit, since)
+        )
+        return key_versions(key, reply)
 
     async def get_all(self, *, timeout: Timeout = CLIENT_DEFAULT) -> dict[str, JsonValue]:
         """The whole state, read from the server."""
-        reply = await self._request("get", timeout, keys=None)
+        reply = await self._timed_request("get", timeout, keys=None)
         values: dict[str, JsonValue] = reply["values"]
         return values
 
@@ -423,13 +413,13 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         self, keys: Iterable[str], *, timeout: Timeout = CLIENT_DEFAULT
     ) -> dict[str, JsonValue]:
         """The values of ``keys`` read at one revision; keys that do not exist are left out."""
-        reply = await self._request("get", timeout, keys=[check_key(key) for key in keys])
+        reply = await self._timed_request("get", timeout, keys=[check_key(key) for key in keys])
         values: dict[str, JsonValue] = reply["values"]
         return values
 
     async def keys(self, prefix: str = "", *, timeout: Timeout = CLIENT_DEFAULT) -> list[str]:
         """The keys starting with ``prefix`` (all keys for ""), sorted."""
-        reply = await self._request("keys", timeout, prefix=check_key(prefix))
+        reply = await self._timed_request("keys", timeout, prefix=check_key(prefix))
         keys: list[str] = reply["keys"]
         return keys
 
@@ -437,7 +427,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         self, prefix: str = "", *, timeout: Timeout = CLIENT_DEFAULT
     ) -> dict[str, JsonValue]:
         """The keys starting with ``prefix`` with their values, read at one revision."""
-        reply = await self._request("keys", timeout, prefix=check_key(prefix), values=True)
+        reply = await self._timed_request("keys", timeout, prefix=check_key(prefix), values=True)
         values: dict[str, JsonValue] = reply["values"]
         return values
 
@@ -465,7 +455,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         changes. ``ResourceLockedError`` if another client leases ``key``; ``TypeError``
         naming the path for a value that is not JSON-like (a tuple, a set, an object...).
         """
-        expect = _expectation(key, if_revision, if_absent)
+        expect = expectation(key, if_revision, if_absent)
         ttls = None if ttl is None else {key: ttl}
         bound = [key] if ephemeral else None
         return await self.update(
@@ -491,9 +481,9 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         """
         if missing_ok:
             return await self.update(
-                removals=[key], expect=_expectation(key, if_revision, False), timeout=timeout
+                removals=[key], expect=expectation(key, if_revision, False), timeout=timeout
             )
-        for _ in range(_REMOVE_ATTEMPTS):
+        for _ in range(REMOVE_ATTEMPTS):
             expected = if_revision
             if expected is None:
                 entry = await self.entry(key, timeout=timeout)
@@ -508,7 +498,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
                 if if_revision is not None:
                     raise
         raise ConflictError(
-            f"key {key!r} changed between reading and removing it {_REMOVE_ATTEMPTS} times "
+            f"key {key!r} changed between reading and removing it {REMOVE_ATTEMPTS} times "
             "in a row: not removed"
         )
 
@@ -535,18 +525,8 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         ``ConflictError`` names each such key with its revision now, and nothing changes.
         Returns the revision; ``ResourceLockedError`` if another client leases a key.
         """
-        checked = {
-            check_key(key): checked_copy(value, key) for key, value in (updates or {}).items()
-        }
-        removed = [check_key(key) for key in removals or ()]
-        extra: dict[str, Any] = {}
-        if expect:
-            extra["expect"] = checked_expectations(expect, checked.keys() | set(removed))
-        if ttl:
-            extra["ttl"] = checked_ttl(ttl, checked)
-        if ephemeral:
-            extra["ephemeral"] = sorted(checked_ephemeral(ephemeral, checked))
-        reply = await self._request("update", timeout, updates=checked, removals=removed, **extra)
+        arguments = update_arguments(updates, removals, expect, ttl, ephemeral)
+        reply = await self._timed_request("update", timeout, **arguments)
         revision: int = reply["revision"]
         return revision
 
@@ -611,7 +591,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         try:
             backlog, self._mirror_backlog = self._mirror_backlog, []
             for pending in (*backlog, message):
-                _apply(self._mirror, pending)
+                apply_batch(self._mirror, pending)
         finally:
             self._mirror_lock.release()
 
@@ -622,7 +602,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         try:
             backlog, self._mirror_backlog = self._mirror_backlog, []
             for pending in backlog:
-                _apply(self._mirror, pending)
+                apply_batch(self._mirror, pending)
         finally:
             self._mirror_lock.release()
 
@@ -648,7 +628,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         release = [check_key(k) for k, s in lock_updates.items() if s is None]
         started = time.monotonic()
         try:
-            await self._request("leases", timeout, acquire=acquire, release=release)
+            await self._timed_request("leases", timeout, acquire=acquire, release=release)
         except ResourceLockedError:
             for key in release:
                 self._leases.pop(key, None)
@@ -663,7 +643,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         self, *, timeout: Timeout = CLIENT_DEFAULT
     ) -> list[tuple[str, bool, float | None]]:
         """The live leases on the server: ``(key, mine, seconds_left or None)``."""
-        reply = await self._request("list_leases", timeout)
+        reply = await self._timed_request("list_leases", timeout)
         return [(key, mine, left) for key, mine, left in reply["leases"]]
 
     async def leases(self, *, timeout: Timeout = CLIENT_DEFAULT) -> list[LeaseInfo]:
@@ -672,12 +652,12 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
 
     async def locks(self, *, timeout: Timeout = CLIENT_DEFAULT) -> list[LockInfo]:
         """The read/write locks held on the server, sorted by key."""
-        reply = await self._request("list_locks", timeout)
+        reply = await self._timed_request("list_locks", timeout)
         return [lock_from_wire(wire) for wire in reply["locks"]]
 
     async def sessions(self, *, timeout: Timeout = CLIENT_DEFAULT) -> list[SessionInfo]:
         """The sessions connected to the server (``you`` marks this client's)."""
-        reply = await self._request("list_sessions", timeout)
+        reply = await self._timed_request("list_sessions", timeout)
         return [session_from_wire(wire) for wire in reply["sessions"]]
 
     async def run_command(self, name: str, **arguments: JsonValue) -> dict[str, JsonValue] | None:
@@ -688,7 +668,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         keyword arguments are the command's, so it takes no ``timeout=`` of its own.
         """
         checked = checked_copy(arguments, f"{name} arguments")
-        reply = await self._request("call", CLIENT_DEFAULT, name=name, arguments=checked)
+        reply = await self._timed_request("call", CLIENT_DEFAULT, name=name, arguments=checked)
         result: dict[str, JsonValue] | None = reply.get("result")
         return result
 
@@ -696,7 +676,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         self, *, timeout: Timeout = CLIENT_DEFAULT
     ) -> dict[str, dict[str, JsonValue]]:
         """The commands registered on the server: ``{name: default_arguments}``."""
-        reply = await self._request("commands", timeout)
+        reply = await self._timed_request("commands", timeout)
         commands: dict[str, dict[str, JsonValue]] = reply["commands"]
         return commands
 
@@ -722,7 +702,9 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         self, key: str, *, exclusive: bool = True, timeout: Timeout = CLIENT_DEFAULT
     ) -> bool:
         """True if the lock could be taken in that mode right now (transient information)."""
-        reply = await self._request("test_lock", timeout, key=check_key(key), exclusive=exclusive)
+        reply = await self._timed_request(
+            "test_lock", timeout, key=check_key(key), exclusive=exclusive
+        )
         free: bool = reply["free"]
         return free
 
@@ -745,8 +727,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
     ) -> HeldLock:
         """Take the lock on ``key`` for ``owner``; see ``get_lock``."""
         check_key(key)
-        if timeout is not None and (type(timeout) not in (int, float) or not timeout >= 0):
-            raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        checked_lock_wait(timeout)
         conn = await self._connection()
         arguments = {"key": key, "exclusive": exclusive, "timeout": timeout, "owner": owner}
         try:
@@ -754,9 +735,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         except ConnectionLost as error:
             raise LockFailed(f"cannot lock {key!r}: {error}") from error
         generation = conn.generation
-        # The server answers a bounded wait by itself; the client's timeout on top covers
-        # a server that does not answer at all. An unbounded wait is what was asked for.
-        deadline = None if timeout is None or self.timeout is None else timeout + self.timeout
+        deadline = lock_deadline(timeout, self.timeout)
         try:
             async with asyncio.timeout(deadline):
                 await asyncio.shield(future)
@@ -799,42 +778,10 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
                 "the server dropped and the server released it"
             )
         try:
-            await self._request(
+            await self._timed_request(
                 "unlock", CLIENT_DEFAULT, key=held.key, exclusive=held.exclusive, owner=held.owner
             )
         except ConnectionLost as error:
             raise LockFailed(
                 f"the {mode} lock on {held.key!r} was lost while held: {error}"
             ) from error
-
-
-#: Reads and compare-and-set removals ``remove(missing_ok=False)`` tries before it gives up
-#: on a key that keeps changing.
-_REMOVE_ATTEMPTS = 10
-
-
-def _expectation(key: str, if_revision: int | None, if_absent: bool) -> dict[str, int | None]:
-    """The ``expect`` of a one-key change: ``{}`` (none), ``{key: N}`` or ``{key: None}``."""
-    if if_absent and if_revision is not None:
-        raise ValueError(
-            f"key {key!r}: if_absent and if_revision exclude each other (a key that does not "
-            "exist has no revision)"
-        )
-    if if_absent:
-        return {key: None}
-    return {} if if_revision is None else {key: if_revision}
-
-
-def _entry(key: str, value: JsonValue, facts: list[Any]) -> Entry:
-    expires_in = float(facts[3]) if len(facts) > 3 else None
-    return Entry(key, value, facts[0], facts[1], facts[2], expires_in)
-
-
-def _apply(mirror: dict[str, JsonValue], message: Message) -> None:
-    updates: dict[str, JsonValue] = message.get("updates") or {}
-    if message.get("snapshot"):
-        mirror.clear()
-    else:
-        for key in message.get("removals") or ():
-            mirror.pop(key, None)
-    mirror.update(updates)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from statehub.client.errors import ConnectionLost
+from statehub.client.hello import DEFAULT_MAX_MESSAGE_BYTES, hello_message, welcome_from
 from statehub.client.timeouts import timed_out
 from statehub.client.tls import ClientTls
 from statehub.client.transports import (
@@ -45,7 +46,6 @@ Message = dict[str, Any]
 BatchHandler = Callable[[Message], None]
 
 DEFAULT_PORT = 38801
-_DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(eq=False, slots=True)
@@ -115,7 +115,7 @@ class Connection:
         self.epoch: object = None
         self._history_continues = True
         self.keepalive_s = 15.0
-        self.max_message_bytes = _DEFAULT_MAX_MESSAGE_BYTES
+        self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
         #: Why the last session ended ("" if none ended).
         self.lost_reason = ""
 
@@ -193,14 +193,9 @@ class Connection:
             async with asyncio.timeout(self._connect_timeout):
                 stream = await open_frame_stream(self.address, self.port, self._tls)
                 hello_id = next(self._ids)
-                hello = {
-                    "id": hello_id,
-                    "op": "hello",
-                    "token": self._wanted_token,
-                    "client": self._client_name,
-                }
-                if self._credential is not None:
-                    hello["credential"] = self._credential
+                hello = hello_message(
+                    hello_id, self._wanted_token, self._client_name, self._credential
+                )
                 await stream.write(encode_batch([hello]))
                 frame = await stream.read()
             self._take_hello(frame, hello_id)
@@ -234,25 +229,16 @@ class Connection:
     def _take_hello(self, frame: bytes | None, hello_id: int) -> None:
         if frame is None:
             raise ConnectionLost(f"statehub at {self.target} ended the session at hello")
-        for message in decode_batch(frame):
-            if message.get("id") != hello_id:
-                continue
-            if "error" in message:
-                raise error_from_wire(message["error"])
-            reply = message.get("ok") or {}
-            # Revisions only mean something within one history (epoch): a server of
-            # another epoch (a restarted in-memory server) gets fresh subscriptions.
-            previous_epoch, self.epoch = self.epoch, reply.get("epoch")
-            self.server_revision = int(reply.get("revision") or 0)
-            self._history_continues = self.generation == 0 or self.epoch == previous_epoch
-            self.session = reply.get("session")
-            self.token = reply.get("token")
-            self.keepalive_s = float(reply.get("keepalive_s") or 15.0)
-            self.max_message_bytes = int(
-                reply.get("max_message_bytes") or _DEFAULT_MAX_MESSAGE_BYTES
-            )
-            return
-        raise ProtocolError(f"statehub at {self.target} did not answer hello")
+        welcome = welcome_from(frame, hello_id, self.target)
+        # Revisions only mean something within one history (epoch): a server of
+        # another epoch (a restarted in-memory server) gets fresh subscriptions.
+        previous_epoch, self.epoch = self.epoch, welcome.epoch
+        self.server_revision = welcome.revision
+        self._history_continues = self.generation == 0 or self.epoch == previous_epoch
+        self.session = welcome.session
+        self.token = welcome.token
+        self.keepalive_s = welcome.keepalive_s
+        self.max_message_bytes = welcome.max_message_bytes
 
     def _mark_connected(self) -> None:
         self.connected = True
