@@ -15,6 +15,7 @@ the server can answer with only what changed (or a snapshot when that history is
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import random
@@ -134,6 +135,11 @@ class Connection:
         self._tasks: list[asyncio.Task[None]] = []
         self._reconnector: asyncio.Task[None] | None = None
         self._last_received = 0.0
+        #: Per timeout, the requests that have one, in send order: (deadline, future, op).
+        self._deadlines: dict[
+            float, collections.deque[tuple[float, asyncio.Future[Message], str]]
+        ] = {}
+        self._deadline_timer: asyncio.TimerHandle | None = None
 
     @property
     def target(self) -> str:
@@ -254,6 +260,10 @@ class Connection:
         self._stream = None
 
     def _fail_pending(self, reason: str) -> None:
+        self._deadlines.clear()
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         pending, self._pending = self._pending, {}
         self._outbox.clear()
         for future in pending.values():
@@ -325,26 +335,58 @@ class Connection:
         """Send a request and wait for its reply."""
         return await self.send(op, arguments)
 
-    async def call(self, op: str, arguments: Message, timeout: float | None) -> Message:
-        """Send a request and wait at most ``timeout`` s (None: no limit) for its reply.
+    def call(self, op: str, arguments: Message, timeout: float | None) -> asyncio.Future[Message]:
+        """Send a request; its future fails with statehub's ``TimeoutError`` if no reply
+        comes within ``timeout`` s (None: no limit).
 
-        On expiry the call raises statehub's ``TimeoutError`` and leaves no trace: the
-        request is forgotten (a late reply is dropped) and the server asked to stop it.
+        A request that times out leaves no trace: it is forgotten (a late reply is
+        dropped) and the server asked to stop it. No timer per call: one per connection,
+        armed for the earliest deadline (requests of one timeout expire in send order).
         """
-        return await self.reply_within(self.send(op, arguments), op, timeout)
+        future = self.send(op, arguments)
+        if timeout is not None:
+            deadline = asyncio.get_running_loop().time() + timeout
+            queue = self._deadlines.get(timeout)
+            if queue is None:
+                queue = self._deadlines[timeout] = collections.deque()
+            queue.append((deadline, future, op))
+            timer = self._deadline_timer
+            if timer is None or timer.when() > deadline:
+                self._arm_deadline_timer(deadline)
+        return future
 
-    async def reply_within(
-        self, future: asyncio.Future[Message], op: str, timeout: float | None
-    ) -> Message:
-        """Wait at most ``timeout`` s for the reply of ``future`` (a request of ``op``)."""
-        if timeout is None:
-            return await future
-        # A timer, not asyncio.timeout(): no task cancellation on the common path.
-        expiry = asyncio.get_running_loop().call_later(timeout, self._expire, future, op, timeout)
-        try:
-            return await future
-        finally:
-            expiry.cancel()
+    def _arm_deadline_timer(self, when: float) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._deadline_timer = asyncio.get_running_loop().call_at(when, self._expire_due)
+
+    def _expire_due(self) -> None:
+        """Expire every request past its deadline, then re-arm for the next one."""
+        self._deadline_timer = None
+        now = asyncio.get_running_loop().time()
+        earliest: float | None = None
+        for timeout, queue in list(self._deadlines.items()):
+            while queue:
+                deadline, future, op = queue[0]
+                if not future.done() and deadline > now:
+                    break
+                queue.popleft()
+                if not future.done():
+                    self._expire(future, op, timeout)
+            if queue:
+                head = queue[0][0]
+                earliest = head if earliest is None else min(earliest, head)
+            else:
+                del self._deadlines[timeout]
+        if earliest is not None:
+            self._arm_deadline_timer(earliest)
+
+    def _forget_answered(self) -> None:
+        """Drop answered requests from the deadline queues' heads (they mostly answer in
+        order), so the queues hold about what is in flight."""
+        for queue in self._deadlines.values():
+            while queue and queue[0][1].done():
+                queue.popleft()
 
     def _expire(self, future: asyncio.Future[Message], op: str, timeout: float) -> None:
         if future.done():
@@ -410,10 +452,12 @@ class Connection:
     ) -> Subscription:
         """Subscribe; batches go to ``handler`` in the event loop, across reconnects."""
         subscription = Subscription(interval, prefix, handler, revision=since)
-        future = self.send("subscribe", {"interval": interval, "prefix": prefix, "since": since})
+        future = self.call(
+            "subscribe", {"interval": interval, "prefix": prefix, "since": since}, timeout
+        )
         self._subscribing += 1
         try:
-            reply = await self.reply_within(future, "subscribe", timeout)
+            reply = await future
         finally:
             self._subscribing -= 1
         self._subscriptions[subscription] = None
@@ -494,6 +538,8 @@ class Connection:
                 self._last_received = loop.time()
                 for message in decode_batch(frame):
                     self._dispatch(message)
+                if self._deadlines:
+                    self._forget_answered()
         except asyncio.CancelledError:
             raise
         except StreamBroken as error:

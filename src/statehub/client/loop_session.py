@@ -86,8 +86,11 @@ class LoopSession:
         late: LateReplyHook | None = None,
     ) -> Message:
         if late is None:
-            return self._run(self._conn.call(op, arguments, timeout))
+            return self._run(self._call(op, arguments, timeout))
         return self._run(self._call_keeping_late(op, arguments, timeout, late))
+
+    async def _call(self, op: str, arguments: Message, timeout: float | None) -> Message:
+        return await self._conn.call(op, arguments, timeout)
 
     async def _call_keeping_late(
         self, op: str, arguments: Message, timeout: float | None, late: LateReplyHook
