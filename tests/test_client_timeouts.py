@@ -55,6 +55,21 @@ async def test_calls_to_a_paused_server_time_out_then_work_when_it_resumes(
         assert client._conn is not None and not client._conn._pending
 
 
+async def test_a_shorter_timeout_sent_after_a_longer_one_expires_first(
+    server: PausedServer,
+) -> None:
+    async with AsyncClient(server.url, timeout=5) as client:
+        server.pause()
+        patient = asyncio.ensure_future(client.get("k"))
+        started = time.monotonic()
+        with pytest.raises(statehub.TimeoutError, match=r"0\.2 s"):
+            await client.get("k", timeout=0.2)
+        assert time.monotonic() - started < 0.2 + SLACK_S
+        assert not patient.done()
+        server.resume()
+        assert await asyncio.wait_for(patient, 10) is None
+
+
 async def test_a_timed_out_lock_wait_leaves_no_holder_and_no_waiter(server: PausedServer) -> None:
     async with (
         AsyncClient(server.url) as holder,
