@@ -156,7 +156,10 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
 
     ``credential``: a bearer token (or JWT) for a server started with ``--auth``.
     ``tls``: a ``ClientTls`` (CA bundle, client certificate), or True for the system's
-    CAs; an address ``statehubs://host:port`` turns TLS on too.
+    CAs; an address ``statehubs://host:port`` turns TLS on too. ``timeout``: seconds a
+    call waits for its answer (10 s; None: no limit; every call also takes ``timeout=``),
+    else ``statehub.TimeoutError`` naming the call and the server; ``connect_timeout``:
+    seconds to open a session (5 s), else ``ConnectionLost``.
 
     Connect with ``async with AsyncClient(...)`` or ``await client.connect()``. When the
     server goes away, waiting and new calls raise ``ConnectionLost`` while the client
