@@ -40,6 +40,7 @@ serve: $(STAMP) $(DASHBOARD)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests conftest.py docs/hooks
 	$(BIN)/ruff format --check src tests conftest.py docs/hooks
+	$(BIN)/lint-imports  # DESIGN.md's layers, no import circles ([tool.importlinter] in pyproject)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

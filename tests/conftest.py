@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from statehub import AsyncClient
-from statehub.server.state_server import StateServer
+from statehub.serving.state_server import StateServer
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser

@@ -16,14 +16,16 @@ from statehub import (
     SQLiteStore,
     StateDictionary,
 )
-from statehub.errors import CommandFailed, LockFailed, LockNotOwnedError, LockUpgradeError
-from statehub.protocol import (
-    SESSION_PATH,
+from statehub.errors import (
+    CommandFailedError,
+    LockFailedError,
+    LockNotOwnedError,
+    LockUpgradeError,
     MessageTooLargeError,
     ProtocolError,
-    RequestCancelled,
-    encode_batch,
+    RequestCancelledError,
 )
+from statehub.protocol import SESSION_PATH, encode_batch
 from test_server_support import GatedStore, RemoteError, connected, eventually, running_server
 
 
@@ -253,7 +255,7 @@ async def test_lock_timeout_fails_with_aborted() -> None:
         with pytest.raises(RemoteError) as failed:
             await b.request("lock", key="L", exclusive=True, timeout=0.05, owner="")
         assert failed.value.status == "ABORTED"
-        assert isinstance(failed.value.error, LockFailed)
+        assert isinstance(failed.value.error, LockFailedError)
         assert "'L'" in str(failed.value.error)
         assert (await b.request("test_lock", key="L", exclusive=False))["free"] is True
 
@@ -318,7 +320,12 @@ async def test_command_errors_have_their_status_and_the_server_keeps_serving() -
         cases = [
             ({"name": "nope", "arguments": {}}, "NOT_FOUND", KeyError, "nope"),
             ({"name": "add", "arguments": {"c": 1}}, "INVALID_ARGUMENT", TypeError, "'add'"),
-            ({"name": "broken", "arguments": {}}, "UNKNOWN", CommandFailed, "instrument is off"),
+            (
+                {"name": "broken", "arguments": {}},
+                "UNKNOWN",
+                CommandFailedError,
+                "instrument is off",
+            ),
             ({"name": 5, "arguments": {}}, "INVALID_ARGUMENT", TypeError, "name"),
         ]
         for arguments, status, kind, text in cases:
@@ -489,7 +496,7 @@ async def test_cancel_stops_a_waiting_lock_and_answers_it_cancelled() -> None:
         with pytest.raises(RemoteError) as cancelled:
             await b.reply(waiting)
         assert cancelled.value.status == "CANCELLED"
-        assert isinstance(cancelled.value.error, RequestCancelled)
+        assert isinstance(cancelled.value.error, RequestCancelledError)
         # The writer left the queue: new readers are not held off any more.
         assert (await a.request("test_lock", key="L", exclusive=False))["free"] is True
         assert await b.request("cancel", request=waiting) == {"cancelled": False}

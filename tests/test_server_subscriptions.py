@@ -20,17 +20,17 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import test_server_support as support
+from statehub import StateServer
 from statehub.auth import Authenticator, token_digest
 from statehub.auth.identities import check_identities
 from statehub.auth.permissions import PrefixSet
 from statehub.core.commands import CommandRegistry
 from statehub.core.rwlock import RWLockTable
-from statehub.core.state_dictionary import StateDictionary
 from statehub.protocol import decode_batch, encode_batch
-from statehub.server import StateServer
 from statehub.server.limits import SessionLimits
 from statehub.server.peer import Peer
 from statehub.server.session import Hub, Session
+from statehub.store.state_dictionary import StateDictionary
 
 EVERYTHING = PrefixSet([""])
 

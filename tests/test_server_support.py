@@ -21,8 +21,8 @@ import aiohttp
 import grpc
 import pytest
 
+from statehub import StateServer
 from statehub.protocol import SESSION_PATH, decode_batch, encode_batch, error_from_wire
-from statehub.server import StateServer
 from statehub.store.memory import MemoryStore
 
 #: Generous deadline for anything the server should do "soon".

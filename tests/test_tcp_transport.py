@@ -11,12 +11,11 @@ from typing import Any
 
 import pytest
 
-from statehub import DictionaryChange
+from statehub import DictionaryChange, StateServer
 from statehub.client.tcp_stream import TcpFrames
+from statehub.errors import MessageTooLargeError, ProtocolError
 from statehub.protocol import decode_batch, encode_batch
-from statehub.protocol.errors import MessageTooLargeError, ProtocolError
 from statehub.protocol.tcp_framing import encode_length, set_keepalive
-from statehub.server import StateServer
 from statehub.server.limits import SessionLimits
 from statehub.server.tcp_transport import _READ_AHEAD as READ_AHEAD
 from statehub.server.tcp_transport import TcpFrames as ServerFrames

@@ -22,10 +22,9 @@ from typing import Any
 from playwright.async_api import Browser, Page, expect
 
 from browser_support import needs_browser
-from statehub import AsyncClient, DictionaryChange, HistoryRetention, StateDictionary
+from statehub import AsyncClient, DictionaryChange, HistoryRetention, StateDictionary, StateServer
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import load_config
-from statehub.server import StateServer
 from test_server_support import eventually, running_server
 
 ARTEFACTS = Path(__file__).parent.parent / "artefacts"

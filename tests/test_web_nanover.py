@@ -13,8 +13,7 @@ import aiohttp
 import msgpack
 import pytest
 
-from statehub import AsyncClient, DictionaryChange
-from statehub.server import StateServer
+from statehub import AsyncClient, DictionaryChange, StateServer
 from test_server_support import DEADLINE, eventually, running_server
 
 

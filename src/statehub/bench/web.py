@@ -34,7 +34,7 @@ from statehub.bench.network import (
 )
 from statehub.bench.table import Result
 from statehub.client.async_client import AsyncClient
-from statehub.server.state_server import StateServer
+from statehub.serving.state_server import StateServer
 
 ROUNDS = 3
 WRITES = 10_000

@@ -19,17 +19,18 @@ from statehub.cli.settings import log_sources, settings_option
 from statehub.client.address import DEFAULT_TCP_PORT
 from statehub.core.key_history import HistoryRetention
 from statehub.core.rwlock import LockTable
-from statehub.core.state_dictionary import StateDictionary
 from statehub.dripline.serving import mesh_for, on_mesh
 from statehub.dripline.settings import MeshSettings, MeshSettingsError
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import ConfigError, EndpointsConfig, load_config
+from statehub.errors import DataDirectoryError, DataFileError, StoreUnavailableError
 from statehub.extras import require_extra
 from statehub.server.connections import RateLimitedLoopErrors
 from statehub.server.discovery import BROADCAST_ADDRESS, ESSD_PORT, Discovery
 from statehub.server.limits import SessionLimits
 from statehub.server.memory import return_large_buffers_to_the_os
-from statehub.server.state_server import (
+from statehub.server.tls import ServerTls
+from statehub.serving.state_server import (
     DEFAULT_ADDRESS,
     DEFAULT_KEEPALIVE_TIME,
     DEFAULT_KEEPALIVE_TIMEOUT,
@@ -37,10 +38,9 @@ from statehub.server.state_server import (
     DEFAULT_PORT,
     StateServer,
 )
-from statehub.server.tls import ServerTls
 from statehub.store.base import Store
-from statehub.store.errors import DataDirectoryError, DataFileError, StoreUnavailableError
 from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
+from statehub.store.state_dictionary import StateDictionary
 from statehub.web.edge import DEFAULT_HTTP_PORT
 from statehub.web.nanover_socket import MAX_MESSAGE_BYTES as NANOVER_MAX_MESSAGE_BYTES
 from statehub.web.origins import OriginPolicy

@@ -11,20 +11,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import threading
 import time
-import types
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any, TypeVar, overload
 
 from statehub.client.address import resolve_target
 from statehub.client.call_shapes import (
     REMOVE_ATTEMPTS,
     HeldLock,
-    apply_batch,
     checked_lock_wait,
     entry_from_wire,
     expectation,
@@ -35,7 +32,7 @@ from statehub.client.call_shapes import (
 )
 from statehub.client.changes import CoalescingBuffer, StateChange
 from statehub.client.connection import Connection, Message, Subscription
-from statehub.client.errors import ConnectionLost
+from statehub.client.deprecation import warn_renamed
 from statehub.client.listing import (
     LeaseInfo,
     LockInfo,
@@ -43,6 +40,7 @@ from statehub.client.listing import (
     lock_from_wire,
     session_from_wire,
 )
+from statehub.client.state_mirror import StateMirror
 from statehub.client.timeouts import (
     CLIENT_DEFAULT,
     DEFAULT_CONNECT_TIMEOUT,
@@ -58,9 +56,9 @@ from statehub.core.events import Event
 from statehub.core.key_history import KeyVersion
 from statehub.core.pacing import check_interval
 from statehub.core.rwlock import StateABC
-from statehub.core.values import JsonValue, check_key, checked_copy, copy_mapping
+from statehub.core.values import JsonValue, check_key, checked_copy
 from statehub.endpoints.remote import AsyncEndpointCalls
-from statehub.errors import ConflictError, LockFailed, ResourceLockedError
+from statehub.errors import ConflictError, ConnectionLostError, LockFailedError, ResourceLockedError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -159,13 +157,13 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
     CAs; an address ``statehubs://host:port`` turns TLS on too. ``timeout``: seconds a
     call waits for its answer (10 s; None: no limit; every call also takes ``timeout=``),
     else ``statehub.TimeoutError`` naming the call and the server; ``connect_timeout``:
-    seconds to open a session (5 s), else ``ConnectionLost``.
+    seconds to open a session (5 s), else ``ConnectionLostError``.
 
     Connect with ``async with AsyncClient(...)`` or ``await client.connect()``. When the
-    server goes away, waiting and new calls raise ``ConnectionLost`` while the client
+    server goes away, waiting and new calls raise ``ConnectionLostError`` while the client
     reconnects with backoff; subscriptions resume, and the ``leases_lost`` /
     ``locks_lost`` events say which leases and locks the lost session took with it
-    (a lock block then exits with ``LockFailed``).
+    (a lock block then exits with ``LockFailedError``).
 
     Events (``statehub.Event``; callbacks run in the client's event loop, must not block):
     ``connection_lost(reason=)``, ``reconnected()``, ``leases_lost(keys=)``,
@@ -216,13 +214,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         self.leases_lost = Event()
         self.locks_lost = Event()
 
-        self._mirror: dict[str, JsonValue] = {}
-        self._mirror_lock = threading.Lock()
-        self._mirror_backlog: list[Message] = []
-        self._backlog_lock = threading.Lock()
-        self._mirror_subscription: Subscription | None = None
-        self._mirror_loop: asyncio.AbstractEventLoop | None = None
-        self._mirror_first: asyncio.Future[None] | None = None
+        self._mirror = StateMirror()
         self._streams: weakref.WeakSet[ChangeStream] = weakref.WeakSet()
 
         self._leases: dict[str, float | None] = {}
@@ -236,7 +228,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
     # -- connection ----------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Open the session; ``ConnectionLost`` if the server cannot be reached."""
+        """Open the session; ``ConnectionLostError`` if the server cannot be reached."""
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
@@ -288,7 +280,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         return self._conn.token if self._conn is not None else None
 
     async def wait_connected(self, timeout: float | None = None) -> None:
-        """Wait until (re)connected; ``ConnectionLost`` if ``timeout`` s pass first."""
+        """Wait until (re)connected; ``ConnectionLostError`` if ``timeout`` s pass first."""
         conn = await self._connection()
         await conn.wait_connected(timeout)
 
@@ -301,11 +293,12 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             await self._conn.close()
         for stream in list(self._streams):
             stream.close()
-        self._fail_mirror_wait(ConnectionLost("the client was closed"))
+        self._mirror.fail(ConnectionLostError("the client was closed"))
 
-    def _fail_mirror_wait(self, error: Exception) -> None:
-        if self._mirror_first is not None and not self._mirror_first.done():
-            self._mirror_first.set_exception(error)
+    async def aclose(self) -> None:
+        """``close()`` under the name ``ChangeStream``, async generators and other asyncio
+        clients close with, so one ``await x.aclose()`` ends either."""
+        await self.close()
 
     async def __aenter__(self) -> AsyncClient:
         await self.connect()
@@ -326,8 +319,8 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         if not self._settings["reconnect"]:  # nothing will resume: end what waits for data
             message = f"lost the connection to statehub at {self.target.host_port}: {reason}"
             for stream in list(self._streams):
-                stream.fail(ConnectionLost(message))
-            self._fail_mirror_wait(ConnectionLost(message))
+                stream.fail(ConnectionLostError(message))
+            self._mirror.fail(ConnectionLostError(message))
         self._invoke(self.connection_lost, reason=reason)
         if leases:
             self._invoke(self.leases_lost, keys=leases)
@@ -550,64 +543,22 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         Returns once the mirror holds the first snapshot. Read it with ``copy_state()``
         or ``lock_state()``. Calling it again while subscribed does nothing.
         """
-        if self._mirror_subscription is not None:
+        if self._mirror.started:
             return
         interval = check_interval(interval)
-        conn = await self._connection()
-        self._mirror_loop = asyncio.get_running_loop()
-        first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._mirror_first = first
-
-        def handler(message: Message) -> None:
-            self._apply_to_mirror(message)
-            if not first.done():
-                first.set_result(None)
-
         seconds = self._seconds(timeout)
-        self._mirror_subscription = await conn.subscribe(
-            float(interval), "", handler, timeout=seconds
-        )
-        await first
+        await self._mirror.start(await self._connection(), float(interval), seconds)
 
     def copy_state(self) -> dict[str, JsonValue]:
         """A deep copy of the mirror (empty unless ``subscribe_all_state_updates`` ran)."""
-        with self._mirror_lock:
-            return copy_mapping(self._mirror)
+        return self._mirror.copy()
 
-    @contextmanager
-    def lock_state(self) -> Iterator[Mapping[str, JsonValue]]:
+    def lock_state(self) -> AbstractContextManager[Mapping[str, JsonValue]]:
         """Hold the mirror still while the block reads it (a read-only view).
 
         Batches arriving meanwhile are applied when the block ends.
         """
-        with self._mirror_lock:
-            yield types.MappingProxyType(self._mirror)
-        with self._backlog_lock:
-            if self._mirror_backlog and self._mirror_loop is not None:
-                self._mirror_loop.call_soon_threadsafe(self._drain_mirror_backlog)
-
-    def _apply_to_mirror(self, message: Message) -> None:
-        with self._backlog_lock:
-            if not self._mirror_lock.acquire(blocking=False):
-                self._mirror_backlog.append(message)  # lock_state is in use
-                return
-        try:
-            backlog, self._mirror_backlog = self._mirror_backlog, []
-            for pending in (*backlog, message):
-                apply_batch(self._mirror, pending)
-        finally:
-            self._mirror_lock.release()
-
-    def _drain_mirror_backlog(self) -> None:
-        with self._backlog_lock:
-            if not self._mirror_backlog or not self._mirror_lock.acquire(blocking=False):
-                return
-        try:
-            backlog, self._mirror_backlog = self._mirror_backlog, []
-            for pending in backlog:
-                apply_batch(self._mirror, pending)
-        finally:
-            self._mirror_lock.release()
+        return self._mirror.hold()
 
     async def attempt_update_state(
         self, change: DictionaryChange, *, timeout: Timeout = CLIENT_DEFAULT
@@ -642,16 +593,15 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             self._leases[key] = started + seconds
         return True
 
-    async def list_leases(
-        self, *, timeout: Timeout = CLIENT_DEFAULT
-    ) -> list[tuple[str, bool, float | None]]:
-        """The live leases on the server: ``(key, mine, seconds_left or None)``."""
-        reply = await self._timed_request("list_leases", timeout)
-        return [(key, mine, left) for key, mine, left in reply["leases"]]
-
     async def leases(self, *, timeout: Timeout = CLIENT_DEFAULT) -> list[LeaseInfo]:
         """The live leases on the server, sorted by key."""
-        return [LeaseInfo(*row) for row in await self.list_leases(timeout=timeout)]
+        reply = await self._timed_request("list_leases", timeout)
+        return [LeaseInfo(key, mine, left) for key, mine, left in reply["leases"]]
+
+    async def list_leases(self) -> list[tuple[str, bool, float | None]]:
+        """Deprecated: ``leases()``, as ``(key, mine, seconds_left or None)`` tuples."""
+        warn_renamed("AsyncClient.list_leases()", "AsyncClient.leases()")
+        return [(lease.key, lease.mine, lease.seconds_left) for lease in await self.leases()]
 
     async def locks(self, *, timeout: Timeout = CLIENT_DEFAULT) -> list[LockInfo]:
         """The read/write locks held on the server, sorted by key."""
@@ -667,7 +617,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         """Run the command ``name`` on the server with ``arguments``; returns its result.
 
         ``KeyError`` if there is no such command, ``TypeError`` for arguments it does not
-        take, ``CommandFailed`` if it raised. It waits the client's ``timeout``: its
+        take, ``CommandFailedError`` if it raised. It waits the client's ``timeout``: its
         keyword arguments are the command's, so it takes no ``timeout=`` of its own.
         """
         checked = checked_copy(arguments, f"{name} arguments")
@@ -692,7 +642,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         """Hold the read/write lock on ``key`` for the ``async with`` block.
 
         The owner is the current asyncio task: two tasks exclude each other. Raises
-        ``LockFailed`` if ``timeout`` s pass, the server refuses, or the connection is
+        ``LockFailedError`` if ``timeout`` s pass, the server refuses, or the connection is
         lost (also when the block ends, if the lock was lost while it ran).
         """
         held = await self.acquire_lock(key, self._task_owner(), exclusive, timeout)
@@ -735,8 +685,8 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         arguments = {"key": key, "exclusive": exclusive, "timeout": timeout, "owner": owner}
         try:
             future = conn.send("lock", arguments)
-        except ConnectionLost as error:
-            raise LockFailed(f"cannot lock {key!r}: {error}") from error
+        except ConnectionLostError as error:
+            raise LockFailedError(f"cannot lock {key!r}: {error}") from error
         generation = conn.generation
         deadline = lock_deadline(timeout, self.timeout)
         try:
@@ -748,8 +698,8 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         except asyncio.CancelledError:
             self._withdraw_lock_request(conn, future, key, exclusive, owner)
             raise
-        except ConnectionLost as error:
-            raise LockFailed(f"cannot lock {key!r}: {error}") from error
+        except ConnectionLostError as error:
+            raise LockFailedError(f"cannot lock {key!r}: {error}") from error
         held = HeldLock(key, owner, exclusive, generation)
         if conn.generation != generation or not conn.connected:
             held.lost = True
@@ -771,12 +721,12 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         future.add_done_callback(give_back)
 
     async def release_lock(self, held: HeldLock) -> None:
-        """Give back a hold; ``LockFailed`` if it was lost with the connection meanwhile."""
+        """Give back a hold; ``LockFailedError`` if it was lost with the connection meanwhile."""
         self._held_locks.discard(held)
         conn = self._conn
         mode = "exclusive" if held.exclusive else "shared"
         if held.lost or conn is None or conn.generation != held.generation:
-            raise LockFailed(
+            raise LockFailedError(
                 f"the {mode} lock on {held.key!r} was lost while held: the connection to "
                 "the server dropped and the server released it"
             )
@@ -784,7 +734,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             await self._timed_request(
                 "unlock", CLIENT_DEFAULT, key=held.key, exclusive=held.exclusive, owner=held.owner
             )
-        except ConnectionLost as error:
-            raise LockFailed(
+        except ConnectionLostError as error:
+            raise LockFailedError(
                 f"the {mode} lock on {held.key!r} was lost while held: {error}"
             ) from error

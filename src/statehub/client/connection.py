@@ -6,7 +6,7 @@ messages queue in an outbox; a single writer task drains whatever has queued up 
 frame (a gRPC or WebSocket message, see ``transports``), so a burst of calls costs one
 transport message, not one each.
 
-When the stream breaks, every waiting call fails with ``ConnectionLost`` and so does every
+When the stream breaks, every waiting call fails with ``ConnectionLostError`` and so does every
 new call until a new session is open. The connection reconnects with exponential backoff
 (with jitter) and resubscribes each wanted subscription from the last revision it saw, so
 the server can answer with only what changed (or a snapshot when that history is gone).
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import itertools
 import logging
 import random
@@ -23,23 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from statehub.client.errors import ConnectionLost
+from statehub.client.frame_stream import FrameStream, StreamBroken
 from statehub.client.hello import DEFAULT_MAX_MESSAGE_BYTES, hello_message, welcome_from
 from statehub.client.timeouts import timed_out
 from statehub.client.tls import ClientTls
-from statehub.client.transports import (
-    FrameStream,
-    StreamBroken,
-    describe_target,
-    open_frame_stream,
-)
-from statehub.protocol import (
-    MessageTooLargeError,
-    ProtocolError,
-    decode_batch,
-    encode_batch,
-    error_from_wire,
-)
+from statehub.client.transports import describe_target, open_frame_stream
+from statehub.errors import ConnectionLostError, MessageTooLargeError, ProtocolError
+from statehub.protocol import decode_batch, encode_batch, error_from_wire
 
 logger = logging.getLogger(__name__)
 
@@ -148,9 +139,9 @@ class Connection:
     # -- opening and closing ---------------------------------------------------------
 
     async def connect(self) -> None:
-        """Open the first session; ``ConnectionLost`` if the server cannot be reached."""
+        """Open the first session; ``ConnectionLostError`` if the server cannot be reached."""
         if self._closed:
-            raise ConnectionLost("the client is closed")
+            raise ConnectionLostError("the client is closed")
         if self.connected:
             return
         if self._reconnector is not None and not self._reconnector.done():
@@ -161,24 +152,24 @@ class Connection:
         self._mark_connected()
 
     async def wait_connected(self, timeout: float | None = None) -> None:
-        """Wait until a session is open; ``ConnectionLost`` if ``timeout`` s pass first."""
+        """Wait until a session is open; ``ConnectionLostError`` if ``timeout`` s pass first."""
         if self.connected:
             return
         if self._closed:
-            raise ConnectionLost("the client is closed")
+            raise ConnectionLostError("the client is closed")
         try:
             async with asyncio.timeout(timeout):
                 await self._connected_event.wait()
         except TimeoutError:
-            raise ConnectionLost(
+            raise ConnectionLostError(
                 f"not reconnected to statehub at {self.target} within {timeout} s"
                 f" (last error: {self.lost_reason or 'none'})"
             ) from None
         if self._closed:
-            raise ConnectionLost("the client is closed")
+            raise ConnectionLostError("the client is closed")
 
     async def close(self) -> None:
-        """End the session for good: no reconnects; waiting calls get ``ConnectionLost``."""
+        """End the session for good: no reconnects; waiting calls get ``ConnectionLostError``."""
         if self._closed:
             return
         self._closed = True
@@ -208,14 +199,18 @@ class Connection:
         except TimeoutError:
             if stream is not None:
                 await stream.close()
-            raise ConnectionLost(
+            raise ConnectionLostError(
                 f"cannot connect to statehub at {self.target}: "
                 f"no answer within {self._connect_timeout} s"
             ) from None
         except StreamBroken as error:
             if stream is not None:
                 await stream.close()
-            raise ConnectionLost(f"cannot connect to statehub at {self.target}: {error}") from None
+            if error.error is not None:  # the server refused the session, and said why
+                raise error.error from None
+            raise ConnectionLostError(
+                f"cannot connect to statehub at {self.target}: {error}"
+            ) from None
         except BaseException:
             if stream is not None:
                 await stream.close()
@@ -234,7 +229,7 @@ class Connection:
 
     def _take_hello(self, frame: bytes | None, hello_id: int) -> None:
         if frame is None:
-            raise ConnectionLost(f"statehub at {self.target} ended the session at hello")
+            raise ConnectionLostError(f"statehub at {self.target} ended the session at hello")
         welcome = welcome_from(frame, hello_id, self.target)
         # Revisions only mean something within one history (epoch): a server of
         # another epoch (a restarted in-memory server) gets fresh subscriptions.
@@ -259,7 +254,7 @@ class Connection:
         self._tasks = []
         self._stream = None
 
-    def _fail_pending(self, reason: str) -> None:
+    def _fail_pending(self, reason: str, server_error: Exception | None = None) -> None:
         self._deadlines.clear()
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
@@ -268,10 +263,14 @@ class Connection:
         self._outbox.clear()
         for future in pending.values():
             if not future.done():
-                future.set_exception(ConnectionLost(reason))
+                # each waiter its own copy: one instance raised in several tasks would
+                # collect all their tracebacks
+                error = copy.copy(server_error) if server_error is not None else None
+                future.set_exception(error or ConnectionLostError(reason))
 
-    def _lost(self, generation: int, reason: str) -> None:
-        """The session of ``generation`` ended: fail what waits, then reconnect."""
+    def _lost(self, generation: int, reason: str, server_error: Exception | None = None) -> None:
+        """The session of ``generation`` ended: fail what waits (with ``server_error``, the
+        server's own error, if it said why it ended the session), then reconnect."""
         if generation != self.generation or not self._stream_open or self._closed:
             return
         stream = self._stream
@@ -281,7 +280,7 @@ class Connection:
         self.lost_reason = reason
         message = f"lost the connection to statehub at {self.target}: {reason}"
         logger.warning("%s", message)
-        self._fail_pending(message)
+        self._fail_pending(message, server_error)
         self._subs_by_id.clear()
         self._early_batches.clear()
         for subscription in self._subscriptions:
@@ -328,7 +327,7 @@ class Connection:
     def send(self, op: str, arguments: Message) -> asyncio.Future[Message]:
         """Queue a request; the future gets the ``ok`` map or the error it came back with."""
         if not self.connected:
-            raise ConnectionLost(self._not_connected())
+            raise ConnectionLostError(self._not_connected())
         return self._send(op, arguments)
 
     async def request(self, op: str, **arguments: Any) -> Message:
@@ -498,7 +497,7 @@ class Connection:
         finally:
             self._subscribing -= 1
         for subscription, reply in zip(wanted, replies, strict=True):
-            if isinstance(reply, ConnectionLost):
+            if isinstance(reply, ConnectionLostError):
                 raise reply
             if isinstance(reply, BaseException):
                 logger.error("could not resubscribe to %r: %s", subscription.prefix, reply)
@@ -530,6 +529,7 @@ class Connection:
     async def _read_loop(self, stream: FrameStream, generation: int) -> None:
         loop = asyncio.get_running_loop()
         reason = "the server ended the session"
+        server_error: Exception | None = None
         try:
             while True:
                 frame = await stream.read()
@@ -543,12 +543,12 @@ class Connection:
         except asyncio.CancelledError:
             raise
         except StreamBroken as error:
-            reason = str(error)
+            reason, server_error = str(error), error.error
         except ProtocolError as error:
             reason = f"the server sent a malformed frame: {error}"
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
-        self._lost(generation, reason)
+        self._lost(generation, reason, server_error)
 
     def _dispatch(self, message: Message) -> None:
         request_id = message.get("id")
@@ -588,7 +588,7 @@ class Connection:
         except asyncio.CancelledError:
             raise
         except StreamBroken as error:
-            self._lost(generation, str(error))
+            self._lost(generation, str(error), error.error)
         except Exception as error:
             self._lost(generation, f"writing failed: {type(error).__name__}: {error}")
 
@@ -646,5 +646,5 @@ class Connection:
             except TimeoutError:
                 self._lost(generation, f"the server did not answer a ping within {interval} s")
                 return
-            except ConnectionLost:
+            except ConnectionLostError:
                 return

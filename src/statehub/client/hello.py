@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from statehub.protocol import ProtocolError, decode_batch, error_from_wire
+from statehub.errors import ProtocolError
+from statehub.protocol import decode_batch, error_from_wire
 
 #: The frame size limit assumed until the server's hello says otherwise.
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024

@@ -32,17 +32,11 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from statehub.client.connection import BatchHandler, Message, Subscription
-from statehub.client.errors import ConnectionLost
 from statehub.client.hello import DEFAULT_MAX_MESSAGE_BYTES, hello_message, welcome_from
 from statehub.client.tcp_stream import MAX_SERVER_FRAME
 from statehub.client.timeouts import timed_out
-from statehub.protocol import (
-    MessageTooLargeError,
-    ProtocolError,
-    decode_batch,
-    encode_batch,
-    error_from_wire,
-)
+from statehub.errors import ConnectionLostError, MessageTooLargeError, ProtocolError
+from statehub.protocol import decode_batch, encode_batch, error_from_wire
 from statehub.protocol.tcp_framing import LENGTH_BYTES, encode_length, set_keepalive
 
 logger = logging.getLogger(__name__)
@@ -54,7 +48,7 @@ _RECEIVE_BYTES = 1 << 16
 
 
 class _Broken(Exception):
-    """The stream is unusable; ``str()`` says why (becomes the ``ConnectionLost`` reason)."""
+    """The stream is unusable; ``str()`` says why (becomes the ``ConnectionLostError`` reason)."""
 
 
 class _Slot:
@@ -138,9 +132,9 @@ class SocketSession:
     # -- opening and closing ---------------------------------------------------------
 
     def connect(self) -> None:
-        """Open the session; ``ConnectionLost`` if the server cannot be reached."""
+        """Open the session; ``ConnectionLostError`` if the server cannot be reached."""
         if self._closed:
-            raise ConnectionLost("the client is closed")
+            raise ConnectionLostError("the client is closed")
         self._open()
 
     def _open(self) -> None:
@@ -164,12 +158,12 @@ class SocketSession:
         try:
             sock = socket.create_connection((self._host, self._port), self._connect_timeout)
         except TimeoutError:
-            raise ConnectionLost(
+            raise ConnectionLostError(
                 f"cannot connect to statehub at {self.target}: "
                 f"no answer within {self._connect_timeout} s"
             ) from None
         except OSError as error:
-            raise ConnectionLost(
+            raise ConnectionLostError(
                 f"cannot connect to statehub at {self.target}: {error.strerror or error}"
             ) from None
         try:
@@ -184,13 +178,15 @@ class SocketSession:
             welcome = welcome_from(self._next_frame(sock, deadline), hello_id, self.target)
         except TimeoutError:
             sock.close()
-            raise ConnectionLost(
+            raise ConnectionLostError(
                 f"cannot connect to statehub at {self.target}: "
                 f"no answer within {self._connect_timeout} s"
             ) from None
         except (OSError, _Broken) as error:
             sock.close()
-            raise ConnectionLost(f"cannot connect to statehub at {self.target}: {error}") from None
+            raise ConnectionLostError(
+                f"cannot connect to statehub at {self.target}: {error}"
+            ) from None
         except BaseException:
             sock.close()
             raise
@@ -203,30 +199,31 @@ class SocketSession:
         return sock
 
     def reopen(self) -> None:
-        """After a lost session: one attempt to open a new one (``ConnectionLost`` if not)."""
+        """After a lost session: one attempt to open a new one (``ConnectionLostError`` if not)."""
         if not self._reconnect:
-            raise ConnectionLost(self._not_connected())
+            raise ConnectionLostError(self._not_connected())
         try:
             self._open()
-        except ConnectionLost as error:
+        except ConnectionLostError as error:
             self.lost_reason = str(error)
-            raise ConnectionLost(self._not_connected()) from None
+            raise ConnectionLostError(self._not_connected()) from None
 
     def wait_connected(self, timeout: float | None = None) -> None:
-        """Reconnect (with backoff) until a session is open; ``ConnectionLost`` at ``timeout``."""
+        """Reconnect (with backoff) until a session is open; ``ConnectionLostError`` once
+        ``timeout`` s have passed."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = self._backoff_initial
         while not self.is_connected():
             if self._closed:
-                raise ConnectionLost("the client is closed")
+                raise ConnectionLostError("the client is closed")
             try:
                 self.reopen()
                 return
-            except ConnectionLost:
+            except ConnectionLostError:
                 pass
             pause = delay * random.uniform(0.8, 1.2)
             if deadline is not None and time.monotonic() + pause > deadline:
-                raise ConnectionLost(
+                raise ConnectionLostError(
                     f"not reconnected to statehub at {self.target} within {timeout} s"
                     f" (last error: {self.lost_reason or 'none'})"
                 ) from None
@@ -234,7 +231,7 @@ class SocketSession:
             delay = min(delay * 2, self._backoff_max)
 
     def close(self) -> None:
-        """End the session for good: waiting calls get ``ConnectionLost``."""
+        """End the session for good: waiting calls get ``ConnectionLostError``."""
         with self._state:
             if self._closed:
                 return
@@ -279,13 +276,13 @@ class SocketSession:
     def send_and_forget(self, op: str, arguments: Message) -> None:
         """Send a request whose reply nobody waits for (dropped when it comes)."""
         if self.connected:
-            with contextlib.suppress(ConnectionLost):
+            with contextlib.suppress(ConnectionLostError):
                 self._send(op, arguments, want_reply=False)
 
     def _send(self, op: str, arguments: Message, want_reply: bool) -> tuple[int, _Slot | None]:
         with self._state:
             if not self.connected:
-                raise ConnectionLost(self._not_connected())
+                raise ConnectionLostError(self._not_connected())
             request_id = next(self._ids)
             sock, generation = self._sock, self.generation
         message = {"id": request_id, "op": op}
@@ -310,7 +307,7 @@ class SocketSession:
         except OSError as error:
             reason = f"writing failed: {type(error).__name__}: {error}"
             self._lost(generation, reason)
-            raise ConnectionLost(
+            raise ConnectionLostError(
                 f"lost the connection to statehub at {self.target}: {reason}"
             ) from None
         return request_id, slot
@@ -493,7 +490,7 @@ class SocketSession:
             self.lost_reason = reason
             message = f"lost the connection to statehub at {self.target}: {reason}"
             for slot in pending.values():
-                slot.error, slot.done = ConnectionLost(message), True
+                slot.error, slot.done = ConnectionLostError(message), True
             self._state.notify_all()
         if sock is not None:
             # shutdown wakes a thread blocked reading it; close alone would not
@@ -579,7 +576,7 @@ class SocketSession:
             )
             try:
                 self._subscribe(subscription, since, self._connect_timeout)
-            except ConnectionLost:
+            except ConnectionLostError:
                 raise
             except Exception as error:
                 logger.error("could not resubscribe to %r: %s", subscription.prefix, error)

@@ -36,7 +36,7 @@ from statehub.client.call_shapes import (
 )
 from statehub.client.changes import BlockingCoalescingBuffer, StateChange
 from statehub.client.connection import BatchHandler, Message, Subscription
-from statehub.client.errors import ConnectionLost
+from statehub.client.deprecation import warn_renamed
 from statehub.client.listing import (
     LeaseInfo,
     LockInfo,
@@ -62,7 +62,12 @@ from statehub.core.key_history import KeyVersion
 from statehub.core.pacing import check_interval
 from statehub.core.values import JsonValue, check_key, checked_copy, copy_mapping
 from statehub.endpoints.remote import EndpointCalls
-from statehub.errors import ConflictError, LockFailed, ResourceLockedError
+from statehub.errors import (
+    ConflictError,
+    ConnectionLostError,
+    LockFailedError,
+    ResourceLockedError,
+)
 from statehub.errors import TimeoutError as CallTimeoutError
 
 logger = logging.getLogger(__name__)
@@ -108,7 +113,7 @@ class _Session(Protocol):
 
 
 class Client(EndpointCalls):
-    """A blocking statehub client; connects on construction (``ConnectionLost`` if it can't).
+    """A blocking statehub client; connects on construction (``ConnectionLostError`` if it can't).
 
     ``with Client(address, port) as client: client.set("a", 1)``. Safe to share between
     threads. ``timeout``: seconds a call waits for its answer (every call also takes
@@ -158,7 +163,7 @@ class Client(EndpointCalls):
         self._backlog_lock = threading.Lock()
         self._mirror_subscription: Subscription | None = None
         self._mirror_filled = threading.Event()
-        self._mirror_ended: ConnectionLost | None = None
+        self._mirror_ended: ConnectionLostError | None = None
         self._closed = False
         self._session: _Session
         if is_tcp_url(target.dial_address):
@@ -224,7 +229,7 @@ class Client(EndpointCalls):
         return self._session.token
 
     def wait_connected(self, timeout: float | None = None) -> None:
-        """Wait until (re)connected; ``ConnectionLost`` if ``timeout`` s pass first."""
+        """Wait until (re)connected; ``ConnectionLostError`` if ``timeout`` s pass first."""
         self._session.wait_connected(timeout)
 
     def close(self) -> None:
@@ -235,9 +240,9 @@ class Client(EndpointCalls):
         self._session.close()
         for stream in list(self._streams):
             stream.close()
-        self._end_mirror_wait(ConnectionLost("the client was closed"))
+        self._end_mirror_wait(ConnectionLostError("the client was closed"))
 
-    def _end_mirror_wait(self, error: ConnectionLost) -> None:
+    def _end_mirror_wait(self, error: ConnectionLostError) -> None:
         if not self._mirror_filled.is_set():
             self._mirror_ended = error
             self._mirror_filled.set()
@@ -258,7 +263,7 @@ class Client(EndpointCalls):
         for held in self._held_locks:
             held.lost = True
         if not self._reconnect:  # nothing will resume: end what waits for data
-            error = ConnectionLost(f"lost the connection to statehub: {reason}")
+            error = ConnectionLostError(f"lost the connection to statehub: {reason}")
             for stream in list(self._streams):
                 stream.fail(error)
             self._end_mirror_wait(error)
@@ -503,16 +508,15 @@ class Client(EndpointCalls):
             self._leases[key] = started + seconds
         return True
 
-    def list_leases(
-        self, *, timeout: Timeout = CLIENT_DEFAULT
-    ) -> list[tuple[str, bool, float | None]]:
-        """The live leases as ``(key, mine, seconds_left or None)`` (``leases()`` names them)."""
-        reply = self._timed_request("list_leases", timeout)
-        return [(key, mine, left) for key, mine, left in reply["leases"]]
-
     def leases(self, *, timeout: Timeout = CLIENT_DEFAULT) -> list[LeaseInfo]:
         """The live leases on the server, sorted by key."""
-        return [LeaseInfo(*row) for row in self.list_leases(timeout=timeout)]
+        reply = self._timed_request("list_leases", timeout)
+        return [LeaseInfo(key, mine, left) for key, mine, left in reply["leases"]]
+
+    def list_leases(self) -> list[tuple[str, bool, float | None]]:
+        """Deprecated: ``leases()``, as ``(key, mine, seconds_left or None)`` tuples."""
+        warn_renamed("Client.list_leases()", "Client.leases()")
+        return [(lease.key, lease.mine, lease.seconds_left) for lease in self.leases()]
 
     def locks(self, *, timeout: Timeout = CLIENT_DEFAULT) -> list[LockInfo]:
         """The read/write locks held on the server, sorted by key."""
@@ -550,7 +554,7 @@ class Client(EndpointCalls):
     ) -> Iterator[None]:
         """Hold the read/write lock on ``key`` for the ``with`` block (owner: this thread).
 
-        ``timeout``: seconds to wait for the lock (``LockFailed`` after); the call waits
+        ``timeout``: seconds to wait for the lock (``LockFailedError`` after); the call waits
         the client's ``timeout`` on top for a server that does not answer at all.
         """
         held = self._acquire_lock(check_key(key), exclusive, checked_lock_wait(timeout))
@@ -575,8 +579,8 @@ class Client(EndpointCalls):
             session.call("lock", arguments, deadline, give_back)
         except CallTimeoutError:
             raise timed_out(f"lock {key!r}", session.target, deadline or 0.0) from None
-        except ConnectionLost as error:
-            raise LockFailed(f"cannot lock {key!r}: {error}") from error
+        except ConnectionLostError as error:
+            raise LockFailedError(f"cannot lock {key!r}: {error}") from error
         # Granted through the session open now (a reply comes on the session it was asked
         # on); one lost since is noticed by release.
         held = HeldLock(key, owner, exclusive, session.generation)
@@ -587,7 +591,7 @@ class Client(EndpointCalls):
         self._held_locks.discard(held)
         mode = "exclusive" if held.exclusive else "shared"
         if held.lost or self._session.generation != held.generation:
-            raise LockFailed(
+            raise LockFailedError(
                 f"the {mode} lock on {held.key!r} was lost while held: the connection to "
                 "the server dropped and the server released it"
             )
@@ -595,8 +599,8 @@ class Client(EndpointCalls):
             self._timed_request(
                 "unlock", CLIENT_DEFAULT, key=held.key, exclusive=held.exclusive, owner=held.owner
             )
-        except ConnectionLost as error:
-            raise LockFailed(
+        except ConnectionLostError as error:
+            raise LockFailedError(
                 f"the {mode} lock on {held.key!r} was lost while held: {error}"
             ) from error
 

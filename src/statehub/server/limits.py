@@ -1,6 +1,6 @@
 """What one session may hold on the server, so that no client can run away with memory.
 
-A client that reaches a limit gets ``LimitExceeded`` (status RESOURCE_EXHAUSTED) for the
+A client that reaches a limit gets ``LimitExceededError`` (status RESOURCE_EXHAUSTED) for the
 request that would go over it, or is slowed down (backpressure) where waiting is the
 better answer: a client that sends requests without reading the replies stops being read
 once ``max_queued_bytes`` of replies and change batches wait for it.
@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from statehub.errors import LimitExceeded
+from statehub.errors import LimitExceededError
+
+#: The former name, for session.py and the NanoVer edges until the engine branch lands
+#: (an alias of statehub's own: the public one warns).
+LimitExceeded = LimitExceededError
 
 __all__ = [
     "MAX_CLIENT_NAME_CHARS",
     "MAX_TOKEN_BYTES",
     "LimitExceeded",
+    "LimitExceededError",
     "SessionLimits",
     "check_client_name",
     "check_token",
@@ -32,9 +37,9 @@ MAX_TOKEN_BYTES = 16 * 1024
 
 
 def check_client_name(name: str, where: str) -> str:
-    """``name``, or ``LimitExceeded`` naming ``where`` and the limit if it is too long."""
+    """``name``, or ``LimitExceededError`` naming ``where`` and the limit if it is too long."""
     if len(name) > MAX_CLIENT_NAME_CHARS:
-        raise LimitExceeded(
+        raise LimitExceededError(
             f"{where}: a client name of {len(name):,} characters is over the limit of "
             f"{MAX_CLIENT_NAME_CHARS} characters (docs/limits.md)"
         )
@@ -42,12 +47,12 @@ def check_client_name(name: str, where: str) -> str:
 
 
 def check_token(token: str, where: str) -> str:
-    """``token``, or ``LimitExceeded`` naming ``where`` and the limit if it is too large."""
+    """``token``, or ``LimitExceededError`` naming ``where`` and the limit if it is too large."""
     # A str of n characters is at most 4n bytes of UTF-8: short ones need no encoding.
     if len(token) * 4 > MAX_TOKEN_BYTES:
         size = len(token.encode("utf-8", "surrogatepass"))
         if size > MAX_TOKEN_BYTES:
-            raise LimitExceeded(
+            raise LimitExceededError(
                 f"{where}: a token of {size:,} bytes is over the limit of {MAX_TOKEN_BYTES} "
                 "bytes (16 KiB; docs/limits.md)"
             )

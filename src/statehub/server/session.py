@@ -34,7 +34,6 @@ from statehub.core.key_history import KeyVersion
 from statehub.core.limits import check_seconds
 from statehub.core.pacing import Pacer
 from statehub.core.rwlock import LockHolding, LockTable
-from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import check_key
 from statehub.errors import StatehubError
 from statehub.protocol.codec import decode_batch, encode_value
@@ -56,6 +55,7 @@ from statehub.server.outbox import FRAME_HEADER_BYTES, Outbox
 from statehub.server.peer import Peer
 from statehub.server.subscriptions import FanoutGroups, Subscription
 from statehub.store.leases import Lease
+from statehub.store.state_dictionary import StateDictionary
 
 logger = logging.getLogger(__name__)
 

@@ -230,7 +230,7 @@ class Store(ABC):
         A store that keeps nothing (or writes synchronously) returns at once. A durable
         store that commits in groups blocks until the group holding ``revision`` is on
         disk; it raises ``TimeoutError`` after ``timeout`` seconds and
-        ``statehub.store.errors.DurabilityError`` if the write failed.
+        ``statehub.errors.DurabilityError`` if the write failed.
         """
 
     async def wait_durable_async(self, revision: int) -> None:  # noqa: B027

@@ -29,7 +29,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import msgpack
 import redis
@@ -38,18 +38,21 @@ import redis.asyncio
 from statehub.core.entries import Expectations, KeyFacts
 from statehub.core.key_history import HistoryRetention, KeyVersion, owner_name
 from statehub.core.values import JsonValue
-from statehub.errors import ConflictError, ResourceLockedError
+from statehub.errors import (
+    ConflictError,
+    DurabilityError,
+    ResourceLockedError,
+    StoreUnavailableError,
+)
 from statehub.protocol.codec import decode_value, encode_value
 from statehub.store import redis_scripts
 from statehub.store.base import Store
-from statehub.store.errors import DurabilityError, StoreUnavailableError
 from statehub.store.leases import Lease
+from statehub.store.redis_commands import RedisCommandPeers
 from statehub.store.redis_connection import RedisTarget
+from statehub.store.redis_link import RedisKeys
+from statehub.store.redis_locks import RedisLockTable
 from statehub.store.redis_ordered import OrderedScripts, log_failure
-
-if TYPE_CHECKING:
-    from statehub.store.redis_commands import RedisCommandPeers
-    from statehub.store.redis_locks import RedisLockTable
 
 logger = logging.getLogger(__name__)
 
@@ -348,16 +351,12 @@ class RedisStore(Store):
 
     def lock_table(self) -> RedisLockTable:
         """The read/write locks every server over this Redis shares (one per store)."""
-        from statehub.store.redis_locks import RedisLockTable  # it builds on this module
-
         if self._lock_table is None:
             self._lock_table = RedisLockTable(self)
         return self._lock_table
 
     def command_peers(self) -> RedisCommandPeers:
         """The command directory and calls between the servers over this Redis (one per store)."""
-        from statehub.store.redis_commands import RedisCommandPeers  # it builds on this module
-
         if self._command_peers is None:
             self._command_peers = RedisCommandPeers(self)
         return self._command_peers
@@ -791,73 +790,6 @@ class RedisStore(Store):
             f"Redis at {self.target.describe()} is unreachable ({reason}): changes are "
             "refused until it is back; reads answer from this server's copy"
         )
-
-
-class RedisKeys:
-    """The names of the store's keys under one prefix (one hash tag: one cluster slot)."""
-
-    def __init__(self, prefix: str) -> None:
-        base = "{" + prefix + "}:"
-        self.base = base
-        self.epoch = base + "epoch"
-        self.revision = base + "revision"
-        self.content = base + "content"
-        self.history = base + "history"
-        self.servers = base + "servers"
-        self.lock_prefix = base + "lock"
-        self.leases = [base + "leases", base + "lease_deadlines", base + "lease_servers"]
-        self.facts = base + "facts"
-        self.bound = base + "bound"
-        self.deadlines = base + "deadlines"
-        self.history_versions = base + "history_versions"
-        self.key_history = base + "khist:"
-        self.history_prefixes = base + "history_prefixes"
-        self.commit = [
-            self.epoch,
-            self.revision,
-            self.content,
-            self.history,
-            *self.leases,
-            self.facts,
-            self.bound,
-            self.deadlines,
-            self.history_versions,
-            self.key_history,
-            self.history_prefixes,
-        ]
-        self.expire = [
-            self.epoch,
-            self.revision,
-            self.content,
-            self.history,
-            self.facts,
-            self.bound,
-            self.deadlines,
-            self.history_versions,
-            self.key_history,
-            self.history_prefixes,
-        ]
-        self.snapshot = [self.epoch, self.revision, self.content, self.facts]
-
-    def alive(self, server: str) -> str:
-        return f"{self.base}alive:{server}"
-
-    def release_bound(self, server: str) -> list[str]:
-        return [
-            self.epoch,
-            self.revision,
-            self.content,
-            self.history,
-            self.facts,
-            self.bound,
-            self.alive(server),
-            self.history_versions,
-            self.key_history,
-            self.history_prefixes,
-        ]
-
-    def reap(self, server: str) -> list[str]:
-        return [*self.leases, self.servers, self.alive(server), self.base + "lockkeys"]
 
 
 def _settle(committed: asyncio.Future[int], revision: int, failure: BaseException | None) -> None:

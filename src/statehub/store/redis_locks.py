@@ -2,7 +2,7 @@
 
 The same promises as ``core.rwlock.RWLockTable`` (non-fair mode): many shared holders or
 one exclusive one; a new reader waits while any writer waits, on any server; writers go
-in FIFO order; a timeout raises ``LockFailed``; a cancelled or timed-out waiter leaves no
+in FIFO order; a timeout raises ``LockFailedError``; a cancelled or timed-out waiter leaves no
 trace. The queue and the holds live in Redis and every change to them is one Lua script
 (``redis_scripts.LOCK_*``), so the rules hold across servers. A request is queued for
 Redis when it is made (``redis_ordered``), so one server's requests reach Redis in the
@@ -27,11 +27,15 @@ import redis
 from statehub.core.acquisition import Acquisition
 from statehub.core.limits import check_seconds
 from statehub.core.rwlock import LockHolding
-from statehub.errors import LockFailed, LockNotOwnedError, LockUpgradeError
+from statehub.errors import (
+    LockFailedError,
+    LockNotOwnedError,
+    LockUpgradeError,
+    StoreUnavailableError,
+)
 from statehub.protocol.codec import encode_value
 from statehub.store import redis_scripts
-from statehub.store.errors import StoreUnavailableError
-from statehub.store.redis import RedisStore
+from statehub.store.redis_link import RedisLink
 from statehub.store.redis_ordered import log_failure
 
 logger = logging.getLogger(__name__)
@@ -49,7 +53,7 @@ class RedisLockTable:
     queued when made, so Redis sees this server's lock requests in the order they came.
     """
 
-    def __init__(self, store: RedisStore) -> None:
+    def __init__(self, store: RedisLink) -> None:
         self._store = store
         self._scripts = store.ordered
         self._base = store.keys.base
@@ -74,7 +78,7 @@ class RedisLockTable:
                 f"timed out after {timeout} s waiting for the "
                 f"{'exclusive' if exclusive else 'shared'} lock on {key!r}"
             )
-            expiry = loop.call_later(timeout, self._expire, request, LockFailed(message))
+            expiry = loop.call_later(timeout, self._expire, request, LockFailedError(message))
             request.grant.add_done_callback(lambda _: expiry.cancel())
         request.grant.add_done_callback(lambda _: self._withdraw_unless_granted(request))
         return Acquisition.of(request.grant, lambda _: self._release_logged(hold))
@@ -203,7 +207,7 @@ class RedisLockTable:
             request.poll.cancel()
         request.poll = loop.call_later(POLL_INTERVAL, self._take, request)
 
-    def _expire(self, request: _Request, error: LockFailed) -> None:
+    def _expire(self, request: _Request, error: LockFailedError) -> None:
         """The timeout passed: the caller gets ``error`` once Redis has withdrawn the wait
         (so no other server sees it after that), unless the grant came first."""
         if request.grant.done():
@@ -290,7 +294,7 @@ class _Request:
     taking: bool = False
     again: bool = False
     poll: asyncio.TimerHandle | None = None
-    expired: LockFailed | None = None
+    expired: LockFailedError | None = None
     withdrawn: asyncio.Future[Any] | None = None
 
 
