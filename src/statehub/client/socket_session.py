@@ -21,6 +21,7 @@ a lock request instead keeps a hook that gives a late grant straight back.
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import logging
 import random
@@ -116,7 +117,8 @@ class SocketSession:
         self._early_batches: dict[int, list[Message]] = {}
         self._helper: threading.Thread | None = None
         self._closed = False
-        self._server_error = ""
+        #: The error the server said it ends the session with (its last frame), if any.
+        self._server_error: Exception | None = None
 
         self.connected = False
         #: +1 each time a session opens: what was held under an older one is gone.
@@ -306,7 +308,10 @@ class SocketSession:
                 sock.sendall(encode_length(frame) + frame)
         except OSError as error:
             reason = f"writing failed: {type(error).__name__}: {error}"
-            self._lost(generation, reason)
+            server_error = self._server_error  # if its last frame was read already
+            self._lost(generation, reason, server_error)
+            if server_error is not None:
+                raise copy.copy(server_error) from None
             raise ConnectionLostError(
                 f"lost the connection to statehub at {self.target}: {reason}"
             ) from None
@@ -374,13 +379,13 @@ class SocketSession:
             except TimeoutError:
                 raise
             except _Broken as error:
-                self._lost(generation, str(error))
+                self._lost(generation, str(error), self._server_error)
                 return
             except ProtocolError as error:
                 self._lost(generation, f"the server sent a malformed frame: {error}")
                 return
-            except OSError as error:
-                self._lost(generation, f"{type(error).__name__}: {error}")
+            except OSError as error:  # a reset right after the server's last frame too
+                self._lost(generation, f"{type(error).__name__}: {error}", self._server_error)
                 return
             self._dispatch(messages)
 
@@ -438,7 +443,7 @@ class SocketSession:
                 sub_id = message.get("sub")
                 if sub_id is None:
                     if "error" in message:  # why the server is about to close
-                        self._server_error = str(error_from_wire(message["error"] or {}))
+                        self._server_error = error_from_wire(message["error"] or {})
                         logger.warning(
                             "statehub at %s reported: %s", self.target, self._server_error
                         )
@@ -475,8 +480,16 @@ class SocketSession:
 
     # -- losing the session ----------------------------------------------------------
 
-    def _lost(self, generation: int, reason: str, *, quiet: bool = False) -> None:
-        """The session of ``generation`` ended: fail what waits, tell the client."""
+    def _lost(
+        self,
+        generation: int,
+        reason: str,
+        server_error: Exception | None = None,
+        *,
+        quiet: bool = False,
+    ) -> None:
+        """The session of ``generation`` ended: fail what waits (with ``server_error``, the
+        server's own error, if it said why it ended the session), tell the client."""
         with self._state:
             if generation != self.generation or not self.connected:
                 return
@@ -488,9 +501,13 @@ class SocketSession:
             for subscription in self._subscriptions:
                 subscription.sub_id = None
             self.lost_reason = reason
+            self._server_error = None
             message = f"lost the connection to statehub at {self.target}: {reason}"
             for slot in pending.values():
-                slot.error, slot.done = ConnectionLostError(message), True
+                # each waiter its own copy: one instance raised in several threads would
+                # collect all their tracebacks
+                error = copy.copy(server_error) if server_error is not None else None
+                slot.error, slot.done = error or ConnectionLostError(message), True
             self._state.notify_all()
         if sock is not None:
             # shutdown wakes a thread blocked reading it; close alone would not
