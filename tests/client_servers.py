@@ -44,6 +44,7 @@ def free_port() -> int:
         return port
 
 
-def threaded_server(port: int = 0) -> StateServer:
-    """A StateServer on 127.0.0.1 running in a background thread (for blocking tests)."""
-    return StateServer(address="127.0.0.1", port=port).start_in_thread()
+def threaded_server(port: int = 0, tcp_port: int = 0) -> StateServer:
+    """A StateServer on 127.0.0.1 (gRPC and plain TCP) running in a background thread
+    (for blocking tests)."""
+    return StateServer(address="127.0.0.1", port=port, tcp_port=tcp_port).start_in_thread()
