@@ -25,9 +25,7 @@ from typing import Any, TypeVar
 
 from statehub.auth import Credentials, OpenAccess, Principal, Right, UnauthenticatedError
 from statehub.auth.authenticator import Authenticator
-from statehub.auth.context import current_principal
 from statehub.auth.permissions import UNRESTRICTED, AdminRight, Permissions
-from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistration, CommandRegistry
 from statehub.core.entries import KeyFacts
 from statehub.core.key_history import KeyVersion
@@ -52,6 +50,10 @@ from statehub.server.limits import (
     check_client_name,
     check_token,
 )
+from statehub.server.operations.commands import callable_only, run_command
+from statehub.server.operations.leases import change_leases
+from statehub.server.operations.owner import owner_token
+from statehub.server.operations.state import submit_write
 from statehub.server.outbox import FRAME_HEADER_BYTES, Outbox
 from statehub.server.peer import Peer
 from statehub.server.subscriptions import FanoutGroups, Subscription
@@ -416,7 +418,7 @@ class Session:
             raise
         # The owner of the session's leases: a client-chosen token would let anyone who
         # names it take over (or release) the leases of whoever chose it first.
-        self.token = f"{self.id}:{self.principal.name}"
+        self.token = owner_token(self.id, self.principal.name)
         self.client = client
         logger.debug("session %s: hello from %r at %s", self.id, client, self.peer.address)
         return {
@@ -488,14 +490,10 @@ class Session:
         updates = {} if updates is None else updates
         if type(updates) is not dict:
             raise TypeError(f"update: 'updates' must be a map, got {_describe(updates)}")
-        removals = [check_key(key) for key in _list_arg(message, "update", "removals", [])]
-        self.principal.require(Right.WRITE, [*map(check_key, updates), *removals], "update")
+        removals = _list_arg(message, "update", "removals", [])
         expect = message.get("expect")
-        if expect is not None:
-            if type(expect) is not dict:
-                raise TypeError(f"update: 'expect' must be a map, got {_describe(expect)}")
-            # An expectation reads a key's revision (a conflict reports it): as etcd's Txn.
-            self.principal.require(Right.READ, [*map(check_key, expect)], "update")
+        if expect is not None and type(expect) is not dict:
+            raise TypeError(f"update: 'expect' must be a map, got {_describe(expect)}")
         ttl = message.get("ttl")
         if ttl is not None and type(ttl) is not dict:
             raise TypeError(f"update: 'ttl' must be a map, got {_describe(ttl)}")
@@ -504,9 +502,17 @@ class Session:
             ephemeral = _list_arg(message, "update", "ephemeral")
         state = self.hub.state
         started = time.perf_counter()
-        change = DictionaryChange(updates, removals)
-        revision = state.submit_update(
-            self.token, change, expect=expect or None, ttl=ttl or None, ephemeral=ephemeral
+        assert self.token is not None  # dispatch answers nothing but hello before it
+        revision = submit_write(
+            state,
+            self.principal,
+            self.token,
+            updates,
+            removals,
+            op="update",
+            expect=expect,
+            ttl=ttl,
+            ephemeral=ephemeral,
         )
         if type(revision) is int:
             self.hub.observer.committed(time.perf_counter() - started)
@@ -558,52 +564,19 @@ class Session:
         acquire = {} if acquire is None else acquire
         if type(acquire) is not dict:
             raise TypeError(f"leases: 'acquire' must be a map, got {_describe(acquire)}")
-        release = [check_key(key) for key in _list_arg(message, "leases", "release", [])]
-        self.principal.require(Right.LEASE, [*map(check_key, acquire), *release], "leases")
-        if len(self._leased) + len(acquire) > self.hub.limits.max_leases:
-            listing = self.hub.state.submit_leases()
-            if not isinstance(listing, list):
-                return self._change_leases_after(listing, acquire, release)
-            self._check_lease_room(acquire, listing)
-        changing = self.hub.state.submit_lease_change(self.token, acquire, release)
-        if changing is not None:
-            return self._leases_changed_after(changing, acquire, release)
-        self._leases_changed(acquire, release)
-        return {}
-
-    async def _change_leases_after(
-        self, listing: Awaitable[list[Lease]], acquire: dict[Any, Any], release: list[str]
-    ) -> Reply:
-        self._check_lease_room(acquire, await listing)
-        changing = self.hub.state.submit_lease_change(self.token, acquire, release)
-        if changing is not None:
-            await changing
-        self._leases_changed(acquire, release)
-        return {}
-
-    async def _leases_changed_after(
-        self, changing: Awaitable[None], acquire: dict[Any, Any], release: list[str]
-    ) -> Reply:
-        await changing
-        self._leases_changed(acquire, release)
-        return {}
-
-    def _leases_changed(self, acquire: dict[Any, Any], release: list[str]) -> None:
-        for key in release:
-            self._leased.pop(key, None)
-        self._leased.update(dict.fromkeys(acquire))
-
-    def _check_lease_room(self, acquire: dict[Any, Any], leases: list[Lease]) -> None:
-        limit = self.hub.limits.max_leases
-        live = {lease.key for lease in leases if lease.owner == self.token}
-        # Forget leases that expired or were released elsewhere.
-        self._leased = {key: None for key in self._leased if key in live}
-        wanted = self._leased.keys() | acquire.keys()
-        if len(wanted) > limit:
-            raise LimitExceeded(
-                f"leases: this session would hold {len(wanted)} leases (max_leases={limit}); "
-                "nothing was leased"
-            )
+        release = _list_arg(message, "leases", "release", [])
+        assert self.token is not None  # dispatch answers nothing but hello before it
+        changing = change_leases(
+            self.hub.state,
+            self.principal,
+            self.token,
+            acquire,
+            release,
+            op="leases",
+            held=self._leased,
+            max_leases=self.hub.limits.max_leases,
+        )
+        return {} if changing is None else _reply_when_done(changing, lambda _: {})
 
     def _list_leases(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
         listing = self.hub.state.submit_leases()
@@ -834,23 +807,17 @@ class Session:
         arguments = {} if arguments is None else arguments
         if type(arguments) is not dict:
             raise TypeError(f"call {name!r}: 'arguments' must be a map, got {_describe(arguments)}")
-        self.principal.require(Right.CALL, [name], "call")
-        current_principal.set(self.principal)  # this task's context: the command checks admin
-        return {"result": await self.hub.commands.run_async(name, arguments)}
+        return {
+            "result": await run_command(self.hub.commands, self.principal, name, arguments, "call")
+        }
 
     def _commands(self, message: dict[str, Any]) -> Reply:
-        callable_names = self.principal.permissions.call
-        registrations = self.hub.commands.commands
+        commands = self.hub.commands
+        registrations = callable_only(commands.commands, self.principal)
         return {
-            "commands": {
-                name: defaults
-                for name, defaults in self.hub.commands.list().items()
-                if name in callable_names
-            },
+            "commands": callable_only(commands.list(), self.principal),
             "arguments": {
-                name: _arguments_of(registration)
-                for name, registration in registrations.items()
-                if name in callable_names
+                name: _arguments_of(registration) for name, registration in registrations.items()
             },
         }
 
