@@ -15,6 +15,7 @@ import pytest
 
 from statehub import AsyncClient, DictionaryChange, StateDictionary
 from statehub.server import StateServer
+from statehub.server.limits import SessionLimits
 from statehub.store.errors import StoreUnavailableError
 from statehub.store.memory import MemoryStore
 from test_server_support import DEADLINE, eventually, running_server
@@ -510,3 +511,17 @@ async def test_a_store_error_is_answered_and_the_client_goes_on() -> None:
         assert "unreachable" in error["message"]
         await peer.request("commands/list", {}, 1)  # the connection still serves it
         assert "response" in await peer.next_command()
+
+
+async def test_registrations_are_bounded_by_the_session_limit() -> None:
+    async with (
+        web_server(limits=SessionLimits(max_registrations=2)) as server,
+        nanover_peer(server) as peer,
+    ):
+        for name in ("one", "two", "three"):
+            await peer.send({"command": {"register": {"name": name, "arguments": {}}}})
+        error = await peer.next_error()
+        assert error["type"] == "LimitExceeded"
+        assert "register 'three'" in error["message"]
+        assert "max_registrations=2" in error["message"]
+        assert {"one", "two"} <= set(server.commands) and "three" not in server.commands

@@ -69,6 +69,8 @@ class SessionLimits:
     max_pending_requests: int = 1_000
     #: Keys one session may hold leased at once.
     max_leases: int = 10_000
+    #: Commands one client may serve at once (a NanoVer WebSocket client's ``register``).
+    max_registrations: int = 1_000
 
     def __post_init__(self) -> None:
         for field in fields(self):

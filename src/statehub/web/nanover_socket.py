@@ -75,8 +75,6 @@ DEFAULT_FORWARD_TIMEOUT = 30.0
 #: Seconds a write to a client may wait for it to read before the server drops it
 #: (1.5 x the keepalive, as aiohttp's ping: 15 s by default; the edge sets it).
 DEFAULT_UNREAD_TIMEOUT = 15.0
-#: Commands one client may register at once (``docs/limits.md``).
-MAX_REGISTERED_COMMANDS = 1_000
 #: WebSocket close reasons are limited to 123 bytes.
 _MAX_CLOSE_REASON = 120
 _AVATAR_PREFIX = "avatar."
@@ -142,10 +140,11 @@ class NanoverRoom:
         """
         commands = self.hub.commands
         previous = self._registrants.get(name)
-        if previous is not connection and connection.registered >= MAX_REGISTERED_COMMANDS:
+        limit = self.hub.limits.max_registrations
+        if previous is not connection and connection.registered >= limit:
             raise LimitExceeded(
                 f"register {name!r}: this client already serves {connection.registered} "
-                f"commands (at most {MAX_REGISTERED_COMMANDS} per client)"
+                f"commands (max_registrations={limit})"
             )
         if previous is not None:
             commands.unregister(name)
