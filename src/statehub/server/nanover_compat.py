@@ -45,7 +45,7 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
-from statehub.auth import PrefixSet, Principal, Right
+from statehub.auth import PrefixSet, Principal
 from statehub.core.values import JsonValue
 from statehub.errors import ResourceLockedError
 from statehub.protocol.errors import MessageTooLargeError, error_message, status_of
@@ -55,6 +55,7 @@ from statehub.server.operations.commands import callable_only, run_command
 from statehub.server.operations.copies import keys_to_drop
 from statehub.server.operations.leases import change_leases
 from statehub.server.operations.owner import nanover_token_owner
+from statehub.server.operations.reads import readable_keys
 from statehub.server.operations.state import committed, submit_write
 from statehub.server.session import Hub
 
@@ -186,10 +187,9 @@ class NanoverStateService:
         """The keys this call's identity may read; aborts if it may read none."""
         principal = await _principal(self._hub, context)
         try:
-            principal.require_some(Right.READ, "SubscribeStateUpdates")
+            return readable_keys(principal, "SubscribeStateUpdates")
         except Exception as error:
             await _abort(context, error)
-        return principal.permissions.read
 
     async def UpdateState(self, request: Any, context: Context) -> Any:
         await _check_size(self._hub, request, context)

@@ -53,6 +53,7 @@ from statehub.server.limits import (
 from statehub.server.operations.commands import callable_only, run_command
 from statehub.server.operations.leases import change_leases
 from statehub.server.operations.owner import owner_token
+from statehub.server.operations.reads import only_readable, readable_keys
 from statehub.server.operations.state import submit_write
 from statehub.server.outbox import FRAME_HEADER_BYTES, Outbox
 from statehub.server.peer import Peer
@@ -443,9 +444,8 @@ class Session:
             revision, values, facts = self.hub.state.shared_entries(names)
         else:
             revision, values = self.hub.state.shared_values(names)
-        readable = self.principal.permissions.read
-        if names is None and not readable.everything:  # all this identity may read
-            values = {key: value for key, value in values.items() if key in readable}
+        if names is None:  # all this identity may read
+            values = only_readable(values, self.principal)
         if with_facts:
             reply = {
                 "values": values,
@@ -743,7 +743,7 @@ class Session:
         since = message.get("since")
         if since is not None and type(since) is not int:
             raise TypeError(f"subscribe: 'since' must be an int or None, got {_describe(since)}")
-        self.principal.require_some(Right.READ, "subscribe")
+        readable_keys(self.principal, "subscribe")
         sub = self._next_sub
         self._next_sub += 1
         self._subscription_args[sub] = (pacer, prefix)

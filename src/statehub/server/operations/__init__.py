@@ -10,6 +10,7 @@ and errors back into its protocol. What a call checks and does lives here, once:
   rights, committed without blocking the event loop on any store;
 - ``leases``: lease changes checked against rights and the per-client ``max_leases``;
 - ``commands``: calls checked against call rights, listings filtered by them;
+- ``reads``: what a caller may see of the state (gets, listings, subscriptions);
 - ``copies``: what a client's copy of the state must drop when its read rights change.
 
 Errors are raised with their statehub types (``PermissionDeniedError``, ``LimitExceeded``,
