@@ -10,6 +10,9 @@ redis-server started once for the module). Each server runs with ``--auth`` iden
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,10 +34,11 @@ from test_server_support import DEADLINE, eventually
 state_pb2, state_pb2_grpc, _, _ = nanover_modules.load()
 
 STORES = ["memory", "sqlite", "redis"]
+#: Each transport of the session protocol: its URL scheme and the server's port for it.
 SESSION_EDGES = {
-    "session-grpc": "statehub://127.0.0.1:{port}",
-    "session-tcp": "statehub+tcp://127.0.0.1:{tcp_port}",
-    "session-websocket": "ws://127.0.0.1:{http_port}",
+    "session-grpc": ("statehub", "port"),
+    "session-tcp": ("statehub+tcp", "tcp_port"),
+    "session-websocket": ("ws", "http_port"),
 }
 EDGES = [*SESSION_EDGES, "nanover-grpc", "nanover-websocket"]
 #: Small bounds, so each edge's limit is reached with a few requests.
@@ -184,9 +188,8 @@ async def edge(
 ) -> AsyncIterator[Any]:
     """A client of ``server`` on edge ``kind``, as ``user``, closed when the block ends."""
     if kind in SESSION_EDGES:
-        url = SESSION_EDGES[kind].format(
-            port=server.port, tcp_port=server.tcp_port, http_port=server.http_port
-        )
+        scheme, port = SESSION_EDGES[kind]
+        url = f"{scheme}://127.0.0.1:{getattr(server, port)}"
         async with AsyncClient(url, credential=TOKENS[user], reconnect=False) as client:
             yield SessionEdge(client)
     elif kind == "nanover-grpc":
@@ -294,3 +297,50 @@ def _struct(mapping: dict[str, Any]) -> struct_pb2.Struct:
 def _error_type(error: Exception) -> str:
     """The statehub error type a client reports (a ``RemoteError`` carries it by name)."""
     return str(getattr(error, "type", None) or type(error).__name__)
+
+
+async def test_a_nanover_write_never_holds_up_the_server_on_redis(
+    redis_process: RedisProcess, tmp_path: Path
+) -> None:
+    """With Redis stopped (SIGSTOP), a NanoVer ``state`` message waits for Redis without
+    holding the event loop: another client's ``get`` (served from the server's copy) is
+    answered while Redis is still stopped. A blocking commit would answer it only after."""
+    from statehub.store.redis import RedisStore
+
+    store = RedisStore(redis_process.url)
+    server = StateServer(
+        address="127.0.0.1",
+        port=0,
+        http_port=0,
+        state=StateDictionary(store=store),
+        locks=store.lock_table(),
+    )
+    try:
+        async with (
+            server,
+            edge("session-grpc", server, "ada") as reader,
+            aiohttp.ClientSession() as http,
+            http.ws_connect(f"ws://127.0.0.1:{server.http_port}") as socket,
+        ):
+            paused = threading.Event()
+            os.kill(redis_process.process.pid, signal.SIGSTOP)
+            paused.set()
+            resume = threading.Timer(5.0, _resume, (redis_process, paused))
+            resume.start()
+            try:
+                await socket.send_bytes(msgpack.packb({"state": {"updates": {"during": 1}}}))
+                await asyncio.wait_for(reader.client.get("anything"), DEADLINE)
+                answered_while_paused = paused.is_set()
+            finally:
+                resume.cancel()
+                _resume(redis_process, paused)
+            assert answered_while_paused
+            await eventually(lambda: server.state.get("during") == 1)  # applied once resumed
+    finally:
+        store.close()
+
+
+def _resume(redis: RedisProcess, paused: threading.Event) -> None:
+    if paused.is_set():
+        paused.clear()
+        os.kill(redis.process.pid, signal.SIGCONT)
