@@ -40,6 +40,7 @@ serve: $(STAMP) $(DASHBOARD)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests conftest.py docs/hooks
 	$(BIN)/ruff format --check src tests conftest.py docs/hooks
+	$(BIN)/lint-imports  # DESIGN.md's layers, no import circles ([tool.importlinter] in pyproject)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -68,9 +69,10 @@ system-packages:
 
 test: system-packages lint typecheck unit-all
 
-#: 1,000 clients for 10 minutes with churn (STATEHUB_SOAK_SECONDS / _CLIENTS to change).
+#: 1,000 clients for 10 minutes with churn (STATEHUB_SOAK_SECONDS / _CLIENTS to change), and
+#: a checked history over Redis with faults repeated for as long.
 soak: $(STAMP)
-	$(BIN)/pytest -m soak -s --timeout=3600 tests/test_soak.py
+	$(BIN)/pytest -m soak -s --timeout=3600 tests/test_soak.py tests/test_redis_fault_history.py
 
 bench: $(STAMP)
 	$(BIN)/statehub bench

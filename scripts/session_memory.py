@@ -107,7 +107,7 @@ def _owner(traceback: tracemalloc.Traceback, lines: bool = False) -> str:
 
 def server_main() -> None:
     """The child: serve, and report the memory diff when told (lines on stdin)."""
-    from statehub.server.state_server import StateServer
+    from statehub.serving.state_server import StateServer
 
     raise_file_limit()
     tracemalloc.start(FRAMES)

@@ -9,8 +9,8 @@ from typing import Any
 
 import grpc
 
+from statehub import StateServer
 from statehub.auth import Authenticator, token_digest
-from statehub.server import StateServer
 from test_server_support import RawSession, running_server
 
 TOKENS = {"rita": "rita-token", "walt": "walt-token", "ada": "ada-token"}

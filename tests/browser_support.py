@@ -1,7 +1,8 @@
 """Debian's chromium, driven by Playwright, for the tests of pages the web edge serves.
 
 Playwright's own browser download cannot work on these machines; its driver launches
-``/usr/bin/chromium`` instead (``make test`` installs it). The ``browser`` fixture
+``/usr/bin/chromium`` instead (``make test`` installs it), with the arguments
+``statehub bench web`` uses too. The ``browser`` fixture
 (tests/conftest.py) gives a test one browser, closed after it.
 """
 
@@ -11,19 +12,10 @@ import shutil
 
 import pytest
 
+from statehub.bench.dashboard import CHROMIUM, CHROMIUM_ARGS
 from statehub.web.edge import DASHBOARD_DIR
 
-CHROMIUM = "/usr/bin/chromium"
-#: Headless, as root, and nothing that reaches for the network outside the machine.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "needs_browser"]
 
 #: For a module of browser tests: ``pytestmark = needs_browser``.
 needs_browser = pytest.mark.skipif(

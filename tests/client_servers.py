@@ -7,7 +7,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 
-from statehub.server.state_server import StateServer
+from statehub.serving.state_server import StateServer
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

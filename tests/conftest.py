@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from statehub import AsyncClient
-from statehub.server.state_server import StateServer
+from statehub.serving.state_server import StateServer
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
@@ -40,16 +40,23 @@ SYSTEM_TEST_MODULES = frozenset(
         "test_momotor",
         "test_durability_crash",
         "test_redis_sentinel",
+        "test_redis_sentinel_rollback",
         "test_redis_cluster",
         "test_redis_commands",
+        "test_redis_fault_history",
+        "test_redis_history_loss",
+        "test_redis_zombie",
         "test_web_dashboard",
         "test_web_dashboard_operator",
         "test_web_dashboard_proto_key",
         "test_web_dashboard_health_auth",
+        "test_web_dashboard_force_release",
+        "test_web_dashboard_bytes",
         "test_web_origin",
         "test_hostile_clients",
         "test_bench_fanout",
         "test_bench_room",
+        "test_bench_dashboard",
         "test_dripline_client",
         "test_dripline_conformance",
         "test_dripline_mesh",

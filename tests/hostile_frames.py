@@ -24,7 +24,7 @@ OPS = [
 ARGUMENT_NAMES = [
     "keys", "updates", "removals", "acquire", "release", "interval", "prefix", "since",
     "sub", "key", "exclusive", "timeout", "owner", "name", "arguments", "request", "token",
-    "client",
+    "client", "epoch",
 ]  # fmt: skip
 
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from statehub.bench.fleet import RedisProcess, start_redis, stop
-from statehub.core.state_dictionary import StateDictionary
 from statehub.store.redis import RedisStore
+from statehub.store.state_dictionary import StateDictionary
 
 #: Short liveness settings so that a dead server is swept quickly in tests.
 FAST_LIVENESS: dict[str, Any] = {"liveness_ttl": 1.0, "heartbeat": 0.2}

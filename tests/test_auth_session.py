@@ -171,7 +171,7 @@ async def test_a_subscriber_never_receives_a_key_it_may_not_read(tmp_path: Path)
             assert set(seen) == {"lab/b"} and removed == {"lab/a"}
             resume_from = snapshot["revision"]
         async with session_as(server, "rita") as again:
-            resumed = await again.subscribe(since=resume_from)
+            resumed = await again.subscribe(since=resume_from, epoch=server.state.epoch)
             delta = await again.next_batch(resumed)
             assert not delta["snapshot"]
             assert set(delta["updates"]) | set(delta["removals"]) == {"lab/a", "lab/b"}

@@ -18,10 +18,10 @@ from statehub.auth import Authenticator, token_digest
 from statehub.auth.identities import check_identities
 from statehub.core.commands import CommandRegistry
 from statehub.core.rwlock import RWLockTable
-from statehub.core.state_dictionary import StateDictionary
 from statehub.protocol import decode_batch, encode_batch
 from statehub.server.peer import Peer
 from statehub.server.session import Hub, Session
+from statehub.store.state_dictionary import StateDictionary
 
 names = st.text(alphabet="ab/", min_size=1, max_size=4)
 prefixes = st.lists(st.text(alphabet="ab/", max_size=3), max_size=3)

@@ -11,7 +11,7 @@ import trustme
 
 from auth_support import TOKENS, auth_server, identities
 from statehub.auth import UnauthenticatedError
-from statehub.client import AsyncClient, ClientTls, ConnectionLost
+from statehub.client import AsyncClient, ClientTls, ConnectionLostError
 from statehub.server.tls import ServerTls
 from test_server_support import running_server
 
@@ -70,7 +70,7 @@ async def test_a_wrong_ca_or_no_tls_is_refused(pki: Pki, client_tls: str) -> Non
     async with running_server(tls=server_tls(pki)) as server:
         tls = ClientTls(ca_file=pki.other_ca) if client_tls == "wrong-ca" else None
         client = AsyncClient("127.0.0.1", server.port, tls=tls, reconnect=False, connect_timeout=3)
-        with pytest.raises(ConnectionLost):
+        with pytest.raises(ConnectionLostError):
             await client.connect()
         await client.close()
         assert not server.hub.sessions
@@ -110,7 +110,7 @@ async def test_mutual_tls_refuses_clients_without_a_certificate_of_its_ca(pki: P
             client = AsyncClient(
                 "127.0.0.1", server.port, tls=tls, reconnect=False, connect_timeout=3
             )
-            with pytest.raises(ConnectionLost):
+            with pytest.raises(ConnectionLostError):
                 await client.connect()
             await client.close()
 

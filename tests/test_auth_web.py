@@ -19,9 +19,8 @@ import pytest
 import trustme
 
 from auth_support import TOKENS, auth_server, identities, write_identities
-from statehub import AsyncClient, DictionaryChange
+from statehub import AsyncClient, DictionaryChange, StateServer
 from statehub.client import ClientTls
-from statehub.server import StateServer
 from statehub.server.tls import ServerTls
 from test_server_support import DEADLINE, eventually
 from test_web_nanover import NanoverPeer

@@ -43,11 +43,14 @@ def test_other_messages_are_decoded_to_be_counted() -> None:
 def test_the_frames_bench_measures_every_client_and_the_server() -> None:
     from statehub.bench import frames
 
-    results = frames.run(clients=3, seconds=0.5)
+    results = frames.run(clients=(3,), seconds=0.5)
     figures = {result.workload.split(" (")[0]: result.figure for result in results}
     assert figures["frames: received per client, median"] > 0
     assert figures["frames: received per client, slowest"] > 0
+    assert figures["state updates: per client, median"] > 0
+    assert figures["state updates: per client, slowest"] > 0
     assert figures["frames: server CPU"] > 0
+    assert figures["frames: server CPU per client"] > 0
 
 
 def test_the_relay_packs_frames_as_the_frames_bench_expects() -> None:

@@ -11,7 +11,7 @@ from client_servers import threaded_server
 from statehub import AsyncClient, Client
 from statehub.cli import main
 from statehub.client.address import Target, parse_target, resolve_target
-from statehub.server.state_server import StateServer
+from statehub.serving.state_server import StateServer
 
 ENVIRONMENT = ("STATEHUB_URL", "STATEHUB_HOST", "STATEHUB_PORT")
 

@@ -11,10 +11,15 @@ from collections.abc import AsyncIterator
 import pytest
 
 from client_servers import eventually, eventually_async, free_port
-from statehub import AsyncClient, ConnectionLost, DictionaryChange, StateChange
-from statehub.errors import CommandFailed, LockFailed, LockUpgradeError, ResourceLockedError
-from statehub.protocol import MessageTooLargeError
-from statehub.server.state_server import StateServer
+from statehub import AsyncClient, ConnectionLostError, DictionaryChange, StateChange
+from statehub.errors import (
+    CommandFailedError,
+    LockFailedError,
+    LockUpgradeError,
+    MessageTooLargeError,
+    ResourceLockedError,
+)
+from statehub.serving.state_server import StateServer
 
 
 @pytest.fixture
@@ -84,7 +89,7 @@ async def test_errors_keep_their_type_and_message(server: StateServer, client: A
     server.register_command("explode", explode)
     with pytest.raises(KeyError, match="no command named 'nope'"):
         await client.run_command("nope")
-    with pytest.raises(CommandFailed, match=r"explode.*boom"):
+    with pytest.raises(CommandFailedError, match=r"explode.*boom"):
         await client.run_command("explode")
 
 
@@ -146,8 +151,11 @@ async def test_attempt_update_state_and_leases(client: AsyncClient, other: Async
     assert await other.get("free") is None  # atomic: nothing applied
     assert not await other.attempt_update_locks({"held": 5})
     assert await client.attempt_update_state(DictionaryChange({"held": 1}))
-    leases = await other.list_leases()
-    assert [(key, mine) for key, mine, _ in leases] == [("held", False)]
+    leases = await other.leases()
+    assert [(lease.key, lease.mine) for lease in leases] == [("held", False)]
+    with pytest.warns(DeprecationWarning, match=r"list_leases\(\) is deprecated, use .*leases\(\)"):
+        former = await other.list_leases()
+    assert [(key, mine) for key, mine, _ in former] == [("held", False)]
     assert await client.attempt_update_locks({"held": None})
     assert await other.attempt_update_state(DictionaryChange({"held": 2}))
 
@@ -179,10 +187,10 @@ async def test_exclusive_locks_exclude_across_clients(
 ) -> None:
     async with client.get_lock("job"):
         assert not await other.test_lock("job")
-        with pytest.raises(LockFailed, match="timed out"):
+        with pytest.raises(LockFailedError, match="timed out"):
             async with other.get_lock("job", timeout=0.1):
                 pytest.fail("got a lock that is held exclusively")
-        with pytest.raises(LockFailed):
+        with pytest.raises(LockFailedError):
             async with other.get_lock("job", exclusive=False, timeout=0.05):
                 pytest.fail("got a shared lock while it is held exclusively")
     assert await other.test_lock("job")
@@ -253,7 +261,7 @@ async def test_two_tasks_of_one_client_exclude_each_other(client: AsyncClient) -
 
     task = asyncio.create_task(holder())
     await held.wait()
-    with pytest.raises(LockFailed):
+    with pytest.raises(LockFailedError):
         async with client.get_lock("job", timeout=0.1):
             pytest.fail("a second task of the same client got the exclusive lock")
     release.set()
@@ -292,19 +300,19 @@ async def test_server_stopped_gives_connection_lost(server: StateServer) -> None
     pending = asyncio.create_task(client.run_command("slow"))
     await started.wait()
     await server.stop()
-    with pytest.raises(ConnectionLost, match="lost the connection"):
+    with pytest.raises(ConnectionLostError, match="lost the connection"):
         await pending
-    with pytest.raises(ConnectionLost, match="not connected"):
+    with pytest.raises(ConnectionLostError, match="not connected"):
         await client.get("a")
     assert len(lost) == 1
     await client.close()
-    with pytest.raises(ConnectionLost, match="closed"):
+    with pytest.raises(ConnectionLostError, match="closed"):
         await client.get("a")
 
 
 async def test_connect_to_nothing_fails_clearly() -> None:
     client = AsyncClient("127.0.0.1", free_port(), connect_timeout=5)
-    with pytest.raises(ConnectionLost, match="cannot connect"):
+    with pytest.raises(ConnectionLostError, match="cannot connect"):
         await client.connect()
 
 
@@ -327,11 +335,11 @@ async def test_reconnects_resubscribes_and_reports_lost_leases_and_locks() -> No
     changes = client.subscribe(prefix="")
     assert (await anext(changes)).updates == {"a": 1, "b": 2}
 
-    with pytest.raises(LockFailed, match="lost while held"):
+    with pytest.raises(LockFailedError, match="lost while held"):
         async with client.get_lock("job"):
             await first.stop()
             await eventually(lambda: not client.connected)
-            with pytest.raises(ConnectionLost):
+            with pytest.raises(ConnectionLostError):
                 await client.get("a")
     assert events[:3] == [("lost", None), ("leases", ["a", "b"]), ("locks", ["job"])]
 
@@ -395,7 +403,7 @@ async def test_streams_end_when_nothing_will_resume_them(server: StateServer) ->
         assert (await anext(failing)).snapshot
         waiting = asyncio.create_task(anext(failing))
         await server.stop()
-        with pytest.raises(ConnectionLost, match="lost the connection"):
+        with pytest.raises(ConnectionLostError, match="lost the connection"):
             await waiting
     finally:
         await no_reconnect.close()
@@ -437,7 +445,7 @@ async def test_a_frozen_server_is_noticed_by_pings() -> None:
     async def connected() -> bool:
         try:
             await client.connect()
-        except ConnectionLost:
+        except ConnectionLostError:
             return False
         return True
 
@@ -449,7 +457,7 @@ async def test_a_frozen_server_is_noticed_by_pings() -> None:
         process.send_signal(signal.SIGSTOP)
         async with asyncio.timeout(10):
             await lost.wait()
-        with pytest.raises(ConnectionLost, match="did not answer a ping"):
+        with pytest.raises(ConnectionLostError, match="did not answer a ping"):
             await client.get("a")
     finally:
         process.kill()
@@ -466,7 +474,7 @@ async def test_a_server_that_never_answers_times_out_at_connect() -> None:
     port = silent.sockets[0].getsockname()[1]
     try:
         client = AsyncClient("127.0.0.1", port, connect_timeout=0.3)
-        with pytest.raises(ConnectionLost, match=r"no answer within 0\.3 s"):
+        with pytest.raises(ConnectionLostError, match=r"no answer within 0\.3 s"):
             await client.connect()
     finally:
         silent.close()
@@ -504,3 +512,14 @@ async def test_bad_intervals_are_refused_before_anything_is_sent(client: AsyncCl
     with pytest.raises(ValueError, match="got inf"):
         await client.subscribe_all_state_updates(math.inf)
     assert client.copy_state() == {}
+
+
+async def test_aclose_ends_the_client_and_its_streams_as_close_does(server: StateServer) -> None:
+    client = AsyncClient("127.0.0.1", server.port)
+    await client.connect()
+    changes = client.subscribe()
+    await changes.start()
+    await client.aclose()
+    assert not client.connected
+    with pytest.raises(StopAsyncIteration):
+        await anext(changes)

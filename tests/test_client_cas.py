@@ -16,7 +16,7 @@ from redis_support import redis_server
 from statehub import AsyncClient, Client, ConflictError, Entry
 from statehub.bench.fleet import RedisProcess, start_serve, start_statehub, stop
 from statehub.cli import main
-from statehub.server.state_server import StateServer
+from statehub.serving.state_server import StateServer
 
 __all__ = ["redis_server"]  # the fixture, used by name
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from client_servers import free_port, threaded_server
 from statehub import Client, DictionaryChange
 from statehub.cli import main
-from statehub.server.state_server import StateServer
+from statehub.serving.state_server import StateServer
 
 
 @pytest.fixture(scope="module")
@@ -87,14 +87,14 @@ def test_bad_input_is_one_line_error(
         ("rm", "k"),
         ("commands",),
         ("watch",),
-        ("lock", "k", "--seconds", "1"),
+        ("lease", "k", "--seconds", "1"),
         ("call", "x"),
     ],
 )
 def test_server_down_is_one_line_error(args: tuple[str, ...]) -> None:
     code, _out, err = cli(free_port(), *args)
     assert code == 1
-    assert err.startswith("Error: ConnectionLost: cannot connect to statehub at 127.0.0.1:")
+    assert err.startswith("Error: ConnectionLostError: cannot connect to statehub at 127.0.0.1:")
     assert len(err.strip().splitlines()) == 1
 
 
@@ -128,13 +128,18 @@ def test_watch_prints_snapshot_then_changes(server: StateServer) -> None:
     assert not second["snapshot"] and watch.returncode == 0
 
 
-def test_lock_holds_the_lease_until_ctrl_c(server: StateServer) -> None:
+@pytest.mark.parametrize("command", ["lease", "lock"])  # lock: its deprecated name
+def test_lease_holds_the_lease_until_ctrl_c(server: StateServer, command: str) -> None:
     with Client("127.0.0.1", server.port) as client:
         lock = _statehub(
-            "lock", "held", "--seconds", "60", "--port", str(server.port), "--host", "127.0.0.1"
+            command, "held", "--seconds", "60", "--port", str(server.port), "--host", "127.0.0.1"
         )
         try:
             assert lock.stderr is not None
+            if command == "lock":
+                deprecation = lock.stderr.readline()
+                assert "'lock' is deprecated" in deprecation
+                assert "use 'statehub lease'" in deprecation
             leased = lock.stderr.readline()  # the CLI says so once the lease is held
             assert "leased 'held' for 60 s" in leased
             assert not client.attempt_update_state(DictionaryChange({"held": 1}))

@@ -13,7 +13,7 @@ from statehub import AsyncClient, Client, DictionaryChange, StateDictionary
 from statehub.bench.fleet import start_serve, stop
 from statehub.cli import main
 from statehub.core.key_history import HistoryRetention
-from statehub.server.state_server import StateServer
+from statehub.serving.state_server import StateServer
 
 
 async def test_history_over_the_session_protocol() -> None:

@@ -16,7 +16,7 @@ from client_servers import eventually_sync, free_port, threaded_server
 from statehub import AsyncClient, Client, DictionaryChange, SQLiteStore, StateDictionary
 from statehub.cli import main
 from statehub.client.listing import LockHolder
-from statehub.server.state_server import StateServer
+from statehub.serving.state_server import StateServer
 
 DEADLINE = 20.0
 WATCH = [sys.executable, "-c", "from statehub.cli import main; main()", "watch"]

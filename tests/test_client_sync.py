@@ -9,9 +9,15 @@ import pytest
 from click.testing import CliRunner
 
 from client_servers import eventually_sync, threaded_server
-from statehub import Client, ConnectionLost, DictionaryChange, LockFailed, ResourceLockedError
+from statehub import (
+    Client,
+    ConnectionLostError,
+    DictionaryChange,
+    LockFailedError,
+    ResourceLockedError,
+)
 from statehub.cli import main
-from statehub.server.state_server import StateServer
+from statehub.serving.state_server import StateServer
 
 
 @pytest.fixture
@@ -66,6 +72,11 @@ def test_leases_and_nanover_calls(server: StateServer, client: Client, other: Cl
     assert not other.attempt_update_state(DictionaryChange({"k": 1}))
     with pytest.raises(ResourceLockedError):
         other.set("k", 1)
+    (lease,) = other.leases()
+    assert (lease.key, lease.mine) == ("k", False)
+    with pytest.warns(DeprecationWarning, match=r"Client\.list_leases\(\) is deprecated"):
+        former = other.list_leases()
+    assert [(key, mine) for key, mine, _ in former] == [("k", False)]
     assert client.attempt_update_locks({"k": None})
     assert other.attempt_update_state(DictionaryChange({"k": 1}))
 
@@ -82,7 +93,7 @@ def test_locks_belong_to_threads(client: Client) -> None:
     thread.start()
     assert held.wait(10)
     assert not client.test_lock("job")
-    with pytest.raises(LockFailed), client.get_lock("job", timeout=0.1):
+    with pytest.raises(LockFailedError), client.get_lock("job", timeout=0.1):
         pytest.fail("two threads held one exclusive lock")
     release.set()
     thread.join()
@@ -97,7 +108,7 @@ def test_server_gone_gives_connection_lost() -> None:
         client.set("a", 1)
         server.close()
         eventually_sync(lambda: not client.connected)
-        with pytest.raises(ConnectionLost):
+        with pytest.raises(ConnectionLostError):
             client.get("a")
     finally:
         client.close()
@@ -124,7 +135,7 @@ def test_reconnects_after_a_restart_on_the_same_port() -> None:
 
 def test_lock_state_holds_the_mirror_still(client: Client, other: Client) -> None:
     other.subscribe_all_state_updates(0)
-    mirror = other.aio._mirror_subscription
+    mirror = other.aio._mirror._subscription
     assert mirror is not None
     with other.lock_state() as state:
         revision = client.set("during", 1)

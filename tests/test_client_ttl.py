@@ -15,7 +15,7 @@ from client_servers import eventually_async, threaded_server
 from statehub import AsyncClient, Client
 from statehub.bench.fleet import start_serve, stop
 from statehub.cli import main
-from statehub.server.state_server import StateServer
+from statehub.serving.state_server import StateServer
 
 
 async def test_a_key_expires_as_a_removal_every_subscriber_sees(

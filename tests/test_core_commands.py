@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from statehub import CommandFailed, CommandRegistry, ResourceLockedError
+from statehub import CommandFailedError, CommandRegistry, ResourceLockedError
 
 
 def test_register_run_and_merge_defaults_without_mutating_them() -> None:
@@ -58,7 +58,7 @@ def test_a_raising_command_becomes_command_failed() -> None:
         raise ZeroDivisionError("division by zero")
 
     registry.register("broken", broken)
-    with pytest.raises(CommandFailed, match="command 'broken' failed: division by zero"):
+    with pytest.raises(CommandFailedError, match="command 'broken' failed: division by zero"):
         registry.run("broken")
 
 
@@ -76,7 +76,7 @@ def test_typed_statehub_errors_pass_through() -> None:
 def test_result_must_be_a_dict_or_none() -> None:
     registry = CommandRegistry()
     registry.register("number", lambda: 5)
-    with pytest.raises(CommandFailed, match="returned int; commands return a dict or None"):
+    with pytest.raises(CommandFailedError, match="returned int; commands return a dict or None"):
         registry.run("number")
 
 

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from statehub import LocalState, LockFailed, LockNotOwnedError, LockUpgradeError, RWLockTable
+from statehub import LocalState, LockFailedError, LockNotOwnedError, LockUpgradeError, RWLockTable
 
 
 async def test_many_readers_share() -> None:
@@ -25,7 +25,7 @@ async def test_exclusive_excludes_everyone() -> None:
     async with state.get_lock("k"):
         assert not await state.test_lock("k", exclusive=False)
         timed_out = r"timed out after 0\.01 s waiting for the shared lock"
-        with pytest.raises(LockFailed, match=timed_out):
+        with pytest.raises(LockFailedError, match=timed_out):
             await asyncio.create_task(_take(state, "k", exclusive=False, timeout=0.01))
     assert await state.test_lock("k")
 
@@ -180,7 +180,7 @@ async def test_release_owner_frees_everything_it_held() -> None:
 async def test_timeout_on_exclusive_lock_raises_lock_failed_and_leaves_no_trace() -> None:
     state = LocalState()
     async with state.get_lock("k", exclusive=False):
-        with pytest.raises(LockFailed, match="exclusive lock on 'k'"):
+        with pytest.raises(LockFailedError, match="exclusive lock on 'k'"):
             await asyncio.create_task(_take(state, "k", exclusive=True, timeout=0.01))
         assert await state.test_lock("k", exclusive=False)  # no writer left waiting
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 
 from statehub.bench.durable import start_server
-from statehub.client import AsyncClient, ConnectionLost
-from statehub.core.state_dictionary import StateDictionary
+from statehub.client import AsyncClient, ConnectionLostError
 from statehub.errors import ResourceLockedError
 from statehub.store.sqlite import SQLiteStore
+from statehub.store.state_dictionary import StateDictionary
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 
@@ -38,7 +38,7 @@ DEADLINE_S = 60.0
 IN_PROCESS_WRITER = """
 import sys, threading
 from statehub.core.change import DictionaryChange
-from statehub.core.state_dictionary import StateDictionary
+from statehub.store.state_dictionary import StateDictionary
 from statehub.errors import ResourceLockedError
 from statehub.store.sqlite import SQLiteStore
 
@@ -195,7 +195,7 @@ async def write_over_network(
                         continue
                     lines.append(f"BUG {index} {run} {n}")
                 revision = await client.update({f"log:{index}:{run}:{n}": n, f"w{index}": [run, n]})
-            except ConnectionLost:
+            except ConnectionLostError:
                 return
             acknowledged(f"ack {index} {run} {n} {revision}")
 

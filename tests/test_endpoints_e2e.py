@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from client_servers import eventually
-from statehub import DictionaryChange
+from statehub import DictionaryChange, StateServer
 from statehub.cli import main
 from statehub.client import AsyncClient, Client
 from statehub.endpoints.attach import attach_endpoints, endpoints_running
@@ -26,7 +26,6 @@ from statehub.endpoints.return_codes import (
 )
 from statehub.endpoints.service import EndpointService
 from statehub.errors import ResourceLockedError
-from statehub.server import StateServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

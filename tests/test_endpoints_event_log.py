@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from statehub.endpoints.event_log import FILE_NAME, EventLog, LoggedEvent
-from statehub.store.errors import DataFileError
+from statehub.errors import DataFileError
 
 
 def test_history_by_address_since_and_limit() -> None:

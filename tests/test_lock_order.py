@@ -11,9 +11,9 @@ import pytest
 
 from redis_support import FAST_LIVENESS, redis_server
 from statehub.bench.fleet import RedisProcess
-from statehub.core.state_dictionary import StateDictionary
-from statehub.server.state_server import StateServer
+from statehub.serving.state_server import StateServer
 from statehub.store.redis import RedisStore
+from statehub.store.state_dictionary import StateDictionary
 from test_server_support import RemoteError, connected, running_server
 
 __all__ = ["redis_server"]  # the fixture, used by name

@@ -27,9 +27,9 @@ from momotor.rpc.shared import SharedState
 from momotor.shared.state import LockFailed
 
 from auth_support import TOKENS, auth_server, identities, write_identities
+from statehub import StateServer
 from statehub.bench.fleet import start_redis, start_serve, start_statehub, stop
 from statehub.client import AsyncClient
-from statehub.server import StateServer
 from test_server_support import eventually, running_server
 
 #: Server keepalive in the tests: a worker that stops answering pings is dropped, and its

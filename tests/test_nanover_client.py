@@ -305,3 +305,49 @@ def test_playback_commands_drive_a_remote_runner_playing_a_recording(
     assert seen["particles"] == 60
     assert seen["paused_still"]
     assert seen["loaded"] == 1
+
+
+#: Bytes and a 250,000-particle selection between two real clients; a value over
+#: statehub's limit is refused and its writer's copy converges (not silent divergence).
+VALUES = """
+from nanover.websocket.client.app_client import NanoverImdClient
+
+url = ARGS["url"]
+a = NanoverImdClient.from_url(url)
+b = NanoverImdClient.from_url(url)
+seen = {}
+try:
+    packed = bytes(range(256)) * 4
+    selection = {"name": "big", "selected": {"particle_ids": list(range(250_000))}}
+    a.set_shared_value("packed.colours", packed)
+    a.set_shared_value("selection.big", selection)
+    wait_for(lambda: b.get_shared_value("selection.big") is not None, what="the selection at B")
+    wait_for(lambda: b.get_shared_value("packed.colours") is not None, what="the bytes at B")
+    got = b.get_shared_value("packed.colours")
+    seen["bytes_type"] = type(got).__name__
+    seen["bytes_equal"] = got == packed
+    seen["selected"] = len(b.get_shared_value("selection.big")["selected"]["particle_ids"])
+    a.set_shared_value("too.big", b"x" * (ARGS["limit"] + 1))
+    # Refused: A's own copy is told the key's current value (none) and converges.
+    wait_for(lambda: a.get_shared_value("too.big") is None, what="A's copy converged")
+    a.set_shared_value("after", 1)
+    wait_for(lambda: b.get_shared_value("after") == 1, what="a later write at B")
+    seen["too_big_at_b"] = b.get_shared_value("too.big")
+finally:
+    a.close()
+    b.close()
+report(seen)
+"""
+
+
+def test_bytes_and_a_250000_particle_selection_travel_and_an_oversized_value_fails() -> None:
+    from statehub.core.limits import MAX_VALUE_BYTES
+
+    with statehub_serve() as server:
+        seen = run_client(VALUES, {"url": server.ws_url, "limit": MAX_VALUE_BYTES})
+    assert seen == {
+        "bytes_type": "bytes",
+        "bytes_equal": True,
+        "selected": 250_000,
+        "too_big_at_b": None,
+    }

@@ -127,6 +127,19 @@ async def test_numbers_are_doubles_on_this_protocol(
     stream.cancel()
 
 
+async def test_bytes_reach_this_protocol_as_the_base64_stand_in(
+    server: StateServer, alice: NanoverClient
+) -> None:
+    """A Struct has no bytes: a bytes value (a WebSocket client's) arrives as the one
+    stand-in of core.values, never as something that looks like another value."""
+    server.update_state(None, DictionaryChange({"packed": b"\x00\xff", "in": [b"\x01"]}))
+    stream = alice.state.SubscribeStateUpdates(
+        state_service_pb2.SubscribeStateUpdatesRequest(update_interval=0)
+    )
+    assert await _next(stream) == {"packed": {"$bytes": "AP8="}, "in": [{"$bytes": "AQ=="}]}
+    stream.cancel()
+
+
 async def test_locks_refuse_other_tokens_and_release_with_null(
     server: StateServer, alice: NanoverClient, bob: NanoverClient
 ) -> None:

@@ -50,7 +50,7 @@ def test_statehub_get_loads_nothing_only_serve_or_endpoints_need() -> None:
 def test_statehub_get_over_tcp_loads_neither_grpc_nor_aiohttp_nor_rich_nor_redis() -> None:
     """A real ``statehub get`` against a server on plain TCP: the transport modules it does
     not use are never imported (each costs a quarter of a second at start-up)."""
-    from statehub.server.state_server import StateServer
+    from statehub.serving.state_server import StateServer
 
     server = StateServer(address="127.0.0.1", port=0, tcp_port=0).start_in_thread()
     try:

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from statehub.protocol import ProtocolError, decode_batch, encode_batch
+from statehub.errors import ProtocolError
+from statehub.protocol import decode_batch, encode_batch
 
 json_like = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from statehub.protocol.errors import ProtocolError
+from statehub.errors import ProtocolError
 from test_server_support import RemoteError, connected, running_server
 
 PROTOCOL = Path(__file__).parent.parent / "docs" / "protocol.md"

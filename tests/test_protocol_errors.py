@@ -5,22 +5,17 @@ from __future__ import annotations
 import pytest
 
 from statehub.errors import (
-    CommandFailed,
-    LockFailed,
+    CommandFailedError,
+    LockFailedError,
     LockNotOwnedError,
     LockUpgradeError,
+    MessageTooLargeError,
     ObjectFrozenError,
+    ProtocolError,
     ResourceLockedError,
     StatehubError,
 )
-from statehub.protocol import (
-    MessageTooLargeError,
-    ProtocolError,
-    error_from_wire,
-    error_to_wire,
-    register_error,
-    status_of,
-)
+from statehub.protocol import error_from_wire, error_to_wire, register_error, status_of
 
 
 @pytest.mark.parametrize(
@@ -32,8 +27,8 @@ from statehub.protocol import (
         (ResourceLockedError("r"), "FAILED_PRECONDITION"),
         (LockUpgradeError("u"), "FAILED_PRECONDITION"),
         (LockNotOwnedError("n"), "FAILED_PRECONDITION"),
-        (LockFailed("f"), "ABORTED"),
-        (CommandFailed("c"), "UNKNOWN"),
+        (LockFailedError("f"), "ABORTED"),
+        (CommandFailedError("c"), "UNKNOWN"),
         (ObjectFrozenError("o"), "UNAVAILABLE"),
         (ProtocolError("p"), "INVALID_ARGUMENT"),
         (MessageTooLargeError("m"), "RESOURCE_EXHAUSTED"),
@@ -72,7 +67,7 @@ def test_unknown_types_come_back_as_statehub_error_with_the_message() -> None:
 
 
 def test_subclasses_take_their_nearest_registered_status() -> None:
-    class Refused(LockFailed):
+    class Refused(LockFailedError):
         pass
 
     assert status_of(Refused("x")) == "ABORTED"

@@ -16,9 +16,8 @@ import grpc
 import pytest
 
 from statehub.bench.fleet import RedisProcess, restart_redis, start_redis, start_statehub, stop
-from statehub.client import AsyncClient, ConnectionLost
-from statehub.errors import ResourceLockedError
-from statehub.store.errors import StoreUnavailableError
+from statehub.client import AsyncClient, ConnectionLostError
+from statehub.errors import ResourceLockedError, StoreUnavailableError
 from statehub.store.redis import DEFAULT_HEARTBEAT, DEFAULT_LIVENESS_TTL
 from test_server_support import RawSession
 
@@ -175,7 +174,7 @@ async def test_a_client_moving_to_another_server_resumes_without_a_gap(
             await writer.set(f"t3/{n}", n)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{a_port}") as channel:
             session = RawSession(channel)
-            await session.hello()
+            epoch = (await session.hello())["epoch"]
             sub = await session.subscribe(prefix="t3/")
             batch = await session.next_batch(sub)
             seen_revision = batch["revision"]
@@ -188,7 +187,7 @@ async def test_a_client_moving_to_another_server_resumes_without_a_gap(
         async with grpc.aio.insecure_channel(f"127.0.0.1:{b_port}") as channel:
             session = RawSession(channel)
             await session.hello()
-            sub = await session.subscribe(prefix="t3/", since=seen_revision)
+            sub = await session.subscribe(prefix="t3/", since=seen_revision, epoch=epoch)
             while content != expected:
                 batch = await session.next_batch(sub)
                 assert batch["snapshot"] is False  # B knew the missed revisions: a delta
@@ -223,7 +222,7 @@ async def test_kill_9_of_a_server_frees_its_leases_and_locks_within_the_bound(
             async with other.get_lock("rw", timeout=SWEEP_BOUND_S):
                 pass
             assert time.monotonic() - killed_at < SWEEP_BOUND_S + 1
-            leases = {key: mine for key, mine, _ in await bystander.list_leases()}
+            leases = {lease.key: lease.mine for lease in await bystander.leases()}
             assert leases.get("mine") is True  # nobody else's lease was released
             await bystander.set("after", 1)  # the survivor's clients never noticed
     finally:
@@ -248,7 +247,7 @@ async def test_redis_killed_and_restarted(tmp_path: Path, aof_always: bool) -> N
             async def reader_has(key: str, value: int) -> bool:
                 try:
                     return await reader.get(key) == value
-                except ConnectionLost:
+                except ConnectionLostError:
                     return False
 
             await _until_async(lambda: reader_has("k49", 49))  # the reader's server has it
@@ -263,7 +262,7 @@ async def test_redis_killed_and_restarted(tmp_path: Path, aof_always: bool) -> N
                 try:
                     await writer.set("after", 1)
                     break
-                except (StoreUnavailableError, ConnectionLost):  # a new epoch ends sessions
+                except (StoreUnavailableError, ConnectionLostError):  # a new epoch ends sessions
                     assert time.monotonic() < deadline
                     await asyncio.sleep(0.1)
 

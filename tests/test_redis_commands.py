@@ -27,10 +27,10 @@ from auth_support import TOKENS, identities
 from redis_support import FAST_LIVENESS
 from statehub.auth.permissions import AdminRight, Grant, Permissions, Principal
 from statehub.bench.fleet import RedisProcess, start_redis, start_statehub, stop
-from statehub.client import AsyncClient, ConnectionLost
+from statehub.client import AsyncClient, ConnectionLostError
 from statehub.endpoints.return_codes import AccessDeniedError, InvalidRoutingKeyError
 from statehub.errors import (
-    CommandFailed,
+    CommandFailedError,
     CommandUnavailableError,
     PermissionDeniedError,
     ResourceLockedError,
@@ -122,9 +122,9 @@ async def client(port: int, credential: str | None = None) -> AsyncIterator[Asyn
 @asynccontextmanager
 async def two_servers(tmp_path: Path) -> AsyncIterator[tuple[RedisProcess, Any, Any]]:
     """A Redis and two in-process ``StateServer``s over it (A, B), all stopped after."""
-    from statehub.core.state_dictionary import StateDictionary
-    from statehub.server import StateServer
+    from statehub import StateServer
     from statehub.store.redis import RedisStore
+    from statehub.store.state_dictionary import StateDictionary
 
     redis_process = start_redis(tmp_path / "redis")
     stores = [RedisStore(redis_process.url, **FAST_LIVENESS) for _ in range(2)]
@@ -153,7 +153,7 @@ async def test_a_command_of_server_a_runs_for_a_client_of_b(ports: dict[str, int
         with pytest.raises(ResourceLockedError, match="refused on purpose") as refused:
             await b.run_command("a.refuse", keys=["k1", "k2"])
         assert refused.value.keys == {"k1", "k2"}  # typed, details included
-        with pytest.raises(CommandFailed, match=r"'a.crash' failed: crashed on purpose"):
+        with pytest.raises(CommandFailedError, match=r"'a.crash' failed: crashed on purpose"):
             await b.run_command("a.crash")
         with pytest.raises(TypeError, match=r"a.refuse"):  # checked on A, as locally
             await b.run_command("a.refuse", wrong=1)
@@ -227,9 +227,9 @@ async def test_cancelling_a_forwarded_call_cancels_it_where_it_runs(
 
 
 async def test_a_name_offered_by_a_live_server_is_refused_elsewhere(fleet: Fleet) -> None:
-    from statehub.core.state_dictionary import StateDictionary
-    from statehub.server import StateServer
+    from statehub import StateServer
     from statehub.store.redis import RedisStore
+    from statehub.store.state_dictionary import StateDictionary
 
     store = RedisStore(fleet.redis.url)
     server = StateServer(state=StateDictionary(store=store), locks=store.lock_table(), port=0)
@@ -347,10 +347,10 @@ async def test_a_server_stopped_cleanly_takes_its_commands_away(tmp_path: Path) 
 
 
 def test_a_server_alone_keeps_a_registry_of_its_own(tmp_path: Path) -> None:
+    from statehub import StateServer
     from statehub.core.commands import CommandRegistry
-    from statehub.core.state_dictionary import StateDictionary
-    from statehub.server import StateServer
     from statehub.store.sqlite import SQLiteStore
+    from statehub.store.state_dictionary import StateDictionary
 
     assert type(StateServer(port=0).hub.commands) is CommandRegistry  # memory
     store = SQLiteStore(tmp_path / "data")
@@ -370,7 +370,7 @@ async def test_commands_are_offered_again_when_redis_lost_its_data(tmp_path: Pat
         redis_process.client().flushall()
         deadline = time.monotonic() + DEADLINE_S
         while True:  # B's sessions end with the new epoch: each try on a new client
-            with contextlib.suppress(ConnectionLost):
+            with contextlib.suppress(ConnectionLostError):
                 async with client(b.port) as caller:
                     if "lost.echo" in await caller.available_commands():
                         assert await caller.run_command("lost.echo", n=2) == {"n": 2}
@@ -437,7 +437,7 @@ async def call_hanging(
 async def test_redis_going_away_during_a_forwarded_call_ends_it_with_a_clear_error(
     tmp_path: Path,
 ) -> None:
-    from statehub.store.errors import StoreUnavailableError
+    from statehub.errors import StoreUnavailableError
 
     async with (
         two_servers(tmp_path) as (redis_process, a, b),

@@ -16,9 +16,9 @@ from statehub.bench.fleet import (
     start_statehub,
     stop,
 )
-from statehub.client import AsyncClient, ConnectionLost
+from statehub.client import AsyncClient, ConnectionLostError
+from statehub.errors import DurabilityError, StoreUnavailableError
 from statehub.protocol.codec import decode_value
-from statehub.store.errors import DurabilityError, StoreUnavailableError
 
 DEADLINE_S = 60.0
 
@@ -89,7 +89,7 @@ async def test_a_failover_loses_no_acknowledged_write(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "writes did not resume after failover"
                 try:
                     await client.set(f"k{n}", n)
-                except (StoreUnavailableError, DurabilityError, ConnectionLost):
+                except (StoreUnavailableError, DurabilityError, ConnectionLostError):
                     failed += 1
                     await asyncio.sleep(0.1)
                     continue

@@ -21,9 +21,8 @@ from hostile_frames import (
     hostile_nanover_request,
     malformed_frame,
 )
-from statehub import AsyncClient
+from statehub import AsyncClient, StateServer
 from statehub.protocol import SESSION_PATH, decode_batch
-from statehub.server import StateServer
 from test_server_support import DEADLINE, eventually, running_server
 
 SESSION_STREAMS = 8

@@ -14,7 +14,7 @@ import gc
 import sys
 import tracemalloc
 
-from statehub.server import StateServer
+from statehub import StateServer
 from test_server_support import DEADLINE, eventually, running_server
 
 #: Subscribers measured, after a few that warm the server's caches and free lists up.

@@ -1,7 +1,7 @@
 """Names and tokens a client presents are bounded (docs/limits.md).
 
 A hello's client name is at most 256 characters; a credential, hello's token, a lock
-owner and a NanoVer access token at most 16 KiB of UTF-8. Over it: ``LimitExceeded``
+owner and a NanoVer access token at most 16 KiB of UTF-8. Over it: ``LimitExceededError``
 naming the field and the limit, nothing kept, and every other client unaffected. Run over
 each session transport on real servers.
 """
@@ -16,7 +16,7 @@ import pytest
 
 import test_server_support as support
 from statehub import AsyncClient
-from statehub.errors import LimitExceeded
+from statehub.errors import LimitExceededError
 from statehub.server.limits import MAX_CLIENT_NAME_CHARS, MAX_TOKEN_BYTES
 from test_nanover_conformance import _nanover
 from test_server_support import RemoteError, connected, running_server
@@ -47,7 +47,7 @@ async def test_a_4_mb_client_name_is_refused_and_sessions_still_works_for_others
             with pytest.raises(RemoteError) as refused:
                 await hog.request("hello", client=FOUR_MB_NAME)
             assert refused.value.status == "RESOURCE_EXHAUSTED"
-            assert isinstance(refused.value.error, LimitExceeded)
+            assert isinstance(refused.value.error, LimitExceededError)
             message = str(refused.value)
             assert "hello: 'client'" in message and "4,000,000 characters" in message
             assert f"limit of {MAX_CLIENT_NAME_CHARS} characters" in message
@@ -108,7 +108,7 @@ async def test_the_python_client_gets_the_error_on_connect(transport: str) -> No
         pytest.skip("one transport is enough for the client")
     async with running_server() as server:
         client = AsyncClient("127.0.0.1", server.port, name="c" * 300)
-        with pytest.raises(LimitExceeded, match="limit of 256 characters"):
+        with pytest.raises(LimitExceededError, match="limit of 256 characters"):
             await client.connect()
         await client.close()
 

@@ -16,10 +16,10 @@ import pytest
 from google.protobuf import struct_pb2
 
 import nanover_modules
-from statehub import DictionaryChange, StateDictionary
-from statehub.protocol import SESSION_PATH, RequestCancelled, decode_batch, encode_batch
-from statehub.server import StateServer
-from statehub.server.limits import LimitExceeded, SessionLimits
+from statehub import DictionaryChange, StateDictionary, StateServer
+from statehub.errors import RequestCancelledError
+from statehub.protocol import SESSION_PATH, decode_batch, encode_batch
+from statehub.server.limits import LimitExceededError, SessionLimits
 from test_server_support import (
     DEADLINE,
     GatedStore,
@@ -179,7 +179,7 @@ async def test_cancel_in_the_same_frame_answers_both_requests() -> None:
             with pytest.raises(RemoteError) as cancelled:
                 await session.reply(lock_id)
             gc.collect()
-        assert isinstance(cancelled.value.error, RequestCancelled)
+        assert isinstance(cancelled.value.error, RequestCancelledError)
         assert cancelled.value.status == "CANCELLED"
         assert not [w for w in caught if "never awaited" in str(w.message)]
         server.locks.release("busy", "other", exclusive=True)
@@ -272,7 +272,7 @@ async def test_subscriptions_per_session_are_bounded() -> None:
             with pytest.raises(RemoteError) as refused:
                 await session.reply(request_id)
             assert refused.value.status == "RESOURCE_EXHAUSTED"
-            assert isinstance(refused.value.error, LimitExceeded)
+            assert isinstance(refused.value.error, LimitExceededError)
             assert "max_subscriptions=3" in str(refused.value.error)
         await session.request("unsubscribe", sub=1)
         assert "sub" in await session.request("subscribe", interval=0)

@@ -20,17 +20,17 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import test_server_support as support
+from statehub import StateServer
 from statehub.auth import Authenticator, token_digest
 from statehub.auth.identities import check_identities
 from statehub.auth.permissions import PrefixSet
 from statehub.core.commands import CommandRegistry
 from statehub.core.rwlock import RWLockTable
-from statehub.core.state_dictionary import StateDictionary
 from statehub.protocol import decode_batch, encode_batch
-from statehub.server import StateServer
 from statehub.server.limits import SessionLimits
 from statehub.server.peer import Peer
 from statehub.server.session import Hub, Session
+from statehub.store.state_dictionary import StateDictionary
 
 EVERYTHING = PrefixSet([""])
 
@@ -76,7 +76,7 @@ async def test_subscribers_in_one_group_each_get_their_own_semantics(
         a_one = await one.subscribe(prefix="a/")
         everything_one = await one.subscribe()
         a_two = await two.subscribe(prefix="a/")
-        a_since = await two.subscribe(prefix="a/", since=first)
+        a_since = await two.subscribe(prefix="a/", since=first, epoch=server.state.epoch)
         a_paced = await two.subscribe(prefix="a/", interval=0.2)
         for session, sub in ((one, a_one), (two, a_two)):
             snapshot = await session.next_batch(sub)
@@ -305,6 +305,7 @@ async def _run(operations: list[tuple[Any, ...]], max_queued: int) -> None:
                         "op": "subscribe",
                         "prefix": prefix,
                         "since": since,
+                        "epoch": hub.state.epoch,
                         "interval": interval,
                     }
                     request_id = await client.send(request)

@@ -21,8 +21,8 @@ import aiohttp
 import grpc
 import pytest
 
+from statehub import StateServer
 from statehub.protocol import SESSION_PATH, decode_batch, encode_batch, error_from_wire
-from statehub.server import StateServer
 from statehub.store.memory import MemoryStore
 
 #: Generous deadline for anything the server should do "soon".
@@ -155,9 +155,15 @@ class RawSession:
         return await asyncio.wait_for(self.batches[sub].get(), timeout)
 
     async def subscribe(
-        self, interval: float = 0.0, prefix: str = "", since: int | None = None
+        self,
+        interval: float = 0.0,
+        prefix: str = "",
+        since: int | None = None,
+        epoch: str | None = None,
     ) -> int:
-        reply = await self.request("subscribe", interval=interval, prefix=prefix, since=since)
+        reply = await self.request(
+            "subscribe", interval=interval, prefix=prefix, since=since, epoch=epoch
+        )
         return int(reply["sub"])
 
     async def close(self) -> None:

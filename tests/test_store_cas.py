@@ -15,9 +15,9 @@ from redis_support import redis_server, started_state, until
 from statehub.bench.fleet import RedisProcess
 from statehub.core.change import DictionaryChange
 from statehub.core.entries import Entry
-from statehub.core.state_dictionary import StateDictionary
 from statehub.errors import ConflictError, ResourceLockedError
 from statehub.store.sqlite import DATA_FILE, SQLiteStore
+from statehub.store.state_dictionary import StateDictionary
 from test_server_support import GatedStore
 
 __all__ = ["redis_server"]  # the fixture, used by name

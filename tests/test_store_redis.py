@@ -11,11 +11,17 @@ import redis
 from redis_support import FAST_LIVENESS, redis_server, started_state, until, until_async
 from statehub.bench.fleet import RedisProcess
 from statehub.core.change import DictionaryChange
-from statehub.core.state_dictionary import StateDictionary
-from statehub.errors import LockFailed, LockNotOwnedError, LockUpgradeError, ResourceLockedError
-from statehub.store.errors import StoreUnavailableError
+from statehub.errors import (
+    DurabilityError,
+    LockFailedError,
+    LockNotOwnedError,
+    LockUpgradeError,
+    ResourceLockedError,
+    StoreUnavailableError,
+)
 from statehub.store.redis import RedisStore
 from statehub.store.redis_connection import RedisTarget
+from statehub.store.state_dictionary import StateDictionary
 
 __all__ = ["redis_server"]  # the fixture, used by name
 
@@ -279,7 +285,9 @@ async def test_rw_locks_across_servers(redis_server: RedisProcess) -> None:
         assert not await locks_b.can_acquire("R", exclusive=True)
         with pytest.raises(LockUpgradeError):
             await locks_a.acquire("R", "reader1", exclusive=True)
-        with pytest.raises(LockFailed, match=r"timed out after 0\.2 s .* exclusive lock on 'R'"):
+        with pytest.raises(
+            LockFailedError, match=r"timed out after 0\.2 s .* exclusive lock on 'R'"
+        ):
             await locks_b.acquire("R", "writer", exclusive=True, timeout=0.2)
         assert await locks_a.can_acquire("R", exclusive=False)  # the timed-out writer left no trace
 
@@ -369,3 +377,13 @@ def test_serve_refuses_a_bad_store_clearly(arguments: list[str], message: str) -
     )
     assert finished.returncode != 0
     assert message in finished.stderr
+
+
+async def test_a_primary_with_too_few_replicas_says_why_nothing_is_acknowledged(
+    redis_server: RedisProcess,
+) -> None:
+    # As after a failover with --replicas 1 and one replica: the new primary has none.
+    async with started_state(redis_server.url, replicas=1, replica_timeout=0.1) as state:
+        with pytest.raises(DurabilityError, match=r"0 replicas connected.*run at least 2"):
+            await state.update_state_async("w", change(x=1))
+        assert state.get("x") == 1  # committed on the primary all the same

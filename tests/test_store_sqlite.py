@@ -16,12 +16,11 @@ from hypothesis import strategies as st
 
 from conftest import FakeClock
 from statehub.core.change import DictionaryChange
-from statehub.core.state_dictionary import StateDictionary
-from statehub.errors import ResourceLockedError
+from statehub.errors import DataFileError, DurabilityError, ResourceLockedError
 from statehub.store.encoding import TAGGED, decode_value, encode_value
-from statehub.store.errors import DataFileError, DurabilityError
 from statehub.store.memory import MemoryStore
 from statehub.store.sqlite import APPLICATION_ID, DATA_FILE, SCHEMA_VERSION, SQLiteStore
+from statehub.store.state_dictionary import StateDictionary
 
 
 @pytest.fixture
@@ -88,6 +87,8 @@ TRICKY_VALUES: dict[str, object] = {
     "nested": {"b": [1, 1.0, "1", [True, None, {"deep": [-(2**70), math.nan]}]], "a": {}},
     "\U0001f600 key beyond the BMP": 3,
     "": "empty key",
+    "bytes": b"\x00\xff packed",
+    "bytes_nested": {"colours": [b"\x01\x02", b""], "n": 1},
 }
 
 
@@ -113,6 +114,12 @@ def test_values_and_revision_come_back_exactly(data_dir: Path, stores: list[SQLi
 def test_ints_too_long_for_decimal_text_use_the_tagged_form() -> None:
     assert encode_value(7**6000)[1] == TAGGED  # over sys.get_int_max_str_digits() digits
     for value in ([7**6000, {"a": -(7**6000)}, 1.5, True, None, "s"], 1):
+        assert same(decode_value(*encode_value(value)), value)
+
+
+def test_bytes_use_the_tagged_form_and_come_back_as_bytes() -> None:
+    assert encode_value(b"\x00")[1] == TAGGED  # JSON has no bytes
+    for value in (b"\x00\xff", [b"", {"a": b"x"}, "s"], {"bytes": b"\x01", "int": 7**6000}):
         assert same(decode_value(*encode_value(value)), value)
 
 

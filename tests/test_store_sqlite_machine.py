@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from statehub.core.change import DictionaryChange
-from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import JsonValue
 from statehub.errors import ResourceLockedError
 from statehub.store.sqlite import SQLiteStore
+from statehub.store.state_dictionary import StateDictionary
 
 KEYS = st.sampled_from(["a", "b", "c", "d", "\U0001f600"])
 OWNERS = st.sampled_from(["alice", "bob"])

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from statehub import DictionaryChange, DurabilityError, SQLiteStore, StateDictionary
+from statehub import DictionaryChange, DurabilityError, SQLiteStore, StateDictionary, StateServer
 from statehub.client import AsyncClient
-from statehub.server import StateServer
 
 BIG = "x" * 200_000  # needs new pages: over max_page_count, the write fails
 

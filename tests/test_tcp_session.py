@@ -17,13 +17,13 @@ import pytest
 
 import test_server_session as session_tests
 import test_server_support as support
-from statehub import AsyncClient, Client
+from statehub import AsyncClient, Client, StateServer
 from statehub.client import ClientTls
 from statehub.client.address import DEFAULT_TCP_PORT, parse_target
-from statehub.client.errors import ConnectionLost
-from statehub.client.transports import StreamBroken, open_frame_stream
+from statehub.client.frame_stream import StreamBroken
+from statehub.client.transports import open_frame_stream
+from statehub.errors import ConnectionLostError
 from statehub.protocol import encode_batch
-from statehub.server import StateServer
 from statehub.server.tcp_transport import frame_limit
 from test_auth_tls import Pki, pki, server_tls
 from test_server_cli import SERVE
@@ -119,7 +119,7 @@ async def test_a_tcp_client_killed_by_the_server_gets_connection_lost_with_the_r
             (session,) = server.hub.sessions
             session.end()
             await eventually(lambda: not client.connected)
-            with pytest.raises(ConnectionLost):
+            with pytest.raises(ConnectionLostError):
                 await client.get("k")
         finally:
             await client.close()
@@ -140,7 +140,7 @@ async def test_the_clients_tcp_stream_breaks_with_the_servers_last_error() -> No
 
 async def test_an_unreachable_tcp_url_fails_with_connection_lost_naming_it() -> None:
     client = AsyncClient("statehub+tcp://127.0.0.1:1", reconnect=False, connect_timeout=5)
-    with pytest.raises(ConnectionLost, match=r"statehub\+tcp://127\.0\.0\.1:1"):
+    with pytest.raises(ConnectionLostError, match=r"statehub\+tcp://127\.0\.0\.1:1"):
         await client.connect()
     await client.close()
 
@@ -169,7 +169,7 @@ async def test_tls_on_the_tcp_port_with_the_servers_certificate(pki: Pki) -> Non
         plain = AsyncClient(
             f"statehub+tcp://127.0.0.1:{server.tcp_port}", reconnect=False, connect_timeout=3
         )
-        with pytest.raises(ConnectionLost):
+        with pytest.raises(ConnectionLostError):
             await plain.connect()
         await plain.close()
         await eventually(lambda: not server.hub.sessions)

@@ -11,12 +11,11 @@ from typing import Any
 
 import pytest
 
-from statehub import DictionaryChange
+from statehub import DictionaryChange, StateServer
 from statehub.client.tcp_stream import TcpFrames
+from statehub.errors import MessageTooLargeError, ProtocolError
 from statehub.protocol import decode_batch, encode_batch
-from statehub.protocol.errors import MessageTooLargeError, ProtocolError
 from statehub.protocol.tcp_framing import encode_length, set_keepalive
-from statehub.server import StateServer
 from statehub.server.limits import SessionLimits
 from statehub.server.tcp_transport import _READ_AHEAD as READ_AHEAD
 from statehub.server.tcp_transport import TcpFrames as ServerFrames
@@ -116,10 +115,15 @@ async def test_hello_update_get_over_tcp() -> None:
 
 
 async def test_subscribe_with_since_gets_the_delta() -> None:
-    async with tcp_server() as (_, port), tcp_session(port) as writer, tcp_session(port) as reader:
+    async with (
+        tcp_server() as (server, port),
+        tcp_session(port) as writer,
+        tcp_session(port) as reader,
+    ):
         first = (await writer.request("update", updates={"x": 1, "y": 1}))["revision"]
         await writer.request("update", updates={"x": 2}, removals=["y"])
-        sub = (await reader.request("subscribe", interval=0.0, prefix="", since=first))["sub"]
+        resume = {"since": first, "epoch": server.state.epoch}
+        sub = (await reader.request("subscribe", interval=0.0, prefix="", **resume))["sub"]
         batch = await reader.next_batch(sub)
         assert batch["snapshot"] is False
         assert batch["updates"] == {"x": 2}

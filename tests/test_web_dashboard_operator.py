@@ -22,10 +22,9 @@ from typing import Any
 from playwright.async_api import Browser, Page, expect
 
 from browser_support import needs_browser
-from statehub import AsyncClient, DictionaryChange, HistoryRetention, StateDictionary
+from statehub import AsyncClient, DictionaryChange, HistoryRetention, StateDictionary, StateServer
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import load_config
-from statehub.server import StateServer
 from test_server_support import eventually, running_server
 
 ARTEFACTS = Path(__file__).parent.parent / "artefacts"
@@ -318,7 +317,8 @@ async def test_leases_and_locks_name_their_holders_and_waiters(browser: Browser)
             await expect(locks).to_contain_text("holds (exclusive)")
             await expect(locks).to_contain_text("lab-robot (anyone)")
             await expect(locks).to_contain_text("grader-7 (anyone)")
-            await expect(locks).to_contain_text("no force-unlock")
+            await expect(locks).to_contain_text("tells each holder")
+            await expect(locks.locator("button.force-release")).to_be_enabled()
             lease = page.locator('#leases tr[data-key="lab.arm"]')
             await expect(lease).to_contain_text("lab-robot (anyone)", timeout=SOON_MS)
 

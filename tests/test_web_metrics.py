@@ -12,9 +12,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from statehub import AsyncClient, DictionaryChange, SQLiteStore, StateDictionary
+from statehub import AsyncClient, DictionaryChange, SQLiteStore, StateDictionary, StateServer
 from statehub.protocol import SERVICE_NAME
-from statehub.server import StateServer
 from test_server_support import RemoteError, eventually, running_server, websocket_connected
 
 

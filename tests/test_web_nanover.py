@@ -13,10 +13,14 @@ import aiohttp
 import msgpack
 import pytest
 
-from statehub import AsyncClient, DictionaryChange, StateDictionary
-from statehub.server import StateServer
+from statehub import (
+    AsyncClient,
+    DictionaryChange,
+    StateDictionary,
+    StateServer,
+    StoreUnavailableError,
+)
 from statehub.server.limits import SessionLimits
-from statehub.store.errors import StoreUnavailableError
 from statehub.store.memory import MemoryStore
 from test_server_support import DEADLINE, eventually, running_server
 
@@ -162,7 +166,11 @@ async def test_leases_apply_to_nanover_writes_and_the_writer_is_told() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(b"\x00\x01 packed", "bytes"), ("x" * (3 * 1024 * 1024 + 1), "over the limit")],
+    [
+        ({"n": {1: "x"}}, "dict keys must be str"),
+        (b"x" * (3 * 1024 * 1024 + 1), "over the limit"),
+        ("x" * (3 * 1024 * 1024 + 1), "over the limit"),
+    ],
 )
 async def test_a_value_statehub_cannot_carry_is_refused_and_the_writer_converges(
     value: object, expected: str

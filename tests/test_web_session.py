@@ -14,10 +14,9 @@ import pytest
 
 import test_server_session as session_tests
 import test_server_support as support
-from statehub import AsyncClient, DictionaryChange
-from statehub.client.errors import ConnectionLost
+from statehub import AsyncClient, DictionaryChange, StateServer
+from statehub.errors import ConnectionLostError
 from statehub.protocol import encode_batch
-from statehub.server import StateServer
 from test_server_support import RemoteError, eventually, running_server, websocket_connected
 
 #: Tests of test_server_session that look at the gRPC stream itself; their WebSocket
@@ -119,7 +118,7 @@ async def test_a_websocket_client_leases_block_grpc_writers_until_it_disconnects
 
 async def test_an_unreachable_websocket_url_fails_with_connection_lost() -> None:
     client = AsyncClient("ws://127.0.0.1:1", reconnect=False, connect_timeout=5)
-    with pytest.raises(ConnectionLost, match=r"ws://127\.0\.0\.1:1"):
+    with pytest.raises(ConnectionLostError, match=r"ws://127\.0\.0\.1:1"):
         await client.connect()
     await client.close()
 

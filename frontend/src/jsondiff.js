@@ -6,7 +6,8 @@
 
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
 
-const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+// Bytes (a Uint8Array) are one value, compared by content, not an object of indices.
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v) && !(v instanceof Uint8Array);
 
 // `a.b[2]["odd key"]`: the path as JavaScript would spell it; "" is the whole value.
 function child(path, key) {
@@ -17,6 +18,7 @@ function child(path, key) {
 
 function same(a, b) {
   if (typeof a === "bigint" || typeof b === "bigint") return String(a) === String(b);
+  if (a instanceof Uint8Array && b instanceof Uint8Array) return a.length === b.length && a.every((byte, i) => byte === b[i]);
   return a === b || (Number.isNaN(a) && Number.isNaN(b));
 }
 

@@ -28,8 +28,36 @@ function showResult(element, text, ok) {
 
 const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
+// Bytes (msgpack bin, a Uint8Array here) have no JSON: they show, and are edited, as
+// {"$bytes": base64}, the same stand-in as the CLI's JSON output (core/values.py).
+const BYTES_TAG = "$bytes";
+
+function base64Of(bytes) {
+  let text = "";
+  for (let start = 0; start < bytes.length; start += 0x8000) {
+    text += String.fromCharCode(...bytes.subarray(start, start + 0x8000));
+  }
+  return btoa(text);
+}
+
+function jsonReplacer(_, v) {
+  if (typeof v === "bigint") return Number(v);
+  if (v instanceof Uint8Array) return { [BYTES_TAG]: base64Of(v) };
+  return v;
+}
+
 function toJSON(value, indent) {
-  return JSON.stringify(value, (_, v) => (typeof v === "bigint" ? Number(v) : v), indent);
+  return JSON.stringify(value, jsonReplacer, indent);
+}
+
+// JSON text from the editor as a value: {"$bytes": base64} and nothing else is bytes again.
+function fromJSON(text) {
+  return JSON.parse(text, (_, v) => {
+    if (v === null || typeof v !== "object" || Array.isArray(v)) return v;
+    const names = Object.keys(v);
+    if (names.length !== 1 || names[0] !== BYTES_TAG || typeof v[BYTES_TAG] !== "string") return v;
+    return Uint8Array.from(atob(v[BYTES_TAG]), (c) => c.charCodeAt(0));
+  });
 }
 
 const SUMMARY_CHARS = 160;
@@ -37,7 +65,8 @@ const SUMMARY_CHARS = 160;
 // One line for a row: objects and arrays say their size, then as much JSON as fits.
 function summarise(value) {
   let head = "";
-  if (Array.isArray(value)) head = `[${plural(value.length, "item")}] `;
+  if (value instanceof Uint8Array) head = `<${plural(value.length, "byte")}> `;
+  else if (Array.isArray(value)) head = `[${plural(value.length, "item")}] `;
   else if (value !== null && typeof value === "object") head = `{${plural(Object.keys(value).length, "key")}} `;
   const text = toJSON(value) ?? "null";
   return head + (text.length > SUMMARY_CHARS ? `${text.slice(0, SUMMARY_CHARS)}…` : text);
@@ -289,6 +318,13 @@ function mayAny(right) {
   return rights === null || rights[right] === undefined || rights[right].length > 0;
 }
 
+// An admin button (data-admin names its right) is active only for an identity that has it.
+function applyAdminRight(button) {
+  const allowed = rights === null || rights.admin.includes(button.dataset.admin);
+  button.disabled = !allowed || $("readonly").checked;
+  button.title = allowed ? "" : `needs the admin right '${button.dataset.admin}'`;
+}
+
 function applyRights() {
   const readOnly = $("readonly").checked;
   document.body.classList.toggle("read-only", readOnly);
@@ -297,11 +333,7 @@ function applyRights() {
     button.title = button.disabled ? (readOnly ? "read-only mode" : "this identity may not write") : "";
   }
   for (const button of document.querySelectorAll("button.lease")) button.disabled = !mayAny("lease") || readOnly;
-  for (const button of document.querySelectorAll("button.admin")) {
-    const allowed = rights === null || rights.admin.includes(button.dataset.admin);
-    button.disabled = !allowed || readOnly;
-    button.title = allowed ? "" : `needs the admin right '${button.dataset.admin}'`;
-  }
+  for (const button of document.querySelectorAll("button.admin")) applyAdminRight(button);
   for (const form of document.querySelectorAll("form.command")) {
     const button = form.querySelector("button.call");
     button.disabled = rights !== null && !rights.call.some((pattern) => globToRegExp(pattern).test(form.dataset.command));
@@ -616,7 +648,7 @@ function since(seconds) {
 
 function parsedEditor() {
   try {
-    return { ok: true, value: JSON.parse($("write-value").value) };
+    return { ok: true, value: fromJSON($("write-value").value) };
   } catch (error) {
     return { ok: false, error: error.message };
   }
@@ -817,7 +849,7 @@ function renderLeases() {
         };
         row.cells[3].append(release);
       } else {
-        row.cells[3].innerHTML = '<span class="muted" title="the session protocol lets only the owner release a lease">owner only</span>';
+        row.cells[3].append(forceReleaseButton("lease", key, row.cells[1].textContent));
       }
       return row;
     }),
@@ -857,6 +889,37 @@ function wireLeaseForm() {
   };
 }
 
+// -- force release (admin right force_unlock) -----------------------------------------
+
+// Takes a lock or lease away from whoever holds it; the server tells the holder, whose
+// client sees the hold lost (it is not a silent theft), so the dialog says so.
+function forceReleaseButton(kind, key, holder) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "danger admin force-release";
+  button.dataset.admin = "force_unlock";
+  button.dataset.key = key;
+  button.textContent = "Force release…";
+  applyAdminRight(button);
+  const result = $(`${kind}-force-result`);
+  button.onclick = async () => {
+    const text = `Force-release the ${kind} on ${key}? Its holder is told it lost it.`;
+    if (!(await confirmRemoval(text, [`held by ${holder}`], "Force release"))) {
+      showResult(result, "not released", true);
+      return;
+    }
+    try {
+      const { released } = await session.request("force_release", { kind, key });
+      const told = released.every((holding) => holding.told) ? "holder told" : "holder not told: not a session of this server";
+      showResult(result, `${kind} on ${key} force-released (${told})`, true);
+      await (kind === "lease" ? pollLeases() : pollLocksAndSessions());
+    } catch (error) {
+      showResult(result, describeError(error), false);
+    }
+  };
+  return button;
+}
+
 // -- locks and sessions (ops a server may not have yet) ------------------------------
 
 async function optionalOp(op, element, render) {
@@ -889,7 +952,10 @@ function table(headers, rowsData) {
 async function pollLocksAndSessions() {
   await optionalOp("list_locks", $("locks"), ({ locks }) => {
     const rowsData = [];
+    const forceButtons = new Map(); // row index -> its Force release button
     for (const lock of locks) {
+      // One button per lock, on its first holder's row: it takes every hold away.
+      if (lock.holders.length) forceButtons.set(rowsData.length, forceReleaseButton("lock", lock.key, lock.holders.map(describeHolder).join(", ")));
       for (const h of lock.holders) {
         rowsData.push([lock.key, `holds (${lock.mode})`, describeHolder(h), h.owner ?? "", since(h.since), h.fence ?? "–"]);
       }
@@ -902,13 +968,14 @@ async function pollLocksAndSessions() {
     const note = Object.assign(document.createElement("p"), {
       className: "muted",
       textContent:
-        "Release and force-unlock: a lock is released by its holder (or when its session ends); " +
-        "this server's session protocol offers no force-unlock of another session's lock.",
+        "A lock is released by its holder or when its session ends. Force release (admin right " +
+        "'force_unlock') takes every hold of it away and tells each holder; the waiters get it next.",
     });
+    const listing = table(["key", "", "client (identity) · session", "owner", "since", "fencing token"], rowsData);
+    // Under the mode of the first holder's row: no column of its own, so the table fits 1280 px.
+    for (const [index, button] of forceButtons) listing.tBodies[0].rows[index].cells[1].append(document.createElement("br"), button);
     $("locks").replaceChildren(
-      locks.length === 0
-        ? Object.assign(document.createElement("p"), { className: "muted", textContent: "none held" })
-        : table(["key", "", "client (identity) · session", "owner", "since", "fencing token"], rowsData),
+      locks.length === 0 ? Object.assign(document.createElement("p"), { className: "muted", textContent: "none held" }) : listing,
       note,
     );
   });

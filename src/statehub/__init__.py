@@ -14,48 +14,64 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "AsyncClient": "statehub.client",
     "Client": "statehub.client",
-    "CommandFailed": "statehub.errors",
+    "CommandFailedError": "statehub.errors",
     "CommandRegistration": "statehub.core.commands",
+    "CommandRegistry": "statehub.core.commands",
     "CommandRoute": "statehub.core.commands",
     "CommandUnavailableError": "statehub.errors",
-    "CommandRegistry": "statehub.core.commands",
+    "ConfigError": "statehub.endpoints.config",
     "ConflictError": "statehub.errors",
-    "ConnectionLost": "statehub.client",
-    "DataFileError": "statehub.store.errors",
+    "ConnectionLostError": "statehub.errors",
+    "LeaseLostError": "statehub.errors",
+    "LockLostError": "statehub.errors",
+    "DataDirectoryError": "statehub.errors",
+    "DataFileError": "statehub.errors",
     "DictionaryChange": "statehub.core.change",
     "DictionaryChangeBuffer": "statehub.core.buffers",
     "DictionaryChangeMultiView": "statehub.core.buffers",
-    "DurabilityError": "statehub.store.errors",
+    "DurabilityError": "statehub.errors",
     "EndpointError": "statehub.endpoints.return_codes",
     "Entry": "statehub.core.entries",
     "Event": "statehub.core.events",
     "HistoryRetention": "statehub.core.key_history",
+    "IdentitiesFileError": "statehub.auth",
     "JsonValue": "statehub.core.values",
     "KeyVersion": "statehub.core.key_history",
     "Lease": "statehub.store.leases",
+    "LimitExceededError": "statehub.errors",
     "LocalState": "statehub.core.rwlock",
-    "LimitExceeded": "statehub.errors",
-    "ValueLimitError": "statehub.errors",
-    "LockFailed": "statehub.errors",
+    "LockFailedError": "statehub.errors",
     "LockNotOwnedError": "statehub.errors",
     "LockUpgradeError": "statehub.errors",
     "MemoryStore": "statehub.store.memory",
+    "MessageTooLargeError": "statehub.errors",
     "ObjectFrozenError": "statehub.errors",
+    "PermissionDeniedError": "statehub.errors",
+    "ProtocolError": "statehub.errors",
     "RWLockTable": "statehub.core.rwlock",
+    "RequestCancelledError": "statehub.errors",
     "ResourceLockedError": "statehub.errors",
     "SQLiteStore": "statehub.store.sqlite",
     "SessionLimits": "statehub.server.limits",
     "StateABC": "statehub.core.rwlock",
     "StateChange": "statehub.client",
-    "StateDictionary": "statehub.core.state_dictionary",
-    "StateServer": "statehub.server.state_server",
+    "StateDictionary": "statehub.store.state_dictionary",
+    "StateServer": "statehub.serving.state_server",
     "StatehubError": "statehub.errors",
     "Store": "statehub.store.base",
+    "StoreUnavailableError": "statehub.errors",
+    "UnauthenticatedError": "statehub.errors",
+    "ValueLimitError": "statehub.errors",
     "define_return_code": "statehub.endpoints.return_codes",
 }
+#: The names before 0.2 (statehub/errors.py): deprecated, reachable, not in __all__.
+_FORMER_NAMES = frozenset(
+    {"LockFailed", "CommandFailed", "LimitExceeded", "ConnectionLost", "RequestCancelled"}
+)
 
 if TYPE_CHECKING:
-    from statehub.client import AsyncClient, Client, ConnectionLost, StateChange
+    from statehub.auth import IdentitiesFileError
+    from statehub.client import AsyncClient, Client, StateChange
     from statehub.core.buffers import DictionaryChangeBuffer, DictionaryChangeMultiView
     from statehub.core.change import DictionaryChange
     from statehub.core.commands import CommandRegistration, CommandRegistry, CommandRoute
@@ -63,32 +79,48 @@ if TYPE_CHECKING:
     from statehub.core.events import Event
     from statehub.core.key_history import HistoryRetention, KeyVersion
     from statehub.core.rwlock import LocalState, RWLockTable, StateABC
-    from statehub.core.state_dictionary import StateDictionary
     from statehub.core.values import JsonValue
+    from statehub.endpoints.config import ConfigError
     from statehub.endpoints.return_codes import EndpointError, define_return_code
     from statehub.errors import (
-        CommandFailed,
+        CommandFailedError,
         CommandUnavailableError,
         ConflictError,
-        LimitExceeded,
-        LockFailed,
+        ConnectionLostError,
+        DataDirectoryError,
+        DataFileError,
+        DurabilityError,
+        LeaseLostError,
+        LimitExceededError,
+        LockFailedError,
+        LockLostError,
         LockNotOwnedError,
         LockUpgradeError,
+        MessageTooLargeError,
         ObjectFrozenError,
+        PermissionDeniedError,
+        ProtocolError,
+        RequestCancelledError,
         ResourceLockedError,
         StatehubError,
+        StoreUnavailableError,
+        UnauthenticatedError,
         ValueLimitError,
     )
     from statehub.server.limits import SessionLimits
-    from statehub.server.state_server import StateServer
+    from statehub.serving.state_server import StateServer
     from statehub.store.base import Store
-    from statehub.store.errors import DataFileError, DurabilityError
     from statehub.store.leases import Lease
     from statehub.store.memory import MemoryStore
     from statehub.store.sqlite import SQLiteStore
+    from statehub.store.state_dictionary import StateDictionary
 
 
 def __getattr__(name: str) -> object:
+    if name in _FORMER_NAMES:  # not cached: each use warns
+        from statehub.errors import renamed
+
+        return renamed(name, "statehub")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'statehub' has no attribute {name!r}")
@@ -98,19 +130,21 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    return sorted([*globals(), *_LAZY])  # the former names left out, as from __all__
 
 
 __all__ = [
     "AsyncClient",
     "Client",
-    "CommandFailed",
+    "CommandFailedError",
     "CommandRegistration",
     "CommandRegistry",
     "CommandRoute",
     "CommandUnavailableError",
+    "ConfigError",
     "ConflictError",
-    "ConnectionLost",
+    "ConnectionLostError",
+    "DataDirectoryError",
     "DataFileError",
     "DictionaryChange",
     "DictionaryChangeBuffer",
@@ -120,17 +154,24 @@ __all__ = [
     "Entry",
     "Event",
     "HistoryRetention",
+    "IdentitiesFileError",
     "JsonValue",
     "KeyVersion",
     "Lease",
-    "LimitExceeded",
+    "LeaseLostError",
+    "LimitExceededError",
     "LocalState",
-    "LockFailed",
+    "LockFailedError",
+    "LockLostError",
     "LockNotOwnedError",
     "LockUpgradeError",
     "MemoryStore",
+    "MessageTooLargeError",
     "ObjectFrozenError",
+    "PermissionDeniedError",
+    "ProtocolError",
     "RWLockTable",
+    "RequestCancelledError",
     "ResourceLockedError",
     "SQLiteStore",
     "SessionLimits",
@@ -140,6 +181,8 @@ __all__ = [
     "StateServer",
     "StatehubError",
     "Store",
+    "StoreUnavailableError",
+    "UnauthenticatedError",
     "ValueLimitError",
     "__version__",
     "define_return_code",

@@ -1,7 +1,14 @@
-"""Exceptions shared by every layer; across the network they keep their type and message."""
+"""Every exception a statehub user can catch, under one base class, ``StatehubError``.
+
+Across the network they keep their type and message (``protocol/errors.py`` registers
+each with its gRPC status). Errors of one feature's configuration stay with it
+(``endpoints.config.ConfigError``, ``auth.IdentitiesFileError``), as do the endpoint
+return codes (``EndpointError``); those subclass ``StatehubError`` too.
+"""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any, Self
 
@@ -66,7 +73,7 @@ class ConflictError(StatehubError):
         return cls(message, current)
 
 
-class LockFailed(StatehubError):
+class LockFailedError(StatehubError):
     """A read/write lock could not be acquired (timeout, refusal or lost connection)."""
 
 
@@ -78,7 +85,7 @@ class LockNotOwnedError(StatehubError, RuntimeError):
     """A lock was released by an owner that does not hold it in that mode."""
 
 
-class CommandFailed(StatehubError):
+class CommandFailedError(StatehubError):
     """A registered command raised; the message names the command and the original error."""
 
 
@@ -87,7 +94,7 @@ class CommandUnavailableError(StatehubError):
     server is gone or did not answer in time. The message names the command and the server."""
 
 
-class LimitExceeded(StatehubError):
+class LimitExceededError(StatehubError):
     """A client asked for more than it may hold (subscriptions, leases, waiting requests,
     bytes); the message names the limit. Its other requests go on."""
 
@@ -104,3 +111,104 @@ class ValueLimitError(StatehubError, ValueError):
     """A key or value is over one of the documented limits (nesting depth, int size, key
     or value size): some protocol could not carry it, so it was refused. The message names
     the key, where in the value, and the limit."""
+
+
+class DataFileError(StatehubError):
+    """A data file is unreadable, corrupt, in use, or belongs to something else.
+
+    Raised at start-up; the message names the file, and nothing in it has been changed.
+    """
+
+
+class DataDirectoryError(DataFileError):
+    """The data directory cannot be created or written: a read-only mount, no permission,
+    or a file where the directory should be. The message names it; nothing was changed."""
+
+
+class DurabilityError(StatehubError):
+    """Committed changes could not be written to disk.
+
+    The store refuses every further change once this happens: the state in memory would
+    otherwise drift away from what a restart would bring back. A writer waiting for its
+    change to be durable gets this error, and cannot know whether the change survives a
+    restart.
+    """
+
+
+class StoreUnavailableError(StatehubError):
+    """The shared store (Redis) cannot be reached: changes are refused until it is back.
+
+    Reads are still answered from the server's copy of the state, which stops moving
+    while the store is away; nothing of a refused change was applied.
+    """
+
+
+class ProtocolError(StatehubError):
+    """A peer sent something the session protocol does not allow (malformed, unknown op)."""
+
+
+class MessageTooLargeError(StatehubError):
+    """A message was over the size limit; the message names the size and the limit."""
+
+
+class RequestCancelledError(StatehubError):
+    """The client cancelled a request that was still waiting (a lock, a command)."""
+
+
+class ConnectionLostError(StatehubError, ConnectionError):
+    """The client has no live session with the server.
+
+    Raised to calls that were waiting for a reply when the connection dropped, and to new
+    calls until the client has reconnected. Leases and read/write locks held through the
+    lost session were released by the server; the client reports them through its
+    ``leases_lost`` and ``locks_lost`` events.
+    """
+
+
+class LeaseLostError(StatehubError):
+    """The server took a lease of this live session away: an admin force-released it, or
+    the server was cut off from the shared store (Redis) longer than the other servers
+    wait and they released it. Raised by the next ``update`` that touches such a key, with
+    nothing applied (take the lease again first); the ``leases_lost`` event names the keys
+    as soon as the client knows.
+    """
+
+
+class LockLostError(LockFailedError):
+    """A read/write lock this client held was taken away while its session lived on (an
+    admin force-released it, or its server was cut off from Redis and swept). Raised when
+    the lock block ends (or by ``release_lock``); the ``locks_lost`` event names the keys
+    at once. Whatever the lock protected may have been changed by the next holder
+    meanwhile: fencing tokens let a resource refuse the older holder.
+    """
+
+
+#: The names before 0.2 -> their names now. Deprecated (docs/versioning.md): a former
+#: name is its new class, so ``except LockFailed`` still catches what is raised, and using
+#: one warns. They go in 0.3.
+FORMER_NAMES = {
+    "LockFailed": "LockFailedError",
+    "CommandFailed": "CommandFailedError",
+    "LimitExceeded": "LimitExceededError",
+    "ConnectionLost": "ConnectionLostError",
+    "RequestCancelled": "RequestCancelledError",
+}
+
+
+def renamed(former: str, where: str) -> type[StatehubError]:
+    """The class ``former`` names now, with a ``DeprecationWarning`` naming the new name
+    (``where``: the module the caller used, for the message)."""
+    current = FORMER_NAMES[former]
+    warnings.warn(
+        f"{where}.{former} is deprecated, use {where}.{current} (the same class)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    cls: type[StatehubError] = globals()[current]
+    return cls
+
+
+def __getattr__(name: str) -> type[StatehubError]:
+    if name not in FORMER_NAMES:
+        raise AttributeError(f"module 'statehub.errors' has no attribute {name!r}")
+    return renamed(name, "statehub.errors")

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 from grpc import aio
 
 from statehub.core.commands import CommandResult
-from statehub.core.state_dictionary import StateDictionary
-from statehub.server.state_server import StateServer
+from statehub.serving.state_server import StateServer
+from statehub.store.state_dictionary import StateDictionary
 
 #: NanoVer's default number of worker threads.
 DEFAULT_MAX_WORKERS = 128

@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from dripline_mesh.mesh_support import LAB, Served, serving
+from statehub import StateServer
 from statehub.dripline.broker import BrokerUnavailable, TemporaryBroker
 from statehub.dripline.mesh import MeshService
 from statehub.dripline.settings import MeshSettings, mesh_settings
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import parse_config
-from statehub.server import StateServer
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 
+from statehub import StateServer
 from statehub.core.values import JsonValue
 from statehub.dripline.mesh import MeshService
 from statehub.dripline.settings import MeshSettings
@@ -15,7 +16,6 @@ from statehub.endpoints.config import parse_config
 from statehub.endpoints.nodes import Endpoint, register_endpoint_module
 from statehub.endpoints.return_codes import define_return_code
 from statehub.endpoints.service import EndpointService
-from statehub.server import StateServer
 
 LAB = """
 name: lab

@@ -33,7 +33,7 @@ class AdminRight(StrEnum):
     """A server-wide action beyond keys."""
 
     CLEAR_LEASES = "clear_leases"
-    FORCE_UNLOCK = "force_unlock"  # an endpoint lockout held by someone else
+    FORCE_UNLOCK = "force_unlock"  # an endpoint lockout, a lock or a lease held by someone else
     SESSIONS = "sessions"  # see every session and its identity
     REGISTER_COMMANDS = "register_commands"
     METRICS = "metrics"  # read the web port's /metrics and /readyz

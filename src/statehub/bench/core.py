@@ -7,7 +7,7 @@ from contextlib import ExitStack
 
 from statehub.bench.table import Result
 from statehub.core.change import DictionaryChange
-from statehub.core.state_dictionary import StateDictionary
+from statehub.store.state_dictionary import StateDictionary
 
 WRITES = 200_000
 LEASES = 100_000

@@ -56,7 +56,7 @@ async def _run_all(url: str) -> list[Result]:
     from statehub.dripline.settings import mesh_settings
     from statehub.endpoints.attach import endpoints_running
     from statehub.endpoints.config import parse_config
-    from statehub.server.state_server import StateServer
+    from statehub.serving.state_server import StateServer
 
     settings = mesh_settings(url)
     server = StateServer(address="127.0.0.1", port=0)

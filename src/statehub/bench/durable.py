@@ -20,8 +20,8 @@ from statehub.bench.fleet import start_serve
 from statehub.bench.table import Result
 from statehub.client.async_client import AsyncClient
 from statehub.core.change import DictionaryChange
-from statehub.core.state_dictionary import StateDictionary
 from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
+from statehub.store.state_dictionary import StateDictionary
 
 #: Seconds each workload runs for.
 DURATION = 2.0

@@ -114,10 +114,10 @@ def statehub_server(transport: str, data: str | None = None) -> Iterator[Server]
 
 def serve() -> None:
     """Entry of the server process: a StateServer plus the TCP listener on its hub."""
-    from statehub.core.state_dictionary import StateDictionary
-    from statehub.server.state_server import StateServer
     from statehub.server.tcp_transport import start_tcp_server
+    from statehub.serving.state_server import StateServer
     from statehub.store.sqlite import SQLiteStore
+    from statehub.store.state_dictionary import StateDictionary
 
     raise_file_limit()
     data = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] else None

@@ -2,11 +2,13 @@
 
 A runner (a NanoVer WebSocket client, as ``nanover-server --remote`` is) publishes a frame
 of ``ATOMS`` particle positions (packed float32, 120 KB) and a few small keys 30 times a
-second to a fresh ``statehub serve``; ``CLIENTS`` NanoVer clients, in ``PROCESSES`` worker
-processes, count the frame messages they receive. Figures over the measured window:
-frame messages/s for the median and the slowest client, and the server's CPU as a share
-of one core. Clients read only the first bytes of each message (is it a frame), as a
-headset's rendering is not what is measured.
+second to a fresh ``statehub serve``, and with each frame a state update (the simulation's
+time, as a runner's ``playback``/``imd`` keys change); 20, then 100 NanoVer clients (issue
+20's room), in ``PROCESSES`` worker processes, count the frame and state messages they
+receive. Figures over the measured window: frame messages/s and state messages/s for the
+median and the slowest client, and the server's CPU as a share of one core, in all and
+per client. Clients read only the first bytes of each message (is it a frame, a state
+update), as a headset's rendering is not what is measured.
 """
 
 from __future__ import annotations
@@ -31,17 +33,25 @@ from statehub.bench.room import (
 from statehub.bench.table import Result
 
 ATOMS = 10_000
-CLIENTS = 20
+CLIENTS = (20, 100)
 PROCESSES = 2
 RATE = 30.0
 SECONDS = 5.0
 WARM_UP = 1.5
 #: How the relay packs a frame message: ``{"frame": {...}}``.
 _FRAME_HEADER = b"\x81\xa5frame"
+#: How the NanoVer edge packs a state message: ``{"state": {...}}``.
+_STATE_HEADER = b"\x81\xa5state"
 
 
-def run(clients: int = CLIENTS, seconds: float = SECONDS) -> list[Result]:
-    """One room run: frames/s per client (median, slowest) and the server's CPU."""
+def run(clients: tuple[int, ...] = CLIENTS, seconds: float = SECONDS) -> list[Result]:
+    """A room run per number of ``clients``."""
+    return [result for count in clients for result in run_room(count, seconds)]
+
+
+def run_room(clients: int, seconds: float) -> list[Result]:
+    """One room run: frames/s and state updates/s per client (median, slowest) and the
+    server's CPU."""
     with (
         serve() as served,
         client_workers(
@@ -53,12 +63,16 @@ def run(clients: int = CLIENTS, seconds: float = SECONDS) -> list[Result]:
         workers.measure(start, end)
         cpu = asyncio.run(_publish(served.http_port, served.process.pid, start, end))
         reports = workers.reports()
-    rates = [rate for report in reports for rate in report]
+    frames = [frame_rate for report in reports for frame_rate, _ in report]
+    states = [state_rate for report in reports for _, state_rate in report]
     where = f"{clients} clients, a {ATOMS:,}-atom frame published at {RATE:g} Hz"
     return [
-        Result(f"frames: received per client, median ({where})", statistics.median(rates), "/s"),
-        Result(f"frames: received per client, slowest ({where})", min(rates), "/s"),
+        Result(f"frames: received per client, median ({where})", statistics.median(frames), "/s"),
+        Result(f"frames: received per client, slowest ({where})", min(frames), "/s"),
+        Result(f"state updates: per client, median ({where})", statistics.median(states), "/s"),
+        Result(f"state updates: per client, slowest ({where})", min(states), "/s"),
         Result(f"frames: server CPU ({where})", cpu * 100, "% of a core"),
+        Result(f"frames: server CPU per client ({where})", cpu * 100 / clients, "% of a core"),
     ]
 
 
@@ -82,6 +96,8 @@ async def _publish(port: int, server_pid: int, start: float, end: float) -> floa
             if index == 0:
                 frame["particle.count"] = ATOMS
             await socket.send_bytes(msgpack.packb({"frame": frame}))
+            simulation = {"updates": {"simulation.time": index / RATE}, "removals": []}
+            await socket.send_bytes(msgpack.packb({"state": simulation}))
             index += 1
             due += 1 / RATE
             await asyncio.sleep(max(0.0, due - time.monotonic()))
@@ -92,7 +108,8 @@ def _worker_process(port: int, count: int, pipe: Pipe) -> None:
 
 
 async def _worker(port: int, count: int, pipe: Pipe) -> None:
-    counts = [0] * count
+    frames = [0] * count
+    states = [0] * count
     window = [0.0, float("inf")]
 
     async def client(slot: int, http: aiohttp.ClientSession) -> None:
@@ -101,9 +118,12 @@ async def _worker(port: int, count: int, pipe: Pipe) -> None:
             async for message in socket:
                 if message.type is not aiohttp.WSMsgType.BINARY:
                     continue
-                in_window = window[0] <= time.monotonic() < window[1]
-                if in_window and message.data.startswith(_FRAME_HEADER):
-                    counts[slot] += 1
+                if not window[0] <= time.monotonic() < window[1]:
+                    continue
+                if message.data.startswith(_FRAME_HEADER):
+                    frames[slot] += 1
+                elif message.data.startswith(_STATE_HEADER):
+                    states[slot] += 1
 
     connected = asyncio.Semaphore(0)
     async with aiohttp.ClientSession() as http:
@@ -118,4 +138,5 @@ async def _worker(port: int, count: int, pipe: Pipe) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    pipe.send(("stats", [n / (end - start) for n in counts]))
+    seconds = end - start
+    pipe.send(("stats", [(f / seconds, s / seconds) for f, s in zip(frames, states, strict=True)]))

@@ -22,8 +22,8 @@ from statehub.bench.table import Result
 from statehub.client.async_client import AsyncClient
 from statehub.core.change import DictionaryChange
 from statehub.core.key_history import HistoryRetention
-from statehub.core.state_dictionary import StateDictionary
-from statehub.server.state_server import StateServer
+from statehub.serving.state_server import StateServer
+from statehub.store.state_dictionary import StateDictionary
 
 EXPIRING = 100_000
 CHUNK = 10_000  # keys per update while setting up

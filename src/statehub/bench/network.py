@@ -24,7 +24,7 @@ from typing import Any
 
 from statehub.bench.table import Result
 from statehub.client.async_client import AsyncClient
-from statehub.server.state_server import StateServer
+from statehub.serving.state_server import StateServer
 
 #: ``(host, port)`` of a server to measure instead of an in-process one.
 TARGET: tuple[str, int] | None = None

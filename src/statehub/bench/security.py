@@ -32,12 +32,12 @@ from statehub.client.async_client import AsyncClient
 from statehub.client.tls import ClientTls
 from statehub.core.commands import CommandRegistry
 from statehub.core.rwlock import RWLockTable
-from statehub.core.state_dictionary import StateDictionary
 from statehub.protocol.codec import encode_batch
 from statehub.server.peer import Peer
 from statehub.server.session import Hub, Session
-from statehub.server.state_server import StateServer
 from statehub.server.tls import ServerTls
+from statehub.serving.state_server import StateServer
+from statehub.store.state_dictionary import StateDictionary
 
 ROUNDS = 15
 WRITES = 10_000

@@ -20,7 +20,8 @@ LAZY_COMMANDS = {
     "set": "statehub.cli.client_commands:set_",
     "rm": "statehub.cli.client_commands:rm",
     "watch": "statehub.cli.client_commands:watch",
-    "lock": "statehub.cli.client_commands:lock",
+    "lease": "statehub.cli.client_commands:lease",
+    "lock": "statehub.cli.client_commands:lock",  # deprecated: statehub lease
     "call": "statehub.cli.client_commands:call",
     "commands": "statehub.cli.client_commands:commands",
     "keys": "statehub.cli.inspect_commands:keys",

@@ -221,7 +221,7 @@ def _print_change_lines(change: StateChange) -> None:
     help="How long to hold the lease.",
 )
 @server_options
-def lock(key: str, seconds: float, host: str, port: int) -> None:
+def lease(key: str, seconds: float, host: str, port: int) -> None:
     """Lease KEY (only this client may change it) for SECONDS, or until Ctrl-C."""
     if not math.isfinite(seconds):
         raise click.BadParameter("must be a finite number", param_hint="--seconds")
@@ -239,6 +239,18 @@ def lock(key: str, seconds: float, host: str, port: int) -> None:
                     click.echo(f"released {key!r}", err=True)
 
     run(main)
+
+
+#: ``statehub lease`` under its name before 0.2: "lock" is the read/write locks' word
+#: (``statehub locks``). Deprecated: click says so on stderr each time it runs.
+lock = click.Command(
+    "lock",
+    params=lease.params,
+    callback=lease.callback,
+    help="Deprecated: use `statehub lease`.",
+    hidden=True,
+    deprecated="use 'statehub lease' (the same command)",
+)
 
 
 @click.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from statehub.cli.client_commands import connect, run
@@ -69,14 +71,26 @@ def keys(prefix: str, values: bool, long: bool, output: str, host: str, port: in
     run(main)
 
 
+_FORCE_RELEASE_HELP = (
+    "Take the {kind} on KEY away from whoever holds it, instead of listing (admin right "
+    "'force_unlock'); the holding client is told it lost it."
+)
+
+
 @click.command()
+@click.option(
+    "--force-release", "force_key", metavar="KEY", help=_FORCE_RELEASE_HELP.format(kind="lease")
+)
 @output_option()
 @server_options
-def leases(output: str, host: str, port: int) -> None:
+def leases(force_key: str | None, output: str, host: str, port: int) -> None:
     """List the live leases: key, held by this client, seconds left."""
 
     async def main() -> None:
         async with connect(host, port) as client:
+            if force_key is not None:
+                _report_released("lease", force_key, await client.force_release("lease", force_key))
+                return
             found = await client.leases()
         rows = [[lease.key, _seconds(lease.seconds_left)] for lease in found]
         data = [{"key": lease.key, "seconds_left": lease.seconds_left} for lease in found]
@@ -86,13 +100,19 @@ def leases(output: str, host: str, port: int) -> None:
 
 
 @click.command()
+@click.option(
+    "--force-release", "force_key", metavar="KEY", help=_FORCE_RELEASE_HELP.format(kind="lock")
+)
 @output_option()
 @server_options
-def locks(output: str, host: str, port: int) -> None:
+def locks(force_key: str | None, output: str, host: str, port: int) -> None:
     """List the read/write locks held: key, mode, holders (client, session), waiting."""
 
     async def main() -> None:
         async with connect(host, port) as client:
+            if force_key is not None:
+                _report_released("lock", force_key, await client.force_release("lock", force_key))
+                return
             found = await client.locks()
         rows = [
             [
@@ -131,6 +151,13 @@ def sessions(output: str, host: str, port: int) -> None:
         )
 
     run(main)
+
+
+def _report_released(kind: str, key: str, released: list[dict[str, Any]]) -> None:
+    for holder in released:
+        told = "told" if holder["told"] else "not told: not a session of this server"
+        session = str(holder["session"])[:8] or "another client"
+        click.echo(f"force-released the {kind} on {key!r} held by session {session} ({told})")
 
 
 def _seconds(left: float | None) -> str:

@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import click
 
+from statehub.core.values import json_default
+
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ("table", "json")
 
@@ -26,8 +28,8 @@ def output_option(default: str = "table") -> Callable[[F], F]:
 
 
 def dumps(value: Any) -> str:
-    """One line of JSON, text kept as it is (no \\u escapes)."""
-    return json.dumps(value, ensure_ascii=False)
+    """One line of JSON, text kept as it is (no \\u escapes), bytes as ``{"$bytes": base64}``."""
+    return json.dumps(value, ensure_ascii=False, default=json_default)
 
 
 def emit(

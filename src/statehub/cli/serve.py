@@ -18,18 +18,20 @@ from statehub.cli.options import listen_host
 from statehub.cli.settings import log_sources, settings_option
 from statehub.client.address import DEFAULT_TCP_PORT
 from statehub.core.key_history import HistoryRetention
+from statehub.core.limits import MAX_VALUE_BYTES, ValueSizeLimits
 from statehub.core.rwlock import LockTable
-from statehub.core.state_dictionary import StateDictionary
 from statehub.dripline.serving import mesh_for, on_mesh
 from statehub.dripline.settings import MeshSettings, MeshSettingsError
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import ConfigError, EndpointsConfig, load_config
+from statehub.errors import DataDirectoryError, DataFileError, StoreUnavailableError
 from statehub.extras import require_extra
 from statehub.server.connections import RateLimitedLoopErrors
 from statehub.server.discovery import BROADCAST_ADDRESS, ESSD_PORT, Discovery
-from statehub.server.limits import SessionLimits
+from statehub.server.limits import SessionLimits, check_value_limits_fit
 from statehub.server.memory import return_large_buffers_to_the_os
-from statehub.server.state_server import (
+from statehub.server.tls import ServerTls
+from statehub.serving.state_server import (
     DEFAULT_ADDRESS,
     DEFAULT_KEEPALIVE_TIME,
     DEFAULT_KEEPALIVE_TIMEOUT,
@@ -37,10 +39,9 @@ from statehub.server.state_server import (
     DEFAULT_PORT,
     StateServer,
 )
-from statehub.server.tls import ServerTls
 from statehub.store.base import Store
-from statehub.store.errors import DataDirectoryError, DataFileError, StoreUnavailableError
 from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
+from statehub.store.state_dictionary import StateDictionary
 from statehub.web.edge import DEFAULT_HTTP_PORT
 from statehub.web.nanover_socket import MAX_MESSAGE_BYTES as NANOVER_MAX_MESSAGE_BYTES
 from statehub.web.origins import OriginPolicy
@@ -283,6 +284,15 @@ logger = logging.getLogger(__name__)
     help="With --history: keep no version older than SECONDS.",
 )
 @click.option(
+    "--value-limit",
+    "value_limits",
+    multiple=True,
+    metavar="[PREFIX=]BYTES",
+    help="Largest value (estimated bytes) a key may hold: BYTES for every key (default "
+    "3 MiB), PREFIX=BYTES for keys under PREFIX (repeatable; the longest matching prefix "
+    "wins). Above 3 MiB it needs --max-message-bytes 1 MiB larger.",
+)
+@click.option(
     "--verbose",
     "-v",
     is_flag=True,
@@ -320,6 +330,7 @@ def serve(
     dripline_url: str | None,
     history_versions: int,
     history_prefixes: tuple[str, ...],
+    value_limits: tuple[str, ...],
     history_age: float | None,
     verbose: bool,
 ) -> None:
@@ -346,6 +357,11 @@ def serve(
     )
     if history_age is not None and not history.enabled:
         raise click.UsageError("--history-age needs --history N or --history-prefix (N > 0)")
+    value_size_limits = _parse_value_limits(value_limits)
+    try:  # before a store is opened: nothing to close when it does not fit
+        check_value_limits_fit(value_size_limits, max_message_bytes)
+    except ValueError as error:
+        raise click.UsageError(f"--value-limit: {error}") from None
     store: Store | None
     locks: LockTable | None = None
     if store_url is not None:
@@ -357,7 +373,7 @@ def serve(
             raise click.UsageError("--replicas needs --store (Redis replicas)")
         store = _open_store(data, durability, accept_data_loss)
     server = StateServer(
-        state=StateDictionary(store=store, history=history),
+        state=StateDictionary(store=store, history=history, value_limits=value_size_limits),
         locks=locks,
         address=host,
         port=port,
@@ -403,6 +419,23 @@ def _parse_prefixes(settings: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
             )
         rules.append((prefix, int(count)))
     return tuple(rules)
+
+
+def _parse_value_limits(settings: tuple[str, ...]) -> ValueSizeLimits:
+    """``--value-limit [PREFIX=]BYTES`` options as the state's value size limits."""
+    default, prefixes = MAX_VALUE_BYTES, []
+    for setting in settings:
+        prefix, equals, size = setting.rpartition("=")
+        if not size.isdigit() or int(size) < 1:
+            raise click.BadParameter(
+                f"{setting!r}: expected BYTES or PREFIX=BYTES with BYTES a whole number >= 1",
+                param_hint="--value-limit",
+            )
+        if equals:
+            prefixes.append((prefix, int(size)))
+        else:
+            default = int(size)
+    return ValueSizeLimits(default, tuple(prefixes))
 
 
 def _configure_logging(verbose: bool) -> None:

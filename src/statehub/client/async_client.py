@@ -11,20 +11,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import threading
 import time
-import types
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from statehub.client.address import resolve_target
 from statehub.client.changes import CoalescingBuffer, StateChange
 from statehub.client.connection import Connection, Message, Subscription
-from statehub.client.errors import ConnectionLost
+from statehub.client.deprecation import warn_renamed
 from statehub.client.listing import (
     LeaseInfo,
     LockInfo,
@@ -32,17 +30,26 @@ from statehub.client.listing import (
     lock_from_wire,
     session_from_wire,
 )
+from statehub.client.state_mirror import StateMirror
 from statehub.client.tls import ClientTls
 from statehub.core.change import DictionaryChange
 from statehub.core.entries import Entry, checked_expectations
 from statehub.core.events import Event
 from statehub.core.expiry import checked_ephemeral, checked_ttl
 from statehub.core.key_history import KeyVersion
+from statehub.core.limits import MAX_VALUE_BYTES
 from statehub.core.pacing import check_interval
 from statehub.core.rwlock import StateABC
-from statehub.core.values import JsonValue, check_key, checked_copy, copy_mapping
+from statehub.core.values import JsonValue, check_key, checked_copy
 from statehub.endpoints.remote import AsyncEndpointCalls
-from statehub.errors import ConflictError, LockFailed, ResourceLockedError
+from statehub.errors import (
+    ConflictError,
+    ConnectionLostError,
+    LeaseLostError,
+    LockFailedError,
+    LockLostError,
+    ResourceLockedError,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,6 +66,12 @@ class HeldLock:
     exclusive: bool
     generation: int
     lost: bool = False
+    #: The grant's fencing token (``{"fence": n}`` in the lock reply), for a protected
+    #: resource to compare with the last one it accepted.
+    fence: int | None = None
+    #: Why the server took it away while the session lived on (``LockLostError``): an
+    #: admin's force release or a sweep of its cut-off server; "" while it was not.
+    taken_because: str = ""
 
 
 class ChangeStream:
@@ -150,10 +163,11 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
     CAs; an address ``statehubs://host:port`` turns TLS on too.
 
     Connect with ``async with AsyncClient(...)`` or ``await client.connect()``. When the
-    server goes away, waiting and new calls raise ``ConnectionLost`` while the client
+    server goes away, waiting and new calls raise ``ConnectionLostError`` while the client
     reconnects with backoff; subscriptions resume, and the ``leases_lost`` /
     ``locks_lost`` events say which leases and locks the lost session took with it
-    (a lock block then exits with ``LockFailed``).
+    (a lock block then exits with ``LockFailedError``). The same events fire when an admin
+    force-releases one of this client's locks or leases (``force_release``).
 
     Events (``statehub.Event``; callbacks run in the client's event loop, must not block):
     ``connection_lost(reason=)``, ``reconnected()``, ``leases_lost(keys=)``,
@@ -200,16 +214,13 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         self.leases_lost = Event()
         self.locks_lost = Event()
 
-        self._mirror: dict[str, JsonValue] = {}
-        self._mirror_lock = threading.Lock()
-        self._mirror_backlog: list[Message] = []
-        self._backlog_lock = threading.Lock()
-        self._mirror_subscription: Subscription | None = None
-        self._mirror_loop: asyncio.AbstractEventLoop | None = None
-        self._mirror_first: asyncio.Future[None] | None = None
+        self._mirror = StateMirror()
         self._streams: weakref.WeakSet[ChangeStream] = weakref.WeakSet()
 
         self._leases: dict[str, float | None] = {}
+        #: Leases the server released while the session lived on, with why: the next
+        #: update touching one raises ``LeaseLostError`` (taking the lease again forgets it).
+        self._leases_taken: dict[str, str] = {}
         self._held_locks: set[HeldLock] = set()
         self._task_owners: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = (
             weakref.WeakKeyDictionary()
@@ -220,7 +231,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
     # -- connection ----------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Open the session; ``ConnectionLost`` if the server cannot be reached."""
+        """Open the session; ``ConnectionLostError`` if the server cannot be reached."""
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
@@ -230,6 +241,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
                     self.port,
                     on_lost=self._on_lost,
                     on_restored=self._on_restored,
+                    on_holds_lost=self._on_holds_lost,
                     **self._settings,
                 )
             await self._conn.connect()
@@ -264,7 +276,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         return self._conn.token if self._conn is not None else None
 
     async def wait_connected(self, timeout: float | None = None) -> None:
-        """Wait until (re)connected; ``ConnectionLost`` if ``timeout`` s pass first."""
+        """Wait until (re)connected; ``ConnectionLostError`` if ``timeout`` s pass first."""
         conn = await self._connection()
         await conn.wait_connected(timeout)
 
@@ -277,11 +289,12 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             await self._conn.close()
         for stream in list(self._streams):
             stream.close()
-        self._fail_mirror_wait(ConnectionLost("the client was closed"))
+        self._mirror.fail(ConnectionLostError("the client was closed"))
 
-    def _fail_mirror_wait(self, error: Exception) -> None:
-        if self._mirror_first is not None and not self._mirror_first.done():
-            self._mirror_first.set_exception(error)
+    async def aclose(self) -> None:
+        """``close()`` under the name ``ChangeStream``, async generators and other asyncio
+        clients close with, so one ``await x.aclose()`` ends either."""
+        await self.close()
 
     async def __aenter__(self) -> AsyncClient:
         await self.connect()
@@ -302,13 +315,37 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         if not self._settings["reconnect"]:  # nothing will resume: end what waits for data
             message = f"lost the connection to statehub at {self.target.host_port}: {reason}"
             for stream in list(self._streams):
-                stream.fail(ConnectionLost(message))
-            self._fail_mirror_wait(ConnectionLost(message))
+                stream.fail(ConnectionLostError(message))
+            self._mirror.fail(ConnectionLostError(message))
         self._invoke(self.connection_lost, reason=reason)
         if leases:
             self._invoke(self.leases_lost, keys=leases)
         if locks:
             self._invoke(self.locks_lost, keys=locks)
+
+    def _on_holds_lost(self, lost: Message) -> None:
+        """The server took leases and locks of this live session away (an admin force-released
+        them, or the server was cut off from the shared store and swept): stop believing in
+        them, and say so."""
+        reason = str(lost.get("reason") or "released by the server")
+        leases = sorted(str(key) for key in lost.get("leases") or ())
+        for key in leases:
+            self._leases.pop(key, None)
+            self._leases_taken[key] = reason
+        named = {
+            (str(hold.get("key")), str(hold.get("owner")), bool(hold.get("exclusive")))
+            for hold in lost.get("locks") or ()
+            if isinstance(hold, dict)
+        }
+        locks = set()
+        for held in self._held_locks:
+            if not held.lost and (held.key, held.owner, held.exclusive) in named:
+                held.lost, held.taken_because = True, reason
+                locks.add(held.key)
+        if leases:
+            self._invoke(self.leases_lost, keys=leases)
+        if locks:
+            self._invoke(self.locks_lost, keys=sorted(locks))
 
     def _on_restored(self) -> None:
         self._invoke(self.reconnected)
@@ -487,8 +524,12 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         ``ConflictError`` names each such key with its revision now, and nothing changes.
         Returns the revision; ``ResourceLockedError`` if another client leases a key.
         """
+        # The server keeps the size limits (per key prefix, docs/limits.md): here a value is
+        # refused only if no frame to this server could carry it (a server with small frames
+        # refuses the frame instead, MessageTooLargeError).
+        most = max((await self._connection()).max_message_bytes, MAX_VALUE_BYTES)
         checked = {
-            check_key(key): checked_copy(value, key) for key, value in (updates or {}).items()
+            check_key(key): checked_copy(value, key, most) for key, value in (updates or {}).items()
         }
         removed = [check_key(key) for key in removals or ()]
         extra: dict[str, Any] = {}
@@ -498,6 +539,15 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             extra["ttl"] = checked_ttl(ttl, checked)
         if ephemeral:
             extra["ephemeral"] = sorted(checked_ephemeral(ephemeral, checked))
+        swept = sorted(key for key in (*checked, *removed) if key in self._leases_taken)
+        if swept:
+            reason = self._leases_taken[swept[0]]
+            for key in swept:
+                del self._leases_taken[key]
+            raise LeaseLostError(
+                f"the lease on {', '.join(map(repr, swept))} was lost ({reason}): nothing was "
+                "applied; take the lease again before writing"
+            )
         reply = await self._request("update", updates=checked, removals=removed, **extra)
         revision: int = reply["revision"]
         return revision
@@ -517,61 +567,21 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         Returns once the mirror holds the first snapshot. Read it with ``copy_state()``
         or ``lock_state()``. Calling it again while subscribed does nothing.
         """
-        if self._mirror_subscription is not None:
+        if self._mirror.started:
             return
         interval = check_interval(interval)
-        conn = await self._connection()
-        self._mirror_loop = asyncio.get_running_loop()
-        first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._mirror_first = first
-
-        def handler(message: Message) -> None:
-            self._apply_to_mirror(message)
-            if not first.done():
-                first.set_result(None)
-
-        self._mirror_subscription = await conn.subscribe(float(interval), "", handler)
-        await first
+        await self._mirror.start(await self._connection(), float(interval))
 
     def copy_state(self) -> dict[str, JsonValue]:
         """A deep copy of the mirror (empty unless ``subscribe_all_state_updates`` ran)."""
-        with self._mirror_lock:
-            return copy_mapping(self._mirror)
+        return self._mirror.copy()
 
-    @contextmanager
-    def lock_state(self) -> Iterator[Mapping[str, JsonValue]]:
+    def lock_state(self) -> AbstractContextManager[Mapping[str, JsonValue]]:
         """Hold the mirror still while the block reads it (a read-only view).
 
         Batches arriving meanwhile are applied when the block ends.
         """
-        with self._mirror_lock:
-            yield types.MappingProxyType(self._mirror)
-        with self._backlog_lock:
-            if self._mirror_backlog and self._mirror_loop is not None:
-                self._mirror_loop.call_soon_threadsafe(self._drain_mirror_backlog)
-
-    def _apply_to_mirror(self, message: Message) -> None:
-        with self._backlog_lock:
-            if not self._mirror_lock.acquire(blocking=False):
-                self._mirror_backlog.append(message)  # lock_state is in use
-                return
-        try:
-            backlog, self._mirror_backlog = self._mirror_backlog, []
-            for pending in (*backlog, message):
-                _apply(self._mirror, pending)
-        finally:
-            self._mirror_lock.release()
-
-    def _drain_mirror_backlog(self) -> None:
-        with self._backlog_lock:
-            if not self._mirror_backlog or not self._mirror_lock.acquire(blocking=False):
-                return
-        try:
-            backlog, self._mirror_backlog = self._mirror_backlog, []
-            for pending in backlog:
-                _apply(self._mirror, pending)
-        finally:
-            self._mirror_lock.release()
+        return self._mirror.hold()
 
     async def attempt_update_state(self, change: DictionaryChange) -> bool:
         """Apply ``change`` atomically; False (nothing applied) if a key is leased by another."""
@@ -598,23 +608,37 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             return False
         for key in release:
             self._leases.pop(key, None)
+            self._leases_taken.pop(key, None)
         for key, seconds in acquire.items():
             self._leases[key] = started + seconds
+            self._leases_taken.pop(key, None)
         return True
-
-    async def list_leases(self) -> list[tuple[str, bool, float | None]]:
-        """The live leases on the server: ``(key, mine, seconds_left or None)``."""
-        reply = await self._request("list_leases")
-        return [(key, mine, left) for key, mine, left in reply["leases"]]
 
     async def leases(self) -> list[LeaseInfo]:
         """The live leases on the server, sorted by key."""
-        return [LeaseInfo(*row) for row in await self.list_leases()]
+        reply = await self._request("list_leases")
+        return [LeaseInfo(key, mine, left) for key, mine, left in reply["leases"]]
+
+    async def list_leases(self) -> list[tuple[str, bool, float | None]]:
+        """Deprecated: ``leases()``, as ``(key, mine, seconds_left or None)`` tuples."""
+        warn_renamed("AsyncClient.list_leases()", "AsyncClient.leases()")
+        return [(lease.key, lease.mine, lease.seconds_left) for lease in await self.leases()]
 
     async def locks(self) -> list[LockInfo]:
         """The read/write locks held on the server, sorted by key."""
         reply = await self._request("list_locks")
         return [lock_from_wire(wire) for wire in reply["locks"]]
+
+    async def force_release(self, kind: str, key: str) -> list[dict[str, Any]]:
+        """Take the ``kind`` ("lock" or "lease") on ``key`` away from whoever holds it.
+
+        Needs the admin right ``force_unlock``. Each holder that is a session of the server
+        is told (its client sees the hold lost); the reply lists the holders released, with
+        ``told``. ``KeyError`` if nothing is held there.
+        """
+        reply = await self._request("force_release", kind=kind, key=check_key(key))
+        released: list[dict[str, Any]] = reply["released"]
+        return released
 
     async def sessions(self) -> list[SessionInfo]:
         """The sessions connected to the server (``you`` marks this client's)."""
@@ -625,7 +649,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         """Run the command ``name`` on the server with ``arguments``; returns its result.
 
         ``KeyError`` if there is no such command, ``TypeError`` for arguments it does not
-        take, ``CommandFailed`` if it raised.
+        take, ``CommandFailedError`` if it raised.
         """
         checked = checked_copy(arguments, f"{name} arguments")
         reply = await self._request("call", name=name, arguments=checked)
@@ -647,7 +671,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         """Hold the read/write lock on ``key`` for the ``async with`` block.
 
         The owner is the current asyncio task: two tasks exclude each other. Raises
-        ``LockFailed`` if ``timeout`` s pass, the server refuses, or the connection is
+        ``LockFailedError`` if ``timeout`` s pass, the server refuses, or the connection is
         lost (also when the block ends, if the lock was lost while it ran).
         """
         held = await self.acquire_lock(key, self._task_owner(), exclusive, timeout)
@@ -687,11 +711,11 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         arguments = {"key": key, "exclusive": exclusive, "timeout": timeout, "owner": owner}
         try:
             future = conn.send("lock", arguments)
-        except ConnectionLost as error:
-            raise LockFailed(f"cannot lock {key!r}: {error}") from error
+        except ConnectionLostError as error:
+            raise LockFailedError(f"cannot lock {key!r}: {error}") from error
         generation = conn.generation
         try:
-            await asyncio.shield(future)
+            reply = await asyncio.shield(future)
         except asyncio.CancelledError:
             # Leave the server's queue (a waiting writer would hold off new readers); if
             # the grant crossed the cancel on the wire, give the lock back once it lands.
@@ -705,28 +729,35 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
 
             future.add_done_callback(give_back)
             raise
-        except ConnectionLost as error:
-            raise LockFailed(f"cannot lock {key!r}: {error}") from error
-        held = HeldLock(key, owner, exclusive, generation)
+        except ConnectionLostError as error:
+            raise LockFailedError(f"cannot lock {key!r}: {error}") from error
+        fence = reply.get("fence")
+        held = HeldLock(
+            key, owner, exclusive, generation, fence=fence if type(fence) is int else None
+        )
         if conn.generation != generation or not conn.connected:
             held.lost = True
         self._held_locks.add(held)
         return held
 
     async def release_lock(self, held: HeldLock) -> None:
-        """Give back a hold; ``LockFailed`` if it was lost with the connection meanwhile."""
+        """Give back a hold; ``LockFailedError`` if it was lost with the connection meanwhile."""
         self._held_locks.discard(held)
         conn = self._conn
         mode = "exclusive" if held.exclusive else "shared"
+        if held.taken_because:
+            raise LockLostError(
+                f"the {mode} lock on {held.key!r} was lost while held: {held.taken_because}"
+            )
         if held.lost or conn is None or conn.generation != held.generation:
-            raise LockFailed(
+            raise LockFailedError(
                 f"the {mode} lock on {held.key!r} was lost while held: the connection to "
                 "the server dropped and the server released it"
             )
         try:
             await self._request("unlock", key=held.key, exclusive=held.exclusive, owner=held.owner)
-        except ConnectionLost as error:
-            raise LockFailed(
+        except ConnectionLostError as error:
+            raise LockFailedError(
                 f"the {mode} lock on {held.key!r} was lost while held: {error}"
             ) from error
 
@@ -751,13 +782,3 @@ def _expectation(key: str, if_revision: int | None, if_absent: bool) -> dict[str
 def _entry(key: str, value: JsonValue, facts: list[Any]) -> Entry:
     expires_in = float(facts[3]) if len(facts) > 3 else None
     return Entry(key, value, facts[0], facts[1], facts[2], expires_in)
-
-
-def _apply(mirror: dict[str, JsonValue], message: Message) -> None:
-    updates: dict[str, JsonValue] = message.get("updates") or {}
-    if message.get("snapshot"):
-        mirror.clear()
-    else:
-        for key in message.get("removals") or ():
-            mirror.pop(key, None)
-    mirror.update(updates)

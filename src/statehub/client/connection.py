@@ -6,7 +6,7 @@ messages queue in an outbox; a single writer task drains whatever has queued up 
 frame (a gRPC or WebSocket message, see ``transports``), so a burst of calls costs one
 transport message, not one each.
 
-When the stream breaks, every waiting call fails with ``ConnectionLost`` and so does every
+When the stream breaks, every waiting call fails with ``ConnectionLostError`` and so does every
 new call until a new session is open. The connection reconnects with exponential backoff
 (with jitter) and resubscribes each wanted subscription from the last revision it saw, so
 the server can answer with only what changed (or a snapshot when that history is gone).
@@ -15,6 +15,7 @@ the server can answer with only what changed (or a snapshot when that history is
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 import logging
 import random
@@ -22,21 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from statehub.client.errors import ConnectionLost
+from statehub.client.frame_stream import FrameStream, StreamBroken
 from statehub.client.tls import ClientTls
-from statehub.client.transports import (
-    FrameStream,
-    StreamBroken,
-    describe_target,
-    open_frame_stream,
-)
-from statehub.protocol import (
-    MessageTooLargeError,
-    ProtocolError,
-    decode_batch,
-    encode_batch,
-    error_from_wire,
-)
+from statehub.client.transports import describe_target, open_frame_stream
+from statehub.errors import ConnectionLostError, MessageTooLargeError, ProtocolError
+from statehub.protocol import decode_batch, encode_batch, error_from_wire
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +45,11 @@ class Subscription:
     interval: float
     prefix: str
     handler: BatchHandler
-    #: The last revision a batch of this subscription carried (None before the first).
+    #: The last revision a batch of this subscription carried (None before the first),
+    #: and the epoch (history) it counts in: a resume names both, and the server sends a
+    #: snapshot unless that history is its own and still holds the revision.
     revision: int | None = None
+    epoch: object = None
     #: The server's id for it on the current session (None while not subscribed).
     sub_id: int | None = None
 
@@ -70,8 +64,10 @@ class Connection:
     """The session stream, its reconnects, and requests matched to replies by id.
 
     ``on_lost(reason)`` is called when a live session ends unexpectedly and
-    ``on_restored()`` when a new session is open and resubscribed; both run in the event
-    loop and must not block.
+    ``on_restored()`` when a new session is open and resubscribed; ``on_holds_lost(lost)``
+    when the server took leases or locks of this live session away (``lost``: leases,
+    locks, reason; an admin's force release, or a sweep of a cut-off server). All run in
+    the event loop and must not block.
     """
 
     def __init__(
@@ -89,6 +85,7 @@ class Connection:
         backoff_max: float = 2.0,
         on_lost: Callable[[str], None] | None = None,
         on_restored: Callable[[], None] | None = None,
+        on_holds_lost: Callable[[Message], None] | None = None,
     ) -> None:
         self.address = address
         self.port = port
@@ -102,6 +99,7 @@ class Connection:
         self._backoff_max = backoff_max
         self._on_lost = on_lost
         self._on_restored = on_restored
+        self._on_holds_lost = on_holds_lost
 
         #: True while a session is open and requests may be sent.
         self.connected = False
@@ -109,10 +107,8 @@ class Connection:
         self.generation = 0
         self.session: str | None = None
         self.token: str | None = None
-        #: The server's revision when the session opened, and its history's id (if sent).
-        self.server_revision = 0
+        #: The id of the server's history (the epoch revisions count in), from hello.
         self.epoch: object = None
-        self._history_continues = True
         self.keepalive_s = 15.0
         self.max_message_bytes = _DEFAULT_MAX_MESSAGE_BYTES
         #: Why the last session ended ("" if none ended).
@@ -141,9 +137,9 @@ class Connection:
     # -- opening and closing ---------------------------------------------------------
 
     async def connect(self) -> None:
-        """Open the first session; ``ConnectionLost`` if the server cannot be reached."""
+        """Open the first session; ``ConnectionLostError`` if the server cannot be reached."""
         if self._closed:
-            raise ConnectionLost("the client is closed")
+            raise ConnectionLostError("the client is closed")
         if self.connected:
             return
         if self._reconnector is not None and not self._reconnector.done():
@@ -154,24 +150,24 @@ class Connection:
         self._mark_connected()
 
     async def wait_connected(self, timeout: float | None = None) -> None:
-        """Wait until a session is open; ``ConnectionLost`` if ``timeout`` s pass first."""
+        """Wait until a session is open; ``ConnectionLostError`` if ``timeout`` s pass first."""
         if self.connected:
             return
         if self._closed:
-            raise ConnectionLost("the client is closed")
+            raise ConnectionLostError("the client is closed")
         try:
             async with asyncio.timeout(timeout):
                 await self._connected_event.wait()
         except TimeoutError:
-            raise ConnectionLost(
+            raise ConnectionLostError(
                 f"not reconnected to statehub at {self.target} within {timeout} s"
                 f" (last error: {self.lost_reason or 'none'})"
             ) from None
         if self._closed:
-            raise ConnectionLost("the client is closed")
+            raise ConnectionLostError("the client is closed")
 
     async def close(self) -> None:
-        """End the session for good: no reconnects; waiting calls get ``ConnectionLost``."""
+        """End the session for good: no reconnects; waiting calls get ``ConnectionLostError``."""
         if self._closed:
             return
         self._closed = True
@@ -206,14 +202,18 @@ class Connection:
         except TimeoutError:
             if stream is not None:
                 await stream.close()
-            raise ConnectionLost(
+            raise ConnectionLostError(
                 f"cannot connect to statehub at {self.target}: "
                 f"no answer within {self._connect_timeout} s"
             ) from None
         except StreamBroken as error:
             if stream is not None:
                 await stream.close()
-            raise ConnectionLost(f"cannot connect to statehub at {self.target}: {error}") from None
+            if error.error is not None:  # the server refused the session, and said why
+                raise error.error from None
+            raise ConnectionLostError(
+                f"cannot connect to statehub at {self.target}: {error}"
+            ) from None
         except BaseException:
             if stream is not None:
                 await stream.close()
@@ -232,18 +232,14 @@ class Connection:
 
     def _take_hello(self, frame: bytes | None, hello_id: int) -> None:
         if frame is None:
-            raise ConnectionLost(f"statehub at {self.target} ended the session at hello")
+            raise ConnectionLostError(f"statehub at {self.target} ended the session at hello")
         for message in decode_batch(frame):
             if message.get("id") != hello_id:
                 continue
             if "error" in message:
                 raise error_from_wire(message["error"])
             reply = message.get("ok") or {}
-            # Revisions only mean something within one history (epoch): a server of
-            # another epoch (a restarted in-memory server) gets fresh subscriptions.
-            previous_epoch, self.epoch = self.epoch, reply.get("epoch")
-            self.server_revision = int(reply.get("revision") or 0)
-            self._history_continues = self.generation == 0 or self.epoch == previous_epoch
+            self.epoch = reply.get("epoch")
             self.session = reply.get("session")
             self.token = reply.get("token")
             self.keepalive_s = float(reply.get("keepalive_s") or 15.0)
@@ -266,15 +262,19 @@ class Connection:
         self._tasks = []
         self._stream = None
 
-    def _fail_pending(self, reason: str) -> None:
+    def _fail_pending(self, reason: str, server_error: Exception | None = None) -> None:
         pending, self._pending = self._pending, {}
         self._outbox.clear()
         for future in pending.values():
             if not future.done():
-                future.set_exception(ConnectionLost(reason))
+                # each waiter its own copy: one instance raised in several tasks would
+                # collect all their tracebacks
+                error = copy.copy(server_error) if server_error is not None else None
+                future.set_exception(error or ConnectionLostError(reason))
 
-    def _lost(self, generation: int, reason: str) -> None:
-        """The session of ``generation`` ended: fail what waits, then reconnect."""
+    def _lost(self, generation: int, reason: str, server_error: Exception | None = None) -> None:
+        """The session of ``generation`` ended: fail what waits (with ``server_error``, the
+        server's own error, if it said why it ended the session), then reconnect."""
         if generation != self.generation or not self._stream_open or self._closed:
             return
         stream = self._stream
@@ -284,7 +284,7 @@ class Connection:
         self.lost_reason = reason
         message = f"lost the connection to statehub at {self.target}: {reason}"
         logger.warning("%s", message)
-        self._fail_pending(message)
+        self._fail_pending(message, server_error)
         self._subs_by_id.clear()
         self._early_batches.clear()
         for subscription in self._subscriptions:
@@ -331,7 +331,7 @@ class Connection:
     def send(self, op: str, arguments: Message) -> asyncio.Future[Message]:
         """Queue a request; the future gets the ``ok`` map or the error it came back with."""
         if not self.connected:
-            raise ConnectionLost(self._not_connected())
+            raise ConnectionLostError(self._not_connected())
         return self._send(op, arguments)
 
     async def request(self, op: str, **arguments: Any) -> Message:
@@ -372,12 +372,10 @@ class Connection:
 
     # -- subscriptions -------------------------------------------------------------
 
-    async def subscribe(
-        self, interval: float, prefix: str, handler: BatchHandler, since: int | None = None
-    ) -> Subscription:
+    async def subscribe(self, interval: float, prefix: str, handler: BatchHandler) -> Subscription:
         """Subscribe; batches go to ``handler`` in the event loop, across reconnects."""
-        subscription = Subscription(interval, prefix, handler, revision=since)
-        future = self.send("subscribe", {"interval": interval, "prefix": prefix, "since": since})
+        subscription = Subscription(interval, prefix, handler)
+        future = self.send("subscribe", {"interval": interval, "prefix": prefix, "since": None})
         self._subscribing += 1
         try:
             reply = await future
@@ -411,7 +409,12 @@ class Connection:
         futures = [
             self._send(
                 "subscribe",
-                {"interval": sub.interval, "prefix": sub.prefix, "since": self._since(sub)},
+                {
+                    "interval": sub.interval,
+                    "prefix": sub.prefix,
+                    "since": sub.revision,
+                    "epoch": sub.epoch,
+                },
             )
             for sub in wanted
         ]
@@ -421,7 +424,7 @@ class Connection:
         finally:
             self._subscribing -= 1
         for subscription, reply in zip(wanted, replies, strict=True):
-            if isinstance(reply, ConnectionLost):
+            if isinstance(reply, ConnectionLostError):
                 raise reply
             if isinstance(reply, BaseException):
                 logger.error("could not resubscribe to %r: %s", subscription.prefix, reply)
@@ -432,17 +435,10 @@ class Connection:
             else:  # dropped while we waited
                 self.send_and_forget("unsubscribe", {"sub": reply["sub"]})
 
-    def _since(self, subscription: Subscription) -> int | None:
-        """Resume from the last revision seen, if the server's history continues it."""
-        revision = subscription.revision
-        if revision is None or not self._history_continues or revision > self.server_revision:
-            return None
-        return revision
-
     def _deliver(self, subscription: Subscription, message: Message) -> None:
         revision = message.get("revision")
         if type(revision) is int:
-            subscription.revision = revision
+            subscription.revision, subscription.epoch = revision, self.epoch
         try:
             subscription.handler(message)
         except Exception:
@@ -453,6 +449,7 @@ class Connection:
     async def _read_loop(self, stream: FrameStream, generation: int) -> None:
         loop = asyncio.get_running_loop()
         reason = "the server ended the session"
+        server_error: Exception | None = None
         try:
             while True:
                 frame = await stream.read()
@@ -464,12 +461,12 @@ class Connection:
         except asyncio.CancelledError:
             raise
         except StreamBroken as error:
-            reason = str(error)
+            reason, server_error = str(error), error.error
         except ProtocolError as error:
             reason = f"the server sent a malformed frame: {error}"
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
-        self._lost(generation, reason)
+        self._lost(generation, reason, server_error)
 
     def _dispatch(self, message: Message) -> None:
         request_id = message.get("id")
@@ -484,7 +481,10 @@ class Connection:
             return
         sub_id = message.get("sub")
         if sub_id is None:
-            if "error" in message:  # an error the server could not pin on a request
+            lost = message.get("lost")
+            if isinstance(lost, dict) and self._on_holds_lost is not None:
+                self._on_holds_lost(lost)
+            elif "error" in message:  # an error the server could not pin on a request
                 logger.warning("statehub at %s reported: %r", self.target, message["error"])
             else:
                 logger.warning("ignoring a message with neither id nor sub: %r", message)
@@ -509,7 +509,7 @@ class Connection:
         except asyncio.CancelledError:
             raise
         except StreamBroken as error:
-            self._lost(generation, str(error))
+            self._lost(generation, str(error), error.error)
         except Exception as error:
             self._lost(generation, f"writing failed: {type(error).__name__}: {error}")
 
@@ -567,5 +567,5 @@ class Connection:
             except TimeoutError:
                 self._lost(generation, f"the server did not answer a ping within {interval} s")
                 return
-            except ConnectionLost:
+            except ConnectionLostError:
                 return

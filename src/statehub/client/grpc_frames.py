@@ -9,9 +9,18 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from statehub.client.frame_stream import CLOSE_GRACE, StreamBroken
 from statehub.client.tls import ClientTls
-from statehub.client.transports import CLOSE_GRACE, StreamBroken
+from statehub.errors import MessageTooLargeError, ProtocolError, StatehubError
 from statehub.protocol import SESSION_PATH
+
+#: The statuses a session stream ends with when the server says why, and the error each
+#: stands for: the server aborts a malformed stream with ``ProtocolError``'s status
+#: (``server/grpc_transport.py``), and gRPC refuses a message over the server's limit.
+_SERVER_ERRORS: dict[grpc.StatusCode, type[StatehubError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: ProtocolError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: MessageTooLargeError,
+}
 
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", -1),
@@ -48,13 +57,13 @@ class GrpcFrames:
         try:
             await self._call.write(frame)
         except grpc.aio.AioRpcError as error:
-            raise StreamBroken(_describe_rpc_error(error)) from None
+            raise _broken(error) from None
 
     async def read(self) -> bytes | None:
         try:
             frame = await self._call.read()
         except grpc.aio.AioRpcError as error:
-            raise StreamBroken(_describe_rpc_error(error)) from None
+            raise _broken(error) from None
         return None if frame is grpc.aio.EOF else frame
 
     def abort(self) -> None:
@@ -84,6 +93,8 @@ async def _wait_ready(channel: grpc.aio.Channel) -> None:
         state = channel.get_state(try_to_connect=True)
 
 
-def _describe_rpc_error(error: grpc.aio.AioRpcError) -> str:
+def _broken(error: grpc.aio.AioRpcError) -> StreamBroken:
     details = error.details() or ""
-    return f"{error.code().name}{': ' + details if details else ''}"
+    description = f"{error.code().name}{': ' + details if details else ''}"
+    server_error = _SERVER_ERRORS.get(error.code())
+    return StreamBroken(description, server_error(details or description) if server_error else None)

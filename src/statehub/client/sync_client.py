@@ -17,6 +17,7 @@ from typing import Any, TypeVar, overload
 
 from statehub.client.async_client import AsyncClient, ChangeStream
 from statehub.client.changes import StateChange
+from statehub.client.deprecation import warn_renamed
 from statehub.client.listing import LeaseInfo, LockInfo, SessionInfo
 from statehub.client.tls import ClientTls
 from statehub.core.change import DictionaryChange
@@ -30,7 +31,7 @@ T = TypeVar("T")
 
 
 class Client(EndpointCalls):
-    """A blocking statehub client; connects on construction (``ConnectionLost`` if it can't).
+    """A blocking statehub client; connects on construction (``ConnectionLostError`` if it can't).
 
     ``with Client(address, port) as client: client.set("a", 1)``. Every blocking client
     of a process runs in one background thread (an event loop that lives as long as the
@@ -135,7 +136,7 @@ class Client(EndpointCalls):
         return self.aio.locks_lost
 
     def wait_connected(self, timeout: float | None = None) -> None:
-        """Wait until (re)connected; ``ConnectionLost`` if ``timeout`` s pass first."""
+        """Wait until (re)connected; ``ConnectionLostError`` if ``timeout`` s pass first."""
         self._run(self.aio.wait_connected(timeout))
 
     def close(self) -> None:
@@ -286,8 +287,9 @@ class Client(EndpointCalls):
         return self._run(self.aio.attempt_update_locks(lock_updates))
 
     def list_leases(self) -> list[tuple[str, bool, float | None]]:
-        """The live leases as ``(key, mine, seconds_left or None)`` (``leases()`` names them)."""
-        return self._run(self.aio.list_leases())
+        """Deprecated: ``leases()``, as ``(key, mine, seconds_left or None)`` tuples."""
+        warn_renamed("Client.list_leases()", "Client.leases()")
+        return [(lease.key, lease.mine, lease.seconds_left) for lease in self.leases()]
 
     def leases(self) -> list[LeaseInfo]:
         """The live leases on the server, sorted by key."""

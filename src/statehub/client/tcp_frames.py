@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from statehub.client.frame_stream import StreamBroken
 from statehub.client.tcp_stream import TcpFrames
 from statehub.client.tls import ClientTls
-from statehub.client.transports import StreamBroken
 
 
 class TcpFrameStream:
@@ -44,7 +44,7 @@ class TcpFrameStream:
         except (ConnectionError, OSError) as error:
             raise StreamBroken(f"{type(error).__name__}: {error}") from None
         except Exception as error:  # the server's last error frame (any type): why it closed
-            raise StreamBroken(f"the server closed the connection: {error}") from None
+            raise StreamBroken(f"the server closed the connection: {error}", error) from None
 
     def abort(self) -> None:
         self._frames.abort()

@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import ssl
 
+from statehub.errors import ProtocolError
 from statehub.protocol import decode_batch, error_from_wire
-from statehub.protocol.errors import ProtocolError
 from statehub.protocol.tcp_framing import LENGTH_BYTES, encode_length, set_keepalive
 
 #: Seconds close() waits for the server to see the connection end.

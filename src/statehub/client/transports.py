@@ -1,10 +1,11 @@
 """The ways a client's session frames travel: a gRPC stream, a WebSocket or plain TCP.
 
 ``Connection`` speaks frames of bytes and knows nothing else of the transport: it opens a
-``FrameStream`` with ``open_frame_stream`` and reads, writes and closes it. An address
-starting ``ws://`` or ``wss://`` is a WebSocket URL (path ``/v1/session`` unless given);
-one starting ``statehub+tcp://`` or ``statehubs+tcp://`` (TLS) names the plain-TCP
-transport's ``host:port``; anything else is a gRPC host name, with the port given apart.
+``FrameStream`` (``client/frame_stream.py``) with ``open_frame_stream`` and reads, writes
+and closes it. An address starting ``ws://`` or ``wss://`` is a WebSocket URL (path
+``/v1/session`` unless given); one starting ``statehub+tcp://`` or ``statehubs+tcp://``
+(TLS) names the plain-TCP transport's ``host:port``; anything else is a gRPC host name,
+with the port given apart.
 
 Each transport lives in a module of its own, imported when a stream of its kind is
 opened: a client on plain TCP never loads grpc or aiohttp (a quarter of a second each at
@@ -13,33 +14,12 @@ start-up, which ``statehub get`` would pay on every run).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
+
+from statehub.client.frame_stream import FrameStream
 
 if TYPE_CHECKING:
     from statehub.client.tls import ClientTls
-
-#: Seconds close() waits for the transport to settle the closed stream.
-CLOSE_GRACE = 1.0
-
-
-class StreamBroken(Exception):
-    """The stream failed; ``str()`` says why in words fit for ``ConnectionLost``."""
-
-
-class FrameStream(Protocol):
-    """A bidirectional stream of session-protocol frames."""
-
-    async def write(self, frame: bytes) -> None: ...
-
-    async def read(self) -> bytes | None:
-        """The next frame; None once the server has ended the stream."""
-        ...
-
-    def abort(self) -> None:
-        """Drop the stream now, without waiting (the session broke)."""
-
-    async def close(self) -> None:
-        """Drop the stream and wait (briefly) until the transport has let go of it."""
 
 
 def is_websocket_url(address: str) -> bool:

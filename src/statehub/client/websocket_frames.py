@@ -8,8 +8,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from statehub.client.frame_stream import CLOSE_GRACE, StreamBroken
 from statehub.client.tls import ClientTls
-from statehub.client.transports import CLOSE_GRACE, StreamBroken
+from statehub.errors import MessageTooLargeError, ProtocolError, StatehubError
+
+#: The close codes a session WebSocket ends with when the server says why, and the error
+#: each stands for: the server closes on a malformed frame with PROTOCOL_ERROR and the
+#: reason (``web/session_socket.py``), aiohttp on a message over the server's limit.
+_SERVER_ERRORS: dict[int, type[StatehubError]] = {
+    aiohttp.WSCloseCode.PROTOCOL_ERROR: ProtocolError,
+    aiohttp.WSCloseCode.MESSAGE_TOO_BIG: MessageTooLargeError,
+}
 
 #: Where the web edge serves the session protocol (``statehub.web.edge``).
 WEBSOCKET_SESSION_PATH = "/v1/session"
@@ -59,8 +68,11 @@ class WebSocketFrames:
             code = self._socket.close_code
             if code in (None, aiohttp.WSCloseCode.OK):
                 return None
+            reason = message.extra if isinstance(message.extra, str) else ""
+            description = f"the server closed the WebSocket with {code}: {reason}"
+            server_error = _SERVER_ERRORS.get(code)
             raise StreamBroken(
-                f"the server closed the WebSocket with {code}: {message.extra or ''}"
+                description, server_error(reason or description) if server_error else None
             )
         if message.type is aiohttp.WSMsgType.ERROR:
             raise StreamBroken(f"WebSocket error: {self._socket.exception()}")

@@ -20,6 +20,7 @@ from typing import Any
 
 from statehub.core.change import DictionaryChange
 from statehub.core.entries import KeyFacts
+from statehub.core.limits import ValueSizeLimits
 from statehub.core.notifier import Notifier
 from statehub.core.pacing import Pacer
 from statehub.core.values import JsonValue, check_key, checked_copy, copy_mapping
@@ -30,16 +31,24 @@ from statehub.errors import ObjectFrozenError
 #: bound: a reader resuming from a revision at most this many commits old gets a delta.
 DEFAULT_LOG_LENGTH = 100_000
 
+#: Every key may hold a value up to ``MAX_VALUE_BYTES``.
+DEFAULT_VALUE_LIMITS = ValueSizeLimits()
+
 #: Which keys a view shows, beyond its prefix (True: shown).
 KeyFilter = Callable[[str], bool]
 
 
 def validated_change(
-    updates: Mapping[str, Any] | None, removals: Iterable[str] | None
+    updates: Mapping[str, Any] | None,
+    removals: Iterable[str] | None,
+    value_limits: ValueSizeLimits = DEFAULT_VALUE_LIMITS,
 ) -> tuple[dict[str, JsonValue], set[str]]:
-    """Check keys and values and take private copies; nothing is kept if anything is wrong."""
+    """Check keys and values (each against its key's size limit) and take private copies;
+    nothing is kept if anything is wrong."""
+    limit = value_limits.for_key
     checked_updates = {
-        check_key(key): checked_copy(value, key) for key, value in (updates or {}).items()
+        check_key(key): checked_copy(value, key, limit(key))
+        for key, value in (updates or {}).items()
     }
     checked_removals = {check_key(key) for key in removals or ()}
     for key in checked_removals:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from statehub.core.values import JsonValue, checked_copy, copy_mapping
-from statehub.errors import CommandFailed, StatehubError
+from statehub.errors import CommandFailedError, StatehubError
 
 CommandResult = dict[str, JsonValue] | None
 
@@ -67,7 +67,7 @@ class CommandRegistry:
     """Named commands; running one merges its defaults with the call's arguments.
 
     A callback that raises a ``StatehubError`` (a typed, intended error) has it passed on
-    as it is; any other exception becomes ``CommandFailed`` naming the command.
+    as it is; any other exception becomes ``CommandFailedError`` naming the command.
     """
 
     def __init__(self, *, executor: Executor | None = None) -> None:
@@ -137,7 +137,7 @@ class CommandRegistry:
         except StatehubError:
             raise
         except Exception as error:
-            raise CommandFailed(f"command {name!r} failed: {error}") from error
+            raise CommandFailedError(f"command {name!r} failed: {error}") from error
         return _checked_result(name, result)
 
     async def run_async(
@@ -157,7 +157,7 @@ class CommandRegistry:
         except StatehubError:
             raise
         except Exception as error:
-            raise CommandFailed(f"command {name!r} failed: {error}") from error
+            raise CommandFailedError(f"command {name!r} failed: {error}") from error
         return _checked_result(name, result)
 
     def _prepare(
@@ -180,7 +180,7 @@ def _checked_result(name: str, result: object) -> CommandResult:
     if result is None:
         return None
     if type(result) is not dict:
-        raise CommandFailed(
+        raise CommandFailedError(
             f"command {name!r} returned {type(result).__name__}; commands return a dict or None"
         )
     return checked_copy(result, f"{name} result")  # type: ignore[return-value]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import reprlib
+from dataclasses import dataclass
 
 from statehub.errors import ValueLimitError
 
@@ -44,6 +45,45 @@ NUMBER_ITEM_BYTES = 11
 BIG_INT_BYTES = 320
 
 _INT_BOUND = 1 << MAX_INT_BITS
+
+
+@dataclass(frozen=True, slots=True)
+class ValueSizeLimits:
+    """The largest value (estimated bytes) a key may hold: ``default``, or for a key under
+    one of ``prefixes`` ((key prefix, bytes) pairs) that prefix's (the longest match wins).
+
+    A lab sets a small limit where clients should only write small values and a large one
+    where a NanoVer scene keeps big selections; a limit above ``MAX_VALUE_BYTES`` needs
+    message limits that carry it (``server.limits.check_value_limits_fit``).
+    """
+
+    default: int = MAX_VALUE_BYTES
+    prefixes: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        for prefix, size in (("", self.default), *self.prefixes):
+            if type(prefix) is not str or type(size) is not int or size < 1:
+                raise ValueError(
+                    f"value size limit for prefix {prefix!r}: must be an int >= 1 bytes, "
+                    f"got {size!r}"
+                )
+        # Longest first, so the first match is the most specific.
+        ordered = tuple(sorted(self.prefixes, key=lambda rule: -len(rule[0])))
+        object.__setattr__(self, "prefixes", ordered)
+
+    def for_key(self, key: str) -> int:
+        """The largest value ``key`` may hold, in estimated bytes."""
+        for prefix, size in self.prefixes:
+            if key.startswith(prefix):
+                return size
+        return self.default
+
+    @property
+    def largest(self) -> int:
+        """The largest value any key may hold."""
+        return max([self.default, *(size for _, size in self.prefixes)])
+
+
 _SHORT = reprlib.Repr()
 _SHORT.maxstring = 60
 _SHORT.maxother = 60

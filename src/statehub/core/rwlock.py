@@ -23,7 +23,7 @@ from typing import Protocol
 
 from statehub.core.acquisition import Acquisition
 from statehub.core.limits import check_seconds
-from statehub.errors import LockFailed, LockNotOwnedError, LockUpgradeError
+from statehub.errors import LockFailedError, LockNotOwnedError, LockUpgradeError
 
 
 @dataclass(slots=True)
@@ -118,7 +118,7 @@ class RWLockTable:
     def acquire(
         self, key: str, owner: Hashable, *, exclusive: bool, timeout: float | None = None
     ) -> Acquisition[int]:
-        """Take ``key`` for ``owner``; re-taking a held mode nests. ``LockFailed`` on timeout.
+        """Take ``key`` for ``owner``; re-taking a held mode nests. ``LockFailedError`` on timeout.
 
         The request takes its place now, when called; await the result for the grant's
         fencing token. ``timeout``: seconds >= 0, None or infinity for no limit;
@@ -301,7 +301,7 @@ def _holds(lock: _KeyLock, owner: Hashable, exclusive: bool) -> bool:
 def _expire(waiter: _Waiter, key: str, timeout: float) -> None:
     if not waiter.granted.done():
         waiter.granted.set_exception(
-            LockFailed(
+            LockFailedError(
                 f"timed out after {timeout} s waiting for the {_mode(waiter.exclusive)} "
                 f"lock on {key!r}"
             )
@@ -327,7 +327,7 @@ class StateABC(ABC):
         """Hold the lock on ``key`` while the ``async with`` block runs.
 
         Many holders in shared mode (``exclusive=False``), or one in exclusive mode.
-        Raises ``LockFailed`` if it cannot be had (``timeout`` seconds passed, refused).
+        Raises ``LockFailedError`` if it cannot be had (``timeout`` seconds passed, refused).
         """
 
     @abstractmethod

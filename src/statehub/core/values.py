@@ -1,11 +1,19 @@
-"""JSON-like values: validation with a precise error path, and copying.
+"""JSON-like values, and bytes: validation with a precise error path, and copying.
 
 State keeps private copies of what it is given and hands out copies, so no caller can
 change shared state behind its back through a nested list or dict.
+
+``bytes`` are values too, as NanoVer carries them (msgpack ``bin``: packed arrays in a
+selection or a frame-like key): the session protocol and NanoVer's WebSocket protocol
+carry them as they are, a store keeps them exactly, and where a format has no bytes
+(JSON output, protobuf's ``Struct`` under NanoVer's gRPC services) ``bytes_as_text`` and
+docs/limits.md say what stands in for them. ``bytearray`` and ``memoryview`` are refused,
+as tuples are: a value keeps its type exactly.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 
@@ -25,9 +33,9 @@ from statehub.core.limits import (
 )
 from statehub.errors import ValueLimitError
 
-JsonValue: TypeAlias = bool | int | float | str | list[Any] | dict[str, Any] | None
+JsonValue: TypeAlias = bool | int | float | str | bytes | list[Any] | dict[str, Any] | None
 
-_SCALARS = frozenset({type(None), bool, int, float, str})
+_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
 #: Ints msgpack carries natively; only those beyond need the full ``check_int``.
 _SMALL_MIN = -(2**63)
 _SMALL_MAX = 2**64 - 1
@@ -40,14 +48,15 @@ _NUMBERS = frozenset({int, float, bool, type(None)})
 _FEW = 16
 
 
-def checked_copy(value: object, key: str) -> JsonValue:
+def checked_copy(value: object, key: str, max_bytes: int = MAX_VALUE_BYTES) -> JsonValue:
     """Return a private copy of ``value``; raise naming ``key`` and the path if it is bad.
 
-    Types are kept exactly: only ``None``, ``bool``, ``int``, ``float``, ``str``, ``list``
-    and ``dict`` with ``str`` keys are accepted (tuples, sets and subclasses are refused
+    Types are kept exactly: only ``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes``,
+    ``list`` and ``dict`` with ``str`` keys are accepted (tuples, sets and subclasses are refused
     rather than silently turned into something else): ``TypeError`` otherwise. A value
-    over a limit of ``core.limits`` (depth, int size, lone surrogates, estimated size) gets
-    ``ValueLimitError``. The walk is iterative, so no depth of input can exhaust the stack.
+    over a limit of ``core.limits`` (depth, int size, lone surrogates, estimated size over
+    ``max_bytes``) gets ``ValueLimitError``. The walk is iterative, so no depth of input
+    can exhaust the stack.
     """
     kind = type(value)
     if kind is int:
@@ -57,15 +66,19 @@ def checked_copy(value: object, key: str) -> JsonValue:
     if kind is str:
         text: str = value  # type: ignore[assignment]
         size = len(text) if text.isascii() else utf8_size(text, _where(key, None))
-        if size > MAX_VALUE_BYTES:
-            raise _too_large(key, size)
+        if size > max_bytes:
+            raise _too_large(key, size, max_bytes)
+        return value  # type: ignore[return-value]
+    if kind is bytes:
+        if len(value) > max_bytes:  # type: ignore[arg-type]
+            raise _too_large(key, len(value), max_bytes)  # type: ignore[arg-type]
         return value  # type: ignore[return-value]
     if kind in _SCALARS:
         return value  # type: ignore[return-value]
-    return _copy_container(value, key)
+    return _copy_container(value, key, max_bytes)
 
 
-def _copy_container(value: object, key: str) -> JsonValue:
+def _copy_container(value: object, key: str, max_bytes: int) -> JsonValue:
     if type(value) not in _CONTAINERS:
         raise _not_json(key, type(value), None)
     root: Any = value.copy()  # type: ignore[attr-defined]
@@ -80,8 +93,8 @@ def _copy_container(value: object, key: str) -> JsonValue:
             size += _visit_few(source, target, depth, path, key, stack)
         else:
             size += _visit_many(source, target, depth, path, key, stack)
-        if size > MAX_VALUE_BYTES:
-            raise _too_large(key, size)
+        if size > max_bytes:
+            raise _too_large(key, size, max_bytes)
     return root  # type: ignore[no-any-return]
 
 
@@ -104,6 +117,8 @@ def _visit_few(source: Any, target: Any, depth: int, path: Any, key: str, stack:
             if not _SMALL_MIN <= item <= _SMALL_MAX:
                 check_int(item, _where(key, (path, place)))
                 size += BIG_INT_BYTES
+        elif kind is bytes:
+            size += len(item)
         elif kind is list or kind is dict:
             if depth >= MAX_DEPTH:
                 raise _too_deep(key, (path, place))
@@ -145,11 +160,13 @@ def _visit_many(source: Any, target: Any, depth: int, path: Any, key: str, stack
 
 
 def _scalar_bytes(items: Any, kinds: set[type]) -> int | None:
-    """Estimated bytes of the strs and big ints among ``items`` beyond ``ITEM_BYTES`` each;
-    None if an item is not allowed (``_raise_for_bad_item`` then names it)."""
+    """Estimated bytes of the strs, bytes and big ints among ``items`` beyond ``ITEM_BYTES``
+    each; None if an item is not allowed (``_raise_for_bad_item`` then names it)."""
     if not kinds <= _ALLOWED:
         return None
     extra = 0
+    if bytes in kinds:
+        extra += sum(len(item) for item in items if type(item) is bytes)
     if str in kinds:
         text = "".join(items if len(kinds) == 1 else [item for item in items if type(item) is str])
         if text.isascii():
@@ -222,10 +239,10 @@ def _too_deep(key: str, path: Any) -> ValueLimitError:
     )
 
 
-def _too_large(key: str, size: int) -> ValueLimitError:
+def _too_large(key: str, size: int, max_bytes: int) -> ValueLimitError:
     return ValueLimitError(
         f"key {key!r}: the value's estimated size of at least {size} bytes is over the limit "
-        f"of {MAX_VALUE_BYTES} bytes"
+        f"of {max_bytes} bytes"
     )
 
 
@@ -237,6 +254,23 @@ def copy_value(value: JsonValue) -> JsonValue:
     if kind is dict:
         return {name: copy_value(item) for name, item in value.items()}  # type: ignore[union-attr]
     return value
+
+
+#: The one name that stands for bytes in a format without them: ``{"$bytes": base64}``.
+BYTES_TAG = "$bytes"
+
+
+def bytes_as_json(value: bytes) -> dict[str, str]:
+    """What stands in for ``value`` where a format has no bytes (JSON output, protobuf's
+    ``Struct``): ``{"$bytes": <base64>}``, as MongoDB's extended JSON marks binary data."""
+    return {BYTES_TAG: base64.b64encode(value).decode("ascii")}
+
+
+def json_default(value: object) -> object:
+    """``json.dumps``'s ``default`` for values: bytes as ``bytes_as_json``."""
+    if type(value) is bytes:
+        return bytes_as_json(value)
+    raise TypeError(f"{type(value).__name__} is not a value")
 
 
 def copy_mapping(content: Mapping[str, JsonValue]) -> dict[str, JsonValue]:

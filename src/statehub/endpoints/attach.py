@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from statehub.core.commands import CommandRoute
-from statehub.core.state_dictionary import StateDictionary
 from statehub.endpoints.config import EndpointsConfig
 from statehub.endpoints.event_log import EventLog
 from statehub.endpoints.service import Clock, EndpointService
+from statehub.store.state_dictionary import StateDictionary
 
 
 class CommandHost(Protocol):

@@ -7,7 +7,7 @@ runs; modules named in the configuration map to these classes (``register_*_modu
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar, Protocol
 
 from statehub.core.values import JsonValue
 from statehub.endpoints.calibration import Calibration
@@ -20,9 +20,7 @@ from statehub.endpoints.return_codes import (
     InvalidSpecifierError,
     InvalidValueError,
 )
-
-if TYPE_CHECKING:
-    from statehub.endpoints.service import EndpointService
+from statehub.store.state_dictionary import StateDictionary
 
 #: The address that reaches the top of the configuration (every service), as dripline's
 #: ``broadcast`` routing key does.
@@ -35,6 +33,15 @@ READ_ONLY_METHODS = frozenset({"ping", "is_locked", "list_endpoints"})
 LOCK_SPECIFIERS = ("is-locked", "is_locked")
 
 
+class NodeHost(Protocol):
+    """What a node needs of the service holding it (``EndpointService``, which builds the
+    nodes and so imports this module): the state to read, and the one path writes take."""
+
+    state: StateDictionary
+
+    def write(self, updates: dict[str, JsonValue]) -> None: ...
+
+
 class Node:
     """A service or an endpoint: an address, a parent and a lockout.
 
@@ -45,7 +52,7 @@ class Node:
 
     kind: ClassVar[str] = "node"
 
-    def __init__(self, hub: EndpointService, address: str, name: str | None) -> None:
+    def __init__(self, hub: NodeHost, address: str, name: str | None) -> None:
         self.hub = hub
         self.address = address
         self.name = name
@@ -80,7 +87,7 @@ class ServiceNode(Node):
 
     kind = "service"
 
-    def __init__(self, hub: EndpointService, address: str, name: str | None) -> None:
+    def __init__(self, hub: NodeHost, address: str, name: str | None) -> None:
         super().__init__(hub, address, name)
         self.children: list[Node] = []
 
@@ -115,7 +122,7 @@ class Endpoint(Node):
 
     kind = "endpoint"
 
-    def __init__(self, hub: EndpointService, address: str, config: EndpointConfig) -> None:
+    def __init__(self, hub: NodeHost, address: str, config: EndpointConfig) -> None:
         super().__init__(hub, address, config.name)
         self.config = config
         self.calibration: Calibration | None = config.compiled_calibration

@@ -32,7 +32,6 @@ from statehub.auth.context import require_admin
 from statehub.auth.permissions import AdminRight
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRoute
-from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import JsonValue, checked_copy
 from statehub.endpoints.config import (
     EndpointsConfig,
@@ -60,6 +59,7 @@ from statehub.endpoints.return_codes import (
     UnhandledExceptionError,
 )
 from statehub.errors import StatehubError
+from statehub.store.state_dictionary import StateDictionary
 
 logger = logging.getLogger(__name__)
 

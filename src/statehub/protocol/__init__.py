@@ -4,15 +4,7 @@ See ``docs/protocol.md`` for the messages.
 """
 
 from statehub.protocol.codec import decode_batch, encode_batch
-from statehub.protocol.errors import (
-    MessageTooLargeError,
-    ProtocolError,
-    RequestCancelled,
-    error_from_wire,
-    error_to_wire,
-    register_error,
-    status_of,
-)
+from statehub.protocol.errors import error_from_wire, error_to_wire, register_error, status_of
 
 #: The gRPC service and method carrying a session (a bidi stream of raw bytes).
 SERVICE_NAME = "statehub.v1.Hub"
@@ -23,9 +15,6 @@ __all__ = [
     "SERVICE_NAME",
     "SESSION_METHOD",
     "SESSION_PATH",
-    "MessageTooLargeError",
-    "ProtocolError",
-    "RequestCancelled",
     "decode_batch",
     "encode_batch",
     "error_from_wire",

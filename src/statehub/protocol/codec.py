@@ -12,7 +12,7 @@ from typing import Any
 
 import msgpack
 
-from statehub.protocol.errors import ProtocolError
+from statehub.errors import ProtocolError
 
 #: msgpack ext type code of an int outside the 64-bit range (payload: its decimal string).
 BIG_INT_EXT = 1

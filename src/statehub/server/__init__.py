@@ -1,18 +1,9 @@
-"""The server layer: sessions, transports, NanoVer-compatible services, StateServer."""
+"""The server layer: the engine every edge shares (sessions, fan-out, limits) and the
+session protocol's own transports. ``statehub.serving.StateServer`` puts it on its ports."""
 
 from statehub.server.session import Hub, Session
-from statehub.server.state_server import (
-    DEFAULT_ADDRESS,
-    DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_PORT,
-    StateServer,
-)
 
 __all__ = [
-    "DEFAULT_ADDRESS",
-    "DEFAULT_MAX_MESSAGE_BYTES",
-    "DEFAULT_PORT",
     "Hub",
     "Session",
-    "StateServer",
 ]

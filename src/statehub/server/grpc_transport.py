@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 import grpc
 from grpc import aio
 
+from statehub.errors import ProtocolError
 from statehub.protocol import SERVICE_NAME, SESSION_METHOD
-from statehub.protocol.errors import ProtocolError, status_of
+from statehub.protocol.errors import status_of
 from statehub.server.grpc_credentials import bearer_token, certificate_identities
 from statehub.server.peer import Peer
 from statehub.server.session import Hub

@@ -1,6 +1,6 @@
 """What one session may hold on the server, so that no client can run away with memory.
 
-A client that reaches a limit gets ``LimitExceeded`` (status RESOURCE_EXHAUSTED) for the
+A client that reaches a limit gets ``LimitExceededError`` (status RESOURCE_EXHAUSTED) for the
 request that would go over it, or is slowed down (backpressure) where waiting is the
 better answer: a client that sends requests without reading the replies stops being read
 once ``max_queued_bytes`` of replies and change batches wait for it.
@@ -10,15 +10,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from statehub.errors import LimitExceeded
+from statehub.core.limits import MAX_VALUE_BYTES, ValueSizeLimits
+from statehub.errors import LimitExceededError
+
+#: The former name, for session.py and the NanoVer edges until the engine branch lands
+#: (an alias of statehub's own: the public one warns).
+LimitExceeded = LimitExceededError
 
 __all__ = [
     "MAX_CLIENT_NAME_CHARS",
     "MAX_TOKEN_BYTES",
     "LimitExceeded",
+    "LimitExceededError",
     "SessionLimits",
     "check_client_name",
     "check_token",
+    "check_value_limits_fit",
 ]
 
 #: The longest client name a hello may give, in characters: a name is shown in every
@@ -31,10 +38,33 @@ MAX_CLIENT_NAME_CHARS = 256
 MAX_TOKEN_BYTES = 16 * 1024
 
 
+#: What a session protocol frame needs beyond the largest value it carries: its key, the
+#: message's framing, and other keys of the same change batch. The default 3 MiB value
+#: limit and 4 MiB frames keep exactly this much.
+VALUE_HEADROOM_BYTES = 1024 * 1024
+
+
+def check_value_limits_fit(limits: ValueSizeLimits, max_message_bytes: int) -> None:
+    """``ValueError`` naming the prefix and both settings if a limit raised above the
+    default ``MAX_VALUE_BYTES`` lets a key hold a value that a session protocol frame of
+    ``max_message_bytes`` cannot carry to a reader. (Limits up to the default stand with
+    any frame size, as they always have: a smaller frame limit bounds the writes itself.)"""
+    room = max_message_bytes - VALUE_HEADROOM_BYTES
+    for prefix, size in (("", limits.default), *limits.prefixes):
+        if size > MAX_VALUE_BYTES and size > room:
+            where = f"keys under {prefix!r}" if prefix else "every key"
+            raise ValueError(
+                f"a value size limit of {size:,} bytes for {where} does not fit in a frame of "
+                f"max_message_bytes={max_message_bytes:,} (it needs {size + VALUE_HEADROOM_BYTES:,}"
+                " with 1 MiB for the key and framing): raise --max-message-bytes or lower the "
+                "limit"
+            )
+
+
 def check_client_name(name: str, where: str) -> str:
-    """``name``, or ``LimitExceeded`` naming ``where`` and the limit if it is too long."""
+    """``name``, or ``LimitExceededError`` naming ``where`` and the limit if it is too long."""
     if len(name) > MAX_CLIENT_NAME_CHARS:
-        raise LimitExceeded(
+        raise LimitExceededError(
             f"{where}: a client name of {len(name):,} characters is over the limit of "
             f"{MAX_CLIENT_NAME_CHARS} characters (docs/limits.md)"
         )
@@ -42,12 +72,12 @@ def check_client_name(name: str, where: str) -> str:
 
 
 def check_token(token: str, where: str) -> str:
-    """``token``, or ``LimitExceeded`` naming ``where`` and the limit if it is too large."""
+    """``token``, or ``LimitExceededError`` naming ``where`` and the limit if it is too large."""
     # A str of n characters is at most 4n bytes of UTF-8: short ones need no encoding.
     if len(token) * 4 > MAX_TOKEN_BYTES:
         size = len(token.encode("utf-8", "surrogatepass"))
         if size > MAX_TOKEN_BYTES:
-            raise LimitExceeded(
+            raise LimitExceededError(
                 f"{where}: a token of {size:,} bytes is over the limit of {MAX_TOKEN_BYTES} "
                 "bytes (16 KiB; docs/limits.md)"
             )

@@ -46,7 +46,7 @@ from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
 from statehub.auth import PrefixSet, Principal
-from statehub.core.values import JsonValue
+from statehub.core.values import JsonValue, bytes_as_json
 from statehub.errors import ResourceLockedError
 from statehub.protocol.errors import MessageTooLargeError, error_message, status_of
 from statehub.server.grpc_credentials import call_credentials
@@ -356,6 +356,8 @@ def _set_value(target: struct_pb2.Value, value: JsonValue) -> None:
         target.number_value = value
     elif type(value) is str:
         target.string_value = value
+    elif type(value) is bytes:  # a Struct has no bytes: the stand-in of core.values
+        _set_value(target, bytes_as_json(value))
     elif type(value) is dict:
         target.struct_value.Clear()
         for key, item in value.items():

@@ -28,8 +28,8 @@ from typing import Any
 
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistry
-from statehub.core.state_dictionary import StateDictionary
 from statehub.errors import ObjectFrozenError, ResourceLockedError
+from statehub.store.state_dictionary import StateDictionary
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from statehub.auth import Credentials, OpenAccess, Principal, Right, UnauthenticatedError
@@ -32,7 +32,6 @@ from statehub.core.key_history import KeyVersion
 from statehub.core.limits import check_seconds
 from statehub.core.pacing import Pacer
 from statehub.core.rwlock import LockHolding, LockTable
-from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import check_key
 from statehub.errors import StatehubError
 from statehub.protocol.codec import decode_batch, encode_value
@@ -44,6 +43,8 @@ from statehub.protocol.errors import (
     status_of,
 )
 from statehub.server.connections import ConnectionBudget
+from statehub.server.force_release import KINDS as FORCE_RELEASE_KINDS
+from statehub.server.force_release import force_release_lease, force_release_lock
 from statehub.server.limits import (
     LimitExceeded,
     SessionLimits,
@@ -59,6 +60,7 @@ from statehub.server.outbox import FRAME_HEADER_BYTES, Outbox
 from statehub.server.peer import Peer
 from statehub.server.subscriptions import FanoutGroups, Subscription
 from statehub.store.leases import Lease
+from statehub.store.state_dictionary import StateDictionary
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +152,19 @@ class Hub:
         """Ask every session to end once its pending frames are written (server stopping)."""
         for session in list(self.sessions):
             session.end()
+
+    def holds_lost(self, locks: Mapping[Hashable, list[tuple[str, bool]]]) -> None:
+        """The store's other servers released every lease and lock of this server's
+        sessions (``StateDictionary.holds_lost``): tell each session what it lost."""
+        by_session: dict[str, list[tuple[str, str, bool]]] = {}
+        for owner, holds in locks.items():
+            if isinstance(owner, tuple) and len(owner) == 2:  # (session id, name): _lock_args
+                session_id, name = owner
+                by_session.setdefault(session_id, []).extend(
+                    (key, name, exclusive) for key, exclusive in holds
+                )
+        for session in list(self.sessions):
+            session.holds_lost(by_session.get(session.id, []))
 
 
 class Session:
@@ -247,6 +262,12 @@ class Session:
     def end(self) -> None:
         """End the session once what is queued has been written (``next_frame`` -> None)."""
         self._outbox.close()
+
+    def holds_lost(self, locks: list[tuple[str, str, bool]]) -> None:
+        """The server was cut off from the shared store and the other servers released
+        every lease of this session and its ``locks`` (key, owner, exclusive): say so."""
+        reason = "this server was cut off from the shared store and its holds were released"
+        self.tell_lost(list(self._leased), locks, reason)
 
     def fail(self, error: ProtocolError) -> None:
         """The client sent an undecodable frame: end the session, reporting ``error``."""
@@ -385,6 +406,23 @@ class Session:
             )
             return
         self._outbox.push(encoded)
+
+    def tell_lost(
+        self, leases: Iterable[str], locks: Iterable[tuple[str, str, bool]], reason: str
+    ) -> None:
+        """Tell the client that these ``leases`` and ``locks`` (key, owner, exclusive) were
+        taken away while its session lives on, and why (an admin's force release, a sweep of
+        this cut-off server): fencing tokens still protect resources; this lets the client
+        stop believing it holds them."""
+        leases = sorted(leases)
+        for key in leases:
+            self._leased.pop(key, None)
+        lost = [{"key": key, "owner": owner, "exclusive": excl} for key, owner, excl in locks]
+        if self._closed or (not leases and not lost):
+            return
+        self._outbox.push(
+            encode_value({"lost": {"leases": leases, "locks": lost, "reason": reason}})
+        )
 
     def _send_error(self, request_id: object, error: BaseException) -> None:
         if not isinstance(error, StatehubError) and status_of(error) == "UNKNOWN":
@@ -721,6 +759,19 @@ class Session:
         clearing = self.hub.state.submit_clear_locks()
         return {} if clearing is None else _reply_when_done(clearing, lambda _: {})
 
+    async def _force_release(self, message: dict[str, Any]) -> Reply:
+        self.principal.require_admin(AdminRight.FORCE_UNLOCK, "force_release")
+        kind = message.get("kind")
+        if kind not in FORCE_RELEASE_KINDS:
+            raise ValueError(f"force_release: 'kind' must be 'lock' or 'lease', got {kind!r}")
+        key = check_key(message.get("key"))
+        by = f"{self.client or 'unnamed client'} ({self.principal.name})"
+        if kind == "lock":
+            released = await force_release_lock(self.hub.locks, self.hub.sessions, key, by)
+        else:
+            released = await force_release_lease(self.hub.state, self.hub.sessions, key, by)
+        return {"released": released}
+
     def _subscribe(self, message: dict[str, Any]) -> Reply:
         limit = self.hub.limits.max_subscriptions
         if len(self._subscriptions) >= limit:
@@ -743,6 +794,13 @@ class Session:
         since = message.get("since")
         if since is not None and type(since) is not int:
             raise TypeError(f"subscribe: 'since' must be an int or None, got {_describe(since)}")
+        epoch = message.get("epoch")
+        if epoch is not None and type(epoch) is not str:
+            raise TypeError(f"subscribe: 'epoch' must be a str or None, got {_describe(epoch)}")
+        if epoch != self.hub.state.epoch:
+            # A revision of another history, or of none named (a number kept from an
+            # earlier connection): only a snapshot is exact.
+            since = None
         readable_keys(self.principal, "subscribe")
         sub = self._next_sub
         self._next_sub += 1
@@ -890,6 +948,7 @@ _OPS: dict[str, Callable[[Session, dict[str, Any]], Reply | Awaitable[Reply]]] =
     "lock": Session._lock,
     "call": Session._call,
     "clear_leases": Session._clear_leases,
+    "force_release": Session._force_release,
 }
 
 

@@ -20,15 +20,16 @@ import logging
 import ssl
 from collections.abc import Callable
 
+from statehub.errors import MessageTooLargeError, ProtocolError
 from statehub.protocol import encode_batch
-from statehub.protocol.errors import MessageTooLargeError, ProtocolError, error_to_wire
+from statehub.protocol.errors import error_to_wire
 from statehub.protocol.tcp_framing import LENGTH_BYTES, encode_length, set_keepalive
 from statehub.server.connections import HANDSHAKE_TIMEOUT
-from statehub.server.limits import LimitExceeded
+from statehub.server.limits import LimitExceededError
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
+from statehub.server.tls import certificate_names
 from statehub.server.transport import serve_session
-from statehub.web.edge import certificate_names
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ class TcpFrames(asyncio.Protocol):
         self._transport = transport
         if not self._hub.connections.take("TCP"):
             budget = self._hub.connections
-            refusal = LimitExceeded(
+            refusal = LimitExceededError(
                 f"the server has {budget.open} connections open, its limit "
                 f"({budget.limit}); try again later"
             )

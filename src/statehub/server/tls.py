@@ -12,6 +12,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -73,3 +74,23 @@ def _read_pem(path: Path, what: str) -> bytes:
     if b"-----BEGIN " not in data:
         raise ValueError(f"TLS {what} file {str(path)!r} is not PEM (no -----BEGIN line)")
     return data
+
+
+def certificate_names(certificate: dict[str, Any] | None) -> tuple[str, ...]:
+    """The subject CN, DNS and URI names of a client certificate (``getpeercert()``'s form).
+
+    ``ssl`` hands over a certificate only once it has verified it (against
+    ``--tls-client-ca``; the dict is empty otherwise), so the names can be trusted, as
+    gRPC's are (``server/grpc_credentials.py``).
+    """
+    if not certificate:
+        return ()
+    names: dict[str, None] = {}
+    for relative_name in certificate.get("subject", ()):
+        for field, value in relative_name:
+            if field == "commonName":
+                names[value] = None
+    for kind, value in certificate.get("subjectAltName", ()):
+        if kind in ("DNS", "URI"):
+            names[value] = None
+    return tuple(names)

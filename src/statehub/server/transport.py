@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import Protocol
 
-from statehub.protocol.errors import ProtocolError
+from statehub.errors import ProtocolError
 from statehub.server.peer import Peer
 from statehub.server.session import Hub, Session
 

@@ -35,6 +35,10 @@ class ChangeFeed(Protocol):
     ) -> None:
         """The history before ``revision`` is gone: start again from ``content``."""
 
+    def holds_swept(self, locks: Mapping[Hashable, list[tuple[str, bool]]]) -> None:
+        """This server was cut off long enough for the others to release every lease and
+        lock its sessions held: ``locks`` per owner, the (key, exclusive) holds lost."""
+
     def mod_revision(self, key: str) -> int | None:
         """The revision of ``key``'s last change after every committed change (None: absent).
 
@@ -230,7 +234,7 @@ class Store(ABC):
         A store that keeps nothing (or writes synchronously) returns at once. A durable
         store that commits in groups blocks until the group holding ``revision`` is on
         disk; it raises ``TimeoutError`` after ``timeout`` seconds and
-        ``statehub.store.errors.DurabilityError`` if the write failed.
+        ``statehub.errors.DurabilityError`` if the write failed.
         """
 
     async def wait_durable_async(self, revision: int) -> None:  # noqa: B027

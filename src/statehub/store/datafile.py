@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
-from statehub.store.errors import DataFileError
+from statehub.errors import DataFileError
 
 
 def check_sqlite_file(

@@ -22,8 +22,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from statehub.errors import DataFileError
 from statehub.store.datafile import file_error
-from statehub.store.errors import DataFileError
 
 #: The record's file name, in the data directory.
 RECORD_FILE = "durable-revision"

@@ -5,13 +5,15 @@ stays a float (``1.0`` is written ``1.0``; NaN and the infinities as ``NaN``,
 ``Infinity``, ``-Infinity``; ``repr`` round-trips every float exactly), bool stays bool,
 dicts keep their order, and ``ensure_ascii`` escapes lone surrogates so any str survives.
 
-One gap: Python refuses to turn an int of more than ``sys.get_int_max_str_digits()``
-decimal digits into text. Such values are written in a tagged form (format 1) where
-every node says its type and ints are hexadecimal, which has no length limit.
+Two gaps: Python refuses to turn an int of more than ``sys.get_int_max_str_digits()``
+decimal digits into text, and JSON has no bytes. Such values are written in a tagged form
+(format 1) where every node says its type, ints are hexadecimal, which has no length
+limit, and bytes are base64.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -20,7 +22,7 @@ from statehub.core.values import JsonValue
 #: Plain JSON text.
 PLAIN = 0
 #: Tagged JSON: ``["i", hex]``, ``["f", float]``, ``["s", str]``, ``["b", bool]``,
-#: ``["n"]``, ``["l", [...]]``, ``["d", [[name, node], ...]]``.
+#: ``["y", base64]`` (bytes), ``["n"]``, ``["l", [...]]``, ``["d", [[name, node], ...]]``.
 TAGGED = 1
 
 _dumps = json.JSONEncoder(ensure_ascii=True, allow_nan=True, separators=(",", ":")).encode
@@ -31,7 +33,7 @@ def encode_value(value: JsonValue) -> tuple[str, int]:
     """The stored text of a validated value and its format."""
     try:
         return _dumps(value), PLAIN
-    except ValueError:  # an int too long for decimal text
+    except (ValueError, TypeError):  # an int too long for decimal text, or bytes
         return _dumps(_tag(value)), TAGGED
 
 
@@ -55,6 +57,8 @@ def _tag(value: Any) -> Any:
         return ["f", value]
     if kind is str:
         return ["s", value]
+    if kind is bytes:
+        return ["y", base64.b64encode(value).decode("ascii")]
     if value is None:
         return ["n"]
     if kind is list:
@@ -71,6 +75,8 @@ def _untag(node: Any) -> JsonValue:
     if tag in ("b", "f", "s"):
         value: JsonValue = node[1]
         return value
+    if tag == "y":
+        return base64.b64decode(node[1], validate=True)
     if tag == "n":
         return None
     if tag == "l":

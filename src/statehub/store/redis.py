@@ -29,7 +29,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import msgpack
 import redis
@@ -38,18 +38,21 @@ import redis.asyncio
 from statehub.core.entries import Expectations, KeyFacts
 from statehub.core.key_history import HistoryRetention, KeyVersion, owner_name
 from statehub.core.values import JsonValue
-from statehub.errors import ConflictError, ResourceLockedError
+from statehub.errors import (
+    ConflictError,
+    DurabilityError,
+    ResourceLockedError,
+    StoreUnavailableError,
+)
 from statehub.protocol.codec import decode_value, encode_value
 from statehub.store import redis_scripts
 from statehub.store.base import Store
-from statehub.store.errors import DurabilityError, StoreUnavailableError
 from statehub.store.leases import Lease
+from statehub.store.redis_commands import RedisCommandPeers
 from statehub.store.redis_connection import RedisTarget
+from statehub.store.redis_link import RedisKeys
+from statehub.store.redis_locks import RedisLockTable
 from statehub.store.redis_ordered import OrderedScripts, log_failure
-
-if TYPE_CHECKING:
-    from statehub.store.redis_commands import RedisCommandPeers
-    from statehub.store.redis_locks import RedisLockTable
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +140,19 @@ class RedisStore(Store):
         #: Lease and lock scripts, run in Redis in the order the requests came.
         self.ordered = OrderedScripts(self.async_client, self._unavailable)
         self.available = True
+        #: The epoch this server follows and the highest revision it saw in it: what
+        #: every script checks Redis against (``_epoch_claim``).
+        self._epoch = "-"
+        self._seen_revision = 0
+        #: Until when (loop time) this server's liveness key surely lives, from the send
+        #: time of its last beat that Redis took: until then no other server can sweep it.
+        self._alive_until = 0.0
+        self._beaten = False
+        #: Called with ``swept=`` after the next beat that reaches Redis.
+        self._after_beat: list[Callable[[bool], None]] = []
         try:
             self._epoch, revision, content, facts = self._snapshot_sync()
+            self._seen_revision = revision
         except redis.RedisError as error:
             self.sync_client.close()
             raise StoreUnavailableError(
@@ -268,7 +282,7 @@ class RedisStore(Store):
         reply = await self.run_async(
             self._script_async(client, redis_scripts.EXPIRE)(
                 self.keys.expire,
-                [uuid.uuid4().hex, str(self.history_length), str(limit), encode_value("EXPIRY")],
+                [self._epoch_claim(), str(self.history_length), str(limit), encode_value("EXPIRY")],
             )
         )
         return limit if int(reply[3]) else len(reply[2])
@@ -288,7 +302,7 @@ class RedisStore(Store):
 
     def _release_bound_args(self, binding: bytes, *, prefix: bool) -> list[bytes | str]:
         return [
-            uuid.uuid4().hex,
+            self._epoch_claim(),
             str(self.history_length),
             binding,
             "1" if prefix else "0",
@@ -348,16 +362,12 @@ class RedisStore(Store):
 
     def lock_table(self) -> RedisLockTable:
         """The read/write locks every server over this Redis shares (one per store)."""
-        from statehub.store.redis_locks import RedisLockTable  # it builds on this module
-
         if self._lock_table is None:
             self._lock_table = RedisLockTable(self)
         return self._lock_table
 
     def command_peers(self) -> RedisCommandPeers:
         """The command directory and calls between the servers over this Redis (one per store)."""
-        from statehub.store.redis_commands import RedisCommandPeers  # it builds on this module
-
         if self._command_peers is None:
             self._command_peers = RedisCommandPeers(self)
         return self._command_peers
@@ -441,8 +451,7 @@ class RedisStore(Store):
         return _owner_bytes(owner), msgpack.packb(change, use_bin_type=False)
 
     def _commit_args(self, pairs: list[tuple[bytes, bytes]]) -> list[bytes | str]:
-        # A fresh candidate each time: a Redis that lost its data takes it as the new epoch.
-        args: list[bytes | str] = [uuid.uuid4().hex, str(self.history_length)]
+        args: list[bytes | str] = [self._epoch_claim(), str(self.history_length)]
         for owner, change in pairs:
             args += [owner, change]
         return args
@@ -466,6 +475,7 @@ class RedisStore(Store):
             current = {_key_str(flat[i]): int(flat[i + 1]) or None for i in range(0, len(flat), 2)}
             raise ConflictError.of(expect or {}, current)
         revision = int(result[1])
+        self._seen_revision = max(self._seen_revision, revision)
         if result[0] == b"ok":
             if len(result) > 2:  # removals of keys that held nothing were dropped
                 removals = {_key_str(key) for key in result[2]}
@@ -497,6 +507,7 @@ class RedisStore(Store):
                     _settle(queued.committed, 0, failure)
                 continue
             short = self.replicas and reached < self.replicas
+            why = await self._replicas_connected(client) if short else ""
             for queued, result in zip(batch, results, strict=True):
                 try:
                     revision = self._deliver_commit(
@@ -510,9 +521,25 @@ class RedisStore(Store):
                     short_of = DurabilityError(
                         f"revision {revision} is committed on the Redis primary but reached "
                         f"{reached} of {self.replicas} replicas within {self.replica_timeout} "
-                        "s: a failover now could lose it"
+                        f"s: a failover now could lose it{why}"
                     )
                 self._when_applied(revision, queued.committed, short_of)
+
+    async def _replicas_connected(self, client: redis.asyncio.Redis) -> str:
+        """Why ``WAIT`` fell short, if it is that the primary has too few replicas: after
+        a failover the new primary has one replica fewer, and acknowledgements stop until
+        enough (re)connect; run at least ``replicas + 1`` replicas (docs/redis.md)."""
+        try:
+            connected = int((await client.info("replication")).get("connected_slaves", 0))
+        except (redis.RedisError, OSError):
+            return ""
+        if connected >= self.replicas:
+            return ""
+        return (
+            f" (the primary has {connected} replicas connected: acknowledgements resume once "
+            f"{self.replicas} are; run at least {self.replicas + 1} so that a failover "
+            "leaves enough)"
+        )
 
     async def _send_batch(
         self, client: redis.asyncio.Redis, pairs: list[tuple[bytes, bytes]]
@@ -668,6 +695,7 @@ class RedisStore(Store):
                 continue  # committed here (or read already): no need to decode it
             if fields[b"e"].decode() != self._epoch:
                 return True  # the follower finds the new epoch
+            self._seen_revision = max(self._seen_revision, revision)
             keys, values, removed = msgpack.unpackb(fields[b"c"], raw=True)
             updates = {
                 _key_str(key): decode_value(value) for key, value in zip(keys, values, strict=True)
@@ -677,11 +705,11 @@ class RedisStore(Store):
 
     async def _check_epoch(self, client: redis.asyncio.Redis) -> None:
         reply = await self._script_async(client, redis_scripts.SNAPSHOT)(
-            self.keys.snapshot, [uuid.uuid4().hex, "0"]
+            self.keys.snapshot, [self._epoch_claim(), "0"]
         )
-        epoch, revision = reply[0].decode(), int(reply[1])
-        # A new epoch, or the same one rewound (restored from an older backup): start over.
-        if epoch != self._epoch or revision < self._feed.delivered_revision:
+        # A new epoch: Redis lost its data, or the script found it rewound below a
+        # revision this server saw (a failover, a restored backup) and started one.
+        if reply[0].decode() != self._epoch:
             self._restart_from(*await self._snapshot_async(client))
 
     def _restart_from(
@@ -697,19 +725,26 @@ class RedisStore(Store):
             revision,
             epoch,
         )
-        self._epoch = epoch
+        self._epoch, self._seen_revision = epoch, revision
         self._feed.history_lost(epoch, revision, content, facts)
         self._wake_applied()
 
+    def _epoch_claim(self) -> str:
+        """What every script checks Redis's history against (``redis_scripts._ENSURE_EPOCH``):
+        a fresh candidate epoch, the epoch this server follows, the highest revision it saw
+        in it. Redis behind that revision lost history this server (and maybe its clients)
+        saw, and the script starts a new epoch rather than hand out those numbers again."""
+        return f"{uuid.uuid4().hex} {self._epoch} {self._seen_revision}"
+
     def _snapshot_sync(self) -> tuple[str, int, dict[str, JsonValue], dict[str, KeyFacts]]:
-        reply = self._script(redis_scripts.SNAPSHOT)(self.keys.snapshot, [uuid.uuid4().hex, "1"])
+        reply = self._script(redis_scripts.SNAPSHOT)(self.keys.snapshot, [self._epoch_claim(), "1"])
         return _snapshot_from(reply)
 
     async def _snapshot_async(
         self, client: redis.asyncio.Redis
     ) -> tuple[str, int, dict[str, JsonValue], dict[str, KeyFacts]]:
         reply = await self._script_async(client, redis_scripts.SNAPSHOT)(
-            self.keys.snapshot, [uuid.uuid4().hex, "1"]
+            self.keys.snapshot, [self._epoch_claim(), "1"]
         )
         return _snapshot_from(reply)
 
@@ -723,14 +758,37 @@ class RedisStore(Store):
             except (redis.RedisError, OSError) as error:
                 logger.debug("liveness beat failed: %s", error)
 
+    def holds_trusted(self) -> bool:
+        """True while no other server can have swept this one (its liveness key surely
+        lives): a lock grant read now is still held. After a pause (SIGSTOP, a stalled
+        host) or a cut link this is False until the next beat says what happened."""
+        return asyncio.get_running_loop().time() < self._alive_until
+
+    def after_next_beat(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(swept)`` once the next beat has reached Redis: ``swept`` True if
+        the other servers released this server's leases and locks meanwhile."""
+        self._after_beat.append(callback)
+
     async def _beat(self, client: redis.asyncio.Redis) -> None:
         """Refresh this server's liveness key; release what dead servers' sessions held."""
         ttl_ms = int(self.liveness_ttl * 1000)
+        sent = asyncio.get_running_loop().time()
         async with client.pipeline(transaction=False) as pipe:
             pipe.set(self.keys.alive(self.server_id), "1", px=ttl_ms)
             pipe.sadd(self.keys.servers, self.server_id)
             pipe.smembers(self.keys.servers)
-            _, _, members = await pipe.execute()
+            _, added, members = await pipe.execute()
+        # The key lives a whole TTL from the SET; one heartbeat of margin for scheduling.
+        self._alive_until = sent + self.liveness_ttl - self.heartbeat
+        # The sweep (REAP_SERVER) takes a dead server out of the set: back in it means the
+        # others released everything this server's sessions held (or Redis lost its data).
+        swept = bool(added) and self._beaten
+        self._beaten = True
+        if swept:
+            self._holds_swept()
+        waiting, self._after_beat = self._after_beat, []
+        for callback in waiting:
+            callback(swept)
         for member in members:
             server = member.decode()
             if server == self.server_id:
@@ -743,6 +801,16 @@ class RedisStore(Store):
             )
             if swept:
                 logger.info("released %d leases and locks of dead server %s", swept, server)
+
+    def _holds_swept(self) -> None:
+        locks = self._lock_table.swept() if self._lock_table is not None else {}
+        logger.warning(
+            "this server was cut off from Redis at %s longer than the liveness TTL (%s s): the "
+            "other servers released its sessions' leases and locks; telling the sessions",
+            self.target.describe(),
+            self.liveness_ttl,
+        )
+        self._feed.holds_swept(locks)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -791,73 +859,6 @@ class RedisStore(Store):
             f"Redis at {self.target.describe()} is unreachable ({reason}): changes are "
             "refused until it is back; reads answer from this server's copy"
         )
-
-
-class RedisKeys:
-    """The names of the store's keys under one prefix (one hash tag: one cluster slot)."""
-
-    def __init__(self, prefix: str) -> None:
-        base = "{" + prefix + "}:"
-        self.base = base
-        self.epoch = base + "epoch"
-        self.revision = base + "revision"
-        self.content = base + "content"
-        self.history = base + "history"
-        self.servers = base + "servers"
-        self.lock_prefix = base + "lock"
-        self.leases = [base + "leases", base + "lease_deadlines", base + "lease_servers"]
-        self.facts = base + "facts"
-        self.bound = base + "bound"
-        self.deadlines = base + "deadlines"
-        self.history_versions = base + "history_versions"
-        self.key_history = base + "khist:"
-        self.history_prefixes = base + "history_prefixes"
-        self.commit = [
-            self.epoch,
-            self.revision,
-            self.content,
-            self.history,
-            *self.leases,
-            self.facts,
-            self.bound,
-            self.deadlines,
-            self.history_versions,
-            self.key_history,
-            self.history_prefixes,
-        ]
-        self.expire = [
-            self.epoch,
-            self.revision,
-            self.content,
-            self.history,
-            self.facts,
-            self.bound,
-            self.deadlines,
-            self.history_versions,
-            self.key_history,
-            self.history_prefixes,
-        ]
-        self.snapshot = [self.epoch, self.revision, self.content, self.facts]
-
-    def alive(self, server: str) -> str:
-        return f"{self.base}alive:{server}"
-
-    def release_bound(self, server: str) -> list[str]:
-        return [
-            self.epoch,
-            self.revision,
-            self.content,
-            self.history,
-            self.facts,
-            self.bound,
-            self.alive(server),
-            self.history_versions,
-            self.key_history,
-            self.history_prefixes,
-        ]
-
-    def reap(self, server: str) -> list[str]:
-        return [*self.leases, self.servers, self.alive(server), self.base + "lockkeys"]
 
 
 def _settle(committed: asyncio.Future[int], revision: int, failure: BaseException | None) -> None:

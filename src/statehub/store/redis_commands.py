@@ -35,15 +35,14 @@ import redis
 
 from statehub.core.commands import CommandResult, CommandRoute
 from statehub.core.values import JsonValue
-from statehub.errors import CommandUnavailableError
+from statehub.errors import CommandUnavailableError, StoreUnavailableError
 from statehub.protocol.codec import decode_value, encode_value
 from statehub.protocol.errors import error_from_wire, error_to_wire
-from statehub.store.errors import StoreUnavailableError
 from statehub.store.peers import Offer, PeerRunner
 from statehub.store.redis_command_scripts import DIRECTORY, OFFER, WITHDRAW
 
 if TYPE_CHECKING:
-    from statehub.store.redis import RedisStore
+    from statehub.store.redis_link import RedisLink
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ SERVER_LABEL = f"host {socket.gethostname()}, pid {os.getpid()}"
 class RedisCommandPeers:
     """The command directory and calls between the servers of one ``RedisStore``."""
 
-    def __init__(self, store: RedisStore) -> None:
+    def __init__(self, store: RedisLink) -> None:
         self._store = store
         self._base = store.keys.base
         self._runner: PeerRunner | None = None

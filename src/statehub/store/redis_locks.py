@@ -2,7 +2,7 @@
 
 The same promises as ``core.rwlock.RWLockTable`` (non-fair mode): many shared holders or
 one exclusive one; a new reader waits while any writer waits, on any server; writers go
-in FIFO order; a timeout raises ``LockFailed``; a cancelled or timed-out waiter leaves no
+in FIFO order; a timeout raises ``LockFailedError``; a cancelled or timed-out waiter leaves no
 trace. The queue and the holds live in Redis and every change to them is one Lua script
 (``redis_scripts.LOCK_*``), so the rules hold across servers. A request is queued for
 Redis when it is made (``redis_ordered``), so one server's requests reach Redis in the
@@ -20,18 +20,23 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+import msgpack
 import redis
 
 from statehub.core.acquisition import Acquisition
 from statehub.core.limits import check_seconds
 from statehub.core.rwlock import LockHolding
-from statehub.errors import LockFailed, LockNotOwnedError, LockUpgradeError
+from statehub.errors import (
+    LockFailedError,
+    LockNotOwnedError,
+    LockUpgradeError,
+    StoreUnavailableError,
+)
 from statehub.protocol.codec import encode_value
 from statehub.store import redis_scripts
-from statehub.store.errors import StoreUnavailableError
-from statehub.store.redis import RedisStore
+from statehub.store.redis_link import RedisLink
 from statehub.store.redis_ordered import log_failure
 
 logger = logging.getLogger(__name__)
@@ -49,12 +54,17 @@ class RedisLockTable:
     queued when made, so Redis sees this server's lock requests in the order they came.
     """
 
-    def __init__(self, store: RedisStore) -> None:
+    def __init__(self, store: RedisLink) -> None:
         self._store = store
         self._scripts = store.ordered
         self._base = store.keys.base
         self._prefix = store.keys.lock_prefix
         self._waiting: dict[str, _Request] = {}
+        #: What this server's owners hold (owner -> (key, exclusive) -> holds), to tell
+        #: them what they lost if the other servers sweep this one (``swept``).
+        self._holds: dict[Hashable, dict[tuple[str, bool], int]] = {}
+        #: Requests not answered yet (a reply may be in flight): a sweep fails them all.
+        self._unsettled: dict[_Request, None] = {}
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -66,7 +76,9 @@ class RedisLockTable:
             timeout = check_seconds(timeout, f"lock on {key!r}: timeout", allow_infinity=True)
         loop = asyncio.get_running_loop()
         hold = [self._base, self._prefix, key, self._owner_id(owner), _mode(exclusive)]
-        request = _Request(hold, loop.create_future())
+        request = _Request(hold, loop.create_future(), owner, key, exclusive)
+        self._unsettled[request] = None
+        request.grant.add_done_callback(lambda _: self._unsettled.pop(request, None))
         asked = self._scripts.submit(redis_scripts.LOCK_ACQUIRE, [], hold)
         asked.add_done_callback(lambda done: self._answered(request, done))
         if timeout is not None and timeout != math.inf:
@@ -74,7 +86,7 @@ class RedisLockTable:
                 f"timed out after {timeout} s waiting for the "
                 f"{'exclusive' if exclusive else 'shared'} lock on {key!r}"
             )
-            expiry = loop.call_later(timeout, self._expire, request, LockFailed(message))
+            expiry = loop.call_later(timeout, self._expire, request, LockFailedError(message))
             request.grant.add_done_callback(lambda _: expiry.cancel())
         request.grant.add_done_callback(lambda _: self._withdraw_unless_granted(request))
         return Acquisition.of(request.grant, lambda _: self._release_logged(hold))
@@ -82,6 +94,11 @@ class RedisLockTable:
     def release(self, key: str, owner: Hashable, *, exclusive: bool) -> Awaitable[None]:
         """Give back one hold of ``key`` in that mode (queued now; await the outcome)."""
         args = [self._base, self._prefix, key, self._owner_id(owner), _mode(exclusive)]
+        holds = self._holds.get(owner, {})
+        if holds.get((key, exclusive)):
+            holds[(key, exclusive)] -= 1
+            if not holds[(key, exclusive)]:
+                del holds[(key, exclusive)]
         return self._released(
             self._scripts.submit(redis_scripts.LOCK_RELEASE, [], args), key, exclusive
         )
@@ -92,6 +109,7 @@ class RedisLockTable:
         Its session cannot wait: a failure is logged, and the server's sweep releases
         them if this server is gone.
         """
+        self._holds.pop(owner, None)
         args = [self._base, self._prefix, self._owner_id(owner)]
         released = self._scripts.submit(redis_scripts.LOCK_RELEASE_OWNER, [], args)
         released.add_done_callback(log_failure(f"releasing the locks of {owner!r}"))
@@ -124,7 +142,7 @@ class RedisLockTable:
         return held, waiting
 
     def holdings(self) -> Awaitable[list[LockHolding]]:
-        """The keys held right now on any server; holders are Redis owner ids."""
+        """The keys held right now on any server, with the owners holding them."""
         asked = self._scripts.submit(redis_scripts.LIST_LOCKS, [], [self._base, self._prefix])
         return _mapped(asked, _holdings_from)
 
@@ -147,10 +165,7 @@ class RedisLockTable:
             return
         reply = asked.result()
         if reply[0] == b"granted":
-            if request.grant.done():  # cancelled meanwhile
-                self._release_logged(request.hold)
-            else:
-                request.grant.set_result(int(reply[1]))
+            self._grant(request, int(reply[1]))
         elif reply[0] == b"upgrade":
             key = request.hold[2]
             _fail(
@@ -191,10 +206,54 @@ class RedisLockTable:
                 self._poll_later(request)
             return
         self._waiting.pop(str(request.ticket), None)
+        self._grant(request, int(fence))
+
+    def _grant(self, request: _Request, fence: int) -> None:
+        """Hand a grant Redis made to its waiter, unless this server may have been swept
+        since (a grant read after a pause longer than the liveness TTL was released by the
+        others' sweep): then only once the next beat says it was not."""
         if request.grant.done():  # cancelled meanwhile: the grant was ours to give back
             self._release_logged(request.hold)
+        elif self._store.holds_trusted():
+            request.grant.set_result(fence)
+            holds = self._holds.setdefault(request.owner, {})
+            holds[(request.key, request.exclusive)] = (
+                holds.get((request.key, request.exclusive), 0) + 1
+            )
         else:
-            request.grant.set_result(int(fence))
+            self._store.after_next_beat(lambda swept: self._grant_after_beat(request, fence, swept))
+
+    def _grant_after_beat(self, request: _Request, fence: int, swept: bool) -> None:
+        if not swept:
+            self._grant(request, fence)
+        else:
+            mode = "exclusive" if request.exclusive else "shared"
+            _fail(
+                request.grant,
+                LockFailedError(
+                    f"the {mode} lock on {request.key!r} (fence {fence}) was granted while "
+                    "this server was cut off from Redis, and the other servers released it "
+                    "when they swept this server: try again"
+                ),
+            )
+
+    def swept(self) -> dict[Hashable, list[tuple[str, bool]]]:
+        """The other servers released every hold and wait of this server's owners: what
+        each owner held (and forget it). Every request not answered yet fails: its wait is
+        gone, and a grant read from Redis now may predate the sweep (if it does not, it is
+        given back)."""
+        holds, self._holds = self._holds, {}
+        self._waiting = {}
+        for request in list(self._unsettled):
+            mode = "exclusive" if request.exclusive else "shared"
+            _fail(
+                request.grant,
+                LockFailedError(
+                    f"the wait for the {mode} lock on {request.key!r} was withdrawn: this "
+                    "server was cut off from Redis and the other servers swept it"
+                ),
+            )
+        return {owner: sorted(held) for owner, held in holds.items() if held}
 
     def _poll_later(self, request: _Request) -> None:
         """Poll in case the grant message is lost (Pub/Sub does not keep messages)."""
@@ -203,7 +262,7 @@ class RedisLockTable:
             request.poll.cancel()
         request.poll = loop.call_later(POLL_INTERVAL, self._take, request)
 
-    def _expire(self, request: _Request, error: LockFailed) -> None:
+    def _expire(self, request: _Request, error: LockFailedError) -> None:
         """The timeout passed: the caller gets ``error`` once Redis has withdrawn the wait
         (so no other server sees it after that), unless the grant came first."""
         if request.grant.done():
@@ -279,18 +338,21 @@ class RedisLockTable:
         return f"{self._store.server_id}:{encoded.hex()}"
 
 
-@dataclass(slots=True)
+@dataclass(eq=False, slots=True)
 class _Request:
     """One lock request of this server: its hold's script arguments, its future, and
     once queued in Redis its ticket."""
 
     hold: list[str]
     grant: asyncio.Future[int]
+    owner: Hashable
+    key: str
+    exclusive: bool
     ticket: str | None = None
     taking: bool = False
     again: bool = False
     poll: asyncio.TimerHandle | None = None
-    expired: LockFailed | None = None
+    expired: LockFailedError | None = None
     withdrawn: asyncio.Future[Any] | None = None
 
 
@@ -311,12 +373,19 @@ def _holdings_from(reply: list[Any]) -> list[LockHolding]:
         fields = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
         writer = fields.get(b"writer")
         if writer is not None:
-            held.append(LockHolding(key, "exclusive", (writer.decode(),), int(waiting)))
+            held.append(LockHolding(key, "exclusive", (_owner_of(writer),), int(waiting)))
             continue
-        readers = tuple(name.decode()[2:] for name in fields if name.startswith(b"r:"))
+        readers = tuple(_owner_of(name[2:]) for name in fields if name.startswith(b"r:"))
         if readers:
             held.append(LockHolding(key, "shared", readers, int(waiting)))
     return held
+
+
+def _owner_of(owner_id: bytes) -> Hashable:
+    """The owner a Redis owner id (``RedisLockTable._owner_id``) was made from: a session's
+    ``(session id, owner name)``, so that listings name the holder and see their own."""
+    _, _, encoded = owner_id.partition(b":")
+    return cast(Hashable, msgpack.unpackb(bytes.fromhex(encoded.decode()), use_list=False))
 
 
 def _mode(exclusive: bool) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from statehub.store.errors import StoreUnavailableError
+from statehub.errors import StoreUnavailableError
 
 logger = logging.getLogger(__name__)
 

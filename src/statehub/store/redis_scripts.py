@@ -3,7 +3,8 @@
 Layout under the prefix P (one hash tag, so every key lives in one slot):
 
 - ``P:epoch``: names the history (set by whichever script first finds it missing, so
-  every server agrees; a Redis that lost its data has none and gets a new one).
+  every server agrees; a Redis that lost its data has none and gets a new one; a Redis
+  whose revision went back below one a server saw gets a new one too: ``_ENSURE_EPOCH``).
 - ``P:revision``: the last revision assigned (INCR).
 - ``P:content``: a hash, key -> value in the session protocol's msgpack codec.
 - ``P:facts``: a hash, key -> ``"<mod revision> <create revision> <version>"`` for every
@@ -69,10 +70,17 @@ local function versions_for(rules, key)
 end
 """
 
+#: The epoch of the history, after checking the caller's claim ``"<candidate> <epoch it
+#: follows> <highest revision it saw in that epoch>"``: a missing epoch (Redis lost its
+#: data), or the caller's epoch with a revision below one it saw (a failover to a replica
+#: that missed writes, a restart that lost the last ones, a restored backup), gets the
+#: candidate as a new epoch, so that no revision number is handed out twice in one epoch.
 _ENSURE_EPOCH = """
-local function ensure_epoch(epoch_key, candidate)
+local function ensure_epoch(epoch_key, revision_key, claim)
+  local candidate, known, seen = string.match(claim, '^(%S+) (%S+) (%d+)$')
   local epoch = redis.call('GET', epoch_key)
-  if not epoch then
+  if (not epoch) or (epoch == known
+      and tonumber(redis.call('GET', revision_key) or '0') < tonumber(seen)) then
     redis.call('SET', epoch_key, candidate)
     epoch = candidate
   end
@@ -102,10 +110,11 @@ end
 """
 
 #: KEYS: epoch, revision, content, history, leases, lease_deadlines, lease_servers, facts,
-#: bound. ARGV: candidate epoch, history MAXLEN, then one (owner, change) pair per commit,
-#: a change being msgpack [keys, encoded values, removed keys] or, with compare-and-set
-#: expectations, [keys, values, removed, expected keys, expected mod revisions (0:
-#: absent)], and with keys bound to a session also [..., bound keys, "<server>|<owner>"],
+#: bound. ARGV: the epoch claim (``_ENSURE_EPOCH``), history MAXLEN, then one (owner,
+#: change) pair per commit, a change being msgpack [keys, encoded values, removed keys]
+#: or, with compare-and-set expectations, [keys, values, removed, expected keys,
+#: expected mod revisions (0: absent)], and with keys bound to a session also [...,
+#: bound keys, "<server>|<owner>"],
 #: and with ttls also [..., keys with a ttl, their ttls in ms]; KEYS[10] is the deadlines,
 #: KEYS[11] the history setting, KEYS[12] the history lists' prefix, KEYS[13] the
 #: per-prefix history settings.
@@ -130,7 +139,7 @@ local function mod_revision(facts, key)
   end
   return tonumber(string.match(packed, '^(%d+)'))
 end
-local epoch = ensure_epoch(KEYS[1], ARGV[1])
+local epoch = ensure_epoch(KEYS[1], KEYS[2], ARGV[1])
 local now = nil
 if redis.call('HLEN', KEYS[5]) > 0 then
   now = now_ms()
@@ -247,8 +256,8 @@ return {epoch, results}
 )
 
 #: KEYS: epoch, revision, content, history, facts, bound, a liveness key, the history
-#: setting, the history lists' prefix, the per-prefix settings. ARGV: candidate epoch,
-#: history MAXLEN, the binding
+#: setting, the history lists' prefix, the per-prefix settings. ARGV: the epoch claim
+#: (``_ENSURE_EPOCH``), history MAXLEN, the binding
 #: ("<server>|<owner>") or a server's prefix ("<server>|"), '1' if ARGV[3] is a prefix,
 #: the encoded owner the history names. With a prefix, only if the liveness key is
 #: gone (that server died). Removes every present key bound so, in one commit (its
@@ -258,7 +267,7 @@ RELEASE_BOUND = (
     + _ENSURE_EPOCH
     + _KEY_HISTORY
     + """
-local epoch = ensure_epoch(KEYS[1], ARGV[1])
+local epoch = ensure_epoch(KEYS[1], KEYS[2], ARGV[1])
 local binding, is_prefix = ARGV[3], ARGV[4] == '1'
 if is_prefix and redis.call('EXISTS', KEYS[7]) == 1 then
   return {epoch, 0, {}}
@@ -296,16 +305,17 @@ return {epoch, revision, present}
 )
 
 #: KEYS: epoch, revision, content, history, facts, bound, deadlines, the history setting,
-#: the history lists' prefix, the per-prefix settings. ARGV: candidate epoch, history
-#: MAXLEN, the most keys to remove, the encoded owner the history names. Removes the
-#: keys whose deadline has passed on Redis's clock, at most that many, in one commit.
+#: the history lists' prefix, the per-prefix settings. ARGV: the epoch claim
+#: (``_ENSURE_EPOCH``), history MAXLEN, the most keys to remove, the encoded owner the
+#: history names. Removes the keys whose deadline has passed on Redis's clock, at most
+#: that many, in one commit.
 #: Returns {epoch, revision or 0, removed keys, 1 if more are due else 0}.
 EXPIRE = (
     _NOW
     + _ENSURE_EPOCH
     + _KEY_HISTORY
     + """
-local epoch = ensure_epoch(KEYS[1], ARGV[1])
+local epoch = ensure_epoch(KEYS[1], KEYS[2], ARGV[1])
 local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
 local present = {}
@@ -358,14 +368,14 @@ return result
 """
 )
 
-#: KEYS: epoch, revision, content, facts. ARGV: candidate epoch, '1' to include the
-#: content. Returns {epoch, revision, {key, value, ...}, {key, facts, ...}}: one
+#: KEYS: epoch, revision, content, facts. ARGV: the epoch claim (``_ENSURE_EPOCH``), '1'
+#: to include the content. Returns {epoch, revision, {key, value, ...}, {key, facts, ...}}: one
 #: consistent instant. Keys without facts (written before they were kept) get them, as
 #: created at the current revision.
 SNAPSHOT = (
     _ENSURE_EPOCH
     + """
-local epoch = ensure_epoch(KEYS[1], ARGV[1])
+local epoch = ensure_epoch(KEYS[1], KEYS[2], ARGV[1])
 local revision = tonumber(redis.call('GET', KEYS[2]) or '0')
 local content = {}
 local facts = {}

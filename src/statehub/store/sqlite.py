@@ -54,6 +54,7 @@ from statehub.core.entries import Expectations, KeyFacts, check_expectations
 from statehub.core.expiry import LifetimeOwner
 from statehub.core.key_history import HistoryRetention, KeyVersion, owner_name
 from statehub.core.values import JsonValue, check_key, checked_copy
+from statehub.errors import DataDirectoryError, DataFileError, DurabilityError
 from statehub.store.base import Store
 from statehub.store.datafile import check_sqlite_file, file_error
 from statehub.store.durable_record import (
@@ -65,7 +66,6 @@ from statehub.store.durable_record import (
     read_record,
 )
 from statehub.store.encoding import decode_value, encode_value
-from statehub.store.errors import DataDirectoryError, DataFileError, DurabilityError
 from statehub.store.leases import LeasesInProcess, LeaseTable
 
 logger = logging.getLogger(__name__)

@@ -29,6 +29,7 @@ from statehub.auth import Credentials, PermissionDeniedError, UnauthenticatedErr
 from statehub.server.connections import HANDSHAKE_TIMEOUT, ConnectionBudget
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
+from statehub.server.tls import certificate_names
 from statehub.web import nanover_socket
 from statehub.web.metrics import ServerMetrics
 from statehub.web.nanover_socket import NanoverRoom, serve_nanover_socket
@@ -367,23 +368,3 @@ def peer_of(request: web.Request) -> Peer:
         bearer_token=bearer,
         certificate_identities=certificate_names(certificate),
     )
-
-
-def certificate_names(certificate: dict[str, Any] | None) -> tuple[str, ...]:
-    """The subject CN, DNS and URI names of a client certificate (``getpeercert()``'s form).
-
-    ``ssl`` hands over a certificate only once it has verified it (against
-    ``--tls-client-ca``; the dict is empty otherwise), so the names can be trusted, as
-    gRPC's are (``server/grpc_credentials.py``).
-    """
-    if not certificate:
-        return ()
-    names: dict[str, None] = {}
-    for relative_name in certificate.get("subject", ()):
-        for field, value in relative_name:
-            if field == "commonName":
-                names[value] = None
-    for kind, value in certificate.get("subjectAltName", ()):
-        if kind in ("DNS", "URI"):
-            names[value] = None
-    return tuple(names)

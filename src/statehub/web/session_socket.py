@@ -14,7 +14,7 @@ import logging
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from statehub.protocol.errors import ProtocolError
+from statehub.errors import ProtocolError
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
 from statehub.server.transport import serve_session

@@ -13,7 +13,7 @@ and errors back into its protocol. What a call checks and does lives here, once:
 - ``reads``: what a caller may see of the state (gets, listings, subscriptions);
 - ``copies``: what a client's copy of the state must drop when its read rights change.
 
-Errors are raised with their statehub types (``PermissionDeniedError``, ``LimitExceeded``,
+Errors are raised with their statehub types (``PermissionDeniedError``, ``LimitExceededError``,
 ``ResourceLockedError``, ``StoreUnavailableError``...): each edge maps them to its own
 protocol with ``statehub.protocol.errors.status_of``, so every edge answers them.
 """

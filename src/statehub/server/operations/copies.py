@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 
 from statehub.auth import PrefixSet
-from statehub.core.state_dictionary import StateDictionary
+from statehub.store.state_dictionary import StateDictionary
 
 
 def keys_to_drop(

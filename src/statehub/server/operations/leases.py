@@ -2,7 +2,7 @@
 
 A client that has a connection (a session, a NanoVer WebSocket) keeps the keys it leased
 in ``held`` and may hold at most ``SessionLimits.max_leases``; over it the whole change is
-refused with ``LimitExceeded`` and nothing is leased. Leases that expired or were released
+refused with ``LimitExceededError`` and nothing is leased. Leases that expired or were released
 elsewhere are forgotten (from the store's listing) before the bound is applied.
 """
 
@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any
 
 from statehub.auth import Principal, Right
-from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import check_key
-from statehub.server.limits import LimitExceeded
+from statehub.errors import LimitExceededError
 from statehub.store.leases import Lease
+from statehub.store.state_dictionary import StateDictionary
 
 
 def change_leases(
@@ -103,7 +103,7 @@ def _check_room(
 ) -> None:
     wanted = held.keys() | acquire.keys()
     if len(wanted) > max_leases:
-        raise LimitExceeded(
+        raise LimitExceededError(
             f"{op}: this client would hold {len(wanted)} leases (max_leases={max_leases}); "
             "nothing was leased"
         )

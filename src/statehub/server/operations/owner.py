@@ -27,7 +27,7 @@ def owner_token(holder: str, identity: str) -> str:
 def nanover_token_owner(access_token: str, identity: str) -> str:
     """The owner of a NanoVer gRPC request presenting ``access_token`` as ``identity``.
 
-    ``LimitExceeded`` for a token over ``MAX_TOKEN_BYTES``: owners are kept per lease.
+    ``LimitExceededError`` for a token over ``MAX_TOKEN_BYTES``: owners are kept per lease.
     """
     check_token(access_token, "access_token")
     return owner_token(NANOVER_TOKEN_HOLDER + access_token, identity)

@@ -13,8 +13,8 @@ from typing import Any
 
 from statehub.auth import Principal, Right
 from statehub.core.change import DictionaryChange
-from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import check_key
+from statehub.store.state_dictionary import StateDictionary
 
 
 def submit_write(

@@ -12,6 +12,7 @@ from typing import Any
 
 from statehub.core.buffers import (
     DEFAULT_LOG_LENGTH,
+    DEFAULT_VALUE_LIMITS,
     DictionaryChangeBuffer,
     DictionaryChangeMultiView,
     KeyFilter,
@@ -29,6 +30,7 @@ from statehub.core.expiry import (
     checked_ttl,
 )
 from statehub.core.key_history import HistoryRetention, KeyHistory, KeyVersion
+from statehub.core.limits import ValueSizeLimits
 from statehub.core.values import JsonValue, check_duration, check_key, copy_mapping, copy_value
 from statehub.errors import ObjectFrozenError
 from statehub.store.base import Store
@@ -78,8 +80,11 @@ class StateDictionary:
         wall_clock: Clock = time.time,
         log_length: int = DEFAULT_LOG_LENGTH,
         history: HistoryRetention | None = None,
+        value_limits: ValueSizeLimits | None = None,
     ) -> None:
         self._store = store if store is not None else MemoryStore()
+        #: The largest value each key may hold (every edge's writes are checked here).
+        self.value_limits = value_limits if value_limits is not None else DEFAULT_VALUE_LIMITS
         self._views = DictionaryChangeMultiView(log_length=log_length)
         self._lock = self._views.lock
         self._early: dict[int, tuple[dict[str, JsonValue], set[str]]] = {}
@@ -116,6 +121,10 @@ class StateDictionary:
         #: Invoked (no arguments) when the store lost its history and the content was
         #: reloaded: revisions restart, so every subscriber has to start from a snapshot.
         self.history_reset = Event()
+        #: Invoked with ``locks=`` (per owner, the (key, exclusive) holds lost) when the
+        #: store's other servers released every lease and lock of this server's sessions
+        #: (it was cut off from them longer than they wait): see ``ChangeFeed.holds_swept``.
+        self.holds_lost = Event()
         self._store.attach(self)
 
     @property
@@ -166,7 +175,7 @@ class StateDictionary:
         change (the current one if the change is empty).
         """
         owner = check_token(access_token)
-        updates, removals, expectations = _checked_change(change, expect)
+        updates, removals, expectations = _checked_change(change, expect, self.value_limits)
         ttls = checked_ttl(ttl, updates) if ttl else None
         bound = checked_ephemeral(ephemeral, updates) if ephemeral else None
         if (ttls or bound) and not self._store.keeps_deadlines:
@@ -241,7 +250,7 @@ class StateDictionary:
                 access_token, change, expect=expect, ttl=ttl, ephemeral=ephemeral
             )
         owner = check_token(access_token)
-        updates, removals, expectations = _checked_change(change, expect)
+        updates, removals, expectations = _checked_change(change, expect, self.value_limits)
         bound = checked_ephemeral(ephemeral, updates) if ephemeral else set()
         ttls = checked_ttl(ttl, updates) if ttl else {}
         if (ttls or bound) and not self._store.binds_keys:
@@ -470,6 +479,10 @@ class StateDictionary:
             self._delivered = revision
             self._views.restart(content, revision, facts)
         self.history_reset.invoke()
+
+    def holds_swept(self, locks: Mapping[Hashable, list[tuple[str, bool]]]) -> None:
+        """The store's other servers released this server's leases and locks (``ChangeFeed``)."""
+        self.holds_lost.invoke(locks=locks)
 
     async def start(self) -> None:
         """Let the store start feeding changes committed elsewhere (a server starting)."""
@@ -739,10 +752,12 @@ def _check_history_read(key: str, limit: int | None, since: int | None) -> None:
 
 
 def _checked_change(
-    change: DictionaryChange, expect: Mapping[str, int | None] | None
+    change: DictionaryChange,
+    expect: Mapping[str, int | None] | None,
+    value_limits: ValueSizeLimits,
 ) -> tuple[dict[str, JsonValue], set[str], Expectations]:
     """A change's updates and removals (``validated_change``) and its checked expectations."""
-    updates, removals = validated_change(change.updates, change.removals)
+    updates, removals = validated_change(change.updates, change.removals, value_limits)
     if not expect:
         return updates, removals, {}
     return updates, removals, checked_expectations(expect, updates.keys() | removals)

@@ -35,14 +35,16 @@ from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistration, CommandRegistry, CommandRoute
 from statehub.core.expiry import EXPIRY_BATCH
 from statehub.core.rwlock import LockTable, RWLockTable
-from statehub.core.state_dictionary import StateDictionary
 from statehub.core.values import JsonValue
 from statehub.protocol import SERVICE_NAME
 from statehub.server.grpc_transport import session_handler
-from statehub.server.limits import SessionLimits
+from statehub.server.limits import SessionLimits, check_value_limits_fit
 from statehub.server.nanover_profile import NanoverProfile
 from statehub.server.session import Hub
+from statehub.server.tcp_transport import start_tcp_server
 from statehub.server.tls import ServerTls
+from statehub.store.state_dictionary import StateDictionary
+from statehub.web.origins import OriginPolicy
 
 if TYPE_CHECKING:
     from statehub.web.edge import WebEdge
@@ -122,8 +124,6 @@ class StateServer:
             raise ValueError(f"max_workers must be an int >= 1, got {max_workers!r}")
         if type(min_interval) not in (int, float) or not 0 <= min_interval < 86400:
             raise ValueError(f"min_interval must be a number of seconds >= 0, got {min_interval!r}")
-        from statehub.web.origins import OriginPolicy  # the web layer's rule, checked early
-
         #: Origins besides the web port's own allowed to open its WebSockets.
         self.allow_origins = tuple(allow_origins)
         OriginPolicy(self.allow_origins)  # a malformed origin fails here, not at start()
@@ -137,6 +137,7 @@ class StateServer:
         #: TLS of the port (None: plain TCP); its ``ssl_context()`` serves other ports alike.
         self.tls = tls
         self.state = state if state is not None else StateDictionary()
+        check_value_limits_fit(self.state.value_limits, max_message_bytes)
         self.locks = locks if locks is not None else RWLockTable()
         # NanoVer's max_workers sized the threads serving its calls; sessions need none
         # here, so it bounds the threads running blocking command callbacks instead.
@@ -160,6 +161,8 @@ class StateServer:
         # Revisions restarted (the store lost its history): every client reconnects and
         # resubscribes from a snapshot of the new epoch.
         self.state.history_reset.add_callback(self.hub.end_sessions)
+        # This server was cut off and swept: each session hears which holds it lost.
+        self.state.holds_lost.add_callback(self.hub.holds_lost)
         self._grpc_server: aio.Server | None = None
         #: The standard gRPC health service (grpc.health.v1.Health) on the gRPC port.
         self.health = health.aio.HealthServicer()
@@ -318,7 +321,9 @@ class StateServer:
             await asyncio.sleep(EXPIRY_POLL_S if left is None else min(left, EXPIRY_POLL_S))
 
     async def _start_web(self, port: int) -> None:
-        from statehub.web.edge import WebEdge  # the web edge imports the server's session
+        # imported here: aiohttp and the dashboard's edge cost a server without a web port
+        # about half a second at start-up
+        from statehub.web.edge import WebEdge
 
         self.web = WebEdge(
             self.hub,
@@ -339,8 +344,6 @@ class StateServer:
             ) from error
 
     async def _start_tcp(self, port: int) -> None:
-        from statehub.server.tcp_transport import start_tcp_server  # imports the web edge
-
         try:
             self._tcp_server = await start_tcp_server(
                 self.hub,

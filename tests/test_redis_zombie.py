@@ -1,0 +1,134 @@
+"""A statehub server paused past the sweep (SIGSTOP) tells its clients what they lost.
+
+Two ``statehub serve --store redis://`` processes over one redis-server. Server A is
+stopped longer than the liveness TTL + one heartbeat (6 s), so server B sweeps it:
+its clients' leases and locks go, and another client takes them. When A runs again its
+clients learn it (``leases_lost``/``locks_lost``, ``LockLostError``, ``LeaseLostError``), and a
+grant Redis made to one of A's waiters before the sweep is never delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from statehub import LeaseLostError, LockFailedError, LockLostError
+from statehub.bench.fleet import start_redis, start_statehub, stop
+from statehub.client import AsyncClient
+from tcp_proxy import TcpProxy
+
+DEADLINE_S = 30.0
+
+
+async def _until(predicate: Any, timeout: float = DEADLINE_S) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_swept_servers_clients_are_told_and_get_no_late_grant(tmp_path: Path) -> None:
+    redis_process = start_redis(tmp_path / "redis")
+    processes: list[Any] = [redis_process.process]
+    try:
+        server_a, port_a = start_statehub(redis_process.url)
+        processes.append(server_a)
+        server_b, port_b = start_statehub(redis_process.url)
+        processes.append(server_b)
+        async with (
+            AsyncClient("127.0.0.1", port_a, name="holder-on-a") as holder,
+            AsyncClient("127.0.0.1", port_a, name="waiter-on-a") as waiter,
+            AsyncClient("127.0.0.1", port_b, name="other-on-b") as other,
+        ):
+            lost: dict[str, list[str]] = {}
+            holder.leases_lost.add_callback(lambda keys: lost.setdefault("leases", keys))
+            holder.locks_lost.add_callback(lambda keys: lost.setdefault("locks", keys))
+
+            assert await holder.attempt_update_locks({"leased": 60})
+            held = await holder.acquire_lock("door", holder.new_owner("test"))
+            kept = await other.acquire_lock("gate", other.new_owner("test"))
+            waiting = asyncio.create_task(waiter.acquire_lock("gate", waiter.new_owner("test")))
+            await _wait_for_waiters(other, "gate", 1)
+
+            os.kill(server_a.pid, signal.SIGSTOP)
+            try:
+                # Redis grants the gate to A's waiter now; A hears of it only after the
+                # sweep has released it again.
+                await other.release_lock(kept)
+                taker = other.new_owner("after-sweep")
+                await other.acquire_lock("door", taker, timeout=DEADLINE_S)  # the sweep came
+                await other.acquire_lock("gate", taker, timeout=DEADLINE_S)
+                assert await other.attempt_update_locks({"leased": 60})
+            finally:
+                os.kill(server_a.pid, signal.SIGCONT)
+
+            with pytest.raises(LockFailedError, match="cut off from Redis"):
+                await asyncio.wait_for(waiting, DEADLINE_S)
+            await _until(lambda: "locks" in lost and "leases" in lost)
+            assert lost == {"leases": ["leased"], "locks": ["door"]}
+            with pytest.raises(LockLostError, match="door"):
+                await holder.release_lock(held)
+            with pytest.raises(LeaseLostError, match="leased"):
+                await holder.set("leased", "through a lease it lost")
+            # Only the new holders hold them.
+            holders = {lock.key: [h.client for h in lock.holders] for lock in await other.locks()}
+            assert holders == {"door": ["other-on-b"], "gate": ["other-on-b"]}
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGCONT)  # a stopped process ignores SIGTERM
+            stop(process)
+
+
+async def _wait_for_waiters(client: AsyncClient, key: str, count: int) -> None:
+    deadline = asyncio.get_running_loop().time() + DEADLINE_S
+    while True:
+        waiting = {lock.key: lock.waiting for lock in await client.locks()}
+        if waiting.get(key) == count:
+            return
+        assert asyncio.get_running_loop().time() < deadline, waiting
+        await asyncio.sleep(0.05)
+
+
+async def test_a_server_whose_redis_link_was_cut_past_the_sweep_tells_its_clients(
+    tmp_path: Path,
+) -> None:
+    redis_process = start_redis(tmp_path / "redis")
+    proxy = TcpProxy(redis_process.port)  # server A reaches Redis only through it
+    processes: list[Any] = [redis_process.process]
+    try:
+        server_a, port_a = start_statehub(f"redis://127.0.0.1:{proxy.port}/0")
+        processes.append(server_a)
+        server_b, port_b = start_statehub(redis_process.url)
+        processes.append(server_b)
+        async with (
+            AsyncClient("127.0.0.1", port_a, name="holder-on-a") as holder,
+            AsyncClient("127.0.0.1", port_b, name="other-on-b") as other,
+        ):
+            lost: dict[str, list[str]] = {}
+            holder.leases_lost.add_callback(lambda keys: lost.setdefault("leases", keys))
+            holder.locks_lost.add_callback(lambda keys: lost.setdefault("locks", keys))
+            assert await holder.attempt_update_locks({"leased": 60})
+            held = await holder.acquire_lock("door", holder.new_owner("test"))
+
+            proxy.cut()
+            taken = await other.acquire_lock("door", other.new_owner("test"), timeout=DEADLINE_S)
+            assert held.fence is not None and taken.fence is not None
+            assert taken.fence > held.fence  # the resource can tell the holders apart
+            proxy.restore()
+
+            await _until(lambda: "locks" in lost and "leases" in lost)
+            assert lost == {"leases": ["leased"], "locks": ["door"]}
+            with pytest.raises(LockLostError, match="door"):
+                await holder.release_lock(held)
+            with pytest.raises(LeaseLostError, match="leased"):
+                await holder.set("leased", "through a lease it lost")
+    finally:
+        proxy.close()
+        for process in reversed(processes):
+            stop(process)
