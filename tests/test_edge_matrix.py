@@ -275,7 +275,7 @@ async def test_rights_are_enforced(kind: str, server: StateServer) -> None:
 async def test_limits_are_enforced(kind: str, server: StateServer) -> None:
     async with edge(kind, server, "walt") as client:
         if kind in SESSION_EDGES:  # max_leases=2
-            assert await client.lease(["lab/w/1", "lab/w/2", "lab/w/3"]) == "LimitExceeded"
+            assert await client.lease(["lab/w/1", "lab/w/2", "lab/w/3"]) == "LimitExceededError"
             assert not server.state.leases()
         elif kind == "nanover-grpc":  # max_message_bytes
             refused = await client.write({"lab/w/big": "x" * MAX_MESSAGE_BYTES})
@@ -285,7 +285,7 @@ async def test_limits_are_enforced(kind: str, server: StateServer) -> None:
             request = {"request": {"name": "echo", "arguments": {}, "id": 1}}
             await client.send({"command": [request] * (LIMITS.max_pending_requests + 1)})
             error = await asyncio.wait_for(client.errors.get(), DEADLINE)
-            assert error["type"] == "LimitExceeded"
+            assert error["type"] == "LimitExceededError"
 
 
 def _struct(mapping: dict[str, Any]) -> struct_pb2.Struct:

@@ -529,7 +529,7 @@ async def test_registrations_are_bounded_by_the_session_limit() -> None:
         for name in ("one", "two", "three"):
             await peer.send({"command": {"register": {"name": name, "arguments": {}}}})
         error = await peer.next_error()
-        assert error["type"] == "LimitExceeded"
+        assert error["type"] == "LimitExceededError"
         assert "register 'three'" in error["message"]
         assert "max_registrations=2" in error["message"]
         assert {"one", "two"} <= set(server.commands) and "three" not in server.commands

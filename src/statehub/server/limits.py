@@ -13,14 +13,9 @@ from dataclasses import dataclass, fields
 from statehub.core.limits import MAX_VALUE_BYTES, ValueSizeLimits
 from statehub.errors import LimitExceededError
 
-#: The former name, for session.py and the NanoVer edges until the engine branch lands
-#: (an alias of statehub's own: the public one warns).
-LimitExceeded = LimitExceededError
-
 __all__ = [
     "MAX_CLIENT_NAME_CHARS",
     "MAX_TOKEN_BYTES",
-    "LimitExceeded",
     "LimitExceededError",
     "SessionLimits",
     "check_client_name",

@@ -47,8 +47,8 @@ from grpc import aio
 
 from statehub.auth import PrefixSet, Principal
 from statehub.core.values import JsonValue, bytes_as_json
-from statehub.errors import ResourceLockedError
-from statehub.protocol.errors import MessageTooLargeError, error_message, status_of
+from statehub.errors import MessageTooLargeError, ResourceLockedError
+from statehub.protocol.errors import error_message, status_of
 from statehub.server.grpc_credentials import call_credentials
 from statehub.server.nanover_proto import command_service_pb2, state_service_pb2
 from statehub.server.operations.commands import callable_only, run_command

@@ -33,24 +33,19 @@ from statehub.core.limits import check_seconds
 from statehub.core.pacing import Pacer
 from statehub.core.rwlock import LockHolding, LockTable
 from statehub.core.values import check_key
-from statehub.errors import StatehubError
-from statehub.protocol.codec import decode_batch, encode_value
-from statehub.protocol.errors import (
+from statehub.errors import (
+    LimitExceededError,
     MessageTooLargeError,
     ProtocolError,
-    RequestCancelled,
-    error_to_wire,
-    status_of,
+    RequestCancelledError,
+    StatehubError,
 )
+from statehub.protocol.codec import decode_batch, encode_value
+from statehub.protocol.errors import error_to_wire, status_of
 from statehub.server.connections import ConnectionBudget
 from statehub.server.force_release import KINDS as FORCE_RELEASE_KINDS
 from statehub.server.force_release import force_release_lease, force_release_lock
-from statehub.server.limits import (
-    LimitExceeded,
-    SessionLimits,
-    check_client_name,
-    check_token,
-)
+from statehub.server.limits import SessionLimits, check_client_name, check_token
 from statehub.server.operations.commands import callable_only, run_command
 from statehub.server.operations.leases import change_leases
 from statehub.server.operations.owner import owner_token
@@ -326,7 +321,7 @@ class Session:
             if request_id in self._waiting:
                 raise ProtocolError(f"request id {request_id} is still waiting for its reply")
             if op in _WAITING_OPS and len(self._waiting) >= self.hub.limits.max_pending_requests:
-                raise LimitExceeded(
+                raise LimitExceededError(
                     f"{op}: this session already has {len(self._waiting)} requests waiting "
                     f"(max_pending_requests={self.hub.limits.max_pending_requests})"
                 )
@@ -362,7 +357,7 @@ class Session:
         if self._closed:
             return
         if task.cancelled():
-            error: BaseException = RequestCancelled(f"request {request_id} cancelled")
+            error: BaseException = RequestCancelledError(f"request {request_id} cancelled")
             self._request_done(op, error)
             self._send_error(request_id, error)
         elif (failure := task.exception()) is not None:
@@ -775,7 +770,7 @@ class Session:
     def _subscribe(self, message: dict[str, Any]) -> Reply:
         limit = self.hub.limits.max_subscriptions
         if len(self._subscriptions) >= limit:
-            raise LimitExceeded(
+            raise LimitExceededError(
                 f"subscribe: this session already has {len(self._subscriptions)} subscriptions "
                 f"(max_subscriptions={limit}); unsubscribe one first"
             )

@@ -51,9 +51,13 @@ from statehub.auth.context import current_principal
 from statehub.core.buffers import DictionaryChangeBuffer
 from statehub.core.change import DictionaryChange
 from statehub.core.pacing import SteadyPacer
-from statehub.errors import ObjectFrozenError, ResourceLockedError, StatehubError
+from statehub.errors import (
+    LimitExceededError,
+    ObjectFrozenError,
+    ResourceLockedError,
+    StatehubError,
+)
 from statehub.protocol.errors import status_of
-from statehub.server.limits import LimitExceeded
 from statehub.server.operations.commands import callable_only, may_call
 from statehub.server.operations.copies import keys_to_drop
 from statehub.server.operations.owner import owner_token
@@ -142,7 +146,7 @@ class NanoverRoom:
         previous = self._registrants.get(name)
         limit = self.hub.limits.max_registrations
         if previous is not connection and connection.registered >= limit:
-            raise LimitExceeded(
+            raise LimitExceededError(
                 f"register {name!r}: this client already serves {connection.registered} "
                 f"commands (max_registrations={limit})"
             )
@@ -453,7 +457,7 @@ class NanoverConnection:
             if len(payloads) > limit:  # bounded work per message: refused whole, unread
                 self._spawn(
                     self._report_error(
-                        "LimitExceeded",
+                        LimitExceededError.__name__,
                         f"a message with {len(payloads)} command payloads is over the limit "
                         f"of {limit} per message (max_pending_requests); none was run",
                     )
@@ -603,7 +607,7 @@ class NanoverConnection:
                 AdminRight.REGISTER_COMMANDS, f"register {registration['name']!r}"
             )
             self.room.register(registration["name"], self, defaults, presentation)
-        except (TypeError, ValueError, PermissionDeniedError, LimitExceeded) as error:
+        except (TypeError, ValueError, PermissionDeniedError, LimitExceededError) as error:
             self._spawn(self._report_error(type(error).__name__, f"not registered: {error}"))
 
     def _answer_forward(self, payload: dict[str, Any]) -> None:
@@ -629,7 +633,7 @@ class NanoverConnection:
     async def _refuse_requests(self, requests: list[object]) -> None:
         limit = self.hub.limits.max_pending_requests
         exception = (
-            f"LimitExceeded: this client already has {limit} commands running "
+            f"{LimitExceededError.__name__}: this client already has {limit} commands running "
             f"(max_pending_requests={limit})"
         )
         for start in range(0, len(requests), 100):
