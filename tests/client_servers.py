@@ -64,7 +64,7 @@ def server_for(scheme: str, port: int, **options: Any) -> StateServer:
     return StateServer(address="127.0.0.1", port=port, grpc_port=0, **options)
 
 
-def threaded_server(port: int = 0) -> StateServer:
-    """A StateServer on 127.0.0.1 running in a background thread (for blocking tests);
-    ``port``: its plain-TCP port (its gRPC port a free one)."""
-    return StateServer(address="127.0.0.1", port=port, grpc_port=0).start_in_thread()
+def threaded_server(port: int = 0, grpc_port: int = 0) -> StateServer:
+    """A StateServer on 127.0.0.1 (plain TCP on ``port``, gRPC on ``grpc_port``; 0: free
+    ones) running in a background thread (for blocking tests)."""
+    return StateServer(address="127.0.0.1", port=port, grpc_port=grpc_port).start_in_thread()

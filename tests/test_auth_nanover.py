@@ -182,14 +182,14 @@ async def test_a_reload_that_changes_read_rights_sends_a_fresh_copy_under_the_ne
         stream.cancel()
 
 
-async def test_the_empty_token_is_not_shared_between_connections(tmp_path: Path) -> None:
-    async with (
-        auth_server(tmp_path) as server,
-        nanover(server, "walt") as first,
-        nanover(server, "walt") as second,
-    ):
-        assert await first.locks({"lab/w/a": 60})
-        assert not await second.update({"lab/w/a": "stolen"})
-        await second.locks({"lab/w/a": None})  # releasing it releases nothing of first's
-        assert [lease.key for lease in server.state.leases()] == ["lab/w/a"]
-        assert await first.update({"lab/w/a": "mine"})
+async def test_a_token_owns_leases_per_identity(tmp_path: Path) -> None:
+    async with auth_server(tmp_path) as server:
+        async with nanover(server, "walt") as first:
+            assert await first.locks({"lab/w/a": 60})
+        async with nanover(server, "ada") as other_identity:  # the same token "" as ada
+            assert not await other_identity.update({"lab/w/a": "stolen"})
+            await other_identity.locks({"lab/w/a": None})  # releases nothing of walt's
+            assert [lease.key for lease in server.state.leases()] == ["lab/w/a"]
+        async with nanover(server, "walt") as reconnected:  # walt again: still his lease
+            assert await reconnected.update({"lab/w/a": "mine"})
+            assert server.state.get("lab/w/a") == "mine"

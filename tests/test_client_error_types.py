@@ -3,11 +3,12 @@ transport: the plain-TCP transport's last frame, a gRPC status, a WebSocket clos
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
-from statehub import AsyncClient, MessageTooLargeError, ProtocolError, StateServer
+from statehub import AsyncClient, Client, MessageTooLargeError, ProtocolError, StateServer
 from statehub.client.frame_stream import StreamBroken
 from statehub.client.transports import open_frame_stream
 
@@ -62,3 +63,17 @@ async def test_a_call_in_a_frame_over_the_servers_limit_raises_message_too_large
         (await client._connection()).max_message_bytes = 1 << 30
         with pytest.raises(MessageTooLargeError, match=r"\w"):  # with a message
             await client.set("big", "x" * (3 << 20))
+
+
+async def test_the_blocking_client_over_tcp_raises_the_servers_error_too(
+    server: StateServer,
+) -> None:
+    url = f"statehub+tcp://127.0.0.1:{server.tcp_port}"
+
+    def oversized_call() -> None:  # in a thread: the server runs in this loop
+        with Client(url, reconnect=False) as client:
+            client._session.max_message_bytes = 1 << 30  # see the test above
+            client.set("big", "x" * (3 << 20))
+
+    with pytest.raises(MessageTooLargeError, match=r"\w"):
+        await asyncio.to_thread(oversized_call)

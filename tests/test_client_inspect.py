@@ -118,7 +118,7 @@ def test_the_blocking_client_has_the_same_calls(server: StateServer) -> None:
         assert client.attempt_update_locks({"scene.a": 10})
         assert [lease.key for lease in client.leases()] == ["scene.a"]
         with client.get_lock("k"):
-            assert client.locks()[0].holders == (LockHolder(client.aio.session or "", "carol"),)
+            assert client.locks()[0].holders == (LockHolder(client.session or "", "carol"),)
         assert [s.client for s in client.sessions()] == ["carol"]
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 
-from client_servers import client_url, eventually_sync, threaded_server
+from client_servers import eventually_sync, threaded_server
 from statehub import (
     Client,
     ConnectionLostError,
@@ -29,15 +29,30 @@ def server() -> Iterator[StateServer]:
         running.close()
 
 
+#: The blocking client over gRPC (a background event loop) and plain TCP (its own I/O).
+TRANSPORTS = ["grpc", "tcp"]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def url(request: pytest.FixtureRequest, server: StateServer) -> str:
+    return server_url(server, request.param)
+
+
+def server_url(server: StateServer, transport: str) -> str:
+    if transport == "tcp":
+        return f"statehub://127.0.0.1:{server.tcp_port}"
+    return f"statehub+grpc://127.0.0.1:{server.grpc_port}"
+
+
 @pytest.fixture
-def client(server: StateServer, client_scheme: str) -> Iterator[Client]:
-    with Client(client_url(server, client_scheme)) as connected:
+def client(url: str) -> Iterator[Client]:
+    with Client(url) as connected:
         yield connected
 
 
 @pytest.fixture
-def other(server: StateServer, client_scheme: str) -> Iterator[Client]:
-    with Client(client_url(server, client_scheme)) as connected:
+def other(url: str) -> Iterator[Client]:
+    with Client(url) as connected:
         yield connected
 
 
@@ -101,9 +116,10 @@ def test_locks_belong_to_threads(client: Client) -> None:
         assert client.test_lock("other", exclusive=False)
 
 
-def test_server_gone_gives_connection_lost() -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_server_gone_gives_connection_lost(transport: str) -> None:
     server = threaded_server()
-    client = Client("127.0.0.1", server.port, reconnect=False)
+    client = Client(server_url(server, transport), reconnect=False)
     try:
         client.set("a", 1)
         server.close()
@@ -114,16 +130,18 @@ def test_server_gone_gives_connection_lost() -> None:
         client.close()
 
 
-def test_reconnects_after_a_restart_on_the_same_port() -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_reconnects_after_a_restart_on_the_same_port(transport: str) -> None:
     server = threaded_server()
-    port = server.port
+    port, grpc_port = server.tcp_port, server.grpc_port
     lost: list[list[str]] = []
-    with Client("127.0.0.1", port, backoff_initial=0.02, backoff_max=0.2) as client:
+    url = server_url(server, transport)
+    with Client(url, backoff_initial=0.02, backoff_max=0.2) as client:
         client.leases_lost.add_callback(lambda keys: lost.append(keys))
         assert client.attempt_update_locks({"mine": 60})
         server.close()
         eventually_sync(lambda: not client.connected)
-        server = threaded_server(port)
+        server = threaded_server(port, grpc_port)
         try:
             client.wait_connected(timeout=10)
             assert lost == [["mine"]]
@@ -135,7 +153,7 @@ def test_reconnects_after_a_restart_on_the_same_port() -> None:
 
 def test_lock_state_holds_the_mirror_still(client: Client, other: Client) -> None:
     other.subscribe_all_state_updates(0)
-    mirror = other.aio._mirror._subscription
+    mirror = other._mirror_subscription
     assert mirror is not None
     with other.lock_state() as state:
         revision = client.set("during", 1)
@@ -160,3 +178,57 @@ def test_the_blocking_client_and_the_cli_speak_every_transport(scheme: str) -> N
         result = CliRunner().invoke(main, ["set", "from.cli", "4"], env={"STATEHUB_URL": url})
         assert result.exit_code == 0, result.output
         assert server.state.get("from.cli") == 4
+
+
+def test_subscriptions_resume_after_the_server_restarts_over_tcp() -> None:
+    server = threaded_server()
+    port, grpc_port = server.tcp_port, server.grpc_port
+    restored = threading.Event()
+    with Client(server_url(server, "tcp"), backoff_initial=0.02, backoff_max=0.2) as client:
+        client.reconnected.add_callback(restored.set)
+        client.set("a", 1)
+        changes = client.subscribe(prefix="")
+        assert next(changes).updates == {"a": 1}
+        client.subscribe_all_state_updates()
+        server.close()
+        eventually_sync(lambda: not client.connected)
+        server = threaded_server(port, grpc_port)
+        try:
+            # Nobody calls: the client's helper thread reconnects and resubscribes.
+            assert restored.wait(10)
+            server.state.update_state(None, DictionaryChange({"fresh": True}))
+            change = next(changes)
+            assert change.snapshot  # another history: a snapshot, not a delta
+            if change.updates != {"fresh": True}:  # the snapshot came before the write
+                assert change.updates == {}
+                change = next(changes)
+            assert change.updates == {"fresh": True}
+            eventually_sync(lambda: client.copy_state() == {"fresh": True})
+            client.set("b", 2)
+            assert next(changes).updates == {"b": 2}
+            changes.close()
+        finally:
+            server.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_one_client_serves_many_threads_at_once(server: StateServer, transport: str) -> None:
+    errors: list[BaseException] = []
+    with Client(server_url(server, transport)) as client:
+
+        def work(number: int) -> None:
+            try:
+                for step in range(200):
+                    key = f"t{number}.{step % 5}"
+                    revision = client.set(key, [number, step])
+                    assert client.get(key) == [number, step] and revision > 0
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=work, args=(number,)) for number in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors, errors[:3]
+        assert len(client.keys("t")) == 8 * 5

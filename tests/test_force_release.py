@@ -14,7 +14,7 @@ from auth_support import auth_server, session_as
 from client_servers import threaded_server
 from statehub import AsyncClient, Client
 from statehub.cli import main
-from statehub.errors import LockFailedError, LockLostError
+from statehub.errors import LeaseLostError, LockFailedError, LockLostError
 from statehub.serving.state_server import StateServer
 from test_server_support import DEADLINE, RemoteError, eventually
 
@@ -53,7 +53,7 @@ async def test_a_force_released_lock_ends_the_holders_block_and_goes_to_the_wait
 
         released = await admin.force_release("lock", "lab.pump")
 
-        assert [(r["session"], r["told"]) for r in released] == [(holder.session, True)]
+        assert [(r.session, r.told) for r in released] == [(holder.session, True)]
         granted = await asyncio.wait_for(waiting, DEADLINE)
         assert granted.key == "lab.pump"
         await eventually(lambda: lost.locks == ["lab.pump"])
@@ -76,7 +76,7 @@ async def test_a_force_released_lease_is_lost_to_its_holder_and_free_for_others(
 
         released = await admin.force_release("lease", "scene.avatar")
 
-        assert [(r["session"], r["told"]) for r in released] == [(holder.session, True)]
+        assert [(r.session, r.told) for r in released] == [(holder.session, True)]
         await eventually(lambda: lost.leases == ["scene.avatar"])
         assert await other.attempt_update_locks({"scene.avatar": 60})
 
@@ -146,6 +146,29 @@ def test_the_cli_force_releases_a_lock_and_a_lease(threaded: StateServer) -> Non
     assert refused.exit_code == 1 and "no one holds the lock on 'lab.pump'" in refused.output
 
 
+@pytest.mark.parametrize("scheme", ["statehub+tcp", "statehub"])
+def test_a_blocking_client_is_told_on_either_transport(threaded: StateServer, scheme: str) -> None:
+    port = threaded.tcp_port if scheme == "statehub+tcp" else threaded.port  # statehub: gRPC
+    lost: list[tuple[str, list[str]]] = []
+    with (
+        Client(f"{scheme}://127.0.0.1:{port}", name="holder") as holder,
+        Client("127.0.0.1", threaded.port, name="operator") as admin,
+    ):
+        holder.leases_lost.add_callback(lambda keys: lost.append(("leases", keys)))
+        holder.locks_lost.add_callback(lambda keys: lost.append(("locks", keys)))
+        assert holder.attempt_update_locks({"scene.b": 60})
+        taken = pytest.raises(LockLostError, match=r"force-released by operator \(anyone\)")
+        with taken, holder.get_lock("lab.valve"):
+            admin.force_release("lock", "lab.valve")
+            holder.get("anything")  # reads the lost message, as any call would
+        admin.force_release("lease", "scene.b")
+        holder.get("anything")
+        with pytest.raises(LeaseLostError, match=r"'scene\.b' was lost"):
+            holder.set("scene.b", 1)
+        holder.set("scene.b", 2)  # told once: the next write is an ordinary one
+        assert lost == [("locks", ["lab.valve"]), ("leases", ["scene.b"])]
+
+
 async def test_over_redis_a_lease_of_another_server_goes_and_a_lock_holder_is_told(
     tmp_path: Path,
 ) -> None:
@@ -159,11 +182,11 @@ async def test_over_redis_a_lease_of_another_server_goes_and_a_lock_holder_is_to
         assert await holder.attempt_update_locks({"scene.avatar": 60})
         released = await admin.force_release("lease", "scene.avatar")
         # Server B cannot reach A's session to tell it: the reply says so.
-        assert [(r["session"], r["told"]) for r in released] == [("", False)]
+        assert [(r.session, r.told) for r in released] == [("", False)]
         assert [lease.key for lease in await holder.leases()] == []
         taken = pytest.raises(LockLostError, match=r"force-released by on-a \(anyone\)")
         with taken:
             async with holder.get_lock("lab.pump"):
                 released = await holder.force_release("lock", "lab.pump")
-                assert [(r["owner"], r["told"]) for r in released] == [("on-a", True)]
+                assert [(r.owner, r.told) for r in released] == [("on-a", True)]
         assert await admin.locks() == []

@@ -237,11 +237,9 @@ async def test_80000_registrations_in_one_message_neither_freeze_nor_pile_up() -
                 errors = [m for m in seen if "error" in m]
                 kinds = [m["error"]["type"] for m in errors]
                 # the 80,000 are refused whole; the 1,001st single one by the per-client bound
-                # web/nanover_socket.py writes the first by its former name (a literal the
-                # engine branch replaces); the second is the raised type's own name
-                assert kinds == ["LimitExceeded", "LimitExceededError"], errors
+                assert kinds == ["LimitExceededError", "LimitExceededError"], errors
                 assert "80000 command payloads" in errors[0]["error"]["message"]
-                assert "at most 1000 per client" in errors[1]["error"]["message"]
+                assert "max_registrations=1000" in errors[1]["error"]["message"]
                 assert len(await _command_names(observer) & {"cmd/0", "cmd/999"}) == 2
             p99 = await writer.stop()
             assert p99 < CANARY_P99, f"the canary's p99 write latency was {p99 * 1000:.0f} ms"
@@ -284,7 +282,7 @@ async def test_100000_command_requests_run_at_most_max_pending_requests_at_once(
                         reply = msgpack.unpackb((await attacker.receive()).data)
                         if "command" in reply:
                             # a literal in web/nanover_socket.py, by the former name
-                            assert reply["command"]["exception"].startswith("LimitExceeded:")
+                            assert reply["command"]["exception"].startswith("LimitExceededError:")
                             refused += 1
                 grown = server.rss() - rss_before
             p99 = await writer.stop()

@@ -155,21 +155,20 @@ async def test_locks_refuse_other_tokens_and_release_with_null(
     assert server.state.get("k") == "bob"
 
 
-async def test_a_token_names_an_owner_only_on_the_connection_that_presented_it(
+async def test_a_token_owns_its_leases_across_connections_as_in_nanover(
     server: StateServer, alice: NanoverClient
 ) -> None:
     async with connected(server, hello=False) as session:
-        await session.hello("alice")
+        await session.hello("alice")  # a session's hello token names no lease owner
         await session.request("leases", acquire={"shared": None})
-        assert not await alice.update({"shared": 1})  # the same token on another connection
+        assert not await alice.update({"shared": 1})
     assert await alice.locks({"mine": 60})
-    async for thief in _nanover(server, "alice"):  # a second connection naming it
-        assert not await thief.update({"mine": "stolen"})
-        assert not await thief.locks({"mine": 60})
-        await thief.locks({"mine": None})  # releasing it releases nothing of alice's
-        assert "mine" in {lease.key for lease in server.state.leases()}
-    assert await alice.update({"mine": "kept"})
-    assert server.state.get("mine") == "kept"
+    async for reconnected in _nanover(server, "alice"):  # a new connection, the same token
+        assert await reconnected.update({"mine": "still mine"})
+        assert await reconnected.locks({"mine": None})
+    assert "mine" not in {lease.key for lease in server.state.leases()}
+    async for other in _nanover(server, "bob"):
+        assert await other.update({"mine": "free now"})
 
 
 @pytest.mark.parametrize(

@@ -185,6 +185,25 @@ async def test_tls_on_the_tcp_port_with_the_servers_certificate(pki: Pki) -> Non
         await eventually(lambda: not server.hub.sessions)
 
 
+async def test_the_blocking_client_speaks_tls_on_the_tcp_port(pki: Pki) -> None:
+    async with running_server(tls=server_tls(pki, mutual=True)) as server:
+        url = f"statehubs+tcp://127.0.0.1:{server.tcp_port}"
+        mine = ClientTls(ca_file=pki.ca, cert_file=pki.client_cert, key_file=pki.client_key)
+
+        def blocking_calls() -> object:  # in a thread: the server runs in this loop
+            with Client(url, tls=mine, reconnect=False) as client:
+                client.set("k", [1])
+                return client.get("k")
+
+        assert await asyncio.to_thread(blocking_calls) == [1]
+
+        def without_tls() -> None:
+            Client(f"statehub+tcp://127.0.0.1:{server.tcp_port}", connect_timeout=3)
+
+        with pytest.raises(ConnectionLostError, match="cannot connect"):
+            await asyncio.to_thread(without_tls)
+
+
 async def test_a_tcp_port_in_use_fails_start_with_a_clear_message() -> None:
     async with running_server() as taken:
         server = StateServer(address="127.0.0.1", port=taken.tcp_port, grpc_port=0)

@@ -13,7 +13,15 @@ import aiohttp
 import msgpack
 import pytest
 
-from statehub import AsyncClient, DictionaryChange, StateServer
+from statehub import (
+    AsyncClient,
+    DictionaryChange,
+    StateDictionary,
+    StateServer,
+    StoreUnavailableError,
+)
+from statehub.server.limits import SessionLimits
+from statehub.store.memory import MemoryStore
 from test_server_support import DEADLINE, eventually, running_server
 
 
@@ -493,3 +501,35 @@ async def test_the_nanover_message_limit_is_set_per_edge() -> None:
     async with web_server() as server:
         assert server.web is not None
         assert server.web.nanover_max_message_bytes == 128 * 1024 * 1024  # NanoVer's own
+
+
+class _UnavailableStore(MemoryStore):
+    """A memory store that cannot commit (as a Redis store whose server is gone)."""
+
+    def commit(self, *args: Any, **kwargs: Any) -> int:
+        raise StoreUnavailableError("the store is unreachable (test)")
+
+
+async def test_a_store_error_is_answered_and_the_client_goes_on() -> None:
+    state = StateDictionary(store=_UnavailableStore())
+    async with web_server(state=state) as server, nanover_peer(server) as peer:
+        await peer.write({"a": 1})
+        error = await peer.next_error()
+        assert error["type"] == "StoreUnavailableError"
+        assert "unreachable" in error["message"]
+        await peer.request("commands/list", {}, 1)  # the connection still serves it
+        assert "response" in await peer.next_command()
+
+
+async def test_registrations_are_bounded_by_the_session_limit() -> None:
+    async with (
+        web_server(limits=SessionLimits(max_registrations=2)) as server,
+        nanover_peer(server) as peer,
+    ):
+        for name in ("one", "two", "three"):
+            await peer.send({"command": {"register": {"name": name, "arguments": {}}}})
+        error = await peer.next_error()
+        assert error["type"] == "LimitExceededError"
+        assert "register 'three'" in error["message"]
+        assert "max_registrations=2" in error["message"]
+        assert {"one", "two"} <= set(server.commands) and "three" not in server.commands

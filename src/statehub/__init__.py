@@ -58,6 +58,7 @@ _LAZY: dict[str, str] = {
     "StateDictionary": "statehub.store.state_dictionary",
     "StateServer": "statehub.serving.state_server",
     "StatehubError": "statehub.errors",
+    "TimeoutError": "statehub.errors",
     "Store": "statehub.store.base",
     "StoreUnavailableError": "statehub.errors",
     "UnauthenticatedError": "statehub.errors",
@@ -104,6 +105,7 @@ if TYPE_CHECKING:
         ResourceLockedError,
         StatehubError,
         StoreUnavailableError,
+        TimeoutError,
         UnauthenticatedError,
         ValueLimitError,
     )
@@ -182,6 +184,7 @@ __all__ = [
     "StatehubError",
     "Store",
     "StoreUnavailableError",
+    "TimeoutError",
     "UnauthenticatedError",
     "ValueLimitError",
     "__version__",

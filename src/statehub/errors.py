@@ -8,6 +8,7 @@ return codes (``EndpointError``); those subclass ``StatehubError`` too.
 
 from __future__ import annotations
 
+import builtins
 import warnings
 from collections.abc import Mapping
 from typing import Any, Self
@@ -181,6 +182,15 @@ class LockLostError(LockFailedError):
     at once. Whatever the lock protected may have been changed by the next holder
     meanwhile: fencing tokens let a resource refuse the older holder.
     """
+
+
+# Named as redis-py and nats-py name theirs; it is a builtin TimeoutError too.
+class TimeoutError(StatehubError, builtins.TimeoutError):
+    """A call got no answer from the server within its timeout (``timeout=``, or the
+    client's default). The message names the call and the server. The call left no
+    trace on the session: the client forgot the request and asked the server to stop it
+    (a lock wait is withdrawn; a lock granted after the timeout is given back). A write
+    the server had already received may still be applied."""
 
 
 #: The names before 0.2 -> their names now. Deprecated (docs/versioning.md): a former

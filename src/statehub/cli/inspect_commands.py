@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from statehub.cli.client_commands import connect, run
 from statehub.cli.options import server_options
 from statehub.cli.output import dumps, emit, output_option
+from statehub.client.listing import ReleasedHold
 
 
 @click.command()
@@ -153,10 +152,10 @@ def sessions(output: str, host: str, port: int) -> None:
     run(main)
 
 
-def _report_released(kind: str, key: str, released: list[dict[str, Any]]) -> None:
+def _report_released(kind: str, key: str, released: list[ReleasedHold]) -> None:
     for holder in released:
-        told = "told" if holder["told"] else "not told: not a session of this server"
-        session = str(holder["session"])[:8] or "another client"
+        told = "told" if holder.told else "not told: not a session of this server"
+        session = holder.session[:8] or "another client"
         click.echo(f"force-released the {kind} on {key!r} held by session {session} ({told})")
 
 

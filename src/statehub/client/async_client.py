@@ -16,28 +16,49 @@ import uuid
 import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from statehub.client.address import resolve_target
+from statehub.client.call_shapes import (
+    REMOVE_ATTEMPTS,
+    HeldLock,
+    checked_lock_wait,
+    entry_from_wire,
+    expectation,
+    history_arguments,
+    key_versions,
+    lock_deadline,
+    lock_lost_error,
+    refuse_taken_leases,
+    take_holds,
+    update_arguments,
+)
 from statehub.client.changes import CoalescingBuffer, StateChange
 from statehub.client.connection import Connection, Message, Subscription
 from statehub.client.deprecation import warn_renamed
 from statehub.client.listing import (
     LeaseInfo,
     LockInfo,
+    ReleasedHold,
     SessionInfo,
     lock_from_wire,
+    released_from_wire,
     session_from_wire,
 )
 from statehub.client.state_mirror import StateMirror
+from statehub.client.timeouts import (
+    CLIENT_DEFAULT,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    Timeout,
+    checked_timeout,
+    timed_out,
+)
 from statehub.client.tls import ClientTls
 from statehub.core.change import DictionaryChange
-from statehub.core.entries import Entry, checked_expectations
+from statehub.core.entries import Entry
 from statehub.core.events import Event
-from statehub.core.expiry import checked_ephemeral, checked_ttl
 from statehub.core.key_history import KeyVersion
-from statehub.core.limits import MAX_VALUE_BYTES
 from statehub.core.pacing import check_interval
 from statehub.core.rwlock import StateABC
 from statehub.core.values import JsonValue, check_key, checked_copy
@@ -45,9 +66,7 @@ from statehub.endpoints.remote import AsyncEndpointCalls
 from statehub.errors import (
     ConflictError,
     ConnectionLostError,
-    LeaseLostError,
     LockFailedError,
-    LockLostError,
     ResourceLockedError,
 )
 
@@ -55,23 +74,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _client_numbers = itertools.count(1)
-
-
-@dataclass(eq=False, slots=True)
-class HeldLock:
-    """One hold of a read/write lock, granted under session ``generation``."""
-
-    key: str
-    owner: str
-    exclusive: bool
-    generation: int
-    lost: bool = False
-    #: The grant's fencing token (``{"fence": n}`` in the lock reply), for a protected
-    #: resource to compare with the last one it accepted.
-    fence: int | None = None
-    #: Why the server took it away while the session lived on (``LockLostError``): an
-    #: admin's force release or a sweep of its cut-off server; "" while it was not.
-    taken_because: str = ""
 
 
 class ChangeStream:
@@ -123,7 +125,9 @@ class ChangeStream:
                 return
             deliver(message)
 
-        subscription = await connection.subscribe(self._interval, self._prefix, handler)
+        subscription = await connection.subscribe(
+            self._interval, self._prefix, handler, timeout=self._client.timeout
+        )
         holder.append(subscription)
         self._subscription = subscription
         self._client._streams.add(self)
@@ -160,7 +164,10 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
 
     ``credential``: a bearer token (or JWT) for a server started with ``--auth``.
     ``tls``: a ``ClientTls`` (CA bundle, client certificate), or True for the system's
-    CAs; an address ``statehubs://host:port`` turns TLS on too.
+    CAs; an address ``statehubs://host:port`` turns TLS on too. ``timeout``: seconds a
+    call waits for its answer (10 s; None: no limit; every call also takes ``timeout=``),
+    else ``statehub.TimeoutError`` naming the call and the server; ``connect_timeout``:
+    seconds to open a session (5 s), else ``ConnectionLostError``.
 
     Connect with ``async with AsyncClient(...)`` or ``await client.connect()``. When the
     server goes away, waiting and new calls raise ``ConnectionLostError`` while the client
@@ -183,7 +190,8 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         credential: str | None = None,
         tls: ClientTls | bool | None = None,
         name: str | None = None,
-        connect_timeout: float = 5.0,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         reconnect: bool = True,
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
@@ -196,6 +204,9 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         self.address = self.target.host
         self.port = self.target.port
         self.name = name if name is not None else f"statehub-python-{next(_client_numbers)}"
+        #: Seconds a call waits for its answer unless it says otherwise (None: no limit).
+        self.timeout = checked_timeout(timeout)
+        checked_timeout(connect_timeout, "connect_timeout")
         if tls is True or (self.target.tls and tls is None):
             tls = ClientTls()
         self._settings: dict[str, Any] = {
@@ -255,11 +266,19 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             assert conn is not None
         return conn
 
-    async def _request(self, op: str, **arguments: Any) -> Message:
+    async def _request(self, op: str, /, **arguments: Any) -> Message:
+        """A request waiting the client's ``timeout`` (tests send raw arguments with it)."""
+        return await self._timed_request(op, CLIENT_DEFAULT, **arguments)
+
+    async def _timed_request(self, op: str, timeout: Timeout, /, **arguments: Any) -> Message:
         conn = self._conn
         if conn is None or conn.generation == 0:
             conn = await self._connection()
-        return await conn.send(op, arguments)
+        return await conn.call(op, arguments, self._seconds(timeout))
+
+    def _seconds(self, timeout: Timeout) -> float | None:
+        """A call's ``timeout=`` as seconds (None: no limit)."""
+        return self.timeout if timeout is CLIENT_DEFAULT else checked_timeout(timeout)
 
     @property
     def connected(self) -> bool:
@@ -326,27 +345,12 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
 
     def _on_holds_lost(self, lost: Message) -> None:
         """The server took leases and locks of this live session away (an admin force-released
-        them, or the server was cut off from the shared store and swept): stop believing in
-        them, and say so."""
-        reason = str(lost.get("reason") or "released by the server")
-        leases = sorted(str(key) for key in lost.get("leases") or ())
-        for key in leases:
-            self._leases.pop(key, None)
-            self._leases_taken[key] = reason
-        named = {
-            (str(hold.get("key")), str(hold.get("owner")), bool(hold.get("exclusive")))
-            for hold in lost.get("locks") or ()
-            if isinstance(hold, dict)
-        }
-        locks = set()
-        for held in self._held_locks:
-            if not held.lost and (held.key, held.owner, held.exclusive) in named:
-                held.lost, held.taken_because = True, reason
-                locks.add(held.key)
+        them, or the server was cut off from the shared store and swept): say so."""
+        leases, locks = take_holds(lost, self._leases, self._leases_taken, self._held_locks)
         if leases:
             self._invoke(self.leases_lost, keys=leases)
         if locks:
-            self._invoke(self.locks_lost, keys=sorted(locks))
+            self._invoke(self.locks_lost, keys=locks)
 
     def _on_restored(self) -> None:
         self._invoke(self.reconnected)
@@ -361,38 +365,53 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
     # -- Pythonic state calls ------------------------------------------------------
 
     @overload
-    async def get(self, key: str) -> JsonValue: ...
+    async def get(self, key: str, *, timeout: Timeout = CLIENT_DEFAULT) -> JsonValue: ...
     @overload
-    async def get(self, key: str, default: T) -> JsonValue | T: ...
+    async def get(
+        self, key: str, default: T, *, timeout: Timeout = CLIENT_DEFAULT
+    ) -> JsonValue | T: ...
 
-    async def get(self, key: str, default: object = None) -> object:
-        """The value at ``key`` on the server, or ``default`` (None) if there is no such key."""
-        reply = await self._request("get", keys=[check_key(key)])
+    async def get(
+        self, key: str, default: object = None, *, timeout: Timeout = CLIENT_DEFAULT
+    ) -> object:
+        """The value at ``key`` on the server, or ``default`` (None) if there is no such key.
+
+        ``timeout``: seconds to wait for the answer (the client's ``timeout`` unless
+        given; None: no limit), else ``statehub.TimeoutError``; every call takes it.
+        """
+        reply = await self._timed_request("get", timeout, keys=[check_key(key)])
         values: dict[str, JsonValue] = reply["values"]
         return values.get(key, default)
 
-    async def entry(self, key: str) -> Entry | None:
+    async def entry(self, key: str, *, timeout: Timeout = CLIENT_DEFAULT) -> Entry | None:
         """``key``'s value with its facts, or None if there is no such key.
 
         ``Entry.mod_revision`` is the revision of the key's last change (what
         ``set(..., if_revision=)`` compares with), ``create_revision`` the revision that
         created it, ``version`` its number of changes since (1 when created).
         """
-        reply = await self._request("get", keys=[check_key(key)], facts=True)
+        reply = await self._timed_request("get", timeout, keys=[check_key(key)], facts=True)
         values: dict[str, JsonValue] = reply["values"]
         if key not in values:
             return None
-        return _entry(key, values[key], reply["facts"][key])
+        return entry_from_wire(key, values[key], reply["facts"][key])
 
-    async def entries(self, prefix: str = "") -> list[Entry]:
+    async def entries(self, prefix: str = "", *, timeout: Timeout = CLIENT_DEFAULT) -> list[Entry]:
         """The keys starting with ``prefix`` with values and facts, read at one revision."""
-        reply = await self._request("keys", prefix=check_key(prefix), values=True, facts=True)
+        reply = await self._timed_request(
+            "keys", timeout, prefix=check_key(prefix), values=True, facts=True
+        )
         values: dict[str, JsonValue] = reply["values"]
         facts = reply["facts"]
-        return [_entry(key, value, facts[key]) for key, value in values.items()]
+        return [entry_from_wire(key, value, facts[key]) for key, value in values.items()]
 
     async def history(
-        self, key: str, *, limit: int | None = None, since: int | None = None
+        self,
+        key: str,
+        *,
+        limit: int | None = None,
+        since: int | None = None,
+        timeout: Timeout = CLIENT_DEFAULT,
     ) -> list[KeyVersion]:
         """``key``'s last versions kept by the server, oldest first: value (or
         ``removed``), revision, time, and who (``by``, ``.session``, ``.identity``).
@@ -400,45 +419,36 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         ``since``: only versions after that revision; ``limit``: only the newest that
         many. Empty if the server keeps no history (``statehub serve --history N``).
         """
-        arguments: dict[str, Any] = {"key": check_key(key)}
-        if limit is not None:
-            arguments["limit"] = limit
-        if since is not None:
-            arguments["since"] = since
-        reply = await self._request("history", **arguments)
-        return [
-            KeyVersion(
-                key,
-                entry["revision"],
-                entry["time"],
-                entry.get("value"),
-                bool(entry.get("removed", False)),
-                entry.get("by"),
-            )
-            for entry in reply["versions"]
-        ]
+        reply = await self._timed_request(
+            "history", timeout, **history_arguments(key, limit, since)
+        )
+        return key_versions(key, reply)
 
-    async def get_all(self) -> dict[str, JsonValue]:
+    async def get_all(self, *, timeout: Timeout = CLIENT_DEFAULT) -> dict[str, JsonValue]:
         """The whole state, read from the server."""
-        reply = await self._request("get", keys=None)
+        reply = await self._timed_request("get", timeout, keys=None)
         values: dict[str, JsonValue] = reply["values"]
         return values
 
-    async def get_many(self, keys: Iterable[str]) -> dict[str, JsonValue]:
+    async def get_many(
+        self, keys: Iterable[str], *, timeout: Timeout = CLIENT_DEFAULT
+    ) -> dict[str, JsonValue]:
         """The values of ``keys`` read at one revision; keys that do not exist are left out."""
-        reply = await self._request("get", keys=[check_key(key) for key in keys])
+        reply = await self._timed_request("get", timeout, keys=[check_key(key) for key in keys])
         values: dict[str, JsonValue] = reply["values"]
         return values
 
-    async def keys(self, prefix: str = "") -> list[str]:
+    async def keys(self, prefix: str = "", *, timeout: Timeout = CLIENT_DEFAULT) -> list[str]:
         """The keys starting with ``prefix`` (all keys for ""), sorted."""
-        reply = await self._request("keys", prefix=check_key(prefix))
+        reply = await self._timed_request("keys", timeout, prefix=check_key(prefix))
         keys: list[str] = reply["keys"]
         return keys
 
-    async def get_prefix(self, prefix: str = "") -> dict[str, JsonValue]:
+    async def get_prefix(
+        self, prefix: str = "", *, timeout: Timeout = CLIENT_DEFAULT
+    ) -> dict[str, JsonValue]:
         """The keys starting with ``prefix`` with their values, read at one revision."""
-        reply = await self._request("keys", prefix=check_key(prefix), values=True)
+        reply = await self._timed_request("keys", timeout, prefix=check_key(prefix), values=True)
         values: dict[str, JsonValue] = reply["values"]
         return values
 
@@ -451,6 +461,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         if_absent: bool = False,
         ttl: float | None = None,
         ephemeral: bool = False,
+        timeout: Timeout = CLIENT_DEFAULT,
     ) -> int:
         """Set ``key`` to ``value``; returns the revision of the change.
 
@@ -465,13 +476,20 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         changes. ``ResourceLockedError`` if another client leases ``key``; ``TypeError``
         naming the path for a value that is not JSON-like (a tuple, a set, an object...).
         """
-        expect = _expectation(key, if_revision, if_absent)
+        expect = expectation(key, if_revision, if_absent)
         ttls = None if ttl is None else {key: ttl}
         bound = [key] if ephemeral else None
-        return await self.update(updates={key: value}, expect=expect, ttl=ttls, ephemeral=bound)
+        return await self.update(
+            updates={key: value}, expect=expect, ttl=ttls, ephemeral=bound, timeout=timeout
+        )
 
     async def remove(
-        self, key: str, *, if_revision: int | None = None, missing_ok: bool = True
+        self,
+        key: str,
+        *,
+        if_revision: int | None = None,
+        missing_ok: bool = True,
+        timeout: Timeout = CLIENT_DEFAULT,
     ) -> int:
         """Remove ``key``; returns the revision of the change. ``if_revision``: only if the
         key's last change is still that revision (``ConflictError`` otherwise).
@@ -483,23 +501,25 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         at the moment of the removal, never when this call removed a value.
         """
         if missing_ok:
-            return await self.update(removals=[key], expect=_expectation(key, if_revision, False))
-        for _ in range(_REMOVE_ATTEMPTS):
+            return await self.update(
+                removals=[key], expect=expectation(key, if_revision, False), timeout=timeout
+            )
+        for _ in range(REMOVE_ATTEMPTS):
             expected = if_revision
             if expected is None:
-                entry = await self.entry(key)
+                entry = await self.entry(key, timeout=timeout)
                 if entry is None:
                     raise KeyError(f"no key {key!r}")
                 expected = entry.mod_revision
             try:
-                return await self.update(removals=[key], expect={key: expected})
+                return await self.update(removals=[key], expect={key: expected}, timeout=timeout)
             except ConflictError as error:
                 if key in error.current and error.current[key] is None:
                     raise KeyError(f"no key {key!r}") from None
                 if if_revision is not None:
                     raise
         raise ConflictError(
-            f"key {key!r} changed between reading and removing it {_REMOVE_ATTEMPTS} times "
+            f"key {key!r} changed between reading and removing it {REMOVE_ATTEMPTS} times "
             "in a row: not removed"
         )
 
@@ -511,6 +531,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         expect: Mapping[str, int | None] | None = None,
         ttl: Mapping[str, float] | None = None,
         ephemeral: Iterable[str] | None = None,
+        timeout: Timeout = CLIENT_DEFAULT,
     ) -> int:
         """Apply all of ``updates`` and ``removals`` atomically, or none of them.
 
@@ -525,31 +546,12 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         ``ConflictError`` names each such key with its revision now, and nothing changes.
         Returns the revision; ``ResourceLockedError`` if another client leases a key.
         """
-        # The server keeps the size limits (per key prefix, docs/limits.md): here a value is
-        # refused only if no frame to this server could carry it (a server with small frames
-        # refuses the frame instead, MessageTooLargeError).
-        most = max((await self._connection()).max_message_bytes, MAX_VALUE_BYTES)
-        checked = {
-            check_key(key): checked_copy(value, key, most) for key, value in (updates or {}).items()
-        }
-        removed = [check_key(key) for key in removals or ()]
-        extra: dict[str, Any] = {}
-        if expect:
-            extra["expect"] = checked_expectations(expect, checked.keys() | set(removed))
-        if ttl:
-            extra["ttl"] = checked_ttl(ttl, checked)
-        if ephemeral:
-            extra["ephemeral"] = sorted(checked_ephemeral(ephemeral, checked))
-        swept = sorted(key for key in (*checked, *removed) if key in self._leases_taken)
-        if swept:
-            reason = self._leases_taken[swept[0]]
-            for key in swept:
-                del self._leases_taken[key]
-            raise LeaseLostError(
-                f"the lease on {', '.join(map(repr, swept))} was lost ({reason}): nothing was "
-                "applied; take the lease again before writing"
-            )
-        reply = await self._request("update", updates=checked, removals=removed, **extra)
+        conn = await self._connection()
+        arguments = update_arguments(
+            updates, removals, expect, ttl, ephemeral, conn.max_message_bytes
+        )
+        refuse_taken_leases(arguments, self._leases_taken)
+        reply = await self._timed_request("update", timeout, **arguments)
         revision: int = reply["revision"]
         return revision
 
@@ -562,7 +564,9 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
 
     # -- NanoVer's calls -----------------------------------------------------------
 
-    async def subscribe_all_state_updates(self, interval: float = 0) -> None:
+    async def subscribe_all_state_updates(
+        self, interval: float = 0, *, timeout: Timeout = CLIENT_DEFAULT
+    ) -> None:
         """Keep a local mirror of the whole state, refreshed at most every ``interval`` s.
 
         Returns once the mirror holds the first snapshot. Read it with ``copy_state()``
@@ -571,7 +575,8 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         if self._mirror.started:
             return
         interval = check_interval(interval)
-        await self._mirror.start(await self._connection(), float(interval))
+        seconds = self._seconds(timeout)
+        await self._mirror.start(await self._connection(), float(interval), seconds)
 
     def copy_state(self) -> dict[str, JsonValue]:
         """A deep copy of the mirror (empty unless ``subscribe_all_state_updates`` ran)."""
@@ -584,15 +589,19 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         """
         return self._mirror.hold()
 
-    async def attempt_update_state(self, change: DictionaryChange) -> bool:
+    async def attempt_update_state(
+        self, change: DictionaryChange, *, timeout: Timeout = CLIENT_DEFAULT
+    ) -> bool:
         """Apply ``change`` atomically; False (nothing applied) if a key is leased by another."""
         try:
-            await self.update(change.updates, change.removals)
+            await self.update(change.updates, change.removals, timeout=timeout)
         except ResourceLockedError:
             return False
         return True
 
-    async def attempt_update_locks(self, lock_updates: Mapping[str, float | None]) -> bool:
+    async def attempt_update_locks(
+        self, lock_updates: Mapping[str, float | None], *, timeout: Timeout = CLIENT_DEFAULT
+    ) -> bool:
         """Lease keys (``{key: seconds}``) and release them (``{key: None}``).
 
         Releases always happen; the acquisitions happen all together or not at all
@@ -602,7 +611,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         release = [check_key(k) for k, s in lock_updates.items() if s is None]
         started = time.monotonic()
         try:
-            await self._request("leases", acquire=acquire, release=release)
+            await self._timed_request("leases", timeout, acquire=acquire, release=release)
         except ResourceLockedError:
             for key in release:
                 self._leases.pop(key, None)
@@ -615,9 +624,9 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
             self._leases_taken.pop(key, None)
         return True
 
-    async def leases(self) -> list[LeaseInfo]:
+    async def leases(self, *, timeout: Timeout = CLIENT_DEFAULT) -> list[LeaseInfo]:
         """The live leases on the server, sorted by key."""
-        reply = await self._request("list_leases")
+        reply = await self._timed_request("list_leases", timeout)
         return [LeaseInfo(key, mine, left) for key, mine, left in reply["leases"]]
 
     async def list_leases(self) -> list[tuple[str, bool, float | None]]:
@@ -625,41 +634,45 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         warn_renamed("AsyncClient.list_leases()", "AsyncClient.leases()")
         return [(lease.key, lease.mine, lease.seconds_left) for lease in await self.leases()]
 
-    async def locks(self) -> list[LockInfo]:
+    async def locks(self, *, timeout: Timeout = CLIENT_DEFAULT) -> list[LockInfo]:
         """The read/write locks held on the server, sorted by key."""
-        reply = await self._request("list_locks")
+        reply = await self._timed_request("list_locks", timeout)
         return [lock_from_wire(wire) for wire in reply["locks"]]
 
-    async def force_release(self, kind: str, key: str) -> list[dict[str, Any]]:
+    async def force_release(
+        self, kind: str, key: str, *, timeout: Timeout = CLIENT_DEFAULT
+    ) -> list[ReleasedHold]:
         """Take the ``kind`` ("lock" or "lease") on ``key`` away from whoever holds it.
 
         Needs the admin right ``force_unlock``. Each holder that is a session of the server
         is told (its client sees the hold lost); the reply lists the holders released, with
         ``told``. ``KeyError`` if nothing is held there.
         """
-        reply = await self._request("force_release", kind=kind, key=check_key(key))
-        released: list[dict[str, Any]] = reply["released"]
-        return released
+        reply = await self._timed_request("force_release", timeout, kind=kind, key=check_key(key))
+        return released_from_wire(reply)
 
-    async def sessions(self) -> list[SessionInfo]:
+    async def sessions(self, *, timeout: Timeout = CLIENT_DEFAULT) -> list[SessionInfo]:
         """The sessions connected to the server (``you`` marks this client's)."""
-        reply = await self._request("list_sessions")
+        reply = await self._timed_request("list_sessions", timeout)
         return [session_from_wire(wire) for wire in reply["sessions"]]
 
     async def run_command(self, name: str, **arguments: JsonValue) -> dict[str, JsonValue] | None:
         """Run the command ``name`` on the server with ``arguments``; returns its result.
 
         ``KeyError`` if there is no such command, ``TypeError`` for arguments it does not
-        take, ``CommandFailedError`` if it raised.
+        take, ``CommandFailedError`` if it raised. It waits the client's ``timeout``: its
+        keyword arguments are the command's, so it takes no ``timeout=`` of its own.
         """
         checked = checked_copy(arguments, f"{name} arguments")
-        reply = await self._request("call", name=name, arguments=checked)
+        reply = await self._timed_request("call", CLIENT_DEFAULT, name=name, arguments=checked)
         result: dict[str, JsonValue] | None = reply.get("result")
         return result
 
-    async def available_commands(self) -> dict[str, dict[str, JsonValue]]:
+    async def available_commands(
+        self, *, timeout: Timeout = CLIENT_DEFAULT
+    ) -> dict[str, dict[str, JsonValue]]:
         """The commands registered on the server: ``{name: default_arguments}``."""
-        reply = await self._request("commands")
+        reply = await self._timed_request("commands", timeout)
         commands: dict[str, dict[str, JsonValue]] = reply["commands"]
         return commands
 
@@ -681,9 +694,13 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         finally:
             await self.release_lock(held)
 
-    async def test_lock(self, key: str, *, exclusive: bool = True) -> bool:
+    async def test_lock(
+        self, key: str, *, exclusive: bool = True, timeout: Timeout = CLIENT_DEFAULT
+    ) -> bool:
         """True if the lock could be taken in that mode right now (transient information)."""
-        reply = await self._request("test_lock", key=check_key(key), exclusive=exclusive)
+        reply = await self._timed_request(
+            "test_lock", timeout, key=check_key(key), exclusive=exclusive
+        )
         free: bool = reply["free"]
         return free
 
@@ -706,8 +723,7 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
     ) -> HeldLock:
         """Take the lock on ``key`` for ``owner``; see ``get_lock``."""
         check_key(key)
-        if timeout is not None and (type(timeout) not in (int, float) or not timeout >= 0):
-            raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        checked_lock_wait(timeout)
         conn = await self._connection()
         arguments = {"key": key, "exclusive": exclusive, "timeout": timeout, "owner": owner}
         try:
@@ -715,20 +731,15 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         except ConnectionLostError as error:
             raise LockFailedError(f"cannot lock {key!r}: {error}") from error
         generation = conn.generation
+        deadline = lock_deadline(timeout, self.timeout)
         try:
-            reply = await asyncio.shield(future)
+            async with asyncio.timeout(deadline):
+                reply = await asyncio.shield(future)
+        except TimeoutError:
+            self._withdraw_lock_request(conn, future, key, exclusive, owner)
+            raise timed_out(f"lock {key!r}", conn.target, deadline or 0.0) from None
         except asyncio.CancelledError:
-            # Leave the server's queue (a waiting writer would hold off new readers); if
-            # the grant crossed the cancel on the wire, give the lock back once it lands.
-            conn.cancel(future)
-
-            def give_back(granted: asyncio.Future[Message]) -> None:
-                if not granted.cancelled() and granted.exception() is None:
-                    conn.send_and_forget(
-                        "unlock", {"key": key, "exclusive": exclusive, "owner": owner}
-                    )
-
-            future.add_done_callback(give_back)
+            self._withdraw_lock_request(conn, future, key, exclusive, owner)
             raise
         except ConnectionLostError as error:
             raise LockFailedError(f"cannot lock {key!r}: {error}") from error
@@ -741,45 +752,35 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         self._held_locks.add(held)
         return held
 
+    @staticmethod
+    def _withdraw_lock_request(
+        conn: Connection, future: asyncio.Future[Message], key: str, exclusive: bool, owner: str
+    ) -> None:
+        """Leave the server's queue (a waiting writer would hold off new readers); if the
+        grant crossed the cancel on the wire, give the lock back once it lands."""
+        conn.cancel(future)
+
+        def give_back(granted: asyncio.Future[Message]) -> None:
+            if not granted.cancelled() and granted.exception() is None:
+                conn.send_and_forget("unlock", {"key": key, "exclusive": exclusive, "owner": owner})
+
+        future.add_done_callback(give_back)
+
     async def release_lock(self, held: HeldLock) -> None:
         """Give back a hold; ``LockFailedError`` if it was lost with the connection meanwhile."""
         self._held_locks.discard(held)
         conn = self._conn
+        if conn is None or conn.generation != held.generation:
+            held.lost = True
+        lost = lock_lost_error(held)
+        if lost is not None:
+            raise lost
         mode = "exclusive" if held.exclusive else "shared"
-        if held.taken_because:
-            raise LockLostError(
-                f"the {mode} lock on {held.key!r} was lost while held: {held.taken_because}"
-            )
-        if held.lost or conn is None or conn.generation != held.generation:
-            raise LockFailedError(
-                f"the {mode} lock on {held.key!r} was lost while held: the connection to "
-                "the server dropped and the server released it"
-            )
         try:
-            await self._request("unlock", key=held.key, exclusive=held.exclusive, owner=held.owner)
+            await self._timed_request(
+                "unlock", CLIENT_DEFAULT, key=held.key, exclusive=held.exclusive, owner=held.owner
+            )
         except ConnectionLostError as error:
             raise LockFailedError(
                 f"the {mode} lock on {held.key!r} was lost while held: {error}"
             ) from error
-
-
-#: Reads and compare-and-set removals ``remove(missing_ok=False)`` tries before it gives up
-#: on a key that keeps changing.
-_REMOVE_ATTEMPTS = 10
-
-
-def _expectation(key: str, if_revision: int | None, if_absent: bool) -> dict[str, int | None]:
-    """The ``expect`` of a one-key change: ``{}`` (none), ``{key: N}`` or ``{key: None}``."""
-    if if_absent and if_revision is not None:
-        raise ValueError(
-            f"key {key!r}: if_absent and if_revision exclude each other (a key that does not "
-            "exist has no revision)"
-        )
-    if if_absent:
-        return {key: None}
-    return {} if if_revision is None else {key: if_revision}
-
-
-def _entry(key: str, value: JsonValue, facts: list[Any]) -> Entry:
-    expires_in = float(facts[3]) if len(facts) > 3 else None
-    return Entry(key, value, facts[0], facts[1], facts[2], expires_in)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -34,7 +35,7 @@ class StateChange(DictionaryChange):
         )
 
 
-class CoalescingBuffer:
+class _Coalescer:
     """Batches from the server, merged until the consumer takes them.
 
     A slow consumer never makes the client queue without bound: it gets one change
@@ -45,7 +46,6 @@ class CoalescingBuffer:
     __slots__ = (
         "__weakref__",
         "_pending",
-        "_ready",
         "_removals",
         "_revision",
         "_snapshot",
@@ -58,9 +58,9 @@ class CoalescingBuffer:
         self._snapshot = False
         self._revision = 0
         self._pending = False
-        self._ready = asyncio.Event()
 
-    def push(self, message: Mapping[str, Any]) -> None:
+    def _merge(self, message: Mapping[str, Any]) -> bool:
+        """Fold ``message`` in; False if it brings nothing to tell."""
         updates: dict[str, Any] = message.get("updates") or {}
         removals: list[str] = message.get("removals") or []
         if message.get("snapshot"):
@@ -76,9 +76,30 @@ class CoalescingBuffer:
             self._updates.update(updates)
         self._revision = message.get("revision", self._revision)
         if not (message.get("snapshot") or updates or removals):
-            return  # a resume after a reconnect that found nothing new: nothing to tell
+            return False  # a resume after a reconnect that found nothing new
         self._pending = True
-        self._ready.set()
+        return True
+
+    def _pop(self) -> StateChange:
+        change = StateChange(
+            self._updates, self._removals, revision=self._revision, snapshot=self._snapshot
+        )
+        self._updates, self._removals, self._snapshot, self._pending = {}, set(), False, False
+        return change
+
+
+class CoalescingBuffer(_Coalescer):
+    """A ``_Coalescer`` for one asyncio consumer (pushed to in the event loop)."""
+
+    __slots__ = ("_ready",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ready = asyncio.Event()
+
+    def push(self, message: Mapping[str, Any]) -> None:
+        if self._merge(message):
+            self._ready.set()
 
     def wake(self) -> None:
         """Wake a waiting ``take`` without data (the stream is ending)."""
@@ -91,8 +112,35 @@ class CoalescingBuffer:
             await self._ready.wait()
             if not self._pending:
                 return None
-        change = StateChange(
-            self._updates, self._removals, revision=self._revision, snapshot=self._snapshot
-        )
-        self._updates, self._removals, self._snapshot, self._pending = {}, set(), False, False
-        return change
+        return self._pop()
+
+
+class BlockingCoalescingBuffer(_Coalescer):
+    """A ``_Coalescer`` for one consumer thread (pushed to from any thread)."""
+
+    __slots__ = ("_condition", "_woken")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._condition = threading.Condition()
+        self._woken = False
+
+    def push(self, message: Mapping[str, Any]) -> None:
+        with self._condition:
+            if self._merge(message):
+                self._condition.notify_all()
+
+    def wake(self) -> None:
+        """Wake a waiting ``take`` without data (the stream is ending)."""
+        with self._condition:
+            self._woken = True
+            self._condition.notify_all()
+
+    def take(self) -> StateChange | None:
+        """Wait for a change; None once woken by ``wake`` with nothing pending."""
+        with self._condition:
+            while not self._pending:
+                if self._woken:
+                    return None
+                self._condition.wait()
+            return self._pop()

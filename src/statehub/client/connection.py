@@ -15,6 +15,7 @@ the server can answer with only what changed (or a snapshot when that history is
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import itertools
 import logging
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from statehub.client.frame_stream import FrameStream, StreamBroken
+from statehub.client.hello import DEFAULT_MAX_MESSAGE_BYTES, hello_message, welcome_from
+from statehub.client.timeouts import timed_out
 from statehub.client.tls import ClientTls
 from statehub.client.transports import describe_target, open_frame_stream
 from statehub.errors import ConnectionLostError, MessageTooLargeError, ProtocolError
@@ -109,7 +112,7 @@ class Connection:
         #: The id of the server's history (the epoch revisions count in), from hello.
         self.epoch: object = None
         self.keepalive_s = 15.0
-        self.max_message_bytes = _DEFAULT_MAX_MESSAGE_BYTES
+        self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
         #: Why the last session ended ("" if none ended).
         self.lost_reason = ""
 
@@ -128,6 +131,11 @@ class Connection:
         self._tasks: list[asyncio.Task[None]] = []
         self._reconnector: asyncio.Task[None] | None = None
         self._last_received = 0.0
+        #: Per timeout, the requests that have one, in send order: (deadline, future, op).
+        self._deadlines: dict[
+            float, collections.deque[tuple[float, asyncio.Future[Message], str]]
+        ] = {}
+        self._deadline_timer: asyncio.TimerHandle | None = None
 
     @property
     def target(self) -> str:
@@ -187,14 +195,9 @@ class Connection:
             async with asyncio.timeout(self._connect_timeout):
                 stream = await open_frame_stream(self.address, self.port, self._tls)
                 hello_id = next(self._ids)
-                hello = {
-                    "id": hello_id,
-                    "op": "hello",
-                    "token": self._wanted_token,
-                    "client": self._client_name,
-                }
-                if self._credential is not None:
-                    hello["credential"] = self._credential
+                hello = hello_message(
+                    hello_id, self._wanted_token, self._client_name, self._credential
+                )
                 await stream.write(encode_batch([hello]))
                 frame = await stream.read()
             self._take_hello(frame, hello_id)
@@ -232,21 +235,12 @@ class Connection:
     def _take_hello(self, frame: bytes | None, hello_id: int) -> None:
         if frame is None:
             raise ConnectionLostError(f"statehub at {self.target} ended the session at hello")
-        for message in decode_batch(frame):
-            if message.get("id") != hello_id:
-                continue
-            if "error" in message:
-                raise error_from_wire(message["error"])
-            reply = message.get("ok") or {}
-            self.epoch = reply.get("epoch")
-            self.session = reply.get("session")
-            self.token = reply.get("token")
-            self.keepalive_s = float(reply.get("keepalive_s") or 15.0)
-            self.max_message_bytes = int(
-                reply.get("max_message_bytes") or _DEFAULT_MAX_MESSAGE_BYTES
-            )
-            return
-        raise ProtocolError(f"statehub at {self.target} did not answer hello")
+        welcome = welcome_from(frame, hello_id, self.target)
+        self.epoch = welcome.epoch
+        self.session = welcome.session
+        self.token = welcome.token
+        self.keepalive_s = welcome.keepalive_s
+        self.max_message_bytes = welcome.max_message_bytes
 
     def _mark_connected(self) -> None:
         self.connected = True
@@ -262,6 +256,10 @@ class Connection:
         self._stream = None
 
     def _fail_pending(self, reason: str, server_error: Exception | None = None) -> None:
+        self._deadlines.clear()
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         pending, self._pending = self._pending, {}
         self._outbox.clear()
         for future in pending.values():
@@ -337,6 +335,79 @@ class Connection:
         """Send a request and wait for its reply."""
         return await self.send(op, arguments)
 
+    def call(self, op: str, arguments: Message, timeout: float | None) -> asyncio.Future[Message]:
+        """Send a request; its future fails with statehub's ``TimeoutError`` if no reply
+        comes within ``timeout`` s (None: no limit).
+
+        A request that times out leaves no trace: it is forgotten (a late reply is
+        dropped) and the server asked to stop it. No timer per call: one per connection,
+        armed for the earliest deadline (requests of one timeout expire in send order).
+        """
+        future = self.send(op, arguments)
+        if timeout is not None:
+            deadline = asyncio.get_running_loop().time() + timeout
+            queue = self._deadlines.get(timeout)
+            if queue is None:
+                queue = self._deadlines[timeout] = collections.deque()
+            queue.append((deadline, future, op))
+            timer = self._deadline_timer
+            if timer is None or timer.when() > deadline:
+                self._arm_deadline_timer(deadline)
+        return future
+
+    def _arm_deadline_timer(self, when: float) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._deadline_timer = asyncio.get_running_loop().call_at(when, self._expire_due)
+
+    def _expire_due(self) -> None:
+        """Expire every request past its deadline, then re-arm for the next one."""
+        self._deadline_timer = None
+        now = asyncio.get_running_loop().time()
+        earliest: float | None = None
+        for timeout, queue in list(self._deadlines.items()):
+            while queue:
+                deadline, future, op = queue[0]
+                if not future.done() and deadline > now:
+                    break
+                queue.popleft()
+                if not future.done():
+                    self._expire(future, op, timeout)
+            if queue:
+                head = queue[0][0]
+                earliest = head if earliest is None else min(earliest, head)
+            else:
+                del self._deadlines[timeout]
+        if earliest is not None:
+            self._arm_deadline_timer(earliest)
+
+    def _forget_answered(self) -> None:
+        """Drop answered requests from the deadline queues' heads (they mostly answer in
+        order), so the queues hold about what is in flight."""
+        for queue in self._deadlines.values():
+            while queue and queue[0][1].done():
+                queue.popleft()
+
+    def _expire(self, future: asyncio.Future[Message], op: str, timeout: float) -> None:
+        if future.done():
+            return
+        self.withdraw(future)
+        future.set_exception(timed_out(repr(op), self.target, timeout))
+
+    def withdraw(self, future: asyncio.Future[Message]) -> None:
+        """Forget the request behind ``future``: unsent, it never leaves; sent, the server
+        is asked to stop it (``cancel``) and its reply will be dropped."""
+        request_id = next(
+            (rid for rid, pending in self._pending.items() if pending is future), None
+        )
+        if request_id is None:
+            return
+        del self._pending[request_id]
+        unsent = len(self._outbox)
+        self._outbox[:] = [message for message in self._outbox if message["id"] != request_id]
+        if len(self._outbox) == unsent:
+            self.send_and_forget("cancel", {"request": request_id})
+
     def cancel(self, future: asyncio.Future[Message]) -> None:
         """Ask the server to stop the request behind ``future`` if it is still waiting."""
         for request_id, pending in self._pending.items():
@@ -371,10 +442,14 @@ class Connection:
 
     # -- subscriptions -------------------------------------------------------------
 
-    async def subscribe(self, interval: float, prefix: str, handler: BatchHandler) -> Subscription:
+    async def subscribe(
+        self, interval: float, prefix: str, handler: BatchHandler, timeout: float | None = None
+    ) -> Subscription:
         """Subscribe; batches go to ``handler`` in the event loop, across reconnects."""
         subscription = Subscription(interval, prefix, handler)
-        future = self.send("subscribe", {"interval": interval, "prefix": prefix, "since": None})
+        future = self.call(
+            "subscribe", {"interval": interval, "prefix": prefix, "since": None}, timeout
+        )
         self._subscribing += 1
         try:
             reply = await future
@@ -457,6 +532,8 @@ class Connection:
                 self._last_received = loop.time()
                 for message in decode_batch(frame):
                     self._dispatch(message)
+                if self._deadlines:
+                    self._forget_answered()
         except asyncio.CancelledError:
             raise
         except StreamBroken as error:

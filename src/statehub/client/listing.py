@@ -27,6 +27,24 @@ class LockHolder:
 
 
 @dataclass(frozen=True, slots=True)
+class ReleasedHold:
+    """A hold an admin's ``force_release`` took away: the holder's session ("" if not a
+    session, e.g. a NanoVer client), the lock owner's name, and whether it was told."""
+
+    session: str
+    owner: str
+    told: bool
+
+
+def released_from_wire(reply: dict[str, Any]) -> list[ReleasedHold]:
+    """The holds a ``force_release`` reply lists."""
+    return [
+        ReleasedHold(str(hold["session"]), str(hold["owner"]), bool(hold["told"]))
+        for hold in reply["released"]
+    ]
+
+
+@dataclass(frozen=True, slots=True)
 class LockInfo:
     """A held read/write lock: mode, holders, whether this client is one, how many wait."""
 

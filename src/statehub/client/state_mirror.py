@@ -36,7 +36,9 @@ class StateMirror:
     def started(self) -> bool:
         return self._subscription is not None
 
-    async def start(self, connection: Connection, interval: float) -> None:
+    async def start(
+        self, connection: Connection, interval: float, timeout: float | None = None
+    ) -> None:
         """Subscribe to every key, at most one batch per ``interval`` s; return once the
         mirror holds the first snapshot."""
         loop = asyncio.get_running_loop()
@@ -49,7 +51,7 @@ class StateMirror:
             if not first.done():
                 first.set_result(None)
 
-        self._subscription = await connection.subscribe(interval, "", handler)
+        self._subscription = await connection.subscribe(interval, "", handler, timeout=timeout)
         await first
 
     def fail(self, error: Exception) -> None:

@@ -39,20 +39,11 @@ from statehub.errors import (
     ValueLimitError,
 )
 
-#: The former name, imported from here by server/session.py until the engine branch
-#: lands (an alias of statehub's own: the public one warns).
-RequestCancelled = RequestCancelledError
-
 __all__ = [
     "STATUS_NAMES",
     "DetailsOf",
     "ErrorType",
     "FromDetails",
-    # Imported from here by server/session.py and server/nanover_compat.py, which the
-    # engine branch rewrites; drop these three once they import statehub.errors.
-    "MessageTooLargeError",
-    "ProtocolError",
-    "RequestCancelled",
     "error_from_wire",
     "error_message",
     "error_to_wire",

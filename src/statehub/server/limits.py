@@ -13,14 +13,9 @@ from dataclasses import dataclass, fields
 from statehub.core.limits import MAX_VALUE_BYTES, ValueSizeLimits
 from statehub.errors import LimitExceededError
 
-#: The former name, for session.py and the NanoVer edges until the engine branch lands
-#: (an alias of statehub's own: the public one warns).
-LimitExceeded = LimitExceededError
-
 __all__ = [
     "MAX_CLIENT_NAME_CHARS",
     "MAX_TOKEN_BYTES",
-    "LimitExceeded",
     "LimitExceededError",
     "SessionLimits",
     "check_client_name",
@@ -99,6 +94,8 @@ class SessionLimits:
     max_pending_requests: int = 1_000
     #: Keys one session may hold leased at once.
     max_leases: int = 10_000
+    #: Commands one client may serve at once (a NanoVer WebSocket client's ``register``).
+    max_registrations: int = 1_000
 
     def __post_init__(self) -> None:
         for field in fields(self):

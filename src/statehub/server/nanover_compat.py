@@ -12,8 +12,10 @@ right the identity lacks aborts with PERMISSION_DENIED (UNAUTHENTICATED without 
 identity), and a subscription carries only the keys it may read; when reloaded identities
 change those, it sends a fresh copy of what it may now read, with null for every key the
 client's copy holds that it may no longer see, and goes on under the new rights. NanoVer's
-``access_token`` still names lease owners, but bound to the gRPC connection and identity
-that present it: another connection naming the same token is another owner.
+``access_token`` names lease owners, as in NanoVer: a client that reconnects with the same
+token keeps its leases. The owner is bound to the identity that presents the token
+(``operations/owner.py``): under ``--auth`` another identity naming the same token is
+another owner.
 
 Refused leases and writes answer ``success=False`` as NanoVer did; a lease duration <= 0
 expires at once, as in NanoVer; bad input (bytes that are not the request message, a NaN
@@ -43,15 +45,18 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
-from statehub.auth import PrefixSet, Principal, Right
-from statehub.auth.context import current_principal
-from statehub.core.change import DictionaryChange
+from statehub.auth import PrefixSet, Principal
 from statehub.core.values import JsonValue, bytes_as_json
-from statehub.errors import ResourceLockedError
-from statehub.protocol.errors import MessageTooLargeError, error_message, status_of
+from statehub.errors import MessageTooLargeError, ResourceLockedError
+from statehub.protocol.errors import error_message, status_of
 from statehub.server.grpc_credentials import call_credentials
-from statehub.server.limits import LimitExceeded, check_token
 from statehub.server.nanover_proto import command_service_pb2, state_service_pb2
+from statehub.server.operations.commands import callable_only, run_command
+from statehub.server.operations.copies import keys_to_drop
+from statehub.server.operations.leases import change_leases
+from statehub.server.operations.owner import nanover_token_owner
+from statehub.server.operations.reads import readable_keys
+from statehub.server.operations.state import committed, submit_write
 from statehub.server.session import Hub
 
 Context: TypeAlias = "aio.ServicerContext[Any, Any]"
@@ -167,8 +172,10 @@ class NanoverStateService:
                             break  # this change was filtered by the old rights: start again
                     removals = change.removals
                     if shown is not None:  # a fresh copy under new rights: drop what they hide
-                        held = self._hub.state.keys_a_copy_may_hold(shown.__contains__, delivered)
-                        removals = removals | held.difference(change.updates)
+                        state = self._hub.state
+                        removals = removals | keys_to_drop(
+                            state, [shown], delivered, change.updates
+                        )
                         shown = None
                     delivered = view.cursor
                     for update in _state_updates(change.updates, removals):
@@ -180,10 +187,9 @@ class NanoverStateService:
         """The keys this call's identity may read; aborts if it may read none."""
         principal = await _principal(self._hub, context)
         try:
-            principal.require_some(Right.READ, "SubscribeStateUpdates")
+            return readable_keys(principal, "SubscribeStateUpdates")
         except Exception as error:
             await _abort(context, error)
-        return principal.permissions.read
 
     async def UpdateState(self, request: Any, context: Context) -> Any:
         await _check_size(self._hub, request, context)
@@ -195,12 +201,11 @@ class NanoverStateService:
             else:
                 updates[key] = _python_value(value)
         principal = await _principal(self._hub, context)
-        await _require(context, principal, Right.WRITE, [*updates, *removals], "UpdateState")
         state = self._hub.state
-        owner = await _owner(context, principal, request.access_token)
         try:
-            change = DictionaryChange(updates, removals)
-            revision = await state.update_state_async(owner, change)
+            owner = nanover_token_owner(request.access_token, principal.name)
+            submitted = submit_write(state, principal, owner, updates, removals, op="UpdateState")
+            revision = await committed(submitted)
             await state.wait_durable_async(revision)  # acknowledge once durable (SQLite "disk")
         except ResourceLockedError:
             return state_service_pb2.UpdateStateResponse(success=False)
@@ -228,10 +233,11 @@ class NanoverStateService:
                     ),
                 )
         principal = await _principal(self._hub, context)
-        await _require(context, principal, Right.LEASE, [*acquire, *release], "UpdateLocks")
-        owner = await _owner(context, principal, request.access_token)
         try:
-            changing = self._hub.state.submit_lease_change(owner, acquire, release)
+            owner = nanover_token_owner(request.access_token, principal.name)
+            changing = change_leases(
+                self._hub.state, principal, owner, acquire, release, op="UpdateLocks"
+            )
             if changing is not None:
                 await changing
         except ResourceLockedError:
@@ -248,12 +254,12 @@ class NanoverCommandService:
         self._hub = hub
 
     async def GetCommands(self, request: Any, context: Context) -> Any:
-        callable_names = (await _principal(self._hub, context)).permissions.call
+        principal = await _principal(self._hub, context)
+        listing = callable_only(self._hub.commands.list(), principal)
         return command_service_pb2.GetCommandsReply(
             commands=[
                 command_service_pb2.CommandMessage(name=name, arguments=_struct(defaults))
-                for name, defaults in self._hub.commands.list().items()
-                if name in callable_names
+                for name, defaults in listing.items()
             ]
         )
 
@@ -261,10 +267,10 @@ class NanoverCommandService:
         await _check_size(self._hub, request, context)
         arguments = {key: _python_value(value) for key, value in request.arguments.fields.items()}
         principal = await _principal(self._hub, context)
-        await _require(context, principal, Right.CALL, [request.name], "RunCommand")
-        current_principal.set(principal)  # this call's context: the command may check admin
         try:
-            result = await self._hub.commands.run_async(request.name, arguments)
+            result = await run_command(
+                self._hub.commands, principal, request.name, arguments, "RunCommand"
+            )
         except Exception as error:
             await _abort(context, error)
         return command_service_pb2.CommandReply(result=_struct(result or {}))
@@ -283,29 +289,6 @@ async def _principal(hub: Hub, context: Context) -> Principal:
         return hub.auth.authenticate(call_credentials(context))
     except Exception as error:
         await _abort(context, error)
-
-
-async def _require(
-    context: Context, principal: Principal, right: Right, names: list[str], op: str
-) -> None:
-    try:
-        principal.require(right, names, op)
-    except Exception as error:
-        await _abort(context, error)
-
-
-async def _owner(context: Context, principal: Principal, access_token: str) -> str:
-    """The lease owner of a NanoVer request: its token on this connection, as this identity.
-
-    NanoVer's clients choose their token (the Unity client uses ""), so on its own a token
-    would let any client act for every other client that chose the same one. A token over
-    ``MAX_TOKEN_BYTES`` aborts the call (RESOURCE_EXHAUSTED): owners are kept per lease.
-    """
-    try:
-        check_token(access_token, "access_token")
-    except LimitExceeded as error:
-        await _abort(context, error)
-    return f"nanover:{context.peer()}:{principal.name}:{access_token}"
 
 
 async def _check_size(hub: Hub, request: Any, context: Context) -> None:

@@ -25,9 +25,7 @@ from typing import Any, TypeVar
 
 from statehub.auth import Credentials, OpenAccess, Principal, Right, UnauthenticatedError
 from statehub.auth.authenticator import Authenticator
-from statehub.auth.context import current_principal
 from statehub.auth.permissions import UNRESTRICTED, AdminRight, Permissions
-from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistration, CommandRegistry
 from statehub.core.entries import KeyFacts
 from statehub.core.key_history import KeyVersion
@@ -35,24 +33,24 @@ from statehub.core.limits import check_seconds
 from statehub.core.pacing import Pacer
 from statehub.core.rwlock import LockHolding, LockTable
 from statehub.core.values import check_key
-from statehub.errors import StatehubError
-from statehub.protocol.codec import decode_batch, encode_value
-from statehub.protocol.errors import (
+from statehub.errors import (
+    LimitExceededError,
     MessageTooLargeError,
     ProtocolError,
-    RequestCancelled,
-    error_to_wire,
-    status_of,
+    RequestCancelledError,
+    StatehubError,
 )
+from statehub.protocol.codec import decode_batch, encode_value
+from statehub.protocol.errors import error_to_wire, status_of
 from statehub.server.connections import ConnectionBudget
 from statehub.server.force_release import KINDS as FORCE_RELEASE_KINDS
 from statehub.server.force_release import force_release_lease, force_release_lock
-from statehub.server.limits import (
-    LimitExceeded,
-    SessionLimits,
-    check_client_name,
-    check_token,
-)
+from statehub.server.limits import SessionLimits, check_client_name, check_token
+from statehub.server.operations.commands import callable_only, run_command
+from statehub.server.operations.leases import change_leases
+from statehub.server.operations.owner import owner_token
+from statehub.server.operations.reads import only_readable, readable_keys
+from statehub.server.operations.state import submit_write
 from statehub.server.outbox import FRAME_HEADER_BYTES, Outbox
 from statehub.server.peer import Peer
 from statehub.server.subscriptions import FanoutGroups, Subscription
@@ -323,7 +321,7 @@ class Session:
             if request_id in self._waiting:
                 raise ProtocolError(f"request id {request_id} is still waiting for its reply")
             if op in _WAITING_OPS and len(self._waiting) >= self.hub.limits.max_pending_requests:
-                raise LimitExceeded(
+                raise LimitExceededError(
                     f"{op}: this session already has {len(self._waiting)} requests waiting "
                     f"(max_pending_requests={self.hub.limits.max_pending_requests})"
                 )
@@ -359,7 +357,7 @@ class Session:
         if self._closed:
             return
         if task.cancelled():
-            error: BaseException = RequestCancelled(f"request {request_id} cancelled")
+            error: BaseException = RequestCancelledError(f"request {request_id} cancelled")
             self._request_done(op, error)
             self._send_error(request_id, error)
         elif (failure := task.exception()) is not None:
@@ -454,7 +452,7 @@ class Session:
             raise
         # The owner of the session's leases: a client-chosen token would let anyone who
         # names it take over (or release) the leases of whoever chose it first.
-        self.token = f"{self.id}:{self.principal.name}"
+        self.token = owner_token(self.id, self.principal.name)
         self.client = client
         logger.debug("session %s: hello from %r at %s", self.id, client, self.peer.address)
         return {
@@ -479,9 +477,8 @@ class Session:
             revision, values, facts = self.hub.state.shared_entries(names)
         else:
             revision, values = self.hub.state.shared_values(names)
-        readable = self.principal.permissions.read
-        if names is None and not readable.everything:  # all this identity may read
-            values = {key: value for key, value in values.items() if key in readable}
+        if names is None:  # all this identity may read
+            values = only_readable(values, self.principal)
         if with_facts:
             reply = {
                 "values": values,
@@ -526,14 +523,10 @@ class Session:
         updates = {} if updates is None else updates
         if type(updates) is not dict:
             raise TypeError(f"update: 'updates' must be a map, got {_describe(updates)}")
-        removals = [check_key(key) for key in _list_arg(message, "update", "removals", [])]
-        self.principal.require(Right.WRITE, [*map(check_key, updates), *removals], "update")
+        removals = _list_arg(message, "update", "removals", [])
         expect = message.get("expect")
-        if expect is not None:
-            if type(expect) is not dict:
-                raise TypeError(f"update: 'expect' must be a map, got {_describe(expect)}")
-            # An expectation reads a key's revision (a conflict reports it): as etcd's Txn.
-            self.principal.require(Right.READ, [*map(check_key, expect)], "update")
+        if expect is not None and type(expect) is not dict:
+            raise TypeError(f"update: 'expect' must be a map, got {_describe(expect)}")
         ttl = message.get("ttl")
         if ttl is not None and type(ttl) is not dict:
             raise TypeError(f"update: 'ttl' must be a map, got {_describe(ttl)}")
@@ -542,9 +535,17 @@ class Session:
             ephemeral = _list_arg(message, "update", "ephemeral")
         state = self.hub.state
         started = time.perf_counter()
-        change = DictionaryChange(updates, removals)
-        revision = state.submit_update(
-            self.token, change, expect=expect or None, ttl=ttl or None, ephemeral=ephemeral
+        assert self.token is not None  # dispatch answers nothing but hello before it
+        revision = submit_write(
+            state,
+            self.principal,
+            self.token,
+            updates,
+            removals,
+            op="update",
+            expect=expect,
+            ttl=ttl,
+            ephemeral=ephemeral,
         )
         if type(revision) is int:
             self.hub.observer.committed(time.perf_counter() - started)
@@ -596,52 +597,19 @@ class Session:
         acquire = {} if acquire is None else acquire
         if type(acquire) is not dict:
             raise TypeError(f"leases: 'acquire' must be a map, got {_describe(acquire)}")
-        release = [check_key(key) for key in _list_arg(message, "leases", "release", [])]
-        self.principal.require(Right.LEASE, [*map(check_key, acquire), *release], "leases")
-        if len(self._leased) + len(acquire) > self.hub.limits.max_leases:
-            listing = self.hub.state.submit_leases()
-            if not isinstance(listing, list):
-                return self._change_leases_after(listing, acquire, release)
-            self._check_lease_room(acquire, listing)
-        changing = self.hub.state.submit_lease_change(self.token, acquire, release)
-        if changing is not None:
-            return self._leases_changed_after(changing, acquire, release)
-        self._leases_changed(acquire, release)
-        return {}
-
-    async def _change_leases_after(
-        self, listing: Awaitable[list[Lease]], acquire: dict[Any, Any], release: list[str]
-    ) -> Reply:
-        self._check_lease_room(acquire, await listing)
-        changing = self.hub.state.submit_lease_change(self.token, acquire, release)
-        if changing is not None:
-            await changing
-        self._leases_changed(acquire, release)
-        return {}
-
-    async def _leases_changed_after(
-        self, changing: Awaitable[None], acquire: dict[Any, Any], release: list[str]
-    ) -> Reply:
-        await changing
-        self._leases_changed(acquire, release)
-        return {}
-
-    def _leases_changed(self, acquire: dict[Any, Any], release: list[str]) -> None:
-        for key in release:
-            self._leased.pop(key, None)
-        self._leased.update(dict.fromkeys(acquire))
-
-    def _check_lease_room(self, acquire: dict[Any, Any], leases: list[Lease]) -> None:
-        limit = self.hub.limits.max_leases
-        live = {lease.key for lease in leases if lease.owner == self.token}
-        # Forget leases that expired or were released elsewhere.
-        self._leased = {key: None for key in self._leased if key in live}
-        wanted = self._leased.keys() | acquire.keys()
-        if len(wanted) > limit:
-            raise LimitExceeded(
-                f"leases: this session would hold {len(wanted)} leases (max_leases={limit}); "
-                "nothing was leased"
-            )
+        release = _list_arg(message, "leases", "release", [])
+        assert self.token is not None  # dispatch answers nothing but hello before it
+        changing = change_leases(
+            self.hub.state,
+            self.principal,
+            self.token,
+            acquire,
+            release,
+            op="leases",
+            held=self._leased,
+            max_leases=self.hub.limits.max_leases,
+        )
+        return {} if changing is None else _reply_when_done(changing, lambda _: {})
 
     def _list_leases(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
         listing = self.hub.state.submit_leases()
@@ -802,7 +770,7 @@ class Session:
     def _subscribe(self, message: dict[str, Any]) -> Reply:
         limit = self.hub.limits.max_subscriptions
         if len(self._subscriptions) >= limit:
-            raise LimitExceeded(
+            raise LimitExceededError(
                 f"subscribe: this session already has {len(self._subscriptions)} subscriptions "
                 f"(max_subscriptions={limit}); unsubscribe one first"
             )
@@ -828,7 +796,7 @@ class Session:
             # A revision of another history, or of none named (a number kept from an
             # earlier connection): only a snapshot is exact.
             since = None
-        self.principal.require_some(Right.READ, "subscribe")
+        readable_keys(self.principal, "subscribe")
         sub = self._next_sub
         self._next_sub += 1
         self._subscription_args[sub] = (pacer, prefix)
@@ -892,23 +860,17 @@ class Session:
         arguments = {} if arguments is None else arguments
         if type(arguments) is not dict:
             raise TypeError(f"call {name!r}: 'arguments' must be a map, got {_describe(arguments)}")
-        self.principal.require(Right.CALL, [name], "call")
-        current_principal.set(self.principal)  # this task's context: the command checks admin
-        return {"result": await self.hub.commands.run_async(name, arguments)}
+        return {
+            "result": await run_command(self.hub.commands, self.principal, name, arguments, "call")
+        }
 
     def _commands(self, message: dict[str, Any]) -> Reply:
-        callable_names = self.principal.permissions.call
-        registrations = self.hub.commands.commands
+        commands = self.hub.commands
+        registrations = callable_only(commands.commands, self.principal)
         return {
-            "commands": {
-                name: defaults
-                for name, defaults in self.hub.commands.list().items()
-                if name in callable_names
-            },
+            "commands": callable_only(commands.list(), self.principal),
             "arguments": {
-                name: _arguments_of(registration)
-                for name, registration in registrations.items()
-                if name in callable_names
+                name: _arguments_of(registration) for name, registration in registrations.items()
             },
         }
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from statehub.auth.permissions import PrefixSet
 from statehub.core.buffers import DictionaryChangeBuffer, KeyFilter
@@ -41,10 +41,9 @@ from statehub.server.change_batches import (
     change_batch_bodies,
     change_batch_pieces,
 )
+from statehub.server.limits import SessionLimits
 from statehub.server.outbox import FRAME_HEADER_BYTES, Outbox
-
-if TYPE_CHECKING:
-    from statehub.server.session import Hub
+from statehub.store.state_dictionary import StateDictionary
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +54,31 @@ LAG_BYTES = 64 * 1024
 
 #: Subscriptions sharing a group see the same keys: same prefix, same readable keys.
 GroupKey = tuple[str, PrefixSet]
+
+
+class DeliveryObserver(Protocol):
+    def delivered(self, revisions: int) -> None:
+        """A change batch went out carrying ``revisions`` commits."""
+
+
+class Hub(Protocol):
+    """What delivery needs of the server's shared parts (``session.Hub`` has them): named
+    here, not imported, so that sessions use subscriptions and not the other way round."""
+
+    @property
+    def state(self) -> StateDictionary: ...
+
+    @property
+    def max_message_bytes(self) -> int: ...
+
+    @property
+    def limits(self) -> SessionLimits: ...
+
+    @property
+    def fanout(self) -> FanoutGroups: ...
+
+    @property
+    def observer(self) -> DeliveryObserver: ...
 
 
 class Subscription:

@@ -5,9 +5,11 @@ What a NanoVer client sees (``docs/web.md``; the wire format is NanoVer's, see i
 every 1/30 s with both ``updates`` and ``removals``, its own writes included; its ``state``
 messages applied atomically without acknowledgement; ``command`` requests answered with
 ``response`` or ``exception``; commands a client ``register``s forwarded to it. This
-module only translates: writes go through ``StateDictionary.update_state`` under the
-connection's own token (so leases apply to NanoVer clients too), commands through the
-server's ``CommandRegistry``, deltas come from a change view like every subscription's.
+module only translates: writes, rights, the owner token and command listings are the
+engine's (``server/operations``), so leases apply to NanoVer clients too and a write never
+blocks the event loop, whatever the store; deltas come from a change view like every
+subscription's. A user's keys (``avatar.<id>``...) are written as ephemeral keys of the
+connection: they leave with it, by the same synchronous release as its leases.
 
 Who the client is, is decided when it connects, as for every other connection: a bearer
 token in the HTTP ``Authorization`` header, else the TLS client certificate's names, else
@@ -43,17 +45,23 @@ from statehub.auth import (
     PermissionDeniedError,
     PrefixSet,
     Principal,
-    Right,
     UnauthenticatedError,
 )
 from statehub.auth.context import current_principal
 from statehub.core.buffers import DictionaryChangeBuffer
 from statehub.core.change import DictionaryChange
 from statehub.core.pacing import SteadyPacer
-from statehub.core.values import check_key
-from statehub.errors import ObjectFrozenError, ResourceLockedError
+from statehub.errors import (
+    LimitExceededError,
+    ObjectFrozenError,
+    ResourceLockedError,
+    StatehubError,
+)
 from statehub.protocol.errors import status_of
-from statehub.server.limits import LimitExceeded
+from statehub.server.operations.commands import callable_only, may_call
+from statehub.server.operations.copies import keys_to_drop
+from statehub.server.operations.owner import owner_token
+from statehub.server.operations.state import submit_write
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
 from statehub.web.nanover_frames import FrameError, FrameRelay
@@ -71,8 +79,6 @@ DEFAULT_FORWARD_TIMEOUT = 30.0
 #: Seconds a write to a client may wait for it to read before the server drops it
 #: (1.5 x the keepalive, as aiohttp's ping: 15 s by default; the edge sets it).
 DEFAULT_UNREAD_TIMEOUT = 15.0
-#: Commands one client may register at once (``docs/limits.md``).
-MAX_REGISTERED_COMMANDS = 1_000
 #: WebSocket close reasons are limited to 123 bytes.
 _MAX_CLOSE_REASON = 120
 _AVATAR_PREFIX = "avatar."
@@ -138,10 +144,11 @@ class NanoverRoom:
         """
         commands = self.hub.commands
         previous = self._registrants.get(name)
-        if previous is not connection and connection.registered >= MAX_REGISTERED_COMMANDS:
-            raise LimitExceeded(
+        limit = self.hub.limits.max_registrations
+        if previous is not connection and connection.registered >= limit:
+            raise LimitExceededError(
                 f"register {name!r}: this client already serves {connection.registered} "
-                f"commands (at most {MAX_REGISTERED_COMMANDS} per client)"
+                f"commands (max_registrations={limit})"
             )
         if previous is not None:
             commands.unregister(name)
@@ -312,8 +319,8 @@ class NanoverConnection:
         self.principal = principal
         #: What it presented on connect, authenticated again at each reload.
         self.credentials = credentials
-        #: Leases are checked against this token, like a session's.
-        self.token = f"nanover-{uuid.uuid4().hex}"
+        #: The owner of its leases and of its user's keys: this connection, as this identity.
+        self.token = owner_token(f"nanover-ws/{uuid.uuid4().hex}", principal.name)
         #: Fixed by the first ``avatar.<id>`` key the client writes (as NanoVer does).
         self.user_id: str | None = None
         self._write_lock = asyncio.Lock()
@@ -372,19 +379,57 @@ class NanoverConnection:
         except ConnectionResetError:
             pass
         finally:
-            self.room.frames.unsubscribe(self)
-            self.room.leave(self)
+            self._leave()
             tasks = list(self._tasks)
-            for task in tasks:
-                task.cancel()
             if tasks:
                 await asyncio.wait(tasks)
-            for future in self._forwards.values():
-                future.cancel()
-            self.room.unregister_commands_of(self)
-            self._remove_user_keys()
-            self.hub.state.release_owner(self.token)
             await self.socket.close()
+
+    def _leave(self) -> None:
+        """Release everything the client held, at once: synchronous, so that nothing can
+        interrupt it half-way (as ``transport.serve_session`` closes a session). Its leases
+        go and the keys it wrote as its user's (ephemeral, see ``_user_keys``) are removed,
+        in one change, by ``release_owner``; then those others wrote for its user."""
+        self.room.frames.unsubscribe(self)
+        self.room.leave(self)
+        for task in self._tasks:
+            task.cancel()
+        for future in self._forwards.values():
+            future.cancel()
+        self.room.unregister_commands_of(self)
+        self.hub.state.release_owner(self.token)
+        self._remove_keys_written_for_user()
+
+    def _remove_keys_written_for_user(self) -> None:
+        """Remove the user's keys that others wrote for it (``user-origin.<id>``, written
+        by the server's ``multiuser/radially-orient-origins``), as NanoVer does when its
+        client leaves: those are bound to whoever wrote them, not to this connection.
+        Keys it may not write, and those leased by someone else, are left alone."""
+        user = self.user_id
+        if user is None:
+            return
+        writable = self.principal.permissions.write
+        _, content = self.hub.state.shared_values()  # read only: no copy per leaving client
+        owned = [
+            key for key, value in content.items() if _owned(key, value, user) and key in writable
+        ]
+        while owned:
+            try:
+                removing = submit_write(
+                    self.hub.state, self.principal, self.token, {}, owned, op="NanoVer leave"
+                )
+            except ResourceLockedError as error:  # leased by someone else: theirs to keep
+                owned = [key for key in owned if key not in error.keys]
+                continue
+            except ObjectFrozenError:  # the server is stopping
+                return
+            if not isinstance(removing, int):
+                asyncio.ensure_future(removing).add_done_callback(self._log_leave_failure)
+            return
+
+    def _log_leave_failure(self, done: asyncio.Future[int]) -> None:
+        if not done.cancelled() and (error := done.exception()) is not None:
+            logger.warning("NanoVer client %s: its user's keys stay: %s", self.peer.address, error)
 
     # -- incoming ------------------------------------------------------------------------
 
@@ -412,7 +457,7 @@ class NanoverConnection:
             if len(payloads) > limit:  # bounded work per message: refused whole, unread
                 self._spawn(
                     self._report_error(
-                        "LimitExceeded",
+                        LimitExceededError.__name__,
                         f"a message with {len(payloads)} command payloads is over the limit "
                         f"of {limit} per message (max_pending_requests); none was run",
                     )
@@ -430,6 +475,9 @@ class NanoverConnection:
                 self._spawn(self._report_error("ProtocolError", f"frame not relayed: {error}"))
 
     def _apply_state(self, state: object) -> None:
+        """Commit a ``state`` message without waiting for the store (no acknowledgement,
+        as in NanoVer): with an in-process store it is applied before the next message is
+        read; with Redis the store commits the messages in the order they came."""
         try:
             if type(state) is not dict:
                 raise TypeError(f"'state' must be a map, got {type(state).__name__}")
@@ -442,25 +490,67 @@ class NanoverConnection:
             removed = set(removals)
             # NanoVer applies updates then removals: a key in both ends up removed.
             kept = {key: value for key, value in updates.items() if key not in removed}
-            keys = [*map(check_key, kept), *map(check_key, removals)]
-            self.principal.require(Right.WRITE, keys, "NanoVer state")
             self._note_user(updates)
-            self.hub.state.update_state(self.token, DictionaryChange(kept, removals))
+            submitted = submit_write(
+                self.hub.state,
+                self.principal,
+                self.token,
+                kept,
+                removals,
+                op="NanoVer state",
+                ephemeral=self._user_keys(kept),
+            )
+        except Exception as error:
+            self._state_refused(error, state)
+            return
+        if isinstance(submitted, int):
             self.room.observer.request_done("nanover:state", "ok")
-        except PermissionDeniedError as error:
-            self.room.observer.request_done("nanover:state", status_of(error))
-            self._spawn(self._report_error(type(error).__name__, f"state not applied: {error}"))
-        except ResourceLockedError as error:
-            self.room.observer.request_done("nanover:state", status_of(error))
+            return
+
+        def settled(done: asyncio.Future[int]) -> None:
+            if done.cancelled():
+                return
+            error = done.exception()
+            if error is None:
+                self.room.observer.request_done("nanover:state", "ok")
+            elif isinstance(error, Exception):
+                self._state_refused(error, state)
+
+        asyncio.ensure_future(submitted).add_done_callback(settled)
+
+    def _state_refused(self, error: Exception, state: object) -> None:
+        """Tell the client why its ``state`` message was not applied (nothing of it was)."""
+        self.room.observer.request_done("nanover:state", status_of(error))
+        if isinstance(error, ObjectFrozenError) or self.socket.closed:
+            return  # the server is stopping, or the client left: no one to tell
+        if isinstance(error, ResourceLockedError):
             self._spawn(self._refused(error, error.keys))
-        except ObjectFrozenError:  # the server is stopping: this connection ends with it
-            self.room.observer.request_done("nanover:state", "UNAVAILABLE")
-        except (TypeError, ValueError) as error:
+        elif isinstance(error, (TypeError, ValueError)):
             # A value statehub cannot carry (bytes, over a limit: docs/limits.md). The keys
             # the message names get their current values back, so a client that applied
             # its write locally (the XR client) converges instead of silently diverging.
-            self.room.observer.request_done("nanover:state", status_of(error))
             self._spawn(self._refused(error, _named_keys(state)))
+        else:  # no right, the store unavailable or not durable: said, and reading goes on
+            if not isinstance(error, StatehubError):
+                logger.error("NanoVer client %s: state failed", self.peer, exc_info=error)
+            self._spawn(self._report_error(type(error).__name__, f"state not applied: {error}"))
+
+    def _user_keys(self, updates: Mapping[str, Any]) -> list[str]:
+        """The keys of ``updates`` that are the user's: written as ephemeral, so they leave
+        with this connection (as NanoVer removes a leaving user's keys).
+
+        A key is the user's if it holds ``.<id>`` ending at a dot or at its end, after its
+        first part (``avatar.<id>``, ``update.index.<id>``, ``selection.<id>.2``; ids may
+        hold dots: ``avatar.a.b`` is user ``a.b``'s), or if it is an ``interaction.*`` whose
+        ``owner.id`` is the user. NanoVer tests ``.<id>`` as a plain substring, which also
+        takes ``x.<id>suffix`` keys of other users (and, for the id ``""``, every key with
+        a dot); this does not. A user's key written by another client is bound to no one
+        (the last writer's write decides, as for any ephemeral key).
+        """
+        user = self.user_id
+        if user is None:
+            return []
+        return [key for key, value in updates.items() if _owned(key, value, user)]
 
     def _note_user(self, updates: dict[Any, Any]) -> None:
         if self.user_id is not None:
@@ -517,7 +607,7 @@ class NanoverConnection:
                 AdminRight.REGISTER_COMMANDS, f"register {registration['name']!r}"
             )
             self.room.register(registration["name"], self, defaults, presentation)
-        except (TypeError, ValueError, PermissionDeniedError, LimitExceeded) as error:
+        except (TypeError, ValueError, PermissionDeniedError, LimitExceededError) as error:
             self._spawn(self._report_error(type(error).__name__, f"not registered: {error}"))
 
     def _answer_forward(self, payload: dict[str, Any]) -> None:
@@ -543,7 +633,7 @@ class NanoverConnection:
     async def _refuse_requests(self, requests: list[object]) -> None:
         limit = self.hub.limits.max_pending_requests
         exception = (
-            f"LimitExceeded: this client already has {limit} commands running "
+            f"{LimitExceededError.__name__}: this client already has {limit} commands running "
             f"(max_pending_requests={limit})"
         )
         for start in range(0, len(requests), 100):
@@ -574,9 +664,10 @@ class NanoverConnection:
                 raise TypeError(f"a command request needs a str 'name', got {name!r}")
             if type(arguments) is not dict:
                 raise TypeError(f"command {name!r}: 'arguments' must be a map")
-            if name != LIST_COMMANDS:  # a listing, filtered to what this identity may call
-                self.principal.require(Right.CALL, [name], "NanoVer command")
-            current_principal.set(self.principal)  # this task's: the command may check admin
+            if name == LIST_COMMANDS:  # a listing, filtered to what this identity may call
+                current_principal.set(self.principal)
+            else:
+                may_call(self.principal, name, "NanoVer command")
             registrant = self.room.registrant(name)
             if registrant is not None:  # NanoVer to NanoVer: the value goes through as is
                 registration = self.hub.commands.registration(name)
@@ -591,8 +682,7 @@ class NanoverConnection:
                     # NanoVer's listing also has a "commands" list with labels and icons.
                     listing = response.get("list")
                     if type(listing) is dict:
-                        callable_names = self.principal.permissions.call
-                        listing = {n: a for n, a in listing.items() if n in callable_names}
+                        listing = callable_only(listing, self.principal)
                         response["list"] = listing
                         response["commands"] = self.room.command_entries(listing)
                 reply["response"] = response
@@ -666,15 +756,7 @@ class NanoverConnection:
         Those are the keys its earlier rights showed that are in the state now, and those
         removed since the last state message it was written.
         """
-        shown = list(self._shown)
-        if not shown:
-            return []
-
-        def was_shown(key: str) -> bool:
-            return any(key in readable for readable in shown)
-
-        held = self.hub.state.keys_a_copy_may_hold(was_shown, self._revision_delivered)
-        return sorted(held.difference(kept))
+        return sorted(keys_to_drop(self.hub.state, self._shown, self._revision_delivered, kept))
 
     async def _send_fresh_copy(
         self, message: NanoverMessage, revision: int, *, follow: bool = False
@@ -835,36 +917,6 @@ class NanoverConnection:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("NanoVer client %s: task failed", self.peer, exc_info=task.exception())
-
-    # -- leaving -------------------------------------------------------------------------
-
-    def _remove_user_keys(self) -> None:
-        """Remove the user's keys in one change, as NanoVer does when its client leaves.
-
-        A key is the user's if it holds ``.<id>`` ending at a dot or at its end, after its
-        first part (``avatar.<id>``, ``update.index.<id>``, ``selection.<id>.2``; ids may
-        hold dots: ``avatar.a.b`` is user ``a.b``'s), or if it is an ``interaction.*`` whose
-        ``owner.id`` is the user. NanoVer tests ``.<id>`` as a plain substring, which also
-        takes ``x.<id>suffix`` keys of other users (and, for the id ``""``, every key with
-        a dot); this does not.
-        """
-        user = self.user_id
-        if user is None:
-            return
-        state = self.hub.state
-        writable = self.principal.permissions.write  # removing another's keys needs the right
-        _, content = state.shared_values()  # read only: no copy per leaving client
-        owned = [
-            key for key, value in content.items() if _owned(key, value, user) and key in writable
-        ]
-        while owned:
-            try:
-                state.update_state(None, DictionaryChange(removals=owned))
-                return
-            except ResourceLockedError as error:  # leased by someone else: theirs to keep
-                owned = [key for key in owned if key not in error.keys]
-            except ObjectFrozenError:
-                return
 
 
 _MISSING = object()
