@@ -113,10 +113,10 @@ def server_main() -> None:
     tracemalloc.start(FRAMES)
 
     async def main() -> None:
-        server = StateServer(address="127.0.0.1", port=0, tcp_port=0)
+        server = StateServer(address="127.0.0.1", port=0)
         await server.start()
         loop = asyncio.get_running_loop()
-        print(f"grpc {server.port} tcp {server.tcp_port}", flush=True)
+        print(f"grpc {server.grpc_port} tcp {server.tcp_port}", flush=True)
         command = await loop.run_in_executor(None, sys.stdin.readline)  # "baseline"
         before, rss_before = tracemalloc.take_snapshot(), _rss_kib()
         print("ok", flush=True)

@@ -70,7 +70,9 @@ async def session_as(
     token = TOKENS[user] if user is not None else None
     metadata = (("authorization", f"Bearer {token}"),) if via == "metadata" and token else None
     options = [("grpc.use_local_subchannel_pool", 1)]
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=options) as channel:
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{server.grpc_port}", options=options
+    ) as channel:
         session = RawSession(channel, metadata)
         try:
             if hello:

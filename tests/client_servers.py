@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from statehub.serving.state_server import StateServer
 
@@ -44,7 +45,26 @@ def free_port() -> int:
         return port
 
 
-def threaded_server(port: int = 0, tcp_port: int = 0) -> StateServer:
-    """A StateServer on 127.0.0.1 (gRPC and plain TCP) running in a background thread
-    (for blocking tests)."""
-    return StateServer(address="127.0.0.1", port=port, tcp_port=tcp_port).start_in_thread()
+#: The schemes the shared client fixtures run on (``client_scheme`` in conftest.py): the
+#: default, plain TCP, and gRPC, which stays a supported transport.
+CLIENT_SCHEMES = ("statehub", "statehub+grpc")
+
+
+def client_url(server: StateServer, scheme: str = "statehub") -> str:
+    """The URL reaching ``server`` on loopback over ``scheme``'s transport."""
+    port = server.grpc_port if scheme == "statehub+grpc" else server.tcp_port
+    return f"{scheme}://127.0.0.1:{port}"
+
+
+def server_for(scheme: str, port: int, **options: Any) -> StateServer:
+    """A server listening for ``scheme`` on ``port`` (its other ports free ones): a server
+    restarted where a client of that scheme will look for it."""
+    if scheme == "statehub+grpc":
+        return StateServer(address="127.0.0.1", port=0, grpc_port=port, **options)
+    return StateServer(address="127.0.0.1", port=port, grpc_port=0, **options)
+
+
+def threaded_server(port: int = 0, grpc_port: int = 0) -> StateServer:
+    """A StateServer on 127.0.0.1 (plain TCP on ``port``, gRPC on ``grpc_port``; 0: free
+    ones) running in a background thread (for blocking tests)."""
+    return StateServer(address="127.0.0.1", port=port, grpc_port=grpc_port).start_in_thread()

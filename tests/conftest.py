@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from client_servers import CLIENT_SCHEMES, client_url
 from statehub import AsyncClient
 from statehub.serving.state_server import StateServer
 
@@ -55,6 +56,7 @@ SYSTEM_TEST_MODULES = frozenset(
         "test_web_origin",
         "test_hostile_clients",
         "test_bench_fanout",
+        "test_bench_client",
         "test_bench_room",
         "test_bench_dashboard",
         "test_dripline_client",
@@ -79,10 +81,17 @@ async def server() -> AsyncIterator[StateServer]:
         yield running
 
 
+@pytest.fixture(params=CLIENT_SCHEMES)
+def client_scheme(request: pytest.FixtureRequest) -> str:
+    """Each client test using it runs over the default transport (plain TCP) and gRPC."""
+    scheme: str = request.param
+    return scheme
+
+
 @pytest.fixture
-async def client(server: StateServer) -> AsyncIterator[AsyncClient]:
-    """An AsyncClient connected to ``server``."""
-    async with AsyncClient("127.0.0.1", server.port) as connected:
+async def client(server: StateServer, client_scheme: str) -> AsyncIterator[AsyncClient]:
+    """An AsyncClient connected to ``server`` over ``client_scheme``."""
+    async with AsyncClient(client_url(server, client_scheme)) as connected:
         yield connected
 
 

@@ -184,7 +184,7 @@ def statehub_serve(*arguments: str) -> Iterator[Statehub]:
     env = {**os.environ, "PYTHONPATH": path}
     serve = [sys.executable, "-c", "from statehub.cli import main; main()", "serve"]
     process = subprocess.Popen(
-        [*serve, "--host", "127.0.0.1", "--port", "0", "--no-tcp", *arguments],
+        [*serve, "--host", "127.0.0.1", "--port", "0", *arguments],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -193,10 +193,10 @@ def statehub_serve(*arguments: str) -> Iterator[Statehub]:
     assert process.stdout is not None
     lines: list[str] = []
     ports: dict[str, int] = {}
-    for _ in range(2):  # "serving on ...", "web edge on ..."
+    for _ in range(3):  # "serving on ..." (TCP), "web edge on ...", "gRPC on ..."
         line = process.stdout.readline()
         lines.append(line)
-        if found := re.search(r"serving on [0-9.]+:(\d+)", line):
+        if found := re.search(r"gRPC on [0-9.]+:(\d+)", line):
             ports["grpc"] = int(found.group(1))
         elif found := re.search(r"web edge on http://[0-9.]+:(\d+)", line):
             ports["web"] = int(found.group(1))

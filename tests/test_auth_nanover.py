@@ -70,7 +70,9 @@ def _struct(mapping: dict[str, Any]) -> struct_pb2.Struct:
 @asynccontextmanager
 async def nanover(server: StateServer, user: str | None) -> AsyncIterator[Nanover]:
     options = [("grpc.use_local_subchannel_pool", 1)]
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=options) as channel:
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{server.grpc_port}", options=options
+    ) as channel:
         yield Nanover(channel, user)
 
 

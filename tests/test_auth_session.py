@@ -110,7 +110,7 @@ async def test_a_jwt_from_an_identity_provider_in_metadata(tmp_path: Path) -> No
     async with auth_server(tmp_path, text) as server:
         metadata = (("authorization", f"Bearer {token}"),)
         options = [("grpc.use_local_subchannel_pool", 1)]
-        address = f"127.0.0.1:{server.port}"
+        address = f"127.0.0.1:{server.grpc_port}"
         async with grpc.aio.insecure_channel(address, options=options) as channel:
             carol = RawSession(channel, metadata)
             try:

@@ -34,19 +34,51 @@ def server() -> Iterator[StateServer]:
 @pytest.mark.parametrize(
     ("address", "port", "target"),
     [
-        ("localhost", None, Target("statehub", "localhost", 38801)),
+        ("localhost", None, Target("statehub", "localhost", 38802)),
         ("10.0.0.5", 4000, Target("statehub", "10.0.0.5", 4000)),
         ("statehub://hub.lab:4000", None, Target("statehub", "hub.lab", 4000)),
         ("statehub://hub.lab:4000", 4000, Target("statehub", "hub.lab", 4000)),
         ("statehub://hub.lab", 5, Target("statehub", "hub.lab", 5)),
-        ("STATEHUB://hub.lab/", None, Target("statehub", "hub.lab", 38801)),
-        ("::1", None, Target("statehub", "::1", 38801)),
+        ("STATEHUB://hub.lab/", None, Target("statehub", "hub.lab", 38802)),
+        ("::1", None, Target("statehub", "::1", 38802)),
         ("[::1]", 7, Target("statehub", "::1", 7)),
         ("statehub://[::1]:9", None, Target("statehub", "::1", 9)),
     ],
 )
 def test_addresses_parse_to_targets(address: str, port: int | None, target: Target) -> None:
     assert parse_target(address, port) == target
+
+
+@pytest.mark.parametrize(
+    ("address", "target", "transport", "dialled"),
+    [
+        ("hub.lab", Target("statehub", "hub.lab", 38802), "tcp", "statehub://hub.lab:38802"),
+        (
+            "statehubs://hub.lab",
+            Target("statehubs", "hub.lab", 38802),
+            "tcp",
+            "statehubs://hub.lab:38802",
+        ),
+        (
+            "statehub+tcp://hub.lab",
+            Target("statehub+tcp", "hub.lab", 38802),
+            "tcp",
+            "statehub+tcp://hub.lab:38802",
+        ),
+        ("statehub+grpc://hub.lab", Target("statehub+grpc", "hub.lab", 38803), "grpc", "hub.lab"),
+        ("statehubs+grpc://[::1]", Target("statehubs+grpc", "::1", 38803), "grpc", "[::1]"),
+        ("ws://hub.lab", Target("ws", "hub.lab", 38801), "websocket", "ws://hub.lab:38801"),
+    ],
+)
+def test_each_scheme_has_its_port_and_transport(
+    address: str, target: Target, transport: str, dialled: str
+) -> None:
+    """The layout of ``statehub serve``: web 38801, plain TCP 38802 (``statehub://``, the
+    default), gRPC 38803 only when asked for."""
+    parsed = parse_target(address)
+    assert (parsed, parsed.transport) == (target, transport)
+    assert parsed.tls == target.scheme.startswith("statehubs")
+    assert parsed.dial_address == dialled
 
 
 @pytest.mark.parametrize(
@@ -68,11 +100,11 @@ def test_bad_addresses_name_what_is_wrong(address: str, port: int | None, text: 
 
 
 def test_the_environment_is_read_when_no_address_is_given() -> None:
-    assert resolve_target(environ={}) == Target("statehub", "localhost", 38801)
+    assert resolve_target(environ={}) == Target("statehub", "localhost", 38802)
     url = {"STATEHUB_URL": "statehub://a:1", "STATEHUB_HOST": "b", "STATEHUB_PORT": "2"}
     assert resolve_target(environ=url) == Target("statehub", "a", 1)
     assert resolve_target(port=3, environ=url) == Target("statehub", "a", 3)
-    assert resolve_target("c", environ=url) == Target("statehub", "c", 38801)
+    assert resolve_target("c", environ=url) == Target("statehub", "c", 38802)
     split = {"STATEHUB_HOST": "b", "STATEHUB_PORT": "2"}
     assert resolve_target(environ=split) == Target("statehub", "b", 2)
     with pytest.raises(ValueError, match="STATEHUB_PORT must be a port number"):
@@ -99,6 +131,22 @@ async def test_async_client_with_no_arguments_uses_host_and_port_variables(
     async with AsyncClient() as client:
         await client.set("address.split", 2)
     assert server.state.get("address.split") == 2
+
+
+def test_client_with_nothing_given_reaches_the_default_port_over_tcp() -> None:
+    """``Client()`` with no address and no environment: localhost:38802, plain TCP."""
+    try:
+        server = StateServer(address="127.0.0.1").start_in_thread()
+    except OSError:
+        pytest.skip("the default ports are taken on this machine")
+    try:
+        with Client() as client:
+            client.set("address.default", 6)
+            assert client.port == 38802
+            assert {session.peer.transport for session in server.hub.sessions} == {"tcp"}
+        assert server.state.get("address.default") == 6
+    finally:
+        server.close()
 
 
 def test_client_takes_a_url_as_its_address(server: StateServer) -> None:

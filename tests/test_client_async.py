@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from client_servers import eventually, eventually_async, free_port
+from client_servers import client_url, eventually, eventually_async, free_port, server_for
 from statehub import AsyncClient, ConnectionLostError, DictionaryChange, StateChange
 from statehub.errors import (
     CommandFailedError,
@@ -23,8 +23,8 @@ from statehub.serving.state_server import StateServer
 
 
 @pytest.fixture
-async def other(server: StateServer) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient("127.0.0.1", server.port) as connected:
+async def other(server: StateServer, client_scheme: str) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(client_url(server, client_scheme)) as connected:
         yield connected
 
 
@@ -283,7 +283,9 @@ async def test_a_cancelled_lock_wait_leaves_the_lock_free(
         pass
 
 
-async def test_server_stopped_gives_connection_lost(server: StateServer) -> None:
+async def test_server_stopped_gives_connection_lost(
+    server: StateServer, client_scheme: str
+) -> None:
     gate = asyncio.Event()
     started = asyncio.Event()
 
@@ -293,7 +295,7 @@ async def test_server_stopped_gives_connection_lost(server: StateServer) -> None
         return {"done": 1}
 
     server.register_command("slow", slow)
-    client = AsyncClient("127.0.0.1", server.port, reconnect=False)
+    client = AsyncClient(client_url(server, client_scheme), reconnect=False)
     await client.connect()
     lost: list[str] = []
     client.connection_lost.add_callback(lambda reason: lost.append(reason))
@@ -316,11 +318,14 @@ async def test_connect_to_nothing_fails_clearly() -> None:
         await client.connect()
 
 
-async def test_reconnects_resubscribes_and_reports_lost_leases_and_locks() -> None:
+async def test_reconnects_resubscribes_and_reports_lost_leases_and_locks(
+    client_scheme: str,
+) -> None:
     first = StateServer(address="127.0.0.1", port=0)
     await first.start()
-    port = first.port
-    client = AsyncClient("127.0.0.1", port, backoff_initial=0.02, backoff_max=0.2)
+    url = client_url(first, client_scheme)
+    port = int(url.rpartition(":")[2])
+    client = AsyncClient(url, backoff_initial=0.02, backoff_max=0.2)
     await client.connect()
     events: list[tuple[str, object]] = []
     client.connection_lost.add_callback(lambda reason: events.append(("lost", None)))
@@ -343,7 +348,7 @@ async def test_reconnects_resubscribes_and_reports_lost_leases_and_locks() -> No
                 await client.get("a")
     assert events[:3] == [("lost", None), ("leases", ["a", "b"]), ("locks", ["job"])]
 
-    second = StateServer(address="127.0.0.1", port=port)
+    second = server_for(client_scheme, port)
     second.state.update_state(None, DictionaryChange({"fresh": True}))
     await second.start()
     try:
@@ -365,11 +370,13 @@ async def test_reconnects_resubscribes_and_reports_lost_leases_and_locks() -> No
         await second.stop()
 
 
-async def test_resume_after_reconnect_gets_only_the_delta(server: StateServer) -> None:
+async def test_resume_after_reconnect_gets_only_the_delta(
+    server: StateServer, client_scheme: str
+) -> None:
     """A broken session (not a server restart) resumes from the last revision seen."""
-    client = AsyncClient("127.0.0.1", server.port, backoff_initial=0.01)
+    client = AsyncClient(client_url(server, client_scheme), backoff_initial=0.01)
     await client.connect()
-    writer = AsyncClient("127.0.0.1", server.port)
+    writer = AsyncClient(client_url(server, client_scheme))
     await writer.connect()
     try:
         await writer.update({"a": 1, "b": 2})
@@ -387,8 +394,10 @@ async def test_resume_after_reconnect_gets_only_the_delta(server: StateServer) -
         await writer.close()
 
 
-async def test_streams_end_when_nothing_will_resume_them(server: StateServer) -> None:
-    closing = AsyncClient("127.0.0.1", server.port)
+async def test_streams_end_when_nothing_will_resume_them(
+    server: StateServer, client_scheme: str
+) -> None:
+    closing = AsyncClient(client_url(server, client_scheme))
     await closing.connect()
     ended = closing.subscribe()
     assert (await anext(ended)).snapshot
@@ -396,7 +405,7 @@ async def test_streams_end_when_nothing_will_resume_them(server: StateServer) ->
     with pytest.raises(StopAsyncIteration):
         await anext(ended)
 
-    no_reconnect = AsyncClient("127.0.0.1", server.port, reconnect=False)
+    no_reconnect = AsyncClient(client_url(server, client_scheme), reconnect=False)
     await no_reconnect.connect()
     try:
         failing = no_reconnect.subscribe()
@@ -432,11 +441,12 @@ async def test_a_frozen_server_is_noticed_by_pings() -> None:
         "from statehub.cli import main; main()",
         "serve",
         "--port",
+        "0",
+        "--tcp-port",
         str(port),
         "--keepalive",
         "0.5",
         "--no-http",
-        "--no-tcp",
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -493,7 +503,7 @@ async def test_a_restarted_server_ahead_of_the_client_gives_a_snapshot_not_a_del
     await first.stop()
     await eventually(lambda: not client.connected)
 
-    second = StateServer(address="127.0.0.1", port=port)
+    second = server_for("statehub", port)
     for n in range(5):  # this history is already past the revision the client saw
         second.state.update_state(None, DictionaryChange({f"new{n}": n}))
     await second.start()

@@ -94,7 +94,9 @@ def test_bad_input_is_one_line_error(
 def test_server_down_is_one_line_error(args: tuple[str, ...]) -> None:
     code, _out, err = cli(free_port(), *args)
     assert code == 1
-    assert err.startswith("Error: ConnectionLostError: cannot connect to statehub at 127.0.0.1:")
+    assert err.startswith(
+        "Error: ConnectionLostError: cannot connect to statehub at statehub://127.0.0.1:"
+    )
     assert len(err.strip().splitlines()) == 1
 
 
@@ -161,7 +163,7 @@ def test_watch_reconnects_after_a_server_restart() -> None:
         assert watch.stdout is not None
         assert json.loads(watch.stdout.readline())["snapshot"] is True
         first.close()
-        second = StateServer(address="127.0.0.1", port=port)
+        second = StateServer(address="127.0.0.1", port=port, grpc_port=0)
         second.state.update_state(None, DictionaryChange({"after": 1}))
         second.start_in_thread()
         out, err = watch.communicate(timeout=30)

@@ -18,9 +18,7 @@ SMALL_LIMIT = 1024
 
 @pytest.fixture
 async def server() -> AsyncIterator[StateServer]:
-    server = StateServer(
-        address="127.0.0.1", port=0, http_port=0, tcp_port=0, max_message_bytes=SMALL_LIMIT
-    )
+    server = StateServer(address="127.0.0.1", port=0, http_port=0, max_message_bytes=SMALL_LIMIT)
     await server.start()
     try:
         yield server
@@ -35,7 +33,7 @@ def address(request: pytest.FixtureRequest, server: StateServer) -> tuple[str, i
         return f"statehub+tcp://127.0.0.1:{server.tcp_port}", None
     if request.param == "websocket":
         return f"ws://127.0.0.1:{server.http_port}", None
-    return "127.0.0.1", server.port
+    return "127.0.0.1", server.grpc_port
 
 
 async def test_a_malformed_frame_ends_the_stream_with_a_protocol_error(
@@ -57,7 +55,9 @@ async def test_a_malformed_frame_ends_the_stream_with_a_protocol_error(
 async def test_a_call_in_a_frame_over_the_servers_limit_raises_message_too_large(
     address: tuple[str, int | None],
 ) -> None:
-    async with AsyncClient(*address, reconnect=False) as client:
+    host, grpc_port = address  # a bare host is gRPC's (open_frame_stream's convention)
+    url = host if grpc_port is None else f"statehub+grpc://{host}:{grpc_port}"
+    async with AsyncClient(url, reconnect=False) as client:
         # A client that believes the server takes any size (the server's own limit is
         # what is tested): its frame is refused by the transport, not by the session.
         (await client._connection()).max_message_bytes = 1 << 30

@@ -163,7 +163,9 @@ def test_watch_prints_no_empty_batch_after_a_reconnect(tmp_path: Path) -> None:
 
     def durable_server() -> StateServer:
         state = StateDictionary(store=SQLiteStore(tmp_path / "data"))
-        return StateServer(address="127.0.0.1", port=port, state=state).start_in_thread()
+        return StateServer(
+            address="127.0.0.1", port=port, grpc_port=0, state=state
+        ).start_in_thread()
 
     first = durable_server()
     first.update_state(None, DictionaryChange({"w.a": 1}))

@@ -40,8 +40,8 @@ def url(request: pytest.FixtureRequest, server: StateServer) -> str:
 
 def server_url(server: StateServer, transport: str) -> str:
     if transport == "tcp":
-        return f"statehub+tcp://127.0.0.1:{server.tcp_port}"
-    return f"statehub://127.0.0.1:{server.port}"
+        return f"statehub://127.0.0.1:{server.tcp_port}"
+    return f"statehub+grpc://127.0.0.1:{server.grpc_port}"
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ def test_server_gone_gives_connection_lost(transport: str) -> None:
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_reconnects_after_a_restart_on_the_same_port(transport: str) -> None:
     server = threaded_server()
-    port, tcp_port = server.port, server.tcp_port
+    port, grpc_port = server.tcp_port, server.grpc_port
     lost: list[list[str]] = []
     url = server_url(server, transport)
     with Client(url, backoff_initial=0.02, backoff_max=0.2) as client:
@@ -141,7 +141,7 @@ def test_reconnects_after_a_restart_on_the_same_port(transport: str) -> None:
         assert client.attempt_update_locks({"mine": 60})
         server.close()
         eventually_sync(lambda: not client.connected)
-        server = threaded_server(port, tcp_port)
+        server = threaded_server(port, grpc_port)
         try:
             client.wait_connected(timeout=10)
             assert lost == [["mine"]]
@@ -163,11 +163,11 @@ def test_lock_state_holds_the_mirror_still(client: Client, other: Client) -> Non
     eventually_sync(lambda: other.copy_state() == {"during": 1})
 
 
-@pytest.mark.parametrize("scheme", ["statehub+tcp", "ws"])
+@pytest.mark.parametrize("scheme", ["statehub+tcp", "statehub+grpc", "ws"])
 def test_the_blocking_client_and_the_cli_speak_every_transport(scheme: str) -> None:
-    with StateServer(address="127.0.0.1", port=0, tcp_port=0, http_port=0) as server:
-        port = server.tcp_port if scheme == "statehub+tcp" else server.http_port
-        url = f"{scheme}://127.0.0.1:{port}"
+    with StateServer(address="127.0.0.1", port=0, http_port=0) as server:
+        ports = {"statehub+tcp": server.tcp_port, "statehub+grpc": server.grpc_port}
+        url = f"{scheme}://127.0.0.1:{ports.get(scheme, server.http_port)}"
         client = Client(url)
         try:
             client.set("k", [1, 2])
@@ -182,7 +182,7 @@ def test_the_blocking_client_and_the_cli_speak_every_transport(scheme: str) -> N
 
 def test_subscriptions_resume_after_the_server_restarts_over_tcp() -> None:
     server = threaded_server()
-    port, tcp_port = server.port, server.tcp_port
+    port, grpc_port = server.tcp_port, server.grpc_port
     restored = threading.Event()
     with Client(server_url(server, "tcp"), backoff_initial=0.02, backoff_max=0.2) as client:
         client.reconnected.add_callback(restored.set)
@@ -192,7 +192,7 @@ def test_subscriptions_resume_after_the_server_restarts_over_tcp() -> None:
         client.subscribe_all_state_updates()
         server.close()
         eventually_sync(lambda: not client.connected)
-        server = threaded_server(port, tcp_port)
+        server = threaded_server(port, grpc_port)
         try:
             # Nobody calls: the client's helper thread reconnects and resubscribes.
             assert restored.wait(10)

@@ -1,6 +1,7 @@
-"""Clients over each alternative transport (WebSocket, plain TCP), next to gRPC's.
+"""Clients over each transport besides the default plain TCP (WebSocket, gRPC), next to
+the default's.
 
-(gRPC's own reconnect case, with lost leases and locks, is in test_client_async.py.)
+(The reconnect case with lost leases and locks, on TCP and gRPC, is in test_client_async.py.)
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from test_server_support import eventually, running_server
 #: Transport name (as a session's Peer reports it) -> the server's port option, client URL.
 TRANSPORTS = {
     "websocket": ("http_port", "ws://127.0.0.1:{port}"),
-    "tcp": ("tcp_port", "statehub+tcp://127.0.0.1:{port}"),
+    "grpc": ("grpc_port", "statehub+grpc://127.0.0.1:{port}"),
 }
 
 
 def _server(option: str, port: int) -> StateServer:
-    options: dict[str, Any] = {option: port}
-    return StateServer(address="127.0.0.1", port=0, **options)
+    options: dict[str, Any] = {"port": 0, "grpc_port": 0, option: port}
+    return StateServer(address="127.0.0.1", **options)
 
 
 @pytest.mark.parametrize("transport", sorted(TRANSPORTS))
@@ -57,38 +58,37 @@ async def test_a_client_reconnects_and_resumes_after_the_server_restarts(transpo
 
 
 @pytest.mark.parametrize("transport", sorted(TRANSPORTS))
-async def test_clients_over_it_and_over_grpc_see_each_others_writes_with_the_same_revisions(
+async def test_clients_over_it_and_over_tcp_see_each_others_writes_with_the_same_revisions(
     transport: str,
 ) -> None:
     option, url = TRANSPORTS[transport]
-    async with running_server(http_port=0, tcp_port=0) as server:
+    async with running_server(http_port=0) as server:
         over_it = AsyncClient(url.format(port=getattr(server, option)))
-        over_grpc = AsyncClient("127.0.0.1", server.port)
+        over_tcp = AsyncClient("127.0.0.1", server.port)
         try:
             seen_by_it: list[tuple[int, dict[str, object]]] = []
-            seen_by_grpc: list[tuple[int, dict[str, object]]] = []
+            seen_by_tcp: list[tuple[int, dict[str, object]]] = []
             async with (
                 over_it.subscribe(prefix="") as its_stream,
-                over_grpc.subscribe(prefix="") as grpc_stream,
+                over_tcp.subscribe(prefix="") as tcp_stream,
             ):
                 first = await over_it.set("from-it", 1)
-                second = await over_grpc.set("from-grpc", 2)
+                second = await over_tcp.set("from-tcp", 2)
                 assert second == first + 1
-                for stream, seen in ((its_stream, seen_by_it), (grpc_stream, seen_by_grpc)):
+                for stream, seen in ((its_stream, seen_by_it), (tcp_stream, seen_by_tcp)):
                     async for change in stream:
                         seen.append((change.revision, dict(change.updates)))
                         if change.revision >= second:
                             break
             merged_it = {k: v for _, updates in seen_by_it for k, v in updates.items()}
-            merged_grpc = {k: v for _, updates in seen_by_grpc for k, v in updates.items()}
-            assert merged_it == merged_grpc == {"from-it": 1, "from-grpc": 2}
-            assert seen_by_it[-1][0] == seen_by_grpc[-1][0] == second
-            assert await over_it.get("from-grpc") == 2
-            assert await over_grpc.get("from-it") == 1
+            merged_tcp = {k: v for _, updates in seen_by_tcp for k, v in updates.items()}
+            assert merged_it == merged_tcp == {"from-it": 1, "from-tcp": 2}
+            assert seen_by_it[-1][0] == seen_by_tcp[-1][0] == second
+            assert await over_it.get("from-tcp") == 2
+            assert await over_tcp.get("from-it") == 1
             peers = {session.peer.transport: session.peer for session in server.hub.sessions}
-            assert set(peers) == {transport, "grpc"}
-            if transport == "tcp":
-                assert peers["tcp"].address.startswith("tcp:127.0.0.1:")
+            assert set(peers) == {transport, "tcp"}
+            assert peers["tcp"].address.startswith("tcp:127.0.0.1:")
         finally:
             await over_it.close()
-            await over_grpc.close()
+            await over_tcp.close()

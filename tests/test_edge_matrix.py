@@ -36,8 +36,8 @@ state_pb2, state_pb2_grpc, _, _ = nanover_modules.load()
 STORES = ["memory", "sqlite", "redis"]
 #: Each transport of the session protocol: its URL scheme and the server's port for it.
 SESSION_EDGES = {
-    "session-grpc": ("statehub", "port"),
-    "session-tcp": ("statehub+tcp", "tcp_port"),
+    "session-grpc": ("statehub+grpc", "grpc_port"),
+    "session-tcp": ("statehub", "tcp_port"),
     "session-websocket": ("ws", "http_port"),
 }
 EDGES = [*SESSION_EDGES, "nanover-grpc", "nanover-websocket"]
@@ -77,7 +77,6 @@ async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         address="127.0.0.1",
         port=0,
         http_port=0,
-        tcp_port=0,
         auth=auth,
         limits=LIMITS,
         max_message_bytes=MAX_MESSAGE_BYTES,
@@ -194,7 +193,7 @@ async def edge(
             yield SessionEdge(client)
     elif kind == "nanover-grpc":
         options = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own
-        address = f"127.0.0.1:{server.port}"
+        address = f"127.0.0.1:{server.grpc_port}"
         async with grpc.aio.insecure_channel(address, options=options) as channel:
             yield NanoverGrpcEdge(channel, user, access_token)
     else:

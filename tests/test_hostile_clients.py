@@ -83,9 +83,9 @@ def serving(
         assert process.stdout is not None
         ports: dict[str, int] = {}
         patterns = {
-            "grpc": r"serving on 127\.0\.0\.1:(\d+)",
+            "grpc": r"gRPC on 127\.0\.0\.1:(\d+)",
             "http": r"web edge on http://127\.0\.0\.1:(\d+)",
-            "tcp": r"TCP sessions on \S+:(\d+)",
+            "tcp": r"serving on 127\.0\.0\.1:(\d+)",
         }
         for _ in range(10):
             line = process.stdout.readline()

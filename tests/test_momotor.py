@@ -28,7 +28,7 @@ from momotor.shared.state import LockFailed
 
 from auth_support import TOKENS, auth_server, identities, write_identities
 from statehub import StateServer
-from statehub.bench.fleet import start_redis, start_serve, start_statehub, stop
+from statehub.bench.fleet import ServedPorts, start_redis, start_serve_ports, stop
 from statehub.client import AsyncClient
 from test_server_support import eventually, running_server
 
@@ -82,7 +82,7 @@ def waiting(server: StateServer) -> int:
 
 
 async def test_a_worker_takes_and_releases_an_exclusive_lock() -> None:
-    async with running_server() as server, worker(server.port) as state:
+    async with running_server() as server, worker(server.grpc_port) as state:
         assert await state.test_lock("grade/1") is False
         async with state.get_lock("grade/1"):
             held = server.locks.holdings()
@@ -98,9 +98,9 @@ async def test_workers_share_a_shared_lock_and_a_writer_waits_for_them() -> None
     order: list[str] = []
     async with (
         running_server() as server,
-        worker(server.port) as one,
-        worker(server.port) as two,
-        worker(server.port) as three,
+        worker(server.grpc_port) as one,
+        worker(server.grpc_port) as two,
+        worker(server.grpc_port) as three,
     ):
         reader_1 = Holder("r1", lambda: one.get_lock("k", exclusive=False), order)
         reader_2 = Holder("r2", lambda: two.get_lock("k", exclusive=False), order)
@@ -122,7 +122,7 @@ async def test_a_workers_exclusive_lock_blocks_a_statehub_client_and_the_reverse
     order: list[str] = []
     async with (
         running_server() as server,
-        worker(server.port) as state,
+        worker(server.grpc_port) as state,
         AsyncClient("127.0.0.1", server.port) as client,
     ):
         momotor = Holder("momotor", lambda: state.get_lock("job/7"), order)
@@ -142,7 +142,7 @@ async def test_a_workers_exclusive_lock_blocks_a_statehub_client_and_the_reverse
 
 
 async def test_the_blocking_client_and_a_worker_exclude_each_other() -> None:
-    async with running_server() as server, worker(server.port) as state:
+    async with running_server() as server, worker(server.grpc_port) as state:
         order: list[str] = []
         momotor = Holder("momotor", lambda: state.get_lock("blocking"), order)
         await asyncio.wait_for(momotor.granted.wait(), 10)
@@ -166,9 +166,9 @@ async def test_fifo_writers_and_writer_preference_across_both_kinds_of_client() 
     order: list[str] = []
     async with (
         running_server() as server,
-        worker(server.port) as w1_state,
-        worker(server.port) as r2_state,
-        worker(server.port) as holder_state,
+        worker(server.grpc_port) as w1_state,
+        worker(server.grpc_port) as r2_state,
+        worker(server.grpc_port) as holder_state,
         AsyncClient("127.0.0.1", server.port) as client,
     ):
         holder = Holder("holder", lambda: holder_state.get_lock("q"), order)
@@ -202,8 +202,8 @@ async def test_a_new_worker_reader_waits_while_a_statehub_writer_waits() -> None
     order: list[str] = []
     async with (
         running_server() as server,
-        worker(server.port) as reader_state,
-        worker(server.port) as late_state,
+        worker(server.grpc_port) as reader_state,
+        worker(server.grpc_port) as late_state,
         AsyncClient("127.0.0.1", server.port) as client,
     ):
         reader = Holder("reader", lambda: reader_state.get_lock("p", exclusive=False), order)
@@ -223,7 +223,7 @@ async def test_a_new_worker_reader_waits_while_a_statehub_writer_waits() -> None
 async def test_test_lock_means_held_in_that_mode_for_momotor_and_free_for_statehub() -> None:
     async with (
         running_server() as server,
-        worker(server.port) as state,
+        worker(server.grpc_port) as state,
         AsyncClient("127.0.0.1", server.port) as client,
     ):
 
@@ -247,7 +247,7 @@ async def test_test_lock_means_held_in_that_mode_for_momotor_and_free_for_stateh
 async def test_a_worker_cancelling_its_wait_leaves_no_trace() -> None:
     async with (
         running_server() as server,
-        worker(server.port) as state,
+        worker(server.grpc_port) as state,
         AsyncClient("127.0.0.1", server.port) as client,
     ):
         async with client.get_lock("c"):
@@ -266,7 +266,7 @@ async def test_a_worker_cancelling_its_wait_leaves_no_trace() -> None:
 
 async def test_a_worker_whose_connection_closes_while_holding_loses_its_lock() -> None:
     async with running_server() as server, AsyncClient("127.0.0.1", server.port) as client:
-        channel = Channel("127.0.0.1", server.port)
+        channel = Channel("127.0.0.1", server.grpc_port)
         try:
             state = SharedState(WorkerStub(channel))
             holding = state.get_lock("dropped")
@@ -281,7 +281,7 @@ async def test_a_worker_whose_connection_closes_while_holding_loses_its_lock() -
 
 
 async def test_a_key_statehub_refuses_reaches_the_worker_as_a_format_exception() -> None:
-    async with running_server() as server, worker(server.port) as state:
+    async with running_server() as server, worker(server.grpc_port) as state:
         with pytest.raises(FormatException):
             async with state.get_lock(""):
                 pass
@@ -323,7 +323,11 @@ async def test_a_killed_or_frozen_worker_loses_its_lock_within_the_keepalive_bou
         AsyncClient("127.0.0.1", server.port) as client,
     ):
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", WORKER_PROCESS, str(server.port), stdout=asyncio.subprocess.PIPE
+            sys.executable,
+            "-c",
+            WORKER_PROCESS,
+            str(server.grpc_port),
+            stdout=asyncio.subprocess.PIPE,
         )
         try:
             assert process.stdout is not None
@@ -353,10 +357,10 @@ async def test_auth_token_maps_to_statehub_identities_with_lock_rights_by_prefix
     """walt may lock ``locks/w/``, rita (a reader) nothing; no anonymous role."""
     async with (
         auth_server(tmp_path) as server,
-        worker(server.port, TOKENS["walt"]) as walt,
-        worker(server.port, TOKENS["rita"]) as rita,
-        worker(server.port, "not-a-token") as stranger,
-        worker(server.port) as nobody,
+        worker(server.grpc_port, TOKENS["walt"]) as walt,
+        worker(server.grpc_port, TOKENS["rita"]) as rita,
+        worker(server.grpc_port, "not-a-token") as stranger,
+        worker(server.grpc_port) as nobody,
     ):
         async with walt.get_lock("locks/w/job"):
             assert await walt.test_lock("locks/w/job") is True
@@ -378,7 +382,7 @@ async def test_auth_token_maps_to_statehub_identities_with_lock_rights_by_prefix
 
 
 async def test_a_refusal_names_the_key_and_the_right(tmp_path: Path) -> None:
-    async with auth_server(tmp_path) as server, worker(server.port, TOKENS["walt"]) as walt:
+    async with auth_server(tmp_path) as server, worker(server.grpc_port, TOKENS["walt"]) as walt:
         with pytest.raises(AuthException) as refused:
             async with walt.get_lock("locks/other"):
                 pass
@@ -389,10 +393,10 @@ async def test_a_refusal_names_the_key_and_the_right(tmp_path: Path) -> None:
 async def test_a_worker_and_a_statehub_client_exclude_each_other_on_sqlite(
     tmp_path: Path,
 ) -> None:
-    process, port = start_serve("--data", str(tmp_path / "data"))
+    process, ports = start_serve_ports("--data", str(tmp_path / "data"))
     try:
         order: list[str] = []
-        async with worker(port) as state, AsyncClient("127.0.0.1", port) as client:
+        async with worker(ports.grpc) as state, AsyncClient("127.0.0.1", ports.tcp) as client:
             statehub = Holder("statehub", lambda: client.get_lock("s"), order)
             await asyncio.wait_for(statehub.granted.wait(), 10)
             momotor = Holder("momotor", lambda: state.get_lock("s", exclusive=False), order)
@@ -417,20 +421,20 @@ async def _until_waiting(client: AsyncClient, key: str, count: int, timeout: flo
 async def test_one_lock_across_two_statehub_servers_on_one_redis(tmp_path: Path) -> None:
     """Several statehub servers over one Redis are one Momotor broker."""
     redis = start_redis(tmp_path / "redis")
-    servers: list[tuple[Any, int]] = []
+    servers: list[tuple[Any, ServedPorts]] = []
     try:
-        starting = [asyncio.to_thread(start_statehub, redis.url) for _ in range(2)]
+        starting = [asyncio.to_thread(start_serve_ports, "--store", redis.url) for _ in range(2)]
         results = await asyncio.gather(*starting, return_exceptions=True)
         servers.extend(started for started in results if not isinstance(started, BaseException))
         for started in results:
             if isinstance(started, BaseException):
                 raise started
-        (_, port_a), (_, port_b) = servers
+        (_, ports_a), (_, ports_b) = servers
         order: list[str] = []
         async with (
-            worker(port_a) as on_a,
-            worker(port_b) as on_b,
-            AsyncClient("127.0.0.1", port_b) as client_b,
+            worker(ports_a.grpc) as on_a,
+            worker(ports_b.grpc) as on_b,
+            AsyncClient("127.0.0.1", ports_b.tcp) as client_b,
         ):
             first = Holder("worker on A", lambda: on_a.get_lock("shared/key"), order)
             await asyncio.wait_for(first.granted.wait(), 10)
@@ -489,8 +493,8 @@ async def test_reloaded_identities_end_a_call_whose_token_is_gone(tmp_path: Path
     order: list[str] = []
     async with (
         auth_server(tmp_path) as server,
-        worker(server.port, TOKENS["walt"]) as walt,
-        worker(server.port, TOKENS["ada"]) as ada,
+        worker(server.grpc_port, TOKENS["walt"]) as walt,
+        worker(server.grpc_port, TOKENS["ada"]) as ada,
     ):
         revoked = Holder("walt", lambda: walt.get_lock("locks/w/r"), order)
         await asyncio.wait_for(revoked.granted.wait(), 10)

@@ -69,7 +69,9 @@ class NanoverClient:
 async def _nanover(server: StateServer, token: str) -> AsyncIterator[NanoverClient]:
     # A connection of its own (grpc would otherwise share one between channels).
     options = [("grpc.use_local_subchannel_pool", 1)]
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=options) as channel:
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{server.grpc_port}", options=options
+    ) as channel:
         yield NanoverClient(channel, token)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import grpc
 import pytest
 
 import nanover_modules
+from statehub.bench.fleet import read_served_ports
 from statehub.nanover import NanoverServer
 from test_server_support import hello_roundtrip
 
@@ -30,7 +30,7 @@ from google.protobuf import struct_pb2
 import grpc
 
 with StateServer(address="127.0.0.1", port=0) as server:
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         stub = StateStub(channel)
         change = struct_pb2.Struct()
         change.update({"answer": 42})
@@ -82,8 +82,10 @@ def nanover_server() -> Iterator[NanoverServer]:
 
 def test_nanover_server_serves_from_its_constructor(nanover_server: NanoverServer) -> None:
     address, port = nanover_server.address_and_port
-    assert (address, port) == ("127.0.0.1", nanover_server.port) and port > 0
-    assert hello_roundtrip(port)["ok"]
+    # NanoVer's port is its gRPC port; statehub's own sessions also have a TCP port.
+    assert (address, port) == ("127.0.0.1", nanover_server.grpc_port) and port > 0
+    assert port == nanover_server.port != nanover_server.tcp_port
+    assert hello_roundtrip(nanover_server.tcp_port)["ok"]
     assert nanover_server.server is nanover_server.grpc_server
     assert nanover_server.state_dictionary is nanover_server.state
     assert nanover_server.logger.name == "statehub.nanover"
@@ -139,7 +141,7 @@ class ServerWithEcho(NanoverServer):
 def test_nanover_subclasses_add_their_own_threaded_services() -> None:
     server = ServerWithEcho(address="127.0.0.1", port=0)
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
             echo = channel.unary_unary("/test.Echo/Echo")
             assert echo(b"abc", timeout=DEADLINE) == b"cba"
         with pytest.raises(AttributeError, match="add_to_server_method"):
@@ -165,18 +167,18 @@ def test_serve_discoverable_announces_itself_by_essd_on_loopback() -> None:
         )
         try:
             assert process.stdout is not None
-            match = re.search(r"serving on 127\.0\.0\.1:(\d+)", process.stdout.readline())
-            assert match is not None, process.stderr.read() if process.stderr else ""
-            web = re.search(r"web edge on http://127\.0\.0\.1:(\d+)", process.stdout.readline())
-            assert web is not None
+            ports = read_served_ports(process)
             message, _ = listener.recvfrom(2048)
             hub = json.loads(message)
             assert hub["name"] == "lab hub" and hub["essd_version"] == "1.0.0" and hub["id"]
             assert hub["address"] == "127.0.0.1"
-            assert hub["services"]["multiplayer"] == int(match.group(1))
-            # NanoVer's current clients look for "ws": the web port, where its protocol is.
-            assert hub["services"]["ws"] == int(web.group(1))
-            assert "wss" not in hub["services"]
+            # NanoVer's current clients look for "ws": the web port, where its protocol is;
+            # its gRPC-era clients for "multiplayer"; statehub's own for its TCP port.
+            assert hub["services"] == {
+                "ws": ports.http,
+                "multiplayer": ports.grpc,
+                "statehub": ports.tcp,
+            }
             assert hello_roundtrip(hub["services"]["statehub"])["ok"]
         finally:
             process.terminate()

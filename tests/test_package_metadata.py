@@ -9,6 +9,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 import statehub
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +25,9 @@ def test_license_file_matches_the_declared_license() -> None:
     assert project["license"] == "MIT"
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
     assert "Typing :: Typed" in project["classifiers"]
+
+
+ADDRESS_VARIABLES = ("STATEHUB_URL", "STATEHUB_HOST", "STATEHUB_PORT")
 
 
 def test_every_public_name_resolves() -> None:
@@ -47,12 +52,24 @@ def test_statehub_get_loads_nothing_only_serve_or_endpoints_need() -> None:
         assert not {m for m in loaded if m == heavy or m.startswith(heavy + ".")}, heavy
 
 
-def test_statehub_get_over_tcp_loads_neither_grpc_nor_aiohttp_nor_rich_nor_redis() -> None:
-    """A real ``statehub get`` against a server on plain TCP: the transport modules it does
-    not use are never imported (each costs a quarter of a second at start-up)."""
+@pytest.mark.parametrize(
+    "address",
+    [
+        {"STATEHUB_URL": "statehub://127.0.0.1:{port}"},
+        {"STATEHUB_HOST": "127.0.0.1", "STATEHUB_PORT": "{port}"},
+        {"STATEHUB_URL": "statehub+tcp://127.0.0.1:{port}"},
+    ],
+    ids=["default-scheme", "host-and-port", "explicit-tcp"],
+)
+def test_statehub_get_on_the_default_address_loads_neither_grpc_nor_aiohttp_nor_rich_nor_redis(
+    address: dict[str, str],
+) -> None:
+    """A real ``statehub get`` against a server on its default transport (plain TCP), the
+    address given as users give it: the transport modules it does not use are never
+    imported (each costs a quarter of a second at start-up), nor the blocking client."""
     from statehub.serving.state_server import StateServer
 
-    server = StateServer(address="127.0.0.1", port=0, tcp_port=0).start_in_thread()
+    server = StateServer(address="127.0.0.1", port=0).start_in_thread()
     try:
         code = (
             "import sys\n"
@@ -69,12 +86,27 @@ def test_statehub_get_over_tcp_loads_neither_grpc_nor_aiohttp_nor_rich_nor_redis
             capture_output=True,
             text=True,
             timeout=60,
-            env={**os.environ, "STATEHUB_URL": f"statehub+tcp://127.0.0.1:{server.tcp_port}"},
+            env={
+                **{
+                    name: value
+                    for name, value in os.environ.items()
+                    if name not in ADDRESS_VARIABLES
+                },
+                **{name: value.format(port=server.tcp_port) for name, value in address.items()},
+            },
         )
     finally:
         server.close()
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "1"  # the value, read back over TCP
     loaded = set(result.stderr.split())
-    for heavy in ("grpc", "aiohttp", "rich", "redis", "google.protobuf", "statehub.server"):
+    for heavy in (
+        "grpc",
+        "aiohttp",
+        "rich",
+        "redis",
+        "google.protobuf",
+        "statehub.server",
+        "statehub.client.sync_client",
+    ):
         assert not {m for m in loaded if m == heavy or m.startswith(heavy + ".")}, heavy

@@ -167,14 +167,14 @@ def start_serve(bin_dir: Path, *arguments: str) -> tuple[subprocess.Popen[str], 
     )
     assert process.stdout is not None
     addresses: dict[str, str] = {}
-    for _ in range(3):  # gRPC, web edge, TCP: one line each
+    for _ in range(3):  # TCP, web edge, gRPC: one line each
         line = process.stdout.readline()
         if found := re.search(r"serving on (\S+)", line):
-            addresses["grpc"] = found.group(1)
+            addresses["tcp"] = found.group(1)
         elif found := re.search(r"web edge on (\S+)", line):
             addresses["web"] = found.group(1)
-        elif found := re.search(r"TCP sessions on (\S+)", line):
-            addresses["tcp"] = found.group(1)
+        elif found := re.search(r"gRPC on (\S+)", line):
+            addresses["grpc"] = found.group(1)
     if len(addresses) != 3:
         stop(process)
         pytest.fail(f"statehub serve did not start: {addresses} {process.stderr.read()}")
@@ -257,7 +257,7 @@ def serves_next_to(bin_dir: Path, import_check: str) -> None:
     run(bin_dir / "python", "-c", import_check)
     process, addresses = start_serve(bin_dir)
     try:
-        environment = {**os.environ, "STATEHUB_URL": f"statehub://{addresses['grpc']}"}
+        environment = {**os.environ, "STATEHUB_URL": f"statehub://{addresses['tcp']}"}
         run(bin_dir / "statehub", "set", "shared", "1", env=environment)
         assert run(bin_dir / "statehub", "get", "shared", env=environment).strip() == "1"
     finally:

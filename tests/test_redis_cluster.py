@@ -15,7 +15,14 @@ from typing import Any
 import grpc
 import pytest
 
-from statehub.bench.fleet import RedisProcess, restart_redis, start_redis, start_statehub, stop
+from statehub.bench.fleet import (
+    RedisProcess,
+    ServedPorts,
+    restart_redis,
+    start_redis,
+    start_serve_ports,
+    stop,
+)
 from statehub.client import AsyncClient, ConnectionLostError
 from statehub.errors import ResourceLockedError, StoreUnavailableError
 from statehub.store.redis import DEFAULT_HEARTBEAT, DEFAULT_LIVENESS_TTL
@@ -31,16 +38,21 @@ class Fleet:
 
     def __init__(self, redis_process: RedisProcess) -> None:
         self.redis = redis_process
-        self.servers: list[tuple[Any, int]] = []
+        self.servers: list[tuple[Any, ServedPorts]] = []
 
     def add_server(self) -> int:
-        process, port = start_statehub(self.redis.url)
-        self.servers.append((process, port))
-        return port
+        process, ports = start_serve_ports("--store", self.redis.url)
+        self.servers.append((process, ports))
+        return ports.tcp
 
     @property
     def ports(self) -> list[int]:
-        return [port for _, port in self.servers]
+        """Each server's plain-TCP port (what clients use)."""
+        return [ports.tcp for _, ports in self.servers]
+
+    @property
+    def grpc_ports(self) -> list[int]:
+        return [ports.grpc for _, ports in self.servers]
 
     def close(self) -> None:
         for process, _ in self.servers:
@@ -168,8 +180,8 @@ async def test_lease_and_lock_contention_over_three_servers(three_servers: Fleet
 async def test_a_client_moving_to_another_server_resumes_without_a_gap(
     three_servers: Fleet,
 ) -> None:
-    a_port, b_port, c_port = three_servers.ports
-    async with clients([c_port]) as (writer,):
+    a_port, b_port, _ = three_servers.grpc_ports
+    async with clients([three_servers.ports[2]]) as (writer,):
         for n in range(5):
             await writer.set(f"t3/{n}", n)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{a_port}") as channel:

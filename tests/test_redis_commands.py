@@ -26,7 +26,7 @@ import pytest
 from auth_support import TOKENS, identities
 from redis_support import FAST_LIVENESS
 from statehub.auth.permissions import AdminRight, Grant, Permissions, Principal
-from statehub.bench.fleet import RedisProcess, start_redis, start_statehub, stop
+from statehub.bench.fleet import RedisProcess, start_redis, start_serve_ports, stop
 from statehub.client import AsyncClient, ConnectionLostError
 from statehub.endpoints.return_codes import AccessDeniedError, InvalidRoutingKeyError
 from statehub.errors import (
@@ -61,11 +61,14 @@ class Fleet:
     def __init__(self, redis_process: RedisProcess) -> None:
         self.redis = redis_process
         self.processes: list[subprocess.Popen[str]] = []
+        #: Each server's gRPC port by its plain-TCP one (what ``serve`` returns).
+        self.grpc_ports: dict[int, int] = {}
 
     def serve(self, *extra: str) -> int:
-        process, port = start_statehub(self.redis.url, *extra)
+        process, ports = start_serve_ports("--store", self.redis.url, *extra)
         self.processes.append(process)
-        return port
+        self.grpc_ports[ports.tcp] = ports.grpc
+        return ports.tcp
 
     def command_server(self, prefix: str) -> tuple[subprocess.Popen[str], int]:
         """``fixtures/command_server.py``: commands ``<prefix>.echo``, ``.refuse``..."""
@@ -208,9 +211,10 @@ async def test_rights_are_checked_where_the_client_is_and_go_with_the_call(
 
 
 async def test_cancelling_a_forwarded_call_cancels_it_where_it_runs(
-    ports: dict[str, int],
+    fleet: Fleet, ports: dict[str, int]
 ) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['b']}") as channel:
+    grpc_port = fleet.grpc_ports[ports["b"]]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
         session = RawSession(channel)
         await session.hello()
         call = await session.send(

@@ -66,7 +66,7 @@ class Cluster:
         self.servers[index].wait()
 
     def restart_server(self, index: int) -> None:
-        process, _ = self._start("--port", str(self.ports[index]))
+        process, _ = self._start("--tcp-port", str(self.ports[index]))  # where clients look
         self.servers[index] = process
 
     def pause_server(self, index: int, paused: bool) -> None:

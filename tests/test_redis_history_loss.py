@@ -16,7 +16,7 @@ import grpc
 import redis
 
 from redis_support import started_state, until
-from statehub.bench.fleet import RedisProcess, restart_redis, start_redis, start_statehub, stop
+from statehub.bench.fleet import RedisProcess, restart_redis, start_redis, start_serve_ports, stop
 from statehub.client import AsyncClient
 from statehub.core.change import DictionaryChange
 from statehub.errors import ConnectionLostError, StoreUnavailableError
@@ -105,11 +105,11 @@ async def test_clients_resuming_across_a_rollback_get_a_snapshot_not_a_delta(
     redis_process = start_redis(tmp_path / "redis")
     processes = [redis_process.process]
     try:
-        statehub, port = start_statehub(redis_process.url)
+        statehub, ports = start_serve_ports("--store", redis_process.url)
         processes.append(statehub)
         async with (
-            AsyncClient("127.0.0.1", port) as client,
-            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+            AsyncClient("127.0.0.1", ports.tcp) as client,
+            grpc.aio.insecure_channel(f"127.0.0.1:{ports.grpc}") as channel,
         ):
             stream = client.subscribe()
             seen_by_stream: dict[str, Any] = {}

@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from statehub.bench.fleet import RedisProcess, start_redis, start_sentinel, start_statehub, stop
+from statehub.bench.fleet import RedisProcess, start_redis, start_sentinel, start_serve_ports, stop
 from statehub.client import AsyncClient
 from statehub.errors import ConnectionLostError, StoreUnavailableError
 from tcp_proxy import TcpProxy
@@ -50,12 +50,12 @@ async def test_a_failover_that_lost_writes_starts_a_new_epoch_and_resumes_get_sn
         processes += [sentinel.process for sentinel in sentinels]
         _until(lambda: _sentinels_ready(sentinels))
         hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in sentinels)
-        statehub, port = start_statehub(f"redis+sentinel://{hosts}/mymaster/0")
+        statehub, ports = start_serve_ports("--store", f"redis+sentinel://{hosts}/mymaster/0")
         processes.append(statehub)
 
         async with (
-            AsyncClient("127.0.0.1", port) as client,
-            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+            AsyncClient("127.0.0.1", ports.tcp) as client,
+            grpc.aio.insecure_channel(f"127.0.0.1:{ports.grpc}") as channel,
         ):
             copy: dict[str, Any] = {}
 

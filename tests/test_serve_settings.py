@@ -95,23 +95,26 @@ def _get(url: str) -> int:
 def test_a_settings_file_sets_ports_limits_and_data_and_the_server_uses_them(
     tmp_path: Path,
 ) -> None:
-    port, http_port, tcp_port = free_port(), free_port(), free_port()
+    http_port, tcp_port, grpc_port = free_port(), free_port(), free_port()
     etc, elsewhere = tmp_path / "etc", tmp_path / "elsewhere"
     etc.mkdir()
     elsewhere.mkdir()
     settings = etc / "settings.toml"
     settings.write_text(
-        f'host = "127.0.0.1"\nport = {port}\nhttp_port = {http_port}\ntcp_port = {tcp_port}\n'
+        f'host = "127.0.0.1"\nport = 0\nhttp_port = {http_port}\ntcp_port = {tcp_port}\n'
+        f"grpc_port = {grpc_port}\n"
         "max_message_bytes = 123456\nkeepalive = 7.5\n"
         'data = "state"  # relative: next to this file, not in the working directory\n'
         "[session_limit]\nmax_subscriptions = 1\n"
     )
     with _serving("--settings", str(settings), cwd=elsewhere) as served:
-        assert served.port == port
-        hello = hello_roundtrip(port)["ok"]
+        assert served.port == tcp_port
+        hello = hello_roundtrip(tcp_port)["ok"]
         assert (hello["max_message_bytes"], hello["keepalive_s"]) == (123456, 7.5)
         assert _get(f"http://127.0.0.1:{http_port}/readyz") == 200
-        with Client(f"statehub+tcp://127.0.0.1:{tcp_port}") as client:
+        with Client(f"statehub+grpc://127.0.0.1:{grpc_port}") as over_grpc:
+            assert over_grpc.get("from.settings", "not yet") == "not yet"
+        with Client(f"statehub://127.0.0.1:{tcp_port}") as client:
             client.set("from.settings", 1)
             first = client.subscribe(prefix="from.")
             next(first)
@@ -149,7 +152,7 @@ def test_environment_overrides_the_file_and_flags_override_both(
 ) -> None:
     settings = tmp_path / "settings.toml"
     settings.write_text(
-        'host = "127.0.0.1"\nport = 0\nno_tcp = true\nno_http = true\nmax_message_bytes = 100000\n'
+        'host = "127.0.0.1"\nport = 0\ngrpc_port = 0\nno_http = true\nmax_message_bytes = 100000\n'
     )
     with _serving("--settings", str(settings), *flags, env=env) as served:
         assert hello_roundtrip(served.port)["ok"]["max_message_bytes"] == max_bytes
@@ -160,12 +163,12 @@ def test_the_settings_file_may_come_from_statehub_settings_and_verbose_says_what
     tmp_path: Path,
 ) -> None:
     settings = tmp_path / "settings.toml"
-    settings.write_text('host = "127.0.0.1"\nport = 0\nno_tcp = true\n')
+    settings.write_text('host = "127.0.0.1"\nport = 0\ngrpc_port = 0\n')
     env = {"STATEHUB_SERVE_SETTINGS": str(settings), "STATEHUB_SERVE_KEEPALIVE": "6"}
     with _serving("--no-http", "-v", env=env) as served:
         assert hello_roundtrip(served.port)["ok"]["keepalive_s"] == 6
     logged = served.stderr
-    assert f"settings from {settings}: host, port, no_tcp" in logged
+    assert f"settings from {settings}: host, port, grpc_port" in logged
     assert "settings from the environment: STATEHUB_SERVE_KEEPALIVE" in logged
     assert "settings from the command line: no_http, verbose" in logged
 
@@ -275,11 +278,12 @@ def test_the_example_settings_file_in_the_docs_is_valid_and_starts_a_server(
         "--settings",
         str(example),
         *("--host", "127.0.0.1", "--port", "0", "--http-port", "0", "--tcp-port", "0"),
+        *("--grpc-port", "0"),
         *("--data", str(tmp_path / "data"), "--auth", str(tmp_path / "identities.yaml")),
         *("--tls-cert", str(cert), "--tls-key", str(key), "-v"),
     ) as served:
         assert served.port > 0
-    assert "statehubs+tcp://127.0.0.1:" in served.stdout
+    assert "(statehubs://127.0.0.1:" in served.stdout
     assert (
         f"settings from {example}: keepalive, keepalive_timeout, durability, session_limit\n"
         in (served.stderr)

@@ -45,7 +45,7 @@ def test_serve_runs_until_a_signal_then_exits_cleanly(signum: signal.Signals) ->
 def test_serve_on_a_port_in_use_fails_with_a_clear_message() -> None:
     with StateServer(address="127.0.0.1", port=0) as server:
         result = subprocess.run(
-            [*SERVE, "--port", str(server.port)],
+            [*SERVE, "--port", "0", "--tcp-port", str(server.port)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -57,18 +57,21 @@ def test_serve_on_a_port_in_use_fails_with_a_clear_message() -> None:
 def test_serve_help_documents_the_defaults() -> None:
     result = subprocess.run([*SERVE, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    for text in ("38801", "38802", "--no-http", "127.0.0.1", "4194304", "--interval"):
+    for text in ("38801", "38802", "38803", "--no-http", "127.0.0.1", "4194304", "--interval"):
         assert text in result.stdout
 
 
 def test_a_port_in_use_gives_one_line_and_no_grpc_core_noise() -> None:
     with StateServer(address="127.0.0.1", port=0) as server:
         result = subprocess.run(
-            [*SERVE, "--port", str(server.port)], capture_output=True, text=True, timeout=60
+            [*SERVE, "--port", "0", "--grpc-port", str(server.grpc_port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"Error: cannot listen on 127.0.0.1:{server.port}: the port is in use"
+        f"Error: cannot listen for gRPC on 127.0.0.1:{server.grpc_port}: the port is in use"
     ]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from client_servers import eventually_async
+from client_servers import client_url, eventually_async
 from statehub import AsyncClient, DictionaryChange
 from statehub.bench.fleet import start_serve, stop
 from test_server_support import eventually, running_server
@@ -23,7 +23,7 @@ CLIENT = """
 import sys, threading
 from statehub import Client
 
-client = Client("127.0.0.1", int(sys.argv[1]))
+client = Client(sys.argv[1])
 client.update({"here." + sys.argv[2]: True, "plain." + sys.argv[2]: 1},
               ephemeral=["here." + sys.argv[2]])
 print("ready", flush=True)
@@ -31,9 +31,9 @@ threading.Event().wait()
 """
 
 
-async def _client_process(port: int, name: str) -> asyncio.subprocess.Process:
+async def _client_process(url: str, name: str) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CLIENT, str(port), name, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-c", CLIENT, url, name, stdout=asyncio.subprocess.PIPE
     )
     assert process.stdout is not None
     line = await asyncio.wait_for(process.stdout.readline(), 30)
@@ -82,7 +82,7 @@ async def test_bad_ephemeral_input_over_the_wire() -> None:
 
 async def test_a_dropped_connection_removes_the_bound_keys() -> None:
     async with running_server() as server:
-        process = await _client_process(server.port, "dropped")
+        process = await _client_process(client_url(server), "dropped")
         try:
             assert server.state.copy_content() == {"here.dropped": True, "plain.dropped": 1}
             process.kill()  # SIGKILL: the socket closes without a goodbye
@@ -95,12 +95,26 @@ async def test_a_dropped_connection_removes_the_bound_keys() -> None:
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
-async def test_a_keepalive_timeout_removes_the_bound_keys() -> None:
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        "statehub+grpc",
+        pytest.param(
+            "statehub",
+            # Over plain TCP the server relies on the kernel, which still answers keepalive
+            # probes for a stopped process, and no ping of the server's asks the client.
+            marks=pytest.mark.xfail(
+                strict=True, reason="plain TCP does not notice a frozen client yet"
+            ),
+        ),
+    ],
+)
+async def test_a_keepalive_timeout_removes_the_bound_keys(scheme: str) -> None:
     async with running_server(keepalive_time=1.0, keepalive_timeout=1.0) as server:
-        process = await _client_process(server.port, "silent")
+        process = await _client_process(client_url(server, scheme), "silent")
         try:
             os.kill(process.pid, signal.SIGSTOP)  # the connection stays open, unanswered
-            await eventually(lambda: server.state.copy_content() == {"plain.silent": 1}, timeout=20)
+            await eventually(lambda: server.state.copy_content() == {"plain.silent": 1}, timeout=10)
         finally:
             process.kill()
             await process.wait()

@@ -133,11 +133,11 @@ async def test_hostile_frames_hurt_nobody(caplog: pytest.LogCaptureFixture) -> N
         try:
             await asyncio.gather(
                 *(
-                    _hostile_session(server.port, seed, statuses, unknown)
+                    _hostile_session(server.grpc_port, seed, statuses, unknown)
                     for seed in range(SESSION_STREAMS)
                 ),
-                _malformed_streams(server.port, 100, statuses),
-                _hostile_nanover_calls(server.port, 200, statuses),
+                _malformed_streams(server.grpc_port, 100, statuses),
+                _hostile_nanover_calls(server.grpc_port, 200, statuses),
             )
         finally:
             stop.set()

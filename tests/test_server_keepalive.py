@@ -46,7 +46,7 @@ forever.wait()
 async def test_a_silent_peer_is_dropped_and_its_leases_and_locks_released() -> None:
     async with running_server(keepalive_time=1.0, keepalive_timeout=1.0) as server:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CLIENT, str(server.port), stdout=asyncio.subprocess.PIPE
+            sys.executable, "-c", CLIENT, str(server.grpc_port), stdout=asyncio.subprocess.PIPE
         )
         try:
             assert process.stdout is not None

@@ -63,7 +63,7 @@ for line in sys.stdin:
 
 
 async def test_an_idle_tcp_subscriber_costs_the_server_at_most_15_kib() -> None:
-    async with running_server(tcp_port=0) as server:
+    async with running_server() as server:
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",

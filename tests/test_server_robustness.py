@@ -72,7 +72,7 @@ ROUNDS_PER_ENDING = 60
 async def _session_that_holds_everything(
     server: StateServer, index: int, end: Callable[..., Awaitable[None]]
 ) -> None:
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}")
     session = RawSession(channel)
     try:
         await session.hello()
@@ -141,7 +141,7 @@ async def test_killed_clients_leave_nothing_behind() -> None:
                 sys.executable,
                 "-c",
                 CLIENT_SCRIPT,
-                f"127.0.0.1:{server.port}",
+                f"127.0.0.1:{server.grpc_port}",
                 str(index),
                 how,
                 stdout=asyncio.subprocess.PIPE,
@@ -246,7 +246,7 @@ async def test_out_of_range_numbers_are_invalid_arguments(
 
 async def test_a_frame_nested_beyond_the_decoder_limit_ends_only_that_session() -> None:
     async with running_server() as server:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
             call = channel.stream_stream(SESSION_PATH)()
             await call.write(b"\x91" * 2000 + b"\x01")
             with pytest.raises(grpc.aio.AioRpcError) as ended:
@@ -314,7 +314,7 @@ async def test_a_client_that_does_not_read_is_held_to_its_byte_limit() -> None:
     reply_bytes = 150_000
     async with running_server(limits=SessionLimits(max_queued_bytes=limit)) as server:
         server.update_state(None, DictionaryChange({"big": list(range(50_000))}))
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
             call = channel.stream_stream(SESSION_PATH)()
             requests = [{"id": 0, "op": "hello", "token": None, "client": "greedy"}]
             requests += [{"id": i, "op": "get", "keys": None} for i in range(1, 401)]
@@ -340,7 +340,7 @@ async def test_nanover_subscribers_get_large_states_in_messages_they_accept() ->
     async with running_server(max_message_bytes=16 * 1024 * 1024) as server:
         big = "x" * (2 * 1024 * 1024)
         server.update_state(None, DictionaryChange({"a": big, "b": big, "c": big}))
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
             stub = state_service_pb2_grpc.StateStub(channel)
             updates = stub.SubscribeStateUpdates(
                 state_service_pb2.SubscribeStateUpdatesRequest(update_interval=0)
@@ -368,7 +368,7 @@ async def test_malformed_nanover_requests_are_invalid_arguments(
     method: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with running_server() as server:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await channel.unary_unary(method)(b"\xff\xff\xff\x01garbage")
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -379,7 +379,7 @@ async def test_malformed_nanover_requests_are_invalid_arguments(
 async def test_a_nanover_value_null_removes_and_a_struct_round_trips() -> None:
     # Guards the raw-bytes parsing path: well-formed requests behave as before.
     async with running_server() as server:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
             stub = state_service_pb2_grpc.StateStub(channel)
             changed = struct_pb2.Struct()
             changed.update({"k": {"x": 1.5}})

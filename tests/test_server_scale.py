@@ -20,7 +20,9 @@ CHANNELS = 10  # several connections, as many clients would have
 async def test_a_thousand_concurrent_subscribers_get_snapshot_and_changes() -> None:
     with StateServer(address="127.0.0.1", port=0) as server:
         server.update_state(None, DictionaryChange({"scene": "start"}))
-        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") for _ in range(CHANNELS)]
+        channels = [
+            grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") for _ in range(CHANNELS)
+        ]
         sessions = [RawSession(channels[i % CHANNELS]) for i in range(SUBSCRIBERS)]
         try:
 

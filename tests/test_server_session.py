@@ -462,7 +462,7 @@ async def test_ending_the_request_stream_ends_the_session() -> None:
 async def test_stopping_the_server_ends_sessions_cleanly() -> None:
     server_cm = running_server()
     server = await server_cm.__aenter__()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         call = channel.stream_stream(SESSION_PATH)()
         await call.write(encode_batch([{"id": 1, "op": "hello", "token": None, "client": ""}]))
         await call.read()

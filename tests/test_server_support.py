@@ -23,6 +23,7 @@ import pytest
 
 from statehub import StateServer
 from statehub.protocol import SESSION_PATH, decode_batch, encode_batch, error_from_wire
+from statehub.protocol.tcp_framing import LENGTH_BYTES, encode_length
 from statehub.store.memory import MemoryStore
 
 #: Generous deadline for anything the server should do "soon".
@@ -240,8 +241,6 @@ async def running_server(**options: Any) -> AsyncIterator[StateServer]:
     """A real server on 127.0.0.1, port 0, in the running event loop."""
     if TRANSPORT == "websocket":
         options.setdefault("http_port", 0)
-    if TRANSPORT == "tcp":
-        options.setdefault("tcp_port", 0)
     server = StateServer(address="127.0.0.1", port=0, **options)
     await server.start()
     try:
@@ -262,7 +261,7 @@ async def connected(server: StateServer, *, hello: bool = True) -> AsyncIterator
             yield session
         return
     async with (
-        grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+        grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel,
         _opened(RawSession(channel), hello) as session,
     ):
         yield session
@@ -304,14 +303,24 @@ async def _opened(session: S, hello: bool) -> AsyncIterator[S]:
 
 
 def hello_roundtrip(port: int) -> dict[str, Any]:
-    """A blocking session-protocol hello against ``port`` (from plain, non-async code)."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        frames = channel.stream_stream(SESSION_PATH)(
-            iter([encode_batch([{"id": 1, "op": "hello", "token": "t"}])])
-        )
-        reply = decode_batch(next(frames))[0]
-        frames.cancel()
+    """A blocking session-protocol hello against the plain-TCP ``port`` (the one
+    ``statehub serve`` prints first), from plain, non-async code."""
+    frame = encode_batch([{"id": 1, "op": "hello", "token": "t"}])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(encode_length(frame) + frame)
+        size = int.from_bytes(_read_exactly(connection, LENGTH_BYTES), "big")
+        reply: dict[str, Any] = decode_batch(_read_exactly(connection, size))[0]
         return reply
+
+
+def _read_exactly(connection: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = connection.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError(f"the server closed the connection after {len(data)} bytes")
+        data += chunk
+    return data
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = DEADLINE) -> None:

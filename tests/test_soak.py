@@ -88,14 +88,21 @@ class Crowd:
             await channel.close(grace=None)
 
 
+async def _grpc_port(stdout: asyncio.StreamReader) -> int:
+    """The gRPC port ``statehub serve`` prints (after its TCP and web lines)."""
+    while line := (await asyncio.wait_for(stdout.readline(), 60)).decode():
+        if found := re.search(r"^statehub gRPC on \S+:(\d+) ", line):
+            return int(found.group(1))
+    raise AssertionError("statehub serve ended before printing its gRPC port")
+
+
 async def test_a_thousand_clients_for_ten_minutes() -> None:
     server = await asyncio.create_subprocess_exec(
         *SERVE, "--port", "0", stdout=asyncio.subprocess.PIPE
     )
     try:
         assert server.stdout is not None
-        line = (await asyncio.wait_for(server.stdout.readline(), 60)).decode()
-        port = int(re.search(r":(\d+) ", line).group(1))  # type: ignore[union-attr]
+        port = await _grpc_port(server.stdout)
         crowd = Crowd(port)
         for _ in range(CLIENTS):
             await crowd.join()

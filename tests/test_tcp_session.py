@@ -1,4 +1,4 @@
-"""The session protocol over the server's plain-TCP port (``StateServer(tcp_port=...)``).
+"""The session protocol over the server's plain-TCP port (``StateServer(port=...)``).
 
 Every transport-neutral test of tests/test_server_session.py runs again here over a bare
 TCP connection (4-byte length, then the frame); the tests below cover what differs (a
@@ -9,7 +9,9 @@ gRPC ones, TLS, reconnecting, and ``statehub serve --tcp-port``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import socket
 import subprocess
 from collections.abc import Iterator
 
@@ -17,7 +19,9 @@ import pytest
 
 import test_server_session as session_tests
 import test_server_support as support
+from client_servers import free_port
 from statehub import AsyncClient, Client, StateServer
+from statehub.bench.fleet import ServedPorts, read_served_ports, stop
 from statehub.client import ClientTls
 from statehub.client.address import DEFAULT_TCP_PORT, parse_target
 from statehub.client.frame_stream import StreamBroken
@@ -27,7 +31,13 @@ from statehub.protocol import encode_batch
 from statehub.server.tcp_transport import frame_limit
 from test_auth_tls import Pki, pki, server_tls
 from test_server_cli import SERVE
-from test_server_support import RemoteError, eventually, running_server, tcp_connected
+from test_server_support import (
+    RemoteError,
+    eventually,
+    hello_roundtrip,
+    running_server,
+    tcp_connected,
+)
 
 #: Tests of test_server_session that look at the gRPC stream itself; their TCP
 #: counterparts are below.
@@ -107,8 +117,8 @@ async def test_stopping_the_server_ends_connections_cleanly() -> None:
         await server_cm.__aexit__(None, None, None)
         await eventually(lambda: session._reader.done())
         assert session.unmatched.empty()
-        with pytest.raises(RuntimeError, match="not running"):
-            _ = server.tcp_port
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", server.tcp_port)
 
 
 async def test_a_tcp_client_killed_by_the_server_gets_connection_lost_with_the_reason() -> None:
@@ -153,7 +163,7 @@ def test_the_tcp_urls_and_their_default_port() -> None:
         False,
         f"statehub+tcp://example.org:{DEFAULT_TCP_PORT}",
     )
-    assert DEFAULT_TCP_PORT == 38803
+    assert DEFAULT_TCP_PORT == 38802
     assert (secure.port, secure.tls) == (7000, True)
 
 
@@ -196,16 +206,17 @@ async def test_the_blocking_client_speaks_tls_on_the_tcp_port(pki: Pki) -> None:
 
 async def test_a_tcp_port_in_use_fails_start_with_a_clear_message() -> None:
     async with running_server() as taken:
-        server = StateServer(address="127.0.0.1", port=0, tcp_port=taken.tcp_port)
+        server = StateServer(address="127.0.0.1", port=taken.tcp_port, grpc_port=0)
         with pytest.raises(OSError, match=f"TCP sessions on 127.0.0.1:{taken.tcp_port}"):
             await server.start()
-        with pytest.raises(RuntimeError, match="not running"):
+        with pytest.raises(RuntimeError, match="not started"):
             _ = server.tcp_port
 
 
-def test_tcp_port_must_be_a_port() -> None:
-    with pytest.raises(ValueError, match="tcp_port"):
-        StateServer(tcp_port=70000)
+@pytest.mark.parametrize(("option", "name"), [("port", "port"), ("grpc_port", "grpc_port")])
+def test_the_ports_must_be_ports(option: str, name: str) -> None:
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        StateServer(**{option: 70000})
 
 
 def test_serve_serves_tcp_sessions_by_default_until_stopped() -> None:
@@ -217,9 +228,9 @@ def test_serve_serves_tcp_sessions_by_default_until_stopped() -> None:
     )
     try:
         assert process.stdout is not None
-        lines = [process.stdout.readline(), process.stdout.readline()]
-        match = re.search(r"TCP sessions on (statehub\+tcp://127\.0\.0\.1:\d+)", lines[1])
-        assert match is not None, lines
+        line = process.stdout.readline()
+        match = re.search(r"serving on 127\.0\.0\.1:\d+ \((statehub://127\.0\.0\.1:\d+);", line)
+        assert match is not None, line
         client = Client(match.group(1), reconnect=False)
         try:
             client.set("via", "serve")
@@ -234,28 +245,66 @@ def test_serve_serves_tcp_sessions_by_default_until_stopped() -> None:
             process.wait()
 
 
-def test_no_tcp_opens_none_and_the_help_documents_both() -> None:
+def test_the_help_documents_the_port_layout() -> None:
     help_text = subprocess.run([*SERVE, "--help"], capture_output=True, text=True, timeout=60)
-    assert "--tcp-port" in help_text.stdout and "statehub+tcp://" in help_text.stdout
-    assert "--no-tcp" in help_text.stdout and "38803" in help_text.stdout
-    process = subprocess.Popen(
-        [*SERVE, "--port", "0", "--no-http", "--no-tcp"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    for text in ("--tcp-port", "--grpc-port", "--http-port", "statehub+grpc://", "38801"):
+        assert text in help_text.stdout
+    assert "BASE+1" in help_text.stdout and "BASE+2" in help_text.stdout
+
+
+def _three_free_ports() -> int:
+    """A base port with it and the next two free (checked by binding them)."""
+    for _ in range(50):
+        base = free_port()
+        if base + 2 > 65535:
+            continue
+        try:
+            with contextlib.ExitStack() as bound:
+                for port in (base, base + 1, base + 2):
+                    probe = bound.enter_context(socket.socket())
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise AssertionError("no three consecutive free ports found")
+
+
+def test_serve_port_sets_the_base_of_all_three() -> None:
+    """``--port BASE``: the web edge on BASE, plain TCP on BASE+1, gRPC on BASE+2, each
+    printed at start; a client given only the host and BASE+1 gets in over TCP."""
+    base = _three_free_ports()
+    process, ports = start_serve_ports_at(str(base))
+    try:
+        assert ports == ServedPorts(tcp=base + 1, grpc=base + 2, http=base)
+        with Client(f"statehub://127.0.0.1:{base + 1}", reconnect=False) as client:
+            client.set("layout", "tcp")
+        with Client(f"statehub+grpc://127.0.0.1:{base + 2}", reconnect=False) as client:
+            assert client.get("layout") == "tcp"
+        with Client(f"ws://127.0.0.1:{base}", reconnect=False) as client:
+            assert client.get("layout") == "tcp"
+    finally:
+        stop(process)
+
+
+def test_serve_takes_each_port_on_its_own() -> None:
+    tcp, grpc_port = free_port(), free_port()
+    process, ports = start_serve_ports_at(
+        "0", "--tcp-port", str(tcp), "--grpc-port", str(grpc_port), "--no-http"
     )
     try:
-        assert process.stdout is not None
-        assert "statehub serving on" in process.stdout.readline()
-        process.terminate()
-        assert process.wait(timeout=20) == 0
-        assert "TCP sessions" not in process.stdout.read()
+        assert ports == ServedPorts(tcp=tcp, grpc=grpc_port, http=None)
+        assert hello_roundtrip(tcp)["ok"]
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    with (
-        StateServer(address="127.0.0.1", port=0) as server,  # in Python: off unless asked
-        pytest.raises(RuntimeError, match="not running"),
-    ):
-        _ = server.tcp_port
+        stop(process)
+
+
+def start_serve_ports_at(port: str, *arguments: str) -> tuple[subprocess.Popen[str], ServedPorts]:
+    """``statehub serve --port PORT ARGUMENTS`` (fleet's helper asks for port 0)."""
+    process = subprocess.Popen(
+        [*SERVE, "--port", port, *arguments], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        return process, read_served_ports(process)
+    except BaseException:
+        stop(process)
+        raise

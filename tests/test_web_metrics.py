@@ -43,7 +43,7 @@ async def test_counters_and_gauges_move_when_clients_act() -> None:
         assert value(before, "statehub_sessions", transport="websocket") == 0
         assert value(before, "statehub_requests_total", op="update", outcome="ok") == 0
         over_ws = AsyncClient(f"ws://127.0.0.1:{server.http_port}")
-        over_grpc = AsyncClient("127.0.0.1", server.port)
+        over_grpc = AsyncClient(f"statehub+grpc://127.0.0.1:{server.grpc_port}")
         try:
             await over_ws.set("a", 1)
             await over_grpc.set("b", 2)
@@ -126,7 +126,7 @@ async def test_health_endpoints() -> None:
             assert alive.status == 200 and (await alive.json())["status"] == "alive"
         async with http.get(f"{base}/readyz") as ready:
             assert ready.status == 200 and (await ready.json())["status"] == "ready"
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             for service in ("", SERVICE_NAME):
                 reply = await stub.Check(health_pb2.HealthCheckRequest(service=service))
@@ -155,7 +155,7 @@ async def test_a_durable_store_reports_fsyncs_and_durable_waits(tmp_path: Path) 
 
 
 async def test_sessions_over_plain_tcp_are_counted() -> None:
-    async with running_server(http_port=0, tcp_port=0) as server:
+    async with running_server(http_port=0) as server:
         before = await scrape(server)
         key = ("statehub_sessions", (("transport", "tcp"),))
         assert before[key] == 0  # present (0) before any TCP client

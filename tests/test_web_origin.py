@@ -138,7 +138,7 @@ def test_serve_takes_allow_origin_and_refuses_a_malformed_one() -> None:
     assert "--allow-origin" in bad.stderr and "'not an origin'" in bad.stderr
     assert "Traceback" not in bad.stderr
     process = subprocess.Popen(
-        [*serve, "--no-tcp", "--allow-origin", "http://lab.example:9000"],
+        [*serve, "--allow-origin", "http://lab.example:9000"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

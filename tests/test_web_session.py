@@ -104,7 +104,7 @@ async def test_a_plain_get_on_the_session_path_is_told_to_upgrade() -> None:
 async def test_a_websocket_client_leases_block_grpc_writers_until_it_disconnects() -> None:
     async with running_server() as server:
         over_ws = AsyncClient(f"ws://127.0.0.1:{server.http_port}", reconnect=False)
-        over_grpc = AsyncClient("127.0.0.1", server.port)
+        over_grpc = AsyncClient(f"statehub+grpc://127.0.0.1:{server.grpc_port}")
         try:
             assert await over_ws.attempt_update_locks({"k": 60})
             assert not await over_grpc.attempt_update_state(DictionaryChange({"k": 1}))

@@ -47,10 +47,19 @@ class NanoverServer(StateServer):
         max_workers: int = DEFAULT_MAX_WORKERS,
         **options: Any,
     ) -> None:
-        super().__init__(address=address, port=port, max_workers=max_workers, **options)
+        # NanoVer's port is the gRPC one; the plain-TCP session port takes a free one.
+        super().__init__(
+            address=address, port=0, grpc_port=port, max_workers=max_workers, **options
+        )
         self.logger = logging.getLogger(__name__)
         self.start_in_thread()
         self.logger.info("Running server %s on port %s", type(self).__name__, self.port)
+
+    @property
+    def port(self) -> int:
+        """The gRPC port, where NanoVer's clients reach this server (``tcp_port``: the
+        plain-TCP session port)."""
+        return self.grpc_port
 
     @property
     def server(self) -> aio.Server:

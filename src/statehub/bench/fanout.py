@@ -113,8 +113,7 @@ def statehub_server(transport: str, data: str | None = None) -> Iterator[Server]
 
 
 def serve() -> None:
-    """Entry of the server process: a StateServer plus the TCP listener on its hub."""
-    from statehub.server.tcp_transport import start_tcp_server
+    """Entry of the server process: a StateServer, its gRPC and plain-TCP ports."""
     from statehub.serving.state_server import StateServer
     from statehub.store.sqlite import SQLiteStore
     from statehub.store.state_dictionary import StateDictionary
@@ -127,12 +126,10 @@ def serve() -> None:
     async def main() -> None:
         server = StateServer(state=state, address="127.0.0.1", port=0)
         await server.start()
-        listener = await start_tcp_server(server.hub, "127.0.0.1", 0)
-        print(f"grpc {server.port} tcp {listener.sockets[0].getsockname()[1]}", flush=True)
+        print(f"grpc {server.grpc_port} tcp {server.tcp_port}", flush=True)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await stop.wait()
-        listener.close()
         await server.stop()
 
     try:

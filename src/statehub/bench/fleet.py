@@ -131,20 +131,62 @@ def wait_redis_ready(port: int, process: subprocess.Popen[bytes]) -> None:
         client.close()
 
 
+@dataclass(frozen=True)
+class ServedPorts:
+    """The ports a ``statehub serve`` printed at start (``http``: None without a web edge)."""
+
+    tcp: int
+    grpc: int
+    http: int | None
+
+
 def start_serve(
     *arguments: str, stderr: int | None = subprocess.DEVNULL
 ) -> tuple[subprocess.Popen[str], int]:
-    """``statehub serve --port 0 ARGUMENTS`` in a child process; the process and its port."""
+    """``statehub serve --port 0 ARGUMENTS`` in a child process; the process and its
+    plain-TCP session port (what ``statehub://`` and clients given a port reach)."""
+    process, ports = start_serve_ports(*arguments, stderr=stderr)
+    return process, ports.tcp
+
+
+def start_serve_ports(
+    *arguments: str, stderr: int | None = subprocess.DEVNULL
+) -> tuple[subprocess.Popen[str], ServedPorts]:
+    """``statehub serve --port 0 ARGUMENTS`` in a child process; the process and every
+    port it serves, read from its start-up lines (the gRPC line comes last)."""
     process = subprocess.Popen(
         [*SERVE, "--port", "0", *arguments], stdout=subprocess.PIPE, stderr=stderr, text=True
     )
-    assert process.stdout is not None
-    line = process.stdout.readline()  # "statehub serving on 127.0.0.1:PORT (Ctrl-C to stop)"
-    found = re.search(r":(\d+) ", line)
-    if found is None:
+    try:
+        return process, read_served_ports(process)
+    except BaseException:
         stop(process)
-        raise RuntimeError(f"statehub serve {' '.join(arguments)} did not start: {line!r}")
-    return process, int(found.group(1))
+        raise
+
+
+def read_served_ports(process: subprocess.Popen[str]) -> ServedPorts:
+    """The ports a starting ``statehub serve`` prints (its gRPC line comes last);
+    ``RuntimeError`` with what it printed if it ends before."""
+    assert process.stdout is not None
+    found: dict[str, int] = {}
+    lines = []
+    while "grpc" not in found:
+        line = process.stdout.readline()
+        lines.append(line)
+        if not line:
+            raise RuntimeError(f"statehub serve did not start: {lines!r}")
+        for name, pattern in _START_UP_LINES.items():
+            if matched := pattern.search(line):
+                found[name] = int(matched.group(1))
+    return ServedPorts(found["tcp"], found["grpc"], found.get("http"))
+
+
+#: ``statehub serve``'s start-up lines (``cli.serve.served_addresses``), by the port each names.
+_START_UP_LINES = {
+    "tcp": re.compile(r"^statehub serving on \S+:(\d+) "),
+    "http": re.compile(r"^statehub web edge on \S+:(\d+)/"),
+    "grpc": re.compile(r"^statehub gRPC on \S+:(\d+) "),
+}
 
 
 def start_statehub(

@@ -28,7 +28,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from statehub.bench.fleet import start_redis, start_serve, start_statehub, stop
+from statehub.bench.fleet import ServedPorts, start_redis, start_serve_ports, stop
 from statehub.bench.room import process_cpu_seconds
 from statehub.bench.table import Result
 from statehub.client.async_client import AsyncClient
@@ -52,9 +52,9 @@ def run() -> list[Result]:
             "statehub bench momotor needs Momotor's client: pip install "
             "momotor-engine-shared momotor-engine-proto (both in statehub's 'dev' extra)"
         )
-    process, port = start_serve("--no-tcp")
+    process, ports = start_serve_ports()
     try:
-        results = asyncio.run(_run_all(port, process.pid))
+        results = asyncio.run(_run_all(ports, process.pid))
     finally:
         stop(process)
     if REDIS and shutil.which("redis-server") is not None:
@@ -67,19 +67,19 @@ def _on_redis() -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="statehub-bench-") as directory:
         redis = start_redis(Path(directory) / "redis")
         try:
-            process, port = start_statehub(redis.url, "--no-tcp")
+            process, ports = start_serve_ports("--store", redis.url)
             try:
-                return asyncio.run(_round_trips(port, "one server on Redis"))
+                return asyncio.run(_round_trips(ports, "one server on Redis"))
             finally:
                 stop(process)
         finally:
             stop(redis.process)
 
 
-async def _run_all(port: int, server_pid: int) -> list[Result]:
-    results = await _round_trips(port, "memory")
+async def _run_all(ports: ServedPorts, server_pid: int) -> list[Result]:
+    results = await _round_trips(ports, "memory")
     async with AsyncExitStack() as stack:
-        states = [await stack.enter_async_context(_worker(port)) for _ in range(WORKERS)]
+        states = [await stack.enter_async_context(_worker(ports.grpc)) for _ in range(WORKERS)]
         results += await _contention(
             [state.get_lock for state in states],
             f"{WORKERS} Momotor workers contending for exclusive locks on {KEYS} keys",
@@ -87,7 +87,7 @@ async def _run_all(port: int, server_pid: int) -> list[Result]:
         )
     async with AsyncExitStack() as stack:
         clients = [
-            await stack.enter_async_context(AsyncClient("127.0.0.1", port, reconnect=False))
+            await stack.enter_async_context(AsyncClient("127.0.0.1", ports.tcp, reconnect=False))
             for _ in range(WORKERS)
         ]
         results += await _contention(
@@ -115,11 +115,14 @@ async def _contention(lockers: list[Locker], name: str, server_pid: int) -> list
     ]
 
 
-async def _round_trips(port: int, store: str) -> list[Result]:
+async def _round_trips(ports: ServedPorts, store: str) -> list[Result]:
     """p50 and p99 grant round trips of a Momotor worker and of an AsyncClient."""
     momotor: list[float] = []
     own: list[float] = []
-    async with _worker(port) as state, AsyncClient("127.0.0.1", port, reconnect=False) as client:
+    async with (
+        _worker(ports.grpc) as state,
+        AsyncClient("127.0.0.1", ports.tcp, reconnect=False) as client,
+    ):
         await _grant_times(state.get_lock, WARMUP)
         await _grant_times(client.get_lock, WARMUP)
         for _ in range(ROUNDS):

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import re
 import statistics
 import subprocess
 import time
@@ -38,7 +37,7 @@ from typing import Any, Literal
 import aiohttp
 import msgpack
 
-from statehub.bench.fleet import start_serve, stop
+from statehub.bench.fleet import start_serve_ports, stop
 from statehub.bench.network import _raise_file_limit
 from statehub.bench.table import Result
 from statehub.client.async_client import AsyncClient
@@ -243,14 +242,11 @@ def _shares(clients: int, processes: int) -> list[tuple[int, int]]:
 @contextmanager
 def serve() -> Iterator[Served]:
     """``statehub serve --port 0`` (memory store, web edge on a free port) until the end."""
-    process, grpc_port = start_serve()
+    process, ports = start_serve_ports()
     try:
-        assert process.stdout is not None
-        web_line = process.stdout.readline()  # "statehub web edge on http://...:N/"
-        web = re.search(r"web edge on http://[^:]+:(\d+)/", web_line)
-        if web is None:
-            raise RuntimeError(f"statehub serve started no web edge: {web_line!r}")
-        yield Served(process, grpc_port, int(web.group(1)))
+        if ports.http is None:
+            raise RuntimeError("statehub serve started no web edge")
+        yield Served(process, ports.grpc, ports.http)
     finally:
         stop(process)
 
@@ -340,7 +336,7 @@ async def _worker(
                 client = _nanover_client(http, http_port, index, phase, got, ready[slot])
             else:
                 target = (
-                    ("127.0.0.1", grpc_port)
+                    (f"statehub+grpc://127.0.0.1:{grpc_port}", grpc_port)
                     if mode == "session-grpc"
                     else (f"ws://127.0.0.1:{http_port}", http_port)
                 )

@@ -92,7 +92,7 @@ async def _server() -> AsyncIterator[Addresses]:
     await server.start()
     try:
         yield {
-            "gRPC": ("127.0.0.1", server.port),
+            "gRPC": (f"statehub+grpc://127.0.0.1:{server.grpc_port}", server.grpc_port),
             "WebSocket": (f"ws://127.0.0.1:{server.http_port}", server.http_port),
         }
     finally:

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from statehub.bench import (
+    clients,
     cluster,
     core,
     dripline,
@@ -24,6 +25,9 @@ from statehub.bench import (
     web,
 )
 from statehub.bench.table import Result, format_table, machine
+
+#: Groups that print their own table (a column per target, with ratios).
+FORMATTERS: dict[str, Callable[[str, list[Result]], str]] = {"client": clients.format_results}
 
 #: Group name -> (title, function returning results). Other modules add their groups.
 GROUPS: dict[str, tuple[str, Callable[[], list[Result]]]] = {
@@ -39,7 +43,15 @@ GROUPS: dict[str, tuple[str, Callable[[], list[Result]]]] = {
     "frames": ("NanoVer frames: a runner's 10,000-atom frame at 30 Hz to a room", frames.run),
     "dripline": ("Dripline mesh (RabbitMQ on loopback) next to statehub's protocol", dripline.run),
     "cluster": ("Cluster (statehub serve processes over one Redis, next to memory)", cluster.run),
-    "fanout": ("Fan-out: statehub over gRPC and plain TCP, side by side with --peer", fanout.run),
+    "client": (
+        "Public clients (AsyncClient, Client, statehub get) on statehub://, next to --peer",
+        clients.run,
+    ),
+    "fanout": (
+        "Fan-out, server ceiling: raw frames over gRPC and plain TCP (no client library), "
+        "side by side with --peer",
+        fanout.run,
+    ),
     "momotor": ("Momotor workers (SharedState) on statehub locks, and AsyncClient", momotor.run),
 }
 
@@ -49,7 +61,7 @@ GROUPS: dict[str, tuple[str, Callable[[], list[Result]]]] = {
 @click.option(
     "--host", default=None, help="Run the network group against this server (default: in-process)."
 )
-@click.option("--port", type=int, default=38801, show_default=True, help="Port with --host.")
+@click.option("--port", type=int, default=38802, show_default=True, help="Port with --host.")
 @click.option(
     "--json",
     "json_path",
@@ -57,13 +69,17 @@ GROUPS: dict[str, tuple[str, Callable[[], list[Result]]]] = {
     default=None,
     help="Also write the results to this file as JSON (machine, then each group's rows).",
 )
-@click.option("--peer", type=click.Choice(["redis"]), help="fanout: run the same workloads on it.")
+@click.option(
+    "--peer",
+    type=click.Choice(["redis"]),
+    help="client, fanout: run the same workloads on it (redis-py, redis-server).",
+)
 @click.option(
     "--rounds",
     type=click.IntRange(1),
     default=3,
     show_default=True,
-    help="fanout: interleaved rounds (medians).",
+    help="client, fanout: interleaved rounds (medians).",
 )
 @click.option(
     "--workloads",
@@ -86,6 +102,7 @@ def bench(
     """
     network.TARGET = (host, port) if host is not None else None
     fanout.PEER, fanout.ROUNDS = peer, rounds
+    clients.PEER, clients.ROUNDS = peer, rounds
     fanout.WORKLOADS = tuple(name.strip() for name in workloads.split(",") if name.strip())
     if not fanout.WORKLOADS or set(fanout.WORKLOADS) - set(fanout.WORKLOAD_NAMES):
         raise click.BadParameter(
@@ -116,7 +133,7 @@ def bench(
             results = run()
             progress.remove_task(task)
             progress.console.print(f"done: {title}")
-            click.echo(format_table(title, results))
+            click.echo(FORMATTERS.get(name, format_table)(title, results))
             click.echo()
             report["groups"][name] = {"title": title, "results": [asdict(r) for r in results]}
             if json_path is not None:  # written after each group: a long run keeps what it got

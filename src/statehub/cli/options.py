@@ -88,7 +88,7 @@ def server_options(function: F) -> F:
         "-p",
         type=click.IntRange(0, 65535),
         default=None,
-        help="Server port [default: from --host's URL, STATEHUB_URL or STATEHUB_PORT, else 38801].",
+        help="Server port [default: from --host's URL, STATEHUB_URL or STATEHUB_PORT, else 38802].",
     )(decorated)
     decorated = click.option(
         "--host",

@@ -16,7 +16,6 @@ import click
 from statehub.auth import Authenticator, IdentitiesFileError
 from statehub.cli.options import listen_host
 from statehub.cli.settings import log_sources, settings_option
-from statehub.client.address import DEFAULT_TCP_PORT
 from statehub.core.key_history import HistoryRetention
 from statehub.core.limits import MAX_VALUE_BYTES, ValueSizeLimits
 from statehub.core.rwlock import LockTable
@@ -26,6 +25,13 @@ from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import ConfigError, EndpointsConfig, load_config
 from statehub.errors import DataDirectoryError, DataFileError, StoreUnavailableError
 from statehub.extras import require_extra
+from statehub.protocol.ports import (
+    DEFAULT_GRPC_PORT,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_TCP_PORT,
+    GRPC_OFFSET,
+    TCP_OFFSET,
+)
 from statehub.server.connections import RateLimitedLoopErrors
 from statehub.server.discovery import BROADCAST_ADDRESS, ESSD_PORT, Discovery
 from statehub.server.limits import SessionLimits, check_value_limits_fit
@@ -36,13 +42,12 @@ from statehub.serving.state_server import (
     DEFAULT_KEEPALIVE_TIME,
     DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_PORT,
     StateServer,
+    neighbour_port,
 )
 from statehub.store.base import Store
 from statehub.store.sqlite import DURABILITY_MODES, Durability, SQLiteStore
 from statehub.store.state_dictionary import StateDictionary
-from statehub.web.edge import DEFAULT_HTTP_PORT
 from statehub.web.nanover_socket import MAX_MESSAGE_BYTES as NANOVER_MAX_MESSAGE_BYTES
 from statehub.web.origins import OriginPolicy
 
@@ -64,20 +69,20 @@ logger = logging.getLogger(__name__)
 @click.option(
     "--port",
     "-p",
-    default=DEFAULT_PORT,
+    default=DEFAULT_HTTP_PORT,
     show_default=True,
     type=click.IntRange(0, 65535),
-    help="Port to listen on; 0 picks a free one (printed at start).",
+    help="Base port: the web edge on BASE, plain-TCP sessions (statehub://) on BASE+1, gRPC "
+    "on BASE+2; 0 picks a free port for each (printed at start).",
 )
 @click.option(
     "--http-port",
     default=None,
     type=click.IntRange(0, 65535),
-    help="Port of the web edge (dashboard, WebSocket session and NanoVer protocols, "
-    f"/metrics); 0 picks a free one. Default: the gRPC port + 1 ({DEFAULT_HTTP_PORT}), "
-    "or a free one when --port is 0. See docs/web.md.",
+    help="Port of the web edge (dashboard, NanoVer's WebSocket protocol, WebSocket sessions, "
+    f"/metrics); 0 picks a free one. Default: --port ({DEFAULT_HTTP_PORT}). See docs/web.md.",
 )
-@click.option("--no-http", is_flag=True, help="Serve gRPC only: no web edge.")
+@click.option("--no-http", is_flag=True, help="No web edge.")
 @click.option(
     "--allow-origin",
     "allow_origins",
@@ -91,12 +96,18 @@ logger = logging.getLogger(__name__)
     "--tcp-port",
     default=None,
     type=click.IntRange(0, 65535),
-    help="Port of the session protocol over plain TCP, the fast path for high-rate clients "
-    "(statehub+tcp://host:port, statehubs+tcp:// with TLS); 0 picks a free one. Default: "
-    f"the gRPC port + 2 ({DEFAULT_TCP_PORT}), or a free one when --port is 0. "
-    "See docs/protocol.md.",
+    help="Port of the session protocol over plain TCP, where clients go by default "
+    "(statehub://host, statehubs:// with TLS); 0 picks a free one. Default: --port + 1 "
+    f"({DEFAULT_TCP_PORT}). See docs/protocol.md.",
 )
-@click.option("--no-tcp", is_flag=True, help="No plain-TCP session transport.")
+@click.option(
+    "--grpc-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Port of gRPC: sessions under statehub+grpc://, NanoVer's gRPC-era services, "
+    "Momotor's sharedLock; 0 picks a free one. Default: --port + 2 "
+    f"({DEFAULT_GRPC_PORT}).",
+)
 @click.option(
     "--interval",
     default=0.0,
@@ -305,7 +316,7 @@ def serve(
     no_http: bool,
     allow_origins: tuple[str, ...],
     tcp_port: int | None,
-    no_tcp: bool,
+    grpc_port: int | None,
     interval: float,
     max_message_bytes: int,
     keepalive: float,
@@ -334,8 +345,8 @@ def serve(
     history_age: float | None,
     verbose: bool,
 ) -> None:
-    """Start a statehub server (session protocol, NanoVer's gRPC services and Momotor's
-    sharedLock on one port).
+    """Start a statehub server: the web edge on --port (38801), plain-TCP sessions on
+    the next port, gRPC (NanoVer's gRPC-era services, Momotor's sharedLock) on the one after.
 
     Runs until Ctrl-C or SIGTERM, then ends every session cleanly.
     """
@@ -376,7 +387,8 @@ def serve(
         state=StateDictionary(store=store, history=history, value_limits=value_size_limits),
         locks=locks,
         address=host,
-        port=port,
+        port=_chosen_port(tcp_port, port, TCP_OFFSET),
+        grpc_port=_chosen_port(grpc_port, port, GRPC_OFFSET),
         max_message_bytes=max_message_bytes,
         keepalive_time=keepalive,
         keepalive_timeout=keepalive_timeout,
@@ -384,8 +396,7 @@ def serve(
         limits=limits,
         tls=tls,
         auth=authenticator,
-        http_port=None if no_http else _neighbour_port(http_port, port, 1),
-        tcp_port=None if no_tcp else _neighbour_port(tcp_port, port, 2),
+        http_port=None if no_http else _chosen_port(http_port, port, 0),
         nanover=nanover,
         nanover_max_message_bytes=nanover_max_message_bytes,
         allow_origins=allow_origins,
@@ -476,25 +487,34 @@ def _check_origins(origins: tuple[str, ...]) -> None:
         raise click.BadParameter(str(error), param_hint="--allow-origin") from None
 
 
-def _tcp_url(server: StateServer) -> str | None:
-    """The plain-TCP transport's URL, if it is on."""
-    try:
-        port = server.tcp_port
-    except RuntimeError:
-        return None
-    scheme = "statehubs+tcp" if server.tls is not None else "statehub+tcp"
-    return f"{scheme}://{_url_host(server.address)}:{port}"
-
-
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _neighbour_port(chosen: int | None, port: int, offset: int) -> int:
-    """The port asked for, else the gRPC port + ``offset`` (a free one when ``port`` is 0)."""
-    if chosen is not None:
-        return chosen
-    return 0 if port == 0 else (port + offset) % 65536
+def _chosen_port(chosen: int | None, base: int, offset: int) -> int:
+    """The port asked for, else the base port + ``offset`` (a free one when ``base`` is 0)."""
+    return chosen if chosen is not None else neighbour_port(base, offset)
+
+
+def served_addresses(server: StateServer) -> list[str]:
+    """The start-up lines naming every address served, the default one first (scripts
+    and supervisors read the port from its ``serving on HOST:PORT``)."""
+    host = _url_host(server.address)
+    secure = "s" if server.tls is not None else ""
+    lines = [
+        f"statehub serving on {host}:{server.tcp_port} "
+        f"(statehub{secure}://{host}:{server.tcp_port}; Ctrl-C to stop)"
+    ]
+    if server.web is not None:
+        lines.append(
+            f"statehub web edge on http{secure}://{host}:{server.http_port}/ "
+            f"(dashboard; NanoVer ws{secure}://{host}:{server.http_port})"
+        )
+    lines.append(
+        f"statehub gRPC on {host}:{server.grpc_port} "
+        f"(statehub{secure}+grpc://{host}:{server.grpc_port}; NanoVer gRPC, Momotor)"
+    )
+    return lines
 
 
 class DataDirectoryProblem(click.ClickException):
@@ -617,17 +637,15 @@ async def _serve(
     if auth_path is not None:
         loop.add_signal_handler(signal.SIGHUP, reload_identities, server, auth_path)
     await server.start()
-    click.echo(f"statehub serving on {server.address}:{server.port} (Ctrl-C to stop)")
-    if server.web is not None:
-        click.echo(f"statehub web edge on http://{server.address}:{server.http_port}/")
-    if tcp_url := _tcp_url(server):
-        click.echo(f"statehub TCP sessions on {tcp_url}")
+    for line in served_addresses(server):
+        click.echo(line)
     sys.stdout.flush()  # a supervisor reading the port through a pipe sees it now
     announcing = None
     if discovery is not None:
         announcer = discovery.announcer(
             server.address,
-            server.port,
+            server.tcp_port,
+            server.grpc_port,
             server.http_port if server.web is not None else None,
             web_tls=server.tls is not None,
         )

@@ -94,7 +94,7 @@ class SettingsOption(click.Option):
             expose_value=False,
             callback=_read_settings,
             help="Read settings from this TOML file: a key for each option, its long name "
-            "with underscores (http_port = 38802). STATEHUB_SERVE_<KEY> environment variables "
+            "with underscores (http_port = 38801). STATEHUB_SERVE_<KEY> environment variables "
             "override it, and flags override both. See docs/settings.md.",
         )
         #: The repeated ``NAME=VALUE`` options written as a table in the file: the names

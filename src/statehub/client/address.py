@@ -3,9 +3,14 @@
 An address is a host (``localhost``, ``10.0.0.5``, ``::1``) or a URL
 (``statehub://host:port``); ``parse_target`` turns either into a ``Target``. With no
 address, ``resolve_target`` reads ``STATEHUB_URL``, then ``STATEHUB_HOST`` and
-``STATEHUB_PORT``, then falls back to ``localhost:38801``. A scheme says how to reach the
-server: ``SCHEMES`` maps each known one to its default port, so other transports (TLS,
-WebSocket, plain TCP) add their scheme there and the rest of the parsing stays as it is.
+``STATEHUB_PORT``, then falls back to ``localhost:38802``. A scheme says how to reach the
+server: ``SCHEMES`` maps each known one to its default port, so other transports add
+their scheme there and the rest of the parsing stays as it is.
+
+The ports follow ``statehub serve``'s layout (``statehub.protocol.ports``): the web edge
+on 38801, the session protocol over plain TCP on 38802, the default and fastest way in
+(``statehub://``), and gRPC on 38803, reached only under its own scheme
+(``statehub+grpc://``).
 """
 
 from __future__ import annotations
@@ -16,26 +21,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from statehub.protocol.ports import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_TCP_PORT
+
 DEFAULT_HOST = "localhost"
-DEFAULT_PORT = 38801
+#: What a client uses when told nothing: the plain-TCP transport.
+DEFAULT_PORT = DEFAULT_TCP_PORT
 DEFAULT_SCHEME = "statehub"
-#: The web edge's default port (``statehub serve --http-port``): the gRPC port + 1.
-DEFAULT_HTTP_PORT = DEFAULT_PORT + 1
-#: The plain-TCP transport's default port (``statehub serve --tcp-port``): the gRPC port + 2.
-DEFAULT_TCP_PORT = DEFAULT_PORT + 2
-#: Known URL schemes and their default ports: gRPC, gRPC over TLS, WebSocket (plain, TLS),
-#: the plain-TCP transport (plain, TLS).
+#: Known URL schemes and their default ports: plain TCP (plain, TLS; ``+tcp`` says it
+#: outright), gRPC (plain, TLS), WebSocket (plain, TLS).
 SCHEMES: dict[str, int] = {
-    DEFAULT_SCHEME: DEFAULT_PORT,
-    "statehubs": DEFAULT_PORT,
-    "ws": DEFAULT_HTTP_PORT,
-    "wss": DEFAULT_HTTP_PORT,
+    DEFAULT_SCHEME: DEFAULT_TCP_PORT,
+    "statehubs": DEFAULT_TCP_PORT,
     "statehub+tcp": DEFAULT_TCP_PORT,
     "statehubs+tcp": DEFAULT_TCP_PORT,
+    "statehub+grpc": DEFAULT_GRPC_PORT,
+    "statehubs+grpc": DEFAULT_GRPC_PORT,
+    "ws": DEFAULT_HTTP_PORT,
+    "wss": DEFAULT_HTTP_PORT,
 }
-_TLS_SCHEMES = frozenset({"statehubs", "wss", "statehubs+tcp"})
-#: Schemes whose transport dials the URL itself, not a gRPC host name.
-_URL_DIALED_SCHEMES = frozenset({"ws", "wss", "statehub+tcp", "statehubs+tcp"})
+_TLS_SCHEMES = frozenset({"statehubs", "statehubs+tcp", "statehubs+grpc", "wss"})
+_TCP_SCHEMES = frozenset({"statehub", "statehubs", "statehub+tcp", "statehubs+tcp"})
+_GRPC_SCHEMES = frozenset({"statehub+grpc", "statehubs+grpc"})
 #: The environment variables a client reads when it is given no address.
 URL_VARIABLE = "STATEHUB_URL"
 HOST_VARIABLE = "STATEHUB_HOST"
@@ -58,16 +64,23 @@ class Target:
 
     @property
     def tls(self) -> bool:
-        """Whether the scheme asks for TLS (``statehubs://``, ``wss://``, ``statehubs+tcp://``)."""
+        """Whether the scheme asks for TLS (``statehubs://``, ``statehubs+grpc://``, ``wss://``)."""
         return self.scheme in _TLS_SCHEMES
 
     @property
+    def transport(self) -> str:
+        """How the frames travel: ``"tcp"``, ``"grpc"`` or ``"websocket"``."""
+        if self.scheme in _TCP_SCHEMES:
+            return "tcp"
+        return "grpc" if self.scheme in _GRPC_SCHEMES else "websocket"
+
+    @property
     def dial_address(self) -> str:
-        """What the transport dials with the port: the WebSocket or TCP URL, or the host
+        """What the transport dials with the port: the TCP or WebSocket URL, or the host
         (an IPv6 host in brackets) for gRPC."""
-        if self.scheme in _URL_DIALED_SCHEMES:
-            return str(self)
-        return self.host_port.rpartition(":")[0]
+        if self.transport == "grpc":
+            return self.host_port.rpartition(":")[0]
+        return str(self)
 
     def __str__(self) -> str:
         return f"{self.scheme}://{self.host_port}"
@@ -123,7 +136,7 @@ def resolve_target(
 
     An ``address`` replaces the environment as a whole; a ``port`` alone takes the host
     from ``STATEHUB_URL`` or ``STATEHUB_HOST``. Without either, ``STATEHUB_URL`` wins
-    over ``STATEHUB_HOST``/``STATEHUB_PORT``; with nothing set, ``localhost:38801``.
+    over ``STATEHUB_HOST``/``STATEHUB_PORT``; with nothing set, ``localhost:38802``.
     """
     if address is not None:
         return parse_target(address, port)
@@ -162,6 +175,8 @@ def is_ipv6_address(host: str) -> bool:
 
 
 __all__ = [
+    "DEFAULT_GRPC_PORT",
+    "DEFAULT_HTTP_PORT",
     "DEFAULT_PORT",
     "DEFAULT_TCP_PORT",
     "SCHEMES",

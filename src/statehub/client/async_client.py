@@ -160,7 +160,7 @@ class ChangeStream:
 
 
 class AsyncClient(AsyncEndpointCalls, StateABC):
-    """A client of a statehub server (``address``, ``port``; default port 38801).
+    """A client of a statehub server (``address``, ``port``; default port 38802).
 
     ``credential``: a bearer token (or JWT) for a server started with ``--auth``.
     ``tls``: a ``ClientTls`` (CA bundle, client certificate), or True for the system's
@@ -196,8 +196,9 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
     ) -> None:
-        #: The server: ``address`` (a host or a URL: ``statehub://``, ``statehubs://`` for
-        #: TLS, ``ws://``/``wss://`` for WebSocket) and ``port``, or ``STATEHUB_URL`` /
+        #: The server: ``address`` (a host or a URL: ``statehub://`` over plain TCP,
+        #: ``statehubs://`` for TLS, ``statehub+grpc://``/``statehubs+grpc://`` for gRPC,
+        #: ``ws://``/``wss://`` for WebSocket) and ``port``, or ``STATEHUB_URL`` /
         #: ``STATEHUB_HOST`` / ``STATEHUB_PORT`` (see ``address.py``).
         self.target = resolve_target(address, port)
         self.address = self.target.host

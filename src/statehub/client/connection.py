@@ -1,4 +1,4 @@
-"""One session with a statehub server (gRPC or WebSocket): pipelining, replies, reconnects.
+"""One session with a statehub server (TCP, gRPC or WebSocket): pipelining, replies, reconnects.
 
 Every request gets an id and a future; replies are matched by id, so any number of calls
 share the one stream and a slow ``lock`` does not hold up the calls behind it. Outgoing
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 Message = dict[str, Any]
 BatchHandler = Callable[[Message], None]
 
-DEFAULT_PORT = 38801
+_DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(eq=False, slots=True)
@@ -74,8 +74,8 @@ class Connection:
 
     def __init__(
         self,
-        address: str = "localhost",
-        port: int = DEFAULT_PORT,
+        address: str,
+        port: int,
         *,
         token: str | None = None,
         credential: str | None = None,

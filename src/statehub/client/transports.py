@@ -3,9 +3,10 @@
 ``Connection`` speaks frames of bytes and knows nothing else of the transport: it opens a
 ``FrameStream`` (``client/frame_stream.py``) with ``open_frame_stream`` and reads, writes
 and closes it. An address starting ``ws://`` or ``wss://`` is a WebSocket URL (path
-``/v1/session`` unless given); one starting ``statehub+tcp://`` or ``statehubs+tcp://``
-(TLS) names the plain-TCP transport's ``host:port``; anything else is a gRPC host name,
-with the port given apart.
+``/v1/session`` unless given); one starting ``statehub://``, ``statehubs://`` (TLS) or
+their explicit aliases ``statehub+tcp://``, ``statehubs+tcp://`` names the plain-TCP
+transport's ``host:port``; anything else is a gRPC host name, with the port given apart
+(``Target.dial_address``).
 
 Each transport lives in a module of its own, imported when a stream of its kind is
 opened: a client on plain TCP never loads grpc or aiohttp (a quarter of a second each at
@@ -27,7 +28,9 @@ def is_websocket_url(address: str) -> bool:
 
 
 def is_tcp_url(address: str) -> bool:
-    return address.startswith(("statehub+tcp://", "statehubs+tcp://"))
+    return address.startswith(
+        ("statehub://", "statehubs://", "statehub+tcp://", "statehubs+tcp://")
+    )
 
 
 def describe_target(address: str, port: int) -> str:

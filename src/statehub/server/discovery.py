@@ -77,32 +77,35 @@ class Discovery:
     def announcer(
         self,
         server_address: str,
-        server_port: int,
+        tcp_port: int,
+        grpc_port: int,
         web_port: int | None = None,
         *,
         web_tls: bool = False,
     ) -> Announcer:
-        """The announcer for a server listening on ``server_address:server_port`` (gRPC)
-        and ``web_port`` (the web edge, where NanoVer's WebSocket protocol is served)."""
+        """The announcer for a server listening on ``server_address``: ``tcp_port``
+        (statehub's sessions), ``grpc_port`` and ``web_port`` (the web edge, where
+        NanoVer's WebSocket protocol is served)."""
         return Announcer(
             name=self.name,
             server_address=server_address,
-            services=announced_services(server_port, web_port, web_tls=web_tls),
+            services=announced_services(tcp_port, grpc_port, web_port, web_tls=web_tls),
             broadcast_address=self.address,
             discovery_port=self.port,
         )
 
 
 def announced_services(
-    grpc_port: int, web_port: int | None, *, web_tls: bool = False
+    tcp_port: int, grpc_port: int, web_port: int | None, *, web_tls: bool = False
 ) -> dict[str, int]:
     """The services to announce: ``ws`` (or ``wss``) first, NanoVer's current clients'
-    choice, then the gRPC port as ``multiplayer`` and ``statehub``."""
+    choice, then the gRPC port as ``multiplayer`` (what NanoVer's gRPC-era clients look
+    for) and the plain-TCP session port as ``statehub`` (``statehub://``)."""
     services: dict[str, int] = {}
     if web_port is not None:
         services["wss" if web_tls else "ws"] = web_port
     services["multiplayer"] = grpc_port
-    services["statehub"] = grpc_port
+    services["statehub"] = tcp_port
     return services
 
 

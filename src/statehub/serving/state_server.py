@@ -1,10 +1,12 @@
-"""StateServer: statehub's state, locks and commands served over gRPC.
+"""StateServer: statehub's state, locks and commands served over plain TCP and gRPC.
 
-It serves three protocols on one port: statehub's session protocol
-(``/statehub.v1.Hub/Session``, see ``docs/protocol.md``), NanoVer's gRPC-era state
-and command services, so NanoVer clients work unchanged, and Momotor's shared locks
-(``/momotor.rpc.proto.Worker/sharedLock``, see ``docs/momotor.md``) over the same locks. It
-has every method of NanoVer's ``NanoverServer``.
+Its ``port`` serves statehub's session protocol over plain TCP (``statehub://``, the
+clients' default). Its ``grpc_port`` serves three protocols: the session protocol
+(``/statehub.v1.Hub/Session``, ``statehub+grpc://``, see ``docs/protocol.md``), NanoVer's
+gRPC-era state and command services, so NanoVer clients work unchanged, and Momotor's
+shared locks (``/momotor.rpc.proto.Worker/sharedLock``, see ``docs/momotor.md``) over the
+same locks. ``http_port`` adds the web edge. It has every method of NanoVer's
+``NanoverServer``.
 
 Everything network-facing runs in one asyncio event loop (grpc.aio): a subscriber costs a
 task, not a thread. Use it inside a running loop (``await server.start()`` /
@@ -37,6 +39,7 @@ from statehub.core.expiry import EXPIRY_BATCH
 from statehub.core.rwlock import LockTable, RWLockTable
 from statehub.core.values import JsonValue
 from statehub.protocol import SERVICE_NAME
+from statehub.protocol.ports import DEFAULT_GRPC_PORT, DEFAULT_TCP_PORT, GRPC_OFFSET, TCP_OFFSET
 from statehub.server.grpc_transport import session_handler
 from statehub.server.limits import SessionLimits, check_value_limits_fit
 from statehub.server.nanover_profile import NanoverProfile
@@ -51,8 +54,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: NanoVer's default port, kept.
-DEFAULT_PORT = 38801
+#: The plain-TCP session port, where clients look first (``statehub.protocol.ports``).
+DEFAULT_PORT = DEFAULT_TCP_PORT
 DEFAULT_ADDRESS = "127.0.0.1"
 #: gRPC's own default receive limit; a request frame over it gets RESOURCE_EXHAUSTED.
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -72,13 +75,14 @@ EXPIRY_POLL_S = 0.1
 class StateServer:
     """A statehub server: one shared state, its leases, read/write locks and commands.
 
-    ``port=0`` picks a free port (read it back from ``port`` once started); a port in use
-    raises ``OSError`` when the server starts. ``limits`` bounds what each session may
+    ``port`` is the plain-TCP session port; ``grpc_port`` the gRPC one (None: the next
+    port, 38803 by default). ``port=0`` picks a free port for both (read them back from
+    ``port`` and ``grpc_port`` once started); a port in use raises ``OSError`` when the
+    server starts. ``limits`` bounds what each session may
     hold (see ``SessionLimits``). ``state`` (a ``StateDictionary``) and ``locks`` (a
     ``LockTable`` used from the server's event loop only: an in-process ``RWLockTable``
     unless one is given, such as a shared store's) are there for other server-side layers.
-    ``http_port`` starts the web edge, ``tcp_port`` the plain-TCP session transport
-    (``statehub+tcp://``), both in the same loop and with the same TLS; None: off.
+    ``http_port`` starts the web edge (None: off), in the same loop and with the same TLS.
     ``nanover=True`` adds NanoVer's standard server behaviours (``NanoverProfile``);
     ``nanover_max_message_bytes`` bounds NanoVer WebSocket messages (NanoVer's 128 MiB).
     ``allow_origins`` lists the web pages' origins (``https://host[:port]``, or ``*``),
@@ -101,7 +105,7 @@ class StateServer:
         auth: Authenticator | None = None,
         http_port: int | None = None,
         locks: LockTable | None = None,
-        tcp_port: int | None = None,
+        grpc_port: int | None = None,
         nanover: bool = False,
         nanover_max_message_bytes: int | None = None,
         allow_origins: Iterable[str] = (),
@@ -118,8 +122,8 @@ class StateServer:
                 raise ValueError(f"{name} must be a number of seconds > 0, got {seconds!r}")
         if http_port is not None and (type(http_port) is not int or not 0 <= http_port <= 65535):
             raise ValueError(f"http_port must be None or an int from 0 to 65535, got {http_port!r}")
-        if tcp_port is not None and (type(tcp_port) is not int or not 0 <= tcp_port <= 65535):
-            raise ValueError(f"tcp_port must be None or an int from 0 to 65535, got {tcp_port!r}")
+        if grpc_port is not None and (type(grpc_port) is not int or not 0 <= grpc_port <= 65535):
+            raise ValueError(f"grpc_port must be None or an int from 0 to 65535, got {grpc_port!r}")
         if type(max_workers) is not int or max_workers < 1:
             raise ValueError(f"max_workers must be an int >= 1, got {max_workers!r}")
         if type(min_interval) not in (int, float) or not 0 <= min_interval < 86400:
@@ -128,8 +132,12 @@ class StateServer:
         self.allow_origins = tuple(allow_origins)
         OriginPolicy(self.allow_origins)  # a malformed origin fails here, not at start()
         self.address = address
-        self._requested_port = port
-        self._port: int | None = None
+        self._requested_tcp_port = port
+        self._requested_grpc_port = (
+            grpc_port if grpc_port is not None else neighbour_port(port, GRPC_OFFSET - TCP_OFFSET)
+        )
+        self._grpc_port: int | None = None
+        self._tcp_port: int | None = None
         self.max_message_bytes = max_message_bytes
         self.keepalive_time = float(keepalive_time)
         self.keepalive_timeout = float(keepalive_timeout)
@@ -177,7 +185,6 @@ class StateServer:
         #: The NanoVer WebSocket edge's message limit (None: NanoVer's own, 128 MiB).
         self.nanover_max_message_bytes = nanover_max_message_bytes
         self.web: WebEdge | None = None
-        self._requested_tcp_port = tcp_port
         self._tcp_server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -188,10 +195,16 @@ class StateServer:
 
     @property
     def port(self) -> int:
-        """The port the server listens on (the one picked, if it was given as 0)."""
-        if self._port is None:
+        """The port clients reach by default: the plain-TCP session port (``tcp_port``)."""
+        return self.tcp_port
+
+    @property
+    def grpc_port(self) -> int:
+        """The gRPC port (the one picked, if it was given as 0): ``statehub+grpc://``,
+        NanoVer's gRPC-era services, Momotor's ``sharedLock``."""
+        if self._grpc_port is None:
             raise RuntimeError("the server is not started: use start(), start_in_thread() or with")
-        return self._port
+        return self._grpc_port
 
     @property
     def http_port(self) -> int:
@@ -202,10 +215,11 @@ class StateServer:
 
     @property
     def tcp_port(self) -> int:
-        """The plain-TCP session port (``statehub+tcp://``); see ``docs/protocol.md``."""
-        if self._tcp_server is None or not self._tcp_server.sockets:
-            raise RuntimeError("the TCP transport is not running: start the server with tcp_port")
-        return int(self._tcp_server.sockets[0].getsockname()[1])
+        """The plain-TCP session port (``statehub://``; the one picked, if it was given as
+        0); see ``docs/protocol.md``."""
+        if self._tcp_port is None:
+            raise RuntimeError("the server is not started: use start(), start_in_thread() or with")
+        return self._tcp_port
 
     @property
     def grpc_server(self) -> aio.Server:
@@ -240,8 +254,8 @@ class StateServer:
         if self.nanover_profile is not None:
             await self.nanover_profile.start()
         self.setup_services()
-        target = _host_port(self.address, self._requested_port)
-        _check_free(self.address, self._requested_port, target)
+        target = _host_port(self.address, self._requested_grpc_port)
+        _check_free(self.address, self._requested_grpc_port, target)
         try:
             if self.tls is None:
                 bound = self._grpc_server.add_insecure_port(target)
@@ -257,18 +271,17 @@ class StateServer:
             self._stopped = True
             raise OSError(
                 errno.EADDRINUSE,
-                f"cannot listen on {target}: the port is in use or the address is not "
+                f"cannot listen for gRPC on {target}: the port is in use or the address is not "
                 f"available here ({reason})",
             )
-        self._port = bound
+        self._grpc_port = bound
         await self.state.start()
         self._expiry_task = asyncio.create_task(self._expire(), name="statehub-expiry")
         await self._grpc_server.start()
         for service in ("", SERVICE_NAME):  # "": the server as a whole
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         logger.debug("gRPC server listening on %s", _host_port(self.address, bound))
-        if self._requested_tcp_port is not None:
-            await self._start_tcp(self._requested_tcp_port)
+        await self._start_tcp(self._requested_tcp_port)
         if self._requested_http_port is not None:
             await self._start_web(self._requested_http_port)
 
@@ -296,7 +309,7 @@ class StateServer:
         if self._grpc_server is not None:
             await self.state.stop()
         self._command_threads.shutdown(wait=False, cancel_futures=True)
-        logger.debug("server on port %s stopped", self._port)
+        logger.debug("server on TCP %s, gRPC %s stopped", self._tcp_port, self._grpc_port)
 
     async def _expire(self) -> None:
         """Remove keys whose ttl ran out, in bounded batches (one commit each), so that a
@@ -304,7 +317,9 @@ class StateServer:
         task waits as long as the batch took, so expiry has at most half of the loop."""
         state = self.state
         failing = False
-        while True:
+        # Not ``while True``: a store call that swallows the task's cancellation (seen with
+        # Redis, a server stopped just after it started) would keep stop() waiting forever.
+        while not self._stopped:
             try:
                 started = time.perf_counter()
                 if await state.expire_due_async(EXPIRY_BATCH) >= EXPIRY_BATCH:
@@ -353,6 +368,7 @@ class StateServer:
                 keepalive_timeout=self.keepalive_timeout,
                 ssl_context=self.tls.ssl_context() if self.tls is not None else None,
             )
+            self._tcp_port = int(self._tcp_server.sockets[0].getsockname()[1])
         except OSError as error:
             await self.stop()
             raise OSError(
@@ -507,6 +523,11 @@ def _command_registry(state: StateDictionary, executor: ThreadPoolExecutor) -> C
     return SharedCommandRegistry(peers, executor=executor, local_only=frozenset({LIST_COMMANDS}))
 
 
+def neighbour_port(port: int, offset: int) -> int:
+    """The port ``offset`` after ``port`` in the layout; a free one (0) when ``port`` is 0."""
+    return 0 if port == 0 else (port + offset) % 65536
+
+
 def _host_port(address: str, port: int) -> str:
     if ":" in address and not address.startswith("["):
         return f"[{address}]:{port}"
@@ -535,7 +556,7 @@ def _check_free(address: str, port: int, target: str) -> None:
             except OSError as error:
                 if error.errno == errno.EADDRINUSE:
                     raise OSError(
-                        errno.EADDRINUSE, f"cannot listen on {target}: the port is in use"
+                        errno.EADDRINUSE, f"cannot listen for gRPC on {target}: the port is in use"
                     ) from None
 
 
@@ -545,4 +566,11 @@ def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> Non
     loop.close()
 
 
-__all__ = ["DEFAULT_ADDRESS", "DEFAULT_MAX_MESSAGE_BYTES", "DEFAULT_PORT", "StateServer"]
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "DEFAULT_GRPC_PORT",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_PORT",
+    "StateServer",
+    "neighbour_port",
+]

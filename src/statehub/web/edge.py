@@ -38,8 +38,6 @@ from statehub.web.session_socket import serve_session_socket
 
 logger = logging.getLogger(__name__)
 
-#: The web port's default in ``statehub serve``: the one after NanoVer's gRPC port.
-DEFAULT_HTTP_PORT = 38802
 SESSION_WEBSOCKET_PATH = "/v1/session"
 #: Where the built dashboard lives inside the package (built by ``make dashboard``).
 DASHBOARD_DIR = Path(__file__).parent / "dashboard"

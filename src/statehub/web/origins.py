@@ -3,7 +3,7 @@
 A browser lets any page open a WebSocket to any host, and sends the cookies and the
 client certificate it has for that host; the only thing that tells the server which page
 opened it is the ``Origin`` header, which the page cannot forge. Without a check, any page
-an operator opens could read and write the state through ``ws://127.0.0.1:38802``
+an operator opens could read and write the state through ``ws://127.0.0.1:38801``
 (cross-site WebSocket hijacking). So every upgrade that carries an ``Origin`` must come
 from the server's own origin (the scheme of the connection and the ``Host`` the browser
 asked for: the dashboard's own page) or from an origin the operator allowed
