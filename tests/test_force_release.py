@@ -146,9 +146,9 @@ def test_the_cli_force_releases_a_lock_and_a_lease(threaded: StateServer) -> Non
     assert refused.exit_code == 1 and "no one holds the lock on 'lab.pump'" in refused.output
 
 
-@pytest.mark.parametrize("scheme", ["statehub+tcp", "statehub"])
+@pytest.mark.parametrize("scheme", ["statehub", "statehub+grpc"])
 def test_a_blocking_client_is_told_on_either_transport(threaded: StateServer, scheme: str) -> None:
-    port = threaded.tcp_port if scheme == "statehub+tcp" else threaded.port  # statehub: gRPC
+    port = threaded.tcp_port if scheme == "statehub" else threaded.grpc_port
     lost: list[tuple[str, list[str]]] = []
     with (
         Client(f"{scheme}://127.0.0.1:{port}", name="holder") as holder,
