@@ -67,6 +67,7 @@ from statehub.errors import (
     ConflictError,
     ConnectionLostError,
     LockFailedError,
+    LockNotOwnedError,
     ResourceLockedError,
 )
 
@@ -767,20 +768,31 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         future.add_done_callback(give_back)
 
     async def release_lock(self, held: HeldLock) -> None:
-        """Give back a hold; ``LockFailedError`` if it was lost with the connection meanwhile."""
-        self._held_locks.discard(held)
+        """Give back a hold; ``LockFailedError`` if it was lost with the connection meanwhile
+        (``LockLostError`` if the server took it away)."""
         conn = self._conn
         if conn is None or conn.generation != held.generation:
             held.lost = True
         lost = lock_lost_error(held)
         if lost is not None:
+            self._held_locks.discard(held)
             raise lost
         mode = "exclusive" if held.exclusive else "shared"
         try:
             await self._timed_request(
                 "unlock", CLIENT_DEFAULT, key=held.key, exclusive=held.exclusive, owner=held.owner
             )
+        except LockNotOwnedError:
+            # The server's "lost" message travels ahead of this reply: taken away meanwhile.
+            lost = lock_lost_error(held)
+            if lost is None:
+                raise
+            raise lost from None
         except ConnectionLostError as error:
             raise LockFailedError(
                 f"the {mode} lock on {held.key!r} was lost while held: {error}"
             ) from error
+        finally:
+            # Still listed while the unlock is in flight, so that a "lost" message read
+            # ahead of its reply marks it.
+            self._held_locks.discard(held)

@@ -71,6 +71,7 @@ from statehub.errors import (
     ConflictError,
     ConnectionLostError,
     LockFailedError,
+    LockNotOwnedError,
     ResourceLockedError,
 )
 from statehub.errors import TimeoutError as CallTimeoutError
@@ -621,21 +622,31 @@ class Client(EndpointCalls):
         return held
 
     def _release_lock(self, held: HeldLock) -> None:
-        self._held_locks.discard(held)
         if self._session.generation != held.generation:
             held.lost = True
         lost = lock_lost_error(held)
         if lost is not None:
+            self._held_locks.discard(held)
             raise lost
         mode = "exclusive" if held.exclusive else "shared"
         try:
             self._timed_request(
                 "unlock", CLIENT_DEFAULT, key=held.key, exclusive=held.exclusive, owner=held.owner
             )
+        except LockNotOwnedError:
+            # The server's "lost" message travels ahead of this reply: taken away meanwhile.
+            lost = lock_lost_error(held)
+            if lost is None:
+                raise
+            raise lost from None
         except ConnectionLostError as error:
             raise LockFailedError(
                 f"the {mode} lock on {held.key!r} was lost while held: {error}"
             ) from error
+        finally:
+            # Still listed while the unlock is in flight, so that a "lost" message read
+            # ahead of its reply marks it.
+            self._held_locks.discard(held)
 
     def test_lock(
         self, key: str, *, exclusive: bool = True, timeout: Timeout = CLIENT_DEFAULT
