@@ -55,6 +55,17 @@ class Subscription:
     #: The server's id for it on the current session (None while not subscribed).
     sub_id: int | None = None
 
+    def deliver(self, message: Message, epoch: object) -> None:
+        """Hand a batch to the handler, first noting its revision and the ``epoch`` (the
+        session's history) it counts in, for the resume."""
+        revision = message.get("revision")
+        if type(revision) is int:
+            self.revision, self.epoch = revision, epoch
+        try:
+            self.handler(message)
+        except Exception:
+            logger.exception("subscription handler failed")
+
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
     """Done callback of a fire-and-forget request: read its outcome so none goes unseen."""
@@ -471,7 +482,7 @@ class Connection:
         subscription.sub_id = sub_id
         self._subs_by_id[sub_id] = subscription
         for message in self._early_batches.pop(sub_id, ()):
-            self._deliver(subscription, message)
+            subscription.deliver(message, self.epoch)
         if not self._subscribing:
             self._early_batches.clear()
 
@@ -508,15 +519,6 @@ class Connection:
                 self._attach(subscription, reply["sub"])
             else:  # dropped while we waited
                 self.send_and_forget("unsubscribe", {"sub": reply["sub"]})
-
-    def _deliver(self, subscription: Subscription, message: Message) -> None:
-        revision = message.get("revision")
-        if type(revision) is int:
-            subscription.revision, subscription.epoch = revision, self.epoch
-        try:
-            subscription.handler(message)
-        except Exception:
-            logger.exception("subscription handler failed")
 
     # -- the stream's tasks --------------------------------------------------------
 
@@ -567,7 +569,7 @@ class Connection:
             return
         subscription = self._subs_by_id.get(sub_id)
         if subscription is not None:
-            self._deliver(subscription, message)
+            subscription.deliver(message, self.epoch)
         elif self._subscribing:  # a batch may overtake its subscribe reply
             self._early_batches.setdefault(sub_id, []).append(message)
 

@@ -459,7 +459,7 @@ class SocketSession:
         for lost in holds_lost:
             self._on_holds_lost(lost)
         for subscription, message in deliveries:
-            self._deliver(subscription, message)
+            subscription.deliver(message, self.epoch)
         for hook, reply in late:
             try:
                 hook(reply)
@@ -577,7 +577,7 @@ class SocketSession:
                 if not self._subscribing:
                     self._early_batches.clear()
         for message in early:
-            self._deliver(subscription, message)
+            subscription.deliver(message, self.epoch)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """Stop a subscription (no reply awaited); its handler gets nothing more."""
@@ -600,15 +600,6 @@ class SocketSession:
                 logger.error("could not resubscribe to %r: %s", subscription.prefix, error)
                 with self._state:
                     self._subscriptions.pop(subscription, None)
-
-    def _deliver(self, subscription: Subscription, message: Message) -> None:
-        revision = message.get("revision")
-        if type(revision) is int:
-            subscription.revision, subscription.epoch = revision, self.epoch
-        try:
-            subscription.handler(message)
-        except Exception:
-            logger.exception("subscription handler failed")
 
     def _start_helper(self) -> None:
         with self._state:

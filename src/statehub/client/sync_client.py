@@ -176,6 +176,18 @@ class Client(EndpointCalls):
         self._mirror_ended: ConnectionLostError | None = None
         self._closed = False
         self._session: _Session
+        session_settings: dict[str, Any] = {
+            "token": token,
+            "credential": credential,
+            "client_name": self.name,
+            "connect_timeout": connect_timeout,
+            "reconnect": reconnect,
+            "backoff_initial": backoff_initial,
+            "backoff_max": backoff_max,
+            "on_lost": self._on_lost,
+            "on_restored": self._on_restored,
+            "on_holds_lost": self._on_holds_lost,
+        }
         if is_tcp_url(target.dial_address):
             from statehub.client.socket_session import SocketSession
 
@@ -183,34 +195,13 @@ class Client(EndpointCalls):
                 target.dial_address,
                 tls=tls.ssl_context() if tls is not None else None,
                 server_name=tls.server_name if tls is not None else None,
-                token=token,
-                credential=credential,
-                client_name=self.name,
-                connect_timeout=connect_timeout,
-                reconnect=reconnect,
-                backoff_initial=backoff_initial,
-                backoff_max=backoff_max,
-                on_lost=self._on_lost,
-                on_restored=self._on_restored,
-                on_holds_lost=self._on_holds_lost,
+                **session_settings,
             )
         else:
             from statehub.client.loop_session import LoopSession
 
             self._session = LoopSession(
-                target.dial_address,
-                target.port,
-                token=token,
-                credential=credential,
-                tls=tls,
-                client_name=self.name,
-                connect_timeout=connect_timeout,
-                reconnect=reconnect,
-                backoff_initial=backoff_initial,
-                backoff_max=backoff_max,
-                on_lost=self._on_lost,
-                on_restored=self._on_restored,
-                on_holds_lost=self._on_holds_lost,
+                target.dial_address, target.port, tls=tls, **session_settings
             )
         try:
             self._session.connect()

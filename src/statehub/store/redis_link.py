@@ -66,12 +66,10 @@ class RedisKeys:
         self.history_versions = base + "history_versions"
         self.key_history = base + "khist:"
         self.history_prefixes = base + "history_prefixes"
-        self.commit = [
-            self.epoch,
-            self.revision,
-            self.content,
-            self.history,
-            *self.leases,
+        # The scripts read KEYS by position: the change feed, then (commit only) the
+        # leases, then the per-key facts and history, in this order.
+        feed = [self.epoch, self.revision, self.content, self.history]
+        per_key = [
             self.facts,
             self.bound,
             self.deadlines,
@@ -79,18 +77,8 @@ class RedisKeys:
             self.key_history,
             self.history_prefixes,
         ]
-        self.expire = [
-            self.epoch,
-            self.revision,
-            self.content,
-            self.history,
-            self.facts,
-            self.bound,
-            self.deadlines,
-            self.history_versions,
-            self.key_history,
-            self.history_prefixes,
-        ]
+        self.commit = [*feed, *self.leases, *per_key]
+        self.expire = [*feed, *per_key]
         self.snapshot = [self.epoch, self.revision, self.content, self.facts]
 
     def alive(self, server: str) -> str:
