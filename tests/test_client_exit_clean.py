@@ -49,13 +49,17 @@ def test_scripts_using_the_blocking_client_exit_with_a_clean_stderr() -> None:
 
 
 def test_a_blocking_call_from_an_event_callback_fails_instead_of_hanging() -> None:
+    """Over gRPC (and WebSocket) every blocking Client shares one background event loop,
+    so a blocking call from a callback running in it would wait for itself. (Over plain
+    TCP a callback runs in the thread that noticed the event, with no shared loop.)"""
     from client_servers import threaded_server
     from statehub import Client
 
     server = threaded_server()
     errors: list[BaseException] = []
+    address = f"statehub+grpc://127.0.0.1:{server.grpc_port}"
     try:
-        with Client("127.0.0.1", server.port) as client, Client("127.0.0.1", server.port) as other:
+        with Client(address) as client, Client(address) as other:
 
             def on_lost(reason: str) -> None:
                 try:

@@ -197,7 +197,7 @@ def test_the_plain_install_serves_the_dashboard_and_answers_get_and_set(
         assert response.status == 200
         assert "<html" in response.read().decode().lower()
     statehub = plain_install / "statehub"
-    for address in (f"statehub://{served['grpc']}", served["tcp"]):
+    for address in (f"statehub+grpc://{served['grpc']}", f"statehub://{served['tcp']}"):
         environment = {**os.environ, "STATEHUB_URL": address}
         assert "revision" in run(statehub, "set", "greeting", '"hello"', env=environment)
         assert run(statehub, "get", "greeting", env=environment).strip() == '"hello"'

@@ -187,7 +187,9 @@ def _write_in_process(
 async def _write(
     grpc_port: int, keys: int, changing: int, counter: Any, ready: Any, done: Any
 ) -> None:
-    async with AsyncClient("127.0.0.1", grpc_port, name="bench-writer", reconnect=False) as client:
+    async with AsyncClient(
+        f"statehub+grpc://127.0.0.1:{grpc_port}", name="bench-writer", reconnect=False
+    ) as client:
         await client.update({f"lab/instrument-{n}/reading": 0.0 for n in range(keys)})
         ready.set()
         loop = asyncio.get_running_loop()
