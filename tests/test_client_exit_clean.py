@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 RUNS = 30
 AT_ONCE = 6
 SCRIPT = """
@@ -72,6 +74,34 @@ def test_a_blocking_call_from_an_event_callback_fails_instead_of_hanging() -> No
             deadline = time.monotonic() + 20
             while not errors and time.monotonic() < deadline:
                 time.sleep(0.01)
+    finally:
+        server.close()
+    assert errors and "event callback" in str(errors[0])
+
+
+def test_over_tcp_a_blocking_call_from_a_callback_fails_instead_of_waiting_for_itself() -> None:
+    """Over plain TCP the thread reading for every caller runs the callbacks: a blocking
+    call of the same client from one would wait for that very thread."""
+    from client_servers import threaded_server
+    from statehub import Client, LockLostError
+
+    server = threaded_server()
+    errors: list[BaseException] = []
+    try:
+        address = f"statehub://127.0.0.1:{server.tcp_port}"
+        with Client(address, name="holder") as holder, Client(address) as admin:
+
+            def on_locks_lost(keys: list[str]) -> None:
+                try:
+                    holder.get("k")
+                except RuntimeError as error:
+                    errors.append(error)
+
+            holder.locks_lost.add_callback(on_locks_lost)
+            with pytest.raises(LockLostError), holder.get_lock("lab.valve"):
+                admin.force_release("lock", "lab.valve")
+                holder.get("anything")  # reads the lost message: the callback runs here
+            assert holder.get("k") is None  # and the client still works
     finally:
         server.close()
     assert errors and "event callback" in str(errors[0])

@@ -29,7 +29,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 from statehub.client.connection import BatchHandler, Message, Subscription
@@ -103,6 +103,7 @@ class SocketSession:
         self._backoff_initial, self._backoff_max = backoff_initial, backoff_max
         self._on_lost, self._on_restored = on_lost, on_restored
         self._on_holds_lost = on_holds_lost
+        self._in_callback = threading.local()
 
         #: Guards every field below; waiting threads sleep on it.
         self._state = threading.Condition()
@@ -154,7 +155,8 @@ class SocketSession:
             logger.debug("session %s open with %s", self.session, self.target)
             self._resubscribe()
         if self.generation > 1:
-            self._on_restored()
+            with self._callback():
+                self._on_restored()
 
     def _dial(self) -> socket.socket:
         deadline = time.monotonic() + self._connect_timeout
@@ -265,9 +267,24 @@ class SocketSession:
             self.reopen()
         return self._call(op, arguments, timeout, late)
 
+    @contextlib.contextmanager
+    def _callback(self) -> Iterator[None]:
+        """Run the client's event callback: a blocking call made from it, in the thread that
+        may be the one reading for every other caller, fails instead of waiting for itself."""
+        self._in_callback.active = True
+        try:
+            yield
+        finally:
+            self._in_callback.active = False
+
     def _call(
         self, op: str, arguments: Message, timeout: float | None, late: LateReplyHook | None = None
     ) -> Message:
+        if getattr(self._in_callback, "active", False):
+            raise RuntimeError(
+                "a blocking Client call from an event callback would wait for itself: hand "
+                "the work to another thread"
+            )
         deadline = None if timeout is None else time.monotonic() + timeout
         request_id, slot = self._send(op, arguments, want_reply=True)
         assert slot is not None
@@ -457,7 +474,8 @@ class SocketSession:
                     self._early_batches.setdefault(sub_id, []).append(message)
             self._state.notify_all()
         for lost in holds_lost:
-            self._on_holds_lost(lost)
+            with self._callback():
+                self._on_holds_lost(lost)
         for subscription, message in deliveries:
             subscription.deliver(message, self.epoch)
         for hook, reply in late:
@@ -521,7 +539,8 @@ class SocketSession:
         if quiet:
             return
         logger.warning("%s", message)
-        self._on_lost(reason)
+        with self._callback():
+            self._on_lost(reason)
         if self._subscriptions and self._reconnect:
             self._start_helper()
 
