@@ -45,7 +45,7 @@ def test_port_zero_picks_a_free_port_and_port_before_start_is_an_error() -> None
 
 def test_a_port_in_use_raises_oserror() -> None:
     with StateServer(address="127.0.0.1", port=0) as first:
-        second = StateServer(address="127.0.0.1", port=first.port)
+        second = StateServer(address="127.0.0.1", port=first.port, grpc_port=0)
         with pytest.raises(OSError, match=f"127.0.0.1:{first.port}"):
             second.start_in_thread()
         assert hello_roundtrip(first.port)["ok"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import sqlite3
 import subprocess
@@ -116,7 +117,9 @@ def test_serve_starts_on_an_old_data_file_and_names_what_it_quarantined(
         assert process.stdout is not None
         line = process.stdout.readline()
         assert "statehub serving on" in line, line
-        port = int(line.split(":")[-1].split()[0])
+        served = re.search(r"serving on \S+:(\d+) ", line)
+        assert served, line
+        port = int(served.group(1))
         assert asyncio.run(read_all(port)) == {"good": [1, 2]}
     finally:
         process.send_signal(signal.SIGTERM)
