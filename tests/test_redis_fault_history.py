@@ -18,10 +18,10 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -90,8 +90,7 @@ class Cluster:
 class Recorder:
     """The workload: each worker records what it did into one ``History``."""
 
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
+    def __init__(self) -> None:
         self.history = History()
         self.stopping = asyncio.Event()
         self.values = itertools.count(1)
@@ -104,7 +103,7 @@ class Recorder:
             self.history.operations.append(op)
             try:
                 op.revision = await client.set(key, value)
-                op.outcome = OK
+                op.outcome, op.epoch = OK, str(client.epoch)
             except ResourceLockedError:
                 op.outcome = FAILED  # a foreign lease: refused before anything changed
             except (StatehubError, OSError):
@@ -125,7 +124,7 @@ class Recorder:
         except (StatehubError, OSError):
             await asyncio.sleep(0.05)
             return  # a read that failed says nothing
-        op.completed, op.outcome = time.monotonic(), OK
+        op.completed, op.outcome, op.epoch = time.monotonic(), OK, str(client.epoch)
         if entry is not None:
             op.value, op.revision = entry.value, entry.mod_revision
         self.history.operations.append(op)
@@ -140,7 +139,9 @@ class Recorder:
                     change.snapshot,
                     dict(change.updates),
                     list(change.removals),
-                    "",
+                    # The session's: a new epoch ends the sessions, and the resumed
+                    # stream's first batch is the new epoch's snapshot.
+                    str(client.epoch),
                     time.monotonic(),
                 )
                 self.history.batches.append(batch)
@@ -178,6 +179,7 @@ class Recorder:
                 self.history.operations.append(op)
                 try:
                     op.revision, op.outcome = await client.set(key, value), OK
+                    op.epoch = str(client.epoch)
                 except (StatehubError, OSError):
                     op.outcome = UNKNOWN
                 op.completed = time.monotonic()
@@ -232,10 +234,20 @@ async def _faults(cluster: Cluster, rounds: int) -> None:
         await asyncio.sleep(2.0)
 
 
-async def run_with_faults(directory: Path, rounds: int) -> tuple[History, list[str]]:
-    """Run the workload through ``rounds`` of faults; the history and its violations."""
-    cluster = Cluster(directory)
-    recorder = Recorder(cluster)
+class FaultedCluster(Protocol):
+    """What a checked run needs of the servers it faults: their session ports."""
+
+    ports: list[int]
+
+    def stop(self) -> None: ...
+
+
+async def run_with_faults(
+    cluster: FaultedCluster, faults: Callable[[], Awaitable[None]]
+) -> tuple[History, list[str]]:
+    """Run the workload on ``cluster``'s servers while ``faults()`` runs; the history and
+    its violations. The cluster is stopped at the end, whatever happened."""
+    recorder = Recorder()
     stuck_calls: list[str] = []
     try:
         async with AsyncExitStack() as stack:
@@ -267,7 +279,7 @@ async def run_with_faults(directory: Path, rounds: int) -> tuple[History, list[s
                     workers.append(asyncio.create_task(work, name=client.name))
             # If the run fails half-way, no task may outlive it (on clients being closed).
             stack.push_async_callback(_cancel_all, [*workers, *watchers])
-            await _faults(cluster, rounds)
+            await faults()
             recorder.stopping.set()
             # A worker still in a call after SETTLE_S waits for an answer that never
             # comes: a finding of its own, not a reason to hang the run.
@@ -322,7 +334,7 @@ async def _final_state(client: AsyncClient) -> dict[str, Any]:
             await asyncio.sleep(0.1)
 
 
-def _summary(history: History) -> str:
+def summary(history: History) -> str:
     acknowledged = sum(op.outcome == OK for op in history.operations if op.kind == "write")
     return (
         f"{len(history.operations)} operations ({acknowledged} acknowledged writes), "
@@ -334,18 +346,20 @@ def _summary(history: History) -> str:
 async def test_a_history_through_kills_pauses_and_a_redis_restart_is_consistent(
     tmp_path: Path,
 ) -> None:
-    history, problems = await run_with_faults(tmp_path, rounds=1)
+    cluster = Cluster(tmp_path)
+    history, problems = await run_with_faults(cluster, lambda: _faults(cluster, rounds=1))
     assert not problems, "\n".join(problems[:20])
     # The run did exercise what it checks.
     assert sum(op.outcome == OK for op in history.operations if op.kind == "write") > 500
     assert history.leases and history.locks and len(history.batches) > 100
-    print(_summary(history))
+    print(summary(history))
 
 
 @pytest.mark.soak
 async def test_a_long_history_with_repeated_faults_is_consistent(tmp_path: Path) -> None:
     seconds = float(os.environ.get("STATEHUB_SOAK_SECONDS", "600"))
     rounds = max(1, int(seconds // 20))
-    history, problems = await run_with_faults(tmp_path, rounds=rounds)
+    cluster = Cluster(tmp_path)
+    history, problems = await run_with_faults(cluster, lambda: _faults(cluster, rounds))
     assert not problems, "\n".join(problems[:50])
-    print(_summary(history))
+    print(summary(history))

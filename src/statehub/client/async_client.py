@@ -296,6 +296,14 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
         """The owner of this session's leases (the server makes it from session and identity)."""
         return self._conn.token if self._conn is not None else None
 
+    @property
+    def epoch(self) -> object:
+        """The id of the server's history that revisions count in, from the current
+        session's hello (None before the first): it changes when history was lost or
+        rewritten (a Redis restart without data, a failover that lost writes), so a
+        revision means something only together with the epoch it was seen in."""
+        return self._conn.epoch if self._conn is not None else None
+
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until (re)connected; ``ConnectionLostError`` if ``timeout`` s pass first."""
         conn = await self._connection()
