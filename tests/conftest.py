@@ -45,6 +45,7 @@ SYSTEM_TEST_MODULES = frozenset(
         "test_redis_cluster",
         "test_redis_commands",
         "test_redis_fault_history",
+        "test_redis_failover_history",
         "test_redis_history_loss",
         "test_redis_zombie",
         "test_web_dashboard",
