@@ -533,3 +533,26 @@ async def test_registrations_are_bounded_by_the_session_limit() -> None:
         assert "register 'three'" in error["message"]
         assert "max_registrations=2" in error["message"]
         assert {"one", "two"} <= set(server.commands) and "three" not in server.commands
+
+
+async def test_a_message_with_too_many_command_payloads_is_refused_whole() -> None:
+    """Counted from the msgpack headers, before the message is decoded: nothing of it is
+    run or applied, its state change neither; a message within the bound is served."""
+    async with (
+        web_server(limits=SessionLimits(max_pending_requests=3)) as server,
+        nanover_peer(server) as peer,
+    ):
+        server.register_command("echo", lambda **kw: kw)
+        request = {"request": {"name": "echo", "arguments": {}, "id": 1}}
+        await peer.send({"state": {"updates": {"refused": 1}}, "command": [request] * 4})
+        error = await peer.next_error()
+        assert error["type"] == "LimitExceededError"
+        assert "4 command payloads" in error["message"] and "refused whole" in error["message"]
+        await peer.send({"state": {"updates": {"served": 1}}, "command": [request] * 3})
+        for _ in range(3):
+            assert (await peer.next_command())["response"] == {}
+        await eventually(lambda: server.state.get("served") == 1)
+        assert server.state.get("refused") is None
+        # One payload, not in a list, in a message longer than the bound: counted as one.
+        await peer.send({"command": {"request": {"name": "echo", "arguments": {"x": 1}, "id": 2}}})
+        assert (await peer.next_command())["response"] == {"x": 1}
