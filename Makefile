@@ -71,7 +71,7 @@ system-packages:
 test: system-packages lint typecheck unit-all
 
 #: 1,000 clients for 10 minutes with churn (STATEHUB_SOAK_SECONDS / _CLIENTS to change), and
-#: a checked history over Redis with faults repeated for as long.
+#: checked histories over Redis with faults, and through Sentinel failovers, repeated for as long.
 soak: $(STAMP)
 	$(BIN)/pytest -m soak -s --timeout=3600 tests/test_soak.py tests/test_redis_fault_history.py \
 	  tests/test_redis_failover_history.py
