@@ -4,6 +4,7 @@ Two ``statehub serve --store redis://`` processes over one redis-server (AOF wit
 ``appendfsync always``: a Redis kill loses nothing). Writers, readers, watchers, a lease
 holder and lock takers on both servers run while the faults come one after another:
 kill -9 of a statehub server (restarted on its port), SIGSTOP of the other past the
+sweep, a cut of that other's link to Redis (through a proxy the test controls) past the
 sweep, kill -9 of Redis (restarted from its AOF). The quick run is part of ``make test``;
 the soak run (``make soak``) repeats the faults for ``STATEHUB_SOAK_SECONDS``.
 """
@@ -29,6 +30,7 @@ from history_checker import FAILED, OK, UNKNOWN, Batch, History, Hold, Operation
 from statehub import LockFailedError, ResourceLockedError, StatehubError
 from statehub.bench.fleet import RedisProcess, restart_redis, start_redis, start_statehub, stop
 from statehub.client import AsyncClient
+from tcp_proxy import TcpProxy
 
 KEYS = [f"k{n}" for n in range(6)]
 #: Seconds a lease is taken for: a hold ends at its release or at this, whichever is first.
@@ -41,33 +43,42 @@ SERVER_OPTIONS: list[str] = []
 
 
 class Cluster:
-    """A redis-server and two statehub servers, each restartable on its port."""
+    """A redis-server and two statehub servers, each restartable on its port; the
+    second reaches Redis through a proxy the test can cut."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.redis: RedisProcess = start_redis(directory / "redis", aof_always=True)
+        self.proxy = TcpProxy(self.redis.port)  # Redis restarts on its port: it stays right
         self.servers: list[subprocess.Popen[str]] = []
         self.ports: list[int] = []
         self.starts = itertools.count()
-        for _ in range(2):
-            process, port = self._start()
+        for url in (self.redis.url, f"redis://127.0.0.1:{self.proxy.port}/0"):
+            process, port = self._start(url)
             self.servers.append(process)
             self.ports.append(port)
 
-    def _start(self, *arguments: str) -> tuple[subprocess.Popen[str], int]:
+    def _start(self, redis_url: str, *arguments: str) -> tuple[subprocess.Popen[str], int]:
         """A statehub server, its log in the test's directory (read it when a run fails)."""
         with open(self.directory / f"statehub-{next(self.starts)}.log", "w") as log:
             return start_statehub(
-                self.redis.url, "--no-http", *SERVER_OPTIONS, *arguments, stderr=log.fileno()
+                redis_url, "--no-http", *SERVER_OPTIONS, *arguments, stderr=log.fileno()
             )
 
     def kill_server(self, index: int) -> None:
         self.servers[index].kill()
         self.servers[index].wait()
 
-    def restart_server(self, index: int) -> None:
-        process, _ = self._start("--tcp-port", str(self.ports[index]))  # where clients look
-        self.servers[index] = process
+    def restart_server_0(self) -> None:
+        process, _ = self._start(self.redis.url, "--tcp-port", str(self.ports[0]))  # same port
+        self.servers[0] = process
+
+    def cut_server_1(self, cut: bool) -> None:
+        """Cut (or restore) the second server's link to Redis."""
+        if cut:
+            self.proxy.cut()
+        else:
+            self.proxy.restore()
 
     def pause_server(self, index: int, paused: bool) -> None:
         os.kill(self.servers[index].pid, signal.SIGSTOP if paused else signal.SIGCONT)
@@ -84,6 +95,7 @@ class Cluster:
             if process.poll() is None:
                 os.kill(process.pid, signal.SIGCONT)  # a stopped process ignores SIGTERM
             stop(process)
+        self.proxy.close()
         stop(self.redis.process)
 
 
@@ -215,18 +227,23 @@ class Recorder:
 
 
 async def _faults(cluster: Cluster, rounds: int) -> None:
-    """kill -9 and restart of server 0, SIGSTOP of server 1 past the sweep, kill -9 and
-    restart of Redis; ``rounds`` times, with a little normal running between."""
+    """kill -9 and restart of server 0, SIGSTOP of server 1 past the sweep, a cut of
+    server 1's link to Redis past the sweep, kill -9 and restart of Redis; ``rounds``
+    times, with a little normal running between."""
     loop = asyncio.get_running_loop()
     for _ in range(rounds):
         await asyncio.sleep(2.0)
         cluster.kill_server(0)
         await asyncio.sleep(1.0)
-        await loop.run_in_executor(None, cluster.restart_server, 0)
+        await loop.run_in_executor(None, cluster.restart_server_0)
         await asyncio.sleep(2.0)
         cluster.pause_server(1, True)
         await asyncio.sleep(PAUSE_S)
         cluster.pause_server(1, False)
+        await asyncio.sleep(2.0)
+        cluster.cut_server_1(True)
+        await asyncio.sleep(PAUSE_S)
+        cluster.cut_server_1(False)
         await asyncio.sleep(2.0)
         cluster.kill_redis()
         await asyncio.sleep(1.0)
