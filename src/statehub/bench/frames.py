@@ -111,33 +111,54 @@ class _ServerUse(NamedTuple):
 async def _publish(port: int, server_pid: int, start: float, end: float) -> _ServerUse:
     """Publish frames at ``RATE`` until ``end``; the server's use of a CPU in [start, end]."""
     positions = struct.pack(f"<{3 * ATOMS}f", *([0.5] * (3 * ATOMS)))
-    cpu_before = waited_before = opened = 0.0
     async with (
         aiohttp.ClientSession() as http,
         http.ws_connect(f"ws://127.0.0.1:{port}/", max_msg_size=0) as socket,
     ):
-        index = 0
-        due = time.monotonic()
-        while True:
-            now = time.monotonic()
-            if not opened and now >= start:
-                opened, cpu_before = now, process_cpu_seconds(server_pid)
-                waited_before = run_queue_seconds(server_pid)
-            if now >= end:
-                window = now - opened
-                return _ServerUse(
-                    (process_cpu_seconds(server_pid) - cpu_before) / window,
-                    (run_queue_seconds(server_pid) - waited_before) / window,
-                )
-            frame: dict[str, Any] = {"frame.index": index, "particle.positions": positions}
-            if index == 0:
-                frame["particle.count"] = ATOMS
-            await socket.send_bytes(msgpack.packb({"frame": frame}))
-            simulation = {"updates": {"simulation.time": index / RATE}, "removals": []}
-            await socket.send_bytes(msgpack.packb({"state": simulation}))
-            index += 1
-            due += 1 / RATE
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
+        # The runner is a NanoVer client too: the frames and state relayed back to it are
+        # read (and dropped), or after the edge's unread timeout the server drops it.
+        reading = asyncio.ensure_future(_drain(socket))
+        try:
+            return await _publish_on(socket, positions, server_pid, start, end)
+        finally:
+            reading.cancel()
+
+
+async def _drain(socket: aiohttp.ClientWebSocketResponse) -> None:
+    async for _ in socket:
+        pass
+
+
+async def _publish_on(
+    socket: aiohttp.ClientWebSocketResponse,
+    positions: bytes,
+    server_pid: int,
+    start: float,
+    end: float,
+) -> _ServerUse:
+    cpu_before = waited_before = opened = 0.0
+    index = 0
+    due = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if not opened and now >= start:
+            opened, cpu_before = now, process_cpu_seconds(server_pid)
+            waited_before = run_queue_seconds(server_pid)
+        if now >= end:
+            window = now - opened
+            return _ServerUse(
+                (process_cpu_seconds(server_pid) - cpu_before) / window,
+                (run_queue_seconds(server_pid) - waited_before) / window,
+            )
+        frame: dict[str, Any] = {"frame.index": index, "particle.positions": positions}
+        if index == 0:
+            frame["particle.count"] = ATOMS
+        await socket.send_bytes(msgpack.packb({"frame": frame}))
+        simulation = {"updates": {"simulation.time": index / RATE}, "removals": []}
+        await socket.send_bytes(msgpack.packb({"state": simulation}))
+        index += 1
+        due += 1 / RATE
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
 
 
 def _worker_process(port: int, count: int, pipe: Pipe) -> None:

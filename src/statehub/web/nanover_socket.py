@@ -52,6 +52,7 @@ from statehub.core.buffers import DictionaryChangeBuffer
 from statehub.core.change import DictionaryChange
 from statehub.core.pacing import SteadyPacer
 from statehub.errors import (
+    LeaseLostError,
     LimitExceededError,
     ObjectFrozenError,
     ResourceLockedError,
@@ -130,6 +131,7 @@ class NanoverRoom:
         self._registrants: dict[str, NanoverConnection] = {}
         self._presentation: dict[str, dict[str, str]] = {}
         hub.auth_listeners.append(self.reauthenticate)
+        hub.state.holds_lost.add_callback(self.holds_lost)
 
     def register(
         self,
@@ -243,8 +245,16 @@ class NanoverRoom:
         for connection in list(self.connections):
             connection.reauthenticate()
 
+    def holds_lost(self, **_: Any) -> None:
+        """This server was cut off from the shared store and the other servers released
+        what its connections held (``StateDictionary.holds_lost``): a NanoVer connection
+        holds no lease, but its user's keys were bound to it and are gone; say so."""
+        for connection in list(self.connections):
+            connection.bound_keys_lost()
+
     async def close_all(self) -> None:
         """The server is stopping: close every NanoVer connection (1001, going away)."""
+        self.hub.state.holds_lost.remove_callback(self.holds_lost)
         if self.reauthenticate in self.hub.auth_listeners:
             self.hub.auth_listeners.remove(self.reauthenticate)
         for connection in list(self.connections):
@@ -399,6 +409,19 @@ class NanoverConnection:
         self.room.unregister_commands_of(self)
         self.hub.state.release_owner(self.token)
         self._remove_keys_written_for_user()
+
+    def bound_keys_lost(self) -> None:
+        """The other servers swept this cut-off server: the keys bound to this connection
+        (its user's) were removed by them. Logged, and told to a client that had some, as
+        an ``error`` (``LeaseLostError``): its next write of them binds them again."""
+        if self.user_id is None or self.socket.closed:
+            return
+        message = (
+            f"this server was cut off from the shared store and the other servers removed "
+            f"the keys bound to this connection (user {self.user_id!r}); write them again"
+        )
+        logger.warning("NanoVer client %s: %s", self.peer.address, message)
+        self._spawn(self._send({"error": {"type": LeaseLostError.__name__, "message": message}}))
 
     def _remove_keys_written_for_user(self) -> None:
         """Remove the user's keys that others wrote for it (``user-origin.<id>``, written
