@@ -116,7 +116,9 @@ class Hub:
         #: are not sessions (NanoVer's WebSocket clients) are checked again too.
         self.auth_listeners: list[Callable[[], None]] = []
         #: Subscribers at interval 0 that share one catch-up and one encoding per change.
-        self.fanout = FanoutGroups(self, SessionBatches(max_message_bytes))
+        self.fanout: FanoutGroups[Subscription] = FanoutGroups(
+            self, SessionBatches(max_message_bytes)
+        )
 
     def replace_auth(self, auth: Authenticator | OpenAccess) -> None:
         """Use new identities (a reloaded file); each session is authenticated again.

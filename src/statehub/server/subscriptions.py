@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from statehub.auth.permissions import PrefixSet
 from statehub.core.buffers import DictionaryChangeBuffer, KeyFilter
@@ -85,7 +85,7 @@ class Hub(Protocol):
     def limits(self) -> SessionLimits: ...
 
     @property
-    def fanout(self) -> FanoutGroups: ...
+    def fanout(self) -> FanoutGroups[Subscription]: ...
 
     @property
     def observer(self) -> DeliveryObserver: ...
@@ -125,7 +125,7 @@ class Subscription:
             if resume_from is None:
                 return
 
-    async def _in_group(self, group: FanoutGroup) -> int | None:
+    async def _in_group(self, group: FanoutGroup[Subscription]) -> int | None:
         """Sleep while the group delivers: when it leaves, where to resume from."""
         left: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         self._left = left
@@ -153,7 +153,7 @@ class Subscription:
         if self._left is not None and not self._left.done():
             self._left.set_result(resume_from)
 
-    async def _alone(self, since: int | None, first: bool) -> FanoutGroup | None:
+    async def _alone(self, since: int | None, first: bool) -> FanoutGroup[Subscription] | None:
         """Deliver from an own view; the group joined once caught up, None if the state ended.
 
         ``first``: the subscription's first batch, sent at once even if empty. Otherwise
@@ -235,17 +235,23 @@ class SessionBatches:
         return change_batch_bodies(revision, False, change.updates, change.removals, self._budget)
 
 
-class FanoutGroup:
+#: The kind of member a family of groups holds (a session's subscription, a connection).
+MemberT = TypeVar("MemberT", bound=Member)
+
+
+class FanoutGroup(Generic[MemberT]):
     """Members that see the same keys, all sent up to ``position``: one flush of one view,
     one encoding per change (per tick, when paced), the same bytes queued to each."""
 
-    def __init__(self, groups: FanoutGroups, key: GroupKey, view: DictionaryChangeBuffer) -> None:
+    def __init__(
+        self, groups: FanoutGroups[MemberT], key: GroupKey, view: DictionaryChangeBuffer
+    ) -> None:
         self._groups = groups
         self.key = key
         self._view = view
         #: Every member has been sent every change up to this revision.
         self.position = view.cursor
-        self._members: dict[Member, None] = {}  # in joining order
+        self._members: dict[MemberT, None] = {}  # in joining order
         self._closed = False
         self._task = asyncio.ensure_future(self._run(groups.delivery.interval))
 
@@ -254,16 +260,16 @@ class FanoutGroup:
         return self._closed or self._view.frozen
 
     @property
-    def members(self) -> frozenset[Member]:
+    def members(self) -> frozenset[MemberT]:
         return frozenset(self._members)
 
     def __len__(self) -> int:
         return len(self._members)
 
-    def add(self, member: Member) -> None:
+    def add(self, member: MemberT) -> None:
         self._members[member] = None
 
-    def discard(self, member: Member) -> None:
+    def discard(self, member: MemberT) -> None:
         """``member`` goes (unsubscribed, closed, or alone by choice); nothing is said to it."""
         if self._members.pop(member, _ABSENT) is not _ABSENT and not self._members:
             self.close()
@@ -322,18 +328,18 @@ class FanoutGroup:
             self.close()
 
 
-class FanoutGroups:
+class FanoutGroups(Generic[MemberT]):
     """The fan-out groups of one hub for one delivery, by what their members see."""
 
     def __init__(self, hub: Hub, delivery: Delivery) -> None:
         self.hub = hub
         self.delivery = delivery
         self.views = hub.state.views
-        self._groups: dict[GroupKey, FanoutGroup] = {}
+        self._groups: dict[GroupKey, FanoutGroup[MemberT]] = {}
 
     def join(
-        self, member: Member, view: DictionaryChangeBuffer, prefix: str, readable: PrefixSet
-    ) -> FanoutGroup | None:
+        self, member: MemberT, view: DictionaryChangeBuffer, prefix: str, readable: PrefixSet
+    ) -> FanoutGroup[MemberT] | None:
         """Put ``member`` (alone, delivering from ``view``) in its group if it can be.
 
         It can if its view is caught up and the group, once it has sent its members what
@@ -358,7 +364,7 @@ class FanoutGroups:
             group.add(member)
             return group
 
-    def forget(self, group: FanoutGroup) -> None:
+    def forget(self, group: FanoutGroup[MemberT]) -> None:
         if self._groups.get(group.key) is group:
             del self._groups[group.key]
 
@@ -366,7 +372,7 @@ class FanoutGroups:
         """Members per group, by prefix and readable keys (``/metrics``, tests)."""
         return {key: len(group) for key, group in self._groups.items()}
 
-    def members(self) -> frozenset[Member]:
+    def members(self) -> frozenset[MemberT]:
         """Every member of every group."""
         return frozenset(member for group in self._groups.values() for member in group.members)
 

@@ -137,7 +137,7 @@ class NanoverRoom:
         self.connections: set[NanoverConnection] = set()
         #: Clients that may read every key share one 30 Hz stream: the server's fan-out
         #: engine, with NanoVer's encoding and pacing (the others follow views of their own).
-        self.fanout = FanoutGroups(hub, NANOVER_STATE)
+        self.fanout: FanoutGroups[NanoverConnection] = FanoutGroups(hub, NANOVER_STATE)
         #: Told of bytes and commands, for metrics (the web edge sets it).
         self.observer: NanoverObserver = NanoverObserver()
         #: Frames published by simulation runners, relayed to every connection.
@@ -192,7 +192,7 @@ class NanoverRoom:
     @property
     def in_step(self) -> frozenset[NanoverConnection]:
         """The connections the shared stream feeds."""
-        return self.fanout.members()  # type: ignore[return-value]  # only connections join
+        return self.fanout.members()
 
     def enter(self, connection: NanoverConnection) -> None:
         """``connection`` is open (whichever way it is fed state)."""
@@ -307,7 +307,7 @@ class NanoverConnection:
         #: The task writing a state message now, if any: a shared delta waits for none.
         self._state_writer: asyncio.Task[None] | None = None
         #: The fan-out group feeding it shared deltas, while it is in one.
-        self._group: FanoutGroup | None = None
+        self._group: FanoutGroup[NanoverConnection] | None = None
         #: The connection under the socket: aborted to drop a client that does not read.
         self.transport: asyncio.Transport | None = None
         #: Set once a reload found its credential no longer accepted: it is being closed.
