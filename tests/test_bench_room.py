@@ -51,6 +51,10 @@ def test_the_frames_bench_measures_every_client_and_the_server() -> None:
     assert figures["state updates: per client, slowest"] > 0
     assert figures["frames: server CPU"] > 0
     assert figures["frames: server CPU per client"] > 0
+    assert figures["frames: server waiting for a CPU"] >= 0
+    assert figures["frames: clients' CPU, 2 processes"] > 0
+    assert figures["frames: server CPU per frame delivered"] > 0
+    assert figures["frames: clients' CPU per frame received"] > 0
 
 
 def test_the_relay_packs_frames_as_the_frames_bench_expects() -> None:
@@ -58,3 +62,18 @@ def test_the_relay_packs_frames_as_the_frames_bench_expects() -> None:
     from statehub.web.nanover_frames import _pack_frame
 
     assert _pack_frame({"frame.index": 0}).startswith(frames._FRAME_HEADER)
+
+
+def test_a_frame_counts_only_with_all_its_particle_positions() -> None:
+    import struct
+
+    from statehub.bench import frames
+    from statehub.web.nanover_frames import _pack_frame
+
+    positions = struct.pack(f"<{3 * frames.ATOMS}f", *([0.5] * (3 * frames.ATOMS)))
+    whole = _pack_frame({"frame.index": 3, "particle.positions": positions})
+    assert frames.carries_positions(whole)
+    assert not frames.carries_positions(whole[:-1])  # cut short
+    assert not frames.carries_positions(_pack_frame({"frame.index": 3}))  # none
+    fewer = _pack_frame({"frame.index": 3, "particle.positions": positions[:-12]})
+    assert not frames.carries_positions(fewer)  # an atom short

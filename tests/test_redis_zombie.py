@@ -15,12 +15,19 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import grpc
+import msgpack
 import pytest
+from google.protobuf import struct_pb2
 
+import nanover_modules
 from statehub import LeaseLostError, LockFailedError, LockLostError
-from statehub.bench.fleet import start_redis, start_statehub, stop
+from statehub.bench.fleet import start_redis, start_serve_ports, start_statehub, stop
 from statehub.client import AsyncClient
 from tcp_proxy import TcpProxy
+
+state_pb2, state_pb2_grpc, _, _ = nanover_modules.load()
 
 DEADLINE_S = 30.0
 
@@ -132,3 +139,102 @@ async def test_a_server_whose_redis_link_was_cut_past_the_sweep_tells_its_client
         proxy.close()
         for process in reversed(processes):
             stop(process)
+
+
+async def test_a_swept_servers_nanover_clients_learn_what_they_lost(tmp_path: Path) -> None:
+    """NanoVer's gRPC protocol cannot tell a client its lease is gone: its next write to the
+    key is refused (``success=False``, as NanoVer refuses) instead of going through
+    unguarded. A NanoVer WebSocket client, whose user's keys were bound to its connection,
+    gets an ``error`` saying they were removed."""
+    redis_process = start_redis(tmp_path / "redis")
+    processes: list[Any] = [redis_process.process]
+    try:
+        server_a, ports_a = start_serve_ports("--store", redis_process.url)
+        processes.append(server_a)
+        server_b, port_b = start_statehub(redis_process.url)
+        processes.append(server_b)
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{ports_a.grpc}") as channel,
+            AsyncClient("127.0.0.1", ports_a.tcp, name="witness-on-a") as witness,
+            AsyncClient("127.0.0.1", port_b, name="other-on-b") as other,
+            aiohttp.ClientSession() as http,
+            http.ws_connect(f"ws://127.0.0.1:{ports_a.http}/") as headset,
+        ):
+            avatar = {"state": {"updates": {"avatar.u1": {"x": 1}}, "removals": []}}
+            await headset.send_bytes(msgpack.packb(avatar))
+            await _until_async(lambda: _has(other, "avatar.u1"))
+            nanover = state_pb2_grpc.StateStub(channel)
+            told: list[str] = []
+            witness.leases_lost.add_callback(lambda keys: told.extend(keys))
+            assert await witness.attempt_update_locks({"witness": 60})
+            assert await _nanover_lease(nanover, "lab-token", "leased")
+            assert await _nanover_write(nanover, "lab-token", {"leased": 1.0})
+
+            os.kill(server_a.pid, signal.SIGSTOP)
+            try:  # the sweep comes: the lease is free for B, which takes it and lets it go
+                deadline = asyncio.get_running_loop().time() + DEADLINE_S
+                while not await other.attempt_update_locks({"leased": 60}):
+                    assert asyncio.get_running_loop().time() < deadline, "no sweep"
+                    await asyncio.sleep(0.1)
+                assert await other.attempt_update_locks({"leased": None})
+            finally:
+                os.kill(server_a.pid, signal.SIGCONT)
+
+            await _until(lambda: told == ["witness"])  # server A has learnt it was swept
+            assert await _next_error(headset) == "LeaseLostError"
+            assert not await _nanover_write(nanover, "lab-token", {"leased": 2.0})
+            assert not await _nanover_write(nanover, "lab-token", {}, removals=["leased"])
+            assert await other.get("leased") == 1.0  # nothing of the refused writes applied
+            assert await _nanover_write(nanover, "lab-token", {"unleased": 1.0})
+            assert await _nanover_write(nanover, "another-token", {"leased": 3.0})
+
+            assert await _nanover_lease(nanover, "lab-token", "leased")  # leased again
+            assert await _nanover_write(nanover, "lab-token", {"leased": 4.0})
+            assert await other.get("leased") == 4.0
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGCONT)  # a stopped process ignores SIGTERM
+            stop(process)
+
+
+async def _until_async(predicate: Any) -> None:
+    deadline = asyncio.get_running_loop().time() + DEADLINE_S
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def _has(client: AsyncClient, key: str) -> bool:
+    return key in await client.keys()
+
+
+async def _next_error(socket: aiohttp.ClientWebSocketResponse) -> str:
+    """The type of the next ``error`` message on a NanoVer socket (state is skipped)."""
+    async with asyncio.timeout(DEADLINE_S):
+        async for message in socket:
+            decoded = msgpack.unpackb(message.data)
+            if "error" in decoded:
+                return str(decoded["error"]["type"])
+    raise AssertionError("the socket closed without an error message")
+
+
+async def _nanover_lease(stub: Any, token: str, key: str) -> bool:
+    locks = struct_pb2.Struct()
+    locks.fields[key].number_value = 60.0
+    request = state_pb2.UpdateLocksRequest(access_token=token, lock_keys=locks)
+    return bool((await stub.UpdateLocks(request)).success)
+
+
+async def _nanover_write(
+    stub: Any, token: str, updates: dict[str, float], removals: tuple[str, ...] | list[str] = ()
+) -> bool:
+    changed = struct_pb2.Struct()
+    for key, value in updates.items():
+        changed.fields[key].number_value = value
+    for key in removals:
+        changed.fields[key].null_value = struct_pb2.NULL_VALUE
+    request = state_pb2.UpdateStateRequest(
+        access_token=token, update=state_pb2.StateUpdate(changed_keys=changed)
+    )
+    return bool((await stub.UpdateState(request)).success)

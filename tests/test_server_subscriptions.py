@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,12 +25,14 @@ from statehub import StateServer
 from statehub.auth import Authenticator, token_digest
 from statehub.auth.identities import check_identities
 from statehub.auth.permissions import PrefixSet
+from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistry
 from statehub.core.rwlock import RWLockTable
 from statehub.protocol import decode_batch, encode_batch
 from statehub.server.limits import SessionLimits
 from statehub.server.peer import Peer
 from statehub.server.session import Hub, Session
+from statehub.server.subscriptions import FanoutGroups
 from statehub.store.state_dictionary import StateDictionary
 
 EVERYTHING = PrefixSet([""])
@@ -380,3 +383,62 @@ def test_every_subscriber_gets_exactly_its_changes(
     """Batches cover exactly the visible changes since the subscriber's last batch, in
     order, whether the subscriber is alone or shares a group, falls behind or rejoins."""
     asyncio.run(_run(operations, max_queued))
+
+
+class _PacedDelivery:
+    """A delivery other than the session protocol's: paced, counting its encodings."""
+
+    interval = 0.05
+
+    def __init__(self) -> None:
+        self.encoded: list[int] = []
+
+    def encode(self, revision: int, change: DictionaryChange) -> list[bytes]:
+        self.encoded.append(revision)
+        return [repr(sorted(change.updates.items())).encode()]
+
+
+class _Member:
+    def __init__(self) -> None:
+        self.received: list[tuple[bytes, int, int]] = []
+        self.keeps_up = True
+        self.resume_from: int | None = -1  # -1: still in its group
+
+    def offer(self, bodies: list[bytes], since: int, revision: int) -> bool:
+        if not self.keeps_up:
+            return False
+        self.received.extend((body, since, revision) for body in bodies)
+        return True
+
+    def left(self, resume_from: int | None) -> None:
+        self.resume_from = resume_from
+
+
+async def test_the_engine_encodes_once_for_every_member_of_any_delivery() -> None:
+    """NanoVer's deliveries are another encoder and pacing of the same groups: changes
+    that come together are coalesced, encoded once, and the same bytes go to every member;
+    a member that does not keep up leaves with the revision it was sent up to."""
+    state = StateDictionary()
+    delivery = _PacedDelivery()
+    groups = FanoutGroups(SimpleNamespace(state=state), delivery)  # type: ignore[arg-type]
+    members = [_Member(), _Member()]
+    state.update_state(None, DictionaryChange({"seed": 0}))  # revision 1
+    for member in members:
+        with state.get_change_buffer() as view:
+            view.flush_changed_blocking(timeout=0)
+            assert groups.join(member, view, "", EVERYTHING) is not None
+    assert groups.sizes() == {("", EVERYTHING): 2}
+
+    for value in range(3):  # before the group's next flush: one encoding of the three
+        state.update_state(None, DictionaryChange({"k": value}))
+    await support.eventually(lambda: delivery.encoded == [4])
+    assert members[0].received == members[1].received == [(b"[('k', 2)]", 1, 4)]
+    assert members[0].received[0][0] is members[1].received[0][0]  # shared, not copied
+
+    members[1].keeps_up = False
+    state.update_state(None, DictionaryChange({"k": 9}))
+    await support.eventually(lambda: members[1].resume_from == 4)  # alone from there
+    assert members[0].received[-1] == (b"[('k', 9)]", 4, 5)
+    assert groups.sizes() == {("", EVERYTHING): 1}
+    state.freeze()
+    await support.eventually(lambda: members[0].resume_from is None)  # the state ended

@@ -25,6 +25,11 @@ call with the fitting gRPC status and a message naming what was wrong. Requests 
 raw bytes and are parsed here, so that a malformed one is the client's INVALID_ARGUMENT,
 not a server-side UNKNOWN.
 
+When this server was cut off from the shared store (Redis) and the other servers released
+its holds, a token's leases taken here are known lost (``nanover_leases``): its writes to
+those keys answer ``success=False`` until it leases them again, rather than going through
+unprotected.
+
 A state update larger than a NanoVer client accepts in one message (gRPC's default
 receive limit, 4 MiB) is sent as several updates, each under it.
 
@@ -36,6 +41,7 @@ only when it sets up its services.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, NoReturn, TypeAlias
@@ -50,6 +56,7 @@ from statehub.core.values import JsonValue, bytes_as_json
 from statehub.errors import MessageTooLargeError, ResourceLockedError
 from statehub.protocol.errors import error_message, status_of
 from statehub.server.grpc_credentials import call_credentials
+from statehub.server.nanover_leases import NanoverLeaseBook
 from statehub.server.nanover_proto import command_service_pb2, state_service_pb2
 from statehub.server.operations.commands import callable_only, run_command
 from statehub.server.operations.copies import keys_to_drop
@@ -60,6 +67,8 @@ from statehub.server.operations.state import committed, submit_write
 from statehub.server.session import Hub
 
 Context: TypeAlias = "aio.ServicerContext[Any, Any]"
+
+logger = logging.getLogger(__name__)
 
 #: The largest update sent to a NanoVer subscriber in one message: under gRPC's default
 #: receive limit (4 MiB), which NanoVer's clients keep.
@@ -147,6 +156,9 @@ class NanoverStateService:
 
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
+        #: What its owners leased here: a sweep of this server makes their writes refused.
+        self._leases = NanoverLeaseBook()
+        hub.state.holds_lost.add_callback(self._leases.swept)
 
     async def SubscribeStateUpdates(self, request: Any, context: Context) -> AsyncIterator[Any]:
         interval = request.update_interval
@@ -204,6 +216,13 @@ class NanoverStateService:
         state = self._hub.state
         try:
             owner = nanover_token_owner(request.access_token, principal.name)
+            if lost := self._leases.lost_keys(owner, [*updates, *removals]):
+                logger.info(
+                    "UpdateState refused: its token's leases on %s were lost when this "
+                    "server was swept (lease them again)",
+                    ", ".join(lost),
+                )
+                return state_service_pb2.UpdateStateResponse(success=False)
             submitted = submit_write(state, principal, owner, updates, removals, op="UpdateState")
             revision = await committed(submitted)
             await state.wait_durable_async(revision)  # acknowledge once durable (SQLite "disk")
@@ -241,9 +260,11 @@ class NanoverStateService:
             if changing is not None:
                 await changing
         except ResourceLockedError:
+            self._leases.changed(owner, {}, release)  # releases are carried out regardless
             return state_service_pb2.UpdateLocksResponse(success=False)
         except Exception as error:
             await _abort(context, error)
+        self._leases.changed(owner, acquire, release)
         return state_service_pb2.UpdateLocksResponse(success=True)
 
 

@@ -53,7 +53,7 @@ from statehub.server.operations.reads import only_readable, readable_keys
 from statehub.server.operations.state import submit_write
 from statehub.server.outbox import FRAME_HEADER_BYTES, Outbox
 from statehub.server.peer import Peer
-from statehub.server.subscriptions import FanoutGroups, Subscription
+from statehub.server.subscriptions import FanoutGroups, SessionBatches, Subscription
 from statehub.store.leases import Lease
 from statehub.store.state_dictionary import StateDictionary
 
@@ -116,7 +116,9 @@ class Hub:
         #: are not sessions (NanoVer's WebSocket clients) are checked again too.
         self.auth_listeners: list[Callable[[], None]] = []
         #: Subscribers at interval 0 that share one catch-up and one encoding per change.
-        self.fanout = FanoutGroups(self)
+        self.fanout: FanoutGroups[Subscription] = FanoutGroups(
+            self, SessionBatches(max_message_bytes)
+        )
 
     def replace_auth(self, auth: Authenticator | OpenAccess) -> None:
         """Use new identities (a reloaded file); each session is authenticated again.

@@ -23,18 +23,28 @@ so it gets what it missed coalesced, with no gap and no duplicate. A subscriptio
 alone at interval 0 joins a group when its view is caught up at the same revision as the
 group (checked under the state's lock, so no change can come in between). Subscriptions
 with an interval above 0 always stay alone: their pacing is their own.
+
+The groups are one engine for every edge, parameterised by a ``Delivery``: how a change
+is encoded (once per group) and how the group is paced. The session protocol's is
+``SessionBatches`` (change batches, at every change); the NanoVer WebSocket edge has its
+own ``FanoutGroups`` with NanoVer's ``state`` messages on a steady 30 Hz clock
+(``web/nanover_socket.py``). A ``Member`` queues the shared bytes its own way: a session's
+subscription behind its ``sub`` header in its outbox, refusing when more than
+``LAG_BYTES`` wait; a NanoVer connection as the next WebSocket message, refusing while it
+still writes the previous one. Either way a member that refuses leaves with the revision
+it was sent up to, catches up alone from its own view, and joins again once caught up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from statehub.auth.permissions import PrefixSet
 from statehub.core.buffers import DictionaryChangeBuffer, KeyFilter
 from statehub.core.change import DictionaryChange
-from statehub.core.pacing import Pacer
+from statehub.core.pacing import Pacer, SteadyPacer
 from statehub.errors import ObjectFrozenError
 from statehub.server.change_batches import (
     batch_header,
@@ -75,7 +85,7 @@ class Hub(Protocol):
     def limits(self) -> SessionLimits: ...
 
     @property
-    def fanout(self) -> FanoutGroups: ...
+    def fanout(self) -> FanoutGroups[Subscription]: ...
 
     @property
     def observer(self) -> DeliveryObserver: ...
@@ -84,7 +94,7 @@ class Hub(Protocol):
 class Subscription:
     """One ``subscribe`` of a session: what it watches and where its batches go."""
 
-    __slots__ = ("_hub", "header", "outbox", "pacer", "prefix", "readable", "sub")
+    __slots__ = ("_hub", "_left", "header", "outbox", "pacer", "prefix", "readable", "sub")
 
     def __init__(
         self, hub: Hub, outbox: Outbox, sub: int, pacer: Pacer, prefix: str, readable: PrefixSet
@@ -96,6 +106,8 @@ class Subscription:
         self.header = batch_header(sub)
         self.outbox = outbox
         self._hub = hub
+        #: While in a fan-out group: set when it leaves, to the revision to resume from.
+        self._left: asyncio.Future[int | None] | None = None
 
     @property
     def key_filter(self) -> KeyFilter | None:
@@ -109,11 +121,39 @@ class Subscription:
             if group is None:
                 return
             first = False
-            resume_from = await group.hold(self)
+            resume_from = await self._in_group(group)
             if resume_from is None:
                 return
 
-    async def _alone(self, since: int | None, first: bool) -> FanoutGroup | None:
+    async def _in_group(self, group: FanoutGroup[Subscription]) -> int | None:
+        """Sleep while the group delivers: when it leaves, where to resume from."""
+        left: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._left = left
+        try:
+            return await left
+        finally:
+            self._left = None
+            group.discard(self)  # if cancelled (unsubscribed, closed): leave the group
+
+    def offer(self, bodies: list[bytes], since: int, revision: int) -> bool:
+        """Queue a shared batch behind this subscription's header; False when its client
+        has more than ``LAG_BYTES`` still queued (it leaves the group and coalesces alone)."""
+        if self._left is None or self._left.done():
+            return True  # cancelled (unsubscribed, closed): its task is about to leave
+        outbox = self.outbox
+        if outbox.queued_bytes > min(LAG_BYTES, self._hub.limits.max_queued_bytes):
+            return False
+        header = self.header
+        for body in bodies:
+            outbox.push(header + body)
+        self._hub.observer.delivered(revision - since)
+        return True
+
+    def left(self, resume_from: int | None) -> None:
+        if self._left is not None and not self._left.done():
+            self._left.set_result(resume_from)
+
+    async def _alone(self, since: int | None, first: bool) -> FanoutGroup[Subscription] | None:
         """Deliver from an own view; the group joined once caught up, None if the state ended.
 
         ``first``: the subscription's first batch, sent at once even if empty. Otherwise
@@ -132,7 +172,11 @@ class Subscription:
                 # Let the transport write what is queued first: changes keep coalescing
                 # in the view meanwhile, so a slow reader gets fewer, larger batches.
                 await outbox.wait_below(0)
-                if may_share and not flush_now and (group := hub.fanout.join(self, view)):
+                if (
+                    may_share
+                    and not flush_now
+                    and (group := hub.fanout.join(self, view, self.prefix, self.readable))
+                ):
                     return group
                 try:
                     if flush_now:
@@ -154,41 +198,81 @@ class Subscription:
                 first = flush_now = snapshot = False
 
 
-class FanoutGroup:
-    """Members at interval 0 that see the same keys, all sent up to ``position``."""
+class Member(Protocol):
+    """A subscriber a fan-out group delivers to: a session's subscription, a NanoVer
+    connection. It queues the shared bytes its own way (framed, written by its transport)."""
 
-    def __init__(self, groups: FanoutGroups, key: GroupKey, view: DictionaryChangeBuffer) -> None:
+    def offer(self, bodies: list[bytes], since: int, revision: int) -> bool:
+        """Queue the encoded change from ``since`` to ``revision``; False if it is too far
+        behind to take it (then it leaves the group, with nothing queued). A member that is
+        leaving by itself (``FanoutGroup.discard`` is on its way) queues nothing."""
+
+    def left(self, resume_from: int | None) -> None:
+        """It is out of the group: go on alone from ``resume_from`` (None: the state ended)."""
+
+
+class Delivery(Protocol):
+    """What a family of fan-out groups sends: its encoding, its pacing."""
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two flushes of a group (a steady clock); 0: at every change."""
+
+    def encode(self, revision: int, change: DictionaryChange) -> list[bytes]:
+        """``change`` (up to ``revision``) as the bodies every member queues; [] for none."""
+
+
+class SessionBatches:
+    """The session protocol's delivery: change batches cut under the message limit, sent
+    as each change comes (interval 0)."""
+
+    interval = 0.0
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self._budget = max_message_bytes - FRAME_HEADER_BYTES
+
+    def encode(self, revision: int, change: DictionaryChange) -> list[bytes]:
+        return change_batch_bodies(revision, False, change.updates, change.removals, self._budget)
+
+
+#: The kind of member a family of groups holds (a session's subscription, a connection).
+MemberT = TypeVar("MemberT", bound=Member)
+
+
+class FanoutGroup(Generic[MemberT]):
+    """Members that see the same keys, all sent up to ``position``: one flush of one view,
+    one encoding per change (per tick, when paced), the same bytes queued to each."""
+
+    def __init__(
+        self, groups: FanoutGroups[MemberT], key: GroupKey, view: DictionaryChangeBuffer
+    ) -> None:
         self._groups = groups
         self.key = key
         self._view = view
         #: Every member has been sent every change up to this revision.
         self.position = view.cursor
-        #: Each member's future: the revision to resume from when it leaves, None if
-        #: the state ended.
-        self._members: dict[Subscription, asyncio.Future[int | None]] = {}
+        self._members: dict[MemberT, None] = {}  # in joining order
         self._closed = False
-        self._task = asyncio.ensure_future(self._run())
+        self._task = asyncio.ensure_future(self._run(groups.delivery.interval))
 
     @property
     def ended(self) -> bool:
         return self._closed or self._view.frozen
 
+    @property
+    def members(self) -> frozenset[MemberT]:
+        return frozenset(self._members)
+
     def __len__(self) -> int:
         return len(self._members)
 
-    def add(self, member: Subscription) -> None:
-        self._members[member] = asyncio.get_running_loop().create_future()
+    def add(self, member: MemberT) -> None:
+        self._members[member] = None
 
-    async def hold(self, member: Subscription) -> int | None:
-        """Sleep while ``member`` is in the group: when it leaves, where to resume from."""
-        left = self._members[member]
-        try:
-            return await left
-        finally:
-            if self._members.get(member) is left:  # cancelled: unsubscribed or closed
-                del self._members[member]
-                if not self._members:
-                    self.close()
+    def discard(self, member: MemberT) -> None:
+        """``member`` goes (unsubscribed, closed, or alone by choice); nothing is said to it."""
+        if self._members.pop(member, _ABSENT) is not _ABSENT and not self._members:
+            self.close()
 
     def deliver_pending(self) -> None:
         """Send members what the group's view holds now (a member is about to join)."""
@@ -202,22 +286,28 @@ class FanoutGroup:
         self._deliver(change)
 
     def close(self) -> None:
-        """End the group: members still in it end too (the state ended)."""
+        """End the group: members still in it are told (the state ended)."""
         if self._closed:
             return
         self._closed = True
         self._groups.forget(self)
-        for left in self._members.values():
-            if not left.done():
-                left.set_result(None)
+        members = list(self._members)
         self._members.clear()
+        for member in members:
+            member.left(None)
         self._task.cancel()
         self._groups.views.remove_view(self._view)
 
-    async def _run(self) -> None:
+    async def _run(self, interval: float) -> None:
+        # Paced on a steady clock (NanoVer's 30 Hz): a tick a little late keeps the rate.
+        pacer = SteadyPacer(interval) if interval else None
         try:
             while True:
+                if pacer is not None:
+                    await asyncio.sleep(pacer.delay())
                 self._deliver(await self._view.flush_changed_async(copy=False))
+                if pacer is not None:
+                    pacer.flushed()
         except ObjectFrozenError:
             self.close()
         except Exception:  # a bug: end the members' subscriptions rather than stall them
@@ -225,40 +315,31 @@ class FanoutGroup:
             self.close()
 
     def _deliver(self, change: DictionaryChange) -> None:
-        """Encode the change once; queue it to every member that keeps up."""
+        """Encode the change once; queue it to every member that keeps up. One that does
+        not leaves, and goes on alone from the last revision it was sent: coalesced, no gap."""
         revision = self._view.cursor
-        hub = self._groups.hub
-        budget = hub.max_message_bytes - FRAME_HEADER_BYTES
-        bodies = change_batch_bodies(revision, False, change.updates, change.removals, budget)
-        resume_from, covered = self.position, revision - self.position
-        self.position = revision
-        lag_limit = min(LAG_BYTES, hub.limits.max_queued_bytes)
-        delivered = hub.observer.delivered
-        for member, left in list(self._members.items()):
-            if left.done():
-                continue  # cancelled (unsubscribed, closed): its task is about to leave
-            outbox = member.outbox
-            if outbox.queued_bytes > lag_limit:
+        bodies = self._groups.delivery.encode(revision, change)
+        since, self.position = self.position, revision
+        for member in list(self._members):
+            if not member.offer(bodies, since, revision):
                 del self._members[member]
-                left.set_result(resume_from)  # alone from there: coalesced, no gap
-                continue
-            header = member.header
-            for body in bodies:
-                outbox.push(header + body)
-            delivered(covered)
+                member.left(since)
         if not self._members:
             self.close()
 
 
-class FanoutGroups:
-    """The fan-out groups of one hub, by what their members see."""
+class FanoutGroups(Generic[MemberT]):
+    """The fan-out groups of one hub for one delivery, by what their members see."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, delivery: Delivery) -> None:
         self.hub = hub
+        self.delivery = delivery
         self.views = hub.state.views
-        self._groups: dict[GroupKey, FanoutGroup] = {}
+        self._groups: dict[GroupKey, FanoutGroup[MemberT]] = {}
 
-    def join(self, member: Subscription, view: DictionaryChangeBuffer) -> FanoutGroup | None:
+    def join(
+        self, member: MemberT, view: DictionaryChangeBuffer, prefix: str, readable: PrefixSet
+    ) -> FanoutGroup[MemberT] | None:
         """Put ``member`` (alone, delivering from ``view``) in its group if it can be.
 
         It can if its view is caught up and the group, once it has sent its members what
@@ -267,13 +348,14 @@ class FanoutGroups:
         with self.views.lock:  # no change comes in while the two positions are compared
             if not view.caught_up():
                 return None
-            key = (member.prefix, member.readable)
+            key = (prefix, readable)
             group = self._groups.get(key)
             if group is not None:
                 group.deliver_pending()  # which may end it: its members all fell behind
             if group is None or group.ended:
                 views = self.views
-                group_view = views.open_view(views.revision, member.prefix, member.key_filter)
+                key_filter = None if readable.everything else readable.__contains__
+                group_view = views.open_view(views.revision, prefix, key_filter)
                 group = self._groups[key] = FanoutGroup(self, key, group_view)
             if group.position != view.cursor:
                 if not len(group):
@@ -282,13 +364,20 @@ class FanoutGroups:
             group.add(member)
             return group
 
-    def forget(self, group: FanoutGroup) -> None:
+    def forget(self, group: FanoutGroup[MemberT]) -> None:
         if self._groups.get(group.key) is group:
             del self._groups[group.key]
 
     def sizes(self) -> dict[GroupKey, int]:
         """Members per group, by prefix and readable keys (``/metrics``, tests)."""
         return {key: len(group) for key, group in self._groups.items()}
+
+    def members(self) -> frozenset[MemberT]:
+        """Every member of every group."""
+        return frozenset(member for group in self._groups.values() for member in group.members)
+
+
+_ABSENT = object()
 
 
 def _flush_now(view: DictionaryChangeBuffer) -> DictionaryChange:

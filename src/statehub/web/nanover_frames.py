@@ -40,6 +40,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 import msgpack
@@ -207,7 +208,7 @@ class FrameRelay:
                 data = whole
                 subscriber.in_step = True
             subscriber.writing = asyncio.ensure_future(subscriber.send(data))
-            subscriber.writing.add_done_callback(self._written)
+            subscriber.writing.add_done_callback(partial(self._written, subscriber))
             sent = True
         if sent:
             self.ticks += 1
@@ -227,11 +228,13 @@ class FrameRelay:
             return b""
         return data
 
-    def _written(self, task: asyncio.Task[None]) -> None:
+    def _written(self, subscriber: _Subscriber, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             logger.warning("NanoVer frame not sent", exc_info=task.exception())
-        # A client that fell behind is owed the whole frame once its write is done.
-        if any(not subscriber.in_step for subscriber in self._subscribers.values()):
+        # A client that fell behind while writing is owed the whole frame now that its
+        # write is done (the others that are behind got it at the last tick). Only this
+        # one is looked at: a scan of every client per write was quadratic per tick.
+        if not subscriber.in_step:
             self._wake.set()
 
 

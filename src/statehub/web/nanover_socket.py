@@ -16,8 +16,10 @@ token in the HTTP ``Authorization`` header, else the TLS client certificate's na
 the anonymous role; a credential that does not authenticate closes the socket with 1008.
 Each operation asks the connection's ``Principal`` (``docs/security.md``): writes need
 the write right on every key, commands the call right, registering a command the admin
-right ``register_commands``. Clients that may read every key share one broadcast; a client
-whose read right is narrower follows a view of its own, filtered to what it may read.
+right ``register_commands``. Clients that may read every key share one stream, fed by the
+server's fan-out engine (``server/subscriptions.py``) with NanoVer's encoding and 30 Hz
+pacing; a client whose read right is narrower, or that fell behind, follows a view of its
+own (filtered to what it may read) until it can join again.
 
 Where NanoVer has gaps, this edge does better: bad input gets an ``{"error": ...}``
 message (NanoVer's clients ignore unknown keys) and reading goes on; a forwarded command
@@ -33,7 +35,6 @@ import itertools
 import logging
 import uuid
 from collections.abc import Iterable, Mapping
-from contextlib import ExitStack
 from typing import Any
 
 import msgpack
@@ -52,6 +53,7 @@ from statehub.core.buffers import DictionaryChangeBuffer
 from statehub.core.change import DictionaryChange
 from statehub.core.pacing import SteadyPacer
 from statehub.errors import (
+    LeaseLostError,
     LimitExceededError,
     ObjectFrozenError,
     ResourceLockedError,
@@ -64,6 +66,7 @@ from statehub.server.operations.owner import owner_token
 from statehub.server.operations.state import submit_write
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
+from statehub.server.subscriptions import FanoutGroup, FanoutGroups
 from statehub.web.nanover_frames import FrameError, FrameRelay
 
 logger = logging.getLogger(__name__)
@@ -85,6 +88,21 @@ _AVATAR_PREFIX = "avatar."
 _INTERACTION_PREFIX = "interaction."
 
 NanoverMessage = dict[str, Any]
+
+
+class NanoverStateMessages:
+    """NanoVer's state delivery for the fan-out engine: a delta is one ``state`` message
+    (updates and sorted removals), at most 30 a second on a steady clock."""
+
+    interval = STATE_INTERVAL
+
+    def encode(self, revision: int, change: DictionaryChange) -> list[bytes]:
+        if not (change.updates or change.removals):
+            return []
+        return [_pack({"state": {"updates": change.updates, "removals": sorted(change.removals)}})]
+
+
+NANOVER_STATE = NanoverStateMessages()
 
 
 class NanoverObserver:
@@ -117,12 +135,9 @@ class NanoverRoom:
         #: A client whose socket takes no bytes for this long is dropped.
         self.unread_timeout = unread_timeout
         self.connections: set[NanoverConnection] = set()
-        #: Connections fed by the shared 30 Hz broadcast (the others fell behind and follow
-        #: a view of their own until they catch up).
-        self._in_step: set[NanoverConnection] = set()
-        self._broadcaster: asyncio.Task[None] | None = None
-        #: The revision the shared broadcast has sent changes up to.
-        self._shared_revision = 0
+        #: Clients that may read every key share one 30 Hz stream: the server's fan-out
+        #: engine, with NanoVer's encoding and pacing (the others follow views of their own).
+        self.fanout: FanoutGroups[NanoverConnection] = FanoutGroups(hub, NANOVER_STATE)
         #: Told of bytes and commands, for metrics (the web edge sets it).
         self.observer: NanoverObserver = NanoverObserver()
         #: Frames published by simulation runners, relayed to every connection.
@@ -130,6 +145,7 @@ class NanoverRoom:
         self._registrants: dict[str, NanoverConnection] = {}
         self._presentation: dict[str, dict[str, str]] = {}
         hub.auth_listeners.append(self.reauthenticate)
+        hub.state.holds_lost.add_callback(self.holds_lost)
 
     def register(
         self,
@@ -175,76 +191,28 @@ class NanoverRoom:
 
     @property
     def in_step(self) -> frozenset[NanoverConnection]:
-        """The connections the shared broadcast feeds."""
-        return frozenset(self._in_step)
+        """The connections the shared stream feeds."""
+        return self.fanout.members()
 
     def enter(self, connection: NanoverConnection) -> None:
         """``connection`` is open (whichever way it is fed state)."""
         self.connections.add(connection)
-
-    def join(self, connection: NanoverConnection, since: int) -> bool:
-        """Feed ``connection`` the shared deltas from now on; its copy is at ``since``.
-
-        False (and nothing changes) when the broadcast has already sent changes after
-        ``since``: the client would miss them. Shared deltas may repeat changes it has
-        (applying a key's latest value again changes nothing).
-        """
-        if self._broadcaster is None or self._broadcaster.done():
-            self._start_broadcast(since)
-        elif since < self._shared_revision:
-            return False
-        self.connections.add(connection)
-        self._in_step.add(connection)
-        return True
-
-    def _start_broadcast(self, since: int) -> None:
-        # The view is opened now, not when the task first runs: a change committed in
-        # between would be in no delta for the clients joining at ``since``.
-        views = ExitStack()
-        view = views.enter_context(self.hub.state.get_change_buffer(since, ""))
-        self._shared_revision = since
-        self._broadcaster = asyncio.ensure_future(self._broadcast(view))
-        self._broadcaster.add_done_callback(lambda _: views.close())
-
-    async def _broadcast(self, view: DictionaryChangeBuffer) -> None:
-        """30 times a second at most: one flush, one encoding, the same bytes to every client.
-
-        A client still writing the previous delta when the next is due leaves the shared
-        stream and resumes from the last revision it was given with a view of its own,
-        so one slow reader neither holds up the others nor makes the server queue for it;
-        it joins again once it has caught up.
-        """
-        pacer = SteadyPacer(STATE_INTERVAL)
-        while self._in_step:
-            await asyncio.sleep(pacer.delay())
-            try:
-                # Not copied: encoded at once, and the state never changes a value in place.
-                change = await view.flush_changed_async(copy=False)
-            except ObjectFrozenError:
-                return
-            self._shared_revision = view.cursor
-            if not (change.updates or change.removals):
-                continue
-            data = _pack(
-                {"state": {"updates": change.updates, "removals": sorted(change.removals)}}
-            )
-            for connection in list(self._in_step):
-                if not connection.offer(data, view.cursor):
-                    self._in_step.discard(connection)
-                    connection.fall_behind()
-            pacer.flushed()
-
-    def stop_feeding(self, connection: NanoverConnection) -> None:
-        """No more shared deltas for ``connection`` (it follows a view of its own)."""
-        self._in_step.discard(connection)
 
     def reauthenticate(self) -> None:
         """The identities were replaced: check every connection's credential again."""
         for connection in list(self.connections):
             connection.reauthenticate()
 
+    def holds_lost(self, **_: Any) -> None:
+        """This server was cut off from the shared store and the other servers released
+        what its connections held (``StateDictionary.holds_lost``): a NanoVer connection
+        holds no lease, but its user's keys were bound to it and are gone; say so."""
+        for connection in list(self.connections):
+            connection.bound_keys_lost()
+
     async def close_all(self) -> None:
         """The server is stopping: close every NanoVer connection (1001, going away)."""
+        self.hub.state.holds_lost.remove_callback(self.holds_lost)
         if self.reauthenticate in self.hub.auth_listeners:
             self.hub.auth_listeners.remove(self.reauthenticate)
         for connection in list(self.connections):
@@ -254,7 +222,7 @@ class NanoverRoom:
     def leave(self, connection: NanoverConnection) -> None:
         """``connection`` is going: no more state for it."""
         self.connections.discard(connection)
-        self._in_step.discard(connection)
+        connection.stop_sharing()
 
     def unregister_commands_of(self, connection: NanoverConnection) -> None:
         """``connection`` is gone: its registrations end with it."""
@@ -338,6 +306,8 @@ class NanoverConnection:
         self._state_tasks: set[asyncio.Task[None]] = set()
         #: The task writing a state message now, if any: a shared delta waits for none.
         self._state_writer: asyncio.Task[None] | None = None
+        #: The fan-out group feeding it shared deltas, while it is in one.
+        self._group: FanoutGroup[NanoverConnection] | None = None
         #: The connection under the socket: aborted to drop a client that does not read.
         self.transport: asyncio.Transport | None = None
         #: Set once a reload found its credential no longer accepted: it is being closed.
@@ -399,6 +369,19 @@ class NanoverConnection:
         self.room.unregister_commands_of(self)
         self.hub.state.release_owner(self.token)
         self._remove_keys_written_for_user()
+
+    def bound_keys_lost(self) -> None:
+        """The other servers swept this cut-off server: the keys bound to this connection
+        (its user's) were removed by them. Logged, and told to a client that had some, as
+        an ``error`` (``LeaseLostError``): its next write of them binds them again."""
+        if self.user_id is None or self.socket.closed:
+            return
+        message = (
+            f"this server was cut off from the shared store and the other servers removed "
+            f"the keys bound to this connection (user {self.user_id!r}); write them again"
+        )
+        logger.warning("NanoVer client %s: %s", self.peer.address, message)
+        self._spawn(self._send({"error": {"type": LeaseLostError.__name__, "message": message}}))
 
     def _remove_keys_written_for_user(self) -> None:
         """Remove the user's keys that others wrote for it (``user-origin.<id>``, written
@@ -731,12 +714,12 @@ class NanoverConnection:
         On connect that is the whole state it may read (nothing if that is empty); after a
         reload that changed its read rights, the same plus the removal of every key its
         copy may hold that the new rights do not show. A client that may read every key
-        then takes the shared deltas: the snapshot and joining happen without yielding in
-        between, so the first shared delta is the one after the snapshot's revision (it
-        may repeat changes the snapshot has: applying them again changes nothing). Any
-        other client follows a view of its own, filtered to its keys.
+        then joins the shared stream (the server's fan-out engine): the snapshot and
+        joining happen without yielding in between, so the first shared delta is the one
+        after the snapshot's revision. Any other client follows a view of its own,
+        filtered to its keys.
         """
-        self.room.stop_feeding(self)
+        self.stop_sharing()
         for task in self._state_tasks:
             task.cancel()
         readable = self.principal.permissions.read
@@ -744,14 +727,26 @@ class NanoverConnection:
         with self.hub.state.get_change_buffer(None, "", key_filter) as view:
             snapshot = _flush_now(view, copy=False)
             revision = view.cursor
+            joined = key_filter is None and self._join(view)
         removals = self._dropped(snapshot.updates)
         self._shown.append(readable)
         self._revision_sent = revision
         message = {"state": {"updates": snapshot.updates, "removals": removals}}
-        if key_filter is None and self.room.join(self, revision):
+        if joined:
             self._state_writer = self._spawn_state(self._send_fresh_copy(message, revision))
         else:
             self._spawn_state(self._send_fresh_copy(message, revision, follow=True))
+
+    def _join(self, view: DictionaryChangeBuffer) -> bool:
+        """Join the shared stream from ``view`` (caught up, everything readable) if it can."""
+        self._group = self.room.fanout.join(self, view, "", self.principal.permissions.read)
+        return self._group is not None
+
+    def stop_sharing(self) -> None:
+        """No more shared deltas for this connection (it leaves, or follows its own view)."""
+        if self._group is not None:
+            group, self._group = self._group, None
+            group.discard(self)
 
     def _dropped(self, kept: Mapping[str, Any]) -> list[str]:
         """Keys the client's copy may hold and a fresh copy of ``kept`` does not have.
@@ -772,26 +767,31 @@ class NanoverConnection:
         if follow:
             await self._send_state(revision)
 
-    def offer(self, data: bytes, revision: int) -> bool:
-        """Send a shared delta, unless the previous one is still being written (False)."""
+    def offer(self, bodies: list[bytes], since: int, revision: int) -> bool:
+        """A shared delta (``FanoutGroup``): written unless the previous state message is
+        still being written (False: it leaves the shared stream and catches up alone)."""
         if self._state_writer is not None and not self._state_writer.done():
             return False
         self._revision_sent = revision
-        self._state_writer = self._spawn_state(self._send_shared(data, revision))
+        if bodies:
+            self._state_writer = self._spawn_state(self._send_shared(bodies[0], revision))
         return True
+
+    def left(self, resume_from: int | None) -> None:
+        """Out of the shared stream: follow a view of our own from the last revision sent
+        (None: the state ended, nothing more to follow)."""
+        self._group = None
+        if resume_from is not None and not self.socket.closed:
+            self._spawn_state(self._send_state(resume_from))
 
     async def _send_shared(self, data: bytes, revision: int) -> None:
         await self._send_packed(data)
         self._revision_delivered = revision
 
-    def fall_behind(self) -> None:
-        """Leave the shared stream: follow a view of our own from the last revision sent."""
-        self._spawn_state(self._send_state(self._revision_sent))
-
     async def _send_state(self, since: int) -> None:
         """Coalesced deltas of readable keys after ``since``, at most 30 Hz, at this
         client's own pace; a client that may read every key goes back to the shared
-        broadcast as soon as it has caught up with it."""
+        stream as soon as it has caught up with it."""
         readable = self.principal.permissions.read
         key_filter = None if readable.everything else readable.__contains__
         pacer = SteadyPacer(STATE_INTERVAL)
@@ -811,12 +811,10 @@ class NanoverConnection:
                 if not (change.updates or change.removals):
                     continue
                 revision = self._revision_sent = view.cursor
-                await self._send(
-                    {"state": {"updates": change.updates, "removals": sorted(change.removals)}}
-                )
+                await self._send_packed(NANOVER_STATE.encode(revision, change)[0])
                 self._revision_delivered = revision
                 pacer.flushed()
-                if key_filter is None and self.room.join(self, revision):
+                if key_filter is None and self._join(view):
                     return
 
     def reauthenticate(self) -> None:
@@ -844,7 +842,7 @@ class NanoverConnection:
 
     async def _end(self, error: UnauthenticatedError) -> None:
         """Say why, then close with 1008 (policy violation); cleanup follows in ``run``."""
-        self.room.stop_feeding(self)
+        self.stop_sharing()
         for task in self._state_tasks:
             task.cancel()
         await self._report_error(type(error).__name__, str(error))
