@@ -5,9 +5,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from client_servers import CLIENT_SCHEMES, client_url
 from statehub import AsyncClient
 from statehub.serving.state_server import StateServer
+from support.client_servers import CLIENT_SCHEMES, client_url
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
@@ -98,10 +98,10 @@ async def client(server: StateServer, client_scheme: str) -> AsyncIterator[Async
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    """Debian's chromium, headless (tests/browser_support.py), closed after the test."""
+    """Debian's chromium, headless (tests/support/browser.py), closed after the test."""
     from playwright.async_api import async_playwright
 
-    from browser_support import CHROMIUM, CHROMIUM_ARGS
+    from support.browser import CHROMIUM, CHROMIUM_ARGS
 
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

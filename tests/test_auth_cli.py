@@ -15,10 +15,10 @@ import pytest
 import trustme
 from click.testing import CliRunner, Result
 
-from auth_support import TOKENS, identities, write_identities
 from statehub import StateServer
 from statehub.cli import main
 from statehub.cli.serve import reload_identities
+from support.auth import TOKENS, identities, write_identities
 
 SERVE = [sys.executable, "-c", "from statehub.cli import main; main()", "serve", "--port", "0"]
 

@@ -17,12 +17,12 @@ import jwt
 import pytest
 from click.testing import CliRunner
 
-from auth_support import TOKENS, auth_server, identities, session_as
 from statehub import Client, StateServer
 from statehub.auth import Authenticator, IdentitiesFileError, UnauthenticatedError, token_digest
 from statehub.auth.authenticator import Credentials
 from statehub.cli import main
-from test_server_support import RawSession, RemoteError
+from support.auth import TOKENS, auth_server, identities, session_as
+from support.raw_session import RawSession, RemoteError
 
 #: A Prometheus scraper: the admin right ``metrics`` and nothing else.
 SCRAPER = "prometheus-token"

@@ -12,10 +12,10 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
-import nanover_modules
-from auth_support import TOKENS, auth_server, identities, write_identities
 from statehub import DictionaryChange, StateServer
-from test_server_support import DEADLINE
+from support import nanover_modules
+from support.auth import TOKENS, auth_server, identities, write_identities
+from support.raw_session import DEADLINE
 
 # NanoVer's own generated modules, as an unmodified NanoVer client uses them.
 state_service_pb2, state_service_pb2_grpc, command_service_pb2, command_service_pb2_grpc = (

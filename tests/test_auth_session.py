@@ -11,13 +11,13 @@ import grpc
 import jwt
 import pytest
 
-from auth_support import auth_server, identities, session_as, write_identities
 from statehub import DictionaryChange
 from statehub.auth import PermissionDeniedError, UnauthenticatedError
 from statehub.auth.permissions import AdminRight
 from statehub.endpoints.attach import attach_endpoints
 from statehub.endpoints.config import load_config
-from test_server_support import DEADLINE, RawSession, RemoteError, eventually, running_server
+from support.auth import auth_server, identities, session_as, write_identities
+from support.raw_session import DEADLINE, RawSession, RemoteError, eventually, running_server
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

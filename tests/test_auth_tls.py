@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import trustme
 
-from auth_support import TOKENS, auth_server, identities
 from statehub.auth import UnauthenticatedError
 from statehub.client import AsyncClient, ClientTls, ConnectionLostError
 from statehub.server.tls import ServerTls
-from test_server_support import running_server
+from support.auth import TOKENS, auth_server, identities
+from support.raw_session import running_server
 
 
 @dataclass

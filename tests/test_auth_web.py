@@ -18,11 +18,11 @@ import aiohttp
 import pytest
 import trustme
 
-from auth_support import TOKENS, auth_server, identities, write_identities
 from statehub import AsyncClient, DictionaryChange, StateServer
 from statehub.client import ClientTls
 from statehub.server.tls import ServerTls
-from test_server_support import DEADLINE, eventually
+from support.auth import TOKENS, auth_server, identities, write_identities
+from support.raw_session import DEADLINE, eventually
 from test_web_nanover import NanoverPeer
 
 #: A role for a headset: reads everything, writes its avatar and one folder.

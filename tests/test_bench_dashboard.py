@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from browser_support import needs_browser
 from statehub.bench import dashboard
+from support.browser import needs_browser
 
 pytestmark = needs_browser
 

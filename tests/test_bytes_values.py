@@ -8,11 +8,11 @@ import json
 
 from click.testing import CliRunner
 
-from client_servers import threaded_server
 from statehub import AsyncClient, Client
 from statehub.cli import main
 from statehub.serving.state_server import StateServer
-from test_server_support import DEADLINE, eventually
+from support.client_servers import threaded_server
+from support.raw_session import DEADLINE, eventually
 from test_web_nanover import nanover_peer, web_server
 
 PACKED = bytes(range(256))

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 
-from client_servers import threaded_server
 from statehub import AsyncClient, Client
 from statehub.cli import main
 from statehub.client.address import Target, parse_target, resolve_target
 from statehub.serving.state_server import StateServer
+from support.client_servers import threaded_server
 
 ENVIRONMENT = ("STATEHUB_URL", "STATEHUB_HOST", "STATEHUB_PORT")
 

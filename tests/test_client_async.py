@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from client_servers import client_url, eventually, eventually_async, free_port, server_for
 from statehub import AsyncClient, ConnectionLostError, DictionaryChange, StateChange
 from statehub.errors import (
     CommandFailedError,
@@ -20,6 +19,7 @@ from statehub.errors import (
     ResourceLockedError,
 )
 from statehub.serving.state_server import StateServer
+from support.client_servers import client_url, eventually, eventually_async, free_port, server_for
 
 
 @pytest.fixture

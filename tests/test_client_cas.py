@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from client_servers import threaded_server
-from redis_support import redis_server
 from statehub import AsyncClient, Client, ConflictError, Entry
 from statehub.bench.fleet import RedisProcess, start_serve, start_statehub, stop
 from statehub.cli import main
 from statehub.serving.state_server import StateServer
+from support.client_servers import threaded_server
+from support.redis_servers import redis_server
 
 __all__ = ["redis_server"]  # the fixture, used by name
 

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 
-from client_servers import free_port, threaded_server
 from statehub import Client, DictionaryChange
 from statehub.cli import main
 from statehub.serving.state_server import StateServer
+from support.client_servers import free_port, threaded_server
 
 
 @pytest.fixture(scope="module")

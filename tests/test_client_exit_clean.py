@@ -54,8 +54,8 @@ def test_a_blocking_call_from_an_event_callback_fails_instead_of_hanging() -> No
     """Over gRPC (and WebSocket) every blocking Client shares one background event loop,
     so a blocking call from a callback running in it would wait for itself. (Over plain
     TCP a callback runs in the thread that noticed the event, with no shared loop.)"""
-    from client_servers import threaded_server
     from statehub import Client
+    from support.client_servers import threaded_server
 
     server = threaded_server()
     errors: list[BaseException] = []
@@ -82,8 +82,8 @@ def test_a_blocking_call_from_an_event_callback_fails_instead_of_hanging() -> No
 def test_over_tcp_a_blocking_call_from_a_callback_fails_instead_of_waiting_for_itself() -> None:
     """Over plain TCP the thread reading for every caller runs the callbacks: a blocking
     call of the same client from one would wait for that very thread."""
-    from client_servers import threaded_server
     from statehub import Client, LockLostError
+    from support.client_servers import threaded_server
 
     server = threaded_server()
     errors: list[BaseException] = []

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from client_servers import eventually_sync, free_port, threaded_server
 from statehub import AsyncClient, Client, DictionaryChange, SQLiteStore, StateDictionary
 from statehub.cli import main
 from statehub.client.listing import LockHolder
 from statehub.serving.state_server import StateServer
+from support.client_servers import eventually_sync, free_port, threaded_server
 
 DEADLINE = 20.0
 WATCH = [sys.executable, "-c", "from statehub.cli import main; main()", "watch"]

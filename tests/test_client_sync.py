@@ -8,7 +8,6 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 
-from client_servers import eventually_sync, threaded_server
 from statehub import (
     Client,
     ConnectionLostError,
@@ -18,6 +17,7 @@ from statehub import (
 )
 from statehub.cli import main
 from statehub.serving.state_server import StateServer
+from support.client_servers import eventually_sync, threaded_server
 
 
 @pytest.fixture

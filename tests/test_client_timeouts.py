@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 import statehub
-from client_servers import eventually_async, eventually_sync
-from paused_server import PausedServer, paused_server
 from statehub import AsyncClient, Client
+from support.client_servers import eventually_async, eventually_sync
+from support.paused_server import PausedServer, paused_server
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
 

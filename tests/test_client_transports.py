@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from statehub import AsyncClient, DictionaryChange, StateServer
-from test_server_support import eventually, running_server
+from support.raw_session import eventually, running_server
 
 #: Transport name (as a session's Peer reports it) -> the server's port option, client URL.
 TRANSPORTS = {

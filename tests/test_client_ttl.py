@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from client_servers import eventually_async, threaded_server
 from statehub import AsyncClient, Client
 from statehub.bench.fleet import start_serve, stop
 from statehub.cli import main
 from statehub.serving.state_server import StateServer
+from support.client_servers import eventually_async, threaded_server
 
 
 async def test_a_key_expires_as_a_removal_every_subscriber_sees(

@@ -4,7 +4,7 @@ Edges: the session protocol over gRPC, TCP and WebSocket (statehub's AsyncClient
 gRPC services (NanoVer's generated stubs) and NanoVer's WebSocket protocol (a bare msgpack
 WebSocket, as NanoVer's clients speak it). Stores: memory, SQLite, and Redis (a real
 redis-server started once for the module). Each server runs with ``--auth`` identities
-(tests/auth_support.py: walt writes and leases ``lab/w/``, rita only reads, ada is admin).
+(tests/support/auth.py: walt writes and leases ``lab/w/``, rita only reads, ada is admin).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import msgpack
 import pytest
 from google.protobuf import struct_pb2
 
-import nanover_modules
-from auth_support import TOKENS, identities, write_identities
 from statehub import AsyncClient, DictionaryChange, StateDictionary, StateServer
 from statehub.bench.fleet import RedisProcess, start_redis, stop
 from statehub.server.limits import SessionLimits
-from test_server_support import DEADLINE, eventually
+from support import nanover_modules
+from support.auth import TOKENS, identities, write_identities
+from support.raw_session import DEADLINE, eventually
 
 state_pb2, state_pb2_grpc, _, _ = nanover_modules.load()
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from client_servers import eventually
 from statehub import DictionaryChange, StateServer
 from statehub.cli import main
 from statehub.client import AsyncClient, Client
@@ -26,6 +25,7 @@ from statehub.endpoints.return_codes import (
 )
 from statehub.endpoints.service import EndpointService
 from statehub.errors import ResourceLockedError
+from support.client_servers import eventually
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from auth_support import auth_server, session_as
-from client_servers import threaded_server
 from statehub import AsyncClient, Client
 from statehub.cli import main
 from statehub.errors import LeaseLostError, LockFailedError, LockLostError
 from statehub.serving.state_server import StateServer
-from test_server_support import DEADLINE, RemoteError, eventually
+from support.auth import auth_server, session_as
+from support.client_servers import threaded_server
+from support.raw_session import DEADLINE, RemoteError, eventually
 
 
 class Lost:

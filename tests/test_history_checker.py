@@ -3,7 +3,7 @@ consistent history): without these, a run that reports nothing proves nothing.""
 
 from __future__ import annotations
 
-from history_checker import (
+from support.history_checker import (
     FAILED,
     OK,
     UNKNOWN,

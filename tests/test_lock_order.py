@@ -9,12 +9,12 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from redis_support import FAST_LIVENESS, redis_server
 from statehub.bench.fleet import RedisProcess
 from statehub.serving.state_server import StateServer
 from statehub.store.redis import RedisStore
 from statehub.store.state_dictionary import StateDictionary
-from test_server_support import RemoteError, connected, running_server
+from support.raw_session import RemoteError, connected, running_server
+from support.redis_servers import FAST_LIVENESS, redis_server
 
 __all__ = ["redis_server"]  # the fixture, used by name
 

@@ -26,11 +26,11 @@ from momotor.rpc.proto.worker_grpc import WorkerStub
 from momotor.rpc.shared import SharedState
 from momotor.shared.state import LockFailed
 
-from auth_support import TOKENS, auth_server, identities, write_identities
 from statehub import StateServer
 from statehub.bench.fleet import ServedPorts, start_redis, start_serve_ports, stop
 from statehub.client import AsyncClient
-from test_server_support import eventually, running_server
+from support.auth import TOKENS, auth_server, identities, write_identities
+from support.raw_session import eventually, running_server
 
 #: Server keepalive in the tests: a worker that stops answering pings is dropped, and its
 #: locks released, within their sum (docs/momotor.md).

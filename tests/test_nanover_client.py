@@ -1,5 +1,5 @@
 """NanoVer's real client (``nanover-server`` from PyPI, Python 3.13) against ``statehub
-serve``: what a lab runs today (issue 20). See tests/nanover_client_support.py for how the
+serve``: what a lab runs today (issue 20). See tests/support/nanover_client.py for how the
 client is installed and run; the rates asserted are loose, as the machine is shared."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nanover_client_support import (
+from support.nanover_client import (
     Statehub,
     background,
     nanover_python,

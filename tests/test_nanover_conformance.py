@@ -16,9 +16,9 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
-import nanover_modules
 from statehub import DictionaryChange, StateDictionary, StateServer
-from test_server_support import GatedStore, connected, eventually, running_server
+from support import nanover_modules
+from support.raw_session import GatedStore, connected, eventually, running_server
 
 DEADLINE = 10.0
 # NanoVer's own module names, loaded in this process next to statehub, as when migrating.

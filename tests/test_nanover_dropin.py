@@ -13,10 +13,10 @@ from typing import Any
 import grpc
 import pytest
 
-import nanover_modules
 from statehub.bench.fleet import read_served_ports
 from statehub.nanover import NanoverServer
-from test_server_support import hello_roundtrip
+from support import nanover_modules
+from support.raw_session import hello_roundtrip
 
 DEADLINE = 20.0
 STATEHUB_FIRST = "import statehub\nimport nanover.protocol.state, nanover.protocol.command\n"

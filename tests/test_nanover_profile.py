@@ -12,7 +12,7 @@ from statehub.server.nanover_profile import (
     TRANSFORM_KEY,
     VELOCITY_RESET_KEY,
 )
-from test_server_support import eventually, running_server
+from support.raw_session import eventually, running_server
 from test_web_nanover import nanover_peer
 
 POSE = [0.5, 1.0, -2.0, 0.0, 0.0, 0.0, 1.0, 1.5, 1.5, 1.5]

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from statehub.errors import ProtocolError
-from test_server_support import RemoteError, connected, running_server
+from support.raw_session import RemoteError, connected, running_server
 
 PROTOCOL = Path(__file__).parent.parent / "docs" / "protocol.md"
 

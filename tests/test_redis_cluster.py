@@ -26,7 +26,7 @@ from statehub.bench.fleet import (
 from statehub.client import AsyncClient, ConnectionLostError
 from statehub.errors import ResourceLockedError, StoreUnavailableError
 from statehub.store.redis import DEFAULT_HEARTBEAT, DEFAULT_LIVENESS_TTL
-from test_server_support import RawSession
+from support.raw_session import RawSession
 
 #: The documented bound on releasing a dead server's leases and locks (docs/redis.md).
 SWEEP_BOUND_S = 10.0

@@ -23,8 +23,6 @@ from typing import Any
 import grpc
 import pytest
 
-from auth_support import TOKENS, identities
-from redis_support import FAST_LIVENESS
 from statehub.auth.permissions import AdminRight, Grant, Permissions, Principal
 from statehub.bench.fleet import RedisProcess, start_redis, start_serve_ports, stop
 from statehub.client import AsyncClient, ConnectionLostError
@@ -36,7 +34,9 @@ from statehub.errors import (
     ResourceLockedError,
 )
 from statehub.server.shared_commands import _principal_from_wire, _principal_to_wire
-from test_server_support import RawSession, RemoteError
+from support.auth import TOKENS, identities
+from support.raw_session import RawSession, RemoteError
+from support.redis_servers import FAST_LIVENESS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 #: docs/redis.md: a call to a server killed meanwhile ends within liveness TTL + one

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import pytest
 
-from history_checker import OK, History
 from statehub.bench.fleet import (
     RedisProcess,
     restart_redis,
@@ -39,6 +38,7 @@ from statehub.bench.fleet import (
     start_statehub,
     stop,
 )
+from support.history_checker import OK, History
 from test_redis_fault_history import run_with_faults, summary
 from test_redis_sentinel import (
     ACKNOWLEDGED_AGAIN_WITHIN_S,

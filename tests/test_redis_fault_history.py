@@ -26,11 +26,11 @@ from typing import Any, Protocol
 
 import pytest
 
-from history_checker import FAILED, OK, UNKNOWN, Batch, History, Hold, Operation, check
 from statehub import LockFailedError, ResourceLockedError, StatehubError
 from statehub.bench.fleet import RedisProcess, restart_redis, start_redis, start_statehub, stop
 from statehub.client import AsyncClient
-from tcp_proxy import TcpProxy
+from support.history_checker import FAILED, OK, UNKNOWN, Batch, History, Hold, Operation, check
+from support.tcp_proxy import TcpProxy
 
 KEYS = [f"k{n}" for n in range(6)]
 #: Seconds a lease is taken for: a hold ends at its release or at this, whichever is first.

@@ -15,13 +15,13 @@ from typing import Any
 import grpc
 import redis
 
-from redis_support import started_state, until
 from statehub.bench.fleet import RedisProcess, restart_redis, start_redis, start_serve_ports, stop
 from statehub.client import AsyncClient
 from statehub.core.change import DictionaryChange
 from statehub.errors import ConnectionLostError, StoreUnavailableError
 from statehub.store.state_dictionary import StateDictionary
-from test_server_support import RawSession
+from support.raw_session import RawSession
+from support.redis_servers import started_state, until
 
 DEADLINE_S = 30.0
 

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from redis_support import FAST_LIVENESS
 from statehub.bench.fleet import start_redis, stop
 from statehub.client import AsyncClient
 from statehub.serving.state_server import StateServer
 from statehub.store.redis import RedisStore
 from statehub.store.state_dictionary import StateDictionary
+from support.redis_servers import FAST_LIVENESS
 
 
 @asynccontextmanager

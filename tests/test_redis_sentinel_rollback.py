@@ -19,9 +19,9 @@ import grpc
 from statehub.bench.fleet import RedisProcess, start_redis, start_sentinel, start_serve_ports, stop
 from statehub.client import AsyncClient
 from statehub.errors import ConnectionLostError, StoreUnavailableError
-from tcp_proxy import TcpProxy
+from support.raw_session import RawSession
+from support.tcp_proxy import TcpProxy
 from test_redis_sentinel import DEADLINE_S, _replicas_online, _sentinels_ready, _until
-from test_server_support import RawSession
 
 
 def _revision(server: RedisProcess) -> int:

@@ -21,11 +21,11 @@ import msgpack
 import pytest
 from google.protobuf import struct_pb2
 
-import nanover_modules
 from statehub import LeaseLostError, LockFailedError, LockLostError
 from statehub.bench.fleet import start_redis, start_serve_ports, start_statehub, stop
 from statehub.client import AsyncClient
-from tcp_proxy import TcpProxy
+from support import nanover_modules
+from support.tcp_proxy import TcpProxy
 
 state_pb2, state_pb2_grpc, _, _ = nanover_modules.load()
 

@@ -20,13 +20,13 @@ import pytest
 import trustme
 from click.testing import CliRunner
 
-from auth_support import identities
-from client_servers import free_port
 from statehub import Client
 from statehub.cli import main
 from statehub.cli.serve import serve
 from statehub.cli.settings import load_settings, settings_of
-from test_server_support import hello_roundtrip
+from support.auth import identities
+from support.client_servers import free_port
+from support.raw_session import hello_roundtrip
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE = [sys.executable, "-c", "from statehub.cli import main; main()", "serve"]

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from statehub import StateServer
-from test_server_support import hello_roundtrip
+from support.raw_session import hello_roundtrip
 
 SERVE = [sys.executable, "-c", "from statehub.cli import main; main()", "serve"]
 

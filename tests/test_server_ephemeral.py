@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from client_servers import client_url, eventually_async
 from statehub import AsyncClient, DictionaryChange
 from statehub.bench.fleet import start_serve, stop
-from test_server_support import eventually, running_server
+from support.client_servers import client_url, eventually_async
+from support.raw_session import eventually, running_server
 
 #: A client in a process of its own: binds "here.<name>" to its session, says "ready",
 #: then waits until killed or stopped.

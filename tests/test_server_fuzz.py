@@ -15,15 +15,15 @@ from collections import Counter
 import grpc
 import pytest
 
-from hostile_frames import (
+from statehub import AsyncClient, StateServer
+from statehub.protocol import SESSION_PATH, decode_batch
+from support.hostile_frames import (
     encode,
     hostile_message,
     hostile_nanover_request,
     malformed_frame,
 )
-from statehub import AsyncClient, StateServer
-from statehub.protocol import SESSION_PATH, decode_batch
-from test_server_support import DEADLINE, eventually, running_server
+from support.raw_session import DEADLINE, eventually, running_server
 
 SESSION_STREAMS = 8
 FRAMES_PER_STREAM = 2_000

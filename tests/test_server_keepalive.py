@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from test_server_support import connected, eventually, running_server
+from support.raw_session import connected, eventually, running_server
 
 CLIENT = """
 import sys, threading, grpc

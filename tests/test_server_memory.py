@@ -15,7 +15,7 @@ import sys
 import tracemalloc
 
 from statehub import StateServer
-from test_server_support import DEADLINE, eventually, running_server
+from support.raw_session import DEADLINE, eventually, running_server
 
 #: Subscribers measured, after a few that warm the server's caches and free lists up.
 SUBSCRIBERS = 300

@@ -14,23 +14,23 @@ from contextlib import AsyncExitStack
 import grpc
 import pytest
 
-import test_server_support as support
 from statehub import AsyncClient
 from statehub.errors import LimitExceededError
 from statehub.server.limits import MAX_CLIENT_NAME_CHARS, MAX_TOKEN_BYTES
+from support import raw_session
+from support.raw_session import RemoteError, connected, running_server
 from test_nanover_conformance import _nanover
-from test_server_support import RemoteError, connected, running_server
 
 FOUR_MB_NAME = "n" * 4_000_000
 
 
 @pytest.fixture(params=["grpc", "websocket", "tcp"], autouse=True)
 def transport(request: pytest.FixtureRequest) -> Iterator[str]:
-    support.TRANSPORT = request.param
+    raw_session.TRANSPORT = request.param
     try:
         yield request.param
     finally:
-        support.TRANSPORT = "grpc"
+        raw_session.TRANSPORT = "grpc"
 
 
 async def test_a_4_mb_client_name_is_refused_and_sessions_still_works_for_others() -> None:

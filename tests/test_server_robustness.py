@@ -15,12 +15,12 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
-import nanover_modules
 from statehub import DictionaryChange, StateDictionary, StateServer
 from statehub.errors import RequestCancelledError
 from statehub.protocol import SESSION_PATH, decode_batch, encode_batch
 from statehub.server.limits import LimitExceededError, SessionLimits
-from test_server_support import (
+from support import nanover_modules
+from support.raw_session import (
     DEADLINE,
     GatedStore,
     RawSession,

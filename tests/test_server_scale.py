@@ -11,7 +11,7 @@ import asyncio
 import grpc
 
 from statehub import DictionaryChange, StateServer
-from test_server_support import RawSession
+from support.raw_session import RawSession
 
 SUBSCRIBERS = 1_000
 CHANNELS = 10  # several connections, as many clients would have

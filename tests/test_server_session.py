@@ -26,7 +26,7 @@ from statehub.errors import (
     RequestCancelledError,
 )
 from statehub.protocol import SESSION_PATH, encode_batch
-from test_server_support import GatedStore, RemoteError, connected, eventually, running_server
+from support.raw_session import GatedStore, RemoteError, connected, eventually, running_server
 
 
 async def test_hello_gives_session_token_and_limits() -> None:

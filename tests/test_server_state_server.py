@@ -8,7 +8,6 @@ import threading
 
 import pytest
 
-from client_servers import eventually
 from statehub import (
     AsyncClient,
     DictionaryChange,
@@ -16,7 +15,8 @@ from statehub import (
     ResourceLockedError,
     StateServer,
 )
-from test_server_support import connected, hello_roundtrip, running_server
+from support.client_servers import eventually
+from support.raw_session import connected, hello_roundtrip, running_server
 
 
 def test_blocking_context_manager_serves_from_a_background_thread() -> None:

@@ -20,7 +20,6 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import test_server_support as support
 from statehub import StateServer
 from statehub.auth import Authenticator, token_digest
 from statehub.auth.identities import check_identities
@@ -34,18 +33,19 @@ from statehub.server.peer import Peer
 from statehub.server.session import Hub, Session
 from statehub.server.subscriptions import FanoutGroups
 from statehub.store.state_dictionary import StateDictionary
+from support import raw_session
 
 EVERYTHING = PrefixSet([""])
 
 
 async def _group_sizes_become(server: StateServer, wanted: dict[Any, int]) -> None:
-    deadline = time.monotonic() + support.DEADLINE
+    deadline = time.monotonic() + raw_session.DEADLINE
     while server.hub.fanout.sizes() != wanted:
         assert time.monotonic() < deadline, server.hub.fanout.sizes()
         await asyncio.sleep(0.01)
 
 
-async def _updates_until(session: support.RawSession, sub: int, wanted: dict[str, Any]) -> int:
+async def _updates_until(session: raw_session.RawSession, sub: int, wanted: dict[str, Any]) -> int:
     """Apply ``sub``'s batches until its copy equals ``wanted``; the number of batches."""
     seen: dict[str, Any] = {}
     last = -1
@@ -67,12 +67,12 @@ async def _updates_until(session: support.RawSession, sub: int, wanted: dict[str
 async def test_subscribers_in_one_group_each_get_their_own_semantics(
     transport: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(support, "TRANSPORT", transport)
+    monkeypatch.setattr(raw_session, "TRANSPORT", transport)
     async with (
-        support.running_server() as server,
-        support.connected(server) as writer,
-        support.connected(server) as one,
-        support.connected(server) as two,
+        raw_session.running_server() as server,
+        raw_session.connected(server) as writer,
+        raw_session.connected(server) as one,
+        raw_session.connected(server) as two,
     ):
         first = (await writer.request("update", updates={"a/0": 0, "b/0": 0}))["revision"]
         await writer.request("update", updates={"a/1": 1})
@@ -255,7 +255,7 @@ class Client:
 
     async def request(self, request: dict[str, Any]) -> dict[str, Any]:
         request_id = await self.send(request)
-        deadline = time.monotonic() + support.DEADLINE
+        deadline = time.monotonic() + raw_session.DEADLINE
         while request_id not in self.replies:
             assert time.monotonic() < deadline, f"no reply to {request}"
             await self.read()
@@ -314,7 +314,7 @@ async def _run(operations: list[tuple[Any, ...]], max_queued: int) -> None:
                     request_id = await client.send(request)
                     readable = PrefixSet(USERS[client.user])
                     # The reply comes before any batch of the new subscription.
-                    deadline = time.monotonic() + support.DEADLINE
+                    deadline = time.monotonic() + raw_session.DEADLINE
                     while request_id not in client.replies:
                         assert time.monotonic() < deadline
                         await client.read()
@@ -337,7 +337,7 @@ async def _run(operations: list[tuple[Any, ...]], max_queued: int) -> None:
                 case ("yield",):
                     await _let_the_server_run()
         # Every subscriber, read until it is up to date, holds what it may see.
-        deadline = time.monotonic() + support.DEADLINE
+        deadline = time.monotonic() + raw_session.DEADLINE
         for client in clients:
             for stream in client.streams.values():
                 if stream.ended:
@@ -431,14 +431,14 @@ async def test_the_engine_encodes_once_for_every_member_of_any_delivery() -> Non
 
     for value in range(3):  # before the group's next flush: one encoding of the three
         state.update_state(None, DictionaryChange({"k": value}))
-    await support.eventually(lambda: delivery.encoded == [4])
+    await raw_session.eventually(lambda: delivery.encoded == [4])
     assert members[0].received == members[1].received == [(b"[('k', 2)]", 1, 4)]
     assert members[0].received[0][0] is members[1].received[0][0]  # shared, not copied
 
     members[1].keeps_up = False
     state.update_state(None, DictionaryChange({"k": 9}))
-    await support.eventually(lambda: members[1].resume_from == 4)  # alone from there
+    await raw_session.eventually(lambda: members[1].resume_from == 4)  # alone from there
     assert members[0].received[-1] == (b"[('k', 9)]", 4, 5)
     assert groups.sizes() == {("", EVERYTHING): 1}
     state.freeze()
-    await support.eventually(lambda: members[0].resume_from is None)  # the state ended
+    await raw_session.eventually(lambda: members[0].resume_from is None)  # the state ended

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from statehub import ValueLimitError
-from test_server_support import RemoteError, connected, running_server
+from support.raw_session import RemoteError, connected, running_server
 
 
 def nested(depth: int) -> Any:

@@ -21,7 +21,7 @@ import grpc
 import pytest
 
 from statehub.bench.fleet import SERVE
-from test_server_support import RawSession
+from support.raw_session import RawSession
 
 pytestmark = pytest.mark.soak
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from redis_support import redis_server, started_state, until
 from statehub.bench.fleet import RedisProcess
 from statehub.core.change import DictionaryChange
 from statehub.core.entries import Entry
 from statehub.errors import ConflictError, ResourceLockedError
 from statehub.store.sqlite import DATA_FILE, SQLiteStore
 from statehub.store.state_dictionary import StateDictionary
-from test_server_support import GatedStore
+from support.raw_session import GatedStore
+from support.redis_servers import redis_server, started_state, until
 
 __all__ = ["redis_server"]  # the fixture, used by name
 

@@ -8,7 +8,6 @@ import math
 import pytest
 import redis
 
-from redis_support import FAST_LIVENESS, redis_server, started_state, until, until_async
 from statehub.bench.fleet import RedisProcess
 from statehub.core.change import DictionaryChange
 from statehub.errors import (
@@ -22,6 +21,7 @@ from statehub.errors import (
 from statehub.store.redis import RedisStore
 from statehub.store.redis_connection import RedisTarget
 from statehub.store.state_dictionary import StateDictionary
+from support.redis_servers import FAST_LIVENESS, redis_server, started_state, until, until_async
 
 __all__ = ["redis_server"]  # the fixture, used by name
 

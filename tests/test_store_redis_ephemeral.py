@@ -7,11 +7,11 @@ from __future__ import annotations
 import contextlib
 import signal
 
-from client_servers import eventually_async
-from redis_support import redis_server
 from statehub import AsyncClient
 from statehub.bench.fleet import RedisProcess, start_statehub, stop
 from statehub.store.redis import DEFAULT_HEARTBEAT, DEFAULT_LIVENESS_TTL
+from support.client_servers import eventually_async
+from support.redis_servers import redis_server
 
 __all__ = ["redis_server"]  # the fixture, used by name
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
-from client_servers import eventually_async
-from redis_support import redis_server
 from statehub import AsyncClient
 from statehub.bench.fleet import RedisProcess, start_statehub, stop
+from support.client_servers import eventually_async
+from support.redis_servers import redis_server
 
 __all__ = ["redis_server"]  # the fixture, used by name
 

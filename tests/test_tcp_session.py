@@ -18,8 +18,6 @@ from collections.abc import Iterator
 import pytest
 
 import test_server_session as session_tests
-import test_server_support as support
-from client_servers import free_port
 from statehub import AsyncClient, Client, StateServer
 from statehub.bench.fleet import ServedPorts, read_served_ports, stop
 from statehub.client import ClientTls
@@ -29,15 +27,17 @@ from statehub.client.transports import open_frame_stream
 from statehub.errors import ConnectionLostError
 from statehub.protocol import encode_batch
 from statehub.server.tcp_transport import frame_limit
-from test_auth_tls import Pki, pki, server_tls
-from test_server_cli import SERVE
-from test_server_support import (
+from support import raw_session
+from support.client_servers import free_port
+from support.raw_session import (
     RemoteError,
     eventually,
     hello_roundtrip,
     running_server,
     tcp_connected,
 )
+from test_auth_tls import Pki, pki, server_tls
+from test_server_cli import SERVE
 
 #: Tests of test_server_session that look at the gRPC stream itself; their TCP
 #: counterparts are below.
@@ -62,16 +62,16 @@ _ = (RemoteError, pki)  # the re-run tests and the TLS tests need them in this n
 
 @pytest.fixture(autouse=True)
 def over_tcp() -> Iterator[None]:
-    support.TRANSPORT = "tcp"
+    raw_session.TRANSPORT = "tcp"
     try:
         yield
     finally:
-        support.TRANSPORT = "grpc"
+        raw_session.TRANSPORT = "grpc"
 
 
-async def _last_error(session: support.RawSession) -> dict[str, object]:
+async def _last_error(session: raw_session.RawSession) -> dict[str, object]:
     """The error of the connection's last frame (``{"id": None, "error": ...}``)."""
-    message = await asyncio.wait_for(session.unmatched.get(), support.DEADLINE)
+    message = await asyncio.wait_for(session.unmatched.get(), raw_session.DEADLINE)
     assert message["id"] is None
     error: dict[str, object] = message["error"]
     return error

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from playwright.async_api import Browser, Page, expect
 
-from auth_support import TOKENS, auth_server, identities
-from browser_support import needs_browser
 from statehub import AsyncClient, DictionaryChange
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import load_config
-from test_server_support import running_server
+from support.auth import TOKENS, auth_server, identities
+from support.browser import needs_browser
+from support.raw_session import running_server
 
 ARTEFACTS = Path(__file__).parent.parent / "artefacts"
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from playwright.async_api import Browser, expect
 
-from browser_support import needs_browser
 from statehub import DictionaryChange
-from test_server_support import eventually, running_server
+from support.browser import needs_browser
+from support.raw_session import eventually, running_server
 from test_web_dashboard_operator import SOON_MS, open_dashboard
 
 pytestmark = needs_browser

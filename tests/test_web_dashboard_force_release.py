@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from auth_support import TOKENS, auth_server
-from browser_support import needs_browser
 from statehub import AsyncClient
 from statehub.errors import LockFailedError
 from statehub.serving.state_server import StateServer
-from test_server_support import DEADLINE, eventually
+from support.auth import TOKENS, auth_server
+from support.browser import needs_browser
+from support.raw_session import DEADLINE, eventually
 from test_web_dashboard_operator import SOON_MS, screenshot
 
 pytestmark = needs_browser

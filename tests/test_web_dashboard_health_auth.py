@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, expect
 
-from auth_support import TOKENS, auth_server
-from browser_support import needs_browser
+from support.auth import TOKENS, auth_server
+from support.browser import needs_browser
 from test_web_dashboard import SOON_MS
 
 pytestmark = needs_browser

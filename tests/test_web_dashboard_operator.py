@@ -21,11 +21,11 @@ from typing import Any
 
 from playwright.async_api import Browser, Page, expect
 
-from browser_support import needs_browser
 from statehub import AsyncClient, DictionaryChange, HistoryRetention, StateDictionary, StateServer
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import load_config
-from test_server_support import eventually, running_server
+from support.browser import needs_browser
+from support.raw_session import eventually, running_server
 
 ARTEFACTS = Path(__file__).parent.parent / "artefacts"
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from playwright.async_api import Browser, ConsoleMessage, Page, expect
 
-from browser_support import needs_browser
 from statehub import AsyncClient
-from test_server_support import running_server
+from support.browser import needs_browser
+from support.raw_session import running_server
 from test_web_dashboard import SOON_MS
 
 pytestmark = needs_browser

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from statehub import AsyncClient, DictionaryChange, SQLiteStore, StateDictionary, StateServer
 from statehub.protocol import SERVICE_NAME
-from test_server_support import RemoteError, eventually, running_server, websocket_connected
+from support.raw_session import RemoteError, eventually, running_server, websocket_connected
 
 
 async def scrape(server: StateServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

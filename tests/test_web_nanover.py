@@ -22,7 +22,7 @@ from statehub import (
 )
 from statehub.server.limits import SessionLimits
 from statehub.store.memory import MemoryStore
-from test_server_support import DEADLINE, eventually, running_server
+from support.raw_session import DEADLINE, eventually, running_server
 
 
 class NanoverPeer:

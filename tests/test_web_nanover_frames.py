@@ -17,7 +17,7 @@ from statehub.web.nanover_frames import (
     FrameRelay,
     merge_frames,
 )
-from test_server_support import eventually
+from support.raw_session import eventually
 from test_web_nanover import NanoverPeer, nanover_peer, web_server
 
 

@@ -22,11 +22,11 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser
 
-from browser_support import needs_browser
 from statehub import AsyncClient, StateServer
 from statehub.protocol import decode_batch, encode_batch
 from statehub.web.origins import OriginPolicy, normal_origin
-from test_server_support import running_server
+from support.browser import needs_browser
+from support.raw_session import running_server
 from test_web_dashboard import open_dashboard
 
 FOREIGN = "http://evil.example:8666"

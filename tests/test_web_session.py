@@ -13,11 +13,11 @@ import aiohttp
 import pytest
 
 import test_server_session as session_tests
-import test_server_support as support
 from statehub import AsyncClient, DictionaryChange, StateServer
 from statehub.errors import ConnectionLostError
 from statehub.protocol import encode_batch
-from test_server_support import RemoteError, eventually, running_server, websocket_connected
+from support import raw_session
+from support.raw_session import RemoteError, eventually, running_server, websocket_connected
 
 #: Tests of test_server_session that look at the gRPC stream itself; their WebSocket
 #: counterparts are below.
@@ -35,11 +35,11 @@ for _name in dir(session_tests):
 
 @pytest.fixture(autouse=True)
 def over_websocket() -> Iterator[None]:
-    support.TRANSPORT = "websocket"
+    raw_session.TRANSPORT = "websocket"
     try:
         yield
     finally:
-        support.TRANSPORT = "grpc"
+        raw_session.TRANSPORT = "grpc"
 
 
 async def test_a_frame_far_over_the_limit_closes_with_1009() -> None:

@@ -18,7 +18,6 @@ from typing import Any
 import aio_pika
 import pytest
 
-from client_servers import eventually
 from dripline_mesh.mesh_support import Served, serving
 from dripline_mesh.raw_amqp import RawPeer, request_headers
 from statehub.client import AsyncClient
@@ -26,6 +25,7 @@ from statehub.dripline.broker import TemporaryBroker
 from statehub.dripline.client import AsyncDriplineClient, DriplineClient
 from statehub.dripline.settings import MeshSettings
 from statehub.endpoints.return_codes import BrokerConnectionError, InvalidRoutingKeyError
+from support.client_servers import eventually
 
 SERVE = [sys.executable, "-c", "from statehub.cli import main; main()", "serve", "--port", "0"]
 

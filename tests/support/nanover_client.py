@@ -36,7 +36,7 @@ NANOVER_REQUIREMENT = f"nanover-server=={NANOVER_VERSION}"
 VENV = CACHE / f"nanover-venv-{NANOVER_VERSION}"
 #: Seconds allowed to make the virtualenv (downloads OpenMM, MDAnalysis and more).
 INSTALL_TIMEOUT = 900
-SRC = Path(__file__).resolve().parent.parent / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def _python313() -> str | None:

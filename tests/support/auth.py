@@ -11,7 +11,7 @@ import grpc
 
 from statehub import StateServer
 from statehub.auth import Authenticator, token_digest
-from test_server_support import RawSession, running_server
+from support.raw_session import RawSession, running_server
 
 TOKENS = {"rita": "rita-token", "walt": "walt-token", "ada": "ada-token"}
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from client_servers import free_port
+from support.client_servers import free_port
 
 
 class PausedServer:
