@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from statehub import StateServer
 from statehub.cli import main
 from statehub.cli.serve import reload_identities
 from support.auth import TOKENS, identities, write_identities
+from support.polling import eventually_sync
 
 SERVE = [sys.executable, "-c", "from statehub.cli import main; main()", "serve", "--port", "0"]
 
@@ -115,10 +115,12 @@ def test_cli_clients_present_a_token_over_tls_and_sighup_reloads(
     assert "PermissionDeniedError: token identity 'rita' lacks the write right" in refused.output
     ids.write_text(identities(rita="writer"))
     os.kill(pid, signal.SIGHUP)
-    deadline = time.monotonic() + 20
-    while _cli(port, tls_files["ca"], "rita", "set", "lab/w/x", "2").exit_code != 0:
-        assert time.monotonic() < deadline, "the reloaded identities never took effect"
-        time.sleep(0.1)
+    eventually_sync(
+        lambda: _cli(port, tls_files["ca"], "rita", "set", "lab/w/x", "2").exit_code == 0,
+        "the reloaded identities taking effect",
+        timeout=20,
+        interval=0.1,
+    )
     plain = CliRunner().invoke(main, ["get", "lab/w/x", "--port", str(port)])
     assert plain.exit_code == 1  # no TLS: no session
 

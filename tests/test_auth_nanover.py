@@ -15,7 +15,7 @@ from google.protobuf import struct_pb2
 from statehub import DictionaryChange, StateServer
 from support import nanover_modules
 from support.auth import TOKENS, auth_server, identities, write_identities
-from support.raw_session import DEADLINE
+from support.polling import DEADLINE
 
 # NanoVer's own generated modules, as an unmodified NanoVer client uses them.
 state_service_pb2, state_service_pb2_grpc, command_service_pb2, command_service_pb2_grpc = (

@@ -17,7 +17,8 @@ from statehub.auth.permissions import AdminRight
 from statehub.endpoints.attach import attach_endpoints
 from statehub.endpoints.config import load_config
 from support.auth import auth_server, identities, session_as, write_identities
-from support.raw_session import DEADLINE, RawSession, RemoteError, eventually, running_server
+from support.polling import DEADLINE, eventually
+from support.raw_session import RawSession, RemoteError, running_server
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

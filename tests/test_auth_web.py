@@ -22,7 +22,7 @@ from statehub import AsyncClient, DictionaryChange, StateServer
 from statehub.client import ClientTls
 from statehub.server.tls import ServerTls
 from support.auth import TOKENS, auth_server, identities, write_identities
-from support.raw_session import DEADLINE, eventually
+from support.polling import DEADLINE, eventually
 from test_web_nanover import NanoverPeer
 
 #: A role for a headset: reads everything, writes its avatar and one folder.

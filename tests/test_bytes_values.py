@@ -12,7 +12,7 @@ from statehub import AsyncClient, Client
 from statehub.cli import main
 from statehub.serving.state_server import StateServer
 from support.client_servers import threaded_server
-from support.raw_session import DEADLINE, eventually
+from support.polling import DEADLINE, eventually
 from test_web_nanover import nanover_peer, web_server
 
 PACKED = bytes(range(256))

@@ -19,7 +19,8 @@ from statehub.errors import (
     ResourceLockedError,
 )
 from statehub.serving.state_server import StateServer
-from support.client_servers import client_url, eventually, eventually_async, free_port, server_for
+from support.client_servers import client_url, free_port, server_for
+from support.polling import eventually
 
 
 @pytest.fixture
@@ -169,7 +170,7 @@ async def test_lease_expires_over_the_network(client: AsyncClient, other: AsyncC
         results.append(await other.attempt_update_state(DictionaryChange({"k": 1})))
         return results[-1]
 
-    await eventually_async(try_write)
+    await eventually(try_write)
     assert results[0] is False and results[-1] is True
 
 
@@ -179,7 +180,7 @@ async def test_leases_are_released_when_the_client_disconnects(
     async with AsyncClient("127.0.0.1", server.port) as leaving:
         assert await leaving.attempt_update_locks({"k": 60})
         assert not await other.attempt_update_locks({"k": 5})
-    await eventually_async(lambda: other.attempt_update_locks({"k": 5}))
+    await eventually(lambda: other.attempt_update_locks({"k": 5}))
 
 
 async def test_exclusive_locks_exclude_across_clients(
@@ -460,7 +461,7 @@ async def test_a_frozen_server_is_noticed_by_pings() -> None:
         return True
 
     try:
-        await eventually_async(connected, timeout=30)
+        await eventually(connected, timeout=30)
         await client.set("a", 1)
         lost = asyncio.Event()
         client.connection_lost.add_callback(lambda reason: lost.set())

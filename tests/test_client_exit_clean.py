@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -56,6 +55,7 @@ def test_a_blocking_call_from_an_event_callback_fails_instead_of_hanging() -> No
     TCP a callback runs in the thread that noticed the event, with no shared loop.)"""
     from statehub import Client
     from support.client_servers import threaded_server
+    from support.polling import eventually_sync
 
     server = threaded_server()
     errors: list[BaseException] = []
@@ -71,9 +71,7 @@ def test_a_blocking_call_from_an_event_callback_fails_instead_of_hanging() -> No
 
             client.connection_lost.add_callback(on_lost)
             server.close()
-            deadline = time.monotonic() + 20
-            while not errors and time.monotonic() < deadline:
-                time.sleep(0.01)
+            eventually_sync(lambda: errors, "the callback's blocking call failing", timeout=20)
     finally:
         server.close()
     assert errors and "event callback" in str(errors[0])

@@ -16,7 +16,8 @@ from statehub import AsyncClient, Client, DictionaryChange, SQLiteStore, StateDi
 from statehub.cli import main
 from statehub.client.listing import LockHolder
 from statehub.serving.state_server import StateServer
-from support.client_servers import eventually_sync, free_port, threaded_server
+from support.client_servers import free_port, threaded_server
+from support.polling import eventually, eventually_sync
 
 DEADLINE = 20.0
 WATCH = [sys.executable, "-c", "from statehub.cli import main; main()", "watch"]
@@ -85,13 +86,12 @@ async def test_locks_show_mode_holders_and_waiters(
 
 
 async def eventually_locks(client: AsyncClient, condition: object) -> None:
-    deadline = asyncio.get_running_loop().time() + DEADLINE
-    while True:
+
+    async def reached() -> bool:
         locks = {lock.key: lock for lock in await client.locks()}
-        if "solo.k" in locks and condition(locks):  # type: ignore[operator]
-            return
-        assert asyncio.get_running_loop().time() < deadline, f"locks never got there: {locks}"
-        await asyncio.sleep(0.01)
+        return "solo.k" in locks and bool(condition(locks))  # type: ignore[operator]
+
+    await eventually(reached, "the lock list showing solo.k's waiter", timeout=DEADLINE)
 
 
 async def test_sessions_list_every_client_and_mark_ours(

@@ -17,7 +17,8 @@ from statehub import (
 )
 from statehub.cli import main
 from statehub.serving.state_server import StateServer
-from support.client_servers import eventually_sync, threaded_server
+from support.client_servers import threaded_server
+from support.polling import eventually_sync
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import pytest
 
 import statehub
 from statehub import AsyncClient, Client
-from support.client_servers import eventually_async, eventually_sync
 from support.paused_server import PausedServer, paused_server
+from support.polling import eventually, eventually_sync
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
 
@@ -88,7 +88,7 @@ async def test_a_timed_out_lock_wait_leaves_no_holder_and_no_waiter(server: Paus
         async def nothing_held_or_waited() -> bool:
             return await holder.locks() == []
 
-        await eventually_async(nothing_held_or_waited)
+        await eventually(nothing_held_or_waited)
         async with waiter.get_lock("busy", timeout=5), waiter.get_lock("free", timeout=5):
             assert [lock.key for lock in await holder.locks()] == ["busy", "free"]
 

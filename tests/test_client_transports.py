@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from statehub import AsyncClient, DictionaryChange, StateServer
-from support.raw_session import eventually, running_server
+from support.polling import eventually
+from support.raw_session import running_server
 
 #: Transport name (as a session's Peer reports it) -> the server's port option, client URL.
 TRANSPORTS = {

@@ -15,7 +15,8 @@ from statehub import AsyncClient, Client
 from statehub.bench.fleet import start_serve, stop
 from statehub.cli import main
 from statehub.serving.state_server import StateServer
-from support.client_servers import eventually_async, threaded_server
+from support.client_servers import threaded_server
+from support.polling import eventually
 
 
 async def test_a_key_expires_as_a_removal_every_subscriber_sees(
@@ -45,7 +46,7 @@ async def test_a_write_without_ttl_clears_it(client: AsyncClient, server: StateS
     await client.set("k", 2)
     assert (await client.entry("k")).expires_in is None  # type: ignore[union-attr]
     await client.set("marker", 1, ttl=0.3)
-    await eventually_async(lambda: _absent(client, "marker"))
+    await eventually(lambda: _absent(client, "marker"))
     assert await client.get("k") == 2
 
 
@@ -109,7 +110,7 @@ async def test_deadlines_survive_a_restart_with_data(tmp_path: Path) -> None:
             assert (await client.entry("plain")).expires_in is None  # type: ignore[union-attr]
             # "soon" expires by the same absolute deadline, whether before or after the
             # restart: eventually it is gone, and the others stay.
-            await eventually_async(lambda: _absent(client, "soon"))
+            await eventually(lambda: _absent(client, "soon"))
             assert await client.get_prefix("") == {"long": 1, "plain": 3}
     finally:
         stop(process)

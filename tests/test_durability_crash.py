@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from statehub.client import AsyncClient, ConnectionLostError
 from statehub.errors import ResourceLockedError
 from statehub.store.sqlite import SQLiteStore
 from statehub.store.state_dictionary import StateDictionary
+from support.polling import eventually_sync
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 
@@ -93,13 +93,13 @@ class Output:
         for line in self._process.stdout:
             self.lines.append(line.strip())
 
-    def wait_for_acks(self, count: int, deadline: float) -> None:
-        while sum(line.startswith("ack ") for line in list(self.lines)) < count:
+    def wait_for_acks(self, count: int) -> None:
+        def enough() -> bool:
             if self._process.poll() is not None:
                 raise AssertionError(f"the writer exited early: {self._process.returncode}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"fewer than {count} acknowledgements before the deadline")
-            time.sleep(0.005)  # polling with a deadline, not waiting for a condition blindly
+            return sum(line.startswith("ack ") for line in list(self.lines)) >= count
+
+        eventually_sync(enough, f"{count} acknowledgements", timeout=DEADLINE_S, interval=0.005)
 
     def finish(self) -> list[str]:
         self._thread.join(timeout=DEADLINE_S)
@@ -155,7 +155,7 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path: Path) -
     for run in range(1, KILLS + 1):
         process, output = start_writer(data, run)
         try:
-            output.wait_for_acks(rng.randint(1, 400), time.monotonic() + DEADLINE_S)
+            output.wait_for_acks(rng.randint(1, 400))
         finally:
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=DEADLINE_S)

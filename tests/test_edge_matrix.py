@@ -29,7 +29,7 @@ from statehub.bench.fleet import RedisProcess, start_redis, stop
 from statehub.server.limits import SessionLimits
 from support import nanover_modules
 from support.auth import TOKENS, identities, write_identities
-from support.raw_session import DEADLINE, eventually
+from support.polling import DEADLINE, eventually
 
 state_pb2, state_pb2_grpc, _, _ = nanover_modules.load()
 
@@ -162,19 +162,20 @@ class NanoverSocketEdge:
         error names why (False for another's lease, else the error's type)."""
         await self.send({"state": {"updates": updates, "removals": []}})
         refused = asyncio.ensure_future(self.errors.get())
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + DEADLINE
+
+        def outcome() -> tuple[bool | str] | None:
+            if refused.done():
+                kind = refused.result()["type"]
+                return (False if kind == "ResourceLockedError" else str(kind),)
+            if all(self.server.state.get(key) == value for key, value in updates.items()):
+                return (True,)
+            return None
+
         try:
-            while loop.time() < deadline:
-                if refused.done():
-                    kind = refused.result()["type"]
-                    return False if kind == "ResourceLockedError" else str(kind)
-                if all(self.server.state.get(key) == value for key, value in updates.items()):
-                    return True
-                await asyncio.sleep(0.01)
+            (answer,) = await eventually(outcome, f"{updates} applied or refused")
         finally:
             refused.cancel()
-        raise AssertionError(f"{updates} neither applied nor refused within {DEADLINE} s")
+        return answer
 
     async def close(self) -> None:
         await self.socket.close()

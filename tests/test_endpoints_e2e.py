@@ -25,7 +25,7 @@ from statehub.endpoints.return_codes import (
 )
 from statehub.endpoints.service import EndpointService
 from statehub.errors import ResourceLockedError
-from support.client_servers import eventually
+from support.polling import eventually
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -16,7 +16,8 @@ from statehub.errors import LeaseLostError, LockFailedError, LockLostError
 from statehub.serving.state_server import StateServer
 from support.auth import auth_server, session_as
 from support.client_servers import threaded_server
-from support.raw_session import DEADLINE, RemoteError, eventually
+from support.polling import DEADLINE, eventually
+from support.raw_session import RemoteError
 
 
 class Lost:

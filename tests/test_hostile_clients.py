@@ -33,6 +33,7 @@ import pytest
 
 from statehub import AsyncClient
 from statehub.server.connections import RateLimitedLoopErrors
+from support.polling import eventually
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
 
@@ -242,25 +243,14 @@ async def looking(server: Server) -> AsyncIterator[AsyncClient]:
         yield client
 
 
-async def eventually(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.05)
-
-
 async def reclaimed(server: Server, rss_before: int) -> None:
     """Wait until the server is back within ``MEMORY_GROWTH`` of ``rss_before``."""
-    grown = server.rss() - rss_before
-    deadline = time.monotonic() + 10.0
-    while grown >= MEMORY_GROWTH and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-        grown = server.rss() - rss_before
-    assert grown < MEMORY_GROWTH, f"the server kept {grown / MIB:.0f} MiB after the attack"
+    await eventually(
+        lambda: server.rss() - rss_before < MEMORY_GROWTH,
+        f"the server back within {MEMORY_GROWTH / MIB:.0f} MiB of its size before the attack",
+        timeout=10.0,
+        interval=0.05,
+    )
 
 
 async def _until_answered(

@@ -30,7 +30,8 @@ from statehub import StateServer
 from statehub.bench.fleet import ServedPorts, start_redis, start_serve_ports, stop
 from statehub.client import AsyncClient
 from support.auth import TOKENS, auth_server, identities, write_identities
-from support.raw_session import eventually, running_server
+from support.polling import eventually
+from support.raw_session import running_server
 
 #: Server keepalive in the tests: a worker that stops answering pings is dropped, and its
 #: locks released, within their sum (docs/momotor.md).
@@ -411,11 +412,11 @@ async def test_a_worker_and_a_statehub_client_exclude_each_other_on_sqlite(
 
 async def _until_waiting(client: AsyncClient, key: str, count: int, timeout: float = 10) -> None:
     """Poll the server's lock list until ``count`` requests wait for ``key``."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not any(lock.key == key and lock.waiting == count for lock in await client.locks()):
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"no {count} waiting for {key!r} within {timeout} s")
-        await asyncio.sleep(0.01)
+
+    async def waiting() -> bool:
+        return any(lock.key == key and lock.waiting == count for lock in await client.locks())
+
+    await eventually(waiting, f"{count} waiting for {key!r}", timeout=timeout)
 
 
 async def test_one_lock_across_two_statehub_servers_on_one_redis(tmp_path: Path) -> None:

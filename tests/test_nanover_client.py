@@ -99,7 +99,7 @@ found = hub.get_service_address("ws") if hub else None
 client = NanoverImdClient.from_discovery(server_name=ARGS["name"], discovery_port=ARGS["port"])
 with client:
     client.set_shared_value("found.by", "discovery")
-    wait_for(lambda: client.get_shared_value("found.by") == "discovery")
+    eventually_sync(lambda: client.get_shared_value("found.by") == "discovery")
 report({"ws": found, "services": hub.services if hub else None})
 """
 
@@ -126,28 +126,29 @@ a = NanoverImdClient.from_url(url)
 try:
     a.set_shared_value("avatar.u-A", {"playerid": "u-A", "name": "Ana", "components": []})
     b.set_shared_value("avatar.u-B", {"playerid": "u-B", "name": "Ben", "components": []})
-    wait_for(lambda: b.get_shared_value("avatar.u-A") is not None, what="A's avatar at B")
-    wait_for(lambda: a.get_shared_value("avatar.u-B") is not None, what="B's avatar at A")
+    eventually_sync(lambda: b.get_shared_value("avatar.u-A") is not None, what="A's avatar at B")
+    eventually_sync(lambda: a.get_shared_value("avatar.u-B") is not None, what="B's avatar at A")
     seen["avatar_at_b"] = b.get_shared_value("avatar.u-A")
     latencies = []
     for index in range(20):
         start = time.monotonic()
         a.set_shared_value("update.index.u-A", index)
-        wait_for(lambda: b.get_shared_value("update.index.u-A") == index, what="update index")
+        eventually_sync(lambda: b.get_shared_value("update.index.u-A") == index,
+                        what="update index")
         latencies.append(time.monotonic() - start)
     seen["latency_p50_ms"] = sorted(latencies)[len(latencies) // 2] * 1000
     seen["velocity_reset"] = b.get_shared_value("imd.velocity_reset_available")
     seen["orient"] = b.run_command_blocking("multiuser/radially-orient-origins", radius=1.5)
-    wait_for(lambda: a.get_shared_value("user-origin.u-A") is not None, what="origin of A")
-    wait_for(lambda: a.get_shared_value("user-origin.u-B") is not None, what="origin of B")
+    eventually_sync(lambda: a.get_shared_value("user-origin.u-A") is not None, what="origin of A")
+    eventually_sync(lambda: a.get_shared_value("user-origin.u-B") is not None, what="origin of B")
     seen["origin_a"] = a.get_shared_value("user-origin.u-A")
     a.set_shared_value("scene", POSE)
-    wait_for(lambda: b.get_shared_value("transform.simulation") is not None, what="mirror")
+    eventually_sync(lambda: b.get_shared_value("transform.simulation") is not None, what="mirror")
     seen["transform"] = b.get_shared_value("transform.simulation")
     a.register_command(
         "demo/greet", lambda who="world": {"text": f"hi {who}"}, default_arguments={"who": "x"}
     )
-    wait_for(lambda: "demo/greet" in b.run_command_blocking("commands/list")["list"],
+    eventually_sync(lambda: "demo/greet" in b.run_command_blocking("commands/list")["list"],
              what="registration")
     listing = b.run_command_blocking("commands/list")
     seen["listed"] = sorted(listing["list"])
@@ -160,16 +161,16 @@ try:
         seen["unknown"] = str(error)
 finally:
     a.close()
-wait_for(lambda: b.get_shared_value("avatar.u-A") is None, what="A's avatar removed")
-wait_for(lambda: b.get_shared_value("user-origin.u-A") is None, what="A's origin removed")
+eventually_sync(lambda: b.get_shared_value("avatar.u-A") is None, what="A's avatar removed")
+eventually_sync(lambda: b.get_shared_value("user-origin.u-A") is None, what="A's origin removed")
 seen["left"] = sorted(key for key in b.copy_state() if "u-A" in key)
 seen["kept"] = sorted(key for key in b.copy_state() if "u-B" in key)
 c = NanoverImdClient.from_url(url)
 with c:
     c.set_shared_value("avatar.c.d", {"name": "dotted"})
     c.set_shared_value("selection.c.d.1", {"ids": [1]})
-    wait_for(lambda: b.get_shared_value("selection.c.d.1") is not None, what="C's keys")
-wait_for(lambda: b.get_shared_value("avatar.c.d") is None, what="dotted avatar removed")
+    eventually_sync(lambda: b.get_shared_value("selection.c.d.1") is not None, what="C's keys")
+eventually_sync(lambda: b.get_shared_value("avatar.c.d") is None, what="dotted avatar removed")
 seen["dotted_left"] = sorted(key for key in b.copy_state() if ".c.d" in key)
 b.close()
 report(seen)
@@ -230,7 +231,7 @@ def _record(simulation: Path, directory: Path) -> Path:
 from nanover.websocket.client.app_client import NanoverImdClient
 with NanoverImdClient.from_url(ARGS["url"]) as client:
     client.set_shared_value("note.recorded", {"by": "test"})
-    wait_for(lambda: client.get_shared_value("note.recorded") is not None)
+    eventually_sync(lambda: client.get_shared_value("note.recorded") is not None)
     time.sleep(2)
 report(True)
 """,
@@ -262,7 +263,7 @@ def positions(client):
 seen = {}
 with NanoverImdClient.from_url(ARGS["url"]) as client:
     client.wait_until_minimum_usable_frame(timeout=60)
-    wait_for(lambda: "playback/list" in client.run_command_blocking("commands/list")["list"],
+    eventually_sync(lambda: "playback/list" in client.run_command_blocking("commands/list")["list"],
              what="the runner's commands")
     seen["list"] = client.run_list()
     seen["particles"] = client.current_frame.particle_count
@@ -276,18 +277,20 @@ with NanoverImdClient.from_url(ARGS["url"]) as client:
     client.run_step()
     client.run_play()
     moving = positions(client)
-    wait_for(lambda: positions(client) != moving, what="playing again")
+    eventually_sync(lambda: positions(client) != moving, what="playing again")
     counter = client.current_frame.simulation_counter
     client.set_shared_value("selection.u-A.1", {"selected": {"particle_ids": [1, 2]}})
-    wait_for(lambda: client.get_shared_value("selection.u-A.1") is not None)
+    eventually_sync(lambda: client.get_shared_value("selection.u-A.1") is not None)
     client.run_load(1)
-    wait_for(lambda: client.current_frame.simulation_counter != counter, what="a new sequence")
-    wait_for(lambda: client.get_shared_value("selection.u-A.1") is None, what="state cleared")
+    eventually_sync(lambda: client.current_frame.simulation_counter != counter,
+                    what="a new sequence")
+    eventually_sync(lambda: client.get_shared_value("selection.u-A.1") is None,
+                    what="state cleared")
     seen["loaded"] = client.get_shared_value("simulation.index")
     seen["name"] = client.get_shared_value("simulation.name")
     client.run_reset()
     client.run_next()
-    wait_for(lambda: client.get_shared_value("simulation.index") == 0, what="next")
+    eventually_sync(lambda: client.get_shared_value("simulation.index") == 0, what="next")
 report(seen)
 """
 
@@ -321,17 +324,18 @@ try:
     selection = {"name": "big", "selected": {"particle_ids": list(range(250_000))}}
     a.set_shared_value("packed.colours", packed)
     a.set_shared_value("selection.big", selection)
-    wait_for(lambda: b.get_shared_value("selection.big") is not None, what="the selection at B")
-    wait_for(lambda: b.get_shared_value("packed.colours") is not None, what="the bytes at B")
+    eventually_sync(lambda: b.get_shared_value("selection.big") is not None,
+                    what="the selection at B")
+    eventually_sync(lambda: b.get_shared_value("packed.colours") is not None, what="the bytes at B")
     got = b.get_shared_value("packed.colours")
     seen["bytes_type"] = type(got).__name__
     seen["bytes_equal"] = got == packed
     seen["selected"] = len(b.get_shared_value("selection.big")["selected"]["particle_ids"])
     a.set_shared_value("too.big", b"x" * (ARGS["limit"] + 1))
     # Refused: A's own copy is told the key's current value (none) and converges.
-    wait_for(lambda: a.get_shared_value("too.big") is None, what="A's copy converged")
+    eventually_sync(lambda: a.get_shared_value("too.big") is None, what="A's copy converged")
     a.set_shared_value("after", 1)
-    wait_for(lambda: b.get_shared_value("after") == 1, what="a later write at B")
+    eventually_sync(lambda: b.get_shared_value("after") == 1, what="a later write at B")
     seen["too_big_at_b"] = b.get_shared_value("too.big")
 finally:
     a.close()

@@ -18,7 +18,8 @@ from google.protobuf import struct_pb2
 
 from statehub import DictionaryChange, StateDictionary, StateServer
 from support import nanover_modules
-from support.raw_session import GatedStore, connected, eventually, running_server
+from support.polling import eventually
+from support.raw_session import GatedStore, connected, running_server
 
 DEADLINE = 10.0
 # NanoVer's own module names, loaded in this process next to statehub, as when migrating.

@@ -12,7 +12,8 @@ from statehub.server.nanover_profile import (
     TRANSFORM_KEY,
     VELOCITY_RESET_KEY,
 )
-from support.raw_session import eventually, running_server
+from support.polling import eventually
+from support.raw_session import running_server
 from test_web_nanover import nanover_peer
 
 POSE = [0.5, 1.0, -2.0, 0.0, 0.0, 0.0, 1.0, 1.5, 1.5, 1.5]

@@ -26,6 +26,7 @@ from statehub.bench.fleet import (
 from statehub.client import AsyncClient, ConnectionLostError
 from statehub.errors import ResourceLockedError, StoreUnavailableError
 from statehub.store.redis import DEFAULT_HEARTBEAT, DEFAULT_LIVENESS_TTL
+from support.polling import eventually
 from support.raw_session import RawSession
 
 #: The documented bound on releasing a dead server's leases and locks (docs/redis.md).
@@ -104,8 +105,9 @@ async def test_three_servers_one_state_in_revision_order(three_servers: Fleet) -
         acked = await asyncio.gather(*(write(i, w) for i, w in enumerate(writers)))
         revisions = sorted(r for per_writer in acked for r in per_writer)
         assert len(set(revisions)) == len(revisions)  # no revision handed out twice
-        await _until(
-            lambda: all(changes and changes[-1].revision >= revisions[-1] for changes in seen)
+        await eventually(
+            lambda: all(changes and changes[-1].revision >= revisions[-1] for changes in seen),
+            timeout=DEADLINE_S,
         )
         for task in tasks:
             task.cancel()
@@ -262,23 +264,26 @@ async def test_redis_killed_and_restarted(tmp_path: Path, aof_always: bool) -> N
                 except ConnectionLostError:
                     return False
 
-            await _until_async(lambda: reader_has("k49", 49))  # the reader's server has it
+            await eventually(
+                lambda: reader_has("k49", 49), timeout=DEADLINE_S
+            )  # the reader's server has it
             fleet.redis.process.kill()
             fleet.redis.process.wait()
             with pytest.raises(StoreUnavailableError, match="unreachable"):
                 await writer.set("during", 1)
             assert await reader.get("k49") == 49  # reads still answered
             fleet.redis = restart_redis(fleet.redis)
-            deadline = time.monotonic() + DEADLINE_S
-            while True:
+
+            async def written_after() -> bool:
                 try:
                     await writer.set("after", 1)
-                    break
                 except (StoreUnavailableError, ConnectionLostError):  # a new epoch ends sessions
-                    assert time.monotonic() < deadline
-                    await asyncio.sleep(0.1)
+                    return False
+                return True
 
-            await _until_async(lambda: reader_has("after", 1))
+            await eventually(written_after, "a write after Redis restarted", timeout=DEADLINE_S)
+
+            await eventually(lambda: reader_has("after", 1), timeout=DEADLINE_S)
             everything = await reader.get_all()
             if aof_always:
                 # Every acknowledged write survived; the history went on, no snapshot.
@@ -287,22 +292,10 @@ async def test_redis_killed_and_restarted(tmp_path: Path, aof_always: bool) -> N
             else:
                 # Redis lost everything: a new epoch, and every subscriber a snapshot.
                 assert everything == {"after": 1}
-                await _until(lambda: any(change.snapshot for change in changes[1:]))
+                await eventually(
+                    lambda: any(change.snapshot for change in changes[1:]), timeout=DEADLINE_S
+                )
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
     finally:
         fleet.close()
-
-
-async def _until(predicate: Any, timeout: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
-async def _until_async(check: Any, timeout: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)

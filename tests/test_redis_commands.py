@@ -35,6 +35,7 @@ from statehub.errors import (
 )
 from statehub.server.shared_commands import _principal_from_wire, _principal_to_wire
 from support.auth import TOKENS, identities
+from support.polling import eventually
 from support.raw_session import RawSession, RemoteError
 from support.redis_servers import FAST_LIVENESS
 
@@ -340,10 +341,11 @@ async def test_a_server_stopped_cleanly_takes_its_commands_away(tmp_path: Path) 
             assert "s.echo" in await b.available_commands()
             leaving.terminate()
             await asyncio.to_thread(leaving.wait, DEADLINE_S)
-            deadline = time.monotonic() + DEADLINE_S
-            while "s.echo" in await b.available_commands():
-                assert time.monotonic() < deadline, "s.echo still listed"
-                await asyncio.sleep(0.05)
+
+            async def unlisted() -> bool:
+                return "s.echo" not in await b.available_commands()
+
+            await eventually(unlisted, "s.echo no longer listed", timeout=DEADLINE_S)
             with pytest.raises(KeyError, match=r"no command named 's.echo'"):
                 await b.run_command("s.echo")
     finally:
@@ -372,22 +374,24 @@ async def test_commands_are_offered_again_when_redis_lost_its_data(tmp_path: Pat
         async with client(b.port) as caller:
             assert await caller.run_command("lost.echo", n=1) == {"n": 1}
         redis_process.client().flushall()
-        deadline = time.monotonic() + DEADLINE_S
-        while True:  # B's sessions end with the new epoch: each try on a new client
+
+        async def offered_again() -> bool:
+            # B's sessions end with the new epoch: each try on a new client
             with contextlib.suppress(ConnectionLostError):
                 async with client(b.port) as caller:
                     if "lost.echo" in await caller.available_commands():
                         assert await caller.run_command("lost.echo", n=2) == {"n": 2}
-                        break
-            assert time.monotonic() < deadline, "lost.echo was not offered again"
-            await asyncio.sleep(0.05)
+                        return True
+            return False
+
+        await eventually(offered_again, "lost.echo offered again", timeout=DEADLINE_S)
 
 
 async def _until_value(reader: AsyncClient, key: str, value: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while await reader.get(key, None) != value:
-        assert time.monotonic() < deadline, f"{key!r} never became {value!r}"
-        await asyncio.sleep(0.02)
+    async def became() -> bool:
+        return await reader.get(key, None) == value
+
+    await eventually(became, f"{key!r} becoming {value!r}", timeout=DEADLINE_S)
 
 
 async def test_a_routed_command_runs_where_its_value_is_claimed(tmp_path: Path) -> None:

@@ -39,12 +39,13 @@ from statehub.bench.fleet import (
     stop,
 )
 from support.history_checker import OK, History
+from support.polling import eventually_sync
 from test_redis_fault_history import run_with_faults, summary
 from test_redis_sentinel import (
     ACKNOWLEDGED_AGAIN_WITHIN_S,
+    DEADLINE_S,
     _replicas_online,
     _sentinels_ready,
-    _until,
 )
 
 SERVICE = "mymaster"
@@ -79,10 +80,10 @@ class SentinelCluster:
                 self.directory / f"redis{n}", extra=["--replicaof", "127.0.0.1", str(primary.port)]
             )
             self.redis[replica.port] = replica
-        _until(lambda: _replicas_online(primary, 2))
+        eventually_sync(lambda: _replicas_online(primary, 2), timeout=DEADLINE_S)
         for n in range(3):
             self.sentinels.append(start_sentinel(self.directory / f"sentinel{n}", primary.port))
-        _until(lambda: _sentinels_ready(self.sentinels))
+        eventually_sync(lambda: _sentinels_ready(self.sentinels), timeout=DEADLINE_S)
         hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
         for n in range(2):
             with open(self.directory / f"statehub-{n}.log", "w") as log:
@@ -122,7 +123,7 @@ class SentinelCluster:
         (``WAIT 1`` fell short), but reads, watches, leases and locks saw them."""
         old = self.primary_port()
         assert old is not None, "the Sentinels disagree on the primary"
-        _until(lambda: _replicas_online(self.redis[old], 2))
+        eventually_sync(lambda: _replicas_online(self.redis[old], 2), timeout=DEADLINE_S)
         replicas = [redis for port, redis in self.redis.items() if port != old]
         try:
             if lose_writes:
@@ -140,7 +141,7 @@ class SentinelCluster:
         finally:
             for replica in replicas:
                 os.kill(replica.process.pid, signal.SIGCONT)
-        _until(lambda: self.primary_port() not in (None, old))
+        eventually_sync(lambda: self.primary_port() not in (None, old), timeout=DEADLINE_S)
         self.redis[old] = restart_redis(self.redis[old])  # empty: Sentinel makes it a replica
 
     def stop(self) -> None:

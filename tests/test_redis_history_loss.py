@@ -20,8 +20,9 @@ from statehub.client import AsyncClient
 from statehub.core.change import DictionaryChange
 from statehub.errors import ConnectionLostError, StoreUnavailableError
 from statehub.store.state_dictionary import StateDictionary
+from support.polling import eventually
 from support.raw_session import RawSession
-from support.redis_servers import started_state, until
+from support.redis_servers import started_state
 
 DEADLINE_S = 30.0
 
@@ -41,14 +42,24 @@ def _roll_back(server: RedisProcess) -> RedisProcess:
     return restart_redis(server)
 
 
+async def _written(client: AsyncClient, key: str, value: int) -> bool:
+    """Whether ``client`` wrote ``key`` (False while the store or the session is down)."""
+    try:
+        await client.set(key, value)
+    except (StoreUnavailableError, ConnectionLostError):
+        return False
+    return True
+
+
 async def _commit_when_back(state: StateDictionary, **updates: Any) -> int:
-    deadline = asyncio.get_running_loop().time() + DEADLINE_S
-    while True:  # the store reconnects with backoff
+    async def committed() -> int | None:
         try:
             return await state.update_state_async("w", DictionaryChange(updates))
-        except StoreUnavailableError:
-            assert asyncio.get_running_loop().time() < deadline, "Redis did not come back"
-            await asyncio.sleep(0.05)
+        except StoreUnavailableError:  # the store reconnects with backoff
+            return None
+
+    revision: int = await eventually(committed, "a commit once Redis is back", timeout=DEADLINE_S)
+    return revision
 
 
 async def test_a_rolled_back_redis_gets_a_new_epoch_and_no_revision_is_reused(
@@ -62,7 +73,7 @@ async def test_a_rolled_back_redis_gets_a_new_epoch_and_no_revision_is_reused(
             _save_dump(server)  # Redis will come back at revision 5
             for i in range(5, 9):
                 await a.update_state_async("w", DictionaryChange({f"k{i}": i}))
-            await until(lambda: b.revision == 9)
+            await eventually(lambda: b.revision == 9)
             old_epoch = a.epoch
             server = _roll_back(server)
 
@@ -70,7 +81,9 @@ async def test_a_rolled_back_redis_gets_a_new_epoch_and_no_revision_is_reused(
             # revision 5 below the 9 it saw, and starts a new epoch; the other follows it.
             revision = await _commit_when_back(a, after=True)
             assert a.epoch != old_epoch
-            await until(lambda: b.epoch == a.epoch and b.revision == revision, DEADLINE_S)
+            await eventually(
+                lambda: b.epoch == a.epoch and b.revision == revision, timeout=DEADLINE_S
+            )
             assert revision == 6  # a number seen before, but in the new epoch only
             expected = {f"k{i}": i for i in range(5)} | {"after": True}
             assert a.copy_content() == b.copy_content() == expected
@@ -90,7 +103,7 @@ async def test_a_rollback_noticed_only_by_an_idle_follower_starts_a_new_epoch(
             old_epoch = state.epoch
             server = _roll_back(server)
             # Nobody writes: the follower's reconnection check finds the rewind.
-            await until(lambda: state.epoch != old_epoch, DEADLINE_S)
+            await eventually(lambda: state.epoch != old_epoch, timeout=DEADLINE_S)
             assert state.revision == 1 and state.copy_content() == {"x": 1}
     finally:
         stop(server.process)
@@ -128,7 +141,7 @@ async def test_clients_resuming_across_a_rollback_get_a_snapshot_not_a_delta(
             _save_dump(redis_process)
             for i in range(3, 7):
                 await client.set(f"k{i}", i)
-            await until(lambda: len(seen_by_stream) == 7, DEADLINE_S)
+            await eventually(lambda: len(seen_by_stream) == 7, timeout=DEADLINE_S)
             before = RawSession(channel)
             hello = await before.hello()
             seen, old_epoch = hello["revision"], hello["epoch"]
@@ -137,18 +150,15 @@ async def test_clients_resuming_across_a_rollback_get_a_snapshot_not_a_delta(
             redis_process = _roll_back(redis_process)
             processes[0] = redis_process.process
             # Writes after the rollback reuse the numbers 4 to 7, in a new epoch.
-            deadline = asyncio.get_running_loop().time() + DEADLINE_S
-            written = 0
-            while written < 4:
-                try:
-                    await client.set(f"new{written}", written)
-                    written += 1
-                except (StoreUnavailableError, ConnectionLostError):
-                    assert asyncio.get_running_loop().time() < deadline, "no writes after"
-                    await asyncio.sleep(0.05)
+            for n in range(4):
+                await eventually(
+                    lambda n=n: _written(client, f"new{n}", n),
+                    f"new{n} written after the rollback",
+                    timeout=DEADLINE_S,
+                )
             expected = {f"k{i}": i for i in range(3)} | {f"new{n}": n for n in range(4)}
             assert await client.get_all() == expected
-            await until(lambda: seen_by_stream == expected, DEADLINE_S)
+            await eventually(lambda: seen_by_stream == expected, timeout=DEADLINE_S)
 
             resumed = RawSession(channel)
             hello = await resumed.hello()

@@ -19,6 +19,7 @@ from statehub.bench.fleet import (
 from statehub.client import AsyncClient, ConnectionLostError
 from statehub.errors import DurabilityError, StoreUnavailableError
 from statehub.protocol.codec import decode_value
+from support.polling import eventually_sync
 
 DEADLINE_S = 60.0
 #: The bound docs/redis.md states for writes to be acknowledged again after the primary
@@ -27,13 +28,6 @@ DEADLINE_S = 60.0
 #: does, tries again only after twice that) + the Redis client's longest reconnect
 #: backoff (2 s). Typically it takes 2-4 s.
 ACKNOWLEDGED_AGAIN_WITHIN_S = 1.0 + 2 * 10.0 + 2.0
-
-
-def _until(predicate: Any, timeout: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def _replicas_online(primary: RedisProcess, count: int) -> bool:
@@ -72,10 +66,10 @@ async def test_a_failover_loses_no_acknowledged_write(tmp_path: Path) -> None:
             for i in range(2)
         ]
         processes += [replica.process for replica in replicas]
-        _until(lambda: _replicas_online(primary, 2))
+        eventually_sync(lambda: _replicas_online(primary, 2), timeout=DEADLINE_S)
         sentinels = [start_sentinel(tmp_path / f"sentinel{i}", primary.port) for i in range(3)]
         processes += [sentinel.process for sentinel in sentinels]
-        _until(lambda: _sentinels_ready(sentinels))
+        eventually_sync(lambda: _sentinels_ready(sentinels), timeout=DEADLINE_S)
         hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in sentinels)
         url = f"redis+sentinel://{hosts}/mymaster/0"
         server, port = start_statehub(url, "--replicas", "1")

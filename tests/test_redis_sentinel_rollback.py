@@ -10,7 +10,6 @@ client resuming with a revision of the old one must get a snapshot, never a delt
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,10 @@ import grpc
 from statehub.bench.fleet import RedisProcess, start_redis, start_sentinel, start_serve_ports, stop
 from statehub.client import AsyncClient
 from statehub.errors import ConnectionLostError, StoreUnavailableError
+from support.polling import eventually, eventually_sync
 from support.raw_session import RawSession
 from support.tcp_proxy import TcpProxy
-from test_redis_sentinel import DEADLINE_S, _replicas_online, _sentinels_ready, _until
+from test_redis_sentinel import DEADLINE_S, _replicas_online, _sentinels_ready
 
 
 def _revision(server: RedisProcess) -> int:
@@ -45,10 +45,10 @@ async def test_a_failover_that_lost_writes_starts_a_new_epoch_and_resumes_get_sn
             tmp_path / "replica", extra=["--replicaof", "127.0.0.1", str(proxy.port)]
         )
         processes.append(replica.process)
-        _until(lambda: _replicas_online(primary, 1))
+        eventually_sync(lambda: _replicas_online(primary, 1), timeout=DEADLINE_S)
         sentinels = [start_sentinel(tmp_path / f"sentinel{i}", primary.port) for i in range(3)]
         processes += [sentinel.process for sentinel in sentinels]
-        _until(lambda: _sentinels_ready(sentinels))
+        eventually_sync(lambda: _sentinels_ready(sentinels), timeout=DEADLINE_S)
         hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in sentinels)
         statehub, ports = start_serve_ports("--store", f"redis+sentinel://{hosts}/mymaster/0")
         processes.append(statehub)
@@ -70,11 +70,11 @@ async def test_a_failover_that_lost_writes_starts_a_new_epoch_and_resumes_get_sn
             follower = asyncio.create_task(follow())
             for n in range(20):
                 await client.set(f"kept{n}", n)
-            _until(lambda: _revision(replica) == _revision(primary))
+            eventually_sync(lambda: _revision(replica) == _revision(primary), timeout=DEADLINE_S)
             proxy.cut()  # the replica hears nothing more
             for n in range(20):
                 await client.set(f"lost{n}", n)
-            await _until_async(lambda: len(copy) == 40)
+            await eventually(lambda: len(copy) == 40, timeout=DEADLINE_S)
             before = RawSession(channel)
             hello = await before.hello()
             seen, old_epoch = hello["revision"], hello["epoch"]
@@ -82,14 +82,16 @@ async def test_a_failover_that_lost_writes_starts_a_new_epoch_and_resumes_get_sn
 
             primary.process.kill()
             primary.process.wait()
-            deadline = time.monotonic() + DEADLINE_S
-            while True:  # writes resume on the promoted replica
+
+            async def written_after() -> bool:
                 try:
                     await client.set("after", 1)
-                    break
                 except (StoreUnavailableError, ConnectionLostError):
-                    assert time.monotonic() < deadline, "writes did not resume after failover"
-                    await asyncio.sleep(0.1)
+                    return False
+                return True
+
+            # writes resume on the promoted replica
+            await eventually(written_after, "a write after the failover", timeout=DEADLINE_S)
             expected = {f"kept{n}": n for n in range(20)} | {"after": 1}
             assert await client.get_all() == expected  # the lost writes are gone
 
@@ -101,7 +103,7 @@ async def test_a_failover_that_lost_writes_starts_a_new_epoch_and_resumes_get_sn
             assert batch["snapshot"] is True and batch["updates"] == expected
             await resumed.close()
             # The client that lived through it resumed too, and holds no lost key.
-            await _until_async(lambda: copy == expected)
+            await eventually(lambda: copy == expected, timeout=DEADLINE_S)
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
     finally:
@@ -109,10 +111,3 @@ async def test_a_failover_that_lost_writes_starts_a_new_epoch_and_resumes_get_sn
             proxy.close()
         for process in reversed(processes):
             stop(process)
-
-
-async def _until_async(predicate: Any) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)

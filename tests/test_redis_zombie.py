@@ -25,18 +25,12 @@ from statehub import LeaseLostError, LockFailedError, LockLostError
 from statehub.bench.fleet import start_redis, start_serve_ports, start_statehub, stop
 from statehub.client import AsyncClient
 from support import nanover_modules
+from support.polling import eventually
 from support.tcp_proxy import TcpProxy
 
 state_pb2, state_pb2_grpc, _, _ = nanover_modules.load()
 
 DEADLINE_S = 30.0
-
-
-async def _until(predicate: Any, timeout: float = DEADLINE_S) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_swept_servers_clients_are_told_and_get_no_late_grant(tmp_path: Path) -> None:
@@ -76,7 +70,7 @@ async def test_a_swept_servers_clients_are_told_and_get_no_late_grant(tmp_path: 
 
             with pytest.raises(LockFailedError, match="cut off from Redis"):
                 await asyncio.wait_for(waiting, DEADLINE_S)
-            await _until(lambda: "locks" in lost and "leases" in lost)
+            await eventually(lambda: "locks" in lost and "leases" in lost, timeout=DEADLINE_S)
             assert lost == {"leases": ["leased"], "locks": ["door"]}
             with pytest.raises(LockLostError, match="door"):
                 await holder.release_lock(held)
@@ -93,13 +87,11 @@ async def test_a_swept_servers_clients_are_told_and_get_no_late_grant(tmp_path: 
 
 
 async def _wait_for_waiters(client: AsyncClient, key: str, count: int) -> None:
-    deadline = asyncio.get_running_loop().time() + DEADLINE_S
-    while True:
-        waiting = {lock.key: lock.waiting for lock in await client.locks()}
-        if waiting.get(key) == count:
-            return
-        assert asyncio.get_running_loop().time() < deadline, waiting
-        await asyncio.sleep(0.05)
+
+    async def waiting() -> bool:
+        return any(lock.key == key and lock.waiting == count for lock in await client.locks())
+
+    await eventually(waiting, f"{count} waiting for {key!r}", timeout=DEADLINE_S)
 
 
 async def test_a_server_whose_redis_link_was_cut_past_the_sweep_tells_its_clients(
@@ -129,7 +121,7 @@ async def test_a_server_whose_redis_link_was_cut_past_the_sweep_tells_its_client
             assert taken.fence > held.fence  # the resource can tell the holders apart
             proxy.restore()
 
-            await _until(lambda: "locks" in lost and "leases" in lost)
+            await eventually(lambda: "locks" in lost and "leases" in lost, timeout=DEADLINE_S)
             assert lost == {"leases": ["leased"], "locks": ["door"]}
             with pytest.raises(LockLostError, match="door"):
                 await holder.release_lock(held)
@@ -180,7 +172,9 @@ async def test_a_swept_servers_nanover_clients_learn_what_they_lost(tmp_path: Pa
             finally:
                 os.kill(server_a.pid, signal.SIGCONT)
 
-            await _until(lambda: told == ["witness"])  # server A has learnt it was swept
+            await eventually(
+                lambda: told == ["witness"], timeout=DEADLINE_S
+            )  # server A has learnt it was swept
             assert await _next_error(headset) == "LeaseLostError"
             assert not await _nanover_write(nanover, "lab-token", {"leased": 2.0})
             assert not await _nanover_write(nanover, "lab-token", {}, removals=["leased"])

@@ -14,8 +14,9 @@ import pytest
 
 from statehub import AsyncClient, DictionaryChange
 from statehub.bench.fleet import start_serve, stop
-from support.client_servers import client_url, eventually_async
-from support.raw_session import eventually, running_server
+from support.client_servers import client_url
+from support.polling import eventually
+from support.raw_session import running_server
 
 #: A client in a process of its own: binds "here.<name>" to its session, says "ready",
 #: then waits until killed or stopped.
@@ -133,7 +134,7 @@ async def test_a_server_stop_leaves_none_at_the_next_start(tmp_path: Path) -> No
     serve, port = start_serve("--data", data)
     try:
         async with AsyncClient("127.0.0.1", port) as client:
-            await eventually_async(lambda: _content_is(client, {"kept": 2}))
+            await eventually(lambda: _content_is(client, {"kept": 2}))
     finally:
         stop(serve)
 

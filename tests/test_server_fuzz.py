@@ -23,7 +23,8 @@ from support.hostile_frames import (
     hostile_nanover_request,
     malformed_frame,
 )
-from support.raw_session import DEADLINE, eventually, running_server
+from support.polling import DEADLINE, eventually
+from support.raw_session import running_server
 
 SESSION_STREAMS = 8
 FRAMES_PER_STREAM = 2_000

@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from support.raw_session import connected, eventually, running_server
+from support.polling import eventually
+from support.raw_session import connected, running_server
 
 CLIENT = """
 import sys, threading, grpc

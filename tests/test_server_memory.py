@@ -15,7 +15,8 @@ import sys
 import tracemalloc
 
 from statehub import StateServer
-from support.raw_session import DEADLINE, eventually, running_server
+from support.polling import DEADLINE, eventually
+from support.raw_session import running_server
 
 #: Subscribers measured, after a few that warm the server's caches and free lists up.
 SUBSCRIBERS = 300

@@ -20,15 +20,8 @@ from statehub.errors import RequestCancelledError
 from statehub.protocol import SESSION_PATH, decode_batch, encode_batch
 from statehub.server.limits import LimitExceededError, SessionLimits
 from support import nanover_modules
-from support.raw_session import (
-    DEADLINE,
-    GatedStore,
-    RawSession,
-    RemoteError,
-    connected,
-    eventually,
-    running_server,
-)
+from support.polling import DEADLINE, eventually
+from support.raw_session import GatedStore, RawSession, RemoteError, connected, running_server
 
 # NanoVer's own module names (as a NanoVer client has them), next to statehub's.
 state_service_pb2, state_service_pb2_grpc, _, _ = nanover_modules.load()

@@ -6,6 +6,7 @@ import asyncio
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -26,7 +27,8 @@ from statehub.errors import (
     RequestCancelledError,
 )
 from statehub.protocol import SESSION_PATH, encode_batch
-from support.raw_session import GatedStore, RemoteError, connected, eventually, running_server
+from support.polling import eventually
+from support.raw_session import GatedStore, RemoteError, connected, running_server
 
 
 async def test_hello_gives_session_token_and_limits() -> None:
@@ -205,11 +207,12 @@ async def test_lease_and_lock_listings_name_holders_and_waiters() -> None:
         before = time.time()
         fence = (await holder.request("lock", key="L", exclusive=True, owner="job"))["fence"]
         waiting = await waiter.send("lock", key="L", exclusive=False, owner="w", timeout=30)
-        deadline = time.monotonic() + 10
-        while not (locks := (await waiter.request("list_locks"))["locks"])[0]["waiters"]:
-            assert time.monotonic() < deadline, locks
-            await asyncio.sleep(0.01)
-        (lock,) = locks
+
+        async def waited_for() -> list[dict[str, Any]] | None:
+            locks: list[dict[str, Any]] = (await waiter.request("list_locks"))["locks"]
+            return locks if locks[0]["waiters"] else None
+
+        (lock,) = await eventually(waited_for, "a waiter listed on L")
         (held,) = lock["holders"]
         assert held["session"] == mine and held["owner"] == "job"
         assert held["fence"] == fence and before - 1 <= held["since"] <= time.time() + 1

@@ -15,7 +15,7 @@ from statehub import (
     ResourceLockedError,
     StateServer,
 )
-from support.client_servers import eventually
+from support.polling import eventually
 from support.raw_session import connected, hello_roundtrip, running_server
 
 

@@ -34,15 +34,13 @@ from statehub.server.session import Hub, Session
 from statehub.server.subscriptions import FanoutGroups
 from statehub.store.state_dictionary import StateDictionary
 from support import raw_session
+from support.polling import DEADLINE, eventually
 
 EVERYTHING = PrefixSet([""])
 
 
 async def _group_sizes_become(server: StateServer, wanted: dict[Any, int]) -> None:
-    deadline = time.monotonic() + raw_session.DEADLINE
-    while server.hub.fanout.sizes() != wanted:
-        assert time.monotonic() < deadline, server.hub.fanout.sizes()
-        await asyncio.sleep(0.01)
+    await eventually(lambda: server.hub.fanout.sizes() == wanted, f"fan-out groups {wanted}")
 
 
 async def _updates_until(session: raw_session.RawSession, sub: int, wanted: dict[str, Any]) -> int:
@@ -255,7 +253,7 @@ class Client:
 
     async def request(self, request: dict[str, Any]) -> dict[str, Any]:
         request_id = await self.send(request)
-        deadline = time.monotonic() + raw_session.DEADLINE
+        deadline = time.monotonic() + DEADLINE
         while request_id not in self.replies:
             assert time.monotonic() < deadline, f"no reply to {request}"
             await self.read()
@@ -314,7 +312,7 @@ async def _run(operations: list[tuple[Any, ...]], max_queued: int) -> None:
                     request_id = await client.send(request)
                     readable = PrefixSet(USERS[client.user])
                     # The reply comes before any batch of the new subscription.
-                    deadline = time.monotonic() + raw_session.DEADLINE
+                    deadline = time.monotonic() + DEADLINE
                     while request_id not in client.replies:
                         assert time.monotonic() < deadline
                         await client.read()
@@ -337,7 +335,7 @@ async def _run(operations: list[tuple[Any, ...]], max_queued: int) -> None:
                 case ("yield",):
                     await _let_the_server_run()
         # Every subscriber, read until it is up to date, holds what it may see.
-        deadline = time.monotonic() + raw_session.DEADLINE
+        deadline = time.monotonic() + DEADLINE
         for client in clients:
             for stream in client.streams.values():
                 if stream.ended:
@@ -431,14 +429,14 @@ async def test_the_engine_encodes_once_for_every_member_of_any_delivery() -> Non
 
     for value in range(3):  # before the group's next flush: one encoding of the three
         state.update_state(None, DictionaryChange({"k": value}))
-    await raw_session.eventually(lambda: delivery.encoded == [4])
+    await eventually(lambda: delivery.encoded == [4])
     assert members[0].received == members[1].received == [(b"[('k', 2)]", 1, 4)]
     assert members[0].received[0][0] is members[1].received[0][0]  # shared, not copied
 
     members[1].keeps_up = False
     state.update_state(None, DictionaryChange({"k": 9}))
-    await raw_session.eventually(lambda: members[1].resume_from == 4)  # alone from there
+    await eventually(lambda: members[1].resume_from == 4)  # alone from there
     assert members[0].received[-1] == (b"[('k', 9)]", 4, 5)
     assert groups.sizes() == {("", EVERYTHING): 1}
     state.freeze()
-    await raw_session.eventually(lambda: members[0].resume_from is None)  # the state ended
+    await eventually(lambda: members[0].resume_from is None)  # the state ended

@@ -17,8 +17,9 @@ from statehub.core.entries import Entry
 from statehub.errors import ConflictError, ResourceLockedError
 from statehub.store.sqlite import DATA_FILE, SQLiteStore
 from statehub.store.state_dictionary import StateDictionary
+from support.polling import eventually
 from support.raw_session import GatedStore
-from support.redis_servers import redis_server, started_state, until
+from support.redis_servers import redis_server, started_state
 
 __all__ = ["redis_server"]  # the fixture, used by name
 
@@ -239,13 +240,13 @@ async def test_redis_servers_agree_on_facts_and_a_new_one_loads_them(
 ) -> None:
     async with started_state(redis_server.url) as a, started_state(redis_server.url) as b:
         made = await update(a, {"k": 1, "j": 1})
-        await until(lambda: b.revision == made)
+        await eventually(lambda: b.revision == made)
         changed = await update(b, {"k": 2}, expect={"k": made})  # read on a, written on b
         with pytest.raises(ConflictError, match=f"'k' is at revision {changed}"):
             await update(a, {"k": 3}, expect={"k": made})
         await update(a, removals=["j"])
         recreated = await update(b, {"j": 5}, expect={"j": None})
-        await until(lambda: a.revision == recreated)
+        await eventually(lambda: a.revision == recreated)
         assert a.shared_entries() == b.shared_entries()
         async with started_state(redis_server.url) as c:
             assert c.shared_entries() == a.shared_entries()

@@ -20,8 +20,10 @@ from statehub.errors import (
 )
 from statehub.store.redis import RedisStore
 from statehub.store.redis_connection import RedisTarget
+from statehub.store.redis_locks import RedisLockTable
 from statehub.store.state_dictionary import StateDictionary
-from support.redis_servers import FAST_LIVENESS, redis_server, started_state, until, until_async
+from support.polling import eventually
+from support.redis_servers import FAST_LIVENESS, redis_server, started_state
 
 __all__ = ["redis_server"]  # the fixture, used by name
 
@@ -36,14 +38,14 @@ async def test_values_keep_their_types_across_servers(redis_server: RedisProcess
     async with started_state(redis_server.url) as a, started_state(redis_server.url) as b:
         revision = await a.update_state_async("writer", change(v=VALUE, s="x"))
         assert revision == 1 and a.get("s") == "x"  # read your writes, at once
-        await until(lambda: b.revision == 1)
+        await eventually(lambda: b.revision == 1)
         got = b.get("v")
         assert type(got["int"]) is int and type(got["float"]) is float
         assert got["big"] == 2**80 and math.isnan(got["nan"])
         assert got["list"] == [None, True, "s", -2]
         removed = await b.update_state_async("writer", DictionaryChange(removals=["s"]))
         assert removed == 2
-        await until(lambda: a.revision == 2)
+        await eventually(lambda: a.revision == 2)
         assert "s" not in a.copy_content()
 
 
@@ -61,7 +63,7 @@ async def test_concurrent_writers_on_two_servers_share_one_revision_sequence(
             ]
             revisions = await asyncio.gather(*writes)
             assert sorted(revisions) == list(range(1, 401))  # each revision handed out once
-            await until(lambda: a.revision == b.revision == 400)
+            await eventually(lambda: a.revision == b.revision == 400)
             assert a.copy_content() == b.copy_content()
             stored = redis.Redis(port=redis_server.port)
             assert int(stored.get("{statehub}:revision") or 0) == 400
@@ -89,7 +91,7 @@ async def test_removing_keys_that_hold_nothing_costs_no_revision(
         with b.get_change_buffer(since=1) as view:
             revision = await a.update_state_async("w", DictionaryChange({"n": 2}, ["k", "gone"]))
             assert revision == 2
-            await until(lambda: b.revision == 2)
+            await eventually(lambda: b.revision == 2)
             seen = view.flush_changed_blocking(timeout=5)
             assert seen.updates == {"n": 2} and set(seen.removals) == {"k"}
         stored = redis.Redis(port=redis_server.port)
@@ -144,12 +146,10 @@ async def test_a_lease_through_one_server_blocks_writers_on_another(
                 return False
             return True
 
-        deadline = asyncio.get_running_loop().time() + 10
-        while not await short_lease_expired():  # Redis's clock decides expiry
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.05)
+        # Redis's clock decides expiry
+        await eventually(short_lease_expired, "the short lease expired by Redis's clock")
         a.release_owner("alice")  # queued: a session ending cannot wait
-        await until(lambda: b.leases() == [])
+        await eventually(lambda: b.leases() == [])
         assert await b.update_state_async("bob", change(k=3)) == 3
 
 
@@ -177,7 +177,7 @@ async def test_a_dead_servers_leases_and_locks_are_swept(redis_server: RedisProc
             survivor.update_locks("alive", acquire={"mine": None})
             for task in dead_store._tasks:  # it stops beating, as a killed process would
                 task.cancel()
-            await until(lambda: [lease.key for lease in survivor.leases()] == ["mine"])
+            await eventually(lambda: [lease.key for lease in survivor.leases()] == ["mine"])
             survivor_locks = survivor._store.lock_table()  # type: ignore[attr-defined]
             fence = await survivor_locks.acquire("L", "next", exclusive=True, timeout=10)
             assert fence > 0
@@ -191,7 +191,7 @@ async def test_flushall_starts_a_new_epoch_and_every_server_restarts(
 ) -> None:
     async with started_state(redis_server.url) as a, started_state(redis_server.url) as b:
         await a.update_state_async("w", change(x=1, y=2))
-        await until(lambda: b.revision == 1)
+        await eventually(lambda: b.revision == 1)
         old_epoch = b.epoch
         resets = asyncio.Event()
         b.history_reset.add_callback(resets.set)
@@ -203,7 +203,7 @@ async def test_flushall_starts_a_new_epoch_and_every_server_restarts(
             assert b.epoch != old_epoch and b.revision == 0 and b.copy_content() == {}
             assert view.frozen  # its subscription ends; the client starts again
         assert await a.update_state_async("w", change(z=3)) == 1
-        await until(lambda: b.revision == 1)
+        await eventually(lambda: b.revision == 1)
         assert a.epoch == b.epoch and b.copy_content() == {"z": 3}
 
 
@@ -213,7 +213,7 @@ async def test_resuming_on_another_server_gets_the_missed_changes(
     async with started_state(redis_server.url) as a, started_state(redis_server.url) as b:
         for i in range(10):
             await a.update_state_async("w", change(**{f"k{i % 3}": i}))
-        await until(lambda: b.revision == 10)
+        await eventually(lambda: b.revision == 10)
         with b.get_change_buffer(since=7) as view:
             assert not view.starts_with_snapshot
             assert view.flush_changed_blocking(timeout=1).updates == {"k1": 7, "k2": 8, "k0": 9}
@@ -258,14 +258,14 @@ async def test_writes_are_refused_clearly_while_redis_is_away(tmp_path: object) 
                 await state.update_state_async("w", change(x=2))
             assert state.get("x") == 1  # reads still answered from the mirror
             server = restart_redis(server)
-            deadline = asyncio.get_running_loop().time() + 20
-            while True:  # the follower reconnects with backoff
+
+            async def committed() -> int | None:
                 try:
-                    assert await state.update_state_async("w", change(x=3)) == 2
-                    break
-                except StoreUnavailableError:
-                    assert asyncio.get_running_loop().time() < deadline
-                    await asyncio.sleep(0.05)
+                    return await state.update_state_async("w", change(x=3))
+                except StoreUnavailableError:  # the follower reconnects with backoff
+                    return None
+
+            assert await eventually(committed, "a commit after the restart", timeout=20) == 2
             assert state.copy_content() == {"x": 3}
     finally:
         stop(server.process)
@@ -298,9 +298,7 @@ async def test_rw_locks_across_servers(redis_server: RedisProcess) -> None:
             order.append(owner)
 
         writer1 = asyncio.create_task(take(locks_b, "writer1", True))
-        await until_async(
-            lambda: locks_a.can_acquire("R", exclusive=False), False
-        )  # a writer waits
+        await eventually(lambda: _shared_refused(locks_a, "R"), "a writer waiting on R")
         writer2 = asyncio.create_task(take(locks_a, "writer2", True))
         late_reader = asyncio.create_task(take(locks_a, "late-reader", False))
         await asyncio.sleep(0.2)
@@ -326,7 +324,7 @@ async def test_a_cancelled_lock_wait_leaves_no_trace(redis_server: RedisProcess)
         locks_b = b._store.lock_table()  # type: ignore[attr-defined]
         await locks_a.acquire("L", "holder", exclusive=False)
         waiting = asyncio.create_task(locks_b.acquire("L", "writer", exclusive=True))
-        await until_async(lambda: locks_a.can_acquire("L", exclusive=False), False)
+        await eventually(lambda: _shared_refused(locks_a, "L"), "a writer waiting on L")
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
@@ -387,3 +385,8 @@ async def test_a_primary_with_too_few_replicas_says_why_nothing_is_acknowledged(
         with pytest.raises(DurabilityError, match=r"0 replicas connected.*run at least 2"):
             await state.update_state_async("w", change(x=1))
         assert state.get("x") == 1  # committed on the primary all the same
+
+
+async def _shared_refused(locks: RedisLockTable, key: str) -> bool:
+    """Whether a shared hold of ``key`` would have to wait (a writer is queued first)."""
+    return not await locks.can_acquire(key, exclusive=False)

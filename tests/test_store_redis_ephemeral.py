@@ -10,7 +10,7 @@ import signal
 from statehub import AsyncClient
 from statehub.bench.fleet import RedisProcess, start_statehub, stop
 from statehub.store.redis import DEFAULT_HEARTBEAT, DEFAULT_LIVENESS_TTL
-from support.client_servers import eventually_async
+from support.polling import eventually
 from support.redis_servers import redis_server
 
 __all__ = ["redis_server"]  # the fixture, used by name
@@ -36,10 +36,10 @@ async def test_a_session_end_removes_its_keys_on_every_server(
                     ephemeral=["here.a", "here.b", "plain"],
                 )
                 await watcher.set("plain", 1)  # from the other server: unbinds it
-                await eventually_async(
+                await eventually(
                     lambda: _is(watcher, {"here.a": 1, "here.b": 2, "kept": 3, "plain": 1})
                 )
-            await eventually_async(lambda: _is(watcher, {"kept": 3, "plain": 1}))
+            await eventually(lambda: _is(watcher, {"kept": 3, "plain": 1}))
     finally:
         stop(first)
         stop(second)
@@ -59,10 +59,10 @@ async def test_a_killed_servers_keys_go_within_the_sweep_bound(
             await present.connect()
             await present.set("here.doomed", True, ephemeral=True)
             await present.set("kept", 1)
-            await eventually_async(lambda: _is(watcher, {"here.doomed": True, "kept": 1}))
+            await eventually(lambda: _is(watcher, {"here.doomed": True, "kept": 1}))
             doomed.send_signal(signal.SIGKILL)
             doomed.wait(10)
-            await eventually_async(lambda: _is(watcher, {"kept": 1}), timeout=SWEEP_BOUND_S)
+            await eventually(lambda: _is(watcher, {"kept": 1}), timeout=SWEEP_BOUND_S)
             with contextlib.suppress(Exception):  # its server is gone: closing may fail
                 await present.close()
     finally:

@@ -8,7 +8,7 @@ import asyncio
 
 from statehub import AsyncClient
 from statehub.bench.fleet import RedisProcess, start_statehub, stop
-from support.client_servers import eventually_async
+from support.polling import eventually
 from support.redis_servers import redis_server
 
 __all__ = ["redis_server"]  # the fixture, used by name
@@ -37,7 +37,7 @@ async def test_expiry_over_two_servers(redis_server: RedisProcess) -> None:
                 if change.removals:
                     seen_removals.append((change.revision, set(change.removals)))
             assert seen_removals == [(written + 1, {"short"})]  # one revision, from one sweep
-            await eventually_async(lambda: _content_is(writer, {"cleared": 3, "long": 2}))
+            await eventually(lambda: _content_is(writer, {"cleared": 3, "long": 2}))
             await stream.aclose()
             assert await watcher.get_prefix("") == {"cleared": 3, "long": 2}
     finally:
@@ -61,7 +61,7 @@ async def test_history_over_two_servers(redis_server: RedisProcess) -> None:
             await writer.set("k", {"a": [1, 2.5]})
             await writer.remove("k")
             last = await reader.set("k", 4, ttl=0.2)
-            await eventually_async(lambda: _content_is(reader, {}))
+            await eventually(lambda: _content_is(reader, {}))
             versions = await reader.history("k")
             assert [(v.revision, v.value, v.removed) for v in versions] == [
                 (first + 2, None, True),
@@ -73,7 +73,7 @@ async def test_history_over_two_servers(redis_server: RedisProcess) -> None:
             assert [v.revision for v in await writer.history("k", limit=1)] == [last + 1]
             async with AsyncClient("127.0.0.1", port_a) as present:
                 await present.set("here", 1, ephemeral=True)
-            await eventually_async(lambda: _last_by(reader, "here", "SESSION_END"))
+            await eventually(lambda: _last_by(reader, "here", "SESSION_END"))
     finally:
         for process, _ in servers:
             stop(process)

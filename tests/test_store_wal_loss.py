@@ -12,7 +12,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from statehub.bench.fleet import SERVE
 from statehub.store import sqlite as sqlite_store
 from statehub.store.durable_record import RECORD_FILE
 from statehub.store.sqlite import DATA_FILE
+from support.polling import eventually_sync
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 
@@ -190,7 +190,6 @@ def test_the_wal_is_checkpointed_every_so_many_revisions_and_when_idle(
             state.wait_durable(state.update_state("w", DictionaryChange({"n": n})), 10)
             if n == 150:  # the checkpoint after revision 100 ran before 150 was written
                 assert main_file_revision(data, tmp_path) >= 100
-        deadline = time.monotonic() + 30
-        while main_file_revision(data, tmp_path) < 250:  # the idle checkpoint takes the rest
-            assert time.monotonic() < deadline, "the WAL was never checkpointed"
-            time.sleep(0.05)
+        eventually_sync(  # the idle checkpoint takes the rest
+            lambda: main_file_revision(data, tmp_path) >= 250, "the WAL checkpointed", timeout=30
+        )

@@ -29,13 +29,8 @@ from statehub.protocol import encode_batch
 from statehub.server.tcp_transport import frame_limit
 from support import raw_session
 from support.client_servers import free_port
-from support.raw_session import (
-    RemoteError,
-    eventually,
-    hello_roundtrip,
-    running_server,
-    tcp_connected,
-)
+from support.polling import DEADLINE, eventually
+from support.raw_session import RemoteError, hello_roundtrip, running_server, tcp_connected
 from test_auth_tls import Pki, pki, server_tls
 from test_server_cli import SERVE
 
@@ -71,7 +66,7 @@ def over_tcp() -> Iterator[None]:
 
 async def _last_error(session: raw_session.RawSession) -> dict[str, object]:
     """The error of the connection's last frame (``{"id": None, "error": ...}``)."""
-    message = await asyncio.wait_for(session.unmatched.get(), raw_session.DEADLINE)
+    message = await asyncio.wait_for(session.unmatched.get(), DEADLINE)
     assert message["id"] is None
     error: dict[str, object] = message["error"]
     return error

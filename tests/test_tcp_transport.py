@@ -20,7 +20,8 @@ from statehub.server.limits import SessionLimits
 from statehub.server.tcp_transport import _READ_AHEAD as READ_AHEAD
 from statehub.server.tcp_transport import TcpFrames as ServerFrames
 from statehub.server.tcp_transport import frame_limit, start_tcp_server
-from support.raw_session import DEADLINE, RemoteError, eventually, running_server
+from support.polling import DEADLINE, eventually
+from support.raw_session import RemoteError, running_server
 
 
 class TcpSession:

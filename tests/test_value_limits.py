@@ -11,7 +11,8 @@ from statehub.cli import main
 from statehub.core.limits import ValueSizeLimits
 from statehub.errors import ValueLimitError
 from statehub.serving.state_server import StateServer
-from support.raw_session import eventually, running_server
+from support.polling import eventually
+from support.raw_session import running_server
 from test_web_nanover import nanover_peer
 
 MIB = 1024 * 1024

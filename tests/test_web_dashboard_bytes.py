@@ -7,7 +7,8 @@ from playwright.async_api import Browser, expect
 
 from statehub import DictionaryChange
 from support.browser import needs_browser
-from support.raw_session import eventually, running_server
+from support.polling import eventually
+from support.raw_session import running_server
 from test_web_dashboard_operator import SOON_MS, open_dashboard
 
 pytestmark = needs_browser

@@ -19,7 +19,7 @@ from statehub.errors import LockFailedError
 from statehub.serving.state_server import StateServer
 from support.auth import TOKENS, auth_server
 from support.browser import needs_browser
-from support.raw_session import DEADLINE, eventually
+from support.polling import DEADLINE, eventually
 from test_web_dashboard_operator import SOON_MS, screenshot
 
 pytestmark = needs_browser

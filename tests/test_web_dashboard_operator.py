@@ -25,7 +25,8 @@ from statehub import AsyncClient, DictionaryChange, HistoryRetention, StateDicti
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import load_config
 from support.browser import needs_browser
-from support.raw_session import eventually, running_server
+from support.polling import eventually
+from support.raw_session import running_server
 
 ARTEFACTS = Path(__file__).parent.parent / "artefacts"
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from statehub import AsyncClient, DictionaryChange, SQLiteStore, StateDictionary, StateServer
 from statehub.protocol import SERVICE_NAME
-from support.raw_session import RemoteError, eventually, running_server, websocket_connected
+from support.polling import eventually
+from support.raw_session import RemoteError, running_server, websocket_connected
 
 
 async def scrape(server: StateServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -22,7 +22,8 @@ from statehub import (
 )
 from statehub.server.limits import SessionLimits
 from statehub.store.memory import MemoryStore
-from support.raw_session import DEADLINE, eventually, running_server
+from support.polling import DEADLINE, eventually
+from support.raw_session import running_server
 
 
 class NanoverPeer:

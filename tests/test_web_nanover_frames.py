@@ -17,7 +17,7 @@ from statehub.web.nanover_frames import (
     FrameRelay,
     merge_frames,
 )
-from support.raw_session import eventually
+from support.polling import eventually
 from test_web_nanover import NanoverPeer, nanover_peer, web_server
 
 

@@ -17,7 +17,8 @@ from statehub import AsyncClient, DictionaryChange, StateServer
 from statehub.errors import ConnectionLostError
 from statehub.protocol import encode_batch
 from support import raw_session
-from support.raw_session import RemoteError, eventually, running_server, websocket_connected
+from support.polling import eventually
+from support.raw_session import RemoteError, running_server, websocket_connected
 
 #: Tests of test_server_session that look at the gRPC stream itself; their WebSocket
 #: counterparts are below.

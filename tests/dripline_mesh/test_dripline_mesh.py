@@ -25,7 +25,7 @@ from statehub.dripline.broker import TemporaryBroker
 from statehub.dripline.client import AsyncDriplineClient, DriplineClient
 from statehub.dripline.settings import MeshSettings
 from statehub.endpoints.return_codes import BrokerConnectionError, InvalidRoutingKeyError
-from support.client_servers import eventually
+from support.polling import eventually
 
 SERVE = [sys.executable, "-c", "from statehub.cli import main; main()", "serve", "--port", "0"]
 

@@ -1,40 +1,11 @@
-"""Helpers for the client tests: polling with a deadline, free ports, servers in threads."""
+"""Helpers for the client tests: free ports, URLs per transport, servers in threads."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from statehub.serving.state_server import StateServer
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``predicate`` until it is true; fail the test if ``timeout`` s pass first."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.005)
-
-
-async def eventually_async(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Like ``eventually`` for a check that has to await (a request to the server)."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.01)
-
-
-def eventually_sync(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.005)
 
 
 def free_port() -> int:

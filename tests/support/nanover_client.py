@@ -100,18 +100,16 @@ def nanover_python() -> Path:
     return python
 
 
-#: Put before every client script: helpers to wait with a deadline and to report.
+#: The directory holding this package, for NanoVer's interpreter to import its poll helper.
+TESTS = Path(__file__).resolve().parents[1]
+#: Put before every client script: the tests' one poll helper (``eventually_sync``, from
+#: the standard library only) and a way to report.
 PRELUDE = textwrap.dedent(
-    """
+    f"""
     import json, sys, time
+    sys.path.insert(0, {str(TESTS)!r})
+    from support.polling import eventually_sync
     ARGS = json.loads(sys.argv[1])
-
-    def wait_for(predicate, timeout=10.0, what="condition"):
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what} not met within {timeout} s")
-            time.sleep(0.01)
 
     def report(value):
         print("RESULT " + json.dumps(value), flush=True)

@@ -11,11 +11,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from support.client_servers import free_port
+from support.polling import eventually_sync
 
 
 class PausedServer:
@@ -34,15 +34,16 @@ class PausedServer:
 
     def wait_listening(self, timeout: float = 30.0) -> None:
         """Poll until the TCP port accepts connections (the process has started)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self._tcp_port), timeout=1).close()
-                return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("statehub serve did not start listening") from None
-                time.sleep(0.02)
+        eventually_sync(self._accepts, "statehub serve listening", timeout=timeout)
+
+    def _accepts(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"statehub serve exited with {self.process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", self._tcp_port), timeout=1).close()
+        except OSError:
+            return False
+        return True
 
 
 @contextmanager

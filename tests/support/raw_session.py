@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -19,15 +18,13 @@ from typing import Any, TypeVar
 
 import aiohttp
 import grpc
-import pytest
 
 from statehub import StateServer
 from statehub.protocol import SESSION_PATH, decode_batch, encode_batch, error_from_wire
 from statehub.protocol.tcp_framing import LENGTH_BYTES, encode_length
 from statehub.store.memory import MemoryStore
+from support.polling import DEADLINE
 
-#: Generous deadline for anything the server should do "soon".
-DEADLINE = 10.0
 #: The transport ``running_server`` and ``connected`` use: "grpc", "websocket" or "tcp"
 #: (fixtures of tests/test_web_session.py and tests/test_tcp_session.py switch it to run
 #: the session tests again).
@@ -321,12 +318,3 @@ def _read_exactly(connection: socket.socket, size: int) -> bytes:
             raise ConnectionError(f"the server closed the connection after {len(data)} bytes")
         data += chunk
     return data
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = DEADLINE) -> None:
-    """Poll ``condition`` until it holds; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.01)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -39,23 +38,3 @@ async def started_state(url: str, **options: Any) -> AsyncIterator[StateDictiona
     finally:
         await state.stop()
         store.close()
-
-
-async def until(predicate: Any, timeout: float = 10.0) -> None:
-    """Poll ``predicate`` (a callable) until it is true; fail after ``timeout`` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.01)
-
-
-async def until_async(ask: Any, expected: object, timeout: float = 10.0) -> None:
-    """Poll ``await ask()`` until it returns ``expected``; fail after ``timeout`` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while await ask() != expected:
-        if loop.time() > deadline:
-            raise AssertionError(f"no {expected!r} within {timeout} s")
-        await asyncio.sleep(0.01)
