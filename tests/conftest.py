@@ -7,7 +7,7 @@ import pytest
 
 from statehub import AsyncClient
 from statehub.serving.state_server import StateServer
-from support.client_servers import CLIENT_SCHEMES, client_url
+from support.transports import CLIENT_TRANSPORTS, Transport
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
@@ -82,17 +82,18 @@ async def server() -> AsyncIterator[StateServer]:
         yield running
 
 
-@pytest.fixture(params=CLIENT_SCHEMES)
-def client_scheme(request: pytest.FixtureRequest) -> str:
-    """Each client test using it runs over the default transport (plain TCP) and gRPC."""
-    scheme: str = request.param
-    return scheme
+@pytest.fixture(params=CLIENT_TRANSPORTS, ids=lambda transport: transport.name)
+def transport(request: pytest.FixtureRequest) -> Transport:
+    """Each client test using it runs over the default transport (plain TCP) and gRPC
+    (tests/support/transports.py)."""
+    chosen: Transport = request.param
+    return chosen
 
 
 @pytest.fixture
-async def client(server: StateServer, client_scheme: str) -> AsyncIterator[AsyncClient]:
-    """An AsyncClient connected to ``server`` over ``client_scheme``."""
-    async with AsyncClient(client_url(server, client_scheme)) as connected:
+async def client(server: StateServer, transport: Transport) -> AsyncIterator[AsyncClient]:
+    """An AsyncClient connected to ``server`` over ``transport``."""
+    async with AsyncClient(transport.url(server)) as connected:
         yield connected
 
 

@@ -19,13 +19,14 @@ from statehub.errors import (
     ResourceLockedError,
 )
 from statehub.serving.state_server import StateServer
-from support.client_servers import client_url, free_port, server_for
+from support.client_servers import free_port
 from support.polling import eventually
+from support.transports import TCP, Transport
 
 
 @pytest.fixture
-async def other(server: StateServer, client_scheme: str) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(client_url(server, client_scheme)) as connected:
+async def other(server: StateServer, transport: Transport) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(transport.url(server)) as connected:
         yield connected
 
 
@@ -285,7 +286,7 @@ async def test_a_cancelled_lock_wait_leaves_the_lock_free(
 
 
 async def test_server_stopped_gives_connection_lost(
-    server: StateServer, client_scheme: str
+    server: StateServer, transport: Transport
 ) -> None:
     gate = asyncio.Event()
     started = asyncio.Event()
@@ -296,7 +297,7 @@ async def test_server_stopped_gives_connection_lost(
         return {"done": 1}
 
     server.register_command("slow", slow)
-    client = AsyncClient(client_url(server, client_scheme), reconnect=False)
+    client = AsyncClient(transport.url(server), reconnect=False)
     await client.connect()
     lost: list[str] = []
     client.connection_lost.add_callback(lambda reason: lost.append(reason))
@@ -320,12 +321,12 @@ async def test_connect_to_nothing_fails_clearly() -> None:
 
 
 async def test_reconnects_resubscribes_and_reports_lost_leases_and_locks(
-    client_scheme: str,
+    transport: Transport,
 ) -> None:
     first = StateServer(address="127.0.0.1", port=0)
     await first.start()
-    url = client_url(first, client_scheme)
-    port = int(url.rpartition(":")[2])
+    url = transport.url(first)
+    port = getattr(first, transport.attribute)
     client = AsyncClient(url, backoff_initial=0.02, backoff_max=0.2)
     await client.connect()
     events: list[tuple[str, object]] = []
@@ -349,7 +350,7 @@ async def test_reconnects_resubscribes_and_reports_lost_leases_and_locks(
                 await client.get("a")
     assert events[:3] == [("lost", None), ("leases", ["a", "b"]), ("locks", ["job"])]
 
-    second = server_for(client_scheme, port)
+    second = transport.server(port)
     second.state.update_state(None, DictionaryChange({"fresh": True}))
     await second.start()
     try:
@@ -372,12 +373,12 @@ async def test_reconnects_resubscribes_and_reports_lost_leases_and_locks(
 
 
 async def test_resume_after_reconnect_gets_only_the_delta(
-    server: StateServer, client_scheme: str
+    server: StateServer, transport: Transport
 ) -> None:
     """A broken session (not a server restart) resumes from the last revision seen."""
-    client = AsyncClient(client_url(server, client_scheme), backoff_initial=0.01)
+    client = AsyncClient(transport.url(server), backoff_initial=0.01)
     await client.connect()
-    writer = AsyncClient(client_url(server, client_scheme))
+    writer = AsyncClient(transport.url(server))
     await writer.connect()
     try:
         await writer.update({"a": 1, "b": 2})
@@ -396,9 +397,9 @@ async def test_resume_after_reconnect_gets_only_the_delta(
 
 
 async def test_streams_end_when_nothing_will_resume_them(
-    server: StateServer, client_scheme: str
+    server: StateServer, transport: Transport
 ) -> None:
-    closing = AsyncClient(client_url(server, client_scheme))
+    closing = AsyncClient(transport.url(server))
     await closing.connect()
     ended = closing.subscribe()
     assert (await anext(ended)).snapshot
@@ -406,7 +407,7 @@ async def test_streams_end_when_nothing_will_resume_them(
     with pytest.raises(StopAsyncIteration):
         await anext(ended)
 
-    no_reconnect = AsyncClient(client_url(server, client_scheme), reconnect=False)
+    no_reconnect = AsyncClient(transport.url(server), reconnect=False)
     await no_reconnect.connect()
     try:
         failing = no_reconnect.subscribe()
@@ -504,7 +505,7 @@ async def test_a_restarted_server_ahead_of_the_client_gives_a_snapshot_not_a_del
     await first.stop()
     await eventually(lambda: not client.connected)
 
-    second = server_for("statehub", port)
+    second = TCP.server(port)
     for n in range(5):  # this history is already past the revision the client saw
         second.state.update_state(None, DictionaryChange({f"new{n}": n}))
     await second.start()

@@ -19,6 +19,7 @@ from statehub.cli import main
 from statehub.serving.state_server import StateServer
 from support.client_servers import threaded_server
 from support.polling import eventually_sync
+from support.transports import TCP, Transport
 
 
 @pytest.fixture
@@ -30,19 +31,10 @@ def server() -> Iterator[StateServer]:
         running.close()
 
 
-#: The blocking client over gRPC (a background event loop) and plain TCP (its own I/O).
-TRANSPORTS = ["grpc", "tcp"]
-
-
-@pytest.fixture(params=TRANSPORTS)
-def url(request: pytest.FixtureRequest, server: StateServer) -> str:
-    return server_url(server, request.param)
-
-
-def server_url(server: StateServer, transport: str) -> str:
-    if transport == "tcp":
-        return f"statehub://127.0.0.1:{server.tcp_port}"
-    return f"statehub+grpc://127.0.0.1:{server.grpc_port}"
+@pytest.fixture
+def url(server: StateServer, transport: Transport) -> str:
+    """The blocking client over plain TCP (its own I/O) and gRPC (a background event loop)."""
+    return transport.url(server)
 
 
 @pytest.fixture
@@ -117,10 +109,9 @@ def test_locks_belong_to_threads(client: Client) -> None:
         assert client.test_lock("other", exclusive=False)
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-def test_server_gone_gives_connection_lost(transport: str) -> None:
+def test_server_gone_gives_connection_lost(transport: Transport) -> None:
     server = threaded_server()
-    client = Client(server_url(server, transport), reconnect=False)
+    client = Client(transport.url(server), reconnect=False)
     try:
         client.set("a", 1)
         server.close()
@@ -131,12 +122,11 @@ def test_server_gone_gives_connection_lost(transport: str) -> None:
         client.close()
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-def test_reconnects_after_a_restart_on_the_same_port(transport: str) -> None:
+def test_reconnects_after_a_restart_on_the_same_port(transport: Transport) -> None:
     server = threaded_server()
     port, grpc_port = server.tcp_port, server.grpc_port
     lost: list[list[str]] = []
-    url = server_url(server, transport)
+    url = transport.url(server)
     with Client(url, backoff_initial=0.02, backoff_max=0.2) as client:
         client.leases_lost.add_callback(lambda keys: lost.append(keys))
         assert client.attempt_update_locks({"mine": 60})
@@ -185,7 +175,7 @@ def test_subscriptions_resume_after_the_server_restarts_over_tcp() -> None:
     server = threaded_server()
     port, grpc_port = server.tcp_port, server.grpc_port
     restored = threading.Event()
-    with Client(server_url(server, "tcp"), backoff_initial=0.02, backoff_max=0.2) as client:
+    with Client(TCP.url(server), backoff_initial=0.02, backoff_max=0.2) as client:
         client.reconnected.add_callback(restored.set)
         client.set("a", 1)
         changes = client.subscribe(prefix="")
@@ -212,10 +202,9 @@ def test_subscriptions_resume_after_the_server_restarts_over_tcp() -> None:
             server.close()
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-def test_one_client_serves_many_threads_at_once(server: StateServer, transport: str) -> None:
+def test_one_client_serves_many_threads_at_once(server: StateServer, transport: Transport) -> None:
     errors: list[BaseException] = []
-    with Client(server_url(server, transport)) as client:
+    with Client(transport.url(server)) as client:
 
         def work(number: int) -> None:
             try:

@@ -6,33 +6,27 @@ the default's.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from statehub import AsyncClient, DictionaryChange, StateServer
+from statehub import AsyncClient, DictionaryChange
 from support.polling import eventually
 from support.raw_session import running_server
+from support.transports import GRPC, WEBSOCKET, Transport
 
-#: Transport name (as a session's Peer reports it) -> the server's port option, client URL.
-TRANSPORTS = {
-    "websocket": ("http_port", "ws://127.0.0.1:{port}"),
-    "grpc": ("grpc_port", "statehub+grpc://127.0.0.1:{port}"),
-}
-
-
-def _server(option: str, port: int) -> StateServer:
-    options: dict[str, Any] = {"port": 0, "grpc_port": 0, option: port}
-    return StateServer(address="127.0.0.1", **options)
+#: The transports besides the default (whose tests run on it and gRPC: ``transport``).
+OTHER_TRANSPORTS = pytest.mark.parametrize(
+    "transport", [WEBSOCKET, GRPC], ids=lambda transport: transport.name
+)
 
 
-@pytest.mark.parametrize("transport", sorted(TRANSPORTS))
-async def test_a_client_reconnects_and_resumes_after_the_server_restarts(transport: str) -> None:
-    option, url = TRANSPORTS[transport]
-    first = _server(option, 0)
+@OTHER_TRANSPORTS
+async def test_a_client_reconnects_and_resumes_after_the_server_restarts(
+    transport: Transport,
+) -> None:
+    first = transport.server(0)
     await first.start()
-    port = getattr(first, option)
-    client = AsyncClient(url.format(port=port), backoff_initial=0.02, backoff_max=0.2)
+    port = getattr(first, transport.attribute)
+    client = AsyncClient(transport.url(first), backoff_initial=0.02, backoff_max=0.2)
     lost: list[str] = []
     client.connection_lost.add_callback(lambda reason: lost.append(reason))
     try:
@@ -42,7 +36,7 @@ async def test_a_client_reconnects_and_resumes_after_the_server_restarts(transpo
         await first.stop()
         await eventually(lambda: not client.connected)
         assert lost
-        second = _server(option, port)
+        second = transport.server(port)
         second.state.update_state(None, DictionaryChange({"fresh": True}))
         await second.start()
         try:
@@ -58,13 +52,12 @@ async def test_a_client_reconnects_and_resumes_after_the_server_restarts(transpo
         await client.close()
 
 
-@pytest.mark.parametrize("transport", sorted(TRANSPORTS))
+@OTHER_TRANSPORTS
 async def test_clients_over_it_and_over_tcp_see_each_others_writes_with_the_same_revisions(
-    transport: str,
+    transport: Transport,
 ) -> None:
-    option, url = TRANSPORTS[transport]
     async with running_server(http_port=0) as server:
-        over_it = AsyncClient(url.format(port=getattr(server, option)))
+        over_it = AsyncClient(transport.url(server))
         over_tcp = AsyncClient("127.0.0.1", server.port)
         try:
             seen_by_it: list[tuple[int, dict[str, object]]] = []
@@ -88,7 +81,7 @@ async def test_clients_over_it_and_over_tcp_see_each_others_writes_with_the_same
             assert await over_it.get("from-tcp") == 2
             assert await over_tcp.get("from-it") == 1
             peers = {session.peer.transport: session.peer for session in server.hub.sessions}
-            assert set(peers) == {transport, "tcp"}
+            assert set(peers) == {transport.name, "tcp"}
             assert peers["tcp"].address.startswith("tcp:127.0.0.1:")
         finally:
             await over_it.close()

@@ -14,9 +14,9 @@ import pytest
 
 from statehub import AsyncClient, DictionaryChange
 from statehub.bench.fleet import start_serve, stop
-from support.client_servers import client_url
 from support.polling import eventually
 from support.raw_session import running_server
+from support.transports import GRPC, TCP, Transport
 
 #: A client in a process of its own: binds "here.<name>" to its session, says "ready",
 #: then waits until killed or stopped.
@@ -83,7 +83,7 @@ async def test_bad_ephemeral_input_over_the_wire() -> None:
 
 async def test_a_dropped_connection_removes_the_bound_keys() -> None:
     async with running_server() as server:
-        process = await _client_process(client_url(server), "dropped")
+        process = await _client_process(TCP.url(server), "dropped")
         try:
             assert server.state.copy_content() == {"here.dropped": True, "plain.dropped": 1}
             process.kill()  # SIGKILL: the socket closes without a goodbye
@@ -97,11 +97,11 @@ async def test_a_dropped_connection_removes_the_bound_keys() -> None:
 
 @pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
 @pytest.mark.parametrize(
-    "scheme",
+    "transport",
     [
-        "statehub+grpc",
+        GRPC,
         pytest.param(
-            "statehub",
+            TCP,
             # Over plain TCP the server relies on the kernel, which still answers keepalive
             # probes for a stopped process, and no ping of the server's asks the client.
             marks=pytest.mark.xfail(
@@ -109,10 +109,11 @@ async def test_a_dropped_connection_removes_the_bound_keys() -> None:
             ),
         ),
     ],
+    ids=lambda transport: transport.name,
 )
-async def test_a_keepalive_timeout_removes_the_bound_keys(scheme: str) -> None:
+async def test_a_keepalive_timeout_removes_the_bound_keys(transport: Transport) -> None:
     async with running_server(keepalive_time=1.0, keepalive_timeout=1.0) as server:
-        process = await _client_process(client_url(server, scheme), "silent")
+        process = await _client_process(transport.url(server), "silent")
         try:
             os.kill(process.pid, signal.SIGSTOP)  # the connection stays open, unanswered
             await eventually(lambda: server.state.copy_content() == {"plain.silent": 1}, timeout=10)

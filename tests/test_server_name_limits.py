@@ -26,11 +26,8 @@ FOUR_MB_NAME = "n" * 4_000_000
 
 @pytest.fixture(params=["grpc", "websocket", "tcp"], autouse=True)
 def transport(request: pytest.FixtureRequest) -> Iterator[str]:
-    raw_session.TRANSPORT = request.param
-    try:
+    with raw_session.over(request.param):
         yield request.param
-    finally:
-        raw_session.TRANSPORT = "grpc"
 
 
 async def test_a_4_mb_client_name_is_refused_and_sessions_still_works_for_others() -> None:

@@ -57,11 +57,8 @@ _ = (RemoteError, pki)  # the re-run tests and the TLS tests need them in this n
 
 @pytest.fixture(autouse=True)
 def over_tcp() -> Iterator[None]:
-    raw_session.TRANSPORT = "tcp"
-    try:
+    with raw_session.over("tcp"):
         yield
-    finally:
-        raw_session.TRANSPORT = "grpc"
 
 
 async def _last_error(session: raw_session.RawSession) -> dict[str, object]:

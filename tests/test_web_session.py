@@ -36,11 +36,8 @@ for _name in dir(session_tests):
 
 @pytest.fixture(autouse=True)
 def over_websocket() -> Iterator[None]:
-    raw_session.TRANSPORT = "websocket"
-    try:
+    with raw_session.over("websocket"):
         yield
-    finally:
-        raw_session.TRANSPORT = "grpc"
 
 
 async def test_a_frame_far_over_the_limit_closes_with_1009() -> None:

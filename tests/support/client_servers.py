@@ -1,9 +1,8 @@
-"""Helpers for the client tests: free ports, URLs per transport, servers in threads."""
+"""Helpers for the client tests: free ports, servers in threads."""
 
 from __future__ import annotations
 
 import socket
-from typing import Any
 
 from statehub.serving.state_server import StateServer
 
@@ -14,25 +13,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-#: The schemes the shared client fixtures run on (``client_scheme`` in conftest.py): the
-#: default, plain TCP, and gRPC, which stays a supported transport.
-CLIENT_SCHEMES = ("statehub", "statehub+grpc")
-
-
-def client_url(server: StateServer, scheme: str = "statehub") -> str:
-    """The URL reaching ``server`` on loopback over ``scheme``'s transport."""
-    port = server.grpc_port if scheme == "statehub+grpc" else server.tcp_port
-    return f"{scheme}://127.0.0.1:{port}"
-
-
-def server_for(scheme: str, port: int, **options: Any) -> StateServer:
-    """A server listening for ``scheme`` on ``port`` (its other ports free ones): a server
-    restarted where a client of that scheme will look for it."""
-    if scheme == "statehub+grpc":
-        return StateServer(address="127.0.0.1", port=0, grpc_port=port, **options)
-    return StateServer(address="127.0.0.1", port=port, grpc_port=0, **options)
 
 
 def threaded_server(port: int = 0, grpc_port: int = 0) -> StateServer:

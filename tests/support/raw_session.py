@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import socket
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import aiohttp
@@ -26,9 +26,22 @@ from statehub.store.memory import MemoryStore
 from support.polling import DEADLINE
 
 #: The transport ``running_server`` and ``connected`` use: "grpc", "websocket" or "tcp"
-#: (fixtures of tests/test_web_session.py and tests/test_tcp_session.py switch it to run
-#: the session tests again).
+#: (``over`` switches it: tests/test_web_session.py and tests/test_tcp_session.py run the
+#: session tests again that way).
 TRANSPORT = "grpc"
+
+
+@contextmanager
+def over(transport: str) -> Iterator[None]:
+    """``running_server`` and ``connected`` speak ``transport`` within the block."""
+    global TRANSPORT
+    if transport not in ("grpc", "websocket", "tcp"):
+        raise ValueError(f"no raw session transport named {transport!r}")
+    TRANSPORT = transport
+    try:
+        yield
+    finally:
+        TRANSPORT = "grpc"
 
 
 class RemoteError(Exception):
