@@ -7,27 +7,16 @@ import pytest
 
 from statehub import AsyncClient
 from statehub.serving.state_server import StateServer
+from support.clock import FakeClock
 from support.transports import CLIENT_TRANSPORTS, Transport
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
 
 
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
+    """The tests' one fake clock (tests/support/clock.py), at 1000.0 until advanced."""
     return FakeClock()
 
 

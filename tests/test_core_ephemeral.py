@@ -13,9 +13,9 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from conftest import FakeClock
 from statehub import DictionaryChange, StateDictionary
 from statehub.store.sqlite import SQLiteStore
+from support.clock import FakeClock
 
 OWNERS = st.sampled_from(["s1", "s2", "s3"])
 KEYS = st.sampled_from(["a", "b", "c", "d"])

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FakeClock
 from statehub import DictionaryChange, StateDictionary
 from statehub.core.key_history import HistoryRetention, KeyVersion
 from statehub.store.sqlite import SQLiteStore
+from support.clock import FakeClock
 
 
 def test_history_is_off_unless_asked_for(clock: FakeClock) -> None:

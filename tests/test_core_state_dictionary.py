@@ -3,8 +3,8 @@ import threading
 
 import pytest
 
-from conftest import FakeClock
 from statehub import DictionaryChange, ObjectFrozenError, ResourceLockedError, StateDictionary
+from support.clock import FakeClock
 
 
 @pytest.fixture

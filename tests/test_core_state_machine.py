@@ -9,8 +9,8 @@ import hypothesis.strategies as st
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from conftest import FakeClock
 from statehub import DictionaryChange, ResourceLockedError, StateDictionary
+from support.clock import FakeClock
 
 TOKENS = st.sampled_from(["alice", "bob", None])
 KEYS = st.sampled_from(["a", "b", "c", "d"])

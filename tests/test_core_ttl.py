@@ -13,9 +13,9 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from conftest import FakeClock
 from statehub import DictionaryChange, ResourceLockedError, StateDictionary
 from statehub.store.sqlite import SQLiteStore
+from support.clock import FakeClock
 
 KEYS = st.sampled_from(["a", "b", "c", "d"])
 VALUES = st.integers(min_value=0, max_value=5)

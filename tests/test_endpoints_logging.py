@@ -5,7 +5,6 @@ import math
 
 import pytest
 
-from conftest import FakeClock
 from statehub import StateDictionary
 from statehub.endpoints.config import parse_config
 from statehub.endpoints.logging_rules import (
@@ -20,6 +19,7 @@ from statehub.endpoints.logging_rules import (
     log_reason,
 )
 from statehub.endpoints.service import EndpointService
+from support.clock import FakeClock
 
 OFF = LoggingRules(log_interval=10)
 

@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import FakeClock
 from statehub.core.change import DictionaryChange
 from statehub.errors import DataFileError, DurabilityError, ResourceLockedError
 from statehub.store.encoding import TAGGED, decode_value, encode_value
 from statehub.store.memory import MemoryStore
 from statehub.store.sqlite import APPLICATION_ID, DATA_FILE, SCHEMA_VERSION, SQLiteStore
 from statehub.store.state_dictionary import StateDictionary
+from support.clock import FakeClock
 
 
 @pytest.fixture

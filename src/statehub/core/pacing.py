@@ -22,11 +22,12 @@ class Pacer:
     schedule sent a burst of them after every pause).
     """
 
-    __slots__ = ("_interval", "_next_due")
+    __slots__ = ("_clock", "_interval", "_next_due")
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._interval = check_interval(interval)
-        self._next_due = 0.0
+        self._clock = clock
+        self._next_due = -math.inf
 
     @property
     def interval(self) -> float:
@@ -34,11 +35,11 @@ class Pacer:
 
     def delay(self) -> float:
         """Seconds to wait before flushing again (0 when a flush is allowed now)."""
-        return max(0.0, self._next_due - time.monotonic())
+        return max(0.0, self._next_due - self._clock())
 
     def flushed(self) -> None:
         """Record that a flush happened now."""
-        self._next_due = time.monotonic() + self._interval
+        self._next_due = self._clock() + self._interval
 
 
 class SteadyPacer:
