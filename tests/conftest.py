@@ -23,7 +23,9 @@ def clock() -> FakeClock:
 #: Test modules whose subject is another program's behaviour with statehub (kill -9 and
 #: recovery, Redis and Sentinel failovers, RabbitMQ, chromium, pip and the package index,
 #: benchmarks end to end): marked ``system`` and run on Python 3.11 only, while every
-#: other test runs on 3.11, 3.12 and 3.13 (docs/development.md, ``make test``).
+#: other test runs on 3.11, 3.12 and 3.13 (docs/development.md, ``make test``). A single
+#: test of another module carries ``@pytest.mark.system`` itself (test_edge_matrix's dripline
+#: row, which starts RabbitMQ).
 SYSTEM_TEST_MODULES = frozenset(
     {
         "test_packaging",

@@ -1,10 +1,19 @@
 """Every edge against every store: the rules of ``server/operations`` hold the same way.
 
 Edges: the session protocol over gRPC, TCP and WebSocket (statehub's AsyncClient), NanoVer's
-gRPC services (NanoVer's generated stubs) and NanoVer's WebSocket protocol (a bare msgpack
-WebSocket, as NanoVer's clients speak it). Stores: memory, SQLite, and Redis (a real
-redis-server started once for the module). Each server runs with ``--auth`` identities
-(tests/support/auth.py: walt writes and leases ``lab/w/``, rita only reads, ada is admin).
+gRPC services (NanoVer's generated stubs), NanoVer's WebSocket protocol (a bare msgpack
+WebSocket, as NanoVer's clients speak it) and the dripline mesh (statehub's dripline client
+over a real RabbitMQ, started once for the module). Stores: memory, SQLite, and Redis (a
+real redis-server started once for the module). Each server runs with ``--auth``
+identities (tests/support/auth.py: walt writes and leases ``lab/w/``, rita only reads, ada
+is admin).
+
+Dripline changes only endpoint values, which the endpoint service holds under a lease of
+its own, and guards them with dripline's lockout rather than leases; the mesh has no
+per-client identity (the broker's account admits a peer) and no per-client limits. So its
+tests are the behaviours it shares: its writes seen by the others and theirs by it, a
+lockout taken on one edge holding on the other, and the service's lease keeping other
+edges' plain writes off its keys. They start RabbitMQ, so they are marked ``system``.
 """
 
 from __future__ import annotations
@@ -26,6 +35,13 @@ from google.protobuf import struct_pb2
 
 from statehub import AsyncClient, DictionaryChange, StateDictionary, StateServer
 from statehub.bench.fleet import RedisProcess, start_redis, stop
+from statehub.dripline.broker import BrokerUnavailable, TemporaryBroker
+from statehub.dripline.client import AsyncDriplineClient
+from statehub.dripline.mesh import MeshService
+from statehub.dripline.settings import mesh_settings
+from statehub.endpoints.attach import endpoints_running
+from statehub.endpoints.config import parse_config
+from statehub.endpoints.return_codes import AccessDeniedError
 from statehub.server.limits import SessionLimits
 from support import nanover_modules
 from support.auth import TOKENS, identities, write_identities
@@ -69,6 +85,9 @@ async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         from statehub.store.redis import RedisStore
 
         redis: RedisProcess = request.getfixturevalue("redis_process")
+        flushing = redis.client()
+        flushing.flushall()  # each test starts from an empty state, as on the other stores
+        flushing.close()
         redis_store = RedisStore(redis.url, liveness_ttl=1.0, heartbeat=0.2)
         closing = redis_store
         options["state"] = StateDictionary(store=redis_store)
@@ -344,3 +363,80 @@ def _resume(redis: RedisProcess, paused: threading.Event) -> None:
     if paused.is_set():
         paused.clear()
         os.kill(redis.process.pid, signal.SIGCONT)
+
+
+#: The endpoint the dripline tests change: the key ``lab.plain`` of the shared state,
+#: leased by the endpoint service (so it changes only through endpoint operations).
+DRIPLINE_LAB = """
+name: lab
+endpoints:
+  - {name: plain, initial_value: 1}
+"""
+DRIPLINE_KEY = "lab.plain"
+
+
+@pytest.fixture(scope="module")
+def rabbitmq() -> Iterator[TemporaryBroker]:
+    """One RabbitMQ for the module's dripline tests (it takes seconds to start)."""
+    try:
+        broker = TemporaryBroker()
+    except BrokerUnavailable as error:
+        pytest.skip(f"no RabbitMQ broker can run here: {error}")
+    with broker:
+        yield broker
+
+
+@pytest.fixture
+async def dripline(
+    server: StateServer, rabbitmq: TemporaryBroker
+) -> AsyncIterator[AsyncDriplineClient]:
+    """``server`` serving ``DRIPLINE_LAB`` on the mesh, and a dripline client of it."""
+    settings = mesh_settings(rabbitmq.url, environ={})
+    async with (
+        endpoints_running(server, parse_config(DRIPLINE_LAB, "lab.yaml")) as endpoints,
+        MeshService(endpoints, settings) as mesh,
+    ):
+        await mesh.wait_connected(DEADLINE)
+        async with AsyncDriplineClient(settings=settings, timeout=DEADLINE) as client:
+            yield client
+
+
+@pytest.mark.system  # starts RabbitMQ (tests/conftest.py: system tests run on 3.11 only)
+async def test_dripline_writes_are_seen_by_the_others(
+    server: StateServer, dripline: AsyncDriplineClient
+) -> None:
+    async with edge("session-tcp", server, "ada") as other:
+        changes = other.client.subscribe(prefix=DRIPLINE_KEY)
+        assert (await asyncio.wait_for(anext(changes), DEADLINE)).updates == {DRIPLINE_KEY: 1}
+        assert (await dripline.set("plain", 5)).return_code == 0
+        assert (await asyncio.wait_for(anext(changes), DEADLINE)).updates == {DRIPLINE_KEY: 5}
+        await changes.aclose()
+        await other.client.endpoint_set("plain", 6)  # and the other way
+        assert (await dripline.get("plain")).payload == {"value_raw": 6, "value_cal": 6}
+
+
+@pytest.mark.system
+async def test_dripline_and_the_session_respect_each_others_lockout(
+    server: StateServer, dripline: AsyncDriplineClient
+) -> None:
+    async with edge("session-tcp", server, "walt") as other:
+        key = (await other.client.endpoint_cmd("plain", "lock"))["key"]
+        with pytest.raises(AccessDeniedError, match="locked"):
+            await dripline.set("plain", 2)
+        assert (await dripline.set("plain", 3, lockout_key=key)).return_code == 0
+        assert server.state.get(DRIPLINE_KEY) == 3
+        await other.client.endpoint_cmd("plain", "unlock", lockout_key=key)
+
+        key = (await dripline.cmd("plain", "lock")).payload["key"]  # type: ignore[index]
+        with pytest.raises(AccessDeniedError, match="locked"):
+            await other.client.endpoint_set("plain", 4)
+        assert server.state.get(DRIPLINE_KEY) == 3
+
+
+@pytest.mark.system
+async def test_the_endpoint_services_lease_keeps_session_writes_off_a_dripline_key(
+    server: StateServer, dripline: AsyncDriplineClient
+) -> None:
+    async with edge("session-tcp", server, "ada") as admin:
+        assert await admin.write({DRIPLINE_KEY: "around the endpoint"}) is False
+    assert (await dripline.get("plain")).payload == {"value_raw": 1, "value_cal": 1}
