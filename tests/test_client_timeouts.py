@@ -105,7 +105,10 @@ async def test_no_timeout_waits_as_long_as_it_takes(server: PausedServer) -> Non
     async with AsyncClient(server.url, timeout=0.1) as client:
         server.pause()
         waiting = asyncio.ensure_future(client.set("slow", 1, timeout=None))
-        await asyncio.sleep(0.3)  # three times the client's timeout: the call must still wait
+        # A call sent after it, on the client's own timeout, has timed out: the first
+        # has waited past that timeout, and must still be waiting.
+        with pytest.raises(statehub.TimeoutError, match=r"0\.1 s"):
+            await client.get("k")
         assert not waiting.done()
         server.resume()
         assert await asyncio.wait_for(waiting, 10) > 0

@@ -157,7 +157,9 @@ async def test_max_workers_bounds_the_threads_running_blocking_commands() -> Non
         async with AsyncClient("127.0.0.1", server.port) as client:
             calls = [asyncio.create_task(client.run_command("slow", n=n)) for n in (1, 2)]
             await eventually(lambda: len(started) == 1)
-            await asyncio.sleep(0.05)  # time enough for a second worker, were there one
+            # The second call has reached the pool and waits there for the one thread.
+            pool = server._command_threads  # type: ignore[attr-defined]
+            await eventually(lambda: pool._work_queue.qsize() == 1, "the second call queued")
             assert len(started) == 1
             release.set()
             assert sorted(r["n"] for r in await asyncio.gather(*calls)) == [1, 2]

@@ -301,7 +301,11 @@ async def test_rw_locks_across_servers(redis_server: RedisProcess) -> None:
         await eventually(lambda: _shared_refused(locks_a, "R"), "a writer waiting on R")
         writer2 = asyncio.create_task(take(locks_a, "writer2", True))
         late_reader = asyncio.create_task(take(locks_a, "late-reader", False))
-        await asyncio.sleep(0.2)
+
+        async def three_waiting() -> bool:
+            return any(held.key == "R" and held.waiting == 3 for held in await locks_a.holdings())
+
+        await eventually(three_waiting, "both writers and the late reader queued on R")
         assert order == []  # readers hold it; the late reader waits behind the writers
         await locks_a.release("R", "reader1", exclusive=False)
         await locks_b.release("R", "reader2", exclusive=False)

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,9 @@ from statehub.client import AsyncClient
 from statehub.dripline.broker import TemporaryBroker
 from statehub.dripline.client import AsyncDriplineClient, DriplineClient
 from statehub.dripline.settings import MeshSettings
+from statehub.dripline.wire import Reply
 from statehub.endpoints.return_codes import BrokerConnectionError, InvalidRoutingKeyError
-from support.polling import eventually
+from support.polling import eventually, eventually_sync
 
 SERVE = [sys.executable, "-c", "from statehub.cli import main; main()", "serve", "--port", "0"]
 
@@ -147,14 +147,15 @@ def test_serve_with_dripline(rabbitmq: TemporaryBroker, tmp_path: Path) -> None:
                 break
         assert "endpoints from the config" in line
         with DriplineClient(rabbitmq.url, timeout=30) as client:
-            reply = None
-            for _ in range(300):  # the mesh connects in the background: bounded retries
+
+            def answered() -> Reply | None:
                 try:
-                    reply = client.get("peaches", timeout=5)
-                    break
+                    return client.get("peaches", timeout=5)
                 except InvalidRoutingKeyError:  # its queue is not bound yet
-                    time.sleep(0.05)
-            assert reply is not None
+                    return None
+
+            # the mesh connects in the background
+            reply = eventually_sync(answered, "the served endpoint answering", timeout=30)
             assert reply.payload == {"value_raw": 0.75, "value_cal": 1.5}
     finally:
         process.send_signal(signal.SIGTERM)
