@@ -257,8 +257,11 @@ async def test_a_worker_cancelling_its_wait_leaves_no_trace() -> None:
                 async with state.get_lock("c"):
                     pass
 
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(take(), 0.5)
+            taking = asyncio.ensure_future(take())
+            await eventually(lambda: waiting(server) == 1, "the worker's wait queued")
+            taking.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await taking
             await eventually(lambda: waiting(server) == 0)
         await eventually(lambda: server.locks.counts() == (0, 0))
         async with state.get_lock("c"):  # the lock passed on: nobody holds it
@@ -413,10 +416,10 @@ async def test_a_worker_and_a_statehub_client_exclude_each_other_on_sqlite(
 async def _until_waiting(client: AsyncClient, key: str, count: int, timeout: float = 10) -> None:
     """Poll the server's lock list until ``count`` requests wait for ``key``."""
 
-    async def waiting() -> bool:
+    async def queued() -> bool:
         return any(lock.key == key and lock.waiting == count for lock in await client.locks())
 
-    await eventually(waiting, f"{count} waiting for {key!r}", timeout=timeout)
+    await eventually(queued, f"{count} waiting for {key!r}", timeout=timeout)
 
 
 async def test_one_lock_across_two_statehub_servers_on_one_redis(tmp_path: Path) -> None:
