@@ -154,7 +154,7 @@ async def test_a_swept_servers_nanover_clients_learn_what_they_lost(tmp_path: Pa
         ):
             avatar = {"state": {"updates": {"avatar.u1": {"x": 1}}, "removals": []}}
             await headset.send_bytes(msgpack.packb(avatar))
-            await _until_async(lambda: _has(other, "avatar.u1"))
+            await eventually(lambda: _has(other, "avatar.u1"), timeout=DEADLINE_S)
             nanover = state_pb2_grpc.StateStub(channel)
             told: list[str] = []
             witness.leases_lost.add_callback(lambda keys: told.extend(keys))
@@ -164,17 +164,18 @@ async def test_a_swept_servers_nanover_clients_learn_what_they_lost(tmp_path: Pa
 
             os.kill(server_a.pid, signal.SIGSTOP)
             try:  # the sweep comes: the lease is free for B, which takes it and lets it go
-                deadline = asyncio.get_running_loop().time() + DEADLINE_S
-                while not await other.attempt_update_locks({"leased": 60}):
-                    assert asyncio.get_running_loop().time() < deadline, "no sweep"
-                    await asyncio.sleep(0.1)
+                await eventually(
+                    lambda: other.attempt_update_locks({"leased": 60}),
+                    "the sweep freeing the lease for B",
+                    timeout=DEADLINE_S,
+                    interval=0.1,
+                )
                 assert await other.attempt_update_locks({"leased": None})
             finally:
                 os.kill(server_a.pid, signal.SIGCONT)
 
-            await eventually(
-                lambda: told == ["witness"], timeout=DEADLINE_S
-            )  # server A has learnt it was swept
+            # server A has learnt it was swept
+            await eventually(lambda: told == ["witness"], timeout=DEADLINE_S)
             assert await _next_error(headset) == "LeaseLostError"
             assert not await _nanover_write(nanover, "lab-token", {"leased": 2.0})
             assert not await _nanover_write(nanover, "lab-token", {}, removals=["leased"])
@@ -190,13 +191,6 @@ async def test_a_swept_servers_nanover_clients_learn_what_they_lost(tmp_path: Pa
             if process.poll() is None:
                 os.kill(process.pid, signal.SIGCONT)  # a stopped process ignores SIGTERM
             stop(process)
-
-
-async def _until_async(predicate: Any) -> None:
-    deadline = asyncio.get_running_loop().time() + DEADLINE_S
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def _has(client: AsyncClient, key: str) -> bool:
