@@ -55,6 +55,7 @@ _LAZY: dict[str, str] = {
     "SQLiteStore": "statehub.store.sqlite",
     "SessionLimits": "statehub.server.limits",
     "StateABC": "statehub.core.rwlock",
+    "HoldsLost": "statehub.client",
     "StateChange": "statehub.client",
     "StateDictionary": "statehub.store.state_dictionary",
     "StateServer": "statehub.serving.state_server",
@@ -73,7 +74,7 @@ _FORMER_NAMES = frozenset(
 
 if TYPE_CHECKING:
     from statehub.auth import IdentitiesFileError
-    from statehub.client import AsyncClient, Client, StateChange
+    from statehub.client import AsyncClient, Client, HoldsLost, StateChange
     from statehub.core.buffers import DictionaryChangeBuffer, DictionaryChangeMultiView
     from statehub.core.change import DictionaryChange
     from statehub.core.commands import CommandRegistration, CommandRegistry, CommandRoute
@@ -159,6 +160,7 @@ __all__ = [
     "Event",
     "HeartbeatTimeoutError",
     "HistoryRetention",
+    "HoldsLost",
     "IdentitiesFileError",
     "JsonValue",
     "KeyVersion",
