@@ -12,7 +12,8 @@ import pytest
 from statehub import AsyncClient, Client, MessageTooLargeError, ProtocolError, StateServer
 from statehub.client.frame_stream import StreamBroken
 from statehub.client.transports import open_frame_stream
-from statehub.protocol import decode_batch, error_from_wire
+from statehub.errors import ConnectionLostError, HeartbeatTimeoutError
+from statehub.protocol import decode_batch, encode_batch, error_from_wire
 
 #: The server's smallest message limit: its transports refuse frames over about 1 MiB.
 SMALL_LIMIT = 1024
@@ -101,3 +102,28 @@ async def test_the_blocking_client_over_tcp_raises_the_servers_error_too(
 
     with pytest.raises(MessageTooLargeError, match=r"\w"):
         await asyncio.to_thread(oversized_call)
+
+
+async def test_a_silent_tcp_session_ends_with_a_heartbeat_timeout_of_its_own_type() -> None:
+    """Plain TCP: a client that answers no ping is told why it is dropped, typed."""
+    server = StateServer(address="127.0.0.1", port=0, keepalive_time=0.3, keepalive_timeout=0.3)
+    await server.start()
+    try:
+        stream = await open_frame_stream(f"statehub+tcp://127.0.0.1:{server.tcp_port}", 0)
+        messages: list[dict[str, object]] = []
+        try:
+            await stream.write(encode_batch([{"id": 1, "op": "hello", "client": "silent"}]))
+            while (frame := await asyncio.wait_for(stream.read(), 10)) is not None:
+                messages += decode_batch(frame)  # the hello reply, a ping, the last message
+        finally:
+            await stream.close()
+        assert [message.get("ping") for message in messages if "ping" in message] == [1]
+        last = messages[-1]
+        assert last["id"] is None
+        error = error_from_wire(last["error"])
+        assert isinstance(error, HeartbeatTimeoutError)
+        assert isinstance(error, ConnectionLostError)
+        assert "no answer to a ping within 0.3 s" in str(error)
+        assert not server.hub.sessions
+    finally:
+        await server.stop()
