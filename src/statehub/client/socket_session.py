@@ -538,14 +538,21 @@ class SocketSession:
                 logger.exception("late-reply hook failed")
 
     def _pong(self, ping: object) -> None:
-        """Answer the server's heartbeat ping (a broken socket is the reader's to report)."""
+        """Answer the server's heartbeat ping (a broken socket is the reader's to report).
+
+        Not if another thread is writing: its frame answers the ping as well, and the
+        reader must not wait behind a write the server may be holding back until it
+        reads (the reader's own job)."""
         frame = encode_batch([{"pong": ping}])
         with self._state:
             sock = self._sock
-        if sock is None:
+        if sock is None or not self._write_lock.acquire(blocking=False):
             return
-        with contextlib.suppress(OSError), self._write_lock:
-            sock.sendall(encode_length(frame) + frame)
+        try:
+            with contextlib.suppress(OSError):
+                sock.sendall(encode_length(frame) + frame)
+        finally:
+            self._write_lock.release()
 
     def _poll(self) -> None:
         """Read whatever has arrived, without waiting, if nobody else is reading."""
