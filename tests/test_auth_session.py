@@ -230,7 +230,9 @@ async def test_reloading_keeps_allowed_sessions_with_their_new_rights(tmp_path: 
             server.reload_auth(reloaded)
             ended = await asyncio.wait_for(rita.unmatched.get(), DEADLINE)
             assert ended["error"]["status"] == "UNAUTHENTICATED"
-            await asyncio.wait_for(rita._reader, DEADLINE)
+            with pytest.raises(grpc.aio.AioRpcError) as closed:  # the call ends with it too
+                await asyncio.wait_for(rita._reader, DEADLINE)
+            assert closed.value.code() == grpc.StatusCode.UNAUTHENTICATED
             snapshot = await walt.next_batch(sub)  # now reads more: a fresh snapshot
             assert snapshot["snapshot"] and snapshot["updates"] == {"lab/a": 1, "secret/a": 2}
             await walt.request("update", updates={"secret/a": 3})

@@ -191,3 +191,76 @@ async def test_over_redis_a_lease_of_another_server_goes_and_a_lock_holder_is_to
                 released = await holder.force_release("lock", "lab.pump")
                 assert [(r.owner, r.told) for r in released] == [("on-a", True)]
         assert await admin.locks() == []
+
+
+# -- the subscription's stream is marked --------------------------------------------------
+
+
+async def test_a_stream_marks_the_change_after_a_force_release(server: StateServer) -> None:
+    async with (
+        AsyncClient("127.0.0.1", server.port, name="headset") as holder,
+        AsyncClient("127.0.0.1", server.port, name="operator") as admin,
+    ):
+        stream = holder.subscribe(prefix="scene.")
+        assert (await asyncio.wait_for(anext(stream), DEADLINE)).holds_lost is None  # snapshot
+        told = Lost(holder)
+        assert await holder.attempt_update_locks({"scene.avatar": 60})
+        with pytest.raises(LockLostError):
+            async with holder.get_lock("lab.pump"):
+                await admin.force_release("lease", "scene.avatar")
+                await admin.force_release("lock", "lab.pump")
+                await eventually(lambda: told.locks == ["lab.pump"])
+        change = await asyncio.wait_for(anext(stream), DEADLINE)
+        lost = change.holds_lost
+        assert lost is not None  # both losses, in the one change the consumer takes next
+        assert lost.leases == ("scene.avatar",) and lost.locks == ("lab.pump",)
+        assert "force-released by operator" in lost.reason
+        assert change.updates == {} and not change.snapshot  # no data came with it
+        await admin.set("scene.x", 1)
+        after = await asyncio.wait_for(anext(stream), DEADLINE)
+        assert after.updates == {"scene.x": 1} and after.holds_lost is None  # told once
+        await stream.aclose()
+
+
+async def test_a_stream_marks_the_change_after_the_session_ended(server: StateServer) -> None:
+    async with AsyncClient("127.0.0.1", server.port) as holder:
+        stream = holder.subscribe(prefix="scene.")
+        await asyncio.wait_for(anext(stream), DEADLINE)
+        assert await holder.attempt_update_locks({"scene.avatar": 60})
+        first = holder.session
+        server.hub.end_sessions()  # the server ends the session: the lease goes with it
+        change = await asyncio.wait_for(anext(stream), DEADLINE)
+        assert change.holds_lost is not None
+        assert change.holds_lost.leases == ("scene.avatar",) and change.holds_lost.locks == ()
+        assert change.holds_lost.reason.startswith("the session ended: ")
+        await holder.wait_connected(DEADLINE)  # the stream resumes on the new session
+        assert holder.session != first
+        await holder.set("scene.y", 1)
+        after = await asyncio.wait_for(anext(stream), DEADLINE)
+        while "scene.y" not in after.updates:
+            after = await asyncio.wait_for(anext(stream), DEADLINE)
+        assert after.holds_lost is None
+        await stream.aclose()
+
+
+@pytest.mark.parametrize("scheme", ["statehub", "statehub+grpc"])
+def test_a_blocking_stream_marks_the_change_after_a_force_release(
+    threaded: StateServer, scheme: str
+) -> None:
+    port = threaded.tcp_port if scheme == "statehub" else threaded.grpc_port
+    with (
+        Client(f"{scheme}://127.0.0.1:{port}", name="holder") as holder,
+        Client("127.0.0.1", threaded.port, name="operator") as admin,
+    ):
+        changes = holder.subscribe(prefix="scene.")
+        assert next(changes).holds_lost is None  # the snapshot
+        assert holder.attempt_update_locks({"scene.b": 60})
+        admin.force_release("lease", "scene.b")
+        change = next(changes)  # the subscription's reading thread got the lost message
+        assert change.holds_lost is not None
+        assert change.holds_lost.leases == ("scene.b",) and change.holds_lost.locks == ()
+        assert "force-released by operator" in change.holds_lost.reason
+        admin.set("scene.c", 1)
+        after = next(changes)
+        assert after.updates == {"scene.c": 1} and after.holds_lost is None
+        changes.close()

@@ -96,21 +96,9 @@ async def test_a_dropped_connection_removes_the_bound_keys() -> None:
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
-@pytest.mark.parametrize(
-    "transport",
-    [
-        GRPC,
-        pytest.param(
-            TCP,
-            # Over plain TCP the server relies on the kernel, which still answers keepalive
-            # probes for a stopped process, and no ping of the server's asks the client.
-            marks=pytest.mark.xfail(
-                strict=True, reason="plain TCP does not notice a frozen client yet"
-            ),
-        ),
-    ],
-    ids=lambda transport: transport.name,
-)
+# gRPC: HTTP/2 pings; plain TCP: the session's heartbeat (the kernel still answers TCP
+# keepalive probes for a stopped process).
+@pytest.mark.parametrize("transport", [GRPC, TCP], ids=lambda transport: transport.name)
 async def test_a_keepalive_timeout_removes_the_bound_keys(transport: Transport) -> None:
     async with running_server(keepalive_time=1.0, keepalive_timeout=1.0) as server:
         process = await _client_process(transport.url(server), "silent")

@@ -242,7 +242,10 @@ async def test_a_frame_nested_beyond_the_decoder_limit_ends_only_that_session() 
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
             call = channel.stream_stream(SESSION_PATH)()
             await call.write(b"\x91" * 2000 + b"\x01")
-            with pytest.raises(grpc.aio.AioRpcError) as ended:
+            [last] = decode_batch(await call.read())  # the session's last message says why
+            assert last["id"] is None and last["error"]["type"] == "ProtocolError"
+            assert "nested 1024 levels" in last["error"]["message"]
+            with pytest.raises(grpc.aio.AioRpcError) as ended:  # then the call's status
                 await call.read()
             assert ended.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "nested 1024 levels" in (ended.value.details() or "")

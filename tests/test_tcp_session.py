@@ -25,7 +25,7 @@ from statehub.client.address import DEFAULT_TCP_PORT, parse_target
 from statehub.client.frame_stream import StreamBroken
 from statehub.client.transports import open_frame_stream
 from statehub.errors import ConnectionLostError
-from statehub.protocol import encode_batch
+from statehub.protocol import decode_batch, encode_batch
 from statehub.server.tcp_transport import frame_limit
 from support import raw_session
 from support.client_servers import free_port
@@ -127,13 +127,18 @@ async def test_a_tcp_client_killed_by_the_server_gets_connection_lost_with_the_r
             await client.close()
 
 
-async def test_the_clients_tcp_stream_breaks_with_the_servers_last_error() -> None:
+async def test_the_clients_tcp_stream_reads_the_servers_last_error_then_ends() -> None:
     async with running_server() as server:
         stream = await open_frame_stream(f"statehub+tcp://127.0.0.1:{server.tcp_port}", 0)
         try:
             await stream.write(b"\xc1 not msgpack")
-            with pytest.raises(StreamBroken, match="malformed frame"):
-                await stream.read()
+            last = await stream.read()
+            assert last is not None
+            [message] = decode_batch(last)
+            assert message["id"] is None
+            assert message["error"]["type"] == "ProtocolError"
+            assert "malformed frame" in message["error"]["message"]
+            assert await stream.read() is None
         finally:
             await stream.close()
         with pytest.raises(StreamBroken, match=r"127\.0\.0\.1:1\b"):

@@ -14,7 +14,7 @@ import pytest
 from statehub import DictionaryChange, StateServer
 from statehub.client.tcp_stream import TcpFrames
 from statehub.errors import MessageTooLargeError, ProtocolError
-from statehub.protocol import decode_batch, encode_batch
+from statehub.protocol import decode_batch, encode_batch, error_from_wire
 from statehub.protocol.tcp_framing import encode_length, set_keepalive
 from statehub.server.limits import SessionLimits
 from statehub.server.tcp_transport import _READ_AHEAD as READ_AHEAD
@@ -36,17 +36,22 @@ class TcpSession:
         self._reader = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
+        """Sort the frames; ``ended`` gets the error the session ended with (its last
+        message, with no request id), or what broke the stream, or None."""
+        last_error: Exception | None = None
         try:
             while (frame := await self.frames.read()) is not None:
                 for message in decode_batch(frame):
                     if "sub" in message and "id" not in message:
                         self.batches[message["sub"]].put_nowait(message)
+                    elif message.get("id") is None and "error" in message:
+                        last_error = error_from_wire(message["error"])
                     else:
                         self._future(message["id"]).set_result(message)
         except Exception as error:  # what ended the stream is what the tests look at
-            self.ended.set_result(error)
+            self.ended.set_result(last_error or error)
         else:
-            self.ended.set_result(None)
+            self.ended.set_result(last_error)
 
     def _future(self, request_id: int) -> asyncio.Future[dict[str, Any]]:
         if request_id not in self._replies:

@@ -7,6 +7,7 @@ the two transports sharing one state.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import aiohttp
@@ -66,9 +67,12 @@ async def test_a_malformed_frame_closes_only_that_socket_with_a_reason() -> None
 async def test_a_text_message_is_refused_by_name() -> None:
     async with running_server() as server, websocket_connected(server) as session:
         await session.socket.send_str("hello")
+        message = await asyncio.wait_for(session.unmatched.get(), 10)  # the last: why
+        assert message["id"] is None and message["error"]["type"] == "ProtocolError"
+        assert "binary" in message["error"]["message"]
         await eventually(lambda: session.socket.closed)
         assert session.socket.close_code == aiohttp.WSCloseCode.PROTOCOL_ERROR
-        assert "binary" in session.close_reason
+        assert session.close_reason == "ProtocolError"
 
 
 async def test_closing_the_socket_ends_the_session_and_releases_its_leases() -> None:

@@ -22,6 +22,7 @@ _LAZY: dict[str, str] = {
     "ConfigError": "statehub.endpoints.config",
     "ConflictError": "statehub.errors",
     "ConnectionLostError": "statehub.errors",
+    "HeartbeatTimeoutError": "statehub.errors",
     "LeaseLostError": "statehub.errors",
     "LockLostError": "statehub.errors",
     "DataDirectoryError": "statehub.errors",
@@ -54,6 +55,7 @@ _LAZY: dict[str, str] = {
     "SQLiteStore": "statehub.store.sqlite",
     "SessionLimits": "statehub.server.limits",
     "StateABC": "statehub.core.rwlock",
+    "HoldsLost": "statehub.client",
     "StateChange": "statehub.client",
     "StateDictionary": "statehub.store.state_dictionary",
     "StateServer": "statehub.serving.state_server",
@@ -72,7 +74,7 @@ _FORMER_NAMES = frozenset(
 
 if TYPE_CHECKING:
     from statehub.auth import IdentitiesFileError
-    from statehub.client import AsyncClient, Client, StateChange
+    from statehub.client import AsyncClient, Client, HoldsLost, StateChange
     from statehub.core.buffers import DictionaryChangeBuffer, DictionaryChangeMultiView
     from statehub.core.change import DictionaryChange
     from statehub.core.commands import CommandRegistration, CommandRegistry, CommandRoute
@@ -91,6 +93,7 @@ if TYPE_CHECKING:
         DataDirectoryError,
         DataFileError,
         DurabilityError,
+        HeartbeatTimeoutError,
         LeaseLostError,
         LimitExceededError,
         LockFailedError,
@@ -155,7 +158,9 @@ __all__ = [
     "EndpointError",
     "Entry",
     "Event",
+    "HeartbeatTimeoutError",
     "HistoryRetention",
+    "HoldsLost",
     "IdentitiesFileError",
     "JsonValue",
     "KeyVersion",

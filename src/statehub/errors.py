@@ -166,6 +166,14 @@ class ConnectionLostError(StatehubError, ConnectionError):
     """
 
 
+class HeartbeatTimeoutError(ConnectionLostError):
+    """The server dropped the session: it pinged an idle connection and got no frame back
+    within the keepalive bound (a frozen or vanished client). Everything the session held
+    was released; no request sent after the last frame the server heard was carried out,
+    so a client may send it again on a new session (the blocking ``Client`` does, once).
+    """
+
+
 class LeaseLostError(StatehubError):
     """The server took a lease of this live session away: an admin force-released it, or
     the server was cut off from the shared store (Redis) longer than the other servers

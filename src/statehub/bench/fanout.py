@@ -504,6 +504,9 @@ async def _watch_statehub(
         while (frame := await frames.read()) is not None:
             now = time.monotonic()
             for message in msgpack.unpackb(frame):
+                if "ping" in message:  # the server's heartbeat (plain TCP): answer, or be dropped
+                    await frames.write(encode_batch([{"pong": message["ping"]}]))
+                    continue
                 if message.get("snapshot"):
                     continue  # the state as it was: not a write made while watching
                 for key, value in message["updates"].items():

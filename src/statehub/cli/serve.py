@@ -128,15 +128,16 @@ logger = logging.getLogger(__name__)
     default=DEFAULT_KEEPALIVE_TIME,
     show_default=True,
     type=click.FloatRange(0, 86400, min_open=True, max_open=True),
-    help="Seconds between keepalive pings to each client.",
+    help="Seconds of silence after which the server pings a client (HTTP/2 pings over "
+    "gRPC, the session's heartbeat over plain TCP).",
 )
 @click.option(
     "--keepalive-timeout",
     default=DEFAULT_KEEPALIVE_TIMEOUT,
     show_default=True,
     type=click.FloatRange(0, 86400, min_open=True, max_open=True),
-    help="Seconds without a ping answer after which a client is dropped "
-    "(its leases and locks released).",
+    help="Seconds without a ping answer after which a client is dropped (its leases, "
+    "locks and bound keys released): a frozen client goes within keepalive + this.",
 )
 @click.option(
     "--data",

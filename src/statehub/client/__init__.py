@@ -14,13 +14,14 @@ _LAZY: dict[str, str] = {
     "Client": "statehub.client.sync_client",
     "ClientTls": "statehub.client.tls",
     "ConnectionLostError": "statehub.errors",
+    "HoldsLost": "statehub.client.changes",
     "StateChange": "statehub.client.changes",
 }
 
 if TYPE_CHECKING:
     from statehub.client.address import DEFAULT_PORT
     from statehub.client.async_client import AsyncClient, ChangeStream
-    from statehub.client.changes import StateChange
+    from statehub.client.changes import HoldsLost, StateChange
     from statehub.client.sync_client import Client
     from statehub.client.tls import ClientTls
     from statehub.errors import ConnectionLostError
@@ -46,5 +47,6 @@ __all__ = [
     "Client",
     "ClientTls",
     "ConnectionLostError",
+    "HoldsLost",
     "StateChange",
 ]

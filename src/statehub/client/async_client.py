@@ -33,7 +33,7 @@ from statehub.client.call_shapes import (
     take_holds,
     update_arguments,
 )
-from statehub.client.changes import CoalescingBuffer, StateChange
+from statehub.client.changes import CoalescingBuffer, HoldsLost, StateChange
 from statehub.client.connection import Connection, Message, Subscription
 from statehub.client.deprecation import warn_renamed
 from statehub.client.listing import (
@@ -137,6 +137,11 @@ class ChangeStream:
 
     async def aclose(self) -> None:
         self.close()
+
+    def mark_lost(self, lost: HoldsLost) -> None:
+        """The client lost leases or locks: the next change yielded says so."""
+        if not self._closed:
+            self._buffer.mark(lost)
 
     def fail(self, error: Exception) -> None:
         """End the stream with ``error`` (the connection is gone for good)."""
@@ -347,15 +352,20 @@ class AsyncClient(AsyncEndpointCalls, StateABC):
                 stream.fail(ConnectionLostError(message))
             self._mirror.fail(ConnectionLostError(message))
         self._invoke(self.connection_lost, reason=reason)
-        if leases:
-            self._invoke(self.leases_lost, keys=leases)
-        if locks:
-            self._invoke(self.locks_lost, keys=locks)
+        self._tell_lost(leases, locks, f"the session ended: {reason}")
 
     def _on_holds_lost(self, lost: Message) -> None:
         """The server took leases and locks of this live session away (an admin force-released
         them, or the server was cut off from the shared store and swept): say so."""
         leases, locks = take_holds(lost, self._leases, self._leases_taken, self._held_locks)
+        self._tell_lost(leases, locks, str(lost.get("reason") or "released by the server"))
+
+    def _tell_lost(self, leases: list[str], locks: list[str], reason: str) -> None:
+        """Fire ``leases_lost`` / ``locks_lost`` and mark every open stream's next change."""
+        if not leases and not locks:
+            return
+        for stream in list(self._streams):
+            stream.mark_lost(HoldsLost(tuple(leases), tuple(locks), reason))
         if leases:
             self._invoke(self.leases_lost, keys=leases)
         if locks:

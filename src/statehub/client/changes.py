@@ -5,16 +5,43 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from statehub.core.change import DictionaryChange
 
 
+@dataclass(frozen=True, slots=True)
+class HoldsLost:
+    """Leases and read/write locks this client held and no longer does, and why: an
+    admin force-released them, the server was cut off from the shared store and swept,
+    or the session ended with the connection. What they protected may change under you."""
+
+    leases: tuple[str, ...]
+    locks: tuple[str, ...]
+    reason: str
+
+    def and_then(self, later: HoldsLost) -> HoldsLost:
+        """Both losses in one (a consumer that had not looked yet learns of each)."""
+        reason = self.reason if later.reason == self.reason else f"{self.reason}; {later.reason}"
+        return HoldsLost(
+            tuple(sorted({*self.leases, *later.leases})),
+            tuple(sorted({*self.locks, *later.locks})),
+            reason,
+        )
+
+
 class StateChange(DictionaryChange):
     """A change seen by a subscriber: the revision it brings the state to, and whether it
-    is a ``snapshot`` (the whole state under the prefix: drop what you had) or a delta."""
+    is a ``snapshot`` (the whole state under the prefix: drop what you had) or a delta.
 
-    __slots__ = ("revision", "snapshot")
+    ``holds_lost`` is set on the first change a stream yields after the client learned it
+    lost leases or locks (``HoldsLost``), in order with the data: a consumer that acts on
+    what it sees under a lease learns there, at the point where it happened, that it
+    no longer holds it. Such a change may carry no updates at all.
+    """
+
+    __slots__ = ("holds_lost", "revision", "snapshot")
 
     def __init__(
         self,
@@ -23,15 +50,18 @@ class StateChange(DictionaryChange):
         *,
         revision: int,
         snapshot: bool,
+        holds_lost: HoldsLost | None = None,
     ) -> None:
         super().__init__(updates, removals)
         self.revision = revision
         self.snapshot = snapshot
+        self.holds_lost = holds_lost
 
     def __repr__(self) -> str:
+        lost = f", holds_lost={self.holds_lost!r}" if self.holds_lost is not None else ""
         return (
             f"StateChange(revision={self.revision}, snapshot={self.snapshot}, "
-            f"updates={self.updates!r}, removals={self.removals!r})"
+            f"updates={self.updates!r}, removals={self.removals!r}{lost})"
         )
 
 
@@ -45,6 +75,7 @@ class _Coalescer:
 
     __slots__ = (
         "__weakref__",
+        "_holds_lost",
         "_pending",
         "_removals",
         "_revision",
@@ -58,6 +89,12 @@ class _Coalescer:
         self._snapshot = False
         self._revision = 0
         self._pending = False
+        self._holds_lost: HoldsLost | None = None
+
+    def _mark(self, lost: HoldsLost) -> None:
+        """The next change taken tells of ``lost`` (with whatever data is pending)."""
+        self._holds_lost = lost if self._holds_lost is None else self._holds_lost.and_then(lost)
+        self._pending = True
 
     def _merge(self, message: Mapping[str, Any]) -> bool:
         """Fold ``message`` in; False if it brings nothing to tell."""
@@ -82,9 +119,14 @@ class _Coalescer:
 
     def _pop(self) -> StateChange:
         change = StateChange(
-            self._updates, self._removals, revision=self._revision, snapshot=self._snapshot
+            self._updates,
+            self._removals,
+            revision=self._revision,
+            snapshot=self._snapshot,
+            holds_lost=self._holds_lost,
         )
         self._updates, self._removals, self._snapshot, self._pending = {}, set(), False, False
+        self._holds_lost = None
         return change
 
 
@@ -100,6 +142,10 @@ class CoalescingBuffer(_Coalescer):
     def push(self, message: Mapping[str, Any]) -> None:
         if self._merge(message):
             self._ready.set()
+
+    def mark(self, lost: HoldsLost) -> None:
+        self._mark(lost)
+        self._ready.set()
 
     def wake(self) -> None:
         """Wake a waiting ``take`` without data (the stream is ending)."""
@@ -129,6 +175,11 @@ class BlockingCoalescingBuffer(_Coalescer):
         with self._condition:
             if self._merge(message):
                 self._condition.notify_all()
+
+    def mark(self, lost: HoldsLost) -> None:
+        with self._condition:
+            self._mark(lost)
+            self._condition.notify_all()
 
     def wake(self) -> None:
         """Wake a waiting ``take`` without data (the stream is ending)."""

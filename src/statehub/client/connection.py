@@ -142,6 +142,8 @@ class Connection:
         self._tasks: list[asyncio.Task[None]] = []
         self._reconnector: asyncio.Task[None] | None = None
         self._last_received = 0.0
+        #: The error the server ended the session with (its last message), once it came.
+        self._server_error: Exception | None = None
         #: Per timeout, the requests that have one, in send order: (deadline, future, op).
         self._deadlines: dict[
             float, collections.deque[tuple[float, asyncio.Future[Message], str]]
@@ -235,6 +237,7 @@ class Connection:
         self.generation += 1
         self._stream_open = True
         self._last_received = asyncio.get_running_loop().time()
+        self._server_error = None
         generation = self.generation
         self._tasks = [
             asyncio.create_task(self._read_loop(stream, generation), name="statehub-read"),
@@ -415,7 +418,7 @@ class Connection:
             return
         del self._pending[request_id]
         unsent = len(self._outbox)
-        self._outbox[:] = [message for message in self._outbox if message["id"] != request_id]
+        self._outbox[:] = [message for message in self._outbox if message.get("id") != request_id]
         if len(self._outbox) == unsent:
             self.send_and_forget("cancel", {"request": request_id})
 
@@ -544,6 +547,9 @@ class Connection:
             reason = f"the server sent a malformed frame: {error}"
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
+        if self._server_error is not None:  # the server said why: the same on every transport
+            server_error = self._server_error
+            reason = f"the server ended the session: {server_error}"
         self._lost(generation, reason, server_error)
 
     def _dispatch(self, message: Message) -> None:
@@ -560,10 +566,15 @@ class Connection:
         sub_id = message.get("sub")
         if sub_id is None:
             lost = message.get("lost")
-            if isinstance(lost, dict) and self._on_holds_lost is not None:
-                self._on_holds_lost(lost)
-            elif "error" in message:  # an error the server could not pin on a request
-                logger.warning("statehub at %s reported: %r", self.target, message["error"])
+            if "ping" in message:  # the server's heartbeat: any frame back proves we live
+                self._outbox.append({"pong": message["ping"]})
+                self._wake.set()
+            elif isinstance(lost, dict):
+                if self._on_holds_lost is not None:
+                    self._on_holds_lost(lost)
+            elif "error" in message:  # why the server ends the session (its last message)
+                self._server_error = error_from_wire(message["error"] or {})
+                logger.warning("statehub at %s reported: %s", self.target, self._server_error)
             else:
                 logger.warning("ignoring a message with neither id nor sub: %r", message)
             return
@@ -587,9 +598,10 @@ class Connection:
         except asyncio.CancelledError:
             raise
         except StreamBroken as error:
-            self._lost(generation, str(error), error.error)
+            self._lost(generation, str(error), error.error or self._server_error)
         except Exception as error:
-            self._lost(generation, f"writing failed: {type(error).__name__}: {error}")
+            reason = f"writing failed: {type(error).__name__}: {error}"
+            self._lost(generation, reason, self._server_error)
 
     def _frames(self, batch: list[Message]) -> list[bytes]:
         """Encode ``batch`` in as few frames as the size limit allows."""

@@ -41,6 +41,8 @@ class Welcome:
 def welcome_from(frame: bytes, hello_id: int, target: str) -> Welcome:
     """The server's answer to hello ``hello_id`` in ``frame``; its error if it refused."""
     for message in decode_batch(frame):
+        if message.get("id") is None and "error" in message:  # refused before any session
+            raise error_from_wire(message["error"] or {})
         if message.get("id") != hello_id:
             continue
         if "error" in message:

@@ -13,6 +13,16 @@ thread keeps reading even when nobody calls (so handlers run without a call), an
 reconnects with backoff and resubscribes after the connection drops. Without
 subscriptions, a lost connection is reopened by the next call (or ``wait_connected``).
 
+The server pings a connection it has not heard from for its keepalive and drops it when
+nothing comes back within the keepalive timeout (``server/heartbeat.py``). Whoever reads
+answers the ping. A session that holds something the server would release on a drop (a
+lease, a read/write lock, a key bound with ``ephemeral``) therefore keeps the helper
+thread reading until it ends, however idle the caller's threads are. A session holding
+nothing is left alone: if the server dropped it meanwhile, the next call notices (it
+reads what came first when the server has been silent for a keepalive) and opens a new
+session, and a call the server refused with ``HeartbeatTimeoutError`` (it never ran) is
+sent once more on the new session.
+
 A call that gets no answer within its timeout raises statehub's ``TimeoutError`` and
 leaves no trace: its reply will be dropped and the server is asked to stop the request;
 a lock request instead keeps a hook that gives a late grant straight back.
@@ -36,7 +46,12 @@ from statehub.client.connection import BatchHandler, Message, Subscription
 from statehub.client.hello import DEFAULT_MAX_MESSAGE_BYTES, hello_message, welcome_from
 from statehub.client.tcp_stream import MAX_SERVER_FRAME
 from statehub.client.timeouts import timed_out
-from statehub.errors import ConnectionLostError, MessageTooLargeError, ProtocolError
+from statehub.errors import (
+    ConnectionLostError,
+    HeartbeatTimeoutError,
+    MessageTooLargeError,
+    ProtocolError,
+)
 from statehub.protocol import decode_batch, encode_batch, error_from_wire
 from statehub.protocol.tcp_framing import LENGTH_BYTES, encode_length, set_keepalive
 
@@ -46,6 +61,14 @@ logger = logging.getLogger(__name__)
 LateReplyHook = Callable[[Message | None], None]
 
 _RECEIVE_BYTES = 1 << 16
+
+#: Requests after whose success the server holds something for this session that it
+#: releases when the session is dropped; keyed by op, given the request's arguments.
+_HOLDING_OPS: dict[str, Callable[[Message], bool]] = {
+    "leases": lambda arguments: bool(arguments.get("acquire")),
+    "lock": lambda arguments: True,
+    "update": lambda arguments: bool(arguments.get("ephemeral")),
+}
 
 
 class _Broken(Exception):
@@ -122,6 +145,11 @@ class SocketSession:
         self._closed = False
         #: The error the server said it ends the session with (its last frame), if any.
         self._server_error: Exception | None = None
+        #: The session took a lease, a lock or a bound key: keep reading (heartbeat pings).
+        self._holding = False
+        #: When the last frame came from the server (time.monotonic()).
+        self._last_heard = 0.0
+        self._keepalive_s = 15.0
 
         self.connected = False
         #: +1 each time a session opens: what was held under an older one is gone.
@@ -198,6 +226,7 @@ class SocketSession:
         self.epoch = welcome.epoch
         self.session, self.token = welcome.session, welcome.token
         self.max_message_bytes = welcome.max_message_bytes
+        self._keepalive_s = welcome.keepalive_s
         return sock
 
     def reopen(self) -> None:
@@ -263,9 +292,27 @@ class SocketSession:
         ``late``: keep listening after a timeout and pass the reply to it (a lock
         request gives a late grant back), instead of dropping it.
         """
+        if self.connected and time.monotonic() - self._last_heard >= self._keepalive_s:
+            self._poll()  # the server may have dropped this idle session: read its word
         if not self.connected:
             self.reopen()
-        return self._call(op, arguments, timeout, late)
+        try:
+            reply = self._call(op, arguments, timeout, late)
+        except HeartbeatTimeoutError:
+            # Dropped for silence before the request arrived, so it never ran: send it on
+            # a new session. (A drop may only race a call of a session holding nothing.)
+            self.reopen()
+            reply = self._call(op, arguments, timeout, late)
+        holds = _HOLDING_OPS.get(op)
+        if holds is not None and holds(arguments):
+            self._keep_reading()
+        return reply
+
+    def _keep_reading(self) -> None:
+        """The session now holds something: read (answer the server's pings) until it ends."""
+        with self._state:
+            self._holding = True
+        self._start_helper()
 
     @contextlib.contextmanager
     def _callback(self) -> Iterator[None]:
@@ -387,7 +434,7 @@ class SocketSession:
             sock, generation = self._sock, self.generation
         if sock is None:
             return
-        while (not slot.done) if slot is not None else (self._subscriptions and self.connected):
+        while (not slot.done) if slot is not None else (self._wants_reader() and self.connected):
             try:
                 frame = self._next_frame(sock, deadline)
                 messages = decode_batch(frame)
@@ -418,6 +465,7 @@ class SocketSession:
                     with memoryview(buffer) as view:
                         frame = bytes(view[LENGTH_BYTES:end])
                     del buffer[:end]
+                    self._last_heard = time.monotonic()
                     return frame
             if deadline is None:
                 sock.settimeout(None)
@@ -439,6 +487,7 @@ class SocketSession:
 
     def _dispatch(self, messages: list[Message]) -> None:
         deliveries: list[tuple[Subscription, Message]] = []
+        pings: list[object] = []
         holds_lost: list[Message] = []
         late: list[tuple[LateReplyHook, Message | None]] = []
         with self._state:
@@ -459,6 +508,8 @@ class SocketSession:
                 sub_id = message.get("sub")
                 if sub_id is None:
                     lost = message.get("lost")
+                    if "ping" in message:  # the server's heartbeat: answered outside the lock
+                        pings.append(message["ping"])
                     if isinstance(lost, dict):  # holds taken away: told outside the lock
                         holds_lost.append(lost)
                     if "error" in message:  # why the server is about to close
@@ -473,6 +524,8 @@ class SocketSession:
                 elif self._subscribing:  # a batch may overtake its subscribe reply
                     self._early_batches.setdefault(sub_id, []).append(message)
             self._state.notify_all()
+        for ping in pings:
+            self._pong(ping)
         for lost in holds_lost:
             with self._callback():
                 self._on_holds_lost(lost)
@@ -483,6 +536,23 @@ class SocketSession:
                 hook(reply)
             except Exception:
                 logger.exception("late-reply hook failed")
+
+    def _pong(self, ping: object) -> None:
+        """Answer the server's heartbeat ping (a broken socket is the reader's to report).
+
+        Not if another thread is writing: its frame answers the ping as well, and the
+        reader must not wait behind a write the server may be holding back until it
+        reads (the reader's own job)."""
+        frame = encode_batch([{"pong": ping}])
+        with self._state:
+            sock = self._sock
+        if sock is None or not self._write_lock.acquire(blocking=False):
+            return
+        try:
+            with contextlib.suppress(OSError):
+                sock.sendall(encode_length(frame) + frame)
+        finally:
+            self._write_lock.release()
 
     def _poll(self) -> None:
         """Read whatever has arrived, without waiting, if nobody else is reading."""
@@ -524,6 +594,7 @@ class SocketSession:
                 subscription.sub_id = None
             self.lost_reason = reason
             self._server_error = None
+            self._holding = False  # the server released all of it with the session
             message = f"lost the connection to statehub at {self.target}: {reason}"
             for slot in pending.values():
                 # each waiter its own copy: one instance raised in several threads would
@@ -629,10 +700,15 @@ class SocketSession:
             )
             self._helper.start()
 
+    def _wants_reader(self) -> bool:
+        """Someone must read even while no call does: subscriptions, or held things."""
+        return bool(self._subscriptions) or self._holding
+
     def _helper_loop(self) -> None:
-        """Read while there are subscriptions; reconnect with backoff when the session drops."""
+        """Read while there are subscriptions or holds; reconnect with backoff when the
+        session drops (while there are subscriptions: holds end with the session)."""
         delay = self._backoff_initial
-        while not self._closed and self._subscriptions:
+        while not self._closed and self._wants_reader():
             if not self.connected:
                 if not self._reconnect:
                     return

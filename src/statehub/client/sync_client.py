@@ -37,7 +37,7 @@ from statehub.client.call_shapes import (
     take_holds,
     update_arguments,
 )
-from statehub.client.changes import BlockingCoalescingBuffer, StateChange
+from statehub.client.changes import BlockingCoalescingBuffer, HoldsLost, StateChange
 from statehub.client.connection import BatchHandler, Message, Subscription
 from statehub.client.deprecation import warn_renamed
 from statehub.client.listing import (
@@ -271,15 +271,20 @@ class Client(EndpointCalls):
                 stream.fail(error)
             self._end_mirror_wait(error)
         _invoke(self.connection_lost, reason=reason)
-        if leases:
-            _invoke(self.leases_lost, keys=leases)
-        if locks:
-            _invoke(self.locks_lost, keys=locks)
+        self._tell_lost(leases, locks, f"the session ended: {reason}")
 
     def _on_holds_lost(self, lost: Message) -> None:
         """The server took leases and locks of this live session away: say so (see
         ``AsyncClient``)."""
         leases, locks = take_holds(lost, self._leases, self._leases_taken, self._held_locks)
+        self._tell_lost(leases, locks, str(lost.get("reason") or "released by the server"))
+
+    def _tell_lost(self, leases: list[str], locks: list[str], reason: str) -> None:
+        """Fire ``leases_lost`` / ``locks_lost`` and mark every open stream's next change."""
+        if not leases and not locks:
+            return
+        for stream in list(self._streams):
+            stream.mark_lost(HoldsLost(tuple(leases), tuple(locks), reason))
         if leases:
             _invoke(self.leases_lost, keys=leases)
         if locks:
@@ -684,6 +689,11 @@ class _BlockingChangeStream:
                 raise self._error
         finally:
             self.close()
+
+    def mark_lost(self, lost: HoldsLost) -> None:
+        """The client lost leases or locks: the next change yielded says so."""
+        if not self._closed:
+            self._buffer.mark(lost)
 
     def fail(self, error: Exception) -> None:
         """End the stream with ``error`` (the connection is gone for good)."""

@@ -43,8 +43,6 @@ class TcpFrameStream:
             return await self._frames.read()
         except (ConnectionError, OSError) as error:
             raise StreamBroken(f"{type(error).__name__}: {error}") from None
-        except Exception as error:  # the server's last error frame (any type): why it closed
-            raise StreamBroken(f"the server closed the connection: {error}", error) from None
 
     def abort(self) -> None:
         self._frames.abort()

@@ -2,8 +2,9 @@
 
 Same shape as the other client frame streams (``write``, ``read``, ``abort``, ``close``):
 each frame is a 4-byte big-endian length and the frame. Failures are ``ConnectionError``
-with a message that says what happened; a last frame from the server holding an error
-with no request id (a refused frame) is raised as that error.
+with a message that says what happened. A server's last frame holding an error with no
+request id (why it ends the session) is a frame like any other: the session reads it, as
+on every transport.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import asyncio
 import contextlib
 import ssl
 
-from statehub.errors import ProtocolError
-from statehub.protocol import decode_batch, error_from_wire
 from statehub.protocol.tcp_framing import LENGTH_BYTES, encode_length, set_keepalive
 
 #: Seconds close() waits for the server to see the connection end.
@@ -79,7 +78,6 @@ class TcpFrames:
             frame = await self._reader.readexactly(length)
         except asyncio.IncompleteReadError:
             raise ConnectionError("the server closed the connection inside a frame") from None
-        _raise_connection_error(frame)
         return frame
 
     def abort(self) -> None:
@@ -97,15 +95,3 @@ class TcpFrames:
         if self._writer.can_write_eof():
             self._writer.write_eof()
         await self._writer.drain()
-
-
-def _raise_connection_error(frame: bytes) -> None:
-    """Raise the error of a connection-level error frame (``id`` None); else nothing."""
-    if len(frame) > 4096 or b"error" not in frame:
-        return  # cheap test first: replies and change batches pass untouched
-    try:
-        messages = decode_batch(frame)
-    except ProtocolError:
-        return
-    if len(messages) == 1 and messages[0].get("id", 0) is None and "error" in messages[0]:
-        raise error_from_wire(messages[0]["error"])

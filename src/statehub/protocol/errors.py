@@ -23,6 +23,7 @@ from statehub.errors import (
     ConflictError,
     DataFileError,
     DurabilityError,
+    HeartbeatTimeoutError,
     LimitExceededError,
     LockFailedError,
     LockNotOwnedError,
@@ -223,6 +224,7 @@ register_error(DataFileError, "FAILED_PRECONDITION")
 register_error(StoreUnavailableError, "UNAVAILABLE")
 register_error(PermissionDeniedError, "PERMISSION_DENIED")
 register_error(UnauthenticatedError, "UNAUTHENTICATED")
+register_error(HeartbeatTimeoutError, "UNAVAILABLE")
 # Renamed in 0.2 (LockFailed -> LockFailedError, ...): a server of 0.1 still sends these.
 for _former, _renamed in (
     ("LockFailed", LockFailedError),

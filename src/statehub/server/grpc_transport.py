@@ -1,7 +1,9 @@
 """Moves frames between a gRPC bidirectional stream and a session; nothing else.
 
 The stream carries raw bytes (no protobuf): each gRPC message is one frame of the
-session protocol. ``serve_session`` owns the session's whole life.
+session protocol. ``serve_session`` owns the session's whole life; a session that fails
+has written its error as its last frame, and the call then ends with that error's status
+(for gRPC clients that read only the status).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from collections.abc import AsyncIterator
 import grpc
 from grpc import aio
 
-from statehub.errors import ProtocolError
 from statehub.protocol import SERVICE_NAME, SESSION_METHOD
 from statehub.protocol.errors import status_of
 from statehub.server.grpc_credentials import bearer_token, certificate_identities
@@ -56,10 +57,9 @@ def session_handler(hub: Hub) -> grpc.GenericRpcHandler:
             bearer_token=bearer_token(context),
             certificate_identities=certificate_identities(context),
         )
-        try:
-            await serve_session(hub, _GrpcFrames(context), peer)
-        except ProtocolError as error:
-            await context.abort(grpc.StatusCode[status_of(error)], str(error))
+        failure = await serve_session(hub, _GrpcFrames(context), peer)
+        if failure is not None:  # written as the last frame; the call's status says it too
+            await context.abort(grpc.StatusCode[status_of(failure)], str(failure))
 
     return grpc.method_handlers_generic_handler(
         SERVICE_NAME, {SESSION_METHOD: grpc.stream_stream_rpc_method_handler(handle)}

@@ -201,8 +201,8 @@ class Session:
         #: The lease owner: this session of this identity, never a name a client chose.
         self.token: str | None = None
         self.client = ""
-        #: Set when the client sent a frame that cannot be decoded (the session ends).
-        self.failure: ProtocolError | None = None
+        #: Why the session was ended from the server's side (``fail``), if it was.
+        self.failure: StatehubError | None = None
         self._outbox = Outbox(max_frame_bytes=hub.max_message_bytes)
         self._closed = False
         # Dicts, not sets: an empty dict costs 64 bytes, an empty set 216.
@@ -266,11 +266,27 @@ class Session:
         reason = "this server was cut off from the shared store and its holds were released"
         self.tell_lost(list(self._leased), locks, reason)
 
-    def fail(self, error: ProtocolError) -> None:
-        """The client sent an undecodable frame: end the session, reporting ``error``."""
-        if self.failure is None:
-            self.failure = error
-        self.end()
+    def fail(self, error: StatehubError) -> None:
+        """End the session because of ``error`` (an undecodable frame, a refused frame
+        length, a client that stopped answering, a credential no longer valid).
+
+        This is the one way a connection fails: the error is queued as the session's last
+        message, an error with no request id, after what was already queued; every
+        transport writes it like any frame and then closes, and the client raises it with
+        its own type (``docs/protocol.md``, "How a session ends"). The session closes at
+        once, releasing what it held: a client that does not take its last frames (a
+        frozen one) must not keep them.
+        """
+        if self.failure is not None or self._closed:
+            return
+        self.failure = error
+        self._send_error(None, error)
+        self.close()
+
+    def ping(self, number: int) -> None:
+        """Ask the client for a sign of life (the heartbeat): it answers ``{"pong": n}``."""
+        if not self._closed:
+            self._outbox.push(encode_value({"ping": number}))
 
     def close(self) -> None:
         """The connection is gone: release every lease, lock and subscription, once.
@@ -308,6 +324,8 @@ class Session:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         request_id = message.get("id")
+        if request_id is None and "pong" in message:
+            return  # the answer to a heartbeat ping: receiving its frame was the point
         try:
             if type(request_id) is not int:
                 raise ProtocolError(f"every request needs an int 'id', got {_describe(request_id)}")
@@ -914,8 +932,7 @@ class Session:
             principal = self.hub.auth.authenticate(self.credentials)
         except UnauthenticatedError as error:
             logger.info("session %s (%s) ended: %s", self.id, self.principal.name, error)
-            self._send_error(None, error)
-            self.end()
+            self.fail(error)
             return
         previous, self.principal = self.principal, principal
         if principal.permissions.read != previous.permissions.read:

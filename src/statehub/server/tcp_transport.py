@@ -1,15 +1,17 @@
-"""The session protocol over a plain TCP connection: a prototype of a cheaper transport.
+"""The session protocol over a plain TCP connection: the default transport.
 
 Each frame travels as a 4-byte big-endian length followed by the frame itself, one
 session per connection; ``serve_session`` owns the session's whole life, as with gRPC.
-A connection-level error (a malformed frame, a length over the limit) is sent as one
-last frame ``[{"id": None, "error": {...}}]`` before the server closes the connection,
-so the client learns what was wrong (gRPC would carry it in the call's status).
+A connection-level error (a malformed frame, a length over the limit, a client that
+stopped answering) is the session's last message, ``[{"id": None, "error": {...}}]``,
+written like any frame before the connection is closed (``Session.fail``).
 
 A dead peer is noticed by the kernel: TCP keepalive probes an idle connection, and
-TCP_USER_TIMEOUT drops one whose sent data stays unacknowledged; the client's own
-application ``ping`` (sent when the server has been silent for ``keepalive_s``) covers
-the other direction.
+TCP_USER_TIMEOUT drops one whose sent data stays unacknowledged. A frozen client (its
+kernel still answers for it) is noticed by the session's heartbeat (``heartbeat.py``):
+pinged after ``keepalive`` s of silence, dropped when nothing comes back within the
+keepalive timeout. The client's own ``ping`` (sent when the server has been silent for
+``keepalive_s``) covers the other direction.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from statehub.server.transport import serve_session
 
 logger = logging.getLogger(__name__)
 
-#: Seconds the server waits for a last error frame to be written before dropping a peer.
+#: Seconds the server waits for its last frames to be taken before cutting a peer off.
 _CLOSE_GRACE = 2.0
 
 
@@ -58,7 +60,8 @@ class TcpFrames(asyncio.Protocol):
     An asyncio protocol rather than the StreamReader/StreamWriter pair: an idle connection
     then holds this object and its transport, not a reader, a writer, a stream protocol
     and their buffers (about 2 KiB per subscriber, see docs/fanout.md). The connection's
-    one task serves its session (``serve_session``). A refused frame length ends the reading.
+    one task serves its session (``serve_session``). A refused frame length ends the
+    reading with ``MessageTooLargeError``, which the session fails with.
     """
 
     __slots__ = (
@@ -77,7 +80,6 @@ class TcpFrames(asyncio.Protocol):
         "_task",
         "_transport",
         "_writing",
-        "refused",
     )
 
     def __init__(self, hub: Hub, max_frame: int, keepalive: tuple[float, float]) -> None:
@@ -95,8 +97,6 @@ class TcpFrames(asyncio.Protocol):
         # Futures only while a read or a write waits: none for an idle connection's writer.
         self._reading: asyncio.Future[None] | None = None
         self._writing: asyncio.Future[None] | None = None
-        #: Why reading stopped early, to be told to the client once the session is over.
-        self.refused: MessageTooLargeError | None = None
         self._counted = False  # holds one of the hub's connection budget
         #: Closes the connection if no whole frame has come within HANDSHAKE_TIMEOUT.
         self._handshake: asyncio.TimerHandle | None = None
@@ -109,12 +109,11 @@ class TcpFrames(asyncio.Protocol):
             if len(buffer) >= LENGTH_BYTES:
                 length = int.from_bytes(buffer[:LENGTH_BYTES], "big")
                 if length > self._max_frame:
-                    self.refused = MessageTooLargeError(
+                    raise MessageTooLargeError(
                         f"a frame of {length} bytes is over the limit of {self._max_frame} "
                         "bytes (the TCP transport's frame limit, from max_message_bytes); "
                         "the connection is closed"
                     )
-                    return None
                 end = LENGTH_BYTES + length
                 if len(buffer) >= end:
                     if self._handshake is not None:
@@ -153,17 +152,15 @@ class TcpFrames(asyncio.Protocol):
         if self._gone:
             raise ConnectionResetError("the connection was lost while writing")
 
-    async def close(self, error: Exception | None) -> None:
-        """Tell the client ``error`` (if any) in a last frame, then close the connection."""
+    async def close(self) -> None:
+        """Close the connection once what was written has gone out; a peer that takes
+        none of it within the grace (a frozen client) is cut off."""
         transport = self._require_transport()
-        with contextlib.suppress(Exception):
-            if error is not None and not transport.is_closing():
-                frame = encode_batch([{"id": None, "error": error_to_wire(error)}])
-                transport.write(encode_length(frame) + frame)
-                await asyncio.wait_for(self._until(lambda: not self._paused_writing), _CLOSE_GRACE)
         transport.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._until(lambda: self._gone), _CLOSE_GRACE)
+        if not self._gone:
+            transport.abort()
 
     # -- asyncio's side ------------------------------------------------------------------
 
@@ -192,7 +189,9 @@ class TcpFrames(asyncio.Protocol):
             transport="tcp",
             certificate_identities=certificate_names(transport.get_extra_info("peercert")),
         )
-        self._task = asyncio.get_running_loop().create_task(_serve(self._hub, self, peer))
+        self._task = asyncio.get_running_loop().create_task(
+            _serve(self._hub, self, peer, self._keepalive)
+        )
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -256,18 +255,15 @@ class TcpFrames(asyncio.Protocol):
         return self._transport
 
 
-async def _serve(hub: Hub, frames: TcpFrames, peer: Peer) -> None:
-    """The connection's task: its session, then the last error frame, then the close."""
-    error: Exception | None = None
+async def _serve(hub: Hub, frames: TcpFrames, peer: Peer, heartbeat: tuple[float, float]) -> None:
+    """The connection's task: its session (whose last message says why, if it failed),
+    then the close."""
     try:
-        await serve_session(hub, frames, peer)
-        error = frames.refused
-    except ProtocolError as malformed:
-        error = malformed
+        await serve_session(hub, frames, peer, heartbeat=heartbeat)
     except (ConnectionError, OSError) as broken:  # the peer went away mid-write
         logger.debug("tcp session from %s: connection lost: %r", peer.address, broken)
     finally:
-        await frames.close(error)
+        await frames.close()
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:

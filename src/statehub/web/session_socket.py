@@ -14,15 +14,19 @@ import logging
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from statehub.errors import ProtocolError
+from statehub.errors import MessageTooLargeError, ProtocolError, StatehubError
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
 from statehub.server.transport import serve_session
 
 logger = logging.getLogger(__name__)
 
-#: WebSocket close reasons are limited to 123 bytes.
-_MAX_CLOSE_REASON = 120
+#: The close code a failed session's socket ends with (the error, with its message, is
+#: the session's last message); any other failure closes with POLICY_VIOLATION.
+_CLOSE_CODES: dict[type[StatehubError], WSCloseCode] = {
+    ProtocolError: WSCloseCode.PROTOCOL_ERROR,
+    MessageTooLargeError: WSCloseCode.MESSAGE_TOO_BIG,
+}
 
 
 class _WebSocketFrames:
@@ -76,10 +80,14 @@ async def serve_session_socket(
 ) -> None:
     """Run one session over ``socket`` until either side ends it; then close the socket."""
     try:
-        await serve_session(hub, _WebSocketFrames(socket, transport, unread_timeout), peer)
-    except ProtocolError as error:
-        reason = str(error).encode()[:_MAX_CLOSE_REASON]
-        await socket.close(code=WSCloseCode.PROTOCOL_ERROR, message=reason)
+        # A session that fails has written its error as its last message: only close, with
+        # the close code for its kind (as gRPC ends the call with its status).
+        failure = await serve_session(
+            hub, _WebSocketFrames(socket, transport, unread_timeout), peer
+        )
+        if failure is not None:
+            code = _CLOSE_CODES.get(type(failure), WSCloseCode.POLICY_VIOLATION)
+            await socket.close(code=code, message=type(failure).__name__.encode())
     except ConnectionResetError:
         pass  # the client went away while being written to
     finally:
