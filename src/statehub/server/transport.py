@@ -74,7 +74,10 @@ async def serve_session(
                 break
     finally:
         session.close()
-        reader.cancel()
+        if session.failure is None:
+            reader.cancel()
+        else:  # a read cancelled under gRPC cancels the call: the adapter closes first
+            asyncio.get_running_loop().call_later(FAILED_WRITE_GRACE, reader.cancel)
         if watch is not None:
             watch.stop()
     return session.failure
@@ -83,7 +86,7 @@ async def serve_session(
 async def _feed(stream: FrameStream, session: Session, watch: Heartbeat | None) -> None:
     """Hand every frame to the session; end the session when the client stops sending."""
     try:
-        while (frame := await stream.read()) is not None:
+        while session.failure is None and (frame := await stream.read()) is not None:
             if watch is not None:
                 watch.heard()
             await session.receive(frame)
