@@ -363,7 +363,9 @@ def _blocking(served: Served) -> list[float]:
 
 
 def _cli_get_ms(served: Served) -> float:
-    """Median wall time of ``CLI_RUNS`` runs of ``statehub get`` (or ``redis-cli get``)."""
+    """Median wall time of ``CLI_RUNS`` runs of ``statehub get`` (or ``redis-cli get``);
+    NaN (logged, with the command's error) if a run fails, so that the other rows of the
+    round are kept."""
     if served.target == "redis":
         command = [shutil.which("redis-cli") or "redis-cli", "-p", str(served.port)]
         command += ["get", "bench.0"]
@@ -376,7 +378,11 @@ def _cli_get_ms(served: Served) -> float:
     times = []
     for _ in range(CLI_RUNS):
         started = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, env=environment, timeout=60)
+        run = subprocess.run(command, capture_output=True, env=environment, timeout=60)
+        if run.returncode != 0:
+            error = run.stderr.decode(errors="replace").strip()
+            _log(f"{command[-2:]} on {_NAMES[served.target]} failed: {error}")
+            return float("nan")
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
 
