@@ -65,3 +65,12 @@ def test_a_failing_statehub_get_gives_nan_and_logs_why(
     logged = capsys.readouterr().err
     assert "['get', 'bench.0'] on statehub (statehub://) failed:" in logged
     assert "ConnectionLostError" in logged
+
+
+def test_a_row_s_median_leaves_out_the_rounds_that_failed() -> None:
+    row = clients.Row("server memory per idle subscriber (10,000)", "KiB")
+    row.figures["statehub"] = [8.0, float("nan"), 9.0]
+    row.figures["redis"] = [float("nan")]
+    assert row.median("statehub") == 8.5
+    assert math.isnan(row.median("redis") or 0.0)
+    assert row.median("nobody") is None

@@ -17,6 +17,7 @@ client library.
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing
 import os
 import shutil
@@ -69,8 +70,13 @@ class Row:
     figures: dict[str, list[float]] = field(default_factory=dict)
 
     def median(self, target: str) -> float | None:
+        """The median of the rounds that measured (a failed round's NaN is left out; NaN
+        if none did)."""
         figures = self.figures.get(target)
-        return statistics.median(figures) if figures else None
+        if not figures:
+            return None
+        measured = [figure for figure in figures if not math.isnan(figure)]
+        return statistics.median(measured) if measured else float("nan")
 
 
 @dataclass(frozen=True)
