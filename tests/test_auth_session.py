@@ -287,3 +287,22 @@ async def test_hello_tells_the_identity_its_rights(tmp_path: Path) -> None:
         reply = await session.request("hello", client="tests")
     assert reply["rights"]["write"] == [""]
     assert reply["rights"]["admin"] == sorted(a.value for a in AdminRight)
+
+
+async def test_a_subscription_starts_again_with_a_snapshot_when_its_read_rights_change(
+    tmp_path: Path,
+) -> None:
+    async with auth_server(tmp_path) as server:
+        server.state.update_state(None, DictionaryChange({"lab/a": 1, "secret/a": 1}))
+        async with session_as(server, "rita") as rita:
+            sub = await rita.subscribe(prefix="")
+            first = await rita.next_batch(sub)
+            assert first["snapshot"] and first["updates"] == {"lab/a": 1}
+            widened = identities(rita="admin")
+            server.reload_auth(write_identities(tmp_path / "identities.yaml", widened))
+            again = await rita.next_batch(sub)
+            assert again["snapshot"] and again["updates"] == {"lab/a": 1, "secret/a": 1}
+            (session,) = server.hub.sessions
+            assert session.subscription_count == 1  # the same subscription, restarted
+            await rita.request("unsubscribe", sub=sub)
+            await eventually(lambda: session.subscription_count == 0)

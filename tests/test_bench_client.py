@@ -6,10 +6,12 @@ workload ran on both targets through the public clients and got its ratio.
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
 from click.testing import CliRunner
+from client_servers import free_port
 
 from statehub.bench import clients
 from statehub.cli import main
@@ -51,3 +53,24 @@ def test_bench_client_without_a_peer_measures_statehub_alone(tiny: None) -> None
     assert result.exit_code == 0, result.output
     rows = [line for line in result.stdout.splitlines() if line.startswith("| async")]
     assert rows and all(line.endswith("| - | - |") for line in rows), rows
+
+
+def test_a_failing_statehub_get_gives_nan_and_logs_why(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The CLI row of a round whose ``statehub get`` fails (here: no server on the port)
+    is NaN, with the command's error on stderr, and the run goes on."""
+    nobody = clients.Served("statehub", free_port(), pid=0)
+    assert math.isnan(clients._cli_get_ms(nobody))
+    logged = capsys.readouterr().err
+    assert "['get', 'bench.0'] on statehub (statehub://) failed:" in logged
+    assert "ConnectionLostError" in logged
+
+
+def test_a_row_s_median_leaves_out_the_rounds_that_failed() -> None:
+    row = clients.Row("server memory per idle subscriber (10,000)", "KiB")
+    row.figures["statehub"] = [8.0, float("nan"), 9.0]
+    row.figures["redis"] = [float("nan")]
+    assert row.median("statehub") == 8.5
+    assert math.isnan(row.median("redis") or 0.0)
+    assert row.median("nobody") is None

@@ -47,7 +47,7 @@ def test_statehub_get_loads_nothing_only_serve_or_endpoints_need() -> None:
     )
     assert result.returncode == 0, result.stderr
     loaded = set(result.stdout.split())
-    assert "statehub.cli.client_commands" in loaded
+    assert "statehub.cli.key_commands" in loaded
     for heavy in ("pydantic", "yaml", "sqlite3", "google.protobuf", "rich", "statehub.server"):
         assert not {m for m in loaded if m == heavy or m.startswith(heavy + ".")}, heavy
 
@@ -61,7 +61,7 @@ def test_statehub_get_loads_nothing_only_serve_or_endpoints_need() -> None:
     ],
     ids=["default-scheme", "host-and-port", "explicit-tcp"],
 )
-def test_statehub_get_on_the_default_address_loads_neither_grpc_nor_aiohttp_nor_rich_nor_redis(
+def test_statehub_get_on_the_default_address_loads_only_what_it_uses(
     address: dict[str, str],
 ) -> None:
     """A real ``statehub get`` against a server on its default transport (plain TCP), the
@@ -107,6 +107,8 @@ def test_statehub_get_on_the_default_address_loads_neither_grpc_nor_aiohttp_nor_
         "redis",
         "google.protobuf",
         "statehub.server",
-        "statehub.client.sync_client",
+        "asyncio",
+        "ssl",
+        "statehub.client.async_client",
     ):
         assert not {m for m in loaded if m == heavy or m.startswith(heavy + ".")}, heavy

@@ -1,10 +1,12 @@
-"""Server memory per idle subscriber over plain TCP (issue 11: at most 15 KiB each).
+"""Server memory per idle subscriber over plain TCP (issue 11: at most 15 KiB each;
+issue 21 asks for 8 KiB of RSS on the default address).
 
 A real server runs in this process; the subscribers run in a child process, so that
 their own memory is not counted. tracemalloc measures how much the server's Python heap
 grows while they connect, say hello and subscribe. The figure counts bytes, not time, so it
-does not depend on the machine's load. The bound is the issue's goal; today's figure is
-about 12.5 KiB (docs/fanout.md, "Memory per subscriber", has the breakdown and the RSS).
+does not depend on the machine's load. Today's figure is 7.7 KiB on Python 3.11, 8.3 on
+3.12 and 8.7 on 3.13 (their tasks and frames are bigger); the bound keeps that progress
+with room for the three (docs/fanout.md, "Memory per subscriber", has the breakdown).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from support.raw_session import running_server
 #: Subscribers measured, after a few that warm the server's caches and free lists up.
 SUBSCRIBERS = 300
 WARM_UP = 20
-#: The goal of issue 11 for server memory per idle subscriber.
-MAX_BYTES_PER_SUBSCRIBER = 15 * 1024
+#: Server memory per idle subscriber: under issue 11's 15 KiB, near issue 21's 8 KiB.
+MAX_BYTES_PER_SUBSCRIBER = 10 * 1024
 
 #: The child: opens ``count`` subscribers each time it reads a line, then waits for EOF.
 _SUBSCRIBERS = r"""
@@ -63,7 +65,7 @@ for line in sys.stdin:
 """
 
 
-async def test_an_idle_tcp_subscriber_costs_the_server_at_most_15_kib() -> None:
+async def test_an_idle_tcp_subscriber_costs_the_server_at_most_10_kib() -> None:
     async with running_server() as server:
         child = await asyncio.create_subprocess_exec(
             sys.executable,

@@ -17,6 +17,7 @@ client library.
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing
 import os
 import shutil
@@ -69,8 +70,13 @@ class Row:
     figures: dict[str, list[float]] = field(default_factory=dict)
 
     def median(self, target: str) -> float | None:
+        """The median of the rounds that measured (a failed round's NaN is left out; NaN
+        if none did)."""
         figures = self.figures.get(target)
-        return statistics.median(figures) if figures else None
+        if not figures:
+            return None
+        measured = [figure for figure in figures if not math.isnan(figure)]
+        return statistics.median(measured) if measured else float("nan")
 
 
 @dataclass(frozen=True)
@@ -363,7 +369,9 @@ def _blocking(served: Served) -> list[float]:
 
 
 def _cli_get_ms(served: Served) -> float:
-    """Median wall time of ``CLI_RUNS`` runs of ``statehub get`` (or ``redis-cli get``)."""
+    """Median wall time of ``CLI_RUNS`` runs of ``statehub get`` (or ``redis-cli get``);
+    NaN (logged, with the command's error) if a run fails, so that the other rows of the
+    round are kept."""
     if served.target == "redis":
         command = [shutil.which("redis-cli") or "redis-cli", "-p", str(served.port)]
         command += ["get", "bench.0"]
@@ -376,7 +384,11 @@ def _cli_get_ms(served: Served) -> float:
     times = []
     for _ in range(CLI_RUNS):
         started = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, env=environment, timeout=60)
+        run = subprocess.run(command, capture_output=True, env=environment, timeout=60)
+        if run.returncode != 0:
+            error = run.stderr.decode(errors="replace").strip()
+            _log(f"{command[-2:]} on {_NAMES[served.target]} failed: {error}")
+            return float("nan")
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
 

@@ -16,9 +16,9 @@ from statehub.extras import MissingExtraError
 LAZY_COMMANDS = {
     "serve": "statehub.cli.serve:serve",
     "bench": "statehub.cli.bench:bench",
-    "get": "statehub.cli.client_commands:get",
-    "set": "statehub.cli.client_commands:set_",
-    "rm": "statehub.cli.client_commands:rm",
+    "get": "statehub.cli.key_commands:get",
+    "set": "statehub.cli.key_commands:set_",
+    "rm": "statehub.cli.key_commands:rm",
     "watch": "statehub.cli.client_commands:watch",
     "lease": "statehub.cli.client_commands:lease",
     "lock": "statehub.cli.client_commands:lock",  # deprecated: statehub lease

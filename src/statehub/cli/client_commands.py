@@ -1,4 +1,5 @@
-"""Client commands: ``statehub get | set | rm | watch | lock | call | commands``.
+"""Client commands on an event loop: ``statehub watch | lease | call | commands``
+(``get | set | rm`` are in ``key_commands``).
 
 Each talks to a server at ``--host``/``--port``. Bad input and an unreachable server give
 a one-line error on stderr and exit status 1, never a traceback.
@@ -7,56 +8,30 @@ a one-line error on stderr and exit status 1, never a traceback.
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
 
+from statehub.cli.client_errors import reported_client_errors
+from statehub.cli.key_commands import parse_json
 from statehub.cli.options import client_security, server_options
 from statehub.cli.output import dumps, emit, output_option
 from statehub.client.async_client import AsyncClient
 from statehub.client.changes import StateChange
-from statehub.errors import StatehubError
-from statehub.protocol.errors import error_message
 
 F = TypeVar("F", bound=Callable[..., Any])
-_MISSING = object()
-
-
-def _parse_json(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise click.ClickException(
-            f"{what} is not valid JSON ({error.msg} at char {error.pos}): {text!r}"
-        ) from None
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:
-    """Run ``main``; statehub errors become one-line CLI errors, Ctrl-C a quiet exit."""
+    """Run ``main``, its errors reported as ``reported_client_errors`` says."""
 
     async def runner() -> None:
         await main()
 
-    # The commands report connection trouble themselves, in one line: keep the client's
-    # own warnings (e.g. "lost the connection") off the terminal while they run.
-    client_logger = logging.getLogger("statehub.client")
-    propagate = client_logger.propagate
-    client_logger.propagate = False
-    silence = logging.NullHandler()
-    client_logger.addHandler(silence)
-    try:
+    with reported_client_errors():
         asyncio.run(runner())
-    except KeyboardInterrupt:
-        pass
-    except (StatehubError, LookupError, TypeError, ValueError, OSError) as error:
-        raise click.ClickException(f"{type(error).__name__}: {error_message(error)}") from None
-    finally:
-        client_logger.removeHandler(silence)
-        client_logger.propagate = propagate
 
 
 def connect(host: str, port: int, *, reconnect: bool = False) -> AsyncClient:
@@ -69,90 +44,6 @@ def connect(host: str, port: int, *, reconnect: bool = False) -> AsyncClient:
         connect_timeout=5.0,
         **client_security(),
     )
-
-
-@click.command()
-@click.argument("key")
-@output_option("json")
-@server_options
-def get(key: str, output: str, host: str, port: int) -> None:
-    """Print the value of KEY as JSON."""
-
-    async def main() -> None:
-        async with connect(host, port) as client:
-            value = await client.get(key, _MISSING)
-        if value is _MISSING:
-            raise click.ClickException(f"no key {key!r} on the server")
-        emit(output, value, ["key", "value"], [[key, dumps(value)]], empty="")
-
-    run(main)
-
-
-_IF_REVISION_HELP = (
-    "Only if KEY's last change is still revision N (`statehub keys --long` shows it); "
-    "else nothing changes and the exit status is 1."
-)
-
-
-@click.command(name="set")
-@click.argument("key")
-@click.argument("value")
-@click.option(
-    "--if-revision", type=click.IntRange(min=1), default=None, metavar="N", help=_IF_REVISION_HELP
-)
-@click.option(
-    "--if-absent", is_flag=True, help="Only if KEY does not exist (create it, never replace it)."
-)
-@click.option(
-    "--ttl",
-    type=float,
-    default=None,
-    metavar="SECONDS",
-    help="Remove KEY after SECONDS (> 0); without it KEY no longer expires.",
-)
-@server_options
-def set_(
-    key: str,
-    value: str,
-    if_revision: int | None,
-    if_absent: bool,
-    ttl: float | None,
-    host: str,
-    port: int,
-) -> None:
-    """Set KEY to VALUE (JSON: 1, 2.5, "text", [1, 2], {"a": null}...)."""
-    if if_absent and if_revision is not None:
-        raise click.UsageError("--if-revision and --if-absent exclude each other")
-    parsed = _parse_json(value, "VALUE")
-
-    async def main() -> None:
-        async with connect(host, port) as client:
-            revision = await client.set(
-                key, parsed, if_revision=if_revision, if_absent=if_absent, ttl=ttl
-            )
-        click.echo(f"revision {revision}")
-
-    run(main)
-
-
-@click.command()
-@click.argument("key")
-@click.option(
-    "--if-revision", type=click.IntRange(min=1), default=None, metavar="N", help=_IF_REVISION_HELP
-)
-@server_options
-def rm(key: str, if_revision: int | None, host: str, port: int) -> None:
-    """Remove KEY (exit status 1 and "no key 'KEY'" if there is no such key)."""
-
-    async def main() -> None:
-        async with connect(host, port) as client:
-            try:
-                revision = await client.remove(key, if_revision=if_revision, missing_ok=False)
-            except KeyError:
-                raise click.ClickException(f"no key {key!r}") from None
-        click.echo(f"revision {revision}")
-
-    run(main)
 
 
 @click.command()
@@ -260,7 +151,7 @@ lock = click.Command(
 @server_options
 def call(name: str, arguments: str, output: str, host: str, port: int) -> None:
     """Run the server command NAME with ARGUMENTS (a JSON object) and print its result."""
-    parsed = _parse_json(arguments, "ARGUMENTS")
+    parsed = parse_json(arguments, "ARGUMENTS")
     if not isinstance(parsed, dict):
         raise click.ClickException(
             f"ARGUMENTS must be a JSON object, got {type(parsed).__name__}: {arguments!r}"

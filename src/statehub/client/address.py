@@ -15,7 +15,6 @@ on 38801, the session protocol over plain TCP on 38802, the default and fastest 
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -168,6 +167,10 @@ def _check_port(port: object, what: str) -> int:
 
 def is_ipv6_address(host: str) -> bool:
     """Whether ``host`` is an IPv6 address (``::1``, ``fe80::1%eth0``), not host:port."""
+    if ":" not in host:
+        return False  # every IPv6 address has one; `statehub get` need not load ipaddress
+    import ipaddress
+
     try:
         return ipaddress.ip_address(host.split("%")[0]).version == 6
     except ValueError:

@@ -34,7 +34,7 @@ from statehub.client.call_shapes import (
     update_arguments,
 )
 from statehub.client.changes import CoalescingBuffer, HoldsLost, StateChange
-from statehub.client.connection import Connection, Message, Subscription
+from statehub.client.connection import Connection
 from statehub.client.deprecation import warn_renamed
 from statehub.client.listing import (
     LeaseInfo,
@@ -46,6 +46,7 @@ from statehub.client.listing import (
     session_from_wire,
 )
 from statehub.client.state_mirror import StateMirror
+from statehub.client.subscription import Message, Subscription
 from statehub.client.timeouts import (
     CLIENT_DEFAULT,
     DEFAULT_CONNECT_TIMEOUT,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -136,6 +135,9 @@ class CoalescingBuffer(_Coalescer):
     __slots__ = ("_ready",)
 
     def __init__(self) -> None:
+        # Imported here: the blocking client imports this module and need not load asyncio.
+        import asyncio
+
         super().__init__()
         self._ready = asyncio.Event()
 

@@ -21,11 +21,11 @@ import itertools
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from statehub.client.frame_stream import FrameStream, StreamBroken
 from statehub.client.hello import DEFAULT_MAX_MESSAGE_BYTES, hello_message, welcome_from
+from statehub.client.subscription import BatchHandler, Message, Subscription
 from statehub.client.timeouts import timed_out
 from statehub.client.tls import ClientTls
 from statehub.client.transports import describe_target, open_frame_stream
@@ -34,37 +34,7 @@ from statehub.protocol import decode_batch, encode_batch, error_from_wire
 
 logger = logging.getLogger(__name__)
 
-Message = dict[str, Any]
-BatchHandler = Callable[[Message], None]
-
 _DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-
-
-@dataclass(eq=False, slots=True)
-class Subscription:
-    """A change stream the client wants. It outlives sessions: resumed from ``revision``."""
-
-    interval: float
-    prefix: str
-    handler: BatchHandler
-    #: The last revision a batch of this subscription carried (None before the first),
-    #: and the epoch (history) it counts in: a resume names both, and the server sends a
-    #: snapshot unless that history is its own and still holds the revision.
-    revision: int | None = None
-    epoch: object = None
-    #: The server's id for it on the current session (None while not subscribed).
-    sub_id: int | None = None
-
-    def deliver(self, message: Message, epoch: object) -> None:
-        """Hand a batch to the handler, first noting its revision and the ``epoch`` (the
-        session's history) it counts in, for the resume."""
-        revision = message.get("revision")
-        if type(revision) is int:
-            self.revision, self.epoch = revision, epoch
-        try:
-            self.handler(message)
-        except Exception:
-            logger.exception("subscription handler failed")
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

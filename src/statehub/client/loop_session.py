@@ -13,8 +13,9 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from statehub.client.connection import BatchHandler, Connection, Message, Subscription
+from statehub.client.connection import Connection
 from statehub.client.socket_session import LateReplyHook
+from statehub.client.subscription import BatchHandler, Message, Subscription
 from statehub.client.timeouts import timed_out
 
 T = TypeVar("T")

@@ -16,7 +16,8 @@ import types
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from statehub.client.connection import Connection, Message, Subscription
+from statehub.client.connection import Connection
+from statehub.client.subscription import Message, Subscription
 from statehub.core.values import JsonValue, copy_mapping
 
 

@@ -38,7 +38,6 @@ from statehub.client.call_shapes import (
     update_arguments,
 )
 from statehub.client.changes import BlockingCoalescingBuffer, HoldsLost, StateChange
-from statehub.client.connection import BatchHandler, Message, Subscription
 from statehub.client.deprecation import warn_renamed
 from statehub.client.listing import (
     LeaseInfo,
@@ -50,6 +49,7 @@ from statehub.client.listing import (
     session_from_wire,
 )
 from statehub.client.socket_session import LateReplyHook
+from statehub.client.subscription import BatchHandler, Message, Subscription
 from statehub.client.timeouts import (
     CLIENT_DEFAULT,
     DEFAULT_CONNECT_TIMEOUT,

@@ -13,12 +13,15 @@ import asyncio
 import contextlib
 import ssl
 
-from statehub.protocol.tcp_framing import LENGTH_BYTES, encode_length, set_keepalive
+from statehub.protocol.tcp_framing import (
+    LENGTH_BYTES,
+    MAX_SERVER_FRAME,
+    encode_length,
+    set_keepalive,
+)
 
 #: Seconds close() waits for the server to see the connection end.
 _CLOSE_GRACE = 1.0
-#: The client's own bound on a frame from the server (the server's frames stay far below).
-MAX_SERVER_FRAME = 1 << 30
 
 
 class TcpFrames:

@@ -6,12 +6,13 @@ address, as https is of http (see ``address.py``).
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import ssl
+
     import grpc
 
 
@@ -42,6 +43,8 @@ class ClientTls:
 
     def ssl_context(self) -> ssl.SSLContext:
         """The same trust and client certificate for a ``wss://`` connection."""
+        import ssl  # only TLS needs it: a plain TCP client starts faster without
+
         context = ssl.create_default_context(
             cafile=str(self.ca_file) if self.ca_file is not None else None
         )

@@ -9,6 +9,8 @@ import socket
 
 #: Bytes of the length that precedes every frame.
 LENGTH_BYTES = 4
+#: A client's own bound on a frame from the server (the server's frames stay far below).
+MAX_SERVER_FRAME = 1 << 30
 #: Keepalive probes sent before a silent peer is given up.
 _KEEPALIVE_PROBES = 3
 

@@ -55,7 +55,11 @@ class Outbox:
         while not self._messages:
             if self._closed:
                 return None
-            await _wait(self._queued)
+            waiter = _waiter(self._queued)
+            try:
+                await waiter
+            finally:
+                _forget(self._queued, waiter)
         messages = self._messages
         budget = self._max_frame_bytes - FRAME_HEADER_BYTES
         size = len(messages[0])
@@ -72,18 +76,26 @@ class Outbox:
     async def wait_below(self, limit: int) -> None:
         """Return once at most ``limit`` bytes are queued (or the outbox is closed)."""
         while self.queued_bytes > limit and not self._closed:
-            await _wait(self._taken)
+            waiter = _waiter(self._taken)
+            try:
+                await waiter
+            finally:
+                _forget(self._taken, waiter)
 
 
-async def _wait(waiters: list[asyncio.Future[None]]) -> None:
-    """Wait until ``_wake(waiters)``; a cancelled waiter leaves no future behind."""
+# A future awaited in place, not a helper coroutine: every idle session's writer waits
+# here, and a suspended coroutine would cost each one another frame (about 200 bytes).
+def _waiter(waiters: list[asyncio.Future[None]]) -> asyncio.Future[None]:
+    """A future that ``_wake(waiters)`` completes."""
     waiter = asyncio.get_running_loop().create_future()
     waiters.append(waiter)
-    try:
-        await waiter
-    finally:
-        if waiter in waiters:
-            waiters.remove(waiter)
+    return waiter
+
+
+def _forget(waiters: list[asyncio.Future[None]], waiter: asyncio.Future[None]) -> None:
+    """Drop ``waiter`` once awaited: a cancelled one leaves no future behind."""
+    if waiter in waiters:
+        waiters.remove(waiter)
 
 
 def _wake(waiters: list[asyncio.Future[None]]) -> None:

@@ -176,7 +176,6 @@ class Session:
         "_lock_owners",
         "_next_sub",
         "_outbox",
-        "_subscription_args",
         "_subscriptions",
         "_tasks",
         "_waiting",
@@ -206,11 +205,13 @@ class Session:
         self._outbox = Outbox(max_frame_bytes=hub.max_message_bytes)
         self._closed = False
         # Dicts, not sets: an empty dict costs 64 bytes, an empty set 216.
-        self._tasks: dict[asyncio.Future[Any], None] = {}  # every task the session started
+        #: Every task the session started for a request (subscriptions have their own).
+        self._tasks: dict[asyncio.Future[Any], None] = {}
         self._waiting: dict[int, asyncio.Future[Reply]] = {}  # requests still running, by id
         self._cancellable: dict[int, asyncio.Future[Reply]] = {}  # those a client may cancel
-        self._subscriptions: dict[int, asyncio.Future[None]] = {}
-        self._subscription_args: dict[int, tuple[Pacer, str]] = {}
+        #: By sub id: the subscription and the task running it (the one place both live,
+        #: so an idle subscriber costs no second entry or closure; see docs/fanout.md).
+        self._subscriptions: dict[int, tuple[Subscription, asyncio.Future[None]]] = {}
         self._next_sub = 1
         self._lock_owners: dict[tuple[str, Hashable], None] = {}  # released on close
         self._leased: dict[str, None] = {}  # keys this session may hold leased
@@ -302,6 +303,8 @@ class Session:
         try:
             for task in self._tasks:
                 task.cancel()
+            for _, running in self._subscriptions.values():
+                running.cancel()
             for owner in self._lock_owners:
                 self.hub.locks.release_owner(owner)
         finally:
@@ -819,30 +822,28 @@ class Session:
         readable_keys(self.principal, "subscribe")
         sub = self._next_sub
         self._next_sub += 1
-        self._subscription_args[sub] = (pacer, prefix)
-        self._start_subscription(sub, since)
+        self._start_subscription(sub, pacer, prefix, since)
         return {"sub": sub}
 
-    def _start_subscription(self, sub: int, since: int | None) -> None:
-        pacer, prefix = self._subscription_args[sub]
+    def _start_subscription(self, sub: int, pacer: Pacer, prefix: str, since: int | None) -> None:
         readable = self.principal.permissions.read
         subscription = Subscription(self.hub, self._outbox, sub, pacer, prefix, readable)
-        task = self._spawn(subscription.run(since))
-        self._subscriptions[sub] = task
+        task = asyncio.ensure_future(subscription.run(since))
+        self._subscriptions[sub] = (subscription, task)
+        task.add_done_callback(self._subscription_ended)
 
-        def forget(_: object) -> None:
-            if self._subscriptions.get(sub) is task:  # not restarted meanwhile
+    def _subscription_ended(self, task: asyncio.Future[None]) -> None:
+        for sub, (_, running) in self._subscriptions.items():
+            if running is task:  # else it was restarted or unsubscribed meanwhile
                 del self._subscriptions[sub]
-                self._subscription_args.pop(sub, None)
-
-        task.add_done_callback(forget)
+                return
 
     def _unsubscribe(self, message: dict[str, Any]) -> Reply:
         sub = message.get("sub")
         if type(sub) is not int or sub not in self._subscriptions:
             raise KeyError(f"unsubscribe: no subscription {sub!r} on this session")
-        self._subscription_args.pop(sub, None)
-        self._subscriptions.pop(sub).cancel()
+        _, task = self._subscriptions.pop(sub)
+        task.cancel()
         return {}
 
     def _lock(self, message: dict[str, Any]) -> Coroutine[Any, Any, Reply]:
@@ -936,9 +937,9 @@ class Session:
             return
         previous, self.principal = self.principal, principal
         if principal.permissions.read != previous.permissions.read:
-            for sub, task in list(self._subscriptions.items()):
+            for sub, (subscription, task) in list(self._subscriptions.items()):
                 task.cancel()
-                self._start_subscription(sub, None)
+                self._start_subscription(sub, subscription.pacer, subscription.prefix, None)
 
 
 #: Every op of the protocol and the method that answers it (one table for all sessions).
