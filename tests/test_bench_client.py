@@ -11,10 +11,10 @@ import re
 
 import pytest
 from click.testing import CliRunner
-from client_servers import free_port
 
 from statehub.bench import clients
 from statehub.cli import main
+from support.client_servers import free_port
 
 
 @pytest.fixture
