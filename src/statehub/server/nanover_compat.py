@@ -235,11 +235,9 @@ class NanoverStateService:
         principal = await _principal(self._hub, context)
         try:
             owner = nanover_token_owner(request.access_token, principal.name)
-            changing = change_leases(
+            await change_leases(
                 self._hub.state, principal, owner, acquire, release, op="UpdateLocks"
             )
-            if changing is not None:
-                await changing
         except ResourceLockedError:
             return state_service_pb2.UpdateLocksResponse(success=False)
         except Exception as error:

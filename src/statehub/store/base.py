@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 from statehub.core.entries import Expectations, KeyFacts
 from statehub.core.key_history import HistoryRetention, KeyVersion
 from statehub.core.values import JsonValue
+from statehub.store.answers import settled
 from statehub.store.leases import Lease
+from statehub.store.locks import InProcessLocks, LockTable
 
 if TYPE_CHECKING:
     from statehub.store.peers import CommandPeers
@@ -73,6 +75,7 @@ class Store(ABC):
     binds_keys: ClassVar[bool] = False
 
     _feed: ChangeFeed
+    _in_process_locks: InProcessLocks | None = None
 
     def attach(self, feed: ChangeFeed) -> None:
         """Deliver committed changes to ``feed`` from now on (the state dictionary calls it)."""
@@ -189,23 +192,24 @@ class Store(ABC):
     ) -> None:
         """Release ``release`` always, then acquire all of ``acquire`` or none of it."""
 
-    async def change_leases_async(
+    def submit_lease_change(
         self,
         owner: Hashable,
         acquire: Mapping[str, float | None],
         release: Iterable[str],
         now: float,
-    ) -> None:
-        """``change_leases`` for event-loop code (a shared store asks it without blocking)."""
-        self.change_leases(owner, acquire, release, now)
+    ) -> asyncio.Future[None]:
+        """``change_leases`` for event-loop code: done at once in process, the round trip's
+        future for a shared store (no thread waits on it)."""
+        return settled(lambda: self.change_leases(owner, acquire, release, now))
 
     @abstractmethod
     def leases(self, now: float) -> list[Lease]:
         """The live leases."""
 
-    async def leases_async(self, now: float) -> list[Lease]:
-        """``leases`` for event-loop code."""
-        return self.leases(now)
+    def submit_leases(self, now: float) -> asyncio.Future[list[Lease]]:
+        """``leases`` for event-loop code (a future, as ``submit_lease_change``)."""
+        return settled(lambda: self.leases(now))
 
     @abstractmethod
     def release_owner(self, owner: Hashable) -> None:
@@ -216,9 +220,9 @@ class Store(ABC):
     def clear_leases(self) -> None:
         """Release every lease."""
 
-    async def clear_leases_async(self) -> None:
-        """``clear_leases`` for event-loop code."""
-        self.clear_leases()
+    def submit_clear_leases(self) -> asyncio.Future[None]:
+        """``clear_leases`` for event-loop code (a future, as ``submit_lease_change``)."""
+        return settled(self.clear_leases)
 
     def is_durable(self, revision: int) -> bool:
         """True if ``revision`` may be acknowledged without waiting.
@@ -248,6 +252,13 @@ class Store(ABC):
         was busy); the store then calls it again soon, and must never wait for it.
         """
         return False
+
+    def lock_table(self) -> LockTable:
+        """The read/write locks of the servers sharing this store (the same table at every
+        call): this server's own for an in-process store."""
+        if self._in_process_locks is None:
+            self._in_process_locks = InProcessLocks()
+        return self._in_process_locks
 
     def command_peers(self) -> CommandPeers | None:
         """The other servers sharing this store, for commands (None: this server alone)."""

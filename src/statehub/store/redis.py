@@ -46,6 +46,7 @@ from statehub.errors import (
 )
 from statehub.protocol.codec import decode_value, encode_value
 from statehub.store import redis_scripts
+from statehub.store.answers import mapped
 from statehub.store.base import Store
 from statehub.store.leases import Lease
 from statehub.store.redis_commands import RedisCommandPeers
@@ -233,29 +234,31 @@ class RedisStore(Store):
         release: Iterable[str],
         now: float,
     ) -> None:
-        """The blocking path, for callers off the event loop (``change_leases_async`` on it)."""
+        """The blocking path, for callers off the event loop (``submit_lease_change`` on it)."""
         args = _lease_change_args(owner, self.server_id, acquire, release)
         _check_leased(self.run_script(redis_scripts.CHANGE_LEASES, self.keys.leases, args))
 
-    async def change_leases_async(
+    def submit_lease_change(
         self,
         owner: Hashable,
         acquire: Mapping[str, float | None],
         release: Iterable[str],
         now: float,
-    ) -> None:
+    ) -> asyncio.Future[None]:
         args = _lease_change_args(owner, self.server_id, acquire, release)
-        _check_leased(
-            await self.ordered.submit(redis_scripts.CHANGE_LEASES, self.keys.leases, args)
+        return mapped(
+            self.ordered.submit(redis_scripts.CHANGE_LEASES, self.keys.leases, args),
+            _check_leased,
         )
 
     def leases(self, now: float) -> list[Lease]:
-        """The blocking path, for callers off the event loop (``leases_async`` on it)."""
+        """The blocking path, for callers off the event loop (``submit_leases`` on it)."""
         return _leases_from(self.run_script(redis_scripts.LIST_LEASES, self.keys.leases[:2], []))
 
-    async def leases_async(self, now: float) -> list[Lease]:
-        return _leases_from(
-            await self.ordered.submit(redis_scripts.LIST_LEASES, self.keys.leases[:2], [])
+    def submit_leases(self, now: float) -> asyncio.Future[list[Lease]]:
+        return mapped(
+            self.ordered.submit(redis_scripts.LIST_LEASES, self.keys.leases[:2], []),
+            _leases_from,
         )
 
     def release_owner(self, owner: Hashable) -> None:
@@ -357,8 +360,11 @@ class RedisStore(Store):
     def clear_leases(self) -> None:
         self.run_sync(lambda: self.sync_client.delete(*self.keys.leases))
 
-    async def clear_leases_async(self) -> None:
-        await self.ordered.submit(redis_scripts.CLEAR_LEASES, self.keys.leases, [])
+    def submit_clear_leases(self) -> asyncio.Future[None]:
+        return mapped(
+            self.ordered.submit(redis_scripts.CLEAR_LEASES, self.keys.leases, []),
+            lambda _: None,
+        )
 
     def lock_table(self) -> RedisLockTable:
         """The read/write locks every server over this Redis shares (one per store)."""

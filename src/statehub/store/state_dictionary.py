@@ -588,26 +588,22 @@ class StateDictionary:
         access_token: object,
         acquire: Mapping[str, float | None] | None = None,
         release: Iterable[str] | None = None,
-    ) -> Awaitable[None] | None:
-        """``update_locks`` for event-loop code: done at once (None) if the store keeps
-        leases in process, else an awaitable (no thread waits on the store)."""
+    ) -> Future[None]:
+        """``update_locks`` for event-loop code: a future, done at once if the store keeps
+        leases in process (no thread waits on the store)."""
         owner, durations, releases = _lease_change(access_token, acquire, release)
-        if not self._store.commits_in_process:
-            return self._store.change_leases_async(owner, durations, releases, self.clock())
-        with self._lock:
-            self._store.change_leases(owner, durations, releases, self.clock())
-        return None
+        with self._lock:  # an in-process store changes them now, as threads do
+            return self._store.submit_lease_change(owner, durations, releases, self.clock())
 
     def leases(self) -> list[Lease]:
         """The live leases: key, owner and seconds left (None: no expiry)."""
         with self._lock:
             return self._store.leases(self.clock())
 
-    def submit_leases(self) -> list[Lease] | Awaitable[list[Lease]]:
-        """``leases`` for event-loop code: at once, or an awaitable from a shared store."""
-        if not self._store.commits_in_process:
-            return self._store.leases_async(self.clock())
-        return self.leases()
+    def submit_leases(self) -> Future[list[Lease]]:
+        """``leases`` for event-loop code (a future, as ``submit_lease_change``)."""
+        with self._lock:
+            return self._store.submit_leases(self.clock())
 
     def release_owner(self, access_token: object) -> None:
         """Release every lease of ``access_token`` and remove the keys bound to it (written
@@ -642,12 +638,10 @@ class StateDictionary:
         with self._lock:
             self._store.clear_leases()
 
-    def submit_clear_locks(self) -> Awaitable[None] | None:
-        """``clear_locks`` for event-loop code: done at once (None), or an awaitable."""
-        if not self._store.commits_in_process:
-            return self._store.clear_leases_async()
-        self.clear_locks()
-        return None
+    def submit_clear_locks(self) -> Future[None]:
+        """``clear_locks`` for event-loop code (a future, as ``submit_lease_change``)."""
+        with self._lock:
+            return self._store.submit_clear_leases()
 
     def get(self, key: str, default: Any = None) -> JsonValue:
         """A copy of the value at ``key``, or ``default``."""
