@@ -56,7 +56,7 @@ from statehub.server.operations.copies import keys_to_drop
 from statehub.server.operations.leases import change_leases
 from statehub.server.operations.owner import nanover_token_owner
 from statehub.server.operations.reads import readable_keys
-from statehub.server.operations.state import committed, submit_write
+from statehub.server.operations.state import submit_write
 from statehub.server.session import Hub
 
 Context: TypeAlias = "aio.ServicerContext[Any, Any]"
@@ -204,8 +204,9 @@ class NanoverStateService:
         state = self._hub.state
         try:
             owner = nanover_token_owner(request.access_token, principal.name)
-            submitted = submit_write(state, principal, owner, updates, removals, op="UpdateState")
-            revision = await committed(submitted)
+            revision = await submit_write(
+                state, principal, owner, updates, removals, op="UpdateState"
+            )
             await state.wait_durable_async(revision)  # acknowledge once durable (SQLite "disk")
         except ResourceLockedError:
             return state_service_pb2.UpdateStateResponse(success=False)

@@ -86,14 +86,17 @@ class NanoverProfile:
         if mirrored is None:
             logger.info("NanoVer profile: %r is not a list of 10 numbers; not mirrored", source)
             return
-        # submit, not update: this may run in the event loop, where a shared store commits.
+        change = DictionaryChange(mirrored)
         try:
-            committed = self.state.submit_update(_MIRROR_TOKEN, DictionaryChange(mirrored))
-        except (ResourceLockedError, ObjectFrozenError) as error:
-            logger.info("NanoVer profile: %s not mirrored: %s", source, error)
+            asyncio.get_running_loop()
+        except RuntimeError:  # a thread's write (``update_state``): mirrored the same way
+            try:
+                self.state.update_state(_MIRROR_TOKEN, change)
+            except (ResourceLockedError, ObjectFrozenError) as error:
+                logger.info("NanoVer profile: %s not mirrored: %s", source, error)
             return
-        if not isinstance(committed, int):
-            asyncio.ensure_future(committed).add_done_callback(_log_failure)
+        # In the event loop, where a shared store commits: submitted, never waited for.
+        self.state.submit_update(_MIRROR_TOKEN, change).add_done_callback(_log_failure)
 
     def radially_orient_origins(self, radius: float = 1) -> None:
         """One ``user-origin.<id>`` per avatar, spread on a circle of ``radius`` around

@@ -500,30 +500,20 @@ class Session:
     ) -> Reply | Awaitable[Reply]:
         """``reply`` with seconds left appended to the facts of keys that expire: at once
         from an in-process store, after asking a shared one (Redis's clock)."""
-        state = self.hub.state
-        if state.store.commits_in_process:
-            _add_time_left(reply["facts"], state.expiring(keys))
+
+        def with_time_left(time_left: dict[str, float]) -> Reply:
+            _add_time_left(reply["facts"], time_left)
             return reply
 
-        async def asked() -> Reply:
-            _add_time_left(reply["facts"], await state.expiring_async(keys))
-            return reply
-
-        return asked()
+        return _reply_from(self.hub.state.submit_expiring(keys), with_time_left)
 
     def _history(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
         key = check_key(message.get("key"))
         self.principal.require(Right.READ, [key], "history")
         limit, since = message.get("limit"), message.get("since")
         state = self.hub.state
-        if state.store.commits_in_process:
-            return _history_reply(state, state.history(key, limit=limit, since=since))
-
-        async def asked() -> Reply:
-            versions = await state.history_async(key, limit=limit, since=since)
-            return _history_reply(state, versions)
-
-        return asked()
+        versions = state.submit_history(key, limit=limit, since=since)
+        return _reply_from(versions, lambda found: _history_reply(state, found))
 
     def _update(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
         updates = message.get("updates")
@@ -554,13 +544,13 @@ class Session:
             ttl=ttl,
             ephemeral=ephemeral,
         )
-        if type(revision) is int:
-            self.hub.observer.committed(time.perf_counter() - started)
-            if state.is_durable(revision):
-                return {"revision": revision}
-        elif isinstance(revision, asyncio.Future):
+        if not revision.done():  # a store shared by servers: answered by its batch
             return self._reply_when_committed(revision, started)
-        return self._when_durable(revision)
+        committed = revision.result()  # a refusal raises here, and is the reply
+        self.hub.observer.committed(time.perf_counter() - started)
+        if state.is_durable(committed):
+            return {"revision": committed}
+        return self._when_durable(committed)
 
     def _reply_when_committed(
         self, committed: asyncio.Future[int], started: float
@@ -588,12 +578,8 @@ class Session:
         committed.add_done_callback(answer)
         return reply
 
-    async def _when_durable(self, revision: int | Awaitable[int]) -> Reply:
-        """Acknowledge a change only once committed and as durable as the store promises."""
-        if not isinstance(revision, int):
-            started = time.perf_counter()
-            revision = await revision
-            self.hub.observer.committed(time.perf_counter() - started)
+    async def _when_durable(self, revision: int) -> Reply:
+        """Acknowledge a committed change only once as durable as the store promises."""
         started = time.perf_counter()
         await self.hub.state.wait_durable_async(revision)
         self.hub.observer.durable_waited(time.perf_counter() - started)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from asyncio import Future
+from asyncio import Future, ensure_future
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,6 +33,7 @@ from statehub.core.key_history import HistoryRetention, KeyHistory, KeyVersion
 from statehub.core.limits import ValueSizeLimits
 from statehub.core.values import JsonValue, check_duration, check_key, copy_mapping, copy_value
 from statehub.errors import ObjectFrozenError
+from statehub.store.answers import completed, failed, settled
 from statehub.store.base import Store
 from statehub.store.leases import Lease
 from statehub.store.memory import MemoryStore
@@ -226,10 +227,9 @@ class StateDictionary:
 
         When it returns, the change is in this dictionary's content (read your writes).
         """
-        revision = self.submit_update(
+        return await self.submit_update(
             access_token, change, expect=expect, ttl=ttl, ephemeral=ephemeral
         )
-        return revision if isinstance(revision, int) else await revision
 
     def submit_update(
         self,
@@ -239,16 +239,31 @@ class StateDictionary:
         expect: Mapping[str, int | None] | None = None,
         ttl: Mapping[str, float] | None = None,
         ephemeral: Iterable[str] | None = None,
-    ) -> int | Awaitable[int]:
-        """The revision at once if the store commits in process, else a future of it.
-
-        Event-loop code that wants no task per change uses this (the future is settled by
-        the store, in the order changes were submitted).
+    ) -> Future[int]:
+        """``update_state`` for event-loop code: a future of the revision, done at once if
+        the store commits in process (with the change's error, if it was refused), else
+        settled by the store in the order changes were submitted. Event-loop code that
+        wants no task per change reads ``done()`` first.
         """
         if self._store.commits_in_process:
-            return self.update_state(
-                access_token, change, expect=expect, ttl=ttl, ephemeral=ephemeral
+            return settled(
+                lambda: self.update_state(
+                    access_token, change, expect=expect, ttl=ttl, ephemeral=ephemeral
+                )
             )
+        try:
+            return self._submit_to_shared_store(access_token, change, expect, ttl, ephemeral)
+        except Exception as error:  # refused before it was sent: answered as the store's are
+            return failed(error)
+
+    def _submit_to_shared_store(
+        self,
+        access_token: object,
+        change: DictionaryChange,
+        expect: Mapping[str, int | None] | None,
+        ttl: Mapping[str, float] | None,
+        ephemeral: Iterable[str] | None,
+    ) -> Future[int]:
         owner = check_token(access_token)
         updates, removals, expectations = _checked_change(change, expect, self.value_limits)
         bound = checked_ephemeral(ephemeral, updates) if ephemeral else set()
@@ -259,7 +274,7 @@ class StateDictionary:
             if self._views.frozen:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
             if not (updates or removals or expectations):
-                return self._views.revision
+                return completed(self._views.revision)
         committed = self._store.submit_commit(
             owner, updates, removals, self.clock(), expectations or None, bound or None, ttls
         )
@@ -318,16 +333,17 @@ class StateDictionary:
             if version.revision <= shown
         ]
 
-    async def history_async(
+    def submit_history(
         self, key: str, limit: int | None = None, since: int | None = None
-    ) -> list[KeyVersion]:
-        """``history`` from the event loop, for any store (Redis keeps it in Redis)."""
+    ) -> Future[list[KeyVersion]]:
+        """``history`` for event-loop code, for any store: a future, done at once unless
+        the store keeps history itself (Redis)."""
         if self._store.commits_in_process:
-            return self.history(key, limit, since)
+            return settled(lambda: self.history(key, limit, since))
         _check_history_read(key, limit, since)
         if not self._history.enabled:
-            return []
-        return await self._store.history_async(key, self.wall_clock(), limit, since)
+            return completed([])
+        return ensure_future(self._store.history_async(key, self.wall_clock(), limit, since))
 
     def _refuse_lifetimes(self, ttls: Mapping[str, float], bound: set[str]) -> None:
         keys = ", ".join(map(repr, sorted({*ttls, *bound})))
@@ -392,11 +408,12 @@ class StateDictionary:
             return self.expire_due(limit)
         return await self._store.expire_due_async(limit)
 
-    async def expiring_async(self, keys: Iterable[str]) -> dict[str, float]:
-        """``expiring`` from the event loop, for any store."""
+    def submit_expiring(self, keys: Iterable[str]) -> Future[dict[str, float]]:
+        """``expiring`` for event-loop code, for any store: a future, done at once unless
+        the store keeps deadlines on its own clock (Redis)."""
         if self._store.commits_in_process:
-            return self.expiring(keys)
-        return await self._store.expiring_async(list(keys))
+            return completed(self.expiring(keys))
+        return ensure_future(self._store.expiring_async(list(keys)))
 
     def next_expiry(self) -> float | None:
         """Seconds until the next key expires (0: some are due now), None if none expire."""
