@@ -89,8 +89,7 @@ class _QueuedCommit:
 class RedisStore(Store):
     """The state in Redis at ``url``, shared with every server using the same prefix."""
 
-    commits_in_process = False
-    binds_keys = True
+    shared_by_servers = True
 
     def __init__(
         self,
@@ -214,18 +213,6 @@ class RedisStore(Store):
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._send_queued())
         return committed
-
-    async def commit_async(
-        self,
-        owner: Hashable,
-        updates: dict[str, JsonValue],
-        removals: set[str],
-        now: float,
-        expect: Expectations | None = None,
-        bound: Collection[str] | None = None,
-        ttl: Mapping[str, float] | None = None,
-    ) -> int:
-        return await self.submit_commit(owner, updates, removals, now, expect, bound, ttl)
 
     def change_leases(
         self,

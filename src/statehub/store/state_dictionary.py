@@ -179,8 +179,8 @@ class StateDictionary:
         updates, removals, expectations = _checked_change(change, expect, self.value_limits)
         ttls = checked_ttl(ttl, updates) if ttl else None
         bound = checked_ephemeral(ephemeral, updates) if ephemeral else None
-        if (ttls or bound) and not self._store.keeps_deadlines:
-            self._refuse_lifetimes(ttls or {}, bound or set())
+        if (ttls or bound) and self._store.shared_by_servers:
+            self._refuse_blocking_lifetimes(ttls or {}, bound or set())
         with self._lock:
             if self._views.frozen:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
@@ -245,7 +245,7 @@ class StateDictionary:
         settled by the store in the order changes were submitted. Event-loop code that
         wants no task per change reads ``done()`` first.
         """
-        if self._store.commits_in_process:
+        if not self._store.shared_by_servers:
             return settled(
                 lambda: self.update_state(
                     access_token, change, expect=expect, ttl=ttl, ephemeral=ephemeral
@@ -268,8 +268,6 @@ class StateDictionary:
         updates, removals, expectations = _checked_change(change, expect, self.value_limits)
         bound = checked_ephemeral(ephemeral, updates) if ephemeral else set()
         ttls = checked_ttl(ttl, updates) if ttl else {}
-        if (ttls or bound) and not self._store.binds_keys:
-            self._refuse_lifetimes(ttls, bound)
         with self._lock:
             if self._views.frozen:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
@@ -338,24 +336,20 @@ class StateDictionary:
     ) -> Future[list[KeyVersion]]:
         """``history`` for event-loop code, for any store: a future, done at once unless
         the store keeps history itself (Redis)."""
-        if self._store.commits_in_process:
+        if not self._store.shared_by_servers:
             return settled(lambda: self.history(key, limit, since))
         _check_history_read(key, limit, since)
         if not self._history.enabled:
             return completed([])
         return ensure_future(self._store.history_async(key, self.wall_clock(), limit, since))
 
-    def _refuse_lifetimes(self, ttls: Mapping[str, float], bound: set[str]) -> None:
+    def _refuse_blocking_lifetimes(self, ttls: Mapping[str, float], bound: set[str]) -> None:
+        """A shared store keeps lifetimes itself, and only its event-loop path carries them."""
         keys = ", ".join(map(repr, sorted({*ttls, *bound})))
         kind = "expiring keys" if ttls else "keys bound to a session"
-        if self._store.binds_keys:  # Redis: only its event-loop path carries them
-            raise ValueError(
-                f"{kind} ({keys}): with {type(self._store).__name__}, write them with "
-                "update_state_async (from the server's event loop) or through a server"
-            )
         raise ValueError(
-            f"{kind} ({keys}): this store ({type(self._store).__name__}) does not keep "
-            "them (the memory, SQLite and Redis stores do)"
+            f"{kind} ({keys}): with {type(self._store).__name__}, write them with "
+            "update_state_async (from the server's event loop) or through a server"
         )
 
     def _track_bindings(
@@ -404,14 +398,14 @@ class StateDictionary:
     async def expire_due_async(self, limit: int = EXPIRY_BATCH) -> int:
         """``expire_due`` from the event loop, for any store: a shared store (Redis)
         expires keys on its own clock, and any server may do it."""
-        if self._store.commits_in_process:
+        if not self._store.shared_by_servers:
             return self.expire_due(limit)
         return await self._store.expire_due_async(limit)
 
     def submit_expiring(self, keys: Iterable[str]) -> Future[dict[str, float]]:
         """``expiring`` for event-loop code, for any store: a future, done at once unless
         the store keeps deadlines on its own clock (Redis)."""
-        if self._store.commits_in_process:
+        if not self._store.shared_by_servers:
             return completed(self.expiring(keys))
         return ensure_future(self._store.expiring_async(list(keys)))
 
