@@ -61,6 +61,7 @@ from statehub.server.operations.state import submit_write
 from statehub.server.outbox import FRAME_HEADER_BYTES, Outbox
 from statehub.server.peer import Peer
 from statehub.server.subscriptions import FanoutGroups, Subscription
+from statehub.store.answers import mapped
 from statehub.store.leases import Lease
 from statehub.store.state_dictionary import StateDictionary
 
@@ -946,17 +947,13 @@ def _copy_outcome(source: asyncio.Future[T], target: asyncio.Future[T]) -> None:
         target.set_result(source.result())
 
 
-async def _reply_when_done(answer: Awaitable[T], reply: Callable[[T], Reply]) -> Reply:
-    """The reply to a request whose answer comes later (from a store shared by servers)."""
-    return reply(await answer)
-
-
 def _reply_from(answer: asyncio.Future[T], reply: Callable[[T], Reply]) -> Reply | Awaitable[Reply]:
     """The reply to a request answered by the store: at once if its answer is in (an
-    in-process store's), so that no task is made for it; else once it comes."""
+    in-process store's); else a future of it (a shared store's), settled by a callback.
+    Either way no task is made for it."""
     if answer.done():
         return reply(answer.result())
-    return _reply_when_done(answer, reply)
+    return mapped(answer, reply)
 
 
 def _seconds(value: object, op: str, name: str) -> float | None:
