@@ -17,7 +17,7 @@ from statehub import StateServer
 from statehub.bench.fleet import RedisProcess
 from statehub.core.change import DictionaryChange
 from statehub.errors import LockNotOwnedError, ResourceLockedError
-from statehub.store.answers import chained, completed, mapped
+from statehub.store.answers import Completed, chained, mapped
 from statehub.store.sqlite import SQLiteStore
 from statehub.store.state_dictionary import StateDictionary
 
@@ -118,9 +118,9 @@ async def test_a_server_takes_the_read_write_locks_of_its_store(
 async def test_mapped_and_chained_answers_are_done_at_once_from_done_ones() -> None:
     """A done future's callbacks wait for the loop's next turn: a mapped answer of a done
     one must not, or a session would make a task to reply."""
-    assert mapped(completed(2), lambda n: n * 10).result() == 20
-    assert chained(completed(2), lambda n: completed(n + 1)).result() == 3
-    refused = mapped(completed(2), lambda n: 1 // 0)
+    assert mapped(Completed(2), lambda n: n * 10).result() == 20
+    assert chained(Completed(2), lambda n: Completed(n + 1)).result() == 3
+    refused = mapped(Completed(2), lambda n: 1 // 0)
     assert refused.done() and isinstance(refused.exception(), ZeroDivisionError)
 
 
@@ -142,7 +142,7 @@ async def test_mapped_and_chained_answers_follow_a_pending_one() -> None:
     with pytest.raises(LookupError, match="gone"):
         await failed_map
     cancelled: asyncio.Future[int] = loop.create_future()
-    cancelled_chain = chained(cancelled, lambda n: completed(n))
+    cancelled_chain = chained(cancelled, lambda n: Completed(n))
     cancelled.cancel()
     with pytest.raises(asyncio.CancelledError):
         await cancelled_chain

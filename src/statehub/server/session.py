@@ -52,7 +52,6 @@ from statehub.server.operations.locks import (
     acquire_lock,
     list_locks,
     lock_is_free,
-    may_lock,
     release_lock,
 )
 from statehub.server.operations.owner import owner_token
@@ -61,7 +60,7 @@ from statehub.server.operations.state import submit_write
 from statehub.server.outbox import FRAME_HEADER_BYTES, Outbox
 from statehub.server.peer import Peer
 from statehub.server.subscriptions import FanoutGroups, Subscription
-from statehub.store.answers import mapped
+from statehub.store.answers import Answer, mapped
 from statehub.store.leases import Lease
 from statehub.store.state_dictionary import StateDictionary
 
@@ -554,13 +553,13 @@ class Session:
         return self._when_durable(committed)
 
     def _reply_when_committed(
-        self, committed: asyncio.Future[int], started: float
+        self, committed: Answer[int], started: float
     ) -> asyncio.Future[Reply]:
         """The reply to a change a store commits in batches: a future, not a task per change
         (under a stream of writes, tasks were a large share of a server's time)."""
         reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
 
-        def answer(done: asyncio.Future[int]) -> None:
+        def answer(done: Answer[int]) -> None:
             if reply.done():  # the session ended
                 return
             if done.cancelled():
@@ -813,14 +812,13 @@ class Session:
         # Not a coroutine itself: the request takes its place in the lock's queue now,
         # before the requests behind it in the frame are handled.
         key, exclusive, owner = self._lock_args(message, "lock")
-        may_lock(self.principal, key, "lock")  # before the timeout's check, as always
         timeout = _seconds(message.get("timeout"), f"lock on {key!r}", "timeout")
         if timeout is not None and math.isinf(timeout):
             timeout = None
-        self._lock_owners[owner] = None
         acquisition = acquire_lock(
             self.hub.locks, self.principal, key, owner, exclusive=exclusive, timeout=timeout
         )
+        self._lock_owners[owner] = None  # queued: released with the session, however it ends
         return acquisition.replying(lambda fence: {"fence": fence})
 
     def _unlock(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
@@ -830,7 +828,6 @@ class Session:
 
     def _test_lock(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
         key = check_key(message.get("key"))
-        may_lock(self.principal, key, "test_lock")  # before the mode's check, as always
         exclusive = _bool_arg(message, "test_lock", "exclusive")
         free = lock_is_free(self.hub.locks, self.principal, key, exclusive=exclusive)
         return _reply_from(free, lambda answer: {"free": answer})
@@ -947,7 +944,7 @@ def _copy_outcome(source: asyncio.Future[T], target: asyncio.Future[T]) -> None:
         target.set_result(source.result())
 
 
-def _reply_from(answer: asyncio.Future[T], reply: Callable[[T], Reply]) -> Reply | Awaitable[Reply]:
+def _reply_from(answer: Answer[T], reply: Callable[[T], Reply]) -> Reply | Awaitable[Reply]:
     """The reply to a request answered by the store: at once if its answer is in (an
     in-process store's); else a future of it (a shared store's), settled by a callback.
     Either way no task is made for it."""

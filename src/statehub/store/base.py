@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, ClassVar, Protocol
@@ -10,9 +9,12 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 from statehub.core.entries import Expectations, KeyFacts
 from statehub.core.key_history import HistoryRetention, KeyVersion
 from statehub.core.values import JsonValue
-from statehub.store.answers import settled
+from statehub.store.answers import Answer, Completed, failed, settled
 from statehub.store.leases import Lease
 from statehub.store.locks import InProcessLocks, LockTable
+
+#: The answer of a change that answers nothing (it is immutable, so one serves them all).
+_DONE: Completed[None] = Completed(None)
 
 if TYPE_CHECKING:
     from statehub.store.peers import CommandPeers
@@ -154,7 +156,7 @@ class Store(ABC):
         expect: Expectations | None = None,
         bound: Collection[str] | None = None,
         ttl: Mapping[str, float] | None = None,
-    ) -> asyncio.Future[int]:
+    ) -> Answer[int]:
         """``commit`` for event-loop code, as a future (a store that commits in batches
         settles each one itself: no task per change). ``bound``: keys of ``updates`` bound
         to ``owner``; ``ttl``: seconds until each such key expires (a ``shared_by_servers``
@@ -189,16 +191,20 @@ class Store(ABC):
         acquire: Mapping[str, float | None],
         release: Iterable[str],
         now: float,
-    ) -> asyncio.Future[None]:
+    ) -> Answer[None]:
         """``change_leases`` for event-loop code: done at once in process, the round trip's
         future for a shared store (no thread waits on it)."""
-        return settled(lambda: self.change_leases(owner, acquire, release, now))
+        try:  # not ``settled``: a lambda per change shows on the session's lease path
+            self.change_leases(owner, acquire, release, now)
+        except Exception as error:
+            return failed(error)
+        return _DONE
 
     @abstractmethod
     def leases(self, now: float) -> list[Lease]:
         """The live leases."""
 
-    def submit_leases(self, now: float) -> asyncio.Future[list[Lease]]:
+    def submit_leases(self, now: float) -> Answer[list[Lease]]:
         """``leases`` for event-loop code (a future, as ``submit_lease_change``)."""
         return settled(lambda: self.leases(now))
 
@@ -211,7 +217,7 @@ class Store(ABC):
     def clear_leases(self) -> None:
         """Release every lease."""
 
-    def submit_clear_leases(self) -> asyncio.Future[None]:
+    def submit_clear_leases(self) -> Answer[None]:
         """``clear_leases`` for event-loop code (a future, as ``submit_lease_change``)."""
         return settled(self.clear_leases)
 

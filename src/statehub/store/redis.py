@@ -46,7 +46,7 @@ from statehub.errors import (
 )
 from statehub.protocol.codec import decode_value, encode_value
 from statehub.store import redis_scripts
-from statehub.store.answers import mapped
+from statehub.store.answers import Answer, mapped
 from statehub.store.base import Store
 from statehub.store.leases import Lease
 from statehub.store.redis_commands import RedisCommandPeers
@@ -231,7 +231,7 @@ class RedisStore(Store):
         acquire: Mapping[str, float | None],
         release: Iterable[str],
         now: float,
-    ) -> asyncio.Future[None]:
+    ) -> Answer[None]:
         args = _lease_change_args(owner, self.server_id, acquire, release)
         return mapped(
             self.ordered.submit(redis_scripts.CHANGE_LEASES, self.keys.leases, args),
@@ -242,7 +242,7 @@ class RedisStore(Store):
         """The blocking path, for callers off the event loop (``submit_leases`` on it)."""
         return _leases_from(self.run_script(redis_scripts.LIST_LEASES, self.keys.leases[:2], []))
 
-    def submit_leases(self, now: float) -> asyncio.Future[list[Lease]]:
+    def submit_leases(self, now: float) -> Answer[list[Lease]]:
         return mapped(
             self.ordered.submit(redis_scripts.LIST_LEASES, self.keys.leases[:2], []),
             _leases_from,
@@ -347,7 +347,7 @@ class RedisStore(Store):
     def clear_leases(self) -> None:
         self.run_sync(lambda: self.sync_client.delete(*self.keys.leases))
 
-    def submit_clear_leases(self) -> asyncio.Future[None]:
+    def submit_clear_leases(self) -> Answer[None]:
         return mapped(
             self.ordered.submit(redis_scripts.CLEAR_LEASES, self.keys.leases, []),
             lambda _: None,

@@ -36,7 +36,7 @@ from statehub.errors import (
 )
 from statehub.protocol.codec import encode_value
 from statehub.store import redis_scripts
-from statehub.store.answers import mapped
+from statehub.store.answers import Answer, mapped
 from statehub.store.redis_link import RedisLink
 from statehub.store.redis_ordered import log_failure
 
@@ -90,7 +90,7 @@ class RedisLockTable:
         request.grant.add_done_callback(lambda _: self._withdraw_unless_granted(request))
         return Acquisition.of(request.grant, lambda _: self._release_logged(hold))
 
-    def release(self, key: str, owner: Hashable, *, exclusive: bool) -> asyncio.Future[None]:
+    def release(self, key: str, owner: Hashable, *, exclusive: bool) -> Answer[None]:
         """Give back one hold of ``key`` in that mode (queued now; await the outcome)."""
         args = [self._base, self._prefix, key, self._owner_id(owner), _mode(exclusive)]
         holds = self._holds.get(owner, {})
@@ -114,14 +114,14 @@ class RedisLockTable:
         released = self._scripts.submit(redis_scripts.LOCK_RELEASE_OWNER, [], args)
         released.add_done_callback(log_failure(f"releasing the locks of {owner!r}"))
 
-    def can_acquire(self, key: str, *, exclusive: bool) -> asyncio.Future[bool]:
+    def can_acquire(self, key: str, *, exclusive: bool) -> Answer[bool]:
         """True if a new owner could take ``key`` in that mode right now without waiting."""
         asked = self._scripts.submit(
             redis_scripts.LOCK_TEST, [], [self._prefix, key, _mode(exclusive)]
         )
         return mapped(asked, bool)
 
-    def held(self, key: str, *, exclusive: bool) -> asyncio.Future[bool]:
+    def held(self, key: str, *, exclusive: bool) -> Answer[bool]:
         """True if an owner on any server holds ``key`` in that mode right now."""
         asked = self._scripts.submit(
             redis_scripts.LOCK_HELD, [], [self._prefix, key, _mode(exclusive)]
@@ -141,7 +141,7 @@ class RedisLockTable:
             waiting += holding.waiting
         return held, waiting
 
-    def holdings(self) -> asyncio.Future[list[LockHolding]]:
+    def holdings(self) -> Answer[list[LockHolding]]:
         """The keys held right now on any server, with the owners holding them."""
         asked = self._scripts.submit(redis_scripts.LIST_LOCKS, [], [self._base, self._prefix])
         return mapped(asked, _holdings_from)

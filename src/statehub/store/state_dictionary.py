@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from asyncio import Future, ensure_future
+from asyncio import ensure_future
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -33,7 +33,7 @@ from statehub.core.key_history import HistoryRetention, KeyHistory, KeyVersion
 from statehub.core.limits import ValueSizeLimits
 from statehub.core.values import JsonValue, check_duration, check_key, copy_mapping, copy_value
 from statehub.errors import ObjectFrozenError
-from statehub.store.answers import completed, failed, settled
+from statehub.store.answers import Answer, Completed, failed, settled
 from statehub.store.base import Store
 from statehub.store.leases import Lease
 from statehub.store.memory import MemoryStore
@@ -239,18 +239,21 @@ class StateDictionary:
         expect: Mapping[str, int | None] | None = None,
         ttl: Mapping[str, float] | None = None,
         ephemeral: Iterable[str] | None = None,
-    ) -> Future[int]:
+    ) -> Answer[int]:
         """``update_state`` for event-loop code: a future of the revision, done at once if
         the store commits in process (with the change's error, if it was refused), else
         settled by the store in the order changes were submitted. Event-loop code that
         wants no task per change reads ``done()`` first.
         """
         if not self._store.shared_by_servers:
-            return settled(
-                lambda: self.update_state(
-                    access_token, change, expect=expect, ttl=ttl, ephemeral=ephemeral
+            try:  # not ``settled``: a lambda per write shows on the session's write path
+                return Completed(
+                    self.update_state(
+                        access_token, change, expect=expect, ttl=ttl, ephemeral=ephemeral
+                    )
                 )
-            )
+            except Exception as error:
+                return failed(error)
         try:
             return self._submit_to_shared_store(access_token, change, expect, ttl, ephemeral)
         except Exception as error:  # refused before it was sent: answered as the store's are
@@ -263,7 +266,7 @@ class StateDictionary:
         expect: Mapping[str, int | None] | None,
         ttl: Mapping[str, float] | None,
         ephemeral: Iterable[str] | None,
-    ) -> Future[int]:
+    ) -> Answer[int]:
         owner = check_token(access_token)
         updates, removals, expectations = _checked_change(change, expect, self.value_limits)
         bound = checked_ephemeral(ephemeral, updates) if ephemeral else set()
@@ -272,13 +275,13 @@ class StateDictionary:
             if self._views.frozen:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
             if not (updates or removals or expectations):
-                return completed(self._views.revision)
+                return Completed(self._views.revision)
         committed = self._store.submit_commit(
             owner, updates, removals, self.clock(), expectations or None, bound or None, ttls
         )
         if self.content_updated.has_callbacks:
 
-            def announce(done: Future[int]) -> None:
+            def announce(done: Answer[int]) -> None:
                 if not done.cancelled() and done.exception() is None:
                     self.content_updated.invoke(
                         access_token=access_token, change=DictionaryChange(updates, removals)
@@ -333,14 +336,14 @@ class StateDictionary:
 
     def submit_history(
         self, key: str, limit: int | None = None, since: int | None = None
-    ) -> Future[list[KeyVersion]]:
+    ) -> Answer[list[KeyVersion]]:
         """``history`` for event-loop code, for any store: a future, done at once unless
         the store keeps history itself (Redis)."""
         if not self._store.shared_by_servers:
             return settled(lambda: self.history(key, limit, since))
         _check_history_read(key, limit, since)
         if not self._history.enabled:
-            return completed([])
+            return Completed([])
         return ensure_future(self._store.history_async(key, self.wall_clock(), limit, since))
 
     def _refuse_blocking_lifetimes(self, ttls: Mapping[str, float], bound: set[str]) -> None:
@@ -402,11 +405,11 @@ class StateDictionary:
             return self.expire_due(limit)
         return await self._store.expire_due_async(limit)
 
-    def submit_expiring(self, keys: Iterable[str]) -> Future[dict[str, float]]:
+    def submit_expiring(self, keys: Iterable[str]) -> Answer[dict[str, float]]:
         """``expiring`` for event-loop code, for any store: a future, done at once unless
         the store keeps deadlines on its own clock (Redis)."""
         if not self._store.shared_by_servers:
-            return completed(self.expiring(keys))
+            return Completed(self.expiring(keys))
         return ensure_future(self._store.expiring_async(list(keys)))
 
     def next_expiry(self) -> float | None:
@@ -599,7 +602,7 @@ class StateDictionary:
         access_token: object,
         acquire: Mapping[str, float | None] | None = None,
         release: Iterable[str] | None = None,
-    ) -> Future[None]:
+    ) -> Answer[None]:
         """``update_locks`` for event-loop code: a future, done at once if the store keeps
         leases in process (no thread waits on the store)."""
         owner, durations, releases = _lease_change(access_token, acquire, release)
@@ -611,7 +614,7 @@ class StateDictionary:
         with self._lock:
             return self._store.leases(self.clock())
 
-    def submit_leases(self) -> Future[list[Lease]]:
+    def submit_leases(self) -> Answer[list[Lease]]:
         """``leases`` for event-loop code (a future, as ``submit_lease_change``)."""
         with self._lock:
             return self._store.submit_leases(self.clock())
@@ -649,7 +652,7 @@ class StateDictionary:
         with self._lock:
             self._store.clear_leases()
 
-    def submit_clear_locks(self) -> Future[None]:
+    def submit_clear_locks(self) -> Answer[None]:
         """``clear_locks`` for event-loop code (a future, as ``submit_lease_change``)."""
         with self._lock:
             return self._store.submit_clear_leases()

@@ -64,6 +64,7 @@ from statehub.server.operations.owner import owner_token
 from statehub.server.operations.state import submit_write
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
+from statehub.store.answers import Answer
 from statehub.web.nanover_frames import FrameError, FrameRelay
 
 logger = logging.getLogger(__name__)
@@ -428,7 +429,7 @@ class NanoverConnection:
             removing.add_done_callback(self._log_leave_failure)
             return
 
-    def _log_leave_failure(self, done: asyncio.Future[int]) -> None:
+    def _log_leave_failure(self, done: Answer[int]) -> None:
         if not done.cancelled() and (error := done.exception()) is not None:
             logger.warning("NanoVer client %s: its user's keys stay: %s", self.peer.address, error)
 
@@ -505,7 +506,7 @@ class NanoverConnection:
             self._state_refused(error, state)
             return
 
-        def settled(done: asyncio.Future[int]) -> None:
+        def settled(done: Answer[int]) -> None:
             if done.cancelled():
                 return
             error = done.exception()

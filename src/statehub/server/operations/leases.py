@@ -8,14 +8,13 @@ elsewhere are forgotten (from the store's listing) before the bound is applied.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from statehub.auth import Principal, Right
 from statehub.core.values import check_key
 from statehub.errors import LimitExceededError
-from statehub.store.answers import chained, mapped
+from statehub.store.answers import Answer, chained, mapped
 from statehub.store.leases import Lease
 from statehub.store.state_dictionary import StateDictionary
 
@@ -30,7 +29,7 @@ def change_leases(
     op: str,
     held: dict[str, None] | None = None,
     max_leases: int = 0,
-) -> asyncio.Future[None]:
+) -> Answer[None]:
     """Release ``release``, then lease all of ``acquire`` for ``owner`` or none of it.
 
     Needs the lease right on every key named. ``held`` (the client's leased keys, kept up
@@ -43,7 +42,7 @@ def change_leases(
     if held is None or len(held) + len(acquire) <= max_leases:
         return _change(state, owner, acquire, released, held)
 
-    def change_if_room(leases: list[Lease]) -> asyncio.Future[None]:
+    def change_if_room(leases: list[Lease]) -> Answer[None]:
         _forget_lost(held, owner, leases)
         _check_room(held, acquire, max_leases, op)
         return _change(state, owner, acquire, released, held)
@@ -58,7 +57,7 @@ def _change(
     acquire: Mapping[Any, float | None],
     release: list[str],
     held: dict[str, None] | None,
-) -> asyncio.Future[None]:
+) -> Answer[None]:
     changing = state.submit_lease_change(owner, acquire, release)
     return mapped(changing, lambda _: _note(held, acquire, release))
 

@@ -10,13 +10,12 @@ place from this call on.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Hashable
 
 from statehub.auth import Principal, Right
 from statehub.core.acquisition import Acquisition
 from statehub.core.rwlock import LockHolding
-from statehub.store.answers import mapped
+from statehub.store.answers import Answer, mapped
 from statehub.store.locks import LockTable
 
 
@@ -48,7 +47,7 @@ def release_lock(
     *,
     exclusive: bool,
     op: str = "unlock",
-) -> asyncio.Future[None]:
+) -> Answer[None]:
     """Give back one of ``owner``'s holds of ``key`` (``LockNotOwnedError`` if none)."""
     may_lock(principal, key, op)
     return locks.release(key, owner, exclusive=exclusive)
@@ -56,7 +55,7 @@ def release_lock(
 
 def lock_is_free(
     locks: LockTable, principal: Principal, key: str, *, exclusive: bool, op: str = "test_lock"
-) -> asyncio.Future[bool]:
+) -> Answer[bool]:
     """True if a new owner could take ``key`` in that mode right now."""
     may_lock(principal, key, op)
     return locks.can_acquire(key, exclusive=exclusive)
@@ -64,13 +63,13 @@ def lock_is_free(
 
 def lock_is_held(
     locks: LockTable, principal: Principal, key: str, *, exclusive: bool, op: str = "test_lock"
-) -> asyncio.Future[bool]:
+) -> Answer[bool]:
     """True if some owner holds ``key`` in that mode right now (Momotor's test)."""
     may_lock(principal, key, op)
     return locks.held(key, exclusive=exclusive)
 
 
-def list_locks(locks: LockTable, principal: Principal) -> asyncio.Future[list[LockHolding]]:
+def list_locks(locks: LockTable, principal: Principal) -> Answer[list[LockHolding]]:
     """The locks held now on the keys ``principal`` may lock, sorted by key."""
     lockable = principal.permissions.lock
     holdings = locks.holdings()

@@ -9,13 +9,13 @@ no edge waits on the store while holding the loop, and none asks which store it 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from statehub.auth import Principal, Right
 from statehub.core.change import DictionaryChange
 from statehub.core.values import check_key
+from statehub.store.answers import Answer
 from statehub.store.state_dictionary import StateDictionary
 
 
@@ -30,7 +30,7 @@ def submit_write(
     expect: Mapping[str, int | None] | None = None,
     ttl: Mapping[str, float] | None = None,
     ephemeral: Iterable[str] | None = None,
-) -> asyncio.Future[int]:
+) -> Answer[int]:
     """Commit ``updates`` and ``removals`` for ``owner``, all or nothing.
 
     Needs the write right on every key it touches and, for ``expect`` (compare-and-set),
