@@ -1,6 +1,6 @@
 """The store interface the server's event-loop code uses: one signature per operation,
-whatever the store. Every call that may wait on a shared store answers a future: done at
-once from an in-process store (memory, SQLite), so a session replies without a task, and
+whatever the store. Every call that may wait on a shared store returns an ``Answer``: in
+at once from an in-process store (memory, SQLite), so a session replies without a task,
 with the refusal inside it; the round trip's future from Redis (a real one)."""
 
 from __future__ import annotations
@@ -81,6 +81,16 @@ async def test_an_in_process_refusal_is_the_answer_not_a_raise(
             await refused_lease
         with pytest.raises(LockNotOwnedError, match="'door'"):
             await refused_unlock
+
+
+def test_an_in_process_answer_needs_no_event_loop() -> None:
+    """The state dictionary's threads (and a content callback run in one) submit too."""
+    state = StateDictionary()
+    written = state.submit_update("w", DictionaryChange({"k": 1}))
+    seen: list[int] = []
+    written.add_done_callback(lambda done: seen.append(done.result()))
+    assert seen == [1]  # in at once: its callback ran then, not on a loop's next turn
+    assert state.submit_leases().result() == []
 
 
 async def test_a_redis_store_answers_the_same_calls_after_its_round_trip(
