@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from statehub.auth import Authenticator, token_digest
 from statehub.auth.identities import check_identities
 from statehub.core.commands import CommandRegistry
-from statehub.core.rwlock import RWLockTable
 from statehub.protocol import decode_batch, encode_batch
 from statehub.server.peer import Peer
 from statehub.server.session import Hub, Session
@@ -92,7 +91,6 @@ async def _run(auth: Authenticator, batch: list[tuple[str, list[str], Any]]) -> 
         commands.register(name, lambda: None)
     hub = Hub(
         state=StateDictionary(),
-        locks=RWLockTable(),
         commands=commands,
         max_message_bytes=1 << 20,
         keepalive_s=10,

@@ -91,7 +91,6 @@ async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         redis_store = RedisStore(redis.url, liveness_ttl=1.0, heartbeat=0.2)
         closing = redis_store
         options["state"] = StateDictionary(store=redis_store)
-        options["locks"] = redis_store.lock_table()
     running = StateServer(
         address="127.0.0.1",
         port=0,
@@ -332,7 +331,6 @@ async def test_a_nanover_write_never_holds_up_the_server_on_redis(
         port=0,
         http_port=0,
         state=StateDictionary(store=store),
-        locks=store.lock_table(),
     )
     try:
         async with (

@@ -50,7 +50,7 @@ async def test_a_force_released_lock_ends_the_holders_block_and_goes_to_the_wait
         held = asyncio.create_task(hold())
         await asyncio.wait_for(holding.wait(), DEADLINE)
         waiting = asyncio.create_task(waiter.acquire_lock("lab.pump", "next"))
-        await eventually(lambda: server.locks.holdings()[0].waiting == 1)
+        await eventually(lambda: server.locks.holdings().result()[0].waiting == 1)
 
         released = await admin.force_release("lock", "lab.pump")
 
@@ -102,7 +102,7 @@ async def test_only_the_admin_right_force_unlock_may_force_release(tmp_path: Pat
             await walt.request("force_release", kind="lock", key="locks/w/1")
         assert caught.value.status == "PERMISSION_DENIED"
         assert "admin right 'force_unlock'" in str(caught.value.error)
-        assert server.locks.holdings()[0].holders  # still held
+        assert (await server.locks.holdings())[0].holders  # still held
 
         reply = await ada.request("force_release", kind="lock", key="locks/w/1")
 
@@ -113,7 +113,7 @@ async def test_only_the_admin_right_force_unlock_may_force_release(tmp_path: Pat
             "locks": [{"key": "locks/w/1", "owner": "", "exclusive": True}],
             "reason": "force-released by tests (ada)",
         }
-        assert server.locks.holdings() == []
+        assert await server.locks.holdings() == []
 
 
 @pytest.fixture

@@ -7,6 +7,10 @@ import re
 import tomllib
 from pathlib import Path
 
+from statehub.store.base import Store
+from statehub.store.locks import LockTable
+from statehub.store.state_dictionary import StateDictionary
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "src" / "statehub"
 LAYERS_DOC = ROOT / "docs" / "layers.md"
@@ -55,3 +59,19 @@ def test_the_table_names_every_module_of_every_package() -> None:
         for package, modules in sorted(expected.items())
     )
     assert documented == expected, f"docs/layers.md's table should read:\n{rows}"
+
+
+def store_interface_section(text: str) -> str:
+    return text.split("## The store interface\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_store_interface_section_names_every_event_loop_call() -> None:
+    """Each call the engine makes on the store, as the code has it: the lock table's
+    methods, the state dictionary's and the store's ``submit_*`` forms."""
+    calls = {name for name in vars(LockTable) if not name.startswith("_")}
+    for interface in (StateDictionary, Store):
+        calls |= {name for name in dir(interface) if name.startswith("submit_")}
+    section = store_interface_section(LAYERS_DOC.read_text())
+    named = set(re.findall(r"[`.](\w+)`", section))  # `name` or `Owner.name`
+    missing = sorted(calls - named)
+    assert not missing, f"docs/layers.md's store interface does not name {missing}"

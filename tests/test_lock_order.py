@@ -33,9 +33,7 @@ async def lock_server(backend: str, request: pytest.FixtureRequest) -> AsyncIter
     redis: RedisProcess = request.getfixturevalue("redis_server")
     store = RedisStore(redis.url, **FAST_LIVENESS)
     try:
-        async with running_server(
-            state=StateDictionary(store=store), locks=store.lock_table()
-        ) as server:
+        async with running_server(state=StateDictionary(store=store)) as server:
             yield server
     finally:
         store.close()

@@ -86,12 +86,11 @@ async def test_a_worker_takes_and_releases_an_exclusive_lock() -> None:
     async with running_server() as server, worker(server.grpc_port) as state:
         assert await state.test_lock("grade/1") is False
         async with state.get_lock("grade/1"):
-            held = server.locks.holdings()
-            assert isinstance(held, list)
+            held = await server.locks.holdings()
             assert [(h.key, h.mode) for h in held] == [("grade/1", "exclusive")]
             assert await state.test_lock("grade/1") is True  # held in exclusive mode
             assert await state.test_lock("grade/1", exclusive=False) is False
-        assert server.locks.holdings() == []
+        assert await server.locks.holdings() == []
         assert await state.test_lock("grade/1") is False
 
 
@@ -116,7 +115,7 @@ async def test_workers_share_a_shared_lock_and_a_writer_waits_for_them() -> None
         await asyncio.wait_for(writer.granted.wait(), 10)
         await writer.finish()
         assert order == ["r1", "r2", "w"] or order == ["r2", "r1", "w"]
-        assert server.locks.holdings() == []
+        assert await server.locks.holdings() == []
 
 
 async def test_a_workers_exclusive_lock_blocks_a_statehub_client_and_the_reverse() -> None:

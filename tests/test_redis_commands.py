@@ -132,10 +132,7 @@ async def two_servers(tmp_path: Path) -> AsyncIterator[tuple[RedisProcess, Any, 
 
     redis_process = start_redis(tmp_path / "redis")
     stores = [RedisStore(redis_process.url, **FAST_LIVENESS) for _ in range(2)]
-    a, b = (
-        StateServer(state=StateDictionary(store=store), locks=store.lock_table(), port=0)
-        for store in stores
-    )
+    a, b = (StateServer(state=StateDictionary(store=store), port=0) for store in stores)
     try:
         async with a, b:
             yield redis_process, a, b
@@ -237,7 +234,7 @@ async def test_a_name_offered_by_a_live_server_is_refused_elsewhere(fleet: Fleet
     from statehub.store.state_dictionary import StateDictionary
 
     store = RedisStore(fleet.redis.url)
-    server = StateServer(state=StateDictionary(store=store), locks=store.lock_table(), port=0)
+    server = StateServer(state=StateDictionary(store=store), port=0)
     try:
         async with server:
             with pytest.raises(

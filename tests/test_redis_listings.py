@@ -19,10 +19,7 @@ from support.redis_servers import FAST_LIVENESS
 async def two_servers(tmp_path: Path) -> AsyncIterator[tuple[StateServer, StateServer]]:
     redis_process = start_redis(tmp_path / "redis")
     stores = [RedisStore(redis_process.url, **FAST_LIVENESS) for _ in range(2)]
-    a, b = (
-        StateServer(state=StateDictionary(store=store), locks=store.lock_table(), port=0)
-        for store in stores
-    )
+    a, b = (StateServer(state=StateDictionary(store=store), port=0) for store in stores)
     try:
         async with a, b:
             yield a, b

@@ -95,7 +95,7 @@ async def test_a_lock_owner_is_bounded() -> None:
             await session.request(
                 "lock", key="k", exclusive=True, owner="o" * (MAX_TOKEN_BYTES + 1)
             )
-        assert server.locks.holdings() == []
+        assert await server.locks.holdings() == []
         reply = await session.request("lock", key="k", exclusive=True, owner="o" * MAX_TOKEN_BYTES)
         assert reply["fence"] >= 1
 

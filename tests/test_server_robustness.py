@@ -94,10 +94,10 @@ async def test_every_way_a_stream_ends_releases_everything() -> None:
             )
         await eventually(lambda: not server.hub.sessions)
         assert server.state.leases() == []
-        assert not server.locks.can_acquire("held", exclusive=False)  # still the other's
-        server.locks.release("held", "someone else", exclusive=True)
+        assert not await server.locks.can_acquire("held", exclusive=False)  # still the other's
+        await server.locks.release("held", "someone else", exclusive=True)
         for key in ("held", *(f"lock/{i}" for i in range(7))):
-            assert server.locks.can_acquire(key, exclusive=True), key
+            assert await server.locks.can_acquire(key, exclusive=True), key
 
 
 CLIENT_SCRIPT = textwrap.dedent(
@@ -151,7 +151,7 @@ async def test_killed_clients_leave_nothing_behind() -> None:
         # A killed process's socket is closed by the kernel: the server sees it at once.
         await eventually(lambda: not server.hub.sessions)
         assert server.state.leases() == []
-        assert server.locks.can_acquire("doomed", exclusive=True)
+        assert await server.locks.can_acquire("doomed", exclusive=True)
 
 
 # -- every request gets exactly one reply ------------------------------------------------
@@ -175,8 +175,8 @@ async def test_cancel_in_the_same_frame_answers_both_requests() -> None:
         assert isinstance(cancelled.value.error, RequestCancelledError)
         assert cancelled.value.status == "CANCELLED"
         assert not [w for w in caught if "never awaited" in str(w.message)]
-        server.locks.release("busy", "other", exclusive=True)
-        assert server.locks.can_acquire("busy", exclusive=True)  # the wait left no trace
+        await server.locks.release("busy", "other", exclusive=True)
+        assert await server.locks.can_acquire("busy", exclusive=True)  # the wait left no trace
 
 
 async def test_an_update_waiting_to_be_durable_is_not_cancelled_but_answered_as_applied() -> None:
@@ -286,7 +286,7 @@ async def test_waiting_requests_per_session_are_bounded() -> None:
         with pytest.raises(RemoteError, match="max_pending_requests=2") as refused:
             await session.reply(waits[2])
         assert refused.value.status == "RESOURCE_EXHAUSTED"
-        server.locks.release("busy", "other", exclusive=True)
+        await server.locks.release("busy", "other", exclusive=True)
         assert set(await session.reply(waits[0])) == {"fence"}
 
 

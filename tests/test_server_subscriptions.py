@@ -26,7 +26,6 @@ from statehub.auth.identities import check_identities
 from statehub.auth.permissions import PrefixSet
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistry
-from statehub.core.rwlock import RWLockTable
 from statehub.protocol import decode_batch, encode_batch
 from statehub.server.limits import SessionLimits
 from statehub.server.peer import Peer
@@ -278,7 +277,6 @@ def _auth() -> Authenticator:
 async def _run(operations: list[tuple[Any, ...]], max_queued: int) -> None:
     hub = Hub(
         state=StateDictionary(),
-        locks=RWLockTable(),
         commands=CommandRegistry(),
         max_message_bytes=1 << 20,
         keepalive_s=10,

@@ -31,7 +31,6 @@ from statehub.bench.table import Result
 from statehub.client.async_client import AsyncClient
 from statehub.client.tls import ClientTls
 from statehub.core.commands import CommandRegistry
-from statehub.core.rwlock import RWLockTable
 from statehub.protocol.codec import encode_batch
 from statehub.server.peer import Peer
 from statehub.server.session import Hub, Session
@@ -148,7 +147,6 @@ async def _session_path() -> list[Result]:
 async def _session_updates(auth: Authenticator | None) -> float:
     hub = Hub(
         state=StateDictionary(),
-        locks=RWLockTable(),
         commands=CommandRegistry(),
         max_message_bytes=4 * 1024 * 1024,
         keepalive_s=10.0,

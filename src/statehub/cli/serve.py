@@ -18,7 +18,6 @@ from statehub.cli.options import listen_host
 from statehub.cli.settings import log_sources, settings_option
 from statehub.core.key_history import HistoryRetention
 from statehub.core.limits import MAX_VALUE_BYTES, ValueSizeLimits
-from statehub.core.rwlock import LockTable
 from statehub.dripline.serving import mesh_for, on_mesh
 from statehub.dripline.settings import MeshSettings, MeshSettingsError
 from statehub.endpoints.attach import endpoints_running
@@ -375,18 +374,16 @@ def serve(
     except ValueError as error:
         raise click.UsageError(f"--value-limit: {error}") from None
     store: Store | None
-    locks: LockTable | None = None
     if store_url is not None:
         if data is not None or durability is not None or accept_data_loss:
             raise click.UsageError("--store and --data/--durability exclude each other")
-        store, locks = _open_redis_store(store_url, replicas)
+        store = _open_redis_store(store_url, replicas)
     else:
         if replicas:
             raise click.UsageError("--replicas needs --store (Redis replicas)")
         store = _open_store(data, durability, accept_data_loss)
     server = StateServer(
         state=StateDictionary(store=store, history=history, value_limits=value_size_limits),
-        locks=locks,
         address=host,
         port=_chosen_port(tcp_port, port, TCP_OFFSET),
         grpc_port=_chosen_port(grpc_port, port, GRPC_OFFSET),
@@ -547,8 +544,8 @@ def _open_store(
         raise click.ClickException(str(error)) from None
 
 
-def _open_redis_store(url: str, replicas: int) -> tuple[Store, LockTable]:
-    """The Redis store at ``url`` and its shared locks; a bad URL or no Redis stops here."""
+def _open_redis_store(url: str, replicas: int) -> Store:
+    """The Redis store at ``url``; a bad URL or no Redis stops here."""
     require_extra("redis", "--store redis://")
     from statehub.store.redis import RedisStore
 
@@ -558,7 +555,7 @@ def _open_redis_store(url: str, replicas: int) -> tuple[Store, LockTable]:
         raise click.BadParameter(str(error), param_hint="--store") from None
     except StoreUnavailableError as error:
         raise click.ClickException(str(error)) from None
-    return store, store.lock_table()
+    return store
 
 
 def _warn_if_open(host: str, auth: bool, tls: bool) -> None:

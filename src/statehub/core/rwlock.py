@@ -16,10 +16,9 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from statehub.core.acquisition import Acquisition
 from statehub.core.limits import check_seconds
@@ -68,36 +67,6 @@ class LockHolding:
 
 def _mode(exclusive: bool) -> str:
     return "exclusive" if exclusive else "shared"
-
-
-class LockTable(Protocol):
-    """Read/write locks by key, as the server's sessions use them (``RWLockTable`` in one
-    process; a store shared by several servers has its own)."""
-
-    def acquire(
-        self, key: str, owner: Hashable, *, exclusive: bool, timeout: float | None = None
-    ) -> Acquisition[int]:
-        """Take ``key`` for ``owner``: the request takes its place when this is called (so
-        requests keep the order they were made in); await the result for the fence."""
-
-    def release(self, key: str, owner: Hashable, *, exclusive: bool) -> Awaitable[None] | None:
-        """Give back one hold of ``key`` in that mode (done, or an awaitable of it)."""
-
-    def release_owner(self, owner: Hashable) -> None:
-        """Release every hold of ``owner`` on every key (or start doing so)."""
-
-    def can_acquire(self, key: str, *, exclusive: bool) -> bool | Awaitable[bool]:
-        """True if a new owner could take ``key`` in that mode right now (asked in the
-        order of requests: an awaitable if the answer comes from elsewhere)."""
-
-    def held(self, key: str, *, exclusive: bool) -> bool | Awaitable[bool]:
-        """True if some owner holds ``key`` in that mode right now (Momotor's test_lock)."""
-
-    def counts(self) -> tuple[int, int]:
-        """(owners holding a lock, requests waiting for one) over every key."""
-
-    def holdings(self) -> list[LockHolding] | Awaitable[list[LockHolding]]:
-        """The keys held right now, sorted by key."""
 
 
 class RWLockTable:

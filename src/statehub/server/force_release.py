@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from statehub.core.rwlock import LockHolding, LockTable
+from statehub.core.rwlock import LockHolding
 from statehub.store.leases import Lease
+from statehub.store.locks import LockTable
 from statehub.store.state_dictionary import StateDictionary
 
 #: What can be force-released, as the ``kind`` argument names it.
@@ -41,18 +42,14 @@ async def force_release_lock(
 
     Raises ``KeyError`` if no one holds it. Waiters stay queued and get the lock next.
     """
-    holdings = locks.holdings()
-    listed = holdings if isinstance(holdings, list) else await holdings
-    holding = _holding_of(listed, key)
+    holding = _holding_of(await locks.holdings(), key)
     by_id = {session.id: session for session in sessions}
     released = []
     for owner in holding.holders:
         # (session id, name): a session's or a Momotor call's owner; over Redis it may be a
         # session of another server, which this one cannot tell.
         session_id, name = owner if isinstance(owner, tuple) and len(owner) == 2 else ("", "")
-        releasing = locks.release(key, owner, exclusive=holding.mode == "exclusive")
-        if releasing is not None:
-            await releasing
+        await locks.release(key, owner, exclusive=holding.mode == "exclusive")
         holder = by_id.get(session_id)
         if holder is not None:
             holder.tell_lost((), [(key, name, holding.mode == "exclusive")], _taken_by(by))
@@ -67,12 +64,8 @@ async def force_release_lease(
 
     Raises ``KeyError`` if ``key`` is not leased.
     """
-    leases = state.submit_leases()
-    listed = leases if isinstance(leases, list) else await leases
-    lease = _lease_of(listed, key)
-    changing = state.submit_lease_change(lease.owner, {}, [key])
-    if changing is not None:
-        await changing
+    lease = _lease_of(await state.submit_leases(), key)
+    await state.submit_lease_change(lease.owner, {}, [key])
     holder = next((session for session in sessions if session.token == lease.owner), None)
     if holder is not None:
         holder.tell_lost([key], (), _taken_by(by))

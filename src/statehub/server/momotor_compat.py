@@ -42,25 +42,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeAlias, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
-from statehub.auth import Credentials, Right
+from statehub.auth import Credentials, Principal
 from statehub.core.values import check_key
 from statehub.errors import PermissionDeniedError, StatehubError, UnauthenticatedError
 from statehub.protocol.errors import error_message, status_of
 from statehub.server.grpc_credentials import bearer_token, certificate_identities
 from statehub.server.momotor_proto import shared_lock_pb2 as pb
+from statehub.server.operations.locks import acquire_lock, lock_is_held, may_lock, release_lock
 from statehub.server.session import Hub
 
 logger = logging.getLogger(__name__)
 
 Context: TypeAlias = "aio.ServicerContext[bytes, Message]"
-T = TypeVar("T")
 
 #: Momotor's service and method: the call's path is /momotor.rpc.proto.Worker/sharedLock.
 WORKER_SERVICE = "momotor.rpc.proto.Worker"
@@ -138,12 +138,12 @@ class MomotorLocks:
         credentials = _credentials(context)
         try:
             principal = self._hub.auth.authenticate(credentials)
-            principal.require(Right.LOCK, [key], op)
+            may_lock(principal, key, op)  # refused in Momotor's terms, before anything waits
         except (UnauthenticatedError, PermissionDeniedError) as error:
             raise _Refused(pb.AUTH, f"{type(error).__name__}: {error_message(error)}") from None
         locks = self._hub.locks
         if not first.lock:
-            held = await _resolved(locks.held(key, exclusive=exclusive))
+            held = await lock_is_held(locks, principal, key, exclusive=exclusive, op=op)
             await context.write(pb.SharedLockResponse(locked=held))
             await _until_worker_ends(context)
             return
@@ -153,7 +153,7 @@ class MomotorLocks:
         assert call is not None, "grpc.aio runs each call in a task"
         self._calls[call] = credentials
         try:
-            await self._hold(context, key, exclusive, owner)
+            await self._hold(context, principal, key, exclusive, owner)
         except asyncio.CancelledError:
             revoked = self._revoked.pop(call, None)
             if revoked is None:
@@ -165,12 +165,17 @@ class MomotorLocks:
             self._revoked.pop(call, None)
 
     async def _hold(
-        self, context: Context, key: str, exclusive: bool, owner: tuple[str, str]
+        self,
+        context: Context,
+        principal: Principal,
+        key: str,
+        exclusive: bool,
+        owner: tuple[str, str],
     ) -> None:
         """Wait for the lock, hold it until the worker releases it or the call ends."""
         locks = self._hub.locks
         try:
-            await locks.acquire(key, owner, exclusive=exclusive)
+            await acquire_lock(locks, principal, key, owner, exclusive=exclusive)
         except StatehubError as error:  # the table could not grant it (store unavailable)
             logger.warning("Momotor lock on %r not granted: %s", key, error)
             await context.write(pb.SharedLockResponse(locked=False))
@@ -185,11 +190,9 @@ class MomotorLocks:
                     return  # ended without a release: the lock goes with the call
                 if request.lock:
                     continue  # "if lock is true on subsequent requests, nothing changes"
-                releasing = locks.release(key, owner, exclusive=exclusive)
-                if releasing is not None:
-                    await releasing
+                await release_lock(locks, principal, key, owner, exclusive=exclusive)
                 released = True
-            held = await _resolved(locks.held(key, exclusive=exclusive))
+            held = await lock_is_held(locks, principal, key, exclusive=exclusive)
             await context.write(pb.SharedLockResponse(locked=held))
             await _until_worker_ends(context)
         finally:
@@ -240,12 +243,6 @@ def _credentials(context: Context) -> Credentials:
             token = value.strip()
             break
     return Credentials(token or bearer_token(context), certificate_identities(context))
-
-
-async def _resolved(answer: T | Awaitable[T]) -> T:
-    if isinstance(answer, Awaitable):
-        return await answer
-    return answer
 
 
 def _serialize(message: Message) -> bytes:

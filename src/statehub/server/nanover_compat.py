@@ -63,7 +63,7 @@ from statehub.server.operations.copies import keys_to_drop
 from statehub.server.operations.leases import change_leases
 from statehub.server.operations.owner import nanover_token_owner
 from statehub.server.operations.reads import readable_keys
-from statehub.server.operations.state import committed, submit_write
+from statehub.server.operations.state import submit_write
 from statehub.server.session import Hub
 
 Context: TypeAlias = "aio.ServicerContext[Any, Any]"
@@ -223,8 +223,9 @@ class NanoverStateService:
                     ", ".join(lost),
                 )
                 return state_service_pb2.UpdateStateResponse(success=False)
-            submitted = submit_write(state, principal, owner, updates, removals, op="UpdateState")
-            revision = await committed(submitted)
+            revision = await submit_write(
+                state, principal, owner, updates, removals, op="UpdateState"
+            )
             await state.wait_durable_async(revision)  # acknowledge once durable (SQLite "disk")
         except ResourceLockedError:
             return state_service_pb2.UpdateStateResponse(success=False)
@@ -254,11 +255,9 @@ class NanoverStateService:
         principal = await _principal(self._hub, context)
         try:
             owner = nanover_token_owner(request.access_token, principal.name)
-            changing = change_leases(
+            await change_leases(
                 self._hub.state, principal, owner, acquire, release, op="UpdateLocks"
             )
-            if changing is not None:
-                await changing
         except ResourceLockedError:
             self._leases.changed(owner, {}, release)  # releases are carried out regardless
             return state_service_pb2.UpdateLocksResponse(success=False)

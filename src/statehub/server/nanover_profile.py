@@ -21,14 +21,13 @@ server (``StateDictionary.content_updated``); with several servers on Redis, run
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from typing import Any
 
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistry
-from statehub.errors import ObjectFrozenError, ResourceLockedError
+from statehub.store.answers import Answer
 from statehub.store.state_dictionary import StateDictionary
 
 logger = logging.getLogger(__name__)
@@ -86,14 +85,10 @@ class NanoverProfile:
         if mirrored is None:
             logger.info("NanoVer profile: %r is not a list of 10 numbers; not mirrored", source)
             return
-        # submit, not update: this may run in the event loop, where a shared store commits.
-        try:
-            committed = self.state.submit_update(_MIRROR_TOKEN, DictionaryChange(mirrored))
-        except (ResourceLockedError, ObjectFrozenError) as error:
-            logger.info("NanoVer profile: %s not mirrored: %s", source, error)
-            return
-        if not isinstance(committed, int):
-            asyncio.ensure_future(committed).add_done_callback(_log_failure)
+        # Submitted, never waited for: this may run in the event loop, where a shared store
+        # commits by round trip (an in-process store answers at once, in any thread).
+        mirroring = self.state.submit_update(_MIRROR_TOKEN, DictionaryChange(mirrored))
+        mirroring.add_done_callback(_log_failure)
 
     def radially_orient_origins(self, radius: float = 1) -> None:
         """One ``user-origin.<id>`` per avatar, spread on a circle of ``radius`` around
@@ -116,7 +111,7 @@ class NanoverProfile:
         self.state.update_state(None, DictionaryChange(updates))
 
 
-def _log_failure(done: asyncio.Future[int]) -> None:
+def _log_failure(done: Answer[int]) -> None:
     if not done.cancelled() and done.exception() is not None:
         logger.info("NanoVer profile: scene not mirrored: %s", done.exception())
 

@@ -31,7 +31,7 @@ from statehub.core.entries import KeyFacts
 from statehub.core.key_history import KeyVersion
 from statehub.core.limits import check_seconds
 from statehub.core.pacing import Pacer
-from statehub.core.rwlock import LockHolding, LockTable
+from statehub.core.rwlock import LockHolding
 from statehub.core.values import check_key
 from statehub.errors import (
     LimitExceededError,
@@ -48,12 +48,19 @@ from statehub.server.force_release import force_release_lease, force_release_loc
 from statehub.server.limits import SessionLimits, check_client_name, check_token
 from statehub.server.operations.commands import callable_only, run_command
 from statehub.server.operations.leases import change_leases
+from statehub.server.operations.locks import (
+    acquire_lock,
+    list_locks,
+    lock_is_free,
+    release_lock,
+)
 from statehub.server.operations.owner import owner_token
 from statehub.server.operations.reads import only_readable, readable_keys
 from statehub.server.operations.state import submit_write
 from statehub.server.outbox import FRAME_HEADER_BYTES, Outbox
 from statehub.server.peer import Peer
 from statehub.server.subscriptions import FanoutGroups, SessionBatches, Subscription
+from statehub.store.answers import Answer, mapped
 from statehub.store.leases import Lease
 from statehub.store.state_dictionary import StateDictionary
 
@@ -91,7 +98,6 @@ class Hub:
         self,
         *,
         state: StateDictionary,
-        locks: LockTable,
         commands: CommandRegistry,
         max_message_bytes: int,
         keepalive_s: float,
@@ -102,7 +108,8 @@ class Hub:
         self.state = state
         #: Who a connection is (``Authenticator`` with ``--auth``, else everyone may do all).
         self.auth: Authenticator | OpenAccess = auth if auth is not None else OpenAccess()
-        self.locks = locks
+        #: The read/write locks: the store's (shared by every server over a shared store).
+        self.locks = state.store.lock_table()
         self.commands = commands
         self.max_message_bytes = max_message_bytes
         self.keepalive_s = keepalive_s
@@ -516,30 +523,20 @@ class Session:
     ) -> Reply | Awaitable[Reply]:
         """``reply`` with seconds left appended to the facts of keys that expire: at once
         from an in-process store, after asking a shared one (Redis's clock)."""
-        state = self.hub.state
-        if state.store.commits_in_process:
-            _add_time_left(reply["facts"], state.expiring(keys))
+
+        def with_time_left(time_left: dict[str, float]) -> Reply:
+            _add_time_left(reply["facts"], time_left)
             return reply
 
-        async def asked() -> Reply:
-            _add_time_left(reply["facts"], await state.expiring_async(keys))
-            return reply
-
-        return asked()
+        return _reply_from(self.hub.state.submit_expiring(keys), with_time_left)
 
     def _history(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
         key = check_key(message.get("key"))
         self.principal.require(Right.READ, [key], "history")
         limit, since = message.get("limit"), message.get("since")
         state = self.hub.state
-        if state.store.commits_in_process:
-            return _history_reply(state, state.history(key, limit=limit, since=since))
-
-        async def asked() -> Reply:
-            versions = await state.history_async(key, limit=limit, since=since)
-            return _history_reply(state, versions)
-
-        return asked()
+        versions = state.submit_history(key, limit=limit, since=since)
+        return _reply_from(versions, lambda found: _history_reply(state, found))
 
     def _update(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
         updates = message.get("updates")
@@ -570,22 +567,22 @@ class Session:
             ttl=ttl,
             ephemeral=ephemeral,
         )
-        if type(revision) is int:
-            self.hub.observer.committed(time.perf_counter() - started)
-            if state.is_durable(revision):
-                return {"revision": revision}
-        elif isinstance(revision, asyncio.Future):
+        if not revision.done():  # a store shared by servers: answered by its batch
             return self._reply_when_committed(revision, started)
-        return self._when_durable(revision)
+        committed = revision.result()  # a refusal raises here, and is the reply
+        self.hub.observer.committed(time.perf_counter() - started)
+        if state.is_durable(committed):
+            return {"revision": committed}
+        return self._when_durable(committed)
 
     def _reply_when_committed(
-        self, committed: asyncio.Future[int], started: float
+        self, committed: Answer[int], started: float
     ) -> asyncio.Future[Reply]:
         """The reply to a change a store commits in batches: a future, not a task per change
         (under a stream of writes, tasks were a large share of a server's time)."""
         reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
 
-        def answer(done: asyncio.Future[int]) -> None:
+        def answer(done: Answer[int]) -> None:
             if reply.done():  # the session ended
                 return
             if done.cancelled():
@@ -604,18 +601,14 @@ class Session:
         committed.add_done_callback(answer)
         return reply
 
-    async def _when_durable(self, revision: int | Awaitable[int]) -> Reply:
-        """Acknowledge a change only once committed and as durable as the store promises."""
-        if not isinstance(revision, int):
-            started = time.perf_counter()
-            revision = await revision
-            self.hub.observer.committed(time.perf_counter() - started)
+    async def _when_durable(self, revision: int) -> Reply:
+        """Acknowledge a committed change only once as durable as the store promises."""
         started = time.perf_counter()
         await self.hub.state.wait_durable_async(revision)
         self.hub.observer.durable_waited(time.perf_counter() - started)
         return {"revision": revision}
 
-    def _leases(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
+    def _leases(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
         acquire = message.get("acquire")
         acquire = {} if acquire is None else acquire
         if type(acquire) is not dict:
@@ -632,13 +625,10 @@ class Session:
             held=self._leased,
             max_leases=self.hub.limits.max_leases,
         )
-        return {} if changing is None else _reply_when_done(changing, lambda _: {})
+        return _reply_from(changing, lambda _: {})
 
-    def _list_leases(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
-        listing = self.hub.state.submit_leases()
-        if isinstance(listing, list):
-            return self._leases_reply(listing)
-        return _reply_when_done(listing, self._leases_reply)
+    def _list_leases(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
+        return _reply_from(self.hub.state.submit_leases(), self._leases_reply)
 
     def _leases_reply(self, leases: list[Lease]) -> Reply:
         readable = self.principal.permissions.read
@@ -702,14 +692,10 @@ class Session:
             return self._with_time_left(reply, found)
         return reply
 
-    def _list_locks(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
-        holdings = self.hub.locks.holdings()
-        if isinstance(holdings, list):
-            return self._locks_reply(holdings)
-        return _reply_when_done(holdings, self._locks_reply)
+    def _list_locks(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
+        return _reply_from(list_locks(self.hub.locks, self.principal), self._locks_reply)
 
     def _locks_reply(self, holdings: list[LockHolding]) -> Reply:
-        lockable = self.principal.permissions.lock
         sees_sessions = AdminRight.SESSIONS in self.principal.permissions.admin
         by_id = {session.id: session for session in self.hub.sessions}
 
@@ -728,8 +714,6 @@ class Session:
 
         locks = []
         for held in holdings:
-            if held.key not in lockable:
-                continue
             holders = [who(owner) for owner in held.holders]
             for holder, grant in zip(holders, held.grants, strict=False):
                 if grant is not None:
@@ -772,10 +756,9 @@ class Session:
             ]
         }
 
-    def _clear_leases(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
+    def _clear_leases(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
         self.principal.require_admin(AdminRight.CLEAR_LEASES, "clear_leases")
-        clearing = self.hub.state.submit_clear_locks()
-        return {} if clearing is None else _reply_when_done(clearing, lambda _: {})
+        return _reply_from(self.hub.state.submit_clear_locks(), lambda _: {})
 
     async def _force_release(self, message: dict[str, Any]) -> Reply:
         self.principal.require_admin(AdminRight.FORCE_UNLOCK, "force_release")
@@ -850,28 +833,25 @@ class Session:
         # Not a coroutine itself: the request takes its place in the lock's queue now,
         # before the requests behind it in the frame are handled.
         key, exclusive, owner = self._lock_args(message, "lock")
-        self.principal.require(Right.LOCK, [key], "lock")
         timeout = _seconds(message.get("timeout"), f"lock on {key!r}", "timeout")
         if timeout is not None and math.isinf(timeout):
             timeout = None
-        self._lock_owners[owner] = None
-        acquisition = self.hub.locks.acquire(key, owner, exclusive=exclusive, timeout=timeout)
+        acquisition = acquire_lock(
+            self.hub.locks, self.principal, key, owner, exclusive=exclusive, timeout=timeout
+        )
+        self._lock_owners[owner] = None  # queued: released with the session, however it ends
         return acquisition.replying(lambda fence: {"fence": fence})
 
-    def _unlock(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
+    def _unlock(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
         key, exclusive, owner = self._lock_args(message, "unlock")
-        self.principal.require(Right.LOCK, [key], "unlock")
-        released = self.hub.locks.release(key, owner, exclusive=exclusive)
-        return {} if released is None else _reply_when_done(released, lambda _: {})
+        released = release_lock(self.hub.locks, self.principal, key, owner, exclusive=exclusive)
+        return _reply_from(released, lambda _: {})
 
-    def _test_lock(self, message: dict[str, Any]) -> Reply | Coroutine[Any, Any, Reply]:
+    def _test_lock(self, message: dict[str, Any]) -> Reply | Awaitable[Reply]:
         key = check_key(message.get("key"))
-        self.principal.require(Right.LOCK, [key], "test_lock")
         exclusive = _bool_arg(message, "test_lock", "exclusive")
-        free = self.hub.locks.can_acquire(key, exclusive=exclusive)
-        if isinstance(free, bool):
-            return {"free": free}
-        return _reply_when_done(free, lambda answer: {"free": answer})
+        free = lock_is_free(self.hub.locks, self.principal, key, exclusive=exclusive)
+        return _reply_from(free, lambda answer: {"free": answer})
 
     async def _call(self, message: dict[str, Any]) -> Reply:
         name = message.get("name")
@@ -984,9 +964,13 @@ def _copy_outcome(source: asyncio.Future[T], target: asyncio.Future[T]) -> None:
         target.set_result(source.result())
 
 
-async def _reply_when_done(answer: Awaitable[T], reply: Callable[[T], Reply]) -> Reply:
-    """The reply to a request whose answer comes later (from a store shared by servers)."""
-    return reply(await answer)
+def _reply_from(answer: Answer[T], reply: Callable[[T], Reply]) -> Reply | Awaitable[Reply]:
+    """The reply to a request answered by the store: at once if its answer is in (an
+    in-process store's); else a future of it (a shared store's), settled by a callback.
+    Either way no task is made for it."""
+    if answer.done():
+        return reply(answer.result())
+    return mapped(answer, reply)
 
 
 def _seconds(value: object, op: str, name: str) -> float | None:

@@ -36,7 +36,6 @@ from statehub.auth import Authenticator
 from statehub.core.change import DictionaryChange
 from statehub.core.commands import CommandRegistration, CommandRegistry, CommandRoute
 from statehub.core.expiry import EXPIRY_BATCH
-from statehub.core.rwlock import LockTable, RWLockTable
 from statehub.core.values import JsonValue
 from statehub.protocol import SERVICE_NAME
 from statehub.protocol.ports import DEFAULT_GRPC_PORT, DEFAULT_TCP_PORT, GRPC_OFFSET, TCP_OFFSET
@@ -79,9 +78,9 @@ class StateServer:
     port, 38803 by default). ``port=0`` picks a free port for both (read them back from
     ``port`` and ``grpc_port`` once started); a port in use raises ``OSError`` when the
     server starts. ``limits`` bounds what each session may
-    hold (see ``SessionLimits``). ``state`` (a ``StateDictionary``) and ``locks`` (a
-    ``LockTable`` used from the server's event loop only: an in-process ``RWLockTable``
-    unless one is given, such as a shared store's) are there for other server-side layers.
+    hold (see ``SessionLimits``). ``state`` (a ``StateDictionary``) and ``locks`` (its
+    store's ``LockTable``, used from the server's event loop only: shared by every server
+    over a shared store) are there for other server-side layers.
     ``http_port`` starts the web edge (None: off), in the same loop and with the same TLS.
     ``nanover=True`` adds NanoVer's standard server behaviours (``NanoverProfile``);
     ``nanover_max_message_bytes`` bounds NanoVer WebSocket messages (NanoVer's 128 MiB).
@@ -104,7 +103,6 @@ class StateServer:
         tls: ServerTls | None = None,
         auth: Authenticator | None = None,
         http_port: int | None = None,
-        locks: LockTable | None = None,
         grpc_port: int | None = None,
         nanover: bool = False,
         nanover_max_message_bytes: int | None = None,
@@ -146,7 +144,6 @@ class StateServer:
         self.tls = tls
         self.state = state if state is not None else StateDictionary()
         check_value_limits_fit(self.state.value_limits, max_message_bytes)
-        self.locks = locks if locks is not None else RWLockTable()
         # NanoVer's max_workers sized the threads serving its calls; sessions need none
         # here, so it bounds the threads running blocking command callbacks instead.
         self._command_threads = ThreadPoolExecutor(max_workers, "statehub-command")
@@ -158,7 +155,6 @@ class StateServer:
         )
         self.hub = Hub(
             state=self.state,
-            locks=self.locks,
             commands=self._commands,
             max_message_bytes=max_message_bytes,
             keepalive_s=self.keepalive_time,
@@ -166,6 +162,7 @@ class StateServer:
             limits=limits,
             auth=auth,
         )
+        self.locks = self.hub.locks
         # Revisions restarted (the store lost its history): every client reconnects and
         # resubscribes from a snapshot of the new epoch.
         self.state.history_reset.add_callback(self.hub.end_sessions)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, ClassVar, Protocol
@@ -10,7 +9,12 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 from statehub.core.entries import Expectations, KeyFacts
 from statehub.core.key_history import HistoryRetention, KeyVersion
 from statehub.core.values import JsonValue
+from statehub.store.answers import Answer, Completed, failed, settled
 from statehub.store.leases import Lease
+from statehub.store.locks import InProcessLocks, LockTable
+
+#: The answer of a change that answers nothing (it is immutable, so one serves them all).
+_DONE: Completed[None] = Completed(None)
 
 if TYPE_CHECKING:
     from statehub.store.peers import CommandPeers
@@ -48,31 +52,34 @@ class ChangeFeed(Protocol):
 
 
 class Store(ABC):
-    """Committed state, leases, the revision counter, and the change feed.
+    """Where committed state lives: one interface, split by concern as Centrifuge splits
+    its engine (``docs/layers.md``, "The store interface").
 
-    ``commit`` (or ``commit_async``) is the one atomic step: check leases and
-    compare-and-set expectations, apply, assign the next revision. Every committed
-    change, whoever committed it, reaches the feed given to ``attach``: an in-process
-    store delivers it inside ``commit``; a store shared by several servers (Redis) also
-    delivers what other servers commit, from a task it runs between ``start`` and
-    ``stop``. Callers serialise ``commit`` calls (the
-    state dictionary holds its lock around them).
+    - **state and change feed**: ``commit`` is the one atomic step (check leases and
+      compare-and-set expectations, apply, assign the next revision); every committed
+      change, whoever committed it, reaches the feed given to ``attach``: an in-process
+      store delivers it inside ``commit``; a store shared by several servers (Redis) also
+      delivers what other servers commit, from a task it runs between ``start`` and
+      ``stop``. Callers serialise ``commit`` calls (the state dictionary holds its lock).
+    - **leases**: ``change_leases``, ``leases``, ``release_owner``, ``clear_leases``.
+    - **read/write locks**: ``lock_table()`` (``store/locks.py``).
+    - **command peers**: ``command_peers()`` (``store/peers.py``).
+
+    Each operation has one blocking form, for the state dictionary's threaded API, and
+    where event-loop code uses it one ``submit_*`` form that answers an ``asyncio.Future``
+    (``store/answers.py``): done at once from an in-process store, the round trip's from
+    a shared one. No server code asks which store it has; only the state dictionary, the
+    one facade over the store, reads ``shared_by_servers``.
     """
 
-    #: True if ``commit`` (and every lease method) completes in this process without
-    #: waiting on I/O, so the synchronous path is the fast one; False if they mean a round
-    #: trip (``commit_async`` and the other ``*_async`` methods are then the path for
-    #: event-loop code).
-    commits_in_process: ClassVar[bool] = True
-    #: True if the store takes ``deadlines`` in ``commit`` (keys that expire, ``ttl=``):
-    #: the in-process stores; the state dictionary refuses a ttl on any other.
-    keeps_deadlines: ClassVar[bool] = False
-    #: True if the store binds keys to sessions itself (``bound`` in ``submit_commit``;
-    #: ``release_owner`` removes them): a store shared by servers (Redis). The in-process
-    #: stores leave that to the state dictionary (and ``keeps_deadlines``).
-    binds_keys: ClassVar[bool] = False
+    #: True for a store several servers share (Redis): its commits are round trips
+    #: (``submit_commit``, whose futures settle later), and it keeps each key's lifetime
+    #: (``ttl``, keys bound to a session) and history itself. False (memory, SQLite): the
+    #: state dictionary keeps those in this process and commits under its lock.
+    shared_by_servers: ClassVar[bool] = False
 
     _feed: ChangeFeed
+    _in_process_locks: InProcessLocks | None = None
 
     def attach(self, feed: ChangeFeed) -> None:
         """Deliver committed changes to ``feed`` from now on (the state dictionary calls it)."""
@@ -95,7 +102,7 @@ class Store(ABC):
     async def history_async(
         self, key: str, now: float, limit: int | None, since: int | None
     ) -> list[KeyVersion]:
-        """A store that keeps history itself (not in process: Redis): ``key``'s kept
+        """A ``shared_by_servers`` store (which keeps history itself): ``key``'s kept
         versions, oldest first (see ``StateDictionary.history``)."""
         return []
 
@@ -129,8 +136,9 @@ class Store(ABC):
     ) -> int:
         """Apply a validated change for ``owner``, deliver it to the feed, return its revision.
 
-        ``deadlines`` (``keeps_deadlines`` stores): the wall-clock deadline of each updated
-        key that expires; every other updated or removed key has none from then on.
+        ``deadlines`` (an in-process store's, written down if it is durable): the wall-clock
+        deadline of each updated key that expires; every other updated or removed key has
+        none from then on.
         ``at``: the change's wall-clock time, for a store that writes history.
 
         Raises ``ResourceLockedError`` (and changes nothing) if another owner leases a key,
@@ -138,21 +146,6 @@ class Store(ABC):
         ``checked_expectations``) is not at the revision expected. A change left with
         nothing to do (its expectations held) takes no revision: the current one is returned.
         """
-
-    async def commit_async(
-        self,
-        owner: Hashable,
-        updates: dict[str, JsonValue],
-        removals: set[str],
-        now: float,
-        expect: Expectations | None = None,
-        bound: Collection[str] | None = None,
-        ttl: Mapping[str, float] | None = None,
-    ) -> int:
-        """``commit`` for event-loop code: the feed has the change when this returns.
-        ``bound``: keys of ``updates`` bound to ``owner``; ``ttl``: seconds until each
-        such key of ``updates`` expires (both for ``binds_keys`` stores only)."""
-        return self.commit(owner, updates, removals, now, expect)
 
     def submit_commit(
         self,
@@ -163,20 +156,23 @@ class Store(ABC):
         expect: Expectations | None = None,
         bound: Collection[str] | None = None,
         ttl: Mapping[str, float] | None = None,
-    ) -> asyncio.Future[int]:
-        """``commit_async`` as a future, for event-loop code that wants no task per change
-        (a store that commits in batches settles each future itself)."""
-        return asyncio.ensure_future(
-            self.commit_async(owner, updates, removals, now, expect, bound, ttl)
-        )
+    ) -> Answer[int]:
+        """``commit`` for event-loop code, as a future (a store that commits in batches
+        settles each one itself: no task per change). ``bound``: keys of ``updates`` bound
+        to ``owner``; ``ttl``: seconds until each such key expires (a ``shared_by_servers``
+        store's: the state dictionary keeps them itself for an in-process one, and so
+        passes none)."""
+        if bound or ttl:
+            raise ValueError(f"{type(self).__name__} keeps no ttl or session binding itself")
+        return settled(lambda: self.commit(owner, updates, removals, now, expect))
 
     async def expire_due_async(self, limit: int) -> int:
-        """A ``binds_keys`` store: remove up to ``limit`` keys whose ttl ran out, in one
+        """A ``shared_by_servers`` store: remove up to ``limit`` keys whose ttl ran out, in one
         commit; return how many (``limit`` if more are due)."""
         return 0
 
     async def expiring_async(self, keys: Collection[str]) -> dict[str, float]:
-        """A ``binds_keys`` store: seconds left of those of ``keys`` that expire."""
+        """A ``shared_by_servers`` store: seconds left of those of ``keys`` that expire."""
         return {}
 
     @abstractmethod
@@ -189,23 +185,28 @@ class Store(ABC):
     ) -> None:
         """Release ``release`` always, then acquire all of ``acquire`` or none of it."""
 
-    async def change_leases_async(
+    def submit_lease_change(
         self,
         owner: Hashable,
         acquire: Mapping[str, float | None],
         release: Iterable[str],
         now: float,
-    ) -> None:
-        """``change_leases`` for event-loop code (a shared store asks it without blocking)."""
-        self.change_leases(owner, acquire, release, now)
+    ) -> Answer[None]:
+        """``change_leases`` for event-loop code: done at once in process, the round trip's
+        future for a shared store (no thread waits on it)."""
+        try:  # not ``settled``: a lambda per change shows on the session's lease path
+            self.change_leases(owner, acquire, release, now)
+        except Exception as error:
+            return failed(error)
+        return _DONE
 
     @abstractmethod
     def leases(self, now: float) -> list[Lease]:
         """The live leases."""
 
-    async def leases_async(self, now: float) -> list[Lease]:
-        """``leases`` for event-loop code."""
-        return self.leases(now)
+    def submit_leases(self, now: float) -> Answer[list[Lease]]:
+        """``leases`` for event-loop code (a future, as ``submit_lease_change``)."""
+        return settled(lambda: self.leases(now))
 
     @abstractmethod
     def release_owner(self, owner: Hashable) -> None:
@@ -216,9 +217,9 @@ class Store(ABC):
     def clear_leases(self) -> None:
         """Release every lease."""
 
-    async def clear_leases_async(self) -> None:
-        """``clear_leases`` for event-loop code."""
-        self.clear_leases()
+    def submit_clear_leases(self) -> Answer[None]:
+        """``clear_leases`` for event-loop code (a future, as ``submit_lease_change``)."""
+        return settled(self.clear_leases)
 
     def is_durable(self, revision: int) -> bool:
         """True if ``revision`` may be acknowledged without waiting.
@@ -248,6 +249,13 @@ class Store(ABC):
         was busy); the store then calls it again soon, and must never wait for it.
         """
         return False
+
+    def lock_table(self) -> LockTable:
+        """The read/write locks of the servers sharing this store (the same table at every
+        call): this server's own for an in-process store."""
+        if self._in_process_locks is None:
+            self._in_process_locks = InProcessLocks()
+        return self._in_process_locks
 
     def command_peers(self) -> CommandPeers | None:
         """The other servers sharing this store, for commands (None: this server alone)."""

@@ -17,8 +17,6 @@ class MemoryStore(LeasesInProcess, Store):
     compare-and-set checks) lives in the state's mirror, and so do deadlines of keys
     that expire."""
 
-    keeps_deadlines = True
-
     def __init__(self) -> None:
         self._revision = 0
         self._leases = LeaseTable()

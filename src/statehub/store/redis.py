@@ -46,6 +46,7 @@ from statehub.errors import (
 )
 from statehub.protocol.codec import decode_value, encode_value
 from statehub.store import redis_scripts
+from statehub.store.answers import Answer, mapped
 from statehub.store.base import Store
 from statehub.store.leases import Lease
 from statehub.store.redis_commands import RedisCommandPeers
@@ -88,8 +89,7 @@ class _QueuedCommit:
 class RedisStore(Store):
     """The state in Redis at ``url``, shared with every server using the same prefix."""
 
-    commits_in_process = False
-    binds_keys = True
+    shared_by_servers = True
 
     def __init__(
         self,
@@ -214,18 +214,6 @@ class RedisStore(Store):
             self._committer = asyncio.create_task(self._send_queued())
         return committed
 
-    async def commit_async(
-        self,
-        owner: Hashable,
-        updates: dict[str, JsonValue],
-        removals: set[str],
-        now: float,
-        expect: Expectations | None = None,
-        bound: Collection[str] | None = None,
-        ttl: Mapping[str, float] | None = None,
-    ) -> int:
-        return await self.submit_commit(owner, updates, removals, now, expect, bound, ttl)
-
     def change_leases(
         self,
         owner: Hashable,
@@ -233,29 +221,31 @@ class RedisStore(Store):
         release: Iterable[str],
         now: float,
     ) -> None:
-        """The blocking path, for callers off the event loop (``change_leases_async`` on it)."""
+        """The blocking path, for callers off the event loop (``submit_lease_change`` on it)."""
         args = _lease_change_args(owner, self.server_id, acquire, release)
         _check_leased(self.run_script(redis_scripts.CHANGE_LEASES, self.keys.leases, args))
 
-    async def change_leases_async(
+    def submit_lease_change(
         self,
         owner: Hashable,
         acquire: Mapping[str, float | None],
         release: Iterable[str],
         now: float,
-    ) -> None:
+    ) -> Answer[None]:
         args = _lease_change_args(owner, self.server_id, acquire, release)
-        _check_leased(
-            await self.ordered.submit(redis_scripts.CHANGE_LEASES, self.keys.leases, args)
+        return mapped(
+            self.ordered.submit(redis_scripts.CHANGE_LEASES, self.keys.leases, args),
+            _check_leased,
         )
 
     def leases(self, now: float) -> list[Lease]:
-        """The blocking path, for callers off the event loop (``leases_async`` on it)."""
+        """The blocking path, for callers off the event loop (``submit_leases`` on it)."""
         return _leases_from(self.run_script(redis_scripts.LIST_LEASES, self.keys.leases[:2], []))
 
-    async def leases_async(self, now: float) -> list[Lease]:
-        return _leases_from(
-            await self.ordered.submit(redis_scripts.LIST_LEASES, self.keys.leases[:2], [])
+    def submit_leases(self, now: float) -> Answer[list[Lease]]:
+        return mapped(
+            self.ordered.submit(redis_scripts.LIST_LEASES, self.keys.leases[:2], []),
+            _leases_from,
         )
 
     def release_owner(self, owner: Hashable) -> None:
@@ -357,8 +347,11 @@ class RedisStore(Store):
     def clear_leases(self) -> None:
         self.run_sync(lambda: self.sync_client.delete(*self.keys.leases))
 
-    async def clear_leases_async(self) -> None:
-        await self.ordered.submit(redis_scripts.CLEAR_LEASES, self.keys.leases, [])
+    def submit_clear_leases(self) -> Answer[None]:
+        return mapped(
+            self.ordered.submit(redis_scripts.CLEAR_LEASES, self.keys.leases, []),
+            lambda _: None,
+        )
 
     def lock_table(self) -> RedisLockTable:
         """The read/write locks every server over this Redis shares (one per store)."""

@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import msgpack
 import redis
@@ -36,12 +36,11 @@ from statehub.errors import (
 )
 from statehub.protocol.codec import encode_value
 from statehub.store import redis_scripts
+from statehub.store.answers import Answer, mapped
 from statehub.store.redis_link import RedisLink
 from statehub.store.redis_ordered import log_failure
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 #: Seconds between two checks of a waiter's grant when no Pub/Sub message came.
 POLL_INTERVAL = 0.5
@@ -91,7 +90,7 @@ class RedisLockTable:
         request.grant.add_done_callback(lambda _: self._withdraw_unless_granted(request))
         return Acquisition.of(request.grant, lambda _: self._release_logged(hold))
 
-    def release(self, key: str, owner: Hashable, *, exclusive: bool) -> Awaitable[None]:
+    def release(self, key: str, owner: Hashable, *, exclusive: bool) -> Answer[None]:
         """Give back one hold of ``key`` in that mode (queued now; await the outcome)."""
         args = [self._base, self._prefix, key, self._owner_id(owner), _mode(exclusive)]
         holds = self._holds.get(owner, {})
@@ -99,8 +98,9 @@ class RedisLockTable:
             holds[(key, exclusive)] -= 1
             if not holds[(key, exclusive)]:
                 del holds[(key, exclusive)]
-        return self._released(
-            self._scripts.submit(redis_scripts.LOCK_RELEASE, [], args), key, exclusive
+        return mapped(
+            self._scripts.submit(redis_scripts.LOCK_RELEASE, [], args),
+            lambda released: _check_released(released, key, exclusive),
         )
 
     def release_owner(self, owner: Hashable) -> None:
@@ -114,19 +114,19 @@ class RedisLockTable:
         released = self._scripts.submit(redis_scripts.LOCK_RELEASE_OWNER, [], args)
         released.add_done_callback(log_failure(f"releasing the locks of {owner!r}"))
 
-    def can_acquire(self, key: str, *, exclusive: bool) -> Awaitable[bool]:
+    def can_acquire(self, key: str, *, exclusive: bool) -> Answer[bool]:
         """True if a new owner could take ``key`` in that mode right now without waiting."""
         asked = self._scripts.submit(
             redis_scripts.LOCK_TEST, [], [self._prefix, key, _mode(exclusive)]
         )
-        return _mapped(asked, bool)
+        return mapped(asked, bool)
 
-    def held(self, key: str, *, exclusive: bool) -> Awaitable[bool]:
+    def held(self, key: str, *, exclusive: bool) -> Answer[bool]:
         """True if an owner on any server holds ``key`` in that mode right now."""
         asked = self._scripts.submit(
             redis_scripts.LOCK_HELD, [], [self._prefix, key, _mode(exclusive)]
         )
-        return _mapped(asked, bool)
+        return mapped(asked, bool)
 
     def counts(self) -> tuple[int, int]:
         """(owners holding a lock, requests waiting for one) over every key, all servers.
@@ -141,10 +141,10 @@ class RedisLockTable:
             waiting += holding.waiting
         return held, waiting
 
-    def holdings(self) -> Awaitable[list[LockHolding]]:
+    def holdings(self) -> Answer[list[LockHolding]]:
         """The keys held right now on any server, with the owners holding them."""
         asked = self._scripts.submit(redis_scripts.LIST_LOCKS, [], [self._base, self._prefix])
-        return _mapped(asked, _holdings_from)
+        return mapped(asked, _holdings_from)
 
     async def close(self) -> None:
         """Stop listening for grants."""
@@ -298,14 +298,6 @@ class RedisLockTable:
         released = self._scripts.submit(redis_scripts.LOCK_RELEASE, [], hold)
         released.add_done_callback(log_failure(f"giving back the lock on {hold[2]!r}"))
 
-    @staticmethod
-    async def _released(asked: asyncio.Future[Any], key: str, exclusive: bool) -> None:
-        if not await asked:
-            raise LockNotOwnedError(
-                f"{'exclusive' if exclusive else 'shared'} lock on {key!r} is not held "
-                "by this owner"
-            )
-
     def _ensure_listener(self) -> None:
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen(), name="statehub-redis-locks")
@@ -361,8 +353,11 @@ def _fail(grant: asyncio.Future[int], error: BaseException) -> None:
         grant.set_exception(error)
 
 
-async def _mapped(asked: asyncio.Future[Any], convert: Callable[[Any], T]) -> T:
-    return convert(await asked)
+def _check_released(released: object, key: str, exclusive: bool) -> None:
+    if not released:
+        raise LockNotOwnedError(
+            f"{'exclusive' if exclusive else 'shared'} lock on {key!r} is not held by this owner"
+        )
 
 
 def _holdings_from(reply: list[Any]) -> list[LockHolding]:

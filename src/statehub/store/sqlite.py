@@ -287,8 +287,6 @@ class SQLiteStore(LeasesInProcess, Store):
             content, facts = self._read_content()
             return revision, content, facts
 
-    keeps_deadlines = True
-
     def keep_history(self, retention: HistoryRetention) -> None:
         with self._db_lock:
             self._conn.execute(_HISTORY_TABLE)

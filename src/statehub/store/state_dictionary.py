@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from asyncio import Future
+from asyncio import ensure_future
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,6 +33,7 @@ from statehub.core.key_history import HistoryRetention, KeyHistory, KeyVersion
 from statehub.core.limits import ValueSizeLimits
 from statehub.core.values import JsonValue, check_duration, check_key, copy_mapping, copy_value
 from statehub.errors import ObjectFrozenError
+from statehub.store.answers import Answer, Completed, failed, settled
 from statehub.store.base import Store
 from statehub.store.leases import Lease
 from statehub.store.memory import MemoryStore
@@ -178,8 +179,8 @@ class StateDictionary:
         updates, removals, expectations = _checked_change(change, expect, self.value_limits)
         ttls = checked_ttl(ttl, updates) if ttl else None
         bound = checked_ephemeral(ephemeral, updates) if ephemeral else None
-        if (ttls or bound) and not self._store.keeps_deadlines:
-            self._refuse_lifetimes(ttls or {}, bound or set())
+        if (ttls or bound) and self._store.shared_by_servers:
+            self._refuse_blocking_lifetimes(ttls or {}, bound or set())
         with self._lock:
             if self._views.frozen:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
@@ -226,10 +227,9 @@ class StateDictionary:
 
         When it returns, the change is in this dictionary's content (read your writes).
         """
-        revision = self.submit_update(
+        return await self.submit_update(
             access_token, change, expect=expect, ttl=ttl, ephemeral=ephemeral
         )
-        return revision if isinstance(revision, int) else await revision
 
     def submit_update(
         self,
@@ -239,33 +239,49 @@ class StateDictionary:
         expect: Mapping[str, int | None] | None = None,
         ttl: Mapping[str, float] | None = None,
         ephemeral: Iterable[str] | None = None,
-    ) -> int | Awaitable[int]:
-        """The revision at once if the store commits in process, else a future of it.
-
-        Event-loop code that wants no task per change uses this (the future is settled by
-        the store, in the order changes were submitted).
+    ) -> Answer[int]:
+        """``update_state`` for event-loop code: a future of the revision, done at once if
+        the store commits in process (with the change's error, if it was refused), else
+        settled by the store in the order changes were submitted. Event-loop code that
+        wants no task per change reads ``done()`` first.
         """
-        if self._store.commits_in_process:
-            return self.update_state(
-                access_token, change, expect=expect, ttl=ttl, ephemeral=ephemeral
-            )
+        if not self._store.shared_by_servers:
+            try:  # not ``settled``: a lambda per write shows on the session's write path
+                return Completed(
+                    self.update_state(
+                        access_token, change, expect=expect, ttl=ttl, ephemeral=ephemeral
+                    )
+                )
+            except Exception as error:
+                return failed(error)
+        try:
+            return self._submit_to_shared_store(access_token, change, expect, ttl, ephemeral)
+        except Exception as error:  # refused before it was sent: answered as the store's are
+            return failed(error)
+
+    def _submit_to_shared_store(
+        self,
+        access_token: object,
+        change: DictionaryChange,
+        expect: Mapping[str, int | None] | None,
+        ttl: Mapping[str, float] | None,
+        ephemeral: Iterable[str] | None,
+    ) -> Answer[int]:
         owner = check_token(access_token)
         updates, removals, expectations = _checked_change(change, expect, self.value_limits)
         bound = checked_ephemeral(ephemeral, updates) if ephemeral else set()
         ttls = checked_ttl(ttl, updates) if ttl else {}
-        if (ttls or bound) and not self._store.binds_keys:
-            self._refuse_lifetimes(ttls, bound)
         with self._lock:
             if self._views.frozen:
                 raise ObjectFrozenError("cannot update a frozen state dictionary")
             if not (updates or removals or expectations):
-                return self._views.revision
+                return Completed(self._views.revision)
         committed = self._store.submit_commit(
             owner, updates, removals, self.clock(), expectations or None, bound or None, ttls
         )
         if self.content_updated.has_callbacks:
 
-            def announce(done: Future[int]) -> None:
+            def announce(done: Answer[int]) -> None:
                 if not done.cancelled() and done.exception() is None:
                     self.content_updated.invoke(
                         access_token=access_token, change=DictionaryChange(updates, removals)
@@ -318,28 +334,25 @@ class StateDictionary:
             if version.revision <= shown
         ]
 
-    async def history_async(
+    def submit_history(
         self, key: str, limit: int | None = None, since: int | None = None
-    ) -> list[KeyVersion]:
-        """``history`` from the event loop, for any store (Redis keeps it in Redis)."""
-        if self._store.commits_in_process:
-            return self.history(key, limit, since)
+    ) -> Answer[list[KeyVersion]]:
+        """``history`` for event-loop code, for any store: a future, done at once unless
+        the store keeps history itself (Redis)."""
+        if not self._store.shared_by_servers:
+            return settled(lambda: self.history(key, limit, since))
         _check_history_read(key, limit, since)
         if not self._history.enabled:
-            return []
-        return await self._store.history_async(key, self.wall_clock(), limit, since)
+            return Completed([])
+        return ensure_future(self._store.history_async(key, self.wall_clock(), limit, since))
 
-    def _refuse_lifetimes(self, ttls: Mapping[str, float], bound: set[str]) -> None:
+    def _refuse_blocking_lifetimes(self, ttls: Mapping[str, float], bound: set[str]) -> None:
+        """A shared store keeps lifetimes itself, and only its event-loop path carries them."""
         keys = ", ".join(map(repr, sorted({*ttls, *bound})))
         kind = "expiring keys" if ttls else "keys bound to a session"
-        if self._store.binds_keys:  # Redis: only its event-loop path carries them
-            raise ValueError(
-                f"{kind} ({keys}): with {type(self._store).__name__}, write them with "
-                "update_state_async (from the server's event loop) or through a server"
-            )
         raise ValueError(
-            f"{kind} ({keys}): this store ({type(self._store).__name__}) does not keep "
-            "them (the memory, SQLite and Redis stores do)"
+            f"{kind} ({keys}): with {type(self._store).__name__}, write them with "
+            "update_state_async (from the server's event loop) or through a server"
         )
 
     def _track_bindings(
@@ -388,15 +401,16 @@ class StateDictionary:
     async def expire_due_async(self, limit: int = EXPIRY_BATCH) -> int:
         """``expire_due`` from the event loop, for any store: a shared store (Redis)
         expires keys on its own clock, and any server may do it."""
-        if self._store.commits_in_process:
+        if not self._store.shared_by_servers:
             return self.expire_due(limit)
         return await self._store.expire_due_async(limit)
 
-    async def expiring_async(self, keys: Iterable[str]) -> dict[str, float]:
-        """``expiring`` from the event loop, for any store."""
-        if self._store.commits_in_process:
-            return self.expiring(keys)
-        return await self._store.expiring_async(list(keys))
+    def submit_expiring(self, keys: Iterable[str]) -> Answer[dict[str, float]]:
+        """``expiring`` for event-loop code, for any store: a future, done at once unless
+        the store keeps deadlines on its own clock (Redis)."""
+        if not self._store.shared_by_servers:
+            return Completed(self.expiring(keys))
+        return ensure_future(self._store.expiring_async(list(keys)))
 
     def next_expiry(self) -> float | None:
         """Seconds until the next key expires (0: some are due now), None if none expire."""
@@ -588,26 +602,22 @@ class StateDictionary:
         access_token: object,
         acquire: Mapping[str, float | None] | None = None,
         release: Iterable[str] | None = None,
-    ) -> Awaitable[None] | None:
-        """``update_locks`` for event-loop code: done at once (None) if the store keeps
-        leases in process, else an awaitable (no thread waits on the store)."""
+    ) -> Answer[None]:
+        """``update_locks`` for event-loop code: a future, done at once if the store keeps
+        leases in process (no thread waits on the store)."""
         owner, durations, releases = _lease_change(access_token, acquire, release)
-        if not self._store.commits_in_process:
-            return self._store.change_leases_async(owner, durations, releases, self.clock())
-        with self._lock:
-            self._store.change_leases(owner, durations, releases, self.clock())
-        return None
+        with self._lock:  # an in-process store changes them now, as threads do
+            return self._store.submit_lease_change(owner, durations, releases, self.clock())
 
     def leases(self) -> list[Lease]:
         """The live leases: key, owner and seconds left (None: no expiry)."""
         with self._lock:
             return self._store.leases(self.clock())
 
-    def submit_leases(self) -> list[Lease] | Awaitable[list[Lease]]:
-        """``leases`` for event-loop code: at once, or an awaitable from a shared store."""
-        if not self._store.commits_in_process:
-            return self._store.leases_async(self.clock())
-        return self.leases()
+    def submit_leases(self) -> Answer[list[Lease]]:
+        """``leases`` for event-loop code (a future, as ``submit_lease_change``)."""
+        with self._lock:
+            return self._store.submit_leases(self.clock())
 
     def release_owner(self, access_token: object) -> None:
         """Release every lease of ``access_token`` and remove the keys bound to it (written
@@ -642,12 +652,10 @@ class StateDictionary:
         with self._lock:
             self._store.clear_leases()
 
-    def submit_clear_locks(self) -> Awaitable[None] | None:
-        """``clear_locks`` for event-loop code: done at once (None), or an awaitable."""
-        if not self._store.commits_in_process:
-            return self._store.clear_leases_async()
-        self.clear_locks()
-        return None
+    def submit_clear_locks(self) -> Answer[None]:
+        """``clear_locks`` for event-loop code (a future, as ``submit_lease_change``)."""
+        with self._lock:
+            return self._store.submit_clear_leases()
 
     def get(self, key: str, default: Any = None) -> JsonValue:
         """A copy of the value at ``key``, or ``default``."""

@@ -67,6 +67,7 @@ from statehub.server.operations.state import submit_write
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
 from statehub.server.subscriptions import FanoutGroup, FanoutGroups
+from statehub.store.answers import Answer
 from statehub.web.nanover_frames import FrameError, FrameRelay
 
 logger = logging.getLogger(__name__)
@@ -401,16 +402,17 @@ class NanoverConnection:
                 removing = submit_write(
                     self.hub.state, self.principal, self.token, {}, owned, op="NanoVer leave"
                 )
+                if removing.done():  # an in-process store: its refusal is known now
+                    removing.result()
             except ResourceLockedError as error:  # leased by someone else: theirs to keep
                 owned = [key for key in owned if key not in error.keys]
                 continue
             except ObjectFrozenError:  # the server is stopping
                 return
-            if not isinstance(removing, int):
-                asyncio.ensure_future(removing).add_done_callback(self._log_leave_failure)
+            removing.add_done_callback(self._log_leave_failure)
             return
 
-    def _log_leave_failure(self, done: asyncio.Future[int]) -> None:
+    def _log_leave_failure(self, done: Answer[int]) -> None:
         if not done.cancelled() and (error := done.exception()) is not None:
             logger.warning("NanoVer client %s: its user's keys stay: %s", self.peer.address, error)
 
@@ -489,11 +491,8 @@ class NanoverConnection:
         except Exception as error:
             self._state_refused(error, state)
             return
-        if isinstance(submitted, int):
-            self.room.observer.request_done("nanover:state", "ok")
-            return
 
-        def settled(done: asyncio.Future[int]) -> None:
+        def settled(done: Answer[int]) -> None:
             if done.cancelled():
                 return
             error = done.exception()
@@ -502,7 +501,10 @@ class NanoverConnection:
             elif isinstance(error, Exception):
                 self._state_refused(error, state)
 
-        asyncio.ensure_future(submitted).add_done_callback(settled)
+        if submitted.done():  # an in-process store: answered now, not a loop turn later
+            settled(submitted)
+        else:
+            submitted.add_done_callback(settled)
 
     def _state_refused(self, error: Exception, state: object) -> None:
         """Tell the client why its ``state`` message was not applied (nothing of it was)."""

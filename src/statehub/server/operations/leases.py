@@ -8,12 +8,13 @@ elsewhere are forgotten (from the store's listing) before the bound is applied.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from statehub.auth import Principal, Right
 from statehub.core.values import check_key
 from statehub.errors import LimitExceededError
+from statehub.store.answers import Answer, chained, mapped
 from statehub.store.leases import Lease
 from statehub.store.state_dictionary import StateDictionary
 
@@ -28,57 +29,37 @@ def change_leases(
     op: str,
     held: dict[str, None] | None = None,
     max_leases: int = 0,
-) -> Awaitable[None] | None:
+) -> Answer[None]:
     """Release ``release``, then lease all of ``acquire`` for ``owner`` or none of it.
 
     Needs the lease right on every key named. ``held`` (the client's leased keys, kept up
     to date here) with ``max_leases`` bounds what one client holds; without ``held`` (a
-    NanoVer gRPC call, which has no connection) no per-client bound applies. Returns None
-    when done at once, else an awaitable (a store shared by servers).
+    NanoVer gRPC call, which has no connection) no per-client bound applies. The future
+    is done at once with an in-process store; a store shared by servers answers later.
     """
     released = [check_key(key) for key in release]
     principal.require(Right.LEASE, [*map(check_key, acquire), *released], op)
-    if held is not None and len(held) + len(acquire) > max_leases:
-        listing = state.submit_leases()
-        if not isinstance(listing, list):
-            return _change_after_listing(
-                state, owner, acquire, released, listing, held, max_leases, op
-            )
-        _forget_lost(held, owner, listing)
+    if held is None or len(held) + len(acquire) <= max_leases:
+        return _change(state, owner, acquire, released, held)
+
+    def change_if_room(leases: list[Lease]) -> Answer[None]:
+        _forget_lost(held, owner, leases)
         _check_room(held, acquire, max_leases, op)
-    changing = state.submit_lease_change(owner, acquire, released)
-    if changing is not None:
-        return _note_when_changed(changing, held, acquire, released)
-    _note(held, acquire, released)
-    return None
+        return _change(state, owner, acquire, released, held)
+
+    # Over the bound as far as this client knows: some may have expired or been cleared.
+    return chained(state.submit_leases(), change_if_room)
 
 
-async def _change_after_listing(
+def _change(
     state: StateDictionary,
     owner: str,
     acquire: Mapping[Any, float | None],
     release: list[str],
-    listing: Awaitable[list[Lease]],
-    held: dict[str, None],
-    max_leases: int,
-    op: str,
-) -> None:
-    _forget_lost(held, owner, await listing)
-    _check_room(held, acquire, max_leases, op)
-    changing = state.submit_lease_change(owner, acquire, release)
-    if changing is not None:
-        await changing
-    _note(held, acquire, release)
-
-
-async def _note_when_changed(
-    changing: Awaitable[None],
     held: dict[str, None] | None,
-    acquire: Mapping[Any, float | None],
-    release: list[str],
-) -> None:
-    await changing
-    _note(held, acquire, release)
+) -> Answer[None]:
+    changing = state.submit_lease_change(owner, acquire, release)
+    return mapped(changing, lambda _: _note(held, acquire, release))
 
 
 def _note(
