@@ -28,7 +28,7 @@ Layout under the prefix P (one hash tag, so every key lives in one slot):
 - ``P:deadlines``: a sorted set, key -> its deadline in Redis-clock ms, for keys written
   with a ttl; any other write or removal of the key drops it (COMMIT). EXPIRE removes
   due keys in bounded batches, each one commit; any server may run it (it is idempotent).
-- ``P:fence``: the fencing-token counter of read/write lock grants.
+- ``P:fence``: the last fencing token of a read/write lock grant (``_LOCKS``'s ``next_fence``).
 - ``P:lock:<key>``: a hash ``writer`` / ``depth`` / ``r:<owner>`` (shared holds, count);
   ``P:lockq:<key>``: a list of waiters ``ticket|mode|server|owner`` (FIFO);
   ``P:lockkeys``: keys with a lock or waiters (for the dead-server sweep).
@@ -480,7 +480,21 @@ return 1
 #: Read/write locks (the rules of ``core/rwlock.py``, non-fair mode): helpers shared by
 #: the lock scripts. A waiter is ``ticket|mode|owner`` with mode ``w`` or ``r``; an owner
 #: is ``<server id>:<owner>``. ``base`` is the key prefix, ``prefix`` the lock prefix.
+#: A fence is at least Redis's clock in microseconds, not only one more than the last: a
+#: failover to a replica that missed the last grants must not hand their fences out again,
+#: and the new primary's clock has moved past them (assuming the Redis hosts' clocks agree
+#: within the failover's duration; docs/redis.md).
 _LOCKS = """
+local function next_fence(base)
+  local time = redis.call('TIME')
+  local now = time[1] .. string.format('%06d', tonumber(time[2]))
+  local last = redis.call('GET', base .. 'fence')
+  if (not last) or tonumber(last) < tonumber(now) then
+    redis.call('SET', base .. 'fence', now)
+    return tonumber(now)
+  end
+  return redis.call('INCR', base .. 'fence')
+end
 local function lock_names(prefix, key)
   return prefix .. ':' .. key, prefix .. 'q:' .. key
 end
@@ -511,7 +525,7 @@ local function grant(base, lock, key, owner, mode)
   end
   redis.call('SADD', base .. 'ownerkeys:' .. owner, key)
   redis.call('SADD', base .. 'lockkeys', key)
-  return redis.call('INCR', base .. 'fence')
+  return next_fence(base)
 end
 local function forget_if_idle(base, prefix, key)
   local lock, queue = lock_names(prefix, key)
@@ -590,14 +604,14 @@ if redis.call('HGET', lock, 'writer') == owner then
   else
     redis.call('HINCRBY', lock, 'r:' .. owner, 1)
   end
-  return {'granted', redis.call('INCR', base .. 'fence')}
+  return {'granted', next_fence(base)}
 end
 if redis.call('HEXISTS', lock, 'r:' .. owner) == 1 then
   if mode == 'w' then
     return {'upgrade'}
   end
   redis.call('HINCRBY', lock, 'r:' .. owner, 1)
-  return {'granted', redis.call('INCR', base .. 'fence')}
+  return {'granted', next_fence(base)}
 end
 local free = redis.call('HEXISTS', lock, 'writer') == 0 and not writer_waits(queue)
 if free and (mode == 'r' or not has_readers(lock)) then
