@@ -4,11 +4,14 @@ but their I/O). ``AsyncClient`` awaits the round trip; ``Client`` blocks on it."
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from statehub.client.changes import HoldsLost
 from statehub.core.entries import Entry, checked_expectations
+from statehub.core.events import Event
 from statehub.core.expiry import checked_ephemeral, checked_ttl
 from statehub.core.key_history import KeyVersion
 from statehub.core.limits import MAX_VALUE_BYTES
@@ -16,6 +19,8 @@ from statehub.core.values import JsonValue, check_key, checked_copy
 from statehub.errors import LeaseLostError, LockFailedError, LockLostError
 
 Message = dict[str, Any]
+
+logger = logging.getLogger("statehub.client")
 
 #: Reads and compare-and-set removals ``remove(missing_ok=False)`` tries before it gives up
 #: on a key that keeps changing.
@@ -191,3 +196,35 @@ def apply_batch(mirror: dict[str, JsonValue], message: Message) -> None:
         for key in message.get("removals") or ():
             mirror.pop(key, None)
     mirror.update(updates)
+
+
+class _MarksLost(Protocol):
+    def mark_lost(self, lost: HoldsLost) -> None: ...
+
+
+def invoke_event(event: Event, **kwargs: Any) -> None:
+    """Fire one of the client's events; a failing callback is logged, never raised into
+    the client's own work."""
+    try:
+        event.invoke(**kwargs)
+    except Exception:
+        logger.exception("a client event callback failed")
+
+
+def tell_lost(
+    streams: Iterable[_MarksLost],
+    leases_lost: Event,
+    locks_lost: Event,
+    lost: tuple[list[str], list[str], str],
+) -> None:
+    """The session lost ``lost`` (leases, locks, why): mark every open stream's next
+    change and fire ``leases_lost`` / ``locks_lost``."""
+    leases, locks, reason = lost
+    if not leases and not locks:
+        return
+    for stream in list(streams):
+        stream.mark_lost(HoldsLost(tuple(leases), tuple(locks), reason))
+    if leases:
+        invoke_event(leases_lost, keys=leases)
+    if locks:
+        invoke_event(locks_lost, keys=locks)

@@ -30,11 +30,13 @@ from statehub.client.call_shapes import (
     entry_from_wire,
     expectation,
     history_arguments,
+    invoke_event,
     key_versions,
     lock_deadline,
     lock_lost_error,
     refuse_taken_leases,
     take_holds,
+    tell_lost,
     update_arguments,
 )
 from statehub.client.changes import BlockingCoalescingBuffer, HoldsLost, StateChange
@@ -270,7 +272,7 @@ class Client(EndpointCalls):
             for stream in list(self._streams):
                 stream.fail(error)
             self._end_mirror_wait(error)
-        _invoke(self.connection_lost, reason=reason)
+        invoke_event(self.connection_lost, reason=reason)
         self._tell_lost(leases, locks, f"the session ended: {reason}")
 
     def _on_holds_lost(self, lost: Message) -> None:
@@ -280,18 +282,10 @@ class Client(EndpointCalls):
         self._tell_lost(leases, locks, str(lost.get("reason") or "released by the server"))
 
     def _tell_lost(self, leases: list[str], locks: list[str], reason: str) -> None:
-        """Fire ``leases_lost`` / ``locks_lost`` and mark every open stream's next change."""
-        if not leases and not locks:
-            return
-        for stream in list(self._streams):
-            stream.mark_lost(HoldsLost(tuple(leases), tuple(locks), reason))
-        if leases:
-            _invoke(self.leases_lost, keys=leases)
-        if locks:
-            _invoke(self.locks_lost, keys=locks)
+        tell_lost(self._streams, self.leases_lost, self.locks_lost, (leases, locks, reason))
 
     def _on_restored(self) -> None:
-        _invoke(self.reconnected)
+        invoke_event(self.reconnected)
 
     # -- Pythonic state calls ------------------------------------------------------
 
@@ -707,10 +701,3 @@ class _BlockingChangeStream:
         if self._subscription is not None:
             self._client._session.unsubscribe(self._subscription)
         self._buffer.wake()
-
-
-def _invoke(event: Event, **kwargs: Any) -> None:
-    try:
-        event.invoke(**kwargs)
-    except Exception:
-        logger.exception("a client event callback failed")

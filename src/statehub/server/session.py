@@ -60,7 +60,7 @@ from statehub.server.operations.state import submit_write
 from statehub.server.outbox import FRAME_HEADER_BYTES, Outbox
 from statehub.server.peer import Peer
 from statehub.server.subscriptions import FanoutGroups, SessionBatches, Subscription
-from statehub.store.answers import Answer, mapped
+from statehub.store.answers import Answer, copy_outcome, mapped
 from statehub.store.leases import Lease
 from statehub.store.state_dictionary import StateDictionary
 
@@ -596,7 +596,7 @@ class Session:
                     reply.set_result({"revision": revision})
                 else:
                     durable = self._spawn(self._when_durable(revision))
-                    durable.add_done_callback(lambda waited: _copy_outcome(waited, reply))
+                    durable.add_done_callback(lambda waited: copy_outcome(waited, reply))
 
         committed.add_done_callback(answer)
         return reply
@@ -951,17 +951,6 @@ _OPS: dict[str, Callable[[Session, dict[str, Any]], Reply | Awaitable[Reply]]] =
 _WAITING_OPS = frozenset({"lock", "call", "update"})
 #: Ops a client may ``cancel`` while they wait (an update is applied before it waits).
 _CANCELLABLE_OPS = frozenset({"lock", "call"})
-
-
-def _copy_outcome(source: asyncio.Future[T], target: asyncio.Future[T]) -> None:
-    if target.done():
-        return
-    if source.cancelled():
-        target.cancel()
-    elif (error := source.exception()) is not None:
-        target.set_exception(error)
-    else:
-        target.set_result(source.result())
 
 
 def _reply_from(answer: Answer[T], reply: Callable[[T], Reply]) -> Reply | Awaitable[Reply]:
