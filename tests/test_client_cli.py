@@ -107,7 +107,14 @@ def _statehub(*args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # Ctrl-C must reach the CLI even when this run was started in the background of a
+        # shell without job control, which starts it with SIGINT ignored (inherited).
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_watch_prints_snapshot_then_changes(server: StateServer) -> None:

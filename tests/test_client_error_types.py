@@ -61,6 +61,10 @@ async def test_a_malformed_frame_gets_the_same_last_message_on_every_transport(
     assert "malformed frame" in str(error)
 
 
+# Not over gRPC: under load grpc-core sometimes ends the call with INTERNAL ("Internal
+# error from Core") before the client reads the last message, and the waiting call then
+# fails with ConnectionLostError (a known gap: docs/errors.md).
+@pytest.mark.parametrize("address", ["tcp", "websocket"], indirect=True)
 async def test_a_malformed_frame_fails_the_clients_waiting_call_with_protocol_error(
     address: tuple[str, int | None],
 ) -> None:
