@@ -102,19 +102,21 @@ def test_server_down_is_one_line_error(args: tuple[str, ...]) -> None:
 
 def _statehub(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", "from statehub.cli import main; main()", *args],
+        [sys.executable, "-c", _CLI, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        # Ctrl-C must reach the CLI even when this run was started in the background of a
-        # shell without job control, which starts it with SIGINT ignored (inherited).
-        preexec_fn=_default_sigint,
     )
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+#: The CLI, with Ctrl-C reaching it even when this run was started in the background of a
+#: shell without job control (SIGINT ignored, inherited). Not with ``preexec_fn``: a fork
+#: of a process with gRPC's threads is not safe.
+_CLI = (
+    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from statehub.cli import main; main()"
+)
 
 
 def test_watch_prints_snapshot_then_changes(server: StateServer) -> None:
