@@ -35,7 +35,7 @@ from google.protobuf import struct_pb2
 
 from statehub import AsyncClient, DictionaryChange, StateDictionary, StateServer
 from statehub.bench.fleet import RedisProcess, start_redis, stop
-from statehub.dripline.broker import BrokerUnavailable, TemporaryBroker
+from statehub.dripline.broker import TemporaryBroker
 from statehub.dripline.client import AsyncDriplineClient
 from statehub.dripline.mesh import MeshService
 from statehub.dripline.settings import mesh_settings
@@ -45,6 +45,7 @@ from statehub.endpoints.return_codes import AccessDeniedError
 from statehub.server.limits import SessionLimits
 from support import nanover_modules
 from support.auth import TOKENS, identities, write_identities
+from support.brokers import temporary_broker
 from support.polling import DEADLINE, eventually
 
 state_pb2, state_pb2_grpc, _, _ = nanover_modules.load()
@@ -376,12 +377,7 @@ DRIPLINE_KEY = "lab.plain"
 @pytest.fixture(scope="module")
 def rabbitmq() -> Iterator[TemporaryBroker]:
     """One RabbitMQ for the module's dripline tests (it takes seconds to start)."""
-    try:
-        broker = TemporaryBroker()
-    except BrokerUnavailable as error:
-        pytest.skip(f"no RabbitMQ broker can run here: {error}")
-    with broker:
-        yield broker
+    yield from temporary_broker()
 
 
 @pytest.fixture

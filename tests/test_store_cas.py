@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -19,27 +17,11 @@ from statehub.store.sqlite import DATA_FILE, SQLiteStore
 from statehub.store.state_dictionary import StateDictionary
 from support.polling import eventually
 from support.raw_session import GatedStore
-from support.redis_servers import redis_server, started_state
+from support.redis_servers import opened, redis_server, started_state
 
 __all__ = ["redis_server"]  # the fixture, used by name
 
 STORES = ["memory", "sqlite", "redis"]
-
-
-@asynccontextmanager
-async def opened(
-    kind: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[StateDictionary]:
-    """A state dictionary over a store of ``kind`` (Redis: a real server for the test)."""
-    if kind == "memory":
-        yield StateDictionary()
-    elif kind == "sqlite":
-        with SQLiteStore(tmp_path / "data") as store:
-            yield StateDictionary(store=store)
-    else:
-        server: RedisProcess = request.getfixturevalue("redis_server")
-        async with started_state(server.url) as state:
-            yield state
 
 
 async def update(

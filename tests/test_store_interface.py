@@ -6,8 +6,6 @@ with the refusal inside it; the round trip's future from Redis (a real one)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -19,26 +17,11 @@ from statehub.errors import LockNotOwnedError, ResourceLockedError
 from statehub.store.answers import Completed, chained, mapped
 from statehub.store.sqlite import SQLiteStore
 from statehub.store.state_dictionary import StateDictionary
-from support.redis_servers import redis_server, started_state
+from support.redis_servers import opened, redis_server, started_state
 
 __all__ = ["redis_server"]  # the fixture, used by name
 
 IN_PROCESS = ["memory", "sqlite"]
-
-
-@asynccontextmanager
-async def opened(
-    kind: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[StateDictionary]:
-    if kind == "memory":
-        yield StateDictionary()
-    elif kind == "sqlite":
-        with SQLiteStore(tmp_path / "data") as store:
-            yield StateDictionary(store=store)
-    else:
-        server: RedisProcess = request.getfixturevalue("redis_server")
-        async with started_state(server.url) as state:
-            yield state
 
 
 @pytest.mark.parametrize("kind", IN_PROCESS)

@@ -12,21 +12,17 @@ import pytest
 
 from dripline_mesh.mesh_support import LAB, Served, serving
 from statehub import StateServer
-from statehub.dripline.broker import BrokerUnavailable, TemporaryBroker
+from statehub.dripline.broker import TemporaryBroker
 from statehub.dripline.mesh import MeshService
 from statehub.dripline.settings import MeshSettings, mesh_settings
 from statehub.endpoints.attach import endpoints_running
 from statehub.endpoints.config import parse_config
+from support.brokers import temporary_broker
 
 
 @pytest.fixture(scope="session")
 def rabbitmq() -> Iterator[TemporaryBroker]:
-    try:
-        broker = TemporaryBroker()
-    except BrokerUnavailable as error:
-        pytest.skip(f"no RabbitMQ broker can run here: {error}")
-    with broker:
-        yield broker
+    yield from temporary_broker()
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Fixtures for the Redis store's tests: a real redis-server per test, stores over it."""
+"""Fixtures for the store tests: a real redis-server per test, state dictionaries over
+any store."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from statehub.bench.fleet import RedisProcess, start_redis, stop
 from statehub.store.redis import RedisStore
+from statehub.store.sqlite import SQLiteStore
 from statehub.store.state_dictionary import StateDictionary
 
 #: Short liveness settings so that a dead server is swept quickly in tests.
@@ -38,3 +40,20 @@ async def started_state(url: str, **options: Any) -> AsyncIterator[StateDictiona
     finally:
         await state.stop()
         store.close()
+
+
+@asynccontextmanager
+async def opened(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[StateDictionary]:
+    """A state dictionary over a store of ``kind``: memory, sqlite or redis (a real
+    server for the test, through the ``redis_server`` fixture)."""
+    if kind == "memory":
+        yield StateDictionary()
+    elif kind == "sqlite":
+        with SQLiteStore(tmp_path / "data") as store:
+            yield StateDictionary(store=store)
+    else:
+        server: RedisProcess = request.getfixturevalue("redis_server")
+        async with started_state(server.url) as state:
+            yield state

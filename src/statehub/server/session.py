@@ -60,7 +60,7 @@ from statehub.server.operations.state import submit_write
 from statehub.server.outbox import FRAME_HEADER_BYTES, Outbox
 from statehub.server.peer import Peer
 from statehub.server.subscriptions import FanoutGroups, SessionBatches, Subscription
-from statehub.store.answers import Answer, copy_outcome, mapped
+from statehub.store.answers import Answer, Completed, chained, mapped
 from statehub.store.leases import Lease
 from statehub.store.state_dictionary import StateDictionary
 
@@ -575,31 +575,18 @@ class Session:
             return {"revision": committed}
         return self._when_durable(committed)
 
-    def _reply_when_committed(
-        self, committed: Answer[int], started: float
-    ) -> asyncio.Future[Reply]:
-        """The reply to a change a store commits in batches: a future, not a task per change
-        (under a stream of writes, tasks were a large share of a server's time)."""
-        reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+    def _reply_when_committed(self, committed: Answer[int], started: float) -> Answer[Reply]:
+        """The reply to a change a store commits in batches: chained to the commit, not a
+        task per change (under a stream of writes, tasks were a large share of a server's
+        time)."""
 
-        def answer(done: Answer[int]) -> None:
-            if reply.done():  # the session ended
-                return
-            if done.cancelled():
-                reply.cancel()
-            elif (error := done.exception()) is not None:
-                reply.set_exception(error)
-            else:
-                revision = done.result()
-                self.hub.observer.committed(time.perf_counter() - started)
-                if self.hub.state.is_durable(revision):
-                    reply.set_result({"revision": revision})
-                else:
-                    durable = self._spawn(self._when_durable(revision))
-                    durable.add_done_callback(lambda waited: copy_outcome(waited, reply))
+        def acknowledge(revision: int) -> Answer[Reply]:
+            self.hub.observer.committed(time.perf_counter() - started)
+            if self.hub.state.is_durable(revision):
+                return Completed({"revision": revision})
+            return self._spawn(self._when_durable(revision))
 
-        committed.add_done_callback(answer)
-        return reply
+        return chained(committed, acknowledge)
 
     async def _when_durable(self, revision: int) -> Reply:
         """Acknowledge a committed change only once as durable as the store promises."""

@@ -124,13 +124,13 @@ def chained(source: Answer[Any], next_step: Callable[[Any], Answer[R]]) -> Answe
             except Exception as failure:
                 target.set_exception(failure)
                 return
-            step.add_done_callback(lambda settled_step: copy_outcome(settled_step, target))
+            step.add_done_callback(lambda settled_step: _copy_outcome(settled_step, target))
 
     source.add_done_callback(follow)
     return target
 
 
-def copy_outcome(source: Answer[R], target: asyncio.Future[R]) -> None:
+def _copy_outcome(source: Answer[R], target: asyncio.Future[R]) -> None:
     """Settle ``target`` as ``source`` settled (unless it is settled already)."""
     if target.done():
         return
