@@ -57,25 +57,14 @@ class GrpcFrames:
         try:
             await self._call.write(frame)
         except grpc.aio.AioRpcError as error:
-            raise await self._broken_by_status(error) from None
+            raise _broken(error) from None
 
     async def read(self) -> bytes | None:
         try:
             frame = await self._call.read()
         except grpc.aio.AioRpcError as error:
-            raise await self._broken_by_status(error) from None
+            raise _broken(error) from None
         return None if frame is grpc.aio.EOF else frame
-
-    async def _broken_by_status(self, error: grpc.aio.AioRpcError) -> StreamBroken:
-        """The call's own final status rather than ``error``'s: a write or read that
-        crosses the server ending the call can fail with INTERNAL ("Internal error from
-        Core") while the status the server set (with the reason) arrives just after."""
-        if error.code() is grpc.StatusCode.INTERNAL:
-            with contextlib.suppress(Exception):
-                code = await asyncio.wait_for(self._call.code(), CLOSE_GRACE)
-                details = await self._call.details()
-                return _broken_with(code, details)
-        return _broken(error)
 
     def abort(self) -> None:
         self._call.cancel()
@@ -105,11 +94,7 @@ async def _wait_ready(channel: grpc.aio.Channel) -> None:
 
 
 def _broken(error: grpc.aio.AioRpcError) -> StreamBroken:
-    return _broken_with(error.code(), error.details())
-
-
-def _broken_with(code: grpc.StatusCode, details: str | None) -> StreamBroken:
-    details = details or ""
-    description = f"{code.name}{': ' + details if details else ''}"
-    server_error = _SERVER_ERRORS.get(code)
+    details = error.details() or ""
+    description = f"{error.code().name}{': ' + details if details else ''}"
+    server_error = _SERVER_ERRORS.get(error.code())
     return StreamBroken(description, server_error(details or description) if server_error else None)

@@ -74,10 +74,7 @@ async def serve_session(
                 break
     finally:
         session.close()
-        if session.failure is None:
-            reader.cancel()
-        else:  # a read cancelled under gRPC cancels the call: the adapter closes first
-            asyncio.get_running_loop().call_later(FAILED_WRITE_GRACE, reader.cancel)
+        reader.cancel()
         if watch is not None:
             watch.stop()
     return session.failure
@@ -86,7 +83,7 @@ async def serve_session(
 async def _feed(stream: FrameStream, session: Session, watch: Heartbeat | None) -> None:
     """Hand every frame to the session; end the session when the client stops sending."""
     try:
-        while session.failure is None and (frame := await stream.read()) is not None:
+        while (frame := await stream.read()) is not None:
             if watch is not None:
                 watch.heard()
             await session.receive(frame)
