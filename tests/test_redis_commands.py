@@ -424,6 +424,13 @@ async def test_a_routed_command_runs_where_its_value_is_claimed(tmp_path: Path) 
             assert "instrument.claims" not in b.commands
             a.register_command("fresh.echo", lambda: {"fresh": True})
             assert await caller.run_command("fresh.echo") == {"fresh": True}
+            for attempt in range(5):  # a claim A made a moment ago, before B heard of it
+                name = f"instrument.read{attempt}"
+                for server, owner in ((b, "b"), (a, "a")):
+                    route = CommandRoute("instrument", frozenset({f"lab.{owner}"}))
+                    server.register_command(name, reader(owner), route=route)
+                where = await caller.run_command(name, instrument="lab.a.volts")
+                assert where == {"server": "a", "instrument": "lab.a.volts"}
 
 
 @asynccontextmanager

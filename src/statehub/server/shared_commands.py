@@ -126,8 +126,8 @@ class SharedCommandRegistry(CommandRegistry):
         looked_again: bool,
     ) -> str:
         """Which server runs the call: a server id, or ``_HERE``, ``_GATHER``, ``_UNKNOWN``
-        (nobody offers it, or nobody claimed its route value and it is not here: read the
-        directory again, unless ``looked_again``)."""
+        (nobody offers it, or nobody claimed its route value: read the directory again,
+        unless ``looked_again``)."""
         offers = self._peers.offers().get(name, [])
         route = local.route if local is not None else _route_of(offers)
         if route is None:
@@ -141,7 +141,7 @@ class SharedCommandRegistry(CommandRegistry):
                 claimant = self._peers.claimant(name, candidate)
                 if claimant is not None:
                     return claimant
-            if local is None and not looked_again:
+            if not looked_again:  # claimed elsewhere a moment ago, maybe: even if offered here
                 return _UNKNOWN
         elif value is None and route.gather:
             return _GATHER
