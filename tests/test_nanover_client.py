@@ -286,6 +286,9 @@ with NanoverImdClient.from_url(ARGS["url"]) as client:
                     what="a new sequence")
     eventually_sync(lambda: client.get_shared_value("selection.u-A.1") is None,
                     what="state cleared")
+    # the runner writes the index it loaded after it clears the state
+    eventually_sync(lambda: client.get_shared_value("simulation.index") == 1,
+                    what="simulation.index of the recording loaded")
     seen["loaded"] = client.get_shared_value("simulation.index")
     seen["name"] = client.get_shared_value("simulation.name")
     client.run_reset()

@@ -67,6 +67,7 @@ class TcpFrames(asyncio.Protocol):
     __slots__ = (
         "_buffer",
         "_counted",
+        "_dropping",
         "_eof",
         "_error",
         "_gone",
@@ -91,6 +92,7 @@ class TcpFrames(asyncio.Protocol):
         self._buffer = bytearray()
         self._eof = False  # no more bytes will arrive
         self._gone = False  # the connection is closed
+        self._dropping = False  # closing: what still arrives is read and dropped
         self._error: BaseException | None = None  # why, if it broke
         self._paused_reading = False
         self._paused_writing = False
@@ -154,13 +156,31 @@ class TcpFrames(asyncio.Protocol):
 
     async def close(self) -> None:
         """Close the connection once what was written has gone out; a peer that takes
-        none of it within the grace (a frozen client) is cut off."""
+        none of it within the grace (a frozen client) is cut off.
+
+        With bytes still unread (a client sending the frame that was refused), the close
+        lingers, as HTTP servers' does: the last frame and a FIN go out, and what the peer
+        still sends is read and dropped until it closes too. Closing with bytes unread
+        would send a reset, and a reset can destroy the last frame before the peer reads it.
+        """
         transport = self._require_transport()
-        transport.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._until(lambda: self._gone), _CLOSE_GRACE)
+            async with asyncio.timeout(_CLOSE_GRACE):
+                if (self._buffer or self._paused_reading) and transport.can_write_eof():
+                    self._drop_what_comes()
+                    transport.write_eof()
+                    await self._until(lambda: self._eof)
+                transport.close()
+                await self._until(lambda: self._gone)
         if not self._gone:
             transport.abort()
+
+    def _drop_what_comes(self) -> None:
+        self._dropping = True
+        self._buffer.clear()
+        if self._paused_reading and not self._gone:
+            self._paused_reading = False
+            self._require_transport().resume_reading()
 
     # -- asyncio's side ------------------------------------------------------------------
 
@@ -194,6 +214,8 @@ class TcpFrames(asyncio.Protocol):
         )
 
     def data_received(self, data: bytes) -> None:
+        if self._dropping:
+            return
         self._buffer += data
         _wake(self._reading)
         if not self._paused_reading and not self._wants_bytes():
@@ -203,6 +225,7 @@ class TcpFrames(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof = True
         _wake(self._reading)
+        _wake(self._writing)  # a lingering close waits for it
         # Keep the socket open to write the replies still due (TLS cannot half-close).
         return self._require_transport().get_extra_info("sslcontext") is None
 
@@ -242,7 +265,8 @@ class TcpFrames(asyncio.Protocol):
         return length <= self._max_frame and len(buffer) < LENGTH_BYTES + length
 
     async def _until(self, done: Callable[[], bool]) -> None:
-        """Wait until ``done()`` or the connection is gone (woken by the writing side)."""
+        """Wait until ``done()`` or the connection is gone (woken by the writing side, the
+        peer's EOF and the loss)."""
         while not (done() or self._gone):
             self._writing = asyncio.get_running_loop().create_future()
             try:
