@@ -533,9 +533,10 @@ async def test_1100_idle_sockets_under_ulimit_1024_neither_lock_out_clients_nor_
     """Issue 24 item 7: 550 idle sockets on each of the web and TCP ports of a server
     limited to 1,024 file descriptors. Those over the connection bound (1,024 - 128) are
     refused at once; the others are closed after the handshake timeout (10 s), so a new
-    client gets in; the log stays small."""
+    client gets in; the log stays small at the level an operator runs (without ``-v``,
+    which adds two debug lines per connection: about 150 bytes each, here 1,100 times)."""
     log = tmp_path / "serve.log"
-    with serving("-v", preexec_fn=_at_most_1024_descriptors, log=log) as server:
+    with serving(preexec_fn=_at_most_1024_descriptors, log=log) as server:
         async with looking(server) as observer:
             rss_before = server.rss()
             writer = await canary_started(server)
@@ -582,7 +583,7 @@ async def test_1100_idle_sockets_under_ulimit_1024_neither_lock_out_clients_nor_
             async with aiohttp.ClientSession() as http, http.get(url) as reply:
                 assert reply.status == 200
     size = log.stat().st_size
-    assert size < 200_000, f"the server wrote {size} bytes of log"
+    assert size < 20_000, f"the server wrote {size} bytes of log"
 
 
 class _Loop:
