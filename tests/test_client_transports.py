@@ -6,12 +6,17 @@ the default's.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from statehub import AsyncClient, DictionaryChange
+from statehub.client.hello import hello_message
+from statehub.client.transports import open_frame_stream
+from statehub.protocol import decode_batch, encode_batch
 from support.polling import eventually
 from support.raw_session import running_server
-from support.transports import GRPC, WEBSOCKET, Transport
+from support.transports import GRPC, TCP, WEBSOCKET, Transport
 
 #: The transports besides the default (whose tests run on it and gRPC: ``transport``).
 OTHER_TRANSPORTS = pytest.mark.parametrize(
@@ -86,3 +91,31 @@ async def test_clients_over_it_and_over_tcp_see_each_others_writes_with_the_same
         finally:
             await over_it.close()
             await over_tcp.close()
+
+
+@pytest.mark.parametrize("transport", [TCP, WEBSOCKET, GRPC], ids=lambda transport: transport.name)
+async def test_overlapping_writes_on_a_frame_stream_all_arrive(transport: Transport) -> None:
+    """A gRPC call takes one write at a time: a second one in flight ended the call
+    INTERNAL on the client's side, so the server's last message and status went unread."""
+    async with running_server(http_port=0) as server:
+        if transport is GRPC:
+            stream = await open_frame_stream("127.0.0.1", server.grpc_port)
+        else:
+            stream = await open_frame_stream(transport.url(server), 0)
+        try:
+            await stream.write(encode_batch([hello_message(1, None, "overlapping", None)]))
+            await stream.read()  # the welcome
+            # many: a second gRPC write collides only while the first's completion waits
+            # for grpc's poller thread (a few in a hundred)
+            pings = range(2, 502)
+            await asyncio.gather(
+                *(stream.write(encode_batch([{"id": n, "op": "ping"}])) for n in pings)
+            )
+            answered: set[int] = set()
+            while len(answered) < len(pings):
+                frame = await stream.read()
+                assert frame is not None
+                answered.update(message["id"] for message in decode_batch(frame))
+            assert answered == set(pings)
+        finally:
+            await stream.close()

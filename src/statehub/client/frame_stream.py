@@ -30,7 +30,9 @@ class StreamBroken(Exception):
 class FrameStream(Protocol):
     """A bidirectional stream of session-protocol frames."""
 
-    async def write(self, frame: bytes) -> None: ...
+    async def write(self, frame: bytes) -> None:
+        """Send one frame; writes that overlap go out one after another."""
+        ...
 
     async def read(self) -> bytes | None:
         """The next frame; None once the server has ended the stream."""

@@ -37,6 +37,11 @@ class GrpcFrames:
     def __init__(self, channel: grpc.aio.Channel, call: Any) -> None:
         self._channel = channel
         self._call = call
+        # One write in flight at a time: grpc-core refuses a second one on the call
+        # (GRPC_CALL_ERROR_TOO_MANY_OPERATIONS) until the first's completion is taken,
+        # and grpc.aio then ends the call INTERNAL on this side, so the server's last
+        # message and status are never read.
+        self._writing = asyncio.Lock()
 
     @classmethod
     async def open(cls, target: str, tls: ClientTls | None) -> GrpcFrames:
@@ -55,7 +60,8 @@ class GrpcFrames:
 
     async def write(self, frame: bytes) -> None:
         try:
-            await self._call.write(frame)
+            async with self._writing:
+                await self._call.write(frame)
         except grpc.aio.AioRpcError as error:
             raise _broken(error) from None
 
