@@ -4,9 +4,10 @@ issue 21 asks for 8 KiB of RSS on the default address).
 A real server runs in this process; the subscribers run in a child process, so that
 their own memory is not counted. tracemalloc measures how much the server's Python heap
 grows while they connect, say hello and subscribe. The figure counts bytes, not time, so it
-does not depend on the machine's load. Today's figure is 7.7 KiB on Python 3.11, 8.3 on
-3.12 and 8.7 on 3.13 (their tasks and frames are bigger); the bound keeps that progress
-with room for the three (docs/fanout.md, "Memory per subscriber", has the breakdown).
+does not depend on the machine's load. Today's figure is 6.7 KiB on Python 3.11 (8.4 KiB
+before a fan-out member stopped holding a task; 3.12 and 3.13 measured 0.6-1 KiB more
+than 3.11 then: their tasks and frames are bigger); the bound keeps that progress with
+room for the three (docs/fanout.md, "Memory per subscriber", has the breakdown).
 """
 
 from __future__ import annotations
