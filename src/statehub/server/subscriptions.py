@@ -177,7 +177,9 @@ class Subscription:
     def left(self, resume_from: int | None) -> None:
         if self._group is None:
             return  # stopped meanwhile: nothing to resume
-        self._group = None
+        # A task still set is the one that joined, ended: its end must not count as the
+        # subscription's (the owner is told once).
+        self._group = self._task = None
         if resume_from is None:
             self._owner.subscription_ended(self)
         else:
