@@ -33,7 +33,7 @@ import msgpack
 import pytest
 
 from statehub import AsyncClient
-from statehub.server.connections import RateLimitedLoopErrors
+from statehub.server.connections import HandshakeDeadlines, RateLimitedLoopErrors
 from support.polling import eventually
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
@@ -608,6 +608,39 @@ def test_event_loop_errors_of_one_kind_are_logged_at_most_once_per_interval() ->
     handler.interval = 0
     handler(loop, accept)  # type: ignore[arg-type]
     assert "9999 more" in loop.logged[-1], loop.logged
+
+
+class _Connecting:
+    """A connection in a port's ``HandshakeDeadlines``: notes when it was closed."""
+
+    def __init__(self, name: str, closed: list[tuple[str, float]]) -> None:
+        self.name, self._closed = name, closed
+
+    def handshake_expired(self) -> None:
+        self._closed.append((self.name, asyncio.get_running_loop().time()))
+
+
+async def test_one_timer_closes_each_connection_with_no_first_request_in_time() -> None:
+    """A port's handshake deadlines: a connection that sent its first request is never
+    closed for it, the others are closed in turn, each once its own timeout has passed."""
+    loop = asyncio.get_running_loop()
+    closed: list[tuple[str, float]] = []
+    deadlines = HandshakeDeadlines(timeout=0.2)
+    first, answered, later = (_Connecting(name, closed) for name in ("first", "answered", "later"))
+    started = loop.time()
+    deadlines.start(first)
+    deadlines.start(answered)
+    deadlines.done(answered)
+    await asyncio.sleep(0.1)  # a later connection, with a later deadline
+    later_started = loop.time()
+    deadlines.start(later)
+    await eventually(lambda: len(closed) == 2)
+    assert [name for name, _ in closed] == ["first", "later"]
+    assert closed[0][1] >= started + 0.2
+    assert closed[1][1] >= later_started + 0.2
+    deadlines.start(answered)  # the timer is armed again for a new connection
+    await eventually(lambda: len(closed) == 3)
+    assert closed[2][0] == "answered"
 
 
 async def test_a_nanover_client_with_more_than_max_queued_bytes_unread_is_dropped() -> None:

@@ -111,6 +111,39 @@ async def test_subscribers_in_one_group_each_get_their_own_semantics(
         assert two.batches[a_two].empty()
 
 
+async def test_a_member_of_a_group_holds_no_task_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An idle subscriber costs no task, coroutine or future for its subscription: the
+    group's one task delivers to every member (docs/fanout.md, "Memory per subscriber")."""
+    monkeypatch.setattr(raw_session, "TRANSPORT", "tcp")
+    async with raw_session.running_server() as server, raw_session.connected(server) as client:
+        tasks_before = len(asyncio.all_tasks())
+        subs = [await client.subscribe() for _ in range(6)]
+        await _group_sizes_become(server, {("", EVERYTHING): 6})
+        group_task = 1
+        await eventually(
+            lambda: len(asyncio.all_tasks()) == tasks_before + group_task,
+            "six members and no task but the group's",
+        )
+        await client.request("update", updates={"k": 1})
+        for sub in subs:
+            await _updates_until(client, sub, {"k": 1})
+        await client.close()
+        await _group_sizes_become(server, {})  # the session's close ended every member
+
+
+async def test_subscriptions_end_with_the_state_whether_alone_or_in_a_group() -> None:
+    async with raw_session.running_server() as server, raw_session.connected(server) as client:
+        await client.subscribe()
+        await client.subscribe(interval=0.5)  # paced: it stays alone
+        await _group_sizes_become(server, {("", EVERYTHING): 1})
+        (session,) = server.hub.sessions
+        assert session.subscription_count == 2
+        server.state.freeze()
+        await eventually(lambda: session.subscription_count == 0, "both subscriptions ended")
+
+
 # -- the model test ------------------------------------------------------------------------
 
 USERS = {"all": [""], "part": ["a"]}  # read prefixes; both may write everything

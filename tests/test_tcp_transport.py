@@ -16,6 +16,7 @@ from statehub.client.tcp_stream import TcpFrames
 from statehub.errors import MessageTooLargeError, ProtocolError
 from statehub.protocol import decode_batch, encode_batch, error_from_wire
 from statehub.protocol.tcp_framing import encode_length, set_keepalive
+from statehub.server.connections import HandshakeDeadlines
 from statehub.server.limits import SessionLimits
 from statehub.server.tcp_transport import _READ_AHEAD as READ_AHEAD
 from statehub.server.tcp_transport import TcpFrames as ServerFrames
@@ -251,7 +252,8 @@ async def test_a_client_that_sends_without_reading_stops_being_read() -> None:
         with socket.create_server(("127.0.0.1", 0)) as listening:  # a connected TCP pair
             client = socket.create_connection(listening.getsockname())
             served, _ = listening.accept()
-        frames = ServerFrames(server.hub, frame_limit(server.max_message_bytes), (2.0, 5.0))
+        max_frame = frame_limit(server.max_message_bytes)
+        frames = ServerFrames(server.hub, max_frame, (2.0, 5.0), HandshakeDeadlines())
         loop = asyncio.get_running_loop()
         await loop.connect_accepted_socket(lambda: frames, served)
         reader, writer = await asyncio.open_connection(sock=client)

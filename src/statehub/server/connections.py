@@ -21,7 +21,7 @@ import asyncio
 import logging
 import resource
 import time
-from typing import Any
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,55 @@ class ConnectionBudget:
 
     def give_back(self) -> None:
         self.open -= 1
+
+
+class Handshaking(Protocol):
+    """A connection that has not completed its first request yet."""
+
+    def handshake_expired(self) -> None:
+        """``HANDSHAKE_TIMEOUT`` passed first: close the connection."""
+
+
+class HandshakeDeadlines:
+    """The connections of one port still waiting for their first request, and one timer
+    for all of them.
+
+    Not a timer per connection: asyncio keeps a cancelled timer in its heap until it would
+    have fired, so a connection that completed its handshake at once still held one (about
+    200 bytes) for ``timeout`` seconds, and idle subscribers are mostly such connections.
+    """
+
+    __slots__ = ("_timeout", "_timer", "_waiting")
+
+    def __init__(self, timeout: float = HANDSHAKE_TIMEOUT) -> None:
+        self._timeout = timeout
+        #: By connection, its deadline; in the order they came, so in deadline order.
+        self._waiting: dict[Handshaking, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, connection: Handshaking) -> None:
+        """``connection`` has ``timeout`` seconds from now to complete its first request."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        self._waiting[connection] = deadline
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._expire)
+
+    def done(self, connection: Handshaking) -> None:
+        """``connection`` completed its first request, or closed: no deadline any more."""
+        self._waiting.pop(connection, None)
+
+    def _expire(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._waiting:
+            connection, deadline = next(iter(self._waiting.items()))
+            if deadline > now:
+                self._timer = loop.call_at(deadline, self._expire)
+                return
+            del self._waiting[connection]
+            connection.handshake_expired()
 
 
 class RateLimitedLoopErrors:

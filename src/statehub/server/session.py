@@ -216,9 +216,8 @@ class Session:
         self._tasks: dict[asyncio.Future[Any], None] = {}
         self._waiting: dict[int, asyncio.Future[Reply]] = {}  # requests still running, by id
         self._cancellable: dict[int, asyncio.Future[Reply]] = {}  # those a client may cancel
-        #: By sub id: the subscription and the task running it (the one place both live,
-        #: so an idle subscriber costs no second entry or closure; see docs/fanout.md).
-        self._subscriptions: dict[int, tuple[Subscription, asyncio.Future[None]]] = {}
+        #: By sub id (each holds its own task while it needs one; see docs/fanout.md).
+        self._subscriptions: dict[int, Subscription] = {}
         self._next_sub = 1
         self._lock_owners: dict[tuple[str, Hashable], None] = {}  # released on close
         self._leased: dict[str, None] = {}  # keys this session may hold leased
@@ -310,8 +309,10 @@ class Session:
         try:
             for task in self._tasks:
                 task.cancel()
-            for _, running in self._subscriptions.values():
-                running.cancel()
+            subscriptions = list(self._subscriptions.values())
+            self._subscriptions.clear()
+            for subscription in subscriptions:
+                subscription.stop()
             for owner in self._lock_owners:
                 self.hub.locks.release_owner(owner)
         finally:
@@ -797,23 +798,20 @@ class Session:
 
     def _start_subscription(self, sub: int, pacer: Pacer, prefix: str, since: int | None) -> None:
         readable = self.principal.permissions.read
-        subscription = Subscription(self.hub, self._outbox, sub, pacer, prefix, readable)
-        task = asyncio.ensure_future(subscription.run(since))
-        self._subscriptions[sub] = (subscription, task)
-        task.add_done_callback(self._subscription_ended)
+        subscription = Subscription(self.hub, self, self._outbox, sub, pacer, prefix, readable)
+        self._subscriptions[sub] = subscription
+        subscription.start(since)
 
-    def _subscription_ended(self, task: asyncio.Future[None]) -> None:
-        for sub, (_, running) in self._subscriptions.items():
-            if running is task:  # else it was restarted or unsubscribed meanwhile
-                del self._subscriptions[sub]
-                return
+    def subscription_ended(self, subscription: Subscription) -> None:
+        """The state ended under ``subscription`` (``Subscription`` calls this)."""
+        if self._subscriptions.get(subscription.sub) is subscription:
+            del self._subscriptions[subscription.sub]
 
     def _unsubscribe(self, message: dict[str, Any]) -> Reply:
         sub = message.get("sub")
         if type(sub) is not int or sub not in self._subscriptions:
             raise KeyError(f"unsubscribe: no subscription {sub!r} on this session")
-        _, task = self._subscriptions.pop(sub)
-        task.cancel()
+        self._subscriptions.pop(sub).stop()
         return {}
 
     def _lock(self, message: dict[str, Any]) -> Coroutine[Any, Any, Reply]:
@@ -904,8 +902,8 @@ class Session:
             return
         previous, self.principal = self.principal, principal
         if principal.permissions.read != previous.permissions.read:
-            for sub, (subscription, task) in list(self._subscriptions.items()):
-                task.cancel()
+            for sub, subscription in list(self._subscriptions.items()):
+                subscription.stop()
                 self._start_subscription(sub, subscription.pacer, subscription.prefix, None)
 
 

@@ -15,7 +15,7 @@ and have been sent everything up to the same revision need the same batches, exc
 their ``sub`` id. Such a subscription **joins a fan-out group**. One task per group
 waits for changes, catches one view up, encodes the batch body once
 (``change_batch_bodies``), and queues ``batch_header(sub) + body`` in each member's
-outbox. A member's own task sleeps meanwhile.
+outbox. A member has no task of its own meanwhile: it gets one again when it leaves.
 
 A member whose client does not keep up (more than ``LAG_BYTES`` still queued when the
 next batch is due) leaves the group. It goes on alone from the last revision it was sent,
@@ -91,13 +91,45 @@ class Hub(Protocol):
     def observer(self) -> DeliveryObserver: ...
 
 
-class Subscription:
-    """One ``subscribe`` of a session: what it watches and where its batches go."""
+class SubscriptionOwner(Protocol):
+    """The session a subscription belongs to (``session.Session``), told when it ends by
+    itself; named here for the same reason as ``Hub``."""
 
-    __slots__ = ("_hub", "_left", "header", "outbox", "pacer", "prefix", "readable", "sub")
+    def subscription_ended(self, subscription: Subscription) -> None:
+        """``subscription`` delivers no more: the state ended (or it failed)."""
+
+
+class Subscription:
+    """One ``subscribe`` of a session: what it watches and where its batches go.
+
+    It has a task only while it delivers alone. In a fan-out group it has none: the
+    group's task queues its batches, and ``left`` starts a new task when the group lets
+    it go. An idle subscriber (nearly always in a group) so holds no task, coroutine
+    frame or future of its own (docs/fanout.md, "Memory per subscriber").
+    """
+
+    __slots__ = (
+        "_group",
+        "_hub",
+        "_owner",
+        "_task",
+        "header",
+        "outbox",
+        "pacer",
+        "prefix",
+        "readable",
+        "sub",
+    )
 
     def __init__(
-        self, hub: Hub, outbox: Outbox, sub: int, pacer: Pacer, prefix: str, readable: PrefixSet
+        self,
+        hub: Hub,
+        owner: SubscriptionOwner,
+        outbox: Outbox,
+        sub: int,
+        pacer: Pacer,
+        prefix: str,
+        readable: PrefixSet,
     ) -> None:
         self.sub = sub
         self.prefix = prefix
@@ -106,40 +138,33 @@ class Subscription:
         self.header = batch_header(sub)
         self.outbox = outbox
         self._hub = hub
-        #: While in a fan-out group: set when it leaves, to the revision to resume from.
-        self._left: asyncio.Future[int | None] | None = None
+        self._owner = owner
+        #: While it delivers alone: the task doing it.
+        self._task: asyncio.Future[None] | None = None
+        #: While in a fan-out group: the group (it is among the group's members).
+        self._group: FanoutGroup[Subscription] | None = None
 
     @property
     def key_filter(self) -> KeyFilter | None:
         return None if self.readable.everything else self.readable.__contains__
 
-    async def run(self, since: int | None) -> None:
-        """Deliver batches until cancelled, or until the state ends (then return)."""
-        resume_from, first = since, True
-        while True:
-            group = await self._alone(resume_from, first)
-            if group is None:
-                return
-            first = False
-            resume_from = await self._in_group(group)
-            if resume_from is None:
-                return
+    def start(self, since: int | None) -> None:
+        """Deliver batches from ``since`` (None: a snapshot first) until ``stop``, or until
+        the state ends (then its owner is told)."""
+        self._go_alone(since, first=True)
 
-    async def _in_group(self, group: FanoutGroup[Subscription]) -> int | None:
-        """Sleep while the group delivers: when it leaves, where to resume from."""
-        left: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._left = left
-        try:
-            return await left
-        finally:
-            self._left = None
-            group.discard(self)  # if cancelled (unsubscribed, closed): leave the group
+    def stop(self) -> None:
+        """Deliver nothing more (unsubscribed, session closed); the owner is not told."""
+        task, group = self._task, self._group
+        self._task = self._group = None
+        if task is not None:
+            task.cancel()
+        if group is not None:
+            group.discard(self)
 
     def offer(self, bodies: list[bytes], since: int, revision: int) -> bool:
         """Queue a shared batch behind this subscription's header; False when its client
         has more than ``LAG_BYTES`` still queued (it leaves the group and coalesces alone)."""
-        if self._left is None or self._left.done():
-            return True  # cancelled (unsubscribed, closed): its task is about to leave
         outbox = self.outbox
         if outbox.queued_bytes > min(LAG_BYTES, self._hub.limits.max_queued_bytes):
             return False
@@ -150,11 +175,30 @@ class Subscription:
         return True
 
     def left(self, resume_from: int | None) -> None:
-        if self._left is not None and not self._left.done():
-            self._left.set_result(resume_from)
+        if self._group is None:
+            return  # stopped meanwhile: nothing to resume
+        # A task still set is the one that joined, ended: its end must not count as the
+        # subscription's (the owner is told once).
+        self._group = self._task = None
+        if resume_from is None:
+            self._owner.subscription_ended(self)
+        else:
+            self._go_alone(resume_from, first=False)
 
-    async def _alone(self, since: int | None, first: bool) -> FanoutGroup[Subscription] | None:
-        """Deliver from an own view; the group joined once caught up, None if the state ended.
+    def _go_alone(self, since: int | None, first: bool) -> None:
+        task = self._task = asyncio.ensure_future(self._alone(since, first))
+        task.add_done_callback(self._alone_done)
+
+    def _alone_done(self, task: asyncio.Future[None]) -> None:
+        if task is not self._task:
+            return  # stopped: its owner ended it
+        self._task = None
+        if self._group is None:  # not off to a group: the state ended (or a bug; logged)
+            self._owner.subscription_ended(self)
+
+    async def _alone(self, since: int | None, first: bool) -> None:
+        """Deliver from an own view until caught up with a group (then it is in it, and
+        this task ends), or until the state ends.
 
         ``first``: the subscription's first batch, sent at once even if empty. Otherwise
         ``since`` is the revision a group member was sent up to when it left.
@@ -177,14 +221,15 @@ class Subscription:
                     and not flush_now
                     and (group := hub.fanout.join(self, view, self.prefix, self.readable))
                 ):
-                    return group
+                    self._group = group
+                    return
                 try:
                     if flush_now:
                         change = _flush_now(view)
                     else:
                         change = await view.flush_changed_async(copy=False)
                 except ObjectFrozenError:
-                    return None
+                    return
                 pieces = change_batch_pieces(
                     self.sub, view.cursor, snapshot, change.updates, change.removals, budget
                 )

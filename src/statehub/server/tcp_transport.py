@@ -26,7 +26,7 @@ from statehub.errors import MessageTooLargeError, ProtocolError
 from statehub.protocol import encode_batch
 from statehub.protocol.errors import error_to_wire
 from statehub.protocol.tcp_framing import LENGTH_BYTES, encode_length, set_keepalive
-from statehub.server.connections import HANDSHAKE_TIMEOUT
+from statehub.server.connections import HANDSHAKE_TIMEOUT, HandshakeDeadlines
 from statehub.server.limits import LimitExceededError
 from statehub.server.peer import Peer
 from statehub.server.session import Hub
@@ -71,7 +71,7 @@ class TcpFrames(asyncio.Protocol):
         "_eof",
         "_error",
         "_gone",
-        "_handshake",
+        "_handshakes",
         "_hub",
         "_keepalive",
         "_max_frame",
@@ -83,7 +83,13 @@ class TcpFrames(asyncio.Protocol):
         "_writing",
     )
 
-    def __init__(self, hub: Hub, max_frame: int, keepalive: tuple[float, float]) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        max_frame: int,
+        keepalive: tuple[float, float],
+        handshakes: HandshakeDeadlines,
+    ) -> None:
         self._hub = hub
         self._max_frame = max_frame
         self._keepalive = keepalive  # (idle seconds, probe timeout), shared by the listener
@@ -100,8 +106,9 @@ class TcpFrames(asyncio.Protocol):
         self._reading: asyncio.Future[None] | None = None
         self._writing: asyncio.Future[None] | None = None
         self._counted = False  # holds one of the hub's connection budget
-        #: Closes the connection if no whole frame has come within HANDSHAKE_TIMEOUT.
-        self._handshake: asyncio.TimerHandle | None = None
+        #: The port's connections waiting for their first whole frame (within
+        #: HANDSHAKE_TIMEOUT), while this one is among them.
+        self._handshakes: HandshakeDeadlines | None = handshakes
 
     # -- the FrameStream the session sees ------------------------------------------------
 
@@ -118,9 +125,9 @@ class TcpFrames(asyncio.Protocol):
                     )
                 end = LENGTH_BYTES + length
                 if len(buffer) >= end:
-                    if self._handshake is not None:
-                        self._handshake.cancel()
-                        self._handshake = None
+                    if self._handshakes is not None:
+                        self._handshakes.done(self)
+                        self._handshakes = None
                     frame = bytes(buffer[LENGTH_BYTES:end])
                     del buffer[:end]
                     if self._paused_reading and self._wants_bytes():
@@ -198,9 +205,8 @@ class TcpFrames(asyncio.Protocol):
             transport.close()
             return
         self._counted = True
-        self._handshake = asyncio.get_running_loop().call_later(
-            HANDSHAKE_TIMEOUT, self._handshake_expired
-        )
+        assert self._handshakes is not None, "a new connection waits for its first frame"
+        self._handshakes.start(self)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             set_keepalive(sock, *self._keepalive)
@@ -229,8 +235,8 @@ class TcpFrames(asyncio.Protocol):
         # Keep the socket open to write the replies still due (TLS cannot half-close).
         return self._require_transport().get_extra_info("sslcontext") is None
 
-    def _handshake_expired(self) -> None:
-        self._handshake = None
+    def handshake_expired(self) -> None:
+        self._handshakes = None
         logger.debug("tcp connection: no frame within %s s: closed", HANDSHAKE_TIMEOUT)
         self._require_transport().abort()
 
@@ -238,9 +244,9 @@ class TcpFrames(asyncio.Protocol):
         if self._counted:
             self._counted = False
             self._hub.connections.give_back()
-        if self._handshake is not None:
-            self._handshake.cancel()
-            self._handshake = None
+        if self._handshakes is not None:
+            self._handshakes.done(self)
+            self._handshakes = None
         self._eof = self._gone = True
         if exc is not None:
             self._error = exc
@@ -311,9 +317,10 @@ async def start_tcp_server(
     """
     max_frame = frame_limit(hub.max_message_bytes)
     keepalive = (hub.keepalive_s if keepalive_time is None else keepalive_time, keepalive_timeout)
+    handshakes = HandshakeDeadlines()
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: TcpFrames(hub, max_frame, keepalive), host, port, ssl=ssl_context
+        lambda: TcpFrames(hub, max_frame, keepalive, handshakes), host, port, ssl=ssl_context
     )
 
 

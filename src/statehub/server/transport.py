@@ -65,13 +65,16 @@ async def serve_session(
         while (frame := await session.next_frame()) is not None:
             if session.failure is None:
                 await stream.write(frame)
-                continue
-            try:  # the session failed: its last frames get a grace, not a wait forever
-                async with asyncio.timeout(FAILED_WRITE_GRACE):
-                    await stream.write(frame)
-            except TimeoutError:
-                logger.debug("session %s: its last frames were not taken", session.id)
-                break
+            else:
+                try:  # the session failed: its last frames get a grace, not a wait forever
+                    async with asyncio.timeout(FAILED_WRITE_GRACE):
+                        await stream.write(frame)
+                except TimeoutError:
+                    logger.debug("session %s: its last frames were not taken", session.id)
+                    break
+            # Not kept while waiting for the next: an idle subscriber would hold its last
+            # frame (a snapshot, up to max_message_bytes) for as long as it stays idle.
+            del frame
     finally:
         session.close()
         reader.cancel()
@@ -87,6 +90,7 @@ async def _feed(stream: FrameStream, session: Session, watch: Heartbeat | None) 
             if watch is not None:
                 watch.heard()
             await session.receive(frame)
+            del frame  # not kept while an idle client sends nothing (see serve_session)
     except StatehubError as error:  # a frame the session or the transport refused
         session.fail(error)
     except asyncio.CancelledError:
