@@ -174,6 +174,7 @@ class Recorder:
         client.leases_lost.add_callback(lost)
         while not self.stopping.is_set():
             key = random.choice(KEYS)
+            asked = time.monotonic()
             try:
                 taken = await client.attempt_update_locks({key: LEASE_S})
             except (StatehubError, OSError):
@@ -182,7 +183,11 @@ class Recorder:
             if not taken:
                 await asyncio.sleep(0.01)
                 continue
-            hold = Hold(name, key, time.monotonic(), time.monotonic() + LEASE_S)
+            # Held from its acknowledgement until LEASE_S after it was asked for: the server
+            # starts the lease when it grants it, which may be any time in between, so it
+            # may run out up to a reply's latency before acknowledgement + LEASE_S (a write
+            # of another client acknowledged 1 ms before that was taken for an intrusion).
+            hold = Hold(name, key, time.monotonic(), asked + LEASE_S)
             holds.append(hold)
             self.history.leases.append(hold)
             for _ in range(3):
