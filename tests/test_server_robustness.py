@@ -316,7 +316,10 @@ async def test_a_client_that_does_not_read_is_held_to_its_byte_limit() -> None:
             requests += [{"id": i, "op": "get", "keys": None} for i in range(1, 401)]
             for start in range(0, len(requests), 50):  # never reading any reply meanwhile
                 await asyncio.wait_for(call.write(encode_batch(requests[start : start + 50])), 10)
-            (hub_session,) = server.hub.sessions
+            # the writes may all sit in gRPC's buffers before the server's handler starts
+            (hub_session,) = await eventually(
+                lambda: list(server.hub.sessions), "the session on the server"
+            )
             peak = 0
             for _ in range(50):  # give the server every chance to run past its limit
                 peak = max(peak, hub_session.queued_bytes)
