@@ -17,6 +17,7 @@ import pytest
 from google.protobuf import struct_pb2
 
 from statehub import DictionaryChange, StateDictionary, StateServer
+from statehub.server import nanover_compat
 from support import nanover_modules
 from support.polling import eventually
 from support.raw_session import GatedStore, connected, running_server
@@ -250,6 +251,62 @@ async def test_update_state_answers_once_the_change_is_durable() -> None:
             store.make_durable(1)
             assert await asyncio.wait_for(answer, DEADLINE)
             assert server.state.get("k") == 1.0
+
+
+async def test_subscribers_at_one_interval_share_each_encoded_change(
+    server: StateServer, alice: NanoverClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Subscribers with the same interval and read rights are members of one fan-out
+    group: a change is encoded to ``StateUpdate`` messages once, not once per subscriber."""
+    encoded: list[dict[str, Any]] = []
+
+    def counting(updates: Any, removals: set[str]) -> Any:
+        encoded.append(dict(updates))
+        return state_updates(updates, removals)
+
+    state_updates = nanover_compat._state_updates
+    monkeypatch.setattr(nanover_compat, "_state_updates", counting)
+    server.update_state(None, DictionaryChange({"k": -1}))
+    request = state_service_pb2.SubscribeStateUpdatesRequest(update_interval=0.01)
+    streams = [alice.state.SubscribeStateUpdates(request) for _ in range(3)]
+    for stream in streams:
+        assert await _next(stream) == {"k": -1.0}
+    # Each subscriber joins its group once its own view has caught up: a change or two
+    # may still be encoded by those not in it yet.
+    for value in range(20):
+        encoded.clear()
+        assert await alice.update({"k": value})
+        for stream in streams:
+            assert await _next(stream) == {"k": float(value)}
+        if len(encoded) == 1:
+            break
+    assert encoded == [{"k": float(value)}]
+    for stream in streams:
+        stream.cancel()
+
+
+async def test_a_subscriber_that_does_not_read_gets_every_change_coalesced_in_order(
+    server: StateServer, alice: NanoverClient, bob: NanoverClient
+) -> None:
+    """A client that falls behind leaves the shared stream and catches up alone: the
+    latest value comes last, after no value it had already got and no older value."""
+    request = state_service_pb2.SubscribeStateUpdatesRequest(update_interval=0)
+    reader = alice.state.SubscribeStateUpdates(request)
+    idle = bob.state.SubscribeStateUpdates(request)
+    server.update_state(None, DictionaryChange({"n": -1}))
+    assert (await _next(reader))["n"] == (await _next(idle))["n"] == -1.0
+    padding = "x" * 1_000_000  # fills the idle client's flow-control window in a few changes
+    last = 30
+    for value in range(last + 1):
+        assert await alice.update({"n": value, "pad": padding})
+        assert (await _next(reader))["n"] == float(value)
+    seen: list[float] = []
+    while not seen or seen[-1] != float(last):
+        seen.append((await _next(idle))["n"])
+    assert seen == sorted(set(seen))  # in order, no duplicate
+    assert len(seen) < last + 1  # it fell behind: what it missed came coalesced
+    reader.cancel()
+    idle.cancel()
 
 
 async def test_closing_the_server_ends_subscription_streams() -> None:

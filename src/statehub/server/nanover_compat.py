@@ -41,6 +41,7 @@ only when it sets up its services.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -52,8 +53,10 @@ from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
 from statehub.auth import PrefixSet, Principal
+from statehub.core.change import DictionaryChange
+from statehub.core.pacing import Pacer
 from statehub.core.values import JsonValue, bytes_as_json
-from statehub.errors import MessageTooLargeError, ResourceLockedError
+from statehub.errors import MessageTooLargeError, ObjectFrozenError, ResourceLockedError
 from statehub.protocol.errors import error_message, status_of
 from statehub.server.grpc_credentials import call_credentials
 from statehub.server.nanover_leases import NanoverLeaseBook
@@ -65,6 +68,7 @@ from statehub.server.operations.owner import nanover_token_owner
 from statehub.server.operations.reads import readable_keys
 from statehub.server.operations.state import submit_write
 from statehub.server.session import Hub
+from statehub.server.subscriptions import FanoutGroup, FanoutGroups
 
 Context: TypeAlias = "aio.ServicerContext[Any, Any]"
 
@@ -92,7 +96,8 @@ def add_nanover_services(hub: Hub, server: aio.Server) -> None:
                             state_service_pb2.SubscribeStateUpdatesRequest,
                             state.SubscribeStateUpdates,
                         ),
-                        response_serializer=_serialize,
+                        # The handler yields bytes: a group's updates are serialized once.
+                        response_serializer=_already_serialized,
                     ),
                     "UpdateState": _unary(state_service_pb2.UpdateStateRequest, state.UpdateState),
                     "UpdateLocks": _unary(state_service_pb2.UpdateLocksRequest, state.UpdateLocks),
@@ -113,6 +118,10 @@ def add_nanover_services(hub: Hub, server: aio.Server) -> None:
 
 def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
+
+
+def _already_serialized(data: bytes) -> bytes:
+    return data
 
 
 async def _parse(message_type: type[Message], raw: bytes, context: Context) -> Any:
@@ -142,13 +151,62 @@ def _unary(
 
 
 def _parsed_stream(
-    message_type: type[Message], method: Callable[[Any, Context], AsyncIterator[Message]]
-) -> Callable[[bytes, Context], AsyncIterator[Message]]:
-    async def handle(raw: bytes, context: Context) -> AsyncIterator[Message]:
+    message_type: type[Message], method: Callable[[Any, Context], AsyncIterator[bytes]]
+) -> Callable[[bytes, Context], AsyncIterator[bytes]]:
+    async def handle(raw: bytes, context: Context) -> AsyncIterator[bytes]:
         async for reply in method(await _parse(message_type, raw, context), context):
             yield reply
 
     return handle
+
+
+class NanoverStateUpdates:
+    """NanoVer's gRPC state delivery for the fan-out engine: a change as serialized
+    ``StateUpdate`` messages, at one ``update_interval`` on a steady clock."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+
+    def encode(self, revision: int, change: DictionaryChange) -> list[bytes]:
+        if not (change.updates or change.removals):
+            return []
+        return [
+            update.SerializeToString() for update in _state_updates(change.updates, change.removals)
+        ]
+
+
+class _StateSubscriber:
+    """A ``SubscribeStateUpdates`` call as a fan-out group member: the shared updates of
+    one change wait here until the call's handler yields them to gRPC."""
+
+    def __init__(self) -> None:
+        self.group: FanoutGroup[_StateSubscriber] | None = None
+        #: The shared updates not yet yielded, and the revision they bring the client to.
+        self.pending: list[bytes] = []
+        self.pending_revision = 0
+        #: Once out of the group: the revision to go on from alone (None: the state ended).
+        self.resume_from: int | None = None
+        self.wake = asyncio.Event()
+
+    def offer(self, bodies: list[bytes], since: int, revision: int) -> bool:
+        if self.pending:
+            return False  # its client has not taken the previous change yet: it falls behind
+        self.pending = bodies
+        self.pending_revision = revision
+        self.wake.set()
+        return True
+
+    def left(self, resume_from: int | None) -> None:
+        self.group = None
+        self.resume_from = resume_from
+        self.wake.set()
+
+    def leave_group(self) -> None:
+        """Out of the group by itself (new read rights, the call ended); nothing queued stays."""
+        group, self.group = self.group, None
+        self.pending = []
+        if group is not None:
+            group.discard(self)
 
 
 class NanoverStateService:
@@ -158,9 +216,18 @@ class NanoverStateService:
         self._hub = hub
         #: What its owners leased here: a sweep of this server makes their writes refused.
         self._leases = NanoverLeaseBook()
+        #: The fan-out groups of subscriptions, one family per update interval asked for.
+        self._fanouts: dict[float, FanoutGroups[_StateSubscriber]] = {}
         hub.state.holds_lost.add_callback(self._leases.swept)
 
-    async def SubscribeStateUpdates(self, request: Any, context: Context) -> AsyncIterator[Any]:
+    async def SubscribeStateUpdates(self, request: Any, context: Context) -> AsyncIterator[bytes]:
+        """Serialized ``StateUpdate`` messages: the readable state, then its changes.
+
+        The call delivers alone from a view of its own until that view has caught up with
+        the fan-out group of its interval and read rights; then it is a member of the
+        group, which encodes each change once for all its members. A member whose client
+        has not yet taken the previous update leaves and catches up alone (coalesced).
+        """
         interval = request.update_interval
         if not 0 <= interval < math.inf:
             await _abort(
@@ -169,31 +236,83 @@ class NanoverStateService:
             )
         interval = max(interval, self._hub.min_interval)
         readable = await self._readable(context)
+        groups = self._fanouts.get(interval)
+        if groups is None:
+            groups = self._fanouts[interval] = FanoutGroups(
+                self._hub, NanoverStateUpdates(interval)
+            )
+        subscriber = _StateSubscriber()
+        state = self._hub.state
+        identities = self._hub.auth
+        since: int | None = None  # where its own view starts (None: a fresh copy)
         shown: PrefixSet | None = None  # the read rights of what was sent, once they change
         delivered = 0  # the revision the client's copy has every change up to
-        while True:
-            key_filter = None if readable.everything else readable.__contains__
-            identities = self._hub.auth
-            with self._hub.state.get_change_buffer(key_filter=key_filter) as view:
-                async for change in view.subscribe_changes_async(interval):
+        try:
+            while True:
+                key_filter = None if readable.everything else readable.__contains__
+                joined: FanoutGroup[_StateSubscriber] | None = None
+                with state.get_change_buffer(since, "", key_filter) as view:
+                    pacer = Pacer(interval)
+                    while True:
+                        await asyncio.sleep(pacer.delay())
+                        try:
+                            change = await view.flush_changed_async(copy=False)
+                        except ObjectFrozenError:
+                            return
+                        pacer.flushed()
+                        if self._hub.auth is not identities:  # reloaded: are the rights the same?
+                            identities = self._hub.auth
+                            now_readable = await self._readable(context)
+                            if now_readable != readable:
+                                shown, readable = readable, now_readable
+                                break  # this change was filtered by the old rights: start again
+                        removals = change.removals
+                        if shown is not None:  # a fresh copy under new rights: drop what they hide
+                            removals = removals | keys_to_drop(
+                                state, [shown], delivered, change.updates
+                            )
+                            shown = None
+                        delivered = view.cursor
+                        updates = [
+                            update.SerializeToString()
+                            for update in _state_updates(change.updates, removals)
+                        ]
+                        # Joined now, just flushed: gRPC may resume this generator only
+                        # once the client has read the update, after the next change came.
+                        joined = groups.join(subscriber, view, "", readable)
+                        if joined is not None:
+                            subscriber.group = joined
+                            subscriber.pending_revision = delivered
+                            subscriber.wake.clear()  # a wake-up from an earlier group is done
+                        for update in updates:
+                            yield update
+                        if joined is not None:
+                            break  # (the group may have let it go meanwhile: see below)
+                if joined is None:
+                    since = None  # new read rights: a fresh copy
+                    continue
+                while True:  # in the group: yield what it shares
+                    await subscriber.wake.wait()
+                    subscriber.wake.clear()
                     if self._hub.auth is not identities:  # reloaded: are the rights the same?
                         identities = self._hub.auth
                         now_readable = await self._readable(context)
                         if now_readable != readable:
                             shown, readable = readable, now_readable
-                            break  # this change was filtered by the old rights: start again
-                    removals = change.removals
-                    if shown is not None:  # a fresh copy under new rights: drop what they hide
-                        state = self._hub.state
-                        removals = removals | keys_to_drop(
-                            state, [shown], delivered, change.updates
-                        )
-                        shown = None
-                    delivered = view.cursor
-                    for update in _state_updates(change.updates, removals):
-                        yield update
-                else:
-                    return
+                            subscriber.leave_group()  # what waits was filtered by the old rights
+                            since = None
+                            break
+                    bodies, subscriber.pending = subscriber.pending, []
+                    delivered = subscriber.pending_revision
+                    for body in bodies:
+                        yield body
+                    if subscriber.group is None:  # left: the state ended, or it fell behind
+                        if subscriber.resume_from is None:
+                            return
+                        since = subscriber.resume_from
+                        break
+        finally:
+            subscriber.leave_group()
 
     async def _readable(self, context: Context) -> PrefixSet:
         """The keys this call's identity may read; aborts if it may read none."""
