@@ -28,11 +28,14 @@ The groups are one engine for every edge, parameterised by a ``Delivery``: how a
 is encoded (once per group) and how the group is paced. The session protocol's is
 ``SessionBatches`` (change batches, at every change); the NanoVer WebSocket edge has its
 own ``FanoutGroups`` with NanoVer's ``state`` messages on a steady 30 Hz clock
-(``web/nanover_socket.py``). A ``Member`` queues the shared bytes its own way: a session's
-subscription behind its ``sub`` header in its outbox, refusing when more than
-``LAG_BYTES`` wait; a NanoVer connection as the next WebSocket message, refusing while it
-still writes the previous one. Either way a member that refuses leaves with the revision
-it was sent up to, catches up alone from its own view, and joins again once caught up.
+(``web/nanover_socket.py``), and NanoVer gRPC one per ``update_interval`` asked for, with
+serialized ``StateUpdate`` messages (``nanover_compat.py``). A ``Member`` queues the
+shared bytes its own way: a session's subscription behind its ``sub`` header in its
+outbox, refusing when more than ``LAG_BYTES`` wait; a NanoVer connection as the next
+WebSocket message, refusing while it still writes the previous one; a NanoVer gRPC call
+for its handler to yield, refusing while the previous update still waits there. Either
+way a member that refuses leaves with the revision it was sent up to, catches up alone
+from its own view, and joins again once caught up.
 """
 
 from __future__ import annotations
