@@ -8,7 +8,9 @@ token, and the command service with ``commands/list``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -283,6 +285,37 @@ async def test_subscribers_at_one_interval_share_each_encoded_change(
     assert encoded == [{"k": float(value)}]
     for stream in streams:
         stream.cancel()
+
+
+async def test_calls_at_many_intervals_leave_no_fan_out_groups_behind(
+    server: StateServer, alice: NanoverClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each update interval asked for has its fan-out groups while a call runs at it: a
+    client trying interval after interval leaves nothing behind when its calls end."""
+    families: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    class Recorded(nanover_compat.FanoutGroups):  # type: ignore[type-arg]
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            families.add(self)
+
+    monkeypatch.setattr(nanover_compat, "FanoutGroups", Recorded)
+    server.update_state(None, DictionaryChange({"k": -1}))
+    streams = []
+    for n in range(20):
+        request = state_service_pb2.SubscribeStateUpdatesRequest(update_interval=0.01 + n / 1000)
+        streams.append(alice.state.SubscribeStateUpdates(request))
+        assert await _next(streams[-1]) == {"k": -1.0}
+    assert len(families) == 20
+    for stream in streams:
+        stream.cancel()
+    del stream, streams
+
+    def all_gone() -> bool:
+        gc.collect()
+        return not families
+
+    await eventually(all_gone, "every interval's fan-out groups gone")
 
 
 async def test_a_subscriber_that_does_not_read_gets_every_change_coalesced_in_order(

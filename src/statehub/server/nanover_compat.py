@@ -42,9 +42,10 @@ only when it sets up its services.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, NoReturn, TypeAlias
 
 import grpc
@@ -216,8 +217,10 @@ class NanoverStateService:
         self._hub = hub
         #: What its owners leased here: a sweep of this server makes their writes refused.
         self._leases = NanoverLeaseBook()
-        #: The fan-out groups of subscriptions, one family per update interval asked for.
-        self._fanouts: dict[float, FanoutGroups[_StateSubscriber]] = {}
+        #: The fan-out groups of subscriptions, one family per update interval a running
+        #: call asked for, with how many such calls run (a family goes with the last one:
+        #: a client trying many intervals leaves nothing behind).
+        self._fanouts: dict[float, tuple[FanoutGroups[_StateSubscriber], int]] = {}
         hub.state.holds_lost.add_callback(self._leases.swept)
 
     async def SubscribeStateUpdates(self, request: Any, context: Context) -> AsyncIterator[bytes]:
@@ -236,11 +239,35 @@ class NanoverStateService:
             )
         interval = max(interval, self._hub.min_interval)
         readable = await self._readable(context)
-        groups = self._fanouts.get(interval)
+        with self._fanout_at(interval) as groups:
+            delivering = self._deliver(context, groups, interval, readable)
+            async with contextlib.aclosing(delivering) as updates:  # it leaves its group now
+                async for update in updates:
+                    yield update
+
+    @contextlib.contextmanager
+    def _fanout_at(self, interval: float) -> Iterator[FanoutGroups[_StateSubscriber]]:
+        """The fan-out groups of ``interval``, while a call delivers at it."""
+        groups, calls = self._fanouts.get(interval, (None, 0))
         if groups is None:
-            groups = self._fanouts[interval] = FanoutGroups(
-                self._hub, NanoverStateUpdates(interval)
-            )
+            groups = FanoutGroups(self._hub, NanoverStateUpdates(interval))
+        self._fanouts[interval] = (groups, calls + 1)
+        try:
+            yield groups
+        finally:
+            groups, calls = self._fanouts[interval]
+            if calls == 1:
+                del self._fanouts[interval]
+            else:
+                self._fanouts[interval] = (groups, calls - 1)
+
+    async def _deliver(
+        self,
+        context: Context,
+        groups: FanoutGroups[_StateSubscriber],
+        interval: float,
+        readable: PrefixSet,
+    ) -> AsyncGenerator[bytes, None]:
         subscriber = _StateSubscriber()
         state = self._hub.state
         identities = self._hub.auth
