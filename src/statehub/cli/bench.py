@@ -37,8 +37,15 @@ GROUPS: dict[str, tuple[str, Callable[[], list[Result]]]] = {
         lifetimes.run,
     ),
     "durable": ("Durable writes (SQLite store, group commit)", durable.run),
-    "network": ("Network (gRPC on loopback; subscribers in a separate process)", network.run),
-    "security": ("What --auth and TLS cost (gRPC on loopback)", security.run),
+    "network": (
+        "Network (the default transport, plain TCP, on loopback; subscribers in a separate "
+        "process)",
+        network.run,
+    ),
+    "security": (
+        "What --auth and TLS cost (the default transport, plain TCP, on loopback)",
+        security.run,
+    ),
     "web": ("Web edge (WebSocket next to gRPC; room clients in worker processes)", web.run),
     "frames": ("NanoVer frames: a runner's 10,000-atom frame at 30 Hz to a room", frames.run),
     "dripline": ("Dripline mesh (RabbitMQ on loopback) next to statehub's protocol", dripline.run),
