@@ -53,7 +53,8 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
-from statehub.auth import PrefixSet, Principal
+from statehub.auth import OpenAccess, PrefixSet, Principal
+from statehub.auth.authenticator import Authenticator
 from statehub.core.change import DictionaryChange
 from statehub.core.pacing import Pacer
 from statehub.core.values import JsonValue, bytes_as_json
@@ -171,9 +172,7 @@ class NanoverStateUpdates:
     def encode(self, revision: int, change: DictionaryChange) -> list[bytes]:
         if not (change.updates or change.removals):
             return []
-        return [
-            update.SerializeToString() for update in _state_updates(change.updates, change.removals)
-        ]
+        return _serialized_updates(change.updates, change.removals)
 
 
 class _StateSubscriber:
@@ -287,12 +286,10 @@ class NanoverStateService:
                         except ObjectFrozenError:
                             return
                         pacer.flushed()
-                        if self._hub.auth is not identities:  # reloaded: are the rights the same?
-                            identities = self._hub.auth
-                            now_readable = await self._readable(context)
-                            if now_readable != readable:
-                                shown, readable = readable, now_readable
-                                break  # this change was filtered by the old rights: start again
+                        identities, now_readable = await self._rights_after(context, identities)
+                        if now_readable is not None and now_readable != readable:
+                            shown, readable = readable, now_readable
+                            break  # this change was filtered by the old rights: start again
                         removals = change.removals
                         if shown is not None:  # a fresh copy under new rights: drop what they hide
                             removals = removals | keys_to_drop(
@@ -300,10 +297,7 @@ class NanoverStateService:
                             )
                             shown = None
                         delivered = view.cursor
-                        updates = [
-                            update.SerializeToString()
-                            for update in _state_updates(change.updates, removals)
-                        ]
+                        updates = _serialized_updates(change.updates, removals)
                         # Joined now, just flushed: gRPC may resume this generator only
                         # once the client has read the update, after the next change came.
                         joined = groups.join(subscriber, view, "", readable)
@@ -321,14 +315,12 @@ class NanoverStateService:
                 while True:  # in the group: yield what it shares
                     await subscriber.wake.wait()
                     subscriber.wake.clear()
-                    if self._hub.auth is not identities:  # reloaded: are the rights the same?
-                        identities = self._hub.auth
-                        now_readable = await self._readable(context)
-                        if now_readable != readable:
-                            shown, readable = readable, now_readable
-                            subscriber.leave_group()  # what waits was filtered by the old rights
-                            since = None
-                            break
+                    identities, now_readable = await self._rights_after(context, identities)
+                    if now_readable is not None and now_readable != readable:
+                        shown, readable = readable, now_readable
+                        subscriber.leave_group()  # what waits was filtered by the old rights
+                        since = None
+                        break
                     bodies, subscriber.pending = subscriber.pending, []
                     delivered = subscriber.pending_revision
                     for body in bodies:
@@ -340,6 +332,16 @@ class NanoverStateService:
                         break
         finally:
             subscriber.leave_group()
+
+    async def _rights_after(
+        self, context: Context, seen: Authenticator | OpenAccess
+    ) -> tuple[Authenticator | OpenAccess, PrefixSet | None]:
+        """The hub's identities now, and, if they were reloaded since ``seen``, the keys
+        this call may read under them (None: not reloaded)."""
+        identities = self._hub.auth
+        if identities is seen:
+            return seen, None
+        return identities, await self._readable(context)
 
     async def _readable(self, context: Context) -> PrefixSet:
         """The keys this call's identity may read; aborts if it may read none."""
@@ -484,6 +486,10 @@ def _state_updates(updates: Mapping[str, JsonValue], removals: set[str]) -> Iter
             _set_value(changed.fields[key], value)
         size += entry_size
     yield state_service_pb2.StateUpdate(changed_keys=changed)
+
+
+def _serialized_updates(updates: Mapping[str, JsonValue], removals: set[str]) -> list[bytes]:
+    return [update.SerializeToString() for update in _state_updates(updates, removals)]
 
 
 def _python_value(value: struct_pb2.Value) -> JsonValue:
