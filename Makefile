@@ -51,16 +51,16 @@ unit: $(STAMP) $(DASHBOARD)
 # The suite on another Python, in .venv-3.X from the same lock, less the `system` tests:
 # they check other programs (kill -9 recovery, Sentinel, RabbitMQ, chromium) and run on
 # 3.11 (docs/development.md).
-OTHER_PYTHON_TESTS := -m "not soak and not system"
+NON_SYSTEM_TESTS := -m "not soak and not system"
 $(addprefix unit-,$(OTHER_PYTHONS)): unit-%: $(DASHBOARD)
 	scripts/make-venv python$* .venv-$*
-	.venv-$*/bin/pytest $(OTHER_PYTHON_TESTS)
+	.venv-$*/bin/pytest $(NON_SYSTEM_TESTS)
 
 # 3.11's suite in its two halves: the `system` tests, and the rest.
 unit-system: $(STAMP) $(DASHBOARD)
 	$(BIN)/pytest -m "system and not soak"
 unit-rest: $(STAMP) $(DASHBOARD)
-	$(BIN)/pytest $(OTHER_PYTHON_TESTS)
+	$(BIN)/pytest $(NON_SYSTEM_TESTS)
 
 # Three runs at a time (2 cores; the suite waits on sockets more than it computes): 3.11's
 # system tests, 3.12 and 3.13 first, then 3.11's other tests in the first free slot, so
